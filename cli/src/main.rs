@@ -1,0 +1,95 @@
+//! `conveyor`: validate pipeline files, run pipelines on this machine, show the run log.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Conveyor runs GCP data pipelines without a central orchestrator. Locally, the same steps
+/// run on embedded adapters: a directory per bucket, SQLite as warehouse, local processes as
+/// batches.
+#[derive(Parser)]
+#[command(name = "conveyor", version, about, long_about = None)]
+struct Cli {
+    /// The pipeline configuration file (YAML or JSON).
+    #[arg(long, short, global = true, env = "CONVEYOR_CONFIG", default_value = "conveyor.yaml")]
+    config: PathBuf,
+    /// Where the embedded mode keeps buckets, the warehouse and batch jobs.
+    #[arg(long, global = true, env = "CONVEYOR_STATE_DIR", default_value = ".conveyor")]
+    state_dir: PathBuf,
+    /// Log filter, e.g. `info` or `conveyor=debug`.
+    #[arg(long, global = true, env = "CONVEYOR_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a configuration file and report every error with its field path and line.
+    Validate {
+        /// The file to check (default: --config).
+        file: Option<PathBuf>,
+    },
+    /// Stage every active pipeline's source, run the chain until every run has finished, then
+    /// print loaded row counts and the run log.
+    Run {
+        /// Give up waiting after this long (e.g. `2m`).
+        #[arg(long, default_value = "5m", value_parser = humantime_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Keep the pipelines running: watch the buckets, fire schedules, poll batches, and serve
+    /// the five functions over HTTP for `curl`.
+    Dev {
+        /// Address of the HTTP server (`/stage`, `/load`, `/submit`, `/poll`, `/log`).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// Copy one pipeline's source into its landing bucket (incremental), then run the chain
+    /// until its runs finish.
+    Stage {
+        /// The pipeline.
+        pipeline: String,
+        /// Copy every object, even unchanged ones.
+        #[arg(long)]
+        full: bool,
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "5m", value_parser = humantime_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Print the newest run-log rows.
+    Status {
+        /// How many rows.
+        #[arg(long, short = 'n', default_value_t = 30)]
+        limit: usize,
+        /// Show only this run.
+        #[arg(long)]
+        run: Option<String>,
+    },
+}
+
+fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    conveyor::telemetry::init(conveyor::telemetry::LogFormat::Text, &cli.log);
+    let result = match cli.command {
+        Command::Validate { file } => commands::validate(file.as_deref().unwrap_or(&cli.config)),
+        Command::Run { timeout } => commands::run(&cli.config, &cli.state_dir, None, false, timeout).await,
+        Command::Stage { pipeline, full, timeout } => commands::run(&cli.config, &cli.state_dir, Some(&pipeline), full, timeout).await,
+        Command::Dev { listen } => commands::dev(&cli.config, &cli.state_dir, listen).await,
+        Command::Status { limit, run } => commands::status(&cli.config, &cli.state_dir, limit, run.as_deref()).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Conveyor's events: every hand-off between steps is a CloudEvent 1.0 of one of these types.
+//!
+//! The event's `data` is the JSON of [`ConveyorEvent`]; the run id, pipeline, step and attempt
+//! are also CloudEvent extension attributes (`conveyorrun`, `conveyorpipeline`, `conveyorstep`,
+//! `conveyorattempt`), so a Pub/Sub push subscription can filter on them. Event ids are
+//! deterministic: the same transition of the same run always has the same id, which is what
+//! makes the run log idempotent under Pub/Sub's at-least-once delivery.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use cloudevents::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10};
+use serde::{Deserialize, Serialize};
+
+use crate::names::{BucketName, JobId, ObjectName, PipelineName, RunId, short_hash};
+
+/// The CloudEvent `source` of events Conveyor emits.
+pub const SOURCE_PREFIX: &str = "//conveyor";
+
+/// The type of a Conveyor event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    /// An object was copied into the landing bucket by the stage step.
+    #[serde(rename = "conveyor.object.staged")]
+    ObjectStaged,
+    /// An object was loaded into its table.
+    #[serde(rename = "conveyor.table.loaded")]
+    TableLoaded,
+    /// A batch attempt was submitted (or an existing one adopted).
+    #[serde(rename = "conveyor.batch.submitted")]
+    BatchSubmitted,
+    /// A batch attempt was seen running.
+    #[serde(rename = "conveyor.batch.running")]
+    BatchRunning,
+    /// A batch attempt reached a terminal state: SUCCEEDED, FAILED or TIMED_OUT.
+    #[serde(rename = "conveyor.batch.finished")]
+    BatchFinished,
+    /// A step failed or rejected its input; the error says why.
+    #[serde(rename = "conveyor.step.failed")]
+    StepFailed,
+}
+
+impl EventType {
+    /// Every type, for subscriptions.
+    pub const ALL: [EventType; 6] = [
+        Self::ObjectStaged,
+        Self::TableLoaded,
+        Self::BatchSubmitted,
+        Self::BatchRunning,
+        Self::BatchFinished,
+        Self::StepFailed,
+    ];
+
+    /// The CloudEvent `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ObjectStaged => "conveyor.object.staged",
+            Self::TableLoaded => "conveyor.table.loaded",
+            Self::BatchSubmitted => "conveyor.batch.submitted",
+            Self::BatchRunning => "conveyor.batch.running",
+            Self::BatchFinished => "conveyor.batch.finished",
+            Self::StepFailed => "conveyor.step.failed",
+        }
+    }
+
+    /// Parses a CloudEvent `type` string.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A step of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepName {
+    /// Copy source data into the landing bucket.
+    Stage,
+    /// Load an object into a table.
+    Load,
+    /// Start a batch.
+    Submit,
+    /// Follow a batch to its end.
+    Poll,
+    /// Write the run log.
+    Log,
+}
+
+impl StepName {
+    /// Every step.
+    pub const ALL: [StepName; 5] = [Self::Stage, Self::Load, Self::Submit, Self::Poll, Self::Log];
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stage => "stage",
+            Self::Load => "load",
+            Self::Submit => "submit",
+            Self::Poll => "poll",
+            Self::Log => "log",
+        }
+    }
+
+    /// Parses a lowercase step name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The status a run-log row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// A batch attempt was submitted.
+    Submitted,
+    /// A batch attempt is running.
+    Running,
+    /// Done, successfully.
+    Succeeded,
+    /// Failed (a retry may follow; see `retry_at`).
+    Failed,
+    /// Cancelled after its timeout.
+    TimedOut,
+    /// The input was refused (malformed, unknown pipeline): it is not retried.
+    Rejected,
+}
+
+impl Status {
+    /// The upper-case name written to the run log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Submitted => "SUBMITTED",
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::TimedOut => "TIMED_OUT",
+            Self::Rejected => "REJECTED",
+        }
+    }
+
+    /// Parses the upper-case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Submitted,
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::TimedOut,
+            Self::Rejected,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An object in a bucket, as a trigger names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// The bucket.
+    pub bucket: BucketName,
+    /// The object name.
+    pub name: ObjectName,
+    /// The object generation (GCS) or modification stamp (embedded); distinguishes an
+    /// overwrite from a redelivery.
+    #[serde(default)]
+    pub generation: String,
+    /// Size in bytes, when known.
+    #[serde(default)]
+    pub size: Option<u64>,
+}
+
+impl ObjectRef {
+    /// `gs://bucket/name`.
+    pub fn uri(&self) -> String {
+        format!("gs://{}/{}", self.bucket, self.name)
+    }
+}
+
+/// What a step did, carried by every event. Fields that do not apply are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Detail {
+    /// The object the run is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRef>,
+    /// The destination table (`dataset.table`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Rows loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// The load or batch job id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    /// The batch engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// The engine's own state name (e.g. Data Fusion's `COMPLETED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_state: Option<String>,
+    /// When this step (or attempt) started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When a failed attempt will be resubmitted; `None` on a final failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Values for batch parameters: the trigger's captures and `table`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// One Conveyor event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConveyorEvent {
+    /// The type.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// The run.
+    pub run_id: RunId,
+    /// The pipeline; `None` only for a rejection that could not name one.
+    pub pipeline: Option<PipelineName>,
+    /// The step that emitted it.
+    pub step: StepName,
+    /// The attempt (1-based; loads and stages are attempt 1).
+    pub attempt: u32,
+    /// The status the run log records for it.
+    pub status: Status,
+    /// When it happened.
+    pub time: DateTime<Utc>,
+    /// What happened.
+    #[serde(default)]
+    pub detail: Detail,
+}
+
+/// A CloudEvent could not be read as a Conveyor event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The type is not a Conveyor type.
+    #[error("not a Conveyor event type: {0:?}")]
+    UnknownType(String),
+    /// The data is missing or not the expected JSON.
+    #[error("bad data in {kind} event: {reason}")]
+    BadData {
+        /// The type.
+        kind: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl ConveyorEvent {
+    /// A new event at the current time.
+    pub fn new(
+        kind: EventType,
+        run_id: RunId,
+        pipeline: Option<PipelineName>,
+        step: StepName,
+        attempt: u32,
+        status: Status,
+        detail: Detail,
+    ) -> Self {
+        Self {
+            kind,
+            run_id,
+            pipeline,
+            step,
+            attempt,
+            status,
+            time: Utc::now(),
+            detail,
+        }
+    }
+
+    /// The deterministic id: the same transition of the same run has the same id however
+    /// often it is emitted.
+    pub fn id(&self) -> String {
+        let job = self.detail.job_id.as_ref().map_or("", |j| j.as_str());
+        let error = if self.status == Status::Rejected {
+            self.detail.error.as_deref().unwrap_or("")
+        } else {
+            ""
+        };
+        short_hash(&[
+            self.kind.as_str(),
+            self.run_id.as_str(),
+            self.step.as_str(),
+            &self.attempt.to_string(),
+            self.status.as_str(),
+            job,
+            error,
+        ])
+    }
+
+    /// As a CloudEvent 1.0 with JSON data.
+    pub fn to_cloudevent(&self) -> Event {
+        let data = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        let mut builder = EventBuilderV10::new()
+            .id(self.id())
+            .ty(self.kind.as_str())
+            .source(format!("{SOURCE_PREFIX}/{}", self.step))
+            .subject(self.run_id.as_str())
+            .time(self.time)
+            .extension("conveyorrun", self.run_id.as_str())
+            .extension("conveyorstep", self.step.as_str())
+            .extension("conveyorattempt", i64::from(self.attempt))
+            .extension("conveyorstatus", self.status.as_str())
+            .data("application/json", data);
+        if let Some(p) = &self.pipeline {
+            builder = builder.extension("conveyorpipeline", p.as_str());
+        }
+        // Every attribute set above is valid by construction.
+        builder.build().unwrap_or_default()
+    }
+
+    /// Reads a Conveyor event from a CloudEvent.
+    ///
+    /// # Errors
+    /// [`EventError`] when the type is not Conveyor's or the data does not parse.
+    pub fn from_cloudevent(event: &Event) -> Result<Self, EventError> {
+        let kind = event.ty();
+        if EventType::parse(kind).is_none() {
+            return Err(EventError::UnknownType(kind.to_owned()));
+        }
+        let bad = |reason: String| EventError::BadData {
+            kind: kind.to_owned(),
+            reason,
+        };
+        let parsed: Self = match event.data() {
+            Some(Data::Json(v)) => serde_json::from_value(v.clone()).map_err(|e| bad(e.to_string()))?,
+            Some(Data::Binary(b)) => serde_json::from_slice(b).map_err(|e| bad(e.to_string()))?,
+            Some(Data::String(s)) => serde_json::from_str(s).map_err(|e| bad(e.to_string()))?,
+            None => return Err(bad("no data".to_owned())),
+        };
+        if parsed.kind.as_str() != kind {
+            return Err(bad(format!("data says type {}", parsed.kind)));
+        }
+        Ok(parsed)
+    }
+
+    /// Pub/Sub message attributes for this event: the CloudEvent attributes in the Pub/Sub
+    /// protocol binding's binary mode (`ce-` prefix), so subscriptions can filter on type.
+    pub fn pubsub_attributes(&self) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::from([
+            ("ce-specversion".to_owned(), "1.0".to_owned()),
+            ("ce-id".to_owned(), self.id()),
+            ("ce-type".to_owned(), self.kind.as_str().to_owned()),
+            ("ce-source".to_owned(), format!("{SOURCE_PREFIX}/{}", self.step)),
+            ("ce-subject".to_owned(), self.run_id.to_string()),
+            ("ce-time".to_owned(), self.time.to_rfc3339()),
+            ("ce-conveyorrun".to_owned(), self.run_id.to_string()),
+            ("ce-conveyorstep".to_owned(), self.step.as_str().to_owned()),
+            ("ce-conveyorattempt".to_owned(), self.attempt.to_string()),
+            ("ce-conveyorstatus".to_owned(), self.status.as_str().to_owned()),
+            ("content-type".to_owned(), "application/json".to_owned()),
+        ]);
+        if let Some(p) = &self.pipeline {
+            a.insert("ce-conveyorpipeline".to_owned(), p.to_string());
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ConveyorEvent {
+        let p = PipelineName::parse("sales").unwrap();
+        ConveyorEvent::new(
+            EventType::TableLoaded,
+            RunId::derive(&p, &["x"]),
+            Some(p),
+            StepName::Load,
+            1,
+            Status::Succeeded,
+            Detail {
+                rows: Some(5),
+                ..Detail::default()
+            },
+        )
+    }
+
+    #[test]
+    fn events_round_trip_through_cloudevents() {
+        let e = sample();
+        let ce = e.to_cloudevent();
+        assert_eq!(ce.ty(), "conveyor.table.loaded");
+        assert_eq!(ce.id(), e.id());
+        assert_eq!(ConveyorEvent::from_cloudevent(&ce).unwrap(), e);
+    }
+
+    #[test]
+    fn event_ids_do_not_depend_on_time() {
+        let a = sample();
+        let mut b = a.clone();
+        b.time += chrono::Duration::seconds(5);
+        assert_eq!(a.id(), b.id());
+        let mut c = a.clone();
+        c.attempt = 2;
+        assert_ne!(a.id(), c.id());
+    }
+
+    #[test]
+    fn foreign_event_types_are_refused() {
+        let ce = EventBuilderV10::new()
+            .id("1")
+            .ty("com.example.other")
+            .source("//x")
+            .build()
+            .unwrap();
+        assert!(matches!(
+            ConveyorEvent::from_cloudevent(&ce),
+            Err(EventError::UnknownType(_))
+        ));
+    }
+}

@@ -1,0 +1,369 @@
+//! CSV decoding: RFC 4180, UTF-8, optional header line(s).
+//!
+//! Row numbers are physical line numbers (a record's first line), so a header counts as line 1
+//! and a quoted field spanning lines pushes later rows' numbers down accordingly.
+
+use ::csv::{ReaderBuilder, StringRecord};
+
+use super::{
+    BadRowList, Column, DecodeOptions, Format, FormatError, Rows, TextInference, Value, check_null,
+    conversion_error, duplicate_name, find_column, from_text, quote,
+};
+
+/// One CSV record with the line it starts on.
+type Record = (u64, StringRecord);
+
+/// Decodes a CSV file.
+pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
+    let text = utf8_text(bytes)?;
+    let records = read_records(text)?;
+    let skip = usize::try_from(options.skip_leading_rows).unwrap_or(usize::MAX);
+    // As in BigQuery, with N leading rows skipped the N-th one is the header.
+    let header = skip.checked_sub(1).and_then(|i| records.get(i));
+    let data = records.get(skip..).unwrap_or(&[]);
+    match &options.schema {
+        None => autodetect(header, data),
+        Some(columns) => declared(columns, header, data),
+    }
+}
+
+fn unreadable(reason: String) -> FormatError {
+    FormatError::Unreadable { format: Format::Csv, reason }
+}
+
+/// The file as text, without a UTF-8 byte order mark.
+fn utf8_text(bytes: &[u8]) -> Result<&str, FormatError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
+        let line = bytes.get(..offset).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count()) + 1;
+        unreadable(format!("not valid UTF-8 (line {line}, byte offset {offset})"))
+    })
+}
+
+/// All records, each with the line it starts on.
+fn read_records(text: &str) -> Result<Vec<Record>, FormatError> {
+    let mut reader = ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut records = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| unreadable(e.to_string()))?;
+        let line = record.position().map_or(index as u64 + 1, ::csv::Position::line);
+        records.push((line, record));
+    }
+    Ok(records)
+}
+
+fn field_count_reason(expected: usize, found: usize) -> String {
+    format!("expected {expected} fields but found {found}")
+}
+
+/// Columns named by the header (or `string_field_N`), typed from all values.
+fn autodetect(header: Option<&Record>, data: &[Record]) -> Result<Rows, FormatError> {
+    let names: Vec<String> = match (header, data.first()) {
+        (Some((line, header)), _) => {
+            let names: Vec<String> = header
+                .iter()
+                .enumerate()
+                .map(|(i, name)| match name.trim() {
+                    "" => format!("string_field_{i}"),
+                    name => name.to_owned(),
+                })
+                .collect();
+            if let Some(name) = duplicate_name(names.iter().map(String::as_str)) {
+                return Err(unreadable(format!("the header (line {line}) names column `{name}` twice")));
+            }
+            names
+        }
+        (None, Some((_, first))) => (0..first.len()).map(|i| format!("string_field_{i}")).collect(),
+        (None, None) => return Ok(Rows::default()),
+    };
+    let width = names.len();
+
+    let mut bad = BadRowList::default();
+    let mut inference: Vec<TextInference> = names.iter().map(|_| TextInference::default()).collect();
+    for (line, record) in data {
+        if record.len() != width {
+            if bad.push(*line, field_count_reason(width, record.len())) {
+                break;
+            }
+            continue;
+        }
+        for (column, field) in inference.iter_mut().zip(record.iter()) {
+            if !field.is_empty() {
+                column.observe(field);
+            }
+        }
+    }
+    let columns: Vec<Column> = names
+        .into_iter()
+        .zip(&inference)
+        .map(|(name, inference)| Column { name, ty: inference.column_type(), nullable: true })
+        .collect();
+    if !bad.rows.is_empty() {
+        return bad.into_result(Rows::default());
+    }
+    let indexes: Vec<usize> = (0..width).collect();
+    convert_rows(&columns, &indexes, width, data)
+}
+
+/// Exactly the declared columns: by header name when there is a header, else by position.
+fn declared(columns: &[Column], header: Option<&Record>, data: &[Record]) -> Result<Rows, FormatError> {
+    let (width, indexes) = match header {
+        Some((line, header)) => {
+            let names: Vec<&str> = header.iter().map(str::trim).collect();
+            let indexes = columns
+                .iter()
+                .map(|column| {
+                    find_column(names.iter().copied(), &column.name).ok_or_else(|| {
+                        unreadable(format!(
+                            "declared column `{}` is not in the header (line {line})",
+                            column.name
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (header.len(), indexes)
+        }
+        None => (columns.len(), (0..columns.len()).collect()),
+    };
+    convert_rows(columns, &indexes, width, data)
+}
+
+/// Converts every record to `columns` (column `i` is field `indexes[i]`); records must have
+/// `width` fields. Empty fields are NULL.
+fn convert_rows(
+    columns: &[Column],
+    indexes: &[usize],
+    width: usize,
+    data: &[Record],
+) -> Result<Rows, FormatError> {
+    let mut bad = BadRowList::default();
+    let mut rows = Vec::with_capacity(data.len());
+    for (line, record) in data {
+        let row = if record.len() == width {
+            convert_record(columns, indexes, record)
+        } else {
+            Err(field_count_reason(width, record.len()))
+        };
+        match row {
+            Ok(row) => rows.push(row),
+            Err(reason) => {
+                if bad.push(*line, reason) {
+                    break;
+                }
+            }
+        }
+    }
+    bad.into_result(Rows { columns: columns.to_vec(), rows })
+}
+
+fn convert_record(columns: &[Column], indexes: &[usize], record: &StringRecord) -> Result<Vec<Value>, String> {
+    columns
+        .iter()
+        .zip(indexes)
+        .map(|(column, index)| {
+            let field = record.get(*index).unwrap_or("");
+            let value = if field.is_empty() {
+                Value::Null
+            } else {
+                from_text(field, column.ty).ok_or_else(|| conversion_error(column, &quote(field)))?
+            };
+            check_null(column, value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::formats::{
+        BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, MAX_BAD_ROWS, Rows, Value,
+        decode,
+    };
+
+    fn csv(text: &[u8], skip_leading_rows: u64, schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
+        decode(Format::Csv, text, &DecodeOptions { schema, skip_leading_rows })
+    }
+
+    fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
+        Column { name: name.to_owned(), ty, nullable }
+    }
+
+    fn bad_rows(result: Result<Rows, FormatError>) -> Vec<BadRow> {
+        match result {
+            Err(FormatError::BadRows(rows)) => rows,
+            other => panic!("expected bad rows, got {other:?}"),
+        }
+    }
+
+    fn unreadable_reason(result: Result<Rows, FormatError>) -> String {
+        match result {
+            Err(FormatError::Unreadable { format: Format::Csv, reason }) => reason,
+            other => panic!("expected an unreadable CSV file, got {other:?}"),
+        }
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.to_owned())
+    }
+
+    #[test]
+    fn csv_with_header_infers_integer_and_string_columns() {
+        let rows = csv(b"id,name\n1,ann\n2,bob\n", 1, None).expect("decodes");
+        assert_eq!(
+            rows.columns,
+            vec![column("id", ColumnType::Int64, true), column("name", ColumnType::String, true)]
+        );
+        assert_eq!(rows.rows, vec![vec![Value::Int(1), text("ann")], vec![Value::Int(2), text("bob")]]);
+    }
+
+    #[test]
+    fn csv_without_header_names_columns_string_field_n() {
+        let rows = csv(b"1,ann\n2,bob\n", 0, None).expect("decodes");
+        let names: Vec<&str> = rows.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["string_field_0", "string_field_1"]);
+        assert_eq!(rows.rows.len(), 2);
+    }
+
+    #[test]
+    fn csv_infers_float_bool_timestamp_and_date_columns() {
+        let data = b"f,b,ts,d,mixed\n1,TRUE,2026-11-20T08:30:00Z,2026-11-20,1\n2.5,false,2026-11-20 09:00:00+01:00,2026-11-21,x\n";
+        let rows = csv(data, 1, None).expect("decodes");
+        let types: Vec<ColumnType> = rows.columns.iter().map(|c| c.ty).collect();
+        assert_eq!(
+            types,
+            [ColumnType::Float64, ColumnType::Bool, ColumnType::Timestamp, ColumnType::Date, ColumnType::String]
+        );
+        assert_eq!(
+            rows.rows[1],
+            vec![
+                Value::Float(2.5),
+                Value::Bool(false),
+                text("2026-11-20T08:00:00Z"),
+                text("2026-11-21"),
+                text("x")
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_empty_field_is_null_and_does_not_affect_inference() {
+        let rows = csv(b"a,b\n1,\n,\n", 1, None).expect("decodes");
+        assert_eq!(rows.columns[0].ty, ColumnType::Int64);
+        assert_eq!(rows.columns[1].ty, ColumnType::String);
+        assert_eq!(rows.rows, vec![vec![Value::Int(1), Value::Null], vec![Value::Null, Value::Null]]);
+    }
+
+    #[test]
+    fn csv_reports_every_row_with_wrong_field_count_with_its_line_number() {
+        let bad = bad_rows(csv(b"a,b\n1,2\n3\n4,5\n6,7,8\n", 1, None));
+        assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), [3, 5]);
+        assert_eq!(bad[0].reason, "expected 2 fields but found 1");
+    }
+
+    #[test]
+    fn csv_line_numbers_count_lines_inside_quoted_fields() {
+        let schema = vec![column("n", ColumnType::Int64, true), column("note", ColumnType::String, true)];
+        let bad = bad_rows(csv(b"n,note\n1,\"two\nlines\"\nx,y\n", 1, Some(schema)));
+        assert_eq!(bad, vec![BadRow { row: 4, reason: "column `n`: cannot convert \"x\" to INT64".to_owned() }]);
+    }
+
+    #[test]
+    fn declared_schema_maps_header_columns_by_name() {
+        let schema = vec![column("b", ColumnType::Float64, false), column("A", ColumnType::String, true)];
+        let rows = csv(b"a,b,c\nx,1,ignored\n", 1, Some(schema.clone())).expect("decodes");
+        assert_eq!(rows.columns, schema);
+        assert_eq!(rows.rows, vec![vec![Value::Float(1.0), text("x")]]);
+    }
+
+    #[test]
+    fn declared_schema_without_header_maps_fields_by_position() {
+        let schema = vec![
+            column("when", ColumnType::Timestamp, true),
+            column("ok", ColumnType::Bool, true),
+            column("raw", ColumnType::Bytes, true),
+            column("doc", ColumnType::Json, true),
+        ];
+        let rows = csv(b"2026-11-20,yes,aGk=,\"{\"\"k\"\": [1, 2]}\"\n", 0, Some(schema)).expect("decodes");
+        assert_eq!(
+            rows.rows,
+            vec![vec![
+                text("2026-11-20T00:00:00Z"),
+                Value::Bool(true),
+                Value::Bytes(b"hi".to_vec()),
+                text("{\"k\":[1,2]}")
+            ]]
+        );
+    }
+
+    #[test]
+    fn declared_required_column_rejects_null_with_row_number() {
+        let schema = vec![column("id", ColumnType::Int64, false), column("name", ColumnType::String, true)];
+        let bad = bad_rows(csv(b"id,name\n1,a\n,b\n3,c\n", 1, Some(schema)));
+        assert_eq!(
+            bad,
+            vec![BadRow { row: 3, reason: "column `id` is REQUIRED but the value is NULL".to_owned() }]
+        );
+    }
+
+    #[test]
+    fn declared_column_rejects_unconvertible_values_naming_column_and_value() {
+        let schema = vec![column("amount", ColumnType::Float64, true), column("day", ColumnType::Date, true)];
+        let bad = bad_rows(csv(b"amount,day\nabc,2026-11-20\n1.5,2026-13-01\n2,2026-11-20\n", 1, Some(schema)));
+        assert_eq!(bad.len(), 2);
+        assert_eq!((bad[0].row, bad[0].reason.as_str()), (2, "column `amount`: cannot convert \"abc\" to FLOAT64"));
+        assert_eq!((bad[1].row, bad[1].reason.as_str()), (3, "column `day`: cannot convert \"2026-13-01\" to DATE"));
+    }
+
+    #[test]
+    fn declared_column_missing_from_header_is_unreadable() {
+        let schema = vec![column("missing", ColumnType::String, true)];
+        let reason = unreadable_reason(csv(b"a,b\n1,2\n", 1, Some(schema)));
+        assert!(reason.contains("`missing`"), "{reason}");
+    }
+
+    #[test]
+    fn invalid_utf8_csv_is_unreadable() {
+        let reason = unreadable_reason(csv(b"a,b\n1,\xff\xfe\n", 1, None));
+        assert!(reason.contains("UTF-8") && reason.contains("line 2"), "{reason}");
+    }
+
+    #[test]
+    fn duplicate_header_names_are_unreadable() {
+        let reason = unreadable_reason(csv(b"a,A\n1,2\n", 1, None));
+        assert!(reason.contains("`A` twice"), "{reason}");
+    }
+
+    #[test]
+    fn csv_bad_row_report_is_capped() {
+        let mut data = b"a,b\n".to_vec();
+        for _ in 0..(MAX_BAD_ROWS + 50) {
+            data.extend_from_slice(b"1\n");
+        }
+        assert_eq!(bad_rows(csv(&data, 1, None)).len(), MAX_BAD_ROWS);
+    }
+
+    #[test]
+    fn empty_csv_decodes_to_no_rows() {
+        assert_eq!(csv(b"", 1, None).expect("decodes"), Rows::default());
+        let schema = vec![column("a", ColumnType::String, false)];
+        let rows = csv(b"", 0, Some(schema.clone())).expect("decodes");
+        assert_eq!((rows.columns, rows.rows.len()), (schema, 0));
+    }
+
+    #[test]
+    fn header_only_csv_has_string_columns_and_no_rows() {
+        let rows = csv(b"\xEF\xBB\xBFa,b\r\n", 1, None).expect("decodes");
+        assert_eq!(rows.columns, vec![column("a", ColumnType::String, true), column("b", ColumnType::String, true)]);
+        assert!(rows.rows.is_empty());
+    }
+
+    #[test]
+    fn skip_leading_rows_uses_the_last_skipped_row_as_header() {
+        let rows = csv(b"exported by x\nid\n7\n", 2, None).expect("decodes");
+        assert_eq!(rows.columns, vec![column("id", ColumnType::Int64, true)]);
+        assert_eq!(rows.rows, vec![vec![Value::Int(7)]]);
+    }
+}

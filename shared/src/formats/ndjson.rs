@@ -1,0 +1,459 @@
+//! Newline-delimited JSON decoding: one JSON object per line, blank lines skipped.
+//!
+//! Row numbers are 1-based physical line numbers (blank lines count).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value as Json;
+
+use super::{
+    BadRowList, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, TextInference, Value,
+    check_null, conversion_error, float_to_int, from_text, quote,
+};
+
+/// A parsed object line: its line number and its members in file order.
+type Object = (u64, Vec<(String, Json)>);
+
+/// Decodes an NDJSON file.
+pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
+        let line = bytes.get(..offset).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count()) + 1;
+        FormatError::Unreadable {
+            format: Format::Ndjson,
+            reason: format!("not valid UTF-8 (line {line}, byte offset {offset})"),
+        }
+    })?;
+
+    let mut bad = BadRowList::default();
+    let mut objects: Vec<Object> = Vec::new();
+    for (index, line) in text.split('\n').enumerate() {
+        let number = index as u64 + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reason = match serde_json::from_str::<Line>(line) {
+            Ok(Line::Object(members)) => {
+                objects.push((number, members));
+                continue;
+            }
+            Ok(Line::Other(kind)) => format!("expected a JSON object, found {kind}"),
+            Err(e) => format!("not valid JSON: {e}"),
+        };
+        if bad.push(number, reason) {
+            break;
+        }
+    }
+    if !bad.rows.is_empty() {
+        return bad.into_result(Rows::default());
+    }
+    match &options.schema {
+        None => Ok(autodetect(objects)),
+        Some(columns) => declared(columns, objects),
+    }
+}
+
+/// Columns are the union of all keys in first-seen order, typed from all values.
+fn autodetect(objects: Vec<Object>) -> Rows {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut inference: Vec<JsonInference> = Vec::new();
+    for (_, members) in &objects {
+        for (key, value) in members {
+            let i = *index.entry(key.clone()).or_insert_with(|| {
+                names.push(key.clone());
+                inference.push(JsonInference::default());
+                names.len() - 1
+            });
+            if let Some(column) = inference.get_mut(i) {
+                column.observe(value);
+            }
+        }
+    }
+    let columns: Vec<Column> = names
+        .into_iter()
+        .zip(&inference)
+        .map(|(name, inference)| Column { name, ty: inference.column_type(), nullable: true })
+        .collect();
+    let rows = objects
+        .into_iter()
+        .map(|(_, members)| {
+            let mut row = vec![Value::Null; columns.len()];
+            for (key, value) in members {
+                let i = index.get(&key).copied().unwrap_or(usize::MAX);
+                if let (Some(slot), Some(column)) = (row.get_mut(i), columns.get(i)) {
+                    // The inferred type accepts every value it was inferred from.
+                    *slot = from_json(&value, column.ty).unwrap_or(Value::Null);
+                }
+            }
+            row
+        })
+        .collect();
+    Rows { columns, rows }
+}
+
+/// Exactly the declared columns; a missing key is NULL, an unknown key makes the row bad (as in
+/// BigQuery without `ignoreUnknownValues`).
+fn declared(columns: &[Column], objects: Vec<Object>) -> Result<Rows, FormatError> {
+    let mut exact: HashMap<&str, usize> = HashMap::new();
+    let mut folded: HashMap<String, Option<usize>> = HashMap::new();
+    for (i, column) in columns.iter().enumerate() {
+        exact.entry(column.name.as_str()).or_insert(i);
+        folded
+            .entry(column.name.to_ascii_lowercase())
+            .and_modify(|slot| *slot = None)
+            .or_insert(Some(i));
+    }
+    let lookup = |key: &str| {
+        exact.get(key).copied().or_else(|| folded.get(&key.to_ascii_lowercase()).copied().flatten())
+    };
+
+    let mut bad = BadRowList::default();
+    let mut rows = Vec::with_capacity(objects.len());
+    for (line, members) in objects {
+        let row = (|| {
+            let mut cells: Vec<Option<Json>> = vec![None; columns.len()];
+            for (key, value) in members {
+                let slot = lookup(&key)
+                    .and_then(|i| cells.get_mut(i))
+                    .ok_or_else(|| format!("no such field `{key}`"))?;
+                *slot = Some(value);
+            }
+            columns
+                .iter()
+                .zip(cells)
+                .map(|(column, cell)| {
+                    let value = match cell {
+                        None => Value::Null,
+                        Some(json) => from_json(&json, column.ty)
+                            .ok_or_else(|| conversion_error(column, &describe_json(&json)))?,
+                    };
+                    check_null(column, value)
+                })
+                .collect::<Result<Vec<Value>, String>>()
+        })();
+        match row {
+            Ok(row) => rows.push(row),
+            Err(reason) => {
+                if bad.push(line, reason) {
+                    break;
+                }
+            }
+        }
+    }
+    bad.into_result(Rows { columns: columns.to_vec(), rows })
+}
+
+/// Converts a JSON value to `ty`. Strings are read like CSV text; numbers convert to INT64 (when
+/// integral), FLOAT64 or STRING; booleans to BOOL or STRING; anything to JSON (as JSON text).
+fn from_json(value: &Json, ty: ColumnType) -> Option<Value> {
+    match (value, ty) {
+        (Json::Null, _) => Some(Value::Null),
+        (_, ColumnType::Json) => Some(Value::Text(value.to_string())),
+        (Json::String(s), ty) => from_text(s, ty),
+        (Json::Number(n), ColumnType::Int64) => {
+            n.as_i64().or_else(|| n.as_f64().and_then(float_to_int)).map(Value::Int)
+        }
+        (Json::Number(n), ColumnType::Float64) => n.as_f64().map(Value::Float),
+        (Json::Number(n), ColumnType::String) => Some(Value::Text(n.to_string())),
+        (Json::Bool(b), ColumnType::Bool) => Some(Value::Bool(*b)),
+        (Json::Bool(b), ColumnType::String) => Some(Value::Text(b.to_string())),
+        _ => None,
+    }
+}
+
+fn describe_json(value: &Json) -> String {
+    match value {
+        Json::String(s) => quote(s),
+        other => {
+            let text = other.to_string();
+            if text.chars().count() > 60 {
+                format!("{}...", text.chars().take(60).collect::<String>())
+            } else {
+                text
+            }
+        }
+    }
+}
+
+/// The JSON types seen in one key's values.
+#[derive(Debug, Default)]
+struct JsonInference {
+    ints: bool,
+    floats: bool,
+    bools: bool,
+    strings: bool,
+    compound: bool,
+    text: TextInference,
+}
+
+impl JsonInference {
+    fn observe(&mut self, value: &Json) {
+        match value {
+            Json::Null => {}
+            Json::Bool(_) => self.bools = true,
+            Json::Number(n) if n.is_i64() => self.ints = true,
+            Json::Number(_) => self.floats = true,
+            Json::String(s) => {
+                self.strings = true;
+                self.text.observe(s);
+            }
+            Json::Array(_) | Json::Object(_) => self.compound = true,
+        }
+    }
+
+    /// Objects/arrays anywhere: JSON. One scalar kind: its type (strings that are all timestamps
+    /// or dates: TIMESTAMP or DATE). Mixed scalars or only nulls: STRING.
+    fn column_type(&self) -> ColumnType {
+        let numbers = self.ints || self.floats;
+        let kinds = [numbers, self.bools, self.strings].iter().filter(|k| **k).count();
+        if self.compound {
+            ColumnType::Json
+        } else if kinds != 1 {
+            ColumnType::String
+        } else if self.floats {
+            ColumnType::Float64
+        } else if self.ints {
+            ColumnType::Int64
+        } else if self.bools {
+            ColumnType::Bool
+        } else {
+            self.text.temporal_type().unwrap_or(ColumnType::String)
+        }
+    }
+}
+
+/// One line of the file: an object with its members in order, or what else it is.
+enum Line {
+    Object(Vec<(String, Json)>),
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Line {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LineVisitor)
+    }
+}
+
+struct LineVisitor;
+
+impl<'de> Visitor<'de> for LineVisitor {
+    type Value = Line;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Line, A::Error> {
+        let mut members: Vec<(String, Json)> = Vec::new();
+        let mut positions: HashMap<String, usize> = HashMap::new();
+        while let Some((key, value)) = map.next_entry::<String, Json>()? {
+            // A repeated key keeps its first position and its last value.
+            match positions.get(&key).and_then(|i| members.get_mut(*i)) {
+                Some(member) => member.1 = value,
+                None => {
+                    positions.insert(key.clone(), members.len());
+                    members.push((key, value));
+                }
+            }
+        }
+        Ok(Line::Object(members))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Line, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Line::Other("an array"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Line, E> {
+        Ok(Line::Other("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Line, E> {
+        Ok(Line::Other("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Line, E> {
+        Ok(Line::Other("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Line, E> {
+        Ok(Line::Other("a number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Line, E> {
+        Ok(Line::Other("a string"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Line, E> {
+        Ok(Line::Other("null"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::formats::{BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode};
+
+    fn ndjson(text: &[u8], schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
+        decode(Format::Ndjson, text, &DecodeOptions { schema, skip_leading_rows: 0 })
+    }
+
+    fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
+        Column { name: name.to_owned(), ty, nullable }
+    }
+
+    fn bad_rows(result: Result<Rows, FormatError>) -> Vec<BadRow> {
+        match result {
+            Err(FormatError::BadRows(rows)) => rows,
+            other => panic!("expected bad rows, got {other:?}"),
+        }
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.to_owned())
+    }
+
+    fn types(rows: &Rows) -> Vec<ColumnType> {
+        rows.columns.iter().map(|c| c.ty).collect()
+    }
+
+    #[test]
+    fn ndjson_columns_are_the_union_of_keys_in_first_seen_order() {
+        let rows = ndjson(b"{\"z\": 1, \"a\": \"x\"}\n{\"m\": true, \"z\": 2}\n", None).expect("decodes");
+        assert_eq!(
+            rows.columns,
+            vec![
+                column("z", ColumnType::Int64, true),
+                column("a", ColumnType::String, true),
+                column("m", ColumnType::Bool, true)
+            ]
+        );
+        assert_eq!(
+            rows.rows,
+            vec![
+                vec![Value::Int(1), text("x"), Value::Null],
+                vec![Value::Int(2), Value::Null, Value::Bool(true)]
+            ]
+        );
+    }
+
+    #[test]
+    fn ndjson_infers_float_when_any_number_is_fractional() {
+        let rows = ndjson(b"{\"n\": 1}\n{\"n\": 2.5}\n{\"n\": null}\n", None).expect("decodes");
+        assert_eq!(types(&rows), [ColumnType::Float64]);
+        assert_eq!(rows.rows, vec![vec![Value::Float(1.0)], vec![Value::Float(2.5)], vec![Value::Null]]);
+    }
+
+    #[test]
+    fn ndjson_nested_objects_and_arrays_are_json_columns() {
+        let rows = ndjson(b"{\"o\": {\"k\": [1, 2]}, \"a\": [\"x\"]}\n", None).expect("decodes");
+        assert_eq!(types(&rows), [ColumnType::Json, ColumnType::Json]);
+        assert_eq!(rows.rows, vec![vec![text("{\"k\":[1,2]}"), text("[\"x\"]")]]);
+    }
+
+    #[test]
+    fn ndjson_strings_that_all_parse_as_timestamps_or_dates_are_typed() {
+        let rows = ndjson(
+            b"{\"t\": \"2026-11-20T08:30:00.250+01:00\", \"d\": \"2026-11-20\", \"s\": \"2026-11-20\"}\n{\"t\": \"2026-11-21 00:00:00\", \"d\": \"2026-11-21\", \"s\": \"soon\"}\n",
+            None,
+        )
+        .expect("decodes");
+        assert_eq!(types(&rows), [ColumnType::Timestamp, ColumnType::Date, ColumnType::String]);
+        assert_eq!(rows.rows[0][0], text("2026-11-20T07:30:00.250Z"));
+        assert_eq!(rows.rows[1][0], text("2026-11-21T00:00:00Z"));
+    }
+
+    #[test]
+    fn ndjson_mixed_scalar_types_fall_back_to_string() {
+        let rows = ndjson(b"{\"v\": 1}\n{\"v\": \"one\"}\n{\"v\": true}\n", None).expect("decodes");
+        assert_eq!(types(&rows), [ColumnType::String]);
+        assert_eq!(rows.rows, vec![vec![text("1")], vec![text("one")], vec![text("true")]]);
+    }
+
+    #[test]
+    fn ndjson_reports_every_bad_line_with_its_line_number() {
+        let data = b"{\"a\": 1}\n\n{\"a\": \n[1, 2]\n\r\n\"text\"\n{\"a\": 2}\n{\"a\": 3} trailing\n";
+        let bad = bad_rows(ndjson(data, None));
+        assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), [3, 4, 6, 8]);
+        assert!(bad[0].reason.starts_with("not valid JSON"), "{}", bad[0].reason);
+        assert_eq!(bad[1].reason, "expected a JSON object, found an array");
+        assert_eq!(bad[2].reason, "expected a JSON object, found a string");
+    }
+
+    #[test]
+    fn ndjson_blank_lines_are_skipped_but_counted() {
+        let rows = ndjson(b"\n{\"a\": 1}\r\n   \n{\"a\": 2}", None).expect("decodes");
+        assert_eq!(rows.rows, vec![vec![Value::Int(1)], vec![Value::Int(2)]]);
+        let bad = bad_rows(ndjson(b"\n\n{\"a\": 1}\nnope\n", None));
+        assert_eq!(bad[0].row, 4);
+    }
+
+    #[test]
+    fn declared_schema_converts_json_values_and_nulls_missing_keys() {
+        let schema = vec![
+            column("ID", ColumnType::Int64, false),
+            column("amount", ColumnType::Float64, true),
+            column("label", ColumnType::String, true),
+            column("at", ColumnType::Timestamp, true),
+            column("extra", ColumnType::Json, true),
+        ];
+        let data = b"{\"id\": \"7\", \"amount\": 3, \"label\": 12, \"at\": \"2026-11-20 10:00:00 UTC\", \"extra\": \"s\"}\n{\"id\": 8.0}\n";
+        let rows = ndjson(data, Some(schema.clone())).expect("decodes");
+        assert_eq!(rows.columns, schema);
+        assert_eq!(
+            rows.rows,
+            vec![
+                vec![Value::Int(7), Value::Float(3.0), text("12"), text("2026-11-20T10:00:00Z"), text("\"s\"")],
+                vec![Value::Int(8), Value::Null, Value::Null, Value::Null, Value::Null],
+            ]
+        );
+    }
+
+    #[test]
+    fn declared_required_column_rejects_missing_key_with_line_number() {
+        let schema = vec![column("id", ColumnType::Int64, false)];
+        let bad = bad_rows(ndjson(b"{\"id\": 1}\n{}\n{\"id\": null}\n", Some(schema)));
+        assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(bad[0].reason, "column `id` is REQUIRED but the value is NULL");
+    }
+
+    #[test]
+    fn declared_schema_rejects_unknown_fields() {
+        let schema = vec![column("id", ColumnType::Int64, true)];
+        let bad = bad_rows(ndjson(b"{\"id\": 1, \"surprise\": 2}\n", Some(schema)));
+        assert_eq!(bad, vec![BadRow { row: 1, reason: "no such field `surprise`".to_owned() }]);
+    }
+
+    #[test]
+    fn declared_column_rejects_wrong_json_type_naming_column_and_value() {
+        let schema = vec![column("n", ColumnType::Int64, true), column("s", ColumnType::String, true)];
+        let bad = bad_rows(ndjson(b"{\"n\": 1.5}\n{\"s\": {\"a\": 1}}\n{\"n\": \"x\"}\n", Some(schema)));
+        let reasons: Vec<&str> = bad.iter().map(|b| b.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "column `n`: cannot convert 1.5 to INT64",
+                "column `s`: cannot convert {\"a\":1} to STRING",
+                "column `n`: cannot convert \"x\" to INT64"
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_ndjson_is_unreadable() {
+        let result = ndjson(b"{\"a\": 1}\n{\"a\": \"\xc3\x28\"}\n", None);
+        assert!(
+            matches!(&result, Err(FormatError::Unreadable { format: Format::Ndjson, reason }) if reason.contains("line 2")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn empty_ndjson_has_no_columns_and_no_rows() {
+        assert_eq!(ndjson(b"\n\n", None).expect("decodes"), Rows::default());
+    }
+}

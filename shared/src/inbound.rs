@@ -1,0 +1,385 @@
+//! Every wire shape a function accepts, parsed into one [`Inbound`].
+//!
+//! A function's single HTTP endpoint accepts:
+//! - a CloudEvent in binary mode (`ce-*` headers) or structured mode
+//!   (`application/cloudevents+json`), as Eventarc sends it: Conveyor's own events,
+//!   `google.cloud.storage.object.v1.finalized`, and `google.cloud.pubsub.topic.v1.messagePublished`
+//!   wrapping any of the Pub/Sub forms below;
+//! - a Pub/Sub push envelope (camelCase or snake_case fields) whose message is a Conveyor event
+//!   (CloudEvent attributes with a `ce-` prefix), a Cloud Storage notification (`eventType`,
+//!   `payloadFormat=JSON_API_V1`) or one of the plain bodies;
+//! - a plain JSON body, for Cloud Scheduler and `curl`: `{"bucket": .., "name": ..}` (an object
+//!   arrived), `{"pipeline": ..}` (start a pipeline; a scheduler tick adds
+//!   `"trigger": "schedule"`), `{"tick": true}` (poll everything in flight) or a Conveyor event's
+//!   JSON.
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use cloudevents::{AttributesReader, Data, Event};
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::event::{ConveyorEvent, ObjectRef};
+use crate::names::{BucketName, NameError, ObjectName, PipelineName};
+
+/// The Eventarc type of a Cloud Storage object arrival.
+pub const GCS_FINALIZED: &str = "google.cloud.storage.object.v1.finalized";
+/// The Eventarc type of a Pub/Sub message.
+pub const PUBSUB_PUBLISHED: &str = "google.cloud.pubsub.topic.v1.messagePublished";
+
+/// What a request asks a step to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// One of Conveyor's own events.
+    Event(Box<ConveyorEvent>),
+    /// An object arrived (finalized) in a bucket.
+    Object(ObjectRef),
+    /// Start a pipeline (scheduler tick or by hand), or, without a pipeline, poll everything.
+    Start(StartRequest),
+    /// A well-formed message that needs no work (an object deleted, say).
+    Ignored(String),
+}
+
+/// Why a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A Cloud Scheduler (or local) tick.
+    Schedule,
+    /// By hand.
+    Manual,
+}
+
+/// A request to start a pipeline, or a tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRequest {
+    /// The pipeline; `None` for a bare tick.
+    pub pipeline: Option<PipelineName>,
+    /// Schedule or manual.
+    pub origin: Origin,
+    /// The tick's time (identifies the run: one run per pipeline per tick).
+    pub at: DateTime<Utc>,
+    /// A caller-chosen key making a manual start idempotent (`curl` retries).
+    pub key: Option<String>,
+}
+
+/// How the request arrived; decides whether a permanent error is acknowledged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Delivery {
+    /// Set when the request was a Pub/Sub push.
+    pub pubsub: Option<PubsubDelivery>,
+}
+
+/// Pub/Sub delivery facts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PubsubDelivery {
+    /// The subscription.
+    pub subscription: String,
+    /// The message id.
+    pub message_id: String,
+    /// Real Pub/Sub's delivery attempt, when the subscription has a dead-letter policy.
+    pub delivery_attempt: Option<u32>,
+}
+
+/// A request could not be understood. It is permanent: retrying the same bytes cannot help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InboundError(pub String);
+
+impl From<NameError> for InboundError {
+    fn from(e: NameError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+struct PushEnvelope {
+    message: PushMessage,
+    #[serde(default)]
+    subscription: String,
+    #[serde(default, alias = "delivery_attempt", rename = "deliveryAttempt")]
+    delivery_attempt: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct PushMessage {
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    attributes: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, alias = "message_id", rename = "messageId")]
+    message_id: String,
+}
+
+/// Parses a request's headers and body. The [`Delivery`] is known even when the body is bad.
+pub fn parse_http(headers: &HeaderMap, body: &[u8]) -> (Delivery, Result<Inbound, InboundError>) {
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if headers.contains_key("ce-specversion") || content_type.starts_with("application/cloudevents") {
+        return match cloudevents::binding::http::to_event(headers, body.to_vec()) {
+            Ok(event) => from_cloudevent(&event),
+            Err(e) => (Delivery::default(), Err(InboundError(format!("malformed CloudEvent: {e}")))),
+        };
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                Delivery::default(),
+                Err(InboundError(format!("body is not JSON ({e}); expected a CloudEvent, a Pub/Sub push envelope or a JSON request"))),
+            );
+        }
+    };
+    parse_json(value)
+}
+
+fn from_cloudevent(event: &Event) -> (Delivery, Result<Inbound, InboundError>) {
+    let data_json = || -> Result<Value, InboundError> {
+        match event.data() {
+            Some(Data::Json(v)) => Ok(v.clone()),
+            Some(Data::Binary(b)) => serde_json::from_slice(b).map_err(|e| InboundError(format!("event data is not JSON: {e}"))),
+            Some(Data::String(s)) => serde_json::from_str(s).map_err(|e| InboundError(format!("event data is not JSON: {e}"))),
+            None => Err(InboundError(format!("{} event has no data", event.ty()))),
+        }
+    };
+    match event.ty() {
+        GCS_FINALIZED => (Delivery::default(), data_json().and_then(|v| object_from_resource(&v)).map(Inbound::Object)),
+        PUBSUB_PUBLISHED => match data_json() {
+            Ok(v) => parse_json(v),
+            Err(e) => (Delivery::default(), Err(e)),
+        },
+        ty if ty.starts_with("conveyor.") => (
+            Delivery::default(),
+            ConveyorEvent::from_cloudevent(event)
+                .map(|e| Inbound::Event(Box::new(e)))
+                .map_err(|e| InboundError(e.to_string())),
+        ),
+        ty if ty.starts_with("google.cloud.storage.object.v1.") => {
+            (Delivery::default(), Ok(Inbound::Ignored(format!("{ty} needs no work"))))
+        }
+        ty => (Delivery::default(), Err(InboundError(format!("unsupported CloudEvent type {ty:?}")))),
+    }
+}
+
+fn parse_json(value: Value) -> (Delivery, Result<Inbound, InboundError>) {
+    if value.get("message").is_some_and(Value::is_object) {
+        let envelope: PushEnvelope = match serde_json::from_value(value) {
+            Ok(e) => e,
+            Err(e) => return (Delivery::default(), Err(InboundError(format!("malformed Pub/Sub push envelope: {e}")))),
+        };
+        let delivery = Delivery {
+            pubsub: Some(PubsubDelivery {
+                subscription: envelope.subscription.clone(),
+                message_id: envelope.message.message_id.clone(),
+                delivery_attempt: envelope.delivery_attempt,
+            }),
+        };
+        return (delivery, from_pubsub_message(envelope.message));
+    }
+    (Delivery::default(), plain(value))
+}
+
+fn from_pubsub_message(message: PushMessage) -> Result<Inbound, InboundError> {
+    let attributes = message.attributes.unwrap_or_default();
+    let data = match message.data {
+        Some(d) if !d.is_empty() => base64::engine::general_purpose::STANDARD
+            .decode(d.trim())
+            .map_err(|e| InboundError(format!("Pub/Sub message data is not base64: {e}")))?,
+        _ => Vec::new(),
+    };
+    if let Some(kind) = attributes.get("ce-type") {
+        let event: ConveyorEvent = serde_json::from_slice(&data)
+            .map_err(|e| InboundError(format!("{kind} message data is not a Conveyor event: {e}")))?;
+        if event.kind.as_str() != kind {
+            return Err(InboundError(format!("attribute ce-type {kind} does not match data type {}", event.kind)));
+        }
+        return Ok(Inbound::Event(Box::new(event)));
+    }
+    if let Some(event_type) = attributes.get("eventType") {
+        let format = attributes.get("payloadFormat").map_or("NONE", String::as_str);
+        return match event_type.as_str() {
+            "OBJECT_FINALIZE" => {
+                let bucket = attributes
+                    .get("bucketId")
+                    .ok_or_else(|| InboundError("GCS notification without bucketId".to_owned()))?;
+                let name = attributes
+                    .get("objectId")
+                    .ok_or_else(|| InboundError("GCS notification without objectId".to_owned()))?;
+                let size = if format == "JSON_API_V1" {
+                    serde_json::from_slice::<Value>(&data).ok().and_then(|v| number_or_string(v.get("size")))
+                } else {
+                    None
+                };
+                Ok(Inbound::Object(ObjectRef {
+                    bucket: BucketName::parse(bucket)?,
+                    name: ObjectName::parse(name)?,
+                    generation: attributes.get("objectGeneration").cloned().unwrap_or_default(),
+                    size,
+                }))
+            }
+            other => Ok(Inbound::Ignored(format!("GCS {other} notification needs no work"))),
+        };
+    }
+    if data.is_empty() {
+        return Err(InboundError("Pub/Sub message has no data and no known attributes".to_owned()));
+    }
+    let value: Value = serde_json::from_slice(&data)
+        .map_err(|e| InboundError(format!("Pub/Sub message data is not JSON: {e}")))?;
+    plain(value)
+}
+
+fn number_or_string(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn object_from_resource(v: &Value) -> Result<ObjectRef, InboundError> {
+    let field = |k: &str| v.get(k).and_then(Value::as_str);
+    let bucket = field("bucket").ok_or_else(|| InboundError("object has no `bucket`".to_owned()))?;
+    let name = field("name").ok_or_else(|| InboundError("object has no `name`".to_owned()))?;
+    let generation = match v.get("generation") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    Ok(ObjectRef {
+        bucket: BucketName::parse(bucket)?,
+        name: ObjectName::parse(name)?,
+        generation,
+        size: number_or_string(v.get("size")),
+    })
+}
+
+fn plain(value: Value) -> Result<Inbound, InboundError> {
+    if !value.is_object() {
+        return Err(InboundError("the JSON body must be an object".to_owned()));
+    }
+    if value.get("type").is_some() && value.get("run_id").is_some() {
+        let event: ConveyorEvent =
+            serde_json::from_value(value).map_err(|e| InboundError(format!("not a Conveyor event: {e}")))?;
+        return Ok(Inbound::Event(Box::new(event)));
+    }
+    if value.get("bucket").is_some() || value.get("name").is_some() {
+        return object_from_resource(&value).map(Inbound::Object);
+    }
+    if value.get("pipeline").is_some() || value.get("tick").is_some() {
+        let pipeline = match value.get("pipeline") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(PipelineName::parse(s)?),
+            Some(_) => return Err(InboundError("`pipeline` must be a string".to_owned())),
+        };
+        let origin = match value.get("trigger").and_then(Value::as_str) {
+            Some("schedule") => Origin::Schedule,
+            None | Some("manual") => {
+                if pipeline.is_none() {
+                    Origin::Schedule
+                } else {
+                    Origin::Manual
+                }
+            }
+            Some(other) => return Err(InboundError(format!("`trigger` must be \"schedule\" or \"manual\", not {other:?}"))),
+        };
+        let at = match value.get("time").and_then(Value::as_str) {
+            Some(t) => DateTime::parse_from_rfc3339(t)
+                .map_err(|e| InboundError(format!("`time` is not RFC 3339: {e}")))?
+                .with_timezone(&Utc),
+            None => Utc::now(),
+        };
+        let key = value.get("key").and_then(Value::as_str).map(str::to_owned);
+        if let Some(k) = &key {
+            if k.is_empty() || k.len() > 200 {
+                return Err(InboundError("`key` must be 1 to 200 characters".to_owned()));
+            }
+        }
+        return Ok(Inbound::Start(StartRequest { pipeline, origin, at, key }));
+    }
+    Err(InboundError(
+        "unrecognized JSON body: expected {\"bucket\", \"name\"}, {\"pipeline\"}, {\"tick\": true}, a Conveyor event or a Pub/Sub push envelope".to_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h
+    }
+
+    #[test]
+    fn pubsub_emulator_gcs_notification_is_an_object_arrival() {
+        let data = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"name":"sales/2026-11-20/a.csv","bucket":"landing","size":"42","generation":"7"}"#);
+        let body = format!(
+            r#"{{"subscription":"projects\/test\/subscriptions\/s","message":{{"data":"{data}","attributes":{{"eventType":"OBJECT_FINALIZE","bucketId":"landing","objectId":"sales/2026-11-20/a.csv","objectGeneration":"7","payloadFormat":"JSON_API_V1"}},"messageId":"2","message_id":"2","publishTime":"2026-11-21T00:00:00Z","publish_time":"2026-11-21T00:00:00Z"}}}}"#
+        );
+        let (delivery, inbound) = parse_http(&json_headers(), body.as_bytes());
+        assert_eq!(delivery.pubsub.unwrap().message_id, "2");
+        let Inbound::Object(o) = inbound.unwrap() else { panic!("not an object") };
+        assert_eq!(o.name.as_str(), "sales/2026-11-20/a.csv");
+        assert_eq!(o.generation, "7");
+        assert_eq!(o.size, Some(42));
+    }
+
+    #[test]
+    fn snake_case_envelopes_are_accepted() {
+        let data = base64::engine::general_purpose::STANDARD.encode(br#"{"pipeline":"sales"}"#);
+        let body = format!(r#"{{"subscription":"s","message":{{"data":"{data}","message_id":"9"}}}}"#);
+        let (delivery, inbound) = parse_http(&json_headers(), body.as_bytes());
+        assert_eq!(delivery.pubsub.unwrap().message_id, "9");
+        assert!(matches!(inbound.unwrap(), Inbound::Start(s) if s.origin == Origin::Manual));
+    }
+
+    #[test]
+    fn object_delete_notifications_are_ignored_not_rejected() {
+        let body = r#"{"subscription":"s","message":{"attributes":{"eventType":"OBJECT_DELETE","bucketId":"b","objectId":"o"},"messageId":"1"}}"#;
+        let (_, inbound) = parse_http(&json_headers(), body.as_bytes());
+        assert!(matches!(inbound.unwrap(), Inbound::Ignored(_)));
+    }
+
+    #[test]
+    fn binary_mode_eventarc_storage_event_is_an_object_arrival() {
+        let mut h = json_headers();
+        for (k, v) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "//storage.googleapis.com/projects/_/buckets/landing"),
+            ("ce-type", GCS_FINALIZED),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        let (_, inbound) = parse_http(&h, br#"{"bucket":"landing","name":"a/b.csv","generation":"3"}"#);
+        assert!(matches!(inbound.unwrap(), Inbound::Object(o) if o.generation == "3"));
+    }
+
+    #[test]
+    fn path_traversal_in_an_object_name_is_rejected() {
+        let (_, inbound) = parse_http(&json_headers(), br#"{"bucket":"landing","name":"../etc/passwd"}"#);
+        assert!(inbound.unwrap_err().0.contains("object name"));
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_reason() {
+        let (d, inbound) = parse_http(&json_headers(), b"{not json");
+        assert!(d.pubsub.is_none());
+        assert!(inbound.unwrap_err().0.contains("not JSON"));
+        let (_, inbound) = parse_http(&json_headers(), br#"{"hello":1}"#);
+        assert!(inbound.unwrap_err().0.contains("unrecognized"));
+    }
+
+    #[test]
+    fn a_bad_message_inside_an_envelope_still_reports_pubsub_delivery() {
+        let body = r#"{"subscription":"s","message":{"data":"!!notbase64","messageId":"5"}}"#;
+        let (d, inbound) = parse_http(&json_headers(), body.as_bytes());
+        assert!(d.pubsub.is_some());
+        assert!(inbound.is_err());
+    }
+}

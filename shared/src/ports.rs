@@ -1,0 +1,236 @@
+//! The ports: the traits every step depends on. Adapters implement them for Google Cloud
+//! (production) and for one machine (embedded); a step never names a cloud SDK.
+//!
+//! Every method that causes a side effect is idempotent on the id it is given, because
+//! Pub/Sub delivers at least once.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncRead;
+
+use crate::config::{BatchSpec, CreateDisposition, Partition, SchemaSpec, WriteDisposition};
+use crate::event::{ConveyorEvent, ObjectRef};
+use crate::formats::{BadRow, Format};
+use crate::names::{BucketName, JobId, ObjectName, RunId, TableRef};
+
+/// A readable byte stream.
+pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;
+
+/// The error of a port call, classified the one way callers care about: is it worth retrying?
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortError {
+    /// Retrying later may succeed (backend down, quota, timeout).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying cannot succeed (bad data, missing object, refused request).
+    #[error("{0}")]
+    Permanent(String),
+    /// The rows of a load were bad; nothing was loaded.
+    #[error("{} bad row(s); first: row {}: {}", .0.len(), .0.first().map_or(0, |b| b.row), .0.first().map_or("", |b| b.reason.as_str()))]
+    BadRows(Vec<BadRow>),
+    /// The thing asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl PortError {
+    /// Whether a retry may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// Metadata of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object.
+    pub object: ObjectRef,
+    /// A content fingerprint: ETag, MD5 or CRC32C (for change detection).
+    pub etag: String,
+    /// Last update.
+    pub updated: DateTime<Utc>,
+}
+
+/// Buckets of objects: Cloud Storage, or a directory per bucket.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Writes `body` to `bucket/name`, replacing any object there, and returns its metadata.
+    /// The object appears whole or not at all.
+    async fn put(&self, bucket: &BucketName, name: &ObjectName, body: ByteStream) -> Result<ObjectMeta, PortError>;
+    /// Opens `bucket/name` for reading.
+    async fn open(&self, bucket: &BucketName, name: &ObjectName) -> Result<ByteStream, PortError>;
+    /// The object's metadata, or `None` when it does not exist.
+    async fn head(&self, bucket: &BucketName, name: &ObjectName) -> Result<Option<ObjectMeta>, PortError>;
+    /// Every object whose name starts with `prefix`, in name order.
+    async fn list(&self, bucket: &BucketName, prefix: &str) -> Result<Vec<ObjectMeta>, PortError>;
+}
+
+/// Where events go: Pub/Sub topics, or the in-process bus.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Publishes one event. Returns once the bus has accepted it.
+    async fn publish(&self, event: &ConveyorEvent) -> Result<(), PortError>;
+}
+
+/// A load of one object into one table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadJob {
+    /// Deterministic job id: the same object generation and pipeline give the same id.
+    pub job_id: JobId,
+    /// The object to load.
+    pub source: ObjectRef,
+    /// The destination.
+    pub table: TableRef,
+    /// File format.
+    pub format: Format,
+    /// Write disposition.
+    pub write: WriteDisposition,
+    /// Create disposition.
+    pub create: CreateDisposition,
+    /// Schema.
+    pub schema: SchemaSpec,
+    /// Partitioning.
+    pub partition: Option<Partition>,
+    /// CSV leading rows to skip.
+    pub skip_leading_rows: u64,
+}
+
+/// The result of a load job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOutcome {
+    /// Rows the job loaded.
+    pub rows: u64,
+    /// `true` when the job had already run (a redelivery): nothing was loaded this time.
+    pub already_done: bool,
+}
+
+/// The warehouse: BigQuery, or an embedded SQL database.
+#[async_trait]
+pub trait Warehouse: Send + Sync {
+    /// Runs a load job to completion. Idempotent on `job.job_id`: a second call returns the
+    /// first call's outcome with `already_done` and loads nothing.
+    async fn load(&self, job: &LoadJob) -> Result<LoadOutcome, PortError>;
+    /// Number of rows in `table`.
+    async fn row_count(&self, table: &TableRef) -> Result<u64, PortError>;
+}
+
+/// A batch to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRequest {
+    /// Deterministic id for this run and attempt.
+    pub job_id: JobId,
+    /// The run.
+    pub run_id: RunId,
+    /// The attempt (1-based).
+    pub attempt: u32,
+    /// What to run.
+    pub spec: BatchSpec,
+    /// Values for `{placeholders}` in the spec.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// A batch submission's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The job id.
+    pub job_id: JobId,
+    /// `true` when a job with this id already existed and was adopted.
+    pub adopted: bool,
+}
+
+/// A batch job's state as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobState {
+    /// The engine's own state name (`RUNNING`, `SUCCEEDED`, `COMPLETED`, `JOB_STATE_DONE`, ...).
+    pub state: String,
+    /// Whether the engine will not change this state any more.
+    pub terminal: bool,
+    /// The engine's error message, when it failed.
+    pub error: Option<String>,
+}
+
+/// A batch engine: Dataproc, Dataflow, Data Fusion, or a local process.
+#[async_trait]
+pub trait BatchEngine: Send + Sync {
+    /// Starts the batch. Idempotent on `req.job_id`: an existing job is adopted.
+    async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError>;
+    /// The job's current state.
+    async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError>;
+    /// Cancels the job (and releases what it holds). Cancelling a finished job is not an error.
+    async fn cancel(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError>;
+}
+
+/// One row of the run log: seed 000's columns first, then what operators need.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunLogRow {
+    /// Seed 000 `dbName`: the dataset of the table concerned.
+    pub db_name: Option<String>,
+    /// Seed 000 `tableName`: the table concerned.
+    pub table_name: Option<String>,
+    /// Seed 000 `td_timestamp`: when the event happened.
+    pub td_timestamp: DateTime<Utc>,
+    /// Seed 000 `last_modified_at`: when the row was written.
+    pub last_modified_at: DateTime<Utc>,
+    /// Seed 000 `environment`.
+    pub environment: String,
+    /// Seed 000 `status`.
+    pub status: String,
+    /// Seed 000 `dataproc_job_id`: the batch job id (any engine).
+    pub dataproc_job_id: Option<String>,
+    /// The event id (deterministic; makes writes idempotent).
+    pub event_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The pipeline.
+    pub pipeline: Option<String>,
+    /// The step.
+    pub step: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// `gs://bucket/object` that started the run.
+    pub source_object: Option<String>,
+    /// The load or batch job id.
+    pub job_id: Option<String>,
+    /// The error, on failure.
+    pub error: Option<String>,
+    /// When the step or attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished (terminal statuses only).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Rows loaded.
+    pub rows_loaded: Option<u64>,
+    /// The event's detail as JSON (engine, engine state, retry time, parameters).
+    pub detail: String,
+}
+
+/// The run log: a BigQuery table, or a table in the embedded database.
+#[async_trait]
+pub trait RunLog: Send + Sync {
+    /// Records a row. Idempotent on `row.event_id`.
+    async fn record(&self, table: &TableRef, row: &RunLogRow) -> Result<(), PortError>;
+    /// The newest rows, newest first.
+    async fn recent(&self, table: &TableRef, limit: usize) -> Result<Vec<RunLogRow>, PortError>;
+    /// For every run whose newest batch row is SUBMITTED, RUNNING, or FAILED with a retry
+    /// pending, that row: the durable state the poll step works from.
+    async fn open_batches(&self, table: &TableRef) -> Result<Vec<RunLogRow>, PortError>;
+}
+
+/// All ports, as one cheap-to-clone bundle handed to steps.
+#[derive(Clone)]
+pub struct Ports {
+    /// Object store.
+    pub store: Arc<dyn ObjectStore>,
+    /// Event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// Warehouse.
+    pub warehouse: Arc<dyn Warehouse>,
+    /// Batch engine.
+    pub batch: Arc<dyn BatchEngine>,
+    /// Run log.
+    pub run_log: Arc<dyn RunLog>,
+}

@@ -1,0 +1,165 @@
+//! poll: follow submitted batches to a terminal state, holding no compute while waiting.
+//!
+//! A `conveyor.batch.submitted` event gets one immediate check; after that, each tick (Cloud
+//! Scheduler, or the embedded runtime's timer) checks every open batch. The state lives in the
+//! run log: a run's newest batch row says SUBMITTED, RUNNING, or FAILED with a retry time. So a
+//! poll instance can stop at any moment and the next tick carries on.
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use super::{Context, Outcome, StepError, active_pipeline, load::describe, publish, submit::submit_attempt};
+use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
+use crate::inbound::Inbound;
+use crate::names::{PipelineName, RunId};
+use crate::ports::RunLogRow;
+
+/// One open batch attempt, as the poll step sees it.
+struct Open {
+    pipeline: PipelineName,
+    run_id: RunId,
+    attempt: u32,
+    status: Status,
+    detail: Detail,
+}
+
+pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, StepError> {
+    let mut outcome = Outcome::default();
+    match inbound {
+        Inbound::Event(e) if e.kind == EventType::BatchSubmitted => {
+            let Some(pipeline) = e.pipeline.clone() else {
+                return Err(StepError::Rejected("submitted event without a pipeline".to_owned()));
+            };
+            let open = Open {
+                pipeline,
+                run_id: e.run_id.clone(),
+                attempt: e.attempt,
+                status: Status::Submitted,
+                detail: e.detail.clone(),
+            };
+            check(ctx, open, &mut outcome).await?;
+        }
+        Inbound::Start(start) => {
+            let mut tables = BTreeSet::new();
+            for p in &ctx.config.pipelines {
+                if start.pipeline.as_ref().is_none_or(|n| n == &p.name) {
+                    tables.insert(ctx.config.run_log_table(p).to_string());
+                }
+            }
+            let mut checked = 0;
+            for table in tables {
+                let Ok(table) = crate::names::TableRef::parse(&table) else { continue };
+                let rows = ctx.ports.run_log.open_batches(&table).await.map_err(StepError::from_port)?;
+                for row in rows {
+                    let Some(open) = open_from_row(&row) else {
+                        warn!(run_id = %row.run_id, "open batch row is unreadable; skipped");
+                        continue;
+                    };
+                    if start.pipeline.as_ref().is_some_and(|n| n != &open.pipeline) {
+                        continue;
+                    }
+                    checked += 1;
+                    // One job's transient error must not stop the others: the next tick retries it.
+                    if let Err(e) = check(ctx, open, &mut outcome).await {
+                        warn!(run_id = %row.run_id, error = %e, "check failed; next tick retries");
+                    }
+                }
+            }
+            outcome.summary = format!("checked {checked} open batch(es)");
+        }
+        other => {
+            return Err(StepError::Rejected(format!(
+                "the poll function takes conveyor.batch.submitted events and ticks, not {}",
+                describe(&other)
+            )));
+        }
+    }
+    Ok(outcome)
+}
+
+fn open_from_row(row: &RunLogRow) -> Option<Open> {
+    Some(Open {
+        pipeline: PipelineName::parse(row.pipeline.as_deref()?).ok()?,
+        run_id: RunId::parse(&row.run_id).ok()?,
+        attempt: row.attempt,
+        status: Status::parse(&row.status)?,
+        detail: serde_json::from_str(&row.detail).ok()?,
+    })
+}
+
+async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), StepError> {
+    let pipeline = match active_pipeline(ctx, open.pipeline.as_str()) {
+        Ok(p) => p,
+        Err(e) => {
+            info!(run_id = %open.run_id, error = %e, "not following this batch");
+            return Ok(());
+        }
+    };
+    let Some(spec) = &pipeline.batch else { return Ok(()) };
+    let now = Utc::now();
+    let policy = &pipeline.poll;
+    let mut detail = open.detail.clone();
+    detail.error = None;
+
+    if open.status == Status::Failed {
+        // A failed attempt waiting for its retry.
+        match detail.retry_at {
+            Some(at) if at <= now => {
+                let mut base = detail.clone();
+                base.retry_at = None;
+                return submit_attempt(ctx, pipeline, &open.run_id, open.attempt + 1, base, outcome).await;
+            }
+            _ => return Ok(()),
+        }
+    }
+    let Some(job_id) = detail.job_id.clone() else {
+        return Err(StepError::Rejected(format!("run {} has no job id to follow", open.run_id)));
+    };
+    let finish = |status: Status, detail: Detail| {
+        ConveyorEvent::new(EventType::BatchFinished, open.run_id.clone(), Some(pipeline.name.clone()), StepName::Poll, open.attempt, status, detail)
+    };
+    let state = ctx.ports.batch.state(spec, &job_id).await.map_err(StepError::from_port)?;
+    detail.engine_state = Some(state.state.clone());
+    let success = policy.success_states(spec);
+    if success.iter().any(|s| s.eq_ignore_ascii_case(&state.state)) && state.terminal {
+        info!(run_id = %open.run_id, job_id = %job_id, state = %state.state, "batch succeeded");
+        outcome.summary = format!("{job_id} {}", state.state);
+        return publish(ctx, outcome, finish(Status::Succeeded, detail)).await;
+    }
+    if state.terminal {
+        detail.error = Some(state.error.clone().unwrap_or_else(|| format!("ended in state {}", state.state)));
+        if open.attempt < policy.max_attempts {
+            let delay = policy.backoff.delay(open.attempt);
+            detail.retry_at = Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
+            info!(run_id = %open.run_id, job_id = %job_id, attempt = open.attempt, retry_in = ?delay, "batch failed; retry scheduled");
+        } else {
+            detail.retry_at = None;
+            warn!(run_id = %open.run_id, job_id = %job_id, attempt = open.attempt, "batch failed; no attempts left");
+        }
+        outcome.summary = format!("{job_id} failed in state {}", state.state);
+        return publish(ctx, outcome, finish(Status::Failed, detail)).await;
+    }
+    let started = detail.started_at.unwrap_or(now);
+    let elapsed = (now - started).to_std().unwrap_or_default();
+    if elapsed >= policy.timeout {
+        warn!(run_id = %open.run_id, job_id = %job_id, ?elapsed, "batch timed out; cancelling");
+        ctx.ports.batch.cancel(spec, &job_id).await.map_err(StepError::from_port)?;
+        detail.error = Some(format!(
+            "timed out after {} (limit {}) in state {}; cancelled",
+            humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs())),
+            humantime::format_duration(policy.timeout),
+            state.state
+        ));
+        outcome.summary = format!("{job_id} timed out");
+        return publish(ctx, outcome, finish(Status::TimedOut, detail)).await;
+    }
+    if open.status == Status::Submitted && state.state.eq_ignore_ascii_case("RUNNING") {
+        let ev = ConveyorEvent::new(EventType::BatchRunning, open.run_id.clone(), Some(pipeline.name.clone()), StepName::Poll, open.attempt, Status::Running, detail);
+        outcome.summary = format!("{job_id} running");
+        return publish(ctx, outcome, ev).await;
+    }
+    outcome.summary = format!("{job_id} {}", state.state);
+    Ok(())
+}
