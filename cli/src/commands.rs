@@ -23,7 +23,11 @@ pub(crate) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     match config::load_file(file) {
         Ok(c) => {
             let active = c.pipelines.iter().filter(|p| p.active).count();
-            println!("{}: ok, {} pipeline(s), {active} active", file.display(), c.pipelines.len());
+            println!(
+                "{}: ok, {} pipeline(s), {active} active",
+                file.display(),
+                c.pipelines.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ ConfigError::Invalid { .. }) => {
@@ -41,37 +45,72 @@ fn load_config(path: &Path) -> anyhow::Result<Arc<Config>> {
     }
 }
 
-pub(crate) async fn run(config_path: &Path, state_dir: &Path, only: Option<&str>, full: bool, timeout: Duration) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    config_path: &Path,
+    state_dir: &Path,
+    only: Option<&str>,
+    full: bool,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     if let Some(name) = only {
-        anyhow::ensure!(config.pipeline(name).is_some(), "no pipeline {name:?} in {}", config_path.display());
+        anyhow::ensure!(
+            config.pipeline(name).is_some(),
+            "no pipeline {name:?} in {}",
+            config_path.display()
+        );
     }
     let mut embedded = Embedded::open(config.clone(), state_dir)?;
     let ctx = embedded.context();
     let started = Utc::now();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let options = RuntimeOptions { watch_interval: Duration::from_millis(200), tick_interval: Duration::from_millis(500), ..RuntimeOptions::default() };
+    let options = RuntimeOptions {
+        watch_interval: Duration::from_millis(200),
+        tick_interval: Duration::from_millis(500),
+        ..RuntimeOptions::default()
+    };
     let probe = embedded.quiet_probe();
     let runner = tokio::spawn(async move {
-        embedded.run(options, async { let _ = stop_rx.await; }).await;
+        embedded
+            .run(options, async {
+                let _ = stop_rx.await;
+            })
+            .await;
         embedded
     });
 
-    for p in config.pipelines.iter().filter(|p| p.active && p.stage.is_some()) {
+    for p in config
+        .pipelines
+        .iter()
+        .filter(|p| p.active && p.stage.is_some())
+    {
         if only.is_some_and(|n| n != p.name.as_str()) {
             continue;
         }
         println!("stage {}:", p.name);
-        let start = StartRequest { pipeline: Some(p.name.clone()), origin: Origin::Manual, at: started, key: Some(format!("cli-{}", started.timestamp())) };
+        let start = StartRequest {
+            pipeline: Some(p.name.clone()),
+            origin: Origin::Manual,
+            at: started,
+            key: Some(format!("cli-{}", started.timestamp())),
+        };
         let mut outcome = Outcome::default();
         let mut progress = |line: &str| println!("  {line}");
         let report = steps::stage_pipeline(&ctx, p, &start, full, &mut outcome, &mut progress)
             .await
             .map_err(|e| anyhow::anyhow!("stage {} failed: {e}", p.name))?;
-        println!("  {} copied, {} unchanged, {} failed", report.copied.len(), report.skipped.len(), report.failed.len());
+        println!(
+            "  {} copied, {} unchanged, {} failed",
+            report.copied.len(),
+            report.skipped.len(),
+            report.failed.len()
+        );
     }
 
-    println!("waiting for the runs to finish (timeout {})...", humantime::format_duration(timeout));
+    println!(
+        "waiting for the runs to finish (timeout {})...",
+        humantime::format_duration(timeout)
+    );
     let deadline = Instant::now() + timeout;
     let mut quiet_since: Option<Instant> = None;
     let mut last_report = Instant::now();
@@ -98,7 +137,11 @@ pub(crate) async fn run(config_path: &Path, state_dir: &Path, only: Option<&str>
     report(&embedded, &config, started).await
 }
 
-async fn report(embedded: &Embedded, config: &Config, since: chrono::DateTime<Utc>) -> anyhow::Result<ExitCode> {
+async fn report(
+    embedded: &Embedded,
+    config: &Config,
+    since: chrono::DateTime<Utc>,
+) -> anyhow::Result<ExitCode> {
     let ctx = embedded.context();
     let mut rows: Vec<RunLogRow> = Vec::new();
     for t in embedded.run_log_tables() {
@@ -109,21 +152,43 @@ async fn report(embedded: &Embedded, config: &Config, since: chrono::DateTime<Ut
     let tables: BTreeSet<String> = rows
         .iter()
         .filter(|r| r.step == StepName::Load.as_str() && r.status == "SUCCEEDED")
-        .filter_map(|r| Some(format!("{}.{}", r.db_name.as_ref()?, r.table_name.as_ref()?)))
+        .filter_map(|r| {
+            Some(format!(
+                "{}.{}",
+                r.db_name.as_ref()?,
+                r.table_name.as_ref()?
+            ))
+        })
         .collect();
     println!("\nloaded tables:");
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header(["table", "rows"]);
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["table", "rows"]);
     for name in &tables {
-        let Ok(table) = TableRef::parse(name) else { continue };
-        let n = ctx.ports.warehouse.row_count(&table).await.map(|n| n.to_string()).unwrap_or_else(|e| e.to_string());
+        let Ok(table) = TableRef::parse(name) else {
+            continue;
+        };
+        let n = ctx
+            .ports
+            .warehouse
+            .row_count(&table)
+            .await
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| e.to_string());
         t.add_row([name.clone(), n]);
     }
     println!("{t}");
-    println!("(SQLite files in {}; open one with `sqlite3 {}/<dataset>.sqlite`)", embedded.warehouse().dir().display(), embedded.warehouse().dir().display());
+    println!(
+        "(SQLite files in {}; open one with `sqlite3 {}/<dataset>.sqlite`)",
+        embedded.warehouse().dir().display(),
+        embedded.warehouse().dir().display()
+    );
     println!("\nrun log ({}):", config.run_log.table);
     println!("{}", run_log_table(&rows));
-    let failed = rows.iter().filter(|r| matches!(r.status.as_str(), "FAILED" | "TIMED_OUT" | "REJECTED") && !retried(r)).count();
+    let failed = rows
+        .iter()
+        .filter(|r| matches!(r.status.as_str(), "FAILED" | "TIMED_OUT" | "REJECTED") && !retried(r))
+        .count();
     if failed > 0 {
         println!("{failed} step(s) did not succeed");
         return Ok(ExitCode::FAILURE);
@@ -140,7 +205,16 @@ fn retried(r: &RunLogRow) -> bool {
 fn run_log_table(rows: &[RunLogRow]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "time", "pipeline", "run_id", "step", "attempt", "status", "table", "rows", "dataproc_job_id", "error",
+        "time",
+        "pipeline",
+        "run_id",
+        "step",
+        "attempt",
+        "status",
+        "table",
+        "rows",
+        "dataproc_job_id",
+        "error",
     ]);
     for r in rows {
         t.add_row([
@@ -156,19 +230,34 @@ fn run_log_table(rows: &[RunLogRow]) -> Table {
             },
             r.rows_loaded.map(|n| n.to_string()).unwrap_or_default(),
             r.dataproc_job_id.clone().unwrap_or_default(),
-            r.error.clone().unwrap_or_default().chars().take(80).collect(),
+            r.error
+                .clone()
+                .unwrap_or_default()
+                .chars()
+                .take(80)
+                .collect(),
         ]);
     }
     t
 }
 
-pub(crate) async fn status(config_path: &Path, state_dir: &Path, limit: usize, run: Option<&str>) -> anyhow::Result<ExitCode> {
+pub(crate) async fn status(
+    config_path: &Path,
+    state_dir: &Path,
+    limit: usize,
+    run: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let embedded = Embedded::open(config, state_dir)?;
     let ctx = embedded.context();
     let mut rows = Vec::new();
     for t in embedded.run_log_tables() {
-        rows.extend(ctx.ports.run_log.recent(&t, if run.is_some() { 100_000 } else { limit }).await?);
+        rows.extend(
+            ctx.ports
+                .run_log
+                .recent(&t, if run.is_some() { 100_000 } else { limit })
+                .await?,
+        );
     }
     if let Some(run) = run {
         rows.retain(|r| r.run_id == run);
@@ -184,20 +273,45 @@ pub(crate) async fn status(config_path: &Path, state_dir: &Path, limit: usize, r
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn dev(config_path: &Path, state_dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+pub(crate) async fn dev(
+    config_path: &Path,
+    state_dir: &Path,
+    listen: SocketAddr,
+) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let mut embedded = Embedded::open(config.clone(), state_dir)?;
     let router = conveyor::http::combined_router(embedded.context());
-    println!("conveyor dev: {} pipeline(s) from {}", config.pipelines.len(), config_path.display());
-    println!("  buckets:   {}/buckets/<bucket>/  (drop files here)", state_dir.display());
-    println!("  warehouse: {}/warehouse/<dataset>.sqlite", state_dir.display());
+    println!(
+        "conveyor dev: {} pipeline(s) from {}",
+        config.pipelines.len(),
+        config_path.display()
+    );
+    println!(
+        "  buckets:   {}/buckets/<bucket>/  (drop files here)",
+        state_dir.display()
+    );
+    println!(
+        "  warehouse: {}/warehouse/<dataset>.sqlite",
+        state_dir.display()
+    );
     println!("  http:      http://{listen}/{{stage,load,submit,poll,log}}");
     println!("Ctrl-C to stop.");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::spawn(async move {
-        embedded.run(RuntimeOptions { schedules: true, ..RuntimeOptions::default() }, async { let _ = stop_rx.await; }).await;
+        embedded
+            .run(
+                RuntimeOptions {
+                    schedules: true,
+                    ..RuntimeOptions::default()
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await;
     });
-    let result = conveyor::service::serve(router, listen, conveyor::service::shutdown_signal()).await;
+    let result =
+        conveyor::service::serve(router, listen, conveyor::service::shutdown_signal()).await;
     let _ = stop_tx.send(());
     let _ = runtime.await;
     result.map(|()| ExitCode::SUCCESS)

@@ -14,10 +14,21 @@ use clap::{Parser, Subcommand};
 #[command(name = "conveyor", version, about, long_about = None)]
 struct Cli {
     /// The pipeline configuration file (YAML or JSON).
-    #[arg(long, short, global = true, env = "CONVEYOR_CONFIG", default_value = "conveyor.yaml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "CONVEYOR_CONFIG",
+        default_value = "conveyor.yaml"
+    )]
     config: PathBuf,
     /// Where the embedded mode keeps buckets, the warehouse and batch jobs.
-    #[arg(long, global = true, env = "CONVEYOR_STATE_DIR", default_value = ".conveyor")]
+    #[arg(
+        long,
+        global = true,
+        env = "CONVEYOR_STATE_DIR",
+        default_value = ".conveyor"
+    )]
     state_dir: PathBuf,
     /// Log filter, e.g. `info` or `conveyor=debug`.
     #[arg(long, global = true, env = "CONVEYOR_LOG", default_value = "warn")]
@@ -80,10 +91,18 @@ async fn main() -> ExitCode {
     conveyor::telemetry::init(conveyor::telemetry::LogFormat::Text, &cli.log);
     let result = match cli.command {
         Command::Validate { file } => commands::validate(file.as_deref().unwrap_or(&cli.config)),
-        Command::Run { timeout } => commands::run(&cli.config, &cli.state_dir, None, false, timeout).await,
-        Command::Stage { pipeline, full, timeout } => commands::run(&cli.config, &cli.state_dir, Some(&pipeline), full, timeout).await,
+        Command::Run { timeout } => {
+            commands::run(&cli.config, &cli.state_dir, None, false, timeout).await
+        }
+        Command::Stage {
+            pipeline,
+            full,
+            timeout,
+        } => commands::run(&cli.config, &cli.state_dir, Some(&pipeline), full, timeout).await,
         Command::Dev { listen } => commands::dev(&cli.config, &cli.state_dir, listen).await,
-        Command::Status { limit, run } => commands::status(&cli.config, &cli.state_dir, limit, run.as_deref()).await,
+        Command::Status { limit, run } => {
+            commands::status(&cli.config, &cli.state_dir, limit, run.as_deref()).await
+        }
     };
     match result {
         Ok(code) => code,

@@ -347,7 +347,9 @@ impl ConveyorEvent {
             reason,
         };
         let parsed: Self = match event.data() {
-            Some(Data::Json(v)) => serde_json::from_value(v.clone()).map_err(|e| bad(e.to_string()))?,
+            Some(Data::Json(v)) => {
+                serde_json::from_value(v.clone()).map_err(|e| bad(e.to_string()))?
+            }
             Some(Data::Binary(b)) => serde_json::from_slice(b).map_err(|e| bad(e.to_string()))?,
             Some(Data::String(s)) => serde_json::from_str(s).map_err(|e| bad(e.to_string()))?,
             None => return Err(bad("no data".to_owned())),
@@ -365,13 +367,19 @@ impl ConveyorEvent {
             ("ce-specversion".to_owned(), "1.0".to_owned()),
             ("ce-id".to_owned(), self.id()),
             ("ce-type".to_owned(), self.kind.as_str().to_owned()),
-            ("ce-source".to_owned(), format!("{SOURCE_PREFIX}/{}", self.step)),
+            (
+                "ce-source".to_owned(),
+                format!("{SOURCE_PREFIX}/{}", self.step),
+            ),
             ("ce-subject".to_owned(), self.run_id.to_string()),
             ("ce-time".to_owned(), self.time.to_rfc3339()),
             ("ce-conveyorrun".to_owned(), self.run_id.to_string()),
             ("ce-conveyorstep".to_owned(), self.step.as_str().to_owned()),
             ("ce-conveyorattempt".to_owned(), self.attempt.to_string()),
-            ("ce-conveyorstatus".to_owned(), self.status.as_str().to_owned()),
+            (
+                "ce-conveyorstatus".to_owned(),
+                self.status.as_str().to_owned(),
+            ),
             ("content-type".to_owned(), "application/json".to_owned()),
         ]);
         if let Some(p) = &self.pipeline {

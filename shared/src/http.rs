@@ -74,7 +74,11 @@ impl IntoResponse for AppError {
     }
 }
 
-async fn handle(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Json<Outcome>, AppError> {
+async fn handle(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Outcome>, AppError> {
     let (delivery, parsed) = parse_http(&headers, &body);
     let result = match parsed {
         Ok(inbound) => steps::handle(app.step, &app.ctx, inbound).await,
@@ -93,11 +97,19 @@ async fn handle(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resu
     }
 }
 
-async fn reject(app: &App, delivery: &Delivery, body: &[u8], reason: String) -> Result<Json<Outcome>, AppError> {
+async fn reject(
+    app: &App,
+    delivery: &Delivery,
+    body: &[u8],
+    reason: String,
+) -> Result<Json<Outcome>, AppError> {
     warn!(step = %app.step, reason = %reason, pubsub = delivery.pubsub.is_some(), "request rejected");
     if let Err(e) = steps::record_rejection(&app.ctx, app.step, body, &reason).await {
         error!(step = %app.step, error = %e, "cannot record the rejection; asking for redelivery");
         return Err(AppError::Unavailable);
     }
-    Err(AppError::Rejected { reason, acknowledge: delivery.pubsub.is_some() })
+    Err(AppError::Rejected {
+        reason,
+        acknowledge: delivery.pubsub.is_some(),
+    })
 }

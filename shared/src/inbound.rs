@@ -17,7 +17,6 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use cloudevents::{AttributesReader, Data, Event};
 use http::HeaderMap;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::event::{ConveyorEvent, ObjectRef};
@@ -92,23 +91,48 @@ impl From<NameError> for InboundError {
     }
 }
 
-#[derive(Deserialize)]
-struct PushEnvelope {
-    message: PushMessage,
-    #[serde(default)]
-    subscription: String,
-    #[serde(default, alias = "delivery_attempt", rename = "deliveryAttempt")]
-    delivery_attempt: Option<u32>,
+/// A Pub/Sub push message. The emulator sends every field twice (camelCase and snake_case),
+/// real Pub/Sub camelCase only; serde's aliases reject the duplicate, so fields are read by
+/// hand from either spelling.
+struct PushMessage {
+    data: Option<String>,
+    attributes: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
-struct PushMessage {
-    #[serde(default)]
-    data: Option<String>,
-    #[serde(default)]
-    attributes: Option<std::collections::BTreeMap<String, String>>,
-    #[serde(default, alias = "message_id", rename = "messageId")]
-    message_id: String,
+fn either<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
+    v.get(camel)
+        .or_else(|| v.get(snake))
+        .filter(|x| !x.is_null())
+}
+
+fn push_envelope(value: &Value) -> Result<(Delivery, PushMessage), InboundError> {
+    let bad = |what: &str| InboundError(format!("malformed Pub/Sub push envelope: {what}"));
+    let message = value.get("message").ok_or_else(|| bad("no `message`"))?;
+    let data = match message.get("data") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad("`message.data` must be a base64 string")),
+    };
+    let attributes = match message.get("attributes") {
+        None | Some(Value::Null) => Default::default(),
+        Some(a) => serde_json::from_value(a.clone())
+            .map_err(|_| bad("`message.attributes` must map strings to strings"))?,
+    };
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    let delivery = Delivery {
+        pubsub: Some(PubsubDelivery {
+            subscription: text(value.get("subscription")),
+            message_id: text(either(message, "messageId", "message_id")),
+            delivery_attempt: either(value, "deliveryAttempt", "delivery_attempt")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
+        }),
+    };
+    Ok((delivery, PushMessage { data, attributes }))
 }
 
 /// Parses a request's headers and body. The [`Delivery`] is known even when the body is bad.
@@ -117,10 +141,14 @@ pub fn parse_http(headers: &HeaderMap, body: &[u8]) -> (Delivery, Result<Inbound
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if headers.contains_key("ce-specversion") || content_type.starts_with("application/cloudevents") {
+    if headers.contains_key("ce-specversion") || content_type.starts_with("application/cloudevents")
+    {
         return match cloudevents::binding::http::to_event(headers, body.to_vec()) {
             Ok(event) => from_cloudevent(&event),
-            Err(e) => (Delivery::default(), Err(InboundError(format!("malformed CloudEvent: {e}")))),
+            Err(e) => (
+                Delivery::default(),
+                Err(InboundError(format!("malformed CloudEvent: {e}"))),
+            ),
         };
     }
     let value: Value = match serde_json::from_slice(body) {
@@ -128,7 +156,9 @@ pub fn parse_http(headers: &HeaderMap, body: &[u8]) -> (Delivery, Result<Inbound
         Err(e) => {
             return (
                 Delivery::default(),
-                Err(InboundError(format!("body is not JSON ({e}); expected a CloudEvent, a Pub/Sub push envelope or a JSON request"))),
+                Err(InboundError(format!(
+                    "body is not JSON ({e}); expected a CloudEvent, a Pub/Sub push envelope or a JSON request"
+                ))),
             );
         }
     };
@@ -139,13 +169,20 @@ fn from_cloudevent(event: &Event) -> (Delivery, Result<Inbound, InboundError>) {
     let data_json = || -> Result<Value, InboundError> {
         match event.data() {
             Some(Data::Json(v)) => Ok(v.clone()),
-            Some(Data::Binary(b)) => serde_json::from_slice(b).map_err(|e| InboundError(format!("event data is not JSON: {e}"))),
-            Some(Data::String(s)) => serde_json::from_str(s).map_err(|e| InboundError(format!("event data is not JSON: {e}"))),
+            Some(Data::Binary(b)) => serde_json::from_slice(b)
+                .map_err(|e| InboundError(format!("event data is not JSON: {e}"))),
+            Some(Data::String(s)) => serde_json::from_str(s)
+                .map_err(|e| InboundError(format!("event data is not JSON: {e}"))),
             None => Err(InboundError(format!("{} event has no data", event.ty()))),
         }
     };
     match event.ty() {
-        GCS_FINALIZED => (Delivery::default(), data_json().and_then(|v| object_from_resource(&v)).map(Inbound::Object)),
+        GCS_FINALIZED => (
+            Delivery::default(),
+            data_json()
+                .and_then(|v| object_from_resource(&v))
+                .map(Inbound::Object),
+        ),
         PUBSUB_PUBLISHED => match data_json() {
             Ok(v) => parse_json(v),
             Err(e) => (Delivery::default(), Err(e)),
@@ -156,33 +193,34 @@ fn from_cloudevent(event: &Event) -> (Delivery, Result<Inbound, InboundError>) {
                 .map(|e| Inbound::Event(Box::new(e)))
                 .map_err(|e| InboundError(e.to_string())),
         ),
-        ty if ty.starts_with("google.cloud.storage.object.v1.") => {
-            (Delivery::default(), Ok(Inbound::Ignored(format!("{ty} needs no work"))))
-        }
-        ty => (Delivery::default(), Err(InboundError(format!("unsupported CloudEvent type {ty:?}")))),
+        ty if ty.starts_with("google.cloud.storage.object.v1.") => (
+            Delivery::default(),
+            Ok(Inbound::Ignored(format!("{ty} needs no work"))),
+        ),
+        ty => (
+            Delivery::default(),
+            Err(InboundError(format!("unsupported CloudEvent type {ty:?}"))),
+        ),
     }
 }
 
 fn parse_json(value: Value) -> (Delivery, Result<Inbound, InboundError>) {
     if value.get("message").is_some_and(Value::is_object) {
-        let envelope: PushEnvelope = match serde_json::from_value(value) {
-            Ok(e) => e,
-            Err(e) => return (Delivery::default(), Err(InboundError(format!("malformed Pub/Sub push envelope: {e}")))),
+        // Whatever is wrong inside, it came through Pub/Sub: the delivery is known so a
+        // permanent error is acknowledged rather than redelivered forever.
+        let pubsub = Delivery {
+            pubsub: Some(PubsubDelivery::default()),
         };
-        let delivery = Delivery {
-            pubsub: Some(PubsubDelivery {
-                subscription: envelope.subscription.clone(),
-                message_id: envelope.message.message_id.clone(),
-                delivery_attempt: envelope.delivery_attempt,
-            }),
+        return match push_envelope(&value) {
+            Ok((delivery, message)) => (delivery, from_pubsub_message(message)),
+            Err(e) => (pubsub, Err(e)),
         };
-        return (delivery, from_pubsub_message(envelope.message));
     }
     (Delivery::default(), plain(value))
 }
 
 fn from_pubsub_message(message: PushMessage) -> Result<Inbound, InboundError> {
-    let attributes = message.attributes.unwrap_or_default();
+    let attributes = message.attributes;
     let data = match message.data {
         Some(d) if !d.is_empty() => base64::engine::general_purpose::STANDARD
             .decode(d.trim())
@@ -190,15 +228,21 @@ fn from_pubsub_message(message: PushMessage) -> Result<Inbound, InboundError> {
         _ => Vec::new(),
     };
     if let Some(kind) = attributes.get("ce-type") {
-        let event: ConveyorEvent = serde_json::from_slice(&data)
-            .map_err(|e| InboundError(format!("{kind} message data is not a Conveyor event: {e}")))?;
+        let event: ConveyorEvent = serde_json::from_slice(&data).map_err(|e| {
+            InboundError(format!("{kind} message data is not a Conveyor event: {e}"))
+        })?;
         if event.kind.as_str() != kind {
-            return Err(InboundError(format!("attribute ce-type {kind} does not match data type {}", event.kind)));
+            return Err(InboundError(format!(
+                "attribute ce-type {kind} does not match data type {}",
+                event.kind
+            )));
         }
         return Ok(Inbound::Event(Box::new(event)));
     }
     if let Some(event_type) = attributes.get("eventType") {
-        let format = attributes.get("payloadFormat").map_or("NONE", String::as_str);
+        let format = attributes
+            .get("payloadFormat")
+            .map_or("NONE", String::as_str);
         return match event_type.as_str() {
             "OBJECT_FINALIZE" => {
                 let bucket = attributes
@@ -208,22 +252,31 @@ fn from_pubsub_message(message: PushMessage) -> Result<Inbound, InboundError> {
                     .get("objectId")
                     .ok_or_else(|| InboundError("GCS notification without objectId".to_owned()))?;
                 let size = if format == "JSON_API_V1" {
-                    serde_json::from_slice::<Value>(&data).ok().and_then(|v| number_or_string(v.get("size")))
+                    serde_json::from_slice::<Value>(&data)
+                        .ok()
+                        .and_then(|v| number_or_string(v.get("size")))
                 } else {
                     None
                 };
                 Ok(Inbound::Object(ObjectRef {
                     bucket: BucketName::parse(bucket)?,
                     name: ObjectName::parse(name)?,
-                    generation: attributes.get("objectGeneration").cloned().unwrap_or_default(),
+                    generation: attributes
+                        .get("objectGeneration")
+                        .cloned()
+                        .unwrap_or_default(),
                     size,
                 }))
             }
-            other => Ok(Inbound::Ignored(format!("GCS {other} notification needs no work"))),
+            other => Ok(Inbound::Ignored(format!(
+                "GCS {other} notification needs no work"
+            ))),
         };
     }
     if data.is_empty() {
-        return Err(InboundError("Pub/Sub message has no data and no known attributes".to_owned()));
+        return Err(InboundError(
+            "Pub/Sub message has no data and no known attributes".to_owned(),
+        ));
     }
     let value: Value = serde_json::from_slice(&data)
         .map_err(|e| InboundError(format!("Pub/Sub message data is not JSON: {e}")))?;
@@ -240,7 +293,8 @@ fn number_or_string(v: Option<&Value>) -> Option<u64> {
 
 fn object_from_resource(v: &Value) -> Result<ObjectRef, InboundError> {
     let field = |k: &str| v.get(k).and_then(Value::as_str);
-    let bucket = field("bucket").ok_or_else(|| InboundError("object has no `bucket`".to_owned()))?;
+    let bucket =
+        field("bucket").ok_or_else(|| InboundError("object has no `bucket`".to_owned()))?;
     let name = field("name").ok_or_else(|| InboundError("object has no `name`".to_owned()))?;
     let generation = match v.get("generation") {
         Some(Value::String(s)) => s.clone(),
@@ -260,8 +314,8 @@ fn plain(value: Value) -> Result<Inbound, InboundError> {
         return Err(InboundError("the JSON body must be an object".to_owned()));
     }
     if value.get("type").is_some() && value.get("run_id").is_some() {
-        let event: ConveyorEvent =
-            serde_json::from_value(value).map_err(|e| InboundError(format!("not a Conveyor event: {e}")))?;
+        let event: ConveyorEvent = serde_json::from_value(value)
+            .map_err(|e| InboundError(format!("not a Conveyor event: {e}")))?;
         return Ok(Inbound::Event(Box::new(event)));
     }
     if value.get("bucket").is_some() || value.get("name").is_some() {
@@ -282,7 +336,11 @@ fn plain(value: Value) -> Result<Inbound, InboundError> {
                     Origin::Manual
                 }
             }
-            Some(other) => return Err(InboundError(format!("`trigger` must be \"schedule\" or \"manual\", not {other:?}"))),
+            Some(other) => {
+                return Err(InboundError(format!(
+                    "`trigger` must be \"schedule\" or \"manual\", not {other:?}"
+                )));
+            }
         };
         let at = match value.get("time").and_then(Value::as_str) {
             Some(t) => DateTime::parse_from_rfc3339(t)
@@ -291,12 +349,16 @@ fn plain(value: Value) -> Result<Inbound, InboundError> {
             None => Utc::now(),
         };
         let key = value.get("key").and_then(Value::as_str).map(str::to_owned);
-        if let Some(k) = &key {
-            if k.is_empty() || k.len() > 200 {
+        if let Some(k) = &key
+            && (k.is_empty() || k.len() > 200) {
                 return Err(InboundError("`key` must be 1 to 200 characters".to_owned()));
             }
-        }
-        return Ok(Inbound::Start(StartRequest { pipeline, origin, at, key }));
+        return Ok(Inbound::Start(StartRequest {
+            pipeline,
+            origin,
+            at,
+            key,
+        }));
     }
     Err(InboundError(
         "unrecognized JSON body: expected {\"bucket\", \"name\"}, {\"pipeline\"}, {\"tick\": true}, a Conveyor event or a Pub/Sub push envelope".to_owned(),
@@ -310,20 +372,26 @@ mod tests {
 
     fn json_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h
     }
 
     #[test]
     fn pubsub_emulator_gcs_notification_is_an_object_arrival() {
-        let data = base64::engine::general_purpose::STANDARD
-            .encode(br#"{"name":"sales/2026-11-20/a.csv","bucket":"landing","size":"42","generation":"7"}"#);
+        let data = base64::engine::general_purpose::STANDARD.encode(
+            br#"{"name":"sales/2026-11-20/a.csv","bucket":"landing","size":"42","generation":"7"}"#,
+        );
         let body = format!(
             r#"{{"subscription":"projects\/test\/subscriptions\/s","message":{{"data":"{data}","attributes":{{"eventType":"OBJECT_FINALIZE","bucketId":"landing","objectId":"sales/2026-11-20/a.csv","objectGeneration":"7","payloadFormat":"JSON_API_V1"}},"messageId":"2","message_id":"2","publishTime":"2026-11-21T00:00:00Z","publish_time":"2026-11-21T00:00:00Z"}}}}"#
         );
         let (delivery, inbound) = parse_http(&json_headers(), body.as_bytes());
         assert_eq!(delivery.pubsub.unwrap().message_id, "2");
-        let Inbound::Object(o) = inbound.unwrap() else { panic!("not an object") };
+        let Inbound::Object(o) = inbound.unwrap() else {
+            panic!("not an object")
+        };
         assert_eq!(o.name.as_str(), "sales/2026-11-20/a.csv");
         assert_eq!(o.generation, "7");
         assert_eq!(o.size, Some(42));
@@ -332,7 +400,8 @@ mod tests {
     #[test]
     fn snake_case_envelopes_are_accepted() {
         let data = base64::engine::general_purpose::STANDARD.encode(br#"{"pipeline":"sales"}"#);
-        let body = format!(r#"{{"subscription":"s","message":{{"data":"{data}","message_id":"9"}}}}"#);
+        let body =
+            format!(r#"{{"subscription":"s","message":{{"data":"{data}","message_id":"9"}}}}"#);
         let (delivery, inbound) = parse_http(&json_headers(), body.as_bytes());
         assert_eq!(delivery.pubsub.unwrap().message_id, "9");
         assert!(matches!(inbound.unwrap(), Inbound::Start(s) if s.origin == Origin::Manual));
@@ -351,18 +420,27 @@ mod tests {
         for (k, v) in [
             ("ce-specversion", "1.0"),
             ("ce-id", "1"),
-            ("ce-source", "//storage.googleapis.com/projects/_/buckets/landing"),
+            (
+                "ce-source",
+                "//storage.googleapis.com/projects/_/buckets/landing",
+            ),
             ("ce-type", GCS_FINALIZED),
         ] {
             h.insert(k, HeaderValue::from_static(v));
         }
-        let (_, inbound) = parse_http(&h, br#"{"bucket":"landing","name":"a/b.csv","generation":"3"}"#);
+        let (_, inbound) = parse_http(
+            &h,
+            br#"{"bucket":"landing","name":"a/b.csv","generation":"3"}"#,
+        );
         assert!(matches!(inbound.unwrap(), Inbound::Object(o) if o.generation == "3"));
     }
 
     #[test]
     fn path_traversal_in_an_object_name_is_rejected() {
-        let (_, inbound) = parse_http(&json_headers(), br#"{"bucket":"landing","name":"../etc/passwd"}"#);
+        let (_, inbound) = parse_http(
+            &json_headers(),
+            br#"{"bucket":"landing","name":"../etc/passwd"}"#,
+        );
         assert!(inbound.unwrap_err().0.contains("object name"));
     }
 

@@ -91,11 +91,20 @@ impl BucketName {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
         {
-            return Err(NameError::new(KIND, s, "only a-z, 0-9, '-', '_' and '.' are allowed"));
+            return Err(NameError::new(
+                KIND,
+                s,
+                "only a-z, 0-9, '-', '_' and '.' are allowed",
+            ));
         }
-        let ends_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let ends_ok =
+            |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !ends_ok(s.bytes().next()) || !ends_ok(s.bytes().last()) || s.contains("..") {
-            return Err(NameError::new(KIND, s, "must start and end with a letter or digit"));
+            return Err(NameError::new(
+                KIND,
+                s,
+                "must start and end with a letter or digit",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -118,9 +127,15 @@ impl ObjectName {
             return Err(NameError::new(KIND, s, "must be 1 to 1024 bytes"));
         }
         if s.chars().any(|c| c.is_control() || c == '\\') {
-            return Err(NameError::new(KIND, s, "control characters and '\\' are not allowed"));
+            return Err(NameError::new(
+                KIND,
+                s,
+                "control characters and '\\' are not allowed",
+            ));
         }
-        if s.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        if s.split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return Err(NameError::new(
                 KIND,
                 s,
@@ -153,13 +168,21 @@ impl PipelineName {
             return Err(NameError::new(KIND, s, "must be 1 to 63 characters"));
         }
         if !s.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) {
-            return Err(NameError::new(KIND, s, "must start with a lowercase letter"));
+            return Err(NameError::new(
+                KIND,
+                s,
+                "must start with a lowercase letter",
+            ));
         }
         if !s
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         {
-            return Err(NameError::new(KIND, s, "only a-z, 0-9, '-' and '_' are allowed"));
+            return Err(NameError::new(
+                KIND,
+                s,
+                "only a-z, 0-9, '-' and '_' are allowed",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -195,19 +218,36 @@ impl TableRef {
         let (project, dataset, table) = match parts.as_slice() {
             [d, t] => (None, *d, *t),
             [p, d, t] => (Some(*p), *d, *t),
-            _ => return Err(NameError::new(KIND, s, "must be dataset.table or project.dataset.table")),
+            _ => {
+                return Err(NameError::new(
+                    KIND,
+                    s,
+                    "must be dataset.table or project.dataset.table",
+                ));
+            }
         };
         let ident = |x: &str| {
-            !x.is_empty() && x.len() <= 1024 && x.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            !x.is_empty()
+                && x.len() <= 1024
+                && x.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         };
         if !ident(dataset) || !ident(table) {
-            return Err(NameError::new(KIND, s, "dataset and table allow only A-Z, a-z, 0-9 and '_'"));
+            return Err(NameError::new(
+                KIND,
+                s,
+                "dataset and table allow only A-Z, a-z, 0-9 and '_'",
+            ));
         }
         if let Some(p) = project {
             let ok = (6..=30).contains(&p.len())
-                && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !ok {
-                return Err(NameError::new(KIND, s, "project must be 6-30 characters of a-z, 0-9, '-'"));
+                return Err(NameError::new(
+                    KIND,
+                    s,
+                    "project must be 6-30 characters of a-z, 0-9, '-'",
+                ));
             }
         }
         Ok(Self {
@@ -291,7 +331,11 @@ fn id_like(kind: &'static str, s: &str) -> Result<String, NameError> {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
     {
-        return Err(NameError::new(kind, s, "only a-z, 0-9, '-' and '_' are allowed"));
+        return Err(NameError::new(
+            kind,
+            s,
+            "only a-z, 0-9, '-' and '_' are allowed",
+        ));
     }
     Ok(s.to_owned())
 }

@@ -61,11 +61,20 @@ pub struct ObjectMeta {
 pub trait ObjectStore: Send + Sync {
     /// Writes `body` to `bucket/name`, replacing any object there, and returns its metadata.
     /// The object appears whole or not at all.
-    async fn put(&self, bucket: &BucketName, name: &ObjectName, body: ByteStream) -> Result<ObjectMeta, PortError>;
+    async fn put(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        body: ByteStream,
+    ) -> Result<ObjectMeta, PortError>;
     /// Opens `bucket/name` for reading.
     async fn open(&self, bucket: &BucketName, name: &ObjectName) -> Result<ByteStream, PortError>;
     /// The object's metadata, or `None` when it does not exist.
-    async fn head(&self, bucket: &BucketName, name: &ObjectName) -> Result<Option<ObjectMeta>, PortError>;
+    async fn head(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+    ) -> Result<Option<ObjectMeta>, PortError>;
     /// Every object whose name starts with `prefix`, in name order.
     async fn list(&self, bucket: &BucketName, prefix: &str) -> Result<Vec<ObjectMeta>, PortError>;
 }

@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::adapters::embedded::{InProcessBus, LocalBatchEngine, LocalStore, SqliteWarehouse, Watcher};
+use crate::adapters::embedded::{
+    InProcessBus, LocalBatchEngine, LocalStore, SqliteWarehouse, Watcher,
+};
 use crate::config::Config;
 use crate::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};
 use crate::inbound::{Inbound, Origin, StartRequest};
@@ -107,7 +109,8 @@ impl Embedded {
     pub fn open(config: Arc<Config>, state_dir: &Path) -> Result<Self, PortError> {
         let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", state_dir.display()));
         let store = LocalStore::new(state_dir.join("buckets")).map_err(io)?;
-        let warehouse = SqliteWarehouse::open(state_dir.join("warehouse"), Arc::new(store.clone()))?;
+        let warehouse =
+            SqliteWarehouse::open(state_dir.join("warehouse"), Arc::new(store.clone()))?;
         let batch = LocalBatchEngine::new(state_dir.join("batches")).map_err(io)?;
         let (bus, bus_rx) = InProcessBus::new();
         let pending = bus.pending();
@@ -190,7 +193,8 @@ impl Embedded {
             .into_iter()
             .collect();
         let (obj_tx, mut obj_rx) = mpsc::unbounded_channel::<ObjectRef>();
-        let watcher = Watcher::new(self.store.clone(), buckets, options.watch_interval).with_gauge(self.unsettled.clone());
+        let watcher = Watcher::new(self.store.clone(), buckets, options.watch_interval)
+            .with_gauge(self.unsettled.clone());
         tasks.spawn(watcher.run(obj_tx));
         {
             let ctx = ctx.clone();
@@ -218,7 +222,12 @@ impl Embedded {
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     interval.tick().await;
-                    let tick = Inbound::Start(StartRequest { pipeline: None, origin: Origin::Schedule, at: Utc::now(), key: None });
+                    let tick = Inbound::Start(StartRequest {
+                        pipeline: None,
+                        origin: Origin::Schedule,
+                        at: Utc::now(),
+                        key: None,
+                    });
                     if let Err(e) = steps::handle(StepName::Poll, &ctx, tick).await {
                         warn!(error = %e, "poll tick failed");
                     }
@@ -248,7 +257,8 @@ impl Embedded {
                             .collect();
                         // The log step first, so the run log holds a batch before poll looks.
                         for step in subscribers.iter().rev() {
-                            deliver(&ctx, *step, Inbound::Event(Box::new(event.clone())), max).await;
+                            deliver(&ctx, *step, Inbound::Event(Box::new(event.clone())), max)
+                                .await;
                         }
                         pending.fetch_sub(1, Ordering::SeqCst);
                     });
@@ -303,7 +313,9 @@ fn describe_inbound(inbound: &Inbound) -> String {
 async fn dead_letter(ctx: &Context, step: StepName, inbound: &Inbound, reason: &str, max: u32) {
     let (run_id, pipeline) = match inbound {
         Inbound::Event(e) => (e.run_id.clone(), e.pipeline.clone()),
-        _ => match steps::record_rejection(ctx, step, describe_inbound(inbound).as_bytes(), reason).await {
+        _ => match steps::record_rejection(ctx, step, describe_inbound(inbound).as_bytes(), reason)
+            .await
+        {
             Ok(_) | Err(_) => return,
         },
     };
@@ -318,7 +330,10 @@ async fn dead_letter(ctx: &Context, step: StepName, inbound: &Inbound, reason: &
         step,
         1,
         Status::Failed,
-        Detail { error: Some(format!("gave up after {max} deliveries: {reason}")), ..Detail::default() },
+        Detail {
+            error: Some(format!("gave up after {max} deliveries: {reason}")),
+            ..Detail::default()
+        },
     );
     if let Err(e) = ctx.ports.bus.publish(&ev).await {
         error!(error = %e, "cannot record a dead-lettered delivery");
@@ -330,18 +345,34 @@ async fn schedules(ctx: Context, max: u32) {
     loop {
         let now = Utc::now();
         for p in ctx.config.pipelines.iter().filter(|p| p.active) {
-            let Some(s) = &p.trigger.schedule else { continue };
-            let Ok(cron) = croner::Cron::new(&s.cron).parse() else { continue };
-            let due = *next
-                .entry(p.name.to_string())
-                .or_insert_with(|| cron.find_next_occurrence(&now, false).unwrap_or(now + chrono::Duration::days(3650)));
+            let Some(s) = &p.trigger.schedule else {
+                continue;
+            };
+            let Ok(cron) = croner::Cron::new(&s.cron).parse() else {
+                continue;
+            };
+            let due = *next.entry(p.name.to_string()).or_insert_with(|| {
+                cron.find_next_occurrence(&now, false)
+                    .unwrap_or(now + chrono::Duration::days(3650))
+            });
             if due <= now {
-                let step = if p.stage.is_some() { StepName::Stage } else { StepName::Submit };
+                let step = if p.stage.is_some() {
+                    StepName::Stage
+                } else {
+                    StepName::Submit
+                };
                 info!(pipeline = %p.name, step = %step, "schedule fired");
-                let start = Inbound::Start(StartRequest { pipeline: Some(p.name.clone()), origin: Origin::Schedule, at: due, key: None });
+                let start = Inbound::Start(StartRequest {
+                    pipeline: Some(p.name.clone()),
+                    origin: Origin::Schedule,
+                    at: due,
+                    key: None,
+                });
                 let ctx2 = ctx.clone();
                 tokio::spawn(async move { deliver(&ctx2, step, start, max).await });
-                let after = cron.find_next_occurrence(&now, false).unwrap_or(now + chrono::Duration::days(3650));
+                let after = cron
+                    .find_next_occurrence(&now, false)
+                    .unwrap_or(now + chrono::Duration::days(3650));
                 next.insert(p.name.to_string(), after);
             }
         }

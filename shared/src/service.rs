@@ -72,15 +72,20 @@ impl ServiceConfig {
     /// # Errors
     /// Names the variable that is missing or malformed.
     pub fn from_env() -> anyhow::Result<Self> {
-        envy::prefixed("CONVEYOR_")
-            .from_env::<Self>()
-            .map_err(|e| anyhow::anyhow!("bad service configuration: {}", envy_message(e, "CONVEYOR_")))
+        envy::prefixed("CONVEYOR_").from_env::<Self>().map_err(|e| {
+            anyhow::anyhow!(
+                "bad service configuration: {}",
+                envy_message(e, "CONVEYOR_")
+            )
+        })
     }
 }
 
 fn envy_message(e: envy::Error, prefix: &str) -> String {
     match e {
-        envy::Error::MissingValue(field) => format!("missing variable {prefix}{}", field.to_ascii_uppercase()),
+        envy::Error::MissingValue(field) => {
+            format!("missing variable {prefix}{}", field.to_ascii_uppercase())
+        }
         envy::Error::Custom(msg) => {
             // envy says `unknown variant `x`` or `invalid digit ... while parsing field`; add the
             // variable name when envy gives it.
@@ -115,10 +120,19 @@ pub async fn shutdown_signal() {
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub async fn serve(router: axum::Router, addr: SocketAddr, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+pub async fn serve(
+    router: axum::Router,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     info!(addr = %listener.local_addr().unwrap_or(addr), "listening");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("server failed")
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server failed")
 }
 
 /// The whole life of a function binary: config, telemetry, adapters, serve.
@@ -127,7 +141,8 @@ pub async fn serve(router: axum::Router, addr: SocketAddr, shutdown: impl std::f
 /// When the configuration is bad or the server cannot start.
 pub async fn run_function(step: StepName) -> anyhow::Result<()> {
     let settings = ServiceConfig::from_env()?;
-    let platform = envy::from_env::<Platform>().map_err(|e| anyhow::anyhow!("bad PORT: {}", envy_message(e, "")))?;
+    let platform = envy::from_env::<Platform>()
+        .map_err(|e| anyhow::anyhow!("bad PORT: {}", envy_message(e, "")))?;
     telemetry::init(settings.log_format, &settings.log);
     let pipelines = Arc::new(config::load_file(&settings.config)?);
     let addr = SocketAddr::from(([0, 0, 0, 0], platform.port));
@@ -137,13 +152,19 @@ pub async fn run_function(step: StepName) -> anyhow::Result<()> {
             let router = crate::http::router(step, embedded.context());
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let runtime = tokio::spawn(async move {
-                embedded.run(RuntimeOptions::default(), async { let _ = stop_rx.await; }).await;
+                embedded
+                    .run(RuntimeOptions::default(), async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
             });
             let result = serve(router, addr, shutdown_signal()).await;
             let _ = stop_tx.send(());
             let _ = runtime.await;
             result
         }
-        Adapters::Gcp => anyhow::bail!("CONVEYOR_ADAPTERS=gcp: the Google Cloud adapters are not part of this build yet"),
+        Adapters::Gcp => anyhow::bail!(
+            "CONVEYOR_ADAPTERS=gcp: the Google Cloud adapters are not part of this build yet"
+        ),
     }
 }

@@ -27,7 +27,11 @@ pub fn init(format: LogFormat, filter: &str) {
             .try_init(),
         LogFormat::Text => Registry::default()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            )
             .try_init(),
     };
     let _ = result;

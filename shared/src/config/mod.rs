@@ -268,7 +268,9 @@ mod autodetect {
         if s.eq_ignore_ascii_case("autodetect") {
             Ok(())
         } else {
-            Err(serde::de::Error::custom("schema must be `autodetect` or a list of columns"))
+            Err(serde::de::Error::custom(
+                "schema must be `autodetect` or a list of columns",
+            ))
         }
     }
 }
@@ -426,7 +428,9 @@ impl Default for Backoff {
 impl Backoff {
     /// The delay after failed attempt number `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = self.multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
+        let factor = self
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(64) as i32);
         let secs = self.initial.as_secs_f64() * factor;
         if !secs.is_finite() || secs >= self.max.as_secs_f64() {
             self.max

@@ -72,7 +72,9 @@ impl PathPattern {
                     let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                     if !valid {
-                        return Err(err("capture names are letters, digits and '_', starting with a letter"));
+                        return Err(err(
+                            "capture names are letters, digits and '_', starting with a letter",
+                        ));
                     }
                     if names.contains(&name) {
                         return Err(err("a capture name is used twice"));
@@ -195,7 +197,13 @@ pub fn placeholders(template: &str) -> Vec<String> {
 pub fn table_safe(value: &str) -> String {
     value
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -229,7 +237,14 @@ mod tests {
     #[test]
     fn render_fills_placeholders_and_names_missing_ones() {
         let vars = BTreeMap::from([("date".to_owned(), "2026_11_20".to_owned())]);
-        assert_eq!(render("ds.sales_{date}", &vars).unwrap(), "ds.sales_2026_11_20");
-        assert!(render("ds.sales_{region}", &vars).unwrap_err().contains("region"));
+        assert_eq!(
+            render("ds.sales_{date}", &vars).unwrap(),
+            "ds.sales_2026_11_20"
+        );
+        assert!(
+            render("ds.sales_{region}", &vars)
+                .unwrap_err()
+                .contains("region")
+        );
     }
 }

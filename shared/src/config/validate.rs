@@ -72,11 +72,10 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     // A relative local stage source is relative to the file that names it.
     let base = path.parent().unwrap_or(Path::new("."));
     for p in &mut config.pipelines {
-        if let Some(stage) = &mut p.stage {
-            if !stage.source.contains("://") && Path::new(&stage.source).is_relative() {
+        if let Some(stage) = &mut p.stage
+            && !stage.source.contains("://") && Path::new(&stage.source).is_relative() {
                 stage.source = base.join(&stage.source).display().to_string();
             }
-        }
     }
     Ok(config)
 }
@@ -211,12 +210,24 @@ impl Validator {
             return None;
         }
         const KEYS: &[&str] = &[
-            "name", "active", "description", "trigger", "stage", "load", "batch", "poll", "run_log",
+            "name",
+            "active",
+            "description",
+            "trigger",
+            "stage",
+            "load",
+            "batch",
+            "poll",
+            "run_log",
         ];
         self.known_keys(path, node, KEYS);
         let before = self.issues.len();
         if get(node, "name").is_none() {
-            self.issue(format!("{path}.name"), line_of(node), "missing field `name`");
+            self.issue(
+                format!("{path}.name"),
+                line_of(node),
+                "missing field `name`",
+            );
         }
         for key in KEYS {
             if let Some(n) = get(node, key) {
@@ -259,7 +270,11 @@ impl Validator {
             line
         };
         if p.stage.is_none() && p.load.is_none() && p.batch.is_none() {
-            self.issue(path, at(&[]), "a pipeline needs at least one of `stage`, `load` or `batch`");
+            self.issue(
+                path,
+                at(&[]),
+                "a pipeline needs at least one of `stage`, `load` or `batch`",
+            );
         }
         let t = &p.trigger;
         if t.object.is_none() && t.schedule.is_none() && !t.manual {
@@ -269,15 +284,14 @@ impl Validator {
                 "no trigger: set `object`, `schedule` or `manual: true`",
             );
         }
-        if let Some(s) = &t.schedule {
-            if let Err(e) = croner::Cron::new(&s.cron).parse() {
+        if let Some(s) = &t.schedule
+            && let Err(e) = croner::Cron::new(&s.cron).parse() {
                 self.issue(
                     format!("{path}.trigger.schedule.cron"),
                     at(&["trigger", "schedule", "cron"]),
                     format!("invalid cron expression {:?}: {e}", s.cron),
                 );
             }
-        }
         let captures: Vec<String> = t
             .object
             .as_ref()
@@ -285,22 +299,27 @@ impl Validator {
             .unwrap_or_default();
         if let Some(stage) = &p.stage {
             if stage.source.trim().is_empty() {
-                self.issue(format!("{path}.stage.source"), at(&["stage", "source"]), "must not be empty");
-            } else if let Some((scheme, _)) = stage.source.split_once("://") {
-                if !matches!(scheme, "http" | "https" | "file") {
+                self.issue(
+                    format!("{path}.stage.source"),
+                    at(&["stage", "source"]),
+                    "must not be empty",
+                );
+            } else if let Some((scheme, _)) = stage.source.split_once("://")
+                && !matches!(scheme, "http" | "https" | "file") {
                     self.issue(
                         format!("{path}.stage.source"),
                         at(&["stage", "source"]),
                         format!("unsupported source scheme {scheme:?}: use a local path, file://, http:// or https://"),
                     );
                 }
-            }
             for name in placeholders(&stage.prefix) {
                 if name != "date" && name != "run_id" {
                     self.issue(
                         format!("{path}.stage.prefix"),
                         at(&["stage", "prefix"]),
-                        format!("unknown placeholder {{{name}}}: only {{date}} and {{run_id}} are known"),
+                        format!(
+                            "unknown placeholder {{{name}}}: only {{date}} and {{run_id}} are known"
+                        ),
                     );
                 }
             }
@@ -313,8 +332,10 @@ impl Validator {
                     "a load needs `trigger.object`: it runs when a matching object arrives",
                 );
             }
-            let vars: BTreeMap<String, String> =
-                captures.iter().map(|c| (c.clone(), "x".to_owned())).collect();
+            let vars: BTreeMap<String, String> = captures
+                .iter()
+                .map(|c| (c.clone(), "x".to_owned()))
+                .collect();
             match render(&load.table, &vars) {
                 Err(e) => self.issue(
                     format!("{path}.load.table"),
@@ -330,11 +351,21 @@ impl Validator {
             if let SchemaSpec::Columns(cols) = &load.schema {
                 let mut names = BTreeSet::new();
                 if cols.is_empty() {
-                    self.issue(format!("{path}.load.schema"), at(&["load", "schema"]), "declares no column");
+                    self.issue(
+                        format!("{path}.load.schema"),
+                        at(&["load", "schema"]),
+                        "declares no column",
+                    );
                 }
                 for (i, c) in cols.iter().enumerate() {
-                    let valid = c.name.chars().next().is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
-                        && c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                    let valid = c
+                        .name
+                        .chars()
+                        .next()
+                        .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+                        && c.name
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
                         && c.name.len() <= 300;
                     if !valid {
                         self.issue(
@@ -359,11 +390,15 @@ impl Validator {
                             at(&["load", "partition", "field"]),
                             format!("{field:?} is not a declared column"),
                         ),
-                        Some(c) if !matches!(c.ty, ColumnType::Timestamp | ColumnType::Date) => self.issue(
-                            format!("{path}.load.partition.field"),
-                            at(&["load", "partition", "field"]),
-                            format!("{field:?} must be a TIMESTAMP or DATE column to partition on"),
-                        ),
+                        Some(c) if !matches!(c.ty, ColumnType::Timestamp | ColumnType::Date) => {
+                            self.issue(
+                                format!("{path}.load.partition.field"),
+                                at(&["load", "partition", "field"]),
+                                format!(
+                                    "{field:?} must be a TIMESTAMP or DATE column to partition on"
+                                ),
+                            )
+                        }
                         Some(_) => {}
                     }
                 }
@@ -378,7 +413,10 @@ impl Validator {
                     self.issue(
                         format!("{path}.batch.command"),
                         at(&["batch", "command"]),
-                        format!("unknown placeholder {{{name}}}; known: {}", known.join(", ")),
+                        format!(
+                            "unknown placeholder {{{name}}}; known: {}",
+                            known.join(", ")
+                        ),
                     );
                 }
             }
@@ -391,7 +429,10 @@ impl Validator {
                 );
             }
             for s in &states {
-                if batch.non_terminal_states().contains(&s.to_ascii_uppercase().as_str()) {
+                if batch
+                    .non_terminal_states()
+                    .contains(&s.to_ascii_uppercase().as_str())
+                {
                     self.issue(
                         format!("{path}.poll.success_states"),
                         at(&["poll", "success_states"]),
@@ -402,13 +443,25 @@ impl Validator {
         }
         let poll = &p.poll;
         if poll.max_attempts == 0 {
-            self.issue(format!("{path}.poll.max_attempts"), at(&["poll", "max_attempts"]), "must be at least 1");
+            self.issue(
+                format!("{path}.poll.max_attempts"),
+                at(&["poll", "max_attempts"]),
+                "must be at least 1",
+            );
         }
         if poll.timeout.is_zero() {
-            self.issue(format!("{path}.poll.timeout"), at(&["poll", "timeout"]), "must be longer than 0s");
+            self.issue(
+                format!("{path}.poll.timeout"),
+                at(&["poll", "timeout"]),
+                "must be longer than 0s",
+            );
         }
         if poll.interval.is_zero() {
-            self.issue(format!("{path}.poll.interval"), at(&["poll", "interval"]), "must be longer than 0s");
+            self.issue(
+                format!("{path}.poll.interval"),
+                at(&["poll", "interval"]),
+                "must be longer than 0s",
+            );
         }
         if !(poll.backoff.multiplier.is_finite() && poll.backoff.multiplier >= 1.0) {
             self.issue(
@@ -500,10 +553,22 @@ pipelines:
 "#;
         let found = issues(text);
         let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
-        assert!(paths.iter().any(|p| p.starts_with("pipelines[0].load")), "{found:?}");
-        assert!(paths.contains(&"pipelines[1].trigger.schedule.cron"), "{found:?}");
-        assert!(paths.contains(&"pipelines[1].poll.success_states"), "{found:?}");
-        assert!(paths.contains(&"pipelines[1].poll.max_attempts"), "{found:?}");
+        assert!(
+            paths.iter().any(|p| p.starts_with("pipelines[0].load")),
+            "{found:?}"
+        );
+        assert!(
+            paths.contains(&"pipelines[1].trigger.schedule.cron"),
+            "{found:?}"
+        );
+        assert!(
+            paths.contains(&"pipelines[1].poll.success_states"),
+            "{found:?}"
+        );
+        assert!(
+            paths.contains(&"pipelines[1].poll.max_attempts"),
+            "{found:?}"
+        );
         assert!(paths.contains(&"pipelines[2].colour"), "{found:?}");
         assert!(paths.contains(&"pipelines[2].name"), "{found:?}");
         let line = |p: &str| found.iter().find(|i| i.path == p).and_then(|i| i.line);
@@ -524,9 +589,15 @@ pipelines:
 
     #[test]
     fn running_is_never_accepted_as_a_success_state() {
-        let text = GOOD.replace("max_attempts: 2", "max_attempts: 2, success_states: [SUCCEEDED, RUNNING]");
+        let text = GOOD.replace(
+            "max_attempts: 2",
+            "max_attempts: 2, success_states: [SUCCEEDED, RUNNING]",
+        );
         let found = issues(&text);
-        assert!(found.iter().any(|i| i.message.contains("RUNNING")), "{found:?}");
+        assert!(
+            found.iter().any(|i| i.message.contains("RUNNING")),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -540,6 +611,9 @@ pipelines:
     fn duplicate_pipeline_names_are_rejected() {
         let text = format!("{GOOD}{}", GOOD.split("pipelines:\n").nth(1).unwrap());
         let found = issues(&text);
-        assert!(found.iter().any(|i| i.message.contains("already declared")), "{found:?}");
+        assert!(
+            found.iter().any(|i| i.message.contains("already declared")),
+            "{found:?}"
+        );
     }
 }

@@ -35,7 +35,14 @@ pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, Form
         .iter()
         .map(|field| {
             let (ty, nullable) = column_type(&field.schema, &names);
-            (Column { name: field.name.clone(), ty, nullable }, &field.schema)
+            (
+                Column {
+                    name: field.name.clone(),
+                    ty,
+                    nullable,
+                },
+                &field.schema,
+            )
         })
         .collect();
     let plans: Vec<Plan<'_>> = match &options.schema {
@@ -54,11 +61,20 @@ pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, Form
             .map(|column| {
                 let index = find_column(fields.iter().map(|(c, _)| c.name.as_str()), &column.name)
                     .ok_or_else(|| {
-                        unreadable(format!("declared column `{}` is not in the file", column.name))
+                        unreadable(format!(
+                            "declared column `{}` is not in the file",
+                            column.name
+                        ))
                     })?;
-                let (natural, schema) =
-                    fields.get(index).map_or((column.ty, &Schema::Null), |(c, s)| (c.ty, *s));
-                Ok(Plan { column: column.clone(), index, natural, schema })
+                let (natural, schema) = fields
+                    .get(index)
+                    .map_or((column.ty, &Schema::Null), |(c, s)| (c.ty, *s));
+                Ok(Plan {
+                    column: column.clone(),
+                    index,
+                    natural,
+                    schema,
+                })
             })
             .collect::<Result<_, FormatError>>()?,
     };
@@ -102,7 +118,10 @@ pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, Form
 }
 
 fn unreadable(reason: String) -> FormatError {
-    FormatError::Unreadable { format: Format::Avro, reason }
+    FormatError::Unreadable {
+        format: Format::Avro,
+        reason,
+    }
 }
 
 /// How one output column is read.
@@ -162,7 +181,9 @@ impl<'s> NamedTypes<'s> {
     where
         's: 'a,
     {
-        let Schema::Ref { name } = schema else { return schema };
+        let Schema::Ref { name } = schema else {
+            return schema;
+        };
         self.0
             .iter()
             .find(|(n, _)| *n == name)
@@ -176,8 +197,10 @@ fn column_type(schema: &Schema, names: &NamedTypes<'_>) -> (ColumnType, bool) {
     match names.resolve(schema) {
         Schema::Union(union) => {
             let variants = union.variants();
-            let non_null: Vec<&Schema> =
-                variants.iter().filter(|v| !matches!(v, Schema::Null)).collect();
+            let non_null: Vec<&Schema> = variants
+                .iter()
+                .filter(|v| !matches!(v, Schema::Null))
+                .collect();
             let ty = match non_null.as_slice() {
                 [] => ColumnType::String,
                 [only] => value_type(only, names),
@@ -202,9 +225,9 @@ fn value_type(schema: &Schema, names: &NamedTypes<'_>) -> ColumnType {
         // `YYYY-MM-DDTHH:MM:SS[.f]` text.
         Schema::Decimal(_) | Schema::BigDecimal => ColumnType::String,
         Schema::TimeMillis | Schema::TimeMicros => ColumnType::String,
-        Schema::LocalTimestampMillis | Schema::LocalTimestampMicros | Schema::LocalTimestampNanos => {
-            ColumnType::String
-        }
+        Schema::LocalTimestampMillis
+        | Schema::LocalTimestampMicros
+        | Schema::LocalTimestampNanos => ColumnType::String,
         Schema::Date => ColumnType::Date,
         Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos => {
             ColumnType::Timestamp
@@ -247,18 +270,22 @@ fn to_natural(
                 .ok_or_else(|| out_of_range("time-millis", i64::from(*t)))?,
         ),
         Avro::TimeMicros(t) => Value::Text(
-            time_of_day_text(*t, TimeUnit::Micros).ok_or_else(|| out_of_range("time-micros", *t))?,
+            time_of_day_text(*t, TimeUnit::Micros)
+                .ok_or_else(|| out_of_range("time-micros", *t))?,
         ),
         Avro::TimestampMillis(t) | Avro::TimestampMicros(t) | Avro::TimestampNanos(t) => {
             let unit = unit_of(value);
-            Value::Text(epoch_timestamp_text(*t, unit).ok_or_else(|| out_of_range("timestamp", *t))?)
+            Value::Text(
+                epoch_timestamp_text(*t, unit).ok_or_else(|| out_of_range("timestamp", *t))?,
+            )
         }
         Avro::LocalTimestampMillis(t)
         | Avro::LocalTimestampMicros(t)
         | Avro::LocalTimestampNanos(t) => {
             let unit = unit_of(value);
             Value::Text(
-                local_timestamp_text(*t, unit).ok_or_else(|| out_of_range("local-timestamp", *t))?,
+                local_timestamp_text(*t, unit)
+                    .ok_or_else(|| out_of_range("local-timestamp", *t))?,
             )
         }
         Avro::Decimal(d) => Value::Text(decimal(d, schema)?),
@@ -285,7 +312,9 @@ fn unwrap_union<'v, 's>(
 ) -> (&'v Avro, &'s Schema) {
     match (value, schema) {
         (Avro::Union(i, inner), Schema::Union(union)) => {
-            let branch = usize::try_from(*i).ok().and_then(|i| union.variants().get(i));
+            let branch = usize::try_from(*i)
+                .ok()
+                .and_then(|i| union.variants().get(i));
             unwrap_union(inner, names.resolve(branch.unwrap_or(schema)), names)
         }
         (Avro::Union(_, inner), _) => unwrap_union(inner, schema, names),
@@ -322,9 +351,9 @@ fn to_json(value: &Avro, schema: Option<&Schema>, names: &NamedTypes<'_>) -> Jso
         Avro::Uuid(u) => Json::String(u.to_string()),
         Avro::Union(i, inner) => {
             let branch = match schema {
-                Some(Schema::Union(union)) => {
-                    usize::try_from(*i).ok().and_then(|i| union.variants().get(i))
-                }
+                Some(Schema::Union(union)) => usize::try_from(*i)
+                    .ok()
+                    .and_then(|i| union.variants().get(i)),
                 _ => None,
             };
             to_json(inner, branch, names)
@@ -334,7 +363,12 @@ fn to_json(value: &Avro, schema: Option<&Schema>, names: &NamedTypes<'_>) -> Jso
                 Some(Schema::Array(a)) => Some(a.items.as_ref()),
                 _ => None,
             };
-            Json::Array(items.iter().map(|v| to_json(v, item_schema, names)).collect())
+            Json::Array(
+                items
+                    .iter()
+                    .map(|v| to_json(v, item_schema, names))
+                    .collect(),
+            )
         }
         Avro::Map(entries) => {
             let value_schema = match schema {
@@ -342,14 +376,19 @@ fn to_json(value: &Avro, schema: Option<&Schema>, names: &NamedTypes<'_>) -> Jso
                 _ => None,
             };
             Json::Object(
-                entries.iter().map(|(k, v)| (k.clone(), to_json(v, value_schema, names))).collect(),
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), to_json(v, value_schema, names)))
+                    .collect(),
             )
         }
         Avro::Record(fields) => {
             let field_schema = |name: &str| match schema {
-                Some(Schema::Record(r)) => {
-                    r.lookup.get(name).and_then(|i| r.fields.get(*i)).map(|f| &f.schema)
-                }
+                Some(Schema::Record(r)) => r
+                    .lookup
+                    .get(name)
+                    .and_then(|i| r.fields.get(*i))
+                    .map(|f| &f.schema),
                 _ => None,
             };
             Json::Object(
@@ -360,7 +399,10 @@ fn to_json(value: &Avro, schema: Option<&Schema>, names: &NamedTypes<'_>) -> Jso
             )
         }
         Avro::Date(d) => text_or(epoch_date_text(*d), i64::from(*d)),
-        Avro::TimeMillis(t) => text_or(time_of_day_text(i64::from(*t), TimeUnit::Millis), i64::from(*t)),
+        Avro::TimeMillis(t) => text_or(
+            time_of_day_text(i64::from(*t), TimeUnit::Millis),
+            i64::from(*t),
+        ),
         Avro::TimeMicros(t) => text_or(time_of_day_text(*t, TimeUnit::Micros), *t),
         Avro::TimestampMillis(t) | Avro::TimestampMicros(t) | Avro::TimestampNanos(t) => {
             text_or(epoch_timestamp_text(*t, unit_of(value)), *t)
@@ -386,14 +428,27 @@ mod tests {
     use apache_avro::types::{Record, Value as Avro};
     use apache_avro::{Schema, Writer};
 
-    use crate::formats::{BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode};
+    use crate::formats::{
+        BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode,
+    };
 
     fn avro(bytes: &[u8], schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
-        decode(Format::Avro, bytes, &DecodeOptions { schema, skip_leading_rows: 0 })
+        decode(
+            Format::Avro,
+            bytes,
+            &DecodeOptions {
+                schema,
+                skip_leading_rows: 0,
+            },
+        )
     }
 
     fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column { name: name.to_owned(), ty, nullable }
+        Column {
+            name: name.to_owned(),
+            ty,
+            nullable,
+        }
     }
 
     fn text(s: &str) -> Value {
@@ -428,7 +483,11 @@ mod tests {
             Some(n) => Avro::Union(1, Box::new(Avro::String(n.to_owned()))),
             None => Avro::Union(0, Box::new(Avro::Null)),
         };
-        vec![("id", Avro::Long(id)), ("note", note), ("amount", Avro::Double(amount))]
+        vec![
+            ("id", Avro::Long(id)),
+            ("note", note),
+            ("amount", Avro::Double(amount)),
+        ]
     }
 
     #[test]
@@ -486,11 +545,23 @@ mod tests {
                 ("ts_ms", Avro::TimestampMillis(1_763_627_400_000)),
                 ("ts_us", Avro::TimestampMicros(1_763_627_400_123_456)),
                 ("day", Avro::Date(20_412)),
-                ("price", Avro::Decimal(apache_avro::Decimal::from(vec![0xFF, 0x85]))),
+                (
+                    "price",
+                    Avro::Decimal(apache_avro::Decimal::from(vec![0xFF, 0x85])),
+                ),
                 ("tags", Avro::Array(vec![Avro::String("a".to_owned())])),
-                ("attrs", Avro::Map([("k".to_owned(), Avro::Long(1))].into_iter().collect())),
-                ("addr", Avro::Record(vec![("city".to_owned(), Avro::String("Oslo".to_owned()))])),
-                ("color2", Avro::Union(1, Box::new(Avro::Enum(0, "RED".to_owned())))),
+                (
+                    "attrs",
+                    Avro::Map([("k".to_owned(), Avro::Long(1))].into_iter().collect()),
+                ),
+                (
+                    "addr",
+                    Avro::Record(vec![("city".to_owned(), Avro::String("Oslo".to_owned()))]),
+                ),
+                (
+                    "color2",
+                    Avro::Union(1, Box::new(Avro::Enum(0, "RED".to_owned()))),
+                ),
                 ("either", Avro::Union(1, Box::new(Avro::Long(5)))),
             ]],
         );
@@ -499,7 +570,10 @@ mod tests {
         use ColumnType::*;
         assert_eq!(
             types,
-            [Int64, Float64, Bool, String, Bytes, Bytes, Timestamp, Timestamp, Date, String, Json, Json, Json, String, Json]
+            [
+                Int64, Float64, Bool, String, Bytes, Bytes, Timestamp, Timestamp, Date, String,
+                Json, Json, Json, String, Json
+            ]
         );
         assert_eq!(
             rows.rows,
@@ -533,12 +607,22 @@ mod tests {
         ];
         let rows = avro(&bytes, Some(schema.clone())).expect("decodes");
         assert_eq!(rows.columns, schema);
-        assert_eq!(rows.rows, vec![vec![Value::Int(2), Value::Int(7), text("1")]]);
+        assert_eq!(
+            rows.rows,
+            vec![vec![Value::Int(2), Value::Int(7), text("1")]]
+        );
     }
 
     #[test]
     fn declared_required_column_rejects_null_with_row_number() {
-        let bytes = write(ORDERS, vec![order(1, Some("a"), 1.0), order(2, None, 1.0), order(3, None, 1.0)]);
+        let bytes = write(
+            ORDERS,
+            vec![
+                order(1, Some("a"), 1.0),
+                order(2, None, 1.0),
+                order(3, None, 1.0),
+            ],
+        );
         let schema = vec![column("note", ColumnType::String, false)];
         let result = avro(&bytes, Some(schema));
         let reason = "column `note` is REQUIRED but the value is NULL".to_owned();
@@ -566,7 +650,10 @@ mod tests {
     #[test]
     fn declared_column_missing_from_avro_file_is_unreadable() {
         let bytes = write(ORDERS, vec![order(1, None, 1.0)]);
-        let result = avro(&bytes, Some(vec![column("customer", ColumnType::String, true)]));
+        let result = avro(
+            &bytes,
+            Some(vec![column("customer", ColumnType::String, true)]),
+        );
         assert!(
             matches!(&result, Err(FormatError::Unreadable { format: Format::Avro, reason }) if reason.contains("`customer`")),
             "{result:?}"
@@ -575,10 +662,20 @@ mod tests {
 
     #[test]
     fn garbage_bytes_are_unreadable_avro() {
-        for bytes in [&b""[..], b"not avro at all", b"Obj\x01\xff\xff\xff\xff\xff\xff"] {
+        for bytes in [
+            &b""[..],
+            b"not avro at all",
+            b"Obj\x01\xff\xff\xff\xff\xff\xff",
+        ] {
             let result = avro(bytes, None);
             assert!(
-                matches!(&result, Err(FormatError::Unreadable { format: Format::Avro, .. })),
+                matches!(
+                    &result,
+                    Err(FormatError::Unreadable {
+                        format: Format::Avro,
+                        ..
+                    })
+                ),
                 "{result:?}"
             );
         }
@@ -586,7 +683,10 @@ mod tests {
 
     #[test]
     fn corrupted_avro_bytes_never_panic() {
-        let bytes = write(ORDERS, (0..5).map(|i| order(i, Some("note"), 1.0)).collect());
+        let bytes = write(
+            ORDERS,
+            (0..5).map(|i| order(i, Some("note"), 1.0)).collect(),
+        );
         for i in 0..bytes.len() {
             for flip in [0x01, 0x80, 0xff] {
                 let mut copy = bytes.clone();
@@ -599,10 +699,16 @@ mod tests {
 
     #[test]
     fn truncated_avro_file_is_unreadable_and_never_partial() {
-        let bytes = write(ORDERS, (0..50).map(|i| order(i, Some("some text"), 1.0)).collect());
+        let bytes = write(
+            ORDERS,
+            (0..50).map(|i| order(i, Some("some text"), 1.0)).collect(),
+        );
         for cut in [bytes.len() - 1, bytes.len() - 20, bytes.len() / 2] {
             let result = avro(&bytes[..cut], None);
-            assert!(matches!(&result, Err(FormatError::Unreadable { .. })), "cut at {cut}: {result:?}");
+            assert!(
+                matches!(&result, Err(FormatError::Unreadable { .. })),
+                "cut at {cut}: {result:?}"
+            );
         }
     }
 }

@@ -28,7 +28,10 @@ pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, Form
 }
 
 fn unreadable(reason: String) -> FormatError {
-    FormatError::Unreadable { format: Format::Csv, reason }
+    FormatError::Unreadable {
+        format: Format::Csv,
+        reason,
+    }
 }
 
 /// The file as text, without a UTF-8 byte order mark.
@@ -36,8 +39,13 @@ fn utf8_text(bytes: &[u8]) -> Result<&str, FormatError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     std::str::from_utf8(bytes).map_err(|e| {
         let offset = e.valid_up_to();
-        let line = bytes.get(..offset).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count()) + 1;
-        unreadable(format!("not valid UTF-8 (line {line}, byte offset {offset})"))
+        let line = bytes
+            .get(..offset)
+            .map_or(0, |b| b.iter().filter(|c| **c == b'\n').count())
+            + 1;
+        unreadable(format!(
+            "not valid UTF-8 (line {line}, byte offset {offset})"
+        ))
     })
 }
 
@@ -50,7 +58,9 @@ fn read_records(text: &str) -> Result<Vec<Record>, FormatError> {
     let mut records = Vec::new();
     for (index, record) in reader.records().enumerate() {
         let record = record.map_err(|e| unreadable(e.to_string()))?;
-        let line = record.position().map_or(index as u64 + 1, ::csv::Position::line);
+        let line = record
+            .position()
+            .map_or(index as u64 + 1, ::csv::Position::line);
         records.push((line, record));
     }
     Ok(records)
@@ -73,17 +83,22 @@ fn autodetect(header: Option<&Record>, data: &[Record]) -> Result<Rows, FormatEr
                 })
                 .collect();
             if let Some(name) = duplicate_name(names.iter().map(String::as_str)) {
-                return Err(unreadable(format!("the header (line {line}) names column `{name}` twice")));
+                return Err(unreadable(format!(
+                    "the header (line {line}) names column `{name}` twice"
+                )));
             }
             names
         }
-        (None, Some((_, first))) => (0..first.len()).map(|i| format!("string_field_{i}")).collect(),
+        (None, Some((_, first))) => (0..first.len())
+            .map(|i| format!("string_field_{i}"))
+            .collect(),
         (None, None) => return Ok(Rows::default()),
     };
     let width = names.len();
 
     let mut bad = BadRowList::default();
-    let mut inference: Vec<TextInference> = names.iter().map(|_| TextInference::default()).collect();
+    let mut inference: Vec<TextInference> =
+        names.iter().map(|_| TextInference::default()).collect();
     for (line, record) in data {
         if record.len() != width {
             if bad.push(*line, field_count_reason(width, record.len())) {
@@ -100,7 +115,11 @@ fn autodetect(header: Option<&Record>, data: &[Record]) -> Result<Rows, FormatEr
     let columns: Vec<Column> = names
         .into_iter()
         .zip(&inference)
-        .map(|(name, inference)| Column { name, ty: inference.column_type(), nullable: true })
+        .map(|(name, inference)| Column {
+            name,
+            ty: inference.column_type(),
+            nullable: true,
+        })
         .collect();
     if !bad.rows.is_empty() {
         return bad.into_result(Rows::default());
@@ -110,7 +129,11 @@ fn autodetect(header: Option<&Record>, data: &[Record]) -> Result<Rows, FormatEr
 }
 
 /// Exactly the declared columns: by header name when there is a header, else by position.
-fn declared(columns: &[Column], header: Option<&Record>, data: &[Record]) -> Result<Rows, FormatError> {
+fn declared(
+    columns: &[Column],
+    header: Option<&Record>,
+    data: &[Record],
+) -> Result<Rows, FormatError> {
     let (width, indexes) = match header {
         Some((line, header)) => {
             let names: Vec<&str> = header.iter().map(str::trim).collect();
@@ -157,10 +180,17 @@ fn convert_rows(
             }
         }
     }
-    bad.into_result(Rows { columns: columns.to_vec(), rows })
+    bad.into_result(Rows {
+        columns: columns.to_vec(),
+        rows,
+    })
 }
 
-fn convert_record(columns: &[Column], indexes: &[usize], record: &StringRecord) -> Result<Vec<Value>, String> {
+fn convert_record(
+    columns: &[Column],
+    indexes: &[usize],
+    record: &StringRecord,
+) -> Result<Vec<Value>, String> {
     columns
         .iter()
         .zip(indexes)
@@ -169,7 +199,8 @@ fn convert_record(columns: &[Column], indexes: &[usize], record: &StringRecord) 
             let value = if field.is_empty() {
                 Value::Null
             } else {
-                from_text(field, column.ty).ok_or_else(|| conversion_error(column, &quote(field)))?
+                from_text(field, column.ty)
+                    .ok_or_else(|| conversion_error(column, &quote(field)))?
             };
             check_null(column, value)
         })
@@ -183,12 +214,27 @@ mod tests {
         decode,
     };
 
-    fn csv(text: &[u8], skip_leading_rows: u64, schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
-        decode(Format::Csv, text, &DecodeOptions { schema, skip_leading_rows })
+    fn csv(
+        text: &[u8],
+        skip_leading_rows: u64,
+        schema: Option<Vec<Column>>,
+    ) -> Result<Rows, FormatError> {
+        decode(
+            Format::Csv,
+            text,
+            &DecodeOptions {
+                schema,
+                skip_leading_rows,
+            },
+        )
     }
 
     fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column { name: name.to_owned(), ty, nullable }
+        Column {
+            name: name.to_owned(),
+            ty,
+            nullable,
+        }
     }
 
     fn bad_rows(result: Result<Rows, FormatError>) -> Vec<BadRow> {
@@ -200,7 +246,10 @@ mod tests {
 
     fn unreadable_reason(result: Result<Rows, FormatError>) -> String {
         match result {
-            Err(FormatError::Unreadable { format: Format::Csv, reason }) => reason,
+            Err(FormatError::Unreadable {
+                format: Format::Csv,
+                reason,
+            }) => reason,
             other => panic!("expected an unreadable CSV file, got {other:?}"),
         }
     }
@@ -214,9 +263,18 @@ mod tests {
         let rows = csv(b"id,name\n1,ann\n2,bob\n", 1, None).expect("decodes");
         assert_eq!(
             rows.columns,
-            vec![column("id", ColumnType::Int64, true), column("name", ColumnType::String, true)]
+            vec![
+                column("id", ColumnType::Int64, true),
+                column("name", ColumnType::String, true)
+            ]
         );
-        assert_eq!(rows.rows, vec![vec![Value::Int(1), text("ann")], vec![Value::Int(2), text("bob")]]);
+        assert_eq!(
+            rows.rows,
+            vec![
+                vec![Value::Int(1), text("ann")],
+                vec![Value::Int(2), text("bob")]
+            ]
+        );
     }
 
     #[test]
@@ -234,7 +292,13 @@ mod tests {
         let types: Vec<ColumnType> = rows.columns.iter().map(|c| c.ty).collect();
         assert_eq!(
             types,
-            [ColumnType::Float64, ColumnType::Bool, ColumnType::Timestamp, ColumnType::Date, ColumnType::String]
+            [
+                ColumnType::Float64,
+                ColumnType::Bool,
+                ColumnType::Timestamp,
+                ColumnType::Date,
+                ColumnType::String
+            ]
         );
         assert_eq!(
             rows.rows[1],
@@ -253,7 +317,13 @@ mod tests {
         let rows = csv(b"a,b\n1,\n,\n", 1, None).expect("decodes");
         assert_eq!(rows.columns[0].ty, ColumnType::Int64);
         assert_eq!(rows.columns[1].ty, ColumnType::String);
-        assert_eq!(rows.rows, vec![vec![Value::Int(1), Value::Null], vec![Value::Null, Value::Null]]);
+        assert_eq!(
+            rows.rows,
+            vec![
+                vec![Value::Int(1), Value::Null],
+                vec![Value::Null, Value::Null]
+            ]
+        );
     }
 
     #[test]
@@ -265,14 +335,26 @@ mod tests {
 
     #[test]
     fn csv_line_numbers_count_lines_inside_quoted_fields() {
-        let schema = vec![column("n", ColumnType::Int64, true), column("note", ColumnType::String, true)];
+        let schema = vec![
+            column("n", ColumnType::Int64, true),
+            column("note", ColumnType::String, true),
+        ];
         let bad = bad_rows(csv(b"n,note\n1,\"two\nlines\"\nx,y\n", 1, Some(schema)));
-        assert_eq!(bad, vec![BadRow { row: 4, reason: "column `n`: cannot convert \"x\" to INT64".to_owned() }]);
+        assert_eq!(
+            bad,
+            vec![BadRow {
+                row: 4,
+                reason: "column `n`: cannot convert \"x\" to INT64".to_owned()
+            }]
+        );
     }
 
     #[test]
     fn declared_schema_maps_header_columns_by_name() {
-        let schema = vec![column("b", ColumnType::Float64, false), column("A", ColumnType::String, true)];
+        let schema = vec![
+            column("b", ColumnType::Float64, false),
+            column("A", ColumnType::String, true),
+        ];
         let rows = csv(b"a,b,c\nx,1,ignored\n", 1, Some(schema.clone())).expect("decodes");
         assert_eq!(rows.columns, schema);
         assert_eq!(rows.rows, vec![vec![Value::Float(1.0), text("x")]]);
@@ -286,7 +368,12 @@ mod tests {
             column("raw", ColumnType::Bytes, true),
             column("doc", ColumnType::Json, true),
         ];
-        let rows = csv(b"2026-11-20,yes,aGk=,\"{\"\"k\"\": [1, 2]}\"\n", 0, Some(schema)).expect("decodes");
+        let rows = csv(
+            b"2026-11-20,yes,aGk=,\"{\"\"k\"\": [1, 2]}\"\n",
+            0,
+            Some(schema),
+        )
+        .expect("decodes");
         assert_eq!(
             rows.rows,
             vec![vec![
@@ -300,21 +387,40 @@ mod tests {
 
     #[test]
     fn declared_required_column_rejects_null_with_row_number() {
-        let schema = vec![column("id", ColumnType::Int64, false), column("name", ColumnType::String, true)];
+        let schema = vec![
+            column("id", ColumnType::Int64, false),
+            column("name", ColumnType::String, true),
+        ];
         let bad = bad_rows(csv(b"id,name\n1,a\n,b\n3,c\n", 1, Some(schema)));
         assert_eq!(
             bad,
-            vec![BadRow { row: 3, reason: "column `id` is REQUIRED but the value is NULL".to_owned() }]
+            vec![BadRow {
+                row: 3,
+                reason: "column `id` is REQUIRED but the value is NULL".to_owned()
+            }]
         );
     }
 
     #[test]
     fn declared_column_rejects_unconvertible_values_naming_column_and_value() {
-        let schema = vec![column("amount", ColumnType::Float64, true), column("day", ColumnType::Date, true)];
-        let bad = bad_rows(csv(b"amount,day\nabc,2026-11-20\n1.5,2026-13-01\n2,2026-11-20\n", 1, Some(schema)));
+        let schema = vec![
+            column("amount", ColumnType::Float64, true),
+            column("day", ColumnType::Date, true),
+        ];
+        let bad = bad_rows(csv(
+            b"amount,day\nabc,2026-11-20\n1.5,2026-13-01\n2,2026-11-20\n",
+            1,
+            Some(schema),
+        ));
         assert_eq!(bad.len(), 2);
-        assert_eq!((bad[0].row, bad[0].reason.as_str()), (2, "column `amount`: cannot convert \"abc\" to FLOAT64"));
-        assert_eq!((bad[1].row, bad[1].reason.as_str()), (3, "column `day`: cannot convert \"2026-13-01\" to DATE"));
+        assert_eq!(
+            (bad[0].row, bad[0].reason.as_str()),
+            (2, "column `amount`: cannot convert \"abc\" to FLOAT64")
+        );
+        assert_eq!(
+            (bad[1].row, bad[1].reason.as_str()),
+            (3, "column `day`: cannot convert \"2026-13-01\" to DATE")
+        );
     }
 
     #[test]
@@ -327,7 +433,10 @@ mod tests {
     #[test]
     fn invalid_utf8_csv_is_unreadable() {
         let reason = unreadable_reason(csv(b"a,b\n1,\xff\xfe\n", 1, None));
-        assert!(reason.contains("UTF-8") && reason.contains("line 2"), "{reason}");
+        assert!(
+            reason.contains("UTF-8") && reason.contains("line 2"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -356,7 +465,13 @@ mod tests {
     #[test]
     fn header_only_csv_has_string_columns_and_no_rows() {
         let rows = csv(b"\xEF\xBB\xBFa,b\r\n", 1, None).expect("decodes");
-        assert_eq!(rows.columns, vec![column("a", ColumnType::String, true), column("b", ColumnType::String, true)]);
+        assert_eq!(
+            rows.columns,
+            vec![
+                column("a", ColumnType::String, true),
+                column("b", ColumnType::String, true)
+            ]
+        );
         assert!(rows.rows.is_empty());
     }
 

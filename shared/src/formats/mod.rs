@@ -207,7 +207,10 @@ impl BadRowList {
     /// Records a bad row. Returns `true` when the list is full and decoding should stop.
     fn push(&mut self, row: u64, reason: impl Into<String>) -> bool {
         if self.rows.len() < MAX_BAD_ROWS {
-            self.rows.push(BadRow { row, reason: reason.into() });
+            self.rows.push(BadRow {
+                row,
+                reason: reason.into(),
+            });
         }
         self.is_full()
     }
@@ -218,7 +221,11 @@ impl BadRowList {
 
     /// `ok` if no row was bad, otherwise [`FormatError::BadRows`].
     fn into_result<T>(self, ok: T) -> Result<T, FormatError> {
-        if self.rows.is_empty() { Ok(ok) } else { Err(FormatError::BadRows(self.rows)) }
+        if self.rows.is_empty() {
+            Ok(ok)
+        } else {
+            Err(FormatError::BadRows(self.rows))
+        }
     }
 }
 
@@ -243,7 +250,9 @@ fn find_column<'a>(names: impl IntoIterator<Item = &'a str>, wanted: &str) -> Op
 /// The first name that occurs twice (case-insensitively), if any.
 fn duplicate_name<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let mut seen = std::collections::HashSet::new();
-    names.into_iter().find(|n| !seen.insert(n.to_ascii_lowercase()))
+    names
+        .into_iter()
+        .find(|n| !seen.insert(n.to_ascii_lowercase()))
 }
 
 /// Whether `value` is of the kind [`Rows`] uses for a column of type `ty`.
@@ -264,7 +273,10 @@ fn fits(value: &Value, ty: ColumnType) -> bool {
 /// Rejects a NULL in a REQUIRED column.
 fn check_null(column: &Column, value: Value) -> Result<Value, String> {
     if matches!(value, Value::Null) && !column.nullable {
-        Err(format!("column `{}` is REQUIRED but the value is NULL", column.name))
+        Err(format!(
+            "column `{}` is REQUIRED but the value is NULL",
+            column.name
+        ))
     } else {
         Ok(value)
     }
@@ -272,7 +284,10 @@ fn check_null(column: &Column, value: Value) -> Result<Value, String> {
 
 /// The reason for a value that cannot be converted to its column's type.
 fn conversion_error(column: &Column, shown: &str) -> String {
-    format!("column `{}`: cannot convert {shown} to {}", column.name, column.ty)
+    format!(
+        "column `{}`: cannot convert {shown} to {}",
+        column.name, column.ty
+    )
 }
 
 /// A short, quoted rendering of text for error messages.
@@ -309,9 +324,10 @@ fn from_text(text: &str, ty: ColumnType) -> Option<Value> {
         ColumnType::Int64 => text.parse().ok().map(Value::Int),
         ColumnType::Float64 => text.parse().ok().map(Value::Float),
         ColumnType::Bool => parse_bool(text, true).map(Value::Bool),
-        ColumnType::Bytes => {
-            base64::engine::general_purpose::STANDARD.decode(text).ok().map(Value::Bytes)
-        }
+        ColumnType::Bytes => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()
+            .map(Value::Bytes),
         ColumnType::Timestamp => parse_timestamp(text)
             .or_else(|| parse_date(text).map(|d| format!("{d}T00:00:00Z")))
             .map(Value::Text),
@@ -383,13 +399,19 @@ fn parse_timestamp(text: &str) -> Option<String> {
 fn parse_date(text: &str) -> Option<String> {
     let b = text.as_bytes();
     let shape_ok = b.len() == 10
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
     if !shape_ok {
         return None;
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(|d| d.format("%Y-%m-%d").to_string())
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .map(|d| d.format("%Y-%m-%d").to_string())
 }
 
 /// An instant as RFC 3339 text in UTC.
@@ -423,7 +445,8 @@ fn epoch_timestamp_text(value: i64, unit: TimeUnit) -> Option<String> {
 /// An epoch-based integer timestamp without a zone (Avro local-timestamp, Parquet timestamp not
 /// adjusted to UTC) as `YYYY-MM-DDTHH:MM:SS[.f]` text; `None` if out of range.
 fn local_timestamp_text(value: i64, unit: TimeUnit) -> Option<String> {
-    unit.instant(value).map(|dt| dt.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+    unit.instant(value)
+        .map(|dt| dt.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string())
 }
 
 /// Days since 1970-01-01 as `YYYY-MM-DD`; `None` if out of range.
@@ -578,7 +601,9 @@ mod tests {
     }
 
     fn micros(rfc3339: &str) -> i64 {
-        DateTime::parse_from_rfc3339(rfc3339).expect("valid example timestamp").timestamp_micros()
+        DateTime::parse_from_rfc3339(rfc3339)
+            .expect("valid example timestamp")
+            .timestamp_micros()
     }
 
     /// Regenerates the binary example files (the CSV and NDJSON ones are written by hand):
@@ -621,8 +646,11 @@ mod tests {
             record.put("ordered_at", Avro::TimestampMicros(micros(at)));
             writer.append(record).expect("append order");
         }
-        std::fs::write(dir.join("orders.avro"), writer.into_inner().expect("avro bytes"))
-            .expect("write orders.avro");
+        std::fs::write(
+            dir.join("orders.avro"),
+            writer.into_inner().expect("avro bytes"),
+        )
+        .expect("write orders.avro");
 
         use super::parquet::TestValues as V;
         let parquet_rows = [
@@ -640,11 +668,31 @@ mod tests {
                 REQUIRED INT64 ordered_at (TIMESTAMP(MICROS,true));
             }",
             vec![vec![
-                (V::I64(parquet_rows.iter().map(|r| r.0).collect()), None, None),
-                (V::Bytes(parquet_rows.iter().map(|r| r.1.as_bytes()).collect()), None, None),
-                (V::F64(parquet_rows.iter().map(|r| r.2).collect()), None, None),
-                (V::Bool(parquet_rows.iter().map(|r| r.3).collect()), None, None),
-                (V::I64(parquet_rows.iter().map(|r| micros(r.4)).collect()), None, None),
+                (
+                    V::I64(parquet_rows.iter().map(|r| r.0).collect()),
+                    None,
+                    None,
+                ),
+                (
+                    V::Bytes(parquet_rows.iter().map(|r| r.1.as_bytes()).collect()),
+                    None,
+                    None,
+                ),
+                (
+                    V::F64(parquet_rows.iter().map(|r| r.2).collect()),
+                    None,
+                    None,
+                ),
+                (
+                    V::Bool(parquet_rows.iter().map(|r| r.3).collect()),
+                    None,
+                    None,
+                ),
+                (
+                    V::I64(parquet_rows.iter().map(|r| micros(r.4)).collect()),
+                    None,
+                    None,
+                ),
             ]],
         );
         std::fs::write(dir.join("orders.parquet"), bytes).expect("write orders.parquet");
@@ -675,7 +723,11 @@ mod tests {
                 ("ordered_at", ColumnType::Timestamp),
             ]
             .into_iter()
-            .map(|(name, ty)| Column { name: name.to_owned(), ty, nullable })
+            .map(|(name, ty)| Column {
+                name: name.to_owned(),
+                ty,
+                nullable,
+            })
             .collect();
             assert_eq!(rows.columns, expected, "{file}");
         }
@@ -692,7 +744,11 @@ mod tests {
             ("paid", ColumnType::Bool),
         ]
         .into_iter()
-        .map(|(name, ty)| Column { name: name.to_owned(), ty, nullable: false })
+        .map(|(name, ty)| Column {
+            name: name.to_owned(),
+            ty,
+            nullable: false,
+        })
         .collect();
         for (format, file) in [
             (Format::Avro, "orders.avro"),
@@ -735,13 +791,22 @@ mod tests {
 
     #[test]
     fn timestamps_are_normalized_to_rfc3339_utc() {
-        assert_eq!(parse_timestamp("2026-11-20T08:30:00Z").as_deref(), Some("2026-11-20T08:30:00Z"));
+        assert_eq!(
+            parse_timestamp("2026-11-20T08:30:00Z").as_deref(),
+            Some("2026-11-20T08:30:00Z")
+        );
         assert_eq!(
             parse_timestamp("2026-11-20 09:30:00.5+01:00").as_deref(),
             Some("2026-11-20T08:30:00.500Z")
         );
-        assert_eq!(parse_timestamp("2026-11-20 08:30:00").as_deref(), Some("2026-11-20T08:30:00Z"));
-        assert_eq!(parse_timestamp("2026-11-20 08:30:00 UTC").as_deref(), Some("2026-11-20T08:30:00Z"));
+        assert_eq!(
+            parse_timestamp("2026-11-20 08:30:00").as_deref(),
+            Some("2026-11-20T08:30:00Z")
+        );
+        assert_eq!(
+            parse_timestamp("2026-11-20 08:30:00 UTC").as_deref(),
+            Some("2026-11-20T08:30:00Z")
+        );
         assert_eq!(parse_timestamp("2026-11-20"), None);
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(epoch_timestamp_text(i64::MAX, TimeUnit::Micros), None);
@@ -753,7 +818,10 @@ mod tests {
         assert_eq!(parse_date("2026-1-20"), None);
         assert_eq!(parse_date("2026-02-30"), None);
         assert_eq!(epoch_date_text(20_412).as_deref(), Some("2025-11-20"));
-        assert_eq!(time_of_day_text(3_723_004_000, TimeUnit::Micros).as_deref(), Some("01:02:03.004"));
+        assert_eq!(
+            time_of_day_text(3_723_004_000, TimeUnit::Micros).as_deref(),
+            Some("01:02:03.004")
+        );
         assert_eq!(time_of_day_text(-1, TimeUnit::Millis), None);
     }
 
@@ -769,7 +837,10 @@ mod tests {
         assert_eq!(infer(&["TRUE", "false"]), ColumnType::Bool);
         assert_eq!(infer(&["2026-11-20T00:00:00Z"]), ColumnType::Timestamp);
         assert_eq!(infer(&["2026-11-20"]), ColumnType::Date);
-        assert_eq!(infer(&["2026-11-20", "2026-11-20T00:00:00Z"]), ColumnType::String);
+        assert_eq!(
+            infer(&["2026-11-20", "2026-11-20T00:00:00Z"]),
+            ColumnType::String
+        );
         assert_eq!(infer(&["NaN", "inf"]), ColumnType::String);
         assert_eq!(infer(&[]), ColumnType::String);
     }
@@ -777,11 +848,20 @@ mod tests {
     #[test]
     fn coercion_follows_bigquery_rules() {
         use ColumnType as T;
-        assert_eq!(coerce(Value::Int(2), T::Int64, T::Float64), Some(Value::Float(2.0)));
-        assert_eq!(coerce(Value::Float(2.0), T::Float64, T::Int64), Some(Value::Int(2)));
+        assert_eq!(
+            coerce(Value::Int(2), T::Int64, T::Float64),
+            Some(Value::Float(2.0))
+        );
+        assert_eq!(
+            coerce(Value::Float(2.0), T::Float64, T::Int64),
+            Some(Value::Int(2))
+        );
         assert_eq!(coerce(Value::Float(2.5), T::Float64, T::Int64), None);
         assert_eq!(coerce(Value::Float(1e19), T::Float64, T::Int64), None);
-        assert_eq!(coerce(Value::Text("5".into()), T::String, T::Int64), Some(Value::Int(5)));
+        assert_eq!(
+            coerce(Value::Text("5".into()), T::String, T::Int64),
+            Some(Value::Int(5))
+        );
         assert_eq!(
             coerce(Value::Text("2026-11-20".into()), T::Date, T::Timestamp),
             Some(Value::Text("2026-11-20T00:00:00Z".into()))
@@ -801,8 +881,14 @@ mod tests {
 
     #[test]
     fn format_errors_read_well() {
-        let bad = FormatError::BadRows(vec![BadRow { row: 7, reason: "column `x` is REQUIRED but the value is NULL".into() }]);
-        assert_eq!(bad.to_string(), "1 bad row(s), first at row 7: column `x` is REQUIRED but the value is NULL");
+        let bad = FormatError::BadRows(vec![BadRow {
+            row: 7,
+            reason: "column `x` is REQUIRED but the value is NULL".into(),
+        }]);
+        assert_eq!(
+            bad.to_string(),
+            "1 bad row(s), first at row 7: column `x` is REQUIRED but the value is NULL"
+        );
         assert_eq!(ColumnType::Float64.to_string(), "FLOAT64");
     }
 }

@@ -21,7 +21,10 @@ pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, Form
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let offset = e.valid_up_to();
-        let line = bytes.get(..offset).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count()) + 1;
+        let line = bytes
+            .get(..offset)
+            .map_or(0, |b| b.iter().filter(|c| **c == b'\n').count())
+            + 1;
         FormatError::Unreadable {
             format: Format::Ndjson,
             reason: format!("not valid UTF-8 (line {line}, byte offset {offset})"),
@@ -77,7 +80,11 @@ fn autodetect(objects: Vec<Object>) -> Rows {
     let columns: Vec<Column> = names
         .into_iter()
         .zip(&inference)
-        .map(|(name, inference)| Column { name, ty: inference.column_type(), nullable: true })
+        .map(|(name, inference)| Column {
+            name,
+            ty: inference.column_type(),
+            nullable: true,
+        })
         .collect();
     let rows = objects
         .into_iter()
@@ -109,7 +116,10 @@ fn declared(columns: &[Column], objects: Vec<Object>) -> Result<Rows, FormatErro
             .or_insert(Some(i));
     }
     let lookup = |key: &str| {
-        exact.get(key).copied().or_else(|| folded.get(&key.to_ascii_lowercase()).copied().flatten())
+        exact
+            .get(key)
+            .copied()
+            .or_else(|| folded.get(&key.to_ascii_lowercase()).copied().flatten())
     };
 
     let mut bad = BadRowList::default();
@@ -145,7 +155,10 @@ fn declared(columns: &[Column], objects: Vec<Object>) -> Result<Rows, FormatErro
             }
         }
     }
-    bad.into_result(Rows { columns: columns.to_vec(), rows })
+    bad.into_result(Rows {
+        columns: columns.to_vec(),
+        rows,
+    })
 }
 
 /// Converts a JSON value to `ty`. Strings are read like CSV text; numbers convert to INT64 (when
@@ -155,9 +168,10 @@ fn from_json(value: &Json, ty: ColumnType) -> Option<Value> {
         (Json::Null, _) => Some(Value::Null),
         (_, ColumnType::Json) => Some(Value::Text(value.to_string())),
         (Json::String(s), ty) => from_text(s, ty),
-        (Json::Number(n), ColumnType::Int64) => {
-            n.as_i64().or_else(|| n.as_f64().and_then(float_to_int)).map(Value::Int)
-        }
+        (Json::Number(n), ColumnType::Int64) => n
+            .as_i64()
+            .or_else(|| n.as_f64().and_then(float_to_int))
+            .map(Value::Int),
         (Json::Number(n), ColumnType::Float64) => n.as_f64().map(Value::Float),
         (Json::Number(n), ColumnType::String) => Some(Value::Text(n.to_string())),
         (Json::Bool(b), ColumnType::Bool) => Some(Value::Bool(*b)),
@@ -210,7 +224,10 @@ impl JsonInference {
     /// or dates: TIMESTAMP or DATE). Mixed scalars or only nulls: STRING.
     fn column_type(&self) -> ColumnType {
         let numbers = self.ints || self.floats;
-        let kinds = [numbers, self.bools, self.strings].iter().filter(|k| **k).count();
+        let kinds = [numbers, self.bools, self.strings]
+            .iter()
+            .filter(|k| **k)
+            .count();
         if self.compound {
             ColumnType::Json
         } else if kinds != 1 {
@@ -296,14 +313,27 @@ impl<'de> Visitor<'de> for LineVisitor {
 
 #[cfg(test)]
 mod tests {
-    use crate::formats::{BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode};
+    use crate::formats::{
+        BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode,
+    };
 
     fn ndjson(text: &[u8], schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
-        decode(Format::Ndjson, text, &DecodeOptions { schema, skip_leading_rows: 0 })
+        decode(
+            Format::Ndjson,
+            text,
+            &DecodeOptions {
+                schema,
+                skip_leading_rows: 0,
+            },
+        )
     }
 
     fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column { name: name.to_owned(), ty, nullable }
+        Column {
+            name: name.to_owned(),
+            ty,
+            nullable,
+        }
     }
 
     fn bad_rows(result: Result<Rows, FormatError>) -> Vec<BadRow> {
@@ -323,7 +353,8 @@ mod tests {
 
     #[test]
     fn ndjson_columns_are_the_union_of_keys_in_first_seen_order() {
-        let rows = ndjson(b"{\"z\": 1, \"a\": \"x\"}\n{\"m\": true, \"z\": 2}\n", None).expect("decodes");
+        let rows =
+            ndjson(b"{\"z\": 1, \"a\": \"x\"}\n{\"m\": true, \"z\": 2}\n", None).expect("decodes");
         assert_eq!(
             rows.columns,
             vec![
@@ -345,14 +376,24 @@ mod tests {
     fn ndjson_infers_float_when_any_number_is_fractional() {
         let rows = ndjson(b"{\"n\": 1}\n{\"n\": 2.5}\n{\"n\": null}\n", None).expect("decodes");
         assert_eq!(types(&rows), [ColumnType::Float64]);
-        assert_eq!(rows.rows, vec![vec![Value::Float(1.0)], vec![Value::Float(2.5)], vec![Value::Null]]);
+        assert_eq!(
+            rows.rows,
+            vec![
+                vec![Value::Float(1.0)],
+                vec![Value::Float(2.5)],
+                vec![Value::Null]
+            ]
+        );
     }
 
     #[test]
     fn ndjson_nested_objects_and_arrays_are_json_columns() {
         let rows = ndjson(b"{\"o\": {\"k\": [1, 2]}, \"a\": [\"x\"]}\n", None).expect("decodes");
         assert_eq!(types(&rows), [ColumnType::Json, ColumnType::Json]);
-        assert_eq!(rows.rows, vec![vec![text("{\"k\":[1,2]}"), text("[\"x\"]")]]);
+        assert_eq!(
+            rows.rows,
+            vec![vec![text("{\"k\":[1,2]}"), text("[\"x\"]")]]
+        );
     }
 
     #[test]
@@ -362,7 +403,10 @@ mod tests {
             None,
         )
         .expect("decodes");
-        assert_eq!(types(&rows), [ColumnType::Timestamp, ColumnType::Date, ColumnType::String]);
+        assert_eq!(
+            types(&rows),
+            [ColumnType::Timestamp, ColumnType::Date, ColumnType::String]
+        );
         assert_eq!(rows.rows[0][0], text("2026-11-20T07:30:00.250Z"));
         assert_eq!(rows.rows[1][0], text("2026-11-21T00:00:00Z"));
     }
@@ -371,15 +415,23 @@ mod tests {
     fn ndjson_mixed_scalar_types_fall_back_to_string() {
         let rows = ndjson(b"{\"v\": 1}\n{\"v\": \"one\"}\n{\"v\": true}\n", None).expect("decodes");
         assert_eq!(types(&rows), [ColumnType::String]);
-        assert_eq!(rows.rows, vec![vec![text("1")], vec![text("one")], vec![text("true")]]);
+        assert_eq!(
+            rows.rows,
+            vec![vec![text("1")], vec![text("one")], vec![text("true")]]
+        );
     }
 
     #[test]
     fn ndjson_reports_every_bad_line_with_its_line_number() {
-        let data = b"{\"a\": 1}\n\n{\"a\": \n[1, 2]\n\r\n\"text\"\n{\"a\": 2}\n{\"a\": 3} trailing\n";
+        let data =
+            b"{\"a\": 1}\n\n{\"a\": \n[1, 2]\n\r\n\"text\"\n{\"a\": 2}\n{\"a\": 3} trailing\n";
         let bad = bad_rows(ndjson(data, None));
         assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), [3, 4, 6, 8]);
-        assert!(bad[0].reason.starts_with("not valid JSON"), "{}", bad[0].reason);
+        assert!(
+            bad[0].reason.starts_with("not valid JSON"),
+            "{}",
+            bad[0].reason
+        );
         assert_eq!(bad[1].reason, "expected a JSON object, found an array");
         assert_eq!(bad[2].reason, "expected a JSON object, found a string");
     }
@@ -407,8 +459,20 @@ mod tests {
         assert_eq!(
             rows.rows,
             vec![
-                vec![Value::Int(7), Value::Float(3.0), text("12"), text("2026-11-20T10:00:00Z"), text("\"s\"")],
-                vec![Value::Int(8), Value::Null, Value::Null, Value::Null, Value::Null],
+                vec![
+                    Value::Int(7),
+                    Value::Float(3.0),
+                    text("12"),
+                    text("2026-11-20T10:00:00Z"),
+                    text("\"s\"")
+                ],
+                vec![
+                    Value::Int(8),
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Null
+                ],
             ]
         );
     }
@@ -418,20 +482,35 @@ mod tests {
         let schema = vec![column("id", ColumnType::Int64, false)];
         let bad = bad_rows(ndjson(b"{\"id\": 1}\n{}\n{\"id\": null}\n", Some(schema)));
         assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), [2, 3]);
-        assert_eq!(bad[0].reason, "column `id` is REQUIRED but the value is NULL");
+        assert_eq!(
+            bad[0].reason,
+            "column `id` is REQUIRED but the value is NULL"
+        );
     }
 
     #[test]
     fn declared_schema_rejects_unknown_fields() {
         let schema = vec![column("id", ColumnType::Int64, true)];
         let bad = bad_rows(ndjson(b"{\"id\": 1, \"surprise\": 2}\n", Some(schema)));
-        assert_eq!(bad, vec![BadRow { row: 1, reason: "no such field `surprise`".to_owned() }]);
+        assert_eq!(
+            bad,
+            vec![BadRow {
+                row: 1,
+                reason: "no such field `surprise`".to_owned()
+            }]
+        );
     }
 
     #[test]
     fn declared_column_rejects_wrong_json_type_naming_column_and_value() {
-        let schema = vec![column("n", ColumnType::Int64, true), column("s", ColumnType::String, true)];
-        let bad = bad_rows(ndjson(b"{\"n\": 1.5}\n{\"s\": {\"a\": 1}}\n{\"n\": \"x\"}\n", Some(schema)));
+        let schema = vec![
+            column("n", ColumnType::Int64, true),
+            column("s", ColumnType::String, true),
+        ];
+        let bad = bad_rows(ndjson(
+            b"{\"n\": 1.5}\n{\"s\": {\"a\": 1}}\n{\"n\": \"x\"}\n",
+            Some(schema),
+        ));
         let reasons: Vec<&str> = bad.iter().map(|b| b.reason.as_str()).collect();
         assert_eq!(
             reasons,

@@ -25,12 +25,18 @@ use super::{
 /// errors; such a panic is caught here and reported as an unreadable file.
 pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
     catch_unwind(AssertUnwindSafe(|| decode_file(bytes, options))).unwrap_or_else(|_| {
-        Err(unreadable("the Parquet reader failed on this file (it is corrupt or uses an unsupported layout)".to_owned()))
+        Err(unreadable(
+            "the Parquet reader failed on this file (it is corrupt or uses an unsupported layout)"
+                .to_owned(),
+        ))
     })
 }
 
 fn unreadable(reason: String) -> FormatError {
-    FormatError::Unreadable { format: Format::Parquet, reason }
+    FormatError::Unreadable {
+        format: Format::Parquet,
+        reason,
+    }
 }
 
 fn decode_file(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
@@ -39,10 +45,16 @@ fn decode_file(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatErro
     let descriptor = reader.metadata().file_metadata().schema_descr();
     check_supported(descriptor)?;
 
-    let fields: Vec<(Column, Reading)> =
-        descriptor.root_schema().get_fields().iter().map(|field| column_of(field)).collect();
+    let fields: Vec<(Column, Reading)> = descriptor
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|field| column_of(field))
+        .collect();
     if let Some(name) = duplicate_name(fields.iter().map(|(c, _)| c.name.as_str())) {
-        return Err(unreadable(format!("the schema has two columns named `{name}`")));
+        return Err(unreadable(format!(
+            "the schema has two columns named `{name}`"
+        )));
     }
     let plans: Vec<Plan> = match &options.schema {
         None => fields
@@ -60,11 +72,20 @@ fn decode_file(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatErro
             .map(|column| {
                 let index = find_column(fields.iter().map(|(c, _)| c.name.as_str()), &column.name)
                     .ok_or_else(|| {
-                        unreadable(format!("declared column `{}` is not in the file", column.name))
+                        unreadable(format!(
+                            "declared column `{}` is not in the file",
+                            column.name
+                        ))
                     })?;
-                let (natural, reading) =
-                    fields.get(index).map_or((column.ty, Reading::Plain), |(c, r)| (c.ty, *r));
-                Ok(Plan { column: column.clone(), index, natural, reading })
+                let (natural, reading) = fields
+                    .get(index)
+                    .map_or((column.ty, Reading::Plain), |(c, r)| (c.ty, *r));
+                Ok(Plan {
+                    column: column.clone(),
+                    index,
+                    natural,
+                    reading,
+                })
             })
             .collect::<Result<_, FormatError>>()?,
     };
@@ -137,7 +158,10 @@ enum Reading {
     Plain,
     /// An integer timestamp (or one the row API already decoded) in `unit`; `local` when not
     /// adjusted to UTC.
-    Timestamp { unit: TimeUnit, local: bool },
+    Timestamp {
+        unit: TimeUnit,
+        local: bool,
+    },
     /// INT64 nanoseconds since midnight.
     TimeNanos,
     /// A 16-byte UUID, shown as text.
@@ -175,7 +199,10 @@ fn check_supported(descriptor: &SchemaDescriptor) -> Result<(), FormatError> {
                     | C::DECIMAL
             ),
             Physical::BYTE_ARRAY => {
-                matches!(converted, C::NONE | C::UTF8 | C::ENUM | C::JSON | C::BSON | C::DECIMAL)
+                matches!(
+                    converted,
+                    C::NONE | C::UTF8 | C::ENUM | C::JSON | C::BSON | C::DECIMAL
+                )
             }
             Physical::FIXED_LEN_BYTE_ARRAY => matches!(converted, C::NONE | C::DECIMAL),
         };
@@ -198,7 +225,14 @@ fn column_of(field: &SchemaType) -> (Column, Reading) {
     let name = field.name().to_owned();
     if field.is_group() || repetition == Some(Repetition::REPEATED) {
         let nullable = repetition == Some(Repetition::OPTIONAL);
-        return (Column { name, ty: ColumnType::Json, nullable }, Reading::Plain);
+        return (
+            Column {
+                name,
+                ty: ColumnType::Json,
+                nullable,
+            },
+            Reading::Plain,
+        );
     }
     let nullable = repetition != Some(Repetition::REQUIRED);
     let (ty, reading) = primitive_type(field);
@@ -229,7 +263,11 @@ fn primitive_type(field: &SchemaType) -> (ColumnType, Reading) {
                 ParquetTimeUnit::NANOS => TimeUnit::Nanos,
             };
             let local = !ts.is_adjusted_to_u_t_c;
-            let ty = if local { ColumnType::String } else { ColumnType::Timestamp };
+            let ty = if local {
+                ColumnType::String
+            } else {
+                ColumnType::Timestamp
+            };
             (ty, Reading::Timestamp { unit, local })
         }
         (_, C::TIMESTAMP_MILLIS | C::TIMESTAMP_MICROS) => plain(ColumnType::Timestamp),
@@ -260,7 +298,8 @@ fn to_natural(field: &Field, ty: ColumnType, reading: Reading) -> Result<Value, 
         } else {
             epoch_timestamp_text(value, unit)
         };
-        text.map(Value::Text).ok_or_else(|| out_of_range("timestamp", value))
+        text.map(Value::Text)
+            .ok_or_else(|| out_of_range("timestamp", value))
     };
     Ok(match field {
         Field::Null => Value::Null,
@@ -273,9 +312,9 @@ fn to_natural(field: &Field, ty: ColumnType, reading: Reading) -> Result<Value, 
         Field::UByte(i) => Value::Int(i64::from(*i)),
         Field::UShort(i) => Value::Int(i64::from(*i)),
         Field::UInt(i) => Value::Int(i64::from(*i)),
-        Field::ULong(i) => {
-            Value::Int(i64::try_from(*i).map_err(|_| format!("UINT64 value {i} does not fit INT64"))?)
-        }
+        Field::ULong(i) => Value::Int(
+            i64::try_from(*i).map_err(|_| format!("UINT64 value {i} does not fit INT64"))?,
+        ),
         Field::Long(i) => match reading {
             Reading::Timestamp { unit, .. } => timestamp(*i, unit)?,
             Reading::TimeNanos => Value::Text(
@@ -313,7 +352,14 @@ fn to_natural(field: &Field, ty: ColumnType, reading: Reading) -> Result<Value, 
 fn uuid_text(b: &[u8]) -> String {
     let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
     let part = |range: std::ops::Range<usize>| hex.get(range).unwrap_or_default().to_owned();
-    format!("{}-{}-{}-{}-{}", part(0..8), part(8..12), part(12..16), part(16..20), part(20..32))
+    format!(
+        "{}-{}-{}-{}-{}",
+        part(0..8),
+        part(8..12),
+        part(12..16),
+        part(16..20),
+        part(20..32)
+    )
 }
 
 /// Nested data as JSON: bytes as base64, dates and timestamps as their text forms.
@@ -338,14 +384,17 @@ fn to_json(field: &Field) -> Json {
         Field::Str(s) => Json::String(s.clone()),
         Field::Bytes(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b.data())),
         Field::Date(d) => text_or(epoch_date_text(*d), i64::from(*d)),
-        Field::TimeMillis(t) => {
-            text_or(time_of_day_text(i64::from(*t), TimeUnit::Millis), i64::from(*t))
-        }
+        Field::TimeMillis(t) => text_or(
+            time_of_day_text(i64::from(*t), TimeUnit::Millis),
+            i64::from(*t),
+        ),
         Field::TimeMicros(t) => text_or(time_of_day_text(*t, TimeUnit::Micros), *t),
         Field::TimestampMillis(t) => text_or(epoch_timestamp_text(*t, TimeUnit::Millis), *t),
         Field::TimestampMicros(t) => text_or(epoch_timestamp_text(*t, TimeUnit::Micros), *t),
         Field::Group(row) => Json::Object(
-            row.get_column_iter().map(|(name, value)| (name.clone(), to_json(value))).collect(),
+            row.get_column_iter()
+                .map(|(name, value)| (name.clone(), to_json(value)))
+                .collect(),
         ),
         Field::ListInternal(list) => Json::Array(list.elements().iter().map(to_json).collect()),
         Field::MapInternal(map) => Json::Object(
@@ -398,7 +447,10 @@ pub(super) fn write_test_file(schema: &str, groups: Vec<Vec<TestColumn>>) -> Vec
     for columns in groups {
         let mut group = writer.next_row_group().expect("row group starts");
         for (values, def, rep) in columns {
-            let mut column = group.next_column().expect("column starts").expect("schema has this column");
+            let mut column = group
+                .next_column()
+                .expect("column starts")
+                .expect("schema has this column");
             let (def, rep) = (def.as_deref(), rep.as_deref());
             match values {
                 TestValues::Bool(v) => column.typed::<BoolType>().write_batch(&v, def, rep),
@@ -410,9 +462,13 @@ pub(super) fn write_test_file(schema: &str, groups: Vec<Vec<TestColumn>>) -> Vec
                     column.typed::<ByteArrayType>().write_batch(&v, def, rep)
                 }
                 TestValues::Fixed(v) => {
-                    let v: Vec<FixedLenByteArray> =
-                        v.into_iter().map(|b| FixedLenByteArray::from(ByteArray::from(b))).collect();
-                    column.typed::<FixedLenByteArrayType>().write_batch(&v, def, rep)
+                    let v: Vec<FixedLenByteArray> = v
+                        .into_iter()
+                        .map(|b| FixedLenByteArray::from(ByteArray::from(b)))
+                        .collect();
+                    column
+                        .typed::<FixedLenByteArrayType>()
+                        .write_batch(&v, def, rep)
                 }
             }
             .expect("values match column");
@@ -427,14 +483,27 @@ pub(super) fn write_test_file(schema: &str, groups: Vec<Vec<TestColumn>>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::{TestValues as V, write_test_file};
-    use crate::formats::{BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode};
+    use crate::formats::{
+        BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode,
+    };
 
     fn parquet(bytes: &[u8], schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
-        decode(Format::Parquet, bytes, &DecodeOptions { schema, skip_leading_rows: 0 })
+        decode(
+            Format::Parquet,
+            bytes,
+            &DecodeOptions {
+                schema,
+                skip_leading_rows: 0,
+            },
+        )
     }
 
     fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column { name: name.to_owned(), ty, nullable }
+        Column {
+            name: name.to_owned(),
+            ty,
+            nullable,
+        }
     }
 
     fn text(s: &str) -> Value {
@@ -443,7 +512,10 @@ mod tests {
 
     fn unreadable_reason(result: Result<Rows, FormatError>) -> String {
         match result {
-            Err(FormatError::Unreadable { format: Format::Parquet, reason }) => reason,
+            Err(FormatError::Unreadable {
+                format: Format::Parquet,
+                reason,
+            }) => reason,
             other => panic!("expected an unreadable Parquet file, got {other:?}"),
         }
     }
@@ -458,9 +530,17 @@ mod tests {
     fn orders(first: i64, n: usize) -> Vec<super::TestColumn> {
         let ids: Vec<i64> = (first..first + n as i64).collect();
         let defs: Vec<i16> = ids.iter().map(|id| i16::from(id % 3 != 0)).collect();
-        let notes: Vec<&'static [u8]> = ids.iter().filter(|id| *id % 3 != 0).map(|_| &b"ok"[..]).collect();
+        let notes: Vec<&'static [u8]> = ids
+            .iter()
+            .filter(|id| *id % 3 != 0)
+            .map(|_| &b"ok"[..])
+            .collect();
         let amounts: Vec<f64> = ids.iter().map(|id| *id as f64 * 1.5).collect();
-        vec![(V::I64(ids), None, None), (V::Bytes(notes), Some(defs), None), (V::F64(amounts), None, None)]
+        vec![
+            (V::I64(ids), None, None),
+            (V::Bytes(notes), Some(defs), None),
+            (V::F64(amounts), None, None),
+        ]
     }
 
     #[test]
@@ -491,7 +571,11 @@ mod tests {
                 (V::I64(vec![1_763_627_400_000, 0]), None, None),
                 (V::I32(vec![20_412, 0]), None, None),
                 (V::I32(vec![-123, 5]), None, None),
-                (V::Bytes(vec![b"a", b"b"]), Some(vec![3, 3, 0]), Some(vec![0, 1, 0])),
+                (
+                    V::Bytes(vec![b"a", b"b"]),
+                    Some(vec![3, 3, 0]),
+                    Some(vec![0, 1, 0]),
+                ),
             ]],
         );
         let rows = parquet(&bytes, None).expect("decodes");
@@ -539,23 +623,38 @@ mod tests {
                 column("amount", ColumnType::Float64, false)
             ]
         );
-        assert_eq!(rows.rows[2], vec![Value::Int(3), Value::Null, Value::Float(4.5)]);
+        assert_eq!(
+            rows.rows[2],
+            vec![Value::Int(3), Value::Null, Value::Float(4.5)]
+        );
         assert_eq!(rows.rows[0][1], text("ok"));
     }
 
     #[test]
     fn declared_parquet_schema_selects_columns_by_name_and_converts_types() {
         let bytes = write_test_file(ORDERS, vec![orders(1, 2)]);
-        let schema = vec![column("Amount", ColumnType::String, false), column("id", ColumnType::Float64, true)];
+        let schema = vec![
+            column("Amount", ColumnType::String, false),
+            column("id", ColumnType::Float64, true),
+        ];
         let rows = parquet(&bytes, Some(schema.clone())).expect("decodes");
         assert_eq!(rows.columns, schema);
-        assert_eq!(rows.rows, vec![vec![text("1.5"), Value::Float(1.0)], vec![text("3"), Value::Float(2.0)]]);
+        assert_eq!(
+            rows.rows,
+            vec![
+                vec![text("1.5"), Value::Float(1.0)],
+                vec![text("3"), Value::Float(2.0)]
+            ]
+        );
     }
 
     #[test]
     fn declared_required_column_rejects_null_with_row_number_across_row_groups() {
         let bytes = write_test_file(ORDERS, vec![orders(1, 4), orders(5, 4)]);
-        let result = parquet(&bytes, Some(vec![column("note", ColumnType::String, false)]));
+        let result = parquet(
+            &bytes,
+            Some(vec![column("note", ColumnType::String, false)]),
+        );
         let rows: Vec<u64> = match &result {
             Err(FormatError::BadRows(bad)) => bad.iter().map(|b| b.row).collect(),
             other => panic!("expected bad rows, got {other:?}"),
@@ -566,21 +665,38 @@ mod tests {
     #[test]
     fn declared_parquet_column_rejects_unconvertible_value_naming_column_and_value() {
         let bytes = write_test_file(ORDERS, vec![orders(1, 2)]);
-        let result = parquet(&bytes, Some(vec![column("amount", ColumnType::Int64, true)]));
-        let expected = vec![BadRow { row: 1, reason: "column `amount`: cannot convert 1.5 to INT64".to_owned() }];
-        assert!(matches!(&result, Err(FormatError::BadRows(bad)) if *bad == expected), "{result:?}");
+        let result = parquet(
+            &bytes,
+            Some(vec![column("amount", ColumnType::Int64, true)]),
+        );
+        let expected = vec![BadRow {
+            row: 1,
+            reason: "column `amount`: cannot convert 1.5 to INT64".to_owned(),
+        }];
+        assert!(
+            matches!(&result, Err(FormatError::BadRows(bad)) if *bad == expected),
+            "{result:?}"
+        );
     }
 
     #[test]
     fn declared_column_missing_from_parquet_file_is_unreadable() {
         let bytes = write_test_file(ORDERS, vec![orders(1, 2)]);
-        let reason = unreadable_reason(parquet(&bytes, Some(vec![column("paid", ColumnType::Bool, true)])));
+        let reason = unreadable_reason(parquet(
+            &bytes,
+            Some(vec![column("paid", ColumnType::Bool, true)]),
+        ));
         assert!(reason.contains("`paid`"), "{reason}");
     }
 
     #[test]
     fn garbage_bytes_are_unreadable_parquet() {
-        for bytes in [&b""[..], b"PAR1", b"PAR1 this is not parquet PAR1", &[0xff; 64]] {
+        for bytes in [
+            &b""[..],
+            b"PAR1",
+            b"PAR1 this is not parquet PAR1",
+            &[0xff; 64],
+        ] {
             let reason = unreadable_reason(parquet(bytes, None));
             assert!(!reason.is_empty());
         }

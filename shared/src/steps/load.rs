@@ -29,12 +29,21 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
     };
     let mut outcome = Outcome::default();
     let mut matched = 0;
-    for pipeline in ctx.config.pipelines.iter().filter(|p| p.active && p.load.is_some()) {
-        let Some(trigger) = &pipeline.trigger.object else { continue };
+    for pipeline in ctx
+        .config
+        .pipelines
+        .iter()
+        .filter(|p| p.active && p.load.is_some())
+    {
+        let Some(trigger) = &pipeline.trigger.object else {
+            continue;
+        };
         if trigger.bucket != object.bucket {
             continue;
         }
-        let Some(captures) = trigger.pattern.captures(object.name.as_str()) else { continue };
+        let Some(captures) = trigger.pattern.captures(object.name.as_str()) else {
+            continue;
+        };
         matched += 1;
         load_one(ctx, pipeline, &object, captures, &mut outcome).await?;
     }
@@ -63,9 +72,21 @@ async fn load_one(
     captures: BTreeMap<String, String>,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
-    let Some(spec) = &pipeline.load else { return Ok(()) };
-    let run_id = RunId::derive(&pipeline.name, &[object.bucket.as_str(), object.name.as_str(), &object.generation]);
-    let safe: BTreeMap<String, String> = captures.iter().map(|(k, v)| (k.clone(), table_safe(v))).collect();
+    let Some(spec) = &pipeline.load else {
+        return Ok(());
+    };
+    let run_id = RunId::derive(
+        &pipeline.name,
+        &[
+            object.bucket.as_str(),
+            object.name.as_str(),
+            &object.generation,
+        ],
+    );
+    let safe: BTreeMap<String, String> = captures
+        .iter()
+        .map(|(k, v)| (k.clone(), table_safe(v)))
+        .collect();
     let started = chrono::Utc::now();
     let mut detail = Detail {
         object: Some(object.clone()),
@@ -73,11 +94,22 @@ async fn load_one(
         vars: captures.clone(),
         ..Detail::default()
     };
-    let table = match render(&spec.table, &safe).map_err(|e| e.to_string()).and_then(|t| TableRef::parse(&t).map_err(|e| e.to_string())) {
+    let table = match render(&spec.table, &safe)
+        .map_err(|e| e.to_string())
+        .and_then(|t| TableRef::parse(&t).map_err(|e| e.to_string()))
+    {
         Ok(t) => t,
         Err(e) => {
             detail.error = Some(format!("cannot name the table: {e}"));
-            let ev = ConveyorEvent::new(EventType::StepFailed, run_id, Some(pipeline.name.clone()), StepName::Load, 1, Status::Failed, detail);
+            let ev = ConveyorEvent::new(
+                EventType::StepFailed,
+                run_id,
+                Some(pipeline.name.clone()),
+                StepName::Load,
+                1,
+                Status::Failed,
+                detail,
+            );
             return publish(ctx, outcome, ev).await;
         }
     };
@@ -100,7 +132,15 @@ async fn load_one(
         Ok(done) => {
             info!(table = %table, rows = done.rows, already_done = done.already_done, "loaded");
             detail.rows = Some(done.rows);
-            let ev = ConveyorEvent::new(EventType::TableLoaded, run_id, Some(pipeline.name.clone()), StepName::Load, 1, Status::Succeeded, detail);
+            let ev = ConveyorEvent::new(
+                EventType::TableLoaded,
+                run_id,
+                Some(pipeline.name.clone()),
+                StepName::Load,
+                1,
+                Status::Succeeded,
+                detail,
+            );
             outcome.summary = format!("loaded {} rows into {table}", done.rows);
             publish(ctx, outcome, ev).await
         }
@@ -111,7 +151,15 @@ async fn load_one(
         Err(e) => {
             warn!(table = %table, error = %e, "load failed permanently");
             detail.error = Some(e.to_string());
-            let ev = ConveyorEvent::new(EventType::StepFailed, run_id, Some(pipeline.name.clone()), StepName::Load, 1, Status::Failed, detail);
+            let ev = ConveyorEvent::new(
+                EventType::StepFailed,
+                run_id,
+                Some(pipeline.name.clone()),
+                StepName::Load,
+                1,
+                Status::Failed,
+                detail,
+            );
             outcome.summary = format!("load into {table} failed: {e}");
             publish(ctx, outcome, ev).await
         }

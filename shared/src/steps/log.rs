@@ -14,15 +14,26 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             describe(&inbound)
         )));
     };
-    let table = match event.pipeline.as_ref().and_then(|p| ctx.config.pipeline(p.as_str())) {
+    let table = match event
+        .pipeline
+        .as_ref()
+        .and_then(|p| ctx.config.pipeline(p.as_str()))
+    {
         Some(p) => ctx.config.run_log_table(p),
         None => ctx.config.run_log.table.clone(),
     };
     let row = row_for(&event, &ctx.config.environment);
-    ctx.ports.run_log.record(&table, &row).await.map_err(StepError::from_port)?;
+    ctx.ports
+        .run_log
+        .record(&table, &row)
+        .await
+        .map_err(StepError::from_port)?;
     debug!(run_id = %event.run_id, status = %event.status, "run log row written");
     Ok(Outcome {
-        summary: format!("recorded {} {} for {}", event.step, event.status, event.run_id),
+        summary: format!(
+            "recorded {} {} for {}",
+            event.step, event.status, event.run_id
+        ),
         events: Vec::new(),
     })
 }
@@ -30,11 +41,18 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
 /// The run-log row of `event`.
 pub fn row_for(event: &ConveyorEvent, environment: &str) -> RunLogRow {
     let d = &event.detail;
-    let (db_name, table_name) = match d.table.as_deref().and_then(|t| crate::names::TableRef::parse(t).ok()) {
+    let (db_name, table_name) = match d
+        .table
+        .as_deref()
+        .and_then(|t| crate::names::TableRef::parse(t).ok())
+    {
         Some(t) => (Some(t.dataset), Some(t.table)),
         None => (None, None),
     };
-    let terminal = matches!(event.status, Status::Succeeded | Status::Failed | Status::TimedOut | Status::Rejected);
+    let terminal = matches!(
+        event.status,
+        Status::Succeeded | Status::Failed | Status::TimedOut | Status::Rejected
+    );
     let is_batch = d.engine.is_some();
     RunLogRow {
         db_name,
@@ -43,7 +61,11 @@ pub fn row_for(event: &ConveyorEvent, environment: &str) -> RunLogRow {
         last_modified_at: chrono::Utc::now(),
         environment: environment.to_owned(),
         status: event.status.as_str().to_owned(),
-        dataproc_job_id: if is_batch { d.job_id.as_ref().map(|j| j.to_string()) } else { None },
+        dataproc_job_id: if is_batch {
+            d.job_id.as_ref().map(|j| j.to_string())
+        } else {
+            None
+        },
         event_id: event.id(),
         run_id: event.run_id.to_string(),
         pipeline: event.pipeline.as_ref().map(|p| p.to_string()),

@@ -112,9 +112,15 @@ pub fn subscriptions(step: StepName) -> &'static [EventType] {
 ///
 /// # Errors
 /// The bus's error when the record could not be published.
-pub async fn record_rejection(ctx: &Context, step: StepName, body: &[u8], reason: &str) -> Result<ConveyorEvent, PortError> {
+pub async fn record_rejection(
+    ctx: &Context,
+    step: StepName,
+    body: &[u8],
+    reason: &str,
+) -> Result<ConveyorEvent, PortError> {
     let hash = short_hash(&[std::str::from_utf8(body).unwrap_or("<binary>")]);
-    let run_id = RunId::parse(&format!("rejected-{hash}")).map_err(|e| PortError::Permanent(e.to_string()))?;
+    let run_id = RunId::parse(&format!("rejected-{hash}"))
+        .map_err(|e| PortError::Permanent(e.to_string()))?;
     let event = ConveyorEvent::new(
         EventType::StepFailed,
         run_id,
@@ -132,11 +138,19 @@ pub async fn record_rejection(ctx: &Context, step: StepName, body: &[u8], reason
 }
 
 /// Publishes `event`, mapping a bus failure to a transient step error.
-pub(crate) async fn publish(ctx: &Context, outcome: &mut Outcome, event: ConveyorEvent) -> Result<(), StepError> {
-    ctx.ports.bus.publish(&event).await.map_err(|e| {
-        StepError::Transient(format!("cannot publish {}: {e}", event.kind))
-    })?;
-    outcome.events.push(format!("{} {}", event.kind, event.run_id));
+pub(crate) async fn publish(
+    ctx: &Context,
+    outcome: &mut Outcome,
+    event: ConveyorEvent,
+) -> Result<(), StepError> {
+    ctx.ports
+        .bus
+        .publish(&event)
+        .await
+        .map_err(|e| StepError::Transient(format!("cannot publish {}: {e}", event.kind)))?;
+    outcome
+        .events
+        .push(format!("{} {}", event.kind, event.run_id));
     Ok(())
 }
 
@@ -147,7 +161,9 @@ pub(crate) fn active_pipeline<'a>(ctx: &'a Context, name: &str) -> Result<&'a Pi
         .pipeline(name)
         .ok_or_else(|| StepError::Rejected(format!("unknown pipeline {name:?}")))?;
     if !p.active {
-        return Err(StepError::Rejected(format!("pipeline {name:?} is inactive")));
+        return Err(StepError::Rejected(format!(
+            "pipeline {name:?} is inactive"
+        )));
     }
     Ok(p)
 }

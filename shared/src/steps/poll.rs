@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use tracing::{info, warn};
 
-use super::{Context, Outcome, StepError, active_pipeline, load::describe, publish, submit::submit_attempt};
+use super::{
+    Context, Outcome, StepError, active_pipeline, load::describe, publish, submit::submit_attempt,
+};
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::inbound::Inbound;
 use crate::names::{PipelineName, RunId};
@@ -30,7 +32,9 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
     match inbound {
         Inbound::Event(e) if e.kind == EventType::BatchSubmitted => {
             let Some(pipeline) = e.pipeline.clone() else {
-                return Err(StepError::Rejected("submitted event without a pipeline".to_owned()));
+                return Err(StepError::Rejected(
+                    "submitted event without a pipeline".to_owned(),
+                ));
             };
             let open = Open {
                 pipeline,
@@ -50,8 +54,15 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             }
             let mut checked = 0;
             for table in tables {
-                let Ok(table) = crate::names::TableRef::parse(&table) else { continue };
-                let rows = ctx.ports.run_log.open_batches(&table).await.map_err(StepError::from_port)?;
+                let Ok(table) = crate::names::TableRef::parse(&table) else {
+                    continue;
+                };
+                let rows = ctx
+                    .ports
+                    .run_log
+                    .open_batches(&table)
+                    .await
+                    .map_err(StepError::from_port)?;
                 for row in rows {
                     let Some(open) = open_from_row(&row) else {
                         warn!(run_id = %row.run_id, "open batch row is unreadable; skipped");
@@ -97,7 +108,9 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
             return Ok(());
         }
     };
-    let Some(spec) = &pipeline.batch else { return Ok(()) };
+    let Some(spec) = &pipeline.batch else {
+        return Ok(());
+    };
     let now = Utc::now();
     let policy = &pipeline.poll;
     let mut detail = open.detail.clone();
@@ -109,18 +122,42 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
             Some(at) if at <= now => {
                 let mut base = detail.clone();
                 base.retry_at = None;
-                return submit_attempt(ctx, pipeline, &open.run_id, open.attempt + 1, base, outcome).await;
+                return submit_attempt(
+                    ctx,
+                    pipeline,
+                    &open.run_id,
+                    open.attempt + 1,
+                    base,
+                    outcome,
+                )
+                .await;
             }
             _ => return Ok(()),
         }
     }
     let Some(job_id) = detail.job_id.clone() else {
-        return Err(StepError::Rejected(format!("run {} has no job id to follow", open.run_id)));
+        return Err(StepError::Rejected(format!(
+            "run {} has no job id to follow",
+            open.run_id
+        )));
     };
     let finish = |status: Status, detail: Detail| {
-        ConveyorEvent::new(EventType::BatchFinished, open.run_id.clone(), Some(pipeline.name.clone()), StepName::Poll, open.attempt, status, detail)
+        ConveyorEvent::new(
+            EventType::BatchFinished,
+            open.run_id.clone(),
+            Some(pipeline.name.clone()),
+            StepName::Poll,
+            open.attempt,
+            status,
+            detail,
+        )
     };
-    let state = ctx.ports.batch.state(spec, &job_id).await.map_err(StepError::from_port)?;
+    let state = ctx
+        .ports
+        .batch
+        .state(spec, &job_id)
+        .await
+        .map_err(StepError::from_port)?;
     detail.engine_state = Some(state.state.clone());
     let success = policy.success_states(spec);
     if success.iter().any(|s| s.eq_ignore_ascii_case(&state.state)) && state.terminal {
@@ -129,7 +166,12 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
         return publish(ctx, outcome, finish(Status::Succeeded, detail)).await;
     }
     if state.terminal {
-        detail.error = Some(state.error.clone().unwrap_or_else(|| format!("ended in state {}", state.state)));
+        detail.error = Some(
+            state
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("ended in state {}", state.state)),
+        );
         if open.attempt < policy.max_attempts {
             let delay = policy.backoff.delay(open.attempt);
             detail.retry_at = Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
@@ -145,7 +187,11 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
     let elapsed = (now - started).to_std().unwrap_or_default();
     if elapsed >= policy.timeout {
         warn!(run_id = %open.run_id, job_id = %job_id, ?elapsed, "batch timed out; cancelling");
-        ctx.ports.batch.cancel(spec, &job_id).await.map_err(StepError::from_port)?;
+        ctx.ports
+            .batch
+            .cancel(spec, &job_id)
+            .await
+            .map_err(StepError::from_port)?;
         detail.error = Some(format!(
             "timed out after {} (limit {}) in state {}; cancelled",
             humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs())),
@@ -156,7 +202,15 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
         return publish(ctx, outcome, finish(Status::TimedOut, detail)).await;
     }
     if open.status == Status::Submitted && state.state.eq_ignore_ascii_case("RUNNING") {
-        let ev = ConveyorEvent::new(EventType::BatchRunning, open.run_id.clone(), Some(pipeline.name.clone()), StepName::Poll, open.attempt, Status::Running, detail);
+        let ev = ConveyorEvent::new(
+            EventType::BatchRunning,
+            open.run_id.clone(),
+            Some(pipeline.name.clone()),
+            StepName::Poll,
+            open.attempt,
+            Status::Running,
+            detail,
+        );
         outcome.summary = format!("{job_id} running");
         return publish(ctx, outcome, ev).await;
     }

@@ -8,7 +8,12 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tracing::{info, instrument, warn};
 
-use super::{Context, Outcome, StepError, active_pipeline, load::describe, publish, submit::{check_origin, start_run_id}};
+use super::{
+    Context, Outcome, StepError, active_pipeline,
+    load::describe,
+    publish,
+    submit::{check_origin, start_run_id},
+};
 use crate::config::{Pipeline, render};
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::inbound::{Inbound, Origin, StartRequest};
@@ -28,10 +33,15 @@ pub struct StageReport {
 
 pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, StepError> {
     let Inbound::Start(start) = inbound else {
-        return Err(StepError::Rejected(format!("the stage function takes start requests, not {}", describe(&inbound))));
+        return Err(StepError::Rejected(format!(
+            "the stage function takes start requests, not {}",
+            describe(&inbound)
+        )));
     };
     let Some(name) = &start.pipeline else {
-        return Err(StepError::Rejected("a stage request must name a pipeline".to_owned()));
+        return Err(StepError::Rejected(
+            "a stage request must name a pipeline".to_owned(),
+        ));
     };
     let pipeline = active_pipeline(ctx, name.as_str())?;
     check_origin(pipeline, &start)?;
@@ -68,17 +78,31 @@ fn list_source(source: &str) -> Result<Vec<SourceItem>, StepError> {
             .next()
             .and_then(|s| s.rsplit('/').next())
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| StepError::Rejected(format!("cannot name an object after URL {source:?}")))?;
-        return Ok(vec![SourceItem { relative: name.to_owned(), location: Location::Url(source.to_owned()) }]);
+            .ok_or_else(|| {
+                StepError::Rejected(format!("cannot name an object after URL {source:?}"))
+            })?;
+        return Ok(vec![SourceItem {
+            relative: name.to_owned(),
+            location: Location::Url(source.to_owned()),
+        }]);
     }
     let root = PathBuf::from(source.strip_prefix("file://").unwrap_or(source));
-    let meta = std::fs::metadata(&root).map_err(|e| StepError::Transient(format!("cannot read stage source {}: {e}", root.display())))?;
+    let meta = std::fs::metadata(&root).map_err(|e| {
+        StepError::Transient(format!("cannot read stage source {}: {e}", root.display()))
+    })?;
     if meta.is_file() {
-        let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        return Ok(vec![SourceItem { relative: name, location: Location::File(root) }]);
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok(vec![SourceItem {
+            relative: name,
+            location: Location::File(root),
+        }]);
     }
     let mut out = Vec::new();
-    walk(&root, &root, &mut out).map_err(|e| StepError::Transient(format!("cannot list {}: {e}", root.display())))?;
+    walk(&root, &root, &mut out)
+        .map_err(|e| StepError::Transient(format!("cannot list {}: {e}", root.display())))?;
     out.sort_by(|a, b| a.relative.cmp(&b.relative));
     Ok(out)
 }
@@ -92,11 +116,18 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<SourceItem>) -> std::io::Result<(
             walk(root, &path, out)?;
         } else if ty.is_file() {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            let relative = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let relative = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
             if relative.split('/').any(|s| s.starts_with('.')) {
                 continue; // hidden and temporary files
             }
-            out.push(SourceItem { relative, location: Location::File(path) });
+            out.push(SourceItem {
+                relative,
+                location: Location::File(path),
+            });
         }
     }
     Ok(())
@@ -121,15 +152,23 @@ async fn sha256_of_file(path: &Path) -> std::io::Result<(String, u64)> {
 async fn open_item(item: &SourceItem) -> Result<ByteStream, PortError> {
     match &item.location {
         Location::File(p) => {
-            let f = tokio::fs::File::open(p).await.map_err(|e| PortError::Transient(format!("{}: {e}", p.display())))?;
+            let f = tokio::fs::File::open(p)
+                .await
+                .map_err(|e| PortError::Transient(format!("{}: {e}", p.display())))?;
             Ok(Box::pin(f))
         }
         Location::Url(url) => {
-            let resp = reqwest::get(url).await.map_err(|e| PortError::Transient(format!("GET {url}: {e}")))?;
+            let resp = reqwest::get(url)
+                .await
+                .map_err(|e| PortError::Transient(format!("GET {url}: {e}")))?;
             let status = resp.status();
             if !status.is_success() {
                 let msg = format!("GET {url}: HTTP {status}");
-                return Err(if status.is_server_error() || status.as_u16() == 429 { PortError::Transient(msg) } else { PortError::Permanent(msg) });
+                return Err(if status.is_server_error() || status.as_u16() == 429 {
+                    PortError::Transient(msg)
+                } else {
+                    PortError::Permanent(msg)
+                });
             }
             let stream = resp.bytes_stream().map_err(std::io::Error::other);
             Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
@@ -155,9 +194,18 @@ pub async fn stage_pipeline(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<StageReport, StepError> {
     let Some(spec) = &pipeline.stage else {
-        return Err(StepError::Rejected(format!("pipeline {} has no stage", pipeline.name)));
+        return Err(StepError::Rejected(format!(
+            "pipeline {} has no stage",
+            pipeline.name
+        )));
     };
-    let stage_run = start_run_id(pipeline, &StartRequest { origin: Origin::Manual, ..start.clone() });
+    let stage_run = start_run_id(
+        pipeline,
+        &StartRequest {
+            origin: Origin::Manual,
+            ..start.clone()
+        },
+    );
     let vars = std::collections::BTreeMap::from([
         ("date".to_owned(), start.at.format("%Y-%m-%d").to_string()),
         ("run_id".to_owned(), stage_run.to_string()),
@@ -175,11 +223,18 @@ pub async fn stage_pipeline(
                 continue;
             }
         };
-        if !full {
-            if let Location::File(path) = &item.location {
-                let existing = ctx.ports.store.head(&spec.bucket, &name).await.map_err(StepError::from_port)?;
+        if !full
+            && let Location::File(path) = &item.location {
+                let existing = ctx
+                    .ports
+                    .store
+                    .head(&spec.bucket, &name)
+                    .await
+                    .map_err(StepError::from_port)?;
                 if let Some(meta) = existing {
-                    let (hash, size) = sha256_of_file(path).await.map_err(|e| StepError::Transient(e.to_string()))?;
+                    let (hash, size) = sha256_of_file(path)
+                        .await
+                        .map_err(|e| StepError::Transient(e.to_string()))?;
                     if meta.etag == hash && meta.object.size == Some(size) {
                         progress(&format!("[{}/{total}] unchanged {target}", i + 1));
                         report.skipped.push(target);
@@ -187,7 +242,6 @@ pub async fn stage_pipeline(
                     }
                 }
             }
-        }
         let result = async {
             let body = open_item(item).await?;
             ctx.ports.store.put(&spec.bucket, &name, body).await
@@ -195,11 +249,34 @@ pub async fn stage_pipeline(
         .await;
         match result {
             Ok(meta) => {
-                progress(&format!("[{}/{total}] copied {target} ({} bytes)", i + 1, meta.object.size.unwrap_or(0)));
+                progress(&format!(
+                    "[{}/{total}] copied {target} ({} bytes)",
+                    i + 1,
+                    meta.object.size.unwrap_or(0)
+                ));
                 info!(object = %meta.object.uri(), "staged");
-                let run_id = RunId::derive(&pipeline.name, &[meta.object.bucket.as_str(), meta.object.name.as_str(), &meta.object.generation]);
-                let detail = Detail { object: Some(meta.object.clone()), started_at: Some(chrono::Utc::now()), ..Detail::default() };
-                let ev = ConveyorEvent::new(EventType::ObjectStaged, run_id, Some(pipeline.name.clone()), StepName::Stage, 1, Status::Succeeded, detail);
+                let run_id = RunId::derive(
+                    &pipeline.name,
+                    &[
+                        meta.object.bucket.as_str(),
+                        meta.object.name.as_str(),
+                        &meta.object.generation,
+                    ],
+                );
+                let detail = Detail {
+                    object: Some(meta.object.clone()),
+                    started_at: Some(chrono::Utc::now()),
+                    ..Detail::default()
+                };
+                let ev = ConveyorEvent::new(
+                    EventType::ObjectStaged,
+                    run_id,
+                    Some(pipeline.name.clone()),
+                    StepName::Stage,
+                    1,
+                    Status::Succeeded,
+                    detail,
+                );
                 publish(ctx, outcome, ev).await?;
                 report.copied.push(target);
             }

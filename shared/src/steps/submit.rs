@@ -18,11 +18,14 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
     match inbound {
         Inbound::Event(e) if e.kind == EventType::TableLoaded => {
             let Some(name) = &e.pipeline else {
-                return Err(StepError::Rejected("loaded event without a pipeline".to_owned()));
+                return Err(StepError::Rejected(
+                    "loaded event without a pipeline".to_owned(),
+                ));
             };
             let pipeline = active_pipeline(ctx, name.as_str())?;
             if pipeline.batch.is_none() {
-                outcome.summary = format!("pipeline {name} has no batch; the run ends with the load");
+                outcome.summary =
+                    format!("pipeline {name} has no batch; the run ends with the load");
                 return Ok(outcome);
             }
             let mut base = e.detail.clone();
@@ -32,16 +35,23 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         }
         Inbound::Start(start) => {
             let Some(name) = &start.pipeline else {
-                return Err(StepError::Rejected("a start request must name a pipeline".to_owned()));
+                return Err(StepError::Rejected(
+                    "a start request must name a pipeline".to_owned(),
+                ));
             };
             let pipeline = active_pipeline(ctx, name.as_str())?;
             check_origin(pipeline, &start)?;
             if pipeline.batch.is_none() {
-                return Err(StepError::Rejected(format!("pipeline {name} has no batch to submit")));
+                return Err(StepError::Rejected(format!(
+                    "pipeline {name} has no batch to submit"
+                )));
             }
             let run_id = start_run_id(pipeline, &start);
             let base = Detail {
-                vars: BTreeMap::from([("date".to_owned(), start.at.format("%Y-%m-%d").to_string())]),
+                vars: BTreeMap::from([(
+                    "date".to_owned(),
+                    start.at.format("%Y-%m-%d").to_string(),
+                )]),
                 ..Detail::default()
             };
             submit_attempt(ctx, pipeline, &run_id, 1, base, &mut outcome).await?;
@@ -62,21 +72,27 @@ pub(super) fn check_origin(pipeline: &Pipeline, start: &StartRequest) -> Result<
             "pipeline {} does not allow manual starts (trigger.manual: false)",
             pipeline.name
         ))),
-        Origin::Schedule if pipeline.trigger.schedule.is_none() => Err(StepError::Rejected(format!(
-            "pipeline {} has no schedule",
-            pipeline.name
-        ))),
+        Origin::Schedule if pipeline.trigger.schedule.is_none() => Err(StepError::Rejected(
+            format!("pipeline {} has no schedule", pipeline.name),
+        )),
         _ => Ok(()),
     }
 }
 
 /// The run id of a start: one run per pipeline per scheduled minute, or per manual key.
 pub(super) fn start_run_id(pipeline: &Pipeline, start: &StartRequest) -> RunId {
-    let minute = |t: DateTime<Utc>| t.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(t).to_rfc3339();
+    let minute = |t: DateTime<Utc>| {
+        t.with_second(0)
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(t)
+            .to_rfc3339()
+    };
     match (&start.origin, &start.key) {
         (_, Some(key)) => RunId::derive(&pipeline.name, &["key", key]),
         (Origin::Schedule, None) => RunId::derive(&pipeline.name, &["schedule", &minute(start.at)]),
-        (Origin::Manual, None) => RunId::derive(&pipeline.name, &["manual", &start.at.to_rfc3339()]),
+        (Origin::Manual, None) => {
+            RunId::derive(&pipeline.name, &["manual", &start.at.to_rfc3339()])
+        }
     }
 }
 
@@ -91,7 +107,9 @@ pub(super) async fn submit_attempt(
     mut detail: Detail,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
-    let Some(spec) = &pipeline.batch else { return Ok(()) };
+    let Some(spec) = &pipeline.batch else {
+        return Ok(());
+    };
     let job_id = JobId::derive("batch", run_id, attempt);
     let mut vars = detail.vars.clone();
     vars.insert("run_id".to_owned(), run_id.to_string());
@@ -113,15 +131,38 @@ pub(super) async fn submit_attempt(
     match ctx.ports.batch.submit(&req).await {
         Ok(s) => {
             info!(job_id = %s.job_id, adopted = s.adopted, "batch submitted");
-            let ev = ConveyorEvent::new(EventType::BatchSubmitted, run_id.clone(), Some(pipeline.name.clone()), StepName::Submit, attempt, Status::Submitted, detail);
-            outcome.summary = format!("submitted {job_id}{}", if s.adopted { " (adopted existing job)" } else { "" });
+            let ev = ConveyorEvent::new(
+                EventType::BatchSubmitted,
+                run_id.clone(),
+                Some(pipeline.name.clone()),
+                StepName::Submit,
+                attempt,
+                Status::Submitted,
+                detail,
+            );
+            outcome.summary = format!(
+                "submitted {job_id}{}",
+                if s.adopted {
+                    " (adopted existing job)"
+                } else {
+                    ""
+                }
+            );
             publish(ctx, outcome, ev).await
         }
         Err(e @ PortError::Transient(_)) => Err(StepError::Transient(e.to_string())),
         Err(e) => {
             warn!(job_id = %job_id, error = %e, "batch refused");
             detail.error = Some(e.to_string());
-            let ev = ConveyorEvent::new(EventType::BatchFinished, run_id.clone(), Some(pipeline.name.clone()), StepName::Submit, attempt, Status::Failed, detail);
+            let ev = ConveyorEvent::new(
+                EventType::BatchFinished,
+                run_id.clone(),
+                Some(pipeline.name.clone()),
+                StepName::Submit,
+                attempt,
+                Status::Failed,
+                detail,
+            );
             outcome.summary = format!("batch {job_id} refused: {e}");
             publish(ctx, outcome, ev).await
         }

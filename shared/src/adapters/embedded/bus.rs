@@ -21,7 +21,13 @@ impl InProcessBus {
     /// A bus and the receiving end of its channel.
     pub fn new() -> (Self, mpsc::UnboundedReceiver<ConveyorEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx, pending: Arc::new(AtomicUsize::new(0)) }, rx)
+        (
+            Self {
+                tx,
+                pending: Arc::new(AtomicUsize::new(0)),
+            },
+            rx,
+        )
     }
 
     /// The count of published events not yet fully handled: raised here on publish, lowered

@@ -34,7 +34,10 @@ fn render_command(command: &str, vars: &BTreeMap<String, String>) -> String {
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let after = &rest[start + 1..];
-        match after.find('}').and_then(|end| vars.get(&after[..end]).map(|v| (end, v))) {
+        match after
+            .find('}')
+            .and_then(|end| vars.get(&after[..end]).map(|v| (end, v)))
+        {
             Some((end, v)) => {
                 out.push_str(&shell_quote(v));
                 rest = &after[end + 1..];
@@ -72,7 +75,10 @@ impl LocalBatchEngine {
 fn alive(pid: &str) -> bool {
     // A zombie has exited; its /proc entry lingers until reaped.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -85,29 +91,54 @@ impl BatchEngine for LocalBatchEngine {
         match tokio::fs::create_dir(&dir).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Ok(Submitted { job_id: req.job_id.clone(), adopted: true });
+                return Ok(Submitted {
+                    job_id: req.job_id.clone(),
+                    adopted: true,
+                });
             }
             Err(e) => return Err(PortError::Transient(format!("{}: {e}", dir.display()))),
         }
         let command = render_command(&spec.command, &req.vars);
         let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", dir.display()));
-        tokio::fs::write(dir.join("command"), &command).await.map_err(io)?;
+        tokio::fs::write(dir.join("command"), &command)
+            .await
+            .map_err(io)?;
         let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c").arg(WRAPPER).arg("conveyor-batch").arg(&command).arg(&dir);
+        cmd.arg("-c")
+            .arg(WRAPPER)
+            .arg("conveyor-batch")
+            .arg(&command)
+            .arg(&dir);
         for (k, v) in &req.vars {
-            let key: String = k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+            let key: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
             cmd.env(format!("CONVEYOR_{key}"), v);
         }
         cmd.envs(&spec.env);
-        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         cmd.process_group(0);
-        let child = cmd.spawn().map_err(|e| PortError::Transient(format!("cannot start sh: {e}")))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| PortError::Transient(format!("cannot start sh: {e}")))?;
         let pid = child.id().map(|p| p.to_string()).unwrap_or_default();
         tokio::fs::write(dir.join("pid"), &pid).await.map_err(io)?;
         // The child is not awaited here: tokio reaps it in the background once it exits, and
         // its exit status is read from the job directory.
         drop(child);
-        Ok(Submitted { job_id: req.job_id.clone(), adopted: false })
+        Ok(Submitted {
+            job_id: req.job_id.clone(),
+            adopted: false,
+        })
     }
 
     async fn state(&self, _spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError> {
@@ -117,29 +148,64 @@ impl BatchEngine for LocalBatchEngine {
         }
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
         if read("cancelled").is_some() {
-            return Ok(JobState { state: "CANCELLED".to_owned(), terminal: true, error: Some("cancelled".to_owned()) });
+            return Ok(JobState {
+                state: "CANCELLED".to_owned(),
+                terminal: true,
+                error: Some("cancelled".to_owned()),
+            });
         }
         if let Some(code) = read("exit_code") {
             let code = code.trim();
             if code == "0" {
-                return Ok(JobState { state: "SUCCEEDED".to_owned(), terminal: true, error: None });
+                return Ok(JobState {
+                    state: "SUCCEEDED".to_owned(),
+                    terminal: true,
+                    error: None,
+                });
             }
             let stderr = read("stderr.log").unwrap_or_default();
-            let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(500).collect::<String>();
-            let error = if last.is_empty() { format!("exit status {code}") } else { format!("exit status {code}: {last}") };
-            return Ok(JobState { state: "FAILED".to_owned(), terminal: true, error: Some(error) });
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .chars()
+                .take(500)
+                .collect::<String>();
+            let error = if last.is_empty() {
+                format!("exit status {code}")
+            } else {
+                format!("exit status {code}: {last}")
+            };
+            return Ok(JobState {
+                state: "FAILED".to_owned(),
+                terminal: true,
+                error: Some(error),
+            });
         }
         match read("pid") {
-            Some(pid) if alive(pid.trim()) => Ok(JobState { state: "RUNNING".to_owned(), terminal: false, error: None }),
+            Some(pid) if alive(pid.trim()) => Ok(JobState {
+                state: "RUNNING".to_owned(),
+                terminal: false,
+                error: None,
+            }),
             Some(_) => {
                 // The wrapper writes exit_code right after the command ends; give it a moment.
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 if dir.join("exit_code").exists() {
                     return self.state(_spec, job_id).await;
                 }
-                Ok(JobState { state: "FAILED".to_owned(), terminal: true, error: Some("the batch process vanished without an exit status".to_owned()) })
+                Ok(JobState {
+                    state: "FAILED".to_owned(),
+                    terminal: true,
+                    error: Some("the batch process vanished without an exit status".to_owned()),
+                })
             }
-            None => Ok(JobState { state: "PENDING".to_owned(), terminal: false, error: None }),
+            None => Ok(JobState {
+                state: "PENDING".to_owned(),
+                terminal: false,
+                error: None,
+            }),
         }
     }
 
@@ -149,12 +215,17 @@ impl BatchEngine for LocalBatchEngine {
         if dir.join("exit_code").exists() {
             return Ok(());
         }
-        tokio::fs::write(dir.join("cancelled"), "").await.map_err(io)?;
+        tokio::fs::write(dir.join("cancelled"), "")
+            .await
+            .map_err(io)?;
         if let Ok(pid) = tokio::fs::read_to_string(dir.join("pid")).await {
             let pid = pid.trim();
             if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
                 // The job runs in its own process group: end the whole group.
-                let _ = tokio::process::Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).status().await;
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-TERM", "--", &format!("-{pid}")])
+                    .status()
+                    .await;
             }
         }
         Ok(())
@@ -168,6 +239,9 @@ mod tests {
     #[test]
     fn placeholders_are_shell_quoted() {
         let vars = BTreeMap::from([("date".to_owned(), "$(rm -rf ~)'x".to_owned())]);
-        assert_eq!(render_command("echo {date} {other}", &vars), r"echo '$(rm -rf ~)'\''x' {other}");
+        assert_eq!(
+            render_command("echo {date} {other}", &vars),
+            r"echo '$(rm -rf ~)'\''x' {other}"
+        );
     }
 }

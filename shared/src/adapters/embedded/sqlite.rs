@@ -62,7 +62,8 @@ fn ts(t: &DateTime<Utc>) -> String {
 }
 
 fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
-    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&Utc))
+    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 impl SqliteWarehouse {
@@ -74,7 +75,8 @@ impl SqliteWarehouse {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(transient)?;
         let conn = Connection::open(dir.join("_jobs.sqlite")).map_err(transient)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(transient)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(transient)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS load_jobs (
                 job_id TEXT PRIMARY KEY, destination TEXT NOT NULL, source TEXT NOT NULL,
@@ -83,7 +85,10 @@ impl SqliteWarehouse {
         .map_err(transient)?;
         Ok(Self {
             dir,
-            conn: Arc::new(Mutex::new(Db { conn, attached: HashSet::new() })),
+            conn: Arc::new(Mutex::new(Db {
+                conn,
+                attached: HashSet::new(),
+            })),
             store,
         })
     }
@@ -117,7 +122,10 @@ fn attach(db: &mut Db, dir: &std::path::Path, dataset: &str) -> Result<(), PortE
     let path = dir.join(format!("{dataset}.sqlite"));
     // The dataset name passed TableRef's parser ([A-Za-z0-9_]+), so quoting it is safe.
     db.conn
-        .execute(&format!("ATTACH DATABASE ?1 AS \"{dataset}\""), params![path.to_string_lossy()])
+        .execute(
+            &format!("ATTACH DATABASE ?1 AS \"{dataset}\""),
+            params![path.to_string_lossy()],
+        )
         .map_err(transient)?;
     db.attached.insert(dataset.to_owned());
     Ok(())
@@ -141,7 +149,10 @@ fn sql_type(t: ColumnType) -> &'static str {
 
 fn table_columns(conn: &Connection, t: &TableRef) -> Result<Option<Vec<String>>, PortError> {
     let mut stmt = conn
-        .prepare(&format!("SELECT name FROM \"{}\".pragma_table_info(?1)", t.dataset))
+        .prepare(&format!(
+            "SELECT name FROM \"{}\".pragma_table_info(?1)",
+            t.dataset
+        ))
         .map_err(transient)?;
     let cols: Vec<String> = stmt
         .query_map(params![t.table], |r| r.get(0))
@@ -151,36 +162,65 @@ fn table_columns(conn: &Connection, t: &TableRef) -> Result<Option<Vec<String>>,
     Ok(if cols.is_empty() { None } else { Some(cols) })
 }
 
-fn load_rows(db: &mut Db, dir: &std::path::Path, job: &LoadJob, rows: Rows) -> Result<LoadOutcome, PortError> {
+fn load_rows(
+    db: &mut Db,
+    dir: &std::path::Path,
+    job: &LoadJob,
+    rows: Rows,
+) -> Result<LoadOutcome, PortError> {
     attach(db, dir, &job.table.dataset)?;
     let tx = db.conn.transaction().map_err(transient)?;
     let done: Option<i64> = tx
-        .query_row("SELECT rows FROM load_jobs WHERE job_id = ?1", params![job.job_id.as_str()], |r| r.get(0))
+        .query_row(
+            "SELECT rows FROM load_jobs WHERE job_id = ?1",
+            params![job.job_id.as_str()],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(transient)?;
     if let Some(n) = done {
-        return Ok(LoadOutcome { rows: n.max(0) as u64, already_done: true });
+        return Ok(LoadOutcome {
+            rows: n.max(0) as u64,
+            already_done: true,
+        });
     }
     let table = quoted(&job.table);
     match table_columns(&tx, &job.table)? {
         None => {
             if job.create == CreateDisposition::CreateNever {
-                return Err(PortError::Permanent(format!("table {} does not exist and create_disposition is CREATE_NEVER", job.table)));
+                return Err(PortError::Permanent(format!(
+                    "table {} does not exist and create_disposition is CREATE_NEVER",
+                    job.table
+                )));
             }
             let cols: Vec<String> = rows
                 .columns
                 .iter()
-                .map(|c| format!("\"{}\" {}{}", c.name.replace('"', "\"\""), sql_type(c.ty), if c.nullable { "" } else { " NOT NULL" }))
+                .map(|c| {
+                    format!(
+                        "\"{}\" {}{}",
+                        c.name.replace('"', "\"\""),
+                        sql_type(c.ty),
+                        if c.nullable { "" } else { " NOT NULL" }
+                    )
+                })
                 .collect();
-            tx.execute_batch(&format!("CREATE TABLE {table} ({})", cols.join(", "))).map_err(transient)?;
-            if let Some(field) = job.partition.as_ref().and_then(|p| p.field.as_ref()) {
-                if rows.columns.iter().any(|c| &c.name == field) {
+            tx.execute_batch(&format!("CREATE TABLE {table} ({})", cols.join(", ")))
+                .map_err(transient)?;
+            if let Some(field) = job.partition.as_ref().and_then(|p| p.field.as_ref())
+                && rows.columns.iter().any(|c| &c.name == field) {
                     // SQLite has no partitions; an index on the partition column serves the same queries.
-                    let index = format!("\"{}\".\"{}__partition\"", job.table.dataset, job.table.table);
-                    tx.execute_batch(&format!("CREATE INDEX IF NOT EXISTS {index} ON \"{}\" (\"{}\")", job.table.table, field.replace('"', "\"\"")))
-                        .map_err(transient)?;
+                    let index = format!(
+                        "\"{}\".\"{}__partition\"",
+                        job.table.dataset, job.table.table
+                    );
+                    tx.execute_batch(&format!(
+                        "CREATE INDEX IF NOT EXISTS {index} ON \"{}\" (\"{}\")",
+                        job.table.table,
+                        field.replace('"', "\"\"")
+                    ))
+                    .map_err(transient)?;
                 }
-            }
         }
         Some(existing) => {
             let incoming: Vec<String> = rows.columns.iter().map(|c| c.name.clone()).collect();
@@ -193,12 +233,18 @@ fn load_rows(db: &mut Db, dir: &std::path::Path, job: &LoadJob, rows: Rows) -> R
             match job.write {
                 WriteDisposition::WriteAppend => {}
                 WriteDisposition::WriteTruncate => {
-                    tx.execute_batch(&format!("DELETE FROM {table}")).map_err(transient)?;
+                    tx.execute_batch(&format!("DELETE FROM {table}"))
+                        .map_err(transient)?;
                 }
                 WriteDisposition::WriteEmpty => {
-                    let n: i64 = tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).map_err(transient)?;
+                    let n: i64 = tx
+                        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                        .map_err(transient)?;
                     if n > 0 {
-                        return Err(PortError::Permanent(format!("table {} is not empty and write_disposition is WRITE_EMPTY", job.table)));
+                        return Err(PortError::Permanent(format!(
+                            "table {} is not empty and write_disposition is WRITE_EMPTY",
+                            job.table
+                        )));
                     }
                 }
             }
@@ -206,7 +252,9 @@ fn load_rows(db: &mut Db, dir: &std::path::Path, job: &LoadJob, rows: Rows) -> R
     }
     let placeholders = vec!["?"; rows.columns.len()].join(", ");
     {
-        let mut stmt = tx.prepare(&format!("INSERT INTO {table} VALUES ({placeholders})")).map_err(transient)?;
+        let mut stmt = tx
+            .prepare(&format!("INSERT INTO {table} VALUES ({placeholders})"))
+            .map_err(transient)?;
         for row in &rows.rows {
             let values: Vec<Sql> = row
                 .iter()
@@ -219,7 +267,8 @@ fn load_rows(db: &mut Db, dir: &std::path::Path, job: &LoadJob, rows: Rows) -> R
                     Value::Bytes(b) => Sql::Blob(b.clone()),
                 })
                 .collect();
-            stmt.execute(rusqlite::params_from_iter(values)).map_err(|e| PortError::Permanent(format!("insert into {}: {e}", job.table)))?;
+            stmt.execute(rusqlite::params_from_iter(values))
+                .map_err(|e| PortError::Permanent(format!("insert into {}: {e}", job.table)))?;
         }
     }
     let n = rows.rows.len() as i64;
@@ -229,7 +278,10 @@ fn load_rows(db: &mut Db, dir: &std::path::Path, job: &LoadJob, rows: Rows) -> R
     )
     .map_err(transient)?;
     tx.commit().map_err(transient)?;
-    Ok(LoadOutcome { rows: n as u64, already_done: false })
+    Ok(LoadOutcome {
+        rows: n as u64,
+        already_done: false,
+    })
 }
 
 #[async_trait]
@@ -239,21 +291,36 @@ impl Warehouse for SqliteWarehouse {
         let done = self
             .with_db(move |db, _| {
                 db.conn
-                    .query_row("SELECT rows FROM load_jobs WHERE job_id = ?1", params![job_id.as_str()], |r| r.get::<_, i64>(0))
+                    .query_row(
+                        "SELECT rows FROM load_jobs WHERE job_id = ?1",
+                        params![job_id.as_str()],
+                        |r| r.get::<_, i64>(0),
+                    )
                     .optional()
                     .map_err(transient)
             })
             .await?;
         if let Some(n) = done {
-            return Ok(LoadOutcome { rows: n.max(0) as u64, already_done: true });
+            return Ok(LoadOutcome {
+                rows: n.max(0) as u64,
+                already_done: true,
+            });
         }
         let mut reader = match self.store.open(&job.source.bucket, &job.source.name).await {
             Ok(r) => r,
-            Err(PortError::NotFound(_)) => return Err(PortError::Permanent(format!("{} does not exist", job.source.uri()))),
+            Err(PortError::NotFound(_)) => {
+                return Err(PortError::Permanent(format!(
+                    "{} does not exist",
+                    job.source.uri()
+                )));
+            }
             Err(e) => return Err(e),
         };
         let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).await.map_err(|e| PortError::Transient(format!("read {}: {e}", job.source.uri())))?;
+        reader
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| PortError::Transient(format!("read {}: {e}", job.source.uri())))?;
         let options = DecodeOptions {
             schema: match &job.schema {
                 SchemaSpec::Autodetect => None,
@@ -270,7 +337,8 @@ impl Warehouse for SqliteWarehouse {
                 other => PortError::Permanent(other.to_string()),
             })?;
         let job = job.clone();
-        self.with_db(move |db, dir| load_rows(db, dir, &job, rows)).await
+        self.with_db(move |db, dir| load_rows(db, dir, &job, rows))
+            .await
     }
 
     async fn row_count(&self, table: &TableRef) -> Result<u64, PortError> {
@@ -280,7 +348,14 @@ impl Warehouse for SqliteWarehouse {
             if table_columns(&db.conn, &table)?.is_none() {
                 return Err(PortError::NotFound(format!("table {table}")));
             }
-            let n: i64 = db.conn.query_row(&format!("SELECT COUNT(*) FROM {}", quoted(&table)), [], |r| r.get(0)).map_err(transient)?;
+            let n: i64 = db
+                .conn
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM {}", quoted(&table)),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(transient)?;
             Ok(n.max(0) as u64)
         })
         .await
@@ -289,9 +364,16 @@ impl Warehouse for SqliteWarehouse {
 
 fn ensure_run_log(db: &mut Db, dir: &std::path::Path, table: &TableRef) -> Result<(), PortError> {
     attach(db, dir, &table.dataset)?;
-    let cols: Vec<String> = RUN_LOG_COLUMNS.iter().map(|(n, t)| format!("\"{n}\" {t}")).collect();
+    let cols: Vec<String> = RUN_LOG_COLUMNS
+        .iter()
+        .map(|(n, t)| format!("\"{n}\" {t}"))
+        .collect();
     db.conn
-        .execute_batch(&format!("CREATE TABLE IF NOT EXISTS {} ({})", quoted(table), cols.join(", ")))
+        .execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            quoted(table),
+            cols.join(", ")
+        ))
         .map_err(transient)
 }
 
@@ -364,9 +446,14 @@ impl RunLog for SqliteWarehouse {
         let table = table.clone();
         self.with_db(move |db, dir| {
             ensure_run_log(db, dir, &table)?;
-            let sql = format!("SELECT {SELECT_RUN_LOG} FROM {} ORDER BY td_timestamp DESC, rowid DESC LIMIT ?1", quoted(&table));
+            let sql = format!(
+                "SELECT {SELECT_RUN_LOG} FROM {} ORDER BY td_timestamp DESC, rowid DESC LIMIT ?1",
+                quoted(&table)
+            );
             let mut stmt = db.conn.prepare(&sql).map_err(transient)?;
-            let rows = stmt.query_map(params![limit as i64], read_row).map_err(transient)?;
+            let rows = stmt
+                .query_map(params![limit as i64], read_row)
+                .map_err(transient)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(transient)
         })
         .await

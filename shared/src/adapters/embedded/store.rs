@@ -56,7 +56,12 @@ impl LocalStore {
         self.bucket_dir(bucket).join(name.as_str())
     }
 
-    async fn meta(&self, bucket: &BucketName, name: &ObjectName, path: &Path) -> Result<ObjectMeta, PortError> {
+    async fn meta(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        path: &Path,
+    ) -> Result<ObjectMeta, PortError> {
         let md = tokio::fs::metadata(path).await.map_err(|e| io(e, path))?;
         let mut file = tokio::fs::File::open(path).await.map_err(|e| io(e, path))?;
         let mut h = Sha256::new();
@@ -84,23 +89,39 @@ impl LocalStore {
 
 fn stamp(md: &std::fs::Metadata) -> (String, DateTime<Utc>) {
     let modified = md.modified().unwrap_or(UNIX_EPOCH);
-    let nanos = modified.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = modified
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     (nanos.to_string(), DateTime::<Utc>::from(modified))
 }
 
 #[async_trait]
 impl ObjectStore for LocalStore {
-    async fn put(&self, bucket: &BucketName, name: &ObjectName, mut body: ByteStream) -> Result<ObjectMeta, PortError> {
+    async fn put(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        mut body: ByteStream,
+    ) -> Result<ObjectMeta, PortError> {
         let path = self.path(bucket, name);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| io(e, &dir))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io(e, &dir))?;
         let tmp = dir.join(format!(".{}.{}.tmp", name.file_name(), std::process::id()));
         let result = async {
-            let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| io(e, &tmp))?;
-            tokio::io::copy(&mut body, &mut out).await.map_err(|e| PortError::Transient(format!("copy into {}: {e}", tmp.display())))?;
+            let mut out = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| io(e, &tmp))?;
+            tokio::io::copy(&mut body, &mut out)
+                .await
+                .map_err(|e| PortError::Transient(format!("copy into {}: {e}", tmp.display())))?;
             out.flush().await.map_err(|e| io(e, &tmp))?;
             out.sync_all().await.map_err(|e| io(e, &tmp))?;
-            tokio::fs::rename(&tmp, &path).await.map_err(|e| io(e, &path))
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(|e| io(e, &path))
         }
         .await;
         if let Err(e) = result {
@@ -112,11 +133,17 @@ impl ObjectStore for LocalStore {
 
     async fn open(&self, bucket: &BucketName, name: &ObjectName) -> Result<ByteStream, PortError> {
         let path = self.path(bucket, name);
-        let f = tokio::fs::File::open(&path).await.map_err(|e| io(e, &path))?;
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io(e, &path))?;
         Ok(Box::pin(f))
     }
 
-    async fn head(&self, bucket: &BucketName, name: &ObjectName) -> Result<Option<ObjectMeta>, PortError> {
+    async fn head(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+    ) -> Result<Option<ObjectMeta>, PortError> {
         let path = self.path(bucket, name);
         match self.meta(bucket, name, &path).await {
             Ok(m) => Ok(Some(m)),
@@ -141,7 +168,9 @@ impl ObjectStore for LocalStore {
 /// Every visible regular file under `dir`, with its (size, generation).
 fn scan(dir: &Path) -> Vec<(ObjectName, (u64, String))> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(ObjectName, (u64, String))>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
             if name.to_string_lossy().starts_with('.') {
@@ -153,10 +182,15 @@ fn scan(dir: &Path) -> Vec<(ObjectName, (u64, String))> {
                 walk(root, &path, out);
             } else if md.is_file() {
                 let rel = path.strip_prefix(root).unwrap_or(&path);
-                let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
                 match ObjectName::parse(&rel.join("/")) {
                     Ok(n) => out.push((n, (md.len(), stamp(&md).0))),
-                    Err(e) => warn!(path = %path.display(), error = %e, "file name is not a valid object name; ignored"),
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "file name is not a valid object name; ignored")
+                    }
                 }
             }
         }
@@ -181,7 +215,12 @@ pub struct Watcher {
 impl Watcher {
     /// A watcher of `buckets` in `store`.
     pub fn new(store: LocalStore, buckets: Vec<BucketName>, interval: Duration) -> Self {
-        Self { store, buckets, interval, unsettled: Arc::new(AtomicUsize::new(0)) }
+        Self {
+            store,
+            buckets,
+            interval,
+            unsettled: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Keeps the count of files seen but not yet announced (still changing, or waiting for
@@ -199,7 +238,9 @@ impl Watcher {
             let mut current = HashMap::new();
             for bucket in &self.buckets {
                 let dir = self.store.bucket_dir(bucket);
-                let found = tokio::task::spawn_blocking(move || scan(&dir)).await.unwrap_or_default();
+                let found = tokio::task::spawn_blocking(move || scan(&dir))
+                    .await
+                    .unwrap_or_default();
                 for (name, sig) in found {
                     current.insert((bucket.clone(), name), sig);
                 }
@@ -220,7 +261,10 @@ impl Watcher {
                 }
             }
             announced.retain(|k, _| current.contains_key(k));
-            let unsettled = current.iter().filter(|(k, sig)| announced.get(*k) != Some(*sig)).count();
+            let unsettled = current
+                .iter()
+                .filter(|(k, sig)| announced.get(*k) != Some(*sig))
+                .count();
             self.unsettled.store(unsettled, Ordering::SeqCst);
             previous = current;
             if tx.is_closed() {
@@ -241,11 +285,20 @@ mod tests {
         let store = LocalStore::new(dir.path()).unwrap();
         let b = BucketName::parse("landing").unwrap();
         let n = ObjectName::parse("a/b.csv").unwrap();
-        let meta = store.put(&b, &n, Box::pin(&b"x,y\n1,2\n"[..])).await.unwrap();
+        let meta = store
+            .put(&b, &n, Box::pin(&b"x,y\n1,2\n"[..]))
+            .await
+            .unwrap();
         assert_eq!(meta.object.size, Some(8));
         let again = store.head(&b, &n).await.unwrap().unwrap();
         assert_eq!(again.etag, meta.etag);
-        assert!(store.head(&b, &ObjectName::parse("nope").unwrap()).await.unwrap().is_none());
+        assert!(
+            store
+                .head(&b, &ObjectName::parse("nope").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(store.list(&b, "a/").await.unwrap().len(), 1);
     }
 
@@ -260,9 +313,17 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let w = Watcher::new(store, vec![b], Duration::from_millis(20));
         let task = tokio::spawn(w.run(tx));
-        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(first.name.as_str(), "x/f.csv");
-        assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err(), "announced twice");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), rx.recv())
+                .await
+                .is_err(),
+            "announced twice"
+        );
         task.abort();
     }
 }
