@@ -350,9 +350,10 @@ fn plain(value: Value) -> Result<Inbound, InboundError> {
         };
         let key = value.get("key").and_then(Value::as_str).map(str::to_owned);
         if let Some(k) = &key
-            && (k.is_empty() || k.len() > 200) {
-                return Err(InboundError("`key` must be 1 to 200 characters".to_owned()));
-            }
+            && (k.is_empty() || k.len() > 200)
+        {
+            return Err(InboundError("`key` must be 1 to 200 characters".to_owned()));
+        }
         return Ok(Inbound::Start(StartRequest {
             pipeline,
             origin,

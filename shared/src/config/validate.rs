@@ -73,9 +73,11 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
     for p in &mut config.pipelines {
         if let Some(stage) = &mut p.stage
-            && !stage.source.contains("://") && Path::new(&stage.source).is_relative() {
-                stage.source = base.join(&stage.source).display().to_string();
-            }
+            && !stage.source.contains("://")
+            && Path::new(&stage.source).is_relative()
+        {
+            stage.source = base.join(&stage.source).display().to_string();
+        }
     }
     Ok(config)
 }
@@ -285,13 +287,14 @@ impl Validator {
             );
         }
         if let Some(s) = &t.schedule
-            && let Err(e) = croner::Cron::new(&s.cron).parse() {
-                self.issue(
-                    format!("{path}.trigger.schedule.cron"),
-                    at(&["trigger", "schedule", "cron"]),
-                    format!("invalid cron expression {:?}: {e}", s.cron),
-                );
-            }
+            && let Err(e) = croner::Cron::new(&s.cron).parse()
+        {
+            self.issue(
+                format!("{path}.trigger.schedule.cron"),
+                at(&["trigger", "schedule", "cron"]),
+                format!("invalid cron expression {:?}: {e}", s.cron),
+            );
+        }
         let captures: Vec<String> = t
             .object
             .as_ref()
@@ -305,13 +308,14 @@ impl Validator {
                     "must not be empty",
                 );
             } else if let Some((scheme, _)) = stage.source.split_once("://")
-                && !matches!(scheme, "http" | "https" | "file") {
-                    self.issue(
+                && !matches!(scheme, "http" | "https" | "file")
+            {
+                self.issue(
                         format!("{path}.stage.source"),
                         at(&["stage", "source"]),
                         format!("unsupported source scheme {scheme:?}: use a local path, file://, http:// or https://"),
                     );
-                }
+            }
             for name in placeholders(&stage.prefix) {
                 if name != "date" && name != "run_id" {
                     self.issue(

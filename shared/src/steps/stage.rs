@@ -223,25 +223,24 @@ pub async fn stage_pipeline(
                 continue;
             }
         };
-        if !full
-            && let Location::File(path) = &item.location {
-                let existing = ctx
-                    .ports
-                    .store
-                    .head(&spec.bucket, &name)
+        if !full && let Location::File(path) = &item.location {
+            let existing = ctx
+                .ports
+                .store
+                .head(&spec.bucket, &name)
+                .await
+                .map_err(StepError::from_port)?;
+            if let Some(meta) = existing {
+                let (hash, size) = sha256_of_file(path)
                     .await
-                    .map_err(StepError::from_port)?;
-                if let Some(meta) = existing {
-                    let (hash, size) = sha256_of_file(path)
-                        .await
-                        .map_err(|e| StepError::Transient(e.to_string()))?;
-                    if meta.etag == hash && meta.object.size == Some(size) {
-                        progress(&format!("[{}/{total}] unchanged {target}", i + 1));
-                        report.skipped.push(target);
-                        continue;
-                    }
+                    .map_err(|e| StepError::Transient(e.to_string()))?;
+                if meta.etag == hash && meta.object.size == Some(size) {
+                    progress(&format!("[{}/{total}] unchanged {target}", i + 1));
+                    report.skipped.push(target);
+                    continue;
                 }
             }
+        }
         let result = async {
             let body = open_item(item).await?;
             ctx.ports.store.put(&spec.bucket, &name, body).await

@@ -208,19 +208,20 @@ fn load_rows(
             tx.execute_batch(&format!("CREATE TABLE {table} ({})", cols.join(", ")))
                 .map_err(transient)?;
             if let Some(field) = job.partition.as_ref().and_then(|p| p.field.as_ref())
-                && rows.columns.iter().any(|c| &c.name == field) {
-                    // SQLite has no partitions; an index on the partition column serves the same queries.
-                    let index = format!(
-                        "\"{}\".\"{}__partition\"",
-                        job.table.dataset, job.table.table
-                    );
-                    tx.execute_batch(&format!(
-                        "CREATE INDEX IF NOT EXISTS {index} ON \"{}\" (\"{}\")",
-                        job.table.table,
-                        field.replace('"', "\"\"")
-                    ))
-                    .map_err(transient)?;
-                }
+                && rows.columns.iter().any(|c| &c.name == field)
+            {
+                // SQLite has no partitions; an index on the partition column serves the same queries.
+                let index = format!(
+                    "\"{}\".\"{}__partition\"",
+                    job.table.dataset, job.table.table
+                );
+                tx.execute_batch(&format!(
+                    "CREATE INDEX IF NOT EXISTS {index} ON \"{}\" (\"{}\")",
+                    job.table.table,
+                    field.replace('"', "\"\"")
+                ))
+                .map_err(transient)?;
+            }
         }
         Some(existing) => {
             let incoming: Vec<String> = rows.columns.iter().map(|c| c.name.clone()).collect();
