@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, lints, and all tests (unit, integration, end to end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log
+# `tee` hides cargo's exit status from `set -e`; read it from the pipe.
+status=${PIPESTATUS[0]}
+passed=$(grep -Eo '[0-9]+ passed' target/test-output.log | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {print s+0}')
+echo "${passed} passed, ${failed} failed"
+exit "$status"
