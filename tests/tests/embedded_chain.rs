@@ -405,6 +405,23 @@ pipelines:
         let (status, reply) = chain.post(StepName::Load, &body, "application/json").await;
         assert_eq!(status, StatusCode::OK, "{reply}");
     }
+    // A hand-written curl without a generation means the object as it is now: the same run.
+    let (status, reply) = chain
+        .post(
+            StepName::Load,
+            r#"{"bucket":"landing","name":"in/d1/a.csv"}"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, reply) = chain
+        .post(
+            StepName::Load,
+            r#"{"bucket":"landing","name":"in/d1/missing.csv"}"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
     chain.settle(Duration::from_secs(30)).await;
     assert_eq!(chain.rows("ds.once_d1").await, 3);
     assert_eq!(chain.batch_dirs(), 1);
