@@ -6,6 +6,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo build (the emulator tests run the function binaries as processes)"
+cargo build --workspace --bins --quiet
 echo "==> cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log
 # `tee` hides cargo's exit status from `set -e`; read it from the pipe.

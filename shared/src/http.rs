@@ -19,7 +19,7 @@ use serde_json::json;
 use tracing::{error, info, warn};
 
 use crate::event::StepName;
-use crate::inbound::{Delivery, parse_http};
+use crate::inbound::{Delivery, Inbound, parse_http};
 use crate::steps::{self, Context, Outcome, StepError};
 
 /// Largest accepted request body: a Pub/Sub message is at most 10 MB, base64 makes it 13.4.
@@ -81,6 +81,14 @@ async fn handle(
 ) -> Result<Json<Outcome>, AppError> {
     let (delivery, parsed) = parse_http(&headers, &body);
     let result = match parsed {
+        // Subscriptions filter by type in production; the Pub/Sub emulator ignores filters.
+        // An event meant for another step is acknowledged and left alone.
+        Ok(Inbound::Event(e)) if !steps::subscriptions(app.step).contains(&e.kind) => {
+            return Ok(Json(Outcome {
+                summary: format!("{} is not for the {} function; ignored", e.kind, app.step),
+                events: Vec::new(),
+            }));
+        }
         Ok(inbound) => steps::handle(app.step, &app.ctx, inbound).await,
         Err(e) => Err(StepError::Rejected(e.0)),
     };

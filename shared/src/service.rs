@@ -60,6 +60,9 @@ struct Platform {
     /// Cloud Run's `PORT`.
     #[serde(default = "default_port")]
     port: u16,
+    /// Set by AWS Lambda: run the same router through the Lambda runtime.
+    #[serde(default)]
+    aws_lambda_runtime_api: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -135,14 +138,15 @@ pub async fn serve(
         .context("server failed")
 }
 
-/// The whole life of a function binary: config, telemetry, adapters, serve.
+/// The whole life of a function binary: config, telemetry, adapters, serve (on Cloud Run,
+/// or on AWS Lambda when `AWS_LAMBDA_RUNTIME_API` is set).
 ///
 /// # Errors
 /// When the configuration is bad or the server cannot start.
 pub async fn run_function(step: StepName) -> anyhow::Result<()> {
     let settings = ServiceConfig::from_env()?;
     let platform = envy::from_env::<Platform>()
-        .map_err(|e| anyhow::anyhow!("bad PORT: {}", envy_message(e, "")))?;
+        .map_err(|e| anyhow::anyhow!("bad platform variable: {}", envy_message(e, "")))?;
     telemetry::init(settings.log_format, &settings.log);
     let pipelines = Arc::new(config::load_file(&settings.config)?);
     let addr = SocketAddr::from(([0, 0, 0, 0], platform.port));
@@ -158,13 +162,36 @@ pub async fn run_function(step: StepName) -> anyhow::Result<()> {
                     })
                     .await;
             });
-            let result = serve(router, addr, shutdown_signal()).await;
+            let result = serve_on(router, addr, platform.aws_lambda_runtime_api.is_some()).await;
             let _ = stop_tx.send(());
             let _ = runtime.await;
             result
         }
-        Adapters::Gcp => anyhow::bail!(
-            "CONVEYOR_ADAPTERS=gcp: the Google Cloud adapters are not part of this build yet"
-        ),
+        Adapters::Gcp => {
+            let gcp = crate::adapters::gcp::GcpSettings::from_env()?;
+            let ports = crate::adapters::gcp::ports(&gcp).await?;
+            let ctx = crate::steps::Context {
+                config: pipelines,
+                ports,
+            };
+            info!(step = %step, project = %gcp.project, topic = %gcp.topic(), "starting on Google Cloud adapters");
+            serve_on(
+                crate::http::router(step, ctx),
+                addr,
+                platform.aws_lambda_runtime_api.is_some(),
+            )
+            .await
+        }
     }
+}
+
+/// Serves over HTTP, or through the Lambda runtime API when running on AWS Lambda.
+async fn serve_on(router: axum::Router, addr: SocketAddr, lambda: bool) -> anyhow::Result<()> {
+    if lambda {
+        info!("running on AWS Lambda");
+        return lambda_http::run(router)
+            .await
+            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
+    }
+    serve(router, addr, shutdown_signal()).await
 }

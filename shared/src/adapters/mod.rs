@@ -6,3 +6,4 @@
 //! - `gcp` (production): Pub/Sub, Cloud Storage, BigQuery and the batch engines' APIs.
 
 pub mod embedded;
+pub mod gcp;

