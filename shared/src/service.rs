@@ -32,17 +32,38 @@ pub struct ServiceConfig {
     #[serde(default = "default_config")]
     pub config: PathBuf,
     /// `CONVEYOR_ADAPTERS`: `embedded` (default) or `gcp`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "adapters_var")]
     pub adapters: Adapters,
     /// `CONVEYOR_STATE_DIR`: the embedded state directory (default `.conveyor`).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// `CONVEYOR_LOG_FORMAT`: `text` (default) or `json` (Cloud Logging).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "log_format_var")]
     pub log_format: LogFormat,
     /// `CONVEYOR_LOG`: a tracing filter such as `info,conveyor=debug`.
     #[serde(default = "default_log")]
     pub log: String,
+}
+
+/// envy names the variable for malformed numbers but not for unknown enum words: these do.
+fn adapters_var<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Adapters, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "embedded" => Ok(Adapters::Embedded),
+        "gcp" => Ok(Adapters::Gcp),
+        other => Err(serde::de::Error::custom(format!(
+            "CONVEYOR_ADAPTERS must be `embedded` or `gcp`, not {other:?}"
+        ))),
+    }
+}
+
+fn log_format_var<'de, D: serde::Deserializer<'de>>(d: D) -> Result<LogFormat, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(serde::de::Error::custom(format!(
+            "CONVEYOR_LOG_FORMAT must be `text` or `json`, not {other:?}"
+        ))),
+    }
 }
 
 fn default_config() -> PathBuf {
@@ -89,11 +110,7 @@ fn envy_message(e: envy::Error, prefix: &str) -> String {
         envy::Error::MissingValue(field) => {
             format!("missing variable {prefix}{}", field.to_ascii_uppercase())
         }
-        envy::Error::Custom(msg) => {
-            // envy says `unknown variant `x`` or `invalid digit ... while parsing field`; add the
-            // variable name when envy gives it.
-            format!("{msg} (check the {prefix}* variables)")
-        }
+        envy::Error::Custom(msg) => msg,
     }
 }
 
@@ -136,6 +153,19 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .context("server failed")
+}
+
+/// `main` of a function binary: runs it, and on failure prints the error chain (no backtrace)
+/// and exits with status 1, so a bad variable reads as one clear line in Cloud Logging.
+pub async fn main(step: StepName) -> std::process::ExitCode {
+    match run_function(step).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "the service cannot start");
+            eprintln!("conveyor-{step}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// The whole life of a function binary: config, telemetry, adapters, serve (on Cloud Run,

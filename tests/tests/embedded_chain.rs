@@ -612,3 +612,29 @@ async fn every_function_accepts_a_binary_mode_cloudevent_and_answers_healthz() {
     assert_eq!(health.status(), StatusCode::OK);
     chain.stop().await;
 }
+
+#[tokio::test]
+async fn the_same_router_answers_a_recorded_lambda_function_url_event() {
+    let chain = Chain::start(FOUR_FORMATS).await;
+    let event = include_str!("fixtures/lambda-function-url.json");
+    let req = lambda_http::request::from_str(event).expect("a Function URL event");
+    let req = req.map(|body| Body::from(body.to_vec()));
+    let resp = conveyor::http::router(StepName::Submit, chain.ctx.clone())
+        .oneshot(req)
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let reply: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    assert!(
+        reply["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("submitted cv-batch-avro-")),
+        "{reply}"
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(chain.batch_dirs(), 1);
+    chain.stop().await;
+}

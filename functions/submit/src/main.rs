@@ -1,6 +1,6 @@
 //! Entry point of the submit function.
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    conveyor::service::run_function(conveyor_submit::STEP).await
+async fn main() -> std::process::ExitCode {
+    conveyor::service::main(conveyor_submit::STEP).await
 }
