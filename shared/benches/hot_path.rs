@@ -42,6 +42,14 @@ impl ObjectStore for Instant {
     async fn list(&self, _: &BucketName, _: &str) -> Result<Vec<ObjectMeta>, PortError> {
         Ok(Vec::new())
     }
+    async fn create_new(
+        &self,
+        _: &BucketName,
+        _: &ObjectName,
+        _: ByteStream,
+    ) -> Result<Option<ObjectMeta>, PortError> {
+        Ok(None)
+    }
 }
 
 #[async_trait]

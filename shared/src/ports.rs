@@ -77,6 +77,10 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<Option<ObjectMeta>, PortError>;
     /// Every object whose name starts with `prefix`, in name order.
     async fn list(&self, bucket: &BucketName, prefix: &str) -> Result<Vec<ObjectMeta>, PortError>;
+    /// Writes `body` to `bucket/name` only if no object exists there, atomically: `None` when
+    /// one already did (nothing is written). For markers and leases that two deliveries of
+    /// one event may race to create.
+    async fn create_new(&self, bucket: &BucketName, name: &ObjectName, body: ByteStream) -> Result<Option<ObjectMeta>, PortError>;
 }
 
 /// Where events go: Pub/Sub topics, or the in-process bus.
@@ -172,6 +176,19 @@ pub trait BatchEngine: Send + Sync {
     async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError>;
     /// Cancels the job (and releases what it holds). Cancelling a finished job is not an error.
     async fn cancel(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError>;
+    /// Follows the job one check further and returns its state. An engine whose submission
+    /// goes on after `submit` returns (a Dataproc job waits for its ephemeral cluster before
+    /// it can be submitted) carries it on here, which is why it gets the whole request; the
+    /// poll step rebuilds that request from the run log. The default asks [`Self::state`].
+    async fn follow(&self, req: &BatchRequest) -> Result<JobState, PortError> {
+        self.state(&req.spec, &req.job_id).await
+    }
+    /// Releases what the job holds once it has ended in any state (the ephemeral cluster of a
+    /// Dataproc job). Idempotent: releasing twice, or what is already gone, is not an error.
+    /// The default holds nothing.
+    async fn release(&self, _spec: &BatchSpec, _job_id: &JobId) -> Result<(), PortError> {
+        Ok(())
+    }
 }
 
 /// One row of the run log: seed 000's columns first, then what operators need.

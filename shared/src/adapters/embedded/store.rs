@@ -131,6 +131,42 @@ impl ObjectStore for LocalStore {
         self.meta(bucket, name, &path).await
     }
 
+    async fn create_new(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        mut body: ByteStream,
+    ) -> Result<Option<ObjectMeta>, PortError> {
+        let path = self.path(bucket, name);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io(e, &dir))?;
+        let tmp = dir.join(format!(".{}.{}.new", name.file_name(), std::process::id()));
+        let result = async {
+            let mut out = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| io(e, &tmp))?;
+            tokio::io::copy(&mut body, &mut out)
+                .await
+                .map_err(|e| PortError::Transient(format!("copy into {}: {e}", tmp.display())))?;
+            out.sync_all().await.map_err(|e| io(e, &tmp))?;
+            // A hard link fails when the target exists: an atomic create-if-absent.
+            match tokio::fs::hard_link(&tmp, &path).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(io(e, &path)),
+            }
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        if result? {
+            self.meta(bucket, name, &path).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     async fn open(&self, bucket: &BucketName, name: &ObjectName) -> Result<ByteStream, PortError> {
         let path = self.path(bucket, name);
         let f = tokio::fs::File::open(&path)
@@ -300,6 +336,25 @@ mod tests {
                 .is_none()
         );
         assert_eq!(store.list(&b, "a/").await.unwrap().len(), 1);
+        let marker = ObjectName::parse("a/marker").unwrap();
+        assert!(
+            store
+                .create_new(&b, &marker, Box::pin(&b"1"[..]))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .create_new(&b, &marker, Box::pin(&b"2"[..]))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            store.head(&b, &marker).await.unwrap().unwrap().object.size,
+            Some(1)
+        );
     }
 
     #[tokio::test]

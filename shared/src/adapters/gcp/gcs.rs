@@ -136,32 +136,24 @@ impl GcsStore {
         }
     }
 
-    /// Reads up to one chunk from `body`.
-    async fn fill(body: &mut ByteStream, buf: &mut Vec<u8>) -> Result<(), PortError> {
-        buf.clear();
-        let mut limited = body.take(CHUNK as u64);
-        limited
-            .read_to_end(buf)
-            .await
-            .map_err(|e| PortError::Transient(format!("read the upload source: {e}")))?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ObjectStore for GcsStore {
-    async fn put(
+    /// Streams `body` into a resumable session; with `if_absent`, only when no object exists.
+    async fn upload(
         &self,
         bucket: &BucketName,
         name: &ObjectName,
         mut body: ByteStream,
+        if_absent: bool,
     ) -> Result<ObjectMeta, PortError> {
         // A resumable session: the object appears only when the last chunk is accepted.
         let start = format!(
             "{}/upload/storage/v1/b/{bucket}/o?uploadType=resumable&name={}",
             self.base,
             encode(name.as_str())
-        );
+        ) + if if_absent {
+            "&ifGenerationMatch=0"
+        } else {
+            ""
+        };
         let resp = self
             .send(
                 self.http
@@ -220,6 +212,48 @@ impl ObjectStore for GcsStore {
                 return Ok(meta);
             }
             std::mem::swap(&mut chunk, &mut next);
+        }
+    }
+
+    /// Reads up to one chunk from `body`.
+    async fn fill(body: &mut ByteStream, buf: &mut Vec<u8>) -> Result<(), PortError> {
+        buf.clear();
+        let mut limited = body.take(CHUNK as u64);
+        limited
+            .read_to_end(buf)
+            .await
+            .map_err(|e| PortError::Transient(format!("read the upload source: {e}")))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for GcsStore {
+    async fn put(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        body: ByteStream,
+    ) -> Result<ObjectMeta, PortError> {
+        self.upload(bucket, name, body, false).await
+    }
+
+    async fn create_new(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        body: ByteStream,
+    ) -> Result<Option<ObjectMeta>, PortError> {
+        // `ifGenerationMatch=0` makes the create atomic on Cloud Storage; fake-gcs-server
+        // ignores preconditions, so an object already there is also looked for first.
+        if self.head(bucket, name).await?.is_some() {
+            return Ok(None);
+        }
+        match self.upload(bucket, name, body, true).await {
+            Ok(meta) => Ok(Some(meta)),
+            // `ifGenerationMatch=0` failed: the object exists.
+            Err(PortError::Permanent(msg)) if msg.contains("HTTP 412") => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
