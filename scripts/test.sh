@@ -8,6 +8,8 @@ echo "==> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "==> cargo build (the emulator tests run the function binaries as processes)"
 cargo build --workspace --bins --quiet
+echo "==> infra checks (Terraform, Dockerfile; see scripts/infra-check.sh)"
+./scripts/infra-check.sh
 echo "==> cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log
 # `tee` hides cargo's exit status from `set -e`; read it from the pipe.

@@ -1,6 +1,7 @@
 //! `conveyor`: validate pipeline files, run pipelines on this machine, show the run log.
 
 mod commands;
+mod schedules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,17 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = humantime_duration)]
         timeout: std::time::Duration,
     },
+    /// Print the Cloud Scheduler jobs the file asks for (one per active scheduled pipeline),
+    /// as JSON for Terraform.
+    Schedules {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "json")]
+        format: schedules::Format,
+        /// Shorthand for `--format tfvars`: `{"schedules": [...]}`, for
+        /// `infra/schedules.auto.tfvars.json`.
+        #[arg(long, conflicts_with = "format")]
+        tfvars: bool,
+    },
     /// Print the newest run-log rows.
     Status {
         /// How many rows.
@@ -100,6 +112,14 @@ async fn main() -> ExitCode {
             timeout,
         } => commands::run(&cli.config, &cli.state_dir, Some(&pipeline), full, timeout).await,
         Command::Dev { listen } => commands::dev(&cli.config, &cli.state_dir, listen).await,
+        Command::Schedules { format, tfvars } => schedules::schedules(
+            &cli.config,
+            if tfvars {
+                schedules::Format::Tfvars
+            } else {
+                format
+            },
+        ),
         Command::Status { limit, run } => {
             commands::status(&cli.config, &cli.state_dir, limit, run.as_deref()).await
         }

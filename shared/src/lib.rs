@@ -12,6 +12,7 @@
 //! - [`ports`]: the traits the steps depend on; [`adapters`]: their implementations.
 //! - [`steps`]: the five steps; [`http`]: the axum router every function serves.
 //! - [`runtime`]: the embedded runner that wires the steps together on one machine.
+//! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
 //! - [`formats`]: decoding of Avro, Parquet, CSV and NDJSON for the embedded warehouse.
 
 pub mod adapters;
@@ -23,6 +24,7 @@ pub mod inbound;
 pub mod names;
 pub mod ports;
 pub mod runtime;
+pub mod schedules;
 pub mod service;
 pub mod steps;
 pub mod telemetry;

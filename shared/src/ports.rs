@@ -80,7 +80,12 @@ pub trait ObjectStore: Send + Sync {
     /// Writes `body` to `bucket/name` only if no object exists there, atomically: `None` when
     /// one already did (nothing is written). For markers and leases that two deliveries of
     /// one event may race to create.
-    async fn create_new(&self, bucket: &BucketName, name: &ObjectName, body: ByteStream) -> Result<Option<ObjectMeta>, PortError>;
+    async fn create_new(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        body: ByteStream,
+    ) -> Result<Option<ObjectMeta>, PortError>;
 }
 
 /// Where events go: Pub/Sub topics, or the in-process bus.

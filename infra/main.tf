@@ -1,0 +1,70 @@
+# Example deployment of Conveyor: the project's APIs and one instance of the module.
+
+provider "google" {
+  project = var.project_id
+  region  = var.region
+}
+
+locals {
+  apis = concat(
+    [
+      "artifactregistry.googleapis.com",
+      "bigquery.googleapis.com",
+      "cloudscheduler.googleapis.com",
+      "iam.googleapis.com",
+      "pubsub.googleapis.com",
+      "run.googleapis.com",
+      "secretmanager.googleapis.com",
+      "storage.googleapis.com",
+    ],
+    var.dataproc_enabled ? ["dataproc.googleapis.com"] : [],
+    var.dataflow_enabled ? ["dataflow.googleapis.com"] : [],
+    var.datafusion_instance != null ? ["datafusion.googleapis.com"] : [],
+  )
+}
+
+resource "google_project_service" "api" {
+  for_each = var.enable_apis ? toset(local.apis) : toset([])
+
+  project            = var.project_id
+  service            = each.key
+  disable_on_destroy = false
+}
+
+module "conveyor" {
+  source = "./modules/conveyor"
+
+  project_id  = var.project_id
+  region      = var.region
+  name_prefix = var.name_prefix
+  image       = var.image
+  config_file = startswith(var.config_file, "/") ? var.config_file : "${path.root}/${var.config_file}"
+
+  landing_bucket        = var.landing_bucket
+  create_landing_bucket = var.create_landing_bucket
+  source_buckets        = var.source_buckets
+
+  bigquery_location = var.bigquery_location
+  datasets          = var.datasets
+  run_log_dataset   = var.run_log_dataset
+  run_log_table     = var.run_log_table
+
+  functions       = var.functions
+  ingress         = var.ingress
+  log_filter      = var.log_filter
+  manual_invokers = var.manual_invokers
+
+  dataproc_enabled            = var.dataproc_enabled
+  dataflow_enabled            = var.dataflow_enabled
+  datafusion_instance         = var.datafusion_instance
+  batch_service_account_email = var.batch_service_account_email
+  batch_code_buckets          = var.batch_code_buckets
+
+  schedules             = var.schedules
+  scheduler_region      = var.scheduler_region
+  max_delivery_attempts = var.max_delivery_attempts
+  deletion_protection   = var.deletion_protection
+  labels                = var.labels
+
+  depends_on = [google_project_service.api]
+}

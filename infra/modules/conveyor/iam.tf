@@ -1,0 +1,202 @@
+# One service account per function, each granted only what its step touches, on the exact
+# resource where IAM allows it: the landing bucket, the events topic, the datasets, the
+# config secret, the batch runtime account. No basic roles and no `*.admin` role anywhere
+# (scripts/infra-check.sh fails on one).
+
+resource "google_service_account" "function" {
+  for_each = local.function_defaults
+
+  project      = var.project_id
+  account_id   = "${local.prefix}-${each.key}"
+  display_name = "Conveyor ${each.key} function"
+  description  = "Runs the Conveyor ${each.key} Cloud Run service."
+}
+
+# Pub/Sub push subscriptions and Cloud Scheduler jobs call the services with OIDC tokens of
+# this account; it can invoke the five services and nothing else.
+resource "google_service_account" "invoker" {
+  project      = var.project_id
+  account_id   = "${local.prefix}-invoker"
+  display_name = "Conveyor invoker"
+  description  = "Identity of Pub/Sub pushes and Cloud Scheduler jobs calling Conveyor."
+}
+
+locals {
+  gcp_batch = var.dataproc_enabled || var.dataflow_enabled || var.datafusion_instance != null
+  # The account batch jobs run as: the operator's, or one created here.
+  create_batch_account = local.gcp_batch && var.batch_service_account_email == null
+  batch_account_email = (
+    var.batch_service_account_email != null ? var.batch_service_account_email
+    : local.create_batch_account ? google_service_account.batch[0].email : null
+  )
+
+  # Every step publishes: its chaining event, and a `conveyor.step.failed` when it rejects
+  # a request.
+  publishers = keys(local.function_defaults)
+
+  bucket_grants = merge(
+    {
+      # Incremental copies read what is there and overwrite changed objects.
+      "stage-landing" = { function = "stage", bucket = local.landing_bucket, role = "roles/storage.objectUser" }
+      # Reads the arrived object's metadata; BigQuery reads its content as this account.
+      "load-landing" = { function = "load", bucket = local.landing_bucket, role = "roles/storage.objectViewer" }
+    },
+    { for b in var.source_buckets : "stage-source-${b}" => { function = "stage", bucket = b, role = "roles/storage.objectViewer" } },
+    # Launching a job reads its code or template (a flex template's spec) as the caller.
+    { for pair in setproduct(["submit", "poll"], var.batch_code_buckets) : "${pair[0]}-code-${pair[1]}" => { function = pair[0], bucket = pair[1], role = "roles/storage.objectViewer" } },
+  )
+
+  dataset_grants = merge(
+    # Load jobs create and append to tables of the target datasets.
+    { for d in var.datasets : "load-${d}" => { function = "load", dataset = d } },
+    {
+      # Writes run-log rows.
+      "log-run-log" = { function = "log", dataset = var.run_log_dataset }
+      # Reads open batches from the run log. dataEditor rather than dataViewer because the
+      # BigQuery adapter makes sure the run-log table exists (tables.insert, 409 when it does),
+      # which needs bigquery.tables.create on the dataset.
+      "poll-run-log" = { function = "poll", dataset = var.run_log_dataset }
+    },
+  )
+
+  # Project-level roles, only where IAM has no narrower resource: BigQuery jobs run in the
+  # project; Dataproc batches and Dataflow jobs have no per-job IAM before they exist.
+  project_grants = merge(
+    { for f in ["load", "poll", "log"] : "${f}-bigquery-jobs" => { function = f, role = "roles/bigquery.jobUser" } },
+    var.dataproc_enabled ? { for f in ["submit", "poll"] : "${f}-dataproc" => { function = f, role = "roles/dataproc.editor" } } : {},
+    var.dataflow_enabled ? { for f in ["submit", "poll"] : "${f}-dataflow" => { function = f, role = "roles/dataflow.developer" } } : {},
+  )
+}
+
+resource "google_storage_bucket_iam_member" "function" {
+  for_each = local.bucket_grants
+
+  bucket = each.value.bucket
+  role   = each.value.role
+  member = google_service_account.function[each.value.function].member
+}
+
+resource "google_pubsub_topic_iam_member" "events_publisher" {
+  for_each = toset(local.publishers)
+
+  project = var.project_id
+  topic   = google_pubsub_topic.events.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.function[each.key].member
+}
+
+resource "google_bigquery_dataset_iam_member" "function" {
+  for_each = local.dataset_grants
+
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.dataset[each.value.dataset].dataset_id
+  role       = "roles/bigquery.dataEditor"
+  member     = google_service_account.function[each.value.function].member
+}
+
+resource "google_project_iam_member" "function" {
+  for_each = local.project_grants
+
+  project = var.project_id
+  role    = each.value.role
+  member  = google_service_account.function[each.value.function].member
+}
+
+resource "google_data_fusion_instance_iam_member" "runner" {
+  for_each = var.datafusion_instance == null ? toset([]) : toset(["submit", "poll"])
+
+  project = var.project_id
+  region  = var.datafusion_instance.region
+  name    = var.datafusion_instance.name
+  role    = "roles/datafusion.runner"
+  member  = google_service_account.function[each.key].member
+}
+
+# The pipeline file, mounted into every service.
+resource "google_secret_manager_secret_iam_member" "config_reader" {
+  for_each = local.function_defaults
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.config.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.function[each.key].member
+}
+
+# Batch runtime account: jobs run as it; submit and poll may act as it and as no other.
+resource "google_service_account" "batch" {
+  count = local.create_batch_account ? 1 : 0
+
+  project      = var.project_id
+  account_id   = "${local.prefix}-batch"
+  display_name = "Conveyor batch runtime"
+  description  = "Identity of the Dataproc and Dataflow jobs that Conveyor starts."
+}
+
+resource "google_project_iam_member" "batch" {
+  for_each = local.create_batch_account ? toset(concat(
+    var.dataproc_enabled ? ["roles/dataproc.worker"] : [],
+    var.dataflow_enabled ? ["roles/dataflow.worker"] : [],
+    ["roles/bigquery.jobUser"],
+  )) : toset([])
+
+  project = var.project_id
+  role    = each.key
+  member  = google_service_account.batch[0].member
+}
+
+resource "google_bigquery_dataset_iam_member" "batch" {
+  for_each = local.create_batch_account ? toset(var.datasets) : toset([])
+
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.dataset[each.key].dataset_id
+  role       = "roles/bigquery.dataEditor"
+  member     = google_service_account.batch[0].member
+}
+
+resource "google_storage_bucket_iam_member" "batch" {
+  for_each = local.create_batch_account ? merge(
+    { landing = local.landing_bucket },
+    { for b in var.batch_code_buckets : "code-${b}" => b },
+  ) : {}
+
+  bucket = each.value
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.batch[0].member
+}
+
+resource "google_service_account_iam_member" "batch_user" {
+  for_each = local.gcp_batch ? toset(["submit", "poll"]) : toset([])
+
+  service_account_id = "projects/${var.project_id}/serviceAccounts/${local.batch_account_email}"
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.function[each.key].member
+}
+
+resource "google_cloud_run_v2_service_iam_member" "invoker" {
+  for_each = local.function_defaults
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.function[each.key].name
+  role     = "roles/run.invoker"
+  member   = google_service_account.invoker.member
+}
+
+# Operators who start runs by hand call stage and submit, never load, poll or log.
+resource "google_cloud_run_v2_service_iam_member" "manual" {
+  for_each = { for pair in setproduct(["stage", "submit"], var.manual_invokers) : "${pair[0]} ${pair[1]}" => pair }
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.function[each.value[0]].name
+  role     = "roles/run.invoker"
+  member   = each.value[1]
+}
+
+# Pub/Sub mints the push requests' OIDC tokens as the invoker. Projects created before
+# April 2021 need this grant explicitly; later ones have it through the service agent role.
+resource "google_service_account_iam_member" "pubsub_token_creator" {
+  service_account_id = google_service_account.invoker.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_agent
+}

@@ -1,0 +1,54 @@
+# Conveyor on Google Cloud: five Cloud Run services (one image), chained by CloudEvents on a
+# Pub/Sub topic, started by object arrivals and Cloud Scheduler, logging to BigQuery.
+#
+# Layout: main.tf (shared values), iam.tf (service accounts and every grant), run.tf (the
+# services and their configuration), pubsub.tf (topics, push subscriptions, dead letters),
+# storage.tf (landing bucket and its notification), bigquery.tf (datasets, run log, view),
+# scheduler.tf (pipeline schedules and the poll tick), registry.tf (image repository).
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+locals {
+  prefix            = var.name_prefix
+  bigquery_location = coalesce(var.bigquery_location, var.region)
+  scheduler_region  = coalesce(var.scheduler_region, var.region)
+  labels            = merge(var.labels, { app = "conveyor" })
+
+  # Cloud Run settings per function; `var.functions` overrides any of them.
+  function_defaults = {
+    stage  = { concurrency = 4, cpu = "1", memory = "1Gi", min_instances = 0, max_instances = 5, timeout_seconds = 900 }
+    load   = { concurrency = 8, cpu = "1", memory = "512Mi", min_instances = 0, max_instances = 10, timeout_seconds = 600 }
+    submit = { concurrency = 16, cpu = "1", memory = "512Mi", min_instances = 0, max_instances = 5, timeout_seconds = 300 }
+    poll   = { concurrency = 8, cpu = "1", memory = "512Mi", min_instances = 0, max_instances = 3, timeout_seconds = 300 }
+    log    = { concurrency = 40, cpu = "1", memory = "256Mi", min_instances = 0, max_instances = 10, timeout_seconds = 60 }
+  }
+  functions = {
+    for name, defaults in local.function_defaults : name => merge(
+      defaults,
+      { for k, v in try(var.functions[name], {}) : k => v if v != null },
+    )
+  }
+
+  # The event types each function consumes: `conveyor::steps::subscriptions`, copied to
+  # subscriptions.json and kept equal by the test `terraform_push_filters_follow_the_steps_subscriptions`.
+  consumes    = jsondecode(file("${path.module}/subscriptions.json"))
+  event_types = distinct(flatten(values(local.consumes)))
+  # One push subscription per consuming function, filtered on the `ce-type` attribute. A
+  # function that takes every type (log) filters on the prefix: six equalities joined by OR
+  # would pass Pub/Sub's 256-byte filter limit.
+  push_filters = {
+    for step, types in local.consumes : step => (
+      length(setsubtract(local.event_types, types)) == 0
+      ? "hasPrefix(attributes.ce-type, \"conveyor.\")"
+      : join(" OR ", [for t in types : "attributes.ce-type = \"${t}\""])
+    ) if length(types) > 0
+  }
+
+  landing_bucket = var.create_landing_bucket ? google_storage_bucket.landing[0].name : var.landing_bucket
+  datasets       = toset(concat([var.run_log_dataset], var.datasets))
+
+  # Google-managed service agents that act for Pub/Sub and Cloud Storage.
+  pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+}

@@ -1,0 +1,104 @@
+# The event bus: every step publishes its CloudEvent to `<prefix>-events` (the `ce-*`
+# attributes carry type, run, pipeline, step, attempt and status) and Pub/Sub pushes each
+# event to the functions that consume its type. A message that keeps failing goes to the
+# dead-letter topic instead of being retried forever.
+
+resource "google_pubsub_topic" "events" {
+  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
+  project                    = var.project_id
+  name                       = "${local.prefix}-events"
+  labels                     = local.labels
+  message_retention_duration = var.message_retention_duration
+}
+
+resource "google_pubsub_topic" "dead_letter" {
+  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
+  project                    = var.project_id
+  name                       = "${local.prefix}-events-dead-letter"
+  labels                     = local.labels
+  message_retention_duration = var.message_retention_duration
+}
+
+# Dead letters stay here to be read (`gcloud pubsub subscriptions pull`) and replayed.
+resource "google_pubsub_subscription" "dead_letter" {
+  project                    = var.project_id
+  name                       = "${local.prefix}-events-dead-letter"
+  topic                      = google_pubsub_topic.dead_letter.id
+  labels                     = local.labels
+  message_retention_duration = var.message_retention_duration
+  retain_acked_messages      = true
+  ack_deadline_seconds       = 60
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+resource "google_pubsub_subscription" "push" {
+  for_each = local.push_filters
+
+  project = var.project_id
+  name    = "${local.prefix}-${each.key}"
+  topic   = google_pubsub_topic.events.id
+  labels  = local.labels
+  filter  = each.value
+
+  # Push waits this long for the HTTP answer; the service's request timeout, at most 600 s.
+  ack_deadline_seconds       = min(600, local.functions[each.key].timeout_seconds)
+  message_retention_duration = var.message_retention_duration
+
+  push_config {
+    push_endpoint = google_cloud_run_v2_service.function[each.key].uri
+    oidc_token {
+      service_account_email = google_service_account.invoker.email
+      audience              = google_cloud_run_v2_service.function[each.key].uri
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = var.retry_minimum_backoff
+    maximum_backoff = var.retry_maximum_backoff
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  lifecycle {
+    precondition {
+      condition     = length(each.value) <= 256
+      error_message = "The Pub/Sub filter of ${each.key} is longer than 256 bytes: ${each.value}"
+    }
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_member.invoker,
+    google_pubsub_topic_iam_member.dead_letter_publisher,
+  ]
+}
+
+# Dead-lettering is done by the Pub/Sub service agent: it must publish to the dead-letter
+# topic and acknowledge (subscribe to) every subscription that forwards there.
+resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.dead_letter.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
+  for_each = merge(
+    { for k, s in google_pubsub_subscription.push : k => s.name },
+    { "load-objects" = google_pubsub_subscription.objects.name },
+  )
+
+  project      = var.project_id
+  subscription = each.value
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_agent
+}

@@ -1,0 +1,129 @@
+# The five functions: one image, one Cloud Run service each, the binary chosen by the
+# container command. The pipeline file comes from Secret Manager, mounted read-only.
+
+resource "google_secret_manager_secret" "config" {
+  project   = var.project_id
+  secret_id = "${local.prefix}-config"
+  labels    = local.labels
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "config" {
+  secret      = google_secret_manager_secret.config.id
+  secret_data = file(var.config_file)
+
+  # The running revision keeps reading its version until the new revision has taken over.
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+locals {
+  config_dir = "/etc/conveyor"
+  # The services' environment contract (see the README's "Deploy to Google Cloud"). PORT is
+  # set by Cloud Run from the container port.
+  env = merge(var.extra_env, {
+    CONVEYOR_CONFIG            = "${local.config_dir}/conveyor.yaml"
+    CONVEYOR_ADAPTERS          = "gcp"
+    CONVEYOR_LOG_FORMAT        = "json"
+    CONVEYOR_LOG               = var.log_filter
+    CONVEYOR_PROJECT           = var.project_id
+    CONVEYOR_EVENTS_TOPIC      = google_pubsub_topic.events.id
+    CONVEYOR_REGION            = var.region
+    CONVEYOR_BIGQUERY_LOCATION = local.bigquery_location
+  })
+}
+
+resource "google_cloud_run_v2_service" "function" {
+  for_each = local.functions
+
+  project             = var.project_id
+  name                = "${local.prefix}-${each.key}"
+  location            = var.region
+  description         = "Conveyor ${each.key} function."
+  ingress             = var.ingress
+  deletion_protection = var.deletion_protection
+  labels              = merge(local.labels, { conveyor-function = each.key })
+
+  template {
+    service_account                  = google_service_account.function[each.key].email
+    max_instance_request_concurrency = each.value.concurrency
+    timeout                          = "${each.value.timeout_seconds}s"
+    labels                           = merge(local.labels, { conveyor-function = each.key })
+
+    scaling {
+      min_instance_count = each.value.min_instances
+      max_instance_count = each.value.max_instances
+    }
+
+    containers {
+      name    = each.key
+      image   = var.image
+      command = ["/usr/local/bin/conveyor-${each.key}"]
+
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        limits = {
+          cpu    = each.value.cpu
+          memory = each.value.memory
+        }
+        # CPU only while a request is served: the functions do nothing between requests.
+        cpu_idle          = true
+        startup_cpu_boost = true
+      }
+
+      dynamic "env" {
+        for_each = local.env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      volume_mounts {
+        name       = "config"
+        mount_path = local.config_dir
+      }
+
+      startup_probe {
+        initial_delay_seconds = 0
+        period_seconds        = 2
+        timeout_seconds       = 1
+        failure_threshold     = 15
+        http_get {
+          path = "/healthz"
+        }
+      }
+
+      liveness_probe {
+        period_seconds    = 30
+        timeout_seconds   = 5
+        failure_threshold = 3
+        http_get {
+          path = "/healthz"
+        }
+      }
+    }
+
+    volumes {
+      name = "config"
+      secret {
+        secret = google_secret_manager_secret.config.secret_id
+        items {
+          # Pinned, so a new pipeline file is a new revision of every service.
+          version = google_secret_manager_secret_version.config.version
+          path    = "conveyor.yaml"
+        }
+      }
+    }
+  }
+
+  # A revision that cannot read its configuration would not start.
+  depends_on = [google_secret_manager_secret_iam_member.config_reader]
+}

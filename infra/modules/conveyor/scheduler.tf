@@ -1,0 +1,76 @@
+# Cloud Scheduler: one job per active scheduled pipeline, from `var.schedules` (printed by
+# `conveyor schedules --tfvars`), so for_each creates, updates and deletes jobs as pipelines
+# gain, change or lose a schedule or are made inactive; plus the poll tick.
+
+resource "google_cloud_scheduler_job" "pipeline" {
+  for_each = { for s in var.schedules : s.name => s }
+
+  project     = var.project_id
+  region      = local.scheduler_region
+  name        = each.key
+  description = "Starts Conveyor pipeline ${each.value.pipeline} at ${each.value.target} (generated from the pipeline file)."
+  schedule    = each.value.cron
+  time_zone   = each.value.time_zone
+  # A retried tick names the same scheduled minute, so it cannot start a second run.
+  attempt_deadline = "${max(15, min(1800, local.functions[each.value.target].timeout_seconds))}s"
+
+  retry_config {
+    retry_count          = 3
+    min_backoff_duration = "30s"
+    max_backoff_duration = "600s"
+    max_doublings        = 3
+  }
+
+  http_target {
+    http_method = "POST"
+    uri         = google_cloud_run_v2_service.function[each.value.target].uri
+    body        = base64encode(jsonencode(each.value.body))
+    headers = {
+      "Content-Type" = "application/json"
+    }
+    oidc_token {
+      service_account_email = google_service_account.invoker.email
+      audience              = google_cloud_run_v2_service.function[each.value.target].uri
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = each.key != "${local.prefix}-poll-tick"
+      error_message = "A pipeline's scheduler job may not be called ${local.prefix}-poll-tick: rename the pipeline."
+    }
+  }
+
+  depends_on = [google_cloud_run_v2_service_iam_member.invoker]
+}
+
+# Checks every open batch: follows it to a terminal state, times it out, resubmits a failed
+# attempt after its backoff. Missing a tick costs a minute, so it is not retried.
+resource "google_cloud_scheduler_job" "poll_tick" {
+  project          = var.project_id
+  region           = local.scheduler_region
+  name             = "${local.prefix}-poll-tick"
+  description      = "Conveyor poll tick: checks every open batch."
+  schedule         = var.poll_tick_schedule
+  time_zone        = "Etc/UTC"
+  attempt_deadline = "${max(15, min(1800, local.functions.poll.timeout_seconds))}s"
+
+  retry_config {
+    retry_count = 0
+  }
+
+  http_target {
+    http_method = "POST"
+    uri         = google_cloud_run_v2_service.function["poll"].uri
+    body        = base64encode(jsonencode({ tick = true }))
+    headers = {
+      "Content-Type" = "application/json"
+    }
+    oidc_token {
+      service_account_email = google_service_account.invoker.email
+      audience              = google_cloud_run_v2_service.function["poll"].uri
+    }
+  }
+
+  depends_on = [google_cloud_run_v2_service_iam_member.invoker]
+}

@@ -1,0 +1,181 @@
+# Inputs of the example deployment. Put yours in terraform.tfvars (see
+# terraform.tfvars.example); `schedules` comes from schedules.auto.tfvars.json, written by
+# `conveyor schedules --tfvars`.
+
+variable "project_id" {
+  description = "The Google Cloud project to deploy Conveyor into."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the services, the image repository and, by default, the landing bucket, datasets and scheduler jobs, e.g. `europe-west1`."
+  type        = string
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (services, topics, service accounts, secret, repository)."
+  type        = string
+  default     = "conveyor"
+}
+
+variable "image" {
+  description = "The Conveyor image to run, e.g. `europe-west1-docker.pkg.dev/PROJECT/conveyor/conveyor:TAG` (output `image_repository` names the repository). Only needed for the full apply; the first, targeted apply that creates the repository can pass a placeholder."
+  type        = string
+}
+
+variable "config_file" {
+  description = "Path of the pipeline configuration file deployed to the services (and from which `schedules` was generated); relative paths start at this directory."
+  type        = string
+  default     = "../examples/conveyor.yaml"
+}
+
+variable "landing_bucket" {
+  description = "Name of the landing bucket (globally unique); pipelines name it in `stage.bucket` and `trigger.object.bucket`."
+  type        = string
+}
+
+variable "create_landing_bucket" {
+  description = "Create the landing bucket (true) or use an existing bucket of that name (false)."
+  type        = bool
+  default     = true
+}
+
+variable "source_buckets" {
+  description = "Buckets that `stage` copies from (gs:// sources); it gets read access to these only."
+  type        = list(string)
+  default     = []
+}
+
+variable "bigquery_location" {
+  description = "Location of the BigQuery datasets and load jobs, e.g. `EU`; null means `region`."
+  type        = string
+  default     = null
+}
+
+variable "datasets" {
+  description = "BigQuery datasets the pipelines load into (the dataset of each `load.table`); created, and writable by `load` only."
+  type        = list(string)
+  default     = ["analytics"]
+}
+
+variable "run_log_dataset" {
+  description = "Dataset of the run-log table, as in the pipeline file's `run_log.table`."
+  type        = string
+  default     = "conveyor"
+}
+
+variable "run_log_table" {
+  description = "Table name of the run log, as in the pipeline file's `run_log.table`."
+  type        = string
+  default     = "run_log"
+}
+
+variable "functions" {
+  description = "Per-function Cloud Run overrides (concurrency, cpu, memory, min_instances, max_instances, timeout_seconds), keyed by stage, load, submit, poll or log; see the module for the defaults."
+  type = map(object({
+    concurrency     = optional(number)
+    cpu             = optional(string)
+    memory          = optional(string)
+    min_instances   = optional(number)
+    max_instances   = optional(number)
+    timeout_seconds = optional(number)
+  }))
+  default = {}
+}
+
+variable "ingress" {
+  description = "Cloud Run ingress: `INGRESS_TRAFFIC_ALL` (authenticated calls from anywhere, e.g. curl) or `INGRESS_TRAFFIC_INTERNAL_ONLY` (Pub/Sub, Scheduler and VPC only)."
+  type        = string
+  default     = "INGRESS_TRAFFIC_ALL"
+}
+
+variable "manual_invokers" {
+  description = "Members who may start pipelines by hand with curl (roles/run.invoker on stage and submit), e.g. `[\"user:you@example.com\"]`."
+  type        = list(string)
+  default     = []
+}
+
+variable "log_filter" {
+  description = "CONVEYOR_LOG of the services, e.g. `info` or `info,conveyor=debug`."
+  type        = string
+  default     = "info"
+}
+
+variable "dataproc_enabled" {
+  description = "Pipelines use the `dataproc_serverless` or `dataproc_cluster` engine (grants submit/poll roles/dataproc.editor)."
+  type        = bool
+  default     = false
+}
+
+variable "dataflow_enabled" {
+  description = "Pipelines use the `dataflow_flex` engine (grants submit/poll roles/dataflow.developer)."
+  type        = bool
+  default     = false
+}
+
+variable "datafusion_instance" {
+  description = "Cloud Data Fusion instance `{ name, region }` whose pipelines Conveyor starts (`data_fusion` engine); null when unused."
+  type = object({
+    name   = string
+    region = string
+  })
+  default = null
+}
+
+variable "batch_service_account_email" {
+  description = "Service account batch jobs run as (the pipelines' `batch.service_account`); null creates `<prefix>-batch` when a batch engine is enabled (output `batch_service_account`)."
+  type        = string
+  default     = null
+}
+
+variable "batch_code_buckets" {
+  description = "Buckets holding batch code and templates (PySpark files, jars, flex template specs), readable by submit, poll and the batch account."
+  type        = list(string)
+  default     = []
+}
+
+variable "schedules" {
+  description = "The pipelines' Cloud Scheduler jobs, from `conveyor schedules --tfvars > schedules.auto.tfvars.json`; do not edit by hand."
+  type = list(object({
+    name      = string
+    pipeline  = string
+    cron      = string
+    time_zone = string
+    target    = string
+    body = object({
+      pipeline = string
+      trigger  = string
+    })
+  }))
+  default = []
+}
+
+variable "scheduler_region" {
+  description = "Region of the Cloud Scheduler jobs when `region` has no Cloud Scheduler; null means `region`."
+  type        = string
+  default     = null
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of an event (5 to 100) before it goes to the dead-letter topic."
+  type        = number
+  default     = 10
+}
+
+variable "deletion_protection" {
+  description = "Protect the services, run-log table and view from `terraform destroy`."
+  type        = bool
+  default     = true
+}
+
+variable "enable_apis" {
+  description = "Enable the Google Cloud APIs Conveyor uses (Cloud Run, Pub/Sub, Scheduler, BigQuery, Storage, Secret Manager, Artifact Registry, IAM, and the enabled batch engines'). Set false when the project's APIs are managed elsewhere."
+  type        = bool
+  default     = true
+}
+
+variable "labels" {
+  description = "Labels added to every resource that takes labels."
+  type        = map(string)
+  default     = {}
+}

