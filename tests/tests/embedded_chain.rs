@@ -638,3 +638,90 @@ async fn the_same_router_answers_a_recorded_lambda_function_url_event() {
     assert_eq!(chain.batch_dirs(), 1);
     chain.stop().await;
 }
+
+/// Serves `body` at `/exports/orders.csv` on a local port, with an ETag.
+async fn serve_csv(body: Vec<u8>) -> String {
+    let app = axum::Router::new().route(
+        "/exports/orders.csv",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([("etag", "\"orders-v1\"")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}/exports/orders.csv")
+}
+
+#[tokio::test]
+async fn a_url_is_staged_into_the_local_bucket_once_and_the_chain_loads_it() {
+    let url = serve_csv(std::fs::read(example("orders.csv")).expect("example")).await;
+    let yaml = format!(
+        r#"
+pipelines:
+  - name: web_sales
+    trigger:
+      object: {{ bucket: landing, pattern: "sales/{{date}}/*.csv" }}
+      manual: true
+    stage:
+      source: {{ https: {{ urls: ["{url}"] }} }}
+      bucket: landing
+      prefix: "sales/{{date}}/"
+    load: {{ table: "analytics.web_{{date}}", format: CSV, skip_leading_rows: 1 }}
+"#
+    );
+    let chain = Chain::start(&yaml).await;
+    let body = r#"{"pipeline": "web_sales"}"#;
+    let (status, reply) = chain.post(StepName::Stage, body, "application/json").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert!(
+        reply["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("staged 1 object(s)")),
+        "{reply}"
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert_eq!(
+        chain
+            .rows(&format!("analytics.web_{}", today.replace('-', "_")))
+            .await,
+        input_rows("orders.csv")
+    );
+    let log = chain.run_log().await;
+    assert_eq!(
+        statuses(&log, "web_sales", "stage"),
+        vec![(1, "SUCCEEDED".to_owned())]
+    );
+    assert_eq!(
+        statuses(&log, "web_sales", "load"),
+        vec![(1, "SUCCEEDED".to_owned())]
+    );
+    assert!(
+        chain
+            .bucket("landing")
+            .join(format!("sales/{today}/orders.csv"))
+            .exists()
+    );
+
+    // The same URL, unchanged: nothing is copied again and nothing is loaded twice.
+    let (status, reply) = chain.post(StepName::Stage, body, "application/json").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert!(
+        reply["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("staged 0 object(s)") && s.contains("1 unchanged")),
+        "{reply}"
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(
+        statuses(&chain.run_log().await, "web_sales", "load").len(),
+        1
+    );
+    chain.stop().await;
+}

@@ -2,7 +2,11 @@
 //!
 //! # Layout
 //! - `mod.rs`: the configuration types, each field documented as it appears in the file.
+//! - `batch.rs`: the batch engines' specs (`engine: local | dataproc_serverless |
+//!   dataproc_cluster | dataflow_flex | data_fusion`) and what their states mean.
 //! - `pattern.rs`: object path patterns with named captures, and `{name}` templates.
+//! - `stage.rs`: the stage section: sources (local path, S3, Cloud Storage, https), object
+//!   name templates, and the checks that keep credentials out of the file.
 //! - `validate.rs`: loading with *every* error reported, each with its field path and line.
 //!
 //! # Example
@@ -22,15 +26,25 @@
 //!     poll: { timeout: 10m, max_attempts: 3 }
 //! ```
 
+mod batch;
 mod pattern;
+mod stage;
 mod validate;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use batch::{
+    BatchSpec, ClusterSpec, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
+    DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob,
+    parameter_placeholders, render_parameter,
+};
 pub use pattern::{PathPattern, PatternError, placeholders, render, table_safe};
+pub use stage::{
+    GcsSource, HttpsSource, S3Source, S3Verify, STAGE_PLACEHOLDERS, SecretRef, StageSource,
+    StageSpec, folder, redact_url,
+};
 pub use validate::{ConfigError, ConfigIssue, load_file, parse_str};
 
 use crate::formats::{Column, Format};
@@ -177,19 +191,6 @@ fn utc() -> String {
     "Etc/UTC".to_owned()
 }
 
-/// Where staged data comes from and where it goes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StageSpec {
-    /// A local file or directory path, or an `http(s)://` URL of one file.
-    pub source: String,
-    /// The landing bucket.
-    pub bucket: BucketName,
-    /// Prefix of the staged object names (`sales/{date}/`); `{date}` is the run's UTC date.
-    #[serde(default)]
-    pub prefix: String,
-}
-
 /// How an arriving object is loaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -300,50 +301,6 @@ pub enum PartitionKind {
     Month,
     /// Yearly.
     Year,
-}
-
-/// The batch that follows a load: which engine, with what parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "engine", rename_all = "snake_case", deny_unknown_fields)]
-pub enum BatchSpec {
-    /// A local command (embedded mode): `sh -c COMMAND`, its exit status is the result.
-    Local(LocalBatch),
-}
-
-impl BatchSpec {
-    /// The engine's name as written in the file.
-    pub fn engine(&self) -> &'static str {
-        match self {
-            Self::Local(_) => "local",
-        }
-    }
-
-    /// The states that count as success when the pipeline does not say: the engine's terminal
-    /// success state only.
-    pub fn default_success_states(&self) -> Vec<String> {
-        match self {
-            Self::Local(_) => vec!["SUCCEEDED".to_owned()],
-        }
-    }
-
-    /// Every state the engine reports that is not terminal; none of them may be a success state.
-    pub fn non_terminal_states(&self) -> &'static [&'static str] {
-        match self {
-            Self::Local(_) => &["PENDING", "RUNNING"],
-        }
-    }
-}
-
-/// A local command run as the batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocalBatch {
-    /// The command, run by `sh -c`. Placeholders: the trigger's captures, `{run_id}`,
-    /// `{table}`, `{attempt}`, `{job_id}`.
-    pub command: String,
-    /// Extra environment variables for the command.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
 }
 
 /// How a batch is followed: success states, timeout, retries.

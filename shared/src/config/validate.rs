@@ -12,7 +12,7 @@ use std::path::Path;
 use marked_yaml::{LoaderOptions, Node};
 use serde::de::DeserializeOwned;
 
-use super::{BatchSpec, Config, Pipeline, SchemaSpec, placeholders, render};
+use super::{BatchSpec, Config, Pipeline, SchemaSpec, parameter_placeholders, render};
 use crate::names::TableRef;
 
 /// One problem in a configuration file.
@@ -72,11 +72,8 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     // A relative local stage source is relative to the file that names it.
     let base = path.parent().unwrap_or(Path::new("."));
     for p in &mut config.pipelines {
-        if let Some(stage) = &mut p.stage
-            && !stage.source.contains("://")
-            && Path::new(&stage.source).is_relative()
-        {
-            stage.source = base.join(&stage.source).display().to_string();
+        if let Some(stage) = &mut p.stage {
+            stage.resolve_relative(base);
         }
     }
     Ok(config)
@@ -234,6 +231,15 @@ impl Validator {
         for key in KEYS {
             if let Some(n) = get(node, key) {
                 let p = format!("{path}.{key}");
+                if *key == "stage" {
+                    let found = super::stage::inline_credentials(n);
+                    if !found.is_empty() {
+                        for (field, line, message) in found {
+                            self.issue(format!("{p}.{field}"), line, message);
+                        }
+                        continue;
+                    }
+                }
                 let ok = match *key {
                     "name" => self.section::<crate::names::PipelineName>(&p, n).is_some(),
                     "active" => self.section::<bool>(&p, n).is_some(),
@@ -301,31 +307,12 @@ impl Validator {
             .map(|o| o.pattern.names().to_vec())
             .unwrap_or_default();
         if let Some(stage) = &p.stage {
-            if stage.source.trim().is_empty() {
-                self.issue(
-                    format!("{path}.stage.source"),
-                    at(&["stage", "source"]),
-                    "must not be empty",
-                );
-            } else if let Some((scheme, _)) = stage.source.split_once("://")
-                && !matches!(scheme, "http" | "https" | "file")
-            {
-                self.issue(
-                        format!("{path}.stage.source"),
-                        at(&["stage", "source"]),
-                        format!("unsupported source scheme {scheme:?}: use a local path, file://, http:// or https://"),
-                    );
-            }
-            for name in placeholders(&stage.prefix) {
-                if name != "date" && name != "run_id" {
-                    self.issue(
-                        format!("{path}.stage.prefix"),
-                        at(&["stage", "prefix"]),
-                        format!(
-                            "unknown placeholder {{{name}}}: only {{date}} and {{run_id}} are known"
-                        ),
-                    );
-                }
+            for (field, message) in stage.problems() {
+                // `source.s3.endpoint` is reported at the line of the deepest key present.
+                let keys: Vec<&str> = std::iter::once("stage")
+                    .chain(field.split(['.', '[']))
+                    .collect();
+                self.issue(format!("{path}.stage.{field}"), at(&keys), message);
             }
         }
         if let Some(load) = &p.load {
@@ -409,19 +396,32 @@ impl Validator {
             }
         }
         if let Some(batch) = &p.batch {
-            let BatchSpec::Local(local) = batch;
+            // `batch.a.b[0]` is reported at the line of `batch.a`.
+            let line_of_param = |param: &str| {
+                let first = param.split(['.', '[']).next().unwrap_or(param);
+                at(&["batch", first])
+            };
+            for (param, message) in batch.problems() {
+                self.issue(
+                    format!("{path}.batch.{param}"),
+                    line_of_param(&param),
+                    message,
+                );
+            }
             let mut known: Vec<String> = captures.clone();
             known.extend(["run_id", "table", "attempt", "job_id", "pipeline"].map(str::to_owned));
-            for name in placeholders(&local.command) {
-                if !known.contains(&name) {
-                    self.issue(
-                        format!("{path}.batch.command"),
-                        at(&["batch", "command"]),
-                        format!(
-                            "unknown placeholder {{{name}}}; known: {}",
-                            known.join(", ")
-                        ),
-                    );
+            for (param, value) in batch.parameters() {
+                for name in parameter_placeholders(&value) {
+                    if !known.contains(&name) {
+                        self.issue(
+                            format!("{path}.batch.{param}"),
+                            line_of_param(&param),
+                            format!(
+                                "unknown placeholder {{{name}}}; known: {}",
+                                known.join(", ")
+                            ),
+                        );
+                    }
                 }
             }
             let states = p.poll.success_states(batch);
@@ -441,6 +441,16 @@ impl Validator {
                         format!("{path}.poll.success_states"),
                         at(&["poll", "success_states"]),
                         format!("{s} is not a terminal state of the {} engine and can never mean success", batch.engine()),
+                    );
+                } else if !batch.is_terminal(s) {
+                    self.issue(
+                        format!("{path}.poll.success_states"),
+                        at(&["poll", "success_states"]),
+                        format!(
+                            "{s} is not a state of the {} engine; its terminal states are {}",
+                            batch.engine(),
+                            batch.terminal_states().join(", ")
+                        ),
                     );
                 }
             }
@@ -618,6 +628,108 @@ pipelines:
         assert!(
             found.iter().any(|i| i.message.contains("already declared")),
             "{found:?}"
+        );
+    }
+
+    const ENGINES: &str = r#"
+pipelines:
+  - name: serverless
+    trigger: { object: { bucket: landing, pattern: "in/{date}/*.csv" } }
+    load: { table: "ds.t_{date}", format: CSV }
+    batch:
+      engine: dataproc_serverless
+      project: my-project
+      region: us-central1
+      runtime_version: "2.1"
+      spark:
+        main_class: com.example.services.Application
+        jar_file_uris: [gs://encryption-poc/kms-utils-1.1.jar]
+        args: ["--source-table={table}", "--date={date}"]
+      service_account: sa@my-project.iam.gserviceaccount.com
+      subnet: default
+  - name: cluster
+    trigger: { manual: true }
+    batch:
+      engine: dataproc_cluster
+      project: my-project
+      region: us-central1
+      cluster: { single_node: true, max_idle: 12h, internal_ip_only: false }
+      pig: { queries: ["sh echo {run_id} ${HOME}"] }
+  - name: dataflow
+    trigger: { manual: true }
+    batch:
+      engine: dataflow_flex
+      project: my-project
+      region: us-central1
+      template: gs://dataflow-templates-us-central1/latest/flex/SQLServer_to_BigQuery
+      parameters: { query: "select 1" }
+      num_workers: 2
+      max_workers: 10
+  - name: fusion
+    trigger: { manual: true }
+    batch:
+      engine: data_fusion
+      instance_url: https://instance-dot-usw1.datafusion.googleusercontent.com/api
+      pipeline: cdf_pipeline
+      runs:
+        - { args: { business_unit: hr, data_source: engineer } }
+        - { active: false, args: { business_unit: hr, data_source: payroll } }
+    poll: { success_states: [COMPLETED], timeout: 3600s }
+"#;
+
+    #[test]
+    fn every_engine_parses_with_numbers_flags_and_durations() {
+        let c = parse_str(ENGINES, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let BatchSpec::DataprocCluster(cluster) = c.pipelines[1].batch.clone().unwrap() else {
+            panic!("not a cluster batch");
+        };
+        assert!(cluster.cluster.single_node);
+        assert!(!cluster.cluster.internal_ip_only);
+        assert_eq!(cluster.cluster.max_idle.as_secs(), 12 * 3600);
+        let BatchSpec::DataflowFlex(flex) = c.pipelines[2].batch.clone().unwrap() else {
+            panic!("not a dataflow batch");
+        };
+        assert_eq!((flex.num_workers, flex.max_workers), (Some(2), Some(10)));
+        let fusion = c.pipelines[3].batch.clone().unwrap();
+        assert_eq!(fusion.fan_out(), Some(vec!["hr-engineer".to_owned()]));
+        assert_eq!(c.pipelines[3].poll.timeout.as_secs(), 3600);
+    }
+
+    #[test]
+    fn engine_mistakes_are_all_reported_with_their_field_paths() {
+        let text = ENGINES
+            .replace("      runtime_version: \"2.1\"\n", "")
+            .replace(
+                "pig: { queries",
+                "spark: { main_class: X }\n      pig: { queries",
+            )
+            .replace("select 1", "select {column}")
+            .replace(
+                "success_states: [COMPLETED]",
+                "success_states: [RUNNING, COMPLETE]",
+            );
+        let found = issues(&text);
+        let has = |path: &str, word: &str| {
+            found
+                .iter()
+                .any(|i| i.path == path && i.message.contains(word))
+        };
+        assert!(has("pipelines[0].batch", "runtime_version"), "{found:#?}");
+        assert!(has("pipelines[1].batch.pig", "exactly one"), "{found:#?}");
+        assert!(
+            has("pipelines[2].batch.parameters.query", "{column}"),
+            "{found:#?}"
+        );
+        assert!(
+            has("pipelines[3].poll.success_states", "RUNNING"),
+            "{found:#?}"
+        );
+        assert!(
+            has(
+                "pipelines[3].poll.success_states",
+                "COMPLETE is not a state"
+            ),
+            "{found:#?}"
         );
     }
 }

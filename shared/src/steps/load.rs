@@ -27,6 +27,14 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             )));
         }
     };
+    if object
+        .name
+        .as_str()
+        .starts_with(crate::adapters::sources::INTERNAL_PREFIX)
+    {
+        // Conveyor's own state, such as a stage watermark: never data to load.
+        return Ok(Outcome::note(format!("{} is Conveyor state", object.uri())));
+    }
     let object = with_generation(ctx, object).await?;
     let mut outcome = Outcome::default();
     let mut matched = 0;

@@ -4,19 +4,36 @@
 //! Scheduler, or the embedded runtime's timer) checks every open batch. The state lives in the
 //! run log: a run's newest batch row says SUBMITTED, RUNNING, or FAILED with a retry time. So a
 //! poll instance can stop at any moment and the next tick carries on.
+//!
+//! The same rules hold for every engine: only the configured success states (default: the
+//! engine's terminal success) count as success; a failed attempt is resubmitted as a new
+//! attempt id after an exponential backoff until `max_attempts`; past its timeout a job is
+//! cancelled and the run ends TIMED_OUT; an engine that cannot answer (quota, outage, a job not
+//! visible just after its creation) leaves the run open for the next check and counts as no
+//! failure; and whatever a job holds (an ephemeral cluster) is released when it ends, in any
+//! state, before the run closes.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use chrono::Utc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{
-    Context, Outcome, StepError, active_pipeline, load::describe, publish, submit::submit_attempt,
+    Context, Outcome, StepError, active_pipeline,
+    load::describe,
+    publish,
+    submit::{batch_request, submit_attempt},
 };
+use crate::config::BatchSpec;
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::inbound::Inbound;
-use crate::names::{PipelineName, RunId};
-use crate::ports::RunLogRow;
+use crate::names::{JobId, PipelineName, RunId};
+use crate::ports::{JobState, PortError, RunLogRow};
+
+/// How long a job may be missing from its engine after its submission before that counts as
+/// the attempt's failure: some APIs answer 404 for a moment after a create.
+const NOT_FOUND_GRACE: Duration = Duration::from_secs(120);
 
 /// One open batch attempt, as the poll step sees it.
 struct Open {
@@ -152,20 +169,57 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
             detail,
         )
     };
-    let state = ctx
-        .ports
-        .batch
-        .state(spec, &job_id)
-        .await
-        .map_err(StepError::from_port)?;
+    let started = detail.started_at.unwrap_or(now);
+    let elapsed = (now - started).to_std().unwrap_or_default();
+    let timed_out = elapsed >= policy.timeout;
+    let mut req = batch_request(pipeline, spec, &open.run_id, open.attempt, &detail.vars);
+    req.job_id = job_id.clone();
+    let state = match ctx.ports.batch.follow(&req).await {
+        Ok(state) => state,
+        // An engine that cannot answer now (quota, outage, a job not visible yet just after its
+        // creation) says nothing about the job: the run stays open for the next check.
+        Err(e)
+            if !timed_out
+                && (e.is_transient()
+                    || (matches!(e, PortError::NotFound(_)) && elapsed < NOT_FOUND_GRACE)) =>
+        {
+            warn!(run_id = %open.run_id, job_id = %job_id, error = %e, "cannot read the batch state; the next check retries");
+            outcome.summary = format!("{job_id}: {e}; checked again on the next tick");
+            return Ok(());
+        }
+        // Past the deadline an unanswered state still means: cancel.
+        Err(e) if e.is_transient() => JobState {
+            state: "UNKNOWN".to_owned(),
+            terminal: false,
+            error: Some(e.to_string()),
+        },
+        // A job the engine has lost, or cannot show, ended as far as Conveyor can tell.
+        Err(e) => JobState {
+            state: if matches!(e, PortError::NotFound(_)) {
+                "NOT_FOUND".to_owned()
+            } else {
+                "UNKNOWN".to_owned()
+            },
+            terminal: true,
+            error: Some(e.to_string()),
+        },
+    };
     detail.engine_state = Some(state.state.clone());
     let success = policy.success_states(spec);
-    if success.iter().any(|s| s.eq_ignore_ascii_case(&state.state)) && state.terminal {
+    let succeeded = state.terminal && success.iter().any(|s| s.eq_ignore_ascii_case(&state.state));
+    if state.terminal {
+        // Release before the run closes: a release that fails transiently is retried by the
+        // next check, which sees the same terminal state.
+        if !release(ctx, spec, &job_id, outcome).await {
+            return Ok(());
+        }
+    }
+    if succeeded {
         info!(run_id = %open.run_id, job_id = %job_id, state = %state.state, "batch succeeded");
         outcome.summary = format!("{job_id} {}", state.state);
         return publish(ctx, outcome, finish(Status::Succeeded, detail)).await;
     }
-    if state.terminal {
+    if state.terminal && !timed_out {
         detail.error = Some(
             state
                 .error
@@ -183,15 +237,26 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
         outcome.summary = format!("{job_id} failed in state {}", state.state);
         return publish(ctx, outcome, finish(Status::Failed, detail)).await;
     }
-    let started = detail.started_at.unwrap_or(now);
-    let elapsed = (now - started).to_std().unwrap_or_default();
-    if elapsed >= policy.timeout {
-        warn!(run_id = %open.run_id, job_id = %job_id, ?elapsed, "batch timed out; cancelling");
-        ctx.ports
-            .batch
-            .cancel(spec, &job_id)
-            .await
-            .map_err(StepError::from_port)?;
+    if timed_out {
+        // Also reached by a job found ended (not successfully) after its deadline, such as one
+        // cancelled by an earlier check whose release had to wait: a timeout is final.
+        if !state.terminal {
+            warn!(run_id = %open.run_id, job_id = %job_id, ?elapsed, "batch timed out; cancelling");
+            match ctx.ports.batch.cancel(spec, &job_id).await {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => {
+                    warn!(run_id = %open.run_id, job_id = %job_id, error = %e, "cannot cancel yet; the next check retries");
+                    outcome.summary = format!("{job_id} timed out; cancel pending: {e}");
+                    return Ok(());
+                }
+                Err(e) => {
+                    error!(run_id = %open.run_id, job_id = %job_id, error = %e, "cannot cancel the timed-out batch; cancel it by hand");
+                }
+            }
+            if !release(ctx, spec, &job_id, outcome).await {
+                return Ok(());
+            }
+        }
         detail.error = Some(format!(
             "timed out after {} (limit {}) in state {}; cancelled",
             humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs())),
@@ -201,7 +266,12 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
         outcome.summary = format!("{job_id} timed out");
         return publish(ctx, outcome, finish(Status::TimedOut, detail)).await;
     }
-    if open.status == Status::Submitted && state.state.eq_ignore_ascii_case("RUNNING") {
+    if open.status == Status::Submitted
+        && spec
+            .running_states()
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&state.state))
+    {
         let ev = ConveyorEvent::new(
             EventType::BatchRunning,
             open.run_id.clone(),
@@ -216,4 +286,21 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
     }
     outcome.summary = format!("{job_id} {}", state.state);
     Ok(())
+}
+
+/// Releases what the ended job `job_id` holds (an ephemeral cluster). `false` when the engine
+/// could not be reached: the run must stay open so the next check releases it.
+async fn release(ctx: &Context, spec: &BatchSpec, job_id: &JobId, outcome: &mut Outcome) -> bool {
+    match ctx.ports.batch.release(spec, job_id).await {
+        Ok(()) => true,
+        Err(e) if e.is_transient() => {
+            warn!(job_id = %job_id, error = %e, "cannot release the batch's resources yet; the next check retries");
+            outcome.summary = format!("{job_id} ended; release pending: {e}");
+            false
+        }
+        Err(e) => {
+            error!(job_id = %job_id, error = %e, "cannot release the batch's resources; release them by hand");
+            true
+        }
+    }
 }

@@ -1,5 +1,9 @@
 //! submit: start the pipeline's batch with a deterministic id, after a load or on a start
-//! request. The poll step reuses [`submit_attempt`] for retries.
+//! request. The poll step reuses [`submit_attempt`] for retries and [`batch_request`] to
+//! rebuild what it submitted.
+//!
+//! One start is one run, except for a Data Fusion pipeline with `runs` rows: each active row
+//! becomes a run of its own (see [`submit_runs`]), retried and logged on its own.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +11,7 @@ use chrono::{DateTime, Timelike, Utc};
 use tracing::{info, instrument, warn};
 
 use super::{Context, Outcome, StepError, active_pipeline, load::describe, publish};
-use crate::config::Pipeline;
+use crate::config::{BatchSpec, Pipeline};
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::inbound::{Inbound, Origin, StartRequest};
 use crate::names::{JobId, RunId};
@@ -31,7 +35,7 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             let mut base = e.detail.clone();
             base.error = None;
             base.rows = None;
-            submit_attempt(ctx, pipeline, &e.run_id, 1, base, &mut outcome).await?;
+            submit_runs(ctx, pipeline, &e.run_id, base, &mut outcome).await?;
         }
         Inbound::Start(start) => {
             let Some(name) = &start.pipeline else {
@@ -54,7 +58,7 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
                 )]),
                 ..Detail::default()
             };
-            submit_attempt(ctx, pipeline, &run_id, 1, base, &mut outcome).await?;
+            submit_runs(ctx, pipeline, &run_id, base, &mut outcome).await?;
         }
         other => {
             return Err(StepError::Rejected(format!(
@@ -96,6 +100,68 @@ pub(super) fn start_run_id(pipeline: &Pipeline, start: &StartRequest) -> RunId {
     }
 }
 
+/// The request of attempt `attempt` of `run_id`'s batch, built the same way every time: the
+/// poll step rebuilds it from the run log to hand an engine what it was submitted with.
+pub(super) fn batch_request(
+    pipeline: &Pipeline,
+    spec: &BatchSpec,
+    run_id: &RunId,
+    attempt: u32,
+    vars: &BTreeMap<String, String>,
+) -> BatchRequest {
+    let job_id = JobId::derive("batch", run_id, attempt);
+    let mut vars = vars.clone();
+    vars.insert("run_id".to_owned(), run_id.to_string());
+    vars.insert("pipeline".to_owned(), pipeline.name.to_string());
+    vars.insert("attempt".to_owned(), attempt.to_string());
+    vars.insert("job_id".to_owned(), job_id.to_string());
+    BatchRequest {
+        job_id,
+        run_id: run_id.clone(),
+        attempt,
+        spec: spec.clone(),
+        vars,
+    }
+}
+
+/// Starts the runs of one start of the pipeline: one run, or (a Data Fusion pipeline with
+/// `runs`) one run per active row. A row's run id derives from the parent run and the row's
+/// key, so a redelivered start finds the same runs; its `vars` carry the row's key (`row`)
+/// and the parent run (`parent_run_id`), so retries and the engine find the row again.
+async fn submit_runs(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    run_id: &RunId,
+    base: Detail,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let Some(rows) = pipeline.batch.as_ref().and_then(BatchSpec::fan_out) else {
+        return submit_attempt(ctx, pipeline, run_id, 1, base, outcome).await;
+    };
+    if rows.is_empty() {
+        outcome.summary = format!(
+            "pipeline {} has no active row of runtime arguments: nothing to run",
+            pipeline.name
+        );
+        return Ok(());
+    }
+    let mut summaries = Vec::new();
+    for row in rows {
+        let child = RunId::derive(&pipeline.name, &[run_id.as_str(), "row", &row]);
+        let mut detail = base.clone();
+        detail.vars.insert("row".to_owned(), row.clone());
+        detail
+            .vars
+            .insert("parent_run_id".to_owned(), run_id.to_string());
+        let mut one = Outcome::default();
+        submit_attempt(ctx, pipeline, &child, 1, detail, &mut one).await?;
+        outcome.events.append(&mut one.events);
+        summaries.push(format!("row {row}: {}", one.summary));
+    }
+    outcome.summary = summaries.join("; ");
+    Ok(())
+}
+
 /// Submits attempt `attempt` of `run_id`'s batch and publishes `conveyor.batch.submitted`.
 /// A job that already exists under the deterministic id is adopted, not submitted again.
 #[instrument(skip_all, fields(pipeline = %pipeline.name, run_id = %run_id, attempt))]
@@ -110,19 +176,8 @@ pub(super) async fn submit_attempt(
     let Some(spec) = &pipeline.batch else {
         return Ok(());
     };
-    let job_id = JobId::derive("batch", run_id, attempt);
-    let mut vars = detail.vars.clone();
-    vars.insert("run_id".to_owned(), run_id.to_string());
-    vars.insert("pipeline".to_owned(), pipeline.name.to_string());
-    vars.insert("attempt".to_owned(), attempt.to_string());
-    vars.insert("job_id".to_owned(), job_id.to_string());
-    let req = BatchRequest {
-        job_id: job_id.clone(),
-        run_id: run_id.clone(),
-        attempt,
-        spec: spec.clone(),
-        vars,
-    };
+    let req = batch_request(pipeline, spec, run_id, attempt, &detail.vars);
+    let job_id = req.job_id.clone();
     detail.job_id = Some(job_id.clone());
     detail.engine = Some(spec.engine().to_owned());
     detail.retry_at = None;

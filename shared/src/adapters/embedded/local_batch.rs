@@ -86,7 +86,12 @@ fn alive(pid: &str) -> bool {
 #[async_trait]
 impl BatchEngine for LocalBatchEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
-        let BatchSpec::Local(spec) = &req.spec;
+        let BatchSpec::Local(spec) = &req.spec else {
+            return Err(PortError::Permanent(format!(
+                "the local engine cannot run a {} batch",
+                req.spec.engine()
+            )));
+        };
         let dir = self.dir(&req.job_id);
         match tokio::fs::create_dir(&dir).await {
             Ok(()) => {}

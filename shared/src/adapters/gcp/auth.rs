@@ -78,3 +78,14 @@ impl gcp_bigquery_client::auth::Authenticator for GcpAuth {
         }
     }
 }
+
+#[async_trait]
+impl crate::adapters::engines::TokenSource for GcpAuth {
+    async fn token(&self) -> Result<String, PortError> {
+        // Data Fusion and the emulated APIs accept a placeholder when anonymous.
+        Ok(self
+            .bearer()
+            .await?
+            .unwrap_or_else(|| "anonymous".to_owned()))
+    }
+}

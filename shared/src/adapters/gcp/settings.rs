@@ -7,6 +7,8 @@ use serde::Deserialize;
 
 use super::{BigQuery, GcpAuth, GcsStore, PubSubBus, install_crypto_provider};
 use crate::adapters::embedded::LocalBatchEngine;
+use crate::adapters::engines::{Endpoints, Engines};
+use crate::adapters::sources::{Connector, SecretManager};
 use crate::ports::{PortError, Ports};
 
 /// `CONVEYOR_*` variables of a service using the Google Cloud adapters.
@@ -28,9 +30,19 @@ pub struct GcpSettings {
     /// `CONVEYOR_BIGQUERY_ENDPOINT`: override of `https://bigquery.googleapis.com/bigquery/v2`.
     #[serde(default)]
     pub bigquery_endpoint: Option<String>,
+    /// `CONVEYOR_SECRETMANAGER_ENDPOINT`: Secret Manager's REST root, where the stage step
+    /// reads the `secret:` of an S3 source.
+    #[serde(default = "default_secretmanager")]
+    pub secretmanager_endpoint: String,
     /// `CONVEYOR_ANONYMOUS=true`: no credentials (emulators only; refused without endpoints).
     #[serde(default)]
     pub anonymous: bool,
+    /// `CONVEYOR_DATAPROC_ENDPOINT`: override of `https://dataproc.googleapis.com`.
+    #[serde(default)]
+    pub dataproc_endpoint: Option<String>,
+    /// `CONVEYOR_DATAFLOW_ENDPOINT`: override of `https://dataflow.googleapis.com`.
+    #[serde(default)]
+    pub dataflow_endpoint: Option<String>,
     /// `CONVEYOR_BATCH_DIR`: job directories of the `local` batch engine.
     #[serde(default = "default_batch_dir")]
     pub batch_dir: PathBuf,
@@ -38,6 +50,10 @@ pub struct GcpSettings {
 
 fn default_gcs() -> String {
     "https://storage.googleapis.com".to_owned()
+}
+
+fn default_secretmanager() -> String {
+    "https://secretmanager.googleapis.com".to_owned()
 }
 
 fn default_batch_dir() -> PathBuf {
@@ -99,6 +115,8 @@ pub async fn ports(settings: &GcpSettings) -> Result<Ports, PortError> {
     )
     .await?;
     let store = GcsStore::new(&settings.gcs_endpoint, auth.clone());
+    let secrets = SecretManager::new(&settings.secretmanager_endpoint, auth.clone());
+    let sources = Connector::new(Arc::new(store.clone()), Arc::new(secrets));
     let bq = BigQuery::new(
         &settings.project,
         settings.bigquery_location.clone(),
@@ -108,11 +126,23 @@ pub async fn ports(settings: &GcpSettings) -> Result<Ports, PortError> {
     .await?;
     let batch = LocalBatchEngine::new(&settings.batch_dir)
         .map_err(|e| PortError::Permanent(format!("{}: {e}", settings.batch_dir.display())))?;
+    let mut endpoints = Endpoints::google();
+    if let Some(ep) = &settings.dataproc_endpoint {
+        endpoints.dataproc = ep.clone();
+    }
+    if let Some(ep) = &settings.dataflow_endpoint {
+        endpoints.dataflow = ep.clone();
+    }
+    // Every engine behind one port, sharing the one credentials source.
+    let engines = Engines::new()
+        .with_local(Arc::new(batch))
+        .with_cloud(endpoints, Arc::new(auth))?;
     Ok(Ports {
         store: Arc::new(store),
         bus: Arc::new(bus),
         warehouse: Arc::new(bq.clone()),
-        batch: Arc::new(batch),
+        batch: Arc::new(engines),
         run_log: Arc::new(bq),
+        sources: Arc::new(sources),
     })
 }
