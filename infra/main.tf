@@ -43,6 +43,7 @@ module "conveyor" {
   landing_bucket        = var.landing_bucket
   create_landing_bucket = var.create_landing_bucket
   source_buckets        = var.source_buckets
+  stage_secret_ids      = var.stage_secret_ids
 
   bigquery_location = var.bigquery_location
   datasets          = var.datasets

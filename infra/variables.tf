@@ -46,6 +46,12 @@ variable "source_buckets" {
   default     = []
 }
 
+variable "stage_secret_ids" {
+  description = "Secret Manager secret ids holding stage sources' credentials (S3 keys); only the stage service may read them."
+  type        = list(string)
+  default     = []
+}
+
 variable "bigquery_location" {
   description = "Location of the BigQuery datasets and load jobs, e.g. `EU`; null means `region`."
   type        = string

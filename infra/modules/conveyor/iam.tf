@@ -122,6 +122,16 @@ resource "google_secret_manager_secret_iam_member" "config_reader" {
   member    = google_service_account.function[each.key].member
 }
 
+# Secrets holding stage sources' credentials (S3 keys): stage reads exactly these.
+resource "google_secret_manager_secret_iam_member" "stage_source_secrets" {
+  for_each = toset(var.stage_secret_ids)
+
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.function["stage"].member
+}
+
 # Batch runtime account: jobs run as it; submit and poll may act as it and as no other.
 resource "google_service_account" "batch" {
   count = local.create_batch_account ? 1 : 0

@@ -120,6 +120,12 @@ variable "source_buckets" {
   default     = []
 }
 
+variable "stage_secret_ids" {
+  description = "Secret Manager secret ids (in this project) that pipelines' `stage.source.s3.secret` name: stage gets roles/secretmanager.secretAccessor on each and on no other secret. The credentials never sit in the pipeline file."
+  type        = list(string)
+  default     = []
+}
+
 variable "bigquery_location" {
   description = "Location of the BigQuery datasets and of load jobs (CONVEYOR_BIGQUERY_LOCATION), e.g. `EU` or `europe-west1`; null means `region`."
   type        = string
