@@ -29,14 +29,22 @@ PINS=(bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 duckdb-ext
 
 log() { echo "emulators: $*" >&2; }
 
+installed() { [ -x "$VENV/bin/bqemulator" ] && [ -f "$VENV/.pins" ] && [ "$(cat "$VENV/.pins")" = "${PINS[*]}" ]; }
+
 install() {
-  if [ -x "$VENV/bin/bqemulator" ] && [ -f "$VENV/.pins" ] && [ "$(cat "$VENV/.pins")" = "${PINS[*]}" ]; then
-    return 0
+  installed && return 0
+  mkdir -p "$EMU_HOME"
+  # Tests start emulators in parallel: one installs, the others wait for it.
+  exec 9>"$EMU_HOME/.install.lock"
+  flock 9
+  if ! installed; then
+    log "installing ${PINS[*]} into $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
+    echo "${PINS[*]}" >"$VENV/.pins"
   fi
-  log "installing ${PINS[*]} into $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
-  echo "${PINS[*]}" >"$VENV/.pins"
+  flock -u 9
 }
 
 free_port() {

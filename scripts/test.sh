@@ -10,11 +10,15 @@ echo "==> cargo build (the emulator tests run the function binaries as processes
 cargo build --workspace --bins --quiet
 echo "==> infra checks (Terraform, Dockerfile; see scripts/infra-check.sh)"
 ./scripts/infra-check.sh
+echo "==> emulators (install once, before tests start them in parallel)"
+./scripts/emulators.sh install
 echo "==> cargo test"
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 # `tee` hides cargo's exit status from `set -e`; read it from the pipe.
 status=${PIPESTATUS[0]}
-passed=$(grep -Eo '[0-9]+ passed' target/test-output.log | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {print s+0}')
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 echo "${passed} passed, ${failed} failed"
 exit "$status"
