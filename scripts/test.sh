@@ -15,9 +15,9 @@ echo "==> emulators (install once, before tests start them in parallel)"
 echo "==> cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
-# `tee` hides cargo's exit status from `set -e`; read it from the pipe.
-status=${PIPESTATUS[0]}
+# With pipefail the pipeline's status is cargo's; keep it to print the summary first.
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 echo "${passed} passed, ${failed} failed"
