@@ -56,6 +56,45 @@ impl LocalStore {
         self.bucket_dir(bucket).join(name.as_str())
     }
 
+    /// Writes `body` to a hidden temporary file beside `path` (the watcher and listings skip
+    /// names starting with `.`), synced to disk, and returns its path. Removed on failure.
+    async fn write_hidden(
+        &self,
+        path: &Path,
+        name: &ObjectName,
+        mut body: ByteStream,
+    ) -> Result<PathBuf, PortError> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io(e, &dir))?;
+        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            ".{}.{}.{unique}.tmp",
+            name.file_name(),
+            std::process::id()
+        ));
+        let result = async {
+            let mut out = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| io(e, &tmp))?;
+            tokio::io::copy(&mut body, &mut out)
+                .await
+                .map_err(|e| PortError::Transient(format!("copy into {}: {e}", tmp.display())))?;
+            out.flush().await.map_err(|e| io(e, &tmp))?;
+            out.sync_all().await.map_err(|e| io(e, &tmp))
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
     async fn meta(
         &self,
         bucket: &BucketName,
@@ -102,31 +141,13 @@ impl ObjectStore for LocalStore {
         &self,
         bucket: &BucketName,
         name: &ObjectName,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<ObjectMeta, PortError> {
         let path = self.path(bucket, name);
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| io(e, &dir))?;
-        let tmp = dir.join(format!(".{}.{}.tmp", name.file_name(), std::process::id()));
-        let result = async {
-            let mut out = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| io(e, &tmp))?;
-            tokio::io::copy(&mut body, &mut out)
-                .await
-                .map_err(|e| PortError::Transient(format!("copy into {}: {e}", tmp.display())))?;
-            out.flush().await.map_err(|e| io(e, &tmp))?;
-            out.sync_all().await.map_err(|e| io(e, &tmp))?;
-            tokio::fs::rename(&tmp, &path)
-                .await
-                .map_err(|e| io(e, &path))
-        }
-        .await;
-        if let Err(e) = result {
+        let tmp = self.write_hidden(&path, name, body).await?;
+        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
+            return Err(io(e, &path));
         }
         self.meta(bucket, name, &path).await
     }
@@ -135,35 +156,17 @@ impl ObjectStore for LocalStore {
         &self,
         bucket: &BucketName,
         name: &ObjectName,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<Option<ObjectMeta>, PortError> {
         let path = self.path(bucket, name);
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| io(e, &dir))?;
-        let tmp = dir.join(format!(".{}.{}.new", name.file_name(), std::process::id()));
-        let result = async {
-            let mut out = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| io(e, &tmp))?;
-            tokio::io::copy(&mut body, &mut out)
-                .await
-                .map_err(|e| PortError::Transient(format!("copy into {}: {e}", tmp.display())))?;
-            out.sync_all().await.map_err(|e| io(e, &tmp))?;
-            // A hard link fails when the target exists: an atomic create-if-absent.
-            match tokio::fs::hard_link(&tmp, &path).await {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(io(e, &path)),
-            }
-        }
-        .await;
+        let tmp = self.write_hidden(&path, name, body).await?;
+        // A hard link fails when the target exists: an atomic create-if-absent.
+        let linked = tokio::fs::hard_link(&tmp, &path).await;
         let _ = tokio::fs::remove_file(&tmp).await;
-        if result? {
-            self.meta(bucket, name, &path).await.map(Some)
-        } else {
-            Ok(None)
+        match linked {
+            Ok(()) => self.meta(bucket, name, &path).await.map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(io(e, &path)),
         }
     }
 
