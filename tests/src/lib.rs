@@ -1,1 +1,316 @@
-//! End-to-end tests live in `tests/`.
+//! Support for Conveyor's end-to-end tests (the test binaries are in `tests/`):
+//! [`Chain`], the embedded chain on fresh state, and [`Emulators`], the servers that
+//! `scripts/emulators.sh` starts.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use conveyor::config;
+use conveyor::event::StepName;
+use conveyor::names::TableRef;
+use conveyor::ports::{BatchEngine, RunLogRow};
+use conveyor::runtime::{Embedded, QuietProbe, RuntimeOptions};
+use conveyor::steps::Context;
+use tower::ServiceExt;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A workspace binary built by `cargo build --workspace --bins`.
+///
+/// # Panics
+/// When it has not been built.
+pub fn binary(name: &str) -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port.
+///
+/// # Panics
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Servers started by `scripts/emulators.sh` in one directory, stopped on drop. A URL is empty
+/// for a server that was not started.
+pub struct Emulators {
+    /// The directory holding their state, logs, PIDs and `env`.
+    pub dir: PathBuf,
+    /// The Pub/Sub emulator.
+    pub pubsub: String,
+    /// fake-gcs-server.
+    pub gcs: String,
+    /// bqemulator.
+    pub bq: String,
+    /// moto's S3 server.
+    pub s3: String,
+}
+
+impl Emulators {
+    /// Runs `scripts/emulators.sh VERB DIR` for each verb (`start`, `start-s3`, `start-gcs`).
+    /// `None`, after a loud message, when the script says a server cannot be had here (exit 3)
+    /// and this is not CI; under `CI=true` that is a failure.
+    ///
+    /// # Panics
+    /// When the script fails otherwise.
+    pub fn start(dir: &Path, verbs: &[&str], what: &str) -> Option<Self> {
+        for verb in verbs {
+            let status = Command::new(repo().join("scripts/emulators.sh"))
+                .arg(verb)
+                .arg(dir)
+                .status()
+                .expect("run scripts/emulators.sh");
+            match status.code() {
+                Some(0) => {}
+                Some(3) if std::env::var("CI").as_deref() != Ok("true") => {
+                    eprintln!(
+                        "\n!!!!! SKIPPED: an emulator is not installed here; {what} did not run !!!!!\n"
+                    );
+                    let _ = Command::new(repo().join("scripts/emulators.sh"))
+                        .arg("stop")
+                        .arg(dir)
+                        .status();
+                    return None;
+                }
+                other => panic!("scripts/emulators.sh {verb} failed: {other:?}"),
+            }
+        }
+        let env: HashMap<String, String> = std::fs::read_to_string(dir.join("env"))
+            .expect("emulator env")
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        let url = |k: &str| {
+            env.get(k)
+                .map(|p| format!("http://127.0.0.1:{p}"))
+                .unwrap_or_default()
+        };
+        Some(Self {
+            dir: dir.to_path_buf(),
+            pubsub: url("PUBSUB_PORT"),
+            gcs: url("GCS_PORT"),
+            bq: url("BQ_PORT"),
+            s3: url("S3_PORT"),
+        })
+    }
+
+    /// Runs `scripts/emulators.sh VERB DIR` (e.g. `stop-bq`, `start-bq`).
+    ///
+    /// # Panics
+    /// When the script fails.
+    pub fn script(&self, verb: &str) {
+        let ok = Command::new(repo().join("scripts/emulators.sh"))
+            .arg(verb)
+            .arg(&self.dir)
+            .status()
+            .map(|s| s.success());
+        assert_eq!(ok.ok(), Some(true), "scripts/emulators.sh {verb}");
+    }
+}
+
+impl Drop for Emulators {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/emulators.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// The embedded chain running on fresh state in a temporary directory: the real steps, the
+/// watched bucket directories, SQLite, and either local batches or the given batch port.
+pub struct Chain {
+    /// The temporary directory (state under `state/`).
+    pub dir: tempfile::TempDir,
+    /// The steps' context.
+    pub ctx: Context,
+    /// Tells when nothing is in flight.
+    pub probe: QuietProbe,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    runtime: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Chain {
+    /// Starts the chain on the pipelines in `yaml`, with local batches.
+    pub async fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, None).await
+    }
+
+    /// Starts the chain on `yaml`; `batch` replaces the local batch engine when given.
+    ///
+    /// # Panics
+    /// When the configuration is invalid or the state cannot be created.
+    pub async fn start_with(yaml: &str, batch: Option<Arc<dyn BatchEngine>>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config =
+            Arc::new(config::parse_str(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}")));
+        let state = dir.path().join("state");
+        let mut embedded = match batch {
+            Some(b) => Embedded::open_with(config, &state, b),
+            None => Embedded::open(config, &state),
+        }
+        .expect("open");
+        let ctx = embedded.context();
+        let probe = embedded.quiet_probe();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let options = RuntimeOptions {
+            watch_interval: Duration::from_millis(30),
+            tick_interval: Duration::from_millis(50),
+            schedules: false,
+            max_deliveries: 4,
+        };
+        let runtime = tokio::spawn(async move {
+            embedded
+                .run(options, async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self {
+            dir,
+            ctx,
+            probe,
+            stop: Some(tx),
+            runtime: Some(runtime),
+        }
+    }
+
+    /// The directory of `bucket`.
+    pub fn bucket(&self, name: &str) -> PathBuf {
+        self.dir.path().join("state/buckets").join(name)
+    }
+
+    /// Drops `src` into `bucket` at `object`, as a producer would (write, then rename).
+    pub fn drop_file(&self, bucket: &str, object: &str, src: &Path) {
+        let dest = self.bucket(bucket).join(object);
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        let tmp = dest.with_file_name(".incoming");
+        std::fs::copy(src, &tmp).expect("copy");
+        std::fs::rename(&tmp, &dest).expect("rename");
+    }
+
+    /// Drops a file with `content` into `bucket` at `object`; returns the source file.
+    pub fn write_file(&self, bucket: &str, object: &str, content: &str) -> PathBuf {
+        let src = self
+            .dir
+            .path()
+            .join(format!("src-{}", object.replace('/', "_")));
+        std::fs::write(&src, content).expect("write");
+        self.drop_file(bucket, object, &src);
+        src
+    }
+
+    /// Waits until nothing has been in flight for a while.
+    pub async fn settle(&self, limit: Duration) {
+        self.settle_when(limit, || true, String::new).await;
+    }
+
+    /// Waits until `started` holds and then nothing has been in flight for a while;
+    /// `context` explains a timeout.
+    ///
+    /// # Panics
+    /// When that takes longer than `limit`.
+    pub async fn settle_when(
+        &self,
+        limit: Duration,
+        started: impl Fn() -> bool,
+        context: impl Fn() -> String,
+    ) {
+        let deadline = Instant::now() + limit;
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            let quiet = started() && self.probe.is_quiet().await.expect("probe");
+            match (quiet, quiet_since) {
+                (true, Some(t)) if t.elapsed() > Duration::from_millis(400) => return,
+                (true, None) => quiet_since = Some(Instant::now()),
+                (false, _) => quiet_since = None,
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the chain did not settle within {limit:?}; {}",
+                context()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The run log `conveyor.run_log`, oldest first.
+    pub async fn run_log(&self) -> Vec<RunLogRow> {
+        let t = TableRef::parse("conveyor.run_log").expect("table");
+        let mut rows = self
+            .ctx
+            .ports
+            .run_log
+            .recent(&t, 10_000)
+            .await
+            .expect("run log");
+        rows.reverse();
+        rows
+    }
+
+    /// Rows in `table` (0 when it does not exist).
+    pub async fn rows(&self, table: &str) -> u64 {
+        let t = TableRef::parse(table).expect("table");
+        self.ctx.ports.warehouse.row_count(&t).await.unwrap_or(0)
+    }
+
+    /// Local batch jobs started.
+    pub fn batch_dirs(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("state/batches"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// POSTs `body` to the function running `step`, through its router.
+    pub async fn post(
+        &self,
+        step: StepName,
+        body: &str,
+        content_type: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let router = conveyor::http::router(step, self.ctx.clone());
+        let req = Request::post("/")
+            .header("content-type", content_type)
+            .body(Body::from(body.to_owned()))
+            .expect("request");
+        let resp = router.oneshot(req).await.expect("response");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Stops the runtime.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(r) = self.runtime.take() {
+            let _ = r.await;
+        }
+    }
+}

@@ -8,134 +8,65 @@ mod fake;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use conveyor::adapters::engines::{Endpoints, Engines, StaticToken};
-use conveyor::config;
 use conveyor::event::StepName;
-use conveyor::names::{JobId, PipelineName, RunId, TableRef};
+use conveyor::names::{JobId, PipelineName, RunId};
 use conveyor::ports::RunLogRow;
-use conveyor::runtime::{Embedded, QuietProbe, RuntimeOptions};
-use conveyor::steps::Context;
 use fake::Fake;
-use tower::ServiceExt;
 
-/// A running embedded chain whose batches go to the fake engines.
+/// The embedded chain whose batches go to the fake engines.
 struct Chain {
-    dir: tempfile::TempDir,
-    ctx: Context,
-    probe: QuietProbe,
+    inner: conveyor_e2e::Chain,
     fake: Fake,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    runtime: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for Chain {
+    type Target = conveyor_e2e::Chain;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
 }
 
 impl Chain {
     /// Starts the chain on `yaml`, where `$FAKE` is the fake's URL.
     async fn start(yaml: &str, fake: Fake) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
         let yaml = yaml.replace("$FAKE", &fake.url);
-        let config =
-            Arc::new(config::parse_str(&yaml, "engines.yaml").unwrap_or_else(|e| panic!("{e}")));
         let engines = Engines::new()
             .with_cloud(
                 Endpoints::all_at(&fake.url),
                 Arc::new(StaticToken::new("test-token")),
             )
             .expect("engines");
-        let mut embedded =
-            Embedded::open_with(config, &dir.path().join("state"), Arc::new(engines))
-                .expect("open");
-        let ctx = embedded.context();
-        let probe = embedded.quiet_probe();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let options = RuntimeOptions {
-            watch_interval: Duration::from_millis(30),
-            tick_interval: Duration::from_millis(50),
-            schedules: false,
-            max_deliveries: 4,
-        };
-        let runtime = tokio::spawn(async move {
-            embedded
-                .run(options, async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Self {
-            dir,
-            ctx,
-            probe,
-            fake,
-            stop: Some(tx),
-            runtime: Some(runtime),
-        }
+        let inner = conveyor_e2e::Chain::start_with(&yaml, Some(Arc::new(engines))).await;
+        Self { inner, fake }
     }
 
     /// Drops a small CSV file at `object` in the `landing` bucket (write, then rename).
     fn drop_csv(&self, object: &str) {
-        let dest = self.dir.path().join("state/buckets/landing").join(object);
-        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
-        let tmp = dest.with_file_name(".incoming");
-        std::fs::write(&tmp, "id,name\n1,ada\n2,grace\n").expect("write");
-        std::fs::rename(&tmp, &dest).expect("rename");
+        self.inner
+            .write_file("landing", object, "id,name\n1,ada\n2,grace\n");
     }
 
     /// Starts `pipeline` by hand with an idempotency key, as `curl` or Cloud Scheduler does.
     async fn start_by_hand(&self, pipeline: &str, key: &str) -> (StatusCode, serde_json::Value) {
-        let router = conveyor::http::router(StepName::Submit, self.ctx.clone());
         let body = serde_json::json!({"pipeline": pipeline, "key": key}).to_string();
-        let req = Request::post("/")
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .expect("request");
-        let resp = router.oneshot(req).await.expect("response");
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        self.inner
+            .post(StepName::Submit, &body, "application/json")
             .await
-            .expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        )
     }
 
     /// Waits until a batch was started and nothing has been in flight for a while.
     async fn settle(&self) {
-        let limit = Duration::from_secs(30);
-        let deadline = Instant::now() + limit;
-        let mut quiet_since: Option<Instant> = None;
-        loop {
-            let started = !self.fake.requests().is_empty();
-            let quiet = started && self.probe.is_quiet().await.expect("probe");
-            match (quiet, quiet_since) {
-                (true, Some(t)) if t.elapsed() > Duration::from_millis(400) => return,
-                (true, None) => quiet_since = Some(Instant::now()),
-                (false, _) => quiet_since = None,
-                _ => {}
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the chain did not settle within {limit:?}; requests: {:#?}",
-                self.fake.requests()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    async fn run_log(&self) -> Vec<RunLogRow> {
-        let t = TableRef::parse("conveyor.run_log").expect("table");
-        let mut rows = self
-            .ctx
-            .ports
-            .run_log
-            .recent(&t, 10_000)
-            .await
-            .expect("run log");
-        rows.reverse();
-        rows
+        self.inner
+            .settle_when(
+                Duration::from_secs(30),
+                || !self.fake.requests().is_empty(),
+                || format!("requests: {:#?}", self.fake.requests()),
+            )
+            .await;
     }
 
     /// The batch rows of `run_id` (every run when `None`), in lifecycle order: by attempt,
@@ -166,13 +97,8 @@ impl Chain {
             .collect()
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(r) = self.runtime.take() {
-            let _ = r.await;
-        }
+    async fn stop(self) {
+        self.inner.stop().await;
     }
 }
 

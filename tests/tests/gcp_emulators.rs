@@ -5,94 +5,12 @@
 //!
 //! Without the Pub/Sub emulator these tests skip loudly; under `CI=true` they fail.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use conveyor_e2e::{Emulators, binary, free_port};
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn binary(name: &str) -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-    let path = target.join("debug").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// The three emulators, stopped on drop.
-struct Emulators {
-    dir: PathBuf,
-    pubsub: String,
-    gcs: String,
-    bq: String,
-}
-
-impl Emulators {
-    fn start(dir: &Path) -> Option<Self> {
-        let status = Command::new(repo().join("scripts/emulators.sh"))
-            .arg("start")
-            .arg(dir)
-            .status()
-            .expect("run scripts/emulators.sh");
-        match status.code() {
-            Some(0) => {}
-            Some(3) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!(
-                    "\n!!!!! SKIPPED: the Pub/Sub emulator is not installed; GCP emulator tests did not run !!!!!\n"
-                );
-                return None;
-            }
-            other => panic!("scripts/emulators.sh start failed: {other:?}"),
-        }
-        let env = std::fs::read_to_string(dir.join("env")).expect("emulator env");
-        let get = |k: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .map(str::to_owned)
-                .unwrap_or_else(|| panic!("{k} missing"))
-        };
-        Some(Self {
-            dir: dir.to_path_buf(),
-            pubsub: format!("http://127.0.0.1:{}", get("PUBSUB_PORT")),
-            gcs: format!("http://127.0.0.1:{}", get("GCS_PORT")),
-            bq: format!("http://127.0.0.1:{}", get("BQ_PORT")),
-        })
-    }
-
-    fn script(&self, verb: &str) {
-        let ok = Command::new(repo().join("scripts/emulators.sh"))
-            .arg(verb)
-            .arg(&self.dir)
-            .status()
-            .map(|s| s.success());
-        assert_eq!(ok.ok(), Some(true), "scripts/emulators.sh {verb}");
-    }
-}
-
-impl Drop for Emulators {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/emulators.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-    }
-}
 
 /// A function binary running as a process, killed on drop.
 struct Function {
@@ -130,7 +48,11 @@ async fn ok(resp: Result<reqwest::Response, reqwest::Error>, what: &str) -> Valu
 impl Setup {
     async fn start() -> Option<Self> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let emu = Emulators::start(&dir.path().join("emu"))?;
+        let emu = Emulators::start(
+            &dir.path().join("emu"),
+            &["start"],
+            "the GCP emulator tests",
+        )?;
         let http = conveyor::adapters::gcp::http_client();
         let ps = format!("{}/v1/projects/{PROJECT}", emu.pubsub);
         ok(
@@ -482,7 +404,11 @@ async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_
     use tokio::io::AsyncReadExt;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(emu) = Emulators::start(&dir.path().join("emu")) else {
+    let Some(emu) = Emulators::start(
+        &dir.path().join("emu"),
+        &["start"],
+        "the GCP emulator tests",
+    ) else {
         return;
     };
     let http = conveyor::adapters::gcp::http_client();

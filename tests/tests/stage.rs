@@ -8,7 +8,6 @@
 //! they fail.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -26,66 +25,9 @@ use conveyor::inbound::{Origin, StartRequest};
 use conveyor::names::{BucketName, ObjectName, PipelineName};
 use conveyor::ports::{ByteStream, EventBus, ObjectMeta, ObjectStore, PortError, Ports};
 use conveyor::steps::{Context, Outcome, StageReport, stage_pipeline};
+use conveyor_e2e::{Emulators, binary};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// moto and fake-gcs-server, stopped on drop.
-struct Servers {
-    dir: PathBuf,
-    s3: String,
-    gcs: String,
-}
-
-impl Servers {
-    fn start(dir: &Path) -> Option<Self> {
-        for verb in ["start-s3", "start-gcs"] {
-            let status = Command::new(repo().join("scripts/emulators.sh"))
-                .arg(verb)
-                .arg(dir)
-                .status()
-                .expect("run scripts/emulators.sh");
-            match status.code() {
-                Some(0) => {}
-                Some(3) if std::env::var("CI").as_deref() != Ok("true") => {
-                    eprintln!(
-                        "\n!!!!! SKIPPED: the S3 and GCS emulators cannot be installed; the stage tests did not run !!!!!\n"
-                    );
-                    let _ = Command::new(repo().join("scripts/emulators.sh"))
-                        .arg("stop")
-                        .arg(dir)
-                        .status();
-                    return None;
-                }
-                other => panic!("scripts/emulators.sh {verb} failed: {other:?}"),
-            }
-        }
-        let env = std::fs::read_to_string(dir.join("env")).expect("emulator env");
-        let get = |k: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .map(str::to_owned)
-                .unwrap_or_else(|| panic!("{k} missing"))
-        };
-        Some(Self {
-            dir: dir.to_path_buf(),
-            s3: format!("http://127.0.0.1:{}", get("S3_PORT")),
-            gcs: format!("http://127.0.0.1:{}", get("GCS_PORT")),
-        })
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/emulators.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-    }
-}
 
 /// An event bus that keeps what it is given.
 #[derive(Default)]
@@ -182,7 +124,7 @@ impl ObjectStore for FlippingStore {
 
 /// The stage step wired to fake-gcs-server, with fresh local state for the other ports.
 struct Stage {
-    servers: Servers,
+    servers: Emulators,
     http: reqwest::Client,
     gcs: Arc<dyn ObjectStore>,
     bus: Arc<RecordingBus>,
@@ -203,15 +145,19 @@ impl Stage {
         Some(s)
     }
 
-    fn boot() -> Option<(tempfile::TempDir, Servers)> {
+    fn boot() -> Option<(tempfile::TempDir, Emulators)> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let servers = Servers::start(&dir.path().join("emu"))?;
+        let servers = Emulators::start(
+            &dir.path().join("emu"),
+            &["start-s3", "start-gcs"],
+            "the stage tests",
+        )?;
         Some((dir, servers))
     }
 
     fn wire(
         dir: tempfile::TempDir,
-        servers: Servers,
+        servers: Emulators,
         yaml: &str,
         http_base: &str,
         flip: bool,
@@ -737,14 +683,7 @@ pipelines:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_stages_from_s3_with_credentials_from_the_environment() {
-    let cli = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo().join("target"), PathBuf::from)
-        .join("debug/conveyor");
-    assert!(
-        cli.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
-        cli.display()
-    );
+    let cli = binary("conveyor");
     let yaml = r#"
 pipelines:
   - name: vendor
