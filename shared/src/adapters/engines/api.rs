@@ -59,6 +59,21 @@ impl Api {
     /// [`PortError::Transient`]; 404, 409 and `FAILED_PRECONDITION` are [`Reply`]s the caller
     /// interprets; every other status is [`PortError::Permanent`] with Google's message. `what`
     /// names the call in messages.
+    /// POSTs a create request; `true` when the resource already existed (409, Google's
+    /// `ALREADY_EXISTS`): a deterministic id found its earlier self, which is adopted.
+    pub(super) async fn create(
+        &self,
+        url: &str,
+        body: &Value,
+        what: &str,
+    ) -> Result<bool, PortError> {
+        match self.call(Method::POST, url, Some(body), what).await? {
+            Reply::Ok(_) => Ok(false),
+            Reply::Conflict(_) => Ok(true),
+            Reply::NotFound(m) | Reply::Precondition(m) => Err(PortError::Permanent(m)),
+        }
+    }
+
     pub(super) async fn call(
         &self,
         method: Method,

@@ -302,15 +302,7 @@ impl BatchEngine for DataprocClusterEngine {
         let url = format!("{}/clusters", self.region_url(spec));
         let body = cluster_body(spec, &name);
         let what = format!("create Dataproc cluster {name}");
-        let adopted = match self
-            .api
-            .call(Method::POST, &url, Some(&body), &what)
-            .await?
-        {
-            Reply::Ok(_) => false,
-            Reply::Conflict(_) => true,
-            Reply::NotFound(m) | Reply::Precondition(m) => return Err(PortError::Permanent(m)),
-        };
+        let adopted = self.api.create(&url, &body, &what).await?;
         Ok(Submitted {
             job_id: req.job_id.clone(),
             adopted,

@@ -144,15 +144,7 @@ impl BatchEngine for DataprocServerlessEngine {
         let id = batch_id(&req.job_id);
         let url = format!("{}?batchId={}", self.batches(spec), seg(&id));
         let what = format!("create Dataproc batch {id}");
-        let adopted = match self
-            .api
-            .call(Method::POST, &url, Some(&body), &what)
-            .await?
-        {
-            Reply::Ok(_) => false,
-            Reply::Conflict(_) => true,
-            Reply::NotFound(m) | Reply::Precondition(m) => return Err(PortError::Permanent(m)),
-        };
+        let adopted = self.api.create(&url, &body, &what).await?;
         Ok(Submitted {
             job_id: req.job_id.clone(),
             adopted,
