@@ -139,17 +139,11 @@ fn terraform_run_log_schema_follows_the_run_log_columns() {
             (text("name"), text("type"), text("mode"))
         })
         .collect();
-    let in_code: Vec<(String, String, String)> = conveyor::adapters::embedded::RUN_LOG_COLUMNS
+    let in_code: Vec<(String, String, String)> = conveyor::ports::RUN_LOG_COLUMNS
         .iter()
-        .map(|(name, sql)| {
-            let ty = match sql.split_whitespace().next().unwrap_or_default() {
-                "INTEGER" => "INT64",
-                "TIMESTAMP" => "TIMESTAMP",
-                _ => "STRING",
-            };
-            let required = sql.contains("NOT NULL") || sql.contains("PRIMARY KEY");
-            let mode = if required { "REQUIRED" } else { "NULLABLE" };
-            ((*name).to_owned(), ty.to_owned(), mode.to_owned())
+        .map(|c| {
+            let mode = if c.required { "REQUIRED" } else { "NULLABLE" };
+            (c.name.to_owned(), c.ty.to_owned(), mode.to_owned())
         })
         .collect();
     assert_eq!(

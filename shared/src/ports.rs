@@ -294,6 +294,45 @@ pub trait BatchEngine: Send + Sync {
     }
 }
 
+/// A column of the run-log table, in BigQuery's terms (each adapter maps the type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLogColumn {
+    /// Column name.
+    pub name: &'static str,
+    /// BigQuery type: `STRING`, `INT64` or `TIMESTAMP`.
+    pub ty: &'static str,
+    /// `REQUIRED` (else `NULLABLE`).
+    pub required: bool,
+}
+
+const fn col(name: &'static str, ty: &'static str, required: bool) -> RunLogColumn {
+    RunLogColumn { name, ty, required }
+}
+
+/// The run-log schema, the one definition every adapter and the Terraform table follow:
+/// seed 000's seven columns first, then Conveyor's ([`RunLogRow`] in the same order).
+pub const RUN_LOG_COLUMNS: &[RunLogColumn] = &[
+    col("dbName", "STRING", false),
+    col("tableName", "STRING", false),
+    col("td_timestamp", "TIMESTAMP", false),
+    col("last_modified_at", "TIMESTAMP", false),
+    col("environment", "STRING", false),
+    col("status", "STRING", false),
+    col("dataproc_job_id", "STRING", false),
+    col("event_id", "STRING", true),
+    col("run_id", "STRING", true),
+    col("pipeline", "STRING", false),
+    col("step", "STRING", true),
+    col("attempt", "INT64", true),
+    col("source_object", "STRING", false),
+    col("job_id", "STRING", false),
+    col("error", "STRING", false),
+    col("started_at", "TIMESTAMP", false),
+    col("finished_at", "TIMESTAMP", false),
+    col("rows_loaded", "INT64", false),
+    col("detail", "STRING", false),
+];
+
 /// One row of the run log: seed 000's columns first, then what operators need.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunLogRow {

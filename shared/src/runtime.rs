@@ -333,14 +333,16 @@ fn describe_inbound(inbound: &Inbound) -> String {
 }
 
 async fn dead_letter(ctx: &Context, step: StepName, inbound: &Inbound, reason: &str, max: u32) {
-    let (run_id, pipeline) = match inbound {
-        Inbound::Event(e) => (e.run_id.clone(), e.pipeline.clone()),
-        _ => match steps::record_rejection(ctx, step, describe_inbound(inbound).as_bytes(), reason)
-            .await
+    let Inbound::Event(e) = inbound else {
+        // An arrival or start names no run yet: record it as refused input.
+        if let Err(e) =
+            steps::record_rejection(ctx, step, describe_inbound(inbound).as_bytes(), reason).await
         {
-            Ok(_) | Err(_) => return,
-        },
+            error!(step = %step, error = %e, "cannot record a dead-lettered delivery");
+        }
+        return;
     };
+    let (run_id, pipeline) = (e.run_id.clone(), e.pipeline.clone());
     if step == StepName::Log {
         error!(run_id = %run_id, error = %reason, "the run log is unavailable; event dropped after {max} deliveries");
         return;

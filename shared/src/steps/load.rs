@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tracing::{info, instrument, warn};
 
-use super::{Context, Outcome, StepError, publish};
+use super::{Context, Outcome, StepError, describe, publish};
 use crate::config::{Pipeline, render, table_safe};
 use crate::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};
 use crate::inbound::Inbound;
@@ -81,16 +81,6 @@ async fn with_generation(ctx: &Context, mut object: ObjectRef) -> Result<ObjectR
             object.uri()
         ))),
         Err(e) => Err(StepError::from_port(e)),
-    }
-}
-
-pub(super) fn describe(inbound: &Inbound) -> String {
-    match inbound {
-        Inbound::Event(e) => format!("{} events", e.kind),
-        Inbound::Object(_) => "object arrivals".to_owned(),
-        Inbound::Start(s) if s.pipeline.is_none() => "ticks".to_owned(),
-        Inbound::Start(_) => "start requests".to_owned(),
-        Inbound::Ignored(_) => "ignored messages".to_owned(),
     }
 }
 

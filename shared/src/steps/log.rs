@@ -2,7 +2,7 @@
 
 use tracing::debug;
 
-use super::{Context, Outcome, StepError, load::describe};
+use super::{Context, Outcome, StepError, describe};
 use crate::event::{ConveyorEvent, Status};
 use crate::inbound::Inbound;
 use crate::ports::RunLogRow;

@@ -137,6 +137,17 @@ pub async fn record_rejection(
     Ok(event)
 }
 
+/// What kind of request `inbound` is, for rejection messages.
+pub(crate) fn describe(inbound: &Inbound) -> String {
+    match inbound {
+        Inbound::Event(e) => format!("{} events", e.kind),
+        Inbound::Object(_) => "object arrivals".to_owned(),
+        Inbound::Start(s) if s.pipeline.is_none() => "ticks".to_owned(),
+        Inbound::Start(_) => "start requests".to_owned(),
+        Inbound::Ignored(_) => "ignored messages".to_owned(),
+    }
+}
+
 /// Publishes `event`, mapping a bus failure to a transient step error.
 pub(crate) async fn publish(
     ctx: &Context,

@@ -20,9 +20,7 @@ use chrono::Utc;
 use tracing::{error, info, warn};
 
 use super::{
-    Context, Outcome, StepError, active_pipeline,
-    load::describe,
-    publish,
+    Context, Outcome, StepError, active_pipeline, describe, publish,
     submit::{batch_request, submit_attempt},
 };
 use crate::config::BatchSpec;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Timelike, Utc};
 use tracing::{info, instrument, warn};
 
-use super::{Context, Outcome, StepError, active_pipeline, load::describe, publish};
+use super::{Context, Outcome, StepError, active_pipeline, describe, publish};
 use crate::config::{BatchSpec, Pipeline};
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::inbound::{Inbound, Origin, StartRequest};

@@ -14,5 +14,5 @@ mod store;
 
 pub use bus::InProcessBus;
 pub use local_batch::LocalBatchEngine;
-pub use sqlite::{RUN_LOG_COLUMNS, SqliteWarehouse};
+pub use sqlite::SqliteWarehouse;
 pub use store::{LocalStore, Watcher};

@@ -12,30 +12,9 @@ use tokio::io::AsyncReadExt;
 use crate::config::{CreateDisposition, SchemaSpec, WriteDisposition};
 use crate::formats::{self, ColumnType, DecodeOptions, FormatError, Rows, Value};
 use crate::names::TableRef;
-use crate::ports::{LoadJob, LoadOutcome, ObjectStore, PortError, RunLog, RunLogRow, Warehouse};
-
-/// The run-log columns: seed 000's seven first, then Conveyor's.
-pub const RUN_LOG_COLUMNS: &[(&str, &str)] = &[
-    ("dbName", "TEXT"),
-    ("tableName", "TEXT"),
-    ("td_timestamp", "TIMESTAMP"),
-    ("last_modified_at", "TIMESTAMP"),
-    ("environment", "TEXT"),
-    ("status", "TEXT"),
-    ("dataproc_job_id", "TEXT"),
-    ("event_id", "TEXT PRIMARY KEY"),
-    ("run_id", "TEXT NOT NULL"),
-    ("pipeline", "TEXT"),
-    ("step", "TEXT NOT NULL"),
-    ("attempt", "INTEGER NOT NULL"),
-    ("source_object", "TEXT"),
-    ("job_id", "TEXT"),
-    ("error", "TEXT"),
-    ("started_at", "TIMESTAMP"),
-    ("finished_at", "TIMESTAMP"),
-    ("rows_loaded", "INTEGER"),
-    ("detail", "TEXT"),
-];
+use crate::ports::{
+    LoadJob, LoadOutcome, ObjectStore, PortError, RUN_LOG_COLUMNS, RunLog, RunLogRow, Warehouse,
+};
 
 /// SQLite databases under one directory: one file per dataset (`analytics.sqlite`), attached
 /// under the dataset's name so tables are addressed as `dataset.table`, as in BigQuery. Load
@@ -288,6 +267,8 @@ fn load_rows(
 #[async_trait]
 impl Warehouse for SqliteWarehouse {
     async fn load(&self, job: &LoadJob) -> Result<LoadOutcome, PortError> {
+        // A cheap look first spares reading and decoding the file on a redelivery; the check
+        // inside the load's transaction is the one that guarantees once.
         let job_id = job.job_id.clone();
         let done = self
             .with_db(move |db, _| {
@@ -367,7 +348,20 @@ fn ensure_run_log(db: &mut Db, dir: &std::path::Path, table: &TableRef) -> Resul
     attach(db, dir, &table.dataset)?;
     let cols: Vec<String> = RUN_LOG_COLUMNS
         .iter()
-        .map(|(n, t)| format!("\"{n}\" {t}"))
+        .map(|c| {
+            let ty = match c.ty {
+                "INT64" => "INTEGER",
+                "TIMESTAMP" => "TIMESTAMP",
+                _ => "TEXT",
+            };
+            // The event id keys the table: a redelivered event writes no second row.
+            let constraint = match (c.name, c.required) {
+                ("event_id", _) => " PRIMARY KEY",
+                (_, true) => " NOT NULL",
+                _ => "",
+            };
+            format!("\"{}\" {ty}{constraint}", c.name)
+        })
         .collect();
     db.conn
         .execute_batch(&format!(

@@ -1,5 +1,6 @@
 //! BigQuery as warehouse and run log, through gcp-bigquery-client.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,15 +12,16 @@ use gcp_bigquery_client::model::job::Job;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::GcpAuth;
-use crate::adapters::embedded::RUN_LOG_COLUMNS;
 use crate::config::{CreateDisposition, PartitionKind, SchemaSpec, WriteDisposition};
 use crate::formats::{ColumnType, Format};
 use crate::names::TableRef;
-use crate::ports::{LoadJob, LoadOutcome, PortError, RunLog, RunLogRow, Warehouse};
+use crate::ports::{
+    LoadJob, LoadOutcome, PortError, RUN_LOG_COLUMNS, RunLog, RunLogRow, Warehouse,
+};
 
 /// How long a load job may take before the request gives up (and Pub/Sub redelivers; the
 /// deterministic job id then finds the same job).
@@ -31,7 +33,7 @@ pub struct BigQuery {
     client: Client,
     project: String,
     location: Option<String>,
-    run_log_ready: Arc<OnceCell<()>>,
+    run_logs_ready: Arc<Mutex<HashSet<String>>>,
 }
 
 fn bq_error(what: &str, e: BQError) -> PortError {
@@ -167,7 +169,7 @@ impl BigQuery {
             client,
             project: project.to_owned(),
             location,
-            run_log_ready: Arc::new(OnceCell::new()),
+            run_logs_ready: Arc::default(),
         })
     }
 
@@ -263,38 +265,36 @@ impl BigQuery {
         }
     }
 
+    /// Creates the run-log `table` the first time this process writes to it (Terraform
+    /// creates it in production; 409 means it exists). Remembered per table: pipelines may
+    /// name their own run-log tables.
     async fn ensure_run_log(&self, table: &TableRef) -> Result<(), PortError> {
-        self.run_log_ready
-            .get_or_try_init(|| async {
-                let fields: Vec<Value> = RUN_LOG_COLUMNS
-                    .iter()
-                    .map(|(name, sql)| {
-                        let ty = match *sql {
-                            s if s.starts_with("INTEGER") => "INT64",
-                            s if s.starts_with("TIMESTAMP") => "TIMESTAMP",
-                            _ => "STRING",
-                        };
-                        let mode = if sql.contains("NOT NULL") || sql.contains("PRIMARY KEY") { "REQUIRED" } else { "NULLABLE" };
-                        json!({"name": name, "type": ty, "mode": mode})
-                    })
-                    .collect();
-                let body: gcp_bigquery_client::model::table::Table = serde_json::from_value(json!({
-                    "tableReference": {"projectId": self.project_of(table), "datasetId": table.dataset, "tableId": table.table},
-                    "schema": {"fields": fields},
-                    "timePartitioning": {"type": "DAY", "field": "td_timestamp"},
-                }))
-                .map_err(|e| PortError::Permanent(e.to_string()))?;
-                match self.client.table().create(body).await {
-                    Ok(_) => {
-                        info!(table = %table, "created the run-log table");
-                        Ok(())
-                    }
-                    Err(e) if is_conflict(&e) => Ok(()),
-                    Err(e) => Err(bq_error("create the run-log table", e)),
-                }
-            })
-            .await
-            .map(|_| ())
+        let key = format!(
+            "{}.{}.{}",
+            self.project_of(table),
+            table.dataset,
+            table.table
+        );
+        if self.run_logs_ready.lock().await.contains(&key) {
+            return Ok(());
+        }
+        let fields: Vec<Value> = RUN_LOG_COLUMNS
+            .iter()
+            .map(|c| json!({"name": c.name, "type": c.ty, "mode": if c.required { "REQUIRED" } else { "NULLABLE" }}))
+            .collect();
+        let body: gcp_bigquery_client::model::table::Table = serde_json::from_value(json!({
+            "tableReference": {"projectId": self.project_of(table), "datasetId": table.dataset, "tableId": table.table},
+            "schema": {"fields": fields},
+            "timePartitioning": {"type": "DAY", "field": "td_timestamp"},
+        }))
+        .map_err(|e| PortError::Permanent(e.to_string()))?;
+        match self.client.table().create(body).await {
+            Ok(_) => info!(table = %table, "created the run-log table"),
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(bq_error("create the run-log table", e)),
+        }
+        self.run_logs_ready.lock().await.insert(key);
+        Ok(())
     }
 }
 

@@ -24,9 +24,7 @@ use futures::StreamExt;
 use tracing::{info, instrument, warn};
 
 use super::{
-    Context, Outcome, StepError, active_pipeline,
-    load::describe,
-    publish,
+    Context, Outcome, StepError, active_pipeline, describe, publish,
     submit::{check_origin, start_run_id},
 };
 use crate::config::{Pipeline, StageSpec};
