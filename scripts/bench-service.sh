@@ -24,7 +24,12 @@ data=$(printf '{"type":"conveyor.table.loaded","run_id":"sales-0123456789ab","pi
 body="{\"subscription\":\"projects/p/subscriptions/to-submit\",\"message\":{\"data\":\"$data\",\"attributes\":{\"ce-type\":\"conveyor.table.loaded\"},\"messageId\":\"1\"}}"
 
 start=$(date +%s%N)
-PORT=$port CONVEYOR_CONFIG="$work/conveyor.yaml" CONVEYOR_STATE_DIR="$work/state" CONVEYOR_LOG=warn "$bin" 2>"$work/err.log" &
+# The Google Cloud adapters on anonymous credentials; nothing listens at the endpoints, and
+# this request calls none of them.
+PORT=$port CONVEYOR_CONFIG="$work/conveyor.yaml" CONVEYOR_LOG=warn CONVEYOR_PROJECT=bench \
+  CONVEYOR_EVENTS_TOPIC=events CONVEYOR_ANONYMOUS=true CONVEYOR_PUBSUB_ENDPOINT=http://127.0.0.1:9 \
+  CONVEYOR_GCS_ENDPOINT=http://127.0.0.1:9 CONVEYOR_BIGQUERY_ENDPOINT=http://127.0.0.1:9/bigquery/v2 \
+  "$bin" 2>"$work/err.log" &
 pid=$!
 until curl -fs -o /dev/null "http://127.0.0.1:$port/healthz"; do sleep 0.002; done
 ready=$(( ($(date +%s%N) - start) / 1000000 ))

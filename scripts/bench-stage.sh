@@ -12,7 +12,7 @@
 #                                         # as an object grows (each chunk costs more)
 #
 # Needs a release build of the bench binary (built here if missing):
-#   cargo build --release -p conveyor --example stage_bench
+#   cargo build --release -p conveyor-e2e --example stage_bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-1024}
@@ -20,7 +20,7 @@ SOURCE=${SOURCE:-s3}
 SINK=${SINK:-gcs}
 BIN=${CARGO_TARGET_DIR:-target}/release/examples/stage_bench
 
-[ -x "$BIN" ] || cargo build --release -p conveyor --example stage_bench
+[ -x "$BIN" ] || cargo build --release -p conveyor-e2e --example stage_bench
 WORK=$(mktemp -d)
 cleanup() {
   [ -f "$WORK/http.pid" ] && kill "$(cat "$WORK/http.pid")" 2>/dev/null || true

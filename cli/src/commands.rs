@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::Utc;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use conveyor::config::{self, Config, ConfigError};
-use conveyor::event::StepName;
-use conveyor::inbound::{Origin, StartRequest};
-use conveyor::names::TableRef;
-use conveyor::ports::RunLogRow;
-use conveyor::runtime::{Embedded, RuntimeOptions};
-use conveyor::steps::{self, Outcome};
+use conveyor_core::config::{self, Config, ConfigError};
+use conveyor_core::event::StepName;
+use conveyor_core::inbound::{Origin, StartRequest};
+use conveyor_core::names::TableRef;
+use conveyor_core::ports::RunLogRow;
+use conveyor_core::steps::{self, Outcome};
+use conveyor_embedded::runtime::{Embedded, RuntimeOptions};
 
 pub(crate) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     match config::load_file(file) {
@@ -281,7 +281,7 @@ pub(crate) async fn dev(
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let mut embedded = Embedded::open(config.clone(), state_dir)?;
-    let router = conveyor::http::combined_router(embedded.context());
+    let router = conveyor_core::http::combined_router(embedded.context());
     println!(
         "conveyor dev: {} pipeline(s) from {}",
         config.pipelines.len(),
@@ -312,8 +312,9 @@ pub(crate) async fn dev(
             .await;
     });
     let result =
-        conveyor::service::serve(router, listen, conveyor::service::shutdown_signal()).await;
+        conveyor_core::http::serve(router, listen, conveyor_core::http::shutdown_signal()).await;
     let _ = stop_tx.send(());
     let _ = runtime.await;
-    result.map(|()| ExitCode::SUCCESS)
+    result.context("the dev server failed")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -100,7 +100,7 @@ fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    conveyor::telemetry::init(conveyor::telemetry::LogFormat::Text, &cli.log);
+    conveyor_core::telemetry::init(conveyor_core::telemetry::LogFormat::Text, &cli.log);
     let result = match cli.command {
         Command::Validate { file } => commands::validate(file.as_deref().unwrap_or(&cli.config)),
         Command::Run { timeout } => {

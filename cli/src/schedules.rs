@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
-use conveyor::config;
-use conveyor::schedules::{self, scheduler_jobs};
+use conveyor_core::config;
+use conveyor_core::schedules::{self, scheduler_jobs};
 
 /// How `conveyor schedules` prints the jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use conveyor::event::StepName;
-use conveyor::steps::subscriptions;
+use conveyor_core::event::StepName;
+use conveyor_core::steps::subscriptions;
 
 fn workspace_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -56,7 +56,7 @@ fn schedules_tfvars_for_the_example_equal_the_committed_file() {
 
 #[test]
 fn schedules_list_exactly_the_active_scheduled_pipelines_of_the_example() {
-    let config = conveyor::config::load_file(Path::new(&example())).expect("example config");
+    let config = conveyor_core::config::load_file(Path::new(&example())).expect("example config");
     let expected: BTreeSet<String> = config
         .pipelines
         .iter()
@@ -123,7 +123,7 @@ fn terraform_push_filters_follow_the_steps_subscriptions() {
         .collect();
     assert_eq!(
         in_terraform, in_code,
-        "infra/modules/conveyor/subscriptions.json must follow conveyor::steps::subscriptions"
+        "infra/modules/conveyor/subscriptions.json must follow conveyor_core::steps::subscriptions"
     );
 }
 
@@ -139,7 +139,7 @@ fn terraform_run_log_schema_follows_the_run_log_columns() {
             (text("name"), text("type"), text("mode"))
         })
         .collect();
-    let in_code: Vec<(String, String, String)> = conveyor::ports::RUN_LOG_COLUMNS
+    let in_code: Vec<(String, String, String)> = conveyor_core::ports::RUN_LOG_COLUMNS
         .iter()
         .map(|c| {
             let mode = if c.required { "REQUIRED" } else { "NULLABLE" };

@@ -1,6 +1,7 @@
 //! Support for Conveyor's end-to-end tests (the test binaries are in `tests/`):
-//! [`Chain`], the embedded chain on fresh state, and [`Emulators`], the servers that
-//! `scripts/emulators.sh` starts.
+//! [`Chain`], the embedded chain on fresh state, [`Emulators`], the servers that
+//! `scripts/emulators.sh` starts, and [`fake_engines`], a local fake of the batch engines'
+//! REST APIs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,13 +11,15 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use conveyor::config;
-use conveyor::event::StepName;
-use conveyor::names::TableRef;
-use conveyor::ports::{BatchEngine, RunLogRow};
-use conveyor::runtime::{Embedded, QuietProbe, RuntimeOptions};
-use conveyor::steps::Context;
+use conveyor_core::config;
+use conveyor_core::event::StepName;
+use conveyor_core::names::TableRef;
+use conveyor_core::ports::{BatchEngine, RunLogRow};
+use conveyor_core::steps::Context;
+use conveyor_embedded::runtime::{Embedded, QuietProbe, RuntimeOptions};
 use tower::ServiceExt;
+
+pub mod fake_engines;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -288,7 +291,7 @@ impl Chain {
         body: &str,
         content_type: &str,
     ) -> (StatusCode, serde_json::Value) {
-        let router = conveyor::http::router(step, self.ctx.clone());
+        let router = conveyor_core::http::router(step, self.ctx.clone());
         let req = Request::post("/")
             .header("content-type", content_type)
             .body(Body::from(body.to_owned()))

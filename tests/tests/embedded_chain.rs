@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use conveyor::event::StepName;
-use conveyor::ports::RunLogRow;
+use conveyor_core::event::StepName;
+use conveyor_core::ports::RunLogRow;
 use conveyor_e2e::Chain;
 use tower::ServiceExt;
 
@@ -446,7 +446,7 @@ async fn every_function_accepts_a_binary_mode_cloudevent_and_answers_healthz() {
     let chain = Chain::start(FOUR_FORMATS).await;
     chain.write_file("landing", "sales/d2/x.csv", "a\n1\n");
     chain.settle(Duration::from_secs(30)).await;
-    let router = conveyor::http::router(StepName::Load, chain.ctx.clone());
+    let router = conveyor_core::http::router(StepName::Load, chain.ctx.clone());
     let req = Request::post("/")
         .header("content-type", "application/json")
         .header("ce-specversion", "1.0")
@@ -476,7 +476,7 @@ async fn the_same_router_answers_a_recorded_lambda_function_url_event() {
     let event = include_str!("fixtures/lambda-function-url.json");
     let req = lambda_http::request::from_str(event).expect("a Function URL event");
     let req = req.map(|body| Body::from(body.to_vec()));
-    let resp = conveyor::http::router(StepName::Submit, chain.ctx.clone())
+    let resp = conveyor_core::http::router(StepName::Submit, chain.ctx.clone())
         .oneshot(req)
         .await
         .expect("response");

@@ -3,19 +3,17 @@
 //! engines' REST APIs. For each engine: success; failure, retry, success; failure to max
 //! attempts; timeout with cancel; adopting an existing job (409); transient API errors.
 
-#[path = "engines/fake.rs"]
-mod fake;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use conveyor::adapters::engines::{Endpoints, Engines, StaticToken};
-use conveyor::event::StepName;
-use conveyor::names::{JobId, PipelineName, RunId};
-use conveyor::ports::RunLogRow;
-use fake::Fake;
+use conveyor_core::engines::Engines;
+use conveyor_core::event::StepName;
+use conveyor_core::names::{JobId, PipelineName, RunId};
+use conveyor_core::ports::RunLogRow;
+use conveyor_e2e::fake_engines::Fake;
+use conveyor_gcp::engines::{CloudEngines as _, Endpoints, StaticToken};
 
 /// The embedded chain whose batches go to the fake engines.
 struct Chain {

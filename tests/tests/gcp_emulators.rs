@@ -1,7 +1,8 @@
 //! The function binaries as real processes on the Google Cloud adapters, against the official
 //! Pub/Sub emulator, fake-gcs-server and bqemulator (started by `scripts/emulators.sh`):
 //! upload → GCS notification → push to load → load job → loaded event → submit, poll, log →
-//! run-log rows in BigQuery.
+//! run-log rows in BigQuery. The batch is a Dataproc Serverless batch on the local REST fake of
+//! the engines' APIs (no emulator exists for Dataproc).
 //!
 //! Without the Pub/Sub emulator these tests skip loudly; under `CI=true` they fail.
 
@@ -9,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use conveyor_e2e::fake_engines::Fake;
 use conveyor_e2e::{Emulators, binary, free_port};
 use serde_json::{Value, json};
 
@@ -29,6 +31,7 @@ struct Setup {
     emu: Emulators,
     http: reqwest::Client,
     functions: Vec<Function>,
+    fake: Fake,
     _dir: tempfile::TempDir,
 }
 
@@ -53,7 +56,7 @@ impl Setup {
             &["start"],
             "the GCP emulator tests",
         )?;
-        let http = conveyor::adapters::gcp::http_client();
+        let http = conveyor_gcp::http_client();
         let ps = format!("{}/v1/projects/{PROJECT}", emu.pubsub);
         ok(
             http.put(format!("{ps}/topics/conveyor-events"))
@@ -93,12 +96,18 @@ pipelines:
   - name: sales
     trigger: { object: { bucket: landing, pattern: "sales/{date}/*.csv" } }
     load: { table: "analytics.sales_{date}", format: CSV, skip_leading_rows: 1 }
-    batch: { engine: local, command: "echo aggregating {table}" }
+    batch:
+      engine: dataproc_serverless
+      project: test
+      region: us-central1
+      runtime_version: "2.2"
+      pyspark: { main_python_file_uri: "gs://code/aggregate.py", args: ["--table={table}"] }
     poll: { interval: 100ms, timeout: 1m }
 "#,
         )
         .expect("config");
-        let batch_dir = dir.path().join("batches");
+        let fake = Fake::start().await;
+        fake.script(&[&["PENDING", "RUNNING", "SUCCEEDED"]]);
         let mut functions = Vec::new();
         for step in ["load", "submit", "poll", "log"] {
             let port = free_port();
@@ -117,7 +126,7 @@ pipelines:
                     format!("{}/bigquery/v2", emu.bq),
                 )
                 .env("CONVEYOR_ANONYMOUS", "true")
-                .env("CONVEYOR_BATCH_DIR", &batch_dir)
+                .env("CONVEYOR_DATAPROC_ENDPOINT", &fake.url)
                 .env("CONVEYOR_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -161,6 +170,7 @@ pipelines:
             emu,
             http,
             functions,
+            fake,
             _dir: dir,
         })
     }
@@ -325,6 +335,14 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         "dataproc_job_id: {batch:?}"
     );
     assert_eq!(s.load_jobs().await.len(), 1);
+    let creates = s
+        .fake
+        .calls("POST", "/v1/projects/test/locations/us-central1/batches");
+    assert_eq!(creates.len(), 1, "one Dataproc batch per run");
+    assert_eq!(
+        creates[0].body["pysparkBatch"]["args"][0],
+        "--table=analytics.sales_2026_11_20"
+    );
 
     // 2. The same notification again: no second load job, no duplicate rows.
     let meta = ok(
@@ -398,9 +416,9 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_gcs_server() {
-    use conveyor::adapters::gcp::{GcpAuth, GcsStore};
-    use conveyor::names::{BucketName, ObjectName};
-    use conveyor::ports::ObjectStore;
+    use conveyor_core::names::{BucketName, ObjectName};
+    use conveyor_core::ports::ObjectStore;
+    use conveyor_gcp::{GcpAuth, GcsStore};
     use tokio::io::AsyncReadExt;
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -411,7 +429,7 @@ async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_
     ) else {
         return;
     };
-    let http = conveyor::adapters::gcp::http_client();
+    let http = conveyor_gcp::http_client();
     ok(
         http.post(format!("{}/storage/v1/b?project={PROJECT}", emu.gcs))
             .json(&json!({"name": "landing"}))
@@ -502,7 +520,7 @@ async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_
         store
             .open(&bucket, &ObjectName::parse("raw/missing").expect("name"))
             .await,
-        Err(conveyor::ports::PortError::NotFound(_))
+        Err(conveyor_core::ports::PortError::NotFound(_))
     ));
 
     // Conditional create: the second writer finds the object there and writes nothing.

@@ -16,16 +16,17 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use conveyor::adapters::embedded::{LocalBatchEngine, LocalStore, SqliteWarehouse};
-use conveyor::adapters::gcp::{GcpAuth, GcsStore};
-use conveyor::adapters::sources::{Connector, DirSecrets};
-use conveyor::config::{self, Config};
-use conveyor::event::{ConveyorEvent, EventType};
-use conveyor::inbound::{Origin, StartRequest};
-use conveyor::names::{BucketName, ObjectName, PipelineName};
-use conveyor::ports::{ByteStream, EventBus, ObjectMeta, ObjectStore, PortError, Ports};
-use conveyor::steps::{Context, Outcome, StageReport, stage_pipeline};
+use conveyor_core::config::{self, Config};
+use conveyor_core::event::{ConveyorEvent, EventType};
+use conveyor_core::inbound::{Origin, StartRequest};
+use conveyor_core::names::{BucketName, ObjectName, PipelineName};
+use conveyor_core::ports::{ByteStream, EventBus, ObjectMeta, ObjectStore, PortError, Ports};
+use conveyor_core::steps::{Context, Outcome, StageReport, stage_pipeline};
 use conveyor_e2e::{Emulators, binary};
+use conveyor_embedded::DirSecrets;
+use conveyor_embedded::{LocalBatchEngine, LocalStore, SqliteWarehouse};
+use conveyor_gcp::{GcpAuth, GcsStore};
+use conveyor_sources::Connector;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
@@ -162,7 +163,7 @@ impl Stage {
         http_base: &str,
         flip: bool,
     ) -> Self {
-        let http = conveyor::adapters::gcp::http_client();
+        let http = conveyor_gcp::http_client();
         let gcs: Arc<dyn ObjectStore> = Arc::new(GcsStore::new(&servers.gcs, GcpAuth::Anonymous));
         let yaml = yaml.replace("S3", &servers.s3).replace("HTTP", http_base);
         let config: Config =

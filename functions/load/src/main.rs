@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    conveyor::service::main(conveyor_load::STEP).await
+    conveyor_gcp::service::main(conveyor_load::STEP, conveyor_load::ports).await
 }

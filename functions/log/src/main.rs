@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    conveyor::service::main(conveyor_log::STEP).await
+    conveyor_gcp::service::main(conveyor_log::STEP, conveyor_log::ports).await
 }

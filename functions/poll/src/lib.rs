@@ -1,18 +1,36 @@
-//! The Conveyor **poll** function: a Cloud Run service (or AWS Lambda function) serving the
-//! poll step over HTTP.
+//! The Conveyor **poll** function: the poll step: follow open batches to a terminal state. A Cloud Run service (or AWS Lambda
+//! function) on the Google Cloud adapters.
 //!
 //! # Layout
-//! - `lib.rs`: [`router`], so tests call it without a socket.
-//! - `main.rs`: configuration, telemetry, adapters, serve.
+//! - `lib.rs`: [`router`], so tests call it without a socket, and [`ports`], the only
+//!   adapters this binary links.
+//! - `main.rs`: hands both to [`conveyor_gcp::service::main`].
+
+use std::sync::Arc;
 
 use axum::Router;
-use conveyor::event::StepName;
-use conveyor::steps::Context;
+use conveyor_core::event::StepName;
+use conveyor_core::ports::{PortError, Ports};
+use conveyor_core::steps::Context;
+use conveyor_gcp::Gcp;
 
 /// The step this function runs.
 pub const STEP: StepName = StepName::Poll;
 
 /// The function's router: `POST /` (every accepted wire shape) and `GET /healthz`.
 pub fn router(ctx: Context) -> Router {
-    conveyor::http::router(STEP, ctx)
+    conveyor_core::http::router(STEP, ctx)
+}
+
+/// The ports the poll step uses, on Google Cloud: the batch engines, the BigQuery run log and Pub/Sub.
+///
+/// # Errors
+/// When a client cannot be built.
+pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
+    Ok(Ports {
+        batch: Arc::new(gcp.engines()?),
+        run_log: Arc::new(gcp.bigquery().await?),
+        bus: Arc::new(gcp.bus().await?),
+        ..Ports::unwired()
+    })
 }

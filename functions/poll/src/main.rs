@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    conveyor::service::main(conveyor_poll::STEP).await
+    conveyor_gcp::service::main(conveyor_poll::STEP, conveyor_poll::ports).await
 }

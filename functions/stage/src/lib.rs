@@ -1,18 +1,40 @@
-//! The Conveyor **stage** function: a Cloud Run service (or AWS Lambda function) serving the
-//! stage step over HTTP.
+//! The Conveyor **stage** function: the stage step: copies source data into the landing bucket. A Cloud Run service (or AWS Lambda
+//! function) on the Google Cloud adapters.
 //!
 //! # Layout
-//! - `lib.rs`: [`router`], so tests call it without a socket.
-//! - `main.rs`: configuration, telemetry, adapters, serve.
+//! - `lib.rs`: [`router`], so tests call it without a socket, and [`ports`], the only
+//!   adapters this binary links.
+//! - `main.rs`: hands both to [`conveyor_gcp::service::main`].
+
+use std::sync::Arc;
 
 use axum::Router;
-use conveyor::event::StepName;
-use conveyor::steps::Context;
+use conveyor_core::event::StepName;
+use conveyor_core::ports::{ObjectStore, PortError, Ports};
+use conveyor_core::steps::Context;
+use conveyor_gcp::Gcp;
+use conveyor_sources::Connector;
 
 /// The step this function runs.
 pub const STEP: StepName = StepName::Stage;
 
 /// The function's router: `POST /` (every accepted wire shape) and `GET /healthz`.
 pub fn router(ctx: Context) -> Router {
-    conveyor::http::router(STEP, ctx)
+    conveyor_core::http::router(STEP, ctx)
+}
+
+/// The ports the stage step uses, on Google Cloud: Cloud Storage (the landing bucket and bucket sources), the stage sources with Secret
+/// Manager for their credentials, and Pub/Sub.
+///
+/// # Errors
+/// When a client cannot be built.
+pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
+    let store: Arc<dyn ObjectStore> = Arc::new(gcp.store());
+    let sources = Connector::new(store.clone(), Arc::new(gcp.secrets()));
+    Ok(Ports {
+        store,
+        sources: Arc::new(sources),
+        bus: Arc::new(gcp.bus().await?),
+        ..Ports::unwired()
+    })
 }

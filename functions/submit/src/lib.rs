@@ -1,18 +1,35 @@
-//! The Conveyor **submit** function: a Cloud Run service (or AWS Lambda function) serving the
-//! submit step over HTTP.
+//! The Conveyor **submit** function: the submit step: start a batch after a load. A Cloud Run service (or AWS Lambda
+//! function) on the Google Cloud adapters.
 //!
 //! # Layout
-//! - `lib.rs`: [`router`], so tests call it without a socket.
-//! - `main.rs`: configuration, telemetry, adapters, serve.
+//! - `lib.rs`: [`router`], so tests call it without a socket, and [`ports`], the only
+//!   adapters this binary links.
+//! - `main.rs`: hands both to [`conveyor_gcp::service::main`].
+
+use std::sync::Arc;
 
 use axum::Router;
-use conveyor::event::StepName;
-use conveyor::steps::Context;
+use conveyor_core::event::StepName;
+use conveyor_core::ports::{PortError, Ports};
+use conveyor_core::steps::Context;
+use conveyor_gcp::Gcp;
 
 /// The step this function runs.
 pub const STEP: StepName = StepName::Submit;
 
 /// The function's router: `POST /` (every accepted wire shape) and `GET /healthz`.
 pub fn router(ctx: Context) -> Router {
-    conveyor::http::router(STEP, ctx)
+    conveyor_core::http::router(STEP, ctx)
+}
+
+/// The ports the submit step uses, on Google Cloud: the batch engines and Pub/Sub.
+///
+/// # Errors
+/// When a client cannot be built.
+pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
+    Ok(Ports {
+        batch: Arc::new(gcp.engines()?),
+        bus: Arc::new(gcp.bus().await?),
+        ..Ports::unwired()
+    })
 }

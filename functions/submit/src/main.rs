@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    conveyor::service::main(conveyor_submit::STEP).await
+    conveyor_gcp::service::main(conveyor_submit::STEP, conveyor_submit::ports).await
 }

@@ -74,7 +74,7 @@ variable "log_filter" {
 }
 
 variable "extra_env" {
-  description = "More environment variables for every service (e.g. CONVEYOR_BATCH_DIR). They cannot replace the ones the module sets: CONVEYOR_CONFIG, CONVEYOR_ADAPTERS, CONVEYOR_LOG_FORMAT, CONVEYOR_LOG, CONVEYOR_PROJECT, CONVEYOR_EVENTS_TOPIC, CONVEYOR_REGION, CONVEYOR_BIGQUERY_LOCATION."
+  description = "More environment variables for every service (e.g. CONVEYOR_DATAPROC_ENDPOINT). They cannot replace the ones the module sets: CONVEYOR_CONFIG, CONVEYOR_ADAPTERS, CONVEYOR_LOG_FORMAT, CONVEYOR_LOG, CONVEYOR_PROJECT, CONVEYOR_EVENTS_TOPIC, CONVEYOR_REGION, CONVEYOR_BIGQUERY_LOCATION."
   type        = map(string)
   default     = {}
 }

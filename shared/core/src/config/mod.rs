@@ -1,0 +1,426 @@
+//! The pipeline configuration file: one YAML (or JSON) file declares every pipeline.
+//!
+//! # Layout
+//! - `mod.rs`: the configuration types, each field documented as it appears in the file.
+//! - `batch.rs`: the batch engines' specs (`engine: local | dataproc_serverless |
+//!   dataproc_cluster | dataflow_flex | data_fusion`) and what their states mean.
+//! - `pattern.rs`: object path patterns with named captures, and `{name}` templates.
+//! - `stage.rs`: the stage section: sources (local path, S3, Cloud Storage, https), object
+//!   name templates, and the checks that keep credentials out of the file.
+//! - `validate.rs`: loading with *every* error reported, each with its field path and line.
+//!
+//! # Example
+//! ```yaml
+//! environment: dev
+//! run_log: { table: ops.conveyor_run_log }
+//! pipelines:
+//!   - name: sales
+//!     trigger:
+//!       object: { bucket: landing, pattern: "sales/{date}/*.csv" }
+//!     load:
+//!       table: "analytics.sales_{date}"
+//!       format: CSV
+//!     batch:
+//!       engine: local
+//!       command: "echo aggregating {table}"
+//!     poll: { timeout: 10m, max_attempts: 3 }
+//! ```
+
+mod batch;
+mod pattern;
+mod stage;
+mod validate;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use batch::{
+    BatchSpec, ClusterSpec, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
+    DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob,
+    parameter_placeholders, render_parameter,
+};
+pub use pattern::{PathPattern, PatternError, placeholders, render, table_safe};
+pub use stage::{
+    GcsSource, HttpsSource, S3Source, S3Verify, STAGE_PLACEHOLDERS, SecretRef, StageSource,
+    StageSpec, folder, redact_url,
+};
+pub use validate::{ConfigError, ConfigIssue, load_file, parse_str};
+
+use crate::format::{Column, Format};
+use crate::names::{BucketName, PipelineName, TableRef};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The environment name written to every run-log row (`environment` column), e.g. `dev`.
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    /// Where run-log rows go, unless a pipeline overrides it.
+    #[serde(default)]
+    pub run_log: RunLogTarget,
+    /// The pipelines.
+    #[serde(default)]
+    pub pipelines: Vec<Pipeline>,
+}
+
+fn default_environment() -> String {
+    "dev".to_owned()
+}
+
+impl Config {
+    /// The pipeline called `name`.
+    pub fn pipeline(&self, name: &str) -> Option<&Pipeline> {
+        self.pipelines.iter().find(|p| p.name.as_str() == name)
+    }
+
+    /// The run-log table of `pipeline` (its own, else the file's).
+    pub fn run_log_table(&self, pipeline: &Pipeline) -> TableRef {
+        pipeline
+            .run_log
+            .as_ref()
+            .map_or_else(|| self.run_log.table.clone(), |r| r.table.clone())
+    }
+}
+
+/// The run-log table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunLogTarget {
+    /// `dataset.table` (or `project.dataset.table`) of the run log.
+    pub table: TableRef,
+}
+
+impl Default for RunLogTarget {
+    fn default() -> Self {
+        Self {
+            table: TableRef {
+                project: None,
+                dataset: "conveyor".to_owned(),
+                table: "run_log".to_owned(),
+            },
+        }
+    }
+}
+
+/// One pipeline: what starts it, what it stages, loads and runs, and how the run is followed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Unique name; part of run and job ids.
+    pub name: PipelineName,
+    /// An inactive pipeline ignores every trigger (and loses its schedule when deployed).
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Free text for people.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// What starts a run.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// Copy source data into the landing bucket.
+    #[serde(default)]
+    pub stage: Option<StageSpec>,
+    /// Load each arriving object into a table.
+    #[serde(default)]
+    pub load: Option<LoadSpec>,
+    /// The batch to start after the load (or on a schedule / by hand when there is no load).
+    #[serde(default)]
+    pub batch: Option<BatchSpec>,
+    /// How the batch is followed to its end.
+    #[serde(default)]
+    pub poll: PollPolicy,
+    /// This pipeline's own run-log table.
+    #[serde(default)]
+    pub run_log: Option<RunLogTarget>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What starts a run. Several may be set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// Start on the arrival of an object matching a pattern.
+    #[serde(default)]
+    pub object: Option<ObjectTrigger>,
+    /// Start on a cron schedule (Cloud Scheduler in production).
+    #[serde(default)]
+    pub schedule: Option<ScheduleTrigger>,
+    /// Allow starts by hand (`curl`, `conveyor run`). Default `true`.
+    #[serde(default = "yes")]
+    pub manual: bool,
+}
+
+impl Default for Trigger {
+    fn default() -> Self {
+        Self {
+            object: None,
+            schedule: None,
+            manual: true,
+        }
+    }
+}
+
+/// Object-arrival trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectTrigger {
+    /// The watched bucket.
+    pub bucket: BucketName,
+    /// Object name pattern, e.g. `sales/{date}/*.avro`; captures feed table names and batch
+    /// parameters.
+    pub pattern: PathPattern,
+}
+
+/// Schedule trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleTrigger {
+    /// Five-field cron expression (`0 2 * * *`), evaluated in `time_zone`.
+    pub cron: String,
+    /// IANA time zone of the schedule (Cloud Scheduler's `timeZone`). Default `Etc/UTC`.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+}
+
+fn utc() -> String {
+    "Etc/UTC".to_owned()
+}
+
+/// How an arriving object is loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSpec {
+    /// Destination `dataset.table`, with `{capture}` placeholders from the trigger pattern.
+    /// Capture values are made table-safe (`2026-11-20` → `2026_11_20`).
+    pub table: String,
+    /// File format.
+    pub format: Format,
+    /// What happens to existing rows.
+    #[serde(default)]
+    pub write_disposition: WriteDisposition,
+    /// Whether a missing table is created.
+    #[serde(default)]
+    pub create_disposition: CreateDisposition,
+    /// `autodetect` (the default) or a list of columns `{name, type, mode}`.
+    #[serde(default)]
+    pub schema: SchemaSpec,
+    /// Time partitioning of the table.
+    #[serde(default)]
+    pub partition: Option<Partition>,
+    /// CSV: leading lines to skip; `1` (the default) means the file has a header.
+    #[serde(default = "one")]
+    pub skip_leading_rows: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// BigQuery's write disposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WriteDisposition {
+    /// Add the rows to the table.
+    #[default]
+    WriteAppend,
+    /// Replace the table's rows.
+    WriteTruncate,
+    /// Fail when the table has rows.
+    WriteEmpty,
+}
+
+/// BigQuery's create disposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CreateDisposition {
+    /// Create the table when it is missing.
+    #[default]
+    CreateIfNeeded,
+    /// Fail when the table is missing.
+    CreateNever,
+}
+
+/// A table schema: detected from the file or declared.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SchemaSpec {
+    /// The word `autodetect`.
+    #[default]
+    #[serde(with = "autodetect")]
+    Autodetect,
+    /// Declared columns.
+    Columns(Vec<Column>),
+}
+
+mod autodetect {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("autodetect")
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        let s = String::deserialize(d)?;
+        if s.eq_ignore_ascii_case("autodetect") {
+            Ok(())
+        } else {
+            Err(serde::de::Error::custom(
+                "schema must be `autodetect` or a list of columns",
+            ))
+        }
+    }
+}
+
+/// Time partitioning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// The partitioning column; none means ingestion time.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Granularity.
+    #[serde(default, rename = "type")]
+    pub kind: PartitionKind,
+}
+
+/// Partition granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PartitionKind {
+    /// Hourly.
+    Hour,
+    /// Daily (the default).
+    #[default]
+    Day,
+    /// Monthly.
+    Month,
+    /// Yearly.
+    Year,
+}
+
+/// How a batch is followed: success states, timeout, retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollPolicy {
+    /// States that count as success. Default: the engine's terminal success state. A
+    /// non-terminal state such as `RUNNING` is refused here (seed 004's false success).
+    #[serde(default)]
+    pub success_states: Option<Vec<String>>,
+    /// How long one attempt may run before it is cancelled and the run ends `TIMED_OUT`.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts in all, the first included (1 = no retry).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// How often a running job is checked.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Delay before a failed attempt is resubmitted.
+    #[serde(default)]
+    pub backoff: Backoff,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        Self {
+            success_states: None,
+            timeout: default_timeout(),
+            max_attempts: default_attempts(),
+            interval: default_interval(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Exponential backoff between attempts: `initial * multiplier^(attempt-1)`, capped at `max`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    #[serde(default = "default_initial", with = "humantime_serde")]
+    pub initial: Duration,
+    /// Growth factor per attempt.
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Upper bound.
+    #[serde(default = "default_max", with = "humantime_serde")]
+    pub max: Duration,
+}
+
+fn default_initial() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_max() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: default_initial(),
+            multiplier: default_multiplier(),
+            max: default_max(),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after failed attempt number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = self
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(64) as i32);
+        let secs = self.initial.as_secs_f64() * factor;
+        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(secs.max(0.0))
+        }
+    }
+}
+
+impl PollPolicy {
+    /// The success states in force for `batch`.
+    pub fn success_states(&self, batch: &BatchSpec) -> Vec<String> {
+        self.success_states
+            .clone()
+            .unwrap_or_else(|| batch.default_success_states())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            multiplier: 2.0,
+            max: Duration::from_secs(5),
+        };
+        assert_eq!(b.delay(1), Duration::from_secs(1));
+        assert_eq!(b.delay(2), Duration::from_secs(2));
+        assert_eq!(b.delay(3), Duration::from_secs(4));
+        assert_eq!(b.delay(4), Duration::from_secs(5));
+        assert_eq!(b.delay(400), Duration::from_secs(5));
+    }
+}

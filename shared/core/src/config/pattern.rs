@@ -1,0 +1,250 @@
+//! Object path patterns with named captures, such as `sales/{date}/*.avro`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// A pattern over object names.
+///
+/// - `{name}` captures one path segment (no `/`) under `name`;
+/// - `*` matches any run of characters inside one segment;
+/// - `**` matches any run of characters across segments;
+/// - everything else matches itself.
+///
+/// # Examples
+/// ```
+/// use conveyor_core::config::PathPattern;
+/// let p = PathPattern::parse("sales/{date}/*.avro").unwrap();
+/// let caps = p.captures("sales/2026-11-20/orders.avro").unwrap();
+/// assert_eq!(caps["date"], "2026-11-20");
+/// assert!(p.captures("sales/2026-11-20/orders.csv").is_none());
+/// ```
+#[derive(Clone)]
+pub struct PathPattern {
+    source: String,
+    regex: Regex,
+    names: Vec<String>,
+}
+
+/// A pattern could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid path pattern {pattern:?}: {reason}")]
+pub struct PatternError {
+    /// The pattern text.
+    pub pattern: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl PathPattern {
+    /// Parses a pattern.
+    ///
+    /// # Errors
+    /// A [`PatternError`] for an empty pattern, an unclosed `{`, an invalid or repeated capture
+    /// name.
+    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
+        let err = |reason: &str| PatternError {
+            pattern: pattern.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if pattern.is_empty() {
+            return Err(err("must not be empty"));
+        }
+        if pattern.starts_with('/') {
+            return Err(err("must be relative to the bucket (no leading '/')"));
+        }
+        let mut re = String::from("^");
+        let mut names: Vec<String> = Vec::new();
+        let mut chars = pattern.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => return Err(err("unclosed '{'")),
+                        }
+                    }
+                    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !valid {
+                        return Err(err(
+                            "capture names are letters, digits and '_', starting with a letter",
+                        ));
+                    }
+                    if names.contains(&name) {
+                        return Err(err("a capture name is used twice"));
+                    }
+                    re.push_str(&format!("(?P<{name}>[^/]+)"));
+                    names.push(name);
+                }
+                '}' => return Err(err("'}' without '{'")),
+                '*' => {
+                    if chars.peek() == Some(&'*') {
+                        chars.next();
+                        re.push_str(".*");
+                    } else {
+                        re.push_str("[^/]*");
+                    }
+                }
+                c => re.push_str(&regex::escape(&c.to_string())),
+            }
+        }
+        re.push('$');
+        let regex = Regex::new(&re).map_err(|e| err(&e.to_string()))?;
+        Ok(Self {
+            source: pattern.to_owned(),
+            regex,
+            names,
+        })
+    }
+
+    /// The capture names, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The captures when `object` matches, else `None`.
+    pub fn captures(&self, object: &str) -> Option<BTreeMap<String, String>> {
+        let caps = self.regex.captures(object)?;
+        Some(
+            self.names
+                .iter()
+                .filter_map(|n| caps.name(n).map(|m| (n.clone(), m.as_str().to_owned())))
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Debug for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PathPattern").field(&self.source).finish()
+    }
+}
+
+impl PartialEq for PathPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Serialize for PathPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
+
+impl<'de> Deserialize<'de> for PathPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Replaces `{name}` in `template` by the capture's value; `{name}` with no capture is an
+/// error. Used for table names and batch parameters.
+///
+/// # Errors
+/// The name of the first placeholder without a value.
+pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed '{{' in {template:?}"));
+        };
+        let name = &after[..end];
+        match vars.get(name) {
+            Some(v) => out.push_str(v),
+            None => return Err(format!("{{{name}}} has no value")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The placeholders `{name}` used in `template`.
+pub fn placeholders(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end) => {
+                out.push(after[..end].to_owned());
+                rest = &after[end + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// Makes a capture value fit a BigQuery table name: every character outside `A-Z a-z 0-9 _`
+/// becomes `_` (`2026-11-20` → `2026_11_20`).
+pub fn table_safe(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_star_does_not_cross_segments_but_double_star_does() {
+        let p = PathPattern::parse("in/*.csv").unwrap();
+        assert!(p.captures("in/a.csv").is_some());
+        assert!(p.captures("in/x/a.csv").is_none());
+        let p = PathPattern::parse("in/**.csv").unwrap();
+        assert!(p.captures("in/x/a.csv").is_some());
+    }
+
+    #[test]
+    fn regex_metacharacters_in_patterns_match_literally() {
+        let p = PathPattern::parse("a+b/(x).csv").unwrap();
+        assert!(p.captures("a+b/(x).csv").is_some());
+        assert!(p.captures("aab/x.csv").is_none());
+    }
+
+    #[test]
+    fn bad_patterns_are_rejected_with_a_reason() {
+        assert!(PathPattern::parse("sales/{date/x").is_err());
+        assert!(PathPattern::parse("{a}/{a}").is_err());
+        assert!(PathPattern::parse("{1x}").is_err());
+    }
+
+    #[test]
+    fn render_fills_placeholders_and_names_missing_ones() {
+        let vars = BTreeMap::from([("date".to_owned(), "2026_11_20".to_owned())]);
+        assert_eq!(
+            render("ds.sales_{date}", &vars).unwrap(),
+            "ds.sales_2026_11_20"
+        );
+        assert!(
+            render("ds.sales_{region}", &vars)
+                .unwrap_err()
+                .contains("region")
+        );
+    }
+}

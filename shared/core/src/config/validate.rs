@@ -1,0 +1,735 @@
+//! Loading a configuration file with every error reported, each with its field path and line.
+//!
+//! serde stops at the first error, so the file is first parsed into a marked YAML tree and each
+//! section of each pipeline is deserialized on its own: one mistake per section is reported, in
+//! every section of every pipeline, followed by the cross-field checks of everything that did
+//! parse.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use marked_yaml::{LoaderOptions, Node};
+use serde::de::DeserializeOwned;
+
+use super::{BatchSpec, Config, Pipeline, SchemaSpec, parameter_placeholders, render};
+use crate::names::TableRef;
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Field path, such as `pipelines[1].load.format`.
+    pub path: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// A configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file has errors; all of them are listed.
+    #[error("{source_name}: {} error(s):\n{}", issues.len(), issues.iter().map(|i| format!("  {source_name}:{i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file name, for messages.
+        source_name: String,
+        /// Every problem found, in file order.
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+/// Reads and validates the configuration file at `path`.
+///
+/// # Errors
+/// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Invalid`] listing every
+/// problem otherwise.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut config = parse_str(&text, &path.display().to_string())?;
+    // A relative local stage source is relative to the file that names it.
+    let base = path.parent().unwrap_or(Path::new("."));
+    for p in &mut config.pipelines {
+        if let Some(stage) = &mut p.stage {
+            stage.resolve_relative(base);
+        }
+    }
+    Ok(config)
+}
+
+/// Parses and validates configuration text; `source_name` names it in messages.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] listing every problem found.
+pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+    let mut v = Validator::default();
+    let config = v.config(text);
+    v.issues.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+    match config {
+        Some(c) if v.issues.is_empty() => Ok(c),
+        _ => Err(ConfigError::Invalid {
+            source_name: source_name.to_owned(),
+            issues: v.issues,
+        }),
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    issues: Vec<ConfigIssue>,
+}
+
+fn line_of(node: &Node) -> Option<usize> {
+    node.span().start().map(|m| m.line())
+}
+
+fn get<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
+    node.as_mapping().and_then(|m| m.get_node(key))
+}
+
+impl Validator {
+    fn issue(&mut self, path: impl Into<String>, line: Option<usize>, message: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            path: path.into(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes `node` as `T`, recording an issue at `path` on failure.
+    fn section<T: DeserializeOwned>(&mut self, path: &str, node: &Node) -> Option<T> {
+        match marked_yaml::from_node::<T>(node) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let line = e.start_mark().map(|m| m.line()).or_else(|| line_of(node));
+                let full = match e.path() {
+                    Some(p) if !p.is_empty() && p != "." => format!("{path}.{p}"),
+                    _ => path.to_owned(),
+                };
+                let message = e.into_inner().to_string();
+                self.issue(full, line, message);
+                None
+            }
+        }
+    }
+
+    fn known_keys(&mut self, path: &str, node: &Node, allowed: &[&str]) {
+        let Some(map) = node.as_mapping() else { return };
+        for (key, _) in map.iter() {
+            if !allowed.contains(&key.as_str()) {
+                let line = key.span().start().map(|m| m.line());
+                self.issue(
+                    format!("{path}.{}", key.as_str()),
+                    line,
+                    format!("unknown field, expected one of: {}", allowed.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn config(&mut self, text: &str) -> Option<Config> {
+        let options = LoaderOptions::default().error_on_duplicate_keys(true);
+        let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
+            Ok(root) => root,
+            Err(e) => {
+                let line = load_error_line(&e);
+                self.issue("(file)", line, format!("not valid YAML/JSON: {e}"));
+                return None;
+            }
+        };
+        if root.as_mapping().is_none() {
+            self.issue("(file)", line_of(&root), "the top level must be a mapping");
+            return None;
+        }
+        self.known_keys("", &root, &["environment", "run_log", "pipelines"]);
+        let environment = match get(&root, "environment") {
+            Some(n) => self.section::<String>("environment", n),
+            None => Some(super::default_environment()),
+        };
+        let run_log = match get(&root, "run_log") {
+            Some(n) => self.section::<super::RunLogTarget>("run_log", n),
+            None => Some(super::RunLogTarget::default()),
+        };
+        let mut pipelines = Vec::new();
+        match get(&root, "pipelines") {
+            None => self.issue("pipelines", None, "no pipelines are declared"),
+            Some(node) => match node.as_sequence() {
+                None => self.issue("pipelines", line_of(node), "must be a list of pipelines"),
+                Some(seq) => {
+                    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+                    for (i, p) in seq.iter().enumerate() {
+                        let path = format!("pipelines[{i}]");
+                        if let Some(pipeline) = self.pipeline(&path, p) {
+                            let name = pipeline.name.to_string();
+                            if let Some(first) = seen.insert(name.clone(), i) {
+                                self.issue(
+                                    format!("{path}.name"),
+                                    get(p, "name").and_then(line_of),
+                                    format!("pipeline {name:?} is already declared at pipelines[{first}]"),
+                                );
+                            }
+                            pipelines.push(pipeline);
+                        }
+                    }
+                }
+            },
+        }
+        Some(Config {
+            environment: environment?,
+            run_log: run_log?,
+            pipelines,
+        })
+    }
+
+    fn pipeline(&mut self, path: &str, node: &Node) -> Option<Pipeline> {
+        if node.as_mapping().is_none() {
+            self.issue(path, line_of(node), "a pipeline must be a mapping");
+            return None;
+        }
+        const KEYS: &[&str] = &[
+            "name",
+            "active",
+            "description",
+            "trigger",
+            "stage",
+            "load",
+            "batch",
+            "poll",
+            "run_log",
+        ];
+        self.known_keys(path, node, KEYS);
+        let before = self.issues.len();
+        if get(node, "name").is_none() {
+            self.issue(
+                format!("{path}.name"),
+                line_of(node),
+                "missing field `name`",
+            );
+        }
+        for key in KEYS {
+            if let Some(n) = get(node, key) {
+                let p = format!("{path}.{key}");
+                if *key == "stage" {
+                    let found = super::stage::inline_credentials(n);
+                    if !found.is_empty() {
+                        for (field, line, message) in found {
+                            self.issue(format!("{p}.{field}"), line, message);
+                        }
+                        continue;
+                    }
+                }
+                let ok = match *key {
+                    "name" => self.section::<crate::names::PipelineName>(&p, n).is_some(),
+                    "active" => self.section::<bool>(&p, n).is_some(),
+                    "description" => self.section::<String>(&p, n).is_some(),
+                    "trigger" => self.section::<super::Trigger>(&p, n).is_some(),
+                    "stage" => self.section::<super::StageSpec>(&p, n).is_some(),
+                    "load" => self.section::<super::LoadSpec>(&p, n).is_some(),
+                    "batch" => self.section::<BatchSpec>(&p, n).is_some(),
+                    "poll" => self.section::<super::PollPolicy>(&p, n).is_some(),
+                    _ => self.section::<super::RunLogTarget>(&p, n).is_some(),
+                };
+                let _ = ok;
+            }
+        }
+        if self.issues.len() > before {
+            return None;
+        }
+        let pipeline = self.section::<Pipeline>(path, node)?;
+        self.semantics(path, node, &pipeline);
+        Some(pipeline)
+    }
+
+    fn semantics(&mut self, path: &str, node: &Node, p: &Pipeline) {
+        let at = |keys: &[&str]| {
+            let mut n = node;
+            let mut line = line_of(n);
+            for k in keys {
+                match get(n, k) {
+                    Some(next) => {
+                        n = next;
+                        line = line_of(n).or(line);
+                    }
+                    None => break,
+                }
+            }
+            line
+        };
+        if p.stage.is_none() && p.load.is_none() && p.batch.is_none() {
+            self.issue(
+                path,
+                at(&[]),
+                "a pipeline needs at least one of `stage`, `load` or `batch`",
+            );
+        }
+        let t = &p.trigger;
+        if t.object.is_none() && t.schedule.is_none() && !t.manual {
+            self.issue(
+                format!("{path}.trigger"),
+                at(&["trigger"]),
+                "no trigger: set `object`, `schedule` or `manual: true`",
+            );
+        }
+        if let Some(s) = &t.schedule
+            && let Err(e) = croner::Cron::new(&s.cron).parse()
+        {
+            self.issue(
+                format!("{path}.trigger.schedule.cron"),
+                at(&["trigger", "schedule", "cron"]),
+                format!("invalid cron expression {:?}: {e}", s.cron),
+            );
+        }
+        let captures: Vec<String> = t
+            .object
+            .as_ref()
+            .map(|o| o.pattern.names().to_vec())
+            .unwrap_or_default();
+        if let Some(stage) = &p.stage {
+            for (field, message) in stage.problems() {
+                // `source.s3.endpoint` is reported at the line of the deepest key present.
+                let keys: Vec<&str> = std::iter::once("stage")
+                    .chain(field.split(['.', '[']))
+                    .collect();
+                self.issue(format!("{path}.stage.{field}"), at(&keys), message);
+            }
+        }
+        if let Some(load) = &p.load {
+            if t.object.is_none() {
+                self.issue(
+                    format!("{path}.load"),
+                    at(&["load"]),
+                    "a load needs `trigger.object`: it runs when a matching object arrives",
+                );
+            }
+            let vars: BTreeMap<String, String> = captures
+                .iter()
+                .map(|c| (c.clone(), "x".to_owned()))
+                .collect();
+            match render(&load.table, &vars) {
+                Err(e) => self.issue(
+                    format!("{path}.load.table"),
+                    at(&["load", "table"]),
+                    format!("{e} (placeholders must be captures of trigger.object.pattern: {captures:?})"),
+                ),
+                Ok(sample) => {
+                    if let Err(e) = TableRef::parse(&sample) {
+                        self.issue(format!("{path}.load.table"), at(&["load", "table"]), e.to_string());
+                    }
+                }
+            }
+            if let SchemaSpec::Columns(cols) = &load.schema {
+                let mut names = BTreeSet::new();
+                if cols.is_empty() {
+                    self.issue(
+                        format!("{path}.load.schema"),
+                        at(&["load", "schema"]),
+                        "declares no column",
+                    );
+                }
+                for (i, c) in cols.iter().enumerate() {
+                    let valid = c
+                        .name
+                        .chars()
+                        .next()
+                        .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+                        && c.name
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                        && c.name.len() <= 300;
+                    if !valid {
+                        self.issue(
+                            format!("{path}.load.schema[{i}].name"),
+                            at(&["load", "schema"]),
+                            format!("invalid column name {:?}: letters, digits and '_', not starting with a digit", c.name),
+                        );
+                    }
+                    if !names.insert(c.name.to_ascii_lowercase()) {
+                        self.issue(
+                            format!("{path}.load.schema[{i}].name"),
+                            at(&["load", "schema"]),
+                            format!("column {:?} is declared twice", c.name),
+                        );
+                    }
+                }
+                if let Some(field) = load.partition.as_ref().and_then(|p| p.field.as_ref()) {
+                    use crate::format::ColumnType;
+                    match cols.iter().find(|c| &c.name == field) {
+                        None => self.issue(
+                            format!("{path}.load.partition.field"),
+                            at(&["load", "partition", "field"]),
+                            format!("{field:?} is not a declared column"),
+                        ),
+                        Some(c) if !matches!(c.ty, ColumnType::Timestamp | ColumnType::Date) => {
+                            self.issue(
+                                format!("{path}.load.partition.field"),
+                                at(&["load", "partition", "field"]),
+                                format!(
+                                    "{field:?} must be a TIMESTAMP or DATE column to partition on"
+                                ),
+                            )
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        if let Some(batch) = &p.batch {
+            // `batch.a.b[0]` is reported at the line of `batch.a`.
+            let line_of_param = |param: &str| {
+                let first = param.split(['.', '[']).next().unwrap_or(param);
+                at(&["batch", first])
+            };
+            for (param, message) in batch.problems() {
+                self.issue(
+                    format!("{path}.batch.{param}"),
+                    line_of_param(&param),
+                    message,
+                );
+            }
+            let mut known: Vec<String> = captures.clone();
+            known.extend(["run_id", "table", "attempt", "job_id", "pipeline"].map(str::to_owned));
+            for (param, value) in batch.parameters() {
+                for name in parameter_placeholders(&value) {
+                    if !known.contains(&name) {
+                        self.issue(
+                            format!("{path}.batch.{param}"),
+                            line_of_param(&param),
+                            format!(
+                                "unknown placeholder {{{name}}}; known: {}",
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+            let states = p.poll.success_states(batch);
+            if states.is_empty() {
+                self.issue(
+                    format!("{path}.poll.success_states"),
+                    at(&["poll", "success_states"]),
+                    "must name at least one state",
+                );
+            }
+            for s in &states {
+                if batch
+                    .non_terminal_states()
+                    .contains(&s.to_ascii_uppercase().as_str())
+                {
+                    self.issue(
+                        format!("{path}.poll.success_states"),
+                        at(&["poll", "success_states"]),
+                        format!("{s} is not a terminal state of the {} engine and can never mean success", batch.engine()),
+                    );
+                } else if !batch.is_terminal(s) {
+                    self.issue(
+                        format!("{path}.poll.success_states"),
+                        at(&["poll", "success_states"]),
+                        format!(
+                            "{s} is not a state of the {} engine; its terminal states are {}",
+                            batch.engine(),
+                            batch.terminal_states().join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        let poll = &p.poll;
+        if poll.max_attempts == 0 {
+            self.issue(
+                format!("{path}.poll.max_attempts"),
+                at(&["poll", "max_attempts"]),
+                "must be at least 1",
+            );
+        }
+        if poll.timeout.is_zero() {
+            self.issue(
+                format!("{path}.poll.timeout"),
+                at(&["poll", "timeout"]),
+                "must be longer than 0s",
+            );
+        }
+        if poll.interval.is_zero() {
+            self.issue(
+                format!("{path}.poll.interval"),
+                at(&["poll", "interval"]),
+                "must be longer than 0s",
+            );
+        }
+        if !(poll.backoff.multiplier.is_finite() && poll.backoff.multiplier >= 1.0) {
+            self.issue(
+                format!("{path}.poll.backoff.multiplier"),
+                at(&["poll", "backoff", "multiplier"]),
+                "must be a number >= 1",
+            );
+        }
+    }
+}
+
+fn load_error_line(e: &marked_yaml::LoadError) -> Option<usize> {
+    use marked_yaml::LoadError as L;
+    match e {
+        L::TopLevelMustBeMapping(m)
+        | L::TopLevelMustBeSequence(m)
+        | L::UnexpectedAnchor(m)
+        | L::MappingKeyMustBeScalar(m)
+        | L::UnexpectedTag(m)
+        | L::ScanError(m, _) => Some(m.line()),
+        L::DuplicateKey(d) => d.key.span().start().map(|m| m.line()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+environment: test
+run_log: { table: ops.run_log }
+pipelines:
+  - name: sales
+    trigger:
+      object: { bucket: landing, pattern: "sales/{date}/*.csv" }
+    load:
+      table: "analytics.sales_{date}"
+      format: CSV
+    batch:
+      engine: local
+      command: "echo {date} {run_id}"
+    poll: { timeout: 5m, max_attempts: 2, backoff: { initial: 1s } }
+"#;
+
+    fn issues(text: &str) -> Vec<ConfigIssue> {
+        match parse_str(text, "t.yaml") {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { issues, .. }) => issues,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_file_parses() {
+        let c = parse_str(GOOD, "t.yaml").unwrap();
+        assert_eq!(c.environment, "test");
+        assert_eq!(c.pipelines[0].poll.max_attempts, 2);
+        assert_eq!(c.pipelines[0].poll.timeout.as_secs(), 300);
+    }
+
+    #[test]
+    fn the_same_config_is_accepted_as_json() {
+        let json = r#"{"pipelines": [{"name": "j", "trigger": {"object": {"bucket": "landing", "pattern": "j/*.json"}},
+            "load": {"table": "ds.j", "format": "NDJSON"}}]}"#;
+        let c = parse_str(json, "t.json").unwrap();
+        assert_eq!(c.pipelines[0].name.as_str(), "j");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path_and_line() {
+        let text = r#"pipelines:
+  - name: one
+    trigger:
+      object: { bucket: landing, pattern: "a/{date}/*.csv" }
+    load:
+      table: "ds.t_{region}"
+      format: XLS
+  - name: two
+    trigger:
+      schedule: { cron: "not a cron" }
+    batch:
+      engine: local
+      command: "run"
+    poll:
+      success_states: [RUNNING]
+      max_attempts: 0
+  - name: Bad Name
+    colour: blue
+"#;
+        let found = issues(text);
+        let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+        assert!(
+            paths.iter().any(|p| p.starts_with("pipelines[0].load")),
+            "{found:?}"
+        );
+        assert!(
+            paths.contains(&"pipelines[1].trigger.schedule.cron"),
+            "{found:?}"
+        );
+        assert!(
+            paths.contains(&"pipelines[1].poll.success_states"),
+            "{found:?}"
+        );
+        assert!(
+            paths.contains(&"pipelines[1].poll.max_attempts"),
+            "{found:?}"
+        );
+        assert!(paths.contains(&"pipelines[2].colour"), "{found:?}");
+        assert!(paths.contains(&"pipelines[2].name"), "{found:?}");
+        let line = |p: &str| found.iter().find(|i| i.path == p).and_then(|i| i.line);
+        assert_eq!(line("pipelines[1].trigger.schedule.cron"), Some(10));
+        assert_eq!(line("pipelines[1].poll.max_attempts"), Some(16));
+        assert_eq!(line("pipelines[2].colour"), Some(18));
+        assert!(found.len() >= 6, "{found:#?}");
+    }
+
+    #[test]
+    fn a_table_placeholder_without_a_capture_is_an_error() {
+        let text = GOOD.replace("analytics.sales_{date}", "analytics.sales_{region}");
+        let found = issues(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "pipelines[0].load.table");
+        assert!(found[0].message.contains("{region}"));
+    }
+
+    #[test]
+    fn running_is_never_accepted_as_a_success_state() {
+        let text = GOOD.replace(
+            "max_attempts: 2",
+            "max_attempts: 2, success_states: [SUCCEEDED, RUNNING]",
+        );
+        let found = issues(&text);
+        assert!(
+            found.iter().any(|i| i.message.contains("RUNNING")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_name_their_line() {
+        let found = issues("pipelines:\n  - name: a\n    load: [\n");
+        assert_eq!(found.len(), 1);
+        assert!(found[0].line.is_some());
+    }
+
+    #[test]
+    fn duplicate_pipeline_names_are_rejected() {
+        let text = format!("{GOOD}{}", GOOD.split("pipelines:\n").nth(1).unwrap());
+        let found = issues(&text);
+        assert!(
+            found.iter().any(|i| i.message.contains("already declared")),
+            "{found:?}"
+        );
+    }
+
+    const ENGINES: &str = r#"
+pipelines:
+  - name: serverless
+    trigger: { object: { bucket: landing, pattern: "in/{date}/*.csv" } }
+    load: { table: "ds.t_{date}", format: CSV }
+    batch:
+      engine: dataproc_serverless
+      project: my-project
+      region: us-central1
+      runtime_version: "2.1"
+      spark:
+        main_class: com.example.services.Application
+        jar_file_uris: [gs://encryption-poc/kms-utils-1.1.jar]
+        args: ["--source-table={table}", "--date={date}"]
+      service_account: sa@my-project.iam.gserviceaccount.com
+      subnet: default
+  - name: cluster
+    trigger: { manual: true }
+    batch:
+      engine: dataproc_cluster
+      project: my-project
+      region: us-central1
+      cluster: { single_node: true, max_idle: 12h, internal_ip_only: false }
+      pig: { queries: ["sh echo {run_id} ${HOME}"] }
+  - name: dataflow
+    trigger: { manual: true }
+    batch:
+      engine: dataflow_flex
+      project: my-project
+      region: us-central1
+      template: gs://dataflow-templates-us-central1/latest/flex/SQLServer_to_BigQuery
+      parameters: { query: "select 1" }
+      num_workers: 2
+      max_workers: 10
+  - name: fusion
+    trigger: { manual: true }
+    batch:
+      engine: data_fusion
+      instance_url: https://instance-dot-usw1.datafusion.googleusercontent.com/api
+      pipeline: cdf_pipeline
+      runs:
+        - { args: { business_unit: hr, data_source: engineer } }
+        - { active: false, args: { business_unit: hr, data_source: payroll } }
+    poll: { success_states: [COMPLETED], timeout: 3600s }
+"#;
+
+    #[test]
+    fn every_engine_parses_with_numbers_flags_and_durations() {
+        let c = parse_str(ENGINES, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let BatchSpec::DataprocCluster(cluster) = c.pipelines[1].batch.clone().unwrap() else {
+            panic!("not a cluster batch");
+        };
+        assert!(cluster.cluster.single_node);
+        assert!(!cluster.cluster.internal_ip_only);
+        assert_eq!(cluster.cluster.max_idle.as_secs(), 12 * 3600);
+        let BatchSpec::DataflowFlex(flex) = c.pipelines[2].batch.clone().unwrap() else {
+            panic!("not a dataflow batch");
+        };
+        assert_eq!((flex.num_workers, flex.max_workers), (Some(2), Some(10)));
+        let fusion = c.pipelines[3].batch.clone().unwrap();
+        assert_eq!(fusion.fan_out(), Some(vec!["hr-engineer".to_owned()]));
+        assert_eq!(c.pipelines[3].poll.timeout.as_secs(), 3600);
+    }
+
+    #[test]
+    fn engine_mistakes_are_all_reported_with_their_field_paths() {
+        let text = ENGINES
+            .replace("      runtime_version: \"2.1\"\n", "")
+            .replace(
+                "pig: { queries",
+                "spark: { main_class: X }\n      pig: { queries",
+            )
+            .replace("select 1", "select {column}")
+            .replace(
+                "success_states: [COMPLETED]",
+                "success_states: [RUNNING, COMPLETE]",
+            );
+        let found = issues(&text);
+        let has = |path: &str, word: &str| {
+            found
+                .iter()
+                .any(|i| i.path == path && i.message.contains(word))
+        };
+        assert!(has("pipelines[0].batch", "runtime_version"), "{found:#?}");
+        assert!(has("pipelines[1].batch.pig", "exactly one"), "{found:#?}");
+        assert!(
+            has("pipelines[2].batch.parameters.query", "{column}"),
+            "{found:#?}"
+        );
+        assert!(
+            has("pipelines[3].poll.success_states", "RUNNING"),
+            "{found:#?}"
+        );
+        assert!(
+            has(
+                "pipelines[3].poll.success_states",
+                "COMPLETE is not a state"
+            ),
+            "{found:#?}"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! The HTTP surface every function serves: `POST /` takes any accepted wire shape (see
+//! [`crate::inbound`]), `GET /healthz` answers `ok`.
+//!
+//! One place maps outcomes to status codes:
+//! - done → 200 with a JSON summary;
+//! - permanent problem (malformed, unknown pipeline, wrong function) → recorded in the run log
+//!   as REJECTED, then 200 when it came through a Pub/Sub push (so it is acknowledged, not
+//!   redelivered forever) or 400 with the reason for a direct call;
+//! - transient problem (a backend down) → 503, so Pub/Sub redelivers with backoff. If even the
+//!   rejection record cannot be published, that is transient too: nothing is lost.
+//!
+//! [`serve`] runs a router until [`shutdown_signal`], draining in-flight requests.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tracing::{error, info, warn};
+
+use crate::event::StepName;
+use crate::inbound::{Delivery, Inbound, parse_http};
+use crate::steps::{self, Context, Outcome, StepError};
+
+/// Largest accepted request body: a Pub/Sub message is at most 10 MB, base64 makes it 13.4.
+pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+#[derive(Clone)]
+struct App {
+    step: StepName,
+    ctx: Context,
+}
+
+/// The router of the function running `step`.
+pub fn router(step: StepName, ctx: Context) -> Router {
+    Router::new()
+        .route("/", post(handle))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(App { step, ctx })
+}
+
+/// The five functions' routers under `/stage`, `/load`, `/submit`, `/poll` and `/log`, for
+/// the embedded `conveyor dev` server.
+pub fn combined_router(ctx: Context) -> Router {
+    let mut r = Router::new().route("/healthz", get(|| async { "ok" }));
+    for step in StepName::ALL {
+        r = r.nest(&format!("/{step}"), router(step, ctx.clone()));
+    }
+    r
+}
+
+/// Every failure of a request, in one shape.
+enum AppError {
+    Rejected { reason: String, acknowledge: bool },
+    Unavailable,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Rejected { reason, acknowledge: true } => {
+                (StatusCode::OK, Json(json!({"status": "rejected", "reason": reason}))).into_response()
+            }
+            Self::Rejected { reason, acknowledge: false } => {
+                (StatusCode::BAD_REQUEST, Json(json!({"status": "rejected", "reason": reason}))).into_response()
+            }
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "reason": "a backend is unavailable; retry later"})),
+            )
+                .into_response(),
+        }
+    }
+}
+
+async fn handle(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Outcome>, AppError> {
+    let (delivery, parsed) = parse_http(&headers, &body);
+    let result = match parsed {
+        // Subscriptions filter by type in production; the Pub/Sub emulator ignores filters.
+        // An event meant for another step is acknowledged and left alone.
+        Ok(Inbound::Event(e)) if !steps::subscriptions(app.step).contains(&e.kind) => {
+            return Ok(Json(Outcome {
+                summary: format!("{} is not for the {} function; ignored", e.kind, app.step),
+                events: Vec::new(),
+            }));
+        }
+        Ok(inbound) => steps::handle(app.step, &app.ctx, inbound).await,
+        Err(e) => Err(StepError::Rejected(e.0)),
+    };
+    match result {
+        Ok(outcome) => {
+            info!(step = %app.step, summary = %outcome.summary, "handled");
+            Ok(Json(outcome))
+        }
+        Err(StepError::Transient(reason)) => {
+            error!(step = %app.step, error = %reason, "transient failure; asking for redelivery");
+            Err(AppError::Unavailable)
+        }
+        Err(StepError::Rejected(reason)) => reject(&app, &delivery, &body, reason).await,
+    }
+}
+
+async fn reject(
+    app: &App,
+    delivery: &Delivery,
+    body: &[u8],
+    reason: String,
+) -> Result<Json<Outcome>, AppError> {
+    warn!(step = %app.step, reason = %reason, pubsub = delivery.pubsub.is_some(), "request rejected");
+    if let Err(e) = steps::record_rejection(&app.ctx, app.step, body, &reason).await {
+        error!(step = %app.step, error = %e, "cannot record the rejection; asking for redelivery");
+        return Err(AppError::Unavailable);
+    }
+    Err(AppError::Rejected {
+        reason,
+        acknowledge: delivery.pubsub.is_some(),
+    })
+}
+
+/// Waits for SIGTERM (Cloud Run's stop signal) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Serves `router` on `addr` until `shutdown`, then drains in-flight requests.
+///
+/// # Errors
+/// When the address cannot be bound or the server fails.
+pub async fn serve(
+    router: Router,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    info!(addr = %listener.local_addr().unwrap_or(addr), "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,44 @@
+//! Conveyor core: what every Conveyor function and the `conveyor` CLI share, with no cloud SDK
+//! and no database in it.
+//!
+//! Conveyor runs data pipelines on Google Cloud without a central orchestrator: each step
+//! (stage, load, submit, poll, log) is a small service that reacts to an event and chains to the
+//! next by publishing one. The steps depend on the [`ports`] only; the adapters live in their
+//! own crates, so a binary links exactly the ones it runs:
+//!
+//! ```text
+//! conveyor-core ◄── conveyor-gcp       (Pub/Sub, Cloud Storage, BigQuery, engines' APIs)
+//!               ◄── conveyor-sources   (stage sources: S3, https, other buckets, local files)
+//!               ◄── conveyor-embedded  (SQLite, a directory per bucket, local processes)
+//! ```
+//!
+//! # Layout
+//! - [`names`]: parsed newtypes for every name that comes from outside (buckets, objects,
+//!   tables, pipelines, run and job ids).
+//! - [`config`]: the pipeline configuration file and its validation; [`format`]: the load
+//!   formats and column types it names.
+//! - [`event`]: Conveyor's CloudEvents and [`inbound`]: every wire shape a function accepts.
+//! - [`ports`]: the traits the steps depend on; [`engines`]: the batch port that hands each
+//!   batch to the engine its spec names.
+//! - [`steps`]: the five steps; [`http`]: the axum router every function serves, and serving.
+//! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
+//! - [`telemetry`]: logging set-up.
+
+pub mod config;
+pub mod engines;
+pub mod event;
+pub mod format;
+pub mod http;
+pub mod inbound;
+pub mod names;
+pub mod ports;
+pub mod schedules;
+pub mod steps;
+pub mod telemetry;
+
+#[cfg(test)]
+mod testing;
+
+/// Object names under this folder are Conveyor's own state (the stage watermarks, claims),
+/// never data: bucket sources skip them and the load step ignores them.
+pub const INTERNAL_PREFIX: &str = "_conveyor/";

@@ -1,0 +1,514 @@
+//! The ports: the traits every step depends on. Adapters implement them for Google Cloud
+//! (production) and for one machine (embedded); a step never names a cloud SDK.
+//!
+//! Every method that causes a side effect is idempotent on the id it is given, because
+//! Pub/Sub delivers at least once.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncRead;
+
+use crate::config::{
+    BatchSpec, CreateDisposition, Partition, SchemaSpec, SecretRef, StageSource, WriteDisposition,
+};
+use crate::event::{ConveyorEvent, ObjectRef};
+use crate::format::{BadRow, Format};
+use crate::names::{BucketName, JobId, ObjectName, RunId, TableRef};
+
+/// A readable byte stream.
+pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;
+
+/// The error of a port call, classified the one way callers care about: is it worth retrying?
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortError {
+    /// Retrying later may succeed (backend down, quota, timeout).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying cannot succeed (bad data, missing object, refused request).
+    #[error("{0}")]
+    Permanent(String),
+    /// The rows of a load were bad; nothing was loaded.
+    #[error("{} bad row(s); first: row {}: {}", .0.len(), .0.first().map_or(0, |b| b.row), .0.first().map_or("", |b| b.reason.as_str()))]
+    BadRows(Vec<BadRow>),
+    /// The thing asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl PortError {
+    /// Whether a retry may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// Metadata of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object.
+    pub object: ObjectRef,
+    /// A content fingerprint: ETag, MD5 or CRC32C (for change detection).
+    pub etag: String,
+    /// Last update.
+    pub updated: DateTime<Utc>,
+}
+
+/// Buckets of objects: Cloud Storage, or a directory per bucket.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Writes `body` to `bucket/name`, replacing any object there, and returns its metadata.
+    /// The object appears whole or not at all.
+    async fn put(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        body: ByteStream,
+    ) -> Result<ObjectMeta, PortError>;
+    /// Opens `bucket/name` for reading.
+    async fn open(&self, bucket: &BucketName, name: &ObjectName) -> Result<ByteStream, PortError>;
+    /// The object's metadata, or `None` when it does not exist.
+    async fn head(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+    ) -> Result<Option<ObjectMeta>, PortError>;
+    /// Every object whose name starts with `prefix`, in name order.
+    async fn list(&self, bucket: &BucketName, prefix: &str) -> Result<Vec<ObjectMeta>, PortError>;
+    /// Writes `body` to `bucket/name` only if no object exists there, atomically: `None` when
+    /// one already did (nothing is written). For markers and leases that two deliveries of
+    /// one event may race to create.
+    async fn create_new(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        body: ByteStream,
+    ) -> Result<Option<ObjectMeta>, PortError>;
+}
+
+/// Digests of an object's bytes. Each is compared only with a digest of the same kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Digests {
+    /// MD5, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    /// CRC32C, as Cloud Storage writes it: base64 of the four big-endian bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    /// SHA-256, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// One object of a stage source, as its listing describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceObject {
+    /// Unique within the source: the S3 key, the object name, the URL, the file path.
+    pub key: String,
+    /// The path below the source folder, `/`-separated (`{relative}` in stage templates).
+    pub relative: String,
+    /// The full path: S3 key, object name, URL path, or the relative path of a local file
+    /// (`{path}` in stage templates).
+    pub path: String,
+    /// Size in bytes, when known.
+    pub size: Option<u64>,
+    /// An opaque version tag (S3 or HTTP ETag) that changes when the content does.
+    pub etag: Option<String>,
+    /// A version id (a Cloud Storage generation).
+    pub version: Option<String>,
+    /// Last modification.
+    pub modified: Option<DateTime<Utc>>,
+    /// Digests the source vouches for: the bytes read must match them.
+    pub digests: Digests,
+}
+
+/// An opened source object.
+pub struct Opened {
+    /// The bytes.
+    pub body: ByteStream,
+    /// The size the reply announced (HTTP `Content-Length`), when known.
+    pub size: Option<u64>,
+    /// Digests the reply vouches for (HTTP `Content-MD5`, `x-goog-hash`), besides the
+    /// listing's.
+    pub digests: Digests,
+}
+
+/// A connected stage source: lists and opens the objects of one configured source.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Where it reads, without credentials (`s3://bucket/folder/`): keys the watermark.
+    fn uri(&self) -> String;
+    /// Every object, all pages of the listing, in key order.
+    async fn list(&self) -> Result<Vec<SourceObject>, PortError>;
+    /// Opens `object` for reading. A source that can pin what it reads to the listed
+    /// version does (S3 `If-Match`), so a change since the listing fails the open.
+    async fn open(&self, object: &SourceObject) -> Result<Opened, PortError>;
+}
+
+/// Connects the stage sources a pipeline file names: S3, other buckets, web servers, local
+/// files.
+#[async_trait]
+pub trait Sources: Send + Sync {
+    /// A client for `source`, with its credentials resolved now.
+    async fn connect(&self, source: &StageSource) -> Result<Arc<dyn Source>, PortError>;
+}
+
+/// A secret's value. Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct SecretValue(Vec<u8>);
+
+impl SecretValue {
+    /// Wraps a value.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The value.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// Secrets: Secret Manager, or files under the embedded state directory.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The value of `secret`.
+    async fn access(&self, secret: &SecretRef) -> Result<SecretValue, PortError>;
+}
+
+/// Where events go: Pub/Sub topics, or the in-process bus.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Publishes one event. Returns once the bus has accepted it.
+    async fn publish(&self, event: &ConveyorEvent) -> Result<(), PortError>;
+}
+
+/// A load of one object into one table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadJob {
+    /// Deterministic job id: the same object generation and pipeline give the same id.
+    pub job_id: JobId,
+    /// The object to load.
+    pub source: ObjectRef,
+    /// The destination.
+    pub table: TableRef,
+    /// File format.
+    pub format: Format,
+    /// Write disposition.
+    pub write: WriteDisposition,
+    /// Create disposition.
+    pub create: CreateDisposition,
+    /// Schema.
+    pub schema: SchemaSpec,
+    /// Partitioning.
+    pub partition: Option<Partition>,
+    /// CSV leading rows to skip.
+    pub skip_leading_rows: u64,
+}
+
+/// The result of a load job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOutcome {
+    /// Rows the job loaded.
+    pub rows: u64,
+    /// `true` when the job had already run (a redelivery): nothing was loaded this time.
+    pub already_done: bool,
+}
+
+/// The warehouse: BigQuery, or an embedded SQL database.
+#[async_trait]
+pub trait Warehouse: Send + Sync {
+    /// Runs a load job to completion. Idempotent on `job.job_id`: a second call returns the
+    /// first call's outcome with `already_done` and loads nothing.
+    async fn load(&self, job: &LoadJob) -> Result<LoadOutcome, PortError>;
+    /// Number of rows in `table`.
+    async fn row_count(&self, table: &TableRef) -> Result<u64, PortError>;
+}
+
+/// A batch to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRequest {
+    /// Deterministic id for this run and attempt.
+    pub job_id: JobId,
+    /// The run.
+    pub run_id: RunId,
+    /// The attempt (1-based).
+    pub attempt: u32,
+    /// What to run.
+    pub spec: BatchSpec,
+    /// Values for `{placeholders}` in the spec.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// A batch submission's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The job id.
+    pub job_id: JobId,
+    /// `true` when a job with this id already existed and was adopted.
+    pub adopted: bool,
+}
+
+/// A batch job's state as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobState {
+    /// The engine's own state name (`RUNNING`, `SUCCEEDED`, `COMPLETED`, `JOB_STATE_DONE`, ...).
+    pub state: String,
+    /// Whether the engine will not change this state any more.
+    pub terminal: bool,
+    /// The engine's error message, when it failed.
+    pub error: Option<String>,
+}
+
+/// A batch engine: Dataproc, Dataflow, Data Fusion, or a local process.
+#[async_trait]
+pub trait BatchEngine: Send + Sync {
+    /// Starts the batch. Idempotent on `req.job_id`: an existing job is adopted.
+    async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError>;
+    /// The job's current state.
+    async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError>;
+    /// Cancels the job (and releases what it holds). Cancelling a finished job is not an error.
+    async fn cancel(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError>;
+    /// Follows the job one check further and returns its state. An engine whose submission
+    /// goes on after `submit` returns (a Dataproc job waits for its ephemeral cluster before
+    /// it can be submitted) carries it on here, which is why it gets the whole request; the
+    /// poll step rebuilds that request from the run log. The default asks [`Self::state`].
+    async fn follow(&self, req: &BatchRequest) -> Result<JobState, PortError> {
+        self.state(&req.spec, &req.job_id).await
+    }
+    /// Releases what the job holds once it has ended in any state (the ephemeral cluster of a
+    /// Dataproc job). Idempotent: releasing twice, or what is already gone, is not an error.
+    /// The default holds nothing.
+    async fn release(&self, _spec: &BatchSpec, _job_id: &JobId) -> Result<(), PortError> {
+        Ok(())
+    }
+}
+
+/// A column of the run-log table, in BigQuery's terms (each adapter maps the type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLogColumn {
+    /// Column name.
+    pub name: &'static str,
+    /// BigQuery type: `STRING`, `INT64` or `TIMESTAMP`.
+    pub ty: &'static str,
+    /// `REQUIRED` (else `NULLABLE`).
+    pub required: bool,
+}
+
+const fn col(name: &'static str, ty: &'static str, required: bool) -> RunLogColumn {
+    RunLogColumn { name, ty, required }
+}
+
+/// The run-log schema, the one definition every adapter and the Terraform table follow:
+/// seed 000's seven columns first, then Conveyor's ([`RunLogRow`] in the same order).
+pub const RUN_LOG_COLUMNS: &[RunLogColumn] = &[
+    col("dbName", "STRING", false),
+    col("tableName", "STRING", false),
+    col("td_timestamp", "TIMESTAMP", false),
+    col("last_modified_at", "TIMESTAMP", false),
+    col("environment", "STRING", false),
+    col("status", "STRING", false),
+    col("dataproc_job_id", "STRING", false),
+    col("event_id", "STRING", true),
+    col("run_id", "STRING", true),
+    col("pipeline", "STRING", false),
+    col("step", "STRING", true),
+    col("attempt", "INT64", true),
+    col("source_object", "STRING", false),
+    col("job_id", "STRING", false),
+    col("error", "STRING", false),
+    col("started_at", "TIMESTAMP", false),
+    col("finished_at", "TIMESTAMP", false),
+    col("rows_loaded", "INT64", false),
+    col("detail", "STRING", false),
+];
+
+/// One row of the run log: seed 000's columns first, then what operators need.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunLogRow {
+    /// Seed 000 `dbName`: the dataset of the table concerned.
+    pub db_name: Option<String>,
+    /// Seed 000 `tableName`: the table concerned.
+    pub table_name: Option<String>,
+    /// Seed 000 `td_timestamp`: when the event happened.
+    pub td_timestamp: DateTime<Utc>,
+    /// Seed 000 `last_modified_at`: when the row was written.
+    pub last_modified_at: DateTime<Utc>,
+    /// Seed 000 `environment`.
+    pub environment: String,
+    /// Seed 000 `status`.
+    pub status: String,
+    /// Seed 000 `dataproc_job_id`: the batch job id (any engine).
+    pub dataproc_job_id: Option<String>,
+    /// The event id (deterministic; makes writes idempotent).
+    pub event_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The pipeline.
+    pub pipeline: Option<String>,
+    /// The step.
+    pub step: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// `gs://bucket/object` that started the run.
+    pub source_object: Option<String>,
+    /// The load or batch job id.
+    pub job_id: Option<String>,
+    /// The error, on failure.
+    pub error: Option<String>,
+    /// When the step or attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished (terminal statuses only).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Rows loaded.
+    pub rows_loaded: Option<u64>,
+    /// The event's detail as JSON (engine, engine state, retry time, parameters).
+    pub detail: String,
+}
+
+/// The run log: a BigQuery table, or a table in the embedded database.
+#[async_trait]
+pub trait RunLog: Send + Sync {
+    /// Records a row. Idempotent on `row.event_id`.
+    async fn record(&self, table: &TableRef, row: &RunLogRow) -> Result<(), PortError>;
+    /// The newest rows, newest first.
+    async fn recent(&self, table: &TableRef, limit: usize) -> Result<Vec<RunLogRow>, PortError>;
+    /// For every run whose newest batch row is SUBMITTED, RUNNING, or FAILED with a retry
+    /// pending, that row: the durable state the poll step works from.
+    async fn open_batches(&self, table: &TableRef) -> Result<Vec<RunLogRow>, PortError>;
+}
+
+/// All ports, as one cheap-to-clone bundle handed to steps.
+#[derive(Clone)]
+pub struct Ports {
+    /// Object store.
+    pub store: Arc<dyn ObjectStore>,
+    /// Event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// Warehouse.
+    pub warehouse: Arc<dyn Warehouse>,
+    /// Batch engine.
+    pub batch: Arc<dyn BatchEngine>,
+    /// Run log.
+    pub run_log: Arc<dyn RunLog>,
+    /// Stage sources.
+    pub sources: Arc<dyn Sources>,
+}
+
+impl Ports {
+    /// Every port [`Unwired`]: a function starts from this and wires only the ports its step
+    /// uses, so its binary links no other adapter.
+    pub fn unwired() -> Self {
+        let none = Arc::new(Unwired);
+        Self {
+            store: none.clone(),
+            bus: none.clone(),
+            warehouse: none.clone(),
+            batch: none.clone(),
+            run_log: none.clone(),
+            sources: none,
+        }
+    }
+}
+
+/// A port a runtime did not wire: every call fails permanently, saying so. Reaching one is a
+/// wiring mistake (a step asked for a port its function does not build), never bad input.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unwired;
+
+impl Unwired {
+    fn refuse<T>(port: &str) -> Result<T, PortError> {
+        Err(PortError::Permanent(format!(
+            "this function has no {port} (a wiring mistake: see its `ports` function)"
+        )))
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Unwired {
+    async fn put(
+        &self,
+        _: &BucketName,
+        _: &ObjectName,
+        _: ByteStream,
+    ) -> Result<ObjectMeta, PortError> {
+        Self::refuse("object store")
+    }
+    async fn open(&self, _: &BucketName, _: &ObjectName) -> Result<ByteStream, PortError> {
+        Self::refuse("object store")
+    }
+    async fn head(&self, _: &BucketName, _: &ObjectName) -> Result<Option<ObjectMeta>, PortError> {
+        Self::refuse("object store")
+    }
+    async fn list(&self, _: &BucketName, _: &str) -> Result<Vec<ObjectMeta>, PortError> {
+        Self::refuse("object store")
+    }
+    async fn create_new(
+        &self,
+        _: &BucketName,
+        _: &ObjectName,
+        _: ByteStream,
+    ) -> Result<Option<ObjectMeta>, PortError> {
+        Self::refuse("object store")
+    }
+}
+
+#[async_trait]
+impl EventBus for Unwired {
+    async fn publish(&self, _: &ConveyorEvent) -> Result<(), PortError> {
+        Self::refuse("event bus")
+    }
+}
+
+#[async_trait]
+impl Warehouse for Unwired {
+    async fn load(&self, _: &LoadJob) -> Result<LoadOutcome, PortError> {
+        Self::refuse("warehouse")
+    }
+    async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
+        Self::refuse("warehouse")
+    }
+}
+
+#[async_trait]
+impl BatchEngine for Unwired {
+    async fn submit(&self, _: &BatchRequest) -> Result<Submitted, PortError> {
+        Self::refuse("batch engine")
+    }
+    async fn state(&self, _: &BatchSpec, _: &JobId) -> Result<JobState, PortError> {
+        Self::refuse("batch engine")
+    }
+    async fn cancel(&self, _: &BatchSpec, _: &JobId) -> Result<(), PortError> {
+        Self::refuse("batch engine")
+    }
+}
+
+#[async_trait]
+impl RunLog for Unwired {
+    async fn record(&self, _: &TableRef, _: &RunLogRow) -> Result<(), PortError> {
+        Self::refuse("run log")
+    }
+    async fn recent(&self, _: &TableRef, _: usize) -> Result<Vec<RunLogRow>, PortError> {
+        Self::refuse("run log")
+    }
+    async fn open_batches(&self, _: &TableRef) -> Result<Vec<RunLogRow>, PortError> {
+        Self::refuse("run log")
+    }
+}
+
+#[async_trait]
+impl Sources for Unwired {
+    async fn connect(&self, _: &StageSource) -> Result<Arc<dyn Source>, PortError> {
+        Self::refuse("stage sources")
+    }
+}

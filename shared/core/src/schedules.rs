@@ -1,0 +1,260 @@
+//! Cloud Scheduler jobs derived from the pipeline configuration.
+//!
+//! Every *active* pipeline with a `trigger.schedule` gets one job that sends
+//! `{"pipeline": NAME, "trigger": "schedule"}` to its first step: `stage` when the pipeline
+//! stages data, `submit` otherwise (the same choice the embedded runtime makes). `conveyor
+//! schedules --tfvars` writes this list where Terraform reads it (`infra/schedules.auto.tfvars.json`),
+//! and Terraform's `for_each` over it creates, updates and deletes the jobs: a pipeline that is
+//! made inactive or removed loses its job on the next apply.
+//!
+//! # Example
+//! ```
+//! let config = conveyor_core::config::parse_str(
+//!     r#"
+//! pipelines:
+//!   - name: nightly
+//!     trigger: { schedule: { cron: "0 2 * * *" } }
+//!     batch: { engine: local, command: "true" }
+//! "#,
+//!     "conveyor.yaml",
+//! )
+//! .unwrap();
+//! let jobs = conveyor_core::schedules::scheduler_jobs(&config);
+//! assert_eq!(jobs[0].name, "conveyor-nightly");
+//! assert_eq!(jobs[0].target.as_str(), "submit");
+//! ```
+
+use serde::Serialize;
+
+use crate::config::{Config, Pipeline};
+use crate::event::StepName;
+use crate::names::PipelineName;
+
+/// One Cloud Scheduler job: when it fires, which function it calls and with what body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchedulerJob {
+    /// The job's name, `conveyor-<pipeline>`.
+    pub name: String,
+    /// The pipeline it starts.
+    pub pipeline: PipelineName,
+    /// Five-field cron expression, as in the pipeline file.
+    pub cron: String,
+    /// IANA time zone of the cron expression.
+    pub time_zone: String,
+    /// The function called: the pipeline's first step.
+    pub target: StepName,
+    /// The JSON body sent, which the functions read as a scheduler tick.
+    pub body: TickBody,
+}
+
+/// The body of a scheduler tick for one pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TickBody {
+    /// The pipeline to start.
+    pub pipeline: PipelineName,
+    /// Always `schedule`: the run id then comes from the scheduled minute.
+    pub trigger: &'static str,
+}
+
+/// The Cloud Scheduler jobs for `config`: one per active pipeline with a schedule, in file
+/// order. Inactive pipelines get none, so deploying the list removes their jobs.
+pub fn scheduler_jobs(config: &Config) -> Vec<SchedulerJob> {
+    config
+        .pipelines
+        .iter()
+        .filter(|p| p.active)
+        .filter_map(|p| {
+            let schedule = p.trigger.schedule.as_ref()?;
+            Some(SchedulerJob {
+                name: format!("conveyor-{}", p.name),
+                pipeline: p.name.clone(),
+                cron: schedule.cron.clone(),
+                time_zone: schedule.time_zone.clone(),
+                target: first_step(p),
+                body: TickBody {
+                    pipeline: p.name.clone(),
+                    trigger: "schedule",
+                },
+            })
+        })
+        .collect()
+}
+
+/// The step a scheduled run starts with: `stage` when the pipeline copies data in, else
+/// `submit` (a schedule cannot start a load: loads follow object arrivals).
+pub fn first_step(pipeline: &Pipeline) -> StepName {
+    if pipeline.stage.is_some() {
+        StepName::Stage
+    } else {
+        StepName::Submit
+    }
+}
+
+/// The jobs as a pretty-printed JSON array, with a final newline.
+pub fn to_json(jobs: &[SchedulerJob]) -> String {
+    pretty(&jobs)
+}
+
+/// The jobs as a Terraform variables file, `{"schedules": [...]}`, with a final newline: what
+/// `infra/schedules.auto.tfvars.json` holds.
+pub fn to_tfvars(jobs: &[SchedulerJob]) -> String {
+    #[derive(Serialize)]
+    struct Tfvars<'a> {
+        schedules: &'a [SchedulerJob],
+    }
+    pretty(&Tfvars { schedules: jobs })
+}
+
+fn pretty(value: &impl Serialize) -> String {
+    // Serializing plain structs of strings cannot fail; an empty document would be caught by
+    // the committed-file test.
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config;
+
+    fn parse(yaml: &str) -> Config {
+        config::parse_str(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn workspace_file(relative: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(relative)
+    }
+
+    fn example_config() -> Config {
+        config::load_file(&workspace_file("examples/conveyor.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const MIXED: &str = r#"
+pipelines:
+  - name: staged_nightly
+    trigger: { schedule: { cron: "0 2 * * *", time_zone: Europe/Paris } }
+    stage: { source: ./exports, bucket: landing }
+  - name: batch_hourly
+    trigger: { schedule: { cron: "15 * * * *" } }
+    batch: { engine: local, command: "true" }
+  - name: retired
+    active: false
+    trigger: { schedule: { cron: "0 3 * * *" } }
+    batch: { engine: local, command: "true" }
+  - name: on_arrival
+    trigger:
+      object: { bucket: landing, pattern: "in/*.csv" }
+    load: { table: "analytics.t", format: CSV }
+"#;
+
+    #[test]
+    fn an_active_scheduled_pipeline_gets_one_job_named_after_it() {
+        let jobs = scheduler_jobs(&parse(MIXED));
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["conveyor-staged_nightly", "conveyor-batch_hourly"]);
+    }
+
+    #[test]
+    fn an_inactive_pipeline_gets_no_job_even_with_a_schedule() {
+        let jobs = scheduler_jobs(&parse(MIXED));
+        assert!(jobs.iter().all(|j| j.pipeline.as_str() != "retired"));
+    }
+
+    #[test]
+    fn a_pipeline_without_a_schedule_gets_no_job() {
+        let jobs = scheduler_jobs(&parse(MIXED));
+        assert!(jobs.iter().all(|j| j.pipeline.as_str() != "on_arrival"));
+    }
+
+    #[test]
+    fn a_staging_pipeline_is_started_at_stage_and_any_other_at_submit() {
+        let jobs = scheduler_jobs(&parse(MIXED));
+        assert_eq!(jobs[0].target, StepName::Stage);
+        assert_eq!(jobs[1].target, StepName::Submit);
+    }
+
+    #[test]
+    fn the_time_zone_defaults_to_utc_and_is_kept_when_given() {
+        let jobs = scheduler_jobs(&parse(MIXED));
+        assert_eq!(jobs[0].time_zone, "Europe/Paris");
+        assert_eq!(jobs[1].time_zone, "Etc/UTC");
+        assert_eq!(jobs[1].cron, "15 * * * *");
+    }
+
+    #[test]
+    fn the_body_is_a_scheduler_tick_for_the_pipeline() {
+        let jobs = scheduler_jobs(&parse(MIXED));
+        let body = serde_json::to_value(&jobs[1].body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"pipeline": "batch_hourly", "trigger": "schedule"})
+        );
+    }
+
+    #[test]
+    fn tfvars_wrap_the_list_under_schedules() {
+        let jobs = scheduler_jobs(&parse(MIXED));
+        let value: serde_json::Value = serde_json::from_str(&to_tfvars(&jobs)).unwrap();
+        let list = value["schedules"].as_array().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0]["target"], "stage");
+        assert_eq!(list[0]["name"], "conveyor-staged_nightly");
+    }
+
+    #[test]
+    fn a_file_without_schedules_gives_an_empty_list() {
+        let jobs = scheduler_jobs(&parse(
+            "pipelines:\n  - name: a\n    batch: { engine: local, command: \"true\" }\n",
+        ));
+        assert!(jobs.is_empty());
+        assert_eq!(to_tfvars(&jobs), "{\n  \"schedules\": []\n}\n");
+    }
+
+    #[test]
+    fn example_jobs_match_the_example_active_scheduled_pipelines() {
+        let config = example_config();
+        let expected: BTreeSet<String> = config
+            .pipelines
+            .iter()
+            .filter(|p| p.active && p.trigger.schedule.is_some())
+            .map(|p| format!("conveyor-{}", p.name))
+            .collect();
+        let jobs: BTreeSet<String> = scheduler_jobs(&config)
+            .into_iter()
+            .map(|j| j.name)
+            .collect();
+        assert_eq!(jobs, expected);
+        // The example exercises both rules: a scheduled job and an inactive scheduled pipeline.
+        assert!(
+            !jobs.is_empty(),
+            "the example has no active scheduled pipeline"
+        );
+        assert!(
+            config
+                .pipelines
+                .iter()
+                .any(|p| !p.active && p.trigger.schedule.is_some()),
+            "the example has no inactive scheduled pipeline"
+        );
+    }
+
+    #[test]
+    fn committed_tfvars_match_the_example_config() {
+        let path = workspace_file("infra/schedules.auto.tfvars.json");
+        let committed = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        assert_eq!(
+            committed,
+            to_tfvars(&scheduler_jobs(&example_config())),
+            "infra/schedules.auto.tfvars.json is stale: regenerate it with \
+             `conveyor --config examples/conveyor.yaml schedules --tfvars > infra/schedules.auto.tfvars.json`"
+        );
+    }
+}

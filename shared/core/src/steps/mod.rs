@@ -1,0 +1,180 @@
+//! The five steps. Each takes an [`Inbound`], does its one side effect through the ports, and
+//! publishes the events that chain to the next step.
+//!
+//! # Layout
+//! One file per step: `stage.rs`, `load.rs`, `submit.rs`, `poll.rs`, `log.rs`; this file holds
+//! what they share: the [`Context`], the [`StepError`] that decides acknowledgement, and
+//! [`handle`], the dispatch every function and the embedded runtime call.
+
+mod load;
+mod log;
+mod poll;
+mod stage;
+mod submit;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use log::row_for;
+pub use stage::{StageReport, stage_pipeline};
+
+use crate::config::{Config, Pipeline};
+use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
+use crate::inbound::Inbound;
+use crate::names::{RunId, short_hash};
+use crate::ports::{PortError, Ports};
+
+/// What every step works with.
+#[derive(Clone)]
+pub struct Context {
+    /// The pipelines.
+    pub config: Arc<Config>,
+    /// The ports.
+    pub ports: Ports,
+}
+
+/// Why a step did not complete. Permanent problems that a step can record (a file with bad
+/// rows, a refused batch) are not errors: the step records them as `conveyor.step.failed`
+/// and returns an [`Outcome`]. Exhaustive on purpose: every runtime maps exactly these two
+/// (acknowledge and record, or ask for redelivery).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The request is unusable (malformed, unknown pipeline, wrong function): permanent, so
+    /// it is recorded and not retried.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// A backend failed in a way that may pass: the request should be redelivered.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+impl StepError {
+    pub(crate) fn from_port(e: PortError) -> Self {
+        if e.is_transient() {
+            Self::Transient(e.to_string())
+        } else {
+            Self::Rejected(e.to_string())
+        }
+    }
+}
+
+/// What a step did, as the HTTP response and the CLI report it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Outcome {
+    /// One line for people.
+    pub summary: String,
+    /// The events published.
+    pub events: Vec<String>,
+}
+
+impl Outcome {
+    fn note(summary: impl Into<String>) -> Self {
+        Self {
+            summary: summary.into(),
+            events: Vec::new(),
+        }
+    }
+}
+
+/// Runs `step` on `inbound`.
+///
+/// # Errors
+/// [`StepError::Rejected`] for input the step cannot use, [`StepError::Transient`] when a
+/// backend failed and a redelivery may succeed.
+pub async fn handle(step: StepName, ctx: &Context, inbound: Inbound) -> Result<Outcome, StepError> {
+    if let Inbound::Ignored(why) = &inbound {
+        return Ok(Outcome::note(why.clone()));
+    }
+    match step {
+        StepName::Stage => stage::handle(ctx, inbound).await,
+        StepName::Load => load::handle(ctx, inbound).await,
+        StepName::Submit => submit::handle(ctx, inbound).await,
+        StepName::Poll => poll::handle(ctx, inbound).await,
+        StepName::Log => log::handle(ctx, inbound).await,
+    }
+}
+
+/// The event types each step consumes: the embedded bus routes by this table, and the Pub/Sub
+/// push subscriptions filter by it in production.
+pub fn subscriptions(step: StepName) -> &'static [EventType] {
+    match step {
+        StepName::Stage => &[],
+        StepName::Load => &[EventType::ObjectStaged],
+        StepName::Submit => &[EventType::TableLoaded],
+        StepName::Poll => &[EventType::BatchSubmitted],
+        StepName::Log => &EventType::ALL,
+    }
+}
+
+/// Records a rejected request as `conveyor.step.failed` with status REJECTED, so it shows in
+/// the run log, and returns the event.
+///
+/// # Errors
+/// The bus's error when the record could not be published.
+pub async fn record_rejection(
+    ctx: &Context,
+    step: StepName,
+    body: &[u8],
+    reason: &str,
+) -> Result<ConveyorEvent, PortError> {
+    let hash = short_hash(&[std::str::from_utf8(body).unwrap_or("<binary>")]);
+    let run_id = RunId::parse(&format!("rejected-{hash}"))
+        .map_err(|e| PortError::Permanent(e.to_string()))?;
+    let event = ConveyorEvent::new(
+        EventType::StepFailed,
+        run_id,
+        None,
+        step,
+        1,
+        Status::Rejected,
+        Detail {
+            error: Some(reason.chars().take(2000).collect()),
+            ..Detail::default()
+        },
+    );
+    ctx.ports.bus.publish(&event).await?;
+    Ok(event)
+}
+
+/// What kind of request `inbound` is, for rejection messages.
+pub(crate) fn describe(inbound: &Inbound) -> String {
+    match inbound {
+        Inbound::Event(e) => format!("{} events", e.kind),
+        Inbound::Object(_) => "object arrivals".to_owned(),
+        Inbound::Start(s) if s.pipeline.is_none() => "ticks".to_owned(),
+        Inbound::Start(_) => "start requests".to_owned(),
+        Inbound::Ignored(_) => "ignored messages".to_owned(),
+    }
+}
+
+/// Publishes `event`, mapping a bus failure to a transient step error.
+pub(crate) async fn publish(
+    ctx: &Context,
+    outcome: &mut Outcome,
+    event: ConveyorEvent,
+) -> Result<(), StepError> {
+    ctx.ports
+        .bus
+        .publish(&event)
+        .await
+        .map_err(|e| StepError::Transient(format!("cannot publish {}: {e}", event.kind)))?;
+    outcome
+        .events
+        .push(format!("{} {}", event.kind, event.run_id));
+    Ok(())
+}
+
+/// The active pipeline called `name`.
+pub(crate) fn active_pipeline<'a>(ctx: &'a Context, name: &str) -> Result<&'a Pipeline, StepError> {
+    let p = ctx
+        .config
+        .pipeline(name)
+        .ok_or_else(|| StepError::Rejected(format!("unknown pipeline {name:?}")))?;
+    if !p.active {
+        return Err(StepError::Rejected(format!(
+            "pipeline {name:?} is inactive"
+        )));
+    }
+    Ok(p)
+}

@@ -1,0 +1,27 @@
+//! Conveyor's embedded adapters: the whole chain on one machine, under one state directory,
+//! with no cloud account. The `conveyor` CLI runs them (`conveyor run`, `conveyor dev`).
+//!
+//! # Layout
+//! - `store.rs`: [`LocalStore`], a directory per bucket, and its [`Watcher`].
+//! - `bus.rs`: [`InProcessBus`], a channel to the embedded runtime.
+//! - `sqlite.rs`: [`SqliteWarehouse`], SQLite as warehouse and run log (one database file
+//!   per dataset, so `sqlite3 .conveyor/warehouse/analytics.sqlite` opens a dataset).
+//! - [`formats`]: decoding of Avro, Parquet, CSV and NDJSON files into rows for SQLite.
+//! - `local_batch.rs`: [`LocalBatchEngine`], a local command as the batch.
+//! - `secrets.rs`: [`DirSecrets`], secrets as files under the state directory.
+//! - [`runtime`]: [`Embedded`](runtime::Embedded), which wires them into the steps and plays
+//!   Pub/Sub, the GCS notifications and Cloud Scheduler.
+
+mod bus;
+pub mod formats;
+mod local_batch;
+pub mod runtime;
+mod secrets;
+mod sqlite;
+mod store;
+
+pub use bus::InProcessBus;
+pub use local_batch::LocalBatchEngine;
+pub use secrets::DirSecrets;
+pub use sqlite::SqliteWarehouse;
+pub use store::{LocalStore, Watcher};

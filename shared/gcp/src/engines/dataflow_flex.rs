@@ -1,0 +1,304 @@
+//! Dataflow flex-template jobs through the Dataflow REST API (`v1b3`).
+//!
+//! The job id is the Dataflow `jobName`; Dataflow assigns the job's own id.
+//! - submit: first a look-up by name (`GET /v1b3/projects/P/locations/R/jobs?name=N&filter=ALL`):
+//!   a job of that name, in any state, is adopted (Dataflow refuses a second *active* job of a
+//!   name but would happily start one after the first ended). Else
+//!   `POST .../flexTemplates:launch`; a 409 (`ALREADY_EXISTS`, a launch racing this one) is
+//!   adopted too.
+//! - state: `GET .../jobs/ID` (`currentState`); on failure the job's newest error message.
+//! - cancel: `PUT .../jobs/ID` with `requestedState: JOB_STATE_CANCELLED` (jobs.update).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::api::{Api, Reply, object, seg, text_at};
+use conveyor_core::config::{BatchSpec, DataflowFlex};
+use conveyor_core::names::JobId;
+use conveyor_core::ports::{BatchEngine, BatchRequest, JobState, PortError, Submitted};
+
+/// Dataflow flex templates: one job per job name.
+#[derive(Clone)]
+pub struct DataflowFlexEngine {
+    api: Api,
+    base: String,
+    /// Dataflow job ids by job name, as found; the look-up by name finds them again after a
+    /// restart.
+    ids: Arc<Mutex<HashMap<String, String>>>,
+}
+
+fn spec_of(spec: &BatchSpec) -> Result<&DataflowFlex, PortError> {
+    match spec {
+        BatchSpec::DataflowFlex(s) => Ok(s),
+        other => Err(PortError::Permanent(format!(
+            "the dataflow_flex engine cannot run a {} batch",
+            other.engine()
+        ))),
+    }
+}
+
+/// The Dataflow job name of a job id (`[a-z]([-a-z0-9]*[a-z0-9])?`, which [`JobId::derive`]
+/// keeps to once `_` is `-`).
+fn job_name(job_id: &JobId) -> String {
+    job_id.as_str().replace('_', "-")
+}
+
+/// The `LaunchFlexTemplateRequest` of a (rendered) spec.
+fn launch_body(spec: &DataflowFlex, name: &str) -> Value {
+    let environment = object([
+        ("machineType", json!(spec.machine_type)),
+        ("numWorkers", json!(spec.num_workers)),
+        ("maxWorkers", json!(spec.max_workers)),
+        ("tempLocation", json!(spec.temp_location)),
+        ("stagingLocation", json!(spec.staging_location)),
+        ("network", json!(spec.network)),
+        ("subnetwork", json!(spec.subnetwork)),
+        (
+            "ipConfiguration",
+            if spec.private_ips {
+                json!("WORKER_IP_PRIVATE")
+            } else {
+                Value::Null
+            },
+        ),
+        ("serviceAccountEmail", json!(spec.service_account)),
+        ("additionalUserLabels", json!(spec.labels)),
+    ]);
+    json!({
+        "launchParameter": object([
+            ("jobName", json!(name)),
+            ("containerSpecGcsPath", json!(spec.template)),
+            ("parameters", json!(spec.parameters)),
+            ("environment", environment),
+        ])
+    })
+}
+
+impl DataflowFlexEngine {
+    pub(super) fn new(api: Api, base: String) -> Self {
+        Self {
+            api,
+            base,
+            ids: Arc::default(),
+        }
+    }
+
+    fn location_url(&self, spec: &DataflowFlex) -> String {
+        format!(
+            "{}/v1b3/projects/{}/locations/{}",
+            self.base,
+            seg(&spec.project),
+            seg(&spec.region)
+        )
+    }
+
+    fn remember(&self, name: &str, id: &str) {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), id.to_owned());
+    }
+
+    /// The Dataflow id of the job called `name`, if there is one.
+    async fn find(&self, spec: &DataflowFlex, name: &str) -> Result<Option<String>, PortError> {
+        let known = self
+            .ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned();
+        if known.is_some() {
+            return Ok(known);
+        }
+        let url = format!(
+            "{}/jobs?name={}&filter=ALL",
+            self.location_url(spec),
+            seg(name)
+        );
+        let what = format!("list Dataflow jobs named {name}");
+        let list = self
+            .api
+            .call(Method::GET, &url, None, &what)
+            .await?
+            .into_value()?;
+        // ALL lists active jobs first, then the newest ended one.
+        let id = list
+            .get("jobs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|j| text_at(j, &["name"]) == Some(name))
+            .find_map(|j| text_at(j, &["id"]).map(str::to_owned));
+        if let Some(id) = &id {
+            self.remember(name, id);
+        }
+        Ok(id)
+    }
+
+    /// The newest error message of a failed job, best effort.
+    async fn last_error(&self, spec: &DataflowFlex, id: &str) -> Option<String> {
+        let url = format!(
+            "{}/jobs/{}/messages?minimumImportance=JOB_MESSAGE_ERROR&pageSize=20",
+            self.location_url(spec),
+            seg(id)
+        );
+        let what = format!("list messages of Dataflow job {id}");
+        let messages = self
+            .api
+            .call(Method::GET, &url, None, &what)
+            .await
+            .ok()?
+            .into_value()
+            .ok()?;
+        messages
+            .get("jobMessages")?
+            .as_array()?
+            .iter()
+            .rev()
+            .find_map(|m| text_at(m, &["messageText"]))
+            .map(|t| t.chars().take(1000).collect())
+    }
+}
+
+#[async_trait]
+impl BatchEngine for DataflowFlexEngine {
+    async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
+        let rendered = req.spec.rendered(&req.vars).map_err(PortError::Permanent)?;
+        let spec = spec_of(&rendered)?;
+        let name = job_name(&req.job_id);
+        let adopted = Submitted {
+            job_id: req.job_id.clone(),
+            adopted: true,
+        };
+        if self.find(spec, &name).await?.is_some() {
+            return Ok(adopted);
+        }
+        let url = format!("{}/flexTemplates:launch", self.location_url(spec));
+        let what = format!("launch Dataflow flex template as {name}");
+        let body = launch_body(spec, &name);
+        match self
+            .api
+            .call(Method::POST, &url, Some(&body), &what)
+            .await?
+        {
+            Reply::Ok(launched) => {
+                if let Some(id) = text_at(&launched, &["job", "id"]) {
+                    self.remember(&name, id);
+                }
+                Ok(Submitted {
+                    job_id: req.job_id.clone(),
+                    adopted: false,
+                })
+            }
+            Reply::Conflict(_) => Ok(adopted),
+            Reply::NotFound(m) | Reply::Precondition(m) => Err(PortError::Permanent(m)),
+        }
+    }
+
+    async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError> {
+        let s = spec_of(spec)?;
+        let name = job_name(job_id);
+        let Some(id) = self.find(s, &name).await? else {
+            return Err(PortError::NotFound(format!("Dataflow job named {name}")));
+        };
+        let url = format!("{}/jobs/{}", self.location_url(s), seg(&id));
+        let what = format!("get Dataflow job {id} ({name})");
+        let job = self
+            .api
+            .call(Method::GET, &url, None, &what)
+            .await?
+            .into_value()?;
+        let state = text_at(&job, &["currentState"])
+            .unwrap_or("JOB_STATE_UNKNOWN")
+            .to_owned();
+        let terminal = spec.is_terminal(&state);
+        let error = if terminal && state != "JOB_STATE_DONE" {
+            self.last_error(s, &id).await
+        } else {
+            None
+        };
+        Ok(JobState {
+            state,
+            terminal,
+            error,
+        })
+    }
+
+    async fn cancel(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError> {
+        let current = match self.state(spec, job_id).await {
+            Ok(s) => s,
+            Err(PortError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if current.terminal {
+            return Ok(());
+        }
+        let s = spec_of(spec)?;
+        let name = job_name(job_id);
+        let Some(id) = self.find(s, &name).await? else {
+            return Ok(());
+        };
+        let url = format!("{}/jobs/{}", self.location_url(s), seg(&id));
+        let what = format!("cancel Dataflow job {id} ({name})");
+        let body = json!({"requestedState": "JOB_STATE_CANCELLED"});
+        match self.api.call(Method::PUT, &url, Some(&body), &what).await? {
+            Reply::Ok(_) | Reply::NotFound(_) | Reply::Precondition(_) => Ok(()),
+            Reply::Conflict(m) => Err(PortError::Permanent(m)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn the_launch_names_the_job_template_parameters_and_environment() {
+        let spec = DataflowFlex {
+            project: "my-project".into(),
+            region: "us-central1".into(),
+            template: "gs://dataflow-templates-us-central1/latest/flex/SQLServer_to_BigQuery"
+                .into(),
+            parameters: BTreeMap::from([
+                ("connectionURL".into(), "jdbc:sqlserver://db:1433".into()),
+                ("outputTable".into(), "my-project:ds.t".into()),
+            ]),
+            machine_type: Some("e2-standard-2".into()),
+            num_workers: Some(1),
+            max_workers: Some(4),
+            temp_location: Some("gs://bucket/tmp".into()),
+            staging_location: None,
+            network: None,
+            subnetwork: Some("regions/us-central1/subnetworks/default".into()),
+            private_ips: true,
+            service_account: Some("df@my-project.iam.gserviceaccount.com".into()),
+            labels: BTreeMap::new(),
+        };
+        assert_eq!(
+            launch_body(&spec, "cv-batch-x-a1"),
+            json!({"launchParameter": {
+                "jobName": "cv-batch-x-a1",
+                "containerSpecGcsPath": "gs://dataflow-templates-us-central1/latest/flex/SQLServer_to_BigQuery",
+                "parameters": {
+                    "connectionURL": "jdbc:sqlserver://db:1433",
+                    "outputTable": "my-project:ds.t",
+                },
+                "environment": {
+                    "machineType": "e2-standard-2",
+                    "numWorkers": 1,
+                    "maxWorkers": 4,
+                    "tempLocation": "gs://bucket/tmp",
+                    "subnetwork": "regions/us-central1/subnetworks/default",
+                    "ipConfiguration": "WORKER_IP_PRIVATE",
+                    "serviceAccountEmail": "df@my-project.iam.gserviceaccount.com",
+                },
+            }})
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! Conveyor's Google Cloud adapters, and the runner of a function binary.
+//!
+//! A function links this crate and the core only: each function's `ports` wires the few
+//! adapters its step uses (see [`Gcp`]), so the linker drops the rest.
+//!
+//! # Layout
+//! - `auth.rs`: [`GcpAuth`], the one credentials source every client shares (Application
+//!   Default Credentials; anonymous for emulators).
+//! - `pubsub.rs`: [`PubSubBus`], the event bus on a Pub/Sub topic (google-cloud-pubsub).
+//! - `gcs.rs`: [`GcsStore`], Cloud Storage through its JSON API.
+//! - `bigquery.rs`: [`BigQuery`], warehouse and run log (gcp-bigquery-client).
+//! - `secrets.rs`: [`SecretManager`], where `secret:` references are read.
+//! - [`engines`]: Dataproc Serverless, Dataproc clusters, Dataflow flex templates and Data
+//!   Fusion through their REST APIs.
+//! - `settings.rs`: [`GcpSettings`], the `CONVEYOR_*` variables of a Cloud Run service, and
+//!   [`Gcp`], which builds each adapter from them on one credentials source.
+//! - [`service`]: `main` of a function binary (Cloud Run, or AWS Lambda).
+
+mod auth;
+mod bigquery;
+pub mod engines;
+mod gcs;
+mod pubsub;
+mod secrets;
+pub mod service;
+mod settings;
+
+pub use auth::GcpAuth;
+pub use bigquery::BigQuery;
+pub use gcs::GcsStore;
+pub use pubsub::PubSubBus;
+pub use secrets::SecretManager;
+pub use settings::{Gcp, GcpSettings};
+
+use conveyor_core::ports::PortError;
+
+/// Classifies an HTTP status: 429, 408 and 5xx may pass; 404 is not found; the rest is final.
+pub(crate) fn status_error(status: u16, what: &str, body: &str) -> PortError {
+    let body: String = body.chars().take(500).collect();
+    match status {
+        404 => PortError::NotFound(format!("{what}: {body}")),
+        408 | 429 | 500..=599 => PortError::Transient(format!("{what}: HTTP {status}: {body}")),
+        _ => PortError::Permanent(format!("{what}: HTTP {status}: {body}")),
+    }
+}
+
+/// A transport failure (connection refused, timeout) may pass.
+pub(crate) fn transport_error(what: &str, e: &reqwest::Error) -> PortError {
+    PortError::Transient(format!("{what}: {e}"))
+}
+
+/// Installs the aws-lc-rs rustls provider once: reqwest, the Google crates and the BigQuery
+/// client share it instead of each bringing their own. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The process's shared HTTP client (connection pool), with the crypto provider installed.
+pub fn http_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            install_crypto_provider();
+            reqwest::Client::new()
+        })
+        .clone()
+}

@@ -1,0 +1,155 @@
+//! `main` of a function binary: configuration from the environment, telemetry, the ports its
+//! step uses, and the HTTP server with graceful shutdown (Cloud Run), or the Lambda runtime
+//! (AWS Lambda). The embedded mode is the CLI's (`conveyor dev`), not the functions'.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use conveyor_core::config;
+use conveyor_core::event::StepName;
+use conveyor_core::ports::{PortError, Ports};
+use conveyor_core::steps::Context;
+use conveyor_core::telemetry::{self, LogFormat};
+use serde::Deserialize;
+use tracing::info;
+
+use crate::{Gcp, GcpSettings};
+
+/// A function's own configuration, read once at start-up from `CONVEYOR_*` variables
+/// (the Google Cloud ones are [`GcpSettings`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceConfig {
+    /// `CONVEYOR_CONFIG`: the pipeline configuration file.
+    #[serde(default = "default_config")]
+    pub config: PathBuf,
+    /// `CONVEYOR_ADAPTERS`: `gcp`, the only adapter set of a function binary; `embedded` is
+    /// refused with a pointer to `conveyor dev`.
+    #[serde(default)]
+    pub adapters: Option<String>,
+    /// `CONVEYOR_LOG_FORMAT`: `text` (default) or `json` (Cloud Logging).
+    #[serde(default, deserialize_with = "log_format_var")]
+    pub log_format: LogFormat,
+    /// `CONVEYOR_LOG`: a tracing filter such as `info,conveyor=debug`.
+    #[serde(default = "default_log")]
+    pub log: String,
+}
+
+/// envy names the variable for malformed numbers but not for unknown enum words: this does.
+fn log_format_var<'de, D: serde::Deserializer<'de>>(d: D) -> Result<LogFormat, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(serde::de::Error::custom(format!(
+            "CONVEYOR_LOG_FORMAT must be `text` or `json`, not {other:?}"
+        ))),
+    }
+}
+
+fn default_config() -> PathBuf {
+    PathBuf::from("conveyor.yaml")
+}
+
+fn default_log() -> String {
+    "info".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+struct Platform {
+    /// Cloud Run's `PORT`.
+    #[serde(default = "default_port")]
+    port: u16,
+    /// Set by AWS Lambda: run the same router through the Lambda runtime.
+    #[serde(default)]
+    aws_lambda_runtime_api: Option<String>,
+}
+
+fn default_port() -> u16 {
+    8080
+}
+
+impl ServiceConfig {
+    /// Reads `CONVEYOR_*` from the environment.
+    ///
+    /// # Errors
+    /// Names the variable that is missing or malformed.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let c = envy::prefixed("CONVEYOR_")
+            .from_env::<Self>()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "bad service configuration: {}",
+                    envy_message(e, "CONVEYOR_")
+                )
+            })?;
+        match c.adapters.as_deref() {
+            None | Some("gcp") => Ok(c),
+            Some("embedded") => anyhow::bail!(
+                "CONVEYOR_ADAPTERS=embedded: the function binaries run on Google Cloud; for \
+                 the embedded mode on one machine run `conveyor dev`, which serves all five \
+                 functions"
+            ),
+            Some(other) => anyhow::bail!("CONVEYOR_ADAPTERS must be `gcp`, not {other:?}"),
+        }
+    }
+}
+
+fn envy_message(e: envy::Error, prefix: &str) -> String {
+    match e {
+        envy::Error::MissingValue(field) => {
+            format!("missing variable {prefix}{}", field.to_ascii_uppercase())
+        }
+        envy::Error::Custom(msg) => msg,
+    }
+}
+
+/// `main` of a function binary: runs it, and on failure prints the error chain (no backtrace)
+/// and exits with status 1, so a bad variable reads as one clear line in Cloud Logging.
+/// `ports` wires the ports of the function's step (the others stay [`Ports::unwired`]).
+pub async fn main(
+    step: StepName,
+    ports: impl AsyncFnOnce(&Gcp) -> Result<Ports, PortError>,
+) -> std::process::ExitCode {
+    match run(step, ports).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "the service cannot start");
+            eprintln!("conveyor-{step}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The whole life of a function binary: config, telemetry, ports, serve (on Cloud Run, or on
+/// AWS Lambda when `AWS_LAMBDA_RUNTIME_API` is set).
+///
+/// # Errors
+/// When the configuration is bad or the server cannot start.
+pub async fn run(
+    step: StepName,
+    ports: impl AsyncFnOnce(&Gcp) -> Result<Ports, PortError>,
+) -> anyhow::Result<()> {
+    let settings = ServiceConfig::from_env()?;
+    let platform = envy::from_env::<Platform>()
+        .map_err(|e| anyhow::anyhow!("bad platform variable: {}", envy_message(e, "")))?;
+    telemetry::init(settings.log_format, &settings.log);
+    let pipelines = Arc::new(config::load_file(&settings.config)?);
+    let gcp = Gcp::connect(GcpSettings::from_env()?)?;
+    let ctx = Context {
+        config: pipelines,
+        ports: ports(&gcp).await?,
+    };
+    info!(step = %step, project = %gcp.settings().project, topic = %gcp.settings().topic(), "starting on Google Cloud adapters");
+    let router = conveyor_core::http::router(step, ctx);
+    if platform.aws_lambda_runtime_api.is_some() {
+        info!("running on AWS Lambda");
+        return lambda_http::run(router)
+            .await
+            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
+    }
+    let addr = SocketAddr::from(([0, 0, 0, 0], platform.port));
+    conveyor_core::http::serve(router, addr, conveyor_core::http::shutdown_signal())
+        .await
+        .context("server failed")
+}

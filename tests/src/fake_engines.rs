@@ -1,0 +1,639 @@
+//! A local fake of the batch engines' REST APIs, answering as the documented APIs do (paths,
+//! bodies, state names): Dataproc batches, operations, clusters and jobs (`/v1/...`), Dataflow
+//! flex templates and jobs (`/v1b3/...`) and a Data Fusion instance's CDAP API
+//! (`/api/v3/...`). One server on 127.0.0.1, port 0, per test.
+//!
+//! Scriptable per test: the states each created job goes through (one script per job, in the
+//! order the jobs are created; each read of a job gives its next state and the last one
+//! sticks), faults to inject (`fail`: a status for the next matching calls), resources that
+//! exist already (`adopt`: the first create of each kind answers 409), and how long a cluster
+//! takes to come up. Every request is recorded for the test's assertions.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use serde_json::{Value, json};
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path and query.
+    pub path: String,
+    /// The JSON body (`Null` when none).
+    pub body: Value,
+    /// The `Authorization` header.
+    pub authorization: String,
+}
+
+#[derive(Debug)]
+struct Job {
+    kind: &'static str,
+    /// Batch id, Dataproc job id, Dataflow job id, or CDAP run id.
+    id: String,
+    /// The Dataflow job name; the id elsewhere.
+    name: String,
+    states: VecDeque<String>,
+    cancelled: &'static str,
+    operation: String,
+    args: BTreeMap<String, String>,
+    message: String,
+}
+
+impl Job {
+    /// The state a read sees; the next read sees the next state, the last one sticks.
+    fn read(&mut self) -> String {
+        let state = self.states.front().cloned().unwrap_or_default();
+        if self.states.len() > 1 {
+            self.states.pop_front();
+        }
+        state
+    }
+
+    fn current(&self) -> String {
+        self.states.front().cloned().unwrap_or_default()
+    }
+
+    fn cancel(&mut self) {
+        self.states = VecDeque::from([self.cancelled.to_owned()]);
+    }
+}
+
+#[derive(Debug)]
+struct Cluster {
+    creating_reads: u32,
+    deleted: bool,
+}
+
+#[derive(Debug)]
+struct Fault {
+    method: String,
+    path_contains: String,
+    status: u16,
+    times: u32,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: Vec<Recorded>,
+    scripts: Vec<Vec<String>>,
+    created: usize,
+    jobs: Vec<Job>,
+    clusters: BTreeMap<String, Cluster>,
+    cluster_creating_reads: u32,
+    faults: Vec<Fault>,
+    adopt: bool,
+    adopted_kinds: Vec<&'static str>,
+    counter: u32,
+}
+
+impl Inner {
+    fn next_script(&mut self) -> VecDeque<String> {
+        let script = self
+            .scripts
+            .get(self.created.min(self.scripts.len().saturating_sub(1)))
+            .cloned()
+            .unwrap_or_else(|| vec!["RUNNING".to_owned()]);
+        self.created += 1;
+        script.into()
+    }
+
+    fn new_job(&mut self, kind: &'static str, id: &str, name: &str, cancelled: &'static str) {
+        let states = self.next_script();
+        self.counter += 1;
+        let operation = format!(
+            "projects/my-project/regions/us-central1/operations/op-{}",
+            self.counter
+        );
+        self.jobs.push(Job {
+            kind,
+            id: id.to_owned(),
+            name: name.to_owned(),
+            states,
+            cancelled,
+            operation,
+            args: BTreeMap::new(),
+            message: String::new(),
+        });
+    }
+
+    /// Whether this create should find its resource existing already (and so answer 409).
+    fn adopting(&mut self, kind: &'static str) -> bool {
+        if self.adopt && !self.adopted_kinds.contains(&kind) {
+            self.adopted_kinds.push(kind);
+            return true;
+        }
+        false
+    }
+
+    fn job(&mut self, kind: &str, id: &str) -> Option<&mut Job> {
+        self.jobs.iter_mut().find(|j| j.kind == kind && j.id == id)
+    }
+}
+
+/// The fake server; dropped with the test's runtime.
+#[derive(Clone)]
+pub struct Fake {
+    inner: Arc<Mutex<Inner>>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+type Answer = (StatusCode, axum::Json<Value>);
+
+fn ok(v: Value) -> Answer {
+    (StatusCode::OK, axum::Json(v))
+}
+
+fn error(status: u16, code: &str, message: &str) -> Answer {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(json!({"error": {"code": status, "message": message, "status": code}})),
+    )
+}
+
+fn google_code(status: u16) -> &'static str {
+    match status {
+        400 => "INVALID_ARGUMENT",
+        404 => "NOT_FOUND",
+        409 => "ALREADY_EXISTS",
+        429 => "RESOURCE_EXHAUSTED",
+        500 => "INTERNAL",
+        _ => "UNAVAILABLE",
+    }
+}
+
+impl Fake {
+    /// Starts a fake on a free port of 127.0.0.1.
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            cluster_creating_reads: 1,
+            ..Inner::default()
+        }));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { inner, url }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The states of the jobs created from now on: the first job gets the first script, and so
+    /// on; the last script serves every further job.
+    pub fn script(&self, scripts: &[&[&str]]) -> &Self {
+        self.lock().scripts = scripts
+            .iter()
+            .map(|s| s.iter().map(|x| (*x).to_owned()).collect())
+            .collect();
+        self
+    }
+
+    /// The next `times` calls of `method` on a path containing `path_contains` answer
+    /// `status` (with Google's error body).
+    pub fn fail(&self, method: &str, path_contains: &str, status: u16, times: u32) -> &Self {
+        self.lock().faults.push(Fault {
+            method: method.to_owned(),
+            path_contains: path_contains.to_owned(),
+            status,
+            times,
+        });
+        self
+    }
+
+    /// The first create of each kind of resource finds it existing already: 409, and from
+    /// then on the resource is there, with the next script.
+    pub fn adopt(&self) -> &Self {
+        self.lock().adopt = true;
+        self
+    }
+
+    /// Cluster reads that still see CREATING before RUNNING (default 1).
+    pub fn cluster_creating_reads(&self, n: u32) -> &Self {
+        self.lock().cluster_creating_reads = n;
+        self
+    }
+
+    /// A Data Fusion run that exists already, carrying `args`, with the next script.
+    pub fn existing_cdap_run(&self, args: &[(&str, &str)]) -> String {
+        let mut inner = self.lock();
+        inner.counter += 1;
+        let run = format!("run-{}", inner.counter);
+        inner.new_job("cdap", &run, &run, "KILLED");
+        if let Some(job) = inner.jobs.last_mut() {
+            job.args = args
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+        }
+        run
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    /// The requests of `method` whose path contains `path_contains`.
+    pub fn calls(&self, method: &str, path_contains: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path.contains(path_contains))
+            .collect()
+    }
+
+    /// Clusters created and not deleted.
+    pub fn live_clusters(&self) -> Vec<String> {
+        self.lock()
+            .clusters
+            .iter()
+            .filter(|(_, c)| !c.deleted)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+fn query(uri: &Uri, key: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.to_owned())
+    })
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut inner = inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    inner.requests.push(Recorded {
+        method: method.to_string(),
+        path: path.clone(),
+        body: body.clone(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    });
+    if let Some(fault) = inner
+        .faults
+        .iter_mut()
+        .find(|f| f.times > 0 && f.method == method.as_str() && path.contains(&f.path_contains))
+    {
+        fault.times -= 1;
+        let status = fault.status;
+        return error(status, google_code(status), "injected fault");
+    }
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        ["v1", "projects", _, "locations", _, "batches"] => {
+            serverless_create(&mut inner, &uri, &body)
+        }
+        ["v1", "projects", _, "locations", _, "batches", id] => match inner.job("batch", id) {
+            Some(job) => {
+                let state = job.read();
+                let message = if state == "FAILED" {
+                    "Job failed with message [Exception in thread \"main\" KMS key not found]"
+                } else {
+                    ""
+                };
+                ok(json!({
+                    "name": format!("projects/my-project/locations/us-central1/batches/{id}"),
+                    "state": state,
+                    "stateMessage": message,
+                    "operation": job.operation,
+                }))
+            }
+            None => error(404, "NOT_FOUND", "batch not found"),
+        },
+        ["v1", "projects", _, "regions", _, "operations", op] if method == Method::POST => {
+            let Some(op) = op.strip_suffix(":cancel") else {
+                return error(404, "NOT_FOUND", "no such method");
+            };
+            let wanted = format!("projects/my-project/regions/us-central1/operations/{op}");
+            match inner.jobs.iter_mut().find(|j| j.operation == wanted) {
+                Some(job) => {
+                    job.cancel();
+                    ok(json!({}))
+                }
+                None => error(404, "NOT_FOUND", "operation not found"),
+            }
+        }
+        ["v1", "projects", _, "regions", _, "clusters"] if method == Method::POST => {
+            let name = body["clusterName"].as_str().unwrap_or_default().to_owned();
+            let creating = inner.cluster_creating_reads;
+            if inner.adopting("cluster") {
+                inner.clusters.insert(
+                    name,
+                    Cluster {
+                        creating_reads: 0,
+                        deleted: false,
+                    },
+                );
+                return error(409, "ALREADY_EXISTS", "Already exists: cluster");
+            }
+            if inner.clusters.get(&name).is_some_and(|c| !c.deleted) {
+                return error(409, "ALREADY_EXISTS", "Already exists: cluster");
+            }
+            inner.clusters.insert(
+                name.clone(),
+                Cluster {
+                    creating_reads: creating,
+                    deleted: false,
+                },
+            );
+            ok(
+                json!({"name": "projects/my-project/regions/us-central1/operations/create", "metadata": {"clusterName": name}}),
+            )
+        }
+        ["v1", "projects", _, "regions", _, "clusters", name] => {
+            let Some(cluster) = inner.clusters.get_mut(*name).filter(|c| !c.deleted) else {
+                return error(404, "NOT_FOUND", "Not found: Cluster");
+            };
+            if method == Method::DELETE {
+                cluster.deleted = true;
+                return ok(
+                    json!({"name": "projects/my-project/regions/us-central1/operations/delete"}),
+                );
+            }
+            let state = if cluster.creating_reads > 0 {
+                cluster.creating_reads -= 1;
+                "CREATING"
+            } else {
+                "RUNNING"
+            };
+            ok(json!({"clusterName": name, "status": {"state": state}}))
+        }
+        ["v1", "projects", _, "regions", _, "jobs:submit"] => {
+            let id = body["job"]["reference"]["jobId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let cluster = body["job"]["placement"]["clusterName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let running = inner
+                .clusters
+                .get(&cluster)
+                .is_some_and(|c| !c.deleted && c.creating_reads == 0);
+            if !running {
+                return error(400, "FAILED_PRECONDITION", "cluster is not running");
+            }
+            if inner.adopting("job") {
+                inner.new_job("job", &id, &id, "CANCELLED");
+                return error(409, "ALREADY_EXISTS", "Already exists: Job");
+            }
+            if inner.job("job", &id).is_some() {
+                return error(409, "ALREADY_EXISTS", "Already exists: Job");
+            }
+            inner.new_job("job", &id, &id, "CANCELLED");
+            ok(json!({"reference": {"jobId": id}, "status": {"state": "PENDING"}}))
+        }
+        ["v1", "projects", _, "regions", _, "jobs", id] => {
+            if let Some(id) = id.strip_suffix(":cancel") {
+                return match inner.job("job", id) {
+                    Some(job) => {
+                        job.cancel();
+                        ok(
+                            json!({"reference": {"jobId": id}, "status": {"state": "CANCEL_PENDING"}}),
+                        )
+                    }
+                    None => error(404, "NOT_FOUND", "Not found: Job"),
+                };
+            }
+            match inner.job("job", id) {
+                Some(job) => {
+                    let state = job.read();
+                    let details = if state == "ERROR" {
+                        "Job failed with message [run_replicator.sh: exit status 2]"
+                    } else {
+                        ""
+                    };
+                    ok(json!({
+                        "reference": {"jobId": id},
+                        "status": {"state": state, "details": details},
+                    }))
+                }
+                None => error(404, "NOT_FOUND", "Not found: Job"),
+            }
+        }
+        ["v1b3", "projects", _, "locations", _, "jobs"] => {
+            let name = query(&uri, "name").unwrap_or_default();
+            let jobs: Vec<Value> = inner
+                .jobs
+                .iter()
+                .filter(|j| j.kind == "dataflow" && j.name == name)
+                .map(|j| json!({"id": j.id, "name": j.name, "currentState": j.current()}))
+                .collect();
+            ok(json!({ "jobs": jobs }))
+        }
+        [
+            "v1b3",
+            "projects",
+            _,
+            "locations",
+            _,
+            "flexTemplates:launch",
+        ] => {
+            let name = body["launchParameter"]["jobName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            inner.counter += 1;
+            let id = format!("2026-11-21_02_00_00-{}", 1000 + inner.counter);
+            if inner.adopting("dataflow") {
+                inner.new_job("dataflow", &id, &name, "JOB_STATE_CANCELLED");
+                return error(
+                    409,
+                    "ALREADY_EXISTS",
+                    &format!("There is already an active job named {name}."),
+                );
+            }
+            let active = inner.jobs.iter().any(|j| {
+                j.kind == "dataflow"
+                    && j.name == name
+                    && !matches!(
+                        j.current().as_str(),
+                        "JOB_STATE_DONE" | "JOB_STATE_FAILED" | "JOB_STATE_CANCELLED"
+                    )
+            });
+            if active {
+                return error(409, "ALREADY_EXISTS", "There is already an active job");
+            }
+            inner.new_job("dataflow", &id, &name, "JOB_STATE_CANCELLED");
+            ok(json!({"job": {"id": id, "name": name, "currentState": "JOB_STATE_QUEUED"}}))
+        }
+        ["v1b3", "projects", _, "locations", _, "jobs", id] => match inner.job("dataflow", id) {
+            Some(job) if method == Method::PUT => {
+                if body["requestedState"] == "JOB_STATE_CANCELLED" {
+                    job.cancel();
+                }
+                ok(json!({"id": job.id, "name": job.name, "currentState": job.current()}))
+            }
+            Some(job) => {
+                let state = job.read();
+                if state == "JOB_STATE_FAILED" {
+                    job.message = "Workflow failed. Causes: SQLServer connection refused".into();
+                }
+                ok(json!({"id": job.id, "name": job.name, "currentState": state}))
+            }
+            None => error(404, "NOT_FOUND", "job not found"),
+        },
+        [
+            "v1b3",
+            "projects",
+            _,
+            "locations",
+            _,
+            "jobs",
+            id,
+            "messages",
+        ] => match inner.job("dataflow", id) {
+            Some(job) if !job.message.is_empty() => ok(json!({"jobMessages": [
+                {"messageImportance": "JOB_MESSAGE_ERROR", "messageText": job.message}
+            ]})),
+            Some(_) => ok(json!({})),
+            None => error(404, "NOT_FOUND", "job not found"),
+        },
+        ["api", "v3", "namespaces", _, "start"] => {
+            let item = &body[0];
+            if item["programId"] != "DataPipelineWorkflow" || item["programType"] != "workflow" {
+                return ok(json!([{"statusCode": 400, "error": "not a pipeline workflow"}]));
+            }
+            inner.counter += 1;
+            let run = format!("run-{}", inner.counter);
+            inner.new_job("cdap", &run, &run, "KILLED");
+            if let Some(job) = inner.jobs.last_mut() {
+                job.args = serde_json::from_value(item["runtimeargs"].clone()).unwrap_or_default();
+            }
+            ok(json!([{
+                "appId": item["appId"],
+                "programType": "Workflow",
+                "programId": "DataPipelineWorkflow",
+                "statusCode": 200,
+                "runId": run,
+            }]))
+        }
+        [
+            "api",
+            "v3",
+            "namespaces",
+            _,
+            "apps",
+            _,
+            "workflows",
+            "DataPipelineWorkflow",
+            "runs",
+        ] => {
+            let records: Vec<Value> = inner
+                .jobs
+                .iter()
+                .rev()
+                .filter(|j| j.kind == "cdap")
+                .map(|j| cdap_record(j, &j.current()))
+                .collect();
+            ok(Value::Array(records))
+        }
+        [
+            "api",
+            "v3",
+            "namespaces",
+            _,
+            "apps",
+            _,
+            "workflows",
+            "DataPipelineWorkflow",
+            "runs",
+            run,
+        ] => match inner.job("cdap", run) {
+            Some(job) => {
+                let state = job.read();
+                ok(cdap_record(job, &state))
+            }
+            None => error(404, "NOT_FOUND", "run not found"),
+        },
+        [
+            "api",
+            "v3",
+            "namespaces",
+            _,
+            "apps",
+            _,
+            "workflows",
+            "DataPipelineWorkflow",
+            "runs",
+            run,
+            "stop",
+        ] => match inner.job("cdap", run) {
+            Some(job) => {
+                job.cancel();
+                (StatusCode::OK, axum::Json(Value::Null))
+            }
+            None => error(404, "NOT_FOUND", "run not found"),
+        },
+        _ => error(
+            404,
+            "NOT_FOUND",
+            &format!("the fake has no {method} {path}"),
+        ),
+    }
+}
+
+fn serverless_create(inner: &mut Inner, uri: &Uri, body: &Value) -> Answer {
+    let Some(id) = query(uri, "batchId") else {
+        return error(400, "INVALID_ARGUMENT", "batchId is required");
+    };
+    if body["runtimeConfig"]["version"].as_str().is_none() {
+        return error(400, "INVALID_ARGUMENT", "runtimeConfig.version is required");
+    }
+    if inner.adopting("batch") {
+        inner.new_job("batch", &id, &id, "CANCELLED");
+        return error(409, "ALREADY_EXISTS", "Batch already exists");
+    }
+    if inner.job("batch", &id).is_some() {
+        return error(409, "ALREADY_EXISTS", "Batch already exists");
+    }
+    inner.new_job("batch", &id, &id, "CANCELLED");
+    let op = inner
+        .jobs
+        .last()
+        .map(|j| j.operation.clone())
+        .unwrap_or_default();
+    ok(
+        json!({"name": op, "metadata": {"batch": format!("projects/my-project/locations/us-central1/batches/{id}")}}),
+    )
+}
+
+fn cdap_record(job: &Job, state: &str) -> Value {
+    json!({
+        "runid": job.id,
+        "starting": 1_763_690_400,
+        "status": state,
+        "properties": {
+            "runtimeArgs": serde_json::to_string(&job.args).unwrap_or_default(),
+        },
+    })
+}
