@@ -1,0 +1,145 @@
+//! SQLite as the warehouse and the run-log store.
+//!
+//! # Layout
+//! - `mod.rs`: [`SqliteWarehouse`]: the database files, one connection, attaching datasets.
+//! - `load.rs`: the [`Warehouse`](conveyor_core::ports::Warehouse) port: load jobs.
+//! - `run_log.rs`: the [`RunLog`](conveyor_core::ports::RunLog) port.
+
+mod load;
+mod run_log;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, params};
+
+use crate::formats::ColumnType;
+use conveyor_core::names::TableRef;
+use conveyor_core::ports::{ObjectStore, PortError};
+
+/// SQLite databases under one directory: one file per dataset (`analytics.sqlite`), attached
+/// under the dataset's name so tables are addressed as `dataset.table`, as in BigQuery. Load
+/// jobs are recorded in `_jobs.sqlite` in the same transaction as their rows, so a load
+/// happens exactly once per job id and never half.
+#[derive(Clone)]
+pub struct SqliteWarehouse {
+    dir: PathBuf,
+    conn: Arc<Mutex<Db>>,
+    store: Arc<dyn ObjectStore>,
+}
+
+struct Db {
+    conn: Connection,
+    attached: HashSet<String>,
+}
+
+fn transient(e: impl std::fmt::Display) -> PortError {
+    PortError::Transient(format!("sqlite: {e}"))
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
+    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl SqliteWarehouse {
+    /// A warehouse in `dir` (created when missing) that reads load sources from `store`.
+    ///
+    /// # Errors
+    /// When the directory or the jobs database cannot be created.
+    pub fn open(dir: impl Into<PathBuf>, store: Arc<dyn ObjectStore>) -> Result<Self, PortError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(transient)?;
+        let conn = Connection::open(dir.join("_jobs.sqlite")).map_err(transient)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(transient)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS load_jobs (
+                job_id TEXT PRIMARY KEY, destination TEXT NOT NULL, source TEXT NOT NULL,
+                rows INTEGER NOT NULL, finished_at TEXT NOT NULL)",
+        )
+        .map_err(transient)?;
+        Ok(Self {
+            dir,
+            conn: Arc::new(Mutex::new(Db {
+                conn,
+                attached: HashSet::new(),
+            })),
+            store,
+        })
+    }
+
+    /// The directory holding the database files.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db, &std::path::Path) -> Result<T, PortError> + Send + 'static,
+    ) -> Result<T, PortError> {
+        let conn = self.conn.clone();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock only means another load panicked mid-way; SQLite rolled that
+            // transaction back, so the connection is still consistent.
+            let mut db = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut db, &dir)
+        })
+        .await
+        .map_err(transient)?
+    }
+}
+
+fn attach(db: &mut Db, dir: &std::path::Path, dataset: &str) -> Result<(), PortError> {
+    if db.attached.contains(dataset) {
+        return Ok(());
+    }
+    let path = dir.join(format!("{dataset}.sqlite"));
+    // The dataset name passed TableRef's parser ([A-Za-z0-9_]+), so quoting it is safe.
+    db.conn
+        .execute(
+            &format!("ATTACH DATABASE ?1 AS \"{dataset}\""),
+            params![path.to_string_lossy()],
+        )
+        .map_err(transient)?;
+    db.attached.insert(dataset.to_owned());
+    Ok(())
+}
+
+fn quoted(t: &TableRef) -> String {
+    format!("\"{}\".\"{}\"", t.dataset, t.table)
+}
+
+fn sql_type(t: ColumnType) -> &'static str {
+    match t {
+        ColumnType::String | ColumnType::Json => "TEXT",
+        ColumnType::Int64 => "INTEGER",
+        ColumnType::Float64 => "REAL",
+        ColumnType::Bool => "BOOLEAN",
+        ColumnType::Bytes => "BLOB",
+        ColumnType::Timestamp => "TIMESTAMP",
+        ColumnType::Date => "DATE",
+    }
+}
+
+fn table_columns(conn: &Connection, t: &TableRef) -> Result<Option<Vec<String>>, PortError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT name FROM \"{}\".pragma_table_info(?1)",
+            t.dataset
+        ))
+        .map_err(transient)?;
+    let cols: Vec<String> = stmt
+        .query_map(params![t.table], |r| r.get(0))
+        .map_err(transient)?
+        .collect::<Result<_, _>>()
+        .map_err(transient)?;
+    Ok(if cols.is_empty() { None } else { Some(cols) })
+}
