@@ -6,6 +6,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -14,8 +15,9 @@ use conveyor_core::event::{ConveyorEvent, StepName};
 use conveyor_core::inbound::parse_http;
 use conveyor_core::names::{BucketName, JobId, ObjectName, TableRef};
 use conveyor_core::ports::{
-    BatchEngine, BatchRequest, ByteStream, EventBus, JobState, LoadJob, LoadOutcome, ObjectMeta,
-    ObjectStore, PortError, Ports, RunLog, RunLogRow, Submitted, Warehouse,
+    BatchEngine, BatchRequest, ByteStream, EventBus, JobState, LoadJob, LoadState, LoadStatus,
+    ObjectMeta, ObjectStore, PortError, Ports, RunLog, RunLogQuery, RunLogRow, Submitted,
+    Warehouse,
 };
 use conveyor_core::steps::{self, Context};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -64,11 +66,14 @@ impl EventBus for Instant {
 
 #[async_trait]
 impl Warehouse for Instant {
-    async fn load(&self, _: &LoadJob) -> Result<LoadOutcome, PortError> {
-        Ok(LoadOutcome {
-            rows: 6,
-            already_done: false,
+    async fn load(&self, _: &LoadJob, _: Duration) -> Result<LoadStatus, PortError> {
+        Ok(LoadStatus {
+            state: LoadState::Done { rows: 6 },
+            adopted: false,
         })
+    }
+    async fn load_state(&self, job: &LoadJob) -> Result<LoadStatus, PortError> {
+        self.load(job, Duration::ZERO).await
     }
     async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
         Ok(6)
@@ -100,7 +105,7 @@ impl RunLog for Instant {
     async fn record(&self, _: &TableRef, _: &RunLogRow) -> Result<(), PortError> {
         Ok(())
     }
-    async fn recent(&self, _: &TableRef, _: usize) -> Result<Vec<RunLogRow>, PortError> {
+    async fn rows(&self, _: &TableRef, _: &RunLogQuery) -> Result<Vec<RunLogRow>, PortError> {
         Ok(Vec::new())
     }
     async fn open_batches(&self, _: &TableRef) -> Result<Vec<RunLogRow>, PortError> {

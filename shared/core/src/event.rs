@@ -227,6 +227,9 @@ pub struct Detail {
     /// Values for batch parameters: the trigger's captures and `table`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The pipeline's job this event is about (`jobs[].name`; `batch` for `batch:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// One Conveyor event.

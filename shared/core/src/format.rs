@@ -19,6 +19,8 @@ pub enum Format {
     /// Newline-delimited JSON: one JSON object per line.
     #[serde(alias = "JSON", alias = "NEWLINE_DELIMITED_JSON")]
     Ndjson,
+    /// Apache ORC files (BigQuery loads them; the embedded warehouse says whether it can).
+    Orc,
 }
 
 /// The type of a column, mapped onto BigQuery's standard types.

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
 
 use crate::config::{
-    BatchSpec, CreateDisposition, Partition, SchemaSpec, SecretRef, StageSource, WriteDisposition,
+    BatchSpec, CreateDisposition, Partition, SchemaSpec, SchemaUpdateOption, SecretRef,
+    StageSource, WriteDisposition,
 };
 use crate::event::{ConveyorEvent, ObjectRef};
 use crate::format::{BadRow, Format};
@@ -193,13 +194,18 @@ pub trait EventBus: Send + Sync {
     async fn publish(&self, event: &ConveyorEvent) -> Result<(), PortError>;
 }
 
-/// A load of one object into one table.
+/// The most source URIs one BigQuery load job takes; a larger batch of objects is split into
+/// several jobs.
+pub const MAX_LOAD_URIS: usize = 10_000;
+
+/// A load of objects into one table, in one job: one object for an arrival, a folder's parts
+/// for a marker batch, a window's arrivals for a window batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadJob {
-    /// Deterministic job id: the same object generation and pipeline give the same id.
+    /// Deterministic job id: the same objects and pipeline give the same id.
     pub job_id: JobId,
-    /// The object to load.
-    pub source: ObjectRef,
+    /// The objects to load (at least one, at most [`MAX_LOAD_URIS`]).
+    pub sources: Vec<ObjectRef>,
     /// The destination.
     pub table: TableRef,
     /// File format.
@@ -212,25 +218,69 @@ pub struct LoadJob {
     pub schema: SchemaSpec,
     /// Partitioning.
     pub partition: Option<Partition>,
+    /// Clustering columns (at most four).
+    pub clustering: Vec<String>,
     /// CSV leading rows to skip.
     pub skip_leading_rows: u64,
+    /// Bad rows the job may skip before it fails (BigQuery's `maxBadRecords`; default 0).
+    pub max_bad_records: u64,
+    /// CSV: whether a quoted value may span lines (BigQuery's `allowQuotedNewlines`; default
+    /// false).
+    pub allow_quoted_newlines: bool,
+    /// Schema changes the load may make to an existing table.
+    pub schema_update_options: Vec<SchemaUpdateOption>,
 }
 
-/// The result of a load job.
+impl LoadJob {
+    /// The sources as `gs://` URIs, for messages.
+    pub fn source_uris(&self) -> Vec<String> {
+        self.sources.iter().map(ObjectRef::uri).collect()
+    }
+}
+
+/// Where a load job is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadOutcome {
-    /// Rows the job loaded.
-    pub rows: u64,
-    /// `true` when the job had already run (a redelivery): nothing was loaded this time.
-    pub already_done: bool,
+pub enum LoadState {
+    /// Done: the rows are in the table.
+    Done {
+        /// Rows the job loaded.
+        rows: u64,
+    },
+    /// Still running: whoever checks it next (the poll tick) finishes it.
+    Running,
+    /// Ended without loading anything.
+    Failed {
+        /// The warehouse's error.
+        message: String,
+        /// Whether running the load again may succeed (a backend error, not bad data).
+        transient: bool,
+    },
+}
+
+/// The result of starting a load job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadStatus {
+    /// The job's state when the call returned.
+    pub state: LoadState,
+    /// `true` when a job with this id already existed (a redelivery): it was adopted, not
+    /// started again.
+    pub adopted: bool,
 }
 
 /// The warehouse: BigQuery, or an embedded SQL database.
 #[async_trait]
 pub trait Warehouse: Send + Sync {
-    /// Runs a load job to completion. Idempotent on `job.job_id`: a second call returns the
-    /// first call's outcome with `already_done` and loads nothing.
-    async fn load(&self, job: &LoadJob) -> Result<LoadOutcome, PortError>;
+    /// Starts the load job and waits up to `wait` for it to end. Idempotent on
+    /// `job.job_id`: an existing job under that id is adopted (and reported as it is), never
+    /// run a second time. A job still running after `wait` is [`LoadState::Running`]; its
+    /// end is read later with [`Self::load_state`], so no request holds compute while the
+    /// warehouse works.
+    async fn load(&self, job: &LoadJob, wait: std::time::Duration)
+    -> Result<LoadStatus, PortError>;
+    /// The state of the load job `job` started earlier (the job is passed whole so an
+    /// adapter can start it again under the next id of its series after a transient
+    /// failure).
+    async fn load_state(&self, job: &LoadJob) -> Result<LoadStatus, PortError>;
     /// Number of rows in `table`.
     async fn row_count(&self, table: &TableRef) -> Result<u64, PortError>;
 }
@@ -331,6 +381,7 @@ pub const RUN_LOG_COLUMNS: &[RunLogColumn] = &[
     col("finished_at", "TIMESTAMP", false),
     col("rows_loaded", "INT64", false),
     col("detail", "STRING", false),
+    col("job", "STRING", false),
 ];
 
 /// One row of the run log: seed 000's columns first, then what operators need.
@@ -374,6 +425,24 @@ pub struct RunLogRow {
     pub rows_loaded: Option<u64>,
     /// The event's detail as JSON (engine, engine state, retry time, parameters).
     pub detail: String,
+    /// The job of the pipeline this row is about (`jobs[].name`; `batch` for a pipeline's
+    /// single `batch:`), so the run log reads as the DAG's task list.
+    pub job: Option<String>,
+}
+
+/// Which run-log rows to read: every set filter must hold. Rows come newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunLogQuery {
+    /// Only this run's rows.
+    pub run_id: Option<String>,
+    /// Only this pipeline's rows.
+    pub pipeline: Option<String>,
+    /// Only rows whose `td_timestamp` is at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only rows with one of these statuses (empty: any).
+    pub statuses: Vec<String>,
+    /// At most this many rows (0: no limit).
+    pub limit: usize,
 }
 
 /// The run log: a BigQuery table, or a table in the embedded database.
@@ -381,8 +450,23 @@ pub struct RunLogRow {
 pub trait RunLog: Send + Sync {
     /// Records a row. Idempotent on `row.event_id`.
     async fn record(&self, table: &TableRef, row: &RunLogRow) -> Result<(), PortError>;
-    /// The newest rows, newest first.
-    async fn recent(&self, table: &TableRef, limit: usize) -> Result<Vec<RunLogRow>, PortError>;
+    /// The rows `query` selects, newest first, each event once.
+    async fn rows(
+        &self,
+        table: &TableRef,
+        query: &RunLogQuery,
+    ) -> Result<Vec<RunLogRow>, PortError>;
+    /// The newest `limit` rows, newest first.
+    async fn recent(&self, table: &TableRef, limit: usize) -> Result<Vec<RunLogRow>, PortError> {
+        self.rows(
+            table,
+            &RunLogQuery {
+                limit,
+                ..RunLogQuery::default()
+            },
+        )
+        .await
+    }
     /// For every run whose newest batch row is SUBMITTED, RUNNING, or FAILED with a retry
     /// pending, that row: the durable state the poll step works from.
     async fn open_batches(&self, table: &TableRef) -> Result<Vec<RunLogRow>, PortError>;
@@ -472,7 +556,10 @@ impl EventBus for Unwired {
 
 #[async_trait]
 impl Warehouse for Unwired {
-    async fn load(&self, _: &LoadJob) -> Result<LoadOutcome, PortError> {
+    async fn load(&self, _: &LoadJob, _: std::time::Duration) -> Result<LoadStatus, PortError> {
+        Self::refuse("warehouse")
+    }
+    async fn load_state(&self, _: &LoadJob) -> Result<LoadStatus, PortError> {
         Self::refuse("warehouse")
     }
     async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
@@ -498,7 +585,7 @@ impl RunLog for Unwired {
     async fn record(&self, _: &TableRef, _: &RunLogRow) -> Result<(), PortError> {
         Self::refuse("run log")
     }
-    async fn recent(&self, _: &TableRef, _: usize) -> Result<Vec<RunLogRow>, PortError> {
+    async fn rows(&self, _: &TableRef, _: &RunLogQuery) -> Result<Vec<RunLogRow>, PortError> {
         Self::refuse("run log")
     }
     async fn open_batches(&self, _: &TableRef) -> Result<Vec<RunLogRow>, PortError> {

@@ -16,16 +16,15 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::GcpAuth;
-use conveyor_core::config::{CreateDisposition, PartitionKind, SchemaSpec, WriteDisposition};
+use conveyor_core::config::{
+    CreateDisposition, PartitionKind, SchemaSpec, SchemaUpdateOption, WriteDisposition,
+};
 use conveyor_core::format::{ColumnType, Format};
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::{
-    LoadJob, LoadOutcome, PortError, RUN_LOG_COLUMNS, RunLog, RunLogRow, Warehouse,
+    LoadJob, LoadState, LoadStatus, PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow,
+    Warehouse,
 };
-
-/// How long a load job may take before the request gives up (and Pub/Sub redelivers; the
-/// deterministic job id then finds the same job).
-const LOAD_WAIT: Duration = Duration::from_secs(300);
 
 /// BigQuery in one project.
 #[derive(Clone)]
@@ -72,7 +71,7 @@ fn bq_type(t: ColumnType) -> &'static str {
 /// The `configuration.load` of a load job, as BigQuery's REST API names it.
 pub(crate) fn load_configuration(job: &LoadJob, project: &str) -> Value {
     let mut load = json!({
-        "sourceUris": [job.source.uri()],
+        "sourceUris": job.source_uris(),
         "destinationTable": {
             "projectId": job.table.project.clone().unwrap_or_else(|| project.to_owned()),
             "datasetId": job.table.dataset,
@@ -83,6 +82,7 @@ pub(crate) fn load_configuration(job: &LoadJob, project: &str) -> Value {
             Format::Parquet => "PARQUET",
             Format::Csv => "CSV",
             Format::Ndjson => "NEWLINE_DELIMITED_JSON",
+            Format::Orc => "ORC",
         },
         "writeDisposition": match job.write {
             WriteDisposition::WriteAppend => "WRITE_APPEND",
@@ -93,7 +93,7 @@ pub(crate) fn load_configuration(job: &LoadJob, project: &str) -> Value {
             CreateDisposition::CreateIfNeeded => "CREATE_IF_NEEDED",
             CreateDisposition::CreateNever => "CREATE_NEVER",
         },
-        "maxBadRecords": 0,
+        "maxBadRecords": job.max_bad_records,
     });
     match &job.schema {
         SchemaSpec::Autodetect => load["autodetect"] = json!(true),
@@ -107,6 +107,21 @@ pub(crate) fn load_configuration(job: &LoadJob, project: &str) -> Value {
     }
     if job.format == Format::Csv {
         load["skipLeadingRows"] = json!(job.skip_leading_rows);
+        load["allowQuotedNewlines"] = json!(job.allow_quoted_newlines);
+    }
+    if !job.schema_update_options.is_empty() {
+        let options: Vec<&str> = job
+            .schema_update_options
+            .iter()
+            .map(|o| match o {
+                SchemaUpdateOption::AllowFieldAddition => "ALLOW_FIELD_ADDITION",
+                SchemaUpdateOption::AllowFieldRelaxation => "ALLOW_FIELD_RELAXATION",
+            })
+            .collect();
+        load["schemaUpdateOptions"] = json!(options);
+    }
+    if !job.clustering.is_empty() {
+        load["clustering"] = json!({ "fields": job.clustering });
     }
     if job.format == Format::Avro {
         load["useAvroLogicalTypes"] = json!(true);
@@ -222,8 +237,9 @@ impl BigQuery {
             .map_err(|e| bq_error("get load job", e))
     }
 
-    async fn wait(&self, job_id: &str) -> Result<Finished, PortError> {
-        let deadline = tokio::time::Instant::now() + LOAD_WAIT;
+    /// The job's end, waiting up to `wait` for it; `None` while it runs.
+    async fn wait(&self, job_id: &str, wait: Duration) -> Result<Option<Finished>, PortError> {
+        let deadline = tokio::time::Instant::now() + wait;
         let mut delay = Duration::from_millis(200);
         loop {
             let job = self.get_job(job_id).await?;
@@ -242,10 +258,10 @@ impl BigQuery {
                     if !details.is_empty() {
                         message = format!("{message}: {}", details.join("; "));
                     }
-                    return Ok(Finished::Failed {
+                    return Ok(Some(Finished::Failed {
                         transient: transient_reason(&reason),
                         message,
-                    });
+                    }));
                 }
                 let rows = job
                     .statistics
@@ -253,14 +269,13 @@ impl BigQuery {
                     .and_then(|l| l.output_rows)
                     .and_then(|r| r.parse().ok())
                     .unwrap_or(0);
-                return Ok(Finished::Done(rows));
+                return Ok(Some(Finished::Done(rows)));
             }
-            if tokio::time::Instant::now() > deadline {
-                return Err(PortError::Transient(format!(
-                    "load job {job_id} still running after {LOAD_WAIT:?}"
-                )));
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
             }
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(delay.min(left)).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
@@ -298,28 +313,33 @@ impl BigQuery {
     }
 }
 
-#[async_trait]
-impl Warehouse for BigQuery {
-    async fn load(&self, job: &LoadJob) -> Result<LoadOutcome, PortError> {
-        // A job id can be used once. If the job under the deterministic id failed for a
-        // reason that may pass, the next id in the series (`-r2`, `-r3`, ...) is tried;
-        // a redelivery walks the same series and finds what already ran.
+impl BigQuery {
+    /// Runs `job` through its series of ids (`ID`, `ID-r2`, ... `ID-r5`): a job id can be
+    /// used once, so after a transient failure under one id the next is tried; a redelivery
+    /// walks the same series and finds what already ran. With `insert`, a job missing from
+    /// the series is started; without, only existing jobs are read.
+    async fn run_series(
+        &self,
+        job: &LoadJob,
+        wait: Duration,
+        insert: bool,
+    ) -> Result<LoadStatus, PortError> {
         for round in 1..=5u32 {
             let job_id = if round == 1 {
                 job.job_id.to_string()
             } else {
                 format!("{}-r{round}", job.job_id)
             };
-            let body: Job = serde_json::from_value(json!({
-                "jobReference": {"projectId": self.project, "jobId": job_id, "location": self.location},
-                "configuration": {"load": load_configuration(job, &self.project)},
-            }))
-            .map_err(|e| PortError::Permanent(format!("load job body: {e}")))?;
             // Look first: real BigQuery answers a second insert with 409, but the emulator
             // runs it again; a lookup finds the job either way.
             let existed = match self.get_job(&job_id).await {
                 Ok(_) => true,
-                Err(PortError::NotFound(_)) => {
+                Err(PortError::NotFound(_)) if insert => {
+                    let body: Job = serde_json::from_value(json!({
+                        "jobReference": {"projectId": self.project, "jobId": job_id, "location": self.location},
+                        "configuration": {"load": load_configuration(job, &self.project)},
+                    }))
+                    .map_err(|e| PortError::Permanent(format!("load job body: {e}")))?;
                     match self.client.job().insert(&self.project, body).await {
                         Ok(_) => false,
                         Err(e) if is_conflict(&e) => true,
@@ -328,38 +348,51 @@ impl Warehouse for BigQuery {
                 }
                 Err(e) => return Err(e),
             };
-            match self.wait(&job_id).await? {
-                Finished::Done(rows) => {
-                    return Ok(LoadOutcome {
-                        rows,
-                        already_done: existed,
-                    });
-                }
-                Finished::Failed {
+            let state = match self.wait(&job_id, wait).await? {
+                None => LoadState::Running,
+                Some(Finished::Done(rows)) => LoadState::Done { rows },
+                Some(Finished::Failed {
                     transient: true,
                     message,
-                } => {
+                }) => {
                     warn!(job_id = %job_id, error = %message, "load job failed transiently");
-                    if !existed {
-                        return Err(PortError::Transient(format!(
-                            "load job {job_id}: {message}"
-                        )));
+                    if existed {
+                        // Spent: the next id of the series runs it again.
+                        continue;
+                    }
+                    LoadState::Failed {
+                        message: format!("load job {job_id}: {message}"),
+                        transient: true,
                     }
                 }
-                Finished::Failed {
+                Some(Finished::Failed {
                     transient: false,
                     message,
-                } => {
-                    return Err(PortError::Permanent(format!(
-                        "load job {job_id} failed: {message}"
-                    )));
-                }
-            }
+                }) => LoadState::Failed {
+                    message: format!("load job {job_id} failed: {message}"),
+                    transient: false,
+                },
+            };
+            return Ok(LoadStatus {
+                state,
+                adopted: existed,
+            });
         }
         Err(PortError::Transient(format!(
             "load job {} failed transiently five times",
             job.job_id
         )))
+    }
+}
+
+#[async_trait]
+impl Warehouse for BigQuery {
+    async fn load(&self, job: &LoadJob, wait: Duration) -> Result<LoadStatus, PortError> {
+        self.run_series(job, wait, true).await
+    }
+
+    async fn load_state(&self, job: &LoadJob) -> Result<LoadStatus, PortError> {
+        self.run_series(job, Duration::ZERO, true).await
     }
 
     async fn row_count(&self, table: &TableRef) -> Result<u64, PortError> {
@@ -395,7 +428,7 @@ fn row_json(row: &RunLogRow) -> Value {
         "attempt": row.attempt, "source_object": row.source_object, "job_id": row.job_id,
         "error": row.error, "started_at": row.started_at.as_ref().map(ts),
         "finished_at": row.finished_at.as_ref().map(ts), "rows_loaded": row.rows_loaded,
-        "detail": row.detail,
+        "detail": row.detail, "job": row.job,
     })
 }
 
@@ -445,11 +478,12 @@ fn from_cells(c: &[Value]) -> Option<RunLogRow> {
         finished_at: parse_time(get(16)),
         rows_loaded: text(get(17)).and_then(|s| s.parse().ok()),
         detail: text(get(18)).unwrap_or_default(),
+        job: text(get(19)),
     })
 }
 
 const COLUMNS: &str = "dbName, tableName, td_timestamp, last_modified_at, environment, status, dataproc_job_id, \
-     event_id, run_id, pipeline, step, attempt, source_object, job_id, error, started_at, finished_at, rows_loaded, detail";
+     event_id, run_id, pipeline, step, attempt, source_object, job_id, error, started_at, finished_at, rows_loaded, detail, job";
 
 impl BigQuery {
     fn fq(&self, t: &TableRef) -> String {
@@ -488,11 +522,38 @@ impl RunLog for BigQuery {
         Ok(())
     }
 
-    async fn recent(&self, table: &TableRef, limit: usize) -> Result<Vec<RunLogRow>, PortError> {
+    async fn rows(
+        &self,
+        table: &TableRef,
+        query: &RunLogQuery,
+    ) -> Result<Vec<RunLogRow>, PortError> {
         self.ensure_run_log(table).await?;
+        let mut filters = vec!["TRUE".to_owned()];
+        // Values are quoted as BigQuery string literals; they come from the CLI or from the
+        // run log itself, never from an event.
+        let lit = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+        if let Some(run) = &query.run_id {
+            filters.push(format!("run_id = {}", lit(run)));
+        }
+        if let Some(p) = &query.pipeline {
+            filters.push(format!("pipeline = {}", lit(p)));
+        }
+        if let Some(since) = &query.since {
+            filters.push(format!("td_timestamp >= TIMESTAMP({})", lit(&ts(since))));
+        }
+        if !query.statuses.is_empty() {
+            let list: Vec<String> = query.statuses.iter().map(|s| lit(s)).collect();
+            filters.push(format!("status IN ({})", list.join(", ")));
+        }
+        let limit = if query.limit == 0 {
+            String::new()
+        } else {
+            format!(" LIMIT {}", query.limit)
+        };
         let sql = format!(
-            "SELECT {COLUMNS} FROM {} ORDER BY td_timestamp DESC LIMIT {limit}",
-            self.deduped(table)
+            "SELECT {COLUMNS} FROM {} WHERE {} ORDER BY td_timestamp DESC{limit}",
+            self.deduped(table),
+            filters.join(" AND ")
         );
         Ok(self
             .query(&sql)
@@ -534,19 +595,23 @@ mod tests {
     fn a_csv_load_job_names_its_format_dispositions_and_header() {
         let job = LoadJob {
             job_id: JobId::parse("cv-load-x-a1").unwrap(),
-            source: ObjectRef {
+            sources: vec![ObjectRef {
                 bucket: "landing".parse().unwrap(),
                 name: "sales/a.csv".parse().unwrap(),
                 generation: "1".into(),
                 size: None,
-            },
+            }],
             table: TableRef::parse("ds.t").unwrap(),
             format: Format::Csv,
             write: WriteDisposition::WriteTruncate,
             create: CreateDisposition::CreateNever,
             schema: SchemaSpec::Autodetect,
             partition: None,
+            clustering: vec!["region".into()],
             skip_leading_rows: 1,
+            max_bad_records: 2,
+            allow_quoted_newlines: false,
+            schema_update_options: vec![SchemaUpdateOption::AllowFieldAddition],
         };
         let c = load_configuration(&job, "proj-123");
         assert_eq!(c["sourceUris"][0], "gs://landing/sales/a.csv");
@@ -556,6 +621,10 @@ mod tests {
         assert_eq!(c["createDisposition"], "CREATE_NEVER");
         assert_eq!(c["skipLeadingRows"], 1);
         assert_eq!(c["autodetect"], true);
+        assert_eq!(c["maxBadRecords"], 2);
+        assert_eq!(c["allowQuotedNewlines"], false);
+        assert_eq!(c["clustering"]["fields"][0], "region");
+        assert_eq!(c["schemaUpdateOptions"][0], "ALLOW_FIELD_ADDITION");
     }
 
     #[test]

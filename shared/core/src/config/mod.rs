@@ -215,10 +215,36 @@ pub struct LoadSpec {
     /// CSV: leading lines to skip; `1` (the default) means the file has a header.
     #[serde(default = "one")]
     pub skip_leading_rows: u64,
+    /// Bad rows a load may skip before it fails (BigQuery's `maxBadRecords`). Default 0:
+    /// one bad row fails the load and nothing is loaded.
+    #[serde(default)]
+    pub max_bad_records: u64,
+    /// CSV: whether a quoted value may contain newlines (BigQuery's `allowQuotedNewlines`).
+    /// Default `false`, as in BigQuery.
+    #[serde(default)]
+    pub allow_quoted_newlines: bool,
+    /// Schema changes a load may make to an existing table: `ALLOW_FIELD_ADDITION`,
+    /// `ALLOW_FIELD_RELAXATION`.
+    #[serde(default)]
+    pub schema_update_options: Vec<SchemaUpdateOption>,
+    /// Clustering columns of a table the load creates (at most four).
+    #[serde(default)]
+    pub clustering: Vec<String>,
 }
 
 fn one() -> u64 {
     1
+}
+
+/// A schema change a load job may make to an existing table (BigQuery's
+/// `schemaUpdateOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SchemaUpdateOption {
+    /// New nullable columns may be added.
+    AllowFieldAddition,
+    /// `REQUIRED` columns may become `NULLABLE`.
+    AllowFieldRelaxation,
 }
 
 /// BigQuery's write disposition.

@@ -10,7 +10,10 @@ use crate::config::{Pipeline, render, table_safe};
 use crate::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};
 use crate::inbound::Inbound;
 use crate::names::{JobId, RunId, TableRef};
-use crate::ports::{LoadJob, PortError};
+use crate::ports::{LoadJob, LoadState, LoadStatus, PortError};
+
+/// How long the load request waits for its job.
+const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, StepError> {
     let object = match inbound {
@@ -135,19 +138,45 @@ async fn load_one(
     detail.vars.insert("table".to_owned(), table.to_string());
     let job = LoadJob {
         job_id,
-        source: object.clone(),
+        sources: vec![object.clone()],
         table: table.clone(),
         format: spec.format,
         write: spec.write_disposition,
         create: spec.create_disposition,
         schema: spec.schema.clone(),
         partition: spec.partition.clone(),
+        clustering: spec.clustering.clone(),
         skip_leading_rows: spec.skip_leading_rows,
+        max_bad_records: spec.max_bad_records,
+        allow_quoted_newlines: spec.allow_quoted_newlines,
+        schema_update_options: spec.schema_update_options.clone(),
     };
-    match ctx.ports.warehouse.load(&job).await {
-        Ok(done) => {
-            info!(table = %table, rows = done.rows, already_done = done.already_done, "loaded");
-            detail.rows = Some(done.rows);
+    let loaded = match ctx.ports.warehouse.load(&job, LOAD_WAIT).await {
+        Ok(LoadStatus {
+            state: LoadState::Done { rows },
+            adopted,
+        }) => Ok((rows, adopted)),
+        Ok(LoadStatus {
+            state: LoadState::Running,
+            ..
+        }) => Err(PortError::Transient(format!(
+            "load job {} is still running; a redelivery adopts it",
+            job.job_id
+        ))),
+        Ok(LoadStatus {
+            state: LoadState::Failed { message, transient },
+            ..
+        }) => Err(if transient {
+            PortError::Transient(message)
+        } else {
+            PortError::Permanent(message)
+        }),
+        Err(e) => Err(e),
+    };
+    match loaded {
+        Ok((rows, adopted)) => {
+            info!(table = %table, rows, adopted, "loaded");
+            detail.rows = Some(rows);
             let ev = ConveyorEvent::new(
                 EventType::TableLoaded,
                 run_id,
@@ -157,7 +186,7 @@ async fn load_one(
                 Status::Succeeded,
                 detail,
             );
-            outcome.summary = format!("loaded {} rows into {table}", done.rows);
+            outcome.summary = format!("loaded {rows} rows into {table}");
             publish(ctx, outcome, ev).await
         }
         Err(e @ PortError::Transient(_)) => {

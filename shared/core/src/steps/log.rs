@@ -78,5 +78,6 @@ pub fn row_for(event: &ConveyorEvent, environment: &str) -> RunLogRow {
         finished_at: terminal.then_some(event.time),
         rows_loaded: d.rows,
         detail: serde_json::to_string(d).unwrap_or_default(),
+        job: d.job.clone(),
     }
 }

@@ -89,6 +89,10 @@ pub fn decode(format: Format, bytes: &[u8], options: &DecodeOptions) -> Result<R
         Format::Ndjson => ndjson::decode(bytes, options),
         Format::Avro => avro::decode(bytes, options),
         Format::Parquet => parquet::decode(bytes, options),
+        Format::Orc => Err(FormatError::Unreadable {
+            format,
+            reason: "the embedded warehouse cannot read ORC files (BigQuery loads them)".to_owned(),
+        }),
     }
 }
 

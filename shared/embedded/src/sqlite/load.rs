@@ -1,5 +1,7 @@
 //! Load jobs: decode a file and insert its rows, exactly once per job id.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{OptionalExtension, params, types::Value as Sql};
@@ -7,7 +9,7 @@ use tokio::io::AsyncReadExt;
 
 use conveyor_core::config::{CreateDisposition, SchemaSpec, WriteDisposition};
 use conveyor_core::names::TableRef;
-use conveyor_core::ports::{LoadJob, LoadOutcome, PortError, Warehouse};
+use conveyor_core::ports::{LoadJob, LoadState, LoadStatus, PortError, Warehouse};
 
 use super::{Db, SqliteWarehouse, attach, quoted, sql_type, table_columns, transient, ts};
 use crate::formats::{self, DecodeOptions, FormatError, Rows, Value};
@@ -17,7 +19,7 @@ fn load_rows(
     dir: &std::path::Path,
     job: &LoadJob,
     rows: Rows,
-) -> Result<LoadOutcome, PortError> {
+) -> Result<LoadStatus, PortError> {
     attach(db, dir, &job.table.dataset)?;
     let tx = db.conn.transaction().map_err(transient)?;
     let done: Option<i64> = tx
@@ -29,10 +31,7 @@ fn load_rows(
         .optional()
         .map_err(transient)?;
     if let Some(n) = done {
-        return Ok(LoadOutcome {
-            rows: n.max(0) as u64,
-            already_done: true,
-        });
+        return Ok(done_status(n, true));
     }
     let table = quoted(&job.table);
     match table_columns(&tx, &job.table)? {
@@ -125,46 +124,54 @@ fn load_rows(
     let n = rows.rows.len() as i64;
     tx.execute(
         "INSERT INTO load_jobs (job_id, destination, source, rows, finished_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![job.job_id.as_str(), job.table.to_string(), job.source.uri(), n, ts(&Utc::now())],
+        params![job.job_id.as_str(), job.table.to_string(), job.source_uris().join(" "), n, ts(&Utc::now())],
     )
     .map_err(transient)?;
     tx.commit().map_err(transient)?;
-    Ok(LoadOutcome {
-        rows: n as u64,
-        already_done: false,
-    })
+    Ok(done_status(n, false))
 }
 
-#[async_trait]
-impl Warehouse for SqliteWarehouse {
-    async fn load(&self, job: &LoadJob) -> Result<LoadOutcome, PortError> {
-        // A cheap look first spares reading and decoding the file on a redelivery; the check
-        // inside the load's transaction is the one that guarantees once.
-        let job_id = job.job_id.clone();
-        let done = self
-            .with_db(move |db, _| {
-                db.conn
-                    .query_row(
-                        "SELECT rows FROM load_jobs WHERE job_id = ?1",
-                        params![job_id.as_str()],
-                        |r| r.get::<_, i64>(0),
-                    )
-                    .optional()
-                    .map_err(transient)
-            })
-            .await?;
-        if let Some(n) = done {
-            return Ok(LoadOutcome {
-                rows: n.max(0) as u64,
-                already_done: true,
-            });
-        }
-        let mut reader = match self.store.open(&job.source.bucket, &job.source.name).await {
+fn done_status(rows: i64, adopted: bool) -> LoadStatus {
+    LoadStatus {
+        state: LoadState::Done {
+            rows: rows.max(0) as u64,
+        },
+        adopted,
+    }
+}
+
+impl SqliteWarehouse {
+    /// The rows of the load job `job_id` when it has run.
+    async fn finished_load(
+        &self,
+        job_id: &conveyor_core::names::JobId,
+    ) -> Result<Option<i64>, PortError> {
+        let job_id = job_id.clone();
+        self.with_db(move |db, _| {
+            db.conn
+                .query_row(
+                    "SELECT rows FROM load_jobs WHERE job_id = ?1",
+                    params![job_id.as_str()],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
+                .map_err(transient)
+        })
+        .await
+    }
+
+    /// Reads and decodes one source of `job`.
+    async fn decode_source(
+        &self,
+        job: &LoadJob,
+        source: &conveyor_core::event::ObjectRef,
+    ) -> Result<Rows, PortError> {
+        let mut reader = match self.store.open(&source.bucket, &source.name).await {
             Ok(r) => r,
             Err(PortError::NotFound(_)) => {
                 return Err(PortError::Permanent(format!(
                     "{} does not exist",
-                    job.source.uri()
+                    source.uri()
                 )));
             }
             Err(e) => return Err(e),
@@ -173,7 +180,7 @@ impl Warehouse for SqliteWarehouse {
         reader
             .read_to_end(&mut bytes)
             .await
-            .map_err(|e| PortError::Transient(format!("read {}: {e}", job.source.uri())))?;
+            .map_err(|e| PortError::Transient(format!("read {}: {e}", source.uri())))?;
         let options = DecodeOptions {
             schema: match &job.schema {
                 SchemaSpec::Autodetect => None,
@@ -182,16 +189,56 @@ impl Warehouse for SqliteWarehouse {
             skip_leading_rows: job.skip_leading_rows,
         };
         let format = job.format;
-        let rows = tokio::task::spawn_blocking(move || formats::decode(format, &bytes, &options))
+        tokio::task::spawn_blocking(move || formats::decode(format, &bytes, &options))
             .await
             .map_err(transient)?
             .map_err(|e| match e {
                 FormatError::BadRows(bad) => PortError::BadRows(bad),
-                other => PortError::Permanent(other.to_string()),
-            })?;
+                other => PortError::Permanent(format!("{}: {other}", source.uri())),
+            })
+    }
+}
+
+#[async_trait]
+impl Warehouse for SqliteWarehouse {
+    async fn load(&self, job: &LoadJob, _wait: Duration) -> Result<LoadStatus, PortError> {
+        // A cheap look first spares reading and decoding the files on a redelivery; the check
+        // inside the load's transaction is the one that guarantees once.
+        if let Some(n) = self.finished_load(&job.job_id).await? {
+            return Ok(done_status(n, true));
+        }
+        let mut all: Option<Rows> = None;
+        for source in &job.sources {
+            let rows = self.decode_source(job, source).await?;
+            match &mut all {
+                None => all = Some(rows),
+                Some(all) => {
+                    let first: Vec<&str> = all.columns.iter().map(|c| c.name.as_str()).collect();
+                    let this: Vec<&str> = rows.columns.iter().map(|c| c.name.as_str()).collect();
+                    if first != this {
+                        return Err(PortError::Permanent(format!(
+                            "{}: columns {this:?} differ from the batch's first file's {first:?}",
+                            source.uri()
+                        )));
+                    }
+                    all.rows.extend(rows.rows);
+                }
+            }
+        }
+        let rows = all.ok_or_else(|| {
+            PortError::Permanent(format!("load job {} names no source", job.job_id))
+        })?;
         let job = job.clone();
         self.with_db(move |db, dir| load_rows(db, dir, &job, rows))
             .await
+    }
+
+    async fn load_state(&self, job: &LoadJob) -> Result<LoadStatus, PortError> {
+        // Embedded loads end within their request: a job is done, or was never run.
+        match self.finished_load(&job.job_id).await? {
+            Some(n) => Ok(done_status(n, true)),
+            None => Err(PortError::NotFound(format!("load job {}", job.job_id))),
+        }
     }
 
     async fn row_count(&self, table: &TableRef) -> Result<u64, PortError> {

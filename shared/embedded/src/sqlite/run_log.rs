@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rusqlite::params;
 
 use conveyor_core::names::TableRef;
-use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLog, RunLogRow};
+use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow};
 
 use super::{Db, SqliteWarehouse, attach, parse_ts, quoted, transient, ts};
 
@@ -33,11 +33,26 @@ fn ensure_run_log(db: &mut Db, dir: &std::path::Path, table: &TableRef) -> Resul
             quoted(table),
             cols.join(", ")
         ))
-        .map_err(transient)
+        .map_err(transient)?;
+    // A table made by an older release lacks the columns added since: add them (nullable).
+    let have = super::table_columns(&db.conn, table)?.unwrap_or_default();
+    for c in RUN_LOG_COLUMNS.iter().filter(|c| !c.required) {
+        if !have.iter().any(|h| h == c.name) {
+            let ty = if c.ty == "INT64" { "INTEGER" } else { "TEXT" };
+            db.conn
+                .execute_batch(&format!(
+                    "ALTER TABLE {} ADD COLUMN \"{}\" {ty}",
+                    quoted(table),
+                    c.name
+                ))
+                .map_err(transient)?;
+        }
+    }
+    Ok(())
 }
 
 const SELECT_RUN_LOG: &str = "dbName, tableName, td_timestamp, last_modified_at, environment, status, dataproc_job_id, \
-     event_id, run_id, pipeline, step, attempt, source_object, job_id, error, started_at, finished_at, rows_loaded, detail";
+     event_id, run_id, pipeline, step, attempt, source_object, job_id, error, started_at, finished_at, rows_loaded, detail, job";
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunLogRow> {
     Ok(RunLogRow {
@@ -60,6 +75,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunLogRow> {
         finished_at: parse_ts(r.get(16)?),
         rows_loaded: r.get::<_, Option<i64>>(17)?.map(|n| n.max(0) as u64),
         detail: r.get::<_, Option<String>>(18)?.unwrap_or_default(),
+        job: r.get(19)?,
     })
 }
 
@@ -72,7 +88,7 @@ impl RunLog for SqliteWarehouse {
             ensure_run_log(db, dir, &table)?;
             db.conn
                 .execute(
-                    &format!("INSERT OR IGNORE INTO {} ({SELECT_RUN_LOG}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)", quoted(&table)),
+                    &format!("INSERT OR IGNORE INTO {} ({SELECT_RUN_LOG}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)", quoted(&table)),
                     params![
                         row.db_name,
                         row.table_name,
@@ -93,6 +109,7 @@ impl RunLog for SqliteWarehouse {
                         row.finished_at.as_ref().map(ts),
                         row.rows_loaded.map(|n| n as i64),
                         row.detail,
+                        row.job,
                     ],
                 )
                 .map_err(transient)?;
@@ -101,17 +118,51 @@ impl RunLog for SqliteWarehouse {
         .await
     }
 
-    async fn recent(&self, table: &TableRef, limit: usize) -> Result<Vec<RunLogRow>, PortError> {
+    async fn rows(
+        &self,
+        table: &TableRef,
+        query: &RunLogQuery,
+    ) -> Result<Vec<RunLogRow>, PortError> {
         let table = table.clone();
+        let query = query.clone();
         self.with_db(move |db, dir| {
             ensure_run_log(db, dir, &table)?;
+            let mut filters = vec!["1 = 1".to_owned()];
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut arg = |v: String, filters: &mut Vec<String>, clause: &str| {
+                args.push(rusqlite::types::Value::Text(v));
+                filters.push(clause.replace('?', &format!("?{}", args.len())));
+            };
+            if let Some(run) = &query.run_id {
+                arg(run.clone(), &mut filters, "run_id = ?");
+            }
+            if let Some(p) = &query.pipeline {
+                arg(p.clone(), &mut filters, "pipeline = ?");
+            }
+            if let Some(since) = &query.since {
+                arg(ts(since), &mut filters, "td_timestamp >= ?");
+            }
+            if !query.statuses.is_empty() {
+                let mut marks = Vec::new();
+                for s in &query.statuses {
+                    args.push(rusqlite::types::Value::Text(s.clone()));
+                    marks.push(format!("?{}", args.len()));
+                }
+                filters.push(format!("status IN ({})", marks.join(", ")));
+            }
+            let limit = if query.limit == 0 {
+                i64::MAX
+            } else {
+                query.limit as i64
+            };
             let sql = format!(
-                "SELECT {SELECT_RUN_LOG} FROM {} ORDER BY td_timestamp DESC, rowid DESC LIMIT ?1",
-                quoted(&table)
+                "SELECT {SELECT_RUN_LOG} FROM {} WHERE {} ORDER BY td_timestamp DESC, rowid DESC LIMIT {limit}",
+                quoted(&table),
+                filters.join(" AND ")
             );
             let mut stmt = db.conn.prepare(&sql).map_err(transient)?;
             let rows = stmt
-                .query_map(params![limit as i64], read_row)
+                .query_map(rusqlite::params_from_iter(args), read_row)
                 .map_err(transient)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(transient)
         })
