@@ -66,9 +66,9 @@ async fn main() -> anyhow::Result<()> {
     let local = LocalStore::new(dir.path().join("buckets"))?;
     let warehouse = SqliteWarehouse::open(dir.path().join("warehouse"), Arc::new(local))?;
     let bus = Arc::new(CountingBus::default());
-    let ctx = Context {
-        config: Arc::new(config),
-        ports: Ports {
+    let ctx = Context::new(
+        Arc::new(config),
+        Ports {
             store: store.clone(),
             bus: bus.clone(),
             warehouse: Arc::new(warehouse.clone()),
@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
                 Arc::new(DirSecrets::new(dir.path().join("secrets"))),
             )),
         },
-    };
+    );
     let start = StartRequest {
         pipeline: Some(p.name.clone()),
         origin: Origin::Manual,

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use conveyor_core::config;
+use conveyor_core::engines::Engines;
 use conveyor_core::event::StepName;
 use conveyor_core::names::TableRef;
-use conveyor_core::ports::{BatchEngine, RunLogRow};
+use conveyor_core::ports::RunLogRow;
 use conveyor_core::steps::Context;
 use conveyor_embedded::runtime::{Embedded, QuietProbe, RuntimeOptions};
 use tower::ServiceExt;
@@ -162,13 +163,13 @@ impl Chain {
     ///
     /// # Panics
     /// When the configuration is invalid or the state cannot be created.
-    pub async fn start_with(yaml: &str, batch: Option<Arc<dyn BatchEngine>>) -> Self {
+    pub async fn start_with(yaml: &str, engines: Option<Engines>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config =
             Arc::new(config::parse_str(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}")));
         let state = dir.path().join("state");
-        let mut embedded = match batch {
-            Some(b) => Embedded::open_with(config, &state, b),
+        let mut embedded = match engines {
+            Some(e) => Embedded::open_with(config, &state, e),
             None => Embedded::open(config, &state),
         }
         .expect("open");

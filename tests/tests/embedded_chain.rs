@@ -17,10 +17,26 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The (attempt, status) of `pipeline`'s rows of `step` about a job or the load (not the run
+/// ends, which `run_ends` reads).
 fn statuses(rows: &[RunLogRow], pipeline: &str, step: &str) -> Vec<(u32, String)> {
     rows.iter()
-        .filter(|r| r.pipeline.as_deref() == Some(pipeline) && r.step == step)
+        .filter(|r| {
+            r.pipeline.as_deref() == Some(pipeline)
+                && r.step == step
+                && !(r.step == "submit" && r.job.is_none())
+        })
         .map(|r| (r.attempt, r.status.clone()))
+        .collect()
+}
+
+/// The statuses of `pipeline`'s run ends (`conveyor.run.finished`: submit rows without a job).
+fn run_ends(rows: &[RunLogRow], pipeline: &str) -> Vec<String> {
+    rows.iter()
+        .filter(|r| {
+            r.pipeline.as_deref() == Some(pipeline) && r.step == "submit" && r.job.is_none()
+        })
+        .map(|r| r.status.clone())
         .collect()
 }
 
@@ -95,6 +111,16 @@ async fn dropped_files_of_every_format_become_table_rows_and_run_log_rows() {
     );
     let poll = statuses(&log, "avro", "poll");
     assert_eq!(poll.last(), Some(&(1, "SUCCEEDED".to_owned())), "{poll:?}");
+    assert_eq!(
+        run_ends(&log, "avro"),
+        ["SUCCEEDED"],
+        "the batch ends the run"
+    );
+    assert_eq!(
+        run_ends(&log, "csv"),
+        ["SUCCEEDED"],
+        "without jobs the load ends the run"
+    );
     let load_row = log
         .iter()
         .find(|r| r.pipeline.as_deref() == Some("csv") && r.step == "load")
@@ -148,9 +174,16 @@ pipelines:
     );
     let failures: Vec<&RunLogRow> = log
         .iter()
-        .filter(|r| r.pipeline.as_deref() == Some("flaky") && r.status == "FAILED")
+        .filter(|r| {
+            r.pipeline.as_deref() == Some("flaky") && r.status == "FAILED" && r.job.is_some()
+        })
         .collect();
     assert_eq!(failures.len(), 3, "{failures:#?}");
+    assert_eq!(
+        run_ends(&log, "flaky"),
+        ["FAILED"],
+        "the job's final failure ends the run"
+    );
     let last = failures.last().expect("final failure");
     assert_eq!(last.attempt, 3);
     assert!(

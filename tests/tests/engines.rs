@@ -38,7 +38,7 @@ impl Chain {
                 Arc::new(StaticToken::new("test-token")),
             )
             .expect("engines");
-        let inner = conveyor_e2e::Chain::start_with(&yaml, Some(Arc::new(engines))).await;
+        let inner = conveyor_e2e::Chain::start_with(&yaml, Some(engines)).await;
         Self { inner, fake }
     }
 

@@ -126,6 +126,7 @@ pipelines:
                     format!("{}/bigquery/v2", emu.bq),
                 )
                 .env("CONVEYOR_ANONYMOUS", "true")
+                .env("CONVEYOR_BIGQUERY_EMULATOR", "true")
                 .env("CONVEYOR_DATAPROC_ENDPOINT", &fake.url)
                 .env("CONVEYOR_LOG", "info")
                 .stdout(Stdio::null())
@@ -380,13 +381,32 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
     );
     assert_eq!(s.count("analytics.sales_2026_11_20").await, Some(6));
 
+    // 2b. A direct call naming a generation that is not the live one is acknowledged as
+    //     superseded and loads nothing (a caller's generation is checked against the store).
+    let superseded = s
+        .http
+        .post(format!("{}/", s.functions[0].url))
+        .json(&json!({"bucket": "landing", "name": "sales/2026-11-20/orders.csv", "generation": "999"}))
+        .send()
+        .await
+        .expect("direct call");
+    assert_eq!(superseded.status().as_u16(), 200);
+    let reply: Value = superseded.json().await.expect("json");
+    assert!(
+        reply["summary"]
+            .as_str()
+            .is_some_and(|t| t.contains("superseded")),
+        "{reply}"
+    );
+    assert_eq!(s.load_jobs().await.len(), 1);
+
     // 3. BigQuery down: the load function answers 5xx and Pub/Sub redelivers; once BigQuery
     //    is back the file is loaded exactly once.
     s.emu.script("stop-bq");
     let direct = s
         .http
         .post(format!("{}/", s.functions[0].url))
-        .json(&json!({"bucket": "landing", "name": "sales/2026-11-20/orders.csv", "generation": "999"}))
+        .json(&json!({"bucket": "landing", "name": "sales/2026-11-20/orders.csv", "generation": generation}))
         .send()
         .await
         .expect("direct call");

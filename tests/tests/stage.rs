@@ -121,6 +121,14 @@ impl ObjectStore for FlippingStore {
     ) -> Result<Option<ObjectMeta>, PortError> {
         self.0.create_new(bucket, name, body).await
     }
+    async fn delete(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        generation: Option<&str>,
+    ) -> Result<bool, PortError> {
+        self.0.delete(bucket, name, generation).await
+    }
 }
 
 /// The stage step wired to fake-gcs-server, with fresh local state for the other ports.
@@ -191,10 +199,7 @@ impl Stage {
                 Arc::new(DirSecrets::new(secrets)),
             )),
         };
-        let ctx = Context {
-            config: Arc::new(config),
-            ports,
-        };
+        let ctx = Context::new(Arc::new(config), ports);
         Self {
             servers,
             http,

@@ -27,7 +27,7 @@ pub fn router(ctx: Context) -> Router {
 /// # Errors
 /// When a client cannot be built.
 pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
-    let bigquery = Arc::new(gcp.bigquery().await?);
+    let bigquery = Arc::new(gcp.bigquery());
     Ok(Ports {
         store: Arc::new(gcp.store()),
         warehouse: bigquery,

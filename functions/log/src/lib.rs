@@ -28,7 +28,7 @@ pub fn router(ctx: Context) -> Router {
 /// When a client cannot be built.
 pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
     Ok(Ports {
-        run_log: Arc::new(gcp.bigquery().await?),
+        run_log: Arc::new(gcp.bigquery()),
         bus: Arc::new(gcp.bus().await?),
         ..Ports::unwired()
     })

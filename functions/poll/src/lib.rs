@@ -22,14 +22,18 @@ pub fn router(ctx: Context) -> Router {
     conveyor_core::http::router(STEP, ctx)
 }
 
-/// The ports the poll step uses, on Google Cloud: the batch engines, the BigQuery run log and Pub/Sub.
+/// The ports the poll step uses, on Google Cloud: the batch engines, BigQuery (run log, load
+/// jobs handed over by the load step), Cloud Storage (load windows) and Pub/Sub.
 ///
 /// # Errors
 /// When a client cannot be built.
 pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
+    let bigquery = Arc::new(gcp.bigquery());
     Ok(Ports {
         batch: Arc::new(gcp.engines()?),
-        run_log: Arc::new(gcp.bigquery().await?),
+        warehouse: bigquery.clone(),
+        run_log: bigquery,
+        store: Arc::new(gcp.store()),
         bus: Arc::new(gcp.bus().await?),
         ..Ports::unwired()
     })

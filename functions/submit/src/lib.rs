@@ -22,13 +22,17 @@ pub fn router(ctx: Context) -> Router {
     conveyor_core::http::router(STEP, ctx)
 }
 
-/// The ports the submit step uses, on Google Cloud: the batch engines and Pub/Sub.
+/// The ports the submit step uses, on Google Cloud: the batch engines, BigQuery (a
+/// `for_each` job's configuration table; the run log, for fan-in) and Pub/Sub.
 ///
 /// # Errors
 /// When a client cannot be built.
 pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
+    let bigquery = Arc::new(gcp.bigquery());
     Ok(Ports {
         batch: Arc::new(gcp.engines()?),
+        warehouse: bigquery.clone(),
+        run_log: bigquery,
         bus: Arc::new(gcp.bus().await?),
         ..Ports::unwired()
     })

@@ -39,6 +39,13 @@ impl Engines {
         self
     }
 
+    /// Adds every engine of `other`, replacing those of the same name.
+    #[must_use]
+    pub fn extend(mut self, other: Engines) -> Self {
+        self.engines.extend(other.engines);
+        self
+    }
+
     /// Runs `engine: local` batches with `local`.
     #[must_use]
     pub fn with_local(self, local: Arc<dyn BatchEngine>) -> Self {
@@ -108,6 +115,8 @@ mod tests {
             attempt: 1,
             spec,
             vars: BTreeMap::new(),
+            job: "batch".into(),
+            row: BTreeMap::new(),
         };
         let err = Engines::new().submit(&req).await.unwrap_err();
         assert!(!err.is_transient());

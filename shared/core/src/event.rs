@@ -39,17 +39,31 @@ pub enum EventType {
     /// A step failed or rejected its input; the error says why.
     #[serde(rename = "conveyor.step.failed")]
     StepFailed,
+    /// A load job outlived its request's wait: the poll tick finishes it.
+    #[serde(rename = "conveyor.load.running")]
+    LoadRunning,
+    /// An arrival named a generation that is no longer live (overwritten or deleted): it is
+    /// not loaded; the newer generation's own arrival is.
+    #[serde(rename = "conveyor.object.superseded")]
+    ObjectSuperseded,
+    /// A run ended: SUCCEEDED after its last job (or its load, without jobs), or FAILED /
+    /// TIMED_OUT with the job that ended it. Pipelines started `after` it react to it.
+    #[serde(rename = "conveyor.run.finished")]
+    RunFinished,
 }
 
 impl EventType {
     /// Every type, for subscriptions.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 9] = [
         Self::ObjectStaged,
         Self::TableLoaded,
         Self::BatchSubmitted,
         Self::BatchRunning,
         Self::BatchFinished,
         Self::StepFailed,
+        Self::LoadRunning,
+        Self::ObjectSuperseded,
+        Self::RunFinished,
     ];
 
     /// The CloudEvent `type` string.
@@ -61,6 +75,9 @@ impl EventType {
             Self::BatchRunning => "conveyor.batch.running",
             Self::BatchFinished => "conveyor.batch.finished",
             Self::StepFailed => "conveyor.step.failed",
+            Self::LoadRunning => "conveyor.load.running",
+            Self::ObjectSuperseded => "conveyor.object.superseded",
+            Self::RunFinished => "conveyor.run.finished",
         }
     }
 
@@ -135,6 +152,8 @@ pub enum Status {
     TimedOut,
     /// The input was refused (malformed, unknown pipeline): it is not retried.
     Rejected,
+    /// An arrival for a generation that is no longer live: acknowledged, not loaded.
+    Superseded,
 }
 
 impl Status {
@@ -147,6 +166,7 @@ impl Status {
             Self::Failed => "FAILED",
             Self::TimedOut => "TIMED_OUT",
             Self::Rejected => "REJECTED",
+            Self::Superseded => "SUPERSEDED",
         }
     }
 
@@ -159,6 +179,7 @@ impl Status {
             Self::Failed,
             Self::TimedOut,
             Self::Rejected,
+            Self::Superseded,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)
@@ -227,9 +248,25 @@ pub struct Detail {
     /// Values for batch parameters: the trigger's captures and `table`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
-    /// The pipeline's job this event is about (`jobs[].name`; `batch` for `batch:`).
+    /// The pipeline's job this event is about (`jobs[].name`; `batch` for `batch:`; `load`
+    /// for the load step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// The `for_each` row a job runs for, column → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub row: BTreeMap<String, String>,
+    /// A `for_each` job's rows: the run of each row (the job ends when every one has ended).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildRun>,
+}
+
+/// One row's run of a `for_each` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRun {
+    /// The row's key.
+    pub key: String,
+    /// The row's run.
+    pub run_id: RunId,
 }
 
 /// One Conveyor event.

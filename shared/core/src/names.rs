@@ -188,6 +188,55 @@ impl PipelineName {
     }
 }
 
+string_newtype!(
+    /// The name of a job of a pipeline (`jobs[].name`): 1–30 characters of `a-z 0-9 - _`,
+    /// starting with a letter. It is part of job ids. `load` is reserved for the load step.
+    JobName
+);
+
+impl JobName {
+    /// Parses a job name.
+    ///
+    /// # Errors
+    /// A [`NameError`] saying what rule the text breaks.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        const KIND: &str = "job name";
+        if s.is_empty() || s.len() > 30 {
+            return Err(NameError::new(KIND, s, "must be 1 to 30 characters"));
+        }
+        if !s.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) {
+            return Err(NameError::new(
+                KIND,
+                s,
+                "must start with a lowercase letter",
+            ));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(NameError::new(
+                KIND,
+                s,
+                "only a-z, 0-9, '-' and '_' are allowed",
+            ));
+        }
+        if s == "load" {
+            return Err(NameError::new(
+                KIND,
+                s,
+                "`load` names the load step; choose another name",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The name a pipeline's single `batch:` gets as a job.
+    pub fn batch() -> Self {
+        Self("batch".to_owned())
+    }
+}
+
 /// A BigQuery table reference `[project.]dataset.table`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct TableRef {

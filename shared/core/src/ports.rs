@@ -80,6 +80,30 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<Option<ObjectMeta>, PortError>;
     /// Every object whose name starts with `prefix`, in name order.
     async fn list(&self, bucket: &BucketName, prefix: &str) -> Result<Vec<ObjectMeta>, PortError>;
+    /// One page of the objects whose name starts with `prefix` (the first page without a
+    /// token), so a large folder is never held whole. The default is one page with everything.
+    async fn list_page(
+        &self,
+        bucket: &BucketName,
+        prefix: &str,
+        page_token: Option<String>,
+    ) -> Result<ObjectPage, PortError> {
+        if page_token.is_some() {
+            return Ok(ObjectPage::default());
+        }
+        Ok(ObjectPage {
+            objects: self.list(bucket, prefix).await?,
+            next: None,
+        })
+    }
+    /// Deletes `bucket/name` when its generation is `generation` (any generation when
+    /// `None`). `false` when there was nothing to delete or another generation is live.
+    async fn delete(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        generation: Option<&str>,
+    ) -> Result<bool, PortError>;
     /// Writes `body` to `bucket/name` only if no object exists there, atomically: `None` when
     /// one already did (nothing is written). For markers and leases that two deliveries of
     /// one event may race to create.
@@ -89,6 +113,15 @@ pub trait ObjectStore: Send + Sync {
         name: &ObjectName,
         body: ByteStream,
     ) -> Result<Option<ObjectMeta>, PortError>;
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectPage {
+    /// The objects of the page.
+    pub objects: Vec<ObjectMeta>,
+    /// The token of the next page; `None` on the last.
+    pub next: Option<String>,
 }
 
 /// Digests of an object's bytes. Each is compared only with a digest of the same kind.
@@ -277,12 +310,19 @@ pub trait Warehouse: Send + Sync {
     /// warehouse works.
     async fn load(&self, job: &LoadJob, wait: std::time::Duration)
     -> Result<LoadStatus, PortError>;
-    /// The state of the load job `job` started earlier (the job is passed whole so an
-    /// adapter can start it again under the next id of its series after a transient
-    /// failure).
-    async fn load_state(&self, job: &LoadJob) -> Result<LoadStatus, PortError>;
+    /// The state of the load job `job_id` started earlier. A job that failed in a way that may
+    /// pass is started again by the adapter (the same configuration under the next id of
+    /// its series) and reported [`LoadState::Running`].
+    async fn load_state(&self, job_id: &JobId) -> Result<LoadStatus, PortError>;
     /// Number of rows in `table`.
     async fn row_count(&self, table: &TableRef) -> Result<u64, PortError>;
+    /// At most `limit` rows of `table`, each column as text (NULL as no entry): a job's
+    /// `for_each` configuration table.
+    async fn read_table(
+        &self,
+        table: &TableRef,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError>;
 }
 
 /// A batch to start.
@@ -298,6 +338,11 @@ pub struct BatchRequest {
     pub spec: BatchSpec,
     /// Values for `{placeholders}` in the spec.
     pub vars: BTreeMap<String, String>,
+    /// The pipeline's job this batch runs (`batch` for a pipeline's single `batch:`).
+    pub job: String,
+    /// The `for_each` row this batch runs for, column → value (empty when the job has no
+    /// `for_each`): a Data Fusion run's runtime arguments over the job's.
+    pub row: BTreeMap<String, String>,
 }
 
 /// A batch submission's result.
@@ -467,9 +512,15 @@ pub trait RunLog: Send + Sync {
         )
         .await
     }
-    /// For every run whose newest batch row is SUBMITTED, RUNNING, or FAILED with a retry
-    /// pending, that row: the durable state the poll step works from.
-    async fn open_batches(&self, table: &TableRef) -> Result<Vec<RunLogRow>, PortError>;
+    /// For every job of every run (`run_id`, `job`; rows of older releases without a job
+    /// but with a batch id count as job `batch`) whose newest row since `since` is SUBMITTED,
+    /// RUNNING, or FAILED with a retry pending, that row: the durable state the poll step
+    /// works from (batches, `for_each` jobs, load jobs still running).
+    async fn open_batches(
+        &self,
+        table: &TableRef,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RunLogRow>, PortError>;
 }
 
 /// All ports, as one cheap-to-clone bundle handed to steps.
@@ -545,6 +596,14 @@ impl ObjectStore for Unwired {
     ) -> Result<Option<ObjectMeta>, PortError> {
         Self::refuse("object store")
     }
+    async fn delete(
+        &self,
+        _: &BucketName,
+        _: &ObjectName,
+        _: Option<&str>,
+    ) -> Result<bool, PortError> {
+        Self::refuse("object store")
+    }
 }
 
 #[async_trait]
@@ -559,7 +618,14 @@ impl Warehouse for Unwired {
     async fn load(&self, _: &LoadJob, _: std::time::Duration) -> Result<LoadStatus, PortError> {
         Self::refuse("warehouse")
     }
-    async fn load_state(&self, _: &LoadJob) -> Result<LoadStatus, PortError> {
+    async fn load_state(&self, _: &JobId) -> Result<LoadStatus, PortError> {
+        Self::refuse("warehouse")
+    }
+    async fn read_table(
+        &self,
+        _: &TableRef,
+        _: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
         Self::refuse("warehouse")
     }
     async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
@@ -588,7 +654,11 @@ impl RunLog for Unwired {
     async fn rows(&self, _: &TableRef, _: &RunLogQuery) -> Result<Vec<RunLogRow>, PortError> {
         Self::refuse("run log")
     }
-    async fn open_batches(&self, _: &TableRef) -> Result<Vec<RunLogRow>, PortError> {
+    async fn open_batches(
+        &self,
+        _: &TableRef,
+        _: DateTime<Utc>,
+    ) -> Result<Vec<RunLogRow>, PortError> {
         Self::refuse("run log")
     }
 }

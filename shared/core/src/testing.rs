@@ -101,6 +101,23 @@ impl ObjectStore for MemoryStore {
             .collect())
     }
 
+    async fn delete(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        generation: Option<&str>,
+    ) -> Result<bool, PortError> {
+        let mut objects = self.objects.lock().expect("lock");
+        let key = Self::key(bucket, name);
+        match objects.get(&key) {
+            Some((_, g)) if generation.is_none_or(|want| want == g.to_string()) => {
+                objects.remove(&key);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn create_new(
         &self,
         bucket: &BucketName,

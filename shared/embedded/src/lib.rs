@@ -23,5 +23,5 @@ mod store;
 pub use bus::InProcessBus;
 pub use local_batch::LocalBatchEngine;
 pub use secrets::DirSecrets;
-pub use sqlite::SqliteWarehouse;
+pub use sqlite::{SqliteSqlEngine, SqliteWarehouse};
 pub use store::{LocalStore, Watcher};

@@ -31,7 +31,10 @@ use conveyor_core::ports::{BatchEngine, PortError, Ports};
 use conveyor_core::steps::{self, Context, StepError};
 use conveyor_sources::Connector;
 
-use crate::{DirSecrets, InProcessBus, LocalBatchEngine, LocalStore, SqliteWarehouse, Watcher};
+use crate::{
+    DirSecrets, InProcessBus, LocalBatchEngine, LocalStore, SqliteSqlEngine, SqliteWarehouse,
+    Watcher,
+};
 
 /// Timings of the embedded runtime.
 #[derive(Debug, Clone)]
@@ -94,7 +97,12 @@ impl QuietProbe {
             return Ok(false);
         }
         for t in &self.tables {
-            if !self.run_log.open_batches(t).await?.is_empty() {
+            if !self
+                .run_log
+                .open_batches(t, chrono::DateTime::<Utc>::MIN_UTC)
+                .await?
+                .is_empty()
+            {
                 return Ok(false);
             }
         }
@@ -110,26 +118,32 @@ impl Embedded {
     /// # Errors
     /// When a directory or database cannot be created.
     pub fn open(config: Arc<Config>, state_dir: &Path) -> Result<Self, PortError> {
-        let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", state_dir.display()));
-        let local = LocalBatchEngine::new(state_dir.join("batches")).map_err(io)?;
-        let batch = Engines::new().with_local(Arc::new(local));
-        Self::open_with(config, state_dir, Arc::new(batch))
+        Self::open_with(config, state_dir, Engines::new())
     }
 
-    /// Opens the embedded state under `state_dir` with `batch` as the batch port: the
-    /// embedded chain driving other engines, such as [`Engines`] pointed at a test server.
+    /// Opens the embedded state under `state_dir` with `engines` as the batch port, plus
+    /// `engine: local` (local processes) and `engine: sql` (the SQLite warehouse) unless
+    /// `engines` has them: the embedded chain driving other engines, such as the Google
+    /// Cloud engines pointed at a test server.
     ///
     /// # Errors
     /// When a directory or database cannot be created.
     pub fn open_with(
         config: Arc<Config>,
         state_dir: &Path,
-        batch: Arc<dyn BatchEngine>,
+        engines: Engines,
     ) -> Result<Self, PortError> {
         let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", state_dir.display()));
         let store = LocalStore::new(state_dir.join("buckets")).map_err(io)?;
         let warehouse =
             SqliteWarehouse::open(state_dir.join("warehouse"), Arc::new(store.clone()))?;
+        let local = LocalBatchEngine::new(state_dir.join("batches")).map_err(io)?;
+        let batch: Arc<dyn BatchEngine> = Arc::new(
+            Engines::new()
+                .with_local(Arc::new(local))
+                .with("sql", Arc::new(SqliteSqlEngine::new(warehouse.clone())))
+                .extend(engines),
+        );
         let (bus, bus_rx) = InProcessBus::new();
         let pending = bus.pending();
         let secrets = DirSecrets::new(state_dir.join("secrets"));
@@ -143,7 +157,7 @@ impl Embedded {
             sources: Arc::new(sources),
         };
         Ok(Self {
-            ctx: Context { config, ports },
+            ctx: Context::new(config, ports),
             store,
             warehouse,
             state_dir: state_dir.to_path_buf(),

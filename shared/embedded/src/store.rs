@@ -170,6 +170,27 @@ impl ObjectStore for LocalStore {
         }
     }
 
+    async fn delete(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        generation: Option<&str>,
+    ) -> Result<bool, PortError> {
+        let path = self.path(bucket, name);
+        if let Some(g) = generation {
+            match self.meta(bucket, name, &path).await {
+                Ok(m) if m.object.generation == g => {}
+                Ok(_) | Err(PortError::NotFound(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(e, &path)),
+        }
+    }
+
     async fn open(&self, bucket: &BucketName, name: &ObjectName) -> Result<ByteStream, PortError> {
         let path = self.path(bucket, name);
         let f = tokio::fs::File::open(&path)

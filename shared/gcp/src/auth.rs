@@ -68,18 +68,6 @@ impl GcpAuth {
 }
 
 #[async_trait]
-impl gcp_bigquery_client::auth::Authenticator for GcpAuth {
-    async fn access_token(&self) -> Result<String, gcp_bigquery_client::error::BQError> {
-        match self.bearer().await {
-            Ok(Some(t)) => Ok(t),
-            // The emulator accepts any token.
-            Ok(None) => Ok("anonymous".to_owned()),
-            Err(_) => Err(gcp_bigquery_client::error::BQError::NoToken),
-        }
-    }
-}
-
-#[async_trait]
 impl crate::engines::TokenSource for GcpAuth {
     async fn token(&self) -> Result<String, PortError> {
         // Data Fusion and the emulated APIs accept a placeholder when anonymous.

@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use super::{GcpAuth, status_error, transport_error};
 use conveyor_core::event::ObjectRef;
 use conveyor_core::names::{BucketName, ObjectName};
-use conveyor_core::ports::{ByteStream, ObjectMeta, ObjectStore, PortError};
+use conveyor_core::ports::{ByteStream, ObjectMeta, ObjectPage, ObjectStore, PortError};
 
 /// Upload chunk size: a multiple of 256 KiB, as resumable uploads require. Memory per upload
 /// is one chunk, whatever the object's size.
@@ -124,14 +124,27 @@ impl GcsStore {
         Err(status_error(status, what, &body))
     }
 
-    async fn delete(&self, bucket: &BucketName, name: &ObjectName) -> Result<(), PortError> {
+    /// Deletes the object (the generation `generation` only, when given): `false` when
+    /// there was nothing to delete or another generation is live (412).
+    async fn remove(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        generation: Option<&str>,
+    ) -> Result<bool, PortError> {
         let url = format!(
             "{}/storage/v1/b/{bucket}/o/{}",
             self.base,
             encode(name.as_str())
         );
-        match self.send(self.http.delete(url), "delete object").await {
-            Ok(_) | Err(PortError::NotFound(_)) => Ok(()),
+        let mut req = self.http.delete(url);
+        if let Some(g) = generation {
+            req = req.query(&[("ifGenerationMatch", g)]);
+        }
+        match self.send(req, "delete object").await {
+            Ok(_) => Ok(true),
+            Err(PortError::NotFound(_)) => Ok(false),
+            Err(PortError::Permanent(m)) if m.contains("HTTP 412") => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -203,7 +216,7 @@ impl GcsStore {
                 let expected = crc32c_b64(crc);
                 if meta.etag != expected || meta.object.size != Some(offset) {
                     // A corrupted transfer leaves nothing behind.
-                    self.delete(bucket, name).await?;
+                    self.remove(bucket, name, None).await?;
                     return Err(PortError::Permanent(format!(
                         "checksum mismatch on gs://{bucket}/{name}: sent {offset} bytes crc32c {expected}, stored {:?} bytes crc32c {}",
                         meta.object.size, meta.etag
@@ -295,29 +308,54 @@ impl ObjectStore for GcsStore {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut req = self
-                .http
-                .get(format!("{}/storage/v1/b/{bucket}/o", self.base))
-                .query(&[("prefix", prefix)]);
-            if let Some(t) = &token {
-                req = req.query(&[("pageToken", t.as_str())]);
-            }
-            let page: Listing = self
-                .send(req, "list objects")
-                .await?
-                .json()
-                .await
-                .map_err(|e| PortError::Transient(format!("list objects: {e}")))?;
-            for r in page.items {
-                out.push(r.meta()?);
-            }
-            match page.next_page_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
+            let page = self.list_page(bucket, prefix, token).await?;
+            out.extend(page.objects);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
         out.sort_by(|a, b| a.object.name.cmp(&b.object.name));
         Ok(out)
+    }
+
+    async fn delete(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        generation: Option<&str>,
+    ) -> Result<bool, PortError> {
+        self.remove(bucket, name, generation).await
+    }
+
+    async fn list_page(
+        &self,
+        bucket: &BucketName,
+        prefix: &str,
+        page_token: Option<String>,
+    ) -> Result<ObjectPage, PortError> {
+        let mut req = self
+            .http
+            .get(format!("{}/storage/v1/b/{bucket}/o", self.base))
+            .query(&[("prefix", prefix), ("maxResults", "1000")]);
+        if let Some(t) = &page_token {
+            req = req.query(&[("pageToken", t.as_str())]);
+        }
+        let page: Listing = self
+            .send(req, "list objects")
+            .await?
+            .json()
+            .await
+            .map_err(|e| PortError::Transient(format!("list objects: {e}")))?;
+        let objects = page
+            .items
+            .into_iter()
+            .map(|r| r.meta())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ObjectPage {
+            objects,
+            next: page.next_page_token.filter(|t| !t.is_empty()),
+        })
     }
 }
 

@@ -8,7 +8,8 @@
 //!   Default Credentials; anonymous for emulators).
 //! - `pubsub.rs`: [`PubSubBus`], the event bus on a Pub/Sub topic (google-cloud-pubsub).
 //! - `gcs.rs`: [`GcsStore`], Cloud Storage through its JSON API.
-//! - `bigquery.rs`: [`BigQuery`], warehouse and run log (gcp-bigquery-client).
+//! - `bigquery/`: [`BigQuery`], warehouse, run log and the `sql` engine ([`SqlEngine`]),
+//!   through BigQuery's REST API.
 //! - `secrets.rs`: [`SecretManager`], where `secret:` references are read.
 //! - [`engines`]: Dataproc Serverless, Dataproc clusters, Dataflow flex templates and Data
 //!   Fusion through their REST APIs.
@@ -26,7 +27,7 @@ pub mod service;
 mod settings;
 
 pub use auth::GcpAuth;
-pub use bigquery::BigQuery;
+pub use bigquery::{BigQuery, SqlEngine, load_configuration};
 pub use gcs::GcsStore;
 pub use pubsub::PubSubBus;
 pub use secrets::SecretManager;

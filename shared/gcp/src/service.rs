@@ -34,6 +34,14 @@ pub struct ServiceConfig {
     /// `CONVEYOR_LOG`: a tracing filter such as `info,conveyor=debug`.
     #[serde(default = "default_log")]
     pub log: String,
+    /// `CONVEYOR_LOAD_WAIT`: how long a load request waits for its BigQuery job before the
+    /// poll tick takes it over (`10s` by default; at most `60s`, so no request holds compute).
+    #[serde(default = "default_load_wait", with = "humantime_serde")]
+    pub load_wait: std::time::Duration,
+}
+
+fn default_load_wait() -> std::time::Duration {
+    conveyor_core::steps::StepOptions::default().load_wait
 }
 
 /// envy names the variable for malformed numbers but not for unknown enum words: this does.
@@ -83,6 +91,12 @@ impl ServiceConfig {
                     envy_message(e, "CONVEYOR_")
                 )
             })?;
+        if c.load_wait > std::time::Duration::from_secs(60) {
+            anyhow::bail!(
+                "CONVEYOR_LOAD_WAIT must be at most 60s (a request should not hold compute while BigQuery works), not {}",
+                humantime::format_duration(c.load_wait)
+            );
+        }
         match c.adapters.as_deref() {
             None | Some("gcp") => Ok(c),
             Some("embedded") => anyhow::bail!(
@@ -136,10 +150,8 @@ pub async fn run(
     telemetry::init(settings.log_format, &settings.log);
     let pipelines = Arc::new(config::load_file(&settings.config)?);
     let gcp = Gcp::connect(GcpSettings::from_env()?)?;
-    let ctx = Context {
-        config: pipelines,
-        ports: ports(&gcp).await?,
-    };
+    let mut ctx = Context::new(pipelines, ports(&gcp).await?);
+    ctx.options.load_wait = settings.load_wait;
     info!(step = %step, project = %gcp.settings().project, topic = %gcp.settings().topic(), "starting on Google Cloud adapters");
     let router = conveyor_core::http::router(step, ctx);
     if platform.aws_lambda_runtime_api.is_some() {

@@ -7,7 +7,9 @@ use conveyor_core::ports::PortError;
 use serde::Deserialize;
 
 use crate::engines::{CloudEngines as _, Endpoints};
-use crate::{BigQuery, GcpAuth, GcsStore, PubSubBus, SecretManager, install_crypto_provider};
+use crate::{
+    BigQuery, GcpAuth, GcsStore, PubSubBus, SecretManager, SqlEngine, install_crypto_provider,
+};
 
 /// `CONVEYOR_*` variables of a service using the Google Cloud adapters.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +34,10 @@ pub struct GcpSettings {
     /// reads the `secret:` of an S3 source.
     #[serde(default = "default_secretmanager")]
     pub secretmanager_endpoint: String,
+    /// `CONVEYOR_BIGQUERY_EMULATOR=true`: look jobs up before inserting them, because the
+    /// BigQuery emulator runs a job inserted twice instead of answering 409 (emulators only).
+    #[serde(default)]
+    pub bigquery_emulator: bool,
     /// `CONVEYOR_ANONYMOUS=true`: no credentials (emulators only; refused without endpoints).
     #[serde(default)]
     pub anonymous: bool,
@@ -147,21 +153,19 @@ impl Gcp {
     }
 
     /// BigQuery, as warehouse and run log.
-    ///
-    /// # Errors
-    /// When the client cannot be built.
-    pub async fn bigquery(&self) -> Result<BigQuery, PortError> {
+    pub fn bigquery(&self) -> BigQuery {
         BigQuery::new(
             &self.settings.project,
             self.settings.bigquery_location.clone(),
             self.settings.bigquery_endpoint.as_deref(),
             &self.auth,
         )
-        .await
+        .emulator(self.settings.bigquery_emulator)
     }
 
-    /// The batch port with every Google Cloud engine, sharing the one credentials source.
-    /// `engine: local` is the embedded runtime's and is refused here, saying so.
+    /// The batch port with every Google Cloud engine (and `sql` on BigQuery), sharing the one
+    /// credentials source. `engine: local` is the embedded runtime's and is refused here,
+    /// saying so.
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
@@ -173,6 +177,8 @@ impl Gcp {
         if let Some(ep) = &self.settings.dataflow_endpoint {
             endpoints.dataflow = ep.clone();
         }
-        Engines::new().with_cloud(endpoints, Arc::new(self.auth.clone()))
+        Ok(Engines::new()
+            .with_cloud(endpoints, Arc::new(self.auth.clone()))?
+            .with("sql", Arc::new(SqlEngine::new(self.bigquery()))))
     }
 }

@@ -31,6 +31,9 @@ pub enum BatchSpec {
     DataflowFlex(DataflowFlex),
     /// A Cloud Data Fusion (CDAP) batch pipeline run, one per active row of runtime arguments.
     DataFusion(DataFusion),
+    /// A SQL query job in the warehouse (BigQuery; SQLite in the embedded mode): a
+    /// transformation into a destination table, or a script (DML/DDL) without one.
+    Sql(SqlJob),
 }
 
 impl BatchSpec {
@@ -42,6 +45,7 @@ impl BatchSpec {
             Self::DataprocCluster(_) => "dataproc_cluster",
             Self::DataflowFlex(_) => "dataflow_flex",
             Self::DataFusion(_) => "data_fusion",
+            Self::Sql(_) => "sql",
         }
     }
 
@@ -53,6 +57,7 @@ impl BatchSpec {
             Self::DataprocCluster(_) => "DONE",
             Self::DataflowFlex(_) => "JOB_STATE_DONE",
             Self::DataFusion(_) => "COMPLETED",
+            Self::Sql(_) => "DONE",
         };
         vec![state.to_owned()]
     }
@@ -94,6 +99,7 @@ impl BatchSpec {
                 "RESUMING",
                 "STOPPING",
             ],
+            Self::Sql(_) => &["PENDING", "RUNNING"],
         }
     }
 
@@ -111,6 +117,9 @@ impl BatchSpec {
                 "JOB_STATE_DRAINED",
             ],
             Self::DataFusion(_) => &["COMPLETED", "FAILED", "KILLED", "REJECTED"],
+            // A BigQuery job is DONE either way; FAILED is Conveyor's name for DONE with an
+            // `errorResult` (only DONE without one is success).
+            Self::Sql(_) => &["DONE", "FAILED"],
         }
     }
 
@@ -127,20 +136,6 @@ impl BatchSpec {
         self.terminal_states()
             .iter()
             .any(|s| s.eq_ignore_ascii_case(state))
-    }
-
-    /// The runs one start of the pipeline becomes: `None` for one run (every engine but a Data
-    /// Fusion pipeline with `runs`), else the key of each active row, in file order.
-    pub fn fan_out(&self) -> Option<Vec<String>> {
-        match self {
-            Self::DataFusion(f) if !f.runs.is_empty() => Some(
-                f.rows()
-                    .filter(|(_, row)| row.active)
-                    .map(|(key, _)| key)
-                    .collect(),
-            ),
-            _ => None,
-        }
     }
 
     /// Every string parameter with its field path (relative to `batch`), for placeholder
@@ -291,6 +286,19 @@ impl BatchSpec {
                     }
                 }
             }
+            Self::Sql(q) => {
+                required(o, "query", &q.query);
+                if let Some(d) = &q.destination {
+                    required(o, "destination", d);
+                }
+                if q.destination.is_none() && q.write_disposition.is_some() {
+                    say(
+                        o,
+                        "write_disposition",
+                        "applies to a `destination` table; a query without one runs as a script",
+                    );
+                }
+            }
         }
         out
     }
@@ -365,6 +373,10 @@ impl BatchSpec {
                 for (i, row) in d.runs.iter_mut().enumerate() {
                     map(f, &format!("runs[{i}].args"), &mut row.args);
                 }
+            }
+            Self::Sql(q) => {
+                f("query", &mut q.query);
+                opt(f, "destination", &mut q.destination);
             }
         }
     }
@@ -523,6 +535,75 @@ mod lenient {
 
 fn yes() -> bool {
     true
+}
+
+/// A SQL query job (`engine: sql`). Placeholders in `query` and `destination` take the run's
+/// values in their table-safe form (`{date}` of `2026-11-20` is `2026_11_20`, as in
+/// `load.table`) and `{table}` (the loaded table); a value that is not table-safe is refused,
+/// never pasted into SQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlJob {
+    /// The query (GoogleSQL in BigQuery; the embedded mode runs it on SQLite with the
+    /// warehouse's datasets attached, so `dataset.table` names work the same).
+    pub query: String,
+    /// The table the query's result is written to (`dataset.table`). Without it the query
+    /// runs as a script (DML/DDL such as `TRUNCATE TABLE`, `MERGE`).
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// What happens to the destination's rows. Default `WRITE_EMPTY` (BigQuery's).
+    #[serde(default)]
+    pub write_disposition: Option<super::WriteDisposition>,
+    /// Whether a missing destination is created. Default `CREATE_IF_NEEDED`.
+    #[serde(default)]
+    pub create_disposition: super::CreateDisposition,
+}
+
+impl SqlJob {
+    /// The query and destination with their placeholders filled from `vars`. Every value
+    /// must be table-safe (letters, digits, `_`), except `{table}`, which must be a table
+    /// reference: nothing else is ever pasted into SQL. (The submit step passes the run's
+    /// captures and date in their table-safe form, as `load.table` uses them.)
+    ///
+    /// # Errors
+    /// The placeholder and why its value is refused, or a destination that is not a table.
+    pub fn rendered(
+        &self,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<(String, Option<crate::names::TableRef>), String> {
+        let mut checked = BTreeMap::new();
+        let names = parameter_placeholders(&self.query).into_iter().chain(
+            self.destination
+                .iter()
+                .flat_map(|d| parameter_placeholders(d)),
+        );
+        for name in names {
+            let Some(value) = vars.get(&name) else {
+                return Err(format!("{{{name}}} has no value"));
+            };
+            let safe = if name == "table" {
+                crate::names::TableRef::parse(value).is_ok()
+            } else {
+                !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            if !safe {
+                return Err(format!(
+                    "{{{name}}} = {value:?} is not table-safe (letters, digits and '_'): it is \
+                     not pasted into SQL"
+                ));
+            }
+            checked.insert(name, value.clone());
+        }
+        let query = render_parameter(&self.query, &checked)?;
+        let destination = match &self.destination {
+            None => None,
+            Some(d) => {
+                let d = render_parameter(d, &checked)?;
+                Some(crate::names::TableRef::parse(&d).map_err(|e| e.to_string())?)
+            }
+        };
+        Ok((query, destination))
+    }
 }
 
 /// A local command run as the batch.
@@ -991,9 +1072,5 @@ mod tests {
         };
         let keys: Vec<String> = f.rows().map(|(k, _)| k).collect();
         assert_eq!(keys, vec!["hr-engineer", "payroll"]);
-        assert_eq!(
-            BatchSpec::DataFusion(f).fan_out(),
-            Some(vec!["hr-engineer".to_owned()])
-        );
     }
 }

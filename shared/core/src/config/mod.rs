@@ -27,19 +27,23 @@
 //! ```
 
 mod batch;
+mod job;
 mod pattern;
 mod stage;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use batch::{
     BatchSpec, ClusterSpec, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
-    DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob,
+    DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob,
     parameter_placeholders, render_parameter,
 };
+pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch, truthy};
+use job::{RUN_ACTIVE, RUN_KEY};
 pub use pattern::{PathPattern, PatternError, placeholders, render, table_safe};
 pub use stage::{
     GcsSource, HttpsSource, S3Source, S3Verify, STAGE_PLACEHOLDERS, SecretRef, StageSource,
@@ -48,7 +52,7 @@ pub use stage::{
 pub use validate::{ConfigError, ConfigIssue, load_file, parse_str};
 
 use crate::format::{Column, Format};
-use crate::names::{BucketName, PipelineName, TableRef};
+use crate::names::{BucketName, JobName, PipelineName, TableRef};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,10 +129,15 @@ pub struct Pipeline {
     /// Load each arriving object into a table.
     #[serde(default)]
     pub load: Option<LoadSpec>,
-    /// The batch to start after the load (or on a schedule / by hand when there is no load).
-    #[serde(default)]
+    /// The jobs to run in order after the load (or on a schedule, by hand, or after other
+    /// pipelines when there is no load): each starts when the one before it SUCCEEDED.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<Job>,
+    /// A single job, as the file may still write it: read as `jobs: [{ name: batch, … }]`
+    /// (always `None` once the file is loaded).
+    #[serde(default, skip_serializing)]
     pub batch: Option<BatchSpec>,
-    /// How the batch is followed to its end.
+    /// How jobs are followed to their end (a job's own `poll` overrides it).
     #[serde(default)]
     pub poll: PollPolicy,
     /// This pipeline's own run-log table.
@@ -138,6 +147,76 @@ pub struct Pipeline {
 
 fn yes() -> bool {
     true
+}
+
+impl Pipeline {
+    /// The job called `name`, with its index.
+    pub fn job(&self, name: &str) -> Option<(usize, &Job)> {
+        self.jobs
+            .iter()
+            .enumerate()
+            .find(|(_, j)| j.name.as_str() == name)
+    }
+
+    /// The poll policy of `job`: its own, else the pipeline's.
+    pub fn poll_for<'a>(&'a self, job: &'a Job) -> &'a PollPolicy {
+        job.poll.as_ref().unwrap_or(&self.poll)
+    }
+
+    /// Reads the shorthands of the file in their general form: `batch:` becomes the one job
+    /// `batch`, and a Data Fusion job's `runs` becomes its `for_each` rows. Idempotent.
+    ///
+    /// # Errors
+    /// A field path and message when both forms are written.
+    pub fn normalize(&mut self) -> Result<(), (String, String)> {
+        if let Some(batch) = self.batch.take() {
+            if !self.jobs.is_empty() {
+                return Err((
+                    "batch".to_owned(),
+                    "write either `batch` (one job) or `jobs`, not both".to_owned(),
+                ));
+            }
+            self.jobs.push(Job {
+                name: JobName::batch(),
+                spec: batch,
+                for_each: None,
+                poll: None,
+            });
+        }
+        for (i, job) in self.jobs.iter_mut().enumerate() {
+            if let BatchSpec::DataFusion(f) = &mut job.spec
+                && !f.runs.is_empty()
+            {
+                if job.for_each.is_some() {
+                    return Err((
+                        format!("jobs[{i}].runs"),
+                        "write either `runs` or `for_each`, not both".to_owned(),
+                    ));
+                }
+                let rows = f
+                    .rows()
+                    .map(|(key, row)| {
+                        let mut cols: BTreeMap<String, serde_json::Value> = row
+                            .args
+                            .iter()
+                            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                            .collect();
+                        cols.insert(RUN_KEY.to_owned(), serde_json::Value::String(key));
+                        cols.insert(RUN_ACTIVE.to_owned(), serde_json::Value::Bool(row.active));
+                        cols
+                    })
+                    .collect();
+                f.runs.clear();
+                job.for_each = Some(ForEach {
+                    table: None,
+                    rows,
+                    active_column: RUN_ACTIVE.to_owned(),
+                    key_column: Some(RUN_KEY.to_owned()),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What starts a run. Several may be set.
@@ -153,6 +232,10 @@ pub struct Trigger {
     /// Allow starts by hand (`curl`, `conveyor run`). Default `true`.
     #[serde(default = "yes")]
     pub manual: bool,
+    /// Start once every listed pipeline has a SUCCEEDED run for the same run date (fan-in):
+    /// that date becomes this run's `{date}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<PipelineName>,
 }
 
 impl Default for Trigger {
@@ -161,6 +244,7 @@ impl Default for Trigger {
             object: None,
             schedule: None,
             manual: true,
+            after: Vec::new(),
         }
     }
 }
@@ -230,6 +314,49 @@ pub struct LoadSpec {
     /// Clustering columns of a table the load creates (at most four).
     #[serde(default)]
     pub clustering: Vec<String>,
+    /// Load arrivals together: every object of a folder when its marker arrives
+    /// (`{ marker: _SUCCESS }`), or the arrivals of a time window (`{ window: 5m }`).
+    #[serde(default)]
+    pub batch: Option<LoadBatch>,
+    /// Object names that are not data, as patterns matched against each path segment (`*`
+    /// any run of characters). Default: `.*`, `_*` and `*.tmp` (hidden files, Hadoop and
+    /// Spark markers such as `_SUCCESS` and `_temporary/`, gsutil's temporary files).
+    /// `ignore: []` loads everything the trigger pattern matches.
+    #[serde(default)]
+    pub ignore: Option<Vec<String>>,
+}
+
+/// The default of `load.ignore`.
+pub const DEFAULT_IGNORE: &[&str] = &[".*", "_*", "*.tmp"];
+
+impl LoadSpec {
+    /// Whether `name` is not data by `ignore` (or its default): some path segment matches
+    /// one of the patterns.
+    pub fn ignores(&self, name: &str) -> bool {
+        let matches = |pattern: &str| name.split('/').any(|seg| glob(pattern, seg));
+        match &self.ignore {
+            Some(patterns) => patterns.iter().any(|p| matches(p)),
+            None => DEFAULT_IGNORE.iter().any(|p| matches(p)),
+        }
+    }
+}
+
+/// `*` matches any run of characters, everything else itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            let Some(rest) = text.strip_prefix(head) else {
+                return false;
+            };
+            if tail.is_empty() {
+                return true;
+            }
+            (0..=rest.len())
+                .filter(|i| rest.is_char_boundary(*i))
+                .any(|i| glob(tail, &rest[i..]))
+        }
+    }
 }
 
 fn one() -> u64 {
@@ -435,6 +562,35 @@ impl PollPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_ignore_skips_hidden_marker_temporary_files_and_folders() {
+        let spec: LoadSpec = serde_json::from_value(serde_json::json!({
+            "table": "ds.t", "format": "CSV"
+        }))
+        .unwrap();
+        for name in [
+            "in/.hidden.csv",
+            "in/_SUCCESS",
+            "in/_temporary/0/part.csv",
+            "in/x.csv.tmp",
+        ] {
+            assert!(spec.ignores(name), "{name}");
+        }
+        assert!(!spec.ignores("in/part-0001.csv"));
+        let all: LoadSpec = serde_json::from_value(serde_json::json!({
+            "table": "ds.t", "format": "CSV", "ignore": []
+        }))
+        .unwrap();
+        assert!(!all.ignores("in/_SUCCESS"));
+        let custom: LoadSpec = serde_json::from_value(serde_json::json!({
+            "table": "ds.t", "format": "CSV", "ignore": ["*.done", "tmp*"]
+        }))
+        .unwrap();
+        assert!(custom.ignores("in/a.done"));
+        assert!(custom.ignores("tmpdir/a.csv"));
+        assert!(!custom.ignores("in/_SUCCESS"));
+    }
 
     #[test]
     fn backoff_grows_exponentially_and_is_capped() {

@@ -26,6 +26,8 @@ pub struct PathPattern {
     source: String,
     regex: Regex,
     names: Vec<String>,
+    /// The folder part (before the last `/`), when the file part has no `**`.
+    folder: Option<Regex>,
 }
 
 /// A pattern could not be parsed.
@@ -58,7 +60,15 @@ impl PathPattern {
         let mut re = String::from("^");
         let mut names: Vec<String> = Vec::new();
         let mut chars = pattern.chars().peekable();
+        // The regex of the folder part: everything before the last '/', and whether the file
+        // part after it crosses segments.
+        let mut folder_re = String::from("^");
+        let mut file_crosses = false;
         while let Some(c) = chars.next() {
+            if c == '/' {
+                folder_re = re.clone();
+                file_crosses = false;
+            }
             match c {
                 '{' => {
                     let mut name = String::new();
@@ -86,6 +96,7 @@ impl PathPattern {
                 '*' => {
                     if chars.peek() == Some(&'*') {
                         chars.next();
+                        file_crosses = true;
                         re.push_str(".*");
                     } else {
                         re.push_str("[^/]*");
@@ -96,11 +107,44 @@ impl PathPattern {
         }
         re.push('$');
         let regex = Regex::new(&re).map_err(|e| err(&e.to_string()))?;
+        folder_re.push('$');
+        let folder = if file_crosses {
+            None
+        } else {
+            Some(Regex::new(&folder_re).map_err(|e| err(&e.to_string()))?)
+        };
         Ok(Self {
             source: pattern.to_owned(),
             regex,
             names,
+            folder,
         })
+    }
+
+    /// Whether the pattern splits into a folder part and a file part that stays in its
+    /// folder (no `**` after the last `/`): what a marker batch needs.
+    pub fn has_folder(&self) -> bool {
+        self.folder.is_some()
+    }
+
+    /// The captures of the folder part when `folder` (without a trailing `/`; empty for the
+    /// bucket's root) is a folder the pattern's files live in.
+    ///
+    /// # Examples
+    /// ```
+    /// use conveyor_core::config::PathPattern;
+    /// let p = PathPattern::parse("orders/{date}/*.csv").unwrap();
+    /// assert_eq!(p.folder_captures("orders/2026-11-20").unwrap()["date"], "2026-11-20");
+    /// assert!(p.folder_captures("orders/2026-11-20/x").is_none());
+    /// ```
+    pub fn folder_captures(&self, folder: &str) -> Option<BTreeMap<String, String>> {
+        let caps = self.folder.as_ref()?.captures(folder)?;
+        Some(
+            self.names
+                .iter()
+                .filter_map(|n| caps.name(n).map(|m| (n.clone(), m.as_str().to_owned())))
+                .collect(),
+        )
     }
 
     /// The capture names, in order.

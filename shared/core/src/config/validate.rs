@@ -196,11 +196,110 @@ impl Validator {
                 }
             },
         }
+        self.after_graph(&root, &pipelines);
         Some(Config {
             environment: environment?,
             run_log: run_log?,
             pipelines,
         })
+    }
+
+    /// `trigger.after` names known pipelines that end runs, and the edges have no cycle.
+    fn after_graph(&mut self, root: &Node, pipelines: &[Pipeline]) {
+        let index: BTreeMap<&str, usize> = pipelines
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let line = |i: usize| {
+            get(root, "pipelines")
+                .and_then(|n| n.as_sequence())
+                .and_then(|s| s.get(i))
+                .and_then(|n| get(n, "trigger"))
+                .and_then(|n| get(n, "after"))
+                .and_then(line_of)
+        };
+        for (i, p) in pipelines.iter().enumerate() {
+            for up in &p.trigger.after {
+                match index.get(up.as_str()) {
+                    None => self.issue(
+                        format!("pipelines[{i}].trigger.after"),
+                        line(i),
+                        format!("no pipeline is called {:?}", up.as_str()),
+                    ),
+                    Some(&u) if pipelines[u].load.is_none() && pipelines[u].jobs.is_empty() => {
+                        self.issue(
+                            format!("pipelines[{i}].trigger.after"),
+                            line(i),
+                            format!(
+                                "pipeline {:?} has neither `load` nor `jobs`, so its runs never end SUCCEEDED",
+                                up.as_str()
+                            ),
+                        )
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        // Depth-first search for a cycle; each cycle is reported once, at its first member.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Open,
+            Done,
+        }
+        fn visit(
+            i: usize,
+            pipelines: &[Pipeline],
+            index: &BTreeMap<&str, usize>,
+            marks: &mut [Mark],
+            stack: &mut Vec<usize>,
+        ) -> Option<Vec<usize>> {
+            marks[i] = Mark::Open;
+            stack.push(i);
+            for up in &pipelines[i].trigger.after {
+                let Some(&u) = index.get(up.as_str()) else {
+                    continue;
+                };
+                match marks[u] {
+                    Mark::Open => {
+                        let start = stack.iter().position(|x| *x == u).unwrap_or(0);
+                        return Some(stack[start..].to_vec());
+                    }
+                    Mark::New => {
+                        if let Some(c) = visit(u, pipelines, index, marks, stack) {
+                            return Some(c);
+                        }
+                    }
+                    Mark::Done => {}
+                }
+            }
+            stack.pop();
+            marks[i] = Mark::Done;
+            None
+        }
+        let mut marks = vec![Mark::New; pipelines.len()];
+        for i in 0..pipelines.len() {
+            if marks[i] == Mark::New {
+                let mut stack = Vec::new();
+                if let Some(cycle) = visit(i, pipelines, &index, &mut marks, &mut stack) {
+                    let names: Vec<&str> = cycle
+                        .iter()
+                        .chain(cycle.first())
+                        .map(|c| pipelines[*c].name.as_str())
+                        .collect();
+                    let first = cycle.iter().copied().min().unwrap_or(i);
+                    self.issue(
+                        format!("pipelines[{first}].trigger.after"),
+                        line(first),
+                        format!("`after` makes a cycle: {}", names.join(" after ")),
+                    );
+                    for c in cycle {
+                        marks[c] = Mark::Done;
+                    }
+                }
+            }
+        }
     }
 
     fn pipeline(&mut self, path: &str, node: &Node) -> Option<Pipeline> {
@@ -215,6 +314,7 @@ impl Validator {
             "trigger",
             "stage",
             "load",
+            "jobs",
             "batch",
             "poll",
             "run_log",
@@ -248,6 +348,7 @@ impl Validator {
                     "stage" => self.section::<super::StageSpec>(&p, n).is_some(),
                     "load" => self.section::<super::LoadSpec>(&p, n).is_some(),
                     "batch" => self.section::<BatchSpec>(&p, n).is_some(),
+                    "jobs" => self.jobs(&p, n),
                     "poll" => self.section::<super::PollPolicy>(&p, n).is_some(),
                     _ => self.section::<super::RunLogTarget>(&p, n).is_some(),
                 };
@@ -257,12 +358,52 @@ impl Validator {
         if self.issues.len() > before {
             return None;
         }
-        let pipeline = self.section::<Pipeline>(path, node)?;
-        self.semantics(path, node, &pipeline);
+        let mut pipeline = self.section::<Pipeline>(path, node)?;
+        let from_batch = pipeline.batch.is_some();
+        if let Err((field, message)) = pipeline.normalize() {
+            let line = get(node, field.split(['.', '[']).next().unwrap_or("")).and_then(line_of);
+            self.issue(
+                format!("{path}.{field}"),
+                line.or_else(|| line_of(node)),
+                message,
+            );
+            return None;
+        }
+        self.semantics(path, node, &pipeline, from_batch);
         Some(pipeline)
     }
 
-    fn semantics(&mut self, path: &str, node: &Node, p: &Pipeline) {
+    /// Each job of `jobs` on its own, so one bad job does not hide the others' mistakes.
+    fn jobs(&mut self, path: &str, node: &Node) -> bool {
+        let Some(seq) = node.as_sequence() else {
+            self.issue(path, line_of(node), "must be a list of jobs");
+            return false;
+        };
+        let mut ok = true;
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, j) in seq.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            match self.section::<super::Job>(&p, j) {
+                Some(job) => {
+                    if let Some(first) = seen.insert(job.name.to_string(), i) {
+                        self.issue(
+                            format!("{p}.name"),
+                            get(j, "name").and_then(line_of),
+                            format!(
+                                "job {:?} is already declared at jobs[{first}]",
+                                job.name.as_str()
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        ok
+    }
+
+    fn semantics(&mut self, path: &str, node: &Node, p: &Pipeline, from_batch: bool) {
         let at = |keys: &[&str]| {
             let mut n = node;
             let mut line = line_of(n);
@@ -277,20 +418,61 @@ impl Validator {
             }
             line
         };
-        if p.stage.is_none() && p.load.is_none() && p.batch.is_none() {
+        let at_path = |keys: &[String]| {
+            let mut n = node;
+            let mut line = line_of(n);
+            for k in keys {
+                let next = match k.parse::<usize>() {
+                    Ok(i) => n.as_sequence().and_then(|s| s.get(i)),
+                    Err(_) => get(n, k),
+                };
+                match next {
+                    Some(next) => {
+                        n = next;
+                        line = line_of(n).or(line);
+                    }
+                    None => break,
+                }
+            }
+            line
+        };
+        if p.stage.is_none() && p.load.is_none() && p.jobs.is_empty() {
             self.issue(
                 path,
                 at(&[]),
-                "a pipeline needs at least one of `stage`, `load` or `batch`",
+                "a pipeline needs at least one of `stage`, `load` or `jobs` (or `batch`)",
             );
         }
         let t = &p.trigger;
-        if t.object.is_none() && t.schedule.is_none() && !t.manual {
+        if t.object.is_none() && t.schedule.is_none() && !t.manual && t.after.is_empty() {
             self.issue(
                 format!("{path}.trigger"),
                 at(&["trigger"]),
-                "no trigger: set `object`, `schedule` or `manual: true`",
+                "no trigger: set `object`, `schedule`, `after` or `manual: true`",
             );
+        }
+        if !t.after.is_empty() {
+            if p.stage.is_some() || p.load.is_some() {
+                self.issue(
+                    format!("{path}.trigger.after"),
+                    at(&["trigger", "after"]),
+                    "a pipeline started `after` others runs `jobs` only (no `stage` or `load`)",
+                );
+            }
+            if p.jobs.is_empty() {
+                self.issue(
+                    format!("{path}.trigger.after"),
+                    at(&["trigger", "after"]),
+                    "a pipeline started `after` others needs `jobs` to run",
+                );
+            }
+            if t.after.contains(&p.name) {
+                self.issue(
+                    format!("{path}.trigger.after"),
+                    at(&["trigger", "after"]),
+                    "a pipeline cannot run after itself",
+                );
+            }
         }
         if let Some(s) = &t.schedule
             && let Err(e) = croner::Cron::new(&s.cron).parse()
@@ -395,62 +577,60 @@ impl Validator {
                 }
             }
         }
-        if let Some(batch) = &p.batch {
-            // `batch.a.b[0]` is reported at the line of `batch.a`.
-            let line_of_param = |param: &str| {
-                let first = param.split(['.', '[']).next().unwrap_or(param);
-                at(&["batch", first])
+        let mut known: Vec<String> = captures.clone();
+        known.extend(
+            ["run_id", "table", "attempt", "job_id", "pipeline", "date"].map(str::to_owned),
+        );
+        for (i, job) in p.jobs.iter().enumerate() {
+            let (jpath, keys): (String, Vec<String>) = if from_batch {
+                (format!("{path}.batch"), vec!["batch".to_owned()])
+            } else {
+                (
+                    format!("{path}.jobs[{i}]"),
+                    vec!["jobs".to_owned(), i.to_string()],
+                )
             };
-            for (param, message) in batch.problems() {
+            self.job(path, &jpath, &keys, &at_path, job, p, &known);
+        }
+        if let Some(load) = &p.load {
+            if load.clustering.len() > 4 {
                 self.issue(
-                    format!("{path}.batch.{param}"),
-                    line_of_param(&param),
-                    message,
+                    format!("{path}.load.clustering"),
+                    at(&["load", "clustering"]),
+                    "BigQuery clusters on at most four columns",
                 );
             }
-            let mut known: Vec<String> = captures.clone();
-            known.extend(["run_id", "table", "attempt", "job_id", "pipeline"].map(str::to_owned));
-            for (param, value) in batch.parameters() {
-                for name in parameter_placeholders(&value) {
-                    if !known.contains(&name) {
-                        self.issue(
-                            format!("{path}.batch.{param}"),
-                            line_of_param(&param),
-                            format!(
-                                "unknown placeholder {{{name}}}; known: {}",
-                                known.join(", ")
-                            ),
-                        );
-                    }
+            if let Some(super::LoadBatch::Marker(m)) = &load.batch {
+                if m.marker.is_empty() || m.marker.contains('/') {
+                    self.issue(
+                        format!("{path}.load.batch.marker"),
+                        at(&["load", "batch", "marker"]),
+                        "must be a file name such as _SUCCESS (no '/')",
+                    );
                 }
-            }
-            let states = p.poll.success_states(batch);
-            if states.is_empty() {
-                self.issue(
-                    format!("{path}.poll.success_states"),
-                    at(&["poll", "success_states"]),
-                    "must name at least one state",
-                );
-            }
-            for s in &states {
-                if batch
-                    .non_terminal_states()
-                    .contains(&s.to_ascii_uppercase().as_str())
+                if let Some(o) = &t.object
+                    && !o.pattern.has_folder()
                 {
                     self.issue(
-                        format!("{path}.poll.success_states"),
-                        at(&["poll", "success_states"]),
-                        format!("{s} is not a terminal state of the {} engine and can never mean success", batch.engine()),
+                        format!("{path}.trigger.object.pattern"),
+                        at(&["trigger", "object", "pattern"]),
+                        "a marker batch needs a pattern whose file part has no `**` or `/` (the folder is what the marker completes)",
                     );
-                } else if !batch.is_terminal(s) {
+                }
+            }
+            if let Some(super::LoadBatch::Window(w)) = &load.batch {
+                if w.window.is_zero() {
                     self.issue(
-                        format!("{path}.poll.success_states"),
-                        at(&["poll", "success_states"]),
-                        format!(
-                            "{s} is not a state of the {} engine; its terminal states are {}",
-                            batch.engine(),
-                            batch.terminal_states().join(", ")
-                        ),
+                        format!("{path}.load.batch.window"),
+                        at(&["load", "batch", "window"]),
+                        "must be longer than 0s",
+                    );
+                }
+                if w.max_files == 0 || w.max_files > crate::ports::MAX_LOAD_URIS {
+                    self.issue(
+                        format!("{path}.load.batch.max_files"),
+                        at(&["load", "batch", "max_files"]),
+                        format!("must be between 1 and {}", crate::ports::MAX_LOAD_URIS),
                     );
                 }
             }
@@ -483,6 +663,137 @@ impl Validator {
                 at(&["poll", "backoff", "multiplier"]),
                 "must be a number >= 1",
             );
+        }
+    }
+}
+
+impl Validator {
+    /// The checks of one job: its engine's fields, placeholders, success states.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the checks of one job need its whole context"
+    )]
+    fn job(
+        &mut self,
+        path: &str,
+        jpath: &str,
+        keys: &[String],
+        at_path: &dyn Fn(&[String]) -> Option<usize>,
+        job: &super::Job,
+        p: &Pipeline,
+        known: &[String],
+    ) {
+        let batch = &job.spec;
+        // `jobs[0].a.b[0]` is reported at the line of `jobs[0].a`.
+        let line_of_param = |param: &str| {
+            let first = param.split(['.', '[']).next().unwrap_or(param);
+            let mut k = keys.to_vec();
+            k.push(first.to_owned());
+            at_path(&k)
+        };
+        for (param, message) in batch.problems() {
+            self.issue(format!("{jpath}.{param}"), line_of_param(&param), message);
+        }
+        let mut known = known.to_vec();
+        if let Some(fe) = &job.for_each {
+            let mut k = keys.to_vec();
+            k.push("for_each".to_owned());
+            let line = at_path(&k);
+            if fe.table.is_some() != fe.rows.is_empty() {
+                self.issue(
+                    format!("{jpath}.for_each"),
+                    line,
+                    "set either `table` (read when the job starts) or `rows`",
+                );
+            }
+            // Inline rows name their columns; a table's are only known when it is read.
+            let columns: BTreeSet<String> = fe
+                .rows
+                .iter()
+                .flat_map(|r| r.keys().cloned())
+                .filter(|c| *c != fe.active_column)
+                .collect();
+            if fe.table.is_some() {
+                known.push("*".to_owned());
+            }
+            known.extend(columns);
+            known.push("row".to_owned());
+        }
+        let any = known.iter().any(|k| k == "*");
+        for (param, value) in batch.parameters() {
+            for name in parameter_placeholders(&value) {
+                if !any && !known.contains(&name) {
+                    self.issue(
+                        format!("{jpath}.{param}"),
+                        line_of_param(&param),
+                        format!(
+                            "unknown placeholder {{{name}}}; known: {}",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        if let BatchSpec::Sql(q) = batch
+            && let Some(dest) = &q.destination
+        {
+            let sample: BTreeMap<String, String> = parameter_placeholders(dest)
+                .into_iter()
+                .map(|n| (n, "x".to_owned()))
+                .collect();
+            if let Ok(d) = super::render_parameter(dest, &sample)
+                && let Err(e) = TableRef::parse(&d)
+            {
+                self.issue(
+                    format!("{jpath}.destination"),
+                    line_of_param("destination"),
+                    e.to_string(),
+                );
+            }
+        }
+        let policy = p.poll_for(job);
+        let (poll_path, poll_line) = if job.poll.is_some() {
+            let mut k = keys.to_vec();
+            k.extend(["poll".to_owned(), "success_states".to_owned()]);
+            (format!("{jpath}.poll"), at_path(&k))
+        } else {
+            (
+                format!("{path}.poll"),
+                at_path(&["poll".to_owned(), "success_states".to_owned()]),
+            )
+        };
+        let states = policy.success_states(batch);
+        if states.is_empty() {
+            self.issue(
+                format!("{poll_path}.success_states"),
+                poll_line,
+                "must name at least one state",
+            );
+        }
+        for s in &states {
+            if batch
+                .non_terminal_states()
+                .contains(&s.to_ascii_uppercase().as_str())
+            {
+                self.issue(
+                    format!("{poll_path}.success_states"),
+                    poll_line,
+                    format!(
+                        "{s} is not a terminal state of the {} engine and can never mean success",
+                        batch.engine()
+                    ),
+                );
+            } else if !batch.is_terminal(s) {
+                self.issue(
+                    format!("{poll_path}.success_states"),
+                    poll_line,
+                    format!(
+                        "{s} is not a state of the {} engine; its terminal states are {}",
+                        batch.engine(),
+                        batch.terminal_states().join(", ")
+                    ),
+                );
+            }
         }
     }
 }
@@ -680,18 +991,34 @@ pipelines:
     #[test]
     fn every_engine_parses_with_numbers_flags_and_durations() {
         let c = parse_str(ENGINES, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
-        let BatchSpec::DataprocCluster(cluster) = c.pipelines[1].batch.clone().unwrap() else {
+        let BatchSpec::DataprocCluster(cluster) = c.pipelines[1].jobs[0].spec.clone() else {
             panic!("not a cluster batch");
         };
         assert!(cluster.cluster.single_node);
         assert!(!cluster.cluster.internal_ip_only);
         assert_eq!(cluster.cluster.max_idle.as_secs(), 12 * 3600);
-        let BatchSpec::DataflowFlex(flex) = c.pipelines[2].batch.clone().unwrap() else {
+        let BatchSpec::DataflowFlex(flex) = c.pipelines[2].jobs[0].spec.clone() else {
             panic!("not a dataflow batch");
         };
         assert_eq!((flex.num_workers, flex.max_workers), (Some(2), Some(10)));
-        let fusion = c.pipelines[3].batch.clone().unwrap();
-        assert_eq!(fusion.fan_out(), Some(vec!["hr-engineer".to_owned()]));
+        let fusion = &c.pipelines[3].jobs[0];
+        assert_eq!(fusion.name.as_str(), "batch");
+        let each = fusion.for_each.as_ref().expect("runs become for_each rows");
+        let rows = each.to_rows(&each.inline_rows());
+        let active: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.active)
+            .map(|r| r.key.as_str())
+            .collect();
+        assert_eq!(active, ["hr-engineer"]);
+        assert_eq!(
+            rows[0].columns,
+            std::collections::BTreeMap::from([
+                ("business_unit".to_owned(), "hr".to_owned()),
+                ("data_source".to_owned(), "engineer".to_owned())
+            ]),
+            "a row's columns are its runtime arguments"
+        );
         assert_eq!(c.pipelines[3].poll.timeout.as_secs(), 3600);
     }
 

@@ -53,7 +53,11 @@ pub fn row_for(event: &ConveyorEvent, environment: &str) -> RunLogRow {
         event.status,
         Status::Succeeded | Status::Failed | Status::TimedOut | Status::Rejected
     );
-    let is_batch = d.engine.is_some();
+    // A `for_each` job's own rows are not a batch: its rows' batches are.
+    let is_batch = d
+        .engine
+        .as_deref()
+        .is_some_and(|e| e != super::submit::FOR_EACH);
     RunLogRow {
         db_name,
         table_name,

@@ -32,6 +32,35 @@ pub struct Context {
     pub config: Arc<Config>,
     /// The ports.
     pub ports: Ports,
+    /// Settings of the runtime (not of the pipelines).
+    pub options: StepOptions,
+}
+
+impl Context {
+    /// A context with the default [`StepOptions`].
+    pub fn new(config: Arc<Config>, ports: Ports) -> Self {
+        Self {
+            config,
+            ports,
+            options: StepOptions::default(),
+        }
+    }
+}
+
+/// Settings of the runtime the steps run in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOptions {
+    /// How long a load request waits for its load job before handing it to the poll tick
+    /// (no request holds compute for minutes). Default 10 s.
+    pub load_wait: std::time::Duration,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        Self {
+            load_wait: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// Why a step did not complete. Permanent problems that a step can record (a file with bad
@@ -101,7 +130,11 @@ pub fn subscriptions(step: StepName) -> &'static [EventType] {
     match step {
         StepName::Stage => &[],
         StepName::Load => &[EventType::ObjectStaged],
-        StepName::Submit => &[EventType::TableLoaded],
+        StepName::Submit => &[
+            EventType::TableLoaded,
+            EventType::BatchFinished,
+            EventType::RunFinished,
+        ],
         StepName::Poll => &[EventType::BatchSubmitted],
         StepName::Log => &EventType::ALL,
     }

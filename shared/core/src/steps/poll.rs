@@ -12,6 +12,10 @@
 //! visible just after its creation) leaves the run open for the next check and counts as no
 //! failure; and whatever a job holds (an ephemeral cluster) is released when it ends, in any
 //! state, before the run closes.
+//!
+//! Besides batches, the tick finishes what else waits without a request: load jobs that
+//! outlived their request (`conveyor.load.running`), `for_each` jobs whose rows have all
+//! ended, and (as a safety net) pipelines started `after` others.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -21,25 +25,32 @@ use tracing::{error, info, warn};
 
 use super::{
     Context, Outcome, StepError, active_pipeline, describe, publish,
-    submit::{batch_request, submit_attempt},
+    submit::{batch_request, submit_attempt, sweep_after},
 };
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, Job, Pipeline};
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::inbound::Inbound;
 use crate::names::{JobId, PipelineName, RunId};
-use crate::ports::{JobState, PortError, RunLogRow};
+use crate::ports::{JobState, LoadState, PortError, RunLogQuery, RunLogRow};
 
 /// How long a job may be missing from its engine after its submission before that counts as
 /// the attempt's failure: some APIs answer 404 for a moment after a create.
 const NOT_FOUND_GRACE: Duration = Duration::from_secs(120);
 
-/// One open batch attempt, as the poll step sees it.
+/// One open job attempt, as the poll step sees it.
 struct Open {
     pipeline: PipelineName,
     run_id: RunId,
     attempt: u32,
     status: Status,
     detail: Detail,
+}
+
+impl Open {
+    /// The job it is about: `load`, a job's name, or (rows of older releases) `batch`.
+    fn job(&self) -> &str {
+        self.detail.job.as_deref().unwrap_or("batch")
+    }
 }
 
 pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, StepError> {
@@ -75,7 +86,7 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
                 let rows = ctx
                     .ports
                     .run_log
-                    .open_batches(&table)
+                    .open_batches(&table, Utc::now() - lookback(ctx))
                     .await
                     .map_err(StepError::from_port)?;
                 for row in rows {
@@ -93,7 +104,24 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
                     }
                 }
             }
-            outcome.summary = format!("checked {checked} open batch(es)");
+            match super::load::sweep_windows(ctx, &mut outcome).await {
+                Ok(0) => {}
+                Ok(n) => info!(windows = n, "closed ended load windows"),
+                Err(e) => warn!(error = %e, "closing load windows failed; the next tick retries"),
+            }
+            let swept = match sweep_after(ctx, &mut outcome).await {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(error = %e, "fan-in sweep failed; the next tick retries");
+                    0
+                }
+            };
+            outcome.summary = format!("checked {checked} open job(s)");
+            if swept > 0 {
+                outcome
+                    .summary
+                    .push_str(&format!("; started {swept} fan-in run(s)"));
+            }
         }
         other => {
             return Err(StepError::Rejected(format!(
@@ -105,13 +133,35 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
     Ok(outcome)
 }
 
+/// How far back the tick reads the run log for open jobs: the longest a job of any pipeline
+/// may stay open (every attempt to its timeout, with the longest backoff between them),
+/// plus a day. Each tick then scans days, not the whole table.
+fn lookback(ctx: &Context) -> chrono::Duration {
+    let longest = ctx
+        .config
+        .pipelines
+        .iter()
+        .flat_map(|p| p.jobs.iter().map(|j| p.poll_for(j)))
+        .map(|policy| {
+            (policy.timeout + policy.backoff.max).saturating_mul(policy.max_attempts.max(1))
+        })
+        .max()
+        .unwrap_or_default();
+    chrono::Duration::from_std(longest).unwrap_or(chrono::Duration::days(365))
+        + chrono::Duration::days(1)
+}
+
 fn open_from_row(row: &RunLogRow) -> Option<Open> {
+    let mut detail: Detail = serde_json::from_str(&row.detail).ok()?;
+    if detail.job.is_none() {
+        detail.job = row.job.clone();
+    }
     Some(Open {
         pipeline: PipelineName::parse(row.pipeline.as_deref()?).ok()?,
         run_id: RunId::parse(&row.run_id).ok()?,
         attempt: row.attempt,
         status: Status::parse(&row.status)?,
-        detail: serde_json::from_str(&row.detail).ok()?,
+        detail,
     })
 }
 
@@ -119,15 +169,192 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
     let pipeline = match active_pipeline(ctx, open.pipeline.as_str()) {
         Ok(p) => p,
         Err(e) => {
-            info!(run_id = %open.run_id, error = %e, "not following this batch");
+            info!(run_id = %open.run_id, error = %e, "not following this job");
             return Ok(());
         }
     };
-    let Some(spec) = &pipeline.batch else {
+    if open.job() == "load" {
+        return check_load(ctx, pipeline, open, outcome).await;
+    }
+    let Some((_, job)) = pipeline.job(open.job()) else {
+        info!(run_id = %open.run_id, job = open.job(), "the pipeline has no such job any more");
         return Ok(());
     };
+    if open.detail.engine.as_deref() == Some(super::submit::FOR_EACH) {
+        return check_rows(ctx, pipeline, job, open, outcome).await;
+    }
+    check_batch(ctx, pipeline, job, open, outcome).await
+}
+
+/// A load job that outlived its request: `conveyor.table.loaded` once it is DONE.
+async fn check_load(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    open: Open,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let Some(job_id) = open.detail.job_id.clone() else {
+        return Err(StepError::Rejected(format!(
+            "run {} has no load job id to follow",
+            open.run_id
+        )));
+    };
+    let mut detail = open.detail.clone();
+    let elapsed = (Utc::now() - detail.started_at.unwrap_or_else(Utc::now))
+        .to_std()
+        .unwrap_or_default();
+    let (kind, status) = match super::load::load_state_event(ctx, &open.run_id, &detail).await {
+        Ok(state) => match state {
+            LoadState::Running => {
+                outcome.summary = format!("load {job_id} running");
+                return Ok(());
+            }
+            LoadState::Done { rows } => {
+                info!(run_id = %open.run_id, job_id = %job_id, rows, "load job done");
+                detail.rows = Some(rows);
+                outcome.summary = format!("load {job_id} loaded {rows} rows");
+                (EventType::TableLoaded, Status::Succeeded)
+            }
+            LoadState::Failed { message, .. } => {
+                detail.error = Some(message);
+                outcome.summary = format!("load {job_id} failed");
+                (EventType::StepFailed, Status::Failed)
+            }
+        },
+        Err(PortError::NotFound(e)) if elapsed >= NOT_FOUND_GRACE => {
+            detail.error = Some(format!("the load job is gone: {e}"));
+            (EventType::StepFailed, Status::Failed)
+        }
+        Err(e) if e.is_transient() || matches!(e, PortError::NotFound(_)) => {
+            warn!(run_id = %open.run_id, job_id = %job_id, error = %e, "cannot read the load job yet");
+            return Ok(());
+        }
+        Err(e) => {
+            detail.error = Some(e.to_string());
+            (EventType::StepFailed, Status::Failed)
+        }
+    };
+    let ev = ConveyorEvent::new(
+        kind,
+        open.run_id.clone(),
+        Some(pipeline.name.clone()),
+        StepName::Poll,
+        open.attempt,
+        status,
+        detail,
+    );
+    publish(ctx, outcome, ev).await
+}
+
+/// A `for_each` job: it ends when every row's run has ended — SUCCEEDED when all did, else
+/// FAILED naming the rows that did not. Each row's own retries and timeout are its own.
+async fn check_rows(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    job: &Job,
+    open: Open,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let children = &open.detail.children;
+    let since = open
+        .detail
+        .started_at
+        .map(|t| t - chrono::Duration::minutes(10));
+    let rows = ctx
+        .ports
+        .run_log
+        .rows(
+            &ctx.config.run_log_table(pipeline),
+            &RunLogQuery {
+                pipeline: Some(pipeline.name.to_string()),
+                since,
+                ..RunLogQuery::default()
+            },
+        )
+        .await
+        .map_err(StepError::from_port)?;
+    let mut pending = 0;
+    let mut failed = Vec::new();
+    for child in children {
+        // The newest row of the row's run for this job, furthest status first.
+        let newest = rows
+            .iter()
+            .filter(|r| {
+                r.run_id == child.run_id.as_str() && r.job.as_deref() == Some(job.name.as_str())
+            })
+            .max_by_key(|r| (r.attempt, status_rank(&r.status), r.td_timestamp));
+        let Some(row) = newest else {
+            pending += 1;
+            continue;
+        };
+        let retry_pending = serde_json::from_str::<Detail>(&row.detail)
+            .ok()
+            .is_some_and(|d| d.retry_at.is_some());
+        match row.status.as_str() {
+            "SUCCEEDED" => {}
+            "FAILED" if retry_pending => pending += 1,
+            "FAILED" | "TIMED_OUT" | "REJECTED" => failed.push(format!(
+                "{} ({}: {})",
+                child.key,
+                row.status,
+                row.error.as_deref().unwrap_or("no error given")
+            )),
+            _ => pending += 1,
+        }
+    }
+    if pending > 0 {
+        outcome.summary = format!(
+            "job {}: {pending} of {} row(s) still running",
+            job.name,
+            children.len()
+        );
+        return Ok(());
+    }
+    let mut detail = open.detail.clone();
+    let status = if failed.is_empty() {
+        Status::Succeeded
+    } else {
+        detail.error = Some(format!(
+            "{} of {} row(s) failed: {}",
+            failed.len(),
+            children.len(),
+            failed.join("; ")
+        ));
+        Status::Failed
+    };
+    info!(run_id = %open.run_id, job = %job.name, status = %status, "every row has ended");
+    outcome.summary = format!("job {} {status}", job.name);
+    let ev = ConveyorEvent::new(
+        EventType::BatchFinished,
+        open.run_id.clone(),
+        Some(pipeline.name.clone()),
+        StepName::Poll,
+        open.attempt,
+        status,
+        detail,
+    );
+    publish(ctx, outcome, ev).await
+}
+
+/// How far a status is along: rows of one attempt sort by it.
+fn status_rank(status: &str) -> u8 {
+    match status {
+        "SUBMITTED" => 1,
+        "RUNNING" => 2,
+        _ => 3,
+    }
+}
+
+async fn check_batch(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    job: &Job,
+    open: Open,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let spec = &job.spec;
     let now = Utc::now();
-    let policy = &pipeline.poll;
+    let policy = pipeline.poll_for(job);
     let mut detail = open.detail.clone();
     detail.error = None;
 
@@ -140,6 +367,7 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
                 return submit_attempt(
                     ctx,
                     pipeline,
+                    job,
                     &open.run_id,
                     open.attempt + 1,
                     base,
@@ -170,7 +398,14 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
     let started = detail.started_at.unwrap_or(now);
     let elapsed = (now - started).to_std().unwrap_or_default();
     let timed_out = elapsed >= policy.timeout;
-    let mut req = batch_request(pipeline, spec, &open.run_id, open.attempt, &detail.vars);
+    let mut req = batch_request(
+        pipeline,
+        job,
+        &open.run_id,
+        open.attempt,
+        &detail.vars,
+        &detail.row,
+    );
     req.job_id = job_id.clone();
     let state = match ctx.ports.batch.follow(&req).await {
         Ok(state) => state,

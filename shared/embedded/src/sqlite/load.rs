@@ -1,5 +1,6 @@
 //! Load jobs: decode a file and insert its rows, exactly once per job id.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,7 +9,7 @@ use rusqlite::{OptionalExtension, params, types::Value as Sql};
 use tokio::io::AsyncReadExt;
 
 use conveyor_core::config::{CreateDisposition, SchemaSpec, WriteDisposition};
-use conveyor_core::names::TableRef;
+use conveyor_core::names::{JobId, TableRef};
 use conveyor_core::ports::{LoadJob, LoadState, LoadStatus, PortError, Warehouse};
 
 use super::{Db, SqliteWarehouse, attach, quoted, sql_type, table_columns, transient, ts};
@@ -233,12 +234,22 @@ impl Warehouse for SqliteWarehouse {
             .await
     }
 
-    async fn load_state(&self, job: &LoadJob) -> Result<LoadStatus, PortError> {
+    async fn load_state(&self, job_id: &JobId) -> Result<LoadStatus, PortError> {
         // Embedded loads end within their request: a job is done, or was never run.
-        match self.finished_load(&job.job_id).await? {
+        match self.finished_load(job_id).await? {
             Some(n) => Ok(done_status(n, true)),
-            None => Err(PortError::NotFound(format!("load job {}", job.job_id))),
+            None => Err(PortError::NotFound(format!("load job {job_id}"))),
         }
+    }
+
+    async fn read_table(
+        &self,
+        table: &TableRef,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        let table = table.clone();
+        self.with_db(move |db, dir| super::read_table(db, dir, &table, limit))
+            .await
     }
 
     async fn row_count(&self, table: &TableRef) -> Result<u64, PortError> {

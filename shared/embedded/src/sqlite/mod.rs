@@ -7,6 +7,9 @@
 
 mod load;
 mod run_log;
+mod sql;
+
+pub use sql::SqliteSqlEngine;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -142,4 +145,37 @@ fn table_columns(conn: &Connection, t: &TableRef) -> Result<Option<Vec<String>>,
         .collect::<Result<_, _>>()
         .map_err(transient)?;
     Ok(if cols.is_empty() { None } else { Some(cols) })
+}
+
+/// At most `limit` rows of `table`, each column as text (NULL as no entry).
+fn read_table(
+    db: &mut Db,
+    dir: &std::path::Path,
+    table: &TableRef,
+    limit: usize,
+) -> Result<Vec<std::collections::BTreeMap<String, String>>, PortError> {
+    attach(db, dir, &table.dataset)?;
+    let Some(columns) = table_columns(&db.conn, table)? else {
+        return Err(PortError::NotFound(format!("table {table}")));
+    };
+    let sql = format!("SELECT * FROM {} LIMIT {limit}", quoted(table));
+    let mut stmt = db.conn.prepare(&sql).map_err(transient)?;
+    let rows = stmt
+        .query_map([], |r| {
+            let mut row = std::collections::BTreeMap::new();
+            for (i, name) in columns.iter().enumerate() {
+                let v: rusqlite::types::Value = r.get(i)?;
+                let text = match v {
+                    rusqlite::types::Value::Null => continue,
+                    rusqlite::types::Value::Integer(n) => n.to_string(),
+                    rusqlite::types::Value::Real(f) => f.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+                };
+                row.insert(name.clone(), text);
+            }
+            Ok(row)
+        })
+        .map_err(transient)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(transient)
 }

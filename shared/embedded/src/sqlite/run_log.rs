@@ -169,24 +169,33 @@ impl RunLog for SqliteWarehouse {
         .await
     }
 
-    async fn open_batches(&self, table: &TableRef) -> Result<Vec<RunLogRow>, PortError> {
+    async fn open_batches(
+        &self,
+        table: &TableRef,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<RunLogRow>, PortError> {
         let table = table.clone();
         self.with_db(move |db, dir| {
             ensure_run_log(db, dir, &table)?;
-            // The newest batch row of each run: highest attempt, then furthest status.
+            // The newest row of each job of each run: highest attempt, then furthest status.
+            // Rows of older releases name no job; their batch rows count as job `batch`.
             let sql = format!(
                 "SELECT {SELECT_RUN_LOG} FROM (
-                   SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id ORDER BY attempt DESC,
+                   SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, job_key ORDER BY attempt DESC,
                      CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC,
-                     td_timestamp DESC) AS rn
-                   FROM {} WHERE dataproc_job_id IS NOT NULL)
+                     td_timestamp DESC, rowid DESC) AS rn
+                   FROM (SELECT rowid, *, COALESCE(job, CASE WHEN dataproc_job_id IS NOT NULL
+                           THEN 'batch' END) AS job_key FROM {} WHERE td_timestamp >= ?1)
+                   WHERE job_key IS NOT NULL)
                  WHERE rn = 1 AND (status IN ('SUBMITTED', 'RUNNING')
                    OR (status = 'FAILED' AND json_extract(detail, '$.retry_at') IS NOT NULL))
                  ORDER BY td_timestamp",
                 quoted(&table)
             );
             let mut stmt = db.conn.prepare(&sql).map_err(transient)?;
-            let rows = stmt.query_map([], read_row).map_err(transient)?;
+            let rows = stmt
+                .query_map(params![ts(&since)], read_row)
+                .map_err(transient)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(transient)
         })
         .await

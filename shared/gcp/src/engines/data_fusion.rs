@@ -15,8 +15,9 @@
 //!   success (seed 004): only COMPLETED is, unless the pipeline says otherwise.
 //! - cancel: `POST .../workflows/DataPipelineWorkflow/runs/RUN/stop`.
 //!
-//! A pipeline with `runs` rows has one Conveyor run per active row (see the submit step); the
-//! row's key comes in the request's `row` variable and its arguments go over `runtime_args`.
+//! A job with `for_each` rows (or a Data Fusion pipeline's `runs`, their shorthand) has one
+//! Conveyor run per active row (see the submit step); the row's columns come in the request's
+//! `row` and go over `runtime_args`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -62,18 +63,7 @@ fn runtime_args(
     req: &BatchRequest,
 ) -> Result<BTreeMap<String, String>, PortError> {
     let mut args = spec.runtime_args.clone();
-    if !spec.runs.is_empty() {
-        let key = req.vars.get("row").ok_or_else(|| {
-            PortError::Permanent(
-                "a data_fusion pipeline with `runs` needs the run's row (started by the submit step)"
-                    .to_owned(),
-            )
-        })?;
-        let row = spec.row(key).ok_or_else(|| {
-            PortError::Permanent(format!("no row {key:?} in the pipeline's `runs` any more"))
-        })?;
-        args.extend(row.args.clone());
-    }
+    args.extend(req.row.clone());
     args.insert(JOB_ID_ARG.to_owned(), req.job_id.to_string());
     args.insert("conveyor.run_id".to_owned(), req.run_id.to_string());
     args.insert("conveyor.attempt".to_owned(), req.attempt.to_string());
@@ -297,21 +287,29 @@ mod tests {
         }
     }
 
-    fn request(spec: &DataFusion, row: &str) -> BatchRequest {
+    fn request(spec: &DataFusion, row: &[(&str, &str)]) -> BatchRequest {
         let run = RunId::derive(&PipelineName::parse("cdf").unwrap(), &["x"]);
         BatchRequest {
             job_id: JobId::derive("batch", &run, 2),
             run_id: run,
             attempt: 2,
             spec: BatchSpec::DataFusion(spec.clone()),
-            vars: BTreeMap::from([("row".into(), row.into())]),
+            vars: BTreeMap::new(),
+            job: "batch".into(),
+            row: row
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         }
     }
 
     #[test]
     fn a_row_runs_with_its_arguments_over_the_pipelines_and_conveyors_ids() {
         let spec = seed_004();
-        let req = request(&spec, "hr-payroll");
+        let req = request(
+            &spec,
+            &[("business_unit", "hr"), ("data_source", "payroll")],
+        );
         let args = runtime_args(&spec, &req).unwrap();
         assert_eq!(args["business_unit"], "hr");
         assert_eq!(args["data_source"], "payroll");
@@ -323,7 +321,8 @@ mod tests {
             json!("DataPipelineWorkflow")
         );
         assert_eq!(start_body(&spec, &args)[0]["appId"], json!("cdf_pipeline"));
-        assert!(runtime_args(&spec, &request(&spec, "fin-ledger")).is_err());
+        let plain = runtime_args(&spec, &request(&spec, &[])).unwrap();
+        assert!(!plain.contains_key("business_unit"));
     }
 
     #[test]

@@ -1,0 +1,218 @@
+//! A pipeline as a small graph: its `jobs` (run in order after the load), a job's `for_each`
+//! rows, and the load's `batch` (a folder per marker, or a time window).
+//!
+//! ```yaml
+//! jobs:
+//!   - name: dedupe
+//!     engine: sql
+//!     query: "SELECT DISTINCT * FROM staging.orders_{date}"
+//!     destination: analytics.orders
+//!   - name: per_unit
+//!     engine: data_fusion
+//!     instance_url: https://cdf-dot-usc1.datafusion.googleusercontent.com/api
+//!     pipeline: unit_load
+//!     for_each: { table: cdf.configuration, active_column: is_active }
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BatchSpec, PollPolicy};
+use crate::names::{JobName, TableRef};
+
+/// One job of a pipeline: a batch on one engine, started when the job before it (or the load)
+/// SUCCEEDED.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Unique within the pipeline; part of the job's ids and of its run-log rows.
+    pub name: JobName,
+    /// What runs: `engine:` and the engine's fields.
+    #[serde(flatten)]
+    pub spec: BatchSpec,
+    /// Run the job once per row (of an inline list or of a table read when the job starts);
+    /// each row is retried, timed out and logged on its own, and the job ends when every row
+    /// has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<ForEach>,
+    /// This job's own poll policy (timeout, attempts, success states); default: the
+    /// pipeline's `poll`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<PollPolicy>,
+}
+
+/// Where a job's rows come from: inline `rows`, or a `table` read when the job starts.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForEach {
+    /// A table (`dataset.table`) whose rows are read when the job starts (seed 004's
+    /// configuration table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableRef>,
+    /// Inline rows: column → value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<BTreeMap<String, serde_json::Value>>,
+    /// The column that says whether a row runs (`true`, `1`, `yes`, `y`); rows without it run.
+    /// Default `active`.
+    #[serde(default = "default_active")]
+    pub active_column: String,
+    /// The column whose value keys a row (part of its run id; must be unique). Default: the
+    /// row's values joined by `-`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_column: Option<String>,
+}
+
+/// The key column a Data Fusion `runs` row becomes (its `name`, or its values joined): not
+/// one of the row's runtime arguments.
+pub(crate) const RUN_KEY: &str = "_row";
+
+/// The active column a Data Fusion `runs` row becomes.
+pub(crate) const RUN_ACTIVE: &str = "_active";
+
+fn default_active() -> String {
+    "active".to_owned()
+}
+
+/// One row of a `for_each`, as the job sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForEachRow {
+    /// The row's key (unique within the job).
+    pub key: String,
+    /// Whether the row runs.
+    pub active: bool,
+    /// The row's columns as text, without the active column: placeholders of the job, and a
+    /// Data Fusion run's runtime arguments.
+    pub columns: BTreeMap<String, String>,
+}
+
+impl ForEach {
+    /// Turns rows read from the inline list or a table into [`ForEachRow`]s, in order.
+    pub fn to_rows(&self, raw: &[BTreeMap<String, String>]) -> Vec<ForEachRow> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let active = row
+                    .get(&self.active_column)
+                    .is_none_or(|v| truthy(v.trim()));
+                let columns: BTreeMap<String, String> = row
+                    .iter()
+                    .filter(|(k, _)| **k != self.active_column && k.as_str() != RUN_KEY)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let key = match self.key_column.as_ref().and_then(|c| row.get(c)) {
+                    Some(k) => k.clone(),
+                    None if columns.is_empty() => format!("row{}", i + 1),
+                    None => columns.values().cloned().collect::<Vec<_>>().join("-"),
+                };
+                ForEachRow {
+                    key,
+                    active,
+                    columns,
+                }
+            })
+            .collect()
+    }
+
+    /// The inline rows as text.
+    pub fn inline_rows(&self) -> Vec<BTreeMap<String, String>> {
+        self.rows
+            .iter()
+            .map(|row| row.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+            .collect()
+    }
+}
+
+/// A JSON value as the text a placeholder gets: strings as they are, others as JSON.
+pub(crate) fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a flag column's value means "yes" (seed 004's `is_active`: `true`, `1`, `Y`).
+pub fn truthy(v: &str) -> bool {
+    matches!(
+        v.to_ascii_lowercase().as_str(),
+        "true" | "1" | "yes" | "y" | "t"
+    )
+}
+
+/// How arriving objects are grouped into one load job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LoadBatch {
+    /// A folder per marker: when an object whose file name is `marker` arrives, every object
+    /// of its folder that matches the pattern is loaded in one job (GEBI's `_SUCCESS`).
+    Marker(MarkerBatch),
+    /// A time window: arrivals for one table within `window` are loaded by one job (bqtail).
+    Window(WindowBatch),
+}
+
+/// `load.batch: { marker: _SUCCESS }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkerBatch {
+    /// The file name that says a folder is complete.
+    pub marker: String,
+}
+
+/// `load.batch: { window: 5m, max_files: 1000 }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowBatch {
+    /// How long a window stays open after its first arrival.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// A window with this many files closes at once. Default 10,000 (BigQuery's limit of
+    /// source URIs per load job).
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
+}
+
+fn default_max_files() -> usize {
+    crate::ports::MAX_LOAD_URIS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_keyed_filtered_by_their_active_column_and_lose_it() {
+        let fe = ForEach {
+            active_column: "is_active".into(),
+            ..ForEach::default()
+        };
+        let rows = fe.to_rows(&[
+            row(&[("business_unit", "hr"), ("is_active", "true")]),
+            row(&[("business_unit", "fin"), ("is_active", "0")]),
+            row(&[("business_unit", "ops")]),
+        ]);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].key, "hr");
+        assert!(rows[0].active);
+        assert!(!rows[1].active);
+        assert!(rows[2].active, "a row without the column runs");
+        assert!(!rows[0].columns.contains_key("is_active"));
+    }
+
+    #[test]
+    fn a_key_column_keys_the_rows() {
+        let fe = ForEach {
+            key_column: Some("id".into()),
+            ..ForEach::default()
+        };
+        let rows = fe.to_rows(&[row(&[("id", "7"), ("x", "a")])]);
+        assert_eq!(rows[0].key, "7");
+    }
+}

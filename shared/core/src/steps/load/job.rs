@@ -1,0 +1,281 @@
+//! Running a load job without holding the request: insert it under its deterministic id (an
+//! existing job is adopted), wait a short while ([`StepOptions::load_wait`]), and hand a job
+//! still running to the poll tick (`conveyor.load.running`). `conveyor.table.loaded` is
+//! published when the job is DONE, by whichever step sees it first.
+//!
+//! More objects than one job takes ([`MAX_LOAD_URIS`]) are split into several jobs,
+//! `load-1`, `load-2`, …: the first with the pipeline's write disposition, the others
+//! appending; the run's load is done when all are.
+//!
+//! [`StepOptions::load_wait`]: crate::steps::StepOptions::load_wait
+
+use std::collections::BTreeMap;
+
+use tracing::{info, warn};
+
+use super::super::{Context, Outcome, StepError, publish};
+use super::{LOAD_JOB, table_for};
+use crate::config::{LoadSpec, Pipeline, WriteDisposition};
+use crate::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};
+use crate::names::{JobId, RunId, TableRef};
+use crate::ports::{LoadJob, LoadState, MAX_LOAD_URIS, PortError};
+
+/// The id of load job `k` (1-based) of `run_id`.
+pub(super) fn load_job_id(run_id: &RunId, k: usize) -> JobId {
+    JobId::derive("load", run_id, u32::try_from(k).unwrap_or(u32::MAX))
+}
+
+/// Loads `sources` for `run_id` and publishes what happened: `conveyor.table.loaded`,
+/// `conveyor.load.running` (the poll tick finishes it) or `conveyor.step.failed`.
+#[expect(clippy::too_many_arguments, reason = "one load's whole context")]
+pub(super) async fn load(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    spec: &LoadSpec,
+    run_id: &RunId,
+    sources: Vec<ObjectRef>,
+    captures: &BTreeMap<String, String>,
+    detail: Detail,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let mut loader = match Loader::new(ctx, pipeline, spec, run_id, captures, detail) {
+        Ok(l) => l,
+        Err(detail) => return failed(ctx, pipeline, run_id, *detail, outcome).await,
+    };
+    for chunk in sources.chunks(MAX_LOAD_URIS) {
+        loader.chunk(chunk.to_vec()).await?;
+    }
+    loader.finish(outcome).await
+}
+
+/// One run's load, fed its sources in chunks of at most [`MAX_LOAD_URIS`] (one job each), so
+/// a caller listing a large folder page by page never holds it whole.
+pub(super) struct Loader<'a> {
+    ctx: &'a Context,
+    pipeline: &'a Pipeline,
+    spec: &'a LoadSpec,
+    run_id: &'a RunId,
+    table: TableRef,
+    detail: Detail,
+    jobs: usize,
+    rows: u64,
+    running: bool,
+    failure: Option<String>,
+}
+
+impl<'a> Loader<'a> {
+    /// A load of `run_id` into `spec`'s table for `captures`; the detail to record when the
+    /// table cannot be named.
+    pub(super) fn new(
+        ctx: &'a Context,
+        pipeline: &'a Pipeline,
+        spec: &'a LoadSpec,
+        run_id: &'a RunId,
+        captures: &BTreeMap<String, String>,
+        mut detail: Detail,
+    ) -> Result<Self, Box<Detail>> {
+        detail.job = Some(LOAD_JOB.to_owned());
+        let table = match table_for(spec, captures) {
+            Ok(t) => t,
+            Err(e) => {
+                detail.error = Some(e);
+                return Err(Box::new(detail));
+            }
+        };
+        detail.table = Some(table.to_string());
+        detail.vars.insert("table".to_owned(), table.to_string());
+        detail.job_id = Some(load_job_id(run_id, 1));
+        Ok(Self {
+            ctx,
+            pipeline,
+            spec,
+            run_id,
+            table,
+            detail,
+            jobs: 0,
+            rows: 0,
+            running: false,
+            failure: None,
+        })
+    }
+
+    /// Starts the next job, on `sources` (at most [`MAX_LOAD_URIS`]).
+    ///
+    /// # Errors
+    /// A transient error when the warehouse cannot take the job now.
+    pub(super) async fn chunk(&mut self, sources: Vec<ObjectRef>) -> Result<(), StepError> {
+        if self.failure.is_some() || sources.is_empty() {
+            return Ok(());
+        }
+        self.jobs += 1;
+        let spec = self.spec;
+        let job = LoadJob {
+            job_id: load_job_id(self.run_id, self.jobs),
+            sources,
+            table: self.table.clone(),
+            format: spec.format,
+            write: if self.jobs == 1 {
+                spec.write_disposition
+            } else {
+                WriteDisposition::WriteAppend
+            },
+            create: spec.create_disposition,
+            schema: spec.schema.clone(),
+            partition: spec.partition.clone(),
+            clustering: spec.clustering.clone(),
+            skip_leading_rows: spec.skip_leading_rows,
+            max_bad_records: spec.max_bad_records,
+            allow_quoted_newlines: spec.allow_quoted_newlines,
+            schema_update_options: spec.schema_update_options.clone(),
+        };
+        match self
+            .ctx
+            .ports
+            .warehouse
+            .load(&job, self.ctx.options.load_wait)
+            .await
+        {
+            Ok(status) => match status.state {
+                LoadState::Done { rows } => {
+                    info!(table = %self.table, job_id = %job.job_id, rows, adopted = status.adopted, "loaded");
+                    self.rows += rows;
+                }
+                LoadState::Running => self.running = true,
+                LoadState::Failed { message, transient } => {
+                    if transient {
+                        warn!(table = %self.table, error = %message, "load failed; will be retried");
+                        return Err(StepError::Transient(message));
+                    }
+                    self.failure = Some(message);
+                }
+            },
+            Err(e @ PortError::Transient(_)) => {
+                warn!(table = %self.table, error = %e, "load failed; will be retried");
+                return Err(StepError::Transient(e.to_string()));
+            }
+            Err(e) => self.failure = Some(e.to_string()),
+        }
+        Ok(())
+    }
+
+    /// Sets a value of the run (recorded with its events).
+    pub(super) fn set_var(&mut self, name: &str, value: String) {
+        self.detail.vars.insert(name.to_owned(), value);
+    }
+
+    /// Publishes what happened: loaded, still running, or failed.
+    ///
+    /// # Errors
+    /// A transient error when the event cannot be published.
+    pub(super) async fn finish(self, outcome: &mut Outcome) -> Result<(), StepError> {
+        let Self {
+            ctx,
+            pipeline,
+            run_id,
+            table,
+            mut detail,
+            jobs,
+            rows,
+            running,
+            failure,
+            ..
+        } = self;
+        if jobs > 1 {
+            detail.vars.insert("load_jobs".to_owned(), jobs.to_string());
+        }
+        if let Some(e) = failure {
+            detail.error = Some(e);
+            return failed(ctx, pipeline, run_id, detail, outcome).await;
+        }
+        if jobs == 0 {
+            detail.error = Some("nothing to load: no object matches the pattern".to_owned());
+            return failed(ctx, pipeline, run_id, detail, outcome).await;
+        }
+        if running {
+            info!(table = %table, run_id = %run_id, "load job still running; the poll tick finishes it");
+            outcome.summary = format!("loading into {table}; the poll tick finishes the job");
+            let ev = ConveyorEvent::new(
+                EventType::LoadRunning,
+                run_id.clone(),
+                Some(pipeline.name.clone()),
+                StepName::Load,
+                1,
+                Status::Running,
+                detail,
+            );
+            return publish(ctx, outcome, ev).await;
+        }
+        detail.rows = Some(rows);
+        outcome.summary = format!("loaded {rows} rows into {table}");
+        let ev = ConveyorEvent::new(
+            EventType::TableLoaded,
+            run_id.clone(),
+            Some(pipeline.name.clone()),
+            StepName::Load,
+            1,
+            Status::Succeeded,
+            detail,
+        );
+        publish(ctx, outcome, ev).await
+    }
+}
+
+pub(super) async fn failed(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    run_id: &RunId,
+    detail: Detail,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    warn!(pipeline = %pipeline.name, run_id = %run_id, error = ?detail.error, "load failed permanently");
+    outcome.summary = format!(
+        "load failed: {}",
+        detail.error.as_deref().unwrap_or("no error given")
+    );
+    let ev = ConveyorEvent::new(
+        EventType::StepFailed,
+        run_id.clone(),
+        Some(pipeline.name.clone()),
+        StepName::Load,
+        1,
+        Status::Failed,
+        detail,
+    );
+    publish(ctx, outcome, ev).await
+}
+
+/// The state of a run's load jobs (all chunks): Done with their rows when every one is.
+///
+/// # Errors
+/// The warehouse's error reading a job.
+pub(in crate::steps) async fn load_state_event(
+    ctx: &Context,
+    run_id: &RunId,
+    detail: &Detail,
+) -> Result<LoadState, PortError> {
+    let n: usize = detail
+        .vars
+        .get("load_jobs")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let mut rows = 0;
+    let mut running = false;
+    for k in 1..=n {
+        match ctx
+            .ports
+            .warehouse
+            .load_state(&load_job_id(run_id, k))
+            .await?
+            .state
+        {
+            LoadState::Done { rows: r } => rows += r,
+            LoadState::Running => running = true,
+            failed @ LoadState::Failed { .. } => return Ok(failed),
+        }
+    }
+    Ok(if running {
+        LoadState::Running
+    } else {
+        LoadState::Done { rows }
+    })
+}

@@ -1,0 +1,293 @@
+//! load: an object arrived; load it into the table of every active pipeline whose trigger
+//! pattern it matches — on its own, with its folder when it is the folder's marker, or with
+//! the arrivals of a time window.
+//!
+//! Exactly once per object generation: the event's generation is checked against the store
+//! (an event for a generation that is no longer live is acknowledged as superseded: the newer
+//! generation's own event loads it), and every load job has a deterministic id that a
+//! redelivery adopts.
+//!
+//! # Layout
+//! - `mod.rs`: the arrival: which pipelines, what is data, which generation.
+//! - `job.rs`: running one load job without holding the request (a long one goes to the poll
+//!   tick), and its events.
+//! - `marker.rs`: `load.batch.marker`: a folder in one job.
+//! - `window.rs`: `load.batch.window`: a time window's arrivals in one job.
+
+mod job;
+mod marker;
+mod window;
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use tracing::{info, instrument};
+
+pub(super) use job::load_state_event;
+pub(super) use window::sweep_windows;
+
+use super::{Context, Outcome, StepError, describe, publish};
+use crate::config::{LoadBatch, LoadSpec, Pipeline, render, table_safe};
+use crate::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};
+use crate::inbound::Inbound;
+use crate::names::{RunId, TableRef};
+
+/// The job name load events carry in the run log.
+pub(super) const LOAD_JOB: &str = "load";
+
+pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, StepError> {
+    let object = match inbound {
+        Inbound::Object(o) => o,
+        Inbound::Event(e) if e.kind == EventType::ObjectStaged => e
+            .detail
+            .object
+            .clone()
+            .ok_or_else(|| StepError::Rejected("staged event without an object".to_owned()))?,
+        other => {
+            return Err(StepError::Rejected(format!(
+                "the load function takes object arrivals, not {}",
+                describe(&other)
+            )));
+        }
+    };
+    if object.name.as_str().starts_with(crate::INTERNAL_PREFIX) {
+        // Conveyor's own state, such as a stage watermark: never data to load.
+        return Ok(Outcome::note(format!("{} is Conveyor state", object.uri())));
+    }
+    if let Some(c) = object
+        .name
+        .as_str()
+        .chars()
+        .find(|c| matches!(c, '*' | '?' | '['))
+    {
+        // BigQuery expands wildcards in source URIs: such a name would load other objects.
+        return Err(StepError::Rejected(format!(
+            "{}: object names with {c:?} are not loaded (BigQuery would read the name as a \
+             wildcard and load other objects)",
+            object.uri()
+        )));
+    }
+    let mut outcome = Outcome::default();
+    let matching: Vec<(&Pipeline, Arrival)> = ctx
+        .config
+        .pipelines
+        .iter()
+        .filter(|p| p.active)
+        .filter_map(|p| Some((p, arrival(p, &object)?)))
+        .collect();
+    if matching.is_empty() {
+        info!(object = %object.uri(), "no active pipeline matches; nothing to load");
+        outcome.summary = format!("no active pipeline matches {}", object.uri());
+        return Ok(outcome);
+    }
+    if matching.iter().all(|(_, a)| matches!(a, Arrival::NotData)) {
+        outcome.summary = format!(
+            "{} is not data (load.ignore: hidden, marker or temporary file)",
+            object.uri()
+        );
+        return Ok(outcome);
+    }
+    if matching.iter().all(|(_, a)| matches!(a, Arrival::Part)) {
+        outcome.summary = format!("{} waits for its folder's marker", object.uri());
+        return Ok(outcome);
+    }
+    let Some(object) = live_generation(ctx, object, &mut outcome).await? else {
+        return Ok(outcome);
+    };
+    for (pipeline, arrival) in matching {
+        match arrival {
+            Arrival::NotData | Arrival::Part => {}
+            Arrival::Data(captures) => {
+                match pipeline.load.as_ref().and_then(|l| l.batch.as_ref()) {
+                    Some(LoadBatch::Window(w)) => {
+                        window::arrive(ctx, pipeline, w, &object, captures, &mut outcome).await?;
+                    }
+                    _ => load_one(ctx, pipeline, &object, captures, &mut outcome).await?,
+                }
+            }
+            Arrival::Marker(captures) => {
+                marker::load_folder(ctx, pipeline, &object, captures, &mut outcome).await?;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// What an arriving object is to one pipeline.
+enum Arrival {
+    /// Data to load, with the pattern's captures.
+    Data(BTreeMap<String, String>),
+    /// A part of a marker batch's folder: it waits for the marker.
+    Part,
+    /// The marker of a folder the pattern's files live in, with the folder's captures.
+    Marker(BTreeMap<String, String>),
+    /// Matched, but not data (`load.ignore`).
+    NotData,
+}
+
+/// What `object` is to `pipeline`, or `None` when it does not concern it.
+fn arrival(pipeline: &Pipeline, object: &ObjectRef) -> Option<Arrival> {
+    let load = pipeline.load.as_ref()?;
+    let trigger = pipeline.trigger.object.as_ref()?;
+    if trigger.bucket != object.bucket {
+        return None;
+    }
+    let name = object.name.as_str();
+    if let Some(LoadBatch::Marker(m)) = &load.batch
+        && object.name.file_name() == m.marker
+    {
+        let folder = name.rsplit_once('/').map_or("", |(f, _)| f);
+        return trigger.pattern.folder_captures(folder).map(Arrival::Marker);
+    }
+    let captures = trigger.pattern.captures(name)?;
+    if load.ignores(name) {
+        return Some(Arrival::NotData);
+    }
+    if matches!(load.batch, Some(LoadBatch::Marker(_))) {
+        return Some(Arrival::Part);
+    }
+    Some(Arrival::Data(captures))
+}
+
+/// The object as the store has it now, when it is still the generation the event names.
+/// A request that names no generation (a hand-written `curl`) means the live generation. An
+/// event for a generation that is no longer live is recorded as superseded and acknowledged:
+/// the newer generation's own arrival loads it, so each generation's content loads once.
+async fn live_generation(
+    ctx: &Context,
+    mut object: ObjectRef,
+    outcome: &mut Outcome,
+) -> Result<Option<ObjectRef>, StepError> {
+    let live = match ctx.ports.store.head(&object.bucket, &object.name).await {
+        Ok(Some(meta)) => meta.object,
+        Ok(None) => {
+            if object.generation.is_empty() {
+                return Err(StepError::Rejected(format!(
+                    "{} does not exist",
+                    object.uri()
+                )));
+            }
+            superseded(ctx, &object, None, outcome).await?;
+            return Ok(None);
+        }
+        Err(e) => return Err(StepError::from_port(e)),
+    };
+    if object.generation.is_empty() {
+        object.generation = live.generation;
+        object.size = object.size.or(live.size);
+        return Ok(Some(object));
+    }
+    if object.generation != live.generation {
+        superseded(ctx, &object, Some(&live.generation), outcome).await?;
+        return Ok(None);
+    }
+    object.size = object.size.or(live.size);
+    Ok(Some(object))
+}
+
+/// Records that an arrival's generation is no longer live (overwritten or deleted).
+async fn superseded(
+    ctx: &Context,
+    object: &ObjectRef,
+    live: Option<&str>,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let what = match live {
+        Some(g) => format!("generation {} is live now", g),
+        None => "the object is gone".to_owned(),
+    };
+    info!(object = %object.uri(), generation = %object.generation, live = ?live, "superseded arrival; not loaded");
+    let run_id = RunId::derive(
+        &crate::names::PipelineName::parse("superseded")
+            .map_err(|e| StepError::Rejected(e.to_string()))?,
+        &[
+            object.bucket.as_str(),
+            object.name.as_str(),
+            &object.generation,
+        ],
+    );
+    let ev = ConveyorEvent::new(
+        EventType::ObjectSuperseded,
+        run_id,
+        None,
+        StepName::Load,
+        1,
+        Status::Superseded,
+        Detail {
+            object: Some(object.clone()),
+            error: Some(format!(
+                "generation {} of {} is not loaded: {what}; the newer generation's own arrival loads it",
+                object.generation,
+                object.uri()
+            )),
+            job: Some(LOAD_JOB.to_owned()),
+            ..Detail::default()
+        },
+    );
+    outcome.summary = format!(
+        "{} generation {}: superseded",
+        object.uri(),
+        object.generation
+    );
+    publish(ctx, outcome, ev).await
+}
+
+/// The run's values: the captures as they are, the table, and the run date (the `date`
+/// capture, else the UTC day the object arrived).
+fn run_vars(captures: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut vars = captures.clone();
+    vars.entry("date".to_owned())
+        .or_insert_with(|| Utc::now().format("%Y-%m-%d").to_string());
+    vars
+}
+
+/// The destination of `spec` for `captures` (made table-safe).
+fn table_for(spec: &LoadSpec, captures: &BTreeMap<String, String>) -> Result<TableRef, String> {
+    let safe: BTreeMap<String, String> = captures
+        .iter()
+        .map(|(k, v)| (k.clone(), table_safe(v)))
+        .collect();
+    render(&spec.table, &safe)
+        .map_err(|e| e.to_string())
+        .and_then(|t| TableRef::parse(&t).map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot name the table: {e}"))
+}
+
+#[instrument(skip_all, fields(pipeline = %pipeline.name, object = %object.uri()))]
+async fn load_one(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    object: &ObjectRef,
+    captures: BTreeMap<String, String>,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let Some(spec) = &pipeline.load else {
+        return Ok(());
+    };
+    let run_id = RunId::derive(
+        &pipeline.name,
+        &[
+            object.bucket.as_str(),
+            object.name.as_str(),
+            &object.generation,
+        ],
+    );
+    let detail = Detail {
+        object: Some(object.clone()),
+        started_at: Some(Utc::now()),
+        vars: run_vars(&captures),
+        job: Some(LOAD_JOB.to_owned()),
+        ..Detail::default()
+    };
+    job::load(
+        ctx,
+        pipeline,
+        spec,
+        &run_id,
+        vec![object.clone()],
+        &captures,
+        detail,
+        outcome,
+    )
+    .await
+}

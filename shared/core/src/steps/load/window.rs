@@ -1,0 +1,379 @@
+//! `load.batch.window`: the arrivals of one table within a time window are loaded by one job
+//! (bqtail's batching), with no process waiting for the window to end.
+//!
+//! Windows are aligned to multiples of `window` since the Unix epoch (a 5m window: 10:00–10:05,
+//! 10:05–10:10). The state is a few small objects under `_conveyor/windows/` in the trigger's
+//! bucket (never loaded as data):
+//!
+//! ```text
+//! _conveyor/windows/PIPELINE/open/TABLE-WINDOW    index of open windows (the tick lists it)
+//! _conveyor/windows/PIPELINE/TABLE/WINDOW/open     claim of the first arrival: table, end
+//! _conveyor/windows/PIPELINE/TABLE/WINDOW/m/OBJ    one per arrival (create_new: once)
+//! _conveyor/windows/PIPELINE/TABLE/WINDOW/closing  claim of the closer
+//! _conveyor/windows/PIPELINE/TABLE/WINDOW/manifest the objects the window's job loads
+//! ```
+//!
+//! An arrival writes its member object, then looks for `closing`; the closer writes `closing`,
+//! then lists the members into the manifest. So an arrival either is listed, or sees `closing`
+//! and waits for the manifest (503, redelivered) and, when it is not in it, joins the next
+//! window (`WINDOW` is `START-SEQ`): nothing is lost and nothing loads twice. A window closes
+//! when a poll tick or a later arrival finds it past its end, or when it reaches `max_files`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tokio::io::AsyncReadExt as _;
+use tracing::{info, instrument, warn};
+
+use super::super::{Context, Outcome, StepError};
+use super::job::{Loader, failed};
+use super::{LOAD_JOB, run_vars, table_for};
+use crate::config::{LoadBatch, Pipeline, WindowBatch};
+use crate::event::{Detail, ObjectRef};
+use crate::names::{BucketName, ObjectName, RunId, short_hash};
+use crate::ports::{ByteStream, MAX_LOAD_URIS, PortError};
+
+/// The `open` claim: what the closer needs to load the window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Opened {
+    /// The table (`dataset.table`), for messages.
+    table: String,
+    /// The first arrival's captures: they name the table.
+    captures: BTreeMap<String, String>,
+    /// When the window ends.
+    ends: DateTime<Utc>,
+}
+
+/// Where one window's state lives.
+struct Window {
+    bucket: BucketName,
+    pipeline: String,
+    table_key: String,
+    id: String,
+}
+
+impl Window {
+    fn base(&self) -> String {
+        format!(
+            "{}windows/{}/{}/{}/",
+            crate::INTERNAL_PREFIX,
+            self.pipeline,
+            self.table_key,
+            self.id
+        )
+    }
+
+    fn name(&self, rest: &str) -> Result<ObjectName, StepError> {
+        ObjectName::parse(&format!("{}{rest}", self.base()))
+            .map_err(|e| StepError::Rejected(e.to_string()))
+    }
+
+    fn index(&self) -> Result<ObjectName, StepError> {
+        ObjectName::parse(&format!(
+            "{}{}-{}",
+            open_prefix(&self.pipeline),
+            self.table_key,
+            self.id
+        ))
+        .map_err(|e| StepError::Rejected(e.to_string()))
+    }
+
+    fn run_id(&self, pipeline: &Pipeline) -> RunId {
+        RunId::derive(&pipeline.name, &["window", &self.table_key, &self.id])
+    }
+}
+
+/// The prefix of the index of a pipeline's open windows.
+fn open_prefix(pipeline: &str) -> String {
+    format!("{}windows/{pipeline}/open/", crate::INTERNAL_PREFIX)
+}
+
+fn body(bytes: Vec<u8>) -> ByteStream {
+    Box::pin(std::io::Cursor::new(bytes))
+}
+
+fn port(e: PortError) -> StepError {
+    StepError::from_port(e)
+}
+
+async fn exists(ctx: &Context, bucket: &BucketName, name: &ObjectName) -> Result<bool, StepError> {
+    Ok(ctx
+        .ports
+        .store
+        .head(bucket, name)
+        .await
+        .map_err(port)?
+        .is_some())
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    ctx: &Context,
+    bucket: &BucketName,
+    name: &ObjectName,
+) -> Result<Option<T>, StepError> {
+    let mut reader = match ctx.ports.store.open(bucket, name).await {
+        Ok(r) => r,
+        Err(PortError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(port(e)),
+    };
+    let mut buf = Vec::new();
+    reader
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| StepError::Transient(format!("read {name}: {e}")))?;
+    serde_json::from_slice(&buf)
+        .map(Some)
+        .map_err(|e| StepError::Rejected(format!("unreadable window state {name}: {e}")))
+}
+
+/// Adds an arrival to its table's current window, and closes the window when it is full.
+#[instrument(skip_all, fields(pipeline = %pipeline.name, object = %object.uri()))]
+pub(super) async fn arrive(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    w: &WindowBatch,
+    object: &ObjectRef,
+    captures: BTreeMap<String, String>,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let Some(spec) = &pipeline.load else {
+        return Ok(());
+    };
+    let table = match table_for(spec, &captures) {
+        Ok(t) => t,
+        Err(e) => {
+            let run_id = RunId::derive(
+                &pipeline.name,
+                &[
+                    object.bucket.as_str(),
+                    object.name.as_str(),
+                    &object.generation,
+                ],
+            );
+            let detail = Detail {
+                object: Some(object.clone()),
+                error: Some(e),
+                job: Some(LOAD_JOB.to_owned()),
+                ..Detail::default()
+            };
+            return failed(ctx, pipeline, &run_id, detail, outcome).await;
+        }
+    };
+    let secs = w.window.as_secs().max(1);
+    let now = Utc::now();
+    let start = now.timestamp().div_euclid(secs as i64) * secs as i64;
+    let ends = DateTime::from_timestamp(start + secs as i64, 0).unwrap_or(now);
+    let member_key = short_hash(&[&object.uri(), &object.generation]);
+    let member = serde_json::to_vec(object).map_err(|e| StepError::Rejected(e.to_string()))?;
+    for seq in 0..1000u32 {
+        let window = Window {
+            bucket: object.bucket.clone(),
+            pipeline: pipeline.name.to_string(),
+            table_key: short_hash(&[&table.to_string()]),
+            id: format!("{start}-{seq}"),
+        };
+        let opened = Opened {
+            table: table.to_string(),
+            captures: captures.clone(),
+            ends,
+        };
+        let claim = serde_json::to_vec(&opened).map_err(|e| StepError::Rejected(e.to_string()))?;
+        let store = &ctx.ports.store;
+        store
+            .create_new(&window.bucket, &window.name("open")?, body(claim))
+            .await
+            .map_err(port)?;
+        store
+            .create_new(&window.bucket, &window.index()?, body(Vec::new()))
+            .await
+            .map_err(port)?;
+        let member_name = window.name(&format!("m/{member_key}"))?;
+        store
+            .create_new(&window.bucket, &member_name, body(member.clone()))
+            .await
+            .map_err(port)?;
+        if exists(ctx, &window.bucket, &window.name("closing")?).await? {
+            // The closer may have listed this member or not: its manifest says.
+            let Some(manifest) =
+                read_json::<Vec<ObjectRef>>(ctx, &window.bucket, &window.name("manifest")?).await?
+            else {
+                return Err(StepError::Transient(format!(
+                    "window {} of {table} is closing; the arrival is retried once its manifest is written",
+                    window.id
+                )));
+            };
+            if manifest.contains(object) {
+                outcome.summary = format!("{} is in window {} of {table}", object.uri(), window.id);
+                return Ok(());
+            }
+            continue;
+        }
+        outcome.summary = format!("{} joined window {} of {table}", object.uri(), window.id);
+        let members = store
+            .list(&window.bucket, &format!("{}m/", window.base()))
+            .await
+            .map_err(port)?;
+        if members.len() >= w.max_files {
+            info!(window = %window.id, files = members.len(), "window is full; closing it");
+            close(ctx, pipeline, &window, outcome).await?;
+        }
+        // A later arrival closes what has ended.
+        sweep_pipeline(ctx, pipeline, &object.bucket, outcome).await?;
+        return Ok(());
+    }
+    Err(StepError::Rejected(format!(
+        "{}: every window of this period is closed",
+        object.uri()
+    )))
+}
+
+/// Closes `window`: claims it, writes the manifest of its members, loads them in one job.
+async fn close(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    window: &Window,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let Some(spec) = &pipeline.load else {
+        return Ok(());
+    };
+    let store = &ctx.ports.store;
+    let Some(opened) = read_json::<Opened>(ctx, &window.bucket, &window.name("open")?).await?
+    else {
+        warn!(window = %window.id, "an open window without its claim; dropping it from the index");
+        store
+            .delete(&window.bucket, &window.index()?, None)
+            .await
+            .map_err(port)?;
+        return Ok(());
+    };
+    store
+        .create_new(&window.bucket, &window.name("closing")?, body(Vec::new()))
+        .await
+        .map_err(port)?;
+    let manifest_name = window.name("manifest")?;
+    let manifest = match read_json::<Vec<ObjectRef>>(ctx, &window.bucket, &manifest_name).await? {
+        Some(m) => m,
+        None => {
+            let mut members = Vec::new();
+            let mut token = None;
+            loop {
+                let page = store
+                    .list_page(&window.bucket, &format!("{}m/", window.base()), token)
+                    .await
+                    .map_err(port)?;
+                for meta in page.objects {
+                    if let Some(o) =
+                        read_json::<ObjectRef>(ctx, &window.bucket, &meta.object.name).await?
+                    {
+                        members.push(o);
+                    }
+                }
+                match page.next {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            members.sort_by(|a, b| a.name.cmp(&b.name));
+            let bytes =
+                serde_json::to_vec(&members).map_err(|e| StepError::Rejected(e.to_string()))?;
+            match store
+                .create_new(&window.bucket, &manifest_name, body(bytes))
+                .await
+                .map_err(port)?
+            {
+                Some(_) => members,
+                // Another closer wrote it first: its list is the window's.
+                None => read_json(ctx, &window.bucket, &manifest_name)
+                    .await?
+                    .unwrap_or_default(),
+            }
+        }
+    };
+    let run_id = window.run_id(pipeline);
+    let mut detail = Detail {
+        started_at: Some(Utc::now()),
+        vars: run_vars(&opened.captures),
+        job: Some(LOAD_JOB.to_owned()),
+        ..Detail::default()
+    };
+    detail.vars.insert("window".to_owned(), window.id.clone());
+    let mut loader = match Loader::new(ctx, pipeline, spec, &run_id, &opened.captures, detail) {
+        Ok(l) => l,
+        Err(detail) => return failed(ctx, pipeline, &run_id, *detail, outcome).await,
+    };
+    let files = manifest.len();
+    for chunk in manifest.chunks(MAX_LOAD_URIS) {
+        loader.chunk(chunk.to_vec()).await?;
+    }
+    loader.set_var("files", files.to_string());
+    let mut one = Outcome::default();
+    loader.finish(&mut one).await?;
+    outcome.events.append(&mut one.events);
+    info!(window = %window.id, table = %opened.table, files, "window closed");
+    store
+        .delete(&window.bucket, &window.index()?, None)
+        .await
+        .map_err(port)?;
+    Ok(())
+}
+
+/// Closes the ended windows of `pipeline`. Returns how many.
+async fn sweep_pipeline(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    bucket: &BucketName,
+    outcome: &mut Outcome,
+) -> Result<usize, StepError> {
+    let prefix = open_prefix(pipeline.name.as_str());
+    let open = ctx.ports.store.list(bucket, &prefix).await.map_err(port)?;
+    let now = Utc::now();
+    let mut closed = 0;
+    for meta in open {
+        let Some((table_key, id)) = meta
+            .object
+            .name
+            .as_str()
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('-'))
+        else {
+            continue;
+        };
+        let window = Window {
+            bucket: bucket.clone(),
+            pipeline: pipeline.name.to_string(),
+            table_key: table_key.to_owned(),
+            id: id.to_owned(),
+        };
+        let Some(opened) = read_json::<Opened>(ctx, bucket, &window.name("open")?).await? else {
+            continue;
+        };
+        if opened.ends <= now {
+            close(ctx, pipeline, &window, outcome).await?;
+            closed += 1;
+        }
+    }
+    Ok(closed)
+}
+
+/// The poll tick's part: closes every ended window of every active window pipeline. Returns
+/// how many it closed.
+pub(in crate::steps) async fn sweep_windows(
+    ctx: &Context,
+    outcome: &mut Outcome,
+) -> Result<usize, StepError> {
+    let mut closed = 0;
+    for p in ctx.config.pipelines.iter().filter(|p| p.active) {
+        let is_window = matches!(
+            p.load.as_ref().and_then(|l| l.batch.as_ref()),
+            Some(LoadBatch::Window(_))
+        );
+        let Some(trigger) = &p.trigger.object else {
+            continue;
+        };
+        if is_window {
+            closed += sweep_pipeline(ctx, p, &trigger.bucket, outcome).await?;
+        }
+    }
+    Ok(closed)
+}

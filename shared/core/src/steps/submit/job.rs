@@ -1,0 +1,321 @@
+//! Starting a job: one batch attempt, or one run per active `for_each` row.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::Utc;
+use tracing::{info, instrument, warn};
+
+use super::super::{Context, Outcome, StepError, publish};
+use crate::config::{BatchSpec, Job, Pipeline, table_safe};
+use crate::event::{ChildRun, ConveyorEvent, Detail, EventType, Status, StepName};
+use crate::names::{JobId, RunId};
+use crate::ports::{BatchRequest, PortError};
+
+/// The most rows a `for_each` table may give one job.
+const MAX_ROWS: usize = 1_000;
+
+/// The engine name a `for_each` job's own run-log rows carry: the job is its rows' runs.
+pub(in crate::steps) const FOR_EACH: &str = "for_each";
+
+/// Starts job `index` of `run_id`. `base` carries the run's values (`vars`) and what it is
+/// about (object, table).
+pub(in crate::steps) async fn start_job(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    run_id: &RunId,
+    index: usize,
+    mut base: Detail,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let Some(job) = pipeline.jobs.get(index) else {
+        return Ok(());
+    };
+    base.job = Some(job.name.to_string());
+    base.children.clear();
+    base.row.clear();
+    base.engine_state = None;
+    base.error = None;
+    base.retry_at = None;
+    match &job.for_each {
+        None => submit_attempt(ctx, pipeline, job, run_id, 1, base, outcome).await,
+        Some(_) => start_rows(ctx, pipeline, job, run_id, base, outcome).await,
+    }
+}
+
+/// The run of one `for_each` row: derived from the job's run and the row's key, so a
+/// redelivered start finds the same runs.
+pub(in crate::steps) fn row_run_id(
+    pipeline: &Pipeline,
+    job: &Job,
+    run_id: &RunId,
+    key: &str,
+) -> RunId {
+    if job.name.as_str() == "batch" {
+        // As a Data Fusion `runs` row's run was named before jobs existed.
+        RunId::derive(&pipeline.name, &[run_id.as_str(), "row", key])
+    } else {
+        RunId::derive(
+            &pipeline.name,
+            &[run_id.as_str(), job.name.as_str(), "row", key],
+        )
+    }
+}
+
+/// The id a `for_each` job's own rows carry (its rows' batches have their own).
+pub(in crate::steps) fn group_job_id(job: &Job, run_id: &RunId) -> JobId {
+    JobId::derive(job.name.as_str(), run_id, 0)
+}
+
+/// Starts one run per active row of the job's `for_each`, then records the job as RUNNING
+/// with its rows' runs: the poll tick ends it when every row's run has ended.
+async fn start_rows(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    job: &Job,
+    run_id: &RunId,
+    base: Detail,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let Some(fe) = &job.for_each else {
+        return Ok(());
+    };
+    let raw = match &fe.table {
+        None => fe.inline_rows(),
+        Some(table) => match ctx.ports.warehouse.read_table(table, MAX_ROWS + 1).await {
+            Ok(rows) => rows,
+            Err(e) if e.is_transient() => return Err(StepError::Transient(e.to_string())),
+            Err(e) => {
+                return finish_job(
+                    ctx,
+                    pipeline,
+                    run_id,
+                    base,
+                    Status::Failed,
+                    Some(format!("cannot read the for_each table {table}: {e}")),
+                    outcome,
+                )
+                .await;
+            }
+        },
+    };
+    if raw.len() > MAX_ROWS {
+        return finish_job(
+            ctx,
+            pipeline,
+            run_id,
+            base,
+            Status::Failed,
+            Some(format!(
+                "for_each gives more than {MAX_ROWS} rows: split the job or filter the table"
+            )),
+            outcome,
+        )
+        .await;
+    }
+    let rows: Vec<_> = fe.to_rows(&raw).into_iter().filter(|r| r.active).collect();
+    let mut keys = BTreeSet::new();
+    if let Some(dup) = rows.iter().find(|r| !keys.insert(r.key.clone())) {
+        return finish_job(
+            ctx,
+            pipeline,
+            run_id,
+            base,
+            Status::Failed,
+            Some(format!(
+                "two active rows have the key {:?}: set `for_each.key_column` to a unique column",
+                dup.key
+            )),
+            outcome,
+        )
+        .await;
+    }
+    if rows.is_empty() {
+        info!(pipeline = %pipeline.name, job = %job.name, "no active row; the job has nothing to run");
+        return finish_job(
+            ctx,
+            pipeline,
+            run_id,
+            base,
+            Status::Succeeded,
+            None,
+            outcome,
+        )
+        .await;
+    }
+    let mut children = Vec::new();
+    let mut summaries = Vec::new();
+    for row in rows {
+        let child = row_run_id(pipeline, job, run_id, &row.key);
+        let mut detail = base.clone();
+        detail.vars.extend(row.columns.clone());
+        detail.vars.insert("row".to_owned(), row.key.clone());
+        detail
+            .vars
+            .insert("parent_run_id".to_owned(), run_id.to_string());
+        detail.row = row.columns;
+        let mut one = Outcome::default();
+        submit_attempt(ctx, pipeline, job, &child, 1, detail, &mut one).await?;
+        outcome.events.append(&mut one.events);
+        summaries.push(format!("row {}: {}", row.key, one.summary));
+        children.push(ChildRun {
+            key: row.key,
+            run_id: child,
+        });
+    }
+    let mut detail = base;
+    detail.job_id = Some(group_job_id(job, run_id));
+    detail.engine = Some(FOR_EACH.to_owned());
+    detail.started_at = Some(Utc::now());
+    detail.children = children;
+    let ev = ConveyorEvent::new(
+        EventType::BatchRunning,
+        run_id.clone(),
+        Some(pipeline.name.clone()),
+        StepName::Submit,
+        1,
+        Status::Running,
+        detail,
+    );
+    publish(ctx, outcome, ev).await?;
+    outcome.summary = summaries.join("; ");
+    Ok(())
+}
+
+/// Ends a job at once (nothing to run, or it cannot start): `conveyor.batch.finished`, which
+/// the chain follows like any job's end.
+async fn finish_job(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    run_id: &RunId,
+    mut detail: Detail,
+    status: Status,
+    error: Option<String>,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    if let Some(e) = &error {
+        warn!(pipeline = %pipeline.name, run_id = %run_id, error = %e, "job ends before it starts");
+    }
+    detail.error = error;
+    detail.started_at.get_or_insert_with(Utc::now);
+    outcome.summary = format!(
+        "job {} {}",
+        detail.job.as_deref().unwrap_or("?"),
+        status.as_str()
+    );
+    let ev = ConveyorEvent::new(
+        EventType::BatchFinished,
+        run_id.clone(),
+        Some(pipeline.name.clone()),
+        StepName::Submit,
+        1,
+        status,
+        detail,
+    );
+    publish(ctx, outcome, ev).await
+}
+
+/// The request of attempt `attempt` of `job` in `run_id`, built the same way every time: the
+/// poll step rebuilds it from the run log to hand an engine what it was submitted with.
+pub(in crate::steps) fn batch_request(
+    pipeline: &Pipeline,
+    job: &Job,
+    run_id: &RunId,
+    attempt: u32,
+    vars: &BTreeMap<String, String>,
+    row: &BTreeMap<String, String>,
+) -> BatchRequest {
+    let job_id = JobId::derive(job.name.as_str(), run_id, attempt);
+    let mut vars = vars.clone();
+    if matches!(job.spec, BatchSpec::Sql(_)) {
+        // SQL takes the run's captures (and its date) in their table-safe form, as
+        // `load.table` does; every other value must be table-safe already.
+        let captures = pipeline
+            .trigger
+            .object
+            .as_ref()
+            .map(|o| o.pattern.names().to_vec())
+            .unwrap_or_default();
+        for name in captures.iter().map(String::as_str).chain(["date"]) {
+            if let Some(v) = vars.get_mut(name) {
+                *v = table_safe(v);
+            }
+        }
+    }
+    vars.insert("run_id".to_owned(), run_id.to_string());
+    vars.insert("pipeline".to_owned(), pipeline.name.to_string());
+    vars.insert("attempt".to_owned(), attempt.to_string());
+    vars.insert("job_id".to_owned(), job_id.to_string());
+    vars.insert("job".to_owned(), job.name.to_string());
+    BatchRequest {
+        job_id,
+        run_id: run_id.clone(),
+        attempt,
+        spec: job.spec.clone(),
+        vars,
+        job: job.name.to_string(),
+        row: row.clone(),
+    }
+}
+
+/// Submits attempt `attempt` of `job` in `run_id` and publishes `conveyor.batch.submitted`.
+/// A job that already exists under the deterministic id is adopted, not submitted again; one
+/// the engine refuses ends the job FAILED.
+#[instrument(skip_all, fields(pipeline = %pipeline.name, job = %job.name, run_id = %run_id, attempt))]
+pub(in crate::steps) async fn submit_attempt(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    job: &Job,
+    run_id: &RunId,
+    attempt: u32,
+    mut detail: Detail,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let req = batch_request(pipeline, job, run_id, attempt, &detail.vars, &detail.row);
+    let job_id = req.job_id.clone();
+    detail.job = Some(job.name.to_string());
+    detail.job_id = Some(job_id.clone());
+    detail.engine = Some(job.spec.engine().to_owned());
+    detail.retry_at = None;
+    detail.engine_state = None;
+    detail.error = None;
+    detail.started_at = Some(Utc::now());
+    match ctx.ports.batch.submit(&req).await {
+        Ok(s) => {
+            info!(job_id = %s.job_id, adopted = s.adopted, "batch submitted");
+            let ev = ConveyorEvent::new(
+                EventType::BatchSubmitted,
+                run_id.clone(),
+                Some(pipeline.name.clone()),
+                StepName::Submit,
+                attempt,
+                Status::Submitted,
+                detail,
+            );
+            outcome.summary = format!(
+                "submitted {job_id}{}",
+                if s.adopted {
+                    " (adopted existing job)"
+                } else {
+                    ""
+                }
+            );
+            publish(ctx, outcome, ev).await
+        }
+        Err(e @ PortError::Transient(_)) => Err(StepError::Transient(e.to_string())),
+        Err(e) => {
+            warn!(job_id = %job_id, error = %e, "batch refused");
+            detail.error = Some(e.to_string());
+            let ev = ConveyorEvent::new(
+                EventType::BatchFinished,
+                run_id.clone(),
+                Some(pipeline.name.clone()),
+                StepName::Submit,
+                attempt,
+                Status::Failed,
+                detail,
+            );
+            outcome.summary = format!("batch {job_id} refused: {e}");
+            publish(ctx, outcome, ev).await
+        }
+    }
+}

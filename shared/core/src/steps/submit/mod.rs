@@ -1,0 +1,147 @@
+//! submit: runs a pipeline's jobs in order, each with a deterministic id, and ends runs.
+//!
+//! It reacts to:
+//! - `conveyor.table.loaded`: the run's first job (or the run's end when it has no jobs);
+//! - a start request (schedule, `curl`, `conveyor run`): the first job of a new run;
+//! - `conveyor.batch.finished`: the next job after a SUCCEEDED one, or the run's end after the
+//!   last one or after a job that failed for good;
+//! - `conveyor.run.finished` (SUCCEEDED): pipelines started `after` this one whose every
+//!   upstream now has a SUCCEEDED run for the same date (fan-in, see `chain.rs`).
+//!
+//! # Layout
+//! - `mod.rs`: the dispatch, start requests and their run ids.
+//! - `job.rs`: starting a job: one batch, or one run per `for_each` row; the request of an
+//!   attempt, rebuilt the same way by the poll step.
+//! - `chain.rs`: what follows a job's end, run ends, fan-in.
+
+mod chain;
+mod job;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Timelike, Utc};
+
+pub(super) use chain::{end_run, sweep_after};
+pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt};
+
+use super::{Context, Outcome, StepError, active_pipeline, describe};
+use crate::config::Pipeline;
+use crate::event::{Detail, EventType};
+use crate::inbound::{Inbound, Origin, StartRequest};
+use crate::names::RunId;
+
+pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, StepError> {
+    let mut outcome = Outcome::default();
+    match inbound {
+        Inbound::Event(e) if e.kind == EventType::TableLoaded => {
+            let pipeline = event_pipeline(ctx, e.pipeline.as_ref(), "loaded")?;
+            let mut base = e.detail.clone();
+            base.error = None;
+            base.rows = None;
+            base.job = None;
+            base.job_id = None;
+            if pipeline.jobs.is_empty() {
+                end_run(
+                    ctx,
+                    pipeline,
+                    &e.run_id,
+                    crate::event::Status::Succeeded,
+                    base,
+                    &mut outcome,
+                )
+                .await?;
+                outcome.summary = format!(
+                    "pipeline {} has no jobs; the run ends with the load",
+                    pipeline.name
+                );
+            } else {
+                start_job(ctx, pipeline, &e.run_id, 0, base, &mut outcome).await?;
+            }
+        }
+        Inbound::Event(e) if e.kind == EventType::BatchFinished => {
+            let pipeline = event_pipeline(ctx, e.pipeline.as_ref(), "finished")?;
+            chain::after_job(ctx, pipeline, &e, &mut outcome).await?;
+        }
+        Inbound::Event(e) if e.kind == EventType::RunFinished => {
+            chain::fan_in(ctx, &e, &mut outcome).await?;
+        }
+        Inbound::Start(start) => {
+            let Some(name) = &start.pipeline else {
+                return Err(StepError::Rejected(
+                    "a start request must name a pipeline".to_owned(),
+                ));
+            };
+            let pipeline = active_pipeline(ctx, name.as_str())?;
+            check_origin(pipeline, &start)?;
+            if pipeline.jobs.is_empty() {
+                return Err(StepError::Rejected(format!(
+                    "pipeline {name} has no jobs to run"
+                )));
+            }
+            let run_id = start_run_id(pipeline, &start);
+            let base = Detail {
+                vars: BTreeMap::from([("date".to_owned(), run_date(&start))]),
+                started_at: Some(start.at),
+                ..Detail::default()
+            };
+            start_job(ctx, pipeline, &run_id, 0, base, &mut outcome).await?;
+        }
+        other => {
+            return Err(StepError::Rejected(format!(
+                "the submit function takes conveyor.table.loaded, conveyor.batch.finished and \
+                 conveyor.run.finished events and start requests, not {}",
+                describe(&other)
+            )));
+        }
+    }
+    Ok(outcome)
+}
+
+/// The active pipeline an event names.
+fn event_pipeline<'a>(
+    ctx: &'a Context,
+    name: Option<&crate::names::PipelineName>,
+    what: &str,
+) -> Result<&'a Pipeline, StepError> {
+    let Some(name) = name else {
+        return Err(StepError::Rejected(format!(
+            "{what} event without a pipeline"
+        )));
+    };
+    active_pipeline(ctx, name.as_str())
+}
+
+pub(super) fn check_origin(pipeline: &Pipeline, start: &StartRequest) -> Result<(), StepError> {
+    match start.origin {
+        Origin::Manual if !pipeline.trigger.manual => Err(StepError::Rejected(format!(
+            "pipeline {} does not allow manual starts (trigger.manual: false)",
+            pipeline.name
+        ))),
+        Origin::Schedule if pipeline.trigger.schedule.is_none() => Err(StepError::Rejected(
+            format!("pipeline {} has no schedule", pipeline.name),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The run date of a start: its `date` key when it names one, else the day of its time.
+fn run_date(start: &StartRequest) -> String {
+    start.at.format("%Y-%m-%d").to_string()
+}
+
+/// The run id of a start: one run per pipeline per scheduled minute, or per manual key.
+pub(super) fn start_run_id(pipeline: &Pipeline, start: &StartRequest) -> RunId {
+    let minute = |t: DateTime<Utc>| {
+        t.with_second(0)
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(t)
+            .to_rfc3339()
+    };
+    match (&start.origin, &start.key) {
+        (_, Some(key)) => RunId::derive(&pipeline.name, &["key", key]),
+        (Origin::Schedule, None) => RunId::derive(&pipeline.name, &["schedule", &minute(start.at)]),
+        (Origin::Manual, None) => {
+            RunId::derive(&pipeline.name, &["manual", &start.at.to_rfc3339()])
+        }
+    }
+}

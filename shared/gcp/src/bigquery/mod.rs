@@ -1,0 +1,368 @@
+//! BigQuery: the warehouse (load jobs), the run log, and the `sql` engine (query jobs),
+//! through BigQuery's REST API on the process's one HTTP client and credentials source.
+//!
+//! Every job is inserted under its deterministic id first: BigQuery answers a second insert of
+//! an id with 409, which means "already exists: adopt it" — one call on the normal path, and
+//! concurrent duplicate deliveries start one job. The BigQuery emulator instead runs a job
+//! inserted twice, so with [`BigQuery::emulator`] (`CONVEYOR_BIGQUERY_EMULATOR=true`) a job
+//! is looked up before it is inserted (not atomic: for tests only).
+//!
+//! # Layout
+//! - `mod.rs`: [`BigQuery`], the REST calls and how answers are classified.
+//! - `load.rs`: the [`Warehouse`](conveyor_core::ports::Warehouse) port.
+//! - `run_log.rs`: the [`RunLog`](conveyor_core::ports::RunLog) port.
+//! - `sql.rs`: [`SqlEngine`], `engine: sql` as a query job behind the batch port.
+
+mod load;
+mod run_log;
+mod sql;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conveyor_core::names::TableRef;
+use conveyor_core::ports::PortError;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+pub use load::load_configuration;
+pub use sql::SqlEngine;
+
+use crate::{GcpAuth, transport_error};
+
+/// BigQuery in one project.
+#[derive(Clone)]
+pub struct BigQuery {
+    http: reqwest::Client,
+    base: String,
+    auth: GcpAuth,
+    project: String,
+    location: Option<String>,
+    emulator: bool,
+    run_logs_ready: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A job as `jobs.get` and `jobs.insert` describe it: the parts Conveyor reads.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JobInfo {
+    /// `PENDING`, `RUNNING` or `DONE`.
+    pub(crate) state: String,
+    /// On DONE with an error: the reason and message (with up to ten detailed errors).
+    pub(crate) error: Option<(String, String)>,
+    /// The whole resource (its `configuration` restarts a job under a new id).
+    pub(crate) resource: Value,
+}
+
+impl JobInfo {
+    fn from_resource(resource: Value) -> Self {
+        let status = &resource["status"];
+        let state = status["state"].as_str().unwrap_or("PENDING").to_owned();
+        let error = status.get("errorResult").filter(|e| !e.is_null()).map(|e| {
+            let reason = e["reason"].as_str().unwrap_or_default().to_owned();
+            let mut message = e["message"].as_str().unwrap_or(&reason).to_owned();
+            let details: Vec<&str> = status["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x["message"].as_str())
+                .take(10)
+                .collect();
+            if !details.is_empty() {
+                message = format!("{message}: {}", details.join("; "));
+            }
+            (reason, message)
+        });
+        Self {
+            state,
+            error,
+            resource,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.state == "DONE"
+    }
+}
+
+/// Reasons BigQuery gives for failures that may pass.
+pub(crate) fn transient_reason(reason: &str) -> bool {
+    matches!(
+        reason,
+        "backendError"
+            | "internalError"
+            | "rateLimitExceeded"
+            | "quotaExceeded"
+            | "timeout"
+            | "jobBackendError"
+            | "jobInternalError"
+    )
+}
+
+/// The outcome of inserting a job under its id.
+pub(crate) enum Inserted {
+    /// Created now.
+    New(JobInfo),
+    /// The id was taken (409): the job exists.
+    Exists,
+}
+
+impl BigQuery {
+    /// A client for `project` on the REST API at `base_url` (default
+    /// `https://bigquery.googleapis.com/bigquery/v2`; the emulator's
+    /// `http://127.0.0.1:PORT/bigquery/v2`).
+    pub fn new(
+        project: &str,
+        location: Option<String>,
+        base_url: Option<&str>,
+        auth: &GcpAuth,
+    ) -> Self {
+        Self {
+            http: crate::http_client(),
+            base: base_url
+                .unwrap_or("https://bigquery.googleapis.com/bigquery/v2")
+                .trim_end_matches('/')
+                .to_owned(),
+            auth: auth.clone(),
+            project: project.to_owned(),
+            location,
+            emulator: false,
+            run_logs_ready: Arc::default(),
+        }
+    }
+
+    /// Looks jobs up before inserting them: the BigQuery emulator runs a job inserted twice
+    /// under one id instead of answering 409. Not atomic; for emulators only.
+    #[must_use]
+    pub fn emulator(mut self, yes: bool) -> Self {
+        self.emulator = yes;
+        self
+    }
+
+    fn project_of<'a>(&'a self, t: &'a TableRef) -> &'a str {
+        t.project.as_deref().unwrap_or(&self.project)
+    }
+
+    /// One REST call; the JSON answer, or the error classified: 404 is not found (whatever
+    /// the body), 408/429/5xx and BigQuery's transient reasons may pass, the rest is final.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Value, PortError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/{path}", self.base))
+            .query(query);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let req = self.auth.authorize(req).await?;
+        let resp = req.send().await.map_err(|e| transport_error(what, &e))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| PortError::Transient(format!("{what}: cannot read the answer: {e}")))?;
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }))
+        };
+        if (200..300).contains(&status) {
+            return Ok(value);
+        }
+        let reason = value["error"]["errors"][0]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        let message = value["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| text.chars().take(300).collect());
+        let msg = format!("{what}: HTTP {status}: {message}");
+        Err(match status {
+            404 => PortError::NotFound(msg),
+            409 => PortError::Permanent(format!("conflict: {msg}")),
+            408 | 429 | 500..=599 => PortError::Transient(msg),
+            _ if transient_reason(reason) => PortError::Transient(msg),
+            _ => PortError::Permanent(msg),
+        })
+    }
+
+    fn location_query(&self) -> Vec<(&str, &str)> {
+        self.location
+            .as_deref()
+            .map(|l| vec![("location", l)])
+            .unwrap_or_default()
+    }
+
+    /// `jobs.get`.
+    pub(crate) async fn get_job(&self, job_id: &str) -> Result<JobInfo, PortError> {
+        let path = format!("projects/{}/jobs/{job_id}", self.project);
+        let v = self
+            .call(Method::GET, &path, &self.location_query(), None, "get job")
+            .await?;
+        Ok(JobInfo::from_resource(v))
+    }
+
+    /// `jobs.insert` of `configuration` under `job_id`; 409 (or, on the emulator, a job
+    /// found by a look-up first) is [`Inserted::Exists`].
+    pub(crate) async fn insert_job(
+        &self,
+        job_id: &str,
+        configuration: Value,
+    ) -> Result<Inserted, PortError> {
+        if self.emulator {
+            match self.get_job(job_id).await {
+                Ok(_) => return Ok(Inserted::Exists),
+                Err(PortError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let body = json!({
+            "jobReference": {"projectId": self.project, "jobId": job_id, "location": self.location},
+            "configuration": configuration,
+        });
+        let path = format!("projects/{}/jobs", self.project);
+        match self
+            .call(Method::POST, &path, &[], Some(&body), "insert job")
+            .await
+        {
+            Ok(v) => Ok(Inserted::New(JobInfo::from_resource(v))),
+            Err(PortError::Permanent(m)) if m.starts_with("conflict:") => Ok(Inserted::Exists),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `jobs.cancel`.
+    pub(crate) async fn cancel_job(&self, job_id: &str) -> Result<(), PortError> {
+        let path = format!("projects/{}/jobs/{job_id}/cancel", self.project);
+        match self
+            .call(
+                Method::POST,
+                &path,
+                &self.location_query(),
+                None,
+                "cancel job",
+            )
+            .await
+        {
+            Ok(_) | Err(PortError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits up to `wait` for the job to be DONE (polling with backoff); the job as last seen.
+    pub(crate) async fn wait_job(
+        &self,
+        job_id: &str,
+        first: Option<JobInfo>,
+        wait: Duration,
+    ) -> Result<JobInfo, PortError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut delay = Duration::from_millis(200);
+        let mut job = match first {
+            Some(j) => j,
+            None => self.get_job(job_id).await?,
+        };
+        loop {
+            if job.done() {
+                return Ok(job);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(job);
+            }
+            tokio::time::sleep(delay.min(left)).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            job = self.get_job(job_id).await?;
+        }
+    }
+
+    /// Runs a query and returns its rows (`f[i].v`) and the names of its columns, following
+    /// every page, and checking the errors the emulator reports in a 200 body.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>), PortError> {
+        let body = json!({
+            "query": sql,
+            "useLegacySql": false,
+            "timeoutMs": 60_000,
+            "location": self.location,
+        });
+        let path = format!("projects/{}/queries", self.project);
+        let mut page = self
+            .call(Method::POST, &path, &[], Some(&body), "query")
+            .await?;
+        let job_id = page["jobReference"]["jobId"].as_str().map(str::to_owned);
+        let mut names: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            if let Some(errors) = page["errors"].as_array().filter(|e| !e.is_empty()) {
+                let msg: Vec<&str> = errors
+                    .iter()
+                    .filter_map(|e| e["message"].as_str())
+                    .collect();
+                return Err(PortError::Permanent(format!(
+                    "query failed: {}",
+                    msg.join("; ")
+                )));
+            }
+            let complete = page["jobComplete"].as_bool().unwrap_or(true);
+            if complete {
+                if names.is_empty() {
+                    names = page["schema"]["fields"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f["name"].as_str().map(str::to_owned))
+                        .collect();
+                }
+                for row in page["rows"].as_array().into_iter().flatten() {
+                    out.push(
+                        row["f"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|c| c.get("v").cloned().unwrap_or(Value::Null))
+                            .collect(),
+                    );
+                }
+            }
+            let token = page["pageToken"].as_str().map(str::to_owned);
+            let Some(job_id) = &job_id else { break };
+            if complete && token.is_none() {
+                break;
+            }
+            let mut q: Vec<(&str, &str)> = self.location_query();
+            q.push(("timeoutMs", "60000"));
+            if let Some(t) = token.as_deref() {
+                q.push(("pageToken", t));
+            }
+            let path = format!("projects/{}/queries/{job_id}", self.project);
+            page = self
+                .call(Method::GET, &path, &q, None, "query results")
+                .await?;
+        }
+        Ok((names, out))
+    }
+}
+
+/// A cell as text (`None` for NULL).
+pub(crate) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// A table as a GoogleSQL identifier: `` `project.dataset.table` ``.
+pub(crate) fn quoted(project: &str, t: &TableRef) -> String {
+    format!("`{project}.{}.{}`", t.dataset, t.table)
+}

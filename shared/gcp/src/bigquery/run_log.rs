@@ -1,0 +1,262 @@
+//! The run log on BigQuery: `insertAll` with the event id as `insertId`; reads keep one row
+//! per event id (insertAll's de-duplication is best effort).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tracing::info;
+
+use conveyor_core::names::TableRef;
+use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow};
+
+use super::{BigQuery, quoted, text};
+
+const COLUMNS: &str = "dbName, tableName, td_timestamp, last_modified_at, environment, status, dataproc_job_id, \
+     event_id, run_id, pipeline, step, attempt, source_object, job_id, error, started_at, finished_at, rows_loaded, detail, job";
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn row_json(row: &RunLogRow) -> Value {
+    json!({
+        "dbName": row.db_name, "tableName": row.table_name,
+        "td_timestamp": ts(&row.td_timestamp), "last_modified_at": ts(&row.last_modified_at),
+        "environment": row.environment, "status": row.status, "dataproc_job_id": row.dataproc_job_id,
+        "event_id": row.event_id, "run_id": row.run_id, "pipeline": row.pipeline, "step": row.step,
+        "attempt": row.attempt, "source_object": row.source_object, "job_id": row.job_id,
+        "error": row.error, "started_at": row.started_at.as_ref().map(ts),
+        "finished_at": row.finished_at.as_ref().map(ts), "rows_loaded": row.rows_loaded,
+        "detail": row.detail, "job": row.job,
+    })
+}
+
+/// TIMESTAMP cells come back as seconds since the epoch (real BigQuery: a float string;
+/// the emulator: microseconds) or RFC 3339 text.
+fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
+    let s = v
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| v.as_f64().map(|f| f.to_string()))?;
+    if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let f: f64 = s.parse().ok()?;
+    // Microseconds when the number is too large to be seconds.
+    let micros = if f.abs() > 1e14 { f } else { f * 1e6 };
+    DateTime::from_timestamp_micros(micros as i64)
+}
+
+fn from_cells(c: &[Value]) -> Option<RunLogRow> {
+    let get = |i: usize| c.get(i).unwrap_or(&Value::Null);
+    Some(RunLogRow {
+        db_name: text(get(0)),
+        table_name: text(get(1)),
+        td_timestamp: parse_time(get(2)).unwrap_or_default(),
+        last_modified_at: parse_time(get(3)).unwrap_or_default(),
+        environment: text(get(4)).unwrap_or_default(),
+        status: text(get(5)).unwrap_or_default(),
+        dataproc_job_id: text(get(6)),
+        event_id: text(get(7))?,
+        run_id: text(get(8))?,
+        pipeline: text(get(9)),
+        step: text(get(10)).unwrap_or_default(),
+        attempt: text(get(11)).and_then(|s| s.parse().ok()).unwrap_or(0),
+        source_object: text(get(12)),
+        job_id: text(get(13)),
+        error: text(get(14)),
+        started_at: parse_time(get(15)),
+        finished_at: parse_time(get(16)),
+        rows_loaded: text(get(17)).and_then(|s| s.parse().ok()),
+        detail: text(get(18)).unwrap_or_default(),
+        job: text(get(19)),
+    })
+}
+
+/// A value as a GoogleSQL string literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl BigQuery {
+    /// The run log without duplicates: reads keep one row per event id.
+    fn deduped(&self, t: &TableRef) -> String {
+        format!(
+            "(SELECT * EXCEPT(dup) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY last_modified_at) AS dup FROM {}) WHERE dup = 1)",
+            quoted(self.project_of(t), t)
+        )
+    }
+
+    /// Creates the run-log `table` the first time this process writes to it (Terraform
+    /// creates it in production; 409 means it exists), and adds the columns a table made by an
+    /// older release lacks. Remembered per table: pipelines may name their own run-log tables.
+    async fn ensure_run_log(&self, table: &TableRef) -> Result<(), PortError> {
+        let project = self.project_of(table).to_owned();
+        let key = format!("{project}.{}.{}", table.dataset, table.table);
+        if self.run_logs_ready.lock().await.contains(&key) {
+            return Ok(());
+        }
+        let fields: Vec<Value> = RUN_LOG_COLUMNS
+            .iter()
+            .map(|c| json!({"name": c.name, "type": c.ty, "mode": if c.required { "REQUIRED" } else { "NULLABLE" }}))
+            .collect();
+        let body = json!({
+            "tableReference": {"projectId": project, "datasetId": table.dataset, "tableId": table.table},
+            "schema": {"fields": fields},
+            "timePartitioning": {"type": "DAY", "field": "td_timestamp"},
+        });
+        let tables = format!("projects/{project}/datasets/{}/tables", table.dataset);
+        match self
+            .call(
+                Method::POST,
+                &tables,
+                &[],
+                Some(&body),
+                "create the run-log table",
+            )
+            .await
+        {
+            Ok(_) => info!(table = %table, "created the run-log table"),
+            Err(PortError::Permanent(m)) if m.starts_with("conflict:") => {
+                let path = format!("{tables}/{}", table.table);
+                let existing = self
+                    .call(Method::GET, &path, &[], None, "read the run-log table")
+                    .await?;
+                let mut have: Vec<Value> = existing["schema"]["fields"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let missing: Vec<Value> = fields
+                    .iter()
+                    .filter(|f| !have.iter().any(|h| h["name"] == f["name"]))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    have.extend(missing);
+                    self.call(
+                        Method::PATCH,
+                        &path,
+                        &[],
+                        Some(&json!({"schema": {"fields": have}})),
+                        "add the run log's new columns",
+                    )
+                    .await?;
+                    info!(table = %table, "added the run log's new columns");
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.run_logs_ready.lock().await.insert(key);
+        Ok(())
+    }
+
+    async fn read_rows(&self, sql: &str) -> Result<Vec<RunLogRow>, PortError> {
+        let (_, rows) = self.query(sql).await?;
+        Ok(rows.iter().filter_map(|c| from_cells(c)).collect())
+    }
+}
+
+#[async_trait]
+impl RunLog for BigQuery {
+    async fn record(&self, table: &TableRef, row: &RunLogRow) -> Result<(), PortError> {
+        self.ensure_run_log(table).await?;
+        let body = json!({
+            "rows": [{"insertId": row.event_id, "json": row_json(row)}],
+        });
+        let path = format!(
+            "projects/{}/datasets/{}/tables/{}/insertAll",
+            self.project_of(table),
+            table.dataset,
+            table.table
+        );
+        let resp = self
+            .call(Method::POST, &path, &[], Some(&body), "insert run-log row")
+            .await?;
+        if let Some(errors) = resp["insertErrors"].as_array().filter(|e| !e.is_empty()) {
+            return Err(PortError::Permanent(format!(
+                "run-log row refused: {}",
+                Value::Array(errors.clone())
+            )));
+        }
+        Ok(())
+    }
+
+    async fn rows(
+        &self,
+        table: &TableRef,
+        query: &RunLogQuery,
+    ) -> Result<Vec<RunLogRow>, PortError> {
+        self.ensure_run_log(table).await?;
+        // Values are quoted as string literals.
+        let mut filters = vec!["TRUE".to_owned()];
+        if let Some(run) = &query.run_id {
+            filters.push(format!("run_id = {}", lit(run)));
+        }
+        if let Some(p) = &query.pipeline {
+            filters.push(format!("pipeline = {}", lit(p)));
+        }
+        if let Some(since) = &query.since {
+            filters.push(format!("td_timestamp >= TIMESTAMP({})", lit(&ts(since))));
+        }
+        if !query.statuses.is_empty() {
+            let list: Vec<String> = query.statuses.iter().map(|s| lit(s)).collect();
+            filters.push(format!("status IN ({})", list.join(", ")));
+        }
+        let limit = if query.limit == 0 {
+            String::new()
+        } else {
+            format!(" LIMIT {}", query.limit)
+        };
+        self.read_rows(&format!(
+            "SELECT {COLUMNS} FROM {} WHERE {} ORDER BY td_timestamp DESC{limit}",
+            self.deduped(table),
+            filters.join(" AND ")
+        ))
+        .await
+    }
+
+    async fn open_batches(
+        &self,
+        table: &TableRef,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RunLogRow>, PortError> {
+        self.ensure_run_log(table).await?;
+        // Rows of older releases name no job; their batch rows count as job `batch`.
+        self.read_rows(&format!(
+            "SELECT {COLUMNS} FROM (
+               SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, job_key ORDER BY attempt DESC,
+                 CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC,
+                 td_timestamp DESC) AS rn
+               FROM (SELECT *, COALESCE(job, IF(dataproc_job_id IS NOT NULL, 'batch', NULL)) AS job_key
+                     FROM {} WHERE td_timestamp >= TIMESTAMP({}))
+               WHERE job_key IS NOT NULL)
+             WHERE rn = 1 AND (status IN ('SUBMITTED', 'RUNNING')
+               OR (status = 'FAILED' AND JSON_VALUE(detail, '$.retry_at') IS NOT NULL))
+             ORDER BY td_timestamp",
+            self.deduped(table),
+            lit(&ts(&since))
+        ))
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_from_seconds_micros_and_rfc3339() {
+        let a = parse_time(&json!("1.7637e9")).unwrap();
+        let b = parse_time(&json!("1763700000000000")).unwrap();
+        let c = parse_time(&json!("2025-11-21T04:40:00Z")).unwrap();
+        assert_eq!(a.timestamp(), 1_763_700_000);
+        assert_eq!(b.timestamp(), 1_763_700_000);
+        assert_eq!(c.timestamp(), 1_763_700_000);
+    }
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(lit("a'b\\c"), "'a\\'b\\\\c'");
+    }
+}
