@@ -133,14 +133,13 @@ fn sql_type(t: ColumnType) -> &'static str {
 }
 
 fn table_columns(conn: &Connection, t: &TableRef) -> Result<Option<Vec<String>>, PortError> {
+    // The schema is the table-valued pragma's second argument: a `schema.` prefix on the
+    // function is ignored, and the same table name in another dataset would answer.
     let mut stmt = conn
-        .prepare(&format!(
-            "SELECT name FROM \"{}\".pragma_table_info(?1)",
-            t.dataset
-        ))
+        .prepare("SELECT name FROM pragma_table_info(?1, ?2)")
         .map_err(transient)?;
     let cols: Vec<String> = stmt
-        .query_map(params![t.table], |r| r.get(0))
+        .query_map(params![t.table, t.dataset], |r| r.get(0))
         .map_err(transient)?
         .collect::<Result<_, _>>()
         .map_err(transient)?;

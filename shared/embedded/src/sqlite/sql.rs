@@ -66,6 +66,27 @@ fn sqlite_dialect(query: &str) -> String {
     out
 }
 
+/// The datasets a query names where a table is expected (`FROM ds.t`, `INTO ds.t`,
+/// `TABLE ds.t`, …): attached, and created when missing, as BigQuery's would exist.
+fn named_datasets(query: &str) -> Vec<String> {
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let Some(re) = RE
+        .get_or_init(|| {
+            regex::Regex::new(
+                r#"(?i)\b(?:from|join|into|table|update|exists)\s+["`]?([A-Za-z_][A-Za-z0-9_]*)["`]?\s*\.\s*["`]?[A-Za-z_]"#,
+            )
+            .ok()
+        })
+        .as_ref()
+    else {
+        return Vec::new();
+    };
+    re.captures_iter(query)
+        .filter_map(|c| c.get(1).map(|m| m.as_str().to_owned()))
+        .filter(|d| d != "main" && d != "temp")
+        .collect()
+}
+
 /// Attaches every dataset file of the warehouse (so a query may name any dataset).
 fn attach_all(db: &mut Db, dir: &std::path::Path) -> Result<(), PortError> {
     let entries = std::fs::read_dir(dir).map_err(transient)?;
@@ -151,6 +172,9 @@ impl BatchEngine for SqliteSqlEngine {
         self.warehouse
             .with_db(move |db, dir| {
                 attach_all(db, dir)?;
+                for d in named_datasets(&query) {
+                    attach(db, dir, &d)?;
+                }
                 if let Some(t) = &destination {
                     attach(db, dir, &t.dataset)?;
                 }
@@ -254,6 +278,17 @@ impl BatchEngine for SqliteSqlEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_datasets_a_query_names_are_found() {
+        assert_eq!(
+            named_datasets(
+                "CREATE TABLE IF NOT EXISTS cdf.configuration (a TEXT); INSERT INTO cdf.configuration \
+                 SELECT x.a FROM staging.t AS x JOIN `ref`.u ON TRUE"
+            ),
+            ["cdf", "cdf", "staging", "ref"]
+        );
+    }
 
     #[test]
     fn backquoted_names_and_truncate_become_sqlite() {
