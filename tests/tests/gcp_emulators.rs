@@ -574,3 +574,152 @@ async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_
         Some(3)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_loads_in_one_multi_uri_job_and_a_sql_job_writes_its_destination_on_bqemulator() {
+    use conveyor_core::config::{
+        BatchSpec, CreateDisposition, SchemaSpec, SqlJob, WriteDisposition,
+    };
+    use conveyor_core::event::ObjectRef;
+    use conveyor_core::format::Format;
+    use conveyor_core::names::{JobId, PipelineName, RunId, TableRef};
+    use conveyor_core::ports::{BatchEngine, BatchRequest, LoadJob, LoadState, Warehouse};
+    use conveyor_gcp::{BigQuery, GcpAuth, SqlEngine};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(emu) = Emulators::start(
+        &dir.path().join("emu"),
+        &["start"],
+        "the GCP emulator tests",
+    ) else {
+        return;
+    };
+    let http = conveyor_gcp::http_client();
+    ok(
+        http.post(format!("{}/storage/v1/b?project={PROJECT}", emu.gcs))
+            .json(&json!({"name": "landing"}))
+            .send()
+            .await,
+        "create bucket",
+    )
+    .await;
+    for ds in ["staging", "analytics"] {
+        ok(
+            http.post(format!(
+                "{}/bigquery/v2/projects/{PROJECT}/datasets",
+                emu.bq
+            ))
+            .json(&json!({"datasetReference": {"projectId": PROJECT, "datasetId": ds}}))
+            .send()
+            .await,
+            "create dataset",
+        )
+        .await;
+    }
+    let parts = [
+        ("part-0.csv", "id,v\n1,a\n2,b\n"),
+        ("part-1.csv", "id,v\n2,b\n3,c\n"),
+        ("part-2.csv", "id,v\n4,d\n"),
+    ];
+    let mut sources = Vec::new();
+    for (name, body) in parts {
+        let object = format!("orders/2026-11-20/{name}");
+        ok(
+            http.post(format!(
+                "{}/upload/storage/v1/b/landing/o?uploadType=media&name={object}",
+                emu.gcs
+            ))
+            .body(body)
+            .send()
+            .await,
+            "upload",
+        )
+        .await;
+        sources.push(ObjectRef {
+            bucket: "landing".parse().expect("bucket"),
+            name: object.parse().expect("name"),
+            generation: "1".into(),
+            size: None,
+        });
+    }
+    let bq = BigQuery::new(
+        PROJECT,
+        None,
+        Some(&format!("{}/bigquery/v2", emu.bq)),
+        &GcpAuth::Anonymous,
+    )
+    .emulator(true);
+    let run = RunId::derive(&PipelineName::parse("gebi").expect("name"), &["folder"]);
+    let staging = TableRef::parse("staging.orders_2026_11_20").expect("table");
+    let job = LoadJob {
+        job_id: JobId::derive("load", &run, 1),
+        sources,
+        table: staging.clone(),
+        format: Format::Csv,
+        write: WriteDisposition::WriteAppend,
+        create: CreateDisposition::CreateIfNeeded,
+        schema: SchemaSpec::Autodetect,
+        partition: None,
+        clustering: Vec::new(),
+        skip_leading_rows: 1,
+        max_bad_records: 0,
+        allow_quoted_newlines: false,
+        schema_update_options: Vec::new(),
+    };
+    let first = bq.load(&job, Duration::from_secs(30)).await.expect("load");
+    assert!(matches!(first.state, LoadState::Done { .. }), "{first:?}");
+    assert!(!first.adopted);
+    assert_eq!(
+        bq.row_count(&staging).await.expect("count"),
+        5,
+        "three files, one job"
+    );
+    let again = bq.load(&job, Duration::from_secs(30)).await.expect("load");
+    assert!(again.adopted, "the same job id is adopted");
+    assert_eq!(
+        bq.row_count(&staging).await.expect("count"),
+        5,
+        "not loaded twice"
+    );
+
+    // bqemulator ignores a query job's `destinationTable` (it writes an anonymous table), so
+    // the job here is a script that names its table; the destination form's request is
+    // checked against the REST fake (shared/gcp/tests/bigquery_rest.rs).
+    let engine = SqlEngine::new(bq.clone());
+    let spec = BatchSpec::Sql(SqlJob {
+        query: "CREATE OR REPLACE TABLE analytics.orders_{date} AS \
+                SELECT DISTINCT id, v FROM staging.orders_{date}"
+            .into(),
+        destination: None,
+        write_disposition: None,
+        create_disposition: CreateDisposition::CreateIfNeeded,
+    });
+    let req = BatchRequest {
+        job_id: JobId::derive("dedupe", &run, 1),
+        run_id: run.clone(),
+        attempt: 1,
+        spec: spec.clone(),
+        vars: std::collections::BTreeMap::from([("date".into(), "2026_11_20".into())]),
+        job: "dedupe".into(),
+        row: std::collections::BTreeMap::new(),
+    };
+    let submitted = engine.submit(&req).await.expect("submit");
+    assert!(!submitted.adopted);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let s = engine.state(&spec, &req.job_id).await.expect("state");
+        if s.terminal {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the query job did not finish: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(state.state, "DONE", "{state:?}");
+    let dest = TableRef::parse("analytics.orders_2026_11_20").expect("table");
+    assert_eq!(bq.row_count(&dest).await.expect("count"), 4);
+    assert!(engine.submit(&req).await.expect("resubmit").adopted);
+    assert_eq!(bq.row_count(&dest).await.expect("count"), 4);
+}
