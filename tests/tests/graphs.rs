@@ -478,3 +478,18 @@ pipelines:
     );
     assert!(err.contains("no pipeline is called \"nope\""), "{err}");
 }
+
+#[test]
+fn every_example_configuration_validates() {
+    let dir = conveyor_e2e::repo().join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            conveyor_core::config::load_file(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "only {seen} example files");
+}

@@ -140,9 +140,10 @@ pub fn truthy(v: &str) -> bool {
     )
 }
 
-/// How arriving objects are grouped into one load job.
+/// How arriving objects are grouped into one load job: `{ marker: _SUCCESS }` or
+/// `{ window: 5m, max_files: 1000 }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "RawLoadBatch", into = "RawLoadBatch")]
 pub enum LoadBatch {
     /// A folder per marker: when an object whose file name is `marker` arrives, every object
     /// of its folder that matches the pattern is loaded in one job (GEBI's `_SUCCESS`).
@@ -152,28 +153,80 @@ pub enum LoadBatch {
 }
 
 /// `load.batch: { marker: _SUCCESS }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MarkerBatch {
     /// The file name that says a folder is complete.
     pub marker: String,
 }
 
 /// `load.batch: { window: 5m, max_files: 1000 }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WindowBatch {
-    /// How long a window stays open after its first arrival.
-    #[serde(with = "humantime_serde")]
+    /// How long a window lasts (windows are aligned to multiples of it).
     pub window: Duration,
     /// A window with this many files closes at once. Default 10,000 (BigQuery's limit of
     /// source URIs per load job).
-    #[serde(default = "default_max_files")]
     pub max_files: usize,
 }
 
-fn default_max_files() -> usize {
-    crate::ports::MAX_LOAD_URIS
+/// `load.batch` as the file writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoadBatch {
+    /// The file name that says a folder is complete (`_SUCCESS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    marker: Option<String>,
+    /// How long a window of arrivals lasts (`5m`).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    window: Option<Duration>,
+    /// A window with this many files closes at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_files: Option<usize>,
+}
+
+impl TryFrom<RawLoadBatch> for LoadBatch {
+    type Error = String;
+
+    fn try_from(raw: RawLoadBatch) -> Result<Self, String> {
+        match (raw.marker, raw.window) {
+            (Some(marker), None) if raw.max_files.is_none() => {
+                Ok(Self::Marker(MarkerBatch { marker }))
+            }
+            (Some(_), None) => Err("`max_files` goes with `window`, not `marker`".to_owned()),
+            (None, Some(window)) => Ok(Self::Window(WindowBatch {
+                window,
+                max_files: raw.max_files.unwrap_or(crate::ports::MAX_LOAD_URIS),
+            })),
+            (Some(_), Some(_)) => {
+                Err("set either `marker` (a folder per marker) or `window`, not both".to_owned())
+            }
+            (None, None) => Err(
+                "set `marker: _SUCCESS` (a folder per marker) or `window: 5m` (a time window)"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+impl From<LoadBatch> for RawLoadBatch {
+    fn from(b: LoadBatch) -> Self {
+        match b {
+            LoadBatch::Marker(m) => Self {
+                marker: Some(m.marker),
+                window: None,
+                max_files: None,
+            },
+            LoadBatch::Window(w) => Self {
+                marker: None,
+                window: Some(w.window),
+                max_files: Some(w.max_files),
+            },
+        }
+    }
 }
 
 #[cfg(test)]
