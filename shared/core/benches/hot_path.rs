@@ -149,10 +149,9 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let instant = Arc::new(Instant);
-    let ctx = Context {
-        options: conveyor_core::steps::StepOptions::default(),
-        config: Arc::new(config::parse_str(CONFIG, "bench.yaml").unwrap()),
-        ports: Ports {
+    let ctx = Context::new(
+        Arc::new(config::parse_str(CONFIG, "bench.yaml").unwrap()),
+        Ports {
             store: instant.clone(),
             bus: instant.clone(),
             warehouse: instant.clone(),
@@ -160,7 +159,7 @@ fn bench(c: &mut Criterion) {
             run_log: instant,
             sources: Arc::new(conveyor_core::ports::Unwired),
         },
-    };
+    );
     let data = base64::engine::general_purpose::STANDARD
         .encode(br#"{"name":"sales/2026-11-20/orders.csv","bucket":"landing","size":"316","generation":"1763700000000000"}"#);
     let body = format!(

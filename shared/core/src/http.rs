@@ -12,6 +12,7 @@
 //! [`serve`] runs a router until [`shutdown_signal`], draining in-flight requests.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -40,8 +41,131 @@ pub fn router(step: StepName, ctx: Context) -> Router {
     Router::new()
         .route("/", post(handle))
         .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(json_refusals))
+        .layer(axum::middleware::from_fn(limit_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(App { step, ctx })
+}
+
+/// Most header bytes a request may carry (well under hyper's own limit, so the refusal is
+/// ours and has the JSON shape).
+pub const HEADER_LIMIT: usize = 32 * 1024;
+
+async fn limit_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if bytes > HEADER_LIMIT || req.headers().len() > 90 {
+        return refusal(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "the request's headers are too large",
+        );
+    }
+    next.run(req).await
+}
+
+/// A path the function does not serve.
+async fn not_found() -> Response {
+    refusal(
+        StatusCode::NOT_FOUND,
+        "no such path: POST / or GET /healthz",
+    )
+}
+
+/// One JSON shape for every refusal, including the ones the HTTP layer makes itself.
+fn refusal(status: StatusCode, reason: &str) -> Response {
+    (
+        status,
+        Json(json!({"status": "rejected", "reason": reason})),
+    )
+        .into_response()
+}
+
+/// Gives the refusals axum makes itself (a body over the limit, a wrong method, headers too
+/// large) the same JSON shape as the rest.
+async fn json_refusals(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => refusal(
+            status,
+            &format!("the body is larger than {} MiB", BODY_LIMIT / (1024 * 1024)),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            refusal(status, "method not allowed: POST / or GET /healthz")
+        }
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            refusal(status, "the request's headers are too large")
+        }
+        StatusCode::NOT_FOUND => refusal(status, "no such path: POST / or GET /healthz"),
+        _ => resp,
+    }
+}
+
+/// Why a caller was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No credentials, or credentials that do not verify (401).
+    Unauthenticated(String),
+    /// A verified caller that may not call this function (403).
+    Forbidden(String),
+    /// The check could not be made now (the key server is unreachable): 503, retried.
+    Unavailable(String),
+}
+
+/// Who may call a function, checked before a request's body is read (`GET /healthz` is
+/// never checked: Cloud Run's probes carry no token).
+#[async_trait::async_trait]
+pub trait CallerCheck: Send + Sync {
+    /// `Ok` when the request's caller may call.
+    async fn check(&self, headers: &HeaderMap) -> Result<(), Denied>;
+}
+
+/// `router` with every request but `GET /healthz` checked by `check`.
+pub fn with_caller_check(router: Router, check: Arc<dyn CallerCheck>) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(check, guard))
+}
+
+async fn guard(
+    State(check): State<Arc<dyn CallerCheck>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path().ends_with("/healthz") {
+        return next.run(req).await;
+    }
+    match check.check(req.headers()).await {
+        Ok(()) => next.run(req).await,
+        Err(Denied::Unauthenticated(why)) => {
+            warn!(reason = %why, "caller refused: unauthenticated");
+            refusal(StatusCode::UNAUTHORIZED, "unauthenticated")
+        }
+        Err(Denied::Forbidden(why)) => {
+            warn!(reason = %why, "caller refused: forbidden");
+            refusal(
+                StatusCode::FORBIDDEN,
+                "this caller may not call this function",
+            )
+        }
+        Err(Denied::Unavailable(why)) => {
+            error!(reason = %why, "caller check unavailable; asking for redelivery");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "reason": "a backend is unavailable; retry later"})),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// The five functions' routers under `/stage`, `/load`, `/submit`, `/poll` and `/log`, for
@@ -51,7 +175,8 @@ pub fn combined_router(ctx: Context) -> Router {
     for step in StepName::ALL {
         r = r.nest(&format!("/{step}"), router(step, ctx.clone()));
     }
-    r
+    r.fallback(not_found)
+        .layer(axum::middleware::map_response(json_refusals))
 }
 
 /// Every failure of a request, in one shape.

@@ -135,8 +135,86 @@ fn push_envelope(value: &Value) -> Result<(Delivery, PushMessage), InboundError>
     Ok((delivery, PushMessage { data, attributes }))
 }
 
+/// The header Cloud Scheduler puts on every attempt of a job's tick: the scheduled time, the
+/// same on a retry a minute later.
+pub const SCHEDULE_TIME_HEADER: &str = "x-cloudscheduler-scheduletime";
+
 /// Parses a request's headers and body. The [`Delivery`] is known even when the body is bad.
+///
+/// A start request from Cloud Scheduler takes its time from [`SCHEDULE_TIME_HEADER`] (so a
+/// retried tick is the same run), and values that would reach a command line or a query are
+/// refused when they hold control characters (a NUL byte cannot be passed on at all).
 pub fn parse_http(headers: &HeaderMap, body: &[u8]) -> (Delivery, Result<Inbound, InboundError>) {
+    let (delivery, parsed) = parse_body(headers, body);
+    let parsed = parsed
+        .and_then(|inbound| scheduled_at(headers, inbound))
+        .and_then(|inbound| {
+            refuse_control_characters(&inbound)?;
+            Ok(inbound)
+        });
+    (delivery, parsed)
+}
+
+/// A Cloud Scheduler tick's run is its scheduled time, not the time it was received.
+fn scheduled_at(headers: &HeaderMap, inbound: Inbound) -> Result<Inbound, InboundError> {
+    let Inbound::Start(mut start) = inbound else {
+        return Ok(inbound);
+    };
+    if let Some(v) = headers.get(SCHEDULE_TIME_HEADER) {
+        let text = v
+            .to_str()
+            .map_err(|_| InboundError(format!("{SCHEDULE_TIME_HEADER} is not text")))?;
+        start.at = DateTime::parse_from_rfc3339(text)
+            .map_err(|e| InboundError(format!("{SCHEDULE_TIME_HEADER} is not RFC 3339: {e}")))?
+            .with_timezone(&Utc);
+        if start.pipeline.is_some() {
+            start.origin = Origin::Schedule;
+        }
+    }
+    Ok(Inbound::Start(start))
+}
+
+/// Whether `s` holds a control character other than tab and newlines.
+fn has_control(s: &str) -> bool {
+    s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+}
+
+/// Refuses values with control characters: they reach command lines (a NUL byte cannot be
+/// passed to a process at all) and queries.
+fn refuse_control_characters(inbound: &Inbound) -> Result<(), InboundError> {
+    let bad = |what: &str, value: &str| {
+        InboundError(format!(
+            "{what} holds a control character ({:?}): refused",
+            value.chars().take(80).collect::<String>()
+        ))
+    };
+    match inbound {
+        Inbound::Event(e) => {
+            let d = &e.detail;
+            for (k, v) in d.vars.iter().chain(d.row.iter()) {
+                if has_control(k) || has_control(v) {
+                    return Err(bad(&format!("detail value {k:?}"), v));
+                }
+            }
+            for (what, v) in [("detail.table", &d.table), ("detail.job", &d.job)] {
+                if let Some(v) = v
+                    && has_control(v)
+                {
+                    return Err(bad(what, v));
+                }
+            }
+            Ok(())
+        }
+        Inbound::Start(s) => match &s.key {
+            Some(k) if has_control(k) => Err(bad("key", k)),
+            _ => Ok(()),
+        },
+        Inbound::Object(_) | Inbound::Ignored(_) => Ok(()),
+    }
+}
+
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> (Delivery, Result<Inbound, InboundError>) {
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

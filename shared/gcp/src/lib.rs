@@ -15,12 +15,14 @@
 //!   Fusion through their REST APIs.
 //! - `settings.rs`: [`GcpSettings`], the `CONVEYOR_*` variables of a Cloud Run service, and
 //!   [`Gcp`], which builds each adapter from them on one credentials source.
+//! - [`oidc`]: the optional check of a function's callers (Google-signed OIDC tokens).
 //! - [`service`]: `main` of a function binary (Cloud Run, or AWS Lambda).
 
 mod auth;
 mod bigquery;
 pub mod engines;
 mod gcs;
+pub mod oidc;
 mod pubsub;
 mod secrets;
 pub mod service;

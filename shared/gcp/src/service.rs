@@ -34,10 +34,25 @@ pub struct ServiceConfig {
     /// `CONVEYOR_LOG`: a tracing filter such as `info,conveyor=debug`.
     #[serde(default = "default_log")]
     pub log: String,
+    /// `CONVEYOR_AUTH_AUDIENCES`: when set (comma-separated; the service's URL), every
+    /// request but `GET /healthz` needs a Google-signed OIDC token for one of these audiences
+    /// whose email is in `CONVEYOR_AUTH_ALLOWED` (see [`crate::oidc`]).
+    #[serde(default)]
+    pub auth_audiences: Vec<String>,
+    /// `CONVEYOR_AUTH_ALLOWED`: the service accounts that may call (comma-separated emails).
+    #[serde(default)]
+    pub auth_allowed: Vec<String>,
+    /// `CONVEYOR_AUTH_JWKS_URL`: where the signing keys are (default Google's).
+    #[serde(default = "default_jwks")]
+    pub auth_jwks_url: String,
     /// `CONVEYOR_LOAD_WAIT`: how long a load request waits for its BigQuery job before the
     /// poll tick takes it over (`10s` by default; at most `60s`, so no request holds compute).
     #[serde(default = "default_load_wait", with = "humantime_serde")]
     pub load_wait: std::time::Duration,
+}
+
+fn default_jwks() -> String {
+    crate::oidc::GOOGLE_JWKS.to_owned()
 }
 
 fn default_load_wait() -> std::time::Duration {
@@ -97,6 +112,11 @@ impl ServiceConfig {
                 humantime::format_duration(c.load_wait)
             );
         }
+        if !c.auth_audiences.is_empty() && c.auth_allowed.is_empty() {
+            anyhow::bail!(
+                "CONVEYOR_AUTH_AUDIENCES is set but CONVEYOR_AUTH_ALLOWED is empty: name the service accounts that may call (comma-separated)"
+            );
+        }
         match c.adapters.as_deref() {
             None | Some("gcp") => Ok(c),
             Some("embedded") => anyhow::bail!(
@@ -153,7 +173,18 @@ pub async fn run(
     let mut ctx = Context::new(pipelines, ports(&gcp).await?);
     ctx.options.load_wait = settings.load_wait;
     info!(step = %step, project = %gcp.settings().project, topic = %gcp.settings().topic(), "starting on Google Cloud adapters");
-    let router = conveyor_core::http::router(step, ctx);
+    let mut router = conveyor_core::http::router(step, ctx);
+    if !settings.auth_audiences.is_empty() {
+        info!(audiences = ?settings.auth_audiences, allowed = ?settings.auth_allowed, "callers are checked (OIDC)");
+        router = conveyor_core::http::with_caller_check(
+            router,
+            Arc::new(crate::oidc::OidcVerifier::new(
+                &settings.auth_jwks_url,
+                settings.auth_audiences.clone(),
+                settings.auth_allowed.clone(),
+            )),
+        );
+    }
     if platform.aws_lambda_runtime_api.is_some() {
         info!("running on AWS Lambda");
         return lambda_http::run(router)

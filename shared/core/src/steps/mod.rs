@@ -9,6 +9,7 @@
 mod load;
 mod log;
 mod poll;
+mod rejections;
 mod stage;
 mod submit;
 
@@ -17,12 +18,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use log::row_for;
+pub use rejections::{Rejections, record_rejection};
 pub use stage::{StageReport, stage_pipeline};
 
 use crate::config::{Config, Pipeline};
-use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
+use crate::event::{ConveyorEvent, EventType, StepName};
 use crate::inbound::Inbound;
-use crate::names::{RunId, short_hash};
 use crate::ports::{PortError, Ports};
 
 /// What every step works with.
@@ -34,6 +35,8 @@ pub struct Context {
     pub ports: Ports,
     /// Settings of the runtime (not of the pipelines).
     pub options: StepOptions,
+    /// The rejections this process has recorded, so repeats are counted, not each recorded.
+    pub rejections: Rejections,
 }
 
 impl Context {
@@ -43,6 +46,7 @@ impl Context {
             config,
             ports,
             options: StepOptions::default(),
+            rejections: Rejections::default(),
         }
     }
 }
@@ -138,36 +142,6 @@ pub fn subscriptions(step: StepName) -> &'static [EventType] {
         StepName::Poll => &[EventType::BatchSubmitted],
         StepName::Log => &EventType::ALL,
     }
-}
-
-/// Records a rejected request as `conveyor.step.failed` with status REJECTED, so it shows in
-/// the run log, and returns the event.
-///
-/// # Errors
-/// The bus's error when the record could not be published.
-pub async fn record_rejection(
-    ctx: &Context,
-    step: StepName,
-    body: &[u8],
-    reason: &str,
-) -> Result<ConveyorEvent, PortError> {
-    let hash = short_hash(&[std::str::from_utf8(body).unwrap_or("<binary>")]);
-    let run_id = RunId::parse(&format!("rejected-{hash}"))
-        .map_err(|e| PortError::Permanent(e.to_string()))?;
-    let event = ConveyorEvent::new(
-        EventType::StepFailed,
-        run_id,
-        None,
-        step,
-        1,
-        Status::Rejected,
-        Detail {
-            error: Some(reason.chars().take(2000).collect()),
-            ..Detail::default()
-        },
-    );
-    ctx.ports.bus.publish(&event).await?;
-    Ok(event)
 }
 
 /// What kind of request `inbound` is, for rejection messages.

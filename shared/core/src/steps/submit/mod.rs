@@ -129,7 +129,9 @@ fn run_date(start: &StartRequest) -> String {
     start.at.format("%Y-%m-%d").to_string()
 }
 
-/// The run id of a start: one run per pipeline per scheduled minute, or per manual key.
+/// The run id of a start: one run per pipeline per scheduled minute (Cloud Scheduler's retry
+/// of a tick carries the same scheduled time), per manual key, or — a manual start without
+/// a key — per minute, so a `curl` repeated at once starts nothing twice.
 pub(super) fn start_run_id(pipeline: &Pipeline, start: &StartRequest) -> RunId {
     let minute = |t: DateTime<Utc>| {
         t.with_second(0)
@@ -140,8 +142,6 @@ pub(super) fn start_run_id(pipeline: &Pipeline, start: &StartRequest) -> RunId {
     match (&start.origin, &start.key) {
         (_, Some(key)) => RunId::derive(&pipeline.name, &["key", key]),
         (Origin::Schedule, None) => RunId::derive(&pipeline.name, &["schedule", &minute(start.at)]),
-        (Origin::Manual, None) => {
-            RunId::derive(&pipeline.name, &["manual", &start.at.to_rfc3339()])
-        }
+        (Origin::Manual, None) => RunId::derive(&pipeline.name, &["manual", &minute(start.at)]),
     }
 }
