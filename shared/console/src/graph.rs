@@ -1,0 +1,196 @@
+//! The pipelines as a graph of nodes and edges, computed from the configuration by one
+//! function, [`graph`]: what the console draws. A pipeline is `trigger → [stage] → [load] →
+//! jobs`; pipelines that start after others get edges between pipelines.
+
+use conveyor_core::config::Config;
+use serde::Serialize;
+
+/// What a node stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// What starts a run: an object arrival, a schedule, a manual start, other pipelines.
+    Trigger,
+    /// Copy the source into the landing bucket.
+    Stage,
+    /// Load into a table.
+    Load,
+    /// A job (a batch, a query).
+    Job,
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    /// Unique in the graph: `PIPELINE/trigger`, `PIPELINE/stage`, `PIPELINE/load`,
+    /// `PIPELINE/job/NAME`.
+    pub id: String,
+    /// The pipeline it belongs to.
+    pub pipeline: String,
+    /// What it stands for.
+    pub kind: NodeKind,
+    /// Its short name: `trigger`, `stage`, `load`, or the job's name.
+    pub label: String,
+    /// One line about it: the pattern, the source, the table, the engine.
+    pub detail: String,
+    /// The run-log task it corresponds to (see `runs::Task::node`): colours the node by a
+    /// run's status.
+    pub task: String,
+}
+
+/// An edge: `to` starts when `from` has succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edge {
+    /// The node before.
+    pub from: String,
+    /// The node after.
+    pub to: String,
+}
+
+/// The graph of every pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Graph {
+    /// Nodes, each pipeline's in order.
+    pub nodes: Vec<Node>,
+    /// Edges within and between pipelines.
+    pub edges: Vec<Edge>,
+}
+
+impl Graph {
+    /// The pipelines, in the file's order.
+    pub fn pipelines(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for n in &self.nodes {
+            if !out.contains(&n.pipeline.as_str()) {
+                out.push(&n.pipeline);
+            }
+        }
+        out
+    }
+
+    /// The part of the graph about `pipeline` (its nodes and the edges among them).
+    pub fn only(&self, pipeline: &str) -> Graph {
+        let nodes: Vec<Node> = self
+            .nodes
+            .iter()
+            .filter(|n| n.pipeline == pipeline)
+            .cloned()
+            .collect();
+        let has = |id: &str| nodes.iter().any(|n| n.id == id);
+        let edges = self
+            .edges
+            .iter()
+            .filter(|e| has(&e.from) && has(&e.to))
+            .cloned()
+            .collect();
+        Graph { nodes, edges }
+    }
+}
+
+/// The graph of `config`'s pipelines: the one place that knows how a pipeline's sections
+/// become nodes and edges.
+pub fn graph(config: &Config) -> Graph {
+    let mut g = Graph::default();
+    for p in &config.pipelines {
+        let name = p.name.as_str();
+        let id = |part: &str| format!("{name}/{part}");
+        let mut starts = Vec::new();
+        if let Some(o) = &p.trigger.object {
+            starts.push(format!("object {}/{}", o.bucket, o.pattern.as_str()));
+        }
+        if let Some(s) = &p.trigger.schedule {
+            starts.push(format!("cron {} ({})", s.cron, s.time_zone));
+        }
+        if p.trigger.manual {
+            starts.push("manual".to_owned());
+        }
+        let mut chain = vec![Node {
+            id: id("trigger"),
+            pipeline: name.to_owned(),
+            kind: NodeKind::Trigger,
+            label: "trigger".to_owned(),
+            detail: starts.join(", "),
+            task: "trigger".to_owned(),
+        }];
+        if let Some(s) = &p.stage {
+            chain.push(Node {
+                id: id("stage"),
+                pipeline: name.to_owned(),
+                kind: NodeKind::Stage,
+                label: "stage".to_owned(),
+                detail: format!("{} → {}", s.source.describe(), s.bucket),
+                task: "stage".to_owned(),
+            });
+        }
+        if let Some(l) = &p.load {
+            chain.push(Node {
+                id: id("load"),
+                pipeline: name.to_owned(),
+                kind: NodeKind::Load,
+                label: "load".to_owned(),
+                detail: format!(
+                    "{} ({})",
+                    l.table,
+                    format!("{:?}", l.format).to_uppercase()
+                ),
+                task: "load".to_owned(),
+            });
+        }
+        if let Some(b) = &p.batch {
+            chain.push(Node {
+                id: id("job/batch"),
+                pipeline: name.to_owned(),
+                kind: NodeKind::Job,
+                label: "batch".to_owned(),
+                detail: b.engine().to_owned(),
+                task: "batch".to_owned(),
+            });
+        }
+        for pair in chain.windows(2) {
+            g.edges.push(Edge {
+                from: pair[0].id.clone(),
+                to: pair[1].id.clone(),
+            });
+        }
+        g.nodes.extend(chain);
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipeline_is_a_chain_from_its_trigger_through_stage_load_and_batch() {
+        let config = conveyor_core::config::parse_str(
+            r#"
+pipelines:
+  - name: sales
+    trigger: { object: { bucket: landing, pattern: "sales/{date}/*.csv" } }
+    load: { table: "analytics.sales_{date}", format: CSV }
+    batch: { engine: local, command: "true" }
+  - name: nightly
+    trigger: { schedule: { cron: "0 2 * * *" }, manual: false }
+    batch: { engine: local, command: "true" }
+"#,
+            "t.yaml",
+        )
+        .unwrap();
+        let g = graph(&config);
+        assert_eq!(g.pipelines(), ["sales", "nightly"]);
+        let sales = g.only("sales");
+        let ids: Vec<&str> = sales.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["sales/trigger", "sales/load", "sales/job/batch"],
+            "no stage section, no stage node"
+        );
+        assert_eq!(sales.edges.len(), 2);
+        assert_eq!(sales.nodes[1].detail, "analytics.sales_{date} (CSV)");
+        assert!(sales.nodes[0].detail.contains("landing/sales/{date}/*.csv"));
+        let nightly = g.only("nightly");
+        assert_eq!(nightly.nodes[0].detail, "cron 0 2 * * * (Etc/UTC)");
+        assert_eq!(nightly.edges[0].to, "nightly/job/batch");
+    }
+}
