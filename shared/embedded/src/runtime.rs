@@ -69,6 +69,7 @@ pub struct Embedded {
     bus_rx: Option<mpsc::UnboundedReceiver<ConveyorEvent>>,
     pending: Arc<AtomicUsize>,
     unsettled: Arc<AtomicUsize>,
+    observed: tokio::sync::broadcast::Sender<ConveyorEvent>,
 }
 
 /// Tells whether the embedded runtime has nothing left to do; cheap to clone, usable while
@@ -164,7 +165,14 @@ impl Embedded {
             bus_rx: Some(bus_rx),
             pending,
             unsettled: Arc::new(AtomicUsize::new(0)),
+            observed: tokio::sync::broadcast::channel(4096).0,
         })
+    }
+
+    /// Every event the runtime dispatches from now on, for progress output (`conveyor dev`
+    /// prints a line per finished step). A receiver that falls behind loses the oldest.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConveyorEvent> {
+        self.observed.subscribe()
     }
 
     /// The step context (for HTTP routers and direct calls).
@@ -281,8 +289,10 @@ impl Embedded {
         let dispatcher = {
             let ctx = ctx.clone();
             let max = options.max_deliveries;
+            let observed = self.observed.clone();
             async move {
                 while let Some(event) = bus_rx.recv().await {
+                    let _ = observed.send(event.clone());
                     let ctx = ctx.clone();
                     let pending = pending.clone();
                     tokio::spawn(async move {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use log::row_for;
-pub use stage::{StageReport, stage_pipeline};
+pub use stage::{ProgressKind, StageProgress, StageReport, stage_pipeline};
 
 use crate::config::{Config, Pipeline};
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
