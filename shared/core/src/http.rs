@@ -41,6 +41,7 @@ pub fn router(step: StepName, ctx: Context) -> Router {
         .route("/", post(handle))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(crate::trace::layer())
         .with_state(App { step, ctx })
 }
 
