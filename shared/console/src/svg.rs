@@ -146,8 +146,8 @@ pub(crate) fn timeline(tasks: &[Task], now: DateTime<Utc>) -> Markup {
         })
         .collect();
     html! {
-        svg.timeline xmlns="http://www.w3.org/2000/svg" width=(LABEL + PLOT + 20.0) height=(height)
-            viewBox={"0 0 " (LABEL + PLOT + 20.0) " " (height)} role="img" aria-label="run timeline" {
+        svg.timeline xmlns="http://www.w3.org/2000/svg" width=(LABEL + PLOT + 50.0) height=(height)
+            viewBox={"0 0 " (LABEL + PLOT + 50.0) " " (height)} role="img" aria-label="run timeline" {
             @for (i, label) in &ticks {
                 @let tx = LABEL + PLOT * *i as f64 / 4.0;
                 line.tick x1=(tx) y1="0" x2=(tx) y2=(height - 18.0) {}
