@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::Utc;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use conveyor_console::runs::retry_pending;
 use conveyor_core::config::{self, Config, ConfigError};
+use conveyor_core::event::ConveyorEvent;
 use conveyor_core::event::StepName;
 use conveyor_core::inbound::{Origin, StartRequest};
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::RunLogRow;
-use conveyor_core::steps::{self, Outcome};
-use conveyor_console::runs::retry_pending;
-use conveyor_core::event::ConveyorEvent;
 use conveyor_core::steps::StageProgress;
+use conveyor_core::steps::{self, Outcome};
 use conveyor_embedded::runtime::{Embedded, QuietProbe, RuntimeOptions};
 use tokio::sync::broadcast;
 
@@ -61,8 +61,13 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Opens the embedded state and starts the runtime (no schedules).
-    pub(crate) fn start(config: Arc<Config>, state_dir: &Path) -> anyhow::Result<Self> {
+    /// Opens the embedded state and starts the runtime (no schedules; `watch`: load the files
+    /// that are or arrive in the buckets).
+    pub(crate) fn start(
+        config: Arc<Config>,
+        state_dir: &Path,
+        watch: bool,
+    ) -> anyhow::Result<Self> {
         let mut embedded = Embedded::open(config, state_dir)?;
         let ctx = embedded.context();
         let probe = embedded.quiet_probe();
@@ -71,6 +76,7 @@ impl Session {
         let options = RuntimeOptions {
             watch_interval: Duration::from_millis(200),
             tick_interval: Duration::from_millis(500),
+            watch_buckets: watch,
             ..RuntimeOptions::default()
         };
         let runner = tokio::spawn(async move {
@@ -150,7 +156,7 @@ pub(crate) async fn run(
             config_path.display()
         );
     }
-    let mut session = Session::start(config.clone(), state_dir)?;
+    let mut session = Session::start(config.clone(), state_dir, true)?;
     let ctx = session.ctx.clone();
     let started = Utc::now();
     let mut staged = 0;
@@ -258,8 +264,9 @@ pub(crate) async fn dev(
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let mut embedded = Embedded::open(config.clone(), state_dir)?;
-    let console = conveyor_console::Console::new(embedded.context().ports.run_log, Some(config.clone()))
-        .with_title(format!("embedded · {}", state_dir.display()));
+    let console =
+        conveyor_console::Console::new(embedded.context().ports.run_log, Some(config.clone()))
+            .with_title(format!("embedded · {}", state_dir.display()));
     let router = conveyor_core::http::combined_router(embedded.context())
         .merge(conveyor_console::router(console));
     println!(

@@ -308,7 +308,7 @@ pub(crate) async fn trigger(
     }
     let (config, pipeline) = config_for(config_path, &args.pipeline)?;
     let began = Utc::now() - chrono::Duration::seconds(1);
-    let mut session = Session::start(config, state_dir)?;
+    let mut session = Session::start(config, state_dir, false)?;
     println!("trigger {}:", pipeline.name);
     let result = start_one(
         &session.ctx,
@@ -350,7 +350,11 @@ pub(crate) async fn backfill(
         args.from,
         args.to
     );
-    let dates: Vec<NaiveDate> = args.from.iter_days().take_while(|d| *d <= args.to).collect();
+    let dates: Vec<NaiveDate> = args
+        .from
+        .iter_days()
+        .take_while(|d| *d <= args.to)
+        .collect();
     anyhow::ensure!(
         dates.len() <= 3660,
         "{} dates: backfill at most ten years at once",
@@ -366,7 +370,11 @@ pub(crate) async fn backfill(
                 p.name
             );
         }
-        println!("backfill {} at {url}, {} date(s):", args.pipeline, dates.len());
+        println!(
+            "backfill {} at {url}, {} date(s):",
+            args.pipeline,
+            dates.len()
+        );
         let mut ok = true;
         for d in &dates {
             print!("{d}:");
@@ -388,12 +396,20 @@ pub(crate) async fn backfill(
     let (config, pipeline) = config_for(config_path, &args.pipeline)?;
     plan(&pipeline)?;
     let began = Utc::now() - chrono::Duration::seconds(1);
-    let mut session = Session::start(config, state_dir)?;
+    let mut session = Session::start(config, state_dir, false)?;
     println!("backfill {}, {} date(s):", pipeline.name, dates.len());
     let mut loads = 0;
     let mut failures = BTreeMap::new();
     for d in &dates {
-        match start_one(&session.ctx, &pipeline, midnight(*d), Some(*d), Some(key(d))).await {
+        match start_one(
+            &session.ctx,
+            &pipeline,
+            midnight(*d),
+            Some(*d),
+            Some(key(d)),
+        )
+        .await
+        {
             Ok((summary, n)) => {
                 println!("{d}: {summary}");
                 loads += n;

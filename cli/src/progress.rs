@@ -53,7 +53,12 @@ pub(crate) fn step_line(e: &ConveyorEvent) -> Option<String> {
         _ => d
             .job_id
             .as_ref()
-            .map(|j| format!("{}{j}", d.job.as_ref().map(|n| format!("{n} ")).unwrap_or_default()))
+            .map(|j| {
+                format!(
+                    "{}{j}",
+                    d.job.as_ref().map(|n| format!("{n} ")).unwrap_or_default()
+                )
+            })
             .unwrap_or_default(),
     };
     let step = if e.step == StepName::Poll || e.step == StepName::Submit {

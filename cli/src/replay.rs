@@ -98,17 +98,16 @@ async fn already_replayed(
     run_id: &str,
     message_id: &str,
 ) -> anyhow::Result<Option<String>> {
-    let rows = log
-        .rows(
-            table,
-            &RunLogQuery {
-                run_id: Some(run_id.to_owned()),
-                statuses: vec![REPLAYED.to_owned()],
-                ..RunLogQuery::default()
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the run log: {e}"))?;
+    let query = RunLogQuery {
+        run_id: Some(run_id.to_owned()),
+        statuses: vec![REPLAYED.to_owned()],
+        ..RunLogQuery::default()
+    };
+    let rows = match log.rows(table, &query).await {
+        Ok(rows) => rows,
+        Err(conveyor_core::ports::PortError::NotFound(_)) => Vec::new(),
+        Err(e) => anyhow::bail!("cannot read the run log: {e}"),
+    };
     let needle = format!("\"message_id\":\"{message_id}\"");
     Ok(rows
         .into_iter()
@@ -261,8 +260,13 @@ pub(crate) async fn replay(config_path: &Path, args: &ReplayArgs) -> anyhow::Res
             .run_id
             .clone()
             .unwrap_or_else(|| format!("replay-{}", short_hash(&[&m.message_id])));
-        if let Some(at) = already_replayed(log.run_log.as_ref(), &table, &run_id, &m.message_id).await? {
-            println!("{}: already replayed at {at}; acknowledged, not published again", m.message_id);
+        if let Some(at) =
+            already_replayed(log.run_log.as_ref(), &table, &run_id, &m.message_id).await?
+        {
+            println!(
+                "{}: already replayed at {at}; acknowledged, not published again",
+                m.message_id
+            );
             acked.push(m.ack_id.clone());
             skipped += 1;
             continue;
@@ -302,10 +306,12 @@ pub(crate) async fn replay(config_path: &Path, args: &ReplayArgs) -> anyhow::Res
             .to_string(),
             ..RunLogRow::default()
         };
-        log.run_log
-            .record(&table, &row)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: re-published as {new_id}, but the run log did not record it: {e}", m.message_id))?;
+        log.run_log.record(&table, &row).await.map_err(|e| {
+            anyhow::anyhow!(
+                "{}: re-published as {new_id}, but the run log did not record it: {e}",
+                m.message_id
+            )
+        })?;
         println!("{}: re-published to {topic} as {new_id}", m.message_id);
         acked.push(m.ack_id.clone());
         replayed += 1;
@@ -315,7 +321,9 @@ pub(crate) async fn replay(config_path: &Path, args: &ReplayArgs) -> anyhow::Res
         .await
         .map_err(|e| anyhow::anyhow!("cannot acknowledge the replayed messages: {e}"))?;
     if let Err(e) = pubsub.release(&subscription, &released).await {
-        println!("(could not give the other messages back at once: {e}; they return after the ack deadline)");
+        println!(
+            "(could not give the other messages back at once: {e}; they return after the ack deadline)"
+        );
     }
     println!(
         "{replayed} re-published, {skipped} already replayed before, {} left in {subscription}",

@@ -90,7 +90,9 @@ impl RunLogArgs {
         let tables = self.tables(config)?;
         if let (Some(project), false) = (&self.project, self.local) {
             if self.anonymous && self.bigquery_endpoint.is_none() {
-                anyhow::bail!("CONVEYOR_ANONYMOUS is for emulators: set CONVEYOR_BIGQUERY_ENDPOINT too");
+                anyhow::bail!(
+                    "CONVEYOR_ANONYMOUS is for emulators: set CONVEYOR_BIGQUERY_ENDPOINT too"
+                );
             }
             let settings = GcpSettings {
                 project: project.clone(),

@@ -214,11 +214,7 @@ pub(crate) async fn status(
                 log.place
             )
         } else {
-            format!(
-                "the run log {} ({}) is empty",
-                log.table_names(),
-                log.place
-            )
+            format!("the run log {} ({}) is empty", log.table_names(), log.place)
         };
         if args.json {
             println!("[]");

@@ -155,7 +155,10 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         .json()
         .await
         .expect("json");
-    let failed = runs[0]["run_id"].as_str().expect("the failed run").to_owned();
+    let failed = runs[0]["run_id"]
+        .as_str()
+        .expect("the failed run")
+        .to_owned();
     assert_eq!(runs[0]["status"], "FAILED", "{runs}");
 
     let artefacts = repo().join("target/test-artefacts/console");
@@ -205,8 +208,15 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
             "{p} has no grid row"
         );
     }
-    for node in ["landing_import/stage", "sales_csv/load", "sales_csv/job/batch"] {
-        assert!(overview.contains(&format!(r#"data-node="{node}""#)), "{node}");
+    for node in [
+        "landing_import/stage",
+        "sales_csv/load",
+        "sales_csv/job/batch",
+    ] {
+        assert!(
+            overview.contains(&format!(r#"data-node="{node}""#)),
+            "{node}"
+        );
     }
     assert!(overview.contains("Recent failures"), "failures are listed");
     assert!(overview.contains("analytics.missing_report"));

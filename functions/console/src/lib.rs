@@ -66,8 +66,7 @@ pub async fn run() -> anyhow::Result<()> {
         .from_env()
         .map_err(|e| anyhow::anyhow!("bad CONVEYOR_* variable: {e}"))?;
     telemetry::init(settings.log_format, &settings.log);
-    let port: Port =
-        envy::from_env().map_err(|e| anyhow::anyhow!("bad PORT variable: {e}"))?;
+    let port: Port = envy::from_env().map_err(|e| anyhow::anyhow!("bad PORT variable: {e}"))?;
     let gcp_settings: GcpSettings = envy::prefixed("CONVEYOR_")
         .from_env::<GcpEnv>()
         .map_err(|e| anyhow::anyhow!("bad CONVEYOR_* variable: {e}"))?
@@ -85,9 +84,13 @@ pub async fn run() -> anyhow::Result<()> {
     let console = Console::new(run_log, config).with_title(format!("project {project}"));
     let addr = SocketAddr::from(([0, 0, 0, 0], port.port));
     info!(project = %project, addr = %addr, "console starting");
-    conveyor_core::http::serve(router(console), addr, conveyor_core::http::shutdown_signal())
-        .await
-        .context("server failed")
+    conveyor_core::http::serve(
+        router(console),
+        addr,
+        conveyor_core::http::shutdown_signal(),
+    )
+    .await
+    .context("server failed")
 }
 
 /// The Google Cloud variables the console reads: [`GcpSettings`] without the events topic.

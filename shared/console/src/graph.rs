@@ -128,11 +128,7 @@ pub fn graph(config: &Config) -> Graph {
                 pipeline: name.to_owned(),
                 kind: NodeKind::Load,
                 label: "load".to_owned(),
-                detail: format!(
-                    "{} ({})",
-                    l.table,
-                    format!("{:?}", l.format).to_uppercase()
-                ),
+                detail: format!("{} ({})", l.table, format!("{:?}", l.format).to_uppercase()),
                 task: "load".to_owned(),
             });
         }

@@ -244,5 +244,11 @@ async fn api_runs(
 }
 
 async fn api_graph(State(c): State<Console>) -> Json<graph::Graph> {
-    Json(c.inner.config.as_deref().map(graph::graph).unwrap_or_default())
+    Json(
+        c.inner
+            .config
+            .as_deref()
+            .map(graph::graph)
+            .unwrap_or_default(),
+    )
 }

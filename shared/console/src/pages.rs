@@ -165,7 +165,12 @@ pub(crate) fn overview(
             names.push(p.clone());
         }
     }
-    let failures: Vec<RunSummary> = runs.iter().filter(|r| r.failed()).take(10).cloned().collect();
+    let failures: Vec<RunSummary> = runs
+        .iter()
+        .filter(|r| r.failed())
+        .take(10)
+        .cloned()
+        .collect();
     let recent: Vec<RunSummary> = runs.iter().take(25).cloned().collect();
     layout(
         title,

@@ -20,7 +20,7 @@ pub fn run_log_tables(config: &Config) -> Vec<TableRef> {
 }
 
 /// The rows `query` selects from every table of `tables`, newest first, at most
-/// `query.limit` (0: all).
+/// `query.limit` (0: all). A table that does not exist yet has none.
 ///
 /// # Errors
 /// The run log's error.
@@ -31,7 +31,12 @@ pub async fn read_rows(
 ) -> Result<Vec<RunLogRow>, PortError> {
     let mut rows = Vec::new();
     for t in tables {
-        rows.extend(run_log.rows(t, query).await?);
+        match run_log.rows(t, query).await {
+            Ok(r) => rows.extend(r),
+            // A table nothing was written to yet holds no runs.
+            Err(PortError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     if tables.len() > 1 {
         rows.sort_by(|a, b| newest_first(a, b));

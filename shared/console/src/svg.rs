@@ -37,7 +37,11 @@ fn clip(s: &str, n: usize) -> String {
 
 /// `graph` drawn one pipeline a row, each node in the column of its depth; `status` colours
 /// nodes by task (a run's page), else they are drawn neutral.
-pub(crate) fn graph(graph: &Graph, status: &HashMap<String, String>, link_pipelines: bool) -> Markup {
+pub(crate) fn graph(
+    graph: &Graph,
+    status: &HashMap<String, String>,
+    link_pipelines: bool,
+) -> Markup {
     let rows = graph.pipelines();
     let row_of: HashMap<&str, usize> = rows.iter().enumerate().map(|(i, p)| (*p, i)).collect();
     // Depth of each node: the longest path to it from its pipeline's first node.

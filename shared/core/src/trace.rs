@@ -70,7 +70,8 @@ pub fn context(headers: &HeaderMap) -> Option<TraceContext> {
     }
     Some(TraceContext {
         trace_id: trace.to_ascii_lowercase(),
-        span_id: Some(span.to_owned()).filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())),
+        span_id: Some(span.to_owned())
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())),
         sampled: options.trim() == "o=1",
     })
 }
@@ -302,7 +303,10 @@ mod tests {
     fn lift_moves_span_fields_to_the_top_and_keeps_a_non_json_line() {
         let line = r#"{"severity":"INFO","message":"x","httpRequest":{"status":200},"spans":[{"name":"request","trace":"abc","http_request.request_method":"POST"},{"name":"load_one","run_id":"r1","pipeline":"p"}]}"#;
         let v: Value = serde_json::from_str(&lift(line, Some("proj"))).unwrap();
-        assert_eq!(v["logging.googleapis.com/trace"], "projects/proj/traces/abc");
+        assert_eq!(
+            v["logging.googleapis.com/trace"],
+            "projects/proj/traces/abc"
+        );
         assert_eq!(v["httpRequest"]["requestMethod"], "POST");
         assert_eq!(v["httpRequest"]["status"], 200);
         assert_eq!(v["run_id"], "r1");

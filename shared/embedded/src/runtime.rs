@@ -47,6 +47,9 @@ pub struct RuntimeOptions {
     pub schedules: bool,
     /// Deliveries of one event before a transient failure is recorded as final.
     pub max_deliveries: u32,
+    /// Whether files in the buckets are noticed and loaded (GCS notifications). `conveyor
+    /// backfill` turns it off: only the objects it announces are loaded.
+    pub watch_buckets: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -56,6 +59,7 @@ impl Default for RuntimeOptions {
             tick_interval: Duration::from_secs(1),
             schedules: false,
             max_deliveries: 8,
+            watch_buckets: true,
         }
     }
 }
@@ -238,7 +242,9 @@ impl Embedded {
         let (obj_tx, mut obj_rx) = mpsc::unbounded_channel::<ObjectRef>();
         let watcher = Watcher::new(self.store.clone(), buckets, options.watch_interval)
             .with_gauge(self.unsettled.clone());
-        tasks.spawn(watcher.run(obj_tx));
+        if options.watch_buckets {
+            tasks.spawn(watcher.run(obj_tx));
+        }
         {
             let ctx = ctx.clone();
             let pending = pending.clone();

@@ -90,9 +90,16 @@ impl PubSubRest {
         }
     }
 
-    async fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, PortError> {
+    async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, PortError> {
         let url = format!("{}/v1/{path}", self.endpoint);
-        let req = self.auth.authorize(http_client().post(&url).json(&body)).await?;
+        let req = self
+            .auth
+            .authorize(http_client().post(&url).json(&body))
+            .await?;
         let resp = req.send().await.map_err(|e| transport_error(path, &e))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| transport_error(path, &e))?;
@@ -107,7 +114,11 @@ impl PubSubRest {
     ///
     /// # Errors
     /// When Pub/Sub cannot be reached or refuses.
-    pub async fn pull(&self, subscription: &str, max: usize) -> Result<Vec<PulledMessage>, PortError> {
+    pub async fn pull(
+        &self,
+        subscription: &str,
+        max: usize,
+    ) -> Result<Vec<PulledMessage>, PortError> {
         let sub = self.full_name("subscriptions", subscription);
         let value = self
             .post(
@@ -142,7 +153,11 @@ impl PubSubRest {
     ///
     /// # Errors
     /// When Pub/Sub cannot be reached or refuses.
-    pub async fn acknowledge(&self, subscription: &str, ack_ids: &[String]) -> Result<(), PortError> {
+    pub async fn acknowledge(
+        &self,
+        subscription: &str,
+        ack_ids: &[String],
+    ) -> Result<(), PortError> {
         if ack_ids.is_empty() {
             return Ok(());
         }

@@ -371,7 +371,13 @@ pub async fn stage_pipeline(
         let target = match target {
             Ok(t) => t,
             Err(e) => {
-                report_line(ProgressKind::Failed, 0, 0, 0, format!("FAILED {}: {e}", object.key));
+                report_line(
+                    ProgressKind::Failed,
+                    0,
+                    0,
+                    0,
+                    format!("FAILED {}: {e}", object.key),
+                );
                 warn!(object = %object.key, error = %e, "cannot name the staged object");
                 report.failed.push((object.key, e));
                 continue;
@@ -448,7 +454,13 @@ pub async fn stage_pipeline(
                 let target = meta.object.name.to_string();
                 let event = staged_event(pipeline, &meta, &source_address(&uri, &object));
                 if let Err(e) = publish(ctx, outcome, event).await {
-                    report_line(ProgressKind::Failed, done, total, bytes.load(Ordering::Relaxed), format!("[{done}/{total}] FAILED {target}: {e}"));
+                    report_line(
+                        ProgressKind::Failed,
+                        done,
+                        total,
+                        bytes.load(Ordering::Relaxed),
+                        format!("[{done}/{total}] FAILED {target}: {e}"),
+                    );
                     warn!(object = %meta.object.uri(), error = %e, "copied, but the staged event was not published; the next run copies it again");
                     report.failed.push((object.key, e.to_string()));
                     continue;
@@ -458,7 +470,10 @@ pub async fn stage_pipeline(
                     done,
                     total,
                     bytes.load(Ordering::Relaxed),
-                    format!("[{done}/{total}] copied {target} ({} bytes, {reason})", read.size),
+                    format!(
+                        "[{done}/{total}] copied {target} ({} bytes, {reason})",
+                        read.size
+                    ),
                 );
                 info!(object = %meta.object.uri(), source = %object.key, bytes = read.size, reason, "staged");
                 report.bytes += read.size;
@@ -484,7 +499,13 @@ pub async fn stage_pipeline(
                 dirty = true;
             }
             Err((key, e)) => {
-                report_line(ProgressKind::Failed, done, total, bytes.load(Ordering::Relaxed), format!("[{done}/{total}] FAILED {key}: {e}"));
+                report_line(
+                    ProgressKind::Failed,
+                    done,
+                    total,
+                    bytes.load(Ordering::Relaxed),
+                    format!("[{done}/{total}] FAILED {key}: {e}"),
+                );
                 warn!(object = %key, error = %e, "stage of one object failed; the next run retries it");
                 report.failed.push((key, e));
             }
