@@ -68,10 +68,8 @@ pub(crate) fn optional_config(path: &Path) -> anyhow::Result<Option<Arc<Config>>
 
 impl RunLogArgs {
     fn tables(&self, config: Option<&Config>) -> anyhow::Result<Vec<TableRef>> {
-        if self.dataset.is_none() && self.table.is_none() {
-            if let Some(c) = config {
-                return Ok(conveyor_console::runs::run_log_tables(c));
-            }
+        if let (None, None, Some(c)) = (&self.dataset, &self.table, config) {
+            return Ok(conveyor_console::runs::run_log_tables(c));
         }
         let default = RunLogTarget::default().table;
         let dataset = self.dataset.clone().unwrap_or(default.dataset);

@@ -39,7 +39,7 @@ pub async fn read_rows(
         }
     }
     if tables.len() > 1 {
-        rows.sort_by(|a, b| newest_first(a, b));
+        rows.sort_by(newest_first);
         // Two tables may hold the same event if a pipeline's table changed.
         let mut seen = BTreeSet::new();
         rows.retain(|r| seen.insert(r.event_id.clone()));
