@@ -130,7 +130,8 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         .arg("--state-dir")
         .arg(&state)
         .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::File::create(dir.path().join("dev.out")).expect("dev.out"))
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -248,4 +249,12 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         }
     }
     let _ = dev.kill().await;
+    // `conveyor dev` printed a line per finished step (the loads of the files it found).
+    let printed = std::fs::read_to_string(dir.path().join("dev.out")).expect("dev.out");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.contains("sales_csv") && l.contains(" load ") && l.contains("SUCCEEDED")),
+        "{printed}"
+    );
 }

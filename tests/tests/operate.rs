@@ -640,3 +640,49 @@ pipelines:
             .is_some_and(|l| l.ends_with('s'))
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// progress output
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_many_objects_prints_a_summary_not_a_line_per_object_when_not_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    let exports = cwd.join("exports");
+    std::fs::create_dir_all(&exports).expect("mkdir");
+    for i in 0..60 {
+        std::fs::write(
+            exports.join(format!("part-{i:03}.csv")),
+            format!("id\n{i}\n"),
+        )
+        .expect("file");
+    }
+    std::fs::write(
+        cwd.join("conveyor.yaml"),
+        r#"
+pipelines:
+  - name: many
+    stage: { source: exports, bucket: landing, prefix: "many/" }
+"#,
+    )
+    .expect("config");
+    let out = conveyor(cwd, &["stage", "many"], &[]).await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(said.contains("60 to copy"), "{said}");
+    assert!(said.contains("staged 60 object(s)"), "the summary: {said}");
+    assert!(
+        said.matches("copied many/").count() == 0,
+        "no line per object above 20 objects: {said}"
+    );
+    assert!(
+        !said.contains('\u{1b}'),
+        "no colour codes when not a terminal: {said:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(cwd.join(".conveyor/buckets/landing/many"))
+            .expect("staged")
+            .count(),
+        60
+    );
+}

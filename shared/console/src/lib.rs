@@ -252,3 +252,76 @@ async fn api_graph(State(c): State<Console>) -> Json<graph::Graph> {
             .unwrap_or_default(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use chrono::Utc;
+    use tower::ServiceExt;
+
+    /// A run log in memory, answering run-id queries as the adapters do.
+    struct Rows(Vec<RunLogRow>);
+
+    #[async_trait::async_trait]
+    impl RunLog for Rows {
+        async fn record(&self, _: &TableRef, _: &RunLogRow) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn rows(&self, _: &TableRef, q: &RunLogQuery) -> Result<Vec<RunLogRow>, PortError> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|r| q.run_id.as_ref().is_none_or(|id| &r.run_id == id))
+                .filter(|r| q.pipeline.is_none() || r.pipeline == q.pipeline)
+                .cloned()
+                .collect())
+        }
+        async fn open_batches(&self, _: &TableRef) -> Result<Vec<RunLogRow>, PortError> {
+            Ok(Vec::new())
+        }
+    }
+
+    async fn get(console: &Console, path: &str) -> (StatusCode, String) {
+        let resp = router(console.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 22)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_run_page_escapes_what_the_run_log_holds_and_an_unknown_run_is_404() {
+        let row = RunLogRow {
+            event_id: "e1".into(),
+            run_id: "r1".into(),
+            pipeline: Some("sales".into()),
+            step: "load".into(),
+            attempt: 1,
+            status: "FAILED".into(),
+            td_timestamp: Utc::now(),
+            error: Some("bad row <script>alert(1)</script>".into()),
+            ..RunLogRow::default()
+        };
+        let console = Console::new(Arc::new(Rows(vec![row])), None);
+        let (status, page) = get(&console, "/runs/r1").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("bad row &lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(!page.contains("<script>alert(1)"));
+        assert!(page.contains(r#"<svg class="timeline""#));
+        let (status, page) = get(&console, "/runs/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(page.contains("no run &quot;nope&quot; in the run log (conveyor.run_log)"));
+        let (status, page) = get(&console, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            page.contains(r#"data-pipeline="sales""#),
+            "a pipeline only the log knows"
+        );
+    }
+}
