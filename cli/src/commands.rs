@@ -141,6 +141,21 @@ impl Session {
     }
 }
 
+/// Whether some active pipeline loads what `p` stages (the loads to wait for).
+pub(crate) fn loads_from(config: &Config, p: &conveyor_core::config::Pipeline) -> bool {
+    let Some(stage) = &p.stage else {
+        return false;
+    };
+    config.pipelines.iter().any(|q| {
+        q.active
+            && q.load.is_some()
+            && q.trigger
+                .object
+                .as_ref()
+                .is_some_and(|o| o.bucket == stage.bucket)
+    })
+}
+
 pub(crate) async fn run(
     config_path: &Path,
     state_dir: &Path,
@@ -182,7 +197,9 @@ pub(crate) async fn run(
             .await
             .map_err(|e| anyhow::anyhow!("stage {} failed: {e}", p.name))?;
         // The step's last progress line is the summary (counts, bytes, MB/s).
-        staged += report.copied.len();
+        if loads_from(&config, p) {
+            staged += report.copied.len();
+        }
         if !report.failed.is_empty() {
             println!(
                 "  {} object(s) failed (listed above); the next run tries them again",
@@ -242,7 +259,28 @@ async fn report(
         embedded.warehouse().dir().display()
     );
     println!("\nrun log ({}):", config.run_log.table);
-    println!("{}", crate::status::events_table(&rows));
+    if rows.len() <= 60 {
+        println!("{}", crate::status::events_table(&rows));
+    } else {
+        // Thousands of objects: a count per pipeline and status, and the failed runs.
+        let runs = conveyor_console::runs::summarize(&rows);
+        let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
+        for r in &runs {
+            *counts
+                .entry((r.pipeline.clone().unwrap_or_default(), r.status.clone()))
+                .or_default() += 1;
+        }
+        for ((pipeline, status), n) in &counts {
+            println!("  {pipeline}: {n} run(s) {status}");
+        }
+        let failed: Vec<_> = runs.into_iter().filter(|r| r.failed()).collect();
+        if !failed.is_empty() {
+            println!("{}", crate::status::runs_table(&failed));
+        }
+        println!(
+            "(every transition: `conveyor status --events`, or the console of `conveyor dev`)"
+        );
+    }
     let failed = rows
         .iter()
         .filter(|r| {

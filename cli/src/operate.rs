@@ -128,7 +128,12 @@ async fn start_one(
                 steps::stage_pipeline(ctx, pipeline, &start, false, &mut outcome, &mut progress)
                     .await
                     .map_err(|e| anyhow::anyhow!("stage {} failed: {e}", pipeline.name))?;
-            Ok((report.summary(), report.copied.len()))
+            let loads = if crate::commands::loads_from(&ctx.config, pipeline) {
+                report.copied.len()
+            } else {
+                0
+            };
+            Ok((report.summary(), loads))
         }
         Plan::Submit => {
             let outcome = steps::handle(StepName::Submit, ctx, Inbound::Start(start))

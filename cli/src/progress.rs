@@ -217,6 +217,9 @@ impl ChainOutput {
 
     /// Takes one event.
     pub(crate) fn event(&mut self, e: &ConveyorEvent) {
+        if e.step == StepName::Stage {
+            return; // the stage's own report has shown these
+        }
         let finished = !matches!(e.status, Status::Submitted | Status::Running);
         let retrying = e.status == Status::Failed && e.detail.retry_at.is_some();
         if finished && e.step == StepName::Load {
