@@ -170,6 +170,53 @@ async fn status_reads_the_production_run_log_in_bigquery_one_row_per_run_without
             && !said.contains("is empty"),
         "{said}"
     );
+
+    // The console service, as deployed (without a pipeline file), reads the same run log.
+    let port = free_port();
+    let mut console = Command::new(binary("conveyor-console"))
+        .env("PORT", port.to_string())
+        .env("CONVEYOR_PROJECT", "test")
+        .env("CONVEYOR_BIGQUERY_ENDPOINT", &endpoint)
+        .env("CONVEYOR_ANONYMOUS", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("conveyor-console");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "conveyor-console did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let home = http.get(format!("{url}/")).send().await.expect("home");
+    assert!(home.status().is_success());
+    let home = home.text().await.expect("html");
+    assert!(home.contains("sales-aaa") && home.contains(r#"data-pipeline="nightly""#));
+    let run = http
+        .get(format!("{url}/runs/nightly-bbb"))
+        .send()
+        .await
+        .expect("run")
+        .text()
+        .await
+        .expect("html");
+    assert!(run.contains("Job aborted due to stage failure") && run.contains("timeline"));
+    let missing = http
+        .get(format!("{url}/runs/nope"))
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(missing.status().as_u16(), 404);
+    let _ = console.kill().await;
 }
 
 // ---------------------------------------------------------------------------------------
