@@ -81,11 +81,11 @@ fn plan(p: &Pipeline) -> anyhow::Result<Plan> {
         Ok(Plan::Stage)
     } else if p.trigger.object.is_some() && p.load.is_some() {
         Ok(Plan::Objects)
-    } else if p.batch.is_some() {
+    } else if !p.jobs.is_empty() {
         Ok(Plan::Submit)
     } else {
         anyhow::bail!(
-            "pipeline {} has no stage, no object trigger with a load and no batch: nothing to start",
+            "pipeline {} has no stage, no object trigger with a load and no job: nothing to start",
             p.name
         )
     }

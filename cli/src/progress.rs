@@ -6,7 +6,7 @@
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
-use conveyor_core::event::{ConveyorEvent, Status, StepName};
+use conveyor_core::event::{ConveyorEvent, EventType, Status, StepName};
 use conveyor_core::steps::{ProgressKind, StageProgress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::broadcast;
@@ -50,19 +50,12 @@ pub(crate) fn step_line(e: &ConveyorEvent) -> Option<String> {
             (Some(t), None) => t.clone(),
             _ => d.object.as_ref().map(|o| o.uri()).unwrap_or_default(),
         },
-        _ => d
-            .job_id
-            .as_ref()
-            .map(|j| {
-                format!(
-                    "{}{j}",
-                    d.job.as_ref().map(|n| format!("{n} ")).unwrap_or_default()
-                )
-            })
-            .unwrap_or_default(),
+        _ => d.job_id.as_ref().map(|j| j.to_string()).unwrap_or_default(),
     };
-    let step = if e.step == StepName::Poll || e.step == StepName::Submit {
-        "batch"
+    let step = if e.kind == EventType::RunFinished {
+        "run"
+    } else if e.step == StepName::Poll || e.step == StepName::Submit {
+        d.job.as_deref().unwrap_or("batch")
     } else {
         e.step.as_str()
     };
@@ -225,7 +218,11 @@ impl ChainOutput {
         if finished && e.step == StepName::Load {
             self.loads += 1;
         }
-        if finished && matches!(e.step, StepName::Submit | StepName::Poll) && !retrying {
+        if finished
+            && matches!(e.step, StepName::Submit | StepName::Poll)
+            && e.kind != EventType::RunFinished
+            && !retrying
+        {
             self.batches += 1;
         }
         let bad = matches!(

@@ -100,12 +100,13 @@ impl RunLogArgs {
                 gcs_endpoint: "https://storage.googleapis.com".to_owned(),
                 bigquery_endpoint: self.bigquery_endpoint.clone(),
                 secretmanager_endpoint: "https://secretmanager.googleapis.com".to_owned(),
+                bigquery_emulator: false,
                 anonymous: self.anonymous,
                 dataproc_endpoint: None,
                 dataflow_endpoint: None,
             };
             let gcp = Gcp::connect(settings).context("Google Cloud credentials")?;
-            let bq = gcp.bigquery().await.context("the BigQuery client")?;
+            let bq = gcp.bigquery();
             return Ok(Opened {
                 run_log: Arc::new(bq),
                 tables,

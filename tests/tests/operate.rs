@@ -86,9 +86,7 @@ async fn status_reads_the_production_run_log_in_bigquery_one_row_per_run_without
         None,
         Some(&format!("{}/bigquery/v2", emu.bq)),
         &conveyor_gcp::GcpAuth::Anonymous,
-    )
-    .await
-    .expect("bigquery");
+    );
     let table = TableRef::parse("conveyor.run_log").expect("table");
     let mut load = row("sales-aaa", "sales", "load", "SUCCEEDED", 0);
     load.db_name = Some("analytics".into());

@@ -80,7 +80,7 @@ pub async fn run() -> anyhow::Result<()> {
     let project = gcp_settings.project.clone();
     conveyor_core::trace::set_project(&project);
     let gcp = Gcp::connect(gcp_settings).context("Google Cloud credentials")?;
-    let run_log = Arc::new(gcp.bigquery().await.context("the BigQuery client")?);
+    let run_log = Arc::new(gcp.bigquery());
     let console = Console::new(run_log, config).with_title(format!("project {project}"));
     let addr = SocketAddr::from(([0, 0, 0, 0], port.port));
     info!(project = %project, addr = %addr, "console starting");
@@ -115,6 +115,7 @@ impl From<GcpEnv> for GcpSettings {
             gcs_endpoint: "https://storage.googleapis.com".to_owned(),
             bigquery_endpoint: e.bigquery_endpoint,
             secretmanager_endpoint: "https://secretmanager.googleapis.com".to_owned(),
+            bigquery_emulator: false,
             anonymous: e.anonymous,
             dataproc_endpoint: None,
             dataflow_endpoint: None,

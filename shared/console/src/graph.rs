@@ -2,7 +2,7 @@
 //! function, [`graph`]: what the console draws. A pipeline is `trigger → [stage] → [load] →
 //! jobs`; pipelines that start after others get edges between pipelines.
 
-use conveyor_core::config::Config;
+use conveyor_core::config::{Config, LoadBatch};
 use serde::Serialize;
 
 /// What a node stands for.
@@ -91,9 +91,19 @@ impl Graph {
 /// become nodes and edges.
 pub fn graph(config: &Config) -> Graph {
     let mut g = Graph::default();
+    // The node each pipeline's run ends at, for the `after` edges of its downstreams.
+    let mut last: std::collections::BTreeMap<&str, String> = Default::default();
     for p in &config.pipelines {
         let name = p.name.as_str();
         let id = |part: &str| format!("{name}/{part}");
+        let node = |part: &str, kind, label: &str, detail: String, task: &str| Node {
+            id: id(part),
+            pipeline: name.to_owned(),
+            kind,
+            label: label.to_owned(),
+            detail,
+            task: task.to_owned(),
+        };
         let mut starts = Vec::new();
         if let Some(o) = &p.trigger.object {
             starts.push(format!("object {}/{}", o.bucket, o.pattern.as_str()));
@@ -101,46 +111,61 @@ pub fn graph(config: &Config) -> Graph {
         if let Some(s) = &p.trigger.schedule {
             starts.push(format!("cron {} ({})", s.cron, s.time_zone));
         }
+        if !p.trigger.after.is_empty() {
+            let names: Vec<&str> = p.trigger.after.iter().map(|a| a.as_str()).collect();
+            starts.push(format!("after {}", names.join(", ")));
+        }
         if p.trigger.manual {
             starts.push("manual".to_owned());
         }
-        let mut chain = vec![Node {
-            id: id("trigger"),
-            pipeline: name.to_owned(),
-            kind: NodeKind::Trigger,
-            label: "trigger".to_owned(),
-            detail: starts.join(", "),
-            task: "trigger".to_owned(),
-        }];
+        let mut chain = vec![node(
+            "trigger",
+            NodeKind::Trigger,
+            "trigger",
+            starts.join(", "),
+            "trigger",
+        )];
         if let Some(s) = &p.stage {
-            chain.push(Node {
-                id: id("stage"),
-                pipeline: name.to_owned(),
-                kind: NodeKind::Stage,
-                label: "stage".to_owned(),
-                detail: format!("{} → {}", s.source.describe(), s.bucket),
-                task: "stage".to_owned(),
-            });
+            chain.push(node(
+                "stage",
+                NodeKind::Stage,
+                "stage",
+                format!("{} → {}", s.source.describe(), s.bucket),
+                "stage",
+            ));
         }
         if let Some(l) = &p.load {
-            chain.push(Node {
-                id: id("load"),
-                pipeline: name.to_owned(),
-                kind: NodeKind::Load,
-                label: "load".to_owned(),
-                detail: format!("{} ({})", l.table, format!("{:?}", l.format).to_uppercase()),
-                task: "load".to_owned(),
-            });
+            let batch = match &l.batch {
+                Some(LoadBatch::Marker(m)) => format!(", on {}", m.marker),
+                Some(LoadBatch::Window(w)) => {
+                    format!(", {} window", humantime::format_duration(w.window))
+                }
+                None => String::new(),
+            };
+            chain.push(node(
+                "load",
+                NodeKind::Load,
+                "load",
+                format!(
+                    "{} ({}{batch})",
+                    l.table,
+                    format!("{:?}", l.format).to_uppercase()
+                ),
+                "load",
+            ));
         }
-        if let Some(b) = &p.batch {
-            chain.push(Node {
-                id: id("job/batch"),
-                pipeline: name.to_owned(),
-                kind: NodeKind::Job,
-                label: "batch".to_owned(),
-                detail: b.engine().to_owned(),
-                task: "batch".to_owned(),
-            });
+        for job in &p.jobs {
+            let mut detail = job.spec.engine().to_owned();
+            if job.for_each.is_some() {
+                detail.push_str(", for each row");
+            }
+            chain.push(node(
+                &format!("job/{}", job.name),
+                NodeKind::Job,
+                job.name.as_str(),
+                detail,
+                job.name.as_str(),
+            ));
         }
         for pair in chain.windows(2) {
             g.edges.push(Edge {
@@ -148,7 +173,20 @@ pub fn graph(config: &Config) -> Graph {
                 to: pair[1].id.clone(),
             });
         }
+        if let Some(end) = chain.last() {
+            last.insert(name, end.id.clone());
+        }
         g.nodes.extend(chain);
+    }
+    for p in &config.pipelines {
+        for up in &p.trigger.after {
+            if let Some(from) = last.get(up.as_str()) {
+                g.edges.push(Edge {
+                    from: from.clone(),
+                    to: format!("{}/trigger", p.name),
+                });
+            }
+        }
     }
     g
 }
@@ -188,5 +226,57 @@ pipelines:
         let nightly = g.only("nightly");
         assert_eq!(nightly.nodes[0].detail, "cron 0 2 * * * (Etc/UTC)");
         assert_eq!(nightly.edges[0].to, "nightly/job/batch");
+    }
+
+    #[test]
+    fn jobs_follow_the_load_in_order_and_after_draws_edges_between_pipelines() {
+        let config = conveyor_core::config::parse_str(
+            r#"
+pipelines:
+  - name: orders
+    trigger: { object: { bucket: landing, pattern: "orders/{date}/*.csv" } }
+    load: { table: "staging.orders_{date}", format: CSV, batch: { marker: _SUCCESS } }
+    jobs:
+      - { name: dedupe, engine: local, command: "true" }
+      - { name: publish, engine: local, command: "true" }
+  - name: customers
+    trigger: { manual: true }
+    jobs: [{ name: refresh, engine: local, command: "true" }]
+  - name: daily
+    trigger: { after: [orders, customers] }
+    jobs: [{ name: report, engine: local, command: "true" }]
+"#,
+            "t.yaml",
+        )
+        .unwrap();
+        let g = graph(&config);
+        let only = g.only("orders");
+        let orders: Vec<&str> = only.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(
+            orders,
+            [
+                "orders/trigger",
+                "orders/load",
+                "orders/job/dedupe",
+                "orders/job/publish"
+            ]
+        );
+        assert!(g.only("orders").nodes[1].detail.contains("on _SUCCESS"));
+        let has = |from: &str, to: &str| g.edges.iter().any(|e| e.from == from && e.to == to);
+        assert!(has("orders/job/dedupe", "orders/job/publish"));
+        assert!(
+            has("orders/job/publish", "daily/trigger"),
+            "after: the end of orders"
+        );
+        assert!(has("customers/job/refresh", "daily/trigger"));
+        assert_eq!(
+            g.only("daily").nodes[0].detail,
+            "after orders, customers, manual"
+        );
+        assert_eq!(
+            g.only("daily").edges.len(),
+            1,
+            "only() keeps a pipeline's own edges"
+        );
     }
 }

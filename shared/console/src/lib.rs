@@ -278,7 +278,11 @@ mod tests {
                 .cloned()
                 .collect())
         }
-        async fn open_batches(&self, _: &TableRef) -> Result<Vec<RunLogRow>, PortError> {
+        async fn open_batches(
+            &self,
+            _: &TableRef,
+            _: chrono::DateTime<Utc>,
+        ) -> Result<Vec<RunLogRow>, PortError> {
             Ok(Vec::new())
         }
     }

@@ -70,6 +70,15 @@ pub fn retry_pending(row: &RunLogRow) -> bool {
     row.status == "FAILED" && row.detail.contains("\"retry_at\"")
 }
 
+/// Whether a row records the end of the whole run (`conveyor.run.finished`: written by the
+/// submit step, naming no job), not a task of it.
+pub fn is_run_end(row: &RunLogRow) -> bool {
+    row.step == "submit"
+        && row.job.is_none()
+        && row.job_id.is_none()
+        && row.dataproc_job_id.is_none()
+}
+
 /// Whether a status ends a run (or a task).
 pub fn is_terminal(status: &str) -> bool {
     matches!(status, "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "REJECTED")
@@ -214,7 +223,7 @@ pub struct Task {
 /// The tasks of one run's `rows` (any order), in the order they started.
 pub fn tasks(rows: &[RunLogRow]) -> Vec<Task> {
     let mut groups: BTreeMap<(String, u32), Vec<&RunLogRow>> = BTreeMap::new();
-    for r in rows {
+    for r in rows.iter().filter(|r| !is_run_end(r)) {
         let batch = r.dataproc_job_id.is_some() || matches!(r.step.as_str(), "submit" | "poll");
         let node = match (&r.job, batch) {
             (Some(job), _) => job.clone(),
