@@ -15,7 +15,8 @@ use tokio::process::Command;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A failing pipeline added to the examples: its batch exits 3 with a message on stderr.
+/// Added to the examples: a pipeline whose batch exits 3 with a message on stderr, and one
+/// that starts after two others (fan-in).
 const BROKEN: &str = r#"
   - name: broken_report
     description: A report whose batch fails, to show a failure in the console.
@@ -24,6 +25,11 @@ const BROKEN: &str = r#"
       engine: local
       command: "echo 'report failed: table analytics.missing_report does not exist' >&2; exit 3"
     poll: { timeout: 1m, max_attempts: 1 }
+  - name: daily_summary
+    description: Once the day's CSV and Parquet orders are loaded and aggregated, summarise them.
+    trigger: { after: [sales_csv, sales_parquet] }
+    jobs:
+      - { name: summarise, engine: local, command: "echo summarising {date}" }
 "#;
 
 fn chromium() -> Option<PathBuf> {
@@ -199,6 +205,7 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         "nightly_summary",
         "legacy_export",
         "broken_report",
+        "daily_summary",
     ] {
         assert!(
             overview.contains(&format!(r#"data-node="{p}/trigger""#)),
@@ -219,6 +226,11 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
             "{node}"
         );
     }
+    assert!(
+        overview.contains(r#"class="edge after""#),
+        "after-edges between pipelines"
+    );
+    assert!(overview.contains(r#"data-node="daily_summary/job/summarise""#));
     assert!(overview.contains("Recent failures"), "failures are listed");
     assert!(overview.contains("analytics.missing_report"));
     assert!(

@@ -44,7 +44,8 @@ pub(crate) fn graph(
 ) -> Markup {
     let rows = graph.pipelines();
     let row_of: HashMap<&str, usize> = rows.iter().enumerate().map(|(i, p)| (*p, i)).collect();
-    // Depth of each node: the longest path to it from its pipeline's first node.
+    // Depth of each node: the longest path to it, across pipelines too, so a pipeline that
+    // starts after others is drawn to the right of their ends.
     let mut depth: HashMap<&str, usize> = graph.nodes.iter().map(|n| (n.id.as_str(), 0)).collect();
     let pipeline_of: HashMap<&str, &str> = graph
         .nodes
@@ -54,9 +55,6 @@ pub(crate) fn graph(
     for _ in 0..graph.nodes.len() {
         let mut changed = false;
         for e in &graph.edges {
-            if pipeline_of.get(e.from.as_str()) != pipeline_of.get(e.to.as_str()) {
-                continue;
-            }
             let d = depth.get(e.from.as_str()).copied().unwrap_or(0) + 1;
             if let Some(slot) = depth.get_mut(e.to.as_str())
                 && *slot < d
@@ -105,7 +103,7 @@ pub(crate) fn graph(
                         line.edge x1=(x1 + NODE_W) y1=(y1 + NODE_H / 2.0) x2=(x2) y2=(y2 + NODE_H / 2.0)
                             marker-end="url(#arrow)" {}
                     } @else {
-                        path.edge.after d={"M " (x1 + NODE_W / 2.0) " " (y1 + NODE_H) " C " (x1 + NODE_W / 2.0) " " (y2 - 10.0) ", " (x2 - 30.0) " " (y2 + NODE_H / 2.0) ", " (x2) " " (y2 + NODE_H / 2.0)}
+                        path.edge.after d={"M " (x1 + NODE_W) " " (y1 + NODE_H / 2.0) " C " (x1 + NODE_W + GAP_X) " " (y1 + NODE_H / 2.0) ", " (x2 - GAP_X) " " (y2 + NODE_H / 2.0) ", " (x2) " " (y2 + NODE_H / 2.0)}
                             fill="none" marker-end="url(#arrow)" {}
                     }
                 }
