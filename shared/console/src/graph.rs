@@ -279,4 +279,38 @@ pipelines:
             "only() keeps a pipeline's own edges"
         );
     }
+
+    #[test]
+    fn every_example_file_is_drawn_whole() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut files = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            files += 1;
+            let config = conveyor_core::config::load_file(&path).unwrap();
+            let g = graph(&config);
+            for p in &config.pipelines {
+                let nodes = g.only(p.name.as_str()).nodes;
+                assert!(
+                    nodes.len() > p.jobs.len(),
+                    "{}: {} has a trigger and a node per job",
+                    path.display(),
+                    p.name
+                );
+                for up in &p.trigger.after {
+                    assert!(
+                        g.edges.iter().any(|e| e.from.starts_with(&format!("{up}/"))
+                            && e.to == format!("{}/trigger", p.name)),
+                        "{}: no edge {up} → {}",
+                        path.display(),
+                        p.name
+                    );
+                }
+            }
+        }
+        assert!(files >= 2, "examples found in {}", dir.display());
+    }
 }
