@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.7
 #
 # One image for every Conveyor service: the five function binaries (conveyor-stage,
-# conveyor-load, conveyor-submit, conveyor-poll, conveyor-log) and the `conveyor` CLI, all
+# conveyor-load, conveyor-submit, conveyor-poll, conveyor-log), the web console
+# (conveyor-console) and the `conveyor` CLI, all
 # in /usr/local/bin. Each Cloud Run service picks its binary with the container command
 # (infra/modules/conveyor/run.tf); without a command the image runs the CLI.
 #
@@ -24,9 +25,9 @@ RUN --mount=type=cache,id=conveyor-cargo-registry,target=/usr/local/cargo/regist
     --mount=type=cache,id=conveyor-target,target=/src/target \
     cargo build --release --locked \
         -p conveyor-stage -p conveyor-load -p conveyor-submit -p conveyor-poll -p conveyor-log \
-        -p conveyor-cli \
+        -p conveyor-console-service -p conveyor-cli \
     && mkdir -p /out \
-    && for bin in conveyor-stage conveyor-load conveyor-submit conveyor-poll conveyor-log conveyor; do \
+    && for bin in conveyor-stage conveyor-load conveyor-submit conveyor-poll conveyor-log conveyor-console conveyor; do \
         cp "target/release/${bin}" /out/ || exit 1; \
     done
 

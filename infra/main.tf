@@ -20,6 +20,7 @@ locals {
     var.dataproc_enabled ? ["dataproc.googleapis.com"] : [],
     var.dataflow_enabled ? ["dataflow.googleapis.com"] : [],
     var.datafusion_instance != null ? ["datafusion.googleapis.com"] : [],
+    var.console_domain != null ? ["compute.googleapis.com", "iap.googleapis.com"] : [],
   )
 }
 
@@ -66,6 +67,11 @@ module "conveyor" {
   max_delivery_attempts = var.max_delivery_attempts
   deletion_protection   = var.deletion_protection
   labels                = var.labels
+
+  console_domain              = var.console_domain
+  console_users               = var.console_users
+  console_oauth_client_id     = var.console_oauth_client_id
+  console_oauth_client_secret = var.console_oauth_client_secret
 
   depends_on = [google_project_service.api]
 }

@@ -52,3 +52,13 @@ output "image_repository" {
   description = "Docker repository to push the image to."
   value       = module.conveyor.image_repository
 }
+
+output "console_url" {
+  description = "URL of the web console behind IAP; null without console_domain."
+  value       = module.conveyor.console_url
+}
+
+output "console_address" {
+  description = "IP address to point the console domain's A record at; null without console_domain."
+  value       = module.conveyor.console_address
+}

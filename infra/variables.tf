@@ -185,3 +185,28 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "console_domain" {
+  description = "Domain of the web console (e.g. conveyor.example.com): deploys it behind IAP on an HTTPS load balancer. Null: no console."
+  type        = string
+  default     = null
+}
+
+variable "console_users" {
+  description = "Principals who may open the console through IAP, e.g. group:data-eng@example.com."
+  type        = list(string)
+  default     = []
+}
+
+variable "console_oauth_client_id" {
+  description = "OAuth client id IAP uses for the console; null uses a Google-managed client."
+  type        = string
+  default     = null
+}
+
+variable "console_oauth_client_secret" {
+  description = "Secret of console_oauth_client_id."
+  type        = string
+  default     = null
+  sensitive   = true
+}

@@ -14,6 +14,8 @@
 #   scripts/emulators.sh start-gcs DIR     # fake-gcs-server alone (no notifications, so no
 #                                          # Pub/Sub emulator needed); adds GCS_PORT to DIR/env
 #   scripts/emulators.sh stop-gcs DIR      # stop only fake-gcs-server
+#   scripts/emulators.sh start-bigquery DIR # bqemulator alone, on new ports; writes DIR/env
+#   scripts/emulators.sh start-pubsub DIR  # the Pub/Sub emulator alone; writes DIR/env
 #
 # Locally a missing Pub/Sub emulator makes `start` exit 3 with a loud message (the tests then
 # skip), and so does a failed install for `start-s3` and `start-gcs`; under CI=true both are
@@ -165,6 +167,37 @@ start_gcs() { # dir
   log "fake-gcs-server ready on :$port"
 }
 
+start_bigquery() { # dir: bqemulator alone (no Pub/Sub emulator needed)
+  local dir=$1
+  mkdir -p "$dir/gcs"
+  install_or_skip
+  set_env "$dir" PROJECT "$PROJECT"
+  set_env "$dir" BQ_PORT "$(free_port)"
+  set_env "$dir" BQ_GRPC_PORT "$(free_port)"
+  start_bq "$dir"
+  log "bqemulator ready on :$(grep '^BQ_PORT=' "$dir/env" | cut -d= -f2)"
+}
+
+start_pubsub() { # dir: the Pub/Sub emulator alone
+  local dir=$1 port
+  mkdir -p "$dir"
+  if [ ! -x "$PUBSUB_BIN" ]; then
+    if [ "${CI:-}" = "true" ]; then
+      log "ERROR: the Pub/Sub emulator is missing at $PUBSUB_BIN (gcloud components install pubsub-emulator)"
+      exit 1
+    fi
+    log "!!! the Pub/Sub emulator is missing at $PUBSUB_BIN: its tests will be SKIPPED !!!"
+    exit 3
+  fi
+  port=$(free_port)
+  "$PUBSUB_BIN" --host=127.0.0.1 --port="$port" >"$dir/pubsub.log" 2>&1 &
+  echo $! >"$dir/pubsub.pid"
+  wait_http "http://127.0.0.1:$port/" "$(cat "$dir/pubsub.pid")" pubsub "$dir/pubsub.log"
+  set_env "$dir" PROJECT "$PROJECT"
+  set_env "$dir" PUBSUB_PORT "$port"
+  log "Pub/Sub emulator ready on :$port"
+}
+
 stop_pid() { # file
   [ -f "$1" ] || return 0
   local pid; pid=$(cat "$1")
@@ -184,5 +217,7 @@ case "${1:-}" in
   stop-s3) stop_pid "${2:?directory}/s3.pid" ;;
   start-gcs) start_gcs "${2:?directory}" ;;
   stop-gcs) stop_pid "${2:?directory}/gcs.pid" ;;
-  *) sed -n '2,24p' "$0"; exit 2 ;;
+  start-bigquery) start_bigquery "${2:?directory}" ;;
+  start-pubsub) start_pubsub "${2:?directory}" ;;
+  *) sed -n '2,26p' "$0"; exit 2 ;;
 esac

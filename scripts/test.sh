@@ -10,6 +10,15 @@ echo "==> cargo build (the emulator tests run the function binaries as processes
 cargo build --workspace --bins --quiet
 echo "==> infra checks (Terraform, Dockerfile; see scripts/infra-check.sh)"
 ./scripts/infra-check.sh
+echo "==> chromium (the console's browser test; Debian's package)"
+if ! [ -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
+      echo "could not install chromium: the console test is skipped (and fails under CI=true)"
+  else
+    echo "chromium is missing (apt-get install chromium): the console test is skipped (and fails under CI=true)"
+  fi
+fi
 echo "==> emulators (install once, before tests start them in parallel)"
 ./scripts/emulators.sh install
 echo "==> cargo test"

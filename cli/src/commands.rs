@@ -11,13 +11,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::Utc;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use conveyor_console::runs::retry_pending;
 use conveyor_core::config::{self, Config, ConfigError};
+use conveyor_core::event::ConveyorEvent;
 use conveyor_core::event::StepName;
 use conveyor_core::inbound::{Origin, StartRequest};
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::RunLogRow;
+use conveyor_core::steps::StageProgress;
 use conveyor_core::steps::{self, Outcome};
-use conveyor_embedded::runtime::{Embedded, RuntimeOptions};
+use conveyor_embedded::runtime::{Embedded, QuietProbe, RuntimeOptions};
+use tokio::sync::broadcast;
+
+use crate::progress::{ChainOutput, StageOutput};
 
 pub(crate) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     match config::load_file(file) {
@@ -38,11 +44,116 @@ pub(crate) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load_config(path: &Path) -> anyhow::Result<Arc<Config>> {
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<Arc<Config>> {
     match config::load_file(path) {
         Ok(c) => Ok(Arc::new(c)),
         Err(e) => Err(anyhow::anyhow!("{e}")),
     }
+}
+
+/// The embedded runtime running in the background, with what the CLI needs to follow it.
+pub(crate) struct Session {
+    pub(crate) ctx: conveyor_core::steps::Context,
+    probe: QuietProbe,
+    events: broadcast::Receiver<ConveyorEvent>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    runner: tokio::task::JoinHandle<Embedded>,
+}
+
+impl Session {
+    /// Opens the embedded state and starts the runtime (no schedules; `watch`: load the files
+    /// that are or arrive in the buckets).
+    pub(crate) fn start(
+        config: Arc<Config>,
+        state_dir: &Path,
+        watch: bool,
+    ) -> anyhow::Result<Self> {
+        let mut embedded = Embedded::open(config, state_dir)?;
+        let ctx = embedded.context();
+        let probe = embedded.quiet_probe();
+        let events = embedded.events();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let options = RuntimeOptions {
+            watch_interval: Duration::from_millis(200),
+            tick_interval: Duration::from_millis(500),
+            watch_buckets: watch,
+            ..RuntimeOptions::default()
+        };
+        let runner = tokio::spawn(async move {
+            embedded
+                .run(options, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            embedded
+        });
+        Ok(Self {
+            ctx,
+            probe,
+            events,
+            stop,
+            runner,
+        })
+    }
+
+    /// Waits until nothing is in flight (or `timeout`), showing progress for `expected`
+    /// loads. Returns whether everything finished.
+    pub(crate) async fn wait(&mut self, timeout: Duration, expected: usize) -> bool {
+        println!(
+            "waiting for the runs to finish (timeout {})...",
+            humantime::format_duration(timeout)
+        );
+        let mut out = ChainOutput::new(expected);
+        let deadline = Instant::now() + timeout;
+        let mut quiet_since: Option<Instant> = None;
+        let settled = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            loop {
+                match self.events.try_recv() {
+                    Ok(e) => out.event(&e),
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
+            let quiet = self.probe.is_quiet().await.unwrap_or(false);
+            match (quiet, quiet_since) {
+                (true, None) => quiet_since = Some(Instant::now()),
+                (true, Some(t)) if t.elapsed() >= Duration::from_millis(1500) => break true,
+                (false, _) => quiet_since = None,
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            out.tick(self.probe.pending());
+        };
+        out.finish();
+        if !settled {
+            println!("timed out waiting; some runs are still open (see `conveyor status`)");
+        }
+        settled
+    }
+
+    /// Stops the runtime.
+    pub(crate) async fn stop(self) -> anyhow::Result<Embedded> {
+        let _ = self.stop.send(());
+        self.runner.await.context("runtime task failed")
+    }
+}
+
+/// Whether some active pipeline loads what `p` stages (the loads to wait for).
+pub(crate) fn loads_from(config: &Config, p: &conveyor_core::config::Pipeline) -> bool {
+    let Some(stage) = &p.stage else {
+        return false;
+    };
+    config.pipelines.iter().any(|q| {
+        q.active
+            && q.load.is_some()
+            && q.trigger
+                .object
+                .as_ref()
+                .is_some_and(|o| o.bucket == stage.bucket)
+    })
 }
 
 pub(crate) async fn run(
@@ -60,25 +171,10 @@ pub(crate) async fn run(
             config_path.display()
         );
     }
-    let mut embedded = Embedded::open(config.clone(), state_dir)?;
-    let ctx = embedded.context();
+    let mut session = Session::start(config.clone(), state_dir, true)?;
+    let ctx = session.ctx.clone();
     let started = Utc::now();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let options = RuntimeOptions {
-        watch_interval: Duration::from_millis(200),
-        tick_interval: Duration::from_millis(500),
-        ..RuntimeOptions::default()
-    };
-    let probe = embedded.quiet_probe();
-    let runner = tokio::spawn(async move {
-        embedded
-            .run(options, async {
-                let _ = stop_rx.await;
-            })
-            .await;
-        embedded
-    });
-
+    let mut staged = 0;
     for p in config
         .pipelines
         .iter()
@@ -95,11 +191,15 @@ pub(crate) async fn run(
             key: Some(format!("cli-{}", started.timestamp())),
         };
         let mut outcome = Outcome::default();
-        let mut progress = |line: &str| println!("  {line}");
+        let mut output = StageOutput::new();
+        let mut progress = |p: &StageProgress| output.report(p);
         let report = steps::stage_pipeline(&ctx, p, &start, full, &mut outcome, &mut progress)
             .await
             .map_err(|e| anyhow::anyhow!("stage {} failed: {e}", p.name))?;
         // The step's last progress line is the summary (counts, bytes, MB/s).
+        if loads_from(&config, p) {
+            staged += report.copied.len();
+        }
         if !report.failed.is_empty() {
             println!(
                 "  {} object(s) failed (listed above); the next run tries them again",
@@ -107,34 +207,8 @@ pub(crate) async fn run(
             );
         }
     }
-
-    println!(
-        "waiting for the runs to finish (timeout {})...",
-        humantime::format_duration(timeout)
-    );
-    let deadline = Instant::now() + timeout;
-    let mut quiet_since: Option<Instant> = None;
-    let mut last_report = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let quiet = probe.is_quiet().await.unwrap_or(false);
-        match (quiet, quiet_since) {
-            (true, None) => quiet_since = Some(Instant::now()),
-            (true, Some(t)) if t.elapsed() >= Duration::from_millis(1500) => break,
-            (false, _) => quiet_since = None,
-            _ => {}
-        }
-        if Instant::now() > deadline {
-            println!("timed out waiting; some runs are still open (see `conveyor status`)");
-            break;
-        }
-        if last_report.elapsed() > Duration::from_secs(5) {
-            println!("  still working ({} event(s) in flight)", probe.pending());
-            last_report = Instant::now();
-        }
-    }
-    let _ = stop_tx.send(());
-    let embedded = runner.await.context("runtime task failed")?;
+    session.wait(timeout, staged).await;
+    let embedded = session.stop().await?;
     report(&embedded, &config, started).await
 }
 
@@ -185,92 +259,39 @@ async fn report(
         embedded.warehouse().dir().display()
     );
     println!("\nrun log ({}):", config.run_log.table);
-    println!("{}", run_log_table(&rows));
+    if rows.len() <= 60 {
+        println!("{}", crate::status::events_table(&rows));
+    } else {
+        // Thousands of objects: a count per pipeline and status, and the failed runs.
+        let runs = conveyor_console::runs::summarize(&rows);
+        let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
+        for r in &runs {
+            *counts
+                .entry((r.pipeline.clone().unwrap_or_default(), r.status.clone()))
+                .or_default() += 1;
+        }
+        for ((pipeline, status), n) in &counts {
+            println!("  {pipeline}: {n} run(s) {status}");
+        }
+        let failed: Vec<_> = runs.into_iter().filter(|r| r.failed()).collect();
+        if !failed.is_empty() {
+            println!("{}", crate::status::runs_table(&failed));
+        }
+        println!(
+            "(every transition: `conveyor status --events`, or the console of `conveyor dev`)"
+        );
+    }
     let failed = rows
         .iter()
-        .filter(|r| matches!(r.status.as_str(), "FAILED" | "TIMED_OUT" | "REJECTED") && !retried(r))
+        .filter(|r| {
+            matches!(r.status.as_str(), "FAILED" | "TIMED_OUT" | "REJECTED") && !retry_pending(r)
+        })
         .count();
     if failed > 0 {
         println!("{failed} step(s) did not succeed");
         return Ok(ExitCode::FAILURE);
     }
     println!("every step SUCCEEDED");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A failed attempt with a retry scheduled is not a final failure.
-fn retried(r: &RunLogRow) -> bool {
-    r.status == "FAILED" && r.detail.contains("\"retry_at\"")
-}
-
-fn run_log_table(rows: &[RunLogRow]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "time",
-        "pipeline",
-        "run_id",
-        "step",
-        "attempt",
-        "status",
-        "table",
-        "rows",
-        "dataproc_job_id",
-        "error",
-    ]);
-    for r in rows {
-        t.add_row([
-            r.td_timestamp.format("%H:%M:%S%.3f").to_string(),
-            r.pipeline.clone().unwrap_or_default(),
-            r.run_id.clone(),
-            r.step.clone(),
-            r.attempt.to_string(),
-            r.status.clone(),
-            match (&r.db_name, &r.table_name) {
-                (Some(d), Some(t)) => format!("{d}.{t}"),
-                _ => String::new(),
-            },
-            r.rows_loaded.map(|n| n.to_string()).unwrap_or_default(),
-            r.dataproc_job_id.clone().unwrap_or_default(),
-            r.error
-                .clone()
-                .unwrap_or_default()
-                .chars()
-                .take(80)
-                .collect(),
-        ]);
-    }
-    t
-}
-
-pub(crate) async fn status(
-    config_path: &Path,
-    state_dir: &Path,
-    limit: usize,
-    run: Option<&str>,
-) -> anyhow::Result<ExitCode> {
-    let config = load_config(config_path)?;
-    let embedded = Embedded::open(config, state_dir)?;
-    let ctx = embedded.context();
-    let mut rows = Vec::new();
-    for t in embedded.run_log_tables() {
-        rows.extend(
-            ctx.ports
-                .run_log
-                .recent(&t, if run.is_some() { 100_000 } else { limit })
-                .await?,
-        );
-    }
-    if let Some(run) = run {
-        rows.retain(|r| r.run_id == run);
-    }
-    rows.sort_by_key(|r| std::cmp::Reverse(r.td_timestamp));
-    rows.truncate(limit);
-    rows.reverse();
-    if rows.is_empty() {
-        println!("the run log is empty");
-    } else {
-        println!("{}", run_log_table(&rows));
-    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -281,7 +302,11 @@ pub(crate) async fn dev(
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let mut embedded = Embedded::open(config.clone(), state_dir)?;
-    let router = conveyor_core::http::combined_router(embedded.context());
+    let console =
+        conveyor_console::Console::new(embedded.context().ports.run_log, Some(config.clone()))
+            .with_title(format!("embedded · {}", state_dir.display()));
+    let router = conveyor_core::http::combined_router(embedded.context())
+        .merge(conveyor_console::router(console));
     println!(
         "conveyor dev: {} pipeline(s) from {}",
         config.pipelines.len(),
@@ -295,8 +320,10 @@ pub(crate) async fn dev(
         "  warehouse: {}/warehouse/<dataset>.sqlite",
         state_dir.display()
     );
+    println!("  console:   http://{listen}/");
     println!("  http:      http://{listen}/{{stage,load,submit,poll,log}}");
-    println!("Ctrl-C to stop.");
+    println!("Ctrl-C to stop. A line per finished step:");
+    let steps = tokio::spawn(crate::progress::print_steps(embedded.events()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::spawn(async move {
         embedded
@@ -315,6 +342,7 @@ pub(crate) async fn dev(
         conveyor_core::http::serve(router, listen, conveyor_core::http::shutdown_signal()).await;
     let _ = stop_tx.send(());
     let _ = runtime.await;
+    steps.abort();
     result.context("the dev server failed")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,13 @@
-//! `conveyor`: validate pipeline files, run pipelines on this machine, show the run log.
+//! `conveyor`: validate pipeline files, run pipelines on this machine, start, backfill and
+//! replay them, and show the run log (embedded or production) and the web console.
 
 mod commands;
+mod operate;
+mod progress;
+mod replay;
+mod runlog;
 mod schedules;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,15 +88,20 @@ enum Command {
         #[arg(long, conflicts_with = "format")]
         tfvars: bool,
     },
-    /// Print the newest run-log rows.
-    Status {
-        /// How many rows.
-        #[arg(long, short = 'n', default_value_t = 30)]
-        limit: usize,
-        /// Show only this run.
-        #[arg(long)]
-        run: Option<String>,
-    },
+    /// Show the run log: one row per run (pipeline, latest status, started, duration, error),
+    /// or every transition with --events. Reads production (BigQuery) with --project or
+    /// CONVEYOR_PROJECT, else the embedded state; needs no pipeline file.
+    Status(status::StatusArgs),
+    /// Start one run of a pipeline now: its stage, else its batch (for an object-triggered
+    /// pipeline: re-announce the objects of --date). Embedded, or a deployed function with
+    /// --remote.
+    Trigger(operate::TriggerArgs),
+    /// One idempotent run per date from --from to --to (inclusive), like `airflow dags
+    /// backfill`: a date that already ran is adopted, not run again.
+    Backfill(operate::BackfillArgs),
+    /// Show the messages in the dead-letter subscription and re-publish the chosen ones once,
+    /// recording each replay in the run log.
+    Replay(replay::ReplayArgs),
 }
 
 fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -120,9 +131,10 @@ async fn main() -> ExitCode {
                 format
             },
         ),
-        Command::Status { limit, run } => {
-            commands::status(&cli.config, &cli.state_dir, limit, run.as_deref()).await
-        }
+        Command::Status(args) => status::status(&cli.config, &cli.state_dir, &args).await,
+        Command::Trigger(args) => operate::trigger(&cli.config, &cli.state_dir, &args).await,
+        Command::Backfill(args) => operate::backfill(&cli.config, &cli.state_dir, &args).await,
+        Command::Replay(args) => replay::replay(&cli.config, &args).await,
     };
     match result {
         Ok(code) => code,

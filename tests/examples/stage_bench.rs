@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         key: None,
     };
     let mut outcome = Outcome::default();
-    let mut progress = |line: &str| println!("  {line}");
+    let mut progress = |p: &conveyor_core::steps::StageProgress| println!("  {}", p.line);
     let report = stage_pipeline(&ctx, &p, &start, full, &mut outcome, &mut progress)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

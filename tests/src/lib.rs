@@ -181,6 +181,7 @@ impl Chain {
             tick_interval: Duration::from_millis(50),
             schedules: false,
             max_deliveries: 4,
+            watch_buckets: true,
         };
         let runtime = tokio::spawn(async move {
             embedded

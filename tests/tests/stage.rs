@@ -303,7 +303,7 @@ impl Stage {
             key: None,
         };
         let mut lines = Vec::new();
-        let mut progress = |l: &str| lines.push(l.to_owned());
+        let mut progress = |l: &conveyor_core::steps::StageProgress| lines.push(l.line.clone());
         let mut outcome = Outcome::default();
         let report = stage_pipeline(&self.ctx, p, &start, full, &mut outcome, &mut progress)
             .await

@@ -62,3 +62,13 @@ output "config_secret" {
   description = "The Secret Manager secret holding the pipeline file."
   value       = google_secret_manager_secret.config.id
 }
+
+output "console_address" {
+  description = "IP address of the console's load balancer (the console domain's A record); null without a console."
+  value       = local.console ? google_compute_global_address.console[0].address : null
+}
+
+output "console_url" {
+  description = "URL of the web console behind IAP; null without a console."
+  value       = local.console ? "https://${var.console_domain}/" : null
+}

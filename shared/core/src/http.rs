@@ -45,6 +45,7 @@ pub fn router(step: StepName, ctx: Context) -> Router {
         .layer(axum::middleware::map_response(json_refusals))
         .layer(axum::middleware::from_fn(limit_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(crate::trace::layer())
         .with_state(App { step, ctx })
 }
 

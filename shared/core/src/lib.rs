@@ -22,7 +22,8 @@
 //!   batch to the engine its spec names.
 //! - [`steps`]: the five steps; [`http`]: the axum router every function serves, and serving.
 //! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logging set-up; [`trace`]: each request's trace context and
+//!   `httpRequest` fields on its log lines.
 
 pub mod config;
 pub mod engines;
@@ -35,6 +36,7 @@ pub mod ports;
 pub mod schedules;
 pub mod steps;
 pub mod telemetry;
+pub mod trace;
 
 #[cfg(test)]
 mod testing;

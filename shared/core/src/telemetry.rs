@@ -23,7 +23,10 @@ pub fn init(format: LogFormat, filter: &str) {
     let result = match format {
         LogFormat::Json => Registry::default()
             .with(filter)
-            .with(tracing_stackdriver::layer())
+            .with(
+                tracing_stackdriver::layer()
+                    .with_writer(crate::trace::CloudWriter::new(std::io::stdout)),
+            )
             .try_init(),
         LogFormat::Text => Registry::default()
             .with(filter)

@@ -47,6 +47,9 @@ pub struct RuntimeOptions {
     pub schedules: bool,
     /// Deliveries of one event before a transient failure is recorded as final.
     pub max_deliveries: u32,
+    /// Whether files in the buckets are noticed and loaded (GCS notifications). `conveyor
+    /// backfill` turns it off: only the objects it announces are loaded.
+    pub watch_buckets: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -56,6 +59,7 @@ impl Default for RuntimeOptions {
             tick_interval: Duration::from_secs(1),
             schedules: false,
             max_deliveries: 8,
+            watch_buckets: true,
         }
     }
 }
@@ -69,6 +73,7 @@ pub struct Embedded {
     bus_rx: Option<mpsc::UnboundedReceiver<ConveyorEvent>>,
     pending: Arc<AtomicUsize>,
     unsettled: Arc<AtomicUsize>,
+    observed: tokio::sync::broadcast::Sender<ConveyorEvent>,
 }
 
 /// Tells whether the embedded runtime has nothing left to do; cheap to clone, usable while
@@ -164,7 +169,14 @@ impl Embedded {
             bus_rx: Some(bus_rx),
             pending,
             unsettled: Arc::new(AtomicUsize::new(0)),
+            observed: tokio::sync::broadcast::channel(4096).0,
         })
+    }
+
+    /// Every event the runtime dispatches from now on, for progress output (`conveyor dev`
+    /// prints a line per finished step). A receiver that falls behind loses the oldest.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConveyorEvent> {
+        self.observed.subscribe()
     }
 
     /// The step context (for HTTP routers and direct calls).
@@ -230,7 +242,9 @@ impl Embedded {
         let (obj_tx, mut obj_rx) = mpsc::unbounded_channel::<ObjectRef>();
         let watcher = Watcher::new(self.store.clone(), buckets, options.watch_interval)
             .with_gauge(self.unsettled.clone());
-        tasks.spawn(watcher.run(obj_tx));
+        if options.watch_buckets {
+            tasks.spawn(watcher.run(obj_tx));
+        }
         {
             let ctx = ctx.clone();
             let pending = pending.clone();
@@ -281,8 +295,10 @@ impl Embedded {
         let dispatcher = {
             let ctx = ctx.clone();
             let max = options.max_deliveries;
+            let observed = self.observed.clone();
             async move {
                 while let Some(event) = bus_rx.recv().await {
+                    let _ = observed.send(event.clone());
                     let ctx = ctx.clone();
                     let pending = pending.clone();
                     tokio::spawn(async move {

@@ -11,6 +11,8 @@
 //! - `bigquery/`: [`BigQuery`], warehouse, run log and the `sql` engine ([`SqlEngine`]),
 //!   through BigQuery's REST API.
 //! - `secrets.rs`: [`SecretManager`], where `secret:` references are read.
+//! - `dead_letter.rs`: [`PubSubRest`], Pub/Sub's REST API for reading and replaying the
+//!   dead-letter subscription (`conveyor replay`).
 //! - [`engines`]: Dataproc Serverless, Dataproc clusters, Dataflow flex templates and Data
 //!   Fusion through their REST APIs.
 //! - `settings.rs`: [`GcpSettings`], the `CONVEYOR_*` variables of a Cloud Run service, and
@@ -20,6 +22,7 @@
 
 mod auth;
 mod bigquery;
+mod dead_letter;
 pub mod engines;
 mod gcs;
 pub mod oidc;
@@ -30,6 +33,7 @@ mod settings;
 
 pub use auth::GcpAuth;
 pub use bigquery::{BigQuery, SqlEngine, load_configuration};
+pub use dead_letter::{PubSubRest, PulledMessage};
 pub use gcs::GcsStore;
 pub use pubsub::PubSubBus;
 pub use secrets::SecretManager;

@@ -170,6 +170,7 @@ pub async fn run(
     telemetry::init(settings.log_format, &settings.log);
     let pipelines = Arc::new(config::load_file(&settings.config)?);
     let gcp = Gcp::connect(GcpSettings::from_env()?)?;
+    conveyor_core::trace::set_project(&gcp.settings().project);
     let mut ctx = Context::new(pipelines, ports(&gcp).await?);
     ctx.options.load_wait = settings.load_wait;
     info!(step = %step, project = %gcp.settings().project, topic = %gcp.settings().topic(), "starting on Google Cloud adapters");

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 pub use log::row_for;
 pub use rejections::{Rejections, record_rejection};
-pub use stage::{StageReport, stage_pipeline};
+pub use stage::{ProgressKind, StageProgress, StageReport, stage_pipeline};
 
 use crate::config::{Config, Pipeline};
 use crate::event::{ConveyorEvent, EventType, StepName};

@@ -187,7 +187,11 @@ impl RunLog for BigQuery {
         table: &TableRef,
         query: &RunLogQuery,
     ) -> Result<Vec<RunLogRow>, PortError> {
-        self.ensure_run_log(table).await?;
+        // Readers with read-only roles (`conveyor status`, the console) can neither create
+        // nor widen the table: they read what is there.
+        if let Err(e @ PortError::Transient(_)) = self.ensure_run_log(table).await {
+            return Err(e);
+        }
         // Values are quoted as string literals.
         let mut filters = vec!["TRUE".to_owned()];
         if let Some(run) = &query.run_id {
@@ -214,6 +218,11 @@ impl RunLog for BigQuery {
             filters.join(" AND ")
         ))
         .await
+        .map_err(|e| match e {
+            // The emulator answers a missing table with 200 and an error in the body.
+            PortError::Permanent(m) if m.contains("Not found: Table") => PortError::NotFound(m),
+            e => e,
+        })
     }
 
     async fn open_batches(

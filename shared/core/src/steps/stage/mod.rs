@@ -42,6 +42,38 @@ const FLUSH_EVERY: Duration = Duration::from_secs(30);
 /// How often a long run reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// What a progress report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProgressKind {
+    /// The source was listed and the copies planned (`total` is known from here on).
+    Planned,
+    /// One object is done: copied, or unchanged after a content comparison.
+    Object,
+    /// One object failed (its line says why).
+    Failed,
+    /// A periodic report in a long run.
+    Tick,
+    /// The run's summary.
+    Finished,
+}
+
+/// One progress report of a stage run: a line for people, and the counts behind it for a
+/// progress bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageProgress {
+    /// What it is about.
+    pub kind: ProgressKind,
+    /// Objects done (copied, unchanged or failed) of `total`.
+    pub done: usize,
+    /// Objects to copy (0 before the plan).
+    pub total: usize,
+    /// Bytes copied so far.
+    pub bytes: u64,
+    /// The line: `[3/10] copied sales/a.csv (120 bytes, new)`.
+    pub line: String,
+}
+
 /// What a stage run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StageReport {
@@ -276,8 +308,17 @@ pub async fn stage_pipeline(
     start: &StartRequest,
     full: bool,
     outcome: &mut Outcome,
-    progress: &mut (dyn FnMut(&str) + Send),
+    progress: &mut (dyn FnMut(&StageProgress) + Send),
 ) -> Result<StageReport, StepError> {
+    let mut report_line = |kind, done, total, bytes, line: String| {
+        progress(&StageProgress {
+            kind,
+            done,
+            total,
+            bytes,
+            line,
+        });
+    };
     let began = Instant::now();
     let Some(spec) = &pipeline.stage else {
         return Err(StepError::Rejected(format!(
@@ -330,7 +371,13 @@ pub async fn stage_pipeline(
         let target = match target {
             Ok(t) => t,
             Err(e) => {
-                progress(&format!("FAILED {}: {e}", object.key));
+                report_line(
+                    ProgressKind::Failed,
+                    0,
+                    0,
+                    0,
+                    format!("FAILED {}: {e}", object.key),
+                );
                 warn!(object = %object.key, error = %e, "cannot name the staged object");
                 report.failed.push((object.key, e));
                 continue;
@@ -357,12 +404,18 @@ pub async fn stage_pipeline(
     } else {
         String::new()
     };
-    progress(&format!(
-        "{}: {} object(s) listed, {total} to copy{compare_note}, {} unchanged",
-        spec.source.describe(),
-        keys.len(),
-        report.skipped.len()
-    ));
+    report_line(
+        ProgressKind::Planned,
+        0,
+        total,
+        0,
+        format!(
+            "{}: {} object(s) listed, {total} to copy{compare_note}, {} unchanged",
+            spec.source.describe(),
+            keys.len(),
+            report.skipped.len()
+        ),
+    );
     info!(source = %uri, listed = keys.len(), to_copy = total, unchanged = report.skipped.len(), "stage planned");
 
     let bytes = Arc::new(AtomicU64::new(0));
@@ -384,7 +437,7 @@ pub async fn stage_pipeline(
             _ = ticker.tick() => {
                 let copied = bytes.load(Ordering::Relaxed);
                 let rate = copied as f64 / began.elapsed().as_secs_f64().max(0.001) / 1e6;
-                progress(&format!("... {done}/{total} done, {copied} bytes copied, {rate:.1} MB/s"));
+                report_line(ProgressKind::Tick, done, total, copied, format!("... {done}/{total} done, {copied} bytes copied, {rate:.1} MB/s"));
                 info!(done, total, bytes = copied, "stage in progress");
                 continue;
             }
@@ -401,15 +454,27 @@ pub async fn stage_pipeline(
                 let target = meta.object.name.to_string();
                 let event = staged_event(pipeline, &meta, &source_address(&uri, &object));
                 if let Err(e) = publish(ctx, outcome, event).await {
-                    progress(&format!("[{done}/{total}] FAILED {target}: {e}"));
+                    report_line(
+                        ProgressKind::Failed,
+                        done,
+                        total,
+                        bytes.load(Ordering::Relaxed),
+                        format!("[{done}/{total}] FAILED {target}: {e}"),
+                    );
                     warn!(object = %meta.object.uri(), error = %e, "copied, but the staged event was not published; the next run copies it again");
                     report.failed.push((object.key, e.to_string()));
                     continue;
                 }
-                progress(&format!(
-                    "[{done}/{total}] copied {target} ({} bytes, {reason})",
-                    read.size
-                ));
+                report_line(
+                    ProgressKind::Object,
+                    done,
+                    total,
+                    bytes.load(Ordering::Relaxed),
+                    format!(
+                        "[{done}/{total}] copied {target} ({} bytes, {reason})",
+                        read.size
+                    ),
+                );
                 info!(object = %meta.object.uri(), source = %object.key, bytes = read.size, reason, "staged");
                 report.bytes += read.size;
                 touched.insert(object.key.clone());
@@ -421,17 +486,26 @@ pub async fn stage_pipeline(
                 dirty = true;
             }
             Ok(Done::Unchanged { object, entry }) => {
-                progress(&format!(
-                    "[{done}/{total}] unchanged {} (same content)",
-                    object.key
-                ));
+                report_line(
+                    ProgressKind::Object,
+                    done,
+                    total,
+                    bytes.load(Ordering::Relaxed),
+                    format!("[{done}/{total}] unchanged {} (same content)", object.key),
+                );
                 touched.insert(object.key.clone());
                 mark.objects.insert(object.key.clone(), entry);
                 report.skipped.push(object.key);
                 dirty = true;
             }
             Err((key, e)) => {
-                progress(&format!("[{done}/{total}] FAILED {key}: {e}"));
+                report_line(
+                    ProgressKind::Failed,
+                    done,
+                    total,
+                    bytes.load(Ordering::Relaxed),
+                    format!("[{done}/{total}] FAILED {key}: {e}"),
+                );
                 warn!(object = %key, error = %e, "stage of one object failed; the next run retries it");
                 report.failed.push((key, e));
             }
@@ -447,7 +521,13 @@ pub async fn stage_pipeline(
         flush(ctx, spec, pipeline, &mut mark, &touched, &keys).await?;
     }
     report.elapsed = began.elapsed();
-    progress(&report.summary());
+    report_line(
+        ProgressKind::Finished,
+        done,
+        total,
+        report.bytes,
+        report.summary(),
+    );
     info!(
         copied = report.copied.len(),
         unchanged = report.skipped.len(),

@@ -1,0 +1,453 @@
+//! `conveyor trigger` and `conveyor backfill`: start runs by hand, on the embedded runtime or
+//! through a deployed function (`--remote`).
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use conveyor_core::config::{Config, Pipeline};
+use conveyor_core::event::StepName;
+use conveyor_core::inbound::{Inbound, Origin, StartRequest};
+use conveyor_core::ports::RunLogQuery;
+use conveyor_core::steps::{self, Context, Outcome, StageProgress};
+use serde_json::json;
+
+use crate::commands::{Session, load_config};
+use crate::progress::StageOutput;
+
+/// Where a start goes: a deployed function instead of the embedded runtime.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RemoteArgs {
+    /// Call the deployed function at this URL (the pipeline's `stage` service when it stages
+    /// data, else `submit`) instead of running on this machine.
+    #[arg(long)]
+    pub(crate) remote: Option<String>,
+    /// The identity token for --remote (default: `gcloud auth print-identity-token`).
+    #[arg(long, env = "CONVEYOR_ID_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Give up waiting for the embedded runs after this long.
+    #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// `conveyor trigger`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TriggerArgs {
+    /// The pipeline.
+    pub(crate) pipeline: String,
+    /// Makes the start idempotent: the same key is the same run (a repeated call adopts it).
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// The run's date (`{date}`, YYYY-MM-DD; default: now). Without --key, one run per date.
+    #[arg(long)]
+    pub(crate) date: Option<NaiveDate>,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
+}
+
+/// `conveyor backfill`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BackfillArgs {
+    /// The pipeline.
+    pub(crate) pipeline: String,
+    /// The first date (YYYY-MM-DD).
+    #[arg(long)]
+    pub(crate) from: NaiveDate,
+    /// The last date, included.
+    #[arg(long)]
+    pub(crate) to: NaiveDate,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
+}
+
+/// How a pipeline is started by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Its stage copies the source; arrivals then load.
+    Stage,
+    /// It starts on object arrivals: the objects of the date are announced again.
+    Objects,
+    /// Its batch is submitted.
+    Submit,
+}
+
+fn plan(p: &Pipeline) -> anyhow::Result<Plan> {
+    if p.stage.is_some() {
+        Ok(Plan::Stage)
+    } else if p.trigger.object.is_some() && p.load.is_some() {
+        Ok(Plan::Objects)
+    } else if !p.jobs.is_empty() {
+        Ok(Plan::Submit)
+    } else {
+        anyhow::bail!(
+            "pipeline {} has no stage, no object trigger with a load and no job: nothing to start",
+            p.name
+        )
+    }
+}
+
+fn midnight(d: NaiveDate) -> DateTime<Utc> {
+    d.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+/// The literal folder a pattern's matches start with (`sales/` for `sales/{date}/*.csv`).
+fn literal_prefix(pattern: &str) -> &str {
+    let end = pattern.find(['{', '*']).unwrap_or(pattern.len());
+    match pattern[..end].rfind('/') {
+        Some(i) => &pattern[..=i],
+        None => "",
+    }
+}
+
+/// Starts `pipeline` once for `at`: returns what happened, for people, and how many objects
+/// were staged or announced (the loads to wait for).
+async fn start_one(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    at: DateTime<Utc>,
+    date: Option<NaiveDate>,
+    key: Option<String>,
+) -> anyhow::Result<(String, usize)> {
+    let start = StartRequest {
+        pipeline: Some(pipeline.name.clone()),
+        origin: Origin::Manual,
+        at,
+        key,
+    };
+    match plan(pipeline)? {
+        Plan::Stage => {
+            let mut outcome = Outcome::default();
+            let mut output = StageOutput::new();
+            let mut progress = |p: &StageProgress| output.report(p);
+            let report =
+                steps::stage_pipeline(ctx, pipeline, &start, false, &mut outcome, &mut progress)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("stage {} failed: {e}", pipeline.name))?;
+            let loads = if crate::commands::loads_from(&ctx.config, pipeline) {
+                report.copied.len()
+            } else {
+                0
+            };
+            Ok((report.summary(), loads))
+        }
+        Plan::Submit => {
+            let outcome = steps::handle(StepName::Submit, ctx, Inbound::Start(start))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok((outcome.summary, 0))
+        }
+        Plan::Objects => {
+            let Some(trigger) = &pipeline.trigger.object else {
+                anyhow::bail!("pipeline {} has no object trigger", pipeline.name);
+            };
+            let Some(date) = date else {
+                anyhow::bail!(
+                    "pipeline {} starts when objects arrive: give --date to announce that \
+                     date's objects again, or drop a file into the bucket {}",
+                    pipeline.name,
+                    trigger.bucket
+                );
+            };
+            if !trigger.pattern.names().iter().any(|n| n == "date") {
+                anyhow::bail!(
+                    "the pattern {} of pipeline {} has no {{date}}: its objects cannot be told \
+                     apart by date",
+                    trigger.pattern.as_str(),
+                    pipeline.name
+                );
+            }
+            let wanted = date.format("%Y-%m-%d").to_string();
+            let listed = ctx
+                .ports
+                .store
+                .list(&trigger.bucket, literal_prefix(trigger.pattern.as_str()))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", trigger.bucket))?;
+            let mut n = 0;
+            let mut notes = Vec::new();
+            for meta in listed {
+                let name = meta.object.name.to_string();
+                let name = name.as_str();
+                if name.starts_with(conveyor_core::INTERNAL_PREFIX) {
+                    continue;
+                }
+                let Some(captures) = trigger.pattern.captures(name) else {
+                    continue;
+                };
+                if captures.get("date") != Some(&wanted) {
+                    continue;
+                }
+                n += 1;
+                let outcome = steps::handle(StepName::Load, ctx, Inbound::Object(meta.object))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+                notes.push(outcome.summary);
+            }
+            if n == 0 {
+                return Ok((format!("no object of {wanted} in {}", trigger.bucket), 0));
+            }
+            Ok((
+                format!("{n} object(s) announced again: {}", notes.join("; ")),
+                n,
+            ))
+        }
+    }
+}
+
+/// An identity token: `--token`, else `gcloud auth print-identity-token`; none for a
+/// loopback URL (`conveyor dev`).
+fn identity_token(args: &RemoteArgs, url: &str) -> anyhow::Result<Option<String>> {
+    if let Some(t) = &args.token {
+        return Ok(Some(t.clone()));
+    }
+    if url.starts_with("http://127.0.0.1") || url.starts_with("http://localhost") {
+        return Ok(None);
+    }
+    let out = std::process::Command::new("gcloud")
+        .args(["auth", "print-identity-token"])
+        .output()
+        .context("no identity token: pass --token (or CONVEYOR_ID_TOKEN), or install the Google Cloud CLI (`gcloud auth print-identity-token`)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "gcloud auth print-identity-token failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+}
+
+/// POSTs a start request to the deployed function.
+async fn start_remote(
+    args: &RemoteArgs,
+    url: &str,
+    pipeline: &str,
+    at: Option<DateTime<Utc>>,
+    key: Option<&str>,
+) -> anyhow::Result<bool> {
+    let mut body = json!({"pipeline": pipeline});
+    if let Some(at) = at {
+        body["time"] = json!(at.to_rfc3339());
+    }
+    if let Some(k) = key {
+        body["key"] = json!(k);
+    }
+    let mut req = conveyor_gcp::http_client()
+        .post(url)
+        .timeout(Duration::from_secs(600))
+        .json(&body);
+    if let Some(token) = identity_token(args, url)? {
+        req = req.bearer_auth(token);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let summary = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            v.get("summary")
+                .or_else(|| v.get("reason"))
+                .and_then(|s| s.as_str().map(str::to_owned))
+        })
+        .unwrap_or(text);
+    println!("  {status}: {summary}");
+    Ok(status.is_success())
+}
+
+/// Prints the runs of `pipeline` recorded since `since`; `false` when one failed.
+async fn report_runs(ctx: &Context, pipeline: &Pipeline, since: DateTime<Utc>) -> bool {
+    let config: &Config = &ctx.config;
+    let table = config.run_log_table(pipeline);
+    let query = RunLogQuery {
+        pipeline: Some(pipeline.name.to_string()),
+        since: Some(since),
+        ..RunLogQuery::default()
+    };
+    let rows = match ctx.ports.run_log.rows(&table, &query).await {
+        Ok(r) => r,
+        Err(e) => {
+            println!("cannot read the run log: {e}");
+            return false;
+        }
+    };
+    let mut runs = conveyor_console::runs::summarize(&rows);
+    runs.reverse();
+    if runs.is_empty() {
+        println!("no new run-log rows: the runs existed already (adopted, nothing ran again)");
+        return true;
+    }
+    println!("{}", crate::status::runs_table(&runs));
+    !runs.iter().any(|r| r.failed())
+}
+
+fn config_for(config_path: &Path, pipeline: &str) -> anyhow::Result<(Arc<Config>, Pipeline)> {
+    let config = load_config(config_path)?;
+    let p = config
+        .pipeline(pipeline)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no pipeline {pipeline:?} in {}", config_path.display()))?;
+    anyhow::ensure!(p.active, "pipeline {pipeline} is inactive");
+    Ok((config, p))
+}
+
+pub(crate) async fn trigger(
+    config_path: &Path,
+    state_dir: &Path,
+    args: &TriggerArgs,
+) -> anyhow::Result<ExitCode> {
+    let at = args.date.map(midnight);
+    if let Some(url) = &args.remote.remote {
+        println!("trigger {} at {url}:", args.pipeline);
+        let ok = start_remote(&args.remote, url, &args.pipeline, at, args.key.as_deref()).await?;
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let (config, pipeline) = config_for(config_path, &args.pipeline)?;
+    let began = Utc::now() - chrono::Duration::seconds(1);
+    let mut session = Session::start(config, state_dir, false)?;
+    println!("trigger {}:", pipeline.name);
+    let result = start_one(
+        &session.ctx,
+        &pipeline,
+        at.unwrap_or_else(Utc::now),
+        args.date,
+        args.key.clone(),
+    )
+    .await;
+    let loads = match &result {
+        Ok((summary, n)) => {
+            println!("  {summary}");
+            *n
+        }
+        Err(_) => 0,
+    };
+    if result.is_ok() {
+        session.wait(args.remote.timeout, loads).await;
+    }
+    let ctx = session.ctx.clone();
+    session.stop().await?;
+    result?;
+    let ok = report_runs(&ctx, &pipeline, began).await;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) async fn backfill(
+    config_path: &Path,
+    state_dir: &Path,
+    args: &BackfillArgs,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.from <= args.to,
+        "--from {} is after --to {}",
+        args.from,
+        args.to
+    );
+    let dates: Vec<NaiveDate> = args
+        .from
+        .iter_days()
+        .take_while(|d| *d <= args.to)
+        .collect();
+    anyhow::ensure!(
+        dates.len() <= 3660,
+        "{} dates: backfill at most ten years at once",
+        dates.len()
+    );
+    let key = |d: &NaiveDate| format!("backfill-{d}");
+    if let Some(url) = &args.remote.remote {
+        if let Ok((_, p)) = config_for(config_path, &args.pipeline) {
+            anyhow::ensure!(
+                plan(&p)? != Plan::Objects,
+                "pipeline {} starts on object arrivals: backfill it where its bucket is listed \
+                 (without --remote), or copy the objects again",
+                p.name
+            );
+        }
+        println!(
+            "backfill {} at {url}, {} date(s):",
+            args.pipeline,
+            dates.len()
+        );
+        let mut ok = true;
+        for d in &dates {
+            print!("{d}:");
+            ok &= start_remote(
+                &args.remote,
+                url,
+                &args.pipeline,
+                Some(midnight(*d)),
+                Some(&key(d)),
+            )
+            .await?;
+        }
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let (config, pipeline) = config_for(config_path, &args.pipeline)?;
+    plan(&pipeline)?;
+    let began = Utc::now() - chrono::Duration::seconds(1);
+    let mut session = Session::start(config, state_dir, false)?;
+    println!("backfill {}, {} date(s):", pipeline.name, dates.len());
+    let mut loads = 0;
+    let mut failures = BTreeMap::new();
+    for d in &dates {
+        match start_one(
+            &session.ctx,
+            &pipeline,
+            midnight(*d),
+            Some(*d),
+            Some(key(d)),
+        )
+        .await
+        {
+            Ok((summary, n)) => {
+                println!("{d}: {summary}");
+                loads += n;
+            }
+            Err(e) => {
+                println!("{d}: FAILED {e:#}");
+                failures.insert(*d, e.to_string());
+            }
+        }
+    }
+    session.wait(args.remote.timeout, loads).await;
+    let ctx = session.ctx.clone();
+    session.stop().await?;
+    let ok = report_runs(&ctx, &pipeline, began).await;
+    if !failures.is_empty() {
+        println!("{} date(s) could not be started", failures.len());
+    }
+    Ok(if ok && failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_literal_prefix_stops_at_the_first_placeholder_folder() {
+        assert_eq!(literal_prefix("sales/{date}/*.csv"), "sales/");
+        assert_eq!(literal_prefix("a/b/c{x}.csv"), "a/b/");
+        assert_eq!(literal_prefix("{date}/x"), "");
+        assert_eq!(literal_prefix("plain/file.csv"), "plain/");
+    }
+}

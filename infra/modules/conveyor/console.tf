@@ -1,0 +1,260 @@
+# The web console: a sixth Cloud Run service (the `conveyor-console` binary of the same
+# image) behind Identity-Aware Proxy. It reads the run log with read-only roles and draws the
+# pipelines from the same pipeline file. Created when `console_domain` is set: IAP sits on an
+# external Application Load Balancer (serverless NEG → backend service with IAP → HTTPS with a
+# Google-managed certificate for that domain), and the service accepts traffic from the load
+# balancer only.
+
+locals {
+  console = var.console_domain != null
+  # Google's IAP service agent calls the service once IAP has let a user through.
+  iap_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-iap.iam.gserviceaccount.com"
+}
+
+resource "google_service_account" "console" {
+  count = local.console ? 1 : 0
+
+  project      = var.project_id
+  account_id   = "${local.prefix}-console"
+  display_name = "Conveyor console"
+  description  = "Runs the Conveyor console: reads the run log, writes nothing."
+}
+
+# Read-only: the run-log dataset's tables, and query jobs (which BigQuery runs in the project).
+resource "google_bigquery_dataset_iam_member" "console_run_log_reader" {
+  count = local.console ? 1 : 0
+
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.dataset[var.run_log_dataset].dataset_id
+  role       = "roles/bigquery.dataViewer"
+  member     = google_service_account.console[0].member
+}
+
+resource "google_project_iam_member" "console_bigquery_jobs" {
+  count = local.console ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/bigquery.jobUser"
+  member  = google_service_account.console[0].member
+}
+
+resource "google_secret_manager_secret_iam_member" "console_config_reader" {
+  count = local.console ? 1 : 0
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.config.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.console[0].member
+}
+
+resource "google_cloud_run_v2_service" "console" {
+  count = local.console ? 1 : 0
+
+  project             = var.project_id
+  name                = "${local.prefix}-console"
+  location            = var.region
+  description         = "Conveyor web console (behind IAP)."
+  ingress             = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+  deletion_protection = var.deletion_protection
+  labels              = merge(local.labels, { conveyor-function = "console" })
+
+  template {
+    service_account                  = google_service_account.console[0].email
+    max_instance_request_concurrency = 20
+    timeout                          = "60s"
+    labels                           = merge(local.labels, { conveyor-function = "console" })
+
+    scaling {
+      min_instance_count = 0
+      max_instance_count = 2
+    }
+
+    containers {
+      name    = "console"
+      image   = var.image
+      command = ["/usr/local/bin/conveyor-console"]
+
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        limits = {
+          cpu    = "1"
+          memory = "256Mi"
+        }
+        cpu_idle          = true
+        startup_cpu_boost = true
+      }
+
+      dynamic "env" {
+        for_each = {
+          CONVEYOR_CONFIG            = "${local.config_dir}/conveyor.yaml"
+          CONVEYOR_LOG_FORMAT        = "json"
+          CONVEYOR_LOG               = var.log_filter
+          CONVEYOR_PROJECT           = var.project_id
+          CONVEYOR_BIGQUERY_LOCATION = local.bigquery_location
+        }
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      volume_mounts {
+        name       = "config"
+        mount_path = local.config_dir
+      }
+
+      startup_probe {
+        period_seconds    = 2
+        timeout_seconds   = 1
+        failure_threshold = 15
+        http_get {
+          path = "/healthz"
+        }
+      }
+
+      liveness_probe {
+        period_seconds    = 30
+        timeout_seconds   = 5
+        failure_threshold = 3
+        http_get {
+          path = "/healthz"
+        }
+      }
+    }
+
+    volumes {
+      name = "config"
+      secret {
+        secret = google_secret_manager_secret.config.secret_id
+        items {
+          version = google_secret_manager_secret_version.config.version
+          path    = "conveyor.yaml"
+        }
+      }
+    }
+  }
+
+  depends_on = [google_secret_manager_secret_iam_member.console_config_reader]
+}
+
+# Only IAP's agent may invoke the service: every request has passed IAP first.
+resource "google_cloud_run_v2_service_iam_member" "console_iap_invoker" {
+  count = local.console ? 1 : 0
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.console[0].name
+  role     = "roles/run.invoker"
+  member   = local.iap_agent
+}
+
+resource "google_compute_region_network_endpoint_group" "console" {
+  count = local.console ? 1 : 0
+
+  project               = var.project_id
+  name                  = "${local.prefix}-console"
+  region                = var.region
+  network_endpoint_type = "SERVERLESS"
+
+  cloud_run {
+    service = google_cloud_run_v2_service.console[0].name
+  }
+}
+
+resource "google_compute_backend_service" "console" {
+  count = local.console ? 1 : 0
+
+  project               = var.project_id
+  name                  = "${local.prefix}-console"
+  description           = "Conveyor console, behind IAP."
+  protocol              = "HTTPS"
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+
+  backend {
+    group = google_compute_region_network_endpoint_group.console[0].id
+  }
+
+  iap {
+    enabled              = true
+    oauth2_client_id     = var.console_oauth_client_id
+    oauth2_client_secret = var.console_oauth_client_secret
+  }
+
+  log_config {
+    enable = true
+  }
+}
+
+# Who may open the console: IAP's accessor role on this backend only.
+resource "google_iap_web_backend_service_iam_member" "console_users" {
+  for_each = local.console ? toset(var.console_users) : toset([])
+
+  project             = var.project_id
+  web_backend_service = google_compute_backend_service.console[0].name
+  role                = "roles/iap.httpsResourceAccessor"
+  member              = each.value
+}
+
+resource "google_compute_url_map" "console" {
+  count = local.console ? 1 : 0
+
+  project         = var.project_id
+  name            = "${local.prefix}-console"
+  description     = "Conveyor console."
+  default_service = google_compute_backend_service.console[0].id
+}
+
+resource "google_compute_managed_ssl_certificate" "console" {
+  count = local.console ? 1 : 0
+
+  project = var.project_id
+  name    = "${local.prefix}-console"
+
+  managed {
+    domains = [var.console_domain]
+  }
+}
+
+resource "google_compute_ssl_policy" "console" {
+  count = local.console ? 1 : 0
+
+  project         = var.project_id
+  name            = "${local.prefix}-console"
+  description     = "TLS 1.2 or later, modern ciphers."
+  profile         = "MODERN"
+  min_tls_version = "TLS_1_2"
+}
+
+resource "google_compute_target_https_proxy" "console" {
+  count = local.console ? 1 : 0
+
+  project          = var.project_id
+  name             = "${local.prefix}-console"
+  description      = "Conveyor console."
+  url_map          = google_compute_url_map.console[0].id
+  ssl_certificates = [google_compute_managed_ssl_certificate.console[0].id]
+  ssl_policy       = google_compute_ssl_policy.console[0].id
+}
+
+resource "google_compute_global_address" "console" {
+  count = local.console ? 1 : 0
+
+  project     = var.project_id
+  name        = "${local.prefix}-console"
+  description = "Conveyor console: point the console domain's A record here."
+}
+
+resource "google_compute_global_forwarding_rule" "console" {
+  count = local.console ? 1 : 0
+
+  project               = var.project_id
+  name                  = "${local.prefix}-console"
+  description           = "Conveyor console, HTTPS."
+  target                = google_compute_target_https_proxy.console[0].id
+  ip_address            = google_compute_global_address.console[0].id
+  port_range            = "443"
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+}

@@ -1,0 +1,364 @@
+//! Runs from run-log rows: one summary per run (the default view of `conveyor status` and the
+//! console's grids) and its tasks (the bars of a run's timeline).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use conveyor_core::config::Config;
+use conveyor_core::names::TableRef;
+use conveyor_core::ports::{PortError, RunLog, RunLogQuery, RunLogRow};
+use serde::Serialize;
+
+/// Every run-log table `config` names: the file's and each pipeline's own.
+pub fn run_log_tables(config: &Config) -> Vec<TableRef> {
+    let mut set = BTreeSet::new();
+    set.insert(config.run_log.table.to_string());
+    for p in &config.pipelines {
+        set.insert(config.run_log_table(p).to_string());
+    }
+    set.iter().filter_map(|t| TableRef::parse(t).ok()).collect()
+}
+
+/// The rows `query` selects from every table of `tables`, newest first, at most
+/// `query.limit` (0: all). A table that does not exist yet has none.
+///
+/// # Errors
+/// The run log's error.
+pub async fn read_rows(
+    run_log: &dyn RunLog,
+    tables: &[TableRef],
+    query: &RunLogQuery,
+) -> Result<Vec<RunLogRow>, PortError> {
+    let mut rows = Vec::new();
+    for t in tables {
+        match run_log.rows(t, query).await {
+            Ok(r) => rows.extend(r),
+            // A table nothing was written to yet holds no runs.
+            Err(PortError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if tables.len() > 1 {
+        rows.sort_by(newest_first);
+        // Two tables may hold the same event if a pipeline's table changed.
+        let mut seen = BTreeSet::new();
+        rows.retain(|r| seen.insert(r.event_id.clone()));
+    }
+    if query.limit > 0 {
+        rows.truncate(query.limit);
+    }
+    Ok(rows)
+}
+
+/// How far along a status is, to order rows with the same timestamp.
+fn rank(status: &str) -> u8 {
+    match status {
+        "SUBMITTED" => 1,
+        "RUNNING" => 2,
+        _ => 3,
+    }
+}
+
+fn newest_first(a: &RunLogRow, b: &RunLogRow) -> std::cmp::Ordering {
+    b.td_timestamp
+        .cmp(&a.td_timestamp)
+        .then(rank(&b.status).cmp(&rank(&a.status)))
+}
+
+/// Whether a row is a failed attempt with a retry scheduled.
+pub fn retry_pending(row: &RunLogRow) -> bool {
+    row.status == "FAILED" && row.detail.contains("\"retry_at\"")
+}
+
+/// Whether a row records the end of the whole run (`conveyor.run.finished`: written by the
+/// submit step, naming no job), not a task of it.
+pub fn is_run_end(row: &RunLogRow) -> bool {
+    row.step == "submit"
+        && row.job.is_none()
+        && row.job_id.is_none()
+        && row.dataproc_job_id.is_none()
+}
+
+/// Whether a status ends a run (or a task).
+pub fn is_terminal(status: &str) -> bool {
+    matches!(status, "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "REJECTED")
+}
+
+/// One run, summarised from its rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// The run id.
+    pub run_id: String,
+    /// The pipeline (absent for a rejection that could not name one).
+    pub pipeline: Option<String>,
+    /// The newest row's status; `RETRYING` when that row is a failed attempt with a retry
+    /// scheduled.
+    pub status: String,
+    /// When the run started: its earliest `started_at` or `td_timestamp`.
+    pub started: DateTime<Utc>,
+    /// Its newest transition.
+    pub updated: DateTime<Utc>,
+    /// When it ended, once its newest status is terminal.
+    pub finished: Option<DateTime<Utc>>,
+    /// The newest error.
+    pub error: Option<String>,
+    /// Objects it read (`gs://bucket/name`).
+    pub objects: Vec<String>,
+    /// Tables it wrote (`dataset.table`).
+    pub tables: Vec<String>,
+    /// Load and batch job ids.
+    pub jobs: Vec<String>,
+    /// Rows loaded, summed over its loads.
+    pub rows_loaded: u64,
+    /// Its run-log rows.
+    pub events: usize,
+}
+
+impl RunSummary {
+    /// From start to end (or to `now` while it runs).
+    pub fn duration(&self, now: DateTime<Utc>) -> chrono::Duration {
+        self.finished.unwrap_or(now) - self.started
+    }
+
+    /// Whether it ended in anything but success.
+    pub fn failed(&self) -> bool {
+        matches!(self.status.as_str(), "FAILED" | "TIMED_OUT" | "REJECTED")
+    }
+}
+
+/// One summary per run in `rows` (any order), newest run first.
+pub fn summarize(rows: &[RunLogRow]) -> Vec<RunSummary> {
+    let mut by_run: BTreeMap<&str, Vec<&RunLogRow>> = BTreeMap::new();
+    for r in rows {
+        by_run.entry(r.run_id.as_str()).or_default().push(r);
+    }
+    let mut out: Vec<RunSummary> = by_run
+        .into_values()
+        .map(|mut rows| {
+            rows.sort_by(|a, b| newest_first(a, b));
+            summary(&rows)
+        })
+        .collect();
+    out.sort_by(|a, b| b.started.cmp(&a.started).then(a.run_id.cmp(&b.run_id)));
+    out
+}
+
+/// `rows` of one run, newest first.
+fn summary(rows: &[&RunLogRow]) -> RunSummary {
+    let newest = rows[0];
+    let status = if retry_pending(newest) {
+        "RETRYING".to_owned()
+    } else {
+        newest.status.clone()
+    };
+    let started = rows
+        .iter()
+        .map(|r| r.started_at.unwrap_or(r.td_timestamp).min(r.td_timestamp))
+        .min()
+        .unwrap_or(newest.td_timestamp);
+    let updated = rows
+        .iter()
+        .map(|r| r.td_timestamp)
+        .max()
+        .unwrap_or(newest.td_timestamp);
+    let finished = is_terminal(&status).then_some(updated);
+    let mut objects = BTreeSet::new();
+    let mut tables = BTreeSet::new();
+    let mut jobs = BTreeSet::new();
+    let mut rows_loaded = 0;
+    for r in rows {
+        if let Some(o) = &r.source_object {
+            objects.insert(o.clone());
+        }
+        if let (Some(d), Some(t)) = (&r.db_name, &r.table_name) {
+            tables.insert(format!("{d}.{t}"));
+        }
+        if let Some(j) = r.job_id.as_ref().or(r.dataproc_job_id.as_ref()) {
+            jobs.insert(j.clone());
+        }
+        if r.status == "SUCCEEDED" {
+            rows_loaded += r.rows_loaded.unwrap_or(0);
+        }
+    }
+    RunSummary {
+        run_id: newest.run_id.clone(),
+        pipeline: rows.iter().find_map(|r| r.pipeline.clone()),
+        status,
+        started,
+        updated,
+        finished,
+        error: rows
+            .iter()
+            .find_map(|r| r.error.clone().filter(|e| !e.is_empty())),
+        objects: objects.into_iter().collect(),
+        tables: tables.into_iter().collect(),
+        jobs: jobs.into_iter().collect(),
+        rows_loaded,
+        events: rows.len(),
+    }
+}
+
+/// One bar of a run's timeline: a step, or one attempt of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    /// What people read: `stage`, `load`, `batch attempt 2`, `dedupe attempt 1`.
+    pub label: String,
+    /// The graph node it belongs to: `stage`, `load`, or the job's name (`batch` for a
+    /// pipeline's single `batch:`).
+    pub node: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// Its first transition (or `started_at`).
+    pub start: DateTime<Utc>,
+    /// Its last transition; `None` while it runs.
+    pub end: Option<DateTime<Utc>>,
+    /// Its newest status.
+    pub status: String,
+    /// Its error, if it failed.
+    pub error: Option<String>,
+    /// The load or batch job id.
+    pub job_id: Option<String>,
+}
+
+/// The tasks of one run's `rows` (any order), in the order they started.
+pub fn tasks(rows: &[RunLogRow]) -> Vec<Task> {
+    let mut groups: BTreeMap<(String, u32), Vec<&RunLogRow>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| !is_run_end(r)) {
+        let batch = r.dataproc_job_id.is_some() || matches!(r.step.as_str(), "submit" | "poll");
+        let node = match (&r.job, batch) {
+            (Some(job), _) => job.clone(),
+            (None, true) => "batch".to_owned(),
+            (None, false) => r.step.clone(),
+        };
+        groups.entry((node, r.attempt)).or_default().push(r);
+    }
+    let mut out: Vec<Task> = groups
+        .into_iter()
+        .map(|((node, attempt), mut rows)| {
+            rows.sort_by(|a, b| newest_first(a, b));
+            let newest = rows[0];
+            let start = rows
+                .iter()
+                .map(|r| r.started_at.unwrap_or(r.td_timestamp).min(r.td_timestamp))
+                .min()
+                .unwrap_or(newest.td_timestamp);
+            let end = rows.iter().map(|r| r.td_timestamp).max();
+            let status = if retry_pending(newest) {
+                "FAILED".to_owned()
+            } else {
+                newest.status.clone()
+            };
+            let batchy = !matches!(node.as_str(), "stage" | "load" | "log");
+            Task {
+                label: if batchy {
+                    format!("{node} attempt {attempt}")
+                } else {
+                    node.clone()
+                },
+                node,
+                attempt,
+                start,
+                end: if is_terminal(&status) { end } else { None },
+                error: rows
+                    .iter()
+                    .find_map(|r| r.error.clone().filter(|e| !e.is_empty())),
+                job_id: rows
+                    .iter()
+                    .find_map(|r| r.dataproc_job_id.clone().or(r.job_id.clone())),
+                status,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.start.cmp(&b.start).then(a.label.cmp(&b.label)));
+    out
+}
+
+/// A duration as people read it: `850ms`, `12s`, `3m 05s`, `2h 10m`.
+pub fn human_duration(d: chrono::Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60),
+        _ => format!("{}h {:02}m", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn row(run: &str, step: &str, status: &str, secs: i64) -> RunLogRow {
+        RunLogRow {
+            event_id: format!("{run}-{step}-{status}-{secs}"),
+            run_id: run.to_owned(),
+            pipeline: Some("sales".to_owned()),
+            step: step.to_owned(),
+            attempt: 1,
+            status: status.to_owned(),
+            td_timestamp: Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap(),
+            ..RunLogRow::default()
+        }
+    }
+
+    #[test]
+    fn a_run_takes_its_newest_status_and_its_error_and_spans_its_rows() {
+        let mut load = row("r1", "load", "SUCCEEDED", 0);
+        load.db_name = Some("analytics".into());
+        load.table_name = Some("sales".into());
+        load.rows_loaded = Some(5);
+        load.source_object = Some("gs://landing/a.csv".into());
+        let mut sub = row("r1", "submit", "SUBMITTED", 1);
+        sub.dataproc_job_id = Some("cv-batch-1".into());
+        let mut failed = row("r1", "poll", "FAILED", 9);
+        failed.dataproc_job_id = Some("cv-batch-1".into());
+        failed.error = Some("exit 3".into());
+        let other = row("r2", "load", "SUCCEEDED", 20);
+        let runs = summarize(&[sub, failed, load, other]);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].run_id, "r2", "newest run first");
+        let r1 = &runs[1];
+        assert_eq!(r1.status, "FAILED");
+        assert!(r1.failed());
+        assert_eq!(r1.error.as_deref(), Some("exit 3"));
+        assert_eq!(r1.duration(Utc::now()).num_seconds(), 9);
+        assert_eq!(r1.tables, vec!["analytics.sales"]);
+        assert_eq!(r1.objects, vec!["gs://landing/a.csv"]);
+        assert_eq!(r1.rows_loaded, 5);
+        assert_eq!(r1.events, 3);
+    }
+
+    #[test]
+    fn a_failed_attempt_with_a_retry_is_retrying_and_still_open() {
+        let mut f = row("r1", "poll", "FAILED", 5);
+        f.detail = r#"{"retry_at":"2026-01-01T00:00:00Z"}"#.into();
+        let runs = summarize(&[row("r1", "load", "SUCCEEDED", 0), f]);
+        assert_eq!(runs[0].status, "RETRYING");
+        assert_eq!(runs[0].finished, None);
+    }
+
+    #[test]
+    fn tasks_group_a_batch_attempt_and_order_by_start() {
+        let mut s1 = row("r1", "submit", "SUBMITTED", 2);
+        s1.dataproc_job_id = Some("j1".into());
+        let mut p1 = row("r1", "poll", "SUCCEEDED", 7);
+        p1.dataproc_job_id = Some("j1".into());
+        let tasks = tasks(&[p1, row("r1", "load", "SUCCEEDED", 1), s1]);
+        let labels: Vec<&str> = tasks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["load", "batch attempt 1"]);
+        assert_eq!(tasks[1].status, "SUCCEEDED");
+        assert_eq!(
+            (tasks[1].end.unwrap() - tasks[1].start).num_seconds(),
+            5,
+            "from submission to the end"
+        );
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(human_duration(chrono::Duration::milliseconds(850)), "850ms");
+        assert_eq!(human_duration(chrono::Duration::seconds(185)), "3m 05s");
+        assert_eq!(human_duration(chrono::Duration::minutes(130)), "2h 10m");
+    }
+}

@@ -1,0 +1,174 @@
+//! The console's pictures, as inline SVG: the pipeline graph and a run's timeline (Gantt).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use maud::{Markup, html};
+
+use crate::graph::Graph;
+use crate::runs::{Task, human_duration};
+
+/// The colour of a status.
+pub fn colour(status: &str) -> &'static str {
+    match status {
+        "SUCCEEDED" => "#2e9d4f",
+        "FAILED" | "TIMED_OUT" => "#d64545",
+        "REJECTED" => "#e08a1e",
+        "SUBMITTED" | "RUNNING" | "RETRYING" => "#3b7dd8",
+        _ => "#9aa3ad",
+    }
+}
+
+const NODE_W: f64 = 168.0;
+const NODE_H: f64 = 44.0;
+const GAP_X: f64 = 36.0;
+const GAP_Y: f64 = 18.0;
+const GUTTER: f64 = 150.0;
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// `graph` drawn one pipeline a row, each node in the column of its depth; `status` colours
+/// nodes by task (a run's page), else they are drawn neutral.
+pub(crate) fn graph(
+    graph: &Graph,
+    status: &HashMap<String, String>,
+    link_pipelines: bool,
+) -> Markup {
+    let rows = graph.pipelines();
+    let row_of: HashMap<&str, usize> = rows.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    // Depth of each node: the longest path to it, across pipelines too, so a pipeline that
+    // starts after others is drawn to the right of their ends.
+    let mut depth: HashMap<&str, usize> = graph.nodes.iter().map(|n| (n.id.as_str(), 0)).collect();
+    let pipeline_of: HashMap<&str, &str> = graph
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.pipeline.as_str()))
+        .collect();
+    for _ in 0..graph.nodes.len() {
+        let mut changed = false;
+        for e in &graph.edges {
+            let d = depth.get(e.from.as_str()).copied().unwrap_or(0) + 1;
+            if let Some(slot) = depth.get_mut(e.to.as_str())
+                && *slot < d
+            {
+                *slot = d;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let pos = |id: &str| -> Option<(f64, f64)> {
+        let row = *row_of.get(pipeline_of.get(id)?)?;
+        let col = *depth.get(id)?;
+        Some((
+            GUTTER + col as f64 * (NODE_W + GAP_X),
+            10.0 + row as f64 * (NODE_H + GAP_Y),
+        ))
+    };
+    let columns = depth.values().copied().max().unwrap_or(0) + 1;
+    let width = GUTTER + columns as f64 * (NODE_W + GAP_X);
+    let height = 20.0 + rows.len() as f64 * (NODE_H + GAP_Y);
+    html! {
+        svg.graph xmlns="http://www.w3.org/2000/svg" width=(width) height=(height)
+            viewBox={"0 0 " (width) " " (height)} role="img" aria-label="pipeline graph" {
+            defs {
+                marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7"
+                    markerHeight="7" orient="auto-start-reverse" {
+                    path d="M 0 0 L 10 5 L 0 10 z" fill="#7a8591" {}
+                }
+            }
+            @for (i, p) in rows.iter().enumerate() {
+                @let y = 10.0 + i as f64 * (NODE_H + GAP_Y) + NODE_H / 2.0 + 5.0;
+                @if link_pipelines {
+                    a href={"/pipelines/" (p)} {
+                        text.pipeline x="8" y=(y) { (clip(p, 20)) }
+                    }
+                } @else {
+                    text.pipeline x="8" y=(y) { (clip(p, 20)) }
+                }
+            }
+            @for e in &graph.edges {
+                @if let (Some((x1, y1)), Some((x2, y2))) = (pos(&e.from), pos(&e.to)) {
+                    @if (y1 - y2).abs() < 0.5 {
+                        line.edge x1=(x1 + NODE_W) y1=(y1 + NODE_H / 2.0) x2=(x2) y2=(y2 + NODE_H / 2.0)
+                            marker-end="url(#arrow)" {}
+                    } @else {
+                        path.edge.after d={"M " (x1 + NODE_W) " " (y1 + NODE_H / 2.0) " C " (x1 + NODE_W + GAP_X) " " (y1 + NODE_H / 2.0) ", " (x2 - GAP_X) " " (y2 + NODE_H / 2.0) ", " (x2) " " (y2 + NODE_H / 2.0)}
+                            fill="none" marker-end="url(#arrow)" {}
+                    }
+                }
+            }
+            @for n in &graph.nodes {
+                @if let Some((x, y)) = pos(&n.id) {
+                    @let st = status.get(&n.task);
+                    g.node data-node=(n.id) data-status=[st] {
+                        title { (n.label) ": " (n.detail) @if let Some(s) = st { " — " (s) } }
+                        rect x=(x) y=(y) width=(NODE_W) height=(NODE_H) rx="7"
+                            fill=(st.map_or("#f4f6f8", |s| colour(s)))
+                            fill-opacity=(if st.is_some() { "0.22" } else { "1" })
+                            stroke=(st.map_or("#7a8591", |s| colour(s))) stroke-width="1.5" {}
+                        text.label x=(x + 10.0) y=(y + 18.0) { (clip(&n.label, 22)) }
+                        text.detail x=(x + 10.0) y=(y + 35.0) { (clip(&n.detail, 27)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A run's timeline: one bar per task on a shared time axis, from the run-log timestamps.
+pub(crate) fn timeline(tasks: &[Task], now: DateTime<Utc>) -> Markup {
+    const LABEL: f64 = 170.0;
+    const PLOT: f64 = 640.0;
+    const ROW: f64 = 26.0;
+    let t0 = tasks.iter().map(|t| t.start).min().unwrap_or(now);
+    let t1 = tasks
+        .iter()
+        .map(|t| t.end.unwrap_or(now))
+        .max()
+        .unwrap_or(now)
+        .max(t0 + chrono::Duration::milliseconds(1));
+    let span = (t1 - t0).num_milliseconds().max(1) as f64;
+    let x = |t: DateTime<Utc>| LABEL + (t - t0).num_milliseconds() as f64 / span * PLOT;
+    let height = 30.0 + tasks.len() as f64 * ROW;
+    let ticks: BTreeMap<usize, String> = (0..=4)
+        .map(|i| {
+            let ms = (span * i as f64 / 4.0) as i64;
+            (i, human_duration(chrono::Duration::milliseconds(ms)))
+        })
+        .collect();
+    html! {
+        svg.timeline xmlns="http://www.w3.org/2000/svg" width=(LABEL + PLOT + 50.0) height=(height)
+            viewBox={"0 0 " (LABEL + PLOT + 50.0) " " (height)} role="img" aria-label="run timeline" {
+            @for (i, label) in &ticks {
+                @let tx = LABEL + PLOT * *i as f64 / 4.0;
+                line.tick x1=(tx) y1="0" x2=(tx) y2=(height - 18.0) {}
+                text.axis x=(tx) y=(height - 4.0) text-anchor="middle" { "+" (label) }
+            }
+            @for (i, t) in tasks.iter().enumerate() {
+                @let y = 4.0 + i as f64 * ROW;
+                @let x1 = x(t.start);
+                @let w = (x(t.end.unwrap_or(now)) - x1).max(3.0);
+                g.task data-task=(t.label) data-status=(t.status) {
+                    title {
+                        (t.label) ": " (t.status) ", " (t.start.format("%H:%M:%S%.3f")) " → "
+                        @if let Some(e) = t.end { (e.format("%H:%M:%S%.3f")) " (" (human_duration(e - t.start)) ")" } @else { "running" }
+                        @if let Some(e) = &t.error { "\n" (e) }
+                    }
+                    text.label x="4" y=(y + 16.0) { (clip(&t.label, 24)) }
+                    rect x=(x1) y=(y + 3.0) width=(w) height=(ROW - 8.0) rx="3" fill=(colour(&t.status)) {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The web console in a real headless Chromium (Debian's `chromium`, which `scripts/test.sh`
+//! installs): `conveyor dev` serves the example pipelines after `conveyor run`, plus a
+//! pipeline whose batch fails; the pages must show the graph, the runs, a run's timeline and
+//! the failed run's error. Screenshots go to `target/test-artefacts/console/` (and, with
+//! `CONVEYOR_SCREENSHOTS=docs`, to `docs/` for the README).
+//!
+//! Without Chromium the test is skipped loudly; under `CI=true` that is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use conveyor_e2e::{binary, free_port, repo};
+use tokio::process::Command;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Added to the examples: a pipeline whose batch exits 3 with a message on stderr, and one
+/// that starts after two others (fan-in).
+const BROKEN: &str = r#"
+  - name: broken_report
+    description: A report whose batch fails, to show a failure in the console.
+    trigger: { manual: true }
+    batch:
+      engine: local
+      command: "echo 'report failed: table analytics.missing_report does not exist' >&2; exit 3"
+    poll: { timeout: 1m, max_attempts: 1 }
+  - name: daily_summary
+    description: Once the day's CSV and Parquet orders are loaded and aggregated, summarise them.
+    trigger: { after: [sales_csv, sales_parquet] }
+    jobs:
+      - { name: summarise, engine: local, command: "echo summarising {date}" }
+"#;
+
+fn chromium() -> Option<PathBuf> {
+    if Path::new(CHROMIUM).exists() {
+        return Some(PathBuf::from(CHROMIUM));
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "Chromium is missing at {CHROMIUM}: scripts/test.sh installs it (apt-get install chromium)"
+    );
+    eprintln!(
+        "\n!!!!! SKIPPED: Chromium is not installed ({CHROMIUM}); the console browser test did not run (apt-get install chromium) !!!!!\n"
+    );
+    None
+}
+
+/// Runs headless Chromium on `url` with `args` (`--dump-dom`, `--screenshot=...`) and returns
+/// its stdout.
+async fn browse(browser: &Path, profile: &Path, url: &str, args: &[String]) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--window-size=1440,1200",
+                // Let the page's script run before the DOM is dumped.
+                "--virtual-time-budget=3000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(args)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("chromium timed out")
+    .expect("run chromium");
+    assert!(out.status.success(), "chromium failed on {url}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn conveyor(args: &[&str], config: &Path, state: &Path) -> std::process::Output {
+    Command::new(binary("conveyor"))
+        .current_dir(repo())
+        .arg("--config")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env_remove("CONVEYOR_PROJECT")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("run conveyor")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_runs_error() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The example file, its sample data beside it, and the failing pipeline.
+    let examples = repo().join("examples");
+    let data = dir.path().join("data/landing/sales/2026-11-20");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    for f in std::fs::read_dir(examples.join("data/landing/sales/2026-11-20")).expect("data") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, data.join(f.file_name().expect("name"))).expect("copy");
+    }
+    let mut yaml = std::fs::read_to_string(examples.join("conveyor.yaml")).expect("examples");
+    yaml.push_str(BROKEN);
+    let config = dir.path().join("conveyor.yaml");
+    std::fs::write(&config, yaml).expect("config");
+    let state = dir.path().join("state");
+
+    let run = conveyor(&["run", "--timeout", "90s"], &config, &state).await;
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        text.contains("every step SUCCEEDED"),
+        "the examples should run: {text}"
+    );
+    let trigger = conveyor(&["trigger", "broken_report"], &config, &state).await;
+    assert!(
+        !trigger.status.success(),
+        "a failed run makes trigger fail: {}",
+        String::from_utf8_lossy(&trigger.stdout)
+    );
+
+    let port = free_port();
+    let mut dev = Command::new(binary("conveyor"))
+        .current_dir(repo())
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::File::create(dir.path().join("dev.out")).expect("dev.out"))
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("conveyor dev");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = conveyor_gcp::http_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "conveyor dev did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let runs: serde_json::Value = http
+        .get(format!("{base}/api/runs?pipeline=broken_report"))
+        .send()
+        .await
+        .expect("api")
+        .json()
+        .await
+        .expect("json");
+    let failed = runs[0]["run_id"]
+        .as_str()
+        .expect("the failed run")
+        .to_owned();
+    assert_eq!(runs[0]["status"], "FAILED", "{runs}");
+
+    let artefacts = repo().join("target/test-artefacts/console");
+    std::fs::create_dir_all(&artefacts).expect("artefacts dir");
+    let profile = dir.path().join("chromium-profile");
+    let pages = [
+        ("overview", format!("{base}/")),
+        ("run-failed", format!("{base}/runs/{failed}")),
+        ("pipeline", format!("{base}/pipelines/sales_csv")),
+    ];
+    let mut doms = Vec::new();
+    for (name, url) in &pages {
+        let dom = browse(&browser, &profile, url, &["--dump-dom".to_owned()]).await;
+        let shot = artefacts.join(format!("{name}.png"));
+        let _ = std::fs::remove_file(&shot);
+        browse(
+            &browser,
+            &profile,
+            url,
+            &[format!("--screenshot={}", shot.display())],
+        )
+        .await;
+        let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "{name}: no real screenshot ({size} bytes)");
+        doms.push(dom);
+    }
+    let (overview, run, pipeline) = (&doms[0], &doms[1], &doms[2]);
+
+    // The overview: the graph of every example pipeline, the grid, and the failure.
+    assert!(overview.contains(r#"<svg class="graph""#), "no graph");
+    for p in [
+        "landing_import",
+        "sales_avro",
+        "sales_parquet",
+        "sales_csv",
+        "sales_ndjson",
+        "nightly_summary",
+        "legacy_export",
+        "broken_report",
+        "daily_summary",
+    ] {
+        assert!(
+            overview.contains(&format!(r#"data-node="{p}/trigger""#)),
+            "{p} is not drawn"
+        );
+        assert!(
+            overview.contains(&format!(r#"data-pipeline="{p}""#)),
+            "{p} has no grid row"
+        );
+    }
+    for node in [
+        "landing_import/stage",
+        "sales_csv/load",
+        "sales_csv/job/batch",
+    ] {
+        assert!(
+            overview.contains(&format!(r#"data-node="{node}""#)),
+            "{node}"
+        );
+    }
+    assert!(
+        overview.contains(r#"class="edge after""#),
+        "after-edges between pipelines"
+    );
+    assert!(overview.contains(r#"data-node="daily_summary/job/summarise""#));
+    assert!(overview.contains("Recent failures"), "failures are listed");
+    assert!(overview.contains("analytics.missing_report"));
+    assert!(
+        overview.contains(" ago</time>"),
+        "the page's script ran in the browser (relative times)"
+    );
+
+    // The failed run: its error, its timeline with the batch attempt, its graph coloured.
+    assert!(run.contains(r#"<svg class="timeline""#), "no timeline");
+    assert!(run.contains(r#"data-task="batch attempt 1""#), "{run}");
+    assert!(run.contains(r#"id="error""#));
+    assert!(run.contains("report failed: table analytics.missing_report does not exist"));
+    assert!(run.contains(r#"data-node="broken_report/job/batch" data-status="FAILED""#));
+
+    // A pipeline page: its graph, its runs, the table it wrote.
+    assert!(pipeline.contains(r#"data-node="sales_csv/load""#));
+    assert!(pipeline.contains("SUCCEEDED"));
+
+    if std::env::var("CONVEYOR_SCREENSHOTS").as_deref() == Ok("docs") {
+        let docs = repo().join("docs");
+        std::fs::create_dir_all(&docs).expect("docs");
+        for name in ["overview", "run-failed"] {
+            std::fs::copy(
+                artefacts.join(format!("{name}.png")),
+                docs.join(format!("console-{name}.png")),
+            )
+            .expect("copy screenshot");
+        }
+    }
+    let _ = dev.kill().await;
+    // `conveyor dev` printed a line per finished step (the loads of the files it found).
+    let printed = std::fs::read_to_string(dir.path().join("dev.out")).expect("dev.out");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.contains("sales_csv") && l.contains(" load ") && l.contains("SUCCEEDED")),
+        "{printed}"
+    );
+}

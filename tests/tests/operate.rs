@@ -1,0 +1,735 @@
+//! Operating Conveyor: `conveyor status` against bqemulator, `trigger` and `backfill` on the
+//! embedded runtime, `replay` of a dead-lettered message on the Pub/Sub emulator, and traced
+//! request logs of a function binary. The CLI and the functions run as real processes.
+//!
+//! The emulator tests skip loudly where an emulator cannot be had; under `CI=true` they fail.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use conveyor_core::names::TableRef;
+use conveyor_core::ports::{RunLog, RunLogRow};
+use conveyor_e2e::fake_engines::Fake;
+use conveyor_e2e::{Emulators, binary, free_port};
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `conveyor ARGS` in `cwd`, with only the given `CONVEYOR_*` variables.
+async fn conveyor(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary("conveyor"));
+    cmd.current_dir(cwd).args(args).env("NO_COLOR", "1");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CONVEYOR_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("run conveyor")
+}
+
+// ---------------------------------------------------------------------------------------
+// conveyor status against bqemulator
+
+fn row(run: &str, pipeline: &str, step: &str, status: &str, secs: i64) -> RunLogRow {
+    let t = chrono::Utc::now() - chrono::Duration::minutes(10) + chrono::Duration::seconds(secs);
+    RunLogRow {
+        td_timestamp: t,
+        last_modified_at: t,
+        environment: "prod".into(),
+        status: status.into(),
+        event_id: format!("{run}-{step}-{status}"),
+        run_id: run.into(),
+        pipeline: Some(pipeline.into()),
+        step: step.into(),
+        attempt: 1,
+        started_at: Some(t),
+        detail: "{}".into(),
+        ..RunLogRow::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_the_production_run_log_in_bigquery_one_row_per_run_without_a_pipeline_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(emu) = Emulators::start(
+        &dir.path().join("emu"),
+        &["start-bigquery"],
+        "the status test against bqemulator",
+    ) else {
+        return;
+    };
+    let http = conveyor_gcp::http_client();
+    let resp = http
+        .post(format!("{}/bigquery/v2/projects/test/datasets", emu.bq))
+        .json(&json!({"datasetReference": {"projectId": "test", "datasetId": "conveyor"}}))
+        .send()
+        .await
+        .expect("create dataset");
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    // What the log function writes in production, through the same adapter.
+    let bq = conveyor_gcp::BigQuery::new(
+        "test",
+        None,
+        Some(&format!("{}/bigquery/v2", emu.bq)),
+        &conveyor_gcp::GcpAuth::Anonymous,
+    );
+    let table = TableRef::parse("conveyor.run_log").expect("table");
+    let mut load = row("sales-aaa", "sales", "load", "SUCCEEDED", 0);
+    load.db_name = Some("analytics".into());
+    load.table_name = Some("sales_2026_11_20".into());
+    load.rows_loaded = Some(6);
+    load.source_object = Some("gs://landing/sales/2026-11-20/orders.csv".into());
+    let mut submitted = row("sales-aaa", "sales", "submit", "SUBMITTED", 2);
+    submitted.dataproc_job_id = Some("cv-batch-sales-aaa-a1".into());
+    let mut done = row("sales-aaa", "sales", "poll", "SUCCEEDED", 65);
+    done.dataproc_job_id = Some("cv-batch-sales-aaa-a1".into());
+    let mut failed = row("nightly-bbb", "nightly", "poll", "FAILED", 120);
+    failed.dataproc_job_id = Some("cv-batch-nightly-bbb-a1".into());
+    failed.error = Some("Dataproc batch FAILED: Job aborted due to stage failure".into());
+    for r in [&load, &submitted, &done, &failed, &done] {
+        // `done` twice: insertAll does not de-duplicate on the emulator; reads must.
+        bq.record(&table, r).await.expect("record");
+    }
+
+    let cwd = dir.path().join("somewhere");
+    std::fs::create_dir_all(&cwd).expect("cwd");
+    let endpoint = format!("{}/bigquery/v2", emu.bq);
+    let env = [
+        ("CONVEYOR_PROJECT", "test"),
+        ("CONVEYOR_BIGQUERY_ENDPOINT", endpoint.as_str()),
+        ("CONVEYOR_ANONYMOUS", "true"),
+    ];
+
+    let out = conveyor(&cwd, &["status"], &env).await;
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("sales-aaa") && shown.contains("nightly-bbb"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Job aborted due to stage failure"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.matches("sales-aaa").count(),
+        1,
+        "one row per run: {shown}"
+    );
+    assert!(shown.contains("1m 05s"), "the run's duration: {shown}");
+
+    let out = conveyor(&cwd, &["status", "--json"], &env).await;
+    let runs: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let runs = runs.as_array().expect("array");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let sales = runs
+        .iter()
+        .find(|r| r["run_id"] == "sales-aaa")
+        .expect("sales");
+    assert_eq!(sales["status"], "SUCCEEDED");
+    assert_eq!(sales["rows_loaded"], 6);
+    assert_eq!(sales["tables"][0], "analytics.sales_2026_11_20");
+    let nightly = runs
+        .iter()
+        .find(|r| r["run_id"] == "nightly-bbb")
+        .expect("nightly");
+    assert_eq!(nightly["status"], "FAILED");
+
+    let out = conveyor(&cwd, &["status", "--run", "sales-aaa", "--json"], &env).await;
+    let one: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(one["events"].as_array().map(Vec::len), Some(3), "{one}");
+
+    let out = conveyor(&cwd, &["status", "--pipeline", "nightly", "--events"], &env).await;
+    let shown = text(&out);
+    assert!(
+        shown.contains("nightly-bbb") && !shown.contains("sales-aaa"),
+        "{shown}"
+    );
+
+    let out = conveyor(&cwd, &["status", "--run", "no-such-run"], &env).await;
+    assert_eq!(out.status.code(), Some(1), "an unknown run is an error");
+    let said = text(&out);
+    assert!(
+        said.contains("no run \"no-such-run\" in the run log conveyor.run_log")
+            && !said.contains("is empty"),
+        "{said}"
+    );
+
+    // The console service, as deployed (without a pipeline file), reads the same run log.
+    let port = free_port();
+    let mut console = Command::new(binary("conveyor-console"))
+        .env("PORT", port.to_string())
+        .env("CONVEYOR_PROJECT", "test")
+        .env("CONVEYOR_BIGQUERY_ENDPOINT", &endpoint)
+        .env("CONVEYOR_ANONYMOUS", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("conveyor-console");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "conveyor-console did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let home = http.get(format!("{url}/")).send().await.expect("home");
+    assert!(home.status().is_success());
+    let home = home.text().await.expect("html");
+    assert!(home.contains("sales-aaa") && home.contains(r#"data-pipeline="nightly""#));
+    let run = http
+        .get(format!("{url}/runs/nightly-bbb"))
+        .send()
+        .await
+        .expect("run")
+        .text()
+        .await
+        .expect("html");
+    assert!(run.contains("Job aborted due to stage failure") && run.contains("timeline"));
+    let missing = http
+        .get(format!("{url}/runs/nope"))
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(missing.status().as_u16(), 404);
+    let _ = console.kill().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// trigger and backfill, embedded
+
+const OPERATE_YAML: &str = r#"
+environment: test
+pipelines:
+  - name: nightly
+    trigger: { manual: true }
+    batch:
+      engine: local
+      command: "echo {date} >> nightly.out"
+  - name: sales
+    trigger:
+      object: { bucket: landing, pattern: "sales/{date}/*.csv" }
+    load:
+      table: "analytics.sales_{date}"
+      format: CSV
+      skip_leading_rows: 1
+      schema:
+        - { name: id, type: INT64 }
+        - { name: amount, type: FLOAT64 }
+    batch:
+      engine: local
+      command: "echo {date} >> sales.out"
+"#;
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn runs(cwd: &Path, pipeline: &str) -> Vec<Value> {
+    let out = conveyor(
+        cwd,
+        &["status", "--pipeline", pipeline, "--json", "-n", "100"],
+        &[],
+    )
+    .await;
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_over_three_dates_runs_three_runs_once_each_even_when_repeated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    for (i, d) in ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+        .iter()
+        .enumerate()
+    {
+        let folder = cwd.join(format!(".conveyor/buckets/landing/sales/{d}"));
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        std::fs::write(
+            folder.join("orders.csv"),
+            format!("id,amount\n{i},1.5\n{i},2\n"),
+        )
+        .expect("object");
+    }
+
+    for round in 1..=2 {
+        for pipeline in ["nightly", "sales"] {
+            let out = conveyor(
+                cwd,
+                &[
+                    "backfill",
+                    pipeline,
+                    "--from",
+                    "2026-11-01",
+                    "--to",
+                    "2026-11-03",
+                ],
+                &[],
+            )
+            .await;
+            assert!(
+                out.status.success(),
+                "round {round}, {pipeline}: {}",
+                text(&out)
+            );
+        }
+        let mut nightly = lines(&cwd.join("nightly.out"));
+        nightly.sort(); // the dates' batches run side by side
+        assert_eq!(
+            nightly,
+            ["2026-11-01", "2026-11-02", "2026-11-03"],
+            "round {round}: one batch per date, never twice"
+        );
+        let mut sales = lines(&cwd.join("sales.out"));
+        sales.sort();
+        assert_eq!(
+            sales,
+            ["2026-11-01", "2026-11-02", "2026-11-03"],
+            "round {round}: the objects of each date loaded and their batch ran once (2026-11-04 is outside the range)"
+        );
+        let nightly = runs(cwd, "nightly").await;
+        assert_eq!(nightly.len(), 3, "round {round}: {nightly:?}");
+        assert!(
+            nightly.iter().all(|r| r["status"] == "SUCCEEDED"),
+            "{nightly:?}"
+        );
+        let sales = runs(cwd, "sales").await;
+        assert_eq!(sales.len(), 3, "round {round}: {sales:?}");
+        assert!(
+            sales
+                .iter()
+                .all(|r| r["status"] == "SUCCEEDED" && r["rows_loaded"] == 2),
+            "{sales:?}"
+        );
+    }
+    // The loads were adopted, not repeated: each table holds its two rows once.
+    let config =
+        Arc::new(conveyor_core::config::load_file(&cwd.join("conveyor.yaml")).expect("config"));
+    let embedded =
+        conveyor_embedded::runtime::Embedded::open(config, &cwd.join(".conveyor")).expect("open");
+    for d in ["2026_11_01", "2026_11_02", "2026_11_03"] {
+        let t = TableRef::parse(&format!("analytics.sales_{d}")).expect("table");
+        let n = conveyor_core::ports::Warehouse::row_count(embedded.warehouse(), &t)
+            .await
+            .expect("rows");
+        assert_eq!(n, 2, "{t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_starts_one_run_per_date_and_calls_a_deployed_function_with_an_identity_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    for _ in 0..2 {
+        let out = conveyor(cwd, &["trigger", "nightly", "--date", "2026-11-05"], &[]).await;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(lines(&cwd.join("nightly.out")), ["2026-11-05"]);
+    let out = conveyor(
+        cwd,
+        &[
+            "trigger",
+            "nightly",
+            "--key",
+            "again",
+            "--date",
+            "2026-11-05",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        lines(&cwd.join("nightly.out")).len(),
+        2,
+        "another key is another run"
+    );
+    let out = conveyor(cwd, &["trigger", "sales"], &[]).await;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("give --date"), "{}", text(&out));
+
+    // --remote: the start request a deployed function receives, with the token.
+    let seen: Arc<std::sync::Mutex<Vec<(String, Value)>>> = Arc::default();
+    let app = {
+        let seen = seen.clone();
+        axum::Router::new().route(
+            "/",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
+                    let seen = seen.clone();
+                    async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        seen.lock().expect("lock").push((auth, body.0));
+                        axum::Json(json!({"summary": "submitted cv-batch-x", "events": []}))
+                    }
+                },
+            ),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://127.0.0.1:{}/",
+        listener.local_addr().expect("addr").port()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let out = conveyor(
+        cwd,
+        &[
+            "backfill",
+            "nightly",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-02",
+            "--remote",
+            &url,
+        ],
+        &[("CONVEYOR_ID_TOKEN", "token-123")],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0, "Bearer token-123");
+    assert_eq!(seen[0].1["pipeline"], "nightly");
+    assert_eq!(seen[0].1["key"], "backfill-2026-11-01");
+    assert!(
+        seen[1].1["time"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2026-11-02T00:00:00"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// replay against the Pub/Sub emulator (and the run log in bqemulator)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_re_publishes_a_dead_lettered_message_once_and_records_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(emu) = Emulators::start(&dir.path().join("emu"), &["start"], "the replay test") else {
+        return;
+    };
+    let http = conveyor_gcp::http_client();
+    let ps = format!("{}/v1/projects/test", emu.pubsub);
+    for t in ["conveyor-events", "conveyor-events-dead-letter"] {
+        http.put(format!("{ps}/topics/{t}"))
+            .send()
+            .await
+            .expect("topic");
+    }
+    for (s, t) in [
+        ("conveyor-events-dead-letter", "conveyor-events-dead-letter"),
+        ("probe", "conveyor-events"),
+    ] {
+        let r = http
+            .put(format!("{ps}/subscriptions/{s}"))
+            .json(&json!({"topic": format!("projects/test/topics/{t}"), "ackDeadlineSeconds": 10}))
+            .send()
+            .await
+            .expect("subscription");
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    http.post(format!("{}/bigquery/v2/projects/test/datasets", emu.bq))
+        .json(&json!({"datasetReference": {"projectId": "test", "datasetId": "conveyor"}}))
+        .send()
+        .await
+        .expect("dataset");
+
+    // A loaded event that the submit function failed on until Pub/Sub dead-lettered it.
+    let event = json!({"type": "conveyor.table.loaded", "run_id": "sales-ccc", "pipeline": "sales",
+        "step": "load", "attempt": 1, "status": "SUCCEEDED", "time": "2026-11-20T10:00:00Z",
+        "detail": {"table": "analytics.sales_2026_11_20", "rows": 6}});
+    let data = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+    http.post(format!("{ps}/topics/conveyor-events-dead-letter:publish"))
+        .json(&json!({"messages": [{"data": data, "attributes": {
+            "ce-type": "conveyor.table.loaded", "ce-specversion": "1.0",
+            "CloudPubSubDeadLetterSourceSubscription": "conveyor-submit",
+            "CloudPubSubDeadLetterSourceDeliveryCount": "10"}}]}))
+        .send()
+        .await
+        .expect("dead-letter");
+
+    let cwd = dir.path().join("ops");
+    std::fs::create_dir_all(&cwd).expect("cwd");
+    let bq = format!("{}/bigquery/v2", emu.bq);
+    let env = [
+        ("CONVEYOR_PROJECT", "test"),
+        ("CONVEYOR_BIGQUERY_ENDPOINT", bq.as_str()),
+        ("CONVEYOR_PUBSUB_ENDPOINT", emu.pubsub.as_str()),
+        ("CONVEYOR_ANONYMOUS", "true"),
+    ];
+
+    // Listing only: shown, left in place.
+    let out = conveyor(&cwd, &["replay"], &env).await;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("sales-ccc") && said.contains("conveyor-submit"),
+        "{said}"
+    );
+    assert!(said.contains("0 re-published"), "{said}");
+
+    let out = conveyor(&cwd, &["replay", "--all"], &env).await;
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("1 re-published"), "{said}");
+    let out = conveyor(&cwd, &["replay", "--all"], &env).await;
+    assert!(text(&out).contains("is empty"), "{}", text(&out));
+
+    // The events topic got it exactly once, as it was, marked as a replay.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let r: Value = http
+            .post(format!("{ps}/subscriptions/probe:pull"))
+            .json(&json!({"maxMessages": 10, "returnImmediately": true}))
+            .send()
+            .await
+            .expect("pull")
+            .json()
+            .await
+            .expect("json");
+        for m in r["receivedMessages"].as_array().into_iter().flatten() {
+            got.push(m["message"].clone());
+            http.post(format!("{ps}/subscriptions/probe:acknowledge"))
+                .json(&json!({"ackIds": [m["ackId"]]}))
+                .send()
+                .await
+                .expect("ack");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(got.len(), 1, "re-published once: {got:?}");
+    assert_eq!(got[0]["data"], data);
+    assert_eq!(got[0]["attributes"]["ce-type"], "conveyor.table.loaded");
+    assert!(got[0]["attributes"]["conveyor-replay-of"].is_string());
+    assert!(
+        got[0]["attributes"]
+            .get("CloudPubSubDeadLetterSourceSubscription")
+            .is_none()
+    );
+
+    // The replay is in the run log, under the run it belongs to.
+    let out = conveyor(&cwd, &["status", "--run", "sales-ccc", "--json"], &env).await;
+    let v: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let events = v["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 1, "{v}");
+    assert_eq!(events[0]["status"], "REPLAYED");
+    assert_eq!(events[0]["step"], "replay");
+}
+
+// ---------------------------------------------------------------------------------------
+// traced logs
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_traceparent_logs_the_trace_field_http_request_and_the_run_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(emu) = Emulators::start(
+        &dir.path().join("emu"),
+        &["start-pubsub"],
+        "the traced-log test",
+    ) else {
+        return;
+    };
+    let http = conveyor_gcp::http_client();
+    http.put(format!(
+        "{}/v1/projects/test/topics/conveyor-events",
+        emu.pubsub
+    ))
+    .send()
+    .await
+    .expect("topic");
+    let fake = Fake::start().await;
+    fake.script(&[&["PENDING", "RUNNING", "SUCCEEDED"]]);
+    let config = dir.path().join("conveyor.yaml");
+    std::fs::write(
+        &config,
+        r#"
+pipelines:
+  - name: nightly
+    trigger: { manual: true }
+    batch:
+      engine: dataproc_serverless
+      project: test
+      region: us-central1
+      runtime_version: "2.2"
+      pyspark: { main_python_file_uri: "gs://code/job.py" }
+"#,
+    )
+    .expect("config");
+    let port = free_port();
+    let closed = free_port();
+    let log = dir.path().join("submit.log");
+    let mut child = Command::new(binary("conveyor-submit"))
+        .env("PORT", port.to_string())
+        .env("CONVEYOR_CONFIG", &config)
+        .env("CONVEYOR_PROJECT", "test")
+        .env("CONVEYOR_EVENTS_TOPIC", "conveyor-events")
+        .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.pubsub)
+        .env(
+            "CONVEYOR_GCS_ENDPOINT",
+            format!("http://127.0.0.1:{closed}"),
+        )
+        .env(
+            "CONVEYOR_BIGQUERY_ENDPOINT",
+            format!("http://127.0.0.1:{closed}/bigquery/v2"),
+        )
+        .env("CONVEYOR_ANONYMOUS", "true")
+        .env("CONVEYOR_DATAPROC_ENDPOINT", &fake.url)
+        .env("CONVEYOR_LOG_FORMAT", "json")
+        .env("CONVEYOR_LOG", "info")
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("conveyor-submit");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "conveyor-submit did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let resp = http
+        .post(format!("{url}/"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .header("user-agent", "conveyor-test")
+        .json(&json!({"pipeline": "nightly", "key": "k1"}))
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    assert_eq!(status, 200, "the start went through");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill().await;
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let traced: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["logging.googleapis.com/trace"] == format!("projects/test/traces/{trace}"))
+        .collect();
+    assert!(
+        traced.len() >= 2,
+        "every line of the request carries the trace: {lines:#?}"
+    );
+    assert!(
+        traced
+            .iter()
+            .all(|l| l["httpRequest"]["requestMethod"] == "POST"
+                && l["httpRequest"]["userAgent"] == "conveyor-test"
+                && l["logging.googleapis.com/spanId"] == "00f067aa0ba902b7")
+    );
+    let submitted = traced
+        .iter()
+        .find(|l| l["message"] == "batch submitted")
+        .unwrap_or_else(|| panic!("no step line: {lines:#?}"));
+    assert!(
+        submitted["run_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("nightly-")),
+        "the step's line names its run: {submitted}"
+    );
+    let finished = traced
+        .iter()
+        .find(|l| l["message"] == "request finished")
+        .unwrap_or_else(|| panic!("no request line: {lines:#?}"));
+    assert_eq!(finished["httpRequest"]["status"], status);
+    assert!(
+        finished["httpRequest"]["latency"]
+            .as_str()
+            .is_some_and(|l| l.ends_with('s'))
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// progress output
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_many_objects_prints_a_summary_not_a_line_per_object_when_not_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    let exports = cwd.join("exports");
+    std::fs::create_dir_all(&exports).expect("mkdir");
+    for i in 0..60 {
+        std::fs::write(
+            exports.join(format!("part-{i:03}.csv")),
+            format!("id\n{i}\n"),
+        )
+        .expect("file");
+    }
+    std::fs::write(
+        cwd.join("conveyor.yaml"),
+        r#"
+pipelines:
+  - name: many
+    stage: { source: exports, bucket: landing, prefix: "many/" }
+"#,
+    )
+    .expect("config");
+    let out = conveyor(cwd, &["stage", "many"], &[]).await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(said.contains("60 to copy"), "{said}");
+    assert!(said.contains("staged 60 object(s)"), "the summary: {said}");
+    assert!(
+        said.matches("copied many/").count() == 0,
+        "no line per object above 20 objects: {said}"
+    );
+    assert!(
+        !said.contains('\u{1b}'),
+        "no colour codes when not a terminal: {said:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(cwd.join(".conveyor/buckets/landing/many"))
+            .expect("staged")
+            .count(),
+        60
+    );
+}
