@@ -281,7 +281,11 @@ fn fast_timestamp(b: &[u8]) -> Option<DateTime<Utc>> {
         num(b.get(5..7)?)?,
         num(b.get(8..10)?)?,
     )?;
-    let (h, m, sec) = (num(b.get(11..13)?)?, num(b.get(14..16)?)?, num(b.get(17..19)?)?);
+    let (h, m, sec) = (
+        num(b.get(11..13)?)?,
+        num(b.get(14..16)?)?,
+        num(b.get(17..19)?)?,
+    );
     let mut rest = b.get(19..)?;
     let mut nanos = 0u32;
     if let Some(frac) = rest.strip_prefix(b".") {

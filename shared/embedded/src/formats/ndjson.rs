@@ -27,12 +27,15 @@ fn unreadable(reason: String) -> FormatError {
     }
 }
 
+/// A line read: its number, and its object's members or why it is bad.
+type ReadLine = (u64, Result<Vec<(String, Json)>, String>);
+
 struct NdjsonRows {
     input: Box<dyn BufRead + Send>,
     line: Vec<u8>,
     number: u64,
     /// Lines read ahead (the autodetect sample): objects, or the reason a line is bad.
-    sample: VecDeque<(u64, Result<Vec<(String, Json)>, String>)>,
+    sample: VecDeque<ReadLine>,
     columns: Vec<Column>,
     /// Columns holding arrays (REPEATED): NULL becomes `[]`.
     repeated: Vec<bool>,
@@ -85,10 +88,7 @@ pub(super) fn open(
 
 impl NdjsonRows {
     /// The next non-blank line, parsed: `None` at the end.
-    #[allow(clippy::type_complexity)]
-    fn read_line(
-        &mut self,
-    ) -> Result<Option<(u64, Result<Vec<(String, Json)>, String>)>, FormatError> {
+    fn read_line(&mut self) -> Result<Option<ReadLine>, FormatError> {
         loop {
             self.line.clear();
             let n = self
@@ -169,9 +169,7 @@ impl RowReader for NdjsonRows {
 
 /// Columns are the union of the sampled objects' keys in first-seen order, typed from their
 /// values; and which of them hold arrays.
-fn detect(
-    sample: &VecDeque<(u64, Result<Vec<(String, Json)>, String>)>,
-) -> (Vec<Column>, Vec<bool>) {
+fn detect(sample: &VecDeque<ReadLine>) -> (Vec<Column>, Vec<bool>) {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut names: Vec<String> = Vec::new();
     let mut inference: Vec<JsonInference> = Vec::new();

@@ -130,10 +130,8 @@ fn columns_of(
     name: &str,
 ) -> Result<Vec<(String, bool)>, PortError> {
     let mut stmt = conn
-        .prepare(&format!(
-            // The schema is the pragma's second argument (a `schema.` prefix is ignored).
-            "SELECT name, \"notnull\" FROM pragma_table_info(?1, ?2) ORDER BY cid"
-        ))
+        // The schema is the pragma's second argument (a `schema.` prefix is ignored).
+        .prepare("SELECT name, \"notnull\" FROM pragma_table_info(?1, ?2) ORDER BY cid")
         .map_err(sqlite_error)?;
     let cols = stmt
         .query_map(params![name, dataset], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -96,8 +96,8 @@ impl SqliteWarehouse {
         // A panic in `f` drops the guard and any open transaction (SQLite rolls it back), so
         // the connection stays consistent.
         tokio::task::spawn_blocking(move || f(&mut db, &dir))
-        .await
-        .map_err(transient)?
+            .await
+            .map_err(transient)?
     }
 }
 
