@@ -235,7 +235,12 @@ impl ObjectStore for LocalStore {
         name: &ObjectName,
         generation: Option<&str>,
     ) -> Result<bool, PortError> {
-        let path = self.path(bucket, name);
+        // Never through a linked folder (a link itself is removed, not its target).
+        let path = match self.checked_path(bucket, name).await {
+            Ok(path) => path,
+            Err(PortError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         if let Some(g) = generation {
             match self.meta(bucket, name, &path).await {
                 Ok(m) if m.object.generation == g => {}
