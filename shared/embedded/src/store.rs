@@ -27,12 +27,38 @@ pub struct LocalStore {
     root: PathBuf,
 }
 
+/// Classifies a file-system error: a missing file is "not found"; a name the file system
+/// cannot hold (a segment over 255 bytes: `File name too long`) or a symbolic link met with
+/// `O_NOFOLLOW` can never succeed and is permanent; anything else (I/O trouble, a full disk,
+/// too many open files) may pass and is transient.
 fn io(e: std::io::Error, what: &Path) -> PortError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        PortError::NotFound(what.display().to_string())
-    } else {
-        PortError::Transient(format!("{}: {e}", what.display()))
+    let symlink = e.raw_os_error() == Some(libc::ELOOP);
+    match e.kind() {
+        std::io::ErrorKind::NotFound => PortError::NotFound(what.display().to_string()),
+        std::io::ErrorKind::InvalidFilename => {
+            PortError::Permanent(format!("{}: {e}", what.display()))
+        }
+        _ if symlink => not_followed(what),
+        _ => PortError::Transient(format!("{}: {e}", what.display())),
     }
+}
+
+/// A symbolic link inside a bucket is not an object: it is never followed (it could point
+/// anywhere outside the bucket).
+fn not_followed(path: &Path) -> PortError {
+    PortError::NotFound(format!(
+        "{} is a symbolic link; links inside a bucket are not followed",
+        path.display()
+    ))
+}
+
+/// Opens `path` for reading without following a symbolic link at its last component.
+async fn open_nofollow(path: &Path) -> Result<tokio::fs::File, PortError> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    options.custom_flags(libc::O_NOFOLLOW);
+    options.open(path).await.map_err(|e| io(e, path))
 }
 
 impl LocalStore {
@@ -54,6 +80,34 @@ impl LocalStore {
     fn path(&self, bucket: &BucketName, name: &ObjectName) -> PathBuf {
         // ObjectName has no empty, `.` or `..` segments, so this stays inside the bucket.
         self.bucket_dir(bucket).join(name.as_str())
+    }
+
+    /// The path of `bucket/name`, after checking that no folder on the way is a symbolic
+    /// link (the last component is opened with `O_NOFOLLOW` or checked with `lstat`).
+    async fn checked_path(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+    ) -> Result<PathBuf, PortError> {
+        let mut path = self.bucket_dir(bucket);
+        let segments: Vec<&str> = name.as_str().split('/').collect();
+        for (i, segment) in segments.iter().enumerate() {
+            path.push(segment);
+            if i + 1 == segments.len() {
+                break;
+            }
+            match tokio::fs::symlink_metadata(&path).await {
+                Ok(md) if md.file_type().is_symlink() => return Err(not_followed(&path)),
+                Ok(_) => {}
+                // A missing folder: nothing below it exists (a write creates it).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    path = self.path(bucket, name);
+                    break;
+                }
+                Err(e) => return Err(io(e, &path)),
+            }
+        }
+        Ok(path)
     }
 
     /// Writes `body` to a hidden temporary file beside `path` (the watcher and listings skip
@@ -101,8 +155,13 @@ impl LocalStore {
         name: &ObjectName,
         path: &Path,
     ) -> Result<ObjectMeta, PortError> {
-        let md = tokio::fs::metadata(path).await.map_err(|e| io(e, path))?;
-        let mut file = tokio::fs::File::open(path).await.map_err(|e| io(e, path))?;
+        let md = tokio::fs::symlink_metadata(path)
+            .await
+            .map_err(|e| io(e, path))?;
+        if md.file_type().is_symlink() {
+            return Err(not_followed(path));
+        }
+        let mut file = open_nofollow(path).await?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -143,7 +202,7 @@ impl ObjectStore for LocalStore {
         name: &ObjectName,
         body: ByteStream,
     ) -> Result<ObjectMeta, PortError> {
-        let path = self.path(bucket, name);
+        let path = self.checked_path(bucket, name).await?;
         let tmp = self.write_hidden(&path, name, body).await?;
         if let Err(e) = tokio::fs::rename(&tmp, &path).await {
             let _ = tokio::fs::remove_file(&tmp).await;
@@ -158,7 +217,7 @@ impl ObjectStore for LocalStore {
         name: &ObjectName,
         body: ByteStream,
     ) -> Result<Option<ObjectMeta>, PortError> {
-        let path = self.path(bucket, name);
+        let path = self.checked_path(bucket, name).await?;
         let tmp = self.write_hidden(&path, name, body).await?;
         // A hard link fails when the target exists: an atomic create-if-absent.
         let linked = tokio::fs::hard_link(&tmp, &path).await;
@@ -176,7 +235,12 @@ impl ObjectStore for LocalStore {
         name: &ObjectName,
         generation: Option<&str>,
     ) -> Result<bool, PortError> {
-        let path = self.path(bucket, name);
+        // Never through a linked folder (a link itself is removed, not its target).
+        let path = match self.checked_path(bucket, name).await {
+            Ok(path) => path,
+            Err(PortError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         if let Some(g) = generation {
             match self.meta(bucket, name, &path).await {
                 Ok(m) if m.object.generation == g => {}
@@ -192,10 +256,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn open(&self, bucket: &BucketName, name: &ObjectName) -> Result<ByteStream, PortError> {
-        let path = self.path(bucket, name);
-        let f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| io(e, &path))?;
+        let path = self.checked_path(bucket, name).await?;
+        let f = open_nofollow(&path).await?;
         Ok(Box::pin(f))
     }
 
@@ -204,7 +266,11 @@ impl ObjectStore for LocalStore {
         bucket: &BucketName,
         name: &ObjectName,
     ) -> Result<Option<ObjectMeta>, PortError> {
-        let path = self.path(bucket, name);
+        let path = match self.checked_path(bucket, name).await {
+            Ok(path) => path,
+            Err(PortError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         match self.meta(bucket, name, &path).await {
             Ok(m) => Ok(Some(m)),
             Err(PortError::NotFound(_)) => Ok(None),
@@ -227,7 +293,13 @@ impl ObjectStore for LocalStore {
 
 /// Every visible regular file under `dir`, with its (size, generation).
 fn scan(dir: &Path) -> Vec<(ObjectName, (u64, String))> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(ObjectName, (u64, String))>) {
+    scan_under(dir, dir)
+}
+
+/// Adds the visible regular files under `dir` to `out`, named relative to `root`; symbolic
+/// links (to files or folders) are skipped, never followed.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(ObjectName, (u64, String))>) {
+    {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -255,16 +327,28 @@ fn scan(dir: &Path) -> Vec<(ObjectName, (u64, String))> {
             }
         }
     }
+}
+
+/// Every visible regular file under `dir`, named relative to `root` (a bucket directory).
+fn scan_under(root: &Path, dir: &Path) -> Vec<(ObjectName, (u64, String))> {
     let mut out = Vec::new();
-    walk(dir, dir, &mut out);
+    walk(root, dir, &mut out);
     out
 }
 
-/// Notices new or changed files in bucket directories by scanning them at an interval.
+/// Notices new or changed files in bucket directories.
+///
+/// File-system notifications (inotify on Linux, FSEvents on macOS, through the `notify`
+/// crate) say which files changed, so only those are looked at; a full scan of the buckets
+/// runs at start-up, whenever the notifications report lost events, and every
+/// [`Watcher::RESCAN`] as a fallback (a network or container file system that sends no
+/// notifications). Where notifications cannot be set up at all, the watcher scans every
+/// `interval`, as before.
 ///
 /// A file is announced once its size and modification time have held still for one whole
-/// interval, so a file still being copied in is not loaded half-written. Scanning rather than
-/// inotify also works on network and container file systems.
+/// `interval`, so a file still being copied in is not loaded half-written. Hidden names
+/// (starting with `.`, such as the store's own temporary files) and symbolic links are
+/// never announced, and links are never followed.
 pub struct Watcher {
     store: LocalStore,
     buckets: Vec<BucketName>,
@@ -272,7 +356,19 @@ pub struct Watcher {
     unsettled: Arc<AtomicUsize>,
 }
 
+type Key = (BucketName, ObjectName);
+type Signature = (u64, String);
+
+/// A file seen changing, waiting to hold still.
+struct Pending {
+    signature: Signature,
+    since: tokio::time::Instant,
+}
+
 impl Watcher {
+    /// How often the buckets are scanned in full while notifications work.
+    pub const RESCAN: Duration = Duration::from_secs(30);
+
     /// A watcher of `buckets` in `store`.
     pub fn new(store: LocalStore, buckets: Vec<BucketName>, interval: Duration) -> Self {
         Self {
@@ -283,54 +379,272 @@ impl Watcher {
         }
     }
 
-    /// Keeps the count of files seen but not yet announced (still changing, or waiting for
-    /// the next scan) in `gauge`: the runtime is not quiet while it is above zero.
+    /// Keeps the count of files seen but not yet announced (still changing, or waiting to
+    /// hold still) in `gauge`: the runtime is not quiet while it is above zero.
     pub fn with_gauge(mut self, gauge: Arc<AtomicUsize>) -> Self {
         self.unsettled = gauge;
         self
     }
 
-    /// Scans until `tx` is closed, sending each arrival once per generation.
+    /// Watches until `tx` is closed, sending each arrival once per generation.
     pub async fn run(self, tx: mpsc::UnboundedSender<ObjectRef>) {
-        let mut previous: HashMap<(BucketName, ObjectName), (u64, String)> = HashMap::new();
-        let mut announced: HashMap<(BucketName, ObjectName), (u64, String)> = HashMap::new();
+        let (events_tx, mut events) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
+        let _notifier = self.notifier(events_tx);
+        let rescan_every = if _notifier.is_some() {
+            Self::RESCAN.max(self.interval)
+        } else {
+            self.interval
+        };
+        let tick = (self.interval / 2).max(Duration::from_millis(5));
+        let mut state = WatchState::default();
+        self.rescan(&mut state).await;
+        let mut next_rescan = tokio::time::Instant::now() + rescan_every;
+        // One ticker (not a sleep per loop turn), so a stream of notifications cannot starve it.
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut current = HashMap::new();
-            for bucket in &self.buckets {
-                let dir = self.store.bucket_dir(bucket);
-                let found = tokio::task::spawn_blocking(move || scan(&dir))
+            self.unsettled.store(state.pending.len(), Ordering::SeqCst);
+            tokio::select! {
+                event = events.recv(), if _notifier.is_some() => {
+                    match event {
+                        Some(Ok(event)) if event.need_rescan() => self.rescan(&mut state).await,
+                        // Reads (ours included: a scan opens folders) change nothing.
+                        Some(Ok(event)) if is_read(&event.kind) => {}
+                        Some(Ok(event)) => {
+                            for path in event.paths {
+                                self.noticed(&path, &mut state).await;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            warn!(error = %e, "file notification error; rescanning");
+                            self.rescan(&mut state).await;
+                        }
+                        None => {}
+                    }
+                }
+                _ = ticker.tick() => {
+                    if !self.settle(&mut state, &tx).await {
+                        return;
+                    }
+                    if tokio::time::Instant::now() >= next_rescan {
+                        self.rescan(&mut state).await;
+                        next_rescan = tokio::time::Instant::now() + rescan_every;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    }
+
+    /// Subscribes to notifications for every bucket directory; `None` (scan only) when the
+    /// platform or its limits refuse.
+    fn notifier(
+        &self,
+        events: mpsc::UnboundedSender<notify::Result<notify::Event>>,
+    ) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher as _;
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let handler = move |event: notify::Result<notify::Event>| {
+            let _ = events.send(event);
+        };
+        let mut watcher = match notify::RecommendedWatcher::new(handler, config) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, "file notifications unavailable; scanning buckets instead");
+                return None;
+            }
+        };
+        for bucket in &self.buckets {
+            let dir = self.store.bucket_dir(bucket);
+            let watched = std::fs::create_dir_all(&dir)
+                .map_err(notify::Error::io)
+                .and_then(|()| watcher.watch(&dir, notify::RecursiveMode::Recursive));
+            if let Err(e) = watched {
+                warn!(bucket = %bucket, error = %e, "file notifications unavailable; scanning buckets instead");
+                return None;
+            }
+        }
+        Some(watcher)
+    }
+
+    /// The bucket and object a path names, if it is a visible path inside a watched bucket.
+    fn key_of(&self, path: &Path) -> Option<(BucketName, String)> {
+        self.buckets.iter().find_map(|bucket| {
+            let rel = path.strip_prefix(self.store.bucket_dir(bucket)).ok()?;
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if parts.is_empty() || parts.iter().any(|p| p.starts_with('.')) {
+                return None;
+            }
+            Some((bucket.clone(), parts.join("/")))
+        })
+    }
+
+    /// A notification named `path`: a file becomes pending, a new folder is scanned (its
+    /// files may predate its watch), a removed file is forgotten.
+    async fn noticed(&self, path: &Path, state: &mut WatchState) {
+        let Some((bucket, rel)) = self.key_of(path) else {
+            return;
+        };
+        let owned = path.to_path_buf();
+        let md = tokio::task::spawn_blocking(move || std::fs::symlink_metadata(owned)).await;
+        match md {
+            Ok(Ok(md)) if md.is_dir() => {
+                let root = self.store.bucket_dir(&bucket);
+                let dir = path.to_path_buf();
+                let found = tokio::task::spawn_blocking(move || scan_under(&root, &dir))
                     .await
                     .unwrap_or_default();
                 for (name, sig) in found {
-                    current.insert((bucket.clone(), name), sig);
+                    state.saw((bucket.clone(), name), sig);
                 }
             }
-            for (key, sig) in &current {
-                let stable = previous.get(key) == Some(sig);
-                if stable && announced.get(key) != Some(sig) {
-                    announced.insert(key.clone(), sig.clone());
-                    let object = ObjectRef {
-                        bucket: key.0.clone(),
-                        name: key.1.clone(),
-                        generation: sig.1.clone(),
-                        size: Some(sig.0),
-                    };
-                    if tx.send(object).is_err() {
-                        return;
-                    }
+            Ok(Ok(md)) if md.is_file() => match ObjectName::parse(&rel) {
+                Ok(name) => state.saw((bucket, name), (md.len(), stamp(&md).0)),
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "file name is not a valid object name; ignored");
+                }
+            },
+            // A symbolic link or anything else that is not a file: not an object.
+            Ok(Ok(_)) => {}
+            _ => {
+                if let Ok(name) = ObjectName::parse(&rel) {
+                    let key = (bucket, name);
+                    state.pending.remove(&key);
+                    state.announced.remove(&key);
                 }
             }
-            announced.retain(|k, _| current.contains_key(k));
-            let unsettled = current
-                .iter()
-                .filter(|(k, sig)| announced.get(*k) != Some(*sig))
-                .count();
-            self.unsettled.store(unsettled, Ordering::SeqCst);
-            previous = current;
-            if tx.is_closed() {
-                return;
+        }
+    }
+
+    /// Scans every bucket: new or changed files become pending; gone ones are forgotten.
+    async fn rescan(&self, state: &mut WatchState) {
+        let mut current = HashMap::new();
+        for bucket in &self.buckets {
+            let dir = self.store.bucket_dir(bucket);
+            let found = tokio::task::spawn_blocking(move || scan(&dir))
+                .await
+                .unwrap_or_default();
+            for (name, sig) in found {
+                current.insert((bucket.clone(), name), sig);
             }
-            tokio::time::sleep(self.interval).await;
+        }
+        state.announced.retain(|k, _| current.contains_key(k));
+        state.pending.retain(|k, _| current.contains_key(k));
+        for (key, sig) in current {
+            state.saw(key, sig);
+        }
+    }
+
+    /// Announces the pending files that held still for an interval. `false` when nobody
+    /// listens any more.
+    async fn settle(&self, state: &mut WatchState, tx: &mpsc::UnboundedSender<ObjectRef>) -> bool {
+        let now = tokio::time::Instant::now();
+        let due: Vec<Key> = state
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.since) >= self.interval)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if due.is_empty() {
+            return true;
+        }
+        let paths: Vec<(Key, PathBuf)> = due
+            .into_iter()
+            .map(|k| {
+                let path = self.store.path(&k.0, &k.1);
+                (k, path)
+            })
+            .collect();
+        let checked = tokio::task::spawn_blocking(move || {
+            paths
+                .into_iter()
+                .map(|(k, path)| {
+                    let sig = std::fs::symlink_metadata(&path)
+                        .ok()
+                        .filter(std::fs::Metadata::is_file)
+                        .map(|md| (md.len(), stamp(&md).0));
+                    (k, sig)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (key, sig) in checked {
+            let Some(sig) = sig else {
+                state.pending.remove(&key);
+                continue;
+            };
+            let Some(pending) = state.pending.get_mut(&key) else {
+                continue;
+            };
+            if pending.signature != sig {
+                // Still changing: wait another interval.
+                pending.signature = sig;
+                pending.since = now;
+                continue;
+            }
+            state.pending.remove(&key);
+            if state.announced.get(&key) == Some(&sig) {
+                continue;
+            }
+            let object = ObjectRef {
+                bucket: key.0.clone(),
+                name: key.1.clone(),
+                generation: sig.1.clone(),
+                size: Some(sig.0),
+            };
+            state.announced.insert(key, sig);
+            if tx.send(object).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Whether a notification only says something was opened or read.
+fn is_read(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(
+        kind,
+        EventKind::Access(
+            AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
+        )
+    )
+}
+
+/// What the watcher knows: files waiting to hold still, and what it announced.
+#[derive(Default)]
+struct WatchState {
+    pending: HashMap<Key, Pending>,
+    announced: HashMap<Key, Signature>,
+}
+
+impl WatchState {
+    /// A file was seen with `sig`: pending unless already announced as it is.
+    fn saw(&mut self, key: Key, sig: Signature) {
+        if self.announced.get(&key) == Some(&sig) {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        match self.pending.get_mut(&key) {
+            Some(p) if p.signature == sig => {}
+            Some(p) => {
+                p.signature = sig;
+                p.since = now;
+            }
+            None => {
+                self.pending.insert(
+                    key,
+                    Pending {
+                        signature: sig,
+                        since: now,
+                    },
+                );
+            }
         }
     }
 }
@@ -403,6 +717,131 @@ mod tests {
                 .is_err(),
             "announced twice"
         );
+        task.abort();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn symlinks_inside_a_bucket_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::fs::write(outside.join("secret.csv"), "a\n1\n").unwrap();
+        std::fs::write(outside.join("sub/inner.csv"), "a\n2\n").unwrap();
+        let store = LocalStore::new(dir.path().join("buckets")).unwrap();
+        let b = BucketName::parse("landing").unwrap();
+        let bucket = store.bucket_dir(&b);
+        std::fs::create_dir_all(&bucket).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.csv"), bucket.join("link.csv")).unwrap();
+        std::os::unix::fs::symlink(outside.join("sub"), bucket.join("dir")).unwrap();
+        std::fs::write(bucket.join("real.csv"), "a\n3\n").unwrap();
+
+        for name in ["link.csv", "dir/inner.csv"] {
+            let name = ObjectName::parse(name).unwrap();
+            assert!(
+                store.head(&b, &name).await.unwrap().is_none(),
+                "head {name}"
+            );
+            assert!(
+                matches!(store.open(&b, &name).await, Err(PortError::NotFound(_))),
+                "open {name}"
+            );
+        }
+        let written = store
+            .put(
+                &b,
+                &ObjectName::parse("dir/new.csv").unwrap(),
+                Box::pin(&b"x"[..]),
+            )
+            .await;
+        assert!(written.is_err(), "a write through a linked folder");
+        assert!(!outside.join("sub/new.csv").exists());
+        let listed: Vec<String> = store
+            .list(&b, "")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.object.name.to_string())
+            .collect();
+        assert_eq!(listed, ["real.csv"]);
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(Watcher::new(store, vec![b], Duration::from_millis(20)).run(tx));
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.name.as_str(), "real.csv");
+        std::os::unix::fs::symlink(outside.join("secret.csv"), bucket.join("later.csv")).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv())
+                .await
+                .is_err(),
+            "a symbolic link was announced"
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_name_segment_too_long_for_the_file_system_is_a_permanent_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let b = BucketName::parse("landing").unwrap();
+        let name = ObjectName::parse(&format!("x/{}.csv", "a".repeat(300))).unwrap();
+        std::fs::create_dir_all(dir.path().join("landing/x")).unwrap();
+        let head = store.head(&b, &name).await;
+        assert!(matches!(head, Err(PortError::Permanent(_))), "{head:?}");
+        let open = store.open(&b, &name).await;
+        assert!(
+            matches!(open, Err(PortError::Permanent(_))),
+            "{:?}",
+            open.err()
+        );
+        let put = store.put(&b, &name, Box::pin(&b"x"[..])).await;
+        assert!(matches!(put, Err(PortError::Permanent(_))), "{put:?}");
+    }
+
+    #[tokio::test]
+    async fn the_watcher_notices_files_written_later_without_waiting_for_a_rescan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let b = BucketName::parse("landing").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let gauge = Arc::new(AtomicUsize::new(0));
+        let w = Watcher::new(store.clone(), vec![b.clone()], Duration::from_millis(50))
+            .with_gauge(gauge.clone());
+        let task = tokio::spawn(w.run(tx));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A new folder and files in it, after the watch started (Watcher::RESCAN is 30 s).
+        std::fs::create_dir_all(dir.path().join("landing/d/e")).unwrap();
+        std::fs::write(dir.path().join("landing/d/e/one.csv"), "a\n1\n").unwrap();
+        store
+            .put(
+                &b,
+                &ObjectName::parse("d/two.csv").unwrap(),
+                Box::pin(&b"a\n2\n"[..]),
+            )
+            .await
+            .unwrap();
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            let o = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("announced within 5 s")
+                .unwrap();
+            names.push(o.name.to_string());
+        }
+        names.sort();
+        assert_eq!(names, ["d/e/one.csv", "d/two.csv"]);
+        assert_eq!(gauge.load(Ordering::SeqCst), 0);
+        // A rewrite is a new generation, announced again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        std::fs::write(dir.path().join("landing/d/e/one.csv"), "a\n1\n2\n").unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.name.as_str(), again.size), ("d/e/one.csv", Some(6)));
         task.abort();
     }
 }

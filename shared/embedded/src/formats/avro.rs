@@ -1,120 +1,139 @@
-//! Avro object container file decoding.
+//! Avro object container file decoding, read as a stream.
 //!
 //! Columns are the writer schema's top-level record fields. Row numbers are 1-based record
-//! indexes.
+//! indexes. Types follow BigQuery's Avro conversions
+//! (<https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-avro#avro_conversions>):
+//! a union with `null` is NULLABLE; a record is a RECORD and an array a REPEATED column, kept
+//! here as JSON text (a null array is `[]`); a map is a REPEATED RECORD of `key` and `value`
+//! (`[{"key": …, "value": …}]`); enum is STRING; decimal is kept as exact text; bytes inside
+//! nested data are base64.
 
-use apache_avro::schema::Name;
+use std::io::BufRead;
+
+use apache_avro::schema::{Name, RecordSchema};
 use apache_avro::types::Value as Avro;
 use apache_avro::{Reader, Schema};
 use base64::Engine as _;
 use serde_json::Value as Json;
 
-use super::{
-    BadRowList, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, TimeUnit, Value,
-    check_null, coerce, conversion_error, decimal_text, describe, epoch_date_text,
-    epoch_timestamp_text, find_column, local_timestamp_text, time_of_day_text,
+use super::convert::{
+    Plan, TimeUnit, bad, decimal_text, epoch_date_text, epoch_timestamp_text, finish,
+    local_timestamp_text, plan, time_of_day_text,
 };
+use super::{Column, ColumnType, DecodeOptions, Format, FormatError, Next, RowReader, Value};
 
-/// Decodes an Avro object container file.
-pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
-    let reader = Reader::new(bytes)
+struct AvroRows {
+    reader: Reader<'static, Box<dyn BufRead + Send>>,
+    record: RecordSchema,
+    names: NamedTypes,
+    plans: Vec<Plan>,
+    /// Per plan: whether the field is an array (REPEATED: NULL becomes `[]`).
+    repeated: Vec<bool>,
+    number: u64,
+}
+
+/// Opens an Avro object container stream.
+pub(super) fn open(
+    input: Box<dyn BufRead + Send>,
+    options: &DecodeOptions,
+) -> Result<(Vec<Column>, Box<dyn RowReader>), FormatError> {
+    let reader = Reader::new(input)
         .map_err(|e| unreadable(format!("not an Avro object container file: {e}")))?;
     let schema = reader.writer_schema().clone();
     let names = NamedTypes::of(&schema);
-    let Schema::Record(record) = names.resolve(&schema) else {
+    let Schema::Record(record) = names.resolve(&schema).clone() else {
         return Err(unreadable(format!(
             "the writer schema must be a record, not {:?}",
             apache_avro::schema::SchemaKind::from(&schema)
         )));
     };
-
-    // One plan per output column: the output column, the record field it reads, and that
-    // field's own (natural) type.
-    let fields: Vec<(Column, &Schema)> = record
+    let fields: Vec<Column> = record
         .fields
         .iter()
         .map(|field| {
             let (ty, nullable) = column_type(&field.schema, &names);
-            (
-                Column {
-                    name: field.name.clone(),
-                    ty,
-                    nullable,
-                },
-                &field.schema,
-            )
+            Column {
+                name: field.name.clone(),
+                ty,
+                nullable,
+            }
         })
         .collect();
-    let plans: Vec<Plan<'_>> = match &options.schema {
-        None => fields
-            .iter()
-            .enumerate()
-            .map(|(index, (column, schema))| Plan {
-                column: column.clone(),
-                index,
-                natural: column.ty,
-                schema,
-            })
-            .collect(),
-        Some(declared) => declared
-            .iter()
-            .map(|column| {
-                let index = find_column(fields.iter().map(|(c, _)| c.name.as_str()), &column.name)
-                    .ok_or_else(|| {
-                        unreadable(format!(
-                            "declared column `{}` is not in the file",
-                            column.name
-                        ))
-                    })?;
-                let (natural, schema) = fields
-                    .get(index)
-                    .map_or((column.ty, &Schema::Null), |(c, s)| (c.ty, *s));
-                Ok(Plan {
-                    column: column.clone(),
-                    index,
-                    natural,
-                    schema,
-                })
-            })
-            .collect::<Result<_, FormatError>>()?,
+    let plans = plan(&fields, options.schema.as_deref()).map_err(unreadable)?;
+    let repeated = plans
+        .iter()
+        .map(|p| {
+            p.column.ty == ColumnType::Json
+                && record
+                    .fields
+                    .get(p.index)
+                    .is_some_and(|f| is_array(&f.schema, &names))
+        })
+        .collect();
+    let columns = plans.iter().map(|p| p.column.clone()).collect();
+    let rows = AvroRows {
+        reader,
+        record,
+        names,
+        plans,
+        repeated,
+        number: 0,
     };
-    let declared = options.schema.is_some();
+    Ok((columns, Box::new(rows)))
+}
 
-    let mut bad = BadRowList::default();
-    let mut rows = Vec::new();
-    for (i, item) in reader.enumerate() {
-        let number = i as u64 + 1;
+/// Whether a field is an array, or a union of null and an array.
+fn is_array(schema: &Schema, names: &NamedTypes) -> bool {
+    match names.resolve(schema) {
+        Schema::Array(_) => true,
+        Schema::Union(union) => {
+            let non_null: Vec<&Schema> = union
+                .variants()
+                .iter()
+                .filter(|v| !matches!(v, Schema::Null))
+                .collect();
+            matches!(non_null.as_slice(), [only] if matches!(names.resolve(only), Schema::Array(_)))
+        }
+        _ => false,
+    }
+}
+
+impl RowReader for AvroRows {
+    fn next_row(&mut self, row: &mut Vec<Value>) -> Result<Next, FormatError> {
+        let Some(item) = self.reader.next() else {
+            return Ok(Next::End);
+        };
+        self.number += 1;
+        let number = self.number;
         let value = item.map_err(|e| unreadable(format!("cannot read row {number}: {e}")))?;
         let Avro::Record(values) = value else {
             return Err(unreadable(format!("row {number} is not a record")));
         };
-        let row = plans
-            .iter()
-            .map(|plan| {
-                let value = field_value(&values, plan.index, &record.fields).unwrap_or(&Avro::Null);
-                let natural = to_natural(value, plan.schema, plan.natural, &names)
-                    .map_err(|why| format!("column `{}`: {why}", plan.column.name))?;
-                let value = if declared {
-                    let shown = describe(&natural);
-                    coerce(natural, plan.natural, plan.column.ty)
-                        .ok_or_else(|| conversion_error(&plan.column, &shown))?
-                } else {
-                    natural
-                };
-                check_null(&plan.column, value)
-            })
-            .collect::<Result<Vec<Value>, String>>();
-        match row {
-            Ok(row) => rows.push(row),
-            Err(reason) => {
-                if bad.push(number, reason) {
-                    break;
+        for (plan, repeated) in self.plans.iter().zip(&self.repeated) {
+            let schema = self
+                .record
+                .fields
+                .get(plan.index)
+                .map_or(&Schema::Null, |f| &f.schema);
+            let value =
+                field_value(&values, plan.index, &self.record.fields).unwrap_or(&Avro::Null);
+            let cell = to_natural(value, schema, plan.natural, &self.names)
+                .map_err(|why| format!("column `{}`: {why}", plan.column.name))
+                .map(|v| match v {
+                    Value::Null if *repeated => Value::Text("[]".to_owned()),
+                    v => v,
+                })
+                .and_then(|natural| finish(plan, natural));
+            match cell {
+                Ok(cell) => row.push(cell),
+                Err(reason) => {
+                    row.clear();
+                    return Ok(Next::Bad(bad(number, reason)));
                 }
             }
         }
+        Ok(Next::Row(number))
     }
-    let columns = plans.into_iter().map(|plan| plan.column).collect();
-    bad.into_result(Rows { columns, rows })
 }
 
 fn unreadable(reason: String) -> FormatError {
@@ -122,17 +141,6 @@ fn unreadable(reason: String) -> FormatError {
         format: Format::Avro,
         reason,
     }
-}
-
-/// How one output column is read.
-struct Plan<'s> {
-    column: Column,
-    /// Index of the record field.
-    index: usize,
-    /// The type the field maps to on its own.
-    natural: ColumnType,
-    /// The field's schema.
-    schema: &'s Schema,
 }
 
 /// The value of record field `index` (values come in schema order; fall back to the name).
@@ -149,25 +157,25 @@ fn field_value<'v>(
 }
 
 /// The named types (records, enums, fixed) of a schema, to resolve references.
-struct NamedTypes<'s>(Vec<(&'s Name, &'s Schema)>);
+struct NamedTypes(Vec<(Name, Schema)>);
 
-impl<'s> NamedTypes<'s> {
-    fn of(schema: &'s Schema) -> Self {
+impl NamedTypes {
+    fn of(schema: &Schema) -> Self {
         let mut named = NamedTypes(Vec::new());
         named.collect(schema);
         named
     }
 
-    fn collect(&mut self, schema: &'s Schema) {
+    fn collect(&mut self, schema: &Schema) {
         match schema {
             Schema::Record(record) => {
-                self.0.push((&record.name, schema));
+                self.0.push((record.name.clone(), schema.clone()));
                 for field in &record.fields {
                     self.collect(&field.schema);
                 }
             }
-            Schema::Enum(e) => self.0.push((&e.name, schema)),
-            Schema::Fixed(f) => self.0.push((&f.name, schema)),
+            Schema::Enum(e) => self.0.push((e.name.clone(), schema.clone())),
+            Schema::Fixed(f) => self.0.push((f.name.clone(), schema.clone())),
             Schema::Array(a) => self.collect(&a.items),
             Schema::Map(m) => self.collect(&m.types),
             Schema::Union(u) => u.variants().iter().for_each(|v| self.collect(v)),
@@ -177,23 +185,20 @@ impl<'s> NamedTypes<'s> {
     }
 
     /// `schema`, or the named type it refers to.
-    fn resolve<'a>(&self, schema: &'a Schema) -> &'a Schema
-    where
-        's: 'a,
-    {
+    fn resolve<'a>(&'a self, schema: &'a Schema) -> &'a Schema {
         let Schema::Ref { name } = schema else {
             return schema;
         };
         self.0
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| n == name)
             .or_else(|| self.0.iter().find(|(n, _)| n.name == name.name))
-            .map_or(schema, |(_, s)| *s)
+            .map_or(schema, |(_, s)| s)
     }
 }
 
 /// The column type of a field and whether it is nullable (a union with `null`).
-fn column_type(schema: &Schema, names: &NamedTypes<'_>) -> (ColumnType, bool) {
+fn column_type(schema: &Schema, names: &NamedTypes) -> (ColumnType, bool) {
     match names.resolve(schema) {
         Schema::Union(union) => {
             let variants = union.variants();
@@ -214,7 +219,7 @@ fn column_type(schema: &Schema, names: &NamedTypes<'_>) -> (ColumnType, bool) {
 }
 
 /// The column type of a non-union schema.
-fn value_type(schema: &Schema, names: &NamedTypes<'_>) -> ColumnType {
+fn value_type(schema: &Schema, names: &NamedTypes) -> ColumnType {
     match names.resolve(schema) {
         Schema::Boolean => ColumnType::Bool,
         Schema::Int | Schema::Long => ColumnType::Int64,
@@ -247,7 +252,7 @@ fn to_natural(
     value: &Avro,
     schema: &Schema,
     ty: ColumnType,
-    names: &NamedTypes<'_>,
+    names: &NamedTypes,
 ) -> Result<Value, String> {
     let (value, schema) = unwrap_union(value, names.resolve(schema), names);
     let out_of_range = |what: &str, v: i64| format!("{what} {v} is out of range");
@@ -308,7 +313,7 @@ fn unit_of(value: &Avro) -> TimeUnit {
 fn unwrap_union<'v, 's>(
     value: &'v Avro,
     schema: &'s Schema,
-    names: &NamedTypes<'s>,
+    names: &'s NamedTypes,
 ) -> (&'v Avro, &'s Schema) {
     match (value, schema) {
         (Avro::Union(i, inner), Schema::Union(union)) => {
@@ -333,7 +338,7 @@ fn decimal(value: &apache_avro::Decimal, schema: &Schema) -> Result<String, Stri
 }
 
 /// Nested data as JSON: bytes as base64, logical types as their text forms.
-fn to_json(value: &Avro, schema: Option<&Schema>, names: &NamedTypes<'_>) -> Json {
+fn to_json(value: &Avro, schema: Option<&Schema>, names: &NamedTypes) -> Json {
     let schema = schema.map(|s| names.resolve(s));
     let float = |f: f64| serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number);
     let text_or = |text: Option<String>, raw: i64| text.map_or(Json::from(raw), Json::String);
@@ -375,10 +380,11 @@ fn to_json(value: &Avro, schema: Option<&Schema>, names: &NamedTypes<'_>) -> Jso
                 Some(Schema::Map(m)) => Some(m.types.as_ref()),
                 _ => None,
             };
-            Json::Object(
+            // BigQuery loads an Avro map as a REPEATED RECORD of `key` and `value`.
+            Json::Array(
                 entries
                     .iter()
-                    .map(|(k, v)| (k.clone(), to_json(v, value_schema, names)))
+                    .map(|(k, v)| serde_json::json!({"key": k, "value": to_json(v, value_schema, names)}))
                     .collect(),
             )
         }
@@ -439,6 +445,7 @@ mod tests {
             &DecodeOptions {
                 schema,
                 skip_leading_rows: 0,
+                ..Default::default()
             },
         )
     }
@@ -589,7 +596,7 @@ mod tests {
                 text("2025-11-20"),
                 text("-1.23"),
                 text("[\"a\"]"),
-                text("{\"k\":1}"),
+                text("[{\"key\":\"k\",\"value\":1}]"),
                 text("{\"city\":\"Oslo\"}"),
                 text("RED"),
                 text("5"),

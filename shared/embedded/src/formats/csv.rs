@@ -1,31 +1,24 @@
-//! CSV decoding: RFC 4180, UTF-8, optional header line(s).
+//! CSV decoding: RFC 4180, UTF-8, optional header line(s), read as a stream.
 //!
 //! Row numbers are physical line numbers (a record's first line), so a header counts as line 1
 //! and a quoted field spanning lines pushes later rows' numbers down accordingly.
+//!
+//! BigQuery's CSV rules (<https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-csv>):
+//! an empty field is NULL (the default `nullMarker`); a row with fewer or more fields than
+//! columns is bad (no `allowJaggedRows`, no `ignoreUnknownValues`); a quoted field with a
+//! newline is bad unless `allowQuotedNewlines`; with `skipLeadingRows` N the N-th line is the
+//! header that autodetect names the columns from.
 
-use ::csv::{ReaderBuilder, StringRecord};
+use std::collections::VecDeque;
+use std::io::BufRead;
 
-use super::{
-    BadRowList, Column, DecodeOptions, Format, FormatError, Rows, TextInference, Value, check_null,
-    conversion_error, duplicate_name, find_column, from_text, quote,
+use ::csv::{ByteRecord, Reader, ReaderBuilder};
+
+use super::convert::{
+    SAMPLE_ROWS, TextInference, bad, check_null, conversion_error, duplicate_name, find_column,
+    from_text, quote,
 };
-
-/// One CSV record with the line it starts on.
-type Record = (u64, StringRecord);
-
-/// Decodes a CSV file.
-pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
-    let text = utf8_text(bytes)?;
-    let records = read_records(text)?;
-    let skip = usize::try_from(options.skip_leading_rows).unwrap_or(usize::MAX);
-    // As in BigQuery, with N leading rows skipped the N-th one is the header.
-    let header = skip.checked_sub(1).and_then(|i| records.get(i));
-    let data = records.get(skip..).unwrap_or(&[]);
-    match &options.schema {
-        None => autodetect(header, data),
-        Some(columns) => declared(columns, header, data),
-    }
-}
+use super::{Column, DecodeOptions, Format, FormatError, Next, RowReader, Value};
 
 fn unreadable(reason: String) -> FormatError {
     FormatError::Unreadable {
@@ -34,50 +27,126 @@ fn unreadable(reason: String) -> FormatError {
     }
 }
 
-/// The file as text, without a UTF-8 byte order mark.
-fn utf8_text(bytes: &[u8]) -> Result<&str, FormatError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    std::str::from_utf8(bytes).map_err(|e| {
-        let offset = e.valid_up_to();
-        let line = bytes
-            .get(..offset)
-            .map_or(0, |b| b.iter().filter(|c| **c == b'\n').count())
-            + 1;
-        unreadable(format!(
-            "not valid UTF-8 (line {line}, byte offset {offset})"
-        ))
-    })
+struct CsvRows {
+    reader: Reader<Box<dyn BufRead + Send>>,
+    /// Records read ahead (the autodetect sample), served before the rest of the file.
+    sample: VecDeque<ByteRecord>,
+    record: ByteRecord,
+    columns: Vec<Column>,
+    /// Column `i` is field `indexes[i]` of a record.
+    indexes: Vec<usize>,
+    /// The number of fields a record must have.
+    width: usize,
+    allow_quoted_newlines: bool,
 }
 
-/// All records, each with the line it starts on.
-fn read_records(text: &str) -> Result<Vec<Record>, FormatError> {
+/// Opens a CSV stream: reads the leading rows (and, with autodetect, the sample).
+pub(super) fn open(
+    input: Box<dyn BufRead + Send>,
+    options: &DecodeOptions,
+) -> Result<(Vec<Column>, Box<dyn RowReader>), FormatError> {
     let mut reader = ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(text.as_bytes());
-    let mut records = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| unreadable(e.to_string()))?;
-        let line = record
-            .position()
-            .map_or(index as u64 + 1, ::csv::Position::line);
-        records.push((line, record));
+        .from_reader(input);
+    let mut header: Option<ByteRecord> = None;
+    for _ in 0..options.skip_leading_rows {
+        let mut record = ByteRecord::new();
+        if !read(&mut reader, &mut record)? {
+            break;
+        }
+        header = Some(record);
     }
-    Ok(records)
+    let header = header
+        .map(|h| -> Result<(u64, Vec<String>), FormatError> {
+            let line = line_of(&h);
+            let names = h
+                .iter()
+                .map(|f| text(f, line).map(|t| t.trim().to_owned()))
+                .collect::<Result<_, _>>()?;
+            Ok((line, names))
+        })
+        .transpose()?;
+
+    let mut sample = VecDeque::new();
+    let (columns, indexes, width) = match &options.schema {
+        Some(columns) => {
+            let (width, indexes) = match &header {
+                Some((line, names)) => {
+                    let indexes = columns
+                        .iter()
+                        .map(|column| {
+                            find_column(names.iter().map(String::as_str), &column.name).ok_or_else(
+                                || {
+                                    unreadable(format!(
+                                        "declared column `{}` is not in the header (line {line})",
+                                        column.name
+                                    ))
+                                },
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    (names.len(), indexes)
+                }
+                None => (columns.len(), (0..columns.len()).collect()),
+            };
+            (columns.clone(), indexes, width)
+        }
+        None => {
+            while sample.len() < SAMPLE_ROWS {
+                let mut record = ByteRecord::new();
+                if !read(&mut reader, &mut record)? {
+                    break;
+                }
+                sample.push_back(record);
+            }
+            let columns = detect(header.as_ref(), &sample)?;
+            let width = columns.len();
+            (columns, (0..width).collect(), width)
+        }
+    };
+    let rows = CsvRows {
+        reader,
+        sample,
+        record: ByteRecord::new(),
+        columns: columns.clone(),
+        indexes,
+        width,
+        allow_quoted_newlines: options.allow_quoted_newlines,
+    };
+    Ok((columns, Box::new(rows)))
 }
 
-fn field_count_reason(expected: usize, found: usize) -> String {
-    format!("expected {expected} fields but found {found}")
+/// Reads the next record; `false` at the end.
+fn read(
+    reader: &mut Reader<Box<dyn BufRead + Send>>,
+    record: &mut ByteRecord,
+) -> Result<bool, FormatError> {
+    reader
+        .read_byte_record(record)
+        .map_err(|e| unreadable(e.to_string()))
 }
 
-/// Columns named by the header (or `string_field_N`), typed from all values.
-fn autodetect(header: Option<&Record>, data: &[Record]) -> Result<Rows, FormatError> {
-    let names: Vec<String> = match (header, data.first()) {
+fn line_of(record: &ByteRecord) -> u64 {
+    record.position().map_or(0, ::csv::Position::line)
+}
+
+/// A field as text; a file that is not UTF-8 is unreadable.
+fn text(field: &[u8], line: u64) -> Result<&str, FormatError> {
+    std::str::from_utf8(field).map_err(|_| unreadable(format!("not valid UTF-8 (line {line})")))
+}
+
+/// Columns named by the header (or `string_field_N`), typed from the sample.
+fn detect(
+    header: Option<&(u64, Vec<String>)>,
+    sample: &VecDeque<ByteRecord>,
+) -> Result<Vec<Column>, FormatError> {
+    let names: Vec<String> = match (header, sample.front()) {
         (Some((line, header)), _) => {
             let names: Vec<String> = header
                 .iter()
                 .enumerate()
-                .map(|(i, name)| match name.trim() {
+                .map(|(i, name)| match name.as_str() {
                     "" => format!("string_field_{i}"),
                     name => name.to_owned(),
                 })
@@ -89,30 +158,23 @@ fn autodetect(header: Option<&Record>, data: &[Record]) -> Result<Rows, FormatEr
             }
             names
         }
-        (None, Some((_, first))) => (0..first.len())
+        (None, Some(first)) => (0..first.len())
             .map(|i| format!("string_field_{i}"))
             .collect(),
-        (None, None) => return Ok(Rows::default()),
+        // An empty file has no columns: the load adds no rows (and creates no table).
+        (None, None) => return Ok(Vec::new()),
     };
-    let width = names.len();
-
-    let mut bad = BadRowList::default();
     let mut inference: Vec<TextInference> =
         names.iter().map(|_| TextInference::default()).collect();
-    for (line, record) in data {
-        if record.len() != width {
-            if bad.push(*line, field_count_reason(width, record.len())) {
-                break;
-            }
-            continue;
-        }
+    for record in sample.iter().filter(|r| r.len() == names.len()) {
+        let line = line_of(record);
         for (column, field) in inference.iter_mut().zip(record.iter()) {
             if !field.is_empty() {
-                column.observe(field);
+                column.observe(text(field, line)?);
             }
         }
     }
-    let columns: Vec<Column> = names
+    Ok(names
         .into_iter()
         .zip(&inference)
         .map(|(name, inference)| Column {
@@ -120,91 +182,72 @@ fn autodetect(header: Option<&Record>, data: &[Record]) -> Result<Rows, FormatEr
             ty: inference.column_type(),
             nullable: true,
         })
-        .collect();
-    if !bad.rows.is_empty() {
-        return bad.into_result(Rows::default());
-    }
-    let indexes: Vec<usize> = (0..width).collect();
-    convert_rows(&columns, &indexes, width, data)
+        .collect())
 }
 
-/// Exactly the declared columns: by header name when there is a header, else by position.
-fn declared(
-    columns: &[Column],
-    header: Option<&Record>,
-    data: &[Record],
-) -> Result<Rows, FormatError> {
-    let (width, indexes) = match header {
-        Some((line, header)) => {
-            let names: Vec<&str> = header.iter().map(str::trim).collect();
-            let indexes = columns
+impl CsvRows {
+    fn convert(&self, record: &ByteRecord, row: &mut Vec<Value>) -> Result<(), String> {
+        if record.len() != self.width {
+            return Err(format!(
+                "expected {} fields but found {}",
+                self.width,
+                record.len()
+            ));
+        }
+        if !self.allow_quoted_newlines
+            && record
                 .iter()
-                .map(|column| {
-                    find_column(names.iter().copied(), &column.name).ok_or_else(|| {
-                        unreadable(format!(
-                            "declared column `{}` is not in the header (line {line})",
-                            column.name
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (header.len(), indexes)
+                .any(|f| f.contains(&b'\n') || f.contains(&b'\r'))
+        {
+            return Err(
+                "a quoted field contains a newline (allow_quoted_newlines is false, as in BigQuery)"
+                    .to_owned(),
+            );
         }
-        None => (columns.len(), (0..columns.len()).collect()),
-    };
-    convert_rows(columns, &indexes, width, data)
-}
-
-/// Converts every record to `columns` (column `i` is field `indexes[i]`); records must have
-/// `width` fields. Empty fields are NULL.
-fn convert_rows(
-    columns: &[Column],
-    indexes: &[usize],
-    width: usize,
-    data: &[Record],
-) -> Result<Rows, FormatError> {
-    let mut bad = BadRowList::default();
-    let mut rows = Vec::with_capacity(data.len());
-    for (line, record) in data {
-        let row = if record.len() == width {
-            convert_record(columns, indexes, record)
-        } else {
-            Err(field_count_reason(width, record.len()))
-        };
-        match row {
-            Ok(row) => rows.push(row),
-            Err(reason) => {
-                if bad.push(*line, reason) {
-                    break;
-                }
-            }
-        }
-    }
-    bad.into_result(Rows {
-        columns: columns.to_vec(),
-        rows,
-    })
-}
-
-fn convert_record(
-    columns: &[Column],
-    indexes: &[usize],
-    record: &StringRecord,
-) -> Result<Vec<Value>, String> {
-    columns
-        .iter()
-        .zip(indexes)
-        .map(|(column, index)| {
-            let field = record.get(*index).unwrap_or("");
+        for (column, index) in self.columns.iter().zip(&self.indexes) {
+            let field = record.get(*index).unwrap_or_default();
             let value = if field.is_empty() {
                 Value::Null
             } else {
+                let field = std::str::from_utf8(field).map_err(|_| "not valid UTF-8".to_owned())?;
                 from_text(field, column.ty)
                     .ok_or_else(|| conversion_error(column, &quote(field)))?
             };
-            check_null(column, value)
-        })
-        .collect()
+            row.push(check_null(column, value)?);
+        }
+        Ok(())
+    }
+}
+
+impl RowReader for CsvRows {
+    fn next_row(&mut self, row: &mut Vec<Value>) -> Result<Next, FormatError> {
+        let record = match self.sample.pop_front() {
+            Some(record) => record,
+            None => {
+                let mut record = std::mem::take(&mut self.record);
+                let more = read(&mut self.reader, &mut record);
+                self.record = record;
+                if !more? {
+                    return Ok(Next::End);
+                }
+                std::mem::take(&mut self.record)
+            }
+        };
+        let line = line_of(&record);
+        let result = self.convert(&record, row);
+        // Keep the record's buffers for the next read.
+        self.record = record;
+        match result {
+            Ok(()) => Ok(Next::Row(line)),
+            Err(reason) if reason == "not valid UTF-8" => {
+                Err(unreadable(format!("not valid UTF-8 (line {line})")))
+            }
+            Err(reason) => {
+                row.clear();
+                Ok(Next::Bad(bad(line, reason)))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +268,7 @@ mod tests {
             &DecodeOptions {
                 schema,
                 skip_leading_rows,
+                ..Default::default()
             },
         )
     }
@@ -339,7 +383,15 @@ mod tests {
             column("n", ColumnType::Int64, true),
             column("note", ColumnType::String, true),
         ];
-        let bad = bad_rows(csv(b"n,note\n1,\"two\nlines\"\nx,y\n", 1, Some(schema)));
+        let bad = bad_rows(decode(
+            Format::Csv,
+            b"n,note\n1,\"two\nlines\"\nx,y\n",
+            &DecodeOptions {
+                schema: Some(schema),
+                skip_leading_rows: 1,
+                allow_quoted_newlines: true,
+            },
+        ));
         assert_eq!(
             bad,
             vec![BadRow {

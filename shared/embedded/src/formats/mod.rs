@@ -1,19 +1,31 @@
 //! Decoding of landing-bucket files into rows, for the embedded warehouse.
 //!
-//! BigQuery decodes files itself; the embedded warehouse needs this module to do the same for the
-//! four load formats Conveyor supports.
+//! BigQuery decodes files itself; the embedded warehouse needs this module to do the same for
+//! the load formats, as BigQuery does (its documented rules are cited where they apply).
+//!
+//! Files are read as streams: a [`Decoder`] yields one row at a time, so memory stays flat
+//! whatever a file's size (autodetect holds at most the sample of [`SAMPLE_ROWS`] rows).
 //!
 //! # Layout
-//! - `mod.rs`: the shared row model ([`Rows`], [`Column`], [`Value`]) and [`decode`].
-//! - `csv.rs`, `ndjson.rs`, `avro.rs`, `parquet.rs`: one decoder per format.
+//! - `mod.rs`: the row model ([`Value`], [`Rows`]), [`Decoder`], [`BadRowBudget`], [`decode`].
+//! - `convert.rs`: the one coercion table every format goes through (text, JSON and typed
+//!   values to BigQuery column types, autodetect, REQUIRED checks).
+//! - `csv.rs`, `ndjson.rs`, `avro.rs`, `parquet.rs`: one reader per format, turning its native
+//!   values into cells for `convert.rs`.
+//!
+//! ORC files are refused with a clear error: the one maintained Rust ORC reader (`orc-rust`)
+//! brings the whole Arrow stack, zstd and protobuf (about 60 more crates) into every build of
+//! the CLI for a format no Conveyor pipeline has used; BigQuery loads ORC in production.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
+use std::io::{BufRead, Read};
 
 mod avro;
+mod convert;
 mod csv;
 mod ndjson;
 mod parquet;
 
+pub use convert::SAMPLE_ROWS;
 pub use conveyor_core::format::{BadRow, Column, ColumnType, Format};
 
 /// One cell of a decoded row.
@@ -23,7 +35,7 @@ pub enum Value {
     Null,
     /// Integer.
     Int(i64),
-    /// Float.
+    /// Float (NaN and the infinities included).
     Float(f64),
     /// Boolean.
     Bool(bool),
@@ -33,7 +45,7 @@ pub enum Value {
     Bytes(Vec<u8>),
 }
 
-/// The decoded content of one file.
+/// The decoded content of one file, whole (for tests and small files; loads use [`Decoder`]).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Rows {
     /// The columns, in file order.
@@ -42,14 +54,17 @@ pub struct Rows {
     pub rows: Vec<Vec<Value>>,
 }
 
-/// Options of a decode.
+/// Options of a decode, BigQuery's load options that concern reading a file.
 #[derive(Debug, Clone, Default)]
 pub struct DecodeOptions {
     /// The declared schema; `None` means autodetect from the file.
     pub schema: Option<Vec<Column>>,
-    /// CSV: number of leading lines to skip (a header is 1). With autodetect and 1, the header
-    /// names the columns.
+    /// CSV: number of leading lines to skip (a header is 1). With N skipped, the N-th is the
+    /// header that names the columns.
     pub skip_leading_rows: u64,
+    /// CSV: whether a quoted field may contain a newline (BigQuery's `allowQuotedNewlines`,
+    /// default false: such a row is bad).
+    pub allow_quoted_newlines: bool,
 }
 
 /// Why a file could not be decoded.
@@ -64,438 +79,211 @@ pub enum FormatError {
         /// What is wrong.
         reason: String,
     },
-    /// Some rows are bad; none is loaded.
+    /// More rows were bad than the load allows; none is loaded.
     #[error("{} bad row(s), first at row {}: {}", .0.len(), .0.first().map_or(0, |b| b.row), .0.first().map_or("", |b| b.reason.as_str()))]
     BadRows(Vec<BadRow>),
 }
 
-/// Decodes a whole file's bytes.
-///
-/// With `options.schema = None` the columns and their types are detected from the file, the way
-/// a BigQuery load job with autodetect does; with a declared schema the output has exactly the
-/// declared columns and every value is converted to its column's type.
-///
-/// All-or-nothing: if any row is bad the result is [`FormatError::BadRows`] listing the bad rows
-/// (at most [`MAX_BAD_ROWS`] of them, each with its row or line number), never a partial
-/// [`Rows`]. A file that is not in `format` at all is [`FormatError::Unreadable`].
-///
-/// # Errors
-/// [`FormatError::Unreadable`] when the file as a whole cannot be read (or a declared column is
-/// missing from an Avro/Parquet file or a CSV header), [`FormatError::BadRows`] when some rows
-/// cannot be decoded or converted.
-pub fn decode(format: Format, bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
-    match format {
-        Format::Csv => csv::decode(bytes, options),
-        Format::Ndjson => ndjson::decode(bytes, options),
-        Format::Avro => avro::decode(bytes, options),
-        Format::Parquet => parquet::decode(bytes, options),
-        Format::Orc => Err(FormatError::Unreadable {
-            format,
-            reason: "the embedded warehouse cannot read ORC files (BigQuery loads them)".to_owned(),
-        }),
+/// The input of a [`Decoder`]: a stream, or a file (Parquet needs random access).
+pub enum Input {
+    /// A sequential stream (CSV, NDJSON, Avro).
+    Stream(Box<dyn BufRead + Send>),
+    /// A seekable file (any format).
+    File(std::fs::File),
+    /// Bytes in memory (any format).
+    Bytes(Vec<u8>),
+}
+
+impl Input {
+    fn into_read(self) -> Box<dyn BufRead + Send> {
+        match self {
+            Input::Stream(r) => r,
+            Input::File(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
+            Input::Bytes(b) => Box::new(std::io::Cursor::new(b)),
+        }
     }
 }
 
-/// The most bad rows one [`decode`] reports; decoding stops once this many are found.
+/// What [`Decoder::next_row`] read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// A row, with its number (CSV and NDJSON: the line it starts on; Avro and Parquet: its
+    /// 1-based index), now in the row buffer.
+    Row(u64),
+    /// A bad row: the reason is kept, the row is not.
+    Bad(BadRow),
+    /// The end of the file.
+    End,
+}
+
+/// One format's reader: fills a row of the decoder's columns at a time.
+trait RowReader: Send {
+    fn next_row(&mut self, row: &mut Vec<Value>) -> Result<Next, FormatError>;
+}
+
+/// A streaming decoder of one file into rows of fixed columns.
+///
+/// With `options.schema = None` the columns and their types are detected the way a BigQuery
+/// load job with autodetect does (CSV and NDJSON: from a sample of up to [`SAMPLE_ROWS`] rows;
+/// Avro and Parquet: from the file's own schema); with a declared schema the rows have exactly
+/// the declared columns, each value converted to its column's type.
+pub struct Decoder {
+    columns: Vec<Column>,
+    reader: Box<dyn RowReader>,
+}
+
+impl Decoder {
+    /// Opens `input` as a `format` file.
+    ///
+    /// # Errors
+    /// [`FormatError::Unreadable`] when the file is not in `format`, or when a declared
+    /// column is missing from an Avro/Parquet file or a CSV header; ORC is always refused.
+    pub fn open(
+        format: Format,
+        input: Input,
+        options: &DecodeOptions,
+    ) -> Result<Decoder, FormatError> {
+        let (columns, reader): (Vec<Column>, Box<dyn RowReader>) = match format {
+            Format::Csv => csv::open(input.into_read(), options)?,
+            Format::Ndjson => ndjson::open(input.into_read(), options)?,
+            Format::Avro => avro::open(input.into_read(), options)?,
+            Format::Parquet => parquet::open(input, options)?,
+            Format::Orc => {
+                return Err(FormatError::Unreadable {
+                    format,
+                    reason: "the embedded warehouse cannot read ORC files (BigQuery loads them; \
+                             convert to Parquet or Avro to test the pipeline locally)"
+                        .to_owned(),
+                });
+            }
+        };
+        Ok(Decoder { columns, reader })
+    }
+
+    /// The columns of every row. Empty only for a file with no columns at all (an empty
+    /// CSV or NDJSON file with autodetect).
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// Reads the next row into `row` (cleared first; on [`Next::Row`] it holds one value per
+    /// column).
+    ///
+    /// # Errors
+    /// [`FormatError::Unreadable`] when the rest of the file cannot be read.
+    pub fn next_row(&mut self, row: &mut Vec<Value>) -> Result<Next, FormatError> {
+        row.clear();
+        self.reader.next_row(row)
+    }
+}
+
+/// The most bad rows an error lists.
 pub const MAX_BAD_ROWS: usize = 100;
 
-/// Collects bad rows up to [`MAX_BAD_ROWS`].
+/// BigQuery's `maxBadRecords` for one load job (all its files together): up to `max` bad rows
+/// are skipped; one more fails the job, which then loads nothing
+/// (<https://cloud.google.com/bigquery/docs/reference/rest/v2/Job#JobConfigurationLoad>).
 #[derive(Debug, Default)]
-struct BadRowList {
-    rows: Vec<BadRow>,
+pub struct BadRowBudget {
+    max: u64,
+    count: u64,
+    kept: Vec<BadRow>,
 }
 
-impl BadRowList {
-    /// Records a bad row. Returns `true` when the list is full and decoding should stop.
-    fn push(&mut self, row: u64, reason: impl Into<String>) -> bool {
-        if self.rows.len() < MAX_BAD_ROWS {
-            self.rows.push(BadRow {
-                row,
-                reason: reason.into(),
-            });
+impl BadRowBudget {
+    /// A budget of `max` bad rows.
+    pub fn new(max: u64) -> Self {
+        Self {
+            max,
+            ..Self::default()
         }
-        self.is_full()
     }
 
-    fn is_full(&self) -> bool {
-        self.rows.len() >= MAX_BAD_ROWS
+    /// Counts a bad row (keeping the first [`MAX_BAD_ROWS`] for the error).
+    pub fn record(&mut self, bad: BadRow) {
+        self.count += 1;
+        if self.kept.len() < MAX_BAD_ROWS {
+            self.kept.push(bad);
+        }
     }
 
-    /// `ok` if no row was bad, otherwise [`FormatError::BadRows`].
-    fn into_result<T>(self, ok: T) -> Result<T, FormatError> {
-        if self.rows.is_empty() {
-            Ok(ok)
+    /// Whether more rows were bad than allowed: the job fails.
+    pub fn exceeded(&self) -> bool {
+        self.count > self.max
+    }
+
+    /// Whether the error already lists as many rows as it will.
+    pub fn full(&self) -> bool {
+        self.kept.len() >= MAX_BAD_ROWS
+    }
+
+    /// Bad rows skipped so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The bad rows kept, for the error (or the log, when they were skipped).
+    pub fn rows(&self) -> &[BadRow] {
+        &self.kept
+    }
+
+    /// `Err` with the bad rows when the budget is exceeded.
+    ///
+    /// # Errors
+    /// [`FormatError::BadRows`] when more rows were bad than allowed.
+    pub fn check(&self) -> Result<(), FormatError> {
+        if self.exceeded() {
+            Err(FormatError::BadRows(self.kept.clone()))
         } else {
-            Err(FormatError::BadRows(self.rows))
+            Ok(())
         }
     }
 }
 
-/// The index of the column named `wanted`: an exact match, else the only case-insensitive one
-/// (BigQuery column names are case-insensitive).
-fn find_column<'a>(names: impl IntoIterator<Item = &'a str>, wanted: &str) -> Option<usize> {
-    let names: Vec<&str> = names.into_iter().collect();
-    if let Some(i) = names.iter().position(|n| *n == wanted) {
-        return Some(i);
-    }
-    let mut matches = names
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.eq_ignore_ascii_case(wanted))
-        .map(|(i, _)| i);
-    match (matches.next(), matches.next()) {
-        (Some(i), None) => Some(i),
-        _ => None,
-    }
-}
-
-/// The first name that occurs twice (case-insensitively), if any.
-fn duplicate_name<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let mut seen = std::collections::HashSet::new();
-    names
-        .into_iter()
-        .find(|n| !seen.insert(n.to_ascii_lowercase()))
-}
-
-/// Whether `value` is of the kind [`Rows`] uses for a column of type `ty`.
-fn fits(value: &Value, ty: ColumnType) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Int(_) => ty == ColumnType::Int64,
-        Value::Float(_) => ty == ColumnType::Float64,
-        Value::Bool(_) => ty == ColumnType::Bool,
-        Value::Bytes(_) => ty == ColumnType::Bytes,
-        Value::Text(_) => matches!(
-            ty,
-            ColumnType::String | ColumnType::Timestamp | ColumnType::Date | ColumnType::Json
-        ),
-    }
-}
-
-/// Rejects a NULL in a REQUIRED column.
-fn check_null(column: &Column, value: Value) -> Result<Value, String> {
-    if matches!(value, Value::Null) && !column.nullable {
-        Err(format!(
-            "column `{}` is REQUIRED but the value is NULL",
-            column.name
-        ))
-    } else {
-        Ok(value)
-    }
-}
-
-/// The reason for a value that cannot be converted to its column's type.
-fn conversion_error(column: &Column, shown: &str) -> String {
-    format!(
-        "column `{}`: cannot convert {shown} to {}",
-        column.name, column.ty
-    )
-}
-
-/// A short, quoted rendering of text for error messages.
-fn quote(text: &str) -> String {
-    const MAX_CHARS: usize = 60;
-    if text.chars().count() > MAX_CHARS {
-        let head: String = text.chars().take(MAX_CHARS).collect();
-        format!("{head:?}...")
-    } else {
-        format!("{text:?}")
-    }
-}
-
-/// A short rendering of a value for error messages.
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "NULL".to_owned(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Text(t) => quote(t),
-        Value::Bytes(b) => format!("<{} bytes>", b.len()),
-    }
-}
-
-/// Converts a text cell (CSV field, JSON string) to `ty`, the way BigQuery reads text:
-/// integers and floats in Rust's syntax, booleans as true/false/t/f/yes/no/y/n/1/0, BYTES as
-/// base64, TIMESTAMP as RFC 3339 or `YYYY-MM-DD[ HH:MM:SS[.f]][ UTC]` (UTC when no zone), DATE
-/// as `YYYY-MM-DD`, JSON as any JSON text. `None` if it does not convert.
-fn from_text(text: &str, ty: ColumnType) -> Option<Value> {
-    use base64::Engine as _;
-    match ty {
-        ColumnType::String => Some(Value::Text(text.to_owned())),
-        ColumnType::Int64 => text.parse().ok().map(Value::Int),
-        ColumnType::Float64 => text.parse().ok().map(Value::Float),
-        ColumnType::Bool => parse_bool(text, true).map(Value::Bool),
-        ColumnType::Bytes => base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .ok()
-            .map(Value::Bytes),
-        ColumnType::Timestamp => parse_timestamp(text)
-            .or_else(|| parse_date(text).map(|d| format!("{d}T00:00:00Z")))
-            .map(Value::Text),
-        ColumnType::Date => parse_date(text).map(Value::Text),
-        ColumnType::Json => serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .map(|json| Value::Text(json.to_string())),
-    }
-}
-
-/// Converts a value decoded from a typed format (Avro, Parquet, JSON scalars), whose natural type
-/// is `from`, to the declared type `to`. `None` if BigQuery would reject the conversion.
-fn coerce(value: Value, from: ColumnType, to: ColumnType) -> Option<Value> {
-    use ColumnType as T;
-    if from == to || matches!(value, Value::Null) {
-        return Some(value);
-    }
-    match (value, from, to) {
-        (Value::Int(i), _, T::Float64) => Some(Value::Float(i as f64)),
-        (Value::Int(i), _, T::String) => Some(Value::Text(i.to_string())),
-        (Value::Float(f), _, T::Int64) => float_to_int(f).map(Value::Int),
-        (Value::Float(f), _, T::String) => Some(Value::Text(f.to_string())),
-        (Value::Bool(b), _, T::String) => Some(Value::Text(b.to_string())),
-        (Value::Text(t), T::Timestamp | T::Date, T::String) => Some(Value::Text(t)),
-        (Value::Text(t), T::Date, T::Timestamp) => Some(Value::Text(format!("{t}T00:00:00Z"))),
-        (Value::Text(t), T::String, to) => from_text(&t, to),
-        _ => None,
-    }
-}
-
-/// `f` as an integer, if it is one exactly and fits.
-fn float_to_int(f: f64) -> Option<i64> {
-    // 2^63 is exactly representable; anything in [-2^63, 2^63) converts without loss.
-    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-    (f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then_some(f as i64)
-}
-
-/// Parses a boolean; `lenient` also accepts t/f/yes/no/y/n/1/0 (as BigQuery does for declared
-/// BOOL columns). Case-insensitive.
-fn parse_bool(text: &str, lenient: bool) -> Option<bool> {
-    let lower = text.to_ascii_lowercase();
-    match lower.as_str() {
-        "true" => Some(true),
-        "false" => Some(false),
-        "t" | "yes" | "y" | "1" if lenient => Some(true),
-        "f" | "no" | "n" | "0" if lenient => Some(false),
-        _ => None,
-    }
-}
-
-/// Parses a timestamp: RFC 3339 (`T`, `t` or a space between date and time), or a zone-less
-/// `YYYY-MM-DD[T ]HH:MM:SS[.f]`, optionally followed by ` UTC`, read as UTC. Returns it as RFC 3339
-/// text in UTC (`2026-11-20T08:30:00Z`, with as many fractional digits as needed).
-fn parse_timestamp(text: &str) -> Option<String> {
-    let instant = match DateTime::parse_from_rfc3339(text) {
-        Ok(dt) => dt.with_timezone(&Utc),
-        Err(_) => {
-            let naive = text.strip_suffix(" UTC").unwrap_or(text);
-            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-                .iter()
-                .find_map(|fmt| NaiveDateTime::parse_from_str(naive, fmt).ok())?
-                .and_utc()
-        }
-    };
-    Some(timestamp_text(instant))
-}
-
-/// Parses a `YYYY-MM-DD` date (exactly that shape), returned in the same form.
-fn parse_date(text: &str) -> Option<String> {
-    let b = text.as_bytes();
-    let shape_ok = b.len() == 10
-        && b.iter().enumerate().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                *c == b'-'
-            } else {
-                c.is_ascii_digit()
+/// Decodes a whole file's bytes, all or nothing: if any row is bad the result is
+/// [`FormatError::BadRows`] listing the bad rows (at most [`MAX_BAD_ROWS`], each with its row
+/// or line number). A convenience over [`Decoder`] for tests and small files.
+///
+/// # Errors
+/// As [`Decoder::open`] and [`Decoder::next_row`], and [`FormatError::BadRows`].
+pub fn decode(format: Format, bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
+    let mut decoder = Decoder::open(format, Input::Bytes(bytes.to_vec()), options)?;
+    let mut budget = BadRowBudget::new(0);
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    loop {
+        match decoder.next_row(&mut row)? {
+            Next::Row(_) => rows.push(std::mem::take(&mut row)),
+            Next::Bad(bad) => {
+                budget.record(bad);
+                if budget.full() {
+                    break;
+                }
             }
-        });
-    if !shape_ok {
-        return None;
+            Next::End => break,
+        }
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .map(|d| d.format("%Y-%m-%d").to_string())
+    budget.check()?;
+    Ok(Rows {
+        columns: decoder.columns,
+        rows,
+    })
 }
 
-/// An instant as RFC 3339 text in UTC.
-fn timestamp_text(instant: DateTime<Utc>) -> String {
-    instant.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// The unit of an integer timestamp or time of day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimeUnit {
-    Millis,
-    Micros,
-    Nanos,
-}
-
-impl TimeUnit {
-    fn instant(self, value: i64) -> Option<DateTime<Utc>> {
-        match self {
-            TimeUnit::Millis => DateTime::from_timestamp_millis(value),
-            TimeUnit::Micros => DateTime::from_timestamp_micros(value),
-            TimeUnit::Nanos => Some(DateTime::from_timestamp_nanos(value)),
-        }
-    }
-}
-
-/// An epoch-based integer timestamp as RFC 3339 UTC text; `None` if out of range.
-fn epoch_timestamp_text(value: i64, unit: TimeUnit) -> Option<String> {
-    unit.instant(value).map(timestamp_text)
-}
-
-/// An epoch-based integer timestamp without a zone (Avro local-timestamp, Parquet timestamp not
-/// adjusted to UTC) as `YYYY-MM-DDTHH:MM:SS[.f]` text; `None` if out of range.
-fn local_timestamp_text(value: i64, unit: TimeUnit) -> Option<String> {
-    unit.instant(value)
-        .map(|dt| dt.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string())
-}
-
-/// Days since 1970-01-01 as `YYYY-MM-DD`; `None` if out of range.
-fn epoch_date_text(days: i32) -> Option<String> {
-    DateTime::from_timestamp(i64::from(days) * 86_400, 0)
-        .map(|dt| dt.date_naive().format("%Y-%m-%d").to_string())
-}
-
-/// A time of day given in `unit`s since midnight as `HH:MM:SS[.f]`; `None` if out of range.
-fn time_of_day_text(value: i64, unit: TimeUnit) -> Option<String> {
-    let per_second: i64 = match unit {
-        TimeUnit::Millis => 1_000,
-        TimeUnit::Micros => 1_000_000,
-        TimeUnit::Nanos => 1_000_000_000,
-    };
-    if value < 0 {
-        return None;
-    }
-    let secs = u32::try_from(value / per_second).ok()?;
-    let nanos = u32::try_from((value % per_second) * (1_000_000_000 / per_second)).ok()?;
-    NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)
-        .map(|t| t.format("%H:%M:%S%.f").to_string())
-}
-
-/// A decimal given as a big-endian two's-complement unscaled integer and a scale, as exact text
-/// (`-12.340`). Used for Avro and Parquet DECIMAL, which Conveyor keeps as STRING.
-fn decimal_text(unscaled_be: &[u8], scale: i64) -> String {
-    let negative = unscaled_be.first().is_some_and(|b| b & 0x80 != 0);
-    // Magnitude, big-endian base 256.
-    let mut magnitude: Vec<u8> = unscaled_be.to_vec();
-    if negative {
-        // Two's complement negation: invert, add one.
-        for b in &mut magnitude {
-            *b = !*b;
-        }
-        for b in magnitude.iter_mut().rev() {
-            let (sum, carry) = b.overflowing_add(1);
-            *b = sum;
-            if !carry {
-                break;
-            }
-        }
-    }
-    // Repeated division by 10 gives the decimal digits, least significant first.
-    let mut digits = Vec::new();
-    let mut rest: Vec<u8> = magnitude.into_iter().skip_while(|b| *b == 0).collect();
-    while !rest.is_empty() {
-        let mut remainder: u16 = 0;
-        for b in &mut rest {
-            let acc = (remainder << 8) | u16::from(*b);
-            *b = (acc / 10) as u8;
-            remainder = acc % 10;
-        }
-        digits.push(b'0' + remainder as u8);
-        let leading_zeros = rest.iter().take_while(|b| **b == 0).count();
-        rest.drain(..leading_zeros);
-    }
-    if digits.is_empty() {
-        digits.push(b'0');
-    }
-    digits.reverse();
-    let mut text = String::from_utf8_lossy(&digits).into_owned();
-    if scale > 0 {
-        let scale = usize::try_from(scale).unwrap_or(usize::MAX).min(4096);
-        if text.len() <= scale {
-            text = format!("{}{text}", "0".repeat(scale + 1 - text.len()));
-        }
-        text.insert(text.len() - scale, '.');
-    } else if scale < 0 && text != "0" {
-        let zeros = usize::try_from(-scale).unwrap_or(usize::MAX).min(4096);
-        text.push_str(&"0".repeat(zeros));
-    }
-    if negative && text.bytes().any(|b| b.is_ascii_digit() && b != b'0') {
-        text.insert(0, '-');
-    }
-    text
-}
-
-/// Detects the type of a text column (CSV fields, JSON strings) from its non-empty values:
-/// INT64, else FLOAT64, else BOOL (true/false), else TIMESTAMP, else DATE, else STRING.
-#[derive(Debug, Default)]
-struct TextInference {
-    seen: bool,
-    not_int: bool,
-    not_float: bool,
-    not_bool: bool,
-    not_timestamp: bool,
-    not_date: bool,
-}
-
-impl TextInference {
-    fn observe(&mut self, text: &str) {
-        self.seen = true;
-        if !self.not_int && text.parse::<i64>().is_err() {
-            self.not_int = true;
-        }
-        // Require a digit so that words like "nan" or "Infinity" stay text.
-        if !self.not_float
-            && (text.parse::<f64>().is_err() || !text.bytes().any(|b| b.is_ascii_digit()))
-        {
-            self.not_float = true;
-        }
-        if !self.not_bool && parse_bool(text, false).is_none() {
-            self.not_bool = true;
-        }
-        if !self.not_timestamp && parse_timestamp(text).is_none() {
-            self.not_timestamp = true;
-        }
-        if !self.not_date && parse_date(text).is_none() {
-            self.not_date = true;
-        }
-    }
-
-    /// Whether every value seen is a timestamp, or a date (for JSON, which infers the rest
-    /// from JSON types).
-    fn temporal_type(&self) -> Option<ColumnType> {
-        if !self.seen {
-            None
-        } else if !self.not_timestamp {
-            Some(ColumnType::Timestamp)
-        } else if !self.not_date {
-            Some(ColumnType::Date)
-        } else {
-            None
-        }
-    }
-
-    fn column_type(&self) -> ColumnType {
-        if !self.seen {
-            ColumnType::String
-        } else if !self.not_int {
-            ColumnType::Int64
-        } else if !self.not_float {
-            ColumnType::Float64
-        } else if !self.not_bool {
-            ColumnType::Bool
-        } else {
-            self.temporal_type().unwrap_or(ColumnType::String)
-        }
-    }
+/// Reads all of `input` (for readers that need the whole file).
+fn read_all(mut input: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
+    use super::convert::*;
     use super::*;
+    use chrono::DateTime;
 
     /// `examples/data/landing/sales/2026-11-20` of the repository.
     fn example_dir() -> PathBuf {
@@ -614,6 +402,7 @@ mod tests {
             let options = DecodeOptions {
                 schema: None,
                 skip_leading_rows: u64::from(format == Format::Csv),
+                ..Default::default()
             };
             let rows = decode(format, &bytes, &options)
                 .unwrap_or_else(|e| panic!("{file} does not decode: {e}"));
@@ -663,6 +452,7 @@ mod tests {
             let options = DecodeOptions {
                 schema: Some(schema.clone()),
                 skip_leading_rows: u64::from(format == Format::Csv),
+                ..Default::default()
             };
             let rows = decode(format, &bytes, &options)
                 .unwrap_or_else(|e| panic!("{file} does not decode: {e}"));
@@ -710,6 +500,16 @@ mod tests {
             parse_timestamp("2026-11-20 08:30:00 UTC").as_deref(),
             Some("2026-11-20T08:30:00Z")
         );
+        assert_eq!(
+            parse_timestamp("2026/11/20 08:30:00.25").as_deref(),
+            Some("2026-11-20T08:30:00.250Z")
+        );
+        assert_eq!(
+            parse_timestamp("2026-11-20T09:30:00.123456-01:00").as_deref(),
+            Some("2026-11-20T10:30:00.123456Z")
+        );
+        assert_eq!(parse_timestamp("2026-13-01 00:00:00"), None);
+        assert_eq!(parse_timestamp("2026-11-20 25:00:00"), None);
         assert_eq!(parse_timestamp("2026-11-20"), None);
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(epoch_timestamp_text(i64::MAX, TimeUnit::Micros), None);

@@ -1,71 +1,179 @@
-//! Newline-delimited JSON decoding: one JSON object per line, blank lines skipped.
+//! Newline-delimited JSON decoding: one JSON object per line, blank lines skipped, read as a
+//! stream.
 //!
 //! Row numbers are 1-based physical line numbers (blank lines count).
+//!
+//! BigQuery's JSON rules (<https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-json>):
+//! a key the schema does not have makes the row bad (no `ignoreUnknownValues`); a missing key
+//! is NULL; nested objects are RECORD and arrays REPEATED columns, kept here as JSON text (an
+//! object, an array; a missing or null array is `[]`, as a REPEATED column has no NULL).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::io::BufRead;
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
-use super::{
-    BadRowList, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, TextInference, Value,
-    check_null, conversion_error, float_to_int, from_text, quote,
+use super::convert::{
+    SAMPLE_ROWS, TextInference, bad, check_null, conversion_error, float_to_int, from_text, quote,
 };
+use super::{Column, ColumnType, DecodeOptions, Format, FormatError, Next, RowReader, Value};
 
-/// A parsed object line: its line number and its members in file order.
-type Object = (u64, Vec<(String, Json)>);
-
-/// Decodes an NDJSON file.
-pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        let offset = e.valid_up_to();
-        let line = bytes
-            .get(..offset)
-            .map_or(0, |b| b.iter().filter(|c| **c == b'\n').count())
-            + 1;
-        FormatError::Unreadable {
-            format: Format::Ndjson,
-            reason: format!("not valid UTF-8 (line {line}, byte offset {offset})"),
-        }
-    })?;
-
-    let mut bad = BadRowList::default();
-    let mut objects: Vec<Object> = Vec::new();
-    for (index, line) in text.split('\n').enumerate() {
-        let number = index as u64 + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reason = match serde_json::from_str::<Line>(line) {
-            Ok(Line::Object(members)) => {
-                objects.push((number, members));
-                continue;
-            }
-            Ok(Line::Other(kind)) => format!("expected a JSON object, found {kind}"),
-            Err(e) => format!("not valid JSON: {e}"),
-        };
-        if bad.push(number, reason) {
-            break;
-        }
-    }
-    if !bad.rows.is_empty() {
-        return bad.into_result(Rows::default());
-    }
-    match &options.schema {
-        None => Ok(autodetect(objects)),
-        Some(columns) => declared(columns, objects),
+fn unreadable(reason: String) -> FormatError {
+    FormatError::Unreadable {
+        format: Format::Ndjson,
+        reason,
     }
 }
 
-/// Columns are the union of all keys in first-seen order, typed from all values.
-fn autodetect(objects: Vec<Object>) -> Rows {
+/// A line read: its number, and its object's members or why it is bad.
+type ReadLine = (u64, Result<Vec<(String, Json)>, String>);
+
+struct NdjsonRows {
+    input: Box<dyn BufRead + Send>,
+    line: Vec<u8>,
+    number: u64,
+    /// Lines read ahead (the autodetect sample): objects, or the reason a line is bad.
+    sample: VecDeque<ReadLine>,
+    columns: Vec<Column>,
+    /// Columns holding arrays (REPEATED): NULL becomes `[]`.
+    repeated: Vec<bool>,
+    exact: HashMap<String, usize>,
+    folded: HashMap<String, Option<usize>>,
+}
+
+/// Opens an NDJSON stream (with autodetect, reads the sample).
+pub(super) fn open(
+    input: Box<dyn BufRead + Send>,
+    options: &DecodeOptions,
+) -> Result<(Vec<Column>, Box<dyn RowReader>), FormatError> {
+    let mut rows = NdjsonRows {
+        input,
+        line: Vec::new(),
+        number: 0,
+        sample: VecDeque::new(),
+        columns: Vec::new(),
+        repeated: Vec::new(),
+        exact: HashMap::new(),
+        folded: HashMap::new(),
+    };
+    let columns = match &options.schema {
+        Some(columns) => {
+            rows.repeated = vec![false; columns.len()];
+            columns.clone()
+        }
+        None => {
+            let mut objects = 0;
+            while objects < SAMPLE_ROWS {
+                let Some(line) = rows.read_line()? else { break };
+                objects += usize::from(line.1.is_ok());
+                rows.sample.push_back(line);
+            }
+            let (columns, repeated) = detect(&rows.sample);
+            rows.repeated = repeated;
+            columns
+        }
+    };
+    for (i, column) in columns.iter().enumerate() {
+        rows.exact.entry(column.name.clone()).or_insert(i);
+        rows.folded
+            .entry(column.name.to_ascii_lowercase())
+            .and_modify(|slot| *slot = None)
+            .or_insert(Some(i));
+    }
+    rows.columns = columns.clone();
+    Ok((columns, Box::new(rows)))
+}
+
+impl NdjsonRows {
+    /// The next non-blank line, parsed: `None` at the end.
+    fn read_line(&mut self) -> Result<Option<ReadLine>, FormatError> {
+        loop {
+            self.line.clear();
+            let n = self
+                .input
+                .read_until(b'\n', &mut self.line)
+                .map_err(|e| unreadable(format!("read error after line {}: {e}", self.number)))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.number += 1;
+            let mut bytes = self.line.as_slice();
+            if self.number == 1 {
+                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            }
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| unreadable(format!("not valid UTF-8 (line {})", self.number)))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let parsed = match serde_json::from_str::<Line>(text) {
+                Ok(Line::Object(members)) => Ok(members),
+                Ok(Line::Other(kind)) => Err(format!("expected a JSON object, found {kind}")),
+                Err(e) => Err(format!("not valid JSON: {e}")),
+            };
+            return Ok(Some((self.number, parsed)));
+        }
+    }
+
+    fn lookup(&self, key: &str) -> Option<usize> {
+        self.exact.get(key).copied().or_else(|| {
+            self.folded
+                .get(&key.to_ascii_lowercase())
+                .copied()
+                .flatten()
+        })
+    }
+
+    fn convert(&self, members: Vec<(String, Json)>, row: &mut Vec<Value>) -> Result<(), String> {
+        let mut cells: Vec<Option<Json>> = vec![None; self.columns.len()];
+        for (key, value) in members {
+            let slot = self
+                .lookup(&key)
+                .and_then(|i| cells.get_mut(i))
+                .ok_or_else(|| format!("no such field `{key}`"))?;
+            *slot = Some(value);
+        }
+        for ((column, cell), repeated) in self.columns.iter().zip(cells).zip(&self.repeated) {
+            let value = match cell {
+                None | Some(Json::Null) if *repeated => Value::Text("[]".to_owned()),
+                None => Value::Null,
+                Some(json) => from_json(&json, column.ty)
+                    .ok_or_else(|| conversion_error(column, &describe_json(&json)))?,
+            };
+            row.push(check_null(column, value)?);
+        }
+        Ok(())
+    }
+}
+
+impl RowReader for NdjsonRows {
+    fn next_row(&mut self, row: &mut Vec<Value>) -> Result<Next, FormatError> {
+        let next = match self.sample.pop_front() {
+            Some(line) => Some(line),
+            None => self.read_line()?,
+        };
+        let Some((number, parsed)) = next else {
+            return Ok(Next::End);
+        };
+        match parsed.and_then(|members| self.convert(members, row)) {
+            Ok(()) => Ok(Next::Row(number)),
+            Err(reason) => {
+                row.clear();
+                Ok(Next::Bad(bad(number, reason)))
+            }
+        }
+    }
+}
+
+/// Columns are the union of the sampled objects' keys in first-seen order, typed from their
+/// values; and which of them hold arrays.
+fn detect(sample: &VecDeque<ReadLine>) -> (Vec<Column>, Vec<bool>) {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut names: Vec<String> = Vec::new();
     let mut inference: Vec<JsonInference> = Vec::new();
-    for (_, members) in &objects {
+    for members in sample.iter().filter_map(|(_, m)| m.as_ref().ok()) {
         for (key, value) in members {
             let i = *index.entry(key.clone()).or_insert_with(|| {
                 names.push(key.clone());
@@ -77,7 +185,8 @@ fn autodetect(objects: Vec<Object>) -> Rows {
             }
         }
     }
-    let columns: Vec<Column> = names
+    let repeated = inference.iter().map(|i| i.arrays && !i.objects).collect();
+    let columns = names
         .into_iter()
         .zip(&inference)
         .map(|(name, inference)| Column {
@@ -86,79 +195,7 @@ fn autodetect(objects: Vec<Object>) -> Rows {
             nullable: true,
         })
         .collect();
-    let rows = objects
-        .into_iter()
-        .map(|(_, members)| {
-            let mut row = vec![Value::Null; columns.len()];
-            for (key, value) in members {
-                let i = index.get(&key).copied().unwrap_or(usize::MAX);
-                if let (Some(slot), Some(column)) = (row.get_mut(i), columns.get(i)) {
-                    // The inferred type accepts every value it was inferred from.
-                    *slot = from_json(&value, column.ty).unwrap_or(Value::Null);
-                }
-            }
-            row
-        })
-        .collect();
-    Rows { columns, rows }
-}
-
-/// Exactly the declared columns; a missing key is NULL, an unknown key makes the row bad (as in
-/// BigQuery without `ignoreUnknownValues`).
-fn declared(columns: &[Column], objects: Vec<Object>) -> Result<Rows, FormatError> {
-    let mut exact: HashMap<&str, usize> = HashMap::new();
-    let mut folded: HashMap<String, Option<usize>> = HashMap::new();
-    for (i, column) in columns.iter().enumerate() {
-        exact.entry(column.name.as_str()).or_insert(i);
-        folded
-            .entry(column.name.to_ascii_lowercase())
-            .and_modify(|slot| *slot = None)
-            .or_insert(Some(i));
-    }
-    let lookup = |key: &str| {
-        exact
-            .get(key)
-            .copied()
-            .or_else(|| folded.get(&key.to_ascii_lowercase()).copied().flatten())
-    };
-
-    let mut bad = BadRowList::default();
-    let mut rows = Vec::with_capacity(objects.len());
-    for (line, members) in objects {
-        let row = (|| {
-            let mut cells: Vec<Option<Json>> = vec![None; columns.len()];
-            for (key, value) in members {
-                let slot = lookup(&key)
-                    .and_then(|i| cells.get_mut(i))
-                    .ok_or_else(|| format!("no such field `{key}`"))?;
-                *slot = Some(value);
-            }
-            columns
-                .iter()
-                .zip(cells)
-                .map(|(column, cell)| {
-                    let value = match cell {
-                        None => Value::Null,
-                        Some(json) => from_json(&json, column.ty)
-                            .ok_or_else(|| conversion_error(column, &describe_json(&json)))?,
-                    };
-                    check_null(column, value)
-                })
-                .collect::<Result<Vec<Value>, String>>()
-        })();
-        match row {
-            Ok(row) => rows.push(row),
-            Err(reason) => {
-                if bad.push(line, reason) {
-                    break;
-                }
-            }
-        }
-    }
-    bad.into_result(Rows {
-        columns: columns.to_vec(),
-        rows,
-    })
+    (columns, repeated)
 }
 
 /// Converts a JSON value to `ty`. Strings are read like CSV text; numbers convert to INT64 (when
@@ -201,7 +238,8 @@ struct JsonInference {
     floats: bool,
     bools: bool,
     strings: bool,
-    compound: bool,
+    arrays: bool,
+    objects: bool,
     text: TextInference,
 }
 
@@ -216,11 +254,12 @@ impl JsonInference {
                 self.strings = true;
                 self.text.observe(s);
             }
-            Json::Array(_) | Json::Object(_) => self.compound = true,
+            Json::Array(_) => self.arrays = true,
+            Json::Object(_) => self.objects = true,
         }
     }
 
-    /// Objects/arrays anywhere: JSON. One scalar kind: its type (strings that are all timestamps
+    /// Objects (RECORD) or arrays (REPEATED) anywhere: JSON text. One scalar kind: its type (strings that are all timestamps
     /// or dates: TIMESTAMP or DATE). Mixed scalars or only nulls: STRING.
     fn column_type(&self) -> ColumnType {
         let numbers = self.ints || self.floats;
@@ -228,7 +267,7 @@ impl JsonInference {
             .iter()
             .filter(|k| **k)
             .count();
-        if self.compound {
+        if self.arrays || self.objects {
             ColumnType::Json
         } else if kinds != 1 {
             ColumnType::String
@@ -324,6 +363,7 @@ mod tests {
             &DecodeOptions {
                 schema,
                 skip_leading_rows: 0,
+                ..Default::default()
             },
         )
     }

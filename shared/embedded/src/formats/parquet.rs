@@ -1,6 +1,11 @@
-//! Parquet decoding, with the row API of the `parquet` crate (no Arrow).
+//! Parquet decoding, with the row API of the `parquet` crate (no Arrow), one row at a time.
 //!
 //! Columns are the file schema's top-level fields. Row numbers are 1-based across row groups.
+//! Types follow BigQuery's Parquet conversions
+//! (<https://cloud.google.com/bigquery/docs/loading-data-cloud-storage-parquet#parquet_conversions>):
+//! a group is a RECORD and a LIST a REPEATED column (as with `enableListInference`), kept here
+//! as JSON text (a null list is `[]`); a MAP is a REPEATED RECORD of `key` and `value`;
+//! DECIMAL is kept as exact text; a timestamp not adjusted to UTC is zone-less text.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -9,27 +14,92 @@ use ::parquet::basic::{
 };
 use ::parquet::file::reader::{FileReader, SerializedFileReader};
 use ::parquet::record::Field;
+use ::parquet::record::reader::RowIter;
 use ::parquet::schema::types::{SchemaDescriptor, Type as SchemaType};
 use base64::Engine as _;
 use serde_json::Value as Json;
 
+use super::convert::{
+    Plan, TimeUnit, bad, decimal_text, describe, duplicate_name, epoch_date_text,
+    epoch_timestamp_text, finish, fits, local_timestamp_text, plan, time_of_day_text,
+};
 use super::{
-    BadRowList, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, TimeUnit, Value,
-    check_null, coerce, conversion_error, decimal_text, describe, duplicate_name, epoch_date_text,
-    epoch_timestamp_text, find_column, fits, local_timestamp_text, time_of_day_text,
+    Column, ColumnType, DecodeOptions, Format, FormatError, Input, Next, RowReader, Value, read_all,
 };
 
-/// Decodes a Parquet file.
-///
-/// The `parquet` crate's record reader asserts on some malformed schemas instead of returning
-/// errors; such a panic is caught here and reported as an unreadable file.
-pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
-    catch_unwind(AssertUnwindSafe(|| decode_file(bytes, options))).unwrap_or_else(|_| {
-        Err(unreadable(
-            "the Parquet reader failed on this file (it is corrupt or uses an unsupported layout)"
-                .to_owned(),
-        ))
-    })
+/// The message of a panic in the `parquet` crate's record reader, which asserts on some
+/// malformed files instead of returning errors.
+const PANICKED: &str =
+    "the Parquet reader failed on this file (it is corrupt or uses an unsupported layout)";
+
+struct ParquetRows {
+    rows: RowIter<'static>,
+    plans: Vec<Plan>,
+    readings: Vec<Reading>,
+    /// Per plan: whether the field is a list (REPEATED: NULL becomes `[]`).
+    repeated: Vec<bool>,
+    number: u64,
+}
+
+/// Opens a Parquet file.
+pub(super) fn open(
+    input: Input,
+    options: &DecodeOptions,
+) -> Result<(Vec<Column>, Box<dyn RowReader>), FormatError> {
+    catch_unwind(AssertUnwindSafe(|| open_file(input, options)))
+        .unwrap_or_else(|_| Err(unreadable(PANICKED.to_owned())))
+}
+
+fn open_file(
+    input: Input,
+    options: &DecodeOptions,
+) -> Result<(Vec<Column>, Box<dyn RowReader>), FormatError> {
+    let not_parquet =
+        |e: ::parquet::errors::ParquetError| unreadable(format!("not a Parquet file: {e}"));
+    let reader: Box<dyn FileReader> = match input {
+        Input::File(file) => Box::new(SerializedFileReader::new(file).map_err(not_parquet)?),
+        Input::Bytes(bytes) => Box::new(
+            SerializedFileReader::new(axum::body::Bytes::from(bytes)).map_err(not_parquet)?,
+        ),
+        Input::Stream(stream) => {
+            let bytes = read_all(stream).map_err(|e| unreadable(format!("read error: {e}")))?;
+            Box::new(
+                SerializedFileReader::new(axum::body::Bytes::from(bytes)).map_err(not_parquet)?,
+            )
+        }
+    };
+    let descriptor = reader.metadata().file_metadata().schema_descr_ptr();
+    check_supported(&descriptor)?;
+    let fields: Vec<(Column, Reading, bool)> = descriptor
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|field| column_of(field))
+        .collect();
+    if let Some(name) = duplicate_name(fields.iter().map(|(c, _, _)| c.name.as_str())) {
+        return Err(unreadable(format!(
+            "the schema has two columns named `{name}`"
+        )));
+    }
+    let columns: Vec<Column> = fields.iter().map(|(c, _, _)| c.clone()).collect();
+    let plans = plan(&columns, options.schema.as_deref()).map_err(unreadable)?;
+    let readings = plans
+        .iter()
+        .map(|p| fields.get(p.index).map_or(Reading::Plain, |f| f.1))
+        .collect();
+    let repeated = plans
+        .iter()
+        .map(|p| p.column.ty == ColumnType::Json && fields.get(p.index).is_some_and(|f| f.2))
+        .collect();
+    let out = plans.iter().map(|p| p.column.clone()).collect();
+    let rows = ParquetRows {
+        rows: RowIter::from_file_into(reader),
+        plans,
+        readings,
+        repeated,
+        number: 0,
+    };
+    Ok((out, Box::new(rows)))
 }
 
 fn unreadable(reason: String) -> FormatError {
@@ -39,117 +109,44 @@ fn unreadable(reason: String) -> FormatError {
     }
 }
 
-fn decode_file(bytes: &[u8], options: &DecodeOptions) -> Result<Rows, FormatError> {
-    let reader = SerializedFileReader::new(axum::body::Bytes::copy_from_slice(bytes))
-        .map_err(|e| unreadable(format!("not a Parquet file: {e}")))?;
-    let descriptor = reader.metadata().file_metadata().schema_descr();
-    check_supported(descriptor)?;
-
-    let fields: Vec<(Column, Reading)> = descriptor
-        .root_schema()
-        .get_fields()
-        .iter()
-        .map(|field| column_of(field))
-        .collect();
-    if let Some(name) = duplicate_name(fields.iter().map(|(c, _)| c.name.as_str())) {
-        return Err(unreadable(format!(
-            "the schema has two columns named `{name}`"
-        )));
-    }
-    let plans: Vec<Plan> = match &options.schema {
-        None => fields
-            .iter()
-            .enumerate()
-            .map(|(index, (column, reading))| Plan {
-                column: column.clone(),
-                index,
-                natural: column.ty,
-                reading: *reading,
-            })
-            .collect(),
-        Some(declared) => declared
-            .iter()
-            .map(|column| {
-                let index = find_column(fields.iter().map(|(c, _)| c.name.as_str()), &column.name)
-                    .ok_or_else(|| {
-                        unreadable(format!(
-                            "declared column `{}` is not in the file",
-                            column.name
-                        ))
-                    })?;
-                let (natural, reading) = fields
-                    .get(index)
-                    .map_or((column.ty, Reading::Plain), |(c, r)| (c.ty, *r));
-                Ok(Plan {
-                    column: column.clone(),
-                    index,
-                    natural,
-                    reading,
-                })
-            })
-            .collect::<Result<_, FormatError>>()?,
-    };
-    let declared = options.schema.is_some();
-
-    let mut bad = BadRowList::default();
-    let mut rows = Vec::new();
-    let mut number: u64 = 0;
-    'groups: for group in 0..reader.num_row_groups() {
-        let group = reader
-            .get_row_group(group)
-            .map_err(|e| unreadable(format!("cannot read row group {group}: {e}")))?;
-        let iter = group
-            .get_row_iter(None)
-            .map_err(|e| unreadable(format!("cannot read rows after row {number}: {e}")))?;
-        for row in iter {
-            number += 1;
-            let row = row.map_err(|e| unreadable(format!("cannot read row {number}: {e}")))?;
-            let values = row.into_columns();
-            let row = plans
-                .iter()
-                .map(|plan| {
-                    let field = values.get(plan.index).map_or(&Field::Null, |(_, f)| f);
-                    let natural = to_natural(field, plan.natural, plan.reading)
-                        .map_err(|why| format!("column `{}`: {why}", plan.column.name))?;
-                    if !fits(&natural, plan.natural) {
-                        return Err(format!(
-                            "column `{}`: unexpected value {}",
-                            plan.column.name,
-                            describe(&natural)
-                        ));
-                    }
-                    let value = if declared {
-                        let shown = describe(&natural);
-                        coerce(natural, plan.natural, plan.column.ty)
-                            .ok_or_else(|| conversion_error(&plan.column, &shown))?
+impl RowReader for ParquetRows {
+    fn next_row(&mut self, row: &mut Vec<Value>) -> Result<Next, FormatError> {
+        let next = catch_unwind(AssertUnwindSafe(|| self.rows.next()))
+            .map_err(|_| unreadable(PANICKED.to_owned()))?;
+        let Some(item) = next else {
+            return Ok(Next::End);
+        };
+        self.number += 1;
+        let number = self.number;
+        let item = item.map_err(|e| unreadable(format!("cannot read row {number}: {e}")))?;
+        let values = item.into_columns();
+        for ((plan, reading), repeated) in self.plans.iter().zip(&self.readings).zip(&self.repeated)
+        {
+            let field = values.get(plan.index).map_or(&Field::Null, |(_, f)| f);
+            let cell = to_natural(field, plan.natural, *reading)
+                .and_then(|natural| {
+                    if fits(&natural, plan.natural) {
+                        Ok(natural)
                     } else {
-                        natural
-                    };
-                    check_null(&plan.column, value)
-                })
-                .collect::<Result<Vec<Value>, String>>();
-            match row {
-                Ok(row) => rows.push(row),
-                Err(reason) => {
-                    if bad.push(number, reason) {
-                        break 'groups;
+                        Err(format!("unexpected value {}", describe(&natural)))
                     }
+                })
+                .map_err(|why| format!("column `{}`: {why}", plan.column.name))
+                .map(|v| match v {
+                    Value::Null if *repeated => Value::Text("[]".to_owned()),
+                    v => v,
+                })
+                .and_then(|natural| finish(plan, natural));
+            match cell {
+                Ok(cell) => row.push(cell),
+                Err(reason) => {
+                    row.clear();
+                    return Ok(Next::Bad(bad(number, reason)));
                 }
             }
         }
+        Ok(Next::Row(number))
     }
-    let columns = plans.into_iter().map(|plan| plan.column).collect();
-    bad.into_result(Rows { columns, rows })
-}
-
-/// How one output column is read.
-struct Plan {
-    column: Column,
-    /// Index of the top-level field.
-    index: usize,
-    /// The type the field maps to on its own.
-    natural: ColumnType,
-    reading: Reading,
 }
 
 /// How to read a top-level field's values, beyond what the row API's [`Field`] says.
@@ -218,13 +215,17 @@ fn check_supported(descriptor: &SchemaDescriptor) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// The output column for a top-level field, and how to read it.
-fn column_of(field: &SchemaType) -> (Column, Reading) {
+/// The output column for a top-level field, how to read it, and whether it is a list.
+fn column_of(field: &SchemaType) -> (Column, Reading, bool) {
     let info = field.get_basic_info();
     let repetition = info.has_repetition().then(|| info.repetition());
     let name = field.name().to_owned();
+    let list = repetition == Some(Repetition::REPEATED)
+        || matches!(info.logical_type_ref(), Some(LogicalType::List))
+        || info.converted_type() == ConvertedType::LIST;
     if field.is_group() || repetition == Some(Repetition::REPEATED) {
-        let nullable = repetition == Some(Repetition::OPTIONAL);
+        // A REPEATED column has no NULL (an empty list instead).
+        let nullable = repetition == Some(Repetition::OPTIONAL) && !list;
         return (
             Column {
                 name,
@@ -232,11 +233,12 @@ fn column_of(field: &SchemaType) -> (Column, Reading) {
                 nullable,
             },
             Reading::Plain,
+            list,
         );
     }
     let nullable = repetition != Some(Repetition::REQUIRED);
     let (ty, reading) = primitive_type(field);
-    (Column { name, ty, nullable }, reading)
+    (Column { name, ty, nullable }, reading, false)
 }
 
 fn primitive_type(field: &SchemaType) -> (ColumnType, Reading) {
@@ -397,16 +399,11 @@ fn to_json(field: &Field) -> Json {
                 .collect(),
         ),
         Field::ListInternal(list) => Json::Array(list.elements().iter().map(to_json).collect()),
-        Field::MapInternal(map) => Json::Object(
+        // BigQuery loads a Parquet MAP as a REPEATED RECORD of `key` and `value`.
+        Field::MapInternal(map) => Json::Array(
             map.entries()
                 .iter()
-                .map(|(key, value)| {
-                    let key = match key {
-                        Field::Str(s) => s.clone(),
-                        other => to_json(other).to_string(),
-                    };
-                    (key, to_json(value))
-                })
+                .map(|(key, value)| serde_json::json!({"key": to_json(key), "value": to_json(value)}))
                 .collect(),
         ),
     }
@@ -494,6 +491,7 @@ mod tests {
             &DecodeOptions {
                 schema,
                 skip_leading_rows: 0,
+                ..Default::default()
             },
         )
     }
@@ -591,7 +589,7 @@ mod tests {
                 column("wall", String, false),
                 column("day", Date, false),
                 column("price", String, false),
-                column("tags", Json, true),
+                column("tags", Json, false),
             ]
         );
         assert_eq!(
@@ -608,7 +606,8 @@ mod tests {
                 text("[\"a\",\"b\"]"),
             ]
         );
-        assert_eq!(rows.rows[1][8], Value::Null);
+        // A null list is an empty REPEATED value, as in BigQuery.
+        assert_eq!(rows.rows[1][8], text("[]"));
         assert_eq!(rows.rows[1][7], text("0.05"));
     }
 

@@ -13,7 +13,7 @@ pub use sql::SqliteSqlEngine;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
@@ -24,12 +24,15 @@ use conveyor_core::ports::{ObjectStore, PortError};
 
 /// SQLite databases under one directory: one file per dataset (`analytics.sqlite`), attached
 /// under the dataset's name so tables are addressed as `dataset.table`, as in BigQuery. Load
-/// jobs are recorded in `_jobs.sqlite` in the same transaction as their rows, so a load
-/// happens exactly once per job id and never half.
+/// jobs are recorded in their dataset's file (`_conveyor_load_jobs`) in the same transaction
+/// as their rows, so a load happens exactly once per job id and never half.
 #[derive(Clone)]
 pub struct SqliteWarehouse {
     dir: PathBuf,
-    conn: Arc<Mutex<Db>>,
+    /// An async lock: callers wait for the connection without holding a blocking thread, so
+    /// the one holding it (a streaming load reads its files through the runtime) always
+    /// finds a thread free.
+    conn: Arc<tokio::sync::Mutex<Db>>,
     store: Arc<dyn ObjectStore>,
 }
 
@@ -62,6 +65,7 @@ impl SqliteWarehouse {
         let conn = Connection::open(dir.join("_jobs.sqlite")).map_err(transient)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(transient)?;
+        wal(&conn, "main")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS load_jobs (
                 job_id TEXT PRIMARY KEY, destination TEXT NOT NULL, source TEXT NOT NULL,
@@ -70,7 +74,7 @@ impl SqliteWarehouse {
         .map_err(transient)?;
         Ok(Self {
             dir,
-            conn: Arc::new(Mutex::new(Db {
+            conn: Arc::new(tokio::sync::Mutex::new(Db {
                 conn,
                 attached: HashSet::new(),
             })),
@@ -87,16 +91,13 @@ impl SqliteWarehouse {
         &self,
         f: impl FnOnce(&mut Db, &std::path::Path) -> Result<T, PortError> + Send + 'static,
     ) -> Result<T, PortError> {
-        let conn = self.conn.clone();
+        let mut db = self.conn.clone().lock_owned().await;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || {
-            // A poisoned lock only means another load panicked mid-way; SQLite rolled that
-            // transaction back, so the connection is still consistent.
-            let mut db = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut db, &dir)
-        })
-        .await
-        .map_err(transient)?
+        // A panic in `f` drops the guard and any open transaction (SQLite rolls it back), so
+        // the connection stays consistent.
+        tokio::task::spawn_blocking(move || f(&mut db, &dir))
+            .await
+            .map_err(transient)?
     }
 }
 
@@ -112,8 +113,21 @@ fn attach(db: &mut Db, dir: &std::path::Path, dataset: &str) -> Result<(), PortE
             params![path.to_string_lossy()],
         )
         .map_err(transient)?;
+    wal(&db.conn, dataset)?;
     db.attached.insert(dataset.to_owned());
     Ok(())
+}
+
+/// Write-ahead logging with `synchronous=NORMAL` for database `schema`: a commit appends to
+/// the log without waiting for the disk (a checkpoint syncs it), so each load and run-log row
+/// costs no fsync; a crash of the process loses nothing committed, a power cut at most the
+/// last commits, never half of one. (A transaction spanning two database files is not
+/// atomic in this mode, which is why a load job's record lives in its dataset's file.)
+fn wal(conn: &Connection, schema: &str) -> Result<(), PortError> {
+    conn.execute_batch(&format!(
+        "PRAGMA \"{schema}\".journal_mode = WAL; PRAGMA \"{schema}\".synchronous = NORMAL;"
+    ))
+    .map_err(transient)
 }
 
 fn quoted(t: &TableRef) -> String {
@@ -154,6 +168,16 @@ fn read_table(
     limit: usize,
 ) -> Result<Vec<std::collections::BTreeMap<String, String>>, PortError> {
     attach(db, dir, &table.dataset)?;
+    // The table's SQLite name (a table whose name differs only in case has another).
+    let (name, exists) = load::sqlite_name(&db.conn, table)?;
+    if !exists {
+        return Err(PortError::NotFound(format!("table {table}")));
+    }
+    let table = &TableRef {
+        project: None,
+        dataset: table.dataset.clone(),
+        table: name,
+    };
     let Some(columns) = table_columns(&db.conn, table)? else {
         return Err(PortError::NotFound(format!("table {table}")));
     };
