@@ -55,6 +55,8 @@ module "conveyor" {
   ingress         = var.ingress
   log_filter      = var.log_filter
   manual_invokers = var.manual_invokers
+  verify_callers  = var.verify_callers
+  callers         = var.callers
 
   dataproc_enabled            = var.dataproc_enabled
   dataflow_enabled            = var.dataflow_enabled

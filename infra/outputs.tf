@@ -62,3 +62,8 @@ output "console_address" {
   description = "IP address to point the console domain's A record at; null without console_domain."
   value       = module.conveyor.console_address
 }
+
+output "function_audiences" {
+  description = "The audience each function's callers put in their OIDC tokens (with verify_callers), keyed by function."
+  value       = module.conveyor.function_audiences
+}

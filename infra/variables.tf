@@ -210,3 +210,15 @@ variable "console_oauth_client_secret" {
   default     = null
   sensitive   = true
 }
+
+variable "verify_callers" {
+  description = "The functions verify every caller's Google-signed OIDC token themselves (audience and account), besides Cloud Run's IAM."
+  type        = bool
+  default     = true
+}
+
+variable "callers" {
+  description = "More accounts (emails) the functions accept calls from when verify_callers is on: operators who use curl or `conveyor trigger --remote`."
+  type        = list(string)
+  default     = []
+}

@@ -293,11 +293,28 @@ impl Chain {
         body: &str,
         content_type: &str,
     ) -> (StatusCode, serde_json::Value) {
+        self.request(step, "POST", "/", body, &[("content-type", content_type)])
+            .await
+    }
+
+    /// Sends a request to the function running `step`, through its router, with `headers`.
+    ///
+    /// # Panics
+    /// When the request cannot be built.
+    pub async fn request(
+        &self,
+        step: StepName,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, serde_json::Value) {
         let router = conveyor_core::http::router(step, self.ctx.clone());
-        let req = Request::post("/")
-            .header("content-type", content_type)
-            .body(Body::from(body.to_owned()))
-            .expect("request");
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Body::from(body.to_owned())).expect("request");
         let resp = router.oneshot(req).await.expect("response");
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)

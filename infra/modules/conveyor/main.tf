@@ -46,6 +46,22 @@ locals {
     ) if length(types) > 0
   }
 
+  # The audience of each function's callers' OIDC tokens: its deterministic URL, also a
+  # custom audience of the service (so Cloud Run's IAM and the function's own check agree,
+  # and the service need not know its generated URL).
+  function_audience = {
+    for f in keys(local.function_defaults) :
+    f => "https://${local.prefix}-${f}-${data.google_project.this.number}.${var.region}.run.app"
+  }
+  # The functions' own check of their callers (`CONVEYOR_AUTH_*`): Pub/Sub push and Cloud
+  # Scheduler call as the invoker account; `var.callers` adds operators.
+  auth_env = {
+    for f in keys(local.function_defaults) : f => var.verify_callers ? {
+      CONVEYOR_AUTH_AUDIENCES = local.function_audience[f]
+      CONVEYOR_AUTH_ALLOWED   = join(",", concat([google_service_account.invoker.email], var.callers))
+    } : {}
+  }
+
   landing_bucket = var.create_landing_bucket ? google_storage_bucket.landing[0].name : var.landing_bucket
   datasets       = toset(concat([var.run_log_dataset], var.datasets))
 

@@ -72,3 +72,8 @@ output "console_url" {
   description = "URL of the web console behind IAP; null without a console."
   value       = local.console ? "https://${var.console_domain}/" : null
 }
+
+output "function_audiences" {
+  description = "The audience each function's callers put in their OIDC tokens (with verify_callers), keyed by function."
+  value       = local.function_audience
+}

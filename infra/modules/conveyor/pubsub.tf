@@ -51,7 +51,7 @@ resource "google_pubsub_subscription" "push" {
     push_endpoint = google_cloud_run_v2_service.function[each.key].uri
     oidc_token {
       service_account_email = google_service_account.invoker.email
-      audience              = google_cloud_run_v2_service.function[each.key].uri
+      audience              = local.function_audience[each.key]
     }
   }
 

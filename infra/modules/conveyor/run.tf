@@ -47,6 +47,7 @@ resource "google_cloud_run_v2_service" "function" {
   ingress             = var.ingress
   deletion_protection = var.deletion_protection
   labels              = merge(local.labels, { conveyor-function = each.key })
+  custom_audiences    = [local.function_audience[each.key]]
 
   template {
     service_account                  = google_service_account.function[each.key].email
@@ -79,7 +80,7 @@ resource "google_cloud_run_v2_service" "function" {
       }
 
       dynamic "env" {
-        for_each = local.env
+        for_each = merge(local.env, local.auth_env[each.key])
         content {
           name  = env.key
           value = env.value

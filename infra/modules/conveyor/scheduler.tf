@@ -30,7 +30,7 @@ resource "google_cloud_scheduler_job" "pipeline" {
     }
     oidc_token {
       service_account_email = google_service_account.invoker.email
-      audience              = google_cloud_run_v2_service.function[each.value.target].uri
+      audience              = local.function_audience[each.value.target]
     }
   }
 
@@ -68,7 +68,7 @@ resource "google_cloud_scheduler_job" "poll_tick" {
     }
     oidc_token {
       service_account_email = google_service_account.invoker.email
-      audience              = google_cloud_run_v2_service.function["poll"].uri
+      audience              = local.function_audience["poll"]
     }
   }
 

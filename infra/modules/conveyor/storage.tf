@@ -78,7 +78,7 @@ resource "google_pubsub_subscription" "objects" {
     push_endpoint = google_cloud_run_v2_service.function["load"].uri
     oidc_token {
       service_account_email = google_service_account.invoker.email
-      audience              = google_cloud_run_v2_service.function["load"].uri
+      audience              = local.function_audience["load"]
     }
   }
 

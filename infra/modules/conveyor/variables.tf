@@ -287,3 +287,15 @@ variable "console_oauth_client_secret" {
   default     = null
   sensitive   = true
 }
+
+variable "verify_callers" {
+  description = "The functions check every caller's Google-signed OIDC token themselves (audience = the function's URL, account = the Pub/Sub and Scheduler invoker or one of `callers`), besides Cloud Run's IAM: a principal with only run.invoker cannot forge events. Set false to rely on IAM alone."
+  type        = bool
+  default     = true
+}
+
+variable "callers" {
+  description = "More accounts whose OIDC tokens the functions accept when `verify_callers` is on (emails of operators' service accounts or users who call them with `curl` or `conveyor trigger --remote`)."
+  type        = list(string)
+  default     = []
+}

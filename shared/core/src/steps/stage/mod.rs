@@ -5,12 +5,14 @@
 //! - `mod.rs`: the step: list, decide, copy with bounded concurrency, announce, record.
 //! - `plan.rs`: the incremental decision and the staged names (pure functions).
 //! - `watermark.rs`: what was copied, kept in `_conveyor/stage/<pipeline>.json`.
+//! - `lease.rs`: one run per pipeline at a time (`_conveyor/lease/stage/<pipeline>.json`).
 //! - `verify.rs`: the reader that checks sizes and checksums end to end.
 //!
 //! Memory does not grow with an object's size: bytes stream from the source through the
 //! verifying reader into the store (which uploads to Cloud Storage in 8 MiB chunks), and at
 //! most `stage.concurrency` objects are in flight.
 
+mod lease;
 mod plan;
 mod verify;
 mod watermark;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use futures::StreamExt;
 use tracing::{info, instrument, warn};
 
@@ -333,10 +336,49 @@ pub async fn stage_pipeline(
             ..start.clone()
         },
     );
-    let run_vars = BTreeMap::from([
-        ("date".to_owned(), start.at.format("%Y-%m-%d").to_string()),
-        ("run_id".to_owned(), stage_run.to_string()),
-    ]);
+    let store = ctx.ports.store.as_ref();
+    // One run of a pipeline at a time: two would copy every object twice.
+    let holder = format!(
+        "{stage_run}/{}",
+        crate::names::short_hash(&[&Utc::now().to_rfc3339(), &std::process::id().to_string()])
+    );
+    let mut lease = match lease::Lease::acquire(store, &spec.bucket, &pipeline.name, &holder).await
+    {
+        Ok(l) => l,
+        Err(lease::Refused::Busy(why)) => return Err(StepError::Transient(why)),
+        Err(lease::Refused::Store(e)) => return Err(StepError::from_port(e)),
+    };
+    let result = stage_leased(
+        ctx,
+        pipeline,
+        spec,
+        start,
+        &stage_run,
+        full,
+        &mut lease,
+        outcome,
+        &mut report_line,
+        began,
+    )
+    .await;
+    lease.release(store).await;
+    result
+}
+
+/// The stage run itself, with the pipeline's lease held (and renewed).
+#[expect(clippy::too_many_arguments, reason = "one run's whole context")]
+async fn stage_leased(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    spec: &StageSpec,
+    start: &StartRequest,
+    stage_run: &RunId,
+    full: bool,
+    lease: &mut lease::Lease,
+    outcome: &mut Outcome,
+    report_line: &mut (dyn FnMut(ProgressKind, usize, usize, u64, String) + Send),
+    began: Instant,
+) -> Result<StageReport, StepError> {
     let store = ctx.ports.store.as_ref();
     let source = ctx
         .ports
@@ -365,6 +407,10 @@ pub async fn stage_pipeline(
         }
         None => Watermark::new(&pipeline.name, &uri),
     };
+    let run_vars = BTreeMap::from([
+        ("date".to_owned(), start.at.format("%Y-%m-%d").to_string()),
+        ("run_id".to_owned(), stage_run.to_string()),
+    ]);
     let mut report = StageReport::default();
     let mut work = Vec::new();
     for Planned { object, target } in plan::plan(spec, listed, &run_vars) {
@@ -431,10 +477,15 @@ pub async fn stage_pipeline(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut done = 0usize;
+    let mut renewed = Instant::now();
     loop {
         let next = tokio::select! {
             next = copies.next() => next,
             _ = ticker.tick() => {
+                if renewed.elapsed() >= lease::RENEW_EVERY {
+                    lease.renew(store).await.map_err(StepError::Transient)?;
+                    renewed = Instant::now();
+                }
                 let copied = bytes.load(Ordering::Relaxed);
                 let rate = copied as f64 / began.elapsed().as_secs_f64().max(0.001) / 1e6;
                 report_line(ProgressKind::Tick, done, total, copied, format!("... {done}/{total} done, {copied} bytes copied, {rate:.1} MB/s"));
