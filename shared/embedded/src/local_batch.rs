@@ -15,6 +15,12 @@ use conveyor_core::ports::{BatchEngine, BatchRequest, JobState, PortError, Submi
 /// finds its jobs again, a second submit of the same id adopts the job, and the real exit
 /// status decides success.
 ///
+/// A job directory appears whole or not at all: it is built in a hidden staging directory
+/// (`.JOB_ID.*`), its process started there waiting for a go-ahead, and published with one
+/// rename; only then does the command run. A submission cut short leaves no directory a
+/// redelivery could adopt, and of two concurrent submissions one publishes and the other
+/// adopts. A value holding a NUL byte (which no process can take) is refused up front.
+///
 /// Placeholders in the command are replaced by shell-quoted values (a capture taken from an
 /// object name cannot inject shell syntax) and are also passed as `CONVEYOR_<NAME>`
 /// environment variables.
@@ -52,8 +58,34 @@ fn render_command(command: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The wrapper records the command's exit status atomically once it ends.
-const WRAPPER: &str = r#"sh -c "$1" >"$2/stdout.log" 2>"$2/stderr.log"; echo $? >"$2/exit_code.tmp"; mv "$2/exit_code.tmp" "$2/exit_code""#;
+/// The wrapper, run in the job's directory: it waits for the word `go` on its standard input
+/// (sent once the directory is published under the job id), runs the command in the runtime's
+/// working directory (`$2`), and records the exit status atomically. Without `go` (the
+/// submission did not complete) it records that the job never started, so nothing waits for
+/// it.
+const WRAPPER: &str = r#"IFS= read -r go || go=
+if [ "$go" != go ]; then
+  echo 'conveyor: the job never started: its submission did not complete' >stderr.log
+  echo 125 >exit_code.tmp; mv exit_code.tmp exit_code; exit 0
+fi
+(cd "$2" && exec sh -c "$1") </dev/null >stdout.log 2>stderr.log
+echo $? >exit_code.tmp; mv exit_code.tmp exit_code"#;
+
+/// The first value holding a NUL byte, by name: no process argument or environment variable
+/// can carry one, so such a batch can never start.
+fn nul_value<'a>(
+    command: &str,
+    vars: &'a BTreeMap<String, String>,
+    env: &'a BTreeMap<String, String>,
+) -> Option<String> {
+    if command.contains('\0') {
+        return Some("the command".to_owned());
+    }
+    vars.iter()
+        .chain(env.iter())
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        .map(|(k, _)| format!("{{{}}}", k.replace('\0', "\\0")))
+}
 
 impl LocalBatchEngine {
     /// An engine keeping its job directories under `root` (created when missing).
@@ -70,7 +102,63 @@ impl LocalBatchEngine {
         // JobId is [a-z0-9_-]+: a plain directory name.
         self.root.join(job_id.as_str())
     }
+
+    /// Writes `command` into `staging` and starts the wrapper there, waiting for `go`; writes
+    /// its pid.
+    async fn start(
+        &self,
+        req: &BatchRequest,
+        spec: &conveyor_core::config::LocalBatch,
+        command: &str,
+        staging: &std::path::Path,
+    ) -> Result<tokio::process::Child, PortError> {
+        let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", staging.display()));
+        tokio::fs::write(staging.join("command"), command)
+            .await
+            .map_err(io)?;
+        let cwd = std::env::current_dir().map_err(|e| {
+            PortError::Transient(format!("cannot read the working directory: {e}"))
+        })?;
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(WRAPPER)
+            .arg("conveyor-batch")
+            .arg(command)
+            .arg(&cwd)
+            .current_dir(staging);
+        for (k, v) in &req.vars {
+            let key: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            cmd.env(format!("CONVEYOR_{key}"), v);
+        }
+        cmd.envs(&spec.env);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd.process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| PortError::Transient(format!("cannot start sh: {e}")))?;
+        let pid = child.id().map(|p| p.to_string()).unwrap_or_default();
+        if let Err(e) = tokio::fs::write(staging.join("pid"), &pid).await {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(io(e));
+        }
+        Ok(child)
+    }
 }
+
+/// Tells staging directories of one process apart.
+static STAGING_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn alive(pid: &str) -> bool {
     // A zombie has exited; its /proc entry lingers until reaped.
@@ -92,58 +180,69 @@ impl BatchEngine for LocalBatchEngine {
                 req.spec.engine()
             )));
         };
-        let dir = self.dir(&req.job_id);
-        match tokio::fs::create_dir(&dir).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Ok(Submitted {
-                    job_id: req.job_id.clone(),
-                    adopted: true,
-                });
-            }
-            Err(e) => return Err(PortError::Transient(format!("{}: {e}", dir.display()))),
-        }
         let command = render_command(&spec.command, &req.vars);
-        let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", dir.display()));
-        tokio::fs::write(dir.join("command"), &command)
-            .await
-            .map_err(io)?;
-        let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c")
-            .arg(WRAPPER)
-            .arg("conveyor-batch")
-            .arg(&command)
-            .arg(&dir);
-        for (k, v) in &req.vars {
-            let key: String = k
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_uppercase()
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            cmd.env(format!("CONVEYOR_{key}"), v);
+        if let Some(what) = nul_value(&command, &req.vars, &spec.env) {
+            return Err(PortError::Permanent(format!(
+                "{what} holds a NUL byte, which no command can take"
+            )));
         }
-        cmd.envs(&spec.env);
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        cmd.process_group(0);
-        let child = cmd
-            .spawn()
-            .map_err(|e| PortError::Transient(format!("cannot start sh: {e}")))?;
-        let pid = child.id().map(|p| p.to_string()).unwrap_or_default();
-        tokio::fs::write(dir.join("pid"), &pid).await.map_err(io)?;
-        // The child is not awaited here: tokio reaps it in the background once it exits, and
-        // its exit status is read from the job directory.
-        drop(child);
-        Ok(Submitted {
+        let dir = self.dir(&req.job_id);
+        let adopted = Submitted {
             job_id: req.job_id.clone(),
-            adopted: false,
-        })
+            adopted: true,
+        };
+        // A published job directory is whole (it has its command and pid): adopt it.
+        if tokio::fs::symlink_metadata(&dir).await.is_ok() {
+            return Ok(adopted);
+        }
+        // Build the job in a hidden staging directory, start the wrapper there (it waits for
+        // `go`), then publish the directory under the job id with one rename: a redelivery sees
+        // a whole job or none, never a directory without a pid.
+        let staging = self.root.join(format!(
+            ".{}.{}.{}",
+            req.job_id,
+            std::process::id(),
+            STAGING_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", staging.display()));
+        tokio::fs::create_dir(&staging).await.map_err(io)?;
+        let started = self.start(req, spec, &command, &staging).await;
+        let mut child = match started {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&staging).await;
+                return Err(e);
+            }
+        };
+        match tokio::fs::rename(&staging, &dir).await {
+            Ok(()) => {
+                if let Some(mut stdin) = child.stdin.take() {
+                    use tokio::io::AsyncWriteExt as _;
+                    // A failed write leaves the wrapper without `go`: it records that the job
+                    // never started, and the poll step retries it as a failed attempt.
+                    let _ = stdin.write_all(b"go\n").await;
+                }
+                // The child is not awaited here: tokio reaps it in the background once it
+                // exits, and its exit status is read from the job directory.
+                drop(child);
+                Ok(Submitted {
+                    job_id: req.job_id.clone(),
+                    adopted: false,
+                })
+            }
+            Err(e) => {
+                // Without `go` the wrapper ends at once, having run nothing.
+                drop(child.stdin.take());
+                let _ = child.wait().await;
+                let _ = tokio::fs::remove_dir_all(&staging).await;
+                if tokio::fs::symlink_metadata(&dir).await.is_ok() {
+                    // A concurrent delivery published the job first.
+                    Ok(adopted)
+                } else {
+                    Err(PortError::Transient(format!("{}: {e}", dir.display())))
+                }
+            }
+        }
     }
 
     async fn state(&self, _spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError> {
@@ -206,10 +305,12 @@ impl BatchEngine for LocalBatchEngine {
                     error: Some("the batch process vanished without an exit status".to_owned()),
                 })
             }
+            // Jobs are published whole, so only a directory left by an older version or by
+            // hand lacks a pid: it will never run, and waiting for it would hang to the timeout.
             None => Ok(JobState {
-                state: "PENDING".to_owned(),
-                terminal: false,
-                error: None,
+                state: "FAILED".to_owned(),
+                terminal: true,
+                error: Some("the job directory has no pid: the job never started".to_owned()),
             }),
         }
     }
@@ -240,6 +341,106 @@ impl BatchEngine for LocalBatchEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use conveyor_core::config::LocalBatch;
+    use conveyor_core::names::{PipelineName, RunId};
+
+    fn request(command: &str, vars: &[(&str, &str)]) -> BatchRequest {
+        let run = RunId::derive(&PipelineName::parse("p").unwrap(), &["x"]);
+        BatchRequest {
+            job_id: JobId::derive("batch", &run, 1),
+            run_id: run,
+            attempt: 1,
+            spec: BatchSpec::Local(LocalBatch {
+                command: command.to_owned(),
+                env: BTreeMap::new(),
+            }),
+            vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    async fn finish(engine: &LocalBatchEngine, req: &BatchRequest) -> JobState {
+        for _ in 0..200 {
+            let s = engine.state(&req.spec, &req.job_id).await.unwrap();
+            if s.terminal {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the job did not end");
+    }
+
+    #[tokio::test]
+    async fn a_nul_byte_is_refused_up_front_and_leaves_no_job_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LocalBatchEngine::new(dir.path()).unwrap();
+        let req = request("echo {date}", &[("date", "2026\0-11-20")]);
+        let err = engine.submit(&req).await.unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(err.to_string().contains("NUL"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A redelivery is refused the same way; nothing was left to adopt.
+        assert!(!engine.submit(&req).await.unwrap_err().is_transient());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn concurrent_submissions_of_one_job_run_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("runs.txt");
+        let engine = LocalBatchEngine::new(dir.path().join("batches")).unwrap();
+        let req = request("echo ran >> {out}", &[("out", out.to_str().unwrap())]);
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let (engine, req) = (engine.clone(), req.clone());
+            tasks.push(tokio::spawn(async move { engine.submit(&req).await }));
+        }
+        let mut fresh = 0;
+        for t in tasks {
+            if !t.await.unwrap().unwrap().adopted {
+                fresh += 1;
+            }
+        }
+        assert_eq!(fresh, 1, "exactly one submission starts the job");
+        assert_eq!(finish(&engine, &req).await.state, "SUCCEEDED");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "ran\n");
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("batches"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![req.job_id.to_string()], "no staging directory is left");
+        let job = dir.path().join("batches").join(req.job_id.as_str());
+        assert!(job.join("pid").exists() && job.join("command").exists());
+    }
+
+    #[tokio::test]
+    async fn a_job_directory_without_a_pid_fails_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LocalBatchEngine::new(dir.path()).unwrap();
+        let req = request("true", &[]);
+        std::fs::create_dir(dir.path().join(req.job_id.as_str())).unwrap();
+        let s = engine.state(&req.spec, &req.job_id).await.unwrap();
+        assert!(s.terminal, "{s:?}");
+        assert_eq!(s.state, "FAILED");
+    }
+
+    #[tokio::test]
+    async fn the_command_runs_in_the_runtime_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LocalBatchEngine::new(dir.path()).unwrap();
+        let req = request("pwd", &[]);
+        engine.submit(&req).await.unwrap();
+        assert_eq!(finish(&engine, &req).await.state, "SUCCEEDED");
+        let pwd = std::fs::read_to_string(dir.path().join(req.job_id.as_str()).join("stdout.log"))
+            .unwrap();
+        assert_eq!(
+            std::path::Path::new(pwd.trim()).canonicalize().unwrap(),
+            std::env::current_dir().unwrap().canonicalize().unwrap()
+        );
+    }
 
     #[test]
     fn placeholders_are_shell_quoted() {
