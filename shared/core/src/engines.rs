@@ -55,7 +55,11 @@ impl Engines {
     fn pick(&self, spec: &BatchSpec) -> Result<&dyn BatchEngine, PortError> {
         let name = spec.engine();
         self.engines.get(name).map(|e| e.as_ref()).ok_or_else(|| {
-            PortError::Permanent(if name == "local" {
+            PortError::Permanent(if name == "ssh" {
+                "`engine: ssh` is not wired into this runtime (the submit and poll functions and \
+                 the embedded runtime run it)"
+                    .to_owned()
+            } else if name == "local" {
                 "`engine: local` runs in the embedded runtime only (`conveyor run`, \
                  `conveyor dev`)"
                     .to_owned()

@@ -23,7 +23,7 @@
 //! - [`steps`]: the five steps; [`http`]: the axum router every function serves, and serving.
 //! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
 //! - [`telemetry`]: logging set-up; [`trace`]: each request's trace context and
-//!   `httpRequest` fields on its log lines.
+//!   `httpRequest` fields on its log lines; [`shell`]: quoting batch commands for `sh -c`.
 
 pub mod config;
 pub mod engines;
@@ -34,6 +34,7 @@ pub mod inbound;
 pub mod names;
 pub mod ports;
 pub mod schedules;
+pub mod shell;
 pub mod steps;
 pub mod telemetry;
 pub mod trace;

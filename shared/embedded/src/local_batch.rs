@@ -1,6 +1,5 @@
 //! A local command as the batch engine.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -29,35 +28,6 @@ pub struct LocalBatchEngine {
     root: PathBuf,
 }
 
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// Replaces `{name}` by the shell-quoted value; unknown placeholders stay as they are.
-fn render_command(command: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(command.len());
-    let mut rest = command;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        match after
-            .find('}')
-            .and_then(|end| vars.get(&after[..end]).map(|v| (end, v)))
-        {
-            Some((end, v)) => {
-                out.push_str(&shell_quote(v));
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// The wrapper, run in the job's directory: it waits for the word `go` on its standard input
 /// (sent once the directory is published under the job id), runs the command in the runtime's
 /// working directory (`$2`), and records the exit status atomically. Without `go` (the
@@ -70,22 +40,6 @@ if [ "$go" != go ]; then
 fi
 (cd "$2" && exec sh -c "$1") </dev/null >stdout.log 2>stderr.log
 echo $? >exit_code.tmp; mv exit_code.tmp exit_code"#;
-
-/// The first value holding a NUL byte, by name: no process argument or environment variable
-/// can carry one, so such a batch can never start.
-fn nul_value<'a>(
-    command: &str,
-    vars: &'a BTreeMap<String, String>,
-    env: &'a BTreeMap<String, String>,
-) -> Option<String> {
-    if command.contains('\0') {
-        return Some("the command".to_owned());
-    }
-    vars.iter()
-        .chain(env.iter())
-        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
-        .map(|(k, _)| format!("{{{}}}", k.replace('\0', "\\0")))
-}
 
 impl LocalBatchEngine {
     /// An engine keeping its job directories under `root` (created when missing).
@@ -127,17 +81,7 @@ impl LocalBatchEngine {
             .arg(&cwd)
             .current_dir(staging);
         for (k, v) in &req.vars {
-            let key: String = k
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_uppercase()
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            cmd.env(format!("CONVEYOR_{key}"), v);
+            cmd.env(conveyor_core::shell::env_name(k), v);
         }
         cmd.envs(&spec.env);
         cmd.stdin(std::process::Stdio::piped())
@@ -180,8 +124,8 @@ impl BatchEngine for LocalBatchEngine {
                 req.spec.engine()
             )));
         };
-        let command = render_command(&spec.command, &req.vars);
-        if let Some(what) = nul_value(&command, &req.vars, &spec.env) {
+        let command = conveyor_core::shell::render(&spec.command, &req.vars);
+        if let Some(what) = conveyor_core::shell::nul_value(&command, &req.vars, &spec.env) {
             return Err(PortError::Permanent(format!(
                 "{what} holds a NUL byte, which no command can take"
             )));
@@ -340,6 +284,8 @@ impl BatchEngine for LocalBatchEngine {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     use conveyor_core::config::LocalBatch;
@@ -442,12 +388,4 @@ mod tests {
         );
     }
 
-    #[test]
-    fn placeholders_are_shell_quoted() {
-        let vars = BTreeMap::from([("date".to_owned(), "$(rm -rf ~)'x".to_owned())]);
-        assert_eq!(
-            render_command("echo {date} {other}", &vars),
-            r"echo '$(rm -rf ~)'\''x' {other}"
-        );
-    }
 }

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - `mod.rs`: the configuration types, each field documented as it appears in the file.
-//! - `batch.rs`: the batch engines' specs (`engine: local | dataproc_serverless |
+//! - `batch.rs`: the batch engines' specs (`engine: local | ssh | dataproc_serverless |
 //!   dataproc_cluster | dataflow_flex | data_fusion`) and what their states mean.
 //! - `pattern.rs`: object path patterns with named captures, and `{name}` templates.
 //! - `stage.rs`: the stage section: sources (local path, S3, Cloud Storage, https), object
@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 pub use batch::{
     BatchSpec, ClusterSpec, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
     DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob,
+    SshBatch,
     parameter_placeholders, render_parameter,
 };
 pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch, truthy};
