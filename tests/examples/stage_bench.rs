@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             sources: Arc::new(Connector::new(
                 store,
                 Arc::new(DirSecrets::new(dir.path().join("secrets"))),
+            ..Ports::unwired()
             )),
         },
     );

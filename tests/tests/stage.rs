@@ -197,6 +197,7 @@ impl Stage {
             sources: Arc::new(Connector::new(
                 source_store,
                 Arc::new(DirSecrets::new(secrets)),
+            ..Ports::unwired()
             )),
         };
         let ctx = Context::new(Arc::new(config), ports);

@@ -12,7 +12,9 @@ use axum::Router;
 use conveyor_core::event::StepName;
 use conveyor_core::ports::{PortError, Ports};
 use conveyor_core::steps::Context;
+use conveyor_core::engines::Engines;
 use conveyor_gcp::Gcp;
+use conveyor_ssh::SshEngine;
 
 /// The step this function runs.
 pub const STEP: StepName = StepName::Submit;
@@ -22,7 +24,7 @@ pub fn router(ctx: Context) -> Router {
     conveyor_core::http::router(STEP, ctx)
 }
 
-/// The ports the submit step uses, on Google Cloud: the batch engines, BigQuery (a
+/// The ports the submit step uses, on Google Cloud: the batch engines (Google Cloud's and SSH), BigQuery (a
 /// `for_each` job's configuration table; the run log, for fan-in) and Pub/Sub.
 ///
 /// # Errors
@@ -30,10 +32,19 @@ pub fn router(ctx: Context) -> Router {
 pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
     let bigquery = Arc::new(gcp.bigquery());
     Ok(Ports {
-        batch: Arc::new(gcp.engines()?),
+        batch: Arc::new(engines(gcp)?),
         warehouse: bigquery.clone(),
         run_log: bigquery,
         bus: Arc::new(gcp.bus().await?),
         ..Ports::unwired()
     })
+}
+
+/// Every Google Cloud engine, and `engine: ssh` with its keys from Secret Manager.
+///
+/// # Errors
+/// When the HTTP client cannot be built.
+pub fn engines(gcp: &Gcp) -> Result<Engines, PortError> {
+    let ssh = SshEngine::new(Arc::new(gcp.secrets()));
+    Ok(gcp.engines()?.with("ssh", Arc::new(ssh)))
 }

@@ -158,6 +158,8 @@ fn bench(c: &mut Criterion) {
             batch: instant.clone(),
             run_log: instant,
             sources: Arc::new(conveyor_core::ports::Unwired),
+            sinks: Arc::new(conveyor_core::ports::Unwired),
+            rows: Arc::new(conveyor_core::ports::Unwired),
         },
     );
     let data = base64::engine::general_purpose::STANDARD

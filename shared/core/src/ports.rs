@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
 
 use crate::config::{
-    BatchSpec, CreateDisposition, Partition, SchemaSpec, SchemaUpdateOption, SecretRef,
-    StageSource, WriteDisposition,
+    BatchSpec, CreateDisposition, Partition, RunLogSink, SchemaSpec, SchemaUpdateOption,
+    SecretRef, StageSource, WriteDisposition,
 };
 use crate::event::{ConveyorEvent, ObjectRef};
-use crate::format::{BadRow, Format};
+use crate::format::{BadRow, Column, Format};
 use crate::names::{BucketName, JobId, ObjectName, RunId, TableRef};
 
 /// A readable byte stream.
@@ -523,6 +523,41 @@ pub trait RunLog: Send + Sync {
     ) -> Result<Vec<RunLogRow>, PortError>;
 }
 
+/// Rows to append to a table as one idempotent write: the valid objects of one Pub/Sub
+/// message (or its quarantined ones).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowBatch {
+    /// Deterministic id (pipeline, message id, and which part): a batch once written is never
+    /// written again. Letters, digits, `-` and `_`.
+    pub batch_id: String,
+    /// The destination, created with `columns` when missing.
+    pub table: TableRef,
+    /// The columns, in order.
+    pub columns: Vec<Column>,
+    /// The rows, each a cell per column, already checked against the column's type: `null`,
+    /// or a string (STRING; BYTES as base64; TIMESTAMP as RFC 3339 in UTC; DATE as
+    /// `YYYY-MM-DD`; JSON as JSON text), an integer (INT64), a number (FLOAT64) or a boolean
+    /// (BOOL).
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+/// Tables that take rows as they come (Pub/Sub messages): BigQuery, or an embedded table.
+#[async_trait]
+pub trait RowSink: Send + Sync {
+    /// Appends `batch`'s rows to its table, once: returns `false`, writing nothing, when a
+    /// batch with this id was written before (a redelivered message).
+    async fn insert_rows(&self, batch: &RowBatch) -> Result<bool, PortError>;
+}
+
+/// The additional run-log sinks a pipeline file names (a PostgreSQL table): the log step
+/// writes each row there after the run log.
+#[async_trait]
+pub trait RunLogSinks: Send + Sync {
+    /// Records `row` in `sink`, creating its table when missing. Idempotent on
+    /// `row.event_id`: a redelivered event writes nothing twice.
+    async fn record(&self, sink: &RunLogSink, row: &RunLogRow) -> Result<(), PortError>;
+}
+
 /// All ports, as one cheap-to-clone bundle handed to steps.
 #[derive(Clone)]
 pub struct Ports {
@@ -538,6 +573,10 @@ pub struct Ports {
     pub run_log: Arc<dyn RunLog>,
     /// Stage sources.
     pub sources: Arc<dyn Sources>,
+    /// Additional run-log sinks.
+    pub sinks: Arc<dyn RunLogSinks>,
+    /// Tables taking rows from messages.
+    pub rows: Arc<dyn RowSink>,
 }
 
 impl Ports {
@@ -551,7 +590,9 @@ impl Ports {
             warehouse: none.clone(),
             batch: none.clone(),
             run_log: none.clone(),
-            sources: none,
+            sources: none.clone(),
+            sinks: none.clone(),
+            rows: none,
         }
     }
 }
@@ -667,5 +708,19 @@ impl RunLog for Unwired {
 impl Sources for Unwired {
     async fn connect(&self, _: &StageSource) -> Result<Arc<dyn Source>, PortError> {
         Self::refuse("stage sources")
+    }
+}
+
+#[async_trait]
+impl RunLogSinks for Unwired {
+    async fn record(&self, _: &RunLogSink, _: &RunLogRow) -> Result<(), PortError> {
+        Self::refuse("run-log sinks")
+    }
+}
+
+#[async_trait]
+impl RowSink for Unwired {
+    async fn insert_rows(&self, _: &RowBatch) -> Result<bool, PortError> {
+        Self::refuse("row sink")
     }
 }

@@ -160,6 +160,8 @@ impl Embedded {
             batch,
             run_log: Arc::new(warehouse.clone()),
             sources: Arc::new(sources),
+            sinks: Arc::new(conveyor_core::ports::Unwired),
+            rows: Arc::new(warehouse.clone()),
         };
         Ok(Self {
             ctx: Context::new(config, ports),
@@ -171,6 +173,14 @@ impl Embedded {
             unsettled: Arc::new(AtomicUsize::new(0)),
             observed: tokio::sync::broadcast::channel(4096).0,
         })
+    }
+
+    /// Replaces the additional run-log sinks (none by default: a pipeline file naming one is
+    /// refused by the log step until the runtime wires it; the CLI wires PostgreSQL).
+    #[must_use]
+    pub fn with_run_log_sinks(mut self, sinks: Arc<dyn conveyor_core::ports::RunLogSinks>) -> Self {
+        self.ctx.ports.sinks = sinks;
+        self
     }
 
     /// Every event the runtime dispatches from now on, for progress output (`conveyor dev`

@@ -5,6 +5,7 @@
 //! - `batch.rs`: the batch engines' specs (`engine: local | ssh | dataproc_serverless |
 //!   dataproc_cluster | dataflow_flex | data_fusion`) and what their states mean.
 //! - `pattern.rs`: object path patterns with named captures, and `{name}` templates.
+//! - `sinks.rs`: additional run-log sinks (a PostgreSQL table).
 //! - `stage.rs`: the stage section: sources (local path, S3, Cloud Storage, https), object
 //!   name templates, and the checks that keep credentials out of the file.
 //! - `validate.rs`: loading with *every* error reported, each with its field path and line.
@@ -29,6 +30,7 @@
 mod batch;
 mod job;
 mod pattern;
+mod sinks;
 mod stage;
 mod validate;
 
@@ -46,6 +48,7 @@ pub use batch::{
 pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch, truthy};
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use pattern::{PathPattern, PatternError, placeholders, render, table_safe};
+pub use sinks::{PgTable, PostgresSink, RunLogSink};
 pub use stage::{
     GcsSource, HttpsSource, S3Source, S3Verify, STAGE_PLACEHOLDERS, SecretRef, StageSource,
     StageSpec, folder, redact_url,
@@ -87,14 +90,36 @@ impl Config {
             .as_ref()
             .map_or_else(|| self.run_log.table.clone(), |r| r.table.clone())
     }
+
+    /// The run-log target of `pipeline` (its own, else the file's); the file's for events of
+    /// no pipeline.
+    pub fn run_log_target<'a>(&'a self, pipeline: Option<&'a Pipeline>) -> &'a RunLogTarget {
+        pipeline
+            .and_then(|p| p.run_log.as_ref())
+            .unwrap_or(&self.run_log)
+    }
 }
 
-/// The run-log table.
+/// The run-log table, and the sinks that receive its rows too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunLogTarget {
     /// `dataset.table` (or `project.dataset.table`) of the run log.
     pub table: TableRef,
+    /// A PostgreSQL (Cloud SQL) table that receives every run-log row as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSink>,
+}
+
+impl RunLogTarget {
+    /// The additional sinks, in a fixed order.
+    pub fn sinks(&self) -> Vec<RunLogSink> {
+        self.postgres
+            .iter()
+            .cloned()
+            .map(RunLogSink::Postgres)
+            .collect()
+    }
 }
 
 impl Default for RunLogTarget {
@@ -105,6 +130,7 @@ impl Default for RunLogTarget {
                 dataset: "conveyor".to_owned(),
                 table: "run_log".to_owned(),
             },
+            postgres: None,
         }
     }
 }

@@ -14,20 +14,19 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             describe(&inbound)
         )));
     };
-    let table = match event
+    let pipeline = event
         .pipeline
         .as_ref()
-        .and_then(|p| ctx.config.pipeline(p.as_str()))
-    {
-        Some(p) => ctx.config.run_log_table(p),
-        None => ctx.config.run_log.table.clone(),
-    };
+        .and_then(|p| ctx.config.pipeline(p.as_str()));
+    let target = ctx.config.run_log_target(pipeline);
+    let table = target.table.clone();
     let row = row_for(&event, &ctx.config.environment);
     ctx.ports
         .run_log
         .record(&table, &row)
         .await
         .map_err(StepError::from_port)?;
+    record_in_sinks(ctx, &target.sinks(), &row).await?;
     debug!(run_id = %event.run_id, status = %event.status, "run log row written");
     Ok(Outcome {
         summary: format!(
@@ -84,4 +83,22 @@ pub fn row_for(event: &ConveyorEvent, environment: &str) -> RunLogRow {
         detail: serde_json::to_string(d).unwrap_or_default(),
         job: d.job.clone(),
     }
+}
+
+/// Writes `row` to each additional sink. Every failure asks for redelivery, even a permanent
+/// one (a refused login, a missing privilege): the run-log write is idempotent, so the event
+/// is retried until the sink is fixed or it reaches the dead-letter topic, where an alert
+/// fires; a sink's row is never dropped silently.
+async fn record_in_sinks(
+    ctx: &Context,
+    sinks: &[crate::config::RunLogSink],
+    row: &RunLogRow,
+) -> Result<(), StepError> {
+    for sink in sinks {
+        if let Err(e) = ctx.ports.sinks.record(sink, row).await {
+            tracing::error!(sink = %sink, run_id = %row.run_id, event_id = %row.event_id, error = %e, "cannot write a run-log row to a sink");
+            return Err(StepError::Transient(format!("{sink}: {e}")));
+        }
+    }
+    Ok(())
 }

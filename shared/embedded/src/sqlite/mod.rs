@@ -4,8 +4,11 @@
 //! - `mod.rs`: [`SqliteWarehouse`]: the database files, one connection, attaching datasets.
 //! - `load.rs`: the [`Warehouse`](conveyor_core::ports::Warehouse) port: load jobs.
 //! - `run_log.rs`: the [`RunLog`](conveyor_core::ports::RunLog) port.
+//! - `rows.rs`: the [`RowSink`](conveyor_core::ports::RowSink) port: message rows, once per
+//!   batch id.
 
 mod load;
+mod rows;
 mod run_log;
 mod sql;
 
