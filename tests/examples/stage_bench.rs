@@ -77,8 +77,8 @@ async fn main() -> anyhow::Result<()> {
             sources: Arc::new(Connector::new(
                 store,
                 Arc::new(DirSecrets::new(dir.path().join("secrets"))),
-            ..Ports::unwired()
             )),
+            ..Ports::unwired()
         },
     );
     let start = StartRequest {

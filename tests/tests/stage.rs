@@ -197,8 +197,8 @@ impl Stage {
             sources: Arc::new(Connector::new(
                 source_store,
                 Arc::new(DirSecrets::new(secrets)),
-            ..Ports::unwired()
             )),
+            ..Ports::unwired()
         };
         let ctx = Context::new(Arc::new(config), ports);
         Self {
