@@ -1,0 +1,308 @@
+//! Conveyor's PostgreSQL run-log sink (`run_log.postgres`): seed 000 logs the on-prem run in a
+//! Cloud SQL table beside the BigQuery run log. Every row the log step records is written
+//! here too, with the same columns ([`RUN_LOG_COLUMNS`]), once per event id
+//! (`INSERT … ON CONFLICT (event_id) DO NOTHING`).
+//!
+//! The table is created when missing (columns added to an older one), with a view
+//! `<table>_latest_status` holding each run's latest row, ranked as the BigQuery view ranks
+//! them. The connection string comes from Secret Manager (`url_secret`) or the environment
+//! (`CONVEYOR_POSTGRES_URL`), never from the pipeline file, and is never logged.
+//!
+//! # Layout
+//! - `lib.rs`: [`PostgresSinks`], the [`RunLogSinks`] port: connections, DDL, inserts.
+//! - `connect.rs`: connection strings, TLS through rustls, timeouts.
+
+mod connect;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tracing::info;
+
+use conveyor_core::config::{PgTable, PostgresSink, RunLogSink};
+use conveyor_core::ports::{
+    PortError, RUN_LOG_COLUMNS, RunLogRow, RunLogSinks, SecretStore,
+};
+
+use connect::Target;
+
+/// How long one statement may take.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The run-log sinks of a runtime: PostgreSQL tables, one connection per connection string,
+/// reconnecting after a failure (and re-reading the secret, so a rotated password is picked
+/// up).
+pub struct PostgresSinks {
+    secrets: Arc<dyn SecretStore>,
+    env_url: Option<String>,
+    clients: Mutex<HashMap<String, Arc<Client>>>,
+    ready: Mutex<HashSet<String>>,
+}
+
+impl PostgresSinks {
+    /// Sinks reading `url_secret`s from `secrets`; `env_url` (the service's
+    /// `CONVEYOR_POSTGRES_URL`, read once at start-up) serves a sink without one.
+    pub fn new(secrets: Arc<dyn SecretStore>, env_url: Option<String>) -> Self {
+        Self {
+            secrets,
+            env_url: env_url.filter(|u| !u.trim().is_empty()),
+            clients: Mutex::default(),
+            ready: Mutex::default(),
+        }
+    }
+
+    /// The open client for `sink`'s connection string, connecting when there is none (or
+    /// the last one closed). Returns its key too.
+    async fn client(&self, sink: &PostgresSink) -> Result<(String, Arc<Client>), PortError> {
+        let key = match &sink.url_secret {
+            Some(s) => s.version_name(),
+            None => "CONVEYOR_POSTGRES_URL".to_owned(),
+        };
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(&key).filter(|c| !c.is_closed()) {
+            return Ok((key, c.clone()));
+        }
+        let value = match &sink.url_secret {
+            Some(secret) => {
+                let v = self.secrets.access(secret).await?;
+                String::from_utf8(v.expose().to_vec()).map_err(|_| {
+                    PortError::Permanent(format!("secret {secret} is not text"))
+                })?
+            }
+            None => self.env_url.clone().ok_or_else(|| {
+                PortError::Permanent(
+                    "run_log.postgres has no url_secret and CONVEYOR_POSTGRES_URL is not set"
+                        .to_owned(),
+                )
+            })?,
+        };
+        let client = Arc::new(Target::parse(&value)?.connect().await?);
+        info!(connection = %key, "connected to PostgreSQL");
+        clients.insert(key.clone(), client.clone());
+        // A new connection may be to a new server: check the tables again.
+        self.ready.lock().await.retain(|k| !k.starts_with(&format!("{key} ")));
+        Ok((key, client))
+    }
+
+    async fn ensure_table(&self, key: &str, client: &Client, table: &PgTable) -> Result<(), PortError> {
+        let ready_key = format!("{key} {table}");
+        if self.ready.lock().await.contains(&ready_key) {
+            return Ok(());
+        }
+        timed(client.batch_execute(&ddl(table))).await?;
+        info!(table = %table, "the PostgreSQL run-log table is ready");
+        self.ready.lock().await.insert(ready_key);
+        Ok(())
+    }
+
+    async fn record_postgres(&self, sink: &PostgresSink, row: &RunLogRow) -> Result<(), PortError> {
+        let (key, client) = self.client(sink).await?;
+        let result = async {
+            self.ensure_table(&key, &client, &sink.table).await?;
+            insert(&client, &sink.table, row).await
+        }
+        .await;
+        if result.is_err() && client.is_closed() {
+            self.clients.lock().await.remove(&key);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl RunLogSinks for PostgresSinks {
+    async fn record(&self, sink: &RunLogSink, row: &RunLogRow) -> Result<(), PortError> {
+        match sink {
+            RunLogSink::Postgres(p) => self.record_postgres(p, row).await,
+            other => Err(PortError::Permanent(format!("{other} is not a PostgreSQL sink"))),
+        }
+    }
+}
+
+fn quoted(table: &PgTable) -> String {
+    format!("\"{}\".\"{}\"", table.schema, table.table)
+}
+
+fn pg_type(bigquery: &str) -> &'static str {
+    match bigquery {
+        "INT64" => "bigint",
+        "TIMESTAMP" => "timestamptz",
+        _ => "text",
+    }
+}
+
+/// The table (and its columns, for a table an older version created), an index on `run_id`,
+/// and the latest-status view, under a lock so concurrent instances do not race.
+fn ddl(table: &PgTable) -> String {
+    let t = quoted(table);
+    let columns: Vec<String> = RUN_LOG_COLUMNS
+        .iter()
+        .map(|c| {
+            let mut col = format!("\"{}\" {}", c.name, pg_type(c.ty));
+            if c.name == "event_id" {
+                col.push_str(" PRIMARY KEY");
+            } else if c.required {
+                col.push_str(" NOT NULL");
+            }
+            col
+        })
+        .collect();
+    let additions: String = RUN_LOG_COLUMNS
+        .iter()
+        .filter(|c| !c.required)
+        .map(|c| format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS \"{}\" {};\n", c.name, pg_type(c.ty)))
+        .collect();
+    let view = format!("\"{}\".\"{}_latest_status\"", table.schema, table.table);
+    let index = format!("\"{}_run_id\"", table.table);
+    format!(
+        "BEGIN;
+SELECT pg_advisory_xact_lock(7310420266);
+CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+CREATE TABLE IF NOT EXISTS {t} (
+  {columns}
+);
+{additions}CREATE INDEX IF NOT EXISTS {index} ON {t} (run_id, td_timestamp);
+CREATE OR REPLACE VIEW {view} AS
+  SELECT DISTINCT ON (run_id) *
+  FROM {t}
+  ORDER BY run_id,
+    attempt DESC,
+    CASE step WHEN 'poll' THEN 4 WHEN 'submit' THEN 3 WHEN 'load' THEN 2 WHEN 'stage' THEN 1 ELSE 0 END DESC,
+    CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC,
+    td_timestamp DESC;
+COMMIT;",
+        schema = table.schema,
+        columns = columns.join(",\n  "),
+    )
+}
+
+/// PostgreSQL's text cannot hold NUL: it becomes U+FFFD rather than failing the row forever.
+fn text(s: &Option<String>) -> Option<String> {
+    s.as_ref().map(|s| s.replace('\0', "\u{FFFD}"))
+}
+
+async fn insert(client: &Client, table: &PgTable, row: &RunLogRow) -> Result<(), PortError> {
+    let names: Vec<String> = RUN_LOG_COLUMNS
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect();
+    let params: Vec<String> = (1..=RUN_LOG_COLUMNS.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (event_id) DO NOTHING",
+        quoted(table),
+        names.join(", "),
+        params.join(", ")
+    );
+    let owned = |s: &str| Some(s.to_owned());
+    // In RUN_LOG_COLUMNS order (a test checks the count and the order of the names).
+    let strings = (
+        text(&row.db_name),
+        text(&row.table_name),
+        text(&owned(&row.environment)),
+        text(&owned(&row.status)),
+        text(&row.dataproc_job_id),
+        text(&owned(&row.event_id)),
+        text(&owned(&row.run_id)),
+        text(&row.pipeline),
+        text(&owned(&row.step)),
+        text(&row.source_object),
+        text(&row.job_id),
+        text(&row.error),
+        text(&owned(&row.detail)),
+        text(&row.job),
+    );
+    let attempt = i64::from(row.attempt);
+    let rows_loaded = row.rows_loaded.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let values: [&(dyn ToSql + Sync); 20] = [
+        &strings.0,
+        &strings.1,
+        &row.td_timestamp,
+        &row.last_modified_at,
+        &strings.2,
+        &strings.3,
+        &strings.4,
+        &strings.5,
+        &strings.6,
+        &strings.7,
+        &strings.8,
+        &attempt,
+        &strings.9,
+        &strings.10,
+        &strings.11,
+        &row.started_at,
+        &row.finished_at,
+        &rows_loaded,
+        &strings.12,
+        &strings.13,
+    ];
+    timed(client.execute(&sql, &values)).await.map(|_| ())
+}
+
+/// Runs a statement with [`STATEMENT_TIMEOUT`], classifying its failure.
+async fn timed<T>(
+    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, PortError> {
+    match tokio::time::timeout(STATEMENT_TIMEOUT, f).await {
+        Err(_) => Err(PortError::Transient(format!(
+            "PostgreSQL did not answer within {STATEMENT_TIMEOUT:?}"
+        ))),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(classify(&e)),
+    }
+}
+
+/// Connection problems, lack of resources, an operator's intervention, serialization
+/// failures and deadlocks may pass; anything else the server refused (privileges, a table of
+/// another shape) needs a person.
+fn classify(e: &tokio_postgres::Error) -> PortError {
+    let message = format!("PostgreSQL: {e}");
+    let Some(code) = e.code() else {
+        return PortError::Transient(message);
+    };
+    let c = code.code();
+    let transient = c.starts_with("08")
+        || c.starts_with("53")
+        || c.starts_with("57P")
+        || code == &SqlState::T_R_SERIALIZATION_FAILURE
+        || code == &SqlState::T_R_DEADLOCK_DETECTED
+        || code == &SqlState::LOCK_NOT_AVAILABLE;
+    if transient {
+        PortError::Transient(format!("{message} ({c})"))
+    } else {
+        PortError::Permanent(format!("{message} ({c})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_follows_the_run_log_schema() {
+        let t = PgTable::parse("ops.run_log").unwrap();
+        let sql = ddl(&t);
+        assert!(sql.contains("CREATE TABLE IF NOT EXISTS \"ops\".\"run_log\""), "{sql}");
+        assert!(sql.contains("\"event_id\" text PRIMARY KEY"), "{sql}");
+        assert!(sql.contains("\"attempt\" bigint NOT NULL"), "{sql}");
+        assert!(sql.contains("\"td_timestamp\" timestamptz"), "{sql}");
+        assert!(sql.contains("\"dbName\" text"), "{sql}");
+        assert!(sql.contains("VIEW \"ops\".\"run_log_latest_status\""), "{sql}");
+        assert_eq!(RUN_LOG_COLUMNS.len(), 20, "insert() binds 20 values in this order");
+        let order: Vec<&str> = RUN_LOG_COLUMNS.iter().map(|c| c.name).collect();
+        assert_eq!(
+            order,
+            [
+                "dbName", "tableName", "td_timestamp", "last_modified_at", "environment",
+                "status", "dataproc_job_id", "event_id", "run_id", "pipeline", "step",
+                "attempt", "source_object", "job_id", "error", "started_at", "finished_at",
+                "rows_loaded", "detail", "job"
+            ]
+        );
+    }
+}
