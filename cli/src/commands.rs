@@ -68,7 +68,7 @@ impl Session {
         state_dir: &Path,
         watch: bool,
     ) -> anyhow::Result<Self> {
-        let mut embedded = Embedded::open(config, state_dir)?;
+        let mut embedded = crate::embedded::open(config, state_dir)?;
         let ctx = embedded.context();
         let probe = embedded.quiet_probe();
         let events = embedded.events();
@@ -301,7 +301,7 @@ pub(crate) async fn dev(
     listen: SocketAddr,
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
-    let mut embedded = Embedded::open(config.clone(), state_dir)?;
+    let mut embedded = crate::embedded::open(config.clone(), state_dir)?;
     let console =
         conveyor_console::Console::new(embedded.context().ports.run_log, Some(config.clone()))
             .with_title(format!("embedded · {}", state_dir.display()));

@@ -2,6 +2,7 @@
 //! replay them, and show the run log (embedded or production) and the web console.
 
 mod commands;
+mod embedded;
 mod operate;
 mod progress;
 mod replay;

@@ -13,6 +13,7 @@ use conveyor_core::event::StepName;
 use conveyor_core::ports::{PortError, Ports};
 use conveyor_core::steps::Context;
 use conveyor_gcp::Gcp;
+use conveyor_postgres::PostgresSinks;
 
 /// The step this function runs.
 pub const STEP: StepName = StepName::Log;
@@ -22,13 +23,21 @@ pub fn router(ctx: Context) -> Router {
     conveyor_core::http::router(STEP, ctx)
 }
 
-/// The ports the log step uses, on Google Cloud: the BigQuery run log, and Pub/Sub (it records its own rejections).
+/// The ports the log step uses, on Google Cloud: the BigQuery run log, the PostgreSQL sinks
+/// (connection strings from Secret Manager, or `CONVEYOR_POSTGRES_URL`), and Pub/Sub (it
+/// records its own rejections).
 ///
 /// # Errors
 /// When a client cannot be built.
 pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
+    let url = gcp
+        .settings()
+        .postgres_url
+        .as_ref()
+        .map(|u| u.expose().to_owned());
     Ok(Ports {
         run_log: Arc::new(gcp.bigquery()),
+        sinks: Arc::new(PostgresSinks::new(Arc::new(gcp.secrets()), url)),
         bus: Arc::new(gcp.bus().await?),
         ..Ports::unwired()
     })

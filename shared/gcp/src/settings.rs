@@ -47,6 +47,29 @@ pub struct GcpSettings {
     /// `CONVEYOR_DATAFLOW_ENDPOINT`: override of `https://dataflow.googleapis.com`.
     #[serde(default)]
     pub dataflow_endpoint: Option<String>,
+    /// `CONVEYOR_POSTGRES_URL`: the connection string of a `run_log.postgres` sink without a
+    /// `url_secret` (prefer the secret: a variable is visible to whoever can read the
+    /// service). Never logged.
+    #[serde(default)]
+    pub postgres_url: Option<Redacted>,
+}
+
+/// A setting that holds a credential: its `Debug` does not show it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(String);
+
+impl Redacted {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 fn default_gcs() -> String {
