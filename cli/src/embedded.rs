@@ -5,11 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use conveyor_core::config::Config;
 use conveyor_core::engines::Engines;
 use conveyor_embedded::runtime::Embedded;
-use conveyor_embedded::{DirSecrets, LocalBatchEngine};
+use conveyor_embedded::DirSecrets;
 use conveyor_postgres::PostgresSinks;
 use conveyor_ssh::SshEngine;
 
@@ -19,15 +18,12 @@ use conveyor_ssh::SshEngine;
 /// When the state directory cannot be created.
 pub(crate) fn open(config: Arc<Config>, state_dir: &Path) -> anyhow::Result<Embedded> {
     let secrets = Arc::new(DirSecrets::new(state_dir.join("secrets")));
-    let local = LocalBatchEngine::new(state_dir.join("batches"))
-        .with_context(|| format!("cannot create {}", state_dir.join("batches").display()))?;
-    let engines = Engines::new()
-        .with_local(Arc::new(local))
-        .with("ssh", Arc::new(SshEngine::new(secrets.clone())));
+    // `local` and `sql` are the embedded runtime's own.
+    let engines = Engines::new().with("ssh", Arc::new(SshEngine::new(secrets.clone())));
     // The one place the CLI reads this variable: a connection string holds a password, so it
     // is not a command-line flag (flags show in `ps`).
     let url = std::env::var("CONVEYOR_POSTGRES_URL").ok();
     let sinks = PostgresSinks::new(secrets, url);
-    Ok(Embedded::open_with(config, state_dir, Arc::new(engines))?
+    Ok(Embedded::open_with(config, state_dir, engines)?
         .with_run_log_sinks(Arc::new(sinks)))
 }

@@ -143,7 +143,9 @@ fn row(e: &ConveyorEvent) -> RunLogRow {
 
 #[tokio::test]
 async fn rows_reach_postgres_once_per_event_over_verified_tls() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let sinks = Arc::new(server.verified());
     let submitted = row(&event("r1", Status::Submitted, 1));
     // Four concurrent deliveries of one event, then a redelivery.
@@ -172,8 +174,14 @@ async fn rows_reach_postgres_once_per_event_over_verified_tls() {
         .await;
     assert_eq!(latest.len(), 1);
     assert_eq!(latest[0].get::<_, String>(0), "SUCCEEDED");
-    assert_eq!(latest[0].get::<_, Option<String>>(1).as_deref(), Some("ops"));
-    assert_eq!(latest[0].get::<_, Option<String>>(2).as_deref(), Some("td_copy"));
+    assert_eq!(
+        latest[0].get::<_, Option<String>>(1).as_deref(),
+        Some("ops")
+    );
+    assert_eq!(
+        latest[0].get::<_, Option<String>>(2).as_deref(),
+        Some("td_copy")
+    );
     assert_eq!(
         latest[0].get::<_, Option<String>>(3),
         submitted.dataproc_job_id
@@ -186,19 +194,27 @@ async fn rows_reach_postgres_once_per_event_over_verified_tls() {
         )
         .await;
     assert!(!tls.is_empty(), "the sink's connection is open");
-    assert!(tls.iter().all(|r| r.get::<_, bool>(0)), "the sink connects over TLS");
+    assert!(
+        tls.iter().all(|r| r.get::<_, bool>(0)),
+        "the sink connects over TLS"
+    );
 }
 
 #[tokio::test]
 async fn a_server_certificate_from_an_unknown_ca_is_refused() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let sinks = PostgresSinks::new(server.secrets("no-ca", &server.url("require")), None);
     let err = sinks
         .record(&sink(), &row(&event("r2", Status::Submitted, 1)))
         .await
         .expect_err("an unverified server");
     assert!(err.to_string().contains("cannot connect"), "{err}");
-    assert!(!err.to_string().contains(&server.env["PG_PASSWORD"]), "{err}");
+    assert!(
+        !err.to_string().contains(&server.env["PG_PASSWORD"]),
+        "{err}"
+    );
     let tables = server
         .query("SELECT 1 FROM information_schema.tables WHERE table_schema = 'ops'")
         .await;
@@ -229,7 +245,9 @@ fn push(e: &ConveyorEvent, message_id: u32) -> String {
 
 #[tokio::test]
 async fn the_log_function_asks_for_redelivery_while_postgres_is_down_and_loses_nothing() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let store = LocalStore::new(dir.path().join("buckets")).expect("store");
     let sqlite =
@@ -245,15 +263,15 @@ pipelines:
 "#
     );
     let config = conveyor_core::config::parse_str(&yaml, "test.yaml").expect("config");
-    let ctx = Context {
-        config: Arc::new(config),
-        ports: Ports {
+    let ctx = Context::new(
+        Arc::new(config),
+        Ports {
             run_log: sqlite.clone(),
             sinks: Arc::new(server.verified()),
             bus: Arc::new(Bus::default()),
             ..Ports::unwired()
         },
-    };
+    );
     let post = |body: String| {
         let router = conveyor_core::http::router(StepName::Log, ctx.clone());
         async move {
@@ -281,8 +299,16 @@ pipelines:
     );
 
     assert_eq!(server.script("start"), Some(0));
-    assert_eq!(post(push(&second, 2)).await, StatusCode::OK, "the redelivery goes through");
-    assert_eq!(post(push(&first, 1)).await, StatusCode::OK, "a late duplicate is harmless");
+    assert_eq!(
+        post(push(&second, 2)).await,
+        StatusCode::OK,
+        "the redelivery goes through"
+    );
+    assert_eq!(
+        post(push(&first, 1)).await,
+        StatusCode::OK,
+        "a late duplicate is harmless"
+    );
 
     let pg: Vec<String> = server
         .query("SELECT status FROM ops.run_log ORDER BY td_timestamp")
@@ -290,7 +316,11 @@ pipelines:
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(pg, vec!["SUBMITTED", "SUCCEEDED"], "each transition once in PostgreSQL");
+    assert_eq!(
+        pg,
+        vec!["SUBMITTED", "SUCCEEDED"],
+        "each transition once in PostgreSQL"
+    );
     let table = TableRef::parse("conveyor.run_log").expect("table");
     let mut local: Vec<String> = conveyor_core::ports::RunLog::recent(sqlite.as_ref(), &table, 100)
         .await
@@ -299,5 +329,9 @@ pipelines:
         .map(|r| r.status)
         .collect();
     local.reverse();
-    assert_eq!(local, vec!["SUBMITTED", "SUCCEEDED"], "and once in the run log");
+    assert_eq!(
+        local,
+        vec!["SUBMITTED", "SUCCEEDED"],
+        "and once in the run log"
+    );
 }

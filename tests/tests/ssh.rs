@@ -17,7 +17,7 @@ use conveyor_core::event::StepName;
 use conveyor_core::names::{JobId, PipelineName, RunId};
 use conveyor_core::ports::{BatchEngine, BatchRequest, JobState, RunLogRow};
 use conveyor_e2e::{Chain, repo};
-use conveyor_embedded::{DirSecrets, LocalBatchEngine};
+use conveyor_embedded::DirSecrets;
 use conveyor_ssh::SshEngine;
 
 const KEY_SECRET: &str = "projects/test/secrets/onprem-key";
@@ -43,17 +43,18 @@ impl Sshd {
         match status.code() {
             Some(0) => {}
             Some(3) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("\n!!!!! SKIPPED: sshd is not available here; the SSH tests did not run !!!!!\n");
+                eprintln!(
+                    "\n!!!!! SKIPPED: sshd is not available here; the SSH tests did not run !!!!!\n"
+                );
                 return None;
             }
             other => panic!("scripts/sshd.sh start failed: {other:?}"),
         }
-        let env: HashMap<String, String> =
-            std::fs::read_to_string(dir.path().join("sshd/env"))
-                .expect("sshd env")
-                .lines()
-                .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-                .collect();
+        let env: HashMap<String, String> = std::fs::read_to_string(dir.path().join("sshd/env"))
+            .expect("sshd env")
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
         let secret = dir.path().join("secrets").join(KEY_SECRET);
         std::fs::create_dir_all(secret.parent().expect("parent")).expect("mkdir");
         std::fs::copy(&env["SSH_KEY"], &secret).expect("key secret");
@@ -112,11 +113,8 @@ impl Sshd {
     }
 
     async fn chain(&self, yaml: &str) -> Chain {
-        let local = LocalBatchEngine::new(self.dir.path().join("local")).expect("local");
-        let engines = Engines::new()
-            .with_local(Arc::new(local))
-            .with("ssh", Arc::new(self.engine()));
-        Chain::start_with(yaml, Some(Arc::new(engines))).await
+        let engines = Engines::new().with("ssh", Arc::new(self.engine()));
+        Chain::start_with(yaml, Some(engines)).await
     }
 }
 
@@ -140,6 +138,8 @@ fn request(spec: SshBatch, key: &str, vars: &[(&str, &str)]) -> BatchRequest {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        job: "batch".to_owned(),
+        row: BTreeMap::new(),
     }
 }
 
@@ -176,7 +176,10 @@ async fn a_command_runs_detached_on_the_host_with_its_values_quoted() {
     let engine = sshd.engine();
     let out = sshd.dir.path().join("out.txt");
     let spec = sshd.spec(
-        &format!("printf '%s|%s' {{table}} \"$CONVEYOR_TABLE\" > {}", out.display()),
+        &format!(
+            "printf '%s|%s' {{table}} \"$CONVEYOR_TABLE\" > {}",
+            out.display()
+        ),
         &sshd.pinned(),
     );
     let hostile = "t'; touch /tmp/conveyor-pwned; echo '";
@@ -197,7 +200,11 @@ async fn a_command_runs_detached_on_the_host_with_its_values_quoted() {
         .expect("work dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec![req.job_id.to_string()], "no staging directory is left");
+    assert_eq!(
+        names,
+        vec![req.job_id.to_string()],
+        "no staging directory is left"
+    );
 }
 
 #[tokio::test]
@@ -243,7 +250,10 @@ async fn a_host_showing_another_key_is_refused_before_anything_runs() {
     );
     let req = request(spec, "run-3", &[]);
     let err = engine.submit(&req).await.expect_err("refused");
-    assert!(!err.is_transient(), "a wrong host key is not retried: {err}");
+    assert!(
+        !err.is_transient(),
+        "a wrong host key is not retried: {err}"
+    );
     assert!(err.to_string().contains("does not pin"), "{err}");
     assert!(!mark.exists());
     assert!(!sshd.work_dir().exists(), "nothing was created on the host");
@@ -274,7 +284,11 @@ pipelines:
     );
     let chain = sshd.chain(&yaml).await;
     let (status, body) = chain
-        .post(StepName::Submit, r#"{"pipeline":"replicator"}"#, "application/json")
+        .post(
+            StepName::Submit,
+            r#"{"pipeline":"replicator"}"#,
+            "application/json",
+        )
         .await;
     assert!(status.is_success(), "{status} {body}");
     chain.settle(Duration::from_secs(60)).await;
@@ -319,7 +333,11 @@ pipelines:
     );
     let chain = sshd.chain(&yaml).await;
     let (status, body) = chain
-        .post(StepName::Submit, r#"{"pipeline":"slow"}"#, "application/json")
+        .post(
+            StepName::Submit,
+            r#"{"pipeline":"slow"}"#,
+            "application/json",
+        )
         .await;
     assert!(status.is_success(), "{status} {body}");
     chain.settle(Duration::from_secs(60)).await;

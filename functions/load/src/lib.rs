@@ -1,4 +1,5 @@
-//! The Conveyor **load** function: the load step: an object arrived, load it into BigQuery. A Cloud Run service (or AWS Lambda
+//! The Conveyor **load** function: the load step: an object arrived, load it into BigQuery; a
+//! message of a message pipeline arrived (`POST /messages/<pipeline>`), write its rows. A Cloud Run service (or AWS Lambda
 //! function) on the Google Cloud adapters.
 //!
 //! # Layout
@@ -22,7 +23,8 @@ pub fn router(ctx: Context) -> Router {
     conveyor_core::http::router(STEP, ctx)
 }
 
-/// The ports the load step uses, on Google Cloud: Cloud Storage (to read an object's generation), BigQuery and Pub/Sub.
+/// The ports the load step uses, on Google Cloud: Cloud Storage (to read an object's generation), BigQuery (load jobs, and the
+/// rows of message pipelines) and Pub/Sub.
 ///
 /// # Errors
 /// When a client cannot be built.
@@ -30,6 +32,7 @@ pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
     let bigquery = Arc::new(gcp.bigquery());
     Ok(Ports {
         store: Arc::new(gcp.store()),
+        rows: bigquery.clone(),
         warehouse: bigquery,
         bus: Arc::new(gcp.bus().await?),
         ..Ports::unwired()

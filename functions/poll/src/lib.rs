@@ -9,10 +9,10 @@
 use std::sync::Arc;
 
 use axum::Router;
+use conveyor_core::engines::Engines;
 use conveyor_core::event::StepName;
 use conveyor_core::ports::{PortError, Ports};
 use conveyor_core::steps::Context;
-use conveyor_core::engines::Engines;
 use conveyor_gcp::Gcp;
 use conveyor_ssh::SshEngine;
 

@@ -56,8 +56,8 @@ pub struct Column {
     /// Column type.
     #[serde(rename = "type")]
     pub ty: ColumnType,
-    /// `REQUIRED` columns are not nullable; `NULLABLE` (the default) are.
-    #[serde(default = "nullable_default", with = "mode")]
+    /// `mode: REQUIRED` columns are not nullable; `NULLABLE` (the default) are.
+    #[serde(rename = "mode", default = "nullable_default", with = "mode")]
     pub nullable: bool,
 }
 
@@ -106,5 +106,23 @@ impl fmt::Display for ColumnType {
             ColumnType::Date => "DATE",
             ColumnType::Json => "JSON",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_column_mode_is_read_from_the_mode_key() {
+        let c: Column =
+            serde_json::from_str(r#"{"name": "id", "type": "INT64", "mode": "REQUIRED"}"#).unwrap();
+        assert!(!c.nullable);
+        let c: Column = serde_json::from_str(r#"{"name": "id", "type": "INT64"}"#).unwrap();
+        assert!(c.nullable);
+        assert_eq!(
+            serde_json::to_value(&c).unwrap()["mode"],
+            serde_json::json!("NULLABLE")
+        );
     }
 }

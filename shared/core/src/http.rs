@@ -36,12 +36,16 @@ struct App {
     ctx: Context,
 }
 
-/// The router of the function running `step`.
+/// The router of the function running `step`. The load function also takes Pub/Sub
+/// messages of message pipelines at `POST /messages/<pipeline>`.
 pub fn router(step: StepName, ctx: Context) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/", post(handle))
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(not_found)
+        .route("/healthz", get(|| async { "ok" }));
+    if step == StepName::Load {
+        r = r.route("/messages/{pipeline}", post(messages));
+    }
+    r.fallback(not_found)
         .layer(axum::middleware::map_response(json_refusals))
         .layer(axum::middleware::from_fn(limit_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -232,6 +236,34 @@ async fn handle(
             Err(AppError::Unavailable)
         }
         Err(StepError::Rejected(reason)) => reject(&app, &delivery, &body, reason).await,
+    }
+}
+
+/// A Pub/Sub push for a message pipeline (see [`steps::messages`]): rows written or
+/// quarantined → 200; a refused request → recorded, then 200 for a push (acknowledged) or 400;
+/// a backend down → 503.
+async fn messages(
+    State(app): State<App>,
+    axum::extract::Path(pipeline): axum::extract::Path<String>,
+    body: Bytes,
+) -> Result<Json<Outcome>, AppError> {
+    match steps::messages::handle(&app.ctx, &pipeline, &body).await {
+        Ok(outcome) => {
+            info!(step = %app.step, pipeline = %pipeline, summary = %outcome.summary, "handled");
+            Ok(Json(outcome))
+        }
+        Err(StepError::Transient(reason)) => {
+            error!(step = %app.step, pipeline = %pipeline, error = %reason, "transient failure; asking for redelivery");
+            Err(AppError::Unavailable)
+        }
+        Err(StepError::Rejected(reason)) => {
+            let pushed = serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|v| v.get("message").is_some_and(serde_json::Value::is_object));
+            let delivery = Delivery {
+                pubsub: pushed.then(crate::inbound::PubsubDelivery::default),
+            };
+            reject(&app, &delivery, &body, reason).await
+        }
     }
 }
 

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
 
 use crate::config::{
-    BatchSpec, CreateDisposition, Partition, RunLogSink, SchemaSpec, SchemaUpdateOption,
-    SecretRef, StageSource, WriteDisposition,
+    BatchSpec, CreateDisposition, Partition, RunLogSink, SchemaSpec, SchemaUpdateOption, SecretRef,
+    StageSource, WriteDisposition,
 };
 use crate::event::{ConveyorEvent, ObjectRef};
 use crate::format::{BadRow, Column, Format};
@@ -534,6 +534,10 @@ pub struct RowBatch {
     pub table: TableRef,
     /// The columns, in order.
     pub columns: Vec<Column>,
+    /// Partitioning of a table the write creates.
+    pub partition: Option<Partition>,
+    /// Clustering columns of a table the write creates.
+    pub clustering: Vec<String>,
     /// The rows, each a cell per column, already checked against the column's type: `null`,
     /// or a string (STRING; BYTES as base64; TIMESTAMP as RFC 3339 in UTC; DATE as
     /// `YYYY-MM-DD`; JSON as JSON text), an integer (INT64), a number (FLOAT64) or a boolean

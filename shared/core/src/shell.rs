@@ -108,7 +108,10 @@ mod tests {
         let none = BTreeMap::new();
         let vars = BTreeMap::from([("date".to_owned(), "a\0b".to_owned())]);
         assert_eq!(nul_value("x", &vars, &none).as_deref(), Some("{date}"));
-        assert_eq!(nul_value("x\0", &none, &none).as_deref(), Some("the command"));
+        assert_eq!(
+            nul_value("x\0", &none, &none).as_deref(),
+            Some("the command")
+        );
         assert_eq!(nul_value("x", &none, &none), None);
         assert_eq!(env_name("run_id"), "CONVEYOR_RUN_ID");
         assert!(is_env_name("_A1") && !is_env_name("1A") && !is_env_name("A-B"));

@@ -70,9 +70,8 @@ impl LocalBatchEngine {
         tokio::fs::write(staging.join("command"), command)
             .await
             .map_err(io)?;
-        let cwd = std::env::current_dir().map_err(|e| {
-            PortError::Transient(format!("cannot read the working directory: {e}"))
-        })?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| PortError::Transient(format!("cannot read the working directory: {e}")))?;
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c")
             .arg(WRAPPER)
@@ -305,6 +304,8 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            job: "batch".to_owned(),
+            row: BTreeMap::new(),
         }
     }
 
@@ -357,7 +358,11 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, vec![req.job_id.to_string()], "no staging directory is left");
+        assert_eq!(
+            names,
+            vec![req.job_id.to_string()],
+            "no staging directory is left"
+        );
         let job = dir.path().join("batches").join(req.job_id.as_str());
         assert!(job.join("pid").exists() && job.join("command").exists());
     }
@@ -387,5 +392,4 @@ mod tests {
             std::env::current_dir().unwrap().canonicalize().unwrap()
         );
     }
-
 }

@@ -70,7 +70,10 @@ impl Target {
     /// Connects and spawns the connection's driver.
     pub(crate) async fn connect(&self) -> Result<Client, PortError> {
         let fail = |e: tokio_postgres::Error| {
-            PortError::Transient(format!("cannot connect to PostgreSQL: {}", redact(&e.to_string())))
+            PortError::Transient(format!(
+                "cannot connect to PostgreSQL: {}",
+                redact(&e.to_string())
+            ))
         };
         let client = match self.config.get_ssl_mode() {
             SslMode::Disable => {
@@ -165,6 +168,9 @@ mod tests {
             panic!("a wrong key parses");
         };
         assert!(!e.to_string().contains("hunter2"), "{e}");
-        assert_eq!(redact("bad password=hunter2 x"), "bad password=<redacted> x");
+        assert_eq!(
+            redact("bad password=hunter2 x"),
+            "bad password=<redacted> x"
+        );
     }
 }

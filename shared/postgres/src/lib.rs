@@ -26,9 +26,7 @@ use tokio_postgres::types::ToSql;
 use tracing::info;
 
 use conveyor_core::config::{PgTable, PostgresSink, RunLogSink};
-use conveyor_core::ports::{
-    PortError, RUN_LOG_COLUMNS, RunLogRow, RunLogSinks, SecretStore,
-};
+use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLogRow, RunLogSinks, SecretStore};
 
 use connect::Target;
 
@@ -71,9 +69,8 @@ impl PostgresSinks {
         let value = match &sink.url_secret {
             Some(secret) => {
                 let v = self.secrets.access(secret).await?;
-                String::from_utf8(v.expose().to_vec()).map_err(|_| {
-                    PortError::Permanent(format!("secret {secret} is not text"))
-                })?
+                String::from_utf8(v.expose().to_vec())
+                    .map_err(|_| PortError::Permanent(format!("secret {secret} is not text")))?
             }
             None => self.env_url.clone().ok_or_else(|| {
                 PortError::Permanent(
@@ -86,11 +83,19 @@ impl PostgresSinks {
         info!(connection = %key, "connected to PostgreSQL");
         clients.insert(key.clone(), client.clone());
         // A new connection may be to a new server: check the tables again.
-        self.ready.lock().await.retain(|k| !k.starts_with(&format!("{key} ")));
+        self.ready
+            .lock()
+            .await
+            .retain(|k| !k.starts_with(&format!("{key} ")));
         Ok((key, client))
     }
 
-    async fn ensure_table(&self, key: &str, client: &Client, table: &PgTable) -> Result<(), PortError> {
+    async fn ensure_table(
+        &self,
+        key: &str,
+        client: &Client,
+        table: &PgTable,
+    ) -> Result<(), PortError> {
         let ready_key = format!("{key} {table}");
         if self.ready.lock().await.contains(&ready_key) {
             return Ok(());
@@ -120,7 +125,9 @@ impl RunLogSinks for PostgresSinks {
     async fn record(&self, sink: &RunLogSink, row: &RunLogRow) -> Result<(), PortError> {
         match sink {
             RunLogSink::Postgres(p) => self.record_postgres(p, row).await,
-            other => Err(PortError::Permanent(format!("{other} is not a PostgreSQL sink"))),
+            other => Err(PortError::Permanent(format!(
+                "{other} is not a PostgreSQL sink"
+            ))),
         }
     }
 }
@@ -156,7 +163,13 @@ fn ddl(table: &PgTable) -> String {
     let additions: String = RUN_LOG_COLUMNS
         .iter()
         .filter(|c| !c.required)
-        .map(|c| format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS \"{}\" {};\n", c.name, pg_type(c.ty)))
+        .map(|c| {
+            format!(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS \"{}\" {};\n",
+                c.name,
+                pg_type(c.ty)
+            )
+        })
         .collect();
     let view = format!("\"{}\".\"{}_latest_status\"", table.schema, table.table);
     let index = format!("\"{}_run_id\"", table.table);
@@ -192,7 +205,9 @@ async fn insert(client: &Client, table: &PgTable, row: &RunLogRow) -> Result<(),
         .iter()
         .map(|c| format!("\"{}\"", c.name))
         .collect();
-    let params: Vec<String> = (1..=RUN_LOG_COLUMNS.len()).map(|i| format!("${i}")).collect();
+    let params: Vec<String> = (1..=RUN_LOG_COLUMNS.len())
+        .map(|i| format!("${i}"))
+        .collect();
     let sql = format!(
         "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (event_id) DO NOTHING",
         quoted(table),
@@ -218,7 +233,9 @@ async fn insert(client: &Client, table: &PgTable, row: &RunLogRow) -> Result<(),
         text(&row.job),
     );
     let attempt = i64::from(row.attempt);
-    let rows_loaded = row.rows_loaded.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let rows_loaded = row
+        .rows_loaded
+        .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let values: [&(dyn ToSql + Sync); 20] = [
         &strings.0,
         &strings.1,
@@ -287,21 +304,47 @@ mod tests {
     fn the_table_follows_the_run_log_schema() {
         let t = PgTable::parse("ops.run_log").unwrap();
         let sql = ddl(&t);
-        assert!(sql.contains("CREATE TABLE IF NOT EXISTS \"ops\".\"run_log\""), "{sql}");
+        assert!(
+            sql.contains("CREATE TABLE IF NOT EXISTS \"ops\".\"run_log\""),
+            "{sql}"
+        );
         assert!(sql.contains("\"event_id\" text PRIMARY KEY"), "{sql}");
         assert!(sql.contains("\"attempt\" bigint NOT NULL"), "{sql}");
         assert!(sql.contains("\"td_timestamp\" timestamptz"), "{sql}");
         assert!(sql.contains("\"dbName\" text"), "{sql}");
-        assert!(sql.contains("VIEW \"ops\".\"run_log_latest_status\""), "{sql}");
-        assert_eq!(RUN_LOG_COLUMNS.len(), 20, "insert() binds 20 values in this order");
+        assert!(
+            sql.contains("VIEW \"ops\".\"run_log_latest_status\""),
+            "{sql}"
+        );
+        assert_eq!(
+            RUN_LOG_COLUMNS.len(),
+            20,
+            "insert() binds 20 values in this order"
+        );
         let order: Vec<&str> = RUN_LOG_COLUMNS.iter().map(|c| c.name).collect();
         assert_eq!(
             order,
             [
-                "dbName", "tableName", "td_timestamp", "last_modified_at", "environment",
-                "status", "dataproc_job_id", "event_id", "run_id", "pipeline", "step",
-                "attempt", "source_object", "job_id", "error", "started_at", "finished_at",
-                "rows_loaded", "detail", "job"
+                "dbName",
+                "tableName",
+                "td_timestamp",
+                "last_modified_at",
+                "environment",
+                "status",
+                "dataproc_job_id",
+                "event_id",
+                "run_id",
+                "pipeline",
+                "step",
+                "attempt",
+                "source_object",
+                "job_id",
+                "error",
+                "started_at",
+                "finished_at",
+                "rows_loaded",
+                "detail",
+                "job"
             ]
         );
     }

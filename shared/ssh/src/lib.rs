@@ -84,7 +84,8 @@ fn last_line(text: &str) -> String {
 fn script_failed(what: &str, out: &session::Output) -> PortError {
     let message = format!(
         "{what} on the host failed (exit status {}): {}",
-        out.status.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        out.status
+            .map_or_else(|| "none".to_owned(), |s| s.to_string()),
         last_line(&out.stderr)
     );
     if out.status == Some(scripts::NO_SETSID) {
@@ -216,9 +217,15 @@ mod tests {
         assert_eq!(s("exit_code 0\nconveyor:stderr\n").state, "SUCCEEDED");
         let failed = s("exit_code 2\nconveyor:stderr\nno such table\n");
         assert_eq!(failed.state, "FAILED");
-        assert_eq!(failed.error.as_deref(), Some("exit status 2: no such table"));
+        assert_eq!(
+            failed.error.as_deref(),
+            Some("exit status 2: no such table")
+        );
         assert_eq!(s("cancelled\nconveyor:stderr\n").state, "CANCELLED");
         assert!(s("nopid\nconveyor:stderr\n").terminal);
-        assert!(s("conveyor:stderr\n").terminal, "a vanished process ends the job");
+        assert!(
+            s("conveyor:stderr\n").terminal,
+            "a vanished process ends the job"
+        );
     }
 }

@@ -181,7 +181,10 @@ mod tests {
         );
         assert!(s.contains("root='/tmp/x y'"), "{s}");
         assert!(s.contains(r"export CONVEYOR_DATE='$(reboot)'"), "{s}");
-        assert!(s.contains(r"printf '%s' 'echo '\''hi'\''; rm -rf $HOME'"), "{s}");
+        assert!(
+            s.contains(r"printf '%s' 'echo '\''hi'\''; rm -rf $HOME'"),
+            "{s}"
+        );
         assert!(s.ends_with("main </dev/null\n"));
     }
 

@@ -45,11 +45,7 @@ impl client::Handler for Pinned {
                 if self.keys.iter().any(|k| k.key_data() == key.key_data()) {
                     return Ok(true);
                 }
-                format!(
-                    "{} {}",
-                    key.algorithm(),
-                    key.fingerprint(HashAlg::Sha256)
-                )
+                format!("{} {}", key.algorithm(), key.fingerprint(HashAlg::Sha256))
             }
             PublicKeyOrCertificate::Certificate(_) => "a certificate".to_owned(),
         };
@@ -88,7 +84,9 @@ fn same_kind(algorithm: &Algorithm, key: &PublicKey) -> bool {
 /// The private key in a secret (OpenSSH or PEM, no passphrase).
 pub(crate) fn private_key(secret: &[u8]) -> Result<PrivateKey, PortError> {
     let text = std::str::from_utf8(secret).map_err(|_| {
-        PortError::Permanent("the SSH key secret is not text (expected an OpenSSH or PEM private key)".to_owned())
+        PortError::Permanent(
+            "the SSH key secret is not text (expected an OpenSSH or PEM private key)".to_owned(),
+        )
     })?;
     // The error names no key material.
     decode_secret_key(text, None).map_err(|e| {
@@ -211,7 +209,9 @@ impl Session {
         };
         tokio::time::timeout(SCRIPT_TIMEOUT, run)
             .await
-            .map_err(|_| PortError::Transient(format!("ssh: no answer within {SCRIPT_TIMEOUT:?}")))?
+            .map_err(|_| {
+                PortError::Transient(format!("ssh: no answer within {SCRIPT_TIMEOUT:?}"))
+            })?
     }
 
     /// Closes the connection politely.

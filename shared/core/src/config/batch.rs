@@ -724,7 +724,11 @@ impl SshBatch {
             let (hosts, ty, key) = if HOST_KEY_TYPES.contains(&fields[0]) {
                 (None, fields[0], fields.get(1))
             } else {
-                (Some(fields[0]), fields.get(1).copied().unwrap_or(""), fields.get(2))
+                (
+                    Some(fields[0]),
+                    fields.get(1).copied().unwrap_or(""),
+                    fields.get(2),
+                )
             };
             if !HOST_KEY_TYPES.contains(&ty) {
                 return Err(bad(&format!(

@@ -4,6 +4,7 @@
 //! - `mod.rs`: the configuration types, each field documented as it appears in the file.
 //! - `batch.rs`: the batch engines' specs (`engine: local | ssh | dataproc_serverless |
 //!   dataproc_cluster | dataflow_flex | data_fusion`) and what their states mean.
+//! - `messages.rs`: message triggers (`trigger.topic`): Pub/Sub messages into rows.
 //! - `pattern.rs`: object path patterns with named captures, and `{name}` templates.
 //! - `sinks.rs`: additional run-log sinks (a PostgreSQL table).
 //! - `stage.rs`: the stage section: sources (local path, S3, Cloud Storage, https), object
@@ -29,6 +30,7 @@
 
 mod batch;
 mod job;
+mod messages;
 mod pattern;
 mod sinks;
 mod stage;
@@ -47,6 +49,7 @@ pub use batch::{
 };
 pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch, truthy};
 use job::{RUN_ACTIVE, RUN_KEY};
+pub use messages::TopicName;
 pub use pattern::{PathPattern, PatternError, placeholders, render, table_safe};
 pub use sinks::{PgTable, PostgresSink, RunLogSink};
 pub use stage::{
@@ -263,6 +266,10 @@ pub struct Trigger {
     /// that date becomes this run's `{date}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<PipelineName>,
+    /// Load each message published to this Pub/Sub topic as rows (a push subscription to the
+    /// load function's `/messages/<pipeline>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<TopicName>,
 }
 
 impl Default for Trigger {
@@ -272,6 +279,7 @@ impl Default for Trigger {
             schedule: None,
             manual: true,
             after: Vec::new(),
+            topic: None,
         }
     }
 }

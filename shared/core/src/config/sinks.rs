@@ -110,9 +110,22 @@ mod tests {
 
     #[test]
     fn table_names_are_plain_identifiers() {
-        assert_eq!(PgTable::parse("ops.run_log").unwrap().to_string(), "ops.run_log");
-        assert_eq!(PgTable::parse("Run_Log").unwrap().to_string(), "public.run_log");
-        for bad in ["", "a.b.c", "ops.", "1x", "ops.run-log", "x\"; drop table y"] {
+        assert_eq!(
+            PgTable::parse("ops.run_log").unwrap().to_string(),
+            "ops.run_log"
+        );
+        assert_eq!(
+            PgTable::parse("Run_Log").unwrap().to_string(),
+            "public.run_log"
+        );
+        for bad in [
+            "",
+            "a.b.c",
+            "ops.",
+            "1x",
+            "ops.run-log",
+            "x\"; drop table y",
+        ] {
             assert!(PgTable::parse(bad).is_err(), "{bad}");
         }
     }

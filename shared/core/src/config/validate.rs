@@ -444,12 +444,21 @@ impl Validator {
             );
         }
         let t = &p.trigger;
-        if t.object.is_none() && t.schedule.is_none() && !t.manual && t.after.is_empty() {
+        if t.object.is_none()
+            && t.schedule.is_none()
+            && t.topic.is_none()
+            && !t.manual
+            && t.after.is_empty()
+        {
             self.issue(
                 format!("{path}.trigger"),
                 at(&["trigger"]),
-                "no trigger: set `object`, `schedule`, `after` or `manual: true`",
+                "no trigger: set `object`, `schedule`, `after`, `topic` or `manual: true`",
             );
+        }
+        for (field, message) in super::messages::problems(p) {
+            let keys: Vec<&str> = field.split('.').collect();
+            self.issue(format!("{path}.{field}"), at(&keys), message);
         }
         if !t.after.is_empty() {
             if p.stage.is_some() || p.load.is_some() {
@@ -498,11 +507,11 @@ impl Validator {
             }
         }
         if let Some(load) = &p.load {
-            if t.object.is_none() {
+            if t.object.is_none() && t.topic.is_none() {
                 self.issue(
                     format!("{path}.load"),
                     at(&["load"]),
-                    "a load needs `trigger.object`: it runs when a matching object arrives",
+                    "a load needs `trigger.object` (it runs when a matching object arrives) or `trigger.topic` (each message becomes rows)",
                 );
             }
             let vars: BTreeMap<String, String> = captures

@@ -2,12 +2,14 @@
 //! publishes the events that chain to the next step.
 //!
 //! # Layout
-//! One file per step: `stage.rs`, `load.rs`, `submit.rs`, `poll.rs`, `log.rs`; this file holds
+//! One file per step: `stage.rs`, `load.rs`, `submit.rs`, `poll.rs`, `log.rs`, and
+//! `messages.rs` (the load function's Pub/Sub messages into rows); this file holds
 //! what they share: the [`Context`], the [`StepError`] that decides acknowledgement, and
 //! [`handle`], the dispatch every function and the embedded runtime call.
 
 mod load;
 mod log;
+pub mod messages;
 mod poll;
 mod rejections;
 mod stage;

@@ -125,10 +125,18 @@ mod tests {
                     nullable: true,
                 },
             ],
-            rows: vec![vec![json!("drill-7"), json!(3)], vec![json!("truck-2"), json!(null)]],
+            partition: None,
+            clustering: Vec::new(),
+            rows: vec![
+                vec![json!("drill-7"), json!(3)],
+                vec![json!("truck-2"), json!(null)],
+            ],
         };
         assert!(w.insert_rows(&batch).await.unwrap());
-        assert!(!w.insert_rows(&batch).await.unwrap(), "a redelivery writes nothing");
+        assert!(
+            !w.insert_rows(&batch).await.unwrap(),
+            "a redelivery writes nothing"
+        );
         assert_eq!(w.row_count(&batch.table).await.unwrap(), 2);
         let other = RowBatch {
             batch_id: "cv-msg-x-2".into(),

@@ -29,7 +29,7 @@ fn round_id(job_id: &JobId, round: u32) -> String {
     }
 }
 
-fn bq_type(t: ColumnType) -> &'static str {
+pub(super) fn bq_type(t: ColumnType) -> &'static str {
     match t {
         ColumnType::String => "STRING",
         ColumnType::Int64 => "INT64",

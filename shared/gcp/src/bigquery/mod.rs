@@ -12,8 +12,11 @@
 //! - `load.rs`: the [`Warehouse`](conveyor_core::ports::Warehouse) port.
 //! - `run_log.rs`: the [`RunLog`](conveyor_core::ports::RunLog) port.
 //! - `sql.rs`: [`SqlEngine`], `engine: sql` as a query job behind the batch port.
+//! - `rows.rs`: the [`RowSink`](conveyor_core::ports::RowSink) port: a message pipeline's
+//!   rows as one DML insert job per message.
 
 mod load;
+mod rows;
 mod run_log;
 mod sql;
 
