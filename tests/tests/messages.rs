@@ -332,7 +332,7 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
     };
     let http = conveyor_gcp::http_client();
     let ps = format!("{}/v1/projects/test", emu.pubsub);
-    for topic in ["conveyor-events", "mobile-app-issues"] {
+    for topic in ["conveyor-events", "mobile-app-issues", "conveyor-alerts"] {
         ok(
             http.put(format!("{ps}/topics/{topic}")).send().await,
             "topic",
@@ -369,6 +369,7 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
                     format!("{}/bigquery/v2", emu.bq),
                 )
                 .env("CONVEYOR_ANONYMOUS", "true")
+                .env("CONVEYOR_ALERTS_TOPIC", "conveyor-alerts")
                 .env("CONVEYOR_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -391,6 +392,15 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
         )
         .await;
     }
+    // What a Slack or e-mail integration would subscribe to.
+    ok(
+        http.put(format!("{ps}/subscriptions/alerts-pull"))
+            .json(&json!({"topic": "projects/test/topics/conveyor-alerts"}))
+            .send()
+            .await,
+        "alerts subscription",
+    )
+    .await;
     let retry = json!({"minimumBackoff": "1s", "maximumBackoff": "2s"});
     for (name, topic, endpoint) in [
         (
@@ -447,6 +457,30 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
         .len()
             == 2
     })
+    .await;
+    let mut alerted = std::collections::BTreeSet::new();
+    wait_for(
+        "the alerts topic to hold both rejections",
+        Duration::from_secs(30),
+        async || {
+            let pulled = ok(
+                http.post(format!("{ps}/subscriptions/alerts-pull:pull"))
+                    .json(&json!({"maxMessages": 10}))
+                    .send()
+                    .await,
+                "pull alerts",
+            )
+            .await;
+            for m in pulled["receivedMessages"].as_array().into_iter().flatten() {
+                let a = &m["message"]["attributes"];
+                assert_eq!(a["ce-type"], "conveyor.step.failed", "{m}");
+                assert_eq!(a["ce-conveyorstatus"], "REJECTED", "{m}");
+                assert_eq!(a["ce-conveyorpipeline"], "app_issues", "{m}");
+                alerted.insert(a["ce-id"].as_str().unwrap_or_default().to_owned());
+            }
+            alerted.len() == 2
+        },
+    )
     .await;
     let rows = query(
         &http,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use conveyor_core::event::StepName;
-use conveyor_core::ports::{PortError, Ports};
+use conveyor_core::ports::{EventBus, PortError, Ports};
 use conveyor_core::steps::Context;
 use conveyor_gcp::Gcp;
 use conveyor_postgres::PostgresSinks;
@@ -24,8 +24,8 @@ pub fn router(ctx: Context) -> Router {
 }
 
 /// The ports the log step uses, on Google Cloud: the BigQuery run log, the PostgreSQL sinks
-/// (connection strings from Secret Manager, or `CONVEYOR_POSTGRES_URL`), and Pub/Sub (it
-/// records its own rejections).
+/// (connection strings from Secret Manager, or `CONVEYOR_POSTGRES_URL`), Pub/Sub (it records
+/// its own rejections) and the alerts topic (`CONVEYOR_ALERTS_TOPIC`), when there is one.
 ///
 /// # Errors
 /// When a client cannot be built.
@@ -35,10 +35,15 @@ pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
         .postgres_url
         .as_ref()
         .map(|u| u.expose().to_owned());
+    let alerts = gcp
+        .alerts_bus()
+        .await?
+        .map(|b| Arc::new(b) as Arc<dyn EventBus>);
     Ok(Ports {
         run_log: Arc::new(gcp.bigquery()),
         sinks: Arc::new(PostgresSinks::new(Arc::new(gcp.secrets()), url)),
         bus: Arc::new(gcp.bus().await?),
+        alerts,
         ..Ports::unwired()
     })
 }

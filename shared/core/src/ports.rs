@@ -581,6 +581,10 @@ pub struct Ports {
     pub sinks: Arc<dyn RunLogSinks>,
     /// Tables taking rows from messages.
     pub rows: Arc<dyn RowSink>,
+    /// Where the log step also publishes each event that ends a run in failure (FAILED with
+    /// no retry left, TIMED_OUT, REJECTED), for Slack or e-mail integrations: the alerts
+    /// topic. `None`: no alerts topic.
+    pub alerts: Option<Arc<dyn EventBus>>,
 }
 
 impl Ports {
@@ -597,6 +601,7 @@ impl Ports {
             sources: none.clone(),
             sinks: none.clone(),
             rows: none,
+            alerts: None,
         }
     }
 }

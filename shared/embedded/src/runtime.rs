@@ -162,6 +162,7 @@ impl Embedded {
             sources: Arc::new(sources),
             sinks: Arc::new(conveyor_core::ports::Unwired),
             rows: Arc::new(warehouse.clone()),
+            alerts: None,
         };
         Ok(Self {
             ctx: Context::new(config, ports),

@@ -52,6 +52,10 @@ pub struct GcpSettings {
     /// service). Never logged.
     #[serde(default)]
     pub postgres_url: Option<Redacted>,
+    /// `CONVEYOR_ALERTS_TOPIC`: where the log function also publishes each event that ends a
+    /// run in failure (`projects/P/topics/T`, or `T`); unset: no alerts topic.
+    #[serde(default)]
+    pub alerts_topic: Option<String>,
 }
 
 /// A setting that holds a credential: its `Debug` does not show it.
@@ -109,10 +113,14 @@ impl GcpSettings {
 
     /// The full topic name.
     pub fn topic(&self) -> String {
-        if self.events_topic.starts_with("projects/") {
-            self.events_topic.clone()
+        self.full_topic(&self.events_topic)
+    }
+
+    fn full_topic(&self, topic: &str) -> String {
+        if topic.starts_with("projects/") {
+            topic.to_owned()
         } else {
-            format!("projects/{}/topics/{}", self.project, self.events_topic)
+            format!("projects/{}/topics/{topic}", self.project)
         }
     }
 }
@@ -163,6 +171,28 @@ impl Gcp {
             &self.auth,
         )
         .await
+    }
+
+    /// The bus on the alerts topic, when `CONVEYOR_ALERTS_TOPIC` names one.
+    ///
+    /// # Errors
+    /// When the Pub/Sub client cannot be built.
+    pub async fn alerts_bus(&self) -> Result<Option<PubSubBus>, PortError> {
+        let Some(topic) = self
+            .settings
+            .alerts_topic
+            .as_deref()
+            .filter(|t| !t.is_empty())
+        else {
+            return Ok(None);
+        };
+        PubSubBus::new(
+            &self.settings.full_topic(topic),
+            self.settings.pubsub_endpoint.as_deref(),
+            &self.auth,
+        )
+        .await
+        .map(Some)
     }
 
     /// Cloud Storage.

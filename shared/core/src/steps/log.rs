@@ -1,6 +1,6 @@
 //! log: write every Conveyor event as a run-log row.
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{Context, Outcome, StepError, describe};
 use crate::event::{ConveyorEvent, Status};
@@ -27,6 +27,14 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         .await
         .map_err(StepError::from_port)?;
     record_in_sinks(ctx, &target.sinks(), &row).await?;
+    if ends_in_failure(&event) {
+        warn!(run_id = %event.run_id, pipeline = event.pipeline.as_ref().map_or("", |p| p.as_str()), step = %event.step, status = %event.status, error = event.detail.error.as_deref().unwrap_or(""), "run ended in failure");
+        if let Some(alerts) = &ctx.ports.alerts {
+            alerts.publish(&event).await.map_err(|e| {
+                StepError::Transient(format!("cannot publish to the alerts topic: {e}"))
+            })?;
+        }
+    }
     debug!(run_id = %event.run_id, status = %event.status, "run log row written");
     Ok(Outcome {
         summary: format!(
@@ -101,4 +109,14 @@ async fn record_in_sinks(
         }
     }
     Ok(())
+}
+
+/// Whether `event` ends its run in failure: TIMED_OUT, REJECTED, or FAILED with no retry
+/// pending (a failed attempt that will be retried carries `retry_at`).
+pub fn ends_in_failure(event: &ConveyorEvent) -> bool {
+    match event.status {
+        Status::TimedOut | Status::Rejected => true,
+        Status::Failed => event.detail.retry_at.is_none(),
+        _ => false,
+    }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use log::row_for;
+pub use log::{ends_in_failure, row_for};
 pub use rejections::{Rejections, record_rejection};
 pub use stage::{ProgressKind, StageProgress, StageReport, stage_pipeline};
 

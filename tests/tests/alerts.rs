@@ -1,0 +1,144 @@
+//! The alerts topic: the log step publishes each event that ends a run in failure (FAILED
+//! with no retry left, TIMED_OUT, REJECTED) to it, and only those; a failed publish asks for
+//! redelivery.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use conveyor_core::event::{ConveyorEvent, Detail, EventType, Status, StepName};
+use conveyor_core::names::{PipelineName, RunId};
+use conveyor_core::ports::{EventBus, PortError, Ports};
+use conveyor_core::steps::Context;
+use conveyor_embedded::{LocalStore, SqliteWarehouse};
+use tower::ServiceExt;
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<ConveyorEvent>>,
+    down: bool,
+}
+
+#[async_trait]
+impl EventBus for Recorder {
+    async fn publish(&self, e: &ConveyorEvent) -> Result<(), PortError> {
+        if self.down {
+            return Err(PortError::Transient("pubsub unavailable".into()));
+        }
+        self.events.lock().expect("events").push(e.clone());
+        Ok(())
+    }
+}
+
+fn event(run: &str, kind: EventType, status: Status, retry: bool) -> ConveyorEvent {
+    let p = PipelineName::parse("replicator").expect("pipeline");
+    ConveyorEvent::new(
+        kind,
+        RunId::derive(&p, &[run]),
+        Some(p),
+        StepName::Poll,
+        1,
+        status,
+        Detail {
+            retry_at: retry.then(chrono::Utc::now),
+            error: Some("exit status 3".into()),
+            ..Detail::default()
+        },
+    )
+}
+
+async fn post(ctx: &Context, e: &ConveyorEvent) -> StatusCode {
+    let router = conveyor_core::http::router(StepName::Log, ctx.clone());
+    let req = Request::post("/")
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(e).expect("json")))
+        .expect("request");
+    router.oneshot(req).await.expect("response").status()
+}
+
+fn context(dir: &std::path::Path, alerts: Arc<Recorder>) -> Context {
+    let store = LocalStore::new(dir.join("buckets")).expect("store");
+    let sqlite = SqliteWarehouse::open(dir.join("warehouse"), Arc::new(store)).expect("db");
+    let config = conveyor_core::config::parse_str(
+        "pipelines:\n  - name: replicator\n    batch: { engine: local, command: \"true\" }\n",
+        "t.yaml",
+    )
+    .expect("config");
+    Context {
+        config: Arc::new(config),
+        ports: Ports {
+            run_log: Arc::new(sqlite),
+            bus: Arc::new(Recorder::default()),
+            alerts: Some(alerts),
+            ..Ports::unwired()
+        },
+    }
+}
+
+#[tokio::test]
+async fn only_events_that_end_a_run_in_failure_reach_the_alerts_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts = Arc::new(Recorder::default());
+    let ctx = context(dir.path(), alerts.clone());
+    let cases = [
+        (
+            event("a", EventType::BatchSubmitted, Status::Submitted, false),
+            false,
+        ),
+        (
+            event("a", EventType::BatchFinished, Status::Failed, true),
+            false,
+        ),
+        (
+            event("a", EventType::BatchFinished, Status::Failed, false),
+            true,
+        ),
+        (
+            event("b", EventType::BatchFinished, Status::TimedOut, false),
+            true,
+        ),
+        (
+            event("c", EventType::StepFailed, Status::Rejected, false),
+            true,
+        ),
+        (
+            event("d", EventType::BatchFinished, Status::Succeeded, false),
+            false,
+        ),
+    ];
+    for (e, _) in &cases {
+        assert_eq!(post(&ctx, e).await, StatusCode::OK);
+    }
+    let published: Vec<String> = alerts
+        .events
+        .lock()
+        .expect("events")
+        .iter()
+        .map(|e| e.id())
+        .collect();
+    let expected: Vec<String> = cases
+        .iter()
+        .filter(|(_, alert)| *alert)
+        .map(|(e, _)| e.id())
+        .collect();
+    assert_eq!(published, expected);
+}
+
+#[tokio::test]
+async fn an_alerts_topic_that_is_down_asks_for_redelivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts = Arc::new(Recorder {
+        down: true,
+        ..Recorder::default()
+    });
+    let ctx = context(dir.path(), alerts);
+    let failed = event("e", EventType::BatchFinished, Status::TimedOut, false);
+    assert_eq!(post(&ctx, &failed).await, StatusCode::SERVICE_UNAVAILABLE);
+    let ok = event("f", EventType::BatchFinished, Status::Succeeded, false);
+    assert_eq!(
+        post(&ctx, &ok).await,
+        StatusCode::OK,
+        "a success needs no alert"
+    );
+}
