@@ -21,6 +21,8 @@ locals {
     var.dataflow_enabled ? ["dataflow.googleapis.com"] : [],
     var.datafusion_instance != null ? ["datafusion.googleapis.com"] : [],
     var.console_domain != null ? ["compute.googleapis.com", "iap.googleapis.com"] : [],
+    var.alerting_enabled ? ["logging.googleapis.com", "monitoring.googleapis.com"] : [],
+    length(var.cloudsql_instances) > 0 ? ["sqladmin.googleapis.com"] : [],
   )
 }
 
@@ -74,6 +76,18 @@ module "conveyor" {
   console_users               = var.console_users
   console_oauth_client_id     = var.console_oauth_client_id
   console_oauth_client_secret = var.console_oauth_client_secret
+
+  message_pipelines           = var.message_pipelines
+  create_message_topics       = var.create_message_topics
+  bigquery_subscriptions      = var.bigquery_subscriptions
+  cloud_storage_subscriptions = var.cloud_storage_subscriptions
+  alerting_enabled            = var.alerting_enabled
+  notification_channels       = var.notification_channels
+  alerts_topic_enabled        = var.alerts_topic_enabled
+  ssh_key_secret_ids          = var.ssh_key_secret_ids
+  postgres_url_secret_id      = var.postgres_url_secret_id
+  cloudsql_instances          = var.cloudsql_instances
+  vpc_egress                  = var.vpc_egress
 
   depends_on = [google_project_service.api]
 }

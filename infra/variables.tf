@@ -222,3 +222,97 @@ variable "callers" {
   type        = list(string)
   default     = []
 }
+
+# The source documents' remaining systems: message pipelines and native subscriptions
+# (modules/conveyor/messages.tf), alerting (alerting.tf), SSH keys and the PostgreSQL sink
+# (onprem.tf). See the module's variables for details.
+
+variable "message_pipelines" {
+  description = "Message pipelines as printed by `conveyor schedules --tfvars` into schedules.auto.tfvars.json (pipelines with `trigger.topic`): a push subscription each to the load function's `/messages/<pipeline>`."
+  type = list(object({
+    pipeline = string
+    topic    = string
+    table    = string
+  }))
+  default = []
+}
+
+variable "create_message_topics" {
+  description = "Create the topics message pipelines name without a project; false when the publishing application owns them."
+  type        = bool
+  default     = true
+}
+
+variable "bigquery_subscriptions" {
+  description = "Native Pub/Sub → BigQuery subscriptions for high-volume feeds (see the module's variable of the same name)."
+  type = list(object({
+    name                = string
+    topic               = string
+    table               = string
+    use_table_schema    = optional(bool, true)
+    write_metadata      = optional(bool, false)
+    drop_unknown_fields = optional(bool, false)
+  }))
+  default = []
+}
+
+variable "cloud_storage_subscriptions" {
+  description = "Native Pub/Sub → Cloud Storage subscriptions writing hourly (or size-bounded) files (see the module's variable of the same name)."
+  type = list(object({
+    name                     = string
+    topic                    = string
+    bucket                   = string
+    filename_prefix          = optional(string, "")
+    filename_suffix          = optional(string, "")
+    filename_datetime_format = optional(string, "YYYY-MM-DD/hh_mm_ssZ")
+    max_duration             = optional(string, "3600s")
+    max_bytes                = optional(number, 1073741824)
+    avro                     = optional(bool, true)
+  }))
+  default = []
+}
+
+variable "alerting_enabled" {
+  description = "Create the failed-runs log metric and the alert policies (failed runs, dead-letter backlog, 5xx rate per function)."
+  type        = bool
+  default     = true
+}
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channels (`projects/P/notificationChannels/ID`) every Conveyor alert notifies."
+  type        = list(string)
+  default     = []
+}
+
+variable "alerts_topic_enabled" {
+  description = "Create `<prefix>-alerts`, which receives every event that ends a run in failure, for Slack or e-mail integrations."
+  type        = bool
+  default     = false
+}
+
+variable "ssh_key_secret_ids" {
+  description = "Secret ids holding the private keys of `engine: ssh` batches (`key_secret`): submit and poll may read exactly these."
+  type        = list(string)
+  default     = []
+}
+
+variable "postgres_url_secret_id" {
+  description = "Secret id holding the connection string of the `run_log.postgres` sink: the log function may read it. Null: no PostgreSQL sink."
+  type        = string
+  default     = null
+}
+
+variable "cloudsql_instances" {
+  description = "Cloud SQL instances (`PROJECT:REGION:INSTANCE`) the log function reaches through Cloud Run's Cloud SQL connection (Auth Proxy socket under /cloudsql)."
+  type        = list(string)
+  default     = []
+}
+
+variable "vpc_egress" {
+  description = "Direct VPC egress `{ network, subnetwork }` for submit, poll and log, to reach SSH hosts on-prem or Cloud SQL over private IP; null: none."
+  type = object({
+    network    = string
+    subnetwork = string
+  })
+  default = null
+}

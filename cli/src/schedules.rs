@@ -14,7 +14,8 @@ use conveyor_core::schedules::{self, scheduler_jobs};
 pub(crate) enum Format {
     /// A JSON array of jobs.
     Json,
-    /// A Terraform variables file: `{"schedules": [...]}`.
+    /// A Terraform variables file: `{"schedules": [...]}`, and `"message_pipelines"` (the
+    /// push subscriptions of pipelines with `trigger.topic`) when there are some.
     Tfvars,
 }
 
@@ -27,7 +28,9 @@ pub(crate) fn schedules(config_path: &Path, format: Format) -> anyhow::Result<Ex
     let jobs = scheduler_jobs(&config);
     let text = match format {
         Format::Json => schedules::to_json(&jobs),
-        Format::Tfvars => schedules::to_tfvars(&jobs),
+        Format::Tfvars => {
+            schedules::to_tfvars_with_messages(&jobs, &schedules::message_subscriptions(&config))
+        }
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

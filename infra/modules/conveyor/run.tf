@@ -80,7 +80,7 @@ resource "google_cloud_run_v2_service" "function" {
       }
 
       dynamic "env" {
-        for_each = merge(local.env, local.auth_env[each.key])
+        for_each = merge(local.env, local.auth_env[each.key], lookup(local.function_env, each.key, {}))
         content {
           name  = env.key
           value = env.value
@@ -90,6 +90,15 @@ resource "google_cloud_run_v2_service" "function" {
       volume_mounts {
         name       = "config"
         mount_path = local.config_dir
+      }
+
+      # Cloud SQL's Auth Proxy socket for the log function's PostgreSQL sink (onprem.tf).
+      dynamic "volume_mounts" {
+        for_each = each.key == "log" && length(var.cloudsql_instances) > 0 ? [1] : []
+        content {
+          name       = "cloudsql"
+          mount_path = "/cloudsql"
+        }
       }
 
       startup_probe {
@@ -108,6 +117,28 @@ resource "google_cloud_run_v2_service" "function" {
         failure_threshold = 3
         http_get {
           path = "/healthz"
+        }
+      }
+    }
+
+    dynamic "volumes" {
+      for_each = each.key == "log" && length(var.cloudsql_instances) > 0 ? [1] : []
+      content {
+        name = "cloudsql"
+        cloud_sql_instance {
+          instances = var.cloudsql_instances
+        }
+      }
+    }
+
+    # Private networks (SSH hosts on-prem, Cloud SQL over private IP): onprem.tf.
+    dynamic "vpc_access" {
+      for_each = contains(local.private_egress, each.key) ? [var.vpc_egress] : []
+      content {
+        egress = "PRIVATE_RANGES_ONLY"
+        network_interfaces {
+          network    = vpc_access.value.network
+          subnetwork = vpc_access.value.subnetwork
         }
       }
     }

@@ -98,11 +98,51 @@ pub fn to_json(jobs: &[SchedulerJob]) -> String {
 /// The jobs as a Terraform variables file, `{"schedules": [...]}`, with a final newline: what
 /// `infra/schedules.auto.tfvars.json` holds.
 pub fn to_tfvars(jobs: &[SchedulerJob]) -> String {
+    to_tfvars_with_messages(jobs, &[])
+}
+
+/// A message pipeline as Terraform deploys it: a push subscription on `topic` to the load
+/// function's `/messages/<pipeline>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageSubscription {
+    /// The pipeline.
+    pub pipeline: PipelineName,
+    /// Its topic, as the file names it (`NAME` or `projects/P/topics/NAME`).
+    pub topic: String,
+    /// Its table (`dataset.table`).
+    pub table: String,
+}
+
+/// The push subscriptions for `config`: one per active pipeline with `trigger.topic`, in
+/// file order.
+pub fn message_subscriptions(config: &Config) -> Vec<MessageSubscription> {
+    config
+        .pipelines
+        .iter()
+        .filter(|p| p.active)
+        .filter_map(|p| {
+            Some(MessageSubscription {
+                pipeline: p.name.clone(),
+                topic: p.trigger.topic.as_ref()?.to_string(),
+                table: p.load.as_ref()?.table.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The Terraform variables file with the message pipelines too (`"message_pipelines"`, only
+/// when there are some, so a file without any prints what [`to_tfvars`] prints).
+pub fn to_tfvars_with_messages(jobs: &[SchedulerJob], messages: &[MessageSubscription]) -> String {
     #[derive(Serialize)]
     struct Tfvars<'a> {
         schedules: &'a [SchedulerJob],
+        #[serde(skip_serializing_if = "<[MessageSubscription]>::is_empty")]
+        message_pipelines: &'a [MessageSubscription],
     }
-    pretty(&Tfvars { schedules: jobs })
+    pretty(&Tfvars {
+        schedules: jobs,
+        message_pipelines: messages,
+    })
 }
 
 fn pretty(value: &impl Serialize) -> String {

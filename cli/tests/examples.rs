@@ -1,0 +1,61 @@
+//! Every example configuration validates, and the systems example's message pipelines reach
+//! Terraform's variables.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn conveyor(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(args)
+        .env_remove("CONVEYOR_CONFIG")
+        .output()
+        .expect("run conveyor");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn every_example_configuration_validates() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(examples()).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (ok, out) = conveyor(&["validate", path.to_str().expect("path")]);
+            assert!(ok, "{}: {out}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3,
+        "conveyor.yaml, engines.yaml and systems.yaml at least"
+    );
+}
+
+#[test]
+fn the_systems_example_lists_its_message_pipeline_for_terraform() {
+    let file = examples().join("systems.yaml");
+    let (ok, out) = conveyor(&[
+        "--config",
+        file.to_str().expect("path"),
+        "schedules",
+        "--tfvars",
+    ]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        v["message_pipelines"],
+        serde_json::json!([{"pipeline": "app_issues", "topic": "mobile-app-issues", "table": "ops.machine_issues"}])
+    );
+    assert_eq!(v["schedules"][0]["pipeline"], "cerebro_replicator");
+    assert_eq!(v["schedules"][0]["target"], "submit");
+}
