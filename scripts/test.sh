@@ -21,6 +21,11 @@ if ! [ -x /usr/bin/chromium ]; then
 fi
 echo "==> emulators (install once, before tests start them in parallel)"
 ./scripts/emulators.sh install
+echo "==> sshd and PostgreSQL for the SSH engine and run-log sink tests (Debian packages)"
+# Exit 3: not installable here (not root) and not CI: those tests skip, loudly.
+for server in sshd postgres; do
+  ./scripts/$server.sh install || { rc=$?; [ "$rc" = 3 ] || exit "$rc"; }
+done
 echo "==> cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
