@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use conveyor_core::config::Config;
 use conveyor_core::engines::Engines;
-use conveyor_embedded::runtime::Embedded;
 use conveyor_embedded::DirSecrets;
+use conveyor_embedded::runtime::Embedded;
 use conveyor_postgres::PostgresSinks;
 use conveyor_ssh::SshEngine;
 
@@ -24,6 +24,5 @@ pub(crate) fn open(config: Arc<Config>, state_dir: &Path) -> anyhow::Result<Embe
     // is not a command-line flag (flags show in `ps`).
     let url = std::env::var("CONVEYOR_POSTGRES_URL").ok();
     let sinks = PostgresSinks::new(secrets, url);
-    Ok(Embedded::open_with(config, state_dir, engines)?
-        .with_run_log_sinks(Arc::new(sinks)))
+    Ok(Embedded::open_with(config, state_dir, engines)?.with_run_log_sinks(Arc::new(sinks)))
 }

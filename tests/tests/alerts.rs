@@ -65,15 +65,15 @@ fn context(dir: &std::path::Path, alerts: Arc<Recorder>) -> Context {
         "t.yaml",
     )
     .expect("config");
-    Context {
-        config: Arc::new(config),
-        ports: Ports {
+    Context::new(
+        Arc::new(config),
+        Ports {
             run_log: Arc::new(sqlite),
             bus: Arc::new(Recorder::default()),
             alerts: Some(alerts),
             ..Ports::unwired()
         },
-    }
+    )
 }
 
 #[tokio::test]

@@ -43,8 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batch::{
     BatchSpec, ClusterSpec, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
-    DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob,
-    SshBatch,
+    DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob, SshBatch,
     parameter_placeholders, render_parameter,
 };
 pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch, truthy};
