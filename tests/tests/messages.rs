@@ -369,6 +369,7 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
                     format!("{}/bigquery/v2", emu.bq),
                 )
                 .env("CONVEYOR_ANONYMOUS", "true")
+                .env("CONVEYOR_BIGQUERY_EMULATOR", "true")
                 .env("CONVEYOR_ALERTS_TOPIC", "conveyor-alerts")
                 .env("CONVEYOR_LOG", "info")
                 .stdout(Stdio::null())
