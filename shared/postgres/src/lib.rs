@@ -100,7 +100,12 @@ impl PostgresSinks {
         if self.ready.lock().await.contains(&ready_key) {
             return Ok(());
         }
-        timed(client.batch_execute(&ddl(table))).await?;
+        if let Err(e) = timed(client.batch_execute(&ddl(table))).await {
+            // A statement failed inside the DDL's transaction: end it, so the connection can
+            // serve the next request.
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
         info!(table = %table, "the PostgreSQL run-log table is ready");
         self.ready.lock().await.insert(ready_key);
         Ok(())
