@@ -14,6 +14,42 @@ use conveyor_core::ports::{EventBus, PortError, Ports};
 use conveyor_core::steps::Context;
 use conveyor_gcp::Gcp;
 use conveyor_postgres::PostgresSinks;
+use serde::Deserialize;
+
+/// The log function's own settings, read once at start-up from `CONVEYOR_*` variables.
+#[derive(Deserialize)]
+struct LogSettings {
+    /// `CONVEYOR_POSTGRES_URL`: the connection string of a `run_log.postgres` sink without a
+    /// `url_secret` (prefer the secret: a variable is visible to whoever can read the
+    /// service). Never logged.
+    #[serde(default)]
+    postgres_url: Option<Redacted>,
+    /// `CONVEYOR_ALERTS_TOPIC`: where every event that ends a run in failure is also
+    /// published (`projects/P/topics/T`, or `T`); unset: no alerts topic.
+    #[serde(default)]
+    alerts_topic: Option<String>,
+}
+
+impl LogSettings {
+    fn from_env() -> Result<Self, PortError> {
+        envy::prefixed("CONVEYOR_").from_env::<Self>().map_err(|e| {
+            PortError::Permanent(format!(
+                "bad CONVEYOR_POSTGRES_URL or CONVEYOR_ALERTS_TOPIC: {e}"
+            ))
+        })
+    }
+}
+
+/// A setting holding a credential: its `Debug` does not show it.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Redacted(String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// The step this function runs.
 pub const STEP: StepName = StepName::Log;
@@ -30,15 +66,12 @@ pub fn router(ctx: Context) -> Router {
 /// # Errors
 /// When a client cannot be built.
 pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
-    let url = gcp
-        .settings()
-        .postgres_url
-        .as_ref()
-        .map(|u| u.expose().to_owned());
-    let alerts = gcp
-        .alerts_bus()
-        .await?
-        .map(|b| Arc::new(b) as Arc<dyn EventBus>);
+    let settings = LogSettings::from_env()?;
+    let url = settings.postgres_url.map(|u| u.0);
+    let alerts = match settings.alerts_topic.filter(|t| !t.is_empty()) {
+        Some(topic) => Some(Arc::new(gcp.bus_on(&topic).await?) as Arc<dyn EventBus>),
+        None => None,
+    };
     Ok(Ports {
         run_log: Arc::new(gcp.bigquery()),
         sinks: Arc::new(PostgresSinks::new(Arc::new(gcp.secrets()), url)),

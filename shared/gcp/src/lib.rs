@@ -37,7 +37,7 @@ pub use dead_letter::{PubSubRest, PulledMessage};
 pub use gcs::GcsStore;
 pub use pubsub::PubSubBus;
 pub use secrets::SecretManager;
-pub use settings::{Gcp, GcpSettings, Redacted};
+pub use settings::{Gcp, GcpSettings};
 
 use conveyor_core::ports::PortError;
 

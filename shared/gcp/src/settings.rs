@@ -47,33 +47,6 @@ pub struct GcpSettings {
     /// `CONVEYOR_DATAFLOW_ENDPOINT`: override of `https://dataflow.googleapis.com`.
     #[serde(default)]
     pub dataflow_endpoint: Option<String>,
-    /// `CONVEYOR_POSTGRES_URL`: the connection string of a `run_log.postgres` sink without a
-    /// `url_secret` (prefer the secret: a variable is visible to whoever can read the
-    /// service). Never logged.
-    #[serde(default)]
-    pub postgres_url: Option<Redacted>,
-    /// `CONVEYOR_ALERTS_TOPIC`: where the log function also publishes each event that ends a
-    /// run in failure (`projects/P/topics/T`, or `T`); unset: no alerts topic.
-    #[serde(default)]
-    pub alerts_topic: Option<String>,
-}
-
-/// A setting that holds a credential: its `Debug` does not show it.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Redacted(String);
-
-impl Redacted {
-    /// The value.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 fn default_gcs() -> String {
@@ -173,26 +146,18 @@ impl Gcp {
         .await
     }
 
-    /// The bus on the alerts topic, when `CONVEYOR_ALERTS_TOPIC` names one.
+    /// A bus on another topic (`projects/P/topics/T`, or `T` in the project), such as the
+    /// alerts topic.
     ///
     /// # Errors
     /// When the Pub/Sub client cannot be built.
-    pub async fn alerts_bus(&self) -> Result<Option<PubSubBus>, PortError> {
-        let Some(topic) = self
-            .settings
-            .alerts_topic
-            .as_deref()
-            .filter(|t| !t.is_empty())
-        else {
-            return Ok(None);
-        };
+    pub async fn bus_on(&self, topic: &str) -> Result<PubSubBus, PortError> {
         PubSubBus::new(
             &self.settings.full_topic(topic),
             self.settings.pubsub_endpoint.as_deref(),
             &self.auth,
         )
         .await
-        .map(Some)
     }
 
     /// Cloud Storage.
