@@ -109,6 +109,13 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         let f = f.expect("entry").path();
         std::fs::copy(&f, data.join(f.file_name().expect("name"))).expect("copy");
     }
+    // Its batch commands run in the file's folder.
+    std::fs::create_dir_all(dir.path().join("batch")).expect("mkdir");
+    std::fs::copy(
+        examples.join("batch/aggregate.sh"),
+        dir.path().join("batch/aggregate.sh"),
+    )
+    .expect("copy");
     let mut yaml = std::fs::read_to_string(examples.join("conveyor.yaml")).expect("examples");
     yaml.push_str(BROKEN);
     let config = dir.path().join("conveyor.yaml");

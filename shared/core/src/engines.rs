@@ -132,6 +132,7 @@ mod tests {
         let local = BatchSpec::Local(LocalBatch {
             command: "true".into(),
             env: BTreeMap::new(),
+            working_dir: None,
         });
         let err = Engines::new().state(&local, &req.job_id).await.unwrap_err();
         assert!(err.to_string().contains("embedded runtime"), "{err}");

@@ -227,7 +227,7 @@ proptest! {
     fn mutated_example_files_are_answered_without_panicking(
         cuts in prop::collection::vec((any::<prop::sample::Index>(), 0usize..20, ".{0,12}"), 1..6),
     ) {
-        let mut text = include_str!("../../../examples/seed-004-data-fusion.yaml").to_owned();
+        let mut text = include_str!("../../../examples/data-fusion-dag.yaml").to_owned();
         for (at, len, insert) in cuts {
             let mut i = at.index(text.len().max(1));
             while !text.is_char_boundary(i) {

@@ -70,8 +70,12 @@ impl LocalBatchEngine {
         tokio::fs::write(staging.join("command"), command)
             .await
             .map_err(io)?;
-        let cwd = std::env::current_dir()
-            .map_err(|e| PortError::Transient(format!("cannot read the working directory: {e}")))?;
+        let cwd = match &spec.working_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir().map_err(|e| {
+                PortError::Transient(format!("cannot read the working directory: {e}"))
+            })?,
+        };
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c")
             .arg(WRAPPER)
@@ -299,6 +303,7 @@ mod tests {
             spec: BatchSpec::Local(LocalBatch {
                 command: command.to_owned(),
                 env: BTreeMap::new(),
+                working_dir: None,
             }),
             vars: vars
                 .iter()
@@ -390,6 +395,26 @@ mod tests {
         assert_eq!(
             std::path::Path::new(pwd.trim()).canonicalize().unwrap(),
             std::env::current_dir().unwrap().canonicalize().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_command_runs_in_its_working_directory_when_one_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("pipelines");
+        std::fs::create_dir(&work).unwrap();
+        let engine = LocalBatchEngine::new(dir.path().join("batches")).unwrap();
+        let mut req = request("pwd", &[]);
+        if let BatchSpec::Local(spec) = &mut req.spec {
+            spec.working_dir = Some(work.clone());
+        }
+        engine.submit(&req).await.unwrap();
+        assert_eq!(finish(&engine, &req).await.state, "SUCCEEDED");
+        let job = dir.path().join("batches").join(req.job_id.as_str());
+        let pwd = std::fs::read_to_string(job.join("stdout.log")).unwrap();
+        assert_eq!(
+            std::path::Path::new(pwd.trim()).canonicalize().unwrap(),
+            work.canonicalize().unwrap()
         );
     }
 }

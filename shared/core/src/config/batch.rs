@@ -639,6 +639,24 @@ pub struct LocalBatch {
     /// Extra environment variables for the command.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The directory the command runs in. A relative path is relative to the pipeline file,
+    /// and so is the default (the pipeline file's directory), so a pipeline file runs the
+    /// same from any working directory. Configuration text read without a file
+    /// (`parse_str`) runs commands in the process's working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<std::path::PathBuf>,
+}
+
+impl LocalBatch {
+    /// Makes the working directory relative to `base` (the pipeline file's directory):
+    /// `base` itself when none is given, `base/DIR` when a relative one is.
+    pub fn resolve_relative(&mut self, base: &std::path::Path) {
+        self.working_dir = Some(match self.working_dir.take() {
+            Some(dir) if dir.is_absolute() => dir,
+            Some(dir) => base.join(dir),
+            None => base.to_path_buf(),
+        });
+    }
 }
 
 /// A command run over SSH on a remote host (seed 000's on-prem cluster), detached under the

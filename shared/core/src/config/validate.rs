@@ -69,11 +69,19 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     let mut config = parse_str(&text, &path.display().to_string())?;
-    // A relative local stage source is relative to the file that names it.
-    let base = path.parent().unwrap_or(Path::new("."));
+    // A relative local stage source, and a local command's working directory, are relative
+    // to the file that names them.
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let base = parent.unwrap_or(Path::new("."));
+    let absolute = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
     for p in &mut config.pipelines {
         if let Some(stage) = &mut p.stage {
             stage.resolve_relative(base);
+        }
+        for job in &mut p.jobs {
+            if let crate::config::BatchSpec::Local(local) = &mut job.spec {
+                local.resolve_relative(&absolute);
+            }
         }
     }
     Ok(config)
@@ -846,6 +854,38 @@ pipelines:
             Err(ConfigError::Invalid { issues, .. }) => issues,
             Err(e) => panic!("unexpected {e}"),
         }
+    }
+
+    #[test]
+    fn local_commands_run_in_the_pipeline_files_folder_wherever_it_is_read_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("pipelines");
+        std::fs::create_dir(&folder).unwrap();
+        let text = GOOD.replace(
+            "    poll:",
+            "  - name: other\n    trigger: { manual: true }\n    batch:\n      engine: local\n      command: \"true\"\n      working_dir: scripts\n    poll:",
+        );
+        std::fs::write(folder.join("conveyor.yaml"), text).unwrap();
+        let config = load_file(&folder.join("conveyor.yaml")).unwrap();
+        let dirs: Vec<_> = config
+            .pipelines
+            .iter()
+            .flat_map(|p| &p.jobs)
+            .map(|j| match &j.spec {
+                crate::config::BatchSpec::Local(l) => l.working_dir.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            dirs,
+            vec![Some(folder.clone()), Some(folder.join("scripts"))]
+        );
+        // Text without a file keeps the process's working directory.
+        let config = parse_str(GOOD, "t.yaml").unwrap();
+        assert!(matches!(
+            &config.pipelines[0].jobs[0].spec,
+            crate::config::BatchSpec::Local(l) if l.working_dir.is_none()
+        ));
     }
 
     #[test]
