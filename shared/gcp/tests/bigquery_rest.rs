@@ -222,3 +222,77 @@ async fn a_sql_job_is_inserted_under_its_id_and_a_409_adopts_it() {
     assert!(!err.is_transient());
     assert!(err.to_string().contains("not table-safe"), "{err}");
 }
+
+/// A server with BigQuery's contract for job ids: the first insert of an id creates the job,
+/// every later one answers 409; a created job is DONE.
+#[derive(Clone, Default)]
+struct Jobs {
+    created: Arc<Mutex<Vec<String>>>,
+    conflicts: Arc<Mutex<usize>>,
+}
+
+async fn jobs_api(State(j): State<Jobs>, method: Method, body: String) -> impl IntoResponse {
+    let done = json!({
+        "jobReference": {"projectId": "p", "jobId": "x"},
+        "status": {"state": "DONE"},
+        "statistics": {"load": {"outputRows": "3"}},
+    });
+    if method == Method::POST {
+        let id = serde_json::from_str::<Value>(&body).ok().and_then(|b| {
+            b.pointer("/jobReference/jobId")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        let Some(id) = id else {
+            return (StatusCode::BAD_REQUEST, "no job id".to_owned());
+        };
+        // Let the other concurrent inserts arrive before this one is answered.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut created = j.created.lock().expect("lock");
+        if created.contains(&id) {
+            *j.conflicts.lock().expect("lock") += 1;
+            let conflict =
+                json!({"error": {"code": 409, "message": format!("Already Exists: Job p:{id}")}});
+            return (StatusCode::CONFLICT, conflict.to_string());
+        }
+        created.push(id);
+    }
+    (StatusCode::OK, done.to_string())
+}
+
+#[tokio::test]
+async fn four_concurrent_deliveries_of_one_load_create_one_job() {
+    let jobs = Jobs::default();
+    let app = Router::new().fallback(jobs_api).with_state(jobs.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/bigquery/v2",
+        listener.local_addr().expect("addr")
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let bq = Arc::new(BigQuery::new("p", None, Some(&url), &GcpAuth::Anonymous));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let bq = bq.clone();
+        tasks.push(tokio::spawn(async move {
+            bq.load(&load_job(), Duration::from_secs(5)).await
+        }));
+    }
+    let mut adopted = 0;
+    for t in tasks {
+        let status = t.await.expect("task").expect("load");
+        assert_eq!(status.state, LoadState::Done { rows: 3 });
+        adopted += usize::from(status.adopted);
+    }
+    assert_eq!(
+        *jobs.created.lock().expect("lock"),
+        vec![load_job().job_id.to_string()],
+        "one job is created, under the deterministic id"
+    );
+    assert_eq!(*jobs.conflicts.lock().expect("lock"), 3);
+    assert_eq!(adopted, 3, "the other three deliveries adopt it");
+}
