@@ -111,6 +111,7 @@ fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     conveyor_core::telemetry::init(conveyor_core::telemetry::LogFormat::Text, &cli.log);
     let result = match cli.command {
@@ -144,4 +145,24 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Output piped into a reader that stops early (`conveyor status | head`) ends the command
+/// quietly, as other command-line tools do, instead of printing a panic: Rust ignores SIGPIPE,
+/// so `println!` panics on the closed pipe. Exits with 141 (128 + SIGPIPE), the status a
+/// shell shows for a tool killed by it.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
