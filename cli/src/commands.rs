@@ -25,23 +25,85 @@ use tokio::sync::broadcast;
 
 use crate::progress::{ChainOutput, StageOutput};
 
-pub(crate) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
-    match config::load_file(file) {
-        Ok(c) => {
-            let active = c.pipelines.iter().filter(|p| p.active).count();
-            println!(
-                "{}: ok, {} pipeline(s), {active} active",
-                file.display(),
-                c.pipelines.len()
-            );
-            Ok(ExitCode::SUCCESS)
+/// How `conveyor validate` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ValidateFormat {
+    /// One line per error on stderr, `file:line:col: path: message`.
+    Text,
+    /// One JSON document on stdout: `{"file", "ok", "pipelines", "errors": [{"file", "line",
+    /// "column", "path", "message"}]}`.
+    Json,
+}
+
+/// Checks `file`, reporting every error in one pass; exit status 1 when there is any.
+pub(crate) fn validate(file: &Path, format: ValidateFormat) -> anyhow::Result<ExitCode> {
+    let name = file.display().to_string();
+    let (config, issues) = match config::load_file(file) {
+        Ok(c) => (Some(c), Vec::new()),
+        Err(ConfigError::Invalid { issues, .. }) => (None, issues),
+        Err(e @ ConfigError::Read { .. }) => {
+            let message = format!("{:#}", anyhow::Error::from(e));
+            (
+                None,
+                vec![config::ConfigIssue {
+                    path: "(file)".to_owned(),
+                    line: None,
+                    column: None,
+                    message,
+                }],
+            )
         }
-        Err(e @ ConfigError::Invalid { .. }) => {
-            println!("{e}");
-            Ok(ExitCode::FAILURE)
+        Err(e) => return Err(e.into()),
+    };
+    match format {
+        ValidateFormat::Json => {
+            let errors: Vec<serde_json::Value> = issues
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "file": name,
+                        "line": i.line,
+                        "column": i.column,
+                        "path": i.path,
+                        "message": i.message,
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "file": name,
+                "ok": issues.is_empty(),
+                "pipelines": config.as_ref().map(|c| c.pipelines.len()),
+                "errors": errors,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
         }
-        Err(e) => Err(e.into()),
+        ValidateFormat::Text => match &config {
+            Some(c) => {
+                let active = c.pipelines.iter().filter(|p| p.active).count();
+                println!(
+                    "{name}: ok, {} pipeline(s), {active} active",
+                    c.pipelines.len()
+                );
+            }
+            None => {
+                for i in &issues {
+                    eprintln!("{name}:{i}");
+                }
+                eprintln!("{name}: {} error(s)", issues.len());
+            }
+        },
     }
+    Ok(if issues.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints the pipeline file's JSON Schema.
+pub(crate) fn schema() -> anyhow::Result<ExitCode> {
+    print!("{}", config::json_schema_text());
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Arc<Config>> {

@@ -47,11 +47,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check a configuration file and report every error with its field path and line.
+    /// Check a configuration file and report every error in one pass, once each, as
+    /// `file:line:col: path: message` on stderr (exit status 1 when there is any): unknown or
+    /// misspelt keys and values, types, durations, names, Cloud Scheduler's cron dialect and
+    /// IANA time zones, placeholders, engines' fields, `after` cycles.
     Validate {
         /// The file to check (default: --config).
         file: Option<PathBuf>,
+        /// `text` (one line per error on stderr) or `json` (one document on stdout).
+        #[arg(long, value_enum, default_value = "text")]
+        format: commands::ValidateFormat,
     },
+    /// Print the pipeline file's JSON Schema (for editors: completion, hover docs, inline
+    /// errors). `examples/conveyor.schema.json` is a copy of it.
+    Schema,
     /// Stage every active pipeline's source, run the chain until every run has finished, then
     /// print loaded row counts and the run log.
     Run {
@@ -115,7 +124,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     conveyor_core::telemetry::init(conveyor_core::telemetry::LogFormat::Text, &cli.log);
     let result = match cli.command {
-        Command::Validate { file } => commands::validate(file.as_deref().unwrap_or(&cli.config)),
+        Command::Validate { file, format } => {
+            commands::validate(file.as_deref().unwrap_or(&cli.config), format)
+        }
+        Command::Schema => commands::schema(),
         Command::Run { timeout } => {
             commands::run(&cli.config, &cli.state_dir, None, false, timeout).await
         }

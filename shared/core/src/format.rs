@@ -4,10 +4,11 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A file format a load step can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Format {
     /// Apache Avro object container files.
@@ -24,7 +25,7 @@ pub enum Format {
 }
 
 /// The type of a column, mapped onto BigQuery's standard types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ColumnType {
     /// UTF-8 text.
@@ -49,7 +50,7 @@ pub enum ColumnType {
 }
 
 /// One column of a decoded file or of a declared schema.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Column {
     /// Column name.
     pub name: String,
@@ -58,6 +59,7 @@ pub struct Column {
     pub ty: ColumnType,
     /// `mode: REQUIRED` columns are not nullable; `NULLABLE` (the default) are.
     #[serde(rename = "mode", default = "nullable_default", with = "mode")]
+    #[schemars(schema_with = "crate::config::schema::column_mode")]
     pub nullable: bool,
 }
 

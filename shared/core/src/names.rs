@@ -70,6 +70,47 @@ macro_rules! string_newtype {
     };
 }
 
+/// A JSON Schema for a name that is written as a string in the pipeline file: `pattern` is
+/// the name's rule (ECMA-262), `description` says it in words for editors.
+macro_rules! string_schema {
+    ($name:ident, $pattern:expr, $description:expr) => {
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": $pattern,
+                    "description": $description,
+                })
+            }
+        }
+    };
+}
+
+string_schema!(
+    BucketName,
+    "^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$",
+    "A Cloud Storage bucket name: 3-63 characters of a-z, 0-9, '-', '_' and '.', starting and ending with a letter or digit."
+);
+string_schema!(
+    PipelineName,
+    "^[a-z][a-z0-9_-]{0,62}$",
+    "1-63 characters of a-z, 0-9, '-' and '_', starting with a letter; part of run and job ids."
+);
+string_schema!(
+    JobName,
+    "^(?!load$)[a-z][a-z0-9_-]{0,29}$",
+    "1-30 characters of a-z, 0-9, '-' and '_', starting with a letter; `load` is reserved for the load step."
+);
+string_schema!(
+    TableRef,
+    "^([a-z0-9-]{6,30}\\.)?[A-Za-z0-9_]{1,1024}\\.[A-Za-z0-9_]{1,1024}$",
+    "A BigQuery table: `dataset.table` or `project.dataset.table`."
+);
+
 string_newtype!(
     /// A Cloud Storage bucket name (3–63 characters of `a-z 0-9 - _ .`, starting and ending
     /// with a letter or digit). In the embedded mode it is a directory name, so the same rule

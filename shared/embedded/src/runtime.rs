@@ -412,13 +412,14 @@ async fn schedules(ctx: Context, max: u32) {
             let Some(s) = &p.trigger.schedule else {
                 continue;
             };
-            let Ok(cron) = croner::Cron::new(&s.cron).parse() else {
-                continue;
+            // In the schedule's own time zone, as Cloud Scheduler evaluates it.
+            let fire_after = |t| {
+                conveyor_core::schedules::next_fire(&s.cron, &s.time_zone, t)
+                    .unwrap_or(t + chrono::Duration::days(3650))
             };
-            let due = *next.entry(p.name.to_string()).or_insert_with(|| {
-                cron.find_next_occurrence(&now, false)
-                    .unwrap_or(now + chrono::Duration::days(3650))
-            });
+            let due = *next
+                .entry(p.name.to_string())
+                .or_insert_with(|| fire_after(now));
             if due <= now {
                 let step = if p.stage.is_some() {
                     StepName::Stage
@@ -434,10 +435,7 @@ async fn schedules(ctx: Context, max: u32) {
                 });
                 let ctx2 = ctx.clone();
                 tokio::spawn(async move { deliver(&ctx2, step, start, max).await });
-                let after = cron
-                    .find_next_occurrence(&now, false)
-                    .unwrap_or(now + chrono::Duration::days(3650));
-                next.insert(p.name.to_string(), after);
+                next.insert(p.name.to_string(), fire_after(now));
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The batch that follows a load: which engine, with what parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "engine", rename_all = "snake_case", deny_unknown_fields)]
 #[expect(
     clippy::large_enum_variant,
@@ -564,7 +565,7 @@ fn yes() -> bool {
 /// values in their table-safe form (`{date}` of `2026-11-20` is `2026_11_20`, as in
 /// `load.table`) and `{table}` (the loaded table); a value that is not table-safe is refused,
 /// never pasted into SQL.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlJob {
     /// The query (GoogleSQL in BigQuery; the embedded mode runs it on SQLite with the
@@ -630,7 +631,7 @@ impl SqlJob {
 }
 
 /// A local command run as the batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalBatch {
     /// The command, run by `sh -c`. Placeholders: the trigger's captures, `{run_id}`,
@@ -662,13 +663,14 @@ impl LocalBatch {
 /// A command run over SSH on a remote host (seed 000's on-prem cluster), detached under the
 /// job id: the host keeps a directory per job (`work_dir/JOB_ID`) with `command`, `pid`,
 /// `stdout.log`, `stderr.log` and, once it ends, `exit_code`, as the local engine does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SshBatch {
     /// The host name or address.
     pub host: String,
     /// The SSH port. Default 22.
     #[serde(default = "default_ssh_port", deserialize_with = "lenient::port")]
+    #[schemars(schema_with = "crate::config::schema::port")]
     pub port: u16,
     /// The user to log in as.
     pub user: String,
@@ -691,6 +693,7 @@ pub struct SshBatch {
     pub work_dir: String,
     /// How long connecting (TCP, key exchange, authentication) may take. Default 30s.
     #[serde(default = "default_ssh_connect_timeout", with = "humantime_serde")]
+    #[schemars(schema_with = "crate::config::schema::duration")]
     pub connect_timeout: Duration,
 }
 
@@ -813,7 +816,7 @@ impl SshBatch {
 }
 
 /// A Dataproc Serverless batch: `batches.create` with the job id as `batchId`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataprocServerless {
     /// The Google Cloud project that runs the batch.
@@ -855,7 +858,7 @@ pub struct DataprocServerless {
 }
 
 /// A Spark program: a main class in a jar, or a main jar.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SparkJob {
     /// The main class (`com.example.services.Application`); its jar goes in `jar_file_uris`.
@@ -900,7 +903,7 @@ impl SparkJob {
 }
 
 /// A PySpark program.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PySparkJob {
     /// The main Python file (`gs://.../job.py`).
@@ -941,7 +944,7 @@ impl PySparkJob {
 }
 
 /// A Spark SQL script.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SparkSqlJob {
     /// The script (`gs://.../query.sql`).
@@ -956,7 +959,7 @@ pub struct SparkSqlJob {
 
 /// A Dataproc job on an ephemeral cluster: the cluster (named after the job id) is created
 /// for the job and deleted when the job ends in any state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataprocCluster {
     /// The Google Cloud project of the cluster and the job.
@@ -985,14 +988,16 @@ pub struct DataprocCluster {
 }
 
 /// The shape of an ephemeral Dataproc cluster (what `gcloud dataproc clusters create` takes).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     /// One master and no workers (`--single-node`).
     #[serde(default, deserialize_with = "lenient::flag")]
+    #[schemars(schema_with = "crate::config::schema::flag")]
     pub single_node: bool,
     /// Workers, when not single-node (Dataproc's default: 2).
     #[serde(default, deserialize_with = "lenient::count")]
+    #[schemars(schema_with = "crate::config::schema::count")]
     pub num_workers: Option<u32>,
     /// The master's machine type (`n1-standard-4`).
     #[serde(default)]
@@ -1013,6 +1018,7 @@ pub struct ClusterSpec {
     /// Dataproc deletes the cluster after it has been idle this long (`--max-idle`): a safety
     /// net should Conveyor not get to delete it. Default 1h; 10m to 14d.
     #[serde(default = "default_max_idle", with = "humantime_serde")]
+    #[schemars(schema_with = "crate::config::schema::duration")]
     pub max_idle: Duration,
     /// The zone (`us-central1-a`); none lets Dataproc pick one in the region.
     #[serde(default)]
@@ -1022,6 +1028,7 @@ pub struct ClusterSpec {
     pub subnet: Option<String>,
     /// Internal IP addresses only (`--no-address`). Default `true`.
     #[serde(default = "yes", deserialize_with = "lenient::flag")]
+    #[schemars(schema_with = "crate::config::schema::flag")]
     pub internal_ip_only: bool,
     /// The service account of the cluster's VMs (`--service-account`).
     #[serde(default)]
@@ -1069,7 +1076,7 @@ impl Default for ClusterSpec {
 }
 
 /// A Pig job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PigJob {
     /// The Pig queries, run in order; `sh CMD` runs a shell command on the master.
@@ -1086,12 +1093,13 @@ pub struct PigJob {
     pub jar_file_uris: Vec<String>,
     /// Run the remaining queries when one fails.
     #[serde(default, deserialize_with = "lenient::flag")]
+    #[schemars(schema_with = "crate::config::schema::flag")]
     pub continue_on_failure: bool,
 }
 
 /// A Dataflow job launched from a flex template (`flexTemplates.launch`); the job id is its
 /// `jobName`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataflowFlex {
     /// The Google Cloud project of the job.
@@ -1109,9 +1117,11 @@ pub struct DataflowFlex {
     pub machine_type: Option<String>,
     /// Workers at the start.
     #[serde(default, deserialize_with = "lenient::count")]
+    #[schemars(schema_with = "crate::config::schema::count")]
     pub num_workers: Option<u32>,
     /// The most workers autoscaling may use.
     #[serde(default, deserialize_with = "lenient::count")]
+    #[schemars(schema_with = "crate::config::schema::count")]
     pub max_workers: Option<u32>,
     /// The job's temporary files (`gs://bucket/tmp`).
     #[serde(default)]
@@ -1127,6 +1137,7 @@ pub struct DataflowFlex {
     pub subnetwork: Option<String>,
     /// Workers get private IP addresses only (`ipConfiguration: WORKER_IP_PRIVATE`).
     #[serde(default, deserialize_with = "lenient::flag")]
+    #[schemars(schema_with = "crate::config::schema::flag")]
     pub private_ips: bool,
     /// The service account of the workers (`serviceAccountEmail`).
     #[serde(default)]
@@ -1137,7 +1148,7 @@ pub struct DataflowFlex {
 }
 
 /// A Cloud Data Fusion batch pipeline (its `DataPipelineWorkflow`) on an instance's CDAP API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataFusion {
     /// The instance's API endpoint (`apiEndpoint` of the instance:
@@ -1162,7 +1173,7 @@ fn default_namespace() -> String {
 }
 
 /// One row of runtime arguments of a Data Fusion pipeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataFusionRun {
     /// The row's key, part of its run id. Default: its argument values joined by `-`
@@ -1171,6 +1182,7 @@ pub struct DataFusionRun {
     pub name: Option<String>,
     /// Inactive rows start no run (seed 004's `is_active`). Default `true`.
     #[serde(default = "yes", deserialize_with = "lenient::flag")]
+    #[schemars(schema_with = "crate::config::schema::flag")]
     pub active: bool,
     /// The row's runtime arguments (`business_unit: hr`).
     #[serde(default)]

@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{BatchSpec, PollPolicy};
@@ -43,7 +44,7 @@ pub struct Job {
 }
 
 /// Where a job's rows come from: inline `rows`, or a `table` read when the job starts.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForEach {
     /// A table (`dataset.table`) whose rows are read when the job starts (seed 004's
@@ -142,7 +143,7 @@ pub fn truthy(v: &str) -> bool {
 
 /// How arriving objects are grouped into one load job: `{ marker: _SUCCESS }` or
 /// `{ window: 5m, max_files: 1000 }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "RawLoadBatch", into = "RawLoadBatch")]
 pub enum LoadBatch {
     /// A folder per marker: when an object whose file name is `marker` arrives, every object
@@ -170,7 +171,7 @@ pub struct WindowBatch {
 }
 
 /// `load.batch` as the file writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawLoadBatch {
     /// The file name that says a folder is complete (`_SUCCESS`).
@@ -182,6 +183,7 @@ struct RawLoadBatch {
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(schema_with = "crate::config::schema::duration")]
     window: Option<Duration>,
     /// A window with this many files closes at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]

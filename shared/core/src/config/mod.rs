@@ -9,6 +9,7 @@
 //! - `sinks.rs`: additional run-log sinks (a PostgreSQL table).
 //! - `stage.rs`: the stage section: sources (local path, S3, Cloud Storage, https), object
 //!   name templates, and the checks that keep credentials out of the file.
+//! - `schema.rs`: the file's JSON Schema (`conveyor schema`), derived from these types.
 //! - `validate.rs`: loading with *every* error reported, each with its field path and line.
 //!
 //! # Example
@@ -32,6 +33,7 @@ mod batch;
 mod job;
 mod messages;
 mod pattern;
+pub(crate) mod schema;
 mod sinks;
 mod stage;
 mod validate;
@@ -39,6 +41,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use batch::{
@@ -50,18 +53,20 @@ pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch, tru
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use messages::TopicName;
 pub use pattern::{PathPattern, PatternError, placeholders, render, table_safe};
+pub use schema::{json_schema, json_schema_text};
 pub use sinks::{PgTable, PostgresSink, RunLogSink};
 pub use stage::{
     GcsSource, HttpsSource, S3Source, S3Verify, STAGE_PLACEHOLDERS, SecretRef, StageSource,
     StageSpec, folder, redact_url,
 };
+pub(crate) use validate::closest;
 pub use validate::{ConfigError, ConfigIssue, load_file, parse_str};
 
 use crate::format::{Column, Format};
 use crate::names::{BucketName, JobName, PipelineName, TableRef};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The environment name written to every run-log row (`environment` column), e.g. `dev`.
@@ -103,7 +108,7 @@ impl Config {
 }
 
 /// The run-log table, and the sinks that receive its rows too.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunLogTarget {
     /// `dataset.table` (or `project.dataset.table`) of the run log.
@@ -138,7 +143,7 @@ impl Default for RunLogTarget {
 }
 
 /// One pipeline: what starts it, what it stages, loads and runs, and how the run is followed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     /// Unique name; part of run and job ids.
@@ -249,7 +254,7 @@ impl Pipeline {
 }
 
 /// What starts a run. Several may be set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
     /// Start on the arrival of an object matching a pattern.
@@ -284,7 +289,7 @@ impl Default for Trigger {
 }
 
 /// Object-arrival trigger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectTrigger {
     /// The watched bucket.
@@ -295,13 +300,17 @@ pub struct ObjectTrigger {
 }
 
 /// Schedule trigger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleTrigger {
-    /// Five-field cron expression (`0 2 * * *`), evaluated in `time_zone`.
+    /// Five-field cron expression (`0 2 * * *`: minute hour day-of-month month day-of-week)
+    /// as Cloud Scheduler reads it, evaluated in `time_zone`. No seconds field, `L`, `W`, `#`
+    /// or `?`.
+    #[schemars(schema_with = "schema::cron")]
     pub cron: String,
     /// IANA time zone of the schedule (Cloud Scheduler's `timeZone`). Default `Etc/UTC`.
     #[serde(default = "utc")]
+    #[schemars(schema_with = "schema::time_zone")]
     pub time_zone: String,
 }
 
@@ -310,7 +319,7 @@ fn utc() -> String {
 }
 
 /// How an arriving object is loaded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadSpec {
     /// Destination `dataset.table`, with `{capture}` placeholders from the trigger pattern.
@@ -399,7 +408,7 @@ fn one() -> u64 {
 
 /// A schema change a load job may make to an existing table (BigQuery's
 /// `schemaUpdateOptions`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SchemaUpdateOption {
     /// New nullable columns may be added.
@@ -409,7 +418,7 @@ pub enum SchemaUpdateOption {
 }
 
 /// BigQuery's write disposition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WriteDisposition {
     /// Add the rows to the table.
@@ -422,7 +431,7 @@ pub enum WriteDisposition {
 }
 
 /// BigQuery's create disposition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CreateDisposition {
     /// Create the table when it is missing.
@@ -433,12 +442,13 @@ pub enum CreateDisposition {
 }
 
 /// A table schema: detected from the file or declared.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum SchemaSpec {
     /// The word `autodetect`.
     #[default]
     #[serde(with = "autodetect")]
+    #[schemars(schema_with = "schema::autodetect")]
     Autodetect,
     /// Declared columns.
     Columns(Vec<Column>),
@@ -464,7 +474,7 @@ mod autodetect {
 }
 
 /// Time partitioning.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Partition {
     /// The partitioning column; none means ingestion time.
@@ -476,7 +486,7 @@ pub struct Partition {
 }
 
 /// Partition granularity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PartitionKind {
     /// Hourly.
@@ -491,7 +501,7 @@ pub enum PartitionKind {
 }
 
 /// How a batch is followed: success states, timeout, retries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollPolicy {
     /// States that count as success. Default: the engine's terminal success state. A
@@ -500,12 +510,14 @@ pub struct PollPolicy {
     pub success_states: Option<Vec<String>>,
     /// How long one attempt may run before it is cancelled and the run ends `TIMED_OUT`.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(schema_with = "crate::config::schema::duration")]
     pub timeout: Duration,
     /// Attempts in all, the first included (1 = no retry).
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
     /// How often a running job is checked.
     #[serde(default = "default_interval", with = "humantime_serde")]
+    #[schemars(schema_with = "crate::config::schema::duration")]
     pub interval: Duration,
     /// Delay before a failed attempt is resubmitted.
     #[serde(default)]
@@ -535,17 +547,19 @@ impl Default for PollPolicy {
 }
 
 /// Exponential backoff between attempts: `initial * multiplier^(attempt-1)`, capped at `max`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// Delay after the first failure.
     #[serde(default = "default_initial", with = "humantime_serde")]
+    #[schemars(schema_with = "crate::config::schema::duration")]
     pub initial: Duration,
     /// Growth factor per attempt.
     #[serde(default = "default_multiplier")]
     pub multiplier: f64,
     /// Upper bound.
     #[serde(default = "default_max", with = "humantime_serde")]
+    #[schemars(schema_with = "crate::config::schema::duration")]
     pub max: Duration,
 }
 

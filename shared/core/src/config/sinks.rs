@@ -17,7 +17,7 @@ use super::SecretRef;
 /// A PostgreSQL (Cloud SQL) table receiving the run log. The connection string is never in
 /// the file: it is the secret `url_secret`, or, without one, the environment's
 /// `CONVEYOR_POSTGRES_URL`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSink {
     /// The Secret Manager secret holding the connection string

@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::Path;
 
 use marked_yaml::Node;
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{PathPattern, placeholders};
@@ -25,7 +26,7 @@ use crate::names::BucketName;
 ///   include: "**.avro"
 ///   concurrency: 4
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
     /// The source: a local path, or `s3://`, `gs://`, `http(s)://` URL as one string, or a
@@ -85,7 +86,7 @@ pub enum StageSource {
 /// A folder of an S3 bucket. Credentials come from the environment (`AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`; `AWS_REGION` and `AWS_ENDPOINT_URL` too)
 /// or from a Secret Manager secret named by `secret`, never from this file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3Source {
     /// The bucket name.
@@ -117,7 +118,7 @@ pub struct S3Source {
 }
 
 /// How an S3 copy is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum S3Verify {
     /// Size, and MD5 against a single-part ETag.
@@ -129,7 +130,7 @@ pub enum S3Verify {
 
 /// A folder of a Cloud Storage bucket, read with the stage function's own identity (in the
 /// embedded mode: a bucket directory of the state directory).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GcsSource {
     /// The bucket.
@@ -140,7 +141,7 @@ pub struct GcsSource {
 }
 
 /// Files on web servers: a list of URLs, or the URL of a manifest listing them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpsSource {
     /// The files' URLs.
@@ -374,11 +375,11 @@ const CREDENTIAL_KEYS: &[&str] = &[
 /// Finds credentials written into a `stage` section: keys such as `access_key_id` or
 /// `secret_access_key` anywhere below it, and URLs with a password (`https://u:p@host`).
 /// Returns `(field path below the section, line, message)`; messages never repeat the value.
-pub(super) fn inline_credentials(stage: &Node) -> Vec<(String, Option<usize>, String)> {
-    fn line(n: &Node) -> Option<usize> {
-        n.span().start().map(|m| m.line())
+pub(super) fn inline_credentials(stage: &Node) -> Vec<(String, Option<(usize, usize)>, String)> {
+    fn line(n: &Node) -> Option<(usize, usize)> {
+        n.span().start().map(|m| (m.line(), m.column()))
     }
-    fn walk(node: &Node, path: &str, out: &mut Vec<(String, Option<usize>, String)>) {
+    fn walk(node: &Node, path: &str, out: &mut Vec<(String, Option<(usize, usize)>, String)>) {
         if let Some(map) = node.as_mapping() {
             for (k, v) in map.iter() {
                 let key = k.as_str();
@@ -390,7 +391,7 @@ pub(super) fn inline_credentials(stage: &Node) -> Vec<(String, Option<usize>, St
                 if CREDENTIAL_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
                     out.push((
                         p,
-                        k.span().start().map(|m| m.line()),
+                        k.span().start().map(|m| (m.line(), m.column())),
                         format!("inline credentials are not allowed: {CREDENTIALS_HINT}"),
                     ));
                 } else {

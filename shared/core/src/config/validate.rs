@@ -1,9 +1,12 @@
-//! Loading a configuration file with every error reported, each with its field path and line.
+//! Loading a configuration file with every error reported, once each, with its field path,
+//! line and column.
 //!
 //! serde stops at the first error, so the file is first parsed into a marked YAML tree and each
-//! section of each pipeline is deserialized on its own: one mistake per section is reported, in
-//! every section of every pipeline, followed by the cross-field checks of everything that did
-//! parse.
+//! section of each pipeline is deserialized on its own. When a section fails, the error is
+//! recorded, the offending key is taken out of a copy of the section and the section is read
+//! again, until it reads or nothing more can be taken out: every mistake of a section is
+//! reported in one pass, and none twice (a required field whose value was refused is not also
+//! reported missing). The cross-field checks then run on every pipeline that did read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -22,15 +25,20 @@ pub struct ConfigIssue {
     pub path: String,
     /// 1-based line, when known.
     pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
     /// What is wrong.
     pub message: String,
 }
 
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "line {line}: {}: {}", self.path, self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => {
+                write!(f, "{line}:{column}: {}: {}", self.path, self.message)
+            }
+            (Some(line), None) => write!(f, "{line}: {}: {}", self.path, self.message),
+            _ => write!(f, "{}: {}", self.path, self.message),
         }
     }
 }
@@ -48,8 +56,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file has errors; all of them are listed.
-    #[error("{source_name}: {} error(s):\n{}", issues.len(), issues.iter().map(|i| format!("  {source_name}:{i}")).collect::<Vec<_>>().join("\n"))]
+    /// The file has errors; all of them are listed, one a line, as `file:line:col: path:
+    /// message` (what editors and CI problem matchers read).
+    #[error("{}\n{source_name}: {} error(s)", issues.iter().map(|i| format!("{source_name}:{i}")).collect::<Vec<_>>().join("\n"), issues.len())]
     Invalid {
         /// The file name, for messages.
         source_name: String,
@@ -94,7 +103,11 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
     let mut v = Validator::default();
     let config = v.config(text);
-    v.issues.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+    v.issues
+        .sort_by_key(|i| (i.line.unwrap_or(usize::MAX), i.column.unwrap_or(0)));
+    let mut seen = BTreeSet::new();
+    v.issues
+        .retain(|i| seen.insert((i.path.clone(), i.message.clone())));
     match config {
         Some(c) if v.issues.is_empty() => Ok(c),
         _ => Err(ConfigError::Invalid {
@@ -109,8 +122,15 @@ struct Validator {
     issues: Vec<ConfigIssue>,
 }
 
-fn line_of(node: &Node) -> Option<usize> {
-    node.span().start().map(|m| m.line())
+/// A line and column.
+type Pos = Option<(usize, usize)>;
+
+fn pos(marker: Option<&marked_yaml::Marker>) -> Pos {
+    marker.map(|m| (m.line(), m.column()))
+}
+
+fn line_of(node: &Node) -> Pos {
+    pos(node.span().start())
 }
 
 fn get<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
@@ -118,40 +138,99 @@ fn get<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
 }
 
 impl Validator {
-    fn issue(&mut self, path: impl Into<String>, line: Option<usize>, message: impl Into<String>) {
+    fn issue(&mut self, path: impl Into<String>, at: Pos, message: impl Into<String>) {
         self.issues.push(ConfigIssue {
             path: path.into(),
-            line,
+            line: at.map(|(l, _)| l),
+            column: at.map(|(_, c)| c),
             message: message.into(),
         });
     }
 
-    /// Deserializes `node` as `T`, recording an issue at `path` on failure.
+    /// Deserializes `node` as `T`, recording every mistake in it under `path`: after each
+    /// error the offending key is taken out of a copy of the node and the node is read again.
+    /// `None` when there was any mistake.
     fn section<T: DeserializeOwned>(&mut self, path: &str, node: &Node) -> Option<T> {
-        match marked_yaml::from_node::<T>(node) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let line = e.start_mark().map(|m| m.line()).or_else(|| line_of(node));
-                let full = match e.path() {
-                    Some(p) if !p.is_empty() && p != "." => format!("{path}.{p}"),
-                    _ => path.to_owned(),
-                };
-                let message = e.into_inner().to_string();
-                self.issue(full, line, message);
-                None
+        let mut node = node.clone();
+        // Keys taken out, and keys an unknown key was probably meant to be: a `missing
+        // field` error about one of them is a consequence of an error already reported.
+        let mut explained: BTreeSet<(Vec<Seg>, String)> = BTreeSet::new();
+        let mut failed = false;
+        for _ in 0..=MAX_ISSUES_PER_SECTION {
+            let e = match marked_yaml::from_node::<T>(&node) {
+                Ok(v) => return (!failed).then_some(v),
+                Err(e) => e,
+            };
+            failed = true;
+            let segs = e.path().map(parse_path).unwrap_or_default();
+            let at = pos(e.start_mark().as_ref());
+            let full = |segs: &[Seg]| join_path(path, segs);
+            let value_text = node_at(&node, &segs)
+                .and_then(Node::as_scalar)
+                .map(|s| s.as_str().to_owned());
+            match e.into_inner() {
+                marked_yaml::Error::UnknownFieldError(field, expected, _) => {
+                    let parent = segs
+                        .strip_suffix(&[Seg::Key(field.clone())])
+                        .unwrap_or(&segs)
+                        .to_vec();
+                    let message = unknown_field(&field, expected);
+                    if let Some(meant) = closest(&field, expected.iter().copied()) {
+                        explained.insert((parent.clone(), meant.to_owned()));
+                    }
+                    let mut key_path = parent.clone();
+                    key_path.push(Seg::Key(field.clone()));
+                    self.issue(full(&key_path), at, message);
+                    if !remove(&mut node, &key_path) {
+                        return None;
+                    }
+                }
+                inner => {
+                    let message = inner.to_string();
+                    if let Some(missing) = missing_field(&message) {
+                        let consequence = explained.contains(&(segs.clone(), missing.clone()));
+                        if !consequence {
+                            let mut key_path = segs.clone();
+                            key_path.push(Seg::Key(missing.clone()));
+                            self.issue(full(&key_path), at, format!("missing field `{missing}`"));
+                        }
+                    } else {
+                        self.issue(
+                            full(&segs),
+                            at,
+                            plain(&inner, &message, value_text.as_deref()),
+                        );
+                    }
+                    // Take the key out; a refused value inside a list takes its list out.
+                    let mut key_path = segs.clone();
+                    while matches!(key_path.last(), Some(Seg::Index(_))) {
+                        key_path.pop();
+                    }
+                    if let Some(Seg::Key(k)) = key_path.last() {
+                        explained.insert((key_path[..key_path.len() - 1].to_vec(), k.clone()));
+                    }
+                    if !remove(&mut node, &key_path) {
+                        return None;
+                    }
+                }
             }
         }
+        None
     }
 
     fn known_keys(&mut self, path: &str, node: &Node, allowed: &[&str]) {
         let Some(map) = node.as_mapping() else { return };
         for (key, _) in map.iter() {
             if !allowed.contains(&key.as_str()) {
-                let line = key.span().start().map(|m| m.line());
+                let full = if path.is_empty() {
+                    key.as_str().to_owned()
+                } else {
+                    format!("{path}.{}", key.as_str())
+                };
                 self.issue(
-                    format!("{path}.{}", key.as_str()),
-                    line,
-                    format!("unknown field, expected one of: {}", allowed.join(", ")),
+                    full,
+                    pos(key.span().start()),
+                    unknown_field(key.as_str(), allowed),
                 );
             }
         }
@@ -162,8 +241,8 @@ impl Validator {
         let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
             Ok(root) => root,
             Err(e) => {
-                let line = load_error_line(&e);
-                self.issue("(file)", line, format!("not valid YAML/JSON: {e}"));
+                let at = load_error_pos(&e);
+                self.issue("(file)", at, format!("not valid YAML/JSON: {e}"));
                 return None;
             }
         };
@@ -328,6 +407,7 @@ impl Validator {
             "run_log",
         ];
         self.known_keys(path, node, KEYS);
+        self.schedule(path, node);
         let before = self.issues.len();
         if get(node, "name").is_none() {
             self.issue(
@@ -342,8 +422,8 @@ impl Validator {
                 if *key == "stage" {
                     let found = super::stage::inline_credentials(n);
                     if !found.is_empty() {
-                        for (field, line, message) in found {
-                            self.issue(format!("{p}.{field}"), line, message);
+                        for (field, at, message) in found {
+                            self.issue(format!("{p}.{field}"), at, message);
                         }
                         continue;
                     }
@@ -379,6 +459,32 @@ impl Validator {
         }
         self.semantics(path, node, &pipeline, from_batch);
         Some(pipeline)
+    }
+
+    /// `trigger.schedule`: a cron expression Cloud Scheduler accepts and an IANA time zone.
+    /// Checked on the YAML itself, so a mistake elsewhere in the pipeline hides neither.
+    fn schedule(&mut self, path: &str, node: &Node) {
+        let Some(schedule) = get(node, "trigger").and_then(|t| get(t, "schedule")) else {
+            return;
+        };
+        if let Some(cron) = get(schedule, "cron").and_then(Node::as_scalar)
+            && let Err(e) = crate::schedules::check_cron(cron.as_str())
+        {
+            self.issue(
+                format!("{path}.trigger.schedule.cron"),
+                pos(cron.span().start()),
+                format!("invalid cron {:?}: {e}", cron.as_str()),
+            );
+        }
+        if let Some(zone) = get(schedule, "time_zone").and_then(Node::as_scalar)
+            && let Err(e) = crate::schedules::parse_time_zone(zone.as_str())
+        {
+            self.issue(
+                format!("{path}.trigger.schedule.time_zone"),
+                pos(zone.span().start()),
+                e,
+            );
+        }
     }
 
     /// Each job of `jobs` on its own, so one bad job does not hide the others' mistakes.
@@ -491,15 +597,8 @@ impl Validator {
                 );
             }
         }
-        if let Some(s) = &t.schedule
-            && let Err(e) = croner::Cron::new(&s.cron).parse()
-        {
-            self.issue(
-                format!("{path}.trigger.schedule.cron"),
-                at(&["trigger", "schedule", "cron"]),
-                format!("invalid cron expression {:?}: {e}", s.cron),
-            );
-        }
+        // `trigger.schedule`'s cron and time zone are checked as they are read (the messages
+        // then point at the value itself).
         let captures: Vec<String> = t
             .object
             .as_ref()
@@ -695,7 +794,7 @@ impl Validator {
         path: &str,
         jpath: &str,
         keys: &[String],
-        at_path: &dyn Fn(&[String]) -> Option<usize>,
+        at_path: &dyn Fn(&[String]) -> Pos,
         job: &super::Job,
         p: &Pipeline,
         known: &[String],
@@ -815,7 +914,23 @@ impl Validator {
     }
 }
 
-fn load_error_line(e: &marked_yaml::LoadError) -> Option<usize> {
+/// The candidate closest to `word` (case-insensitive edit distance), when close enough to be
+/// what was meant: "did you mean `load`?".
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let lower = word.to_lowercase();
+    let limit = (lower.chars().count() / 3).max(1) + usize::from(lower.chars().count() > 8);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(&lower, &c.to_lowercase()), c))
+        .filter(|(d, c)| *d <= limit && *c != word)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn load_error_pos(e: &marked_yaml::LoadError) -> Pos {
     use marked_yaml::LoadError as L;
     match e {
         L::TopLevelMustBeMapping(m)
@@ -823,9 +938,173 @@ fn load_error_line(e: &marked_yaml::LoadError) -> Option<usize> {
         | L::UnexpectedAnchor(m)
         | L::MappingKeyMustBeScalar(m)
         | L::UnexpectedTag(m)
-        | L::ScanError(m, _) => Some(m.line()),
-        L::DuplicateKey(d) => d.key.span().start().map(|m| m.line()),
+        | L::ScanError(m, _) => pos(Some(m)),
+        L::DuplicateKey(d) => pos(d.key.span().start()),
     }
+}
+
+/// The most mistakes reported in one section (a guard: each round takes a key out).
+const MAX_ISSUES_PER_SECTION: usize = 100;
+
+/// One step of a field path: a mapping key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// `load.schema[0].name` (as serde_path_to_error renders it) as steps. Parts serde could not
+/// follow (`?`) end the path.
+fn parse_path(p: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    if p.is_empty() || p == "." {
+        return out;
+    }
+    for part in p.split('.') {
+        let (key, rest) = part.split_once('[').map_or((part, ""), |(k, r)| (k, r));
+        if key == "?" {
+            break;
+        }
+        if !key.is_empty() {
+            out.push(Seg::Key(key.to_owned()));
+        }
+        for index in rest.split('[') {
+            if let Ok(i) = index.trim_end_matches(']').parse::<usize>() {
+                out.push(Seg::Index(i));
+            }
+        }
+    }
+    out
+}
+
+fn join_path(base: &str, segs: &[Seg]) -> String {
+    let mut out = base.to_owned();
+    for s in segs {
+        match s {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn node_at<'a>(node: &'a Node, segs: &[Seg]) -> Option<&'a Node> {
+    let mut n = node;
+    for s in segs {
+        n = match s {
+            Seg::Key(k) => get(n, k)?,
+            Seg::Index(i) => n.as_sequence()?.get(*i)?,
+        };
+    }
+    Some(n)
+}
+
+/// Takes the key at `segs` out of its mapping; false when there is none (the section root).
+fn remove(node: &mut Node, segs: &[Seg]) -> bool {
+    let Some((Seg::Key(last), parent)) = segs.split_last() else {
+        return false;
+    };
+    let mut n = node;
+    for s in parent {
+        let next = match s {
+            Seg::Key(k) => n.as_mapping_mut().and_then(|m| {
+                let key = m.keys().find(|key| key.as_str() == k)?.clone();
+                m.get_mut(&key)
+            }),
+            Seg::Index(i) => n.as_sequence_mut().and_then(|q| q.get_mut(*i)),
+        };
+        match next {
+            Some(next) => n = next,
+            None => return false,
+        }
+    }
+    let Some(map) = n.as_mapping_mut() else {
+        return false;
+    };
+    let Some(key) = map.keys().find(|key| key.as_str() == last).cloned() else {
+        return false;
+    };
+    map.remove(&key).is_some()
+}
+
+/// `missing field `name`` → `name`.
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+fn unknown_field(field: &str, expected: &[&str]) -> String {
+    match closest(field, expected.iter().copied()) {
+        Some(meant) => format!("unknown field `{field}`; did you mean `{meant}`?"),
+        None if expected.is_empty() => {
+            format!("unknown field `{field}`: this mapping takes no fields")
+        }
+        None => format!(
+            "unknown field `{field}`, expected one of: {}",
+            expected.join(", ")
+        ),
+    }
+}
+
+/// serde's and the parsers' messages in plain words: `expected an integer, got "one"`.
+fn plain(error: &marked_yaml::Error, message: &str, value: Option<&str>) -> String {
+    use marked_yaml::Error as E;
+    let got = value.map_or_else(String::new, |v| format!(", got {v:?}"));
+    match error {
+        E::IntegerParseFailure(..) => return format!("expected a whole number{got}"),
+        E::FloatParseFailure(..) => return format!("expected a number{got}"),
+        E::NotBoolean(_) => return format!("expected true or false{got}"),
+        _ => {}
+    }
+    // `unknown variant `APEND`, expected one of `A`, `B``: suggest the closest.
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let (word, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let candidates: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        return match closest(word, candidates.iter().copied()) {
+            Some(meant) => format!("unknown value `{word}`; did you mean `{meant}`?"),
+            None => format!(
+                "unknown value `{word}`{}",
+                tail.replacen(", expected", "; expected", 1)
+            ),
+        };
+    }
+    let lower = message.to_ascii_lowercase();
+    let duration = [
+        "time unit",
+        "duration",
+        "expected number",
+        "number is too large",
+    ];
+    if duration.iter().any(|w| lower.contains(w)) && !lower.contains("invalid type") {
+        return format!("expected a duration such as 30s or 5m{got}");
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        if let Some((unexpected, expected)) = rest.split_once(", expected ") {
+            let expected = match expected {
+                "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => "a whole number",
+                "f32" | "f64" => "a number",
+                "a boolean" => "true or false",
+                "a sequence" => "a list",
+                "a string" => "a string",
+                e if e.starts_with("struct ") || e == "a map" => "a mapping",
+                e => e,
+            };
+            let unexpected = match unexpected {
+                "map" => "a mapping".to_owned(),
+                "sequence" => "a list".to_owned(),
+                "unit value" => "nothing".to_owned(),
+                u => u
+                    .strip_prefix("string ")
+                    .map_or_else(|| u.to_owned(), str::to_owned),
+            };
+            return format!("expected {expected}, got {unexpected}");
+        }
+    }
+    message.to_owned()
 }
 
 #[cfg(test)]
@@ -1090,7 +1369,10 @@ pipelines:
                 .iter()
                 .any(|i| i.path == path && i.message.contains(word))
         };
-        assert!(has("pipelines[0].batch", "runtime_version"), "{found:#?}");
+        assert!(
+            has("pipelines[0].batch.runtime_version", "missing field"),
+            "{found:#?}"
+        );
         assert!(has("pipelines[1].batch.pig", "exactly one"), "{found:#?}");
         assert!(
             has("pipelines[2].batch.parameters.query", "{column}"),
@@ -1107,5 +1389,113 @@ pipelines:
             ),
             "{found:#?}"
         );
+    }
+
+    /// Seven mistakes, four of them in one pipeline, three in one mapping.
+    const SEVEN: &str = r#"pipelines:
+  - name: sales
+    trigger:
+      object: { bucket: landing, pattern: "sales/{date}/*.csv" }
+    laod:
+      table: "analytics.sales_{date}"
+    poll:
+      timeout: soon
+      max_attempts: one
+      intreval: 30s
+  - name: nightly
+    trigger:
+      schedule: { cron: "0 5 L * *", time_zone: Europe/Pariss }
+    jobs:
+      - name: report
+        engine: local
+        command: "echo {date}"
+        poll: { max_attempts: 2 }
+    run_log: { table: ops.run_log, postgres: { table: ops.log }, sink: x }
+"#;
+
+    #[test]
+    fn seven_mistakes_are_reported_in_one_pass_once_each_with_line_and_column() {
+        let found = issues(SEVEN);
+        let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
+        let expected = [
+            "5:5: pipelines[0].laod: unknown field `laod`; did you mean `load`?",
+            "8:16: pipelines[0].poll.timeout: expected a duration such as 30s or 5m, got \"soon\"",
+            "9:21: pipelines[0].poll.max_attempts: expected a whole number, got \"one\"",
+            "10:7: pipelines[0].poll.intreval: unknown field `intreval`; did you mean `interval`?",
+            "13:25: pipelines[1].trigger.schedule.cron: invalid cron \"0 5 L * *\": `L` in the day of the month field is not supported by Cloud Scheduler's cron (no `L` for last or `W` for nearest weekday)",
+            "13:49: pipelines[1].trigger.schedule.time_zone: \"Europe/Pariss\" is not an IANA time zone; did you mean `Europe/Paris`?",
+            "19:66: pipelines[1].run_log.sink: unknown field `sink`, expected one of: table, postgres",
+        ];
+        assert_eq!(shown, expected, "{shown:#?}");
+    }
+
+    #[test]
+    fn a_refused_required_value_is_not_also_reported_missing() {
+        let text = GOOD.replace("format: CSV", "fromat: CSV");
+        let found = issues(&text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(
+            found[0].message,
+            "unknown field `fromat`; did you mean `format`?"
+        );
+        assert_eq!((found[0].line, found[0].column), (Some(10), Some(7)));
+        let text = GOOD.replace("format: CSV", "format: XLSX");
+        let found = issues(&text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].message.contains("unknown value `XLSX`"),
+            "{found:#?}"
+        );
+        let text = GOOD.replace("format: CSV", "format: CVS");
+        let found = issues(&text);
+        assert_eq!(
+            found[0].message, "unknown value `CVS`; did you mean `CSV`?",
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_pipeline_key_is_reported_once() {
+        let text = GOOD.replace("    poll:", "    colour: blue\n    poll:");
+        let found = issues(&text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].path, "pipelines[0].colour");
+    }
+
+    #[test]
+    fn a_bad_zone_and_a_scheduler_invalid_cron_are_refused_with_their_lines() {
+        for (cron, zone, what) in [
+            ("0 5 L * *", "UTC", "cron"),
+            ("0 5 * * 1#2", "UTC", "cron"),
+            ("0 0 5 * * *", "UTC", "cron"),
+            ("0 5 * * *", "Mars/Olympus", "time_zone"),
+            ("0 5 * * *", "Europe/Pariss", "time_zone"),
+        ] {
+            let text = format!(
+                "pipelines:\n  - name: n\n    trigger:\n      schedule:\n        cron: \"{cron}\"\n        time_zone: {zone}\n    jobs: [{{ name: j, engine: local, command: \"true\" }}]\n"
+            );
+            let found = issues(&text);
+            assert_eq!(found.len(), 1, "{cron} {zone}: {found:#?}");
+            assert_eq!(
+                found[0].path,
+                format!("pipelines[0].trigger.schedule.{what}")
+            );
+            let line = if what == "cron" { 5 } else { 6 };
+            assert_eq!(found[0].line, Some(line), "{found:#?}");
+        }
+        let ok = "pipelines:\n  - name: n\n    trigger: { schedule: { cron: \"11 7 * * MON-FRI\", time_zone: Asia/Tokyo } }\n    jobs: [{ name: j, engine: local, command: \"true\" }]\n";
+        assert!(issues(ok).is_empty(), "{:#?}", issues(ok));
+    }
+
+    #[test]
+    fn the_error_lists_every_issue_as_file_line_col() {
+        let err = parse_str(SEVEN, "seven.yaml").unwrap_err().to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 8, "{err}");
+        assert!(
+            lines[0].starts_with("seven.yaml:5:5: pipelines[0].laod: "),
+            "{err}"
+        );
+        assert_eq!(lines[7], "seven.yaml: 7 error(s)");
     }
 }
