@@ -175,13 +175,16 @@ impl Validator {
                         .unwrap_or(&segs)
                         .to_vec();
                     let message = unknown_field(&field, expected);
-                    if let Some(meant) = closest(&field, expected.iter().copied()) {
-                        explained.insert((parent.clone(), meant.to_owned()));
-                    }
                     let mut key_path = parent.clone();
                     key_path.push(Seg::Key(field.clone()));
                     self.issue(full(&key_path), at, message);
-                    if !remove(&mut node, &key_path) {
+                    // A misspelt key is read on under the name it was probably meant to
+                    // have, so its value and the mapping's other fields are still checked.
+                    let meant = closest(&field, expected.iter().copied());
+                    if let Some(meant) = meant {
+                        explained.insert((parent.clone(), meant.to_owned()));
+                    }
+                    if !rename(&mut node, &key_path, meant) {
                         return None;
                     }
                 }
@@ -195,9 +198,11 @@ impl Validator {
                             self.issue(full(&key_path), at, format!("missing field `{missing}`"));
                         }
                     } else {
+                        // `engine: locall` fails the whole job mapping: point at the value.
+                        let (tag_segs, tag_at) = tag_value(&node, segs.clone(), at, &message);
                         self.issue(
-                            full(&segs),
-                            at,
+                            full(&tag_segs),
+                            tag_at,
                             plain(&inner, &message, value_text.as_deref()),
                         );
                     }
@@ -1005,6 +1010,12 @@ fn node_at<'a>(node: &'a Node, segs: &[Seg]) -> Option<&'a Node> {
 
 /// Takes the key at `segs` out of its mapping; false when there is none (the section root).
 fn remove(node: &mut Node, segs: &[Seg]) -> bool {
+    rename(node, segs, None)
+}
+
+/// Renames the key at `segs` to `to` when its mapping has no such key yet, else takes it out;
+/// false when there is no key at `segs`.
+fn rename(node: &mut Node, segs: &[Seg], to: Option<&str>) -> bool {
     let Some((Seg::Key(last), parent)) = segs.split_last() else {
         return false;
     };
@@ -1028,7 +1039,42 @@ fn remove(node: &mut Node, segs: &[Seg]) -> bool {
     let Some(key) = map.keys().find(|key| key.as_str() == last).cloned() else {
         return false;
     };
-    map.remove(&key).is_some()
+    let Some(value) = map.remove(&key) else {
+        return false;
+    };
+    if let Some(to) = to
+        && !map.keys().any(|k| k.as_str() == to)
+    {
+        map.insert(
+            marked_yaml::types::MarkedScalarNode::new(*key.span(), to),
+            value,
+        );
+    }
+    true
+}
+
+/// For `unknown variant `w`` reported at a mapping (an internally tagged enum such as a job's
+/// `engine:`), the path and position of the key whose value is `w`.
+fn tag_value(node: &Node, segs: Vec<Seg>, at: Pos, message: &str) -> (Vec<Seg>, Pos) {
+    let Some(word) = message
+        .strip_prefix("unknown variant `")
+        .and_then(|r| r.split('`').next())
+    else {
+        return (segs, at);
+    };
+    let Some(map) = node_at(node, &segs).and_then(Node::as_mapping) else {
+        return (segs, at);
+    };
+    for (k, v) in map.iter() {
+        if let Some(value) = v.as_scalar()
+            && value.as_str() == word
+        {
+            let mut segs = segs.clone();
+            segs.push(Seg::Key(k.as_str().to_owned()));
+            return (segs, pos(value.span().start()));
+        }
+    }
+    (segs, at)
 }
 
 /// `missing field `name`` → `name`.
@@ -1497,5 +1543,37 @@ pipelines:
             "{err}"
         );
         assert_eq!(lines[7], "seven.yaml: 7 error(s)");
+    }
+
+    #[test]
+    fn a_misspelt_key_is_read_on_under_the_meant_name() {
+        let text = r#"pipelines:
+  - name: a
+    trigger: { manual: true }
+    jobs:
+      - name: x
+        engine: locall
+        command: "true"
+      - name: y
+        engine: dataproc_serverless
+        project: p
+        regoin: 42x
+        poll: { timeout: 5m, max_atempts: many }
+"#;
+        let found = issues(text);
+        let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "6:17: pipelines[0].jobs[0].engine: unknown value `locall`; did you mean `local`?",
+                // A missing field is reported where its mapping starts.
+                "8:13: pipelines[0].jobs[1].runtime_version: missing field `runtime_version`",
+                "11:9: pipelines[0].jobs[1].regoin: unknown field `regoin`; did you mean `region`?",
+                "12:30: pipelines[0].jobs[1].poll.max_atempts: unknown field `max_atempts`; did you mean `max_attempts`?",
+                // The misspelt key's value is still checked, under the meant name.
+                "12:43: pipelines[0].jobs[1].poll.max_attempts: expected a whole number, got \"many\"",
+            ],
+            "{shown:#?}"
+        );
     }
 }
