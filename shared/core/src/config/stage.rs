@@ -372,14 +372,18 @@ const CREDENTIAL_KEYS: &[&str] = &[
     "api_key",
 ];
 
+/// `(field path below the section, line and column, message)`.
+type Finding = (String, Option<(usize, usize)>, String);
+
 /// Finds credentials written into a `stage` section: keys such as `access_key_id` or
 /// `secret_access_key` anywhere below it, and URLs with a password (`https://u:p@host`).
-/// Returns `(field path below the section, line, message)`; messages never repeat the value.
-pub(super) fn inline_credentials(stage: &Node) -> Vec<(String, Option<(usize, usize)>, String)> {
+/// Returns `(field path below the section, line and column, message)`; messages never repeat
+/// the value.
+pub(super) fn inline_credentials(stage: &Node) -> Vec<Finding> {
     fn line(n: &Node) -> Option<(usize, usize)> {
         n.span().start().map(|m| (m.line(), m.column()))
     }
-    fn walk(node: &Node, path: &str, out: &mut Vec<(String, Option<(usize, usize)>, String)>) {
+    fn walk(node: &Node, path: &str, out: &mut Vec<Finding>) {
         if let Some(map) = node.as_mapping() {
             for (k, v) in map.iter() {
                 let key = k.as_str();

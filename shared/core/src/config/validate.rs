@@ -1128,27 +1128,27 @@ fn plain(error: &marked_yaml::Error, message: &str, value: Option<&str>) -> Stri
     if duration.iter().any(|w| lower.contains(w)) && !lower.contains("invalid type") {
         return format!("expected a duration such as 30s or 5m{got}");
     }
-    if let Some(rest) = message.strip_prefix("invalid type: ") {
-        if let Some((unexpected, expected)) = rest.split_once(", expected ") {
-            let expected = match expected {
-                "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => "a whole number",
-                "f32" | "f64" => "a number",
-                "a boolean" => "true or false",
-                "a sequence" => "a list",
-                "a string" => "a string",
-                e if e.starts_with("struct ") || e == "a map" => "a mapping",
-                e => e,
-            };
-            let unexpected = match unexpected {
-                "map" => "a mapping".to_owned(),
-                "sequence" => "a list".to_owned(),
-                "unit value" => "nothing".to_owned(),
-                u => u
-                    .strip_prefix("string ")
-                    .map_or_else(|| u.to_owned(), str::to_owned),
-            };
-            return format!("expected {expected}, got {unexpected}");
-        }
+    if let Some(rest) = message.strip_prefix("invalid type: ")
+        && let Some((unexpected, expected)) = rest.split_once(", expected ")
+    {
+        let expected = match expected {
+            "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => "a whole number",
+            "f32" | "f64" => "a number",
+            "a boolean" => "true or false",
+            "a sequence" => "a list",
+            "a string" => "a string",
+            e if e.starts_with("struct ") || e == "a map" => "a mapping",
+            e => e,
+        };
+        let unexpected = match unexpected {
+            "map" => "a mapping".to_owned(),
+            "sequence" => "a list".to_owned(),
+            "unit value" => "nothing".to_owned(),
+            u => u
+                .strip_prefix("string ")
+                .map_or_else(|| u.to_owned(), str::to_owned),
+        };
+        return format!("expected {expected}, got {unexpected}");
     }
     message.to_owned()
 }
