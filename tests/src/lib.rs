@@ -15,7 +15,7 @@ use conveyor_core::config;
 use conveyor_core::engines::Engines;
 use conveyor_core::event::StepName;
 use conveyor_core::names::TableRef;
-use conveyor_core::ports::RunLogRow;
+use conveyor_core::ports::{PortError, RunLogRow};
 use conveyor_core::steps::Context;
 use conveyor_embedded::runtime::{Embedded, QuietProbe, RuntimeOptions};
 use tower::ServiceExt;
@@ -274,9 +274,16 @@ impl Chain {
     }
 
     /// Rows in `table` (0 when it does not exist).
+    ///
+    /// # Panics
+    /// When the count fails for any other reason: a broken query must not read as "no rows".
     pub async fn rows(&self, table: &str) -> u64 {
         let t = TableRef::parse(table).expect("table");
-        self.ctx.ports.warehouse.row_count(&t).await.unwrap_or(0)
+        match self.ctx.ports.warehouse.row_count(&t).await {
+            Ok(n) => n,
+            Err(PortError::NotFound(_)) => 0,
+            Err(e) => panic!("cannot count the rows of {table}: {e}"),
+        }
     }
 
     /// Local batch jobs started.

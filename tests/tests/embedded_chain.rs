@@ -30,7 +30,7 @@ fn statuses(rows: &[RunLogRow], pipeline: &str, step: &str) -> Vec<(u32, String)
         .collect()
 }
 
-/// The statuses of `pipeline`'s run ends (`conveyor.run.finished`: submit rows without a job).
+/// The statuses of `pipeline`'s run ends (`dev.conveyor.run.finished`: submit rows without a job).
 fn run_ends(rows: &[RunLogRow], pipeline: &str) -> Vec<String> {
     rows.iter()
         .filter(|r| {

@@ -474,7 +474,7 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
             .await;
             for m in pulled["receivedMessages"].as_array().into_iter().flatten() {
                 let a = &m["message"]["attributes"];
-                assert_eq!(a["ce-type"], "conveyor.step.failed", "{m}");
+                assert_eq!(a["ce-type"], "dev.conveyor.step.failed", "{m}");
                 assert_eq!(a["ce-conveyorstatus"], "REJECTED", "{m}");
                 assert_eq!(a["ce-conveyorpipeline"], "app_issues", "{m}");
                 alerted.insert(a["ce-id"].as_str().unwrap_or_default().to_owned());

@@ -30,7 +30,7 @@ locals {
     : local.create_batch_account ? google_service_account.batch[0].email : null
   )
 
-  # Every step publishes: its chaining event, and a `conveyor.step.failed` when it rejects
+  # Every step publishes: its chaining event, and a `dev.conveyor.step.failed` when it rejects
   # a request.
   publishers = keys(local.function_defaults)
 

@@ -70,7 +70,7 @@ impl Default for StepOptions {
 }
 
 /// Why a step did not complete. Permanent problems that a step can record (a file with bad
-/// rows, a refused batch) are not errors: the step records them as `conveyor.step.failed`
+/// rows, a refused batch) are not errors: the step records them as `dev.conveyor.step.failed`
 /// and returns an [`Outcome`]. Exhaustive on purpose: every runtime maps exactly these two
 /// (acknowledge and record, or ask for redelivery).
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,18 @@ impl Outcome {
 pub async fn handle(step: StepName, ctx: &Context, inbound: Inbound) -> Result<Outcome, StepError> {
     if let Inbound::Ignored(why) = &inbound {
         return Ok(Outcome::note(why.clone()));
+    }
+    // A Conveyor event of a type the step does not consume is routing, not bad input: while
+    // the push filters also accept the legacy types (`conveyor.*`, see infra/), a step may
+    // be pushed one it has no use for. It is acknowledged, not rejected and retried.
+    if let Inbound::Event(e) = &inbound
+        && step != StepName::Stage
+        && !subscriptions(step).contains(&e.kind)
+    {
+        return Ok(Outcome::note(format!(
+            "{} events need no work in {step}",
+            e.kind
+        )));
     }
     match step {
         StepName::Stage => stage::handle(ctx, inbound).await,
