@@ -27,6 +27,28 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Says loudly that the running test did not run here because `why`, and records its name in
+/// `$CONVEYOR_SKIPPED_FILE` (set by scripts/test.sh), so the summary counts it as skipped,
+/// not passed. The caller then returns early.
+pub fn skipped(why: &str) {
+    eprintln!("\n!!!!! SKIPPED: {why} !!!!!\n");
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_owned();
+    if let Some(file) = std::env::var_os("CONVEYOR_SKIPPED_FILE") {
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| writeln!(f, "{} {test}: {why}", env!("CARGO_PKG_NAME")));
+        if let Err(e) = written {
+            eprintln!("cannot record the skip in {}: {e}", file.to_string_lossy());
+        }
+    }
+}
+
 /// A workspace binary built by `cargo build --workspace --bins`.
 ///
 /// # Panics
@@ -86,9 +108,9 @@ impl Emulators {
             match status.code() {
                 Some(0) => {}
                 Some(3) if std::env::var("CI").as_deref() != Ok("true") => {
-                    eprintln!(
-                        "\n!!!!! SKIPPED: an emulator is not installed here; {what} did not run !!!!!\n"
-                    );
+                    skipped(&format!(
+                        "an emulator is not installed here; {what} did not run"
+                    ));
                     let _ = Command::new(repo().join("scripts/emulators.sh"))
                         .arg("stop")
                         .arg(dir)
