@@ -41,7 +41,7 @@ locals {
   # a deployment. A function that takes every type (log) filters on the two prefixes; where
   # the equalities for both names would pass Pub/Sub's 256-byte filter limit (submit), the
   # legacy names are matched by their prefix, and the step acknowledges a legacy event of a
-  # type it does not consume (`steps::handle`) instead of rejecting it.
+  # type it does not consume (`conveyor_core::http`) instead of rejecting it.
   exact_filters = {
     for step, types in local.consumes : step => join(" OR ", concat(
       [for t in types : "attributes.ce-type = \"${t}\""],

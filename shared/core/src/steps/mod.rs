@@ -121,18 +121,6 @@ pub async fn handle(step: StepName, ctx: &Context, inbound: Inbound) -> Result<O
     if let Inbound::Ignored(why) = &inbound {
         return Ok(Outcome::note(why.clone()));
     }
-    // A Conveyor event of a type the step does not consume is routing, not bad input: while
-    // the push filters also accept the legacy types (`conveyor.*`, see infra/), a step may
-    // be pushed one it has no use for. It is acknowledged, not rejected and retried.
-    if let Inbound::Event(e) = &inbound
-        && step != StepName::Stage
-        && !subscriptions(step).contains(&e.kind)
-    {
-        return Ok(Outcome::note(format!(
-            "{} events need no work in {step}",
-            e.kind
-        )));
-    }
     match step {
         StepName::Stage => stage::handle(ctx, inbound).await,
         StepName::Load => load::handle(ctx, inbound).await,
