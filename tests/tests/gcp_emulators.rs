@@ -241,12 +241,22 @@ pipelines:
             .or_else(|| rows.first()?.first()?.as_u64())
     }
 
-    /// Run-log rows as (pipeline, step, attempt, status, rows_loaded, dataproc_job_id, error).
+    /// Every run-log row, duplicates included, as (event_id, pipeline, step, attempt, status,
+    /// rows_loaded, dataproc_job_id, error, tableName, environment).
     async fn run_log(&self) -> Vec<Vec<Value>> {
         self.query(&format!(
-            "SELECT DISTINCT event_id, pipeline, step, attempt, status, rows_loaded, dataproc_job_id, error, tableName, environment FROM `{PROJECT}.conveyor.run_log`"
+            "SELECT event_id, pipeline, step, attempt, status, rows_loaded, dataproc_job_id, error, tableName, environment FROM `{PROJECT}.conveyor.run_log`"
         ))
         .await
+    }
+
+    /// Lines of `step`'s function log containing every one of `needles`.
+    fn log_lines(&self, step: &str, needles: &[&str]) -> usize {
+        std::fs::read_to_string(self._dir.path().join(format!("{step}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
     }
 
     async fn load_jobs(&self) -> Vec<String> {
@@ -295,6 +305,27 @@ pipelines:
 
 fn has(rows: &[Vec<Value>], step: &str, status: &str) -> bool {
     rows.iter().any(|r| r[2] == step && r[4] == status)
+}
+
+/// The run log's idempotency, on the raw table: every transition (`step`, `status`) of the
+/// run is one event id however often it was delivered, and a row repeating an event id (the
+/// emulator's insertAll keeps duplicates that BigQuery's `insertId` drops; reads de-duplicate)
+/// is a copy of that event's row. Returns (events, rows) of the transition.
+fn transition(rows: &[Vec<Value>], step: &str, status: &str) -> (usize, usize) {
+    let mut by_event: std::collections::BTreeMap<String, Vec<&Vec<Value>>> = Default::default();
+    for r in rows.iter().filter(|r| r[2] == step && r[4] == status) {
+        by_event
+            .entry(r[0].as_str().unwrap_or_default().to_owned())
+            .or_default()
+            .push(r);
+    }
+    for (event, copies) in &by_event {
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "rows of event {event} differ: {copies:?}"
+        );
+    }
+    (by_event.len(), by_event.values().map(Vec::len).sum())
 }
 
 const ORDERS: &str =
@@ -362,6 +393,15 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         .map(str::to_owned)
         .unwrap_or_else(|| meta["generation"].to_string());
     let data = base64::engine::general_purpose::STANDARD.encode(meta.to_string());
+    // Pub/Sub's pushes to the load function (the emulator pushes as `Java/...`), counted
+    // from its request log: a delivery counter.
+    let deliveries = |s: &Setup| s.log_lines("load", &["Java/", "request finished"]);
+    let delivered_before = deliveries(&s);
+    assert!(
+        delivered_before >= 1,
+        "the load log counts Pub/Sub's pushes: {}",
+        std::fs::read_to_string(s._dir.path().join("load.log")).unwrap_or_default()
+    );
     ok(
         s.http
             .post(format!("{}/v1/projects/{PROJECT}/topics/gcs-notifications:publish", s.emu.pubsub))
@@ -373,13 +413,25 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         "republish",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Evidence that the redelivery reached the load function: one more push answered.
+    s.until(
+        "the load function to handle the redelivered notification",
+        Duration::from_secs(60),
+        || async { deliveries(&s) > delivered_before },
+    )
+    .await;
     assert_eq!(
         s.load_jobs().await.len(),
         1,
         "a redelivered notification created a second load job"
     );
     assert_eq!(s.count("analytics.sales_2026_11_20").await, Some(6));
+    let log = s.run_log().await;
+    let (events, rows) = transition(&log, "load", "SUCCEEDED");
+    assert_eq!(
+        events, 1,
+        "one load transition however often delivered ({rows} rows): {log:?}"
+    );
 
     // 2b. A direct call naming a generation that is not the live one is acknowledged as
     //     superseded and loads nothing (a caller's generation is checked against the store).
@@ -415,8 +467,19 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         503,
         "the load function must ask for redelivery while BigQuery is down"
     );
+    let refusals = |s: &Setup| s.log_lines("load", &["asking for redelivery"]);
+    let refused_before = refusals(&s);
     s.upload("sales/2026-11-21/orders.csv", ORDERS).await;
-    tokio::time::sleep(Duration::from_secs(4)).await; // a few redeliveries hit the outage
+    // Evidence that Pub/Sub redelivered into the outage: the load function asked for a
+    // redelivery at least twice for the upload (its first delivery and a redelivery).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refusals(&s) < refused_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no redelivery reached the load function during the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     s.emu.script("start-bq");
     s.until(
         "the second file to load",
@@ -424,12 +487,26 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         || async { s.count("analytics.sales_2026_11_21").await == Some(6) },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The file's run went on to its batch: its notification was acknowledged, so no
+    // redelivery is outstanding that could load it again.
+    s.until(
+        "the second file's run to finish",
+        Duration::from_secs(90),
+        || async {
+            transition(&s.run_log().await, "poll", "SUCCEEDED").0 >= 2
+        },
+    )
+    .await;
     assert_eq!(
         s.count("analytics.sales_2026_11_21").await,
         Some(6),
         "loaded more than once"
     );
+    // Two files, two load transitions: neither the redelivered notification of the first
+    // nor the redeliveries during the outage added one.
+    let log = s.run_log().await;
+    let (events, rows) = transition(&log, "load", "SUCCEEDED");
+    assert_eq!(events, 2, "one load transition per file ({rows} rows): {log:?}");
     let jobs = s.load_jobs().await;
     assert_eq!(jobs.len(), 2, "one load job per file: {jobs:?}");
 }
