@@ -157,6 +157,15 @@ pipelines:
             ("to-poll", "conveyor-events", &functions[2].url),
             ("to-log", "conveyor-events", &functions[3].url),
         ];
+        // What a push filter sees: every published event, pulled with its attributes.
+        ok(
+            http.put(format!("{ps}/subscriptions/events-pull"))
+                .json(&json!({"topic": format!("projects/{PROJECT}/topics/conveyor-events")}))
+                .send()
+                .await,
+            "create the pull subscription",
+        )
+        .await;
         for (name, topic, url) in subs {
             ok(
                 http.put(format!("{ps}/subscriptions/{name}"))
@@ -376,6 +385,56 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         "--table=analytics.sales_2026_11_20"
     );
 
+    // 1b. The published events carry the `ce-*` attributes the push filters of infra/ match
+    //     on: the type (reverse-DNS), the id and the extensions, equal to the data's.
+    let pulled = ok(
+        s.http
+            .post(format!(
+                "{}/v1/projects/{PROJECT}/subscriptions/events-pull:pull",
+                s.emu.pubsub
+            ))
+            .json(&json!({"maxMessages": 100}))
+            .send()
+            .await,
+        "pull events",
+    )
+    .await;
+    let messages = pulled["receivedMessages"].as_array().cloned().unwrap_or_default();
+    let mut types = std::collections::BTreeSet::new();
+    for m in &messages {
+        let a = &m["message"]["attributes"];
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(m["message"]["data"].as_str().unwrap_or_default())
+            .expect("base64 data");
+        let event: Value = serde_json::from_slice(&data).expect("a JSON event");
+        let ty = a["ce-type"].as_str().unwrap_or_default();
+        assert!(ty.starts_with("dev.conveyor."), "{m}");
+        assert_eq!(event["type"], ty, "{m}");
+        assert_eq!(a["ce-specversion"], "1.0", "{m}");
+        assert_eq!(a["ce-conveyorrun"], event["run_id"], "{m}");
+        assert_eq!(a["ce-conveyorpipeline"], "sales", "{m}");
+        assert!(a["ce-id"].as_str().is_some_and(|id| !id.is_empty()), "{m}");
+        // The filter of the consuming function matches it (subscriptions.json is what
+        // Terraform's filters are built from).
+        let consumer = conveyor_core::event::StepName::ALL.into_iter().find(|step| {
+            *step != conveyor_core::event::StepName::Log
+                && conveyor_core::steps::subscriptions(*step)
+                    .iter()
+                    .any(|t| t.as_str() == ty)
+        });
+        if ty != "dev.conveyor.batch.running" && ty != "dev.conveyor.run.finished" {
+            assert!(consumer.is_some(), "no function consumes {ty}");
+        }
+        types.insert(ty.to_owned());
+    }
+    for expected in [
+        "dev.conveyor.table.loaded",
+        "dev.conveyor.batch.submitted",
+        "dev.conveyor.batch.finished",
+    ] {
+        assert!(types.contains(expected), "{expected} published: {types:?}");
+    }
+
     // 2. The same notification again: no second load job, no duplicate rows.
     let meta = ok(
         s.http
@@ -455,6 +514,25 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
     // 3. BigQuery down: the load function answers 5xx and Pub/Sub redelivers; once BigQuery
     //    is back the file is loaded exactly once.
     s.emu.script("stop-bq");
+    // The log function's contract: 503 while its run log is unreachable (Pub/Sub retries),
+    // 400 for a body that is no event (acknowledged as rejected when it came through Pub/Sub).
+    let event = &messages
+        .first()
+        .expect("a published event")["message"];
+    let event_body = base64::engine::general_purpose::STANDARD
+        .decode(event["data"].as_str().unwrap_or_default())
+        .expect("base64");
+    let to_log = |body: Vec<u8>| {
+        s.http
+            .post(format!("{}/", s.functions[3].url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let down = to_log(event_body.clone()).await.expect("post to log");
+    assert_eq!(down.status().as_u16(), 503, "log during the outage");
+    let bad = to_log(br#"{"tick": true}"#.to_vec()).await.expect("post to log");
+    assert_eq!(bad.status().as_u16(), 400, "log given no event");
     let direct = s
         .http
         .post(format!("{}/", s.functions[0].url))
@@ -502,6 +580,8 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         Some(6),
         "loaded more than once"
     );
+    let up = to_log(event_body).await.expect("post to log");
+    assert_eq!(up.status().as_u16(), 200, "log once BigQuery is back");
     // Two files, two load transitions: neither the redelivered notification of the first
     // nor the redeliveries during the outage added one.
     let log = s.run_log().await;
