@@ -32,10 +32,7 @@ pub fn repo() -> PathBuf {
 /// not passed. The caller then returns early.
 pub fn skipped(why: &str) {
     eprintln!("\n!!!!! SKIPPED: {why} !!!!!\n");
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("a test")
-        .to_owned();
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
     if let Some(file) = std::env::var_os("CONVEYOR_SKIPPED_FILE") {
         use std::io::Write;
         let written = std::fs::OpenOptions::new()

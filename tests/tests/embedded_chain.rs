@@ -282,7 +282,10 @@ pipelines:
     if let Some(left) = past_the_end.checked_sub(begun.elapsed()) {
         tokio::time::sleep(left).await;
     }
-    assert!(!mark.exists(), "the command ran to its end after the timeout");
+    assert!(
+        !mark.exists(),
+        "the command ran to its end after the timeout"
+    );
     chain.stop().await;
 }
 
@@ -569,8 +572,7 @@ async fn every_function_accepts_a_binary_mode_cloudevent_and_answers_healthz() {
     let (status, reply) = post_with(&chain, StepName::Load, object, &deleted).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(
-        reply["summary"],
-        "google.cloud.storage.object.v1.deleted needs no work",
+        reply["summary"], "google.cloud.storage.object.v1.deleted needs no work",
         "{reply}"
     );
     let plain = [("content-type", "application/json".to_owned())];
@@ -659,7 +661,11 @@ async fn the_log_function_records_structured_mode_legacy_and_message_published_e
     let log = chain.run_log().await;
     assert_eq!(recorded(&log, &running.id()), 1, "structured: {log:#?}");
     assert_eq!(recorded(&log, &legacy.id()), 1, "legacy: {log:#?}");
-    assert_eq!(recorded(&log, &finished.id()), 1, "messagePublished: {log:#?}");
+    assert_eq!(
+        recorded(&log, &finished.id()),
+        1,
+        "messagePublished: {log:#?}"
+    );
     let row = log
         .iter()
         .find(|r| r.event_id == legacy.id())

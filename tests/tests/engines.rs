@@ -1367,13 +1367,23 @@ async fn a_cluster_in_error_ends_its_job_failed_with_the_clusters_detail_and_is_
     chain.settle().await;
 
     let history = chain.history().await;
-    assert_eq!(history.first(), Some(&(1, "SUBMITTED".to_owned())), "{history:?}");
-    assert_eq!(history.last(), Some(&(1, "FAILED".to_owned())), "{history:?}");
+    assert_eq!(
+        history.first(),
+        Some(&(1, "SUBMITTED".to_owned())),
+        "{history:?}"
+    );
+    assert_eq!(
+        history.last(),
+        Some(&(1, "FAILED".to_owned())),
+        "{history:?}"
+    );
     let rows = chain.batch_rows(None).await;
     let failed = rows.iter().find(|r| r.status == "FAILED").expect("failed");
     assert!(
-        failed.error.as_deref().is_some_and(|e| e.contains("is ERROR")
-            && e.contains("Insufficient 'CPUS' quota")),
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("is ERROR") && e.contains("Insufficient 'CPUS' quota")),
         "{:?}",
         failed.error
     );

@@ -399,7 +399,10 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         "pull events",
     )
     .await;
-    let messages = pulled["receivedMessages"].as_array().cloned().unwrap_or_default();
+    let messages = pulled["receivedMessages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut types = std::collections::BTreeSet::new();
     for m in &messages {
         let a = &m["message"]["attributes"];
@@ -416,12 +419,14 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         assert!(a["ce-id"].as_str().is_some_and(|id| !id.is_empty()), "{m}");
         // The filter of the consuming function matches it (subscriptions.json is what
         // Terraform's filters are built from).
-        let consumer = conveyor_core::event::StepName::ALL.into_iter().find(|step| {
-            *step != conveyor_core::event::StepName::Log
-                && conveyor_core::steps::subscriptions(*step)
-                    .iter()
-                    .any(|t| t.as_str() == ty)
-        });
+        let consumer = conveyor_core::event::StepName::ALL
+            .into_iter()
+            .find(|step| {
+                *step != conveyor_core::event::StepName::Log
+                    && conveyor_core::steps::subscriptions(*step)
+                        .iter()
+                        .any(|t| t.as_str() == ty)
+            });
         if ty != "dev.conveyor.batch.running" && ty != "dev.conveyor.run.finished" {
             assert!(consumer.is_some(), "no function consumes {ty}");
         }
@@ -516,9 +521,7 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
     s.emu.script("stop-bq");
     // The log function's contract: 503 while its run log is unreachable (Pub/Sub retries),
     // 400 for a body that is no event (acknowledged as rejected when it came through Pub/Sub).
-    let event = &messages
-        .first()
-        .expect("a published event")["message"];
+    let event = &messages.first().expect("a published event")["message"];
     let event_body = base64::engine::general_purpose::STANDARD
         .decode(event["data"].as_str().unwrap_or_default())
         .expect("base64");
@@ -531,7 +534,9 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
     };
     let down = to_log(event_body.clone()).await.expect("post to log");
     assert_eq!(down.status().as_u16(), 503, "log during the outage");
-    let bad = to_log(br#"{"tick": true}"#.to_vec()).await.expect("post to log");
+    let bad = to_log(br#"{"tick": true}"#.to_vec())
+        .await
+        .expect("post to log");
     assert_eq!(bad.status().as_u16(), 400, "log given no event");
     let direct = s
         .http
@@ -570,9 +575,7 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
     s.until(
         "the second file's run to finish",
         Duration::from_secs(90),
-        || async {
-            transition(&s.run_log().await, "poll", "SUCCEEDED").0 >= 2
-        },
+        || async { transition(&s.run_log().await, "poll", "SUCCEEDED").0 >= 2 },
     )
     .await;
     assert_eq!(
@@ -586,7 +589,10 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
     // nor the redeliveries during the outage added one.
     let log = s.run_log().await;
     let (events, rows) = transition(&log, "load", "SUCCEEDED");
-    assert_eq!(events, 2, "one load transition per file ({rows} rows): {log:?}");
+    assert_eq!(
+        events, 2,
+        "one load transition per file ({rows} rows): {log:?}"
+    );
     let jobs = s.load_jobs().await;
     assert_eq!(jobs.len(), 2, "one load job per file: {jobs:?}");
 }

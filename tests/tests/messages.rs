@@ -461,14 +461,18 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
         .map(|r| r[0].as_str().unwrap_or_default().to_owned())
         .collect()
     };
-    wait_for("two REJECTED run-log events", Duration::from_secs(60), async || {
-        rejected()
-            .await
-            .into_iter()
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-            >= 2
-    })
+    wait_for(
+        "two REJECTED run-log events",
+        Duration::from_secs(60),
+        async || {
+            rejected()
+                .await
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                >= 2
+        },
+    )
     .await;
     let mut alerted = std::collections::BTreeSet::new();
     wait_for(
@@ -516,7 +520,11 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
         "one REJECTED event per bad message ({} rows): {ids:?}",
         ids.len()
     );
-    assert_eq!(events, alerted.iter().collect(), "the run log and the alerts agree");
+    assert_eq!(
+        events,
+        alerted.iter().collect(),
+        "the run log and the alerts agree"
+    );
 
     // A redelivery of a message already written (an acknowledgement lost on the way).
     for _ in 0..2 {

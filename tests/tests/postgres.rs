@@ -42,7 +42,9 @@ impl Server {
         match server.script("start") {
             Some(0) => {}
             Some(3) if std::env::var("CI").as_deref() != Ok("true") => {
-                conveyor_e2e::skipped("no PostgreSQL server here; the PostgreSQL tests did not run");
+                conveyor_e2e::skipped(
+                    "no PostgreSQL server here; the PostgreSQL tests did not run",
+                );
                 return None;
             }
             other => panic!("scripts/postgres.sh start failed: {other:?}"),

@@ -89,7 +89,10 @@ fn a_missing_curl_is_one_line_saying_how_to_install_it_and_fails() {
     let path = path_with(BASE_TOOLS, "99.0.0");
     let (out, stdout) = run(path.path(), &[]);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let missing: Vec<&str> = stdout.lines().filter(|l| l.starts_with("MISSING")).collect();
+    let missing: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("MISSING"))
+        .collect();
     assert_eq!(missing.len(), 1, "{stdout}");
     assert!(
         missing[0].starts_with("MISSING  curl: `apt-get install curl`"),
@@ -98,7 +101,10 @@ fn a_missing_curl_is_one_line_saying_how_to_install_it_and_fails() {
     assert_eq!(lines_about(&stdout, "curl").len(), 1, "{stdout}");
     // The tools that are there are reported as found.
     assert_eq!(lines_about(&stdout, "python3").len(), 1, "{stdout}");
-    assert!(lines_about(&stdout, "python3")[0].starts_with("ok"), "{stdout}");
+    assert!(
+        lines_about(&stdout, "python3")[0].starts_with("ok"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -134,7 +140,10 @@ fn no_pubsub_emulator_is_a_skip_locally_and_missing_under_ci() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let line = lines_about(&stdout, "pubsub-emulator");
     assert_eq!(line.len(), 1, "{stdout}");
-    assert!(line[0].starts_with("SKIP     pubsub-emulator: "), "{stdout}");
+    assert!(
+        line[0].starts_with("SKIP     pubsub-emulator: "),
+        "{stdout}"
+    );
     assert!(
         line[0].contains("gcloud components install pubsub-emulator")
             && line[0].contains("PUBSUB_BIN"),
@@ -145,7 +154,10 @@ fn no_pubsub_emulator_is_a_skip_locally_and_missing_under_ci() {
     let (out, stdout) = run(path.path(), &[("CI", "true")]);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let line = lines_about(&stdout, "pubsub-emulator");
-    assert!(line[0].starts_with("MISSING  pubsub-emulator: "), "{stdout}");
+    assert!(
+        line[0].starts_with("MISSING  pubsub-emulator: "),
+        "{stdout}"
+    );
     assert!(
         lines_about(&stdout, "java")[0].starts_with("MISSING  java: "),
         "{stdout}"
@@ -167,5 +179,8 @@ fn the_pubsub_emulator_named_by_pubsub_bin_is_found_and_passed_on() {
         lines_about(&stdout, "pubsub-emulator"),
         [format!("ok       pubsub-emulator  {bin}")]
     );
-    assert_eq!(stdout.lines().last(), Some(format!("PUBSUB_BIN={bin}").as_str()));
+    assert_eq!(
+        stdout.lines().last(),
+        Some(format!("PUBSUB_BIN={bin}").as_str())
+    );
 }

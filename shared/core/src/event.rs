@@ -30,19 +30,31 @@ pub const LEGACY_TYPE_PREFIX: &str = "conveyor.";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
     /// An object was copied into the landing bucket by the stage step.
-    #[serde(rename = "dev.conveyor.object.staged", alias = "conveyor.object.staged")]
+    #[serde(
+        rename = "dev.conveyor.object.staged",
+        alias = "conveyor.object.staged"
+    )]
     ObjectStaged,
     /// An object was loaded into its table.
     #[serde(rename = "dev.conveyor.table.loaded", alias = "conveyor.table.loaded")]
     TableLoaded,
     /// A batch attempt was submitted (or an existing one adopted).
-    #[serde(rename = "dev.conveyor.batch.submitted", alias = "conveyor.batch.submitted")]
+    #[serde(
+        rename = "dev.conveyor.batch.submitted",
+        alias = "conveyor.batch.submitted"
+    )]
     BatchSubmitted,
     /// A batch attempt was seen running.
-    #[serde(rename = "dev.conveyor.batch.running", alias = "conveyor.batch.running")]
+    #[serde(
+        rename = "dev.conveyor.batch.running",
+        alias = "conveyor.batch.running"
+    )]
     BatchRunning,
     /// A batch attempt reached a terminal state: SUCCEEDED, FAILED or TIMED_OUT.
-    #[serde(rename = "dev.conveyor.batch.finished", alias = "conveyor.batch.finished")]
+    #[serde(
+        rename = "dev.conveyor.batch.finished",
+        alias = "conveyor.batch.finished"
+    )]
     BatchFinished,
     /// A step failed or rejected its input; the error says why.
     #[serde(rename = "dev.conveyor.step.failed", alias = "conveyor.step.failed")]
@@ -52,7 +64,10 @@ pub enum EventType {
     LoadRunning,
     /// An arrival named a generation that is no longer live (overwritten or deleted): it is
     /// not loaded; the newer generation's own arrival is.
-    #[serde(rename = "dev.conveyor.object.superseded", alias = "conveyor.object.superseded")]
+    #[serde(
+        rename = "dev.conveyor.object.superseded",
+        alias = "conveyor.object.superseded"
+    )]
     ObjectSuperseded,
     /// A run ended: SUCCEEDED after its last job (or its load, without jobs), or FAILED /
     /// TIMED_OUT with the job that ended it. Pipelines started `after` it react to it.

@@ -121,7 +121,6 @@ fn open_batches_sql(table: &str, since: &DateTime<Utc>) -> String {
 }
 
 impl BigQuery {
-
     /// Creates the run-log `table` the first time this process writes to it (Terraform
     /// creates it in production; 409 means it exists), and adds the columns a table made by an
     /// older release lacks. Remembered per table: pipelines may name their own run-log tables.
