@@ -108,7 +108,7 @@ variable "log_filter" {
 }
 
 variable "dataproc_enabled" {
-  description = "Pipelines use the `dataproc_serverless` or `dataproc_cluster` engine (grants submit/poll roles/dataproc.editor)."
+  description = "Pipelines use the `dataproc_serverless` or `dataproc_cluster` engine (grants submit/poll the custom role `<name_prefix>_dataproc_runner`: create, get and cancel batches, jobs and ephemeral clusters)."
   type        = bool
   default     = false
 }

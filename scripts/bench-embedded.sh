@@ -3,7 +3,7 @@
 #   1. one load of a 75 MB CSV file into the SQLite warehouse: peak RSS of the process
 #      (/usr/bin/time -v) and time, against `sqlite3 .import` of the same file;
 #   2. objects per second through the embedded runtime with 10,000 small files dropped into
-#      a watched bucket (arrival, load, conveyor.table.loaded, run-log rows).
+#      a watched bucket (arrival, load, dev.conveyor.table.loaded, run-log rows).
 #
 #   scripts/bench-embedded.sh                      # both
 #   SIZE_MB=200 OBJECTS=20000 scripts/bench-embedded.sh

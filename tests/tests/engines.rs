@@ -1282,3 +1282,139 @@ async fn a_transient_error_on_a_data_fusion_start_answers_503_and_the_retried_st
     assert!(!chain.run_log().await.iter().any(|r| r.status == "FAILED"));
     chain.stop().await;
 }
+
+// ----------------------------------------------------------------------------------------
+// How the engines classify the APIs' refusals, pages, cluster errors and slow cancels.
+
+/// The run's rows that carry an error.
+async fn errors(chain: &Chain) -> Vec<String> {
+    chain
+        .run_log()
+        .await
+        .iter()
+        .filter_map(|r| r.error.clone())
+        .collect()
+}
+
+/// A serverless create answering `status` once: a permanent refusal (403 permission, 400
+/// invalid argument) ends the run with Google's reason and is never sent again.
+async fn a_create_refused_for_good(status: u16, code: &str) {
+    let fake = Fake::start().await;
+    fake.script(&[&["RUNNING", "SUCCEEDED"]])
+        .fail("POST", BATCHES, status, 1);
+    let chain = Chain::start(&serverless("1m", 3), fake.clone()).await;
+    chain.drop_csv("users/2026-11-20/a.csv");
+    chain.settle().await;
+
+    assert_eq!(
+        fake.calls("POST", BATCHES).len(),
+        1,
+        "a {status} is final: not redelivered, not retried as another attempt"
+    );
+    assert_eq!(
+        chain.history().await,
+        h(&[(1, "FAILED")]),
+        "the first attempt fails at its create, and no other attempt follows (max_attempts 3)"
+    );
+    let errors = errors(&chain).await;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains(&format!("HTTP {status}")) && e.contains(code)),
+        "the run log says why: {errors:?}"
+    );
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn a_permission_denied_create_fails_the_run_for_good_with_the_reason() {
+    a_create_refused_for_good(403, "PERMISSION_DENIED").await;
+}
+
+#[tokio::test]
+async fn an_invalid_argument_create_fails_the_run_for_good_with_the_reason() {
+    a_create_refused_for_good(400, "INVALID_ARGUMENT").await;
+}
+
+#[tokio::test]
+async fn an_unauthenticated_answer_is_retried_with_the_same_batch_id() {
+    let fake = Fake::start().await;
+    fake.script(&[&["RUNNING", "SUCCEEDED"]])
+        .fail("POST", BATCHES, 401, 1)
+        .fail("GET", &format!("{BATCHES}/"), 401, 1);
+    let chain = Chain::start(&serverless("1m", 1), fake.clone()).await;
+    chain.drop_csv("users/2026-11-20/a.csv");
+    chain.settle().await;
+
+    assert_eq!(
+        chain.history().await,
+        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")]),
+        "max_attempts is 1: a 401 counted as a failure would have ended the run"
+    );
+    let creates = fake.calls("POST", BATCHES);
+    assert_eq!(creates.len(), 2, "the refused create was sent again");
+    assert_eq!(creates[0].path, creates[1].path, "under the same batch id");
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn a_cluster_in_error_ends_its_job_failed_with_the_clusters_detail_and_is_deleted() {
+    let fake = Fake::start().await;
+    fake.cluster_error("Insufficient 'CPUS' quota. Requested 4.0, available 0.0.")
+        .script(&[&["DONE"]]);
+    let chain = Chain::start(&cluster("1m", 1), fake.clone()).await;
+    chain.drop_csv("cerebro/dev1_groupondw/ref_attr_class_dev/part-0.csv");
+    chain.settle().await;
+
+    let history = chain.history().await;
+    assert_eq!(
+        history.first(),
+        Some(&(1, "SUBMITTED".to_owned())),
+        "{history:?}"
+    );
+    assert_eq!(
+        history.last(),
+        Some(&(1, "FAILED".to_owned())),
+        "{history:?}"
+    );
+    let rows = chain.batch_rows(None).await;
+    let failed = rows.iter().find(|r| r.status == "FAILED").expect("failed");
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("is ERROR") && e.contains("Insufficient 'CPUS' quota")),
+        "{:?}",
+        failed.error
+    );
+    assert!(
+        jobs_submitted(&fake).is_empty(),
+        "no job is submitted to a cluster in error"
+    );
+    assert_eq!(cluster_deletes(&fake), cluster_creates(&fake));
+    assert!(fake.live_clusters().is_empty());
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn an_adopted_dataflow_job_is_found_on_a_later_page_of_the_jobs_list() {
+    let fake = Fake::start().await;
+    fake.adopt()
+        .page_size(1)
+        .script(&[&["JOB_STATE_RUNNING", "JOB_STATE_DONE"]]);
+    let chain = Chain::start(&dataflow("1m", 3), fake.clone()).await;
+    chain.drop_csv("orders/2026-11-20/a.csv");
+    chain.settle().await;
+
+    assert_eq!(
+        chain.history().await,
+        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")])
+    );
+    let lists = fake.calls("GET", &format!("{DATAFLOW}/jobs?name="));
+    assert!(
+        lists.iter().any(|r| r.path.contains("&pageToken=0")),
+        "the empty first page's token was followed: {lists:#?}"
+    );
+    assert_eq!(launches(&fake).len(), 1, "launched once, answered 409");
+    chain.stop().await;
+}

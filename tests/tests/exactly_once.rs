@@ -276,7 +276,7 @@ pipelines:
     )
     .await;
     let event = serde_json::json!({
-        "type": "conveyor.table.loaded",
+        "type": "dev.conveyor.table.loaded",
         "run_id": "sales-0123456789ab",
         "pipeline": "sales",
         "step": "load",

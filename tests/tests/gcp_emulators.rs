@@ -157,6 +157,15 @@ pipelines:
             ("to-poll", "conveyor-events", &functions[2].url),
             ("to-log", "conveyor-events", &functions[3].url),
         ];
+        // What a push filter sees: every published event, pulled with its attributes.
+        ok(
+            http.put(format!("{ps}/subscriptions/events-pull"))
+                .json(&json!({"topic": format!("projects/{PROJECT}/topics/conveyor-events")}))
+                .send()
+                .await,
+            "create the pull subscription",
+        )
+        .await;
         for (name, topic, url) in subs {
             ok(
                 http.put(format!("{ps}/subscriptions/{name}"))
@@ -241,12 +250,22 @@ pipelines:
             .or_else(|| rows.first()?.first()?.as_u64())
     }
 
-    /// Run-log rows as (pipeline, step, attempt, status, rows_loaded, dataproc_job_id, error).
+    /// Every run-log row, duplicates included, as (event_id, pipeline, step, attempt, status,
+    /// rows_loaded, dataproc_job_id, error, tableName, environment).
     async fn run_log(&self) -> Vec<Vec<Value>> {
         self.query(&format!(
-            "SELECT DISTINCT event_id, pipeline, step, attempt, status, rows_loaded, dataproc_job_id, error, tableName, environment FROM `{PROJECT}.conveyor.run_log`"
+            "SELECT event_id, pipeline, step, attempt, status, rows_loaded, dataproc_job_id, error, tableName, environment FROM `{PROJECT}.conveyor.run_log`"
         ))
         .await
+    }
+
+    /// Lines of `step`'s function log containing every one of `needles`.
+    fn log_lines(&self, step: &str, needles: &[&str]) -> usize {
+        std::fs::read_to_string(self._dir.path().join(format!("{step}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
     }
 
     async fn load_jobs(&self) -> Vec<String> {
@@ -297,6 +316,27 @@ fn has(rows: &[Vec<Value>], step: &str, status: &str) -> bool {
     rows.iter().any(|r| r[2] == step && r[4] == status)
 }
 
+/// The run log's idempotency, on the raw table: every transition (`step`, `status`) of the
+/// run is one event id however often it was delivered, and a row repeating an event id (the
+/// emulator's insertAll keeps duplicates that BigQuery's `insertId` drops; reads de-duplicate)
+/// is a copy of that event's row. Returns (events, rows) of the transition.
+fn transition(rows: &[Vec<Value>], step: &str, status: &str) -> (usize, usize) {
+    let mut by_event: std::collections::BTreeMap<String, Vec<&Vec<Value>>> = Default::default();
+    for r in rows.iter().filter(|r| r[2] == step && r[4] == status) {
+        by_event
+            .entry(r[0].as_str().unwrap_or_default().to_owned())
+            .or_default()
+            .push(r);
+    }
+    for (event, copies) in &by_event {
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "rows of event {event} differ: {copies:?}"
+        );
+    }
+    (by_event.len(), by_event.values().map(Vec::len).sum())
+}
+
 const ORDERS: &str =
     "order_id,customer,amount\n1,ada,10.5\n2,bob,3.25\n3,cy,7\n4,di,1\n5,ed,2.5\n6,flo,9\n";
 
@@ -345,6 +385,61 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         "--table=analytics.sales_2026_11_20"
     );
 
+    // 1b. The published events carry the `ce-*` attributes the push filters of infra/ match
+    //     on: the type (reverse-DNS), the id and the extensions, equal to the data's.
+    let pulled = ok(
+        s.http
+            .post(format!(
+                "{}/v1/projects/{PROJECT}/subscriptions/events-pull:pull",
+                s.emu.pubsub
+            ))
+            .json(&json!({"maxMessages": 100}))
+            .send()
+            .await,
+        "pull events",
+    )
+    .await;
+    let messages = pulled["receivedMessages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut types = std::collections::BTreeSet::new();
+    for m in &messages {
+        let a = &m["message"]["attributes"];
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(m["message"]["data"].as_str().unwrap_or_default())
+            .expect("base64 data");
+        let event: Value = serde_json::from_slice(&data).expect("a JSON event");
+        let ty = a["ce-type"].as_str().unwrap_or_default();
+        assert!(ty.starts_with("dev.conveyor."), "{m}");
+        assert_eq!(event["type"], ty, "{m}");
+        assert_eq!(a["ce-specversion"], "1.0", "{m}");
+        assert_eq!(a["ce-conveyorrun"], event["run_id"], "{m}");
+        assert_eq!(a["ce-conveyorpipeline"], "sales", "{m}");
+        assert!(a["ce-id"].as_str().is_some_and(|id| !id.is_empty()), "{m}");
+        // The filter of the consuming function matches it (subscriptions.json is what
+        // Terraform's filters are built from).
+        let consumer = conveyor_core::event::StepName::ALL
+            .into_iter()
+            .find(|step| {
+                *step != conveyor_core::event::StepName::Log
+                    && conveyor_core::steps::subscriptions(*step)
+                        .iter()
+                        .any(|t| t.as_str() == ty)
+            });
+        if ty != "dev.conveyor.batch.running" && ty != "dev.conveyor.run.finished" {
+            assert!(consumer.is_some(), "no function consumes {ty}");
+        }
+        types.insert(ty.to_owned());
+    }
+    for expected in [
+        "dev.conveyor.table.loaded",
+        "dev.conveyor.batch.submitted",
+        "dev.conveyor.batch.finished",
+    ] {
+        assert!(types.contains(expected), "{expected} published: {types:?}");
+    }
+
     // 2. The same notification again: no second load job, no duplicate rows.
     let meta = ok(
         s.http
@@ -362,6 +457,15 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         .map(str::to_owned)
         .unwrap_or_else(|| meta["generation"].to_string());
     let data = base64::engine::general_purpose::STANDARD.encode(meta.to_string());
+    // Pub/Sub's pushes to the load function (the emulator pushes as `Java/...`), counted
+    // from its request log: a delivery counter.
+    let deliveries = |s: &Setup| s.log_lines("load", &["Java/", "request finished"]);
+    let delivered_before = deliveries(&s);
+    assert!(
+        delivered_before >= 1,
+        "the load log counts Pub/Sub's pushes: {}",
+        std::fs::read_to_string(s._dir.path().join("load.log")).unwrap_or_default()
+    );
     ok(
         s.http
             .post(format!("{}/v1/projects/{PROJECT}/topics/gcs-notifications:publish", s.emu.pubsub))
@@ -373,13 +477,25 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         "republish",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Evidence that the redelivery reached the load function: one more push answered.
+    s.until(
+        "the load function to handle the redelivered notification",
+        Duration::from_secs(60),
+        || async { deliveries(&s) > delivered_before },
+    )
+    .await;
     assert_eq!(
         s.load_jobs().await.len(),
         1,
         "a redelivered notification created a second load job"
     );
     assert_eq!(s.count("analytics.sales_2026_11_20").await, Some(6));
+    let log = s.run_log().await;
+    let (events, rows) = transition(&log, "load", "SUCCEEDED");
+    assert_eq!(
+        events, 1,
+        "one load transition however often delivered ({rows} rows): {log:?}"
+    );
 
     // 2b. A direct call naming a generation that is not the live one is acknowledged as
     //     superseded and loads nothing (a caller's generation is checked against the store).
@@ -403,6 +519,25 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
     // 3. BigQuery down: the load function answers 5xx and Pub/Sub redelivers; once BigQuery
     //    is back the file is loaded exactly once.
     s.emu.script("stop-bq");
+    // The log function's contract: 503 while its run log is unreachable (Pub/Sub retries),
+    // 400 for a body that is no event (acknowledged as rejected when it came through Pub/Sub).
+    let event = &messages.first().expect("a published event")["message"];
+    let event_body = base64::engine::general_purpose::STANDARD
+        .decode(event["data"].as_str().unwrap_or_default())
+        .expect("base64");
+    let to_log = |body: Vec<u8>| {
+        s.http
+            .post(format!("{}/", s.functions[3].url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let down = to_log(event_body.clone()).await.expect("post to log");
+    assert_eq!(down.status().as_u16(), 503, "log during the outage");
+    let bad = to_log(br#"{"tick": true}"#.to_vec())
+        .await
+        .expect("post to log");
+    assert_eq!(bad.status().as_u16(), 400, "log given no event");
     let direct = s
         .http
         .post(format!("{}/", s.functions[0].url))
@@ -415,8 +550,19 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         503,
         "the load function must ask for redelivery while BigQuery is down"
     );
+    let refusals = |s: &Setup| s.log_lines("load", &["asking for redelivery"]);
+    let refused_before = refusals(&s);
     s.upload("sales/2026-11-21/orders.csv", ORDERS).await;
-    tokio::time::sleep(Duration::from_secs(4)).await; // a few redeliveries hit the outage
+    // Evidence that Pub/Sub redelivered into the outage: the load function asked for a
+    // redelivery at least twice for the upload (its first delivery and a redelivery).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refusals(&s) < refused_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no redelivery reached the load function during the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     s.emu.script("start-bq");
     s.until(
         "the second file to load",
@@ -424,11 +570,28 @@ async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_
         || async { s.count("analytics.sales_2026_11_21").await == Some(6) },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The file's run went on to its batch: its notification was acknowledged, so no
+    // redelivery is outstanding that could load it again.
+    s.until(
+        "the second file's run to finish",
+        Duration::from_secs(90),
+        || async { transition(&s.run_log().await, "poll", "SUCCEEDED").0 >= 2 },
+    )
+    .await;
     assert_eq!(
         s.count("analytics.sales_2026_11_21").await,
         Some(6),
         "loaded more than once"
+    );
+    let up = to_log(event_body).await.expect("post to log");
+    assert_eq!(up.status().as_u16(), 200, "log once BigQuery is back");
+    // Two files, two load transitions: neither the redelivered notification of the first
+    // nor the redeliveries during the outage added one.
+    let log = s.run_log().await;
+    let (events, rows) = transition(&log, "load", "SUCCEEDED");
+    assert_eq!(
+        events, 2,
+        "one load transition per file ({rows} rows): {log:?}"
     );
     let jobs = s.load_jobs().await;
     assert_eq!(jobs.len(), 2, "one load job per file: {jobs:?}");

@@ -430,7 +430,7 @@ pipelines:
     assert_eq!(ends.len(), 2);
     for row in ends.iter().rev().chain(ends.iter()) {
         let event = serde_json::json!({
-            "type": "conveyor.run.finished",
+            "type": "dev.conveyor.run.finished",
             "run_id": row.run_id,
             "pipeline": row.pipeline,
             "step": "submit",

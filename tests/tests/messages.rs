@@ -448,16 +448,31 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
         },
     )
     .await;
-    wait_for("two REJECTED run-log rows", Duration::from_secs(60), async || {
+    // Every REJECTED row, duplicates included: the emulator's insertAll keeps what BigQuery's
+    // insertId would drop, so duplicates are counted, and must all be copies of two events.
+    let rejected = async || -> Vec<String> {
         query(
             &http,
             &bq,
-            "SELECT DISTINCT event_id FROM `test.conveyor.run_log` WHERE status = 'REJECTED' AND pipeline = 'app_issues'",
+            "SELECT event_id FROM `test.conveyor.run_log` WHERE status = 'REJECTED' AND pipeline = 'app_issues'",
         )
         .await
-        .len()
-            == 2
-    })
+        .iter()
+        .map(|r| r[0].as_str().unwrap_or_default().to_owned())
+        .collect()
+    };
+    wait_for(
+        "two REJECTED run-log events",
+        Duration::from_secs(60),
+        async || {
+            rejected()
+                .await
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                >= 2
+        },
+    )
     .await;
     let mut alerted = std::collections::BTreeSet::new();
     wait_for(
@@ -474,7 +489,7 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
             .await;
             for m in pulled["receivedMessages"].as_array().into_iter().flatten() {
                 let a = &m["message"]["attributes"];
-                assert_eq!(a["ce-type"], "conveyor.step.failed", "{m}");
+                assert_eq!(a["ce-type"], "dev.conveyor.step.failed", "{m}");
                 assert_eq!(a["ce-conveyorstatus"], "REJECTED", "{m}");
                 assert_eq!(a["ce-conveyorpipeline"], "app_issues", "{m}");
                 alerted.insert(a["ce-id"].as_str().unwrap_or_default().to_owned());
@@ -495,6 +510,20 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
             vec![json!("drill-7"), json!("3")],
             vec![json!("truck-2"), Value::Null]
         ]
+    );
+    // By now both alerts were published, so both rejections were recorded: one event each.
+    let ids = rejected().await;
+    let events: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        events.len(),
+        2,
+        "one REJECTED event per bad message ({} rows): {ids:?}",
+        ids.len()
+    );
+    assert_eq!(
+        events,
+        alerted.iter().collect(),
+        "the run log and the alerts agree"
     );
 
     // A redelivery of a message already written (an acknowledgement lost on the way).
@@ -527,15 +556,33 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
         .await
         .expect("post");
     assert_eq!(down.status().as_u16(), 503);
+    // The load function's log counts Pub/Sub's pushes (the emulator pushes as `Java/...`).
+    let load_log = dir.path().join("load.log");
+    let lines = |needles: &[&str]| {
+        std::fs::read_to_string(&load_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    };
+    let refused_before = lines(&["Java/", "asking for redelivery"]);
+    let handled_before = lines(&["Java/", "handled"]);
     publish(br#"{"machine": "shovel-3", "reported_at": "2026-11-20T10:00:00Z"}"#).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    emu.script("start-bq");
+    // Evidence of redelivery: the pushed message was refused with 503 twice (its first
+    // delivery and at least one redelivery) while BigQuery was down.
     wait_for(
-        "the redelivered message",
+        "a redelivery into the outage",
         Duration::from_secs(60),
-        async || count(&http, &bq, "ops.machine_issues").await == 3,
+        async || lines(&["Java/", "asking for redelivery"]) >= refused_before + 2,
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    emu.script("start-bq");
+    // Then a redelivery succeeded (answered 200, so acknowledged: no further one can come).
+    wait_for(
+        "the redelivered message to be handled",
+        Duration::from_secs(60),
+        async || lines(&["Java/", "handled"]) > handled_before,
+    )
+    .await;
     assert_eq!(count(&http, &bq, "ops.machine_issues").await, 3);
 }

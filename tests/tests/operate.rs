@@ -474,13 +474,13 @@ async fn replay_re_publishes_a_dead_lettered_message_once_and_records_it() {
         .expect("dataset");
 
     // A loaded event that the submit function failed on until Pub/Sub dead-lettered it.
-    let event = json!({"type": "conveyor.table.loaded", "run_id": "sales-ccc", "pipeline": "sales",
+    let event = json!({"type": "dev.conveyor.table.loaded", "run_id": "sales-ccc", "pipeline": "sales",
         "step": "load", "attempt": 1, "status": "SUCCEEDED", "time": "2026-11-20T10:00:00Z",
         "detail": {"table": "analytics.sales_2026_11_20", "rows": 6}});
     let data = base64::engine::general_purpose::STANDARD.encode(event.to_string());
     http.post(format!("{ps}/topics/conveyor-events-dead-letter:publish"))
         .json(&json!({"messages": [{"data": data, "attributes": {
-            "ce-type": "conveyor.table.loaded", "ce-specversion": "1.0",
+            "ce-type": "dev.conveyor.table.loaded", "ce-specversion": "1.0",
             "CloudPubSubDeadLetterSourceSubscription": "conveyor-submit",
             "CloudPubSubDeadLetterSourceDeliveryCount": "10"}}]}))
         .send()
@@ -539,7 +539,7 @@ async fn replay_re_publishes_a_dead_lettered_message_once_and_records_it() {
     }
     assert_eq!(got.len(), 1, "re-published once: {got:?}");
     assert_eq!(got[0]["data"], data);
-    assert_eq!(got[0]["attributes"]["ce-type"], "conveyor.table.loaded");
+    assert_eq!(got[0]["attributes"]["ce-type"], "dev.conveyor.table.loaded");
     assert!(got[0]["attributes"]["conveyor-replay-of"].is_string());
     assert!(
         got[0]["attributes"]

@@ -42,8 +42,8 @@ impl Server {
         match server.script("start") {
             Some(0) => {}
             Some(3) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!(
-                    "\n!!!!! SKIPPED: no PostgreSQL server here; the PostgreSQL tests did not run !!!!!\n"
+                conveyor_e2e::skipped(
+                    "no PostgreSQL server here; the PostgreSQL tests did not run",
                 );
                 return None;
             }

@@ -43,9 +43,7 @@ impl Sshd {
         match status.code() {
             Some(0) => {}
             Some(3) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!(
-                    "\n!!!!! SKIPPED: sshd is not available here; the SSH tests did not run !!!!!\n"
-                );
+                conveyor_e2e::skipped("sshd is not available here; the SSH tests did not run");
                 return None;
             }
             other => panic!("scripts/sshd.sh start failed: {other:?}"),

@@ -35,7 +35,7 @@ variable "error_rate_window" {
 }
 
 variable "alerts_topic_enabled" {
-  description = "Create the topic `<prefix>-alerts`: the log function publishes to it every event that ends a run in failure (the Conveyor CloudEvent, with its `ce-*` attributes: `conveyor.step.failed` for failed loads and rejections, `conveyor.batch.finished` with status FAILED or TIMED_OUT for a batch), for Slack or e-mail integrations to subscribe to."
+  description = "Create the topic `<prefix>-alerts`: the log function publishes to it every event that ends a run in failure (the Conveyor CloudEvent, with its `ce-*` attributes: `dev.conveyor.step.failed` for failed loads and rejections, `dev.conveyor.batch.finished` with status FAILED or TIMED_OUT for a batch), for Slack or e-mail integrations to subscribe to."
   type        = bool
   default     = false
 }

@@ -30,7 +30,7 @@ locals {
     : local.create_batch_account ? google_service_account.batch[0].email : null
   )
 
-  # Every step publishes: its chaining event, and a `conveyor.step.failed` when it rejects
+  # Every step publishes: its chaining event, and a `dev.conveyor.step.failed` when it rejects
   # a request.
   publishers = keys(local.function_defaults)
 
@@ -48,22 +48,31 @@ locals {
 
   dataset_grants = merge(
     # Load jobs create and append to tables of the target datasets.
-    { for d in var.datasets : "load-${d}" => { function = "load", dataset = d } },
+    { for d in var.datasets : "load-${d}" => { function = "load", dataset = d, role = "roles/bigquery.dataEditor" } },
+    # `sql` jobs run as submit and write tables of the datasets; `for_each` reads a
+    # configuration table from them.
+    { for d in var.datasets : "submit-${d}" => { function = "submit", dataset = d, role = "roles/bigquery.dataEditor" } },
     {
-      # Writes run-log rows.
-      "log-run-log" = { function = "log", dataset = var.run_log_dataset }
+      # Writes run-log rows (insertAll, no job) and makes sure the table exists.
+      "log-run-log" = { function = "log", dataset = var.run_log_dataset, role = "roles/bigquery.dataEditor" }
+      # Reads the run log: an `after` pipeline's upstream runs, a run's earlier attempts. The
+      # adapter's create-if-missing is skipped by readers without tables.create.
+      "submit-run-log" = { function = "submit", dataset = var.run_log_dataset, role = "roles/bigquery.dataViewer" }
       # Reads open batches from the run log. dataEditor rather than dataViewer because the
       # BigQuery adapter makes sure the run-log table exists (tables.insert, 409 when it does),
       # which needs bigquery.tables.create on the dataset.
-      "poll-run-log" = { function = "poll", dataset = var.run_log_dataset }
+      "poll-run-log" = { function = "poll", dataset = var.run_log_dataset, role = "roles/bigquery.dataEditor" }
     },
   )
 
   # Project-level roles, only where IAM has no narrower resource: BigQuery jobs run in the
   # project; Dataproc batches and Dataflow jobs have no per-job IAM before they exist.
+  # BigQuery jobs: load (load jobs, message rows as DML), submit (`sql` jobs, run-log and
+  # configuration-table queries), poll (the open-batch query). Not log: it writes the run log
+  # with insertAll and runs no job.
   project_grants = merge(
-    { for f in ["load", "poll", "log"] : "${f}-bigquery-jobs" => { function = f, role = "roles/bigquery.jobUser" } },
-    var.dataproc_enabled ? { for f in ["submit", "poll"] : "${f}-dataproc" => { function = f, role = "roles/dataproc.editor" } } : {},
+    { for f in ["load", "submit", "poll"] : "${f}-bigquery-jobs" => { function = f, role = "roles/bigquery.jobUser" } },
+    var.dataproc_enabled ? { for f in ["submit", "poll"] : "${f}-dataproc" => { function = f, role = google_project_iam_custom_role.dataproc_runner[0].id } } : {},
     var.dataflow_enabled ? { for f in ["submit", "poll"] : "${f}-dataflow" => { function = f, role = "roles/dataflow.developer" } } : {},
   )
 }
@@ -90,8 +99,36 @@ resource "google_bigquery_dataset_iam_member" "function" {
 
   project    = var.project_id
   dataset_id = google_bigquery_dataset.dataset[each.value.dataset].dataset_id
-  role       = "roles/bigquery.dataEditor"
+  role       = each.value.role
   member     = google_service_account.function[each.value.function].member
+}
+
+# What the Dataproc engines call, and nothing more (roles/dataproc.editor would also let
+# submit and poll update, delete or read every cluster, job and workflow of the project):
+# `dataproc_serverless` creates and reads batches and cancels a batch's operation;
+# `dataproc_cluster` creates, reads and deletes its ephemeral cluster and submits (jobs.create
+# with clusters.use), reads and cancels the job on it. See shared/gcp/src/engines/dataproc_*.rs.
+resource "google_project_iam_custom_role" "dataproc_runner" {
+  count = var.dataproc_enabled ? 1 : 0
+
+  project     = var.project_id
+  role_id     = "${replace(local.prefix, "-", "_")}_dataproc_runner"
+  title       = "Conveyor Dataproc runner (${local.prefix})"
+  description = "Create, follow and cancel the Dataproc batches, ephemeral clusters and jobs of Conveyor pipelines."
+  permissions = [
+    "dataproc.batches.create",
+    "dataproc.batches.get",
+    "dataproc.batches.cancel",
+    "dataproc.operations.get",
+    "dataproc.operations.cancel",
+    "dataproc.clusters.create",
+    "dataproc.clusters.get",
+    "dataproc.clusters.delete",
+    "dataproc.clusters.use",
+    "dataproc.jobs.create",
+    "dataproc.jobs.get",
+    "dataproc.jobs.cancel",
+  ]
 }
 
 resource "google_project_iam_member" "function" {

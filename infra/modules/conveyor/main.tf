@@ -35,14 +35,28 @@ locals {
   # subscriptions.json and kept equal by the test `terraform_push_filters_follow_the_steps_subscriptions`.
   consumes    = jsondecode(file("${path.module}/subscriptions.json"))
   event_types = distinct(flatten(values(local.consumes)))
-  # One push subscription per consuming function, filtered on the `ce-type` attribute. A
-  # function that takes every type (log) filters on the prefix: six equalities joined by OR
-  # would pass Pub/Sub's 256-byte filter limit.
+  # One push subscription per consuming function, filtered on the `ce-type` attribute. Types
+  # are reverse-DNS (`dev.conveyor.table.loaded`); for one release the filters also accept the
+  # legacy names (`conveyor.table.loaded`) that a previous release's instances publish during
+  # a deployment. A function that takes every type (log) filters on the two prefixes; where
+  # the equalities for both names would pass Pub/Sub's 256-byte filter limit (submit), the
+  # legacy names are matched by their prefix, and the step acknowledges a legacy event of a
+  # type it does not consume (`conveyor_core::http`) instead of rejecting it.
+  exact_filters = {
+    for step, types in local.consumes : step => join(" OR ", concat(
+      [for t in types : "attributes.ce-type = \"${t}\""],
+      [for t in types : "attributes.ce-type = \"${trimprefix(t, "dev.")}\""],
+    ))
+  }
   push_filters = {
     for step, types in local.consumes : step => (
       length(setsubtract(local.event_types, types)) == 0
-      ? "hasPrefix(attributes.ce-type, \"conveyor.\")"
-      : join(" OR ", [for t in types : "attributes.ce-type = \"${t}\""])
+      ? "hasPrefix(attributes.ce-type, \"dev.conveyor.\") OR hasPrefix(attributes.ce-type, \"conveyor.\")"
+      : length(local.exact_filters[step]) <= 256 ? local.exact_filters[step]
+      : join(" OR ", concat(
+        [for t in types : "attributes.ce-type = \"${t}\""],
+        ["hasPrefix(attributes.ce-type, \"conveyor.\")"],
+      ))
     ) if length(types) > 0
   }
 

@@ -1,13 +1,16 @@
 # Cloud Scheduler: one job per active scheduled pipeline, from `var.schedules` (printed by
 # `conveyor schedules --tfvars`), so for_each creates, updates and deletes jobs as pipelines
-# gain, change or lose a schedule or are made inactive; plus the poll tick.
+# gain, change or lose a schedule or are made inactive; plus the poll tick. Every job is named
+# `<name_prefix>-<pipeline>` (`<name_prefix>-poll-tick`): Cloud Scheduler job names are unique
+# per project and region, so two deployments (dev, prod) with different prefixes can share one.
 
 resource "google_cloud_scheduler_job" "pipeline" {
   for_each = { for s in var.schedules : s.name => s }
 
-  project     = var.project_id
-  region      = local.scheduler_region
-  name        = each.key
+  project = var.project_id
+  region  = local.scheduler_region
+  # The deployment's prefix: dev and prod in one project and region do not collide.
+  name        = "${local.prefix}-${each.value.pipeline}"
   description = "Starts Conveyor pipeline ${each.value.pipeline} at ${each.value.target} (generated from the pipeline file)."
   schedule    = each.value.cron
   time_zone   = each.value.time_zone
@@ -36,7 +39,7 @@ resource "google_cloud_scheduler_job" "pipeline" {
 
   lifecycle {
     precondition {
-      condition     = each.key != "${local.prefix}-poll-tick"
+      condition     = each.value.pipeline != "poll-tick"
       error_message = "A pipeline's scheduler job may not be called ${local.prefix}-poll-tick: rename the pipeline."
     }
   }

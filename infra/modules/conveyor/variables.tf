@@ -157,7 +157,7 @@ variable "deletion_protection" {
 }
 
 variable "dataproc_enabled" {
-  description = "Pipelines use the `dataproc_serverless` or `dataproc_cluster` batch engine: `submit` and `poll` get roles/dataproc.editor on the project (create, get and cancel batches, jobs and ephemeral clusters) and the batch runtime service account gets roles/dataproc.worker."
+  description = "Pipelines use the `dataproc_serverless` or `dataproc_cluster` batch engine: `submit` and `poll` get a custom role `<name_prefix>_dataproc_runner` on the project with only the permissions the engines use (create, get and cancel batches, jobs and ephemeral clusters; delete the clusters) and the batch runtime service account gets roles/dataproc.worker."
   type        = bool
   default     = false
 }
@@ -190,7 +190,7 @@ variable "batch_code_buckets" {
 }
 
 variable "schedules" {
-  description = "Cloud Scheduler jobs for the pipelines, as printed by `conveyor schedules --tfvars` (one per active pipeline with `trigger.schedule`): name, pipeline, cron, time_zone, target (`stage` or `submit`) and the JSON body sent. Terraform creates, updates and deletes the jobs to match the list."
+  description = "Cloud Scheduler jobs for the pipelines, as printed by `conveyor schedules --tfvars` (one per active pipeline with `trigger.schedule`): name (the key; the job itself is named `<name_prefix>-<pipeline>`, so deployments with different prefixes share a project), pipeline, cron, time_zone, target (`stage` or `submit`) and the JSON body sent. Terraform creates, updates and deletes the jobs to match the list."
   type = list(object({
     name      = string
     pipeline  = string

@@ -70,7 +70,7 @@ pub fn retry_pending(row: &RunLogRow) -> bool {
     row.status == "FAILED" && row.detail.contains("\"retry_at\"")
 }
 
-/// Whether a row records the end of the whole run (`conveyor.run.finished`: written by the
+/// Whether a row records the end of the whole run (`dev.conveyor.run.finished`: written by the
 /// submit step, naming no job), not a task of it.
 pub fn is_run_end(row: &RunLogRow) -> bool {
     row.step == "submit"

@@ -206,7 +206,7 @@ fn bench(c: &mut Criterion) {
         )
     };
     let event_body = format!(
-        r#"{{"subscription":"s","message":{{"data":"{}","attributes":{{"ce-type":"conveyor.table.loaded"}},"messageId":"3"}}}}"#,
+        r#"{{"subscription":"s","message":{{"data":"{}","attributes":{{"ce-type":"dev.conveyor.table.loaded"}},"messageId":"3"}}}}"#,
         base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&loaded).unwrap())
     );
     c.bench_function("envelope -> route -> submit step (in-memory ports)", |b| {

@@ -18,37 +18,60 @@ use crate::names::{BucketName, JobId, ObjectName, PipelineName, RunId, short_has
 /// The CloudEvent `source` of events Conveyor emits.
 pub const SOURCE_PREFIX: &str = "//conveyor";
 
+/// The prefix of every Conveyor event type: reverse-DNS, as the CloudEvents spec recommends
+/// (`dev.conveyor.table.loaded`).
+pub const TYPE_PREFIX: &str = "dev.conveyor.";
+
+/// The prefix of the types of earlier releases (`conveyor.table.loaded`), still accepted
+/// for a release so events published by a previous release during a deployment are read.
+pub const LEGACY_TYPE_PREFIX: &str = "conveyor.";
+
 /// The type of a Conveyor event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
     /// An object was copied into the landing bucket by the stage step.
-    #[serde(rename = "conveyor.object.staged")]
+    #[serde(
+        rename = "dev.conveyor.object.staged",
+        alias = "conveyor.object.staged"
+    )]
     ObjectStaged,
     /// An object was loaded into its table.
-    #[serde(rename = "conveyor.table.loaded")]
+    #[serde(rename = "dev.conveyor.table.loaded", alias = "conveyor.table.loaded")]
     TableLoaded,
     /// A batch attempt was submitted (or an existing one adopted).
-    #[serde(rename = "conveyor.batch.submitted")]
+    #[serde(
+        rename = "dev.conveyor.batch.submitted",
+        alias = "conveyor.batch.submitted"
+    )]
     BatchSubmitted,
     /// A batch attempt was seen running.
-    #[serde(rename = "conveyor.batch.running")]
+    #[serde(
+        rename = "dev.conveyor.batch.running",
+        alias = "conveyor.batch.running"
+    )]
     BatchRunning,
     /// A batch attempt reached a terminal state: SUCCEEDED, FAILED or TIMED_OUT.
-    #[serde(rename = "conveyor.batch.finished")]
+    #[serde(
+        rename = "dev.conveyor.batch.finished",
+        alias = "conveyor.batch.finished"
+    )]
     BatchFinished,
     /// A step failed or rejected its input; the error says why.
-    #[serde(rename = "conveyor.step.failed")]
+    #[serde(rename = "dev.conveyor.step.failed", alias = "conveyor.step.failed")]
     StepFailed,
     /// A load job outlived its request's wait: the poll tick finishes it.
-    #[serde(rename = "conveyor.load.running")]
+    #[serde(rename = "dev.conveyor.load.running", alias = "conveyor.load.running")]
     LoadRunning,
     /// An arrival named a generation that is no longer live (overwritten or deleted): it is
     /// not loaded; the newer generation's own arrival is.
-    #[serde(rename = "conveyor.object.superseded")]
+    #[serde(
+        rename = "dev.conveyor.object.superseded",
+        alias = "conveyor.object.superseded"
+    )]
     ObjectSuperseded,
     /// A run ended: SUCCEEDED after its last job (or its load, without jobs), or FAILED /
     /// TIMED_OUT with the job that ended it. Pipelines started `after` it react to it.
-    #[serde(rename = "conveyor.run.finished")]
+    #[serde(rename = "dev.conveyor.run.finished", alias = "conveyor.run.finished")]
     RunFinished,
 }
 
@@ -69,21 +92,30 @@ impl EventType {
     /// The CloudEvent `type` string.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::ObjectStaged => "conveyor.object.staged",
-            Self::TableLoaded => "conveyor.table.loaded",
-            Self::BatchSubmitted => "conveyor.batch.submitted",
-            Self::BatchRunning => "conveyor.batch.running",
-            Self::BatchFinished => "conveyor.batch.finished",
-            Self::StepFailed => "conveyor.step.failed",
-            Self::LoadRunning => "conveyor.load.running",
-            Self::ObjectSuperseded => "conveyor.object.superseded",
-            Self::RunFinished => "conveyor.run.finished",
+            Self::ObjectStaged => "dev.conveyor.object.staged",
+            Self::TableLoaded => "dev.conveyor.table.loaded",
+            Self::BatchSubmitted => "dev.conveyor.batch.submitted",
+            Self::BatchRunning => "dev.conveyor.batch.running",
+            Self::BatchFinished => "dev.conveyor.batch.finished",
+            Self::StepFailed => "dev.conveyor.step.failed",
+            Self::LoadRunning => "dev.conveyor.load.running",
+            Self::ObjectSuperseded => "dev.conveyor.object.superseded",
+            Self::RunFinished => "dev.conveyor.run.finished",
         }
     }
 
-    /// Parses a CloudEvent `type` string.
+    /// The type string of releases before the reverse-DNS prefix (`conveyor.table.loaded`):
+    /// still accepted for a release ([`EventType::parse`]), never emitted. Event ids hash it,
+    /// so an event keeps its id across the rename.
+    pub fn legacy_str(self) -> &'static str {
+        &self.as_str()[TYPE_PREFIX.len() - LEGACY_TYPE_PREFIX.len()..]
+    }
+
+    /// Parses a CloudEvent `type` string: the current name or the legacy one.
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s || t.legacy_str() == s)
     }
 }
 
@@ -342,7 +374,9 @@ impl ConveyorEvent {
             ""
         };
         short_hash(&[
-            self.kind.as_str(),
+            // The legacy name: the rename of the types does not change any event's id, so
+            // an event re-emitted across an upgrade is still recorded once.
+            self.kind.legacy_str(),
             self.run_id.as_str(),
             self.step.as_str(),
             &self.attempt.to_string(),
@@ -379,9 +413,9 @@ impl ConveyorEvent {
     /// [`EventError`] when the type is not Conveyor's or the data does not parse.
     pub fn from_cloudevent(event: &Event) -> Result<Self, EventError> {
         let kind = event.ty();
-        if EventType::parse(kind).is_none() {
+        let Some(expected) = EventType::parse(kind) else {
             return Err(EventError::UnknownType(kind.to_owned()));
-        }
+        };
         let bad = |reason: String| EventError::BadData {
             kind: kind.to_owned(),
             reason,
@@ -394,7 +428,7 @@ impl ConveyorEvent {
             Some(Data::String(s)) => serde_json::from_str(s).map_err(|e| bad(e.to_string()))?,
             None => return Err(bad("no data".to_owned())),
         };
-        if parsed.kind.as_str() != kind {
+        if parsed.kind != expected {
             return Err(bad(format!("data says type {}", parsed.kind)));
         }
         Ok(parsed)
@@ -453,7 +487,7 @@ mod tests {
     fn events_round_trip_through_cloudevents() {
         let e = sample();
         let ce = e.to_cloudevent();
-        assert_eq!(ce.ty(), "conveyor.table.loaded");
+        assert_eq!(ce.ty(), "dev.conveyor.table.loaded");
         assert_eq!(ce.id(), e.id());
         assert_eq!(ConveyorEvent::from_cloudevent(&ce).unwrap(), e);
     }
@@ -467,6 +501,55 @@ mod tests {
         let mut c = a.clone();
         c.attempt = 2;
         assert_ne!(a.id(), c.id());
+    }
+
+    #[test]
+    fn legacy_types_are_parsed_and_the_new_ones_emitted() {
+        for t in EventType::ALL {
+            assert!(t.as_str().starts_with(TYPE_PREFIX), "{t}");
+            assert_eq!(t.legacy_str(), &t.as_str()["dev.".len()..]);
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+            assert_eq!(EventType::parse(t.legacy_str()), Some(t));
+        }
+        // An event of the previous release, in structured form: read, and re-emitted with the
+        // new type and the same id.
+        let e = sample();
+        let mut json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], "dev.conveyor.table.loaded");
+        json["type"] = "conveyor.table.loaded".into();
+        let old: ConveyorEvent = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(old, e);
+        let ce = EventBuilderV10::new()
+            .id(e.id())
+            .ty("conveyor.table.loaded")
+            .source("//conveyor/load")
+            .data("application/json", json)
+            .build()
+            .unwrap();
+        let read = ConveyorEvent::from_cloudevent(&ce).unwrap();
+        assert_eq!(read.kind, EventType::TableLoaded);
+        assert_eq!(read.to_cloudevent().ty(), "dev.conveyor.table.loaded");
+        assert_eq!(read.id(), ce.id(), "the rename keeps event ids");
+        assert_eq!(
+            read.pubsub_attributes()["ce-type"],
+            "dev.conveyor.table.loaded"
+        );
+    }
+
+    #[test]
+    fn a_data_type_that_differs_from_the_attribute_is_refused() {
+        let e = sample();
+        let ce = EventBuilderV10::new()
+            .id("1")
+            .ty("dev.conveyor.batch.finished")
+            .source("//conveyor/load")
+            .data("application/json", serde_json::to_value(&e).unwrap())
+            .build()
+            .unwrap();
+        assert!(matches!(
+            ConveyorEvent::from_cloudevent(&ce),
+            Err(EventError::BadData { .. })
+        ));
     }
 
     #[test]

@@ -265,12 +265,16 @@ fn from_cloudevent(event: &Event) -> (Delivery, Result<Inbound, InboundError>) {
             Ok(v) => parse_json(v),
             Err(e) => (Delivery::default(), Err(e)),
         },
-        ty if ty.starts_with("conveyor.") => (
-            Delivery::default(),
-            ConveyorEvent::from_cloudevent(event)
-                .map(|e| Inbound::Event(Box::new(e)))
-                .map_err(|e| InboundError(e.to_string())),
-        ),
+        ty if ty.starts_with(crate::event::TYPE_PREFIX)
+            || ty.starts_with(crate::event::LEGACY_TYPE_PREFIX) =>
+        {
+            (
+                Delivery::default(),
+                ConveyorEvent::from_cloudevent(event)
+                    .map(|e| Inbound::Event(Box::new(e)))
+                    .map_err(|e| InboundError(e.to_string())),
+            )
+        }
         ty if ty.starts_with("google.cloud.storage.object.v1.") => (
             Delivery::default(),
             Ok(Inbound::Ignored(format!("{ty} needs no work"))),
@@ -309,7 +313,7 @@ fn from_pubsub_message(message: PushMessage) -> Result<Inbound, InboundError> {
         let event: ConveyorEvent = serde_json::from_slice(&data).map_err(|e| {
             InboundError(format!("{kind} message data is not a Conveyor event: {e}"))
         })?;
-        if event.kind.as_str() != kind {
+        if crate::event::EventType::parse(kind) != Some(event.kind) {
             return Err(InboundError(format!(
                 "attribute ce-type {kind} does not match data type {}",
                 event.kind

@@ -34,7 +34,7 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|n| json!(n)),
         any::<f64>().prop_map(|f| json!(f)),
         ".{0,40}".prop_map(Value::String),
-        Just(json!("conveyor.table.loaded")),
+        Just(json!("dev.conveyor.table.loaded")),
         Just(json!("2026-11-20T00:00:00Z")),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
@@ -157,9 +157,9 @@ proptest! {
     #[test]
     fn binary_and_structured_cloudevents_are_answered(
         ty in prop_oneof![
-            Just("conveyor.table.loaded".to_owned()),
-            Just("conveyor.batch.finished".to_owned()),
-            Just("conveyor.run.finished".to_owned()),
+            Just("dev.conveyor.table.loaded".to_owned()),
+            Just("dev.conveyor.batch.finished".to_owned()),
+            Just("dev.conveyor.run.finished".to_owned()),
             Just("google.cloud.storage.object.v1.finalized".to_owned()),
             Just("google.cloud.pubsub.topic.v1.messagePublished".to_owned()),
             ".{0,30}",

@@ -7,7 +7,7 @@
 //!
 //! `load` prints the rows and the seconds the load took; `events` prints the objects loaded
 //! per second, from the first file written until every object is loaded and the runtime is
-//! quiet (each object: an arrival, a load job, a `conveyor.table.loaded` event, run-log rows).
+//! quiet (each object: an arrival, a load job, a `dev.conveyor.table.loaded` event, run-log rows).
 
 #![allow(clippy::print_stdout)]
 

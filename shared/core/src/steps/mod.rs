@@ -70,7 +70,7 @@ impl Default for StepOptions {
 }
 
 /// Why a step did not complete. Permanent problems that a step can record (a file with bad
-/// rows, a refused batch) are not errors: the step records them as `conveyor.step.failed`
+/// rows, a refused batch) are not errors: the step records them as `dev.conveyor.step.failed`
 /// and returns an [`Outcome`]. Exhaustive on purpose: every runtime maps exactly these two
 /// (acknowledge and record, or ask for redelivery).
 #[derive(Debug, thiserror::Error)]

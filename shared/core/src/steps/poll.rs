@@ -1,6 +1,6 @@
 //! poll: follow submitted batches to a terminal state, holding no compute while waiting.
 //!
-//! A `conveyor.batch.submitted` event gets one immediate check; after that, each tick (Cloud
+//! A `dev.conveyor.batch.submitted` event gets one immediate check; after that, each tick (Cloud
 //! Scheduler, or the embedded runtime's timer) checks every open batch. The state lives in the
 //! run log: a run's newest batch row says SUBMITTED, RUNNING, or FAILED with a retry time. So a
 //! poll instance can stop at any moment and the next tick carries on.
@@ -14,7 +14,7 @@
 //! state, before the run closes.
 //!
 //! Besides batches, the tick finishes what else waits without a request: load jobs that
-//! outlived their request (`conveyor.load.running`), `for_each` jobs whose rows have all
+//! outlived their request (`dev.conveyor.load.running`), `for_each` jobs whose rows have all
 //! ended, and (as a safety net) pipelines started `after` others.
 
 use std::collections::BTreeSet;
@@ -125,7 +125,7 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         }
         other => {
             return Err(StepError::Rejected(format!(
-                "the poll function takes conveyor.batch.submitted events and ticks, not {}",
+                "the poll function takes dev.conveyor.batch.submitted events and ticks, not {}",
                 describe(&other)
             )));
         }
@@ -186,7 +186,7 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
     check_batch(ctx, pipeline, job, open, outcome).await
 }
 
-/// A load job that outlived its request: `conveyor.table.loaded` once it is DONE.
+/// A load job that outlived its request: `dev.conveyor.table.loaded` once it is DONE.
 async fn check_load(
     ctx: &Context,
     pipeline: &Pipeline,

@@ -123,7 +123,7 @@ fn rejection_event(
     ))
 }
 
-/// Records a rejected request (`conveyor.step.failed`, status REJECTED) unless one of its
+/// Records a rejected request (`dev.conveyor.step.failed`, status REJECTED) unless one of its
 /// kind was recorded in the current window, in which case it is counted; returns the event
 /// recorded, if any.
 ///

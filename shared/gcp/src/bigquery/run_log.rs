@@ -79,15 +79,48 @@ fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-impl BigQuery {
-    /// The run log without duplicates: reads keep one row per event id.
-    fn deduped(&self, t: &TableRef) -> String {
-        format!(
-            "(SELECT * EXCEPT(dup) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY last_modified_at) AS dup FROM {}) WHERE dup = 1)",
-            quoted(self.project_of(t), t)
-        )
-    }
+/// The run log `table` (quoted) without duplicates: one row per event id, of the rows that
+/// pass `filters` (SQL conditions joined by AND). The filters apply to the table itself,
+/// inside the de-duplication, so BigQuery prunes `td_timestamp` day partitions and
+/// `pipeline`/`run_id` clusters: a filter outside the window function cannot be pushed
+/// through it, and every read would scan the whole table. (Duplicates of an event id are
+/// copies of one row, so filtering before de-duplicating keeps the same rows.)
+fn deduped_sql(table: &str, filters: &[String]) -> String {
+    let filter = if filters.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", filters.join(" AND "))
+    };
+    format!(
+        "(SELECT * EXCEPT(dup) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY last_modified_at) AS dup FROM {table}{filter}) WHERE dup = 1)"
+    )
+}
 
+/// The condition on the partitioning column keeping the rows from `since` on.
+fn since_filter(since: &DateTime<Utc>) -> String {
+    format!("td_timestamp >= TIMESTAMP({})", lit(&ts(since)))
+}
+
+/// The open-batch query of the poll tick: the latest row of every job of the runs of the
+/// last `since`, when it is SUBMITTED, RUNNING, or FAILED with a retry due.
+fn open_batches_sql(table: &str, since: &DateTime<Utc>) -> String {
+    // Rows of older releases name no job; their batch rows count as job `batch`.
+    format!(
+        "SELECT {COLUMNS} FROM (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, job_key ORDER BY attempt DESC,
+             CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC,
+             td_timestamp DESC) AS rn
+           FROM (SELECT *, COALESCE(job, IF(dataproc_job_id IS NOT NULL, 'batch', NULL)) AS job_key
+                 FROM {})
+           WHERE job_key IS NOT NULL)
+         WHERE rn = 1 AND (status IN ('SUBMITTED', 'RUNNING')
+           OR (status = 'FAILED' AND JSON_VALUE(detail, '$.retry_at') IS NOT NULL))
+         ORDER BY td_timestamp",
+        deduped_sql(table, &[since_filter(since)])
+    )
+}
+
+impl BigQuery {
     /// Creates the run-log `table` the first time this process writes to it (Terraform
     /// creates it in production; 409 means it exists), and adds the columns a table made by an
     /// older release lacks. Remembered per table: pipelines may name their own run-log tables.
@@ -193,15 +226,15 @@ impl RunLog for BigQuery {
             return Err(e);
         }
         // Values are quoted as string literals.
-        let mut filters = vec!["TRUE".to_owned()];
+        let mut filters = Vec::new();
+        if let Some(since) = &query.since {
+            filters.push(since_filter(since));
+        }
         if let Some(run) = &query.run_id {
             filters.push(format!("run_id = {}", lit(run)));
         }
         if let Some(p) = &query.pipeline {
             filters.push(format!("pipeline = {}", lit(p)));
-        }
-        if let Some(since) = &query.since {
-            filters.push(format!("td_timestamp >= TIMESTAMP({})", lit(&ts(since))));
         }
         if !query.statuses.is_empty() {
             let list: Vec<String> = query.statuses.iter().map(|s| lit(s)).collect();
@@ -213,9 +246,8 @@ impl RunLog for BigQuery {
             format!(" LIMIT {}", query.limit)
         };
         self.read_rows(&format!(
-            "SELECT {COLUMNS} FROM {} WHERE {} ORDER BY td_timestamp DESC{limit}",
-            self.deduped(table),
-            filters.join(" AND ")
+            "SELECT {COLUMNS} FROM {} ORDER BY td_timestamp DESC{limit}",
+            deduped_sql(&quoted(self.project_of(table), table), &filters),
         ))
         .await
         .map_err(|e| match e {
@@ -231,20 +263,9 @@ impl RunLog for BigQuery {
         since: DateTime<Utc>,
     ) -> Result<Vec<RunLogRow>, PortError> {
         self.ensure_run_log(table).await?;
-        // Rows of older releases name no job; their batch rows count as job `batch`.
-        self.read_rows(&format!(
-            "SELECT {COLUMNS} FROM (
-               SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, job_key ORDER BY attempt DESC,
-                 CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC,
-                 td_timestamp DESC) AS rn
-               FROM (SELECT *, COALESCE(job, IF(dataproc_job_id IS NOT NULL, 'batch', NULL)) AS job_key
-                     FROM {} WHERE td_timestamp >= TIMESTAMP({}))
-               WHERE job_key IS NOT NULL)
-             WHERE rn = 1 AND (status IN ('SUBMITTED', 'RUNNING')
-               OR (status = 'FAILED' AND JSON_VALUE(detail, '$.retry_at') IS NOT NULL))
-             ORDER BY td_timestamp",
-            self.deduped(table),
-            lit(&ts(&since))
+        self.read_rows(&open_batches_sql(
+            &quoted(self.project_of(table), table),
+            &since,
         ))
         .await
     }
@@ -262,6 +283,31 @@ mod tests {
         assert_eq!(a.timestamp(), 1_763_700_000);
         assert_eq!(b.timestamp(), 1_763_700_000);
         assert_eq!(c.timestamp(), 1_763_700_000);
+    }
+
+    #[test]
+    fn the_open_batch_query_filters_the_table_by_time_before_any_window() {
+        let since = DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let sql = open_batches_sql("`p.conveyor.run_log`", &since);
+        // The only read of the table carries the partition filter directly, so BigQuery
+        // prunes the day partitions before de-duplicating.
+        assert_eq!(sql.matches("`p.conveyor.run_log`").count(), 1, "{sql}");
+        assert!(
+            sql.contains(
+                "FROM `p.conveyor.run_log` WHERE td_timestamp >= TIMESTAMP('2026-11-20T00:00:00.000000Z')"
+            ),
+            "{sql}"
+        );
+        // No other time filter outside a window function, where it could not prune.
+        assert_eq!(sql.matches("td_timestamp >=").count(), 1, "{sql}");
+        assert!(deduped_sql("`t`", &[]).contains("FROM `t`) WHERE dup = 1"));
+        let by_run = deduped_sql("`t`", &["run_id = 'r'".to_owned(), since_filter(&since)]);
+        assert!(
+            by_run.contains("FROM `t` WHERE run_id = 'r' AND td_timestamp >="),
+            "{by_run}"
+        );
     }
 
     #[test]

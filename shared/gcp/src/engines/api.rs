@@ -55,7 +55,7 @@ impl Api {
         Ok(Self { http, token })
     }
 
-    /// Calls `method url` with `body`. Transport failures, 408, 429 and 5xx are
+    /// Calls `method url` with `body`. Transport failures, 401, 408, 429 and 5xx are
     /// [`PortError::Transient`]; 404, 409 and `FAILED_PRECONDITION` are [`Reply`]s the caller
     /// interprets; every other status is [`PortError::Permanent`] with Google's message. `what`
     /// names the call in messages.
@@ -109,7 +109,9 @@ impl Api {
             404 => Reply::NotFound(detail),
             409 => Reply::Conflict(detail),
             400 if code == "FAILED_PRECONDITION" => Reply::Precondition(detail),
-            408 | 429 | 500..=599 => return Err(PortError::Transient(detail)),
+            // 401: the token was refused (expired, or revoked in between): a later call
+            // gets a fresh one. 403 (permission) and other 4xx need a person: permanent.
+            401 | 408 | 429 | 500..=599 => return Err(PortError::Transient(detail)),
             _ => return Err(PortError::Permanent(detail)),
         })
     }

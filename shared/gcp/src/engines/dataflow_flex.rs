@@ -21,6 +21,9 @@ use conveyor_core::config::{BatchSpec, DataflowFlex};
 use conveyor_core::names::JobId;
 use conveyor_core::ports::{BatchEngine, BatchRequest, JobState, PortError, Submitted};
 
+/// Pages of a job list read before giving up (for now: a transient failure).
+const MAX_LIST_PAGES: usize = 20;
+
 /// Dataflow flex templates: one job per job name.
 #[derive(Clone)]
 pub struct DataflowFlexEngine {
@@ -114,29 +117,41 @@ impl DataflowFlexEngine {
         if known.is_some() {
             return Ok(known);
         }
-        let url = format!(
+        let first = format!(
             "{}/jobs?name={}&filter=ALL",
             self.location_url(spec),
             seg(name)
         );
         let what = format!("list Dataflow jobs named {name}");
-        let list = self
-            .api
-            .call(Method::GET, &url, None, &what)
-            .await?
-            .into_value()?;
-        // ALL lists active jobs first, then the newest ended one.
-        let id = list
-            .get("jobs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|j| text_at(j, &["name"]) == Some(name))
-            .find_map(|j| text_at(j, &["id"]).map(str::to_owned));
-        if let Some(id) = &id {
-            self.remember(name, id);
+        // The list is paged, and a page may hold no job yet name a next one: follow
+        // `nextPageToken` (a bounded number of pages) until the job is found.
+        let mut url = first.clone();
+        for _ in 0..MAX_LIST_PAGES {
+            let list = self
+                .api
+                .call(Method::GET, &url, None, &what)
+                .await?
+                .into_value()?;
+            // ALL lists active jobs first, then the newest ended one.
+            let id = list
+                .get("jobs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|j| text_at(j, &["name"]) == Some(name))
+                .find_map(|j| text_at(j, &["id"]).map(str::to_owned));
+            if let Some(id) = &id {
+                self.remember(name, id);
+                return Ok(Some(id.clone()));
+            }
+            match text_at(&list, &["nextPageToken"]).filter(|t| !t.is_empty()) {
+                Some(token) => url = format!("{first}&pageToken={}", seg(token)),
+                None => return Ok(None),
+            }
         }
-        Ok(id)
+        Err(PortError::Transient(format!(
+            "{what}: no answer after {MAX_LIST_PAGES} pages"
+        )))
     }
 
     /// The newest error message of a failed job, best effort.

@@ -1,6 +1,6 @@
 //! Running a load job without holding the request: insert it under its deterministic id (an
 //! existing job is adopted), wait a short while ([`StepOptions::load_wait`]), and hand a job
-//! still running to the poll tick (`conveyor.load.running`). `conveyor.table.loaded` is
+//! still running to the poll tick (`dev.conveyor.load.running`). `dev.conveyor.table.loaded` is
 //! published when the job is DONE, by whichever step sees it first.
 //!
 //! More objects than one job takes ([`MAX_LOAD_URIS`]) are split into several jobs,
@@ -25,8 +25,8 @@ pub(super) fn load_job_id(run_id: &RunId, k: usize) -> JobId {
     JobId::derive("load", run_id, u32::try_from(k).unwrap_or(u32::MAX))
 }
 
-/// Loads `sources` for `run_id` and publishes what happened: `conveyor.table.loaded`,
-/// `conveyor.load.running` (the poll tick finishes it) or `conveyor.step.failed`.
+/// Loads `sources` for `run_id` and publishes what happened: `dev.conveyor.table.loaded`,
+/// `dev.conveyor.load.running` (the poll tick finishes it) or `dev.conveyor.step.failed`.
 #[expect(clippy::too_many_arguments, reason = "one load's whole context")]
 pub(super) async fn load(
     ctx: &Context,

@@ -296,7 +296,7 @@ fn staged_event(pipeline: &Pipeline, meta: &ObjectMeta, source: &str) -> Conveyo
 /// — same size and the same checksum, ETag or version — unless `full`. Copies run
 /// `stage.concurrency` at a time; each is checked end to end (size and the source's
 /// checksums) and a mismatch leaves no object behind. Each copied object gets a
-/// `conveyor.object.staged` event and a watermark entry; a failed one gets neither, and the
+/// `dev.conveyor.object.staged` event and a watermark entry; a failed one gets neither, and the
 /// next run tries it again. `progress` receives a line per object and, in long runs, a line
 /// every few seconds (the CLI prints them).
 ///

@@ -21,7 +21,7 @@ use crate::ports::{RunLogQuery, RunLogRow};
 /// How far back the poll tick looks for upstream runs whose fan-in may not have started.
 const SWEEP_LOOKBACK_HOURS: i64 = 48;
 
-/// A job of `pipeline` ended (`conveyor.batch.finished`): start the next, or end the run.
+/// A job of `pipeline` ended (`dev.conveyor.batch.finished`): start the next, or end the run.
 pub(super) async fn after_job(
     ctx: &Context,
     pipeline: &Pipeline,
@@ -69,7 +69,7 @@ pub(super) async fn after_job(
     }
 }
 
-/// Publishes the end of `run_id` (`conveyor.run.finished`).
+/// Publishes the end of `run_id` (`dev.conveyor.run.finished`).
 pub(in crate::steps) async fn end_run(
     ctx: &Context,
     pipeline: &Pipeline,

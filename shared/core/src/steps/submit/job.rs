@@ -181,7 +181,7 @@ async fn start_rows(
     Ok(())
 }
 
-/// Ends a job at once (nothing to run, or it cannot start): `conveyor.batch.finished`, which
+/// Ends a job at once (nothing to run, or it cannot start): `dev.conveyor.batch.finished`, which
 /// the chain follows like any job's end.
 async fn finish_job(
     ctx: &Context,
@@ -257,7 +257,7 @@ pub(in crate::steps) fn batch_request(
     }
 }
 
-/// Submits attempt `attempt` of `job` in `run_id` and publishes `conveyor.batch.submitted`.
+/// Submits attempt `attempt` of `job` in `run_id` and publishes `dev.conveyor.batch.submitted`.
 /// A job that already exists under the deterministic id is adopted, not submitted again; one
 /// the engine refuses ends the job FAILED.
 #[instrument(skip_all, fields(pipeline = %pipeline.name, job = %job.name, run_id = %run_id, attempt))]

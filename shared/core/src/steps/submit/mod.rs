@@ -1,11 +1,11 @@
 //! submit: runs a pipeline's jobs in order, each with a deterministic id, and ends runs.
 //!
 //! It reacts to:
-//! - `conveyor.table.loaded`: the run's first job (or the run's end when it has no jobs);
+//! - `dev.conveyor.table.loaded`: the run's first job (or the run's end when it has no jobs);
 //! - a start request (schedule, `curl`, `conveyor run`): the first job of a new run;
-//! - `conveyor.batch.finished`: the next job after a SUCCEEDED one, or the run's end after the
+//! - `dev.conveyor.batch.finished`: the next job after a SUCCEEDED one, or the run's end after the
 //!   last one or after a job that failed for good;
-//! - `conveyor.run.finished` (SUCCEEDED): pipelines started `after` this one whose every
+//! - `dev.conveyor.run.finished` (SUCCEEDED): pipelines started `after` this one whose every
 //!   upstream now has a SUCCEEDED run for the same date (fan-in, see `chain.rs`).
 //!
 //! # Layout
@@ -88,8 +88,8 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         }
         other => {
             return Err(StepError::Rejected(format!(
-                "the submit function takes conveyor.table.loaded, conveyor.batch.finished and \
-                 conveyor.run.finished events and start requests, not {}",
+                "the submit function takes dev.conveyor.table.loaded, dev.conveyor.batch.finished and \
+                 dev.conveyor.run.finished events and start requests, not {}",
                 describe(&other)
             )));
         }
