@@ -72,6 +72,7 @@ locals {
   # with insertAll and runs no job.
   project_grants = merge(
     { for f in ["load", "submit", "poll"] : "${f}-bigquery-jobs" => { function = f, role = "roles/bigquery.jobUser" } },
+    { "poll-bigquery-job-follower" = { function = "poll", role = google_project_iam_custom_role.bigquery_job_follower.id } },
     var.dataproc_enabled ? { for f in ["submit", "poll"] : "${f}-dataproc" => { function = f, role = google_project_iam_custom_role.dataproc_runner[0].id } } : {},
     var.dataflow_enabled ? { for f in ["submit", "poll"] : "${f}-dataflow" => { function = f, role = "roles/dataflow.developer" } } : {},
   )
@@ -128,6 +129,21 @@ resource "google_project_iam_custom_role" "dataproc_runner" {
     "dataproc.jobs.create",
     "dataproc.jobs.get",
     "dataproc.jobs.cancel",
+  ]
+}
+
+# The poll function follows BigQuery jobs that other accounts inserted: load jobs (the load
+# function's account) and `sql` jobs (submit's). roles/bigquery.jobUser lets an account read
+# and cancel only its own jobs, so poll gets exactly jobs.get and jobs.update (cancel on
+# timeout) on the project's jobs, where the predefined roles that hold them grant far more.
+resource "google_project_iam_custom_role" "bigquery_job_follower" {
+  project     = var.project_id
+  role_id     = "${replace(local.prefix, "-", "_")}_bigquery_job_follower"
+  title       = "Conveyor BigQuery job follower (${local.prefix})"
+  description = "Read and cancel the BigQuery load and query jobs that other Conveyor functions inserted."
+  permissions = [
+    "bigquery.jobs.get",
+    "bigquery.jobs.update",
   ]
 }
 
