@@ -1,51 +1,62 @@
 #!/usr/bin/env bash
-# Measures one function binary as Cloud Run would see it: time from process start to the first
-# 200, idle resident memory, and requests per second with wrk (10 connections, 10 s).
-# The request is a Pub/Sub push of a `dev.conveyor.table.loaded` event to the submit function for
-# a pipeline without a batch: envelope parse -> route -> step, with no backend call (the
-# "instant backend"), so the figure is Conveyor's own cost.
+# Measures the release `conveyor-load` function as Cloud Run would run it, against an instant
+# fake Google Cloud backend (issue 13's targets; not run in CI, not a timed test):
+#   - binary size (stripped release build);
+#   - cold start: from just before the process starts to the first 2xx answer to a real load
+#     event (a GCS OBJECT_FINALIZE notification in a Pub/Sub push envelope: object metadata,
+#     load job inserted and DONE at once, conveyor.table.loaded published), median of RUNS;
+#   - idle RSS (VmRSS) a moment after that first request, median of RUNS;
+#   - CPU per load event: utime+stime of the process over EVENTS events / EVENTS;
+#   - backend calls per load event, as the fake counted them.
+# Credentials as on Cloud Run: the service account's token from the metadata server (the fake,
+# through K_SERVICE and GCE_METADATA_HOST); AUTH=anonymous runs without credentials.
+# The function is pinned to one core (SERVER_CPU) and the fake backend with the load generator
+# (scripts/bench_service.py, one Python process) to another (CLIENT_CPU).
 #
-#   scripts/bench-service.sh            # builds the release binary first
+#   scripts/bench-service.sh                  # builds the release binary if it is missing
+#   BUILD=1 RUNS=5 EVENTS=2000 scripts/bench-service.sh
+#   BIN=target/release/conveyor-load scripts/bench-service.sh
+#   SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt scripts/bench-service.sh  # roots from the
+#     bundle only (by default rustls-native-certs reads the bundle and every file of the
+#     certificate directory: on a Debian host ~290 more certificates to parse at start-up)
+#   PUBSUB_ENDPOINT=http://127.0.0.1:8085 scripts/bench-service.sh   # publish to an emulator
+#     (topic projects/bench/topics/events must exist; those publishes are not counted)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { echo "bench-service: needs wrk (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet -p conveyor-submit
-bin=target/release/conveyor-submit
-work=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-cat >"$work/conveyor.yaml" <<'YAML'
+RUNS=${RUNS:-5}
+EVENTS=${EVENTS:-2000}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/conveyor-load}
+command -v taskset >/dev/null || { echo "bench-service: needs taskset (util-linux)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "bench-service: needs python3" >&2; exit 1; }
+if [ "${BUILD:-0}" = 1 ] || [ ! -x "$BIN" ]; then
+  echo "bench-service: building the release binary (cargo build --release -p conveyor-load)" >&2
+  cargo build --release -p conveyor-load
+fi
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cat >"$WORK/conveyor.yaml" <<'YAML'
 pipelines:
   - name: sales
     trigger: { object: { bucket: landing, pattern: "sales/{date}/*.csv" } }
-    load: { table: "analytics.sales_{date}", format: CSV }
+    load: { table: "analytics.sales", format: CSV }
 YAML
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-data=$(printf '{"type":"dev.conveyor.table.loaded","run_id":"sales-0123456789ab","pipeline":"sales","step":"load","attempt":1,"status":"SUCCEEDED","time":"2026-11-21T00:00:00Z","detail":{"table":"analytics.sales_x","rows":6}}' | base64 -w0)
-body="{\"subscription\":\"projects/p/subscriptions/to-submit\",\"message\":{\"data\":\"$data\",\"attributes\":{\"ce-type\":\"dev.conveyor.table.loaded\"},\"messageId\":\"1\"}}"
-
-start=$(date +%s%N)
-# The Google Cloud adapters on anonymous credentials; nothing listens at the endpoints, and
-# this request calls none of them.
-PORT=$port CONVEYOR_CONFIG="$work/conveyor.yaml" CONVEYOR_LOG=warn CONVEYOR_PROJECT=bench \
-  CONVEYOR_EVENTS_TOPIC=events CONVEYOR_ANONYMOUS=true CONVEYOR_PUBSUB_ENDPOINT=http://127.0.0.1:9 \
-  CONVEYOR_GCS_ENDPOINT=http://127.0.0.1:9 CONVEYOR_BIGQUERY_ENDPOINT=http://127.0.0.1:9/bigquery/v2 \
-  "$bin" 2>"$work/err.log" &
-pid=$!
-until curl -fs -o /dev/null "http://127.0.0.1:$port/healthz"; do sleep 0.002; done
-ready=$(( ($(date +%s%N) - start) / 1000000 ))
-curl -fs -o /dev/null -H 'content-type: application/json' -d "$body" "http://127.0.0.1:$port/"
-sleep 1
-rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-cat >"$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[$body]]
-LUA
-rps=$(wrk -t2 -c10 -d10s -s "$work/post.lua" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}')
-peak=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-size=$(stat -c %s "$bin")
-echo "binary:              $bin ($((size / 1024 / 1024)) MiB)"
-echo "start to first 200:  ${ready} ms"
-echo "idle RSS:            $((rss / 1024)) MiB"
-echo "requests/s:          ${rps} (wrk -t2 -c10 -d10s, push envelope -> submit step)"
-echo "peak RSS under load: $((peak / 1024)) MiB"
+echo "bench-service: $BIN on cpu $SERVER_CPU; fake backend and load generator on cpu $CLIENT_CPU;" \
+  "$RUNS launches, $EVENTS events; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+out=$(taskset -c "$CLIENT_CPU" python3 scripts/bench_service.py "$BIN" "$SERVER_CPU" "$RUNS" "$EVENTS" "$WORK/conveyor.yaml")
+size=$(stat -c %s "$BIN")
+python3 - "$out" "$size" <<'PY'
+import json, sys
+r, size = json.loads(sys.argv[1]), int(sys.argv[2])
+calls = r["calls_per_event"]
+print(f"credentials:             {r['auth']}")
+print(f"certificate roots:       {r['certs']}")
+print(f"binary size:             {size / 1e6:.1f} MB ({size / 2**20:.1f} MiB)")
+print(f"cold start to first 2xx: {r['cold_start_median_ms']} ms median (runs: {r['cold_start_ms']})")
+print(f"idle RSS after 1 event:  {r['idle_rss_median_kb'] / 1024:.1f} MiB median (runs, kB: {r['idle_rss_kb']})")
+print(f"peak RSS ({r['events']} events):  {r['peak_rss_kb'] / 1024:.1f} MiB")
+print(f"CPU per load event:      {r['cpu_ms_per_event']} ms (utime+stime over {r['events']} events;"
+      f" {r['run_ms_per_event']} ms on a CPU by schedstat)")
+print(f"backend calls per event: {sum(calls.values()):g} ({', '.join(f'{k} {v:g}' for k, v in calls.items())})")
+PY

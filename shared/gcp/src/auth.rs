@@ -1,26 +1,43 @@
 //! One credentials source for every Google client.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
-use google_cloud_auth::credentials::{AccessTokenCredentials, Builder, Credentials, anonymous};
+use google_cloud_auth::credentials::{AccessTokenCredentials, Builder};
+use serde::Deserialize;
+use tokio::time::Instant;
 
 use conveyor_core::ports::PortError;
 
-/// Credentials shared by every client of a service: Application Default Credentials in
-/// production (on Cloud Run, the metadata server), or anonymous for emulators.
+/// Credentials shared by every client of a service: on Cloud Run, the metadata server's token
+/// fetched on the process's one HTTP client; elsewhere Application Default Credentials; or
+/// anonymous for emulators.
 #[derive(Clone, Debug)]
 pub enum GcpAuth {
-    /// Application Default Credentials.
+    /// Application Default Credentials (google-cloud-auth).
     Adc(AccessTokenCredentials),
+    /// The service account's token from the metadata server (Cloud Run).
+    Metadata(MetadataToken),
     /// No credentials: for emulators only.
     Anonymous,
 }
 
 impl GcpAuth {
-    /// Application Default Credentials.
+    /// Application Default Credentials. On Cloud Run (`K_SERVICE` or `CLOUD_RUN_JOB` set)
+    /// without `GOOGLE_APPLICATION_CREDENTIALS`, where ADC would ask the metadata server,
+    /// the metadata server is asked directly on the process's one HTTP client: the
+    /// google-cloud-auth client builds a new HTTP client (and loads the certificate store
+    /// again) for every token it fetches.
     ///
     /// # Errors
     /// When no credentials can be found or parsed.
     pub fn application_default() -> Result<Self, PortError> {
+        let on_cloud_run =
+            std::env::var_os("K_SERVICE").is_some() || std::env::var_os("CLOUD_RUN_JOB").is_some();
+        if on_cloud_run && std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_none() {
+            return Ok(Self::Metadata(MetadataToken::from_env()));
+        }
         Builder::default()
             .build_access_token_credentials()
             .map(Self::Adc)
@@ -40,15 +57,8 @@ impl GcpAuth {
                 .await
                 .map(|t| Some(t.token))
                 .map_err(|e| PortError::Transient(format!("cannot get an access token: {e}"))),
+            Self::Metadata(m) => m.token().await.map(Some),
             Self::Anonymous => Ok(None),
-        }
-    }
-
-    /// As `Credentials`, for the google-cloud-* clients.
-    pub fn credentials(&self) -> Credentials {
-        match self {
-            Self::Adc(c) => Credentials::from(c.clone()),
-            Self::Anonymous => anonymous::Builder::new().build(),
         }
     }
 
@@ -75,5 +85,148 @@ impl crate::engines::TokenSource for GcpAuth {
             .bearer()
             .await?
             .unwrap_or_else(|| "anonymous".to_owned()))
+    }
+}
+
+/// The default service account's access token from the metadata server, fetched on the
+/// process's one HTTP client when first needed and kept until a minute before it expires.
+/// One fetch at a time: concurrent requests wait for it instead of each asking.
+#[derive(Clone, Debug)]
+pub struct MetadataToken {
+    url: String,
+    cached: Arc<tokio::sync::Mutex<Option<(String, Instant)>>>,
+}
+
+#[derive(Deserialize)]
+struct MetadataAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: u64,
+}
+
+/// A token is fetched again when it has less than this left.
+const REFRESH_BEFORE: Duration = Duration::from_secs(60);
+
+impl MetadataToken {
+    /// The metadata server at `GCE_METADATA_HOST` (`host:port`, as google-cloud-auth reads
+    /// it), else `metadata.google.internal`.
+    pub fn from_env() -> Self {
+        let host = std::env::var("GCE_METADATA_HOST")
+            .unwrap_or_else(|_| "metadata.google.internal".to_owned());
+        Self::at(&format!("http://{host}"))
+    }
+
+    /// The metadata server at `root` (`http://host:port`).
+    pub fn at(root: &str) -> Self {
+        Self {
+            url: format!(
+                "{}/computeMetadata/v1/instance/service-accounts/default/token",
+                root.trim_end_matches('/')
+            ),
+            cached: Arc::default(),
+        }
+    }
+
+    /// The access token.
+    ///
+    /// # Errors
+    /// A transient error when the metadata server cannot be reached or refuses.
+    pub async fn token(&self) -> Result<String, PortError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, until)) = cached.as_ref()
+            && Instant::now() + REFRESH_BEFORE < *until
+        {
+            return Ok(token.clone());
+        }
+        let what = "access token from the metadata server";
+        let resp = crate::http_client()
+            .get(&self.url)
+            .header("Metadata-Flavor", "Google")
+            .send()
+            .await
+            .map_err(|e| crate::transport_error(what, &e))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| crate::transport_error(what, &e))?;
+        if !(200..300).contains(&status) {
+            // Every failure may pass, as with google-cloud-auth's token source.
+            return Err(PortError::Transient(format!(
+                "cannot get an access token: HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )));
+        }
+        let answer: MetadataAnswer = serde_json::from_str(&text).map_err(|e| {
+            PortError::Transient(format!("cannot get an access token: bad answer: {e}"))
+        })?;
+        let until = Instant::now() + Duration::from_secs(answer.expires_in);
+        *cached = Some((answer.access_token.clone(), until));
+        Ok(answer.access_token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A metadata server that answers tokens `t1`, `t2`, … valid for `expires_in` seconds,
+    /// and refuses requests without `Metadata-Flavor: Google` as the real one does.
+    async fn metadata(expires_in: u64) -> (String, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = calls.clone();
+        let app = axum::Router::new().route(
+            "/computeMetadata/v1/instance/service-accounts/default/token",
+            get(move |headers: HeaderMap| async move {
+                if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+                    return (StatusCode::FORBIDDEN, "missing Metadata-Flavor".to_owned());
+                }
+                let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                (
+                    StatusCode::OK,
+                    format!(
+                        r#"{{"access_token":"t{n}","expires_in":{expires_in},"token_type":"Bearer"}}"#
+                    ),
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), calls)
+    }
+
+    #[tokio::test]
+    async fn the_metadata_token_is_fetched_once_and_kept() {
+        let (root, calls) = metadata(3599).await;
+        let auth = GcpAuth::Metadata(MetadataToken::at(&root));
+        assert_eq!(auth.bearer().await.unwrap().as_deref(), Some("t1"));
+        assert_eq!(auth.clone().bearer().await.unwrap().as_deref(), Some("t1"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_close_to_expiry_is_fetched_again() {
+        let (root, calls) = metadata(30).await;
+        let token = MetadataToken::at(&root);
+        assert_eq!(token.token().await.unwrap(), "t1");
+        assert_eq!(token.token().await.unwrap(), "t2");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_metadata_server_may_pass() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let root = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        match MetadataToken::at(&root).token().await {
+            Err(PortError::Transient(m)) => assert!(m.contains("metadata server"), "{m}"),
+            other => panic!("expected a transient error, got {other:?}"),
+        }
     }
 }

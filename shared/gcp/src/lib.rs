@@ -6,7 +6,7 @@
 //! # Layout
 //! - `auth.rs`: [`GcpAuth`], the one credentials source every client shares (Application
 //!   Default Credentials; anonymous for emulators).
-//! - `pubsub.rs`: [`PubSubBus`], the event bus on a Pub/Sub topic (google-cloud-pubsub).
+//! - `pubsub.rs`: [`PubSubBus`], the event bus on a Pub/Sub topic (its REST API).
 //! - `gcs.rs`: [`GcsStore`], Cloud Storage through its JSON API.
 //! - `bigquery/`: [`BigQuery`], warehouse, run log and the `sql` engine ([`SqlEngine`]),
 //!   through BigQuery's REST API.

@@ -136,28 +136,26 @@ impl Gcp {
     /// The event bus on the events topic.
     ///
     /// # Errors
-    /// When the Pub/Sub client cannot be built.
+    /// When the events topic is not a topic name.
     pub async fn bus(&self) -> Result<PubSubBus, PortError> {
         PubSubBus::new(
             &self.settings.topic(),
             self.settings.pubsub_endpoint.as_deref(),
             &self.auth,
         )
-        .await
     }
 
     /// A bus on another topic (`projects/P/topics/T`, or `T` in the project), such as the
     /// alerts topic.
     ///
     /// # Errors
-    /// When the Pub/Sub client cannot be built.
+    /// When `topic` is not a topic name.
     pub async fn bus_on(&self, topic: &str) -> Result<PubSubBus, PortError> {
         PubSubBus::new(
             &self.settings.full_topic(topic),
             self.settings.pubsub_endpoint.as_deref(),
             &self.auth,
         )
-        .await
     }
 
     /// Cloud Storage.
