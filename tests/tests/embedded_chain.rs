@@ -787,3 +787,61 @@ pipelines:
     );
     chain.stop().await;
 }
+
+#[tokio::test]
+async fn a_pipeline_with_manual_false_refuses_a_manual_start_and_starts_nothing() {
+    let chain = Chain::start(
+        r#"
+pipelines:
+  - name: scheduled_only
+    trigger: { schedule: { cron: "0 2 * * *" }, manual: false }
+    batch: { engine: local, command: "true" }
+  - name: by_hand
+    trigger: { manual: true }
+    batch: { engine: local, command: "true" }
+"#,
+    )
+    .await;
+    let (status, reply) = chain
+        .post(
+            StepName::Submit,
+            r#"{"pipeline":"scheduled_only"}"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert!(
+        reply["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("does not allow manual starts")),
+        "{reply}"
+    );
+    chain.settle(Duration::from_secs(10)).await;
+    assert_eq!(chain.batch_dirs(), 0, "nothing started");
+    let log = chain.run_log().await;
+    assert!(
+        log.iter().any(|r| r.status == "REJECTED"
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("does not allow manual starts"))),
+        "the refusal is recorded: {log:#?}"
+    );
+    assert!(
+        log.iter()
+            .filter(|r| r.pipeline.as_deref() == Some("scheduled_only"))
+            .all(|r| r.status == "REJECTED"),
+        "{log:#?}"
+    );
+    // The same call for a pipeline that allows it starts a run.
+    let (status, reply) = chain
+        .post(
+            StepName::Submit,
+            r#"{"pipeline":"by_hand"}"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(chain.batch_dirs(), 1, "the manual pipeline ran");
+    chain.stop().await;
+}
