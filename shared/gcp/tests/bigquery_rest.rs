@@ -61,7 +61,13 @@ async fn start(insert: (u16, Value), get: (u16, &str)) -> (Fake, BigQuery) {
         calls: Arc::default(),
         bodies: Arc::default(),
     };
-    let app = Router::new().fallback(handle).with_state(fake.clone());
+    let url = serve(Router::new().fallback(handle).with_state(fake.clone())).await;
+    let bq = BigQuery::new("p", None, Some(&url), &GcpAuth::Anonymous);
+    (fake, bq)
+}
+
+/// Serves `app` on a free loopback port; the BigQuery API's base URL on it.
+async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -72,8 +78,7 @@ async fn start(insert: (u16, Value), get: (u16, &str)) -> (Fake, BigQuery) {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let bq = BigQuery::new("p", None, Some(&url), &GcpAuth::Anonymous);
-    (fake, bq)
+    url
 }
 
 fn done(rows: u64) -> Value {
@@ -263,17 +268,7 @@ async fn jobs_api(State(j): State<Jobs>, method: Method, body: String) -> impl I
 #[tokio::test]
 async fn four_concurrent_deliveries_of_one_load_create_one_job() {
     let jobs = Jobs::default();
-    let app = Router::new().fallback(jobs_api).with_state(jobs.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "http://{}/bigquery/v2",
-        listener.local_addr().expect("addr")
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let url = serve(Router::new().fallback(jobs_api).with_state(jobs.clone())).await;
     let bq = Arc::new(BigQuery::new("p", None, Some(&url), &GcpAuth::Anonymous));
     let mut tasks = Vec::new();
     for _ in 0..4 {
