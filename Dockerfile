@@ -23,12 +23,12 @@ COPY . .
 RUN --mount=type=cache,id=conveyor-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=conveyor-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=conveyor-target,target=/src/target \
-    cargo build --release --locked \
+    cargo build --profile function --locked \
         -p conveyor-stage -p conveyor-load -p conveyor-submit -p conveyor-poll -p conveyor-log \
         -p conveyor-console-service -p conveyor-cli \
     && mkdir -p /out \
     && for bin in conveyor-stage conveyor-load conveyor-submit conveyor-poll conveyor-log conveyor-console conveyor; do \
-        cp "target/release/${bin}" /out/ || exit 1; \
+        cp "target/function/${bin}" /out/ || exit 1; \
     done
 
 # glibc, libgcc and CA certificates, no shell, runs as uid 65532 (`nonroot`).

@@ -16,9 +16,12 @@
 #   scripts/bench-service.sh                  # builds the release binary if it is missing
 #   BUILD=1 RUNS=5 EVENTS=2000 scripts/bench-service.sh
 #   BIN=target/release/conveyor-load scripts/bench-service.sh
-#   SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt scripts/bench-service.sh  # roots from the
-#     bundle only (by default rustls-native-certs reads the bundle and every file of the
-#     certificate directory: on a Debian host ~290 more certificates to parse at start-up)
+#   SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt SSL_CERT_DIR=/nonexistent \
+#     scripts/bench-service.sh   # roots from the bundle only: by default rustls-native-certs
+#     reads the bundle and every file of the certificate directory (146 files on this Debian
+#     host, strace); SSL_CERT_FILE alone still reads the directory
+#   BIN=target/function/conveyor-load scripts/bench-service.sh   # the deployed build
+#     (cargo build --profile function -p conveyor-load: fat LTO, one codegen unit, opt-level s)
 #   PUBSUB_ENDPOINT=http://127.0.0.1:8085 scripts/bench-service.sh   # publish to an emulator
 #     (topic projects/bench/topics/events must exist; those publishes are not counted)
 set -euo pipefail

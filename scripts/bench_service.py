@@ -221,6 +221,8 @@ def main():
         # Only this bundle, not also every file of /etc/ssl/certs (rustls-native-certs reads
         # both when neither SSL_CERT_FILE nor SSL_CERT_DIR is set).
         env["SSL_CERT_FILE"] = os.environ["SSL_CERT_FILE"]
+    if os.environ.get("SSL_CERT_DIR"):
+        env["SSL_CERT_DIR"] = os.environ["SSL_CERT_DIR"]
     if os.environ.get("AUTH", "metadata") == "anonymous":
         env["CONVEYOR_ANONYMOUS"] = "true"
     else:
