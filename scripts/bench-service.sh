@@ -16,10 +16,10 @@
 #   scripts/bench-service.sh                  # builds the release binary if it is missing
 #   BUILD=1 RUNS=5 EVENTS=2000 scripts/bench-service.sh
 #   BIN=target/release/conveyor-load scripts/bench-service.sh
-#   SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt SSL_CERT_DIR=/nonexistent \
-#     scripts/bench-service.sh   # roots from the bundle only: by default rustls-native-certs
-#     reads the bundle and every file of the certificate directory (146 files on this Debian
-#     host, strace); SSL_CERT_FILE alone still reads the directory
+#   CERTS=system scripts/bench-service.sh   # pass this shell's SSL_CERT_FILE/SSL_CERT_DIR on:
+#     the function then reads the system's roots (rustls-native-certs: the bundle and every
+#     file of the directory) instead of the compiled-in ones. By default the function gets no
+#     SSL_CERT_* variable, as on Cloud Run.
 #   BIN=target/function/conveyor-load scripts/bench-service.sh   # the deployed build
 #     (cargo build --profile function -p conveyor-load: fat LTO, one codegen unit, opt-level s)
 #   PUBSUB_ENDPOINT=http://127.0.0.1:8085 scripts/bench-service.sh   # publish to an emulator

@@ -80,6 +80,43 @@ async fn an_event_for_an_overwritten_generation_is_superseded_and_each_generatio
 }
 
 #[tokio::test]
+async fn check_generation_false_loads_the_named_generation_without_reading_the_live_one() {
+    let chain = Chain::start(
+        r#"
+pipelines:
+  - name: sales
+    trigger: { object: { bucket: landing, pattern: "in/**" } }
+    load: { table: "ds.sales", format: CSV, check_generation: false }
+"#,
+    )
+    .await;
+    chain.write_file("landing", "in/a.csv", "id\n1\n2\n");
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(chain.rows("ds.sales").await, 2);
+    // A generation the store never had: with the check it is superseded (the test above);
+    // without it, the event is trusted and the object's content loads under its name.
+    let body = r#"{"bucket":"landing","name":"in/a.csv","generation":"999"}"#;
+    let (status, reply) = chain.post(StepName::Load, body, "application/json").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(chain.rows("ds.sales").await, 4, "{reply}");
+    let log = chain.run_log().await;
+    assert_eq!(log.iter().filter(|r| r.status == "SUPERSEDED").count(), 0);
+    // A request that names no generation is still checked: a missing object is refused.
+    let body = r#"{"bucket":"landing","name":"in/missing.csv"}"#;
+    let (status, reply) = chain.post(StepName::Load, body, "application/json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert!(
+        reply["reason"]
+            .as_str()
+            .or(reply["error"].as_str())
+            .is_some_and(|s| s.contains("does not exist")),
+        "{reply}"
+    );
+    chain.stop().await;
+}
+
+#[tokio::test]
 async fn names_that_are_patterns_or_not_data_are_not_loaded() {
     let chain = Chain::start(SALES).await;
     for (name, content) in [

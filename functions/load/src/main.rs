@@ -1,6 +1,5 @@
 //! Entry point of the load function.
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    conveyor_gcp::service::main(conveyor_load::STEP, conveyor_load::ports).await
+fn main() -> std::process::ExitCode {
+    conveyor_gcp::service::start(conveyor_load::STEP, conveyor_load::ports)
 }

@@ -1,6 +1,5 @@
 //! Entry point of the log function.
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    conveyor_gcp::service::main(conveyor_log::STEP, conveyor_log::ports).await
+fn main() -> std::process::ExitCode {
+    conveyor_gcp::service::start(conveyor_log::STEP, conveyor_log::ports)
 }

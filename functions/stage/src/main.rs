@@ -1,6 +1,5 @@
 //! Entry point of the stage function.
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    conveyor_gcp::service::main(conveyor_stage::STEP, conveyor_stage::ports).await
+fn main() -> std::process::ExitCode {
+    conveyor_gcp::service::start(conveyor_stage::STEP, conveyor_stage::ports)
 }

@@ -1,6 +1,5 @@
 //! Entry point of the submit function.
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    conveyor_gcp::service::main(conveyor_submit::STEP, conveyor_submit::ports).await
+fn main() -> std::process::ExitCode {
+    conveyor_gcp::service::start(conveyor_submit::STEP, conveyor_submit::ports)
 }

@@ -63,12 +63,37 @@ pub fn install_crypto_provider() {
 }
 
 /// The process's shared HTTP client (connection pool), with the crypto provider installed.
+/// Every adapter of a function uses it (one pool, one TLS set-up); see [`client_builder`].
 pub fn http_client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            install_crypto_provider();
-            reqwest::Client::new()
+            client_builder().build().unwrap_or_else(|e| {
+                // Only a broken TLS set-up fails here; the platform's defaults still work.
+                tracing::warn!(error = %e, "HTTP client with compiled-in roots failed; using the defaults");
+                reqwest::Client::new()
+            })
         })
         .clone()
+}
+
+/// A client builder with the crypto provider installed and Conveyor's TLS roots: Mozilla's,
+/// compiled in (`webpki-roots`), so a function starts without reading the system's
+/// certificate files; with `SSL_CERT_FILE` or `SSL_CERT_DIR` set (a private CA, a TLS
+/// inspecting proxy), the system's roots as reqwest reads them.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    let builder = reqwest::Client::builder();
+    if std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some() {
+        return builder;
+    }
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // reqwest sets ALPN only on configurations it builds itself.
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    builder.tls_backend_preconfigured(tls)
 }

@@ -138,6 +138,30 @@ fn envy_message(e: envy::Error, prefix: &str) -> String {
     }
 }
 
+/// Runs a function binary on a Tokio runtime sized to the CPUs the instance may use: on one
+/// CPU (Cloud Run's default) a single-threaded runtime (no worker thread, no wake-ups across
+/// threads: less CPU per event); otherwise a worker thread per CPU. Then as [`main`].
+pub fn start(
+    step: StepName,
+    ports: impl AsyncFnOnce(&Gcp) -> Result<Ports, PortError>,
+) -> std::process::ExitCode {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cpus);
+        b
+    };
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(main(step, ports)),
+        Err(e) => {
+            eprintln!("conveyor-{step}: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// `main` of a function binary: runs it, and on failure prints the error chain (no backtrace)
 /// and exits with status 1, so a bad variable reads as one clear line in Cloud Logging.
 /// `ports` wires the ports of the function's step (the others stay [`Ports::unwired`]).

@@ -367,6 +367,15 @@ pub struct LoadSpec {
     /// `ignore: []` loads everything the trigger pattern matches.
     #[serde(default)]
     pub ignore: Option<Vec<String>>,
+    /// Whether an arrival's generation is checked against the object's live generation before
+    /// it loads (one Cloud Storage metadata read per arrival). Default `true`: an event for an
+    /// overwritten or deleted generation is recorded as superseded and not loaded, so each
+    /// generation's content loads once. `false` saves that read and suits buckets whose
+    /// objects are never overwritten (a new name per file, a retention policy): an overwrite
+    /// would then load the newer content under the older event too. An arrival that names no
+    /// generation (a hand-written request) is always checked.
+    #[serde(default = "yes")]
+    pub check_generation: bool,
 }
 
 /// The default of `load.ignore`.

@@ -46,9 +46,7 @@ pub(super) struct Api {
 
 impl Api {
     pub(super) fn new(token: Arc<dyn TokenSource>) -> Result<Self, PortError> {
-        // reqwest is built without a TLS crypto provider: the one the Google clients share.
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let http = crate::client_builder()
             .timeout(CALL_TIMEOUT)
             .build()
             .map_err(|e| PortError::Permanent(format!("cannot build the HTTP client: {e}")))?;

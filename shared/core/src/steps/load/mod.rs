@@ -91,8 +91,19 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         outcome.summary = format!("{} waits for its folder's marker", object.uri());
         return Ok(outcome);
     }
-    let Some(object) = live_generation(ctx, object, &mut outcome).await? else {
-        return Ok(outcome);
+    let trusted = !object.generation.is_empty()
+        && matching
+            .iter()
+            .all(|(p, _)| p.load.as_ref().is_some_and(|l| !l.check_generation));
+    let object = if trusted {
+        // Every matching pipeline said its objects are never overwritten
+        // (`load.check_generation: false`): the event's generation is loaded as named.
+        object
+    } else {
+        let Some(object) = live_generation(ctx, object, &mut outcome).await? else {
+            return Ok(outcome);
+        };
+        object
     };
     for (pipeline, arrival) in matching {
         match arrival {
