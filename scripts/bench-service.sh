@@ -22,6 +22,8 @@
 #     SSL_CERT_* variable, as on Cloud Run.
 #   BIN=target/function/conveyor-load scripts/bench-service.sh   # the deployed build
 #     (cargo build --profile function -p conveyor-load: fat LTO, one codegen unit, opt-level s)
+#   CHECK_GENERATION=false scripts/bench-service.sh   # load.check_generation: false (no object
+#     metadata read per event: for buckets whose objects are never overwritten)
 #   PUBSUB_ENDPOINT=http://127.0.0.1:8085 scripts/bench-service.sh   # publish to an emulator
 #     (topic projects/bench/topics/events must exist; those publishes are not counted)
 set -euo pipefail
@@ -39,14 +41,17 @@ if [ "${BUILD:-0}" = 1 ] || [ ! -x "$BIN" ]; then
 fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-cat >"$WORK/conveyor.yaml" <<'YAML'
+CHECK_GENERATION=${CHECK_GENERATION:-true}
+case "$CHECK_GENERATION" in true|false) ;; *) echo "bench-service: CHECK_GENERATION is true or false" >&2; exit 2 ;; esac
+cat >"$WORK/conveyor.yaml" <<YAML
 pipelines:
   - name: sales
     trigger: { object: { bucket: landing, pattern: "sales/{date}/*.csv" } }
-    load: { table: "analytics.sales", format: CSV }
+    load: { table: "analytics.sales", format: CSV, check_generation: $CHECK_GENERATION }
 YAML
 echo "bench-service: $BIN on cpu $SERVER_CPU; fake backend and load generator on cpu $CLIENT_CPU;" \
-  "$RUNS launches, $EVENTS events; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  "$RUNS launches, $EVENTS events; load.check_generation: $CHECK_GENERATION;" \
+  "load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 out=$(taskset -c "$CLIENT_CPU" python3 scripts/bench_service.py "$BIN" "$SERVER_CPU" "$RUNS" "$EVENTS" "$WORK/conveyor.yaml")
 size=$(stat -c %s "$BIN")
 python3 - "$out" "$size" <<'PY'
