@@ -104,6 +104,15 @@ else
   missing curl "\`apt-get install curl\` (the scripts wait for the emulators with it)"
 fi
 
+# openssl: the TLS tests make their certificates with it (shared/gcp/tests/tls.rs, PostgreSQL).
+if command -v openssl >/dev/null 2>&1; then
+  ok openssl "$(command -v openssl)"
+elif apt_install openssl && command -v openssl >/dev/null 2>&1; then
+  ok openssl "installed"
+else
+  missing openssl "\`apt-get install openssl\` (the TLS tests make their certificates with it)"
+fi
+
 # flock (util-linux): parallel tests install the emulators once.
 if command -v flock >/dev/null 2>&1; then
   ok flock "$(command -v flock)"

@@ -12,7 +12,7 @@ use conveyor_e2e::repo;
 /// What the script itself runs, plus the tools checked that each case keeps.
 const BASE_TOOLS: &[&str] = &[
     "bash", "env", "dirname", "sed", "head", "sort", "id", "mktemp", "rm", "ls", "cat", "grep",
-    "cc", "flock",
+    "cc", "flock", "openssl",
 ];
 
 fn which(tool: &str) -> PathBuf {

@@ -39,6 +39,24 @@ pub use pubsub::PubSubBus;
 pub use secrets::SecretManager;
 pub use settings::{Gcp, GcpSettings};
 
+#[cfg(test)]
+mod tests {
+    /// Google's APIs present chains to Google Trust Services' roots: they must be among the
+    /// compiled-in ones, or every call of a function would fail verification.
+    #[test]
+    fn the_compiled_in_roots_include_google_trust_services() {
+        let gts: Vec<_> = webpki_roots::TLS_SERVER_ROOTS
+            .iter()
+            .filter(|a| {
+                a.subject
+                    .windows(11)
+                    .any(|w| w == b"GTS Root R1" || w == b"GTS Root R4")
+            })
+            .collect();
+        assert_eq!(gts.len(), 2, "GTS Root R1 and R4");
+    }
+}
+
 use conveyor_core::ports::PortError;
 
 /// Classifies an HTTP status: 429, 408 and 5xx may pass; 404 is not found; the rest is final.
@@ -82,9 +100,30 @@ pub fn http_client() -> reqwest::Client {
 /// certificate files; with `SSL_CERT_FILE` or `SSL_CERT_DIR` set (a private CA, a TLS
 /// inspecting proxy), the system's roots as reqwest reads them.
 pub fn client_builder() -> reqwest::ClientBuilder {
+    let system =
+        std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some();
+    client_builder_with(if system {
+        Roots::System
+    } else {
+        Roots::CompiledIn
+    })
+}
+
+/// Which root certificates a client trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roots {
+    /// Mozilla's, compiled in (`webpki-roots`): nothing read at start-up.
+    CompiledIn,
+    /// The system's (`SSL_CERT_FILE`, `SSL_CERT_DIR`, else the platform's store), read when
+    /// the client is built.
+    System,
+}
+
+/// A client builder with the crypto provider installed and the given roots.
+pub fn client_builder_with(roots: Roots) -> reqwest::ClientBuilder {
     install_crypto_provider();
     let builder = reqwest::Client::builder();
-    if std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some() {
+    if roots == Roots::System {
         return builder;
     }
     let roots = rustls::RootCertStore {
