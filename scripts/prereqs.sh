@@ -95,23 +95,24 @@ else
   fi
 fi
 
+# A command found on PATH, else installed from Debian's packages; else reported at LEVEL
+# (`missing` or `optional`) with HINT.   apt_tool COMMAND "PACKAGES" LEVEL HINT
+# shellcheck disable=SC2086 # PACKAGES is a list
+apt_tool() {
+  if command -v "$1" >/dev/null 2>&1; then
+    ok "$1" "$(command -v "$1")"
+  elif apt_install $2 && command -v "$1" >/dev/null 2>&1; then
+    ok "$1" "installed"
+  else
+    "$3" "$1" "$4"
+  fi
+}
+
 # curl: scripts wait for the emulators with it.
-if command -v curl >/dev/null 2>&1; then
-  ok curl "$(command -v curl)"
-elif apt_install curl ca-certificates && command -v curl >/dev/null 2>&1; then
-  ok curl "installed"
-else
-  missing curl "\`apt-get install curl\` (the scripts wait for the emulators with it)"
-fi
+apt_tool curl "curl ca-certificates" missing "\`apt-get install curl\` (the scripts wait for the emulators with it)"
 
 # openssl: the TLS tests make their certificates with it (shared/gcp/tests/tls.rs, PostgreSQL).
-if command -v openssl >/dev/null 2>&1; then
-  ok openssl "$(command -v openssl)"
-elif apt_install openssl && command -v openssl >/dev/null 2>&1; then
-  ok openssl "installed"
-else
-  missing openssl "\`apt-get install openssl\` (the TLS tests make their certificates with it)"
-fi
+apt_tool openssl openssl missing "\`apt-get install openssl\` (the TLS tests make their certificates with it)"
 
 # flock (util-linux): parallel tests install the emulators once.
 if command -v flock >/dev/null 2>&1; then
@@ -122,13 +123,7 @@ fi
 
 # npm: the google provider's schema for the Terraform lint (optional: without it the lint
 # checks syntax and references only).
-if command -v npm >/dev/null 2>&1; then
-  ok npm "$(npm --version 2>/dev/null)"
-elif apt_install npm && command -v npm >/dev/null 2>&1; then
-  ok npm "installed"
-else
-  optional npm "\`apt-get install npm\` (the Terraform lint checks the provider schema from the npm registry)"
-fi
+apt_tool npm npm optional "\`apt-get install npm\` (the Terraform lint checks the provider schema from the npm registry)"
 
 # Java, for the Pub/Sub emulator (a Java program).
 java_version() { java -version 2>&1 | sed -n 's/.*version "\([0-9][0-9.]*\).*/\1/p' | head -n 1; }
