@@ -194,6 +194,16 @@ pub async fn run(
     telemetry::init(settings.log_format, &settings.log);
     let pipelines = Arc::new(config::load_file(&settings.config)?);
     let gcp = Gcp::connect(GcpSettings::from_env()?)?;
+    if let crate::GcpAuth::Metadata(token) = gcp.auth() {
+        // The first request needs the token: ask the metadata server while the server starts
+        // (a request that comes first waits for this fetch instead of making its own).
+        let token = token.clone();
+        tokio::spawn(async move {
+            if let Err(e) = token.token().await {
+                tracing::warn!(error = %e, "no token from the metadata server yet; the first request asks again");
+            }
+        });
+    }
     conveyor_core::trace::set_project(&gcp.settings().project);
     let mut ctx = Context::new(pipelines, ports(&gcp).await?);
     ctx.options.load_wait = settings.load_wait;
