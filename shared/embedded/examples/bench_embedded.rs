@@ -42,7 +42,7 @@ async fn load(file: &Path, state: &Path) -> anyhow::Result<()> {
     // A hard link: the store reads the file itself, nothing is copied.
     std::fs::hard_link(file, &dest).or_else(|_| std::fs::copy(file, &dest).map(|_| ()))?;
     let meta = store.head(&bucket, &name).await?.context("the object")?;
-    let warehouse = SqliteWarehouse::open(state.join("warehouse"), Arc::new(store))?;
+    let warehouse = SqliteWarehouse::open_local(state.join("warehouse"), store)?;
     let job = LoadJob {
         job_id: JobId::parse("load-bench")?,
         sources: vec![meta.object],

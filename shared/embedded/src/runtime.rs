@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
@@ -35,6 +35,13 @@ use crate::{
     DirSecrets, InProcessBus, LocalBatchEngine, LocalStore, SqliteSqlEngine, SqliteWarehouse,
     Watcher,
 };
+
+/// Object arrivals handled at once. Every load writes through the one warehouse connection,
+/// so more gain nothing: a burst of arrivals (10,000 files dropped at once) waits in the queue
+/// instead of running 10,000 superseded-generation checks and file reads side by side, which
+/// filled the blocking thread pool (and memory) and made the load holding the connection wait
+/// behind them for its own file reads.
+const ARRIVALS_AT_ONCE: usize = 4;
 
 /// Timings of the embedded runtime.
 #[derive(Debug, Clone)]
@@ -140,8 +147,7 @@ impl Embedded {
     ) -> Result<Self, PortError> {
         let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", state_dir.display()));
         let store = LocalStore::new(state_dir.join("buckets")).map_err(io)?;
-        let warehouse =
-            SqliteWarehouse::open(state_dir.join("warehouse"), Arc::new(store.clone()))?;
+        let warehouse = SqliteWarehouse::open_local(state_dir.join("warehouse"), store.clone())?;
         let local = LocalBatchEngine::new(state_dir.join("batches")).map_err(io)?;
         let batch: Arc<dyn BatchEngine> = Arc::new(
             Engines::new()
@@ -260,13 +266,22 @@ impl Embedded {
             let ctx = ctx.clone();
             let pending = pending.clone();
             let max = options.max_deliveries;
+            let permits = Arc::new(Semaphore::new(ARRIVALS_AT_ONCE));
             tasks.spawn(async move {
                 while let Some(object) = obj_rx.recv().await {
                     pending.fetch_add(1, Ordering::SeqCst);
                     let ctx = ctx.clone();
                     let pending = pending.clone();
+                    let permits = permits.clone();
                     tokio::spawn(async move {
-                        deliver(&ctx, StepName::Load, Inbound::Object(object), max).await;
+                        deliver_limited(
+                            &ctx,
+                            StepName::Load,
+                            Inbound::Object(object),
+                            max,
+                            Some(&permits),
+                        )
+                        .await;
                         pending.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
@@ -339,9 +354,28 @@ impl Embedded {
 /// with backoff (1 s doubling to 10 s) up to `max` deliveries, then recorded as failed (the
 /// dead-letter topic of production); a rejection is recorded once.
 async fn deliver(ctx: &Context, step: StepName, inbound: Inbound, max: u32) {
+    deliver_limited(ctx, step, inbound, max, None).await;
+}
+
+/// [`deliver`], each attempt holding a permit of `permits` (none is held while waiting to
+/// redeliver).
+async fn deliver_limited(
+    ctx: &Context,
+    step: StepName,
+    inbound: Inbound,
+    max: u32,
+    permits: Option<&Semaphore>,
+) {
     let mut delay = Duration::from_millis(250);
     for delivery in 1..=max {
-        match steps::handle(step, ctx, inbound.clone()).await {
+        let permit = match permits {
+            // The semaphore is never closed.
+            Some(p) => p.acquire().await.ok(),
+            None => None,
+        };
+        let result = steps::handle(step, ctx, inbound.clone()).await;
+        drop(permit);
+        match result {
             Ok(_) => return,
             Err(StepError::Rejected(reason)) => {
                 let body = describe_inbound(&inbound);

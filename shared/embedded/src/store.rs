@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -80,6 +80,53 @@ impl LocalStore {
     fn path(&self, bucket: &BucketName, name: &ObjectName) -> PathBuf {
         // ObjectName has no empty, `.` or `..` segments, so this stays inside the bucket.
         self.bucket_dir(bucket).join(name.as_str())
+    }
+
+    /// Opens object `bucket/name` for reading, blocking the calling thread (for code already
+    /// on a blocking thread, such as a warehouse load: no hop through the runtime per read).
+    /// The same checks as [`ObjectStore::open`]: no symbolic link on the way or at the end.
+    ///
+    /// # Errors
+    /// [`PortError::NotFound`] when the object does not exist (or is a link), else as
+    /// [`ObjectStore::open`].
+    pub fn open_blocking(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+    ) -> Result<std::fs::File, PortError> {
+        let path = self.checked_path_blocking(bucket, name)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        options.open(&path).map_err(|e| io(e, &path))
+    }
+
+    /// [`Self::checked_path`] on the calling thread.
+    fn checked_path_blocking(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+    ) -> Result<PathBuf, PortError> {
+        let mut path = self.bucket_dir(bucket);
+        let segments: Vec<&str> = name.as_str().split('/').collect();
+        for (i, segment) in segments.iter().enumerate() {
+            path.push(segment);
+            if i + 1 == segments.len() {
+                break;
+            }
+            match std::fs::symlink_metadata(&path) {
+                Ok(md) if md.file_type().is_symlink() => return Err(not_followed(&path)),
+                Ok(_) => {}
+                // A missing folder: nothing below it exists (a write creates it).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    path = self.path(bucket, name);
+                    break;
+                }
+                Err(e) => return Err(io(e, &path)),
+            }
+        }
+        Ok(path)
     }
 
     /// The path of `bucket/name`, after checking that no folder on the way is a symbolic
@@ -155,34 +202,54 @@ impl LocalStore {
         name: &ObjectName,
         path: &Path,
     ) -> Result<ObjectMeta, PortError> {
-        let md = tokio::fs::symlink_metadata(path)
+        let (bucket, name, path) = (bucket.clone(), name.clone(), path.to_path_buf());
+        // One trip to a blocking thread, not one per system call.
+        tokio::task::spawn_blocking(move || meta_blocking(&bucket, &name, &path))
             .await
-            .map_err(|e| io(e, path))?;
-        if md.file_type().is_symlink() {
-            return Err(not_followed(path));
-        }
-        let mut file = open_nofollow(path).await?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = file.read(&mut buf).await.map_err(|e| io(e, path))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        let (generation, updated) = stamp(&md);
-        Ok(ObjectMeta {
-            object: ObjectRef {
-                bucket: bucket.clone(),
-                name: name.clone(),
-                generation,
-                size: Some(md.len()),
-            },
-            etag: hex::encode(h.finalize()),
-            updated,
-        })
+            .map_err(|e| PortError::Transient(format!("object metadata: {e}")))?
     }
+}
+
+/// The metadata of the object at `path` (its ETag hashes the content), on the calling thread.
+fn meta_blocking(
+    bucket: &BucketName,
+    name: &ObjectName,
+    path: &Path,
+) -> Result<ObjectMeta, PortError> {
+    use std::io::Read as _;
+    let md = std::fs::symlink_metadata(path).map_err(|e| io(e, path))?;
+    if md.file_type().is_symlink() {
+        return Err(not_followed(path));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let mut file = options.open(path).map_err(|e| io(e, path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; usize::try_from(md.len()).unwrap_or(0).clamp(1, 64 * 1024)];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e, path)),
+        };
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let (generation, updated) = stamp(&md);
+    Ok(ObjectMeta {
+        object: ObjectRef {
+            bucket: bucket.clone(),
+            name: name.clone(),
+            generation,
+            size: Some(md.len()),
+        },
+        etag: hex::encode(h.finalize()),
+        updated,
+    })
 }
 
 fn stamp(md: &std::fs::Metadata) -> (String, DateTime<Utc>) {
@@ -266,12 +333,15 @@ impl ObjectStore for LocalStore {
         bucket: &BucketName,
         name: &ObjectName,
     ) -> Result<Option<ObjectMeta>, PortError> {
-        let path = match self.checked_path(bucket, name).await {
-            Ok(path) => path,
-            Err(PortError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        match self.meta(bucket, name, &path).await {
+        let (store, bucket, name) = (self.clone(), bucket.clone(), name.clone());
+        // The path checks and the metadata in one trip to a blocking thread.
+        let meta = tokio::task::spawn_blocking(move || {
+            let path = store.checked_path_blocking(&bucket, &name)?;
+            meta_blocking(&bucket, &name, &path)
+        })
+        .await
+        .map_err(|e| PortError::Transient(format!("object metadata: {e}")))?;
+        match meta {
             Ok(m) => Ok(Some(m)),
             Err(PortError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),

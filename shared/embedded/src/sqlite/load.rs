@@ -45,6 +45,7 @@ use conveyor_core::names::{JobId, TableRef};
 use conveyor_core::ports::{LoadJob, LoadState, LoadStatus, ObjectStore, PortError, Warehouse};
 
 use super::{Db, SqliteWarehouse, attach, sql_type, transient, ts};
+use crate::LocalStore;
 use crate::formats::{
     BadRowBudget, Column, DecodeOptions, Decoder, FormatError, Input, Next, Value,
 };
@@ -88,29 +89,25 @@ pub(super) fn sqlite_name(
     let alternate = format!("{}__{}", table.table, hex::encode(&digest[..4]));
     // `=` compares with BINARY collation: exact case.
     let exact: Option<String> = conn
-        .query_row(
-            &format!(
-                "SELECT name FROM \"{}\".sqlite_master WHERE type = 'table' AND name IN (?1, ?2) \
-                 ORDER BY name = ?1 DESC LIMIT 1",
-                table.dataset
-            ),
-            params![table.table, alternate],
-            |r| r.get(0),
-        )
-        .optional()
+        .prepare_cached(&format!(
+            "SELECT name FROM \"{}\".sqlite_master WHERE type = 'table' AND name IN (?1, ?2) \
+             ORDER BY name = ?1 DESC LIMIT 1",
+            table.dataset
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![table.table, alternate], |r| r.get(0))
+                .optional()
+        })
         .map_err(sqlite_error)?;
     if let Some(name) = exact {
         return Ok((name, true));
     }
     let taken: bool = conn
-        .query_row(
-            &format!(
-                "SELECT EXISTS (SELECT 1 FROM \"{}\".sqlite_master WHERE name = ?1 COLLATE NOCASE)",
-                table.dataset
-            ),
-            params![table.table],
-            |r| r.get(0),
-        )
+        .prepare_cached(&format!(
+            "SELECT EXISTS (SELECT 1 FROM \"{}\".sqlite_master WHERE name = ?1 COLLATE NOCASE)",
+            table.dataset
+        ))
+        .and_then(|mut s| s.query_row(params![table.table], |r| r.get(0)))
         .map_err(sqlite_error)?;
     Ok((
         if taken {
@@ -134,7 +131,7 @@ fn columns_of(
 ) -> Result<Vec<(String, bool)>, PortError> {
     let mut stmt = conn
         // The schema is the pragma's second argument (a `schema.` prefix is ignored).
-        .prepare("SELECT name, \"notnull\" FROM pragma_table_info(?1, ?2) ORDER BY cid")
+        .prepare_cached("SELECT name, \"notnull\" FROM pragma_table_info(?1, ?2) ORDER BY cid")
         .map_err(sqlite_error)?;
     let cols = stmt
         .query_map(params![name, dataset], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -272,18 +269,28 @@ fn prepare_target(
 fn open_input(
     handle: &Handle,
     store: &Arc<dyn ObjectStore>,
+    local: Option<&LocalStore>,
     source: &ObjectRef,
     format: Format,
     dir: &Path,
 ) -> Result<Input, PortError> {
+    let missing = || PortError::Permanent(format!("{} does not exist", source.uri()));
+    if let Some(local) = local {
+        // A local file is read here, on the load's thread: no trip through the runtime per
+        // read, and a Parquet file is read in place (it is seekable).
+        return match local.open_blocking(&source.bucket, &source.name) {
+            Ok(file) if format == Format::Parquet => Ok(Input::File(file)),
+            Ok(file) => Ok(Input::Stream(Box::new(BufReader::with_capacity(
+                1 << 16,
+                file,
+            )))),
+            Err(PortError::NotFound(_)) => Err(missing()),
+            Err(e) => Err(e),
+        };
+    }
     let stream = match handle.block_on(store.open(&source.bucket, &source.name)) {
         Ok(s) => s,
-        Err(PortError::NotFound(_)) => {
-            return Err(PortError::Permanent(format!(
-                "{} does not exist",
-                source.uri()
-            )));
-        }
+        Err(PortError::NotFound(_)) => return Err(missing()),
         Err(e) => return Err(e),
     };
     let read_error =
@@ -322,6 +329,7 @@ fn run(
     db: &mut Db,
     dir: &Path,
     store: &Arc<dyn ObjectStore>,
+    local: Option<&LocalStore>,
     handle: &Handle,
     job: &LoadJob,
 ) -> Result<LoadStatus, PortError> {
@@ -330,11 +338,12 @@ fn run(
         .conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_error)?;
-    tx.execute_batch(&format!(
+    tx.prepare_cached(&format!(
         "CREATE TABLE IF NOT EXISTS \"{}\".{JOBS} (job_id TEXT PRIMARY KEY, destination TEXT NOT NULL, \
          source TEXT NOT NULL, rows INTEGER NOT NULL, finished_at TEXT NOT NULL)",
         job.table.dataset
     ))
+    .and_then(|mut s| s.execute([]))
     .map_err(sqlite_error)?;
     if let Some(n) = finished(&tx, &job.table.dataset, &job.job_id)? {
         return Ok(done_status(n, true));
@@ -356,7 +365,7 @@ fn run(
             skip_leading_rows: job.skip_leading_rows,
             allow_quoted_newlines: job.allow_quoted_newlines,
         };
-        let input = open_input(handle, store, source, job.format, dir)?;
+        let input = open_input(handle, store, local, source, job.format, dir)?;
         let mut decoder =
             Decoder::open(job.format, input, &options).map_err(|e| format_error(e, source))?;
         if decoder.columns().is_empty() {
@@ -434,18 +443,22 @@ fn run(
             prepare_target(&tx, job, &name, false, columns)?;
         }
     }
-    tx.execute(
+    tx.prepare_cached(
         &format!("INSERT INTO \"{}\".{JOBS} (job_id, destination, source, rows, finished_at) VALUES (?1, ?2, ?3, ?4, ?5)", job.table.dataset),
-        params![job.job_id.as_str(), job.table.to_string(), job.source_uris().join(" "), rows as i64, ts(&Utc::now())],
     )
+    .and_then(|mut s| s.execute(
+        params![job.job_id.as_str(), job.table.to_string(), job.source_uris().join(" "), rows as i64, ts(&Utc::now())],
+    ))
     .map_err(sqlite_error)?;
     // An index for `load_state`, which names only the job id. In WAL mode this row commits
     // separately from the dataset's file; the dataset's record is the one that keeps a job
     // from loading twice.
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR IGNORE INTO load_jobs (job_id, destination, source, rows, finished_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![job.job_id.as_str(), job.table.to_string(), job.source_uris().join(" "), rows as i64, ts(&Utc::now())],
     )
+    .and_then(|mut s| s.execute(
+        params![job.job_id.as_str(), job.table.to_string(), job.source_uris().join(" "), rows as i64, ts(&Utc::now())],
+    ))
     .map_err(sqlite_error)?;
     tx.commit().map_err(sqlite_error)?;
     Ok(done_status(rows as i64, false))
@@ -468,21 +481,21 @@ const JOBS: &str = "_conveyor_load_jobs";
 
 fn finished(conn: &Connection, dataset: &str, job_id: &JobId) -> Result<Option<i64>, PortError> {
     let exists: bool = conn
-        .query_row(
-            &format!("SELECT EXISTS (SELECT 1 FROM \"{dataset}\".sqlite_master WHERE name = ?1)"),
-            params![JOBS],
-            |r| r.get(0),
-        )
+        .prepare_cached(&format!(
+            "SELECT EXISTS (SELECT 1 FROM \"{dataset}\".sqlite_master WHERE name = ?1)"
+        ))
+        .and_then(|mut s| s.query_row(params![JOBS], |r| r.get(0)))
         .map_err(sqlite_error)?;
     if !exists {
         return Ok(None);
     }
-    conn.query_row(
-        &format!("SELECT rows FROM \"{dataset}\".{JOBS} WHERE job_id = ?1"),
-        params![job_id.as_str()],
-        |r| r.get(0),
-    )
-    .optional()
+    conn.prepare_cached(&format!(
+        "SELECT rows FROM \"{dataset}\".{JOBS} WHERE job_id = ?1"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![job_id.as_str()], |r| r.get(0))
+            .optional()
+    })
     .map_err(sqlite_error)
 }
 
@@ -501,12 +514,11 @@ impl SqliteWarehouse {
         let job_id = job_id.clone();
         self.with_db(move |db, _| {
             db.conn
-                .query_row(
-                    "SELECT rows FROM load_jobs WHERE job_id = ?1",
-                    params![job_id.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
+                .prepare_cached("SELECT rows FROM load_jobs WHERE job_id = ?1")
+                .and_then(|mut s| {
+                    s.query_row(params![job_id.as_str()], |r| r.get(0))
+                        .optional()
+                })
                 .map_err(sqlite_error)
         })
         .await
@@ -524,8 +536,9 @@ impl Warehouse for SqliteWarehouse {
         }
         let job = job.clone();
         let store = self.store.clone();
+        let local = self.local.clone();
         let handle = Handle::current();
-        self.with_db(move |db, dir| run(db, dir, &store, &handle, &job))
+        self.with_db(move |db, dir| run(db, dir, &store, local.as_ref(), &handle, &job))
             .await
     }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
+use crate::LocalStore;
 use crate::formats::ColumnType;
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::{ObjectStore, PortError};
@@ -37,11 +38,16 @@ pub struct SqliteWarehouse {
     /// finds a thread free.
     conn: Arc<tokio::sync::Mutex<Db>>,
     store: Arc<dyn ObjectStore>,
+    /// The same store when it is a [`LocalStore`]: loads read its files on their own thread.
+    local: Option<LocalStore>,
 }
 
 struct Db {
     conn: Connection,
     attached: HashSet<String>,
+    /// Run-log tables created (or checked) on this connection; one is forgotten when a write
+    /// to it fails, so the next write checks it again.
+    run_logs: HashSet<String>,
 }
 
 fn transient(e: impl std::fmt::Display) -> PortError {
@@ -75,14 +81,30 @@ impl SqliteWarehouse {
                 rows INTEGER NOT NULL, finished_at TEXT NOT NULL)",
         )
         .map_err(transient)?;
+        // The statements a load or a run-log row runs are prepared once per connection.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Self {
             dir,
             conn: Arc::new(tokio::sync::Mutex::new(Db {
                 conn,
                 attached: HashSet::new(),
+                run_logs: HashSet::new(),
             })),
             store,
+            local: None,
         })
+    }
+
+    /// A warehouse in `dir` that reads load sources from the local `store`: a load reads
+    /// each file on the load's own thread (as [`LocalStore::open_blocking`] does), not
+    /// through the async runtime.
+    ///
+    /// # Errors
+    /// As [`SqliteWarehouse::open`].
+    pub fn open_local(dir: impl Into<PathBuf>, store: LocalStore) -> Result<Self, PortError> {
+        let mut warehouse = Self::open(dir, Arc::new(store.clone()))?;
+        warehouse.local = Some(store);
+        Ok(warehouse)
     }
 
     /// The directory holding the database files.

@@ -10,6 +10,16 @@ use super::{Db, SqliteWarehouse, attach, parse_ts, quoted, transient, ts};
 
 fn ensure_run_log(db: &mut Db, dir: &std::path::Path, table: &TableRef) -> Result<(), PortError> {
     attach(db, dir, &table.dataset)?;
+    let key = table.to_string();
+    if db.run_logs.contains(&key) {
+        return Ok(());
+    }
+    create_run_log(db, table)?;
+    db.run_logs.insert(key);
+    Ok(())
+}
+
+fn create_run_log(db: &mut Db, table: &TableRef) -> Result<(), PortError> {
     let cols: Vec<String> = RUN_LOG_COLUMNS
         .iter()
         .map(|c| {
@@ -51,6 +61,17 @@ fn ensure_run_log(db: &mut Db, dir: &std::path::Path, table: &TableRef) -> Resul
     Ok(())
 }
 
+/// A statement on run-log table `table` failed: it is checked again before the next use (it
+/// may have been dropped or changed by another process).
+fn forget(
+    run_logs: &mut std::collections::HashSet<String>,
+    table: &TableRef,
+    e: rusqlite::Error,
+) -> PortError {
+    run_logs.remove(&table.to_string());
+    transient(e)
+}
+
 const SELECT_RUN_LOG: &str = "dbName, tableName, td_timestamp, last_modified_at, environment, status, dataproc_job_id, \
      event_id, run_id, pipeline, step, attempt, source_object, job_id, error, started_at, finished_at, rows_loaded, detail, job";
 
@@ -86,10 +107,10 @@ impl RunLog for SqliteWarehouse {
         let row = row.clone();
         self.with_db(move |db, dir| {
             ensure_run_log(db, dir, &table)?;
-            db.conn
-                .execute(
-                    &format!("INSERT OR IGNORE INTO {} ({SELECT_RUN_LOG}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)", quoted(&table)),
-                    params![
+            let written = db
+                .conn
+                .prepare_cached(&format!("INSERT OR IGNORE INTO {} ({SELECT_RUN_LOG}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)", quoted(&table)))
+                .and_then(|mut insert| insert.execute(params![
                         row.db_name,
                         row.table_name,
                         ts(&row.td_timestamp),
@@ -110,9 +131,8 @@ impl RunLog for SqliteWarehouse {
                         row.rows_loaded.map(|n| n as i64),
                         row.detail,
                         row.job,
-                    ],
-                )
-                .map_err(transient)?;
+                    ]));
+            written.map_err(|e| forget(&mut db.run_logs, &table, e))?;
             Ok(())
         })
         .await
@@ -160,7 +180,7 @@ impl RunLog for SqliteWarehouse {
                 quoted(&table),
                 filters.join(" AND ")
             );
-            let mut stmt = db.conn.prepare(&sql).map_err(transient)?;
+            let mut stmt = db.conn.prepare(&sql).map_err(|e| forget(&mut db.run_logs, &table, e))?;
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(args), read_row)
                 .map_err(transient)?;
@@ -192,7 +212,10 @@ impl RunLog for SqliteWarehouse {
                  ORDER BY td_timestamp",
                 quoted(&table)
             );
-            let mut stmt = db.conn.prepare(&sql).map_err(transient)?;
+            let mut stmt = db
+                .conn
+                .prepare_cached(&sql)
+                .map_err(|e| forget(&mut db.run_logs, &table, e))?;
             let rows = stmt
                 .query_map(params![ts(&since)], read_row)
                 .map_err(transient)?;
