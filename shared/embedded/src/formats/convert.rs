@@ -137,6 +137,52 @@ pub(super) fn from_text(text: &str, ty: ColumnType) -> Option<Value> {
     }
 }
 
+/// [`from_text`] into `slot`, reusing the text buffer `slot` holds when the value is text
+/// (a reader that keeps its row between rows allocates nothing for a STRING or TIMESTAMP
+/// cell). `false` if `text` does not convert (`slot` is then unspecified).
+pub(super) fn from_text_into(text: &str, ty: ColumnType, slot: &mut Value) -> bool {
+    match ty {
+        ColumnType::String => {
+            set_text(slot, |buf| buf.push_str(text));
+            true
+        }
+        ColumnType::Timestamp => match fast_timestamp(text.as_bytes()) {
+            Some(instant) => {
+                set_text(slot, |buf| push_timestamp_text(instant, buf));
+                true
+            }
+            None => match from_text(text, ty) {
+                Some(value) => {
+                    *slot = value;
+                    true
+                }
+                None => false,
+            },
+        },
+        _ => match from_text(text, ty) {
+            Some(value) => {
+                *slot = value;
+                true
+            }
+            None => false,
+        },
+    }
+}
+
+/// Sets `slot` to the text `write` puts in an empty buffer: the buffer `slot` held when it
+/// was text, else a new one.
+fn set_text(slot: &mut Value, write: impl FnOnce(&mut String)) {
+    let mut buf = match std::mem::replace(slot, Value::Null) {
+        Value::Text(mut s) => {
+            s.clear();
+            s
+        }
+        _ => String::new(),
+    };
+    write(&mut buf);
+    *slot = Value::Text(buf);
+}
+
 /// A decimal integer, optionally signed (`+7`, `-12`, `007`).
 pub(super) fn parse_int(text: &str) -> Option<i64> {
     let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
@@ -150,10 +196,9 @@ pub(super) fn parse_int(text: &str) -> Option<i64> {
 /// for FLOAT64 (`NaN`, `inf`, `+inf`, `-inf`, `Infinity`, case-insensitive).
 pub(super) fn parse_float(text: &str) -> Option<f64> {
     let body = text.strip_prefix(['+', '-']).unwrap_or(text);
-    let special = matches!(
-        body.to_ascii_lowercase().as_str(),
-        "nan" | "inf" | "infinity"
-    );
+    let special = ["nan", "inf", "infinity"]
+        .iter()
+        .any(|s| body.eq_ignore_ascii_case(s));
     let numeric = !body.is_empty()
         && body.bytes().any(|b| b.is_ascii_digit())
         && body
@@ -335,7 +380,51 @@ pub(super) fn parse_date(text: &str) -> Option<String> {
 
 /// An instant as RFC 3339 text in UTC.
 pub(super) fn timestamp_text(instant: DateTime<Utc>) -> String {
-    instant.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    let mut out = String::with_capacity(30);
+    push_timestamp_text(instant, &mut out);
+    out
+}
+
+/// Appends [`timestamp_text`] of `instant` to `out`: what chrono's `to_rfc3339_opts(AutoSi,
+/// true)` writes (`2026-11-20T08:30:00Z`, a fraction of 3, 6 or 9 digits when there is one),
+/// written digit by digit for the years 0 to 9999 (a timestamp column otherwise spends most
+/// of a CSV load's conversion time in chrono's formatter); chrono writes the others.
+fn push_timestamp_text(instant: DateTime<Utc>, out: &mut String) {
+    use chrono::{Datelike, Timelike};
+    let year = instant.year();
+    let nanos = instant.nanosecond();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        out.push_str(&instant.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        return;
+    }
+    fn digits(out: &mut String, value: u32, width: u32) {
+        for k in (0..width).rev() {
+            let d = (value / 10u32.pow(k)) % 10;
+            out.push(char::from(b'0' + d as u8));
+        }
+    }
+    digits(out, year.unsigned_abs(), 4);
+    out.push('-');
+    digits(out, instant.month(), 2);
+    out.push('-');
+    digits(out, instant.day(), 2);
+    out.push('T');
+    digits(out, instant.hour(), 2);
+    out.push(':');
+    digits(out, instant.minute(), 2);
+    out.push(':');
+    digits(out, instant.second(), 2);
+    let (fraction, width) = match nanos {
+        0 => (0, 0),
+        n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+        n if n % 1_000 == 0 => (n / 1_000, 6),
+        n => (n, 9),
+    };
+    if width > 0 {
+        out.push('.');
+        digits(out, fraction, width);
+    }
+    out.push('Z');
 }
 
 /// The unit of an integer timestamp or time of day.

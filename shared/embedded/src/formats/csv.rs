@@ -16,7 +16,7 @@ use ::csv::{ByteRecord, Reader, ReaderBuilder};
 
 use super::convert::{
     SAMPLE_ROWS, TextInference, bad, check_null, conversion_error, duplicate_name, find_column,
-    from_text, quote,
+    from_text_into, quote,
 };
 use super::{Column, DecodeOptions, Format, FormatError, Next, RowReader, Value};
 
@@ -204,22 +204,29 @@ impl CsvRows {
                     .to_owned(),
             );
         }
-        for (column, index) in self.columns.iter().zip(&self.indexes) {
+        // `row` holds the previous row (or nothing): its cells are overwritten in place, so a
+        // text cell's buffer serves the next row's text.
+        row.resize(self.columns.len(), Value::Null);
+        for ((column, index), slot) in self.columns.iter().zip(&self.indexes).zip(row.iter_mut()) {
             let field = record.get(*index).unwrap_or_default();
-            let value = if field.is_empty() {
-                Value::Null
+            if field.is_empty() {
+                *slot = check_null(column, Value::Null)?;
             } else {
                 let field = std::str::from_utf8(field).map_err(|_| "not valid UTF-8".to_owned())?;
-                from_text(field, column.ty)
-                    .ok_or_else(|| conversion_error(column, &quote(field)))?
-            };
-            row.push(check_null(column, value)?);
+                if !from_text_into(field, column.ty, slot) {
+                    return Err(conversion_error(column, &quote(field)));
+                }
+            }
         }
         Ok(())
     }
 }
 
 impl RowReader for CsvRows {
+    fn reuses_row(&self) -> bool {
+        true
+    }
+
     fn next_row(&mut self, row: &mut Vec<Value>) -> Result<Next, FormatError> {
         let record = match self.sample.pop_front() {
             Some(record) => record,

@@ -118,6 +118,12 @@ pub enum Next {
 
 /// One format's reader: fills a row of the decoder's columns at a time.
 trait RowReader: Send {
+    /// Whether `next_row` overwrites the row it is given (reusing its cells' buffers) rather
+    /// than appending to an empty one.
+    fn reuses_row(&self) -> bool {
+        false
+    }
+
     fn next_row(&mut self, row: &mut Vec<Value>) -> Result<Next, FormatError>;
 }
 
@@ -166,13 +172,16 @@ impl Decoder {
         &self.columns
     }
 
-    /// Reads the next row into `row` (cleared first; on [`Next::Row`] it holds one value per
-    /// column).
+    /// Reads the next row into `row`: on [`Next::Row`] it holds one value per column (what it
+    /// held before is replaced; passing the same buffer row after row lets a reader reuse its
+    /// cells' allocations); otherwise its content is unspecified.
     ///
     /// # Errors
     /// [`FormatError::Unreadable`] when the rest of the file cannot be read.
     pub fn next_row(&mut self, row: &mut Vec<Value>) -> Result<Next, FormatError> {
-        row.clear();
+        if !self.reader.reuses_row() {
+            row.clear();
+        }
         self.reader.next_row(row)
     }
 }
@@ -513,6 +522,90 @@ mod tests {
         assert_eq!(parse_timestamp("2026-11-20"), None);
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(epoch_timestamp_text(i64::MAX, TimeUnit::Micros), None);
+    }
+
+    /// The timestamp text is written digit by digit; it must be what chrono's RFC 3339
+    /// formatter writes, fraction widths and year range edges included.
+    #[test]
+    fn timestamp_text_is_chronos_rfc3339() {
+        use chrono::{SecondsFormat, TimeZone, Utc};
+        let seconds = [
+            -62_167_219_200_i64, // 0000-01-01
+            -62_167_219_201,     // -0001-12-31: chrono writes it
+            -1,
+            0,
+            951_782_400,     // 2000-02-29
+            1_795_169_409,   // 2026-11-21T07:30:09
+            253_402_300_799, // 9999-12-31T23:59:59
+            253_402_300_800, // +10000-01-01: chrono writes it
+        ];
+        let nanos = [
+            0_u32,
+            1,
+            10,
+            999,
+            1_000,
+            120_000,
+            1_000_000,
+            250_000_000,
+            999_999_999,
+        ];
+        for s in seconds {
+            for n in nanos {
+                let instant = Utc.timestamp_opt(s, n).single().expect("valid instant");
+                assert_eq!(
+                    timestamp_text(instant),
+                    instant.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                    "{s} s {n} ns"
+                );
+            }
+        }
+        // A leap second (nanoseconds past 10^9) is chrono's to write.
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+            .expect("leap second")
+            .and_utc();
+        assert_eq!(
+            timestamp_text(leap),
+            leap.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        );
+    }
+
+    /// A text cell converted in place reuses the buffer the cell held and gives what
+    /// `from_text` gives.
+    #[test]
+    fn from_text_into_matches_from_text() {
+        use ColumnType as T;
+        let cases = [
+            ("abc", T::String),
+            ("2026-11-20 08:30:00.5", T::Timestamp),
+            ("2026/11/20 08:30:00 UTC", T::Timestamp),
+            ("2026-11-20", T::Timestamp),
+            ("2026-11-20T09:30:00+01:00", T::Timestamp),
+            ("not a time", T::Timestamp),
+            ("12", T::Int64),
+            ("1.5", T::Float64),
+            ("NaN", T::Float64),
+            ("yes", T::Bool),
+            ("{\"a\": 1}", T::Json),
+            ("2026-11-20", T::Date),
+        ];
+        for (text, ty) in cases {
+            for start in [
+                Value::Null,
+                Value::Text("previous".to_owned()),
+                Value::Int(3),
+            ] {
+                let mut slot = start;
+                let converted = from_text_into(text, ty, &mut slot);
+                let want = from_text(text, ty);
+                assert_eq!(converted, want.is_some(), "{text} as {ty}");
+                if let Some(want) = want {
+                    // Compared as text: NaN is not equal to itself.
+                    assert_eq!(format!("{slot:?}"), format!("{want:?}"), "{text} as {ty}");
+                }
+            }
+        }
     }
 
     #[test]
