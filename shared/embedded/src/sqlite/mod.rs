@@ -40,6 +40,8 @@ pub struct SqliteWarehouse {
     store: Arc<dyn ObjectStore>,
     /// The same store when it is a [`LocalStore`]: loads read its files on their own thread.
     local: Option<LocalStore>,
+    /// Run-log rows waiting for the connection (written together: group commit).
+    log_queue: Arc<std::sync::Mutex<Vec<run_log::Queued>>>,
 }
 
 struct Db {
@@ -92,6 +94,7 @@ impl SqliteWarehouse {
             })),
             store,
             local: None,
+            log_queue: Arc::default(),
         })
     }
 

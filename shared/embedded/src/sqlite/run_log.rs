@@ -61,6 +61,104 @@ fn create_run_log(db: &mut Db, table: &TableRef) -> Result<(), PortError> {
     Ok(())
 }
 
+/// A run-log row waiting to be written, and who waits for it.
+pub(super) struct Queued {
+    table: TableRef,
+    row: RunLogRow,
+    done: tokio::sync::oneshot::Sender<Result<(), PortError>>,
+}
+
+/// Writes the queued run-log rows: several in one transaction (one commit, so one write to
+/// the log file, instead of one each: group commit), one on its own. Each waiter is told its
+/// row's result; when a row fails inside a group, the group is rolled back and every row is
+/// written on its own, so one bad row fails only its own event. Rows are keyed by event id
+/// (`INSERT OR IGNORE`), so a row written twice is written once.
+pub(super) fn write_queued(
+    db: &mut Db,
+    dir: &std::path::Path,
+    queue: &std::sync::Mutex<Vec<Queued>>,
+) {
+    let batch = std::mem::take(
+        &mut *queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    // The tables first (ATTACH cannot run inside a transaction).
+    let mut ready = Vec::with_capacity(batch.len());
+    for q in batch {
+        match ensure_run_log(db, dir, &q.table) {
+            Ok(()) => ready.push(q),
+            Err(e) => {
+                let _ = q.done.send(Err(e));
+            }
+        }
+    }
+    if ready.len() > 1 {
+        let grouped = db
+            .conn
+            .execute_batch("BEGIN")
+            .and_then(|()| {
+                ready
+                    .iter()
+                    .try_for_each(|q| insert_row(&db.conn, &q.table, &q.row))
+            })
+            .and_then(|()| db.conn.execute_batch("COMMIT"));
+        match grouped {
+            Ok(()) => {
+                for q in ready {
+                    let _ = q.done.send(Ok(()));
+                }
+                return;
+            }
+            Err(_) => {
+                if !db.conn.is_autocommit() {
+                    let _ = db.conn.execute_batch("ROLLBACK");
+                }
+            }
+        }
+    }
+    for q in ready {
+        let written = insert_row(&db.conn, &q.table, &q.row)
+            .map_err(|e| forget(&mut db.run_logs, &q.table, e));
+        let _ = q.done.send(written);
+    }
+}
+
+/// Inserts one run-log row (once per event id).
+fn insert_row(
+    conn: &rusqlite::Connection,
+    table: &TableRef,
+    row: &RunLogRow,
+) -> rusqlite::Result<()> {
+    let mut insert = conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO {} ({SELECT_RUN_LOG}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)",
+        quoted(table)
+    ))?;
+    insert.execute(params![
+        row.db_name,
+        row.table_name,
+        ts(&row.td_timestamp),
+        ts(&row.last_modified_at),
+        row.environment,
+        row.status,
+        row.dataproc_job_id,
+        row.event_id,
+        row.run_id,
+        row.pipeline,
+        row.step,
+        row.attempt,
+        row.source_object,
+        row.job_id,
+        row.error,
+        row.started_at.as_ref().map(ts),
+        row.finished_at.as_ref().map(ts),
+        row.rows_loaded.map(|n| n as i64),
+        row.detail,
+        row.job,
+    ])?;
+    Ok(())
+}
+
 /// A statement on run-log table `table` failed: it is checked again before the next use (it
 /// may have been dropped or changed by another process).
 fn forget(
@@ -103,39 +201,35 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunLogRow> {
 #[async_trait]
 impl RunLog for SqliteWarehouse {
     async fn record(&self, table: &TableRef, row: &RunLogRow) -> Result<(), PortError> {
-        let table = table.clone();
-        let row = row.clone();
-        self.with_db(move |db, dir| {
-            ensure_run_log(db, dir, &table)?;
-            let written = db
-                .conn
-                .prepare_cached(&format!("INSERT OR IGNORE INTO {} ({SELECT_RUN_LOG}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)", quoted(&table)))
-                .and_then(|mut insert| insert.execute(params![
-                        row.db_name,
-                        row.table_name,
-                        ts(&row.td_timestamp),
-                        ts(&row.last_modified_at),
-                        row.environment,
-                        row.status,
-                        row.dataproc_job_id,
-                        row.event_id,
-                        row.run_id,
-                        row.pipeline,
-                        row.step,
-                        row.attempt,
-                        row.source_object,
-                        row.job_id,
-                        row.error,
-                        row.started_at.as_ref().map(ts),
-                        row.finished_at.as_ref().map(ts),
-                        row.rows_loaded.map(|n| n as i64),
-                        row.detail,
-                        row.job,
-                    ]));
-            written.map_err(|e| forget(&mut db.run_logs, &table, e))?;
-            Ok(())
-        })
-        .await
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.log_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Queued {
+                table: table.clone(),
+                row: row.clone(),
+                done,
+            });
+        // Whoever holds the connection next writes every row queued by then (this one, or
+        // more): rows recorded while the connection is busy commit together.
+        let mut db = self.conn.clone().lock_owned().await;
+        let queue = self.log_queue.clone();
+        let queued = !queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty();
+        if queued {
+            let dir = self.dir.clone();
+            tokio::task::spawn_blocking(move || write_queued(&mut db, &dir, &queue))
+                .await
+                .map_err(transient)?;
+        } else {
+            // Written by the one that held the connection before.
+            drop(db);
+        }
+        written
+            .await
+            .map_err(|_| transient("the run-log row was not written"))?
     }
 
     async fn rows(
@@ -198,19 +292,23 @@ impl RunLog for SqliteWarehouse {
         self.with_db(move |db, dir| {
             ensure_run_log(db, dir, &table)?;
             // The newest row of each job of each run: highest attempt, then furthest status.
-            // Rows of older releases name no job; their batch rows count as job `batch`.
+            // Rows of older releases name no job; their batch rows count as job `batch`. Only
+            // runs with an open row are ranked (a job whose newest row is open has one), not
+            // the whole log on every poll tick.
+            const OPEN: &str = "(status IN ('SUBMITTED', 'RUNNING') \
+                OR (status = 'FAILED' AND json_extract(detail, '$.retry_at') IS NOT NULL))";
             let sql = format!(
                 "SELECT {SELECT_RUN_LOG} FROM (
                    SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, job_key ORDER BY attempt DESC,
                      CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC,
                      td_timestamp DESC, rowid DESC) AS rn
                    FROM (SELECT rowid, *, COALESCE(job, CASE WHEN dataproc_job_id IS NOT NULL
-                           THEN 'batch' END) AS job_key FROM {} WHERE td_timestamp >= ?1)
+                           THEN 'batch' END) AS job_key FROM {table} WHERE td_timestamp >= ?1
+                         AND run_id IN (SELECT run_id FROM {table} WHERE td_timestamp >= ?1 AND {OPEN}))
                    WHERE job_key IS NOT NULL)
-                 WHERE rn = 1 AND (status IN ('SUBMITTED', 'RUNNING')
-                   OR (status = 'FAILED' AND json_extract(detail, '$.retry_at') IS NOT NULL))
+                 WHERE rn = 1 AND {OPEN}
                  ORDER BY td_timestamp",
-                quoted(&table)
+                table = quoted(&table)
             );
             let mut stmt = db
                 .conn
@@ -222,5 +320,106 @@ impl RunLog for SqliteWarehouse {
             rows.collect::<Result<Vec<_>, _>>().map_err(transient)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use conveyor_core::names::TableRef;
+    use conveyor_core::ports::{RunLog, RunLogQuery, RunLogRow};
+
+    use crate::{LocalStore, SqliteWarehouse};
+
+    fn row(event: usize, status: &str, job: Option<&str>) -> RunLogRow {
+        RunLogRow {
+            td_timestamp: chrono::Utc::now(),
+            last_modified_at: chrono::Utc::now(),
+            environment: "dev".to_owned(),
+            status: status.to_owned(),
+            event_id: format!("event-{event}"),
+            run_id: format!("run-{}", event / 2),
+            step: "load".to_owned(),
+            attempt: 1,
+            detail: "{}".to_owned(),
+            job: job.map(str::to_owned),
+            ..RunLogRow::default()
+        }
+    }
+
+    /// Rows recorded at once (they commit in groups) are each written once, in their own
+    /// tables, whoever's call wrote them; a redelivered row adds nothing.
+    #[tokio::test]
+    async fn rows_recorded_at_once_are_each_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("b")).unwrap();
+        let w = SqliteWarehouse::open(dir.path().join("w"), Arc::new(store)).unwrap();
+        let tables = [
+            TableRef::parse("conveyor.run_log").unwrap(),
+            TableRef::parse("ops.run_log").unwrap(),
+        ];
+        let mut calls = tokio::task::JoinSet::new();
+        for round in 0..2 {
+            for i in 0..300 {
+                let (w, table) = (w.clone(), tables[i % 2].clone());
+                let status = if round == 0 { "SUCCEEDED" } else { "FAILED" };
+                calls.spawn(async move { w.record(&table, &row(i, status, None)).await });
+            }
+        }
+        while let Some(result) = calls.join_next().await {
+            result.unwrap().unwrap();
+        }
+        for table in &tables {
+            let rows = w.rows(table, &RunLogQuery::default()).await.unwrap();
+            assert_eq!(rows.len(), 150, "{table}");
+            let ids: std::collections::BTreeSet<_> = rows.iter().map(|r| &r.event_id).collect();
+            assert_eq!(ids.len(), 150, "{table}");
+        }
+    }
+
+    /// Open batches: a job whose newest row is open, not one finished since, nor one never
+    /// opened.
+    #[tokio::test]
+    async fn open_batches_are_the_jobs_whose_newest_row_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("b")).unwrap();
+        let w = SqliteWarehouse::open(dir.path().join("w"), Arc::new(store)).unwrap();
+        let table = TableRef::parse("conveyor.run_log").unwrap();
+        let at = |secs: i64| chrono::Utc::now() - chrono::Duration::seconds(100 - secs);
+        let rows = vec![
+            // run-0: submitted, then succeeded: closed.
+            RunLogRow {
+                td_timestamp: at(1),
+                ..row(0, "SUBMITTED", Some("spark"))
+            },
+            RunLogRow {
+                td_timestamp: at(2),
+                ..row(1, "SUCCEEDED", Some("spark"))
+            },
+            // run-1: submitted, running: open.
+            RunLogRow {
+                td_timestamp: at(3),
+                ..row(2, "SUBMITTED", Some("spark"))
+            },
+            RunLogRow {
+                td_timestamp: at(4),
+                ..row(3, "RUNNING", Some("spark"))
+            },
+            // run-2: succeeded only: never open.
+            RunLogRow {
+                td_timestamp: at(5),
+                ..row(4, "SUCCEEDED", Some("load"))
+            },
+        ];
+        for r in &rows {
+            w.record(&table, r).await.unwrap();
+        }
+        let open = w
+            .open_batches(&table, chrono::DateTime::<chrono::Utc>::MIN_UTC)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = open.iter().map(|r| r.event_id.as_str()).collect();
+        assert_eq!(ids, ["event-3"]);
     }
 }
