@@ -9,7 +9,7 @@
 #   SIZE_MB=200 OBJECTS=20000 scripts/bench-embedded.sh
 #   ONLY=load scripts/bench-embedded.sh            # or ONLY=events
 #
-# Needs a release build of the bench binary (built here if missing) and sqlite3 (Debian's
+# Builds the release bench binary (cargo: a no-op when it is up to date) and sqlite3 (Debian's
 # package: installed here with apt-get when missing and run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,8 @@ OBJECTS=${OBJECTS:-10000}
 ONLY=${ONLY:-all}
 BIN=${CARGO_TARGET_DIR:-target}/release/examples/bench_embedded
 
-[ -x "$BIN" ] || cargo build --release -p conveyor-embedded --example bench_embedded
+# Always through cargo (a no-op when up to date), so a stale binary is never measured.
+cargo build --release -q -p conveyor-embedded --example bench_embedded
 if ! command -v sqlite3 >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq sqlite3 >/dev/null; else echo "bench: needs sqlite3" >&2; exit 1; fi
 fi
