@@ -136,25 +136,11 @@ impl LocalStore {
         bucket: &BucketName,
         name: &ObjectName,
     ) -> Result<PathBuf, PortError> {
-        let mut path = self.bucket_dir(bucket);
-        let segments: Vec<&str> = name.as_str().split('/').collect();
-        for (i, segment) in segments.iter().enumerate() {
-            path.push(segment);
-            if i + 1 == segments.len() {
-                break;
-            }
-            match tokio::fs::symlink_metadata(&path).await {
-                Ok(md) if md.file_type().is_symlink() => return Err(not_followed(&path)),
-                Ok(_) => {}
-                // A missing folder: nothing below it exists (a write creates it).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    path = self.path(bucket, name);
-                    break;
-                }
-                Err(e) => return Err(io(e, &path)),
-            }
-        }
-        Ok(path)
+        let (store, bucket, name) = (self.clone(), bucket.clone(), name.clone());
+        // One trip to a blocking thread for every folder on the way.
+        tokio::task::spawn_blocking(move || store.checked_path_blocking(&bucket, &name))
+            .await
+            .map_err(|e| PortError::Transient(format!("object path: {e}")))?
     }
 
     /// Writes `body` to a hidden temporary file beside `path` (the watcher and listings skip
