@@ -1,19 +1,16 @@
 //! The systems example's message pipelines reach Terraform's variables (every example's
 //! validity is checked by the graphs tests).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+
+mod common;
 
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+    common::repo_file("examples")
 }
 
 fn conveyor(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(args)
-        .env_remove("CONVEYOR_CONFIG")
-        .output()
-        .expect("run conveyor");
+    let out = common::conveyor(args);
     (
         out.status.success(),
         format!(

@@ -3,25 +3,15 @@
 //! subscriptions, and the run-log table's schema with the run-log columns.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use conveyor_core::event::StepName;
 use conveyor_core::steps::subscriptions;
 
-fn workspace_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(relative)
-}
+mod common;
 
-fn conveyor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(args)
-        .env_remove("CONVEYOR_CONFIG")
-        .output()
-        .expect("run conveyor")
-}
+use common::{conveyor, repo_file as workspace_file};
 
 fn stdout_of(output: &Output) -> String {
     assert!(

@@ -2,20 +2,9 @@
 //! `file:line:col: path: message`, a JSON report on request, a failing exit status; the schema
 //! printed is the committed one.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn conveyor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(args)
-        .env_remove("CONVEYOR_CONFIG")
-        .output()
-        .expect("run conveyor")
-}
+use common::{conveyor, repo_file};
 
 const MISTAKES: &str = r#"pipelines:
   - name: sales
@@ -91,7 +80,7 @@ fn the_json_report_lists_the_same_errors() {
     assert_eq!(errors[0]["path"], "pipelines[0].load.fromat");
     assert_eq!(errors[5]["path"], "pipelines[1].trigger.schedule.time_zone");
 
-    let good = repo().join("examples/conveyor.yaml");
+    let good = repo_file("examples/conveyor.yaml");
     let out = conveyor(&["validate", "--format", "json", good.to_str().expect("path")]);
     assert!(out.status.success());
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -115,6 +104,6 @@ fn conveyor_schema_prints_the_committed_schema() {
     let out = conveyor(&["schema"]);
     assert!(out.status.success());
     let committed =
-        std::fs::read_to_string(repo().join("examples/conveyor.schema.json")).expect("schema");
+        std::fs::read_to_string(repo_file("examples/conveyor.schema.json")).expect("schema");
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
