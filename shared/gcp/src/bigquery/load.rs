@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tracing::warn;
 
 use conveyor_core::config::{
@@ -44,76 +45,143 @@ pub(super) fn bq_type(t: ColumnType) -> &'static str {
 
 /// The `configuration.load` of a load job, as BigQuery's REST API names it.
 pub fn load_configuration(job: &LoadJob, project: &str) -> Value {
-    let mut load = json!({
-        "sourceUris": job.source_uris(),
-        "destinationTable": {
-            "projectId": job.table.project.clone().unwrap_or_else(|| project.to_owned()),
-            "datasetId": job.table.dataset,
-            "tableId": job.table.table,
-        },
-        "sourceFormat": match job.format {
-            Format::Avro => "AVRO",
-            Format::Parquet => "PARQUET",
-            Format::Csv => "CSV",
-            Format::Ndjson => "NEWLINE_DELIMITED_JSON",
-            Format::Orc => "ORC",
-        },
-        "writeDisposition": match job.write {
-            WriteDisposition::WriteAppend => "WRITE_APPEND",
-            WriteDisposition::WriteTruncate => "WRITE_TRUNCATE",
-            WriteDisposition::WriteEmpty => "WRITE_EMPTY",
-        },
-        "createDisposition": match job.create {
-            CreateDisposition::CreateIfNeeded => "CREATE_IF_NEEDED",
-            CreateDisposition::CreateNever => "CREATE_NEVER",
-        },
-        "maxBadRecords": job.max_bad_records,
-    });
-    match &job.schema {
-        SchemaSpec::Autodetect => load["autodetect"] = json!(true),
-        SchemaSpec::Columns(cols) => {
-            let fields: Vec<Value> = cols
+    serde_json::to_value(LoadConfiguration::new(job, project)).unwrap_or_default()
+}
+
+/// A load job's `configuration`, written straight to the request's body.
+#[derive(Serialize)]
+struct Configuration<'a> {
+    load: LoadConfiguration<'a>,
+}
+
+/// `configuration.load` (`JobConfigurationLoad` in BigQuery's REST reference).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadConfiguration<'a> {
+    source_uris: Vec<String>,
+    destination_table: TableReference<'a>,
+    source_format: &'static str,
+    write_disposition: &'static str,
+    create_disposition: &'static str,
+    max_bad_records: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    autodetect: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema: Option<Fields<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skip_leading_rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_quoted_newlines: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    schema_update_options: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clustering: Option<Fields<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    use_avro_logical_types: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_partitioning: Option<TimePartitioning<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TableReference<'a> {
+    project_id: &'a str,
+    dataset_id: &'a str,
+    table_id: &'a str,
+}
+
+/// `{"fields": [...]}`: a schema's fields, or clustering's column names.
+#[derive(Serialize)]
+struct Fields<'a> {
+    fields: Vec<Field<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Field<'a> {
+    Column {
+        name: &'a str,
+        #[serde(rename = "type")]
+        ty: &'static str,
+        mode: &'static str,
+    },
+    Name(&'a str),
+}
+
+#[derive(Serialize)]
+struct TimePartitioning<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl<'a> LoadConfiguration<'a> {
+    fn new(job: &'a LoadJob, project: &'a str) -> Self {
+        let csv = job.format == Format::Csv;
+        Self {
+            source_uris: job.source_uris(),
+            destination_table: TableReference {
+                project_id: job.table.project.as_deref().unwrap_or(project),
+                dataset_id: &job.table.dataset,
+                table_id: &job.table.table,
+            },
+            source_format: match job.format {
+                Format::Avro => "AVRO",
+                Format::Parquet => "PARQUET",
+                Format::Csv => "CSV",
+                Format::Ndjson => "NEWLINE_DELIMITED_JSON",
+                Format::Orc => "ORC",
+            },
+            write_disposition: match job.write {
+                WriteDisposition::WriteAppend => "WRITE_APPEND",
+                WriteDisposition::WriteTruncate => "WRITE_TRUNCATE",
+                WriteDisposition::WriteEmpty => "WRITE_EMPTY",
+            },
+            create_disposition: match job.create {
+                CreateDisposition::CreateIfNeeded => "CREATE_IF_NEEDED",
+                CreateDisposition::CreateNever => "CREATE_NEVER",
+            },
+            max_bad_records: job.max_bad_records,
+            autodetect: matches!(job.schema, SchemaSpec::Autodetect).then_some(true),
+            schema: match &job.schema {
+                SchemaSpec::Autodetect => None,
+                SchemaSpec::Columns(cols) => Some(Fields {
+                    fields: cols
+                        .iter()
+                        .map(|c| Field::Column {
+                            name: &c.name,
+                            ty: bq_type(c.ty),
+                            mode: if c.nullable { "NULLABLE" } else { "REQUIRED" },
+                        })
+                        .collect(),
+                }),
+            },
+            skip_leading_rows: csv.then_some(job.skip_leading_rows),
+            allow_quoted_newlines: csv.then_some(job.allow_quoted_newlines),
+            schema_update_options: job
+                .schema_update_options
                 .iter()
-                .map(|c| json!({"name": c.name, "type": bq_type(c.ty), "mode": if c.nullable { "NULLABLE" } else { "REQUIRED" }}))
-                .collect();
-            load["schema"] = json!({ "fields": fields });
+                .map(|o| match o {
+                    SchemaUpdateOption::AllowFieldAddition => "ALLOW_FIELD_ADDITION",
+                    SchemaUpdateOption::AllowFieldRelaxation => "ALLOW_FIELD_RELAXATION",
+                })
+                .collect(),
+            clustering: (!job.clustering.is_empty()).then(|| Fields {
+                fields: job.clustering.iter().map(|c| Field::Name(c)).collect(),
+            }),
+            use_avro_logical_types: (job.format == Format::Avro).then_some(true),
+            time_partitioning: job.partition.as_ref().map(|p| TimePartitioning {
+                kind: match p.kind {
+                    PartitionKind::Hour => "HOUR",
+                    PartitionKind::Day => "DAY",
+                    PartitionKind::Month => "MONTH",
+                    PartitionKind::Year => "YEAR",
+                },
+                field: p.field.as_deref(),
+            }),
         }
     }
-    if job.format == Format::Csv {
-        load["skipLeadingRows"] = json!(job.skip_leading_rows);
-        load["allowQuotedNewlines"] = json!(job.allow_quoted_newlines);
-    }
-    if !job.schema_update_options.is_empty() {
-        let options: Vec<&str> = job
-            .schema_update_options
-            .iter()
-            .map(|o| match o {
-                SchemaUpdateOption::AllowFieldAddition => "ALLOW_FIELD_ADDITION",
-                SchemaUpdateOption::AllowFieldRelaxation => "ALLOW_FIELD_RELAXATION",
-            })
-            .collect();
-        load["schemaUpdateOptions"] = json!(options);
-    }
-    if !job.clustering.is_empty() {
-        load["clustering"] = json!({ "fields": job.clustering });
-    }
-    if job.format == Format::Avro {
-        load["useAvroLogicalTypes"] = json!(true);
-    }
-    if let Some(p) = &job.partition {
-        let kind = match p.kind {
-            PartitionKind::Hour => "HOUR",
-            PartitionKind::Day => "DAY",
-            PartitionKind::Month => "MONTH",
-            PartitionKind::Year => "YEAR",
-        };
-        let mut tp = json!({ "type": kind });
-        if let Some(f) = &p.field {
-            tp["field"] = json!(f);
-        }
-        load["timePartitioning"] = tp;
-    }
-    load
 }
 
 /// What a job's state means for a load.
@@ -127,11 +195,7 @@ fn load_state(job: &JobInfo) -> LoadState {
             transient: transient_reason(reason),
         },
         None => LoadState::Done {
-            rows: job.resource["statistics"]["load"]["outputRows"]
-                .as_str()
-                .and_then(|r| r.parse().ok())
-                .or_else(|| job.resource["statistics"]["load"]["outputRows"].as_u64())
-                .unwrap_or(0),
+            rows: job.output_rows.unwrap_or(0),
         },
     }
 }
@@ -140,10 +204,10 @@ impl BigQuery {
     /// Follows the load's series from `round`: each job is inserted (or adopted), waited on
     /// for what is left of `wait`; a transient failure moves on to the next id with the same
     /// configuration.
-    async fn run_series(
+    async fn run_series<C: Serialize + Sync + ?Sized>(
         &self,
         job_id: &JobId,
-        configuration: Value,
+        configuration: &C,
         wait: Duration,
         first_round: u32,
         mut adopted: bool,
@@ -151,7 +215,7 @@ impl BigQuery {
         let deadline = tokio::time::Instant::now() + wait;
         for round in first_round..=ROUNDS {
             let id = round_id(job_id, round);
-            let first = match self.insert_job(&id, configuration.clone()).await? {
+            let first = match self.insert_job(&id, configuration).await? {
                 Inserted::New(job) => Some(job),
                 Inserted::Exists => {
                     adopted = true;
@@ -179,8 +243,10 @@ impl BigQuery {
 #[async_trait]
 impl Warehouse for BigQuery {
     async fn load(&self, job: &LoadJob, wait: Duration) -> Result<LoadStatus, PortError> {
-        let configuration = json!({ "load": load_configuration(job, &self.project) });
-        self.run_series(&job.job_id, configuration, wait, 1, false)
+        let configuration = Configuration {
+            load: LoadConfiguration::new(job, &self.project),
+        };
+        self.run_series(&job.job_id, &configuration, wait, 1, false)
             .await
     }
 
@@ -202,8 +268,8 @@ impl Warehouse for BigQuery {
                 transient: true, ..
             } if round < ROUNDS => {
                 // Run it again under the next id, with the configuration it had.
-                let configuration = job.resource["configuration"].clone();
-                self.run_series(job_id, configuration, Duration::ZERO, round + 1, true)
+                let configuration = job.configuration.unwrap_or_default();
+                self.run_series(job_id, &configuration, Duration::ZERO, round + 1, true)
                     .await
             }
             state => Ok(LoadStatus {

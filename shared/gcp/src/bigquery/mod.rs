@@ -27,6 +27,8 @@ use std::time::Duration;
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::PortError;
 use reqwest::Method;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -40,6 +42,9 @@ use crate::{GcpAuth, transport_error};
 pub struct BigQuery {
     http: reqwest::Client,
     base: String,
+    /// `{base}/projects/{project}/jobs`, parsed once (`None` when the base is not a URL:
+    /// the call then fails naming it).
+    jobs_url: Option<reqwest::Url>,
     auth: GcpAuth,
     project: String,
     location: Option<String>,
@@ -54,36 +59,117 @@ pub(crate) struct JobInfo {
     pub(crate) state: String,
     /// On DONE with an error: the reason and message (with up to ten detailed errors).
     pub(crate) error: Option<(String, String)>,
-    /// The whole resource (its `configuration` restarts a job under a new id).
-    pub(crate) resource: Value,
+    /// A load job's `statistics.load.outputRows`.
+    pub(crate) output_rows: Option<u64>,
+    /// The job's `configuration` (restarts a job under a new id), as `jobs.get` gives it;
+    /// `None` from `jobs.insert`, whose caller has it.
+    pub(crate) configuration: Option<Value>,
 }
 
-impl JobInfo {
-    fn from_resource(resource: Value) -> Self {
-        let status = &resource["status"];
-        let state = status["state"].as_str().unwrap_or("PENDING").to_owned();
-        let error = status.get("errorResult").filter(|e| !e.is_null()).map(|e| {
-            let reason = e["reason"].as_str().unwrap_or_default().to_owned();
-            let mut message = e["message"].as_str().unwrap_or(&reason).to_owned();
-            let details: Vec<&str> = status["errors"]
-                .as_array()
+/// A job resource as BigQuery's REST API answers it, read straight into the fields Conveyor
+/// uses (no JSON tree of the whole answer). `C` is how `configuration` is read: as JSON
+/// (`jobs.get`), or skipped ([`IgnoredAny`]: `jobs.insert` echoes what was sent).
+#[derive(Deserialize)]
+struct JobResource<C> {
+    #[serde(default)]
+    status: Option<JobStatus>,
+    #[serde(default)]
+    statistics: Option<JobStatistics>,
+    #[serde(default = "Option::default")]
+    configuration: Option<C>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobStatus {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error_result: Option<ErrorProto>,
+    #[serde(default)]
+    errors: Option<Vec<ErrorProto>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorProto {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JobStatistics {
+    #[serde(default)]
+    load: Option<LoadStatistics>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadStatistics {
+    /// An int64, which BigQuery's JSON gives as a string (a number is read too).
+    #[serde(default)]
+    output_rows: Option<Value>,
+}
+
+impl<C> JobResource<C> {
+    /// The job, its configuration read by `configuration`.
+    fn into_info(self, configuration: impl FnOnce(C) -> Option<Value>) -> JobInfo {
+        let status = self.status;
+        let state = status
+            .as_ref()
+            .and_then(|s| s.state.clone())
+            .unwrap_or_else(|| "PENDING".to_owned());
+        let error = status.and_then(|s| {
+            let e = s.error_result?;
+            let reason = e.reason.unwrap_or_default();
+            let mut message = e.message.unwrap_or_else(|| reason.clone());
+            let details: Vec<String> = s
+                .errors
                 .into_iter()
                 .flatten()
-                .filter_map(|x| x["message"].as_str())
+                .filter_map(|x| x.message)
                 .take(10)
                 .collect();
             if !details.is_empty() {
                 message = format!("{message}: {}", details.join("; "));
             }
-            (reason, message)
+            Some((reason, message))
         });
-        Self {
+        let output_rows = self
+            .statistics
+            .and_then(|s| s.load?.output_rows)
+            .and_then(|v| match v {
+                Value::String(s) => s.parse().ok(),
+                Value::Number(n) => n.as_u64(),
+                _ => None,
+            });
+        JobInfo {
             state,
             error,
-            resource,
+            output_rows,
+            configuration: self.configuration.and_then(configuration),
         }
     }
+}
 
+/// `jobs.insert`'s body: the job's reference and configuration.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobInsert<'a, C: ?Sized> {
+    job_reference: JobReference<'a>,
+    configuration: &'a C,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobReference<'a> {
+    project_id: &'a str,
+    job_id: &'a str,
+    location: Option<&'a str>,
+}
+
+impl JobInfo {
     fn done(&self) -> bool {
         self.state == "DONE"
     }
@@ -121,12 +207,14 @@ impl BigQuery {
         base_url: Option<&str>,
         auth: &GcpAuth,
     ) -> Self {
+        let base = base_url
+            .unwrap_or("https://bigquery.googleapis.com/bigquery/v2")
+            .trim_end_matches('/')
+            .to_owned();
         Self {
             http: crate::http_client(),
-            base: base_url
-                .unwrap_or("https://bigquery.googleapis.com/bigquery/v2")
-                .trim_end_matches('/')
-                .to_owned(),
+            jobs_url: reqwest::Url::parse(&format!("{base}/projects/{project}/jobs")).ok(),
+            base,
             auth: auth.clone(),
             project: project.to_owned(),
             location,
@@ -147,38 +235,26 @@ impl BigQuery {
         t.project.as_deref().unwrap_or(&self.project)
     }
 
-    /// One REST call; the JSON answer, or the error classified: 404 is not found (whatever
-    /// the body), 408/429/5xx and BigQuery's transient reasons may pass, the rest is final.
-    async fn call(
+    /// One REST call: the answer's bytes, or the error classified: 404 is not found
+    /// (whatever the body), 408/429/5xx and BigQuery's transient reasons may pass, the rest
+    /// is final.
+    async fn send(
         &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<&Value>,
+        req: reqwest::RequestBuilder,
         what: &str,
-    ) -> Result<Value, PortError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}/{path}", self.base))
-            .query(query);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
+    ) -> Result<bytes::Bytes, PortError> {
         let req = self.auth.authorize(req).await?;
         let resp = req.send().await.map_err(|e| transport_error(what, &e))?;
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
+        let body = resp
+            .bytes()
             .await
             .map_err(|e| PortError::Transient(format!("{what}: cannot read the answer: {e}")))?;
-        let value: Value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }))
-        };
         if (200..300).contains(&status) {
-            return Ok(value);
+            return Ok(body);
         }
+        let text = String::from_utf8_lossy(&body);
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let reason = value["error"]["errors"][0]["reason"]
             .as_str()
             .unwrap_or_default();
@@ -196,6 +272,44 @@ impl BigQuery {
         })
     }
 
+    /// One REST call at `path` (under the API's base) with its answer as JSON: empty is
+    /// null, text that is not JSON is `{"text": …}`. Errors as [`Self::send`].
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Value, PortError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/{path}", self.base))
+            .query(query);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let body = self.send(req, what).await?;
+        let text = String::from_utf8_lossy(&body);
+        Ok(if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }))
+        })
+    }
+
+    /// One REST call whose answer is read into `R` (an answer that is not `R` may pass: a
+    /// proxy's page, a cut-off body). Errors as [`Self::send`].
+    async fn call_typed<R: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<R, PortError> {
+        let body = self.send(req, what).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| PortError::Transient(format!("{what}: unreadable answer: {e}")))
+    }
+
     fn location_query(&self) -> Vec<(&str, &str)> {
         self.location
             .as_deref()
@@ -205,19 +319,23 @@ impl BigQuery {
 
     /// `jobs.get`.
     pub(crate) async fn get_job(&self, job_id: &str) -> Result<JobInfo, PortError> {
-        let path = format!("projects/{}/jobs/{job_id}", self.project);
-        let v = self
-            .call(Method::GET, &path, &self.location_query(), None, "get job")
-            .await?;
-        Ok(JobInfo::from_resource(v))
+        let req = self
+            .http
+            .get(format!(
+                "{}/projects/{}/jobs/{job_id}",
+                self.base, self.project
+            ))
+            .query(&self.location_query());
+        let job: JobResource<Value> = self.call_typed(req, "get job").await?;
+        Ok(job.into_info(Some))
     }
 
     /// `jobs.insert` of `configuration` under `job_id`; 409 (or, on the emulator, a job
     /// found by a look-up first) is [`Inserted::Exists`].
-    pub(crate) async fn insert_job(
+    pub(crate) async fn insert_job<C: Serialize + ?Sized>(
         &self,
         job_id: &str,
-        configuration: Value,
+        configuration: &C,
     ) -> Result<Inserted, PortError> {
         if self.emulator {
             match self.get_job(job_id).await {
@@ -226,16 +344,26 @@ impl BigQuery {
                 Err(e) => return Err(e),
             }
         }
-        let body = json!({
-            "jobReference": {"projectId": self.project, "jobId": job_id, "location": self.location},
-            "configuration": configuration,
-        });
-        let path = format!("projects/{}/jobs", self.project);
+        let body = JobInsert {
+            job_reference: JobReference {
+                project_id: &self.project,
+                job_id,
+                location: self.location.as_deref(),
+            },
+            configuration,
+        };
+        // The jobs URL is parsed once, when the client is made.
+        let req = match &self.jobs_url {
+            Some(url) => self.http.post(url.clone()),
+            None => self
+                .http
+                .post(format!("{}/projects/{}/jobs", self.base, self.project)),
+        };
         match self
-            .call(Method::POST, &path, &[], Some(&body), "insert job")
+            .call_typed::<JobResource<IgnoredAny>>(req.json(&body), "insert job")
             .await
         {
-            Ok(v) => Ok(Inserted::New(JobInfo::from_resource(v))),
+            Ok(job) => Ok(Inserted::New(job.into_info(|_| None))),
             Err(PortError::Permanent(m)) if m.starts_with("conflict:") => Ok(Inserted::Exists),
             Err(e) => Err(e),
         }

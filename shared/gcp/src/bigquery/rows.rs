@@ -132,7 +132,7 @@ impl BigQuery {
             // 409 (or, with CONVEYOR_BIGQUERY_EMULATOR, a job found by a look-up) means an
             // earlier delivery inserted these rows under this id.
             let (existed, first) = match self
-                .insert_job(&job_id, self.insert_configuration(batch, rows))
+                .insert_job(&job_id, &self.insert_configuration(batch, rows))
                 .await?
             {
                 Inserted::New(job) => (false, Some(job)),

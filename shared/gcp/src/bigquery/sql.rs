@@ -57,7 +57,7 @@ impl BatchEngine for SqlEngine {
         }
         let adopted = matches!(
             self.bq
-                .insert_job(req.job_id.as_str(), json!({ "query": q }))
+                .insert_job(req.job_id.as_str(), &json!({ "query": q }))
                 .await?,
             Inserted::Exists
         );
