@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{GcpAuth, http_client, status_error, transport_error};
@@ -59,6 +59,26 @@ struct Message {
     publish_time: String,
 }
 
+/// `topics.publish`'s body: one message.
+#[derive(Serialize)]
+struct PublishRequest<'a> {
+    messages: [OutgoingMessage<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct OutgoingMessage<'a> {
+    /// Base64.
+    data: String,
+    attributes: &'a BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PublishResponse {
+    #[serde(default)]
+    message_ids: Vec<String>,
+}
+
 /// Pub/Sub's REST API for one project.
 #[derive(Clone)]
 pub struct PubSubRest {
@@ -92,21 +112,21 @@ impl PubSubRest {
 
     async fn post(
         &self,
-        path: &str,
-        body: serde_json::Value,
-    ) -> Result<serde_json::Value, PortError> {
-        let url = format!("{}/v1/{path}", self.endpoint);
+        url: impl reqwest::IntoUrl,
+        what: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<bytes::Bytes, PortError> {
         let req = self
             .auth
-            .authorize(http_client().post(&url).json(&body))
+            .authorize(http_client().post(url).json(body))
             .await?;
-        let resp = req.send().await.map_err(|e| transport_error(path, &e))?;
+        let resp = req.send().await.map_err(|e| transport_error(what, &e))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| transport_error(path, &e))?;
+        let body = resp.bytes().await.map_err(|e| transport_error(what, &e))?;
         if !(200..300).contains(&status) {
-            return Err(status_error(status, path, &text));
+            return Err(status_error(status, what, &String::from_utf8_lossy(&body)));
         }
-        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        Ok(body)
     }
 
     /// Up to `max` messages waiting in `subscription` now (fewer, or none, when it is empty).
@@ -120,13 +140,15 @@ impl PubSubRest {
         max: usize,
     ) -> Result<Vec<PulledMessage>, PortError> {
         let sub = self.full_name("subscriptions", subscription);
-        let value = self
+        let path = format!("{sub}:pull");
+        let body = self
             .post(
-                &format!("{sub}:pull"),
-                json!({"maxMessages": max.clamp(1, 1000), "returnImmediately": true}),
+                self.url(&path),
+                &path,
+                &json!({"maxMessages": max.clamp(1, 1000), "returnImmediately": true}),
             )
             .await?;
-        let resp: PullResponse = serde_json::from_value(value)
+        let resp: PullResponse = serde_json::from_slice(&body)
             .map_err(|e| PortError::Permanent(format!("pull answer: {e}")))?;
         resp.received_messages
             .into_iter()
@@ -162,7 +184,8 @@ impl PubSubRest {
             return Ok(());
         }
         let sub = self.full_name("subscriptions", subscription);
-        self.post(&format!("{sub}:acknowledge"), json!({"ackIds": ack_ids}))
+        let path = format!("{sub}:acknowledge");
+        self.post(self.url(&path), &path, &json!({"ackIds": ack_ids}))
             .await
             .map(|_| ())
     }
@@ -176,9 +199,11 @@ impl PubSubRest {
             return Ok(());
         }
         let sub = self.full_name("subscriptions", subscription);
+        let path = format!("{sub}:modifyAckDeadline");
         self.post(
-            &format!("{sub}:modifyAckDeadline"),
-            json!({"ackIds": ack_ids, "ackDeadlineSeconds": 0}),
+            self.url(&path),
+            &path,
+            &json!({"ackIds": ack_ids, "ackDeadlineSeconds": 0}),
         )
         .await
         .map(|_| ())
@@ -194,19 +219,49 @@ impl PubSubRest {
         data: &[u8],
         attributes: &BTreeMap<String, String>,
     ) -> Result<String, PortError> {
+        let url = self.publish_url(topic)?;
+        self.publish_to(&url, data, attributes).await
+    }
+
+    /// The `topics.publish` URL of `topic`, for [`Self::publish_to`].
+    ///
+    /// # Errors
+    /// When the endpoint and topic do not make a URL.
+    pub fn publish_url(&self, topic: &str) -> Result<reqwest::Url, PortError> {
         let topic = self.full_name("topics", topic);
-        let value = self
-            .post(
-                &format!("{topic}:publish"),
-                json!({"messages": [{
-                    "data": base64::engine::general_purpose::STANDARD.encode(data),
-                    "attributes": attributes,
-                }]}),
-            )
-            .await?;
-        value["messageIds"][0]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| PortError::Permanent(format!("publish to {topic}: no message id")))
+        reqwest::Url::parse(&self.url(&format!("{topic}:publish"))).map_err(|e| {
+            PortError::Permanent(format!(
+                "{topic}: no Pub/Sub publish URL from {}: {e}",
+                self.endpoint
+            ))
+        })
+    }
+
+    /// Publishes one message at `url` (see [`Self::publish_url`]) and returns its new message id.
+    ///
+    /// # Errors
+    /// When Pub/Sub cannot be reached or refuses.
+    pub async fn publish_to(
+        &self,
+        url: &reqwest::Url,
+        data: &[u8],
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<String, PortError> {
+        let what = url.path().trim_start_matches("/v1/");
+        let body = PublishRequest {
+            messages: [OutgoingMessage {
+                data: base64::engine::general_purpose::STANDARD.encode(data),
+                attributes,
+            }],
+        };
+        let answer = self.post(url.clone(), what, &body).await?;
+        serde_json::from_slice::<PublishResponse>(&answer)
+            .ok()
+            .and_then(|r| r.message_ids.into_iter().next())
+            .ok_or_else(|| PortError::Permanent(format!("publish to {what}: no message id")))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/{path}", self.endpoint)
     }
 }

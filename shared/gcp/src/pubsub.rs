@@ -1,8 +1,6 @@
 //! The event bus on a Pub/Sub topic, through Pub/Sub's REST API on the process's one HTTP
 //! client and credentials source (no second HTTP/2 stack, no gRPC channel built at start-up).
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 
 use crate::GcpAuth;
@@ -18,6 +16,8 @@ use conveyor_core::ports::{EventBus, PortError};
 pub struct PubSubBus {
     rest: PubSubRest,
     topic: String,
+    /// The topic's publish URL, parsed once.
+    url: reqwest::Url,
 }
 
 impl PubSubBus {
@@ -37,8 +37,10 @@ impl PubSubBus {
                     "{topic:?} is not a Pub/Sub topic name (projects/P/topics/T)"
                 ))
             })?;
+        let rest = PubSubRest::new(project, endpoint, auth.clone());
         Ok(Self {
-            rest: PubSubRest::new(project, endpoint, auth.clone()),
+            url: rest.publish_url(topic)?,
+            rest,
             topic: topic.to_owned(),
         })
     }
@@ -48,11 +50,10 @@ impl PubSubBus {
 impl EventBus for PubSubBus {
     async fn publish(&self, event: &ConveyorEvent) -> Result<(), PortError> {
         let data = serde_json::to_vec(event).map_err(|e| PortError::Permanent(e.to_string()))?;
-        let attributes: BTreeMap<String, String> = event.pubsub_attributes().into_iter().collect();
         // Every failure may pass (the step answers 503 and the delivery is retried), as with
         // the gRPC publisher this replaces.
         self.rest
-            .publish(&self.topic, &data, &attributes)
+            .publish_to(&self.url, &data, &event.pubsub_attributes())
             .await
             .map(|_| ())
             .map_err(|e| {
