@@ -13,10 +13,13 @@
 //!   `"trigger": "schedule"`), `{"tick": true}` (poll everything in flight) or a Conveyor event's
 //!   JSON.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use cloudevents::{AttributesReader, Data, Event};
 use http::HeaderMap;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::event::{ConveyorEvent, ObjectRef};
@@ -94,9 +97,112 @@ impl From<NameError> for InboundError {
 /// A Pub/Sub push message. The emulator sends every field twice (camelCase and snake_case),
 /// real Pub/Sub camelCase only; serde's aliases reject the duplicate, so fields are read by
 /// hand from either spelling.
+#[derive(Debug, PartialEq)]
 struct PushMessage {
     data: Option<String>,
     attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// A derived struct also reads a JSON array of its fields; this reads only an object.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
+/// A push envelope in the shape Pub/Sub sends (its fields, strings where strings belong),
+/// read without building a JSON tree: the common case. Any other body (numbers for ids,
+/// repeated keys, unknown fields, other shapes) is `None` and is read by
+/// [`push_envelope`], which gives the same result wherever this one gives one (a property
+/// test checks it).
+fn fast_push(body: &[u8]) -> Option<(Delivery, PushMessage)> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        message: ObjectOnly<Message<'a>>,
+        #[serde(default, borrow)]
+        subscription: Option<Cow<'a, str>>,
+        #[serde(default)]
+        delivery_attempt: Option<u32>,
+        #[serde(default, rename = "delivery_attempt")]
+        delivery_attempt_snake: Option<u32>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Message<'a> {
+        #[serde(default, borrow)]
+        data: Option<Cow<'a, str>>,
+        #[serde(default)]
+        attributes: Option<std::collections::BTreeMap<String, String>>,
+        #[serde(default, borrow)]
+        message_id: Option<Cow<'a, str>>,
+        // Pub/Sub sends `message_id` and `publish_time` too (the same values).
+        #[serde(default, borrow, rename = "message_id")]
+        message_id_snake: Option<Cow<'a, str>>,
+        // Known, not read.
+        #[serde(default, rename = "publishTime")]
+        _publish_time: Option<serde::de::IgnoredAny>,
+        #[serde(default, rename = "publish_time")]
+        _publish_time_snake: Option<serde::de::IgnoredAny>,
+        #[serde(default, rename = "orderingKey")]
+        _ordering_key: Option<serde::de::IgnoredAny>,
+    }
+    let ObjectOnly(envelope) = serde_json::from_slice::<ObjectOnly<Envelope<'_>>>(body).ok()?;
+    let ObjectOnly(message) = envelope.message;
+    let delivery = Delivery {
+        pubsub: Some(PubsubDelivery {
+            subscription: envelope
+                .subscription
+                .map(Cow::into_owned)
+                .unwrap_or_default(),
+            message_id: message
+                .message_id
+                .or(message.message_id_snake)
+                .map(Cow::into_owned)
+                .unwrap_or_default(),
+            delivery_attempt: envelope
+                .delivery_attempt
+                .or(envelope.delivery_attempt_snake),
+        }),
+    };
+    Some((
+        delivery,
+        PushMessage {
+            data: message.data.map(Cow::into_owned),
+            attributes: message.attributes.unwrap_or_default(),
+        },
+    ))
+}
+
+/// The `size` of a Cloud Storage object resource (JSON_API_V1 notification data), read
+/// without a JSON tree of the whole resource; as [`number_or_string`] reads it.
+fn resource_size(data: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Size {
+        #[serde(default)]
+        size: Option<Value>,
+    }
+    match serde_json::from_slice::<ObjectOnly<Size>>(data) {
+        Ok(ObjectOnly(s)) => number_or_string(s.size.as_ref()),
+        // Not an object with one `size` (repeated keys, another shape): read it whole.
+        Err(_) => serde_json::from_slice::<Value>(data)
+            .ok()
+            .and_then(|v| number_or_string(v.get("size"))),
+    }
 }
 
 fn either<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
@@ -229,6 +335,9 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> (Delivery, Result<Inbound, In
             ),
         };
     }
+    if let Some((delivery, message)) = fast_push(body) {
+        return (delivery, from_pubsub_message(message));
+    }
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -334,9 +443,7 @@ fn from_pubsub_message(message: PushMessage) -> Result<Inbound, InboundError> {
                     .get("objectId")
                     .ok_or_else(|| InboundError("GCS notification without objectId".to_owned()))?;
                 let size = if format == "JSON_API_V1" {
-                    serde_json::from_slice::<Value>(&data)
-                        .ok()
-                        .and_then(|v| number_or_string(v.get("size")))
+                    resource_size(&data)
                 } else {
                     None
                 };
@@ -452,6 +559,7 @@ fn plain(value: Value) -> Result<Inbound, InboundError> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use proptest::prelude::*;
 
     fn json_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -460,6 +568,131 @@ mod tests {
             HeaderValue::from_static("application/json"),
         );
         h
+    }
+
+    /// A JSON object's text from `pairs`, keys repeated as they come.
+    fn object_text(pairs: &[(&str, String)]) -> String {
+        let fields: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap()))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+
+    /// Any JSON value's text, small.
+    fn leaf() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("null".to_owned()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            (0u64..5_000_000_000).prop_map(|n| n.to_string()),
+            (-1e3f64..1e3).prop_map(|f| format!("{f:?}")),
+            "[a-zA-Z0-9+/= ]{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just(r#""\u00e9\n""#.to_owned()),
+            Just("[]".to_owned()),
+            Just(r#"["a"]"#.to_owned()),
+            prop::collection::vec(("[a-z]{1,2}", "[a-z]{0,2}|null|1"), 0..3).prop_map(|kv| {
+                let pairs: Vec<(&str, String)> = kv
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = if v == "null" || v == "1" {
+                            v.clone()
+                        } else {
+                            serde_json::to_string(v).unwrap()
+                        };
+                        (k.as_str(), v)
+                    })
+                    .collect();
+                object_text(&pairs)
+            }),
+        ]
+    }
+
+    /// Bodies shaped like push envelopes: Pub/Sub's keys and others, repeated or not, with
+    /// values of every kind; sometimes not an object at all.
+    fn envelope_like() -> impl Strategy<Value = String> {
+        const MESSAGE_KEYS: &[&str] = &[
+            "data",
+            "attributes",
+            "messageId",
+            "message_id",
+            "publishTime",
+            "publish_time",
+            "orderingKey",
+            "other",
+        ];
+        const ENVELOPE_KEYS: &[&str] = &[
+            "subscription",
+            "deliveryAttempt",
+            "delivery_attempt",
+            "other",
+        ];
+        let message = prop::collection::vec((prop::sample::select(MESSAGE_KEYS), leaf()), 0..7)
+            .prop_map(|kv| object_text(&kv));
+        let message = prop_oneof![4 => message, 1 => leaf()];
+        let rest = prop::collection::vec((prop::sample::select(ENVELOPE_KEYS), leaf()), 0..4);
+        (message, rest, any::<bool>(), any::<bool>()).prop_map(|(m, rest, twice, array)| {
+            let mut pairs: Vec<(&str, String)> = rest;
+            pairs.insert(0, ("message", m.clone()));
+            if twice {
+                pairs.push(("message", m));
+            }
+            if array {
+                format!(
+                    "[{}]",
+                    pairs
+                        .iter()
+                        .map(|(_, v)| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            } else {
+                object_text(&pairs)
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        /// Wherever the fast path reads an envelope, the general one reads the same.
+        #[test]
+        fn the_fast_push_path_reads_envelopes_as_the_general_one_does(body in envelope_like()) {
+            if let Some((delivery, message)) = fast_push(body.as_bytes()) {
+                let value: Value = serde_json::from_str(&body).unwrap();
+                prop_assert!(value.get("message").is_some_and(Value::is_object));
+                let (d, m) = push_envelope(&value).unwrap();
+                prop_assert_eq!(delivery, d);
+                prop_assert_eq!(message, m);
+            }
+        }
+
+        /// The size of an object resource, however it is written, as a JSON tree reads it.
+        #[test]
+        fn resource_size_reads_as_the_general_path(
+            pairs in prop::collection::vec((prop::sample::select(&["size", "name", "x"][..]), leaf()), 0..4)
+        ) {
+            let text = object_text(&pairs);
+            let general = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| number_or_string(v.get("size")));
+            prop_assert_eq!(resource_size(text.as_bytes()), general);
+        }
+    }
+
+    #[test]
+    fn pubsubs_own_push_shape_takes_the_fast_path() {
+        let body = r#"{"message":{"attributes":{"eventType":"OBJECT_FINALIZE"},"data":"e30=","messageId":"7","message_id":"7","publishTime":"2026-12-01T00:00:00Z","publish_time":"2026-12-01T00:00:00Z"},"subscription":"projects/p/subscriptions/s","deliveryAttempt":2}"#;
+        let (delivery, message) = fast_push(body.as_bytes()).expect("the fast path reads it");
+        let pubsub = delivery.pubsub.unwrap();
+        assert_eq!(pubsub.message_id, "7");
+        assert_eq!(pubsub.delivery_attempt, Some(2));
+        assert_eq!(pubsub.subscription, "projects/p/subscriptions/s");
+        assert_eq!(message.data.as_deref(), Some("e30="));
+        assert_eq!(message.attributes["eventType"], "OBJECT_FINALIZE");
+        // A repeated key, or one the envelope does not have, goes the general way.
+        assert!(fast_push(br#"{"message":{},"message":{}}"#).is_none());
+        assert!(fast_push(br#"{"message":{},"extra":1}"#).is_none());
+        assert!(fast_push(br#"[{"data":"e30="}]"#).is_none());
     }
 
     #[test]
