@@ -70,6 +70,10 @@ impl GcpAuth {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, PortError> {
+        if let Self::Metadata(m) = self {
+            // The header is made once per token, not once per request.
+            return Ok(req.header(reqwest::header::AUTHORIZATION, m.header().await?));
+        }
         Ok(match self.bearer().await? {
             Some(token) => req.bearer_auth(token),
             None => req,
@@ -94,7 +98,16 @@ impl crate::engines::TokenSource for GcpAuth {
 #[derive(Clone, Debug)]
 pub struct MetadataToken {
     url: String,
-    cached: Arc<tokio::sync::Mutex<Option<(String, Instant)>>>,
+    cached: Arc<tokio::sync::Mutex<Option<Cached>>>,
+}
+
+/// A token, its `Authorization` header (marked sensitive: never logged) and until when it
+/// is used.
+#[derive(Debug)]
+struct Cached {
+    token: String,
+    header: reqwest::header::HeaderValue,
+    until: Instant,
 }
 
 #[derive(Deserialize)]
@@ -132,11 +145,24 @@ impl MetadataToken {
     /// # Errors
     /// A transient error when the metadata server cannot be reached or refuses.
     pub async fn token(&self) -> Result<String, PortError> {
+        self.with_current(|c| c.token.clone()).await
+    }
+
+    /// `Bearer <token>`, for an `Authorization` header.
+    ///
+    /// # Errors
+    /// A transient error when the metadata server cannot be reached or refuses.
+    pub async fn header(&self) -> Result<reqwest::header::HeaderValue, PortError> {
+        self.with_current(|c| c.header.clone()).await
+    }
+
+    /// `f` of the current token, fetched first when there is none or it expires soon.
+    async fn with_current<T>(&self, f: impl FnOnce(&Cached) -> T) -> Result<T, PortError> {
         let mut cached = self.cached.lock().await;
-        if let Some((token, until)) = cached.as_ref()
-            && Instant::now() + REFRESH_BEFORE < *until
+        if let Some(c) = cached.as_ref()
+            && Instant::now() + REFRESH_BEFORE < c.until
         {
-            return Ok(token.clone());
+            return Ok(f(c));
         }
         let what = "access token from the metadata server";
         let resp = crate::http_client()
@@ -160,9 +186,20 @@ impl MetadataToken {
         let answer: MetadataAnswer = serde_json::from_str(&text).map_err(|e| {
             PortError::Transient(format!("cannot get an access token: bad answer: {e}"))
         })?;
-        let until = Instant::now() + Duration::from_secs(answer.expires_in);
-        *cached = Some((answer.access_token.clone(), until));
-        Ok(answer.access_token)
+        let mut header =
+            reqwest::header::HeaderValue::try_from(format!("Bearer {}", answer.access_token))
+                .map_err(|_| {
+                    PortError::Transient(
+                        "cannot get an access token: the token is not header text".to_owned(),
+                    )
+                })?;
+        header.set_sensitive(true);
+        let c = cached.insert(Cached {
+            token: answer.access_token,
+            header,
+            until: Instant::now() + Duration::from_secs(answer.expires_in),
+        });
+        Ok(f(c))
     }
 }
 
