@@ -46,8 +46,7 @@ pub fn router(step: StepName, ctx: Context) -> Router {
         r = r.route("/messages/{pipeline}", post(messages));
     }
     r.fallback(not_found)
-        .layer(axum::middleware::map_response(json_refusals))
-        .layer(axum::middleware::from_fn(limit_headers))
+        .layer(axum::middleware::from_fn(refusals))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(crate::trace::layer())
         .with_state(App { step, ctx })
@@ -57,7 +56,9 @@ pub fn router(step: StepName, ctx: Context) -> Router {
 /// ours and has the JSON shape).
 pub const HEADER_LIMIT: usize = 32 * 1024;
 
-async fn limit_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// Refuses requests whose headers are too large, and gives the refusals axum makes itself
+/// the JSON shape of the rest (one layer for both: one per request less).
+async fn refusals(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let bytes: usize = req
         .headers()
         .iter()
@@ -69,7 +70,7 @@ async fn limit_headers(req: axum::extract::Request, next: axum::middleware::Next
             "the request's headers are too large",
         );
     }
-    next.run(req).await
+    json_refusals(next.run(req).await)
 }
 
 /// A path the function does not serve.
@@ -91,7 +92,7 @@ fn refusal(status: StatusCode, reason: &str) -> Response {
 
 /// Gives the refusals axum makes itself (a body over the limit, a wrong method, headers too
 /// large) the same JSON shape as the rest.
-async fn json_refusals(resp: Response) -> Response {
+fn json_refusals(resp: Response) -> Response {
     let status = resp.status();
     let is_json = resp
         .headers()
@@ -181,7 +182,9 @@ pub fn combined_router(ctx: Context) -> Router {
         r = r.nest(&format!("/{step}"), router(step, ctx.clone()));
     }
     r.fallback(not_found)
-        .layer(axum::middleware::map_response(json_refusals))
+        .layer(axum::middleware::map_response(async |resp| {
+            json_refusals(resp)
+        }))
 }
 
 /// Every failure of a request, in one shape.

@@ -82,26 +82,45 @@ pub struct RequestSpan;
 
 impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, req: &Request<B>) -> Span {
+        let span = tracing::info_span!(
+            "request",
+            trace = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            trace_sampled = tracing::field::Empty,
+            "http_request.request_method" = %req.method(),
+            "http_request.request_url" = %req.uri(),
+            "http_request.user_agent" = tracing::field::Empty,
+            "http_request.remote_ip" = tracing::field::Empty,
+            "http_request.protocol" = ?req.version(),
+        );
+        if span.is_disabled() {
+            // Not logged at this level: nothing more to read.
+            return span;
+        }
         let headers = req.headers();
-        let trace = context(headers);
         let header = |name: &str| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
-                .to_owned()
         };
-        tracing::info_span!(
-            "request",
-            trace = trace.as_ref().map(|t| t.trace_id.as_str()),
-            span_id = trace.as_ref().and_then(|t| t.span_id.as_deref()),
-            trace_sampled = trace.as_ref().map(|t| t.sampled),
-            "http_request.request_method" = %req.method(),
-            "http_request.request_url" = %req.uri(),
-            "http_request.user_agent" = %header("user-agent"),
-            "http_request.remote_ip" = %header("x-forwarded-for").split(',').next().unwrap_or("").trim(),
-            "http_request.protocol" = ?req.version(),
-        )
+        if let Some(t) = context(headers) {
+            span.record("trace", t.trace_id.as_str());
+            if let Some(id) = &t.span_id {
+                span.record("span_id", id.as_str());
+            }
+            span.record("trace_sampled", t.sampled);
+        }
+        span.record("http_request.user_agent", header("user-agent"));
+        span.record(
+            "http_request.remote_ip",
+            header("x-forwarded-for")
+                .split(',')
+                .next()
+                .unwrap_or("")
+                .trim(),
+        );
+        span
     }
 }
 
