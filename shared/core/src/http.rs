@@ -33,7 +33,8 @@ pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 #[derive(Clone)]
 struct App {
     step: StepName,
-    ctx: Context,
+    /// Shared: each request clones the state, and one count is cheaper than the ports'.
+    ctx: Arc<Context>,
 }
 
 /// The router of the function running `step`. The load function also takes Pub/Sub
@@ -45,11 +46,21 @@ pub fn router(step: StepName, ctx: Context) -> Router {
     if step == StepName::Load {
         r = r.route("/messages/{pipeline}", post(messages));
     }
-    r.fallback(not_found)
+    let r = r
+        .fallback(not_found)
         .layer(axum::middleware::from_fn(refusals))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(crate::trace::layer())
-        .with_state(App { step, ctx })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    // The request span and the request's log line, when INFO is logged (the level is set
+    // once, at start-up); otherwise no layer: nothing would be written.
+    let r = if tracing::level_enabled!(tracing::Level::INFO) {
+        r.layer(crate::trace::layer())
+    } else {
+        r
+    };
+    r.with_state(App {
+        step,
+        ctx: Arc::new(ctx),
+    })
 }
 
 /// Most header bytes a request may carry (well under hyper's own limit, so the refusal is
