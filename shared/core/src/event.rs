@@ -6,6 +6,7 @@
 //! deterministic: the same transition of the same run always has the same id, which is what
 //! makes the run log idempotent under Pub/Sub's at-least-once delivery.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -437,27 +438,33 @@ impl ConveyorEvent {
     /// Pub/Sub message attributes for this event: the CloudEvent attributes in the Pub/Sub
     /// protocol binding's binary mode (`ce-` prefix), so subscriptions can filter on type.
     pub fn pubsub_attributes(&self) -> BTreeMap<String, String> {
-        let mut a = BTreeMap::from([
-            ("ce-specversion".to_owned(), "1.0".to_owned()),
-            ("ce-id".to_owned(), self.id()),
-            ("ce-type".to_owned(), self.kind.as_str().to_owned()),
+        self.attributes()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_owned()))
+            .collect()
+    }
+
+    /// [`Self::pubsub_attributes`] as pairs, borrowing what the event holds: what a
+    /// publisher writes out without building a map.
+    pub fn attributes(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        let mut a = vec![
+            ("ce-specversion", Cow::Borrowed("1.0")),
+            ("ce-id", Cow::Owned(self.id())),
+            ("ce-type", Cow::Borrowed(self.kind.as_str())),
             (
-                "ce-source".to_owned(),
-                format!("{SOURCE_PREFIX}/{}", self.step),
+                "ce-source",
+                Cow::Owned(format!("{SOURCE_PREFIX}/{}", self.step)),
             ),
-            ("ce-subject".to_owned(), self.run_id.to_string()),
-            ("ce-time".to_owned(), self.time.to_rfc3339()),
-            ("ce-conveyorrun".to_owned(), self.run_id.to_string()),
-            ("ce-conveyorstep".to_owned(), self.step.as_str().to_owned()),
-            ("ce-conveyorattempt".to_owned(), self.attempt.to_string()),
-            (
-                "ce-conveyorstatus".to_owned(),
-                self.status.as_str().to_owned(),
-            ),
-            ("content-type".to_owned(), "application/json".to_owned()),
-        ]);
+            ("ce-subject", Cow::Borrowed(self.run_id.as_str())),
+            ("ce-time", Cow::Owned(self.time.to_rfc3339())),
+            ("ce-conveyorrun", Cow::Borrowed(self.run_id.as_str())),
+            ("ce-conveyorstep", Cow::Borrowed(self.step.as_str())),
+            ("ce-conveyorattempt", Cow::Owned(self.attempt.to_string())),
+            ("ce-conveyorstatus", Cow::Borrowed(self.status.as_str())),
+            ("content-type", Cow::Borrowed("application/json")),
+        ];
         if let Some(p) = &self.pipeline {
-            a.insert("ce-conveyorpipeline".to_owned(), p.to_string());
+            a.push(("ce-conveyorpipeline", Cow::Borrowed(p.as_str())));
         }
         a
     }

@@ -46,6 +46,15 @@ impl PubSubBus {
     }
 }
 
+/// An event's attribute pairs, written as the JSON map Pub/Sub takes.
+struct Attributes<'a>(&'a [(&'static str, std::borrow::Cow<'a, str>)]);
+
+impl serde::Serialize for Attributes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
 #[async_trait]
 impl EventBus for PubSubBus {
     async fn publish(&self, event: &ConveyorEvent) -> Result<(), PortError> {
@@ -53,7 +62,7 @@ impl EventBus for PubSubBus {
         // Every failure may pass (the step answers 503 and the delivery is retried), as with
         // the gRPC publisher this replaces.
         self.rest
-            .publish_to(&self.url, &data, &event.pubsub_attributes())
+            .publish_to(&self.url, &data, &Attributes(&event.attributes()))
             .await
             .map(|_| ())
             .map_err(|e| {
