@@ -150,7 +150,7 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         .spawn()
         .expect("conveyor dev");
     let base = format!("http://127.0.0.1:{port}");
-    let http = conveyor_gcp::http_client();
+    let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http
         .get(format!("{base}/healthz"))

@@ -56,7 +56,7 @@ impl Setup {
             &["start"],
             "the GCP emulator tests",
         )?;
-        let http = conveyor_gcp::http_client();
+        let http = reqwest::Client::new();
         let ps = format!("{}/v1/projects/{PROJECT}", emu.pubsub);
         ok(
             http.put(format!("{ps}/topics/conveyor-events"))
@@ -612,7 +612,7 @@ async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_
     ) else {
         return;
     };
-    let http = conveyor_gcp::http_client();
+    let http = reqwest::Client::new();
     ok(
         http.post(format!("{}/storage/v1/b?project={PROJECT}", emu.gcs))
             .json(&json!({"name": "landing"}))
@@ -757,7 +757,7 @@ async fn a_folder_loads_in_one_multi_uri_job_and_a_sql_job_writes_its_destinatio
     ) else {
         return;
     };
-    let http = conveyor_gcp::http_client();
+    let http = reqwest::Client::new();
     ok(
         http.post(format!("{}/storage/v1/b?project={PROJECT}", emu.gcs))
             .json(&json!({"name": "landing"}))

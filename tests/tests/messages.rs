@@ -330,7 +330,7 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
     ) else {
         return;
     };
-    let http = conveyor_gcp::http_client();
+    let http = reqwest::Client::new();
     let ps = format!("{}/v1/projects/test", emu.pubsub);
     for topic in ["conveyor-events", "mobile-app-issues", "conveyor-alerts"] {
         ok(

@@ -71,7 +71,7 @@ async fn status_reads_the_production_run_log_in_bigquery_one_row_per_run_without
     ) else {
         return;
     };
-    let http = conveyor_gcp::http_client();
+    let http = reqwest::Client::new();
     let resp = http
         .post(format!("{}/bigquery/v2/projects/test/datasets", emu.bq))
         .json(&json!({"datasetReference": {"projectId": "test", "datasetId": "conveyor"}}))
@@ -447,7 +447,7 @@ async fn replay_re_publishes_a_dead_lettered_message_once_and_records_it() {
     let Some(emu) = Emulators::start(&dir.path().join("emu"), &["start"], "the replay test") else {
         return;
     };
-    let http = conveyor_gcp::http_client();
+    let http = reqwest::Client::new();
     let ps = format!("{}/v1/projects/test", emu.pubsub);
     for t in ["conveyor-events", "conveyor-events-dead-letter"] {
         http.put(format!("{ps}/topics/{t}"))
@@ -570,7 +570,7 @@ async fn a_request_with_traceparent_logs_the_trace_field_http_request_and_the_ru
     ) else {
         return;
     };
-    let http = conveyor_gcp::http_client();
+    let http = reqwest::Client::new();
     http.put(format!(
         "{}/v1/projects/test/topics/conveyor-events",
         emu.pubsub

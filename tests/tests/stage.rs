@@ -171,7 +171,7 @@ impl Stage {
         http_base: &str,
         flip: bool,
     ) -> Self {
-        let http = conveyor_gcp::http_client();
+        let http = reqwest::Client::new();
         let gcs: Arc<dyn ObjectStore> = Arc::new(GcsStore::new(&servers.gcs, GcpAuth::Anonymous));
         let yaml = yaml.replace("S3", &servers.s3).replace("HTTP", http_base);
         let config: Config =

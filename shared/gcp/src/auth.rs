@@ -68,11 +68,11 @@ impl GcpAuth {
     /// When the token cannot be fetched.
     pub async fn authorize(
         &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, PortError> {
+        req: crate::rest::RequestBuilder,
+    ) -> Result<crate::rest::RequestBuilder, PortError> {
         if let Self::Metadata(m) = self {
             // The header is made once per token, not once per request.
-            return Ok(req.header(reqwest::header::AUTHORIZATION, m.header().await?));
+            return Ok(req.header(http::header::AUTHORIZATION, m.header().await?));
         }
         Ok(match self.bearer().await? {
             Some(token) => req.bearer_auth(token),
@@ -106,7 +106,7 @@ pub struct MetadataToken {
 #[derive(Debug)]
 struct Cached {
     token: String,
-    header: reqwest::header::HeaderValue,
+    header: http::header::HeaderValue,
     until: Instant,
 }
 
@@ -152,7 +152,7 @@ impl MetadataToken {
     ///
     /// # Errors
     /// A transient error when the metadata server cannot be reached or refuses.
-    pub async fn header(&self) -> Result<reqwest::header::HeaderValue, PortError> {
+    pub async fn header(&self) -> Result<http::header::HeaderValue, PortError> {
         self.with_current(|c| c.header.clone()).await
     }
 
@@ -187,7 +187,7 @@ impl MetadataToken {
             PortError::Transient(format!("cannot get an access token: bad answer: {e}"))
         })?;
         let mut header =
-            reqwest::header::HeaderValue::try_from(format!("Bearer {}", answer.access_token))
+            http::header::HeaderValue::try_from(format!("Bearer {}", answer.access_token))
                 .map_err(|_| {
                     PortError::Transient(
                         "cannot get an access token: the token is not header text".to_owned(),

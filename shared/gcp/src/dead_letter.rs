@@ -61,15 +61,16 @@ struct Message {
 
 /// `topics.publish`'s body: one message.
 #[derive(Serialize)]
-struct PublishRequest<'a> {
-    messages: [OutgoingMessage<'a>; 1],
+struct PublishRequest<'a, A: ?Sized> {
+    messages: [OutgoingMessage<'a, A>; 1],
 }
 
 #[derive(Serialize)]
-struct OutgoingMessage<'a> {
+struct OutgoingMessage<'a, A: ?Sized> {
     /// Base64.
     data: String,
-    attributes: &'a BTreeMap<String, String>,
+    /// A map of strings.
+    attributes: &'a A,
 }
 
 #[derive(Deserialize)]
@@ -112,7 +113,7 @@ impl PubSubRest {
 
     async fn post(
         &self,
-        url: impl reqwest::IntoUrl,
+        url: impl Into<crate::rest::Target>,
         what: &str,
         body: &(impl Serialize + ?Sized),
     ) -> Result<bytes::Bytes, PortError> {
@@ -227,9 +228,9 @@ impl PubSubRest {
     ///
     /// # Errors
     /// When the endpoint and topic do not make a URL.
-    pub fn publish_url(&self, topic: &str) -> Result<reqwest::Url, PortError> {
+    pub fn publish_url(&self, topic: &str) -> Result<http::Uri, PortError> {
         let topic = self.full_name("topics", topic);
-        reqwest::Url::parse(&self.url(&format!("{topic}:publish"))).map_err(|e| {
+        self.url(&format!("{topic}:publish")).parse().map_err(|e| {
             PortError::Permanent(format!(
                 "{topic}: no Pub/Sub publish URL from {}: {e}",
                 self.endpoint
@@ -241,11 +242,11 @@ impl PubSubRest {
     ///
     /// # Errors
     /// When Pub/Sub cannot be reached or refuses.
-    pub async fn publish_to(
+    pub async fn publish_to<A: Serialize + ?Sized>(
         &self,
-        url: &reqwest::Url,
+        url: &http::Uri,
         data: &[u8],
-        attributes: &BTreeMap<String, String>,
+        attributes: &A,
     ) -> Result<String, PortError> {
         let what = url.path().trim_start_matches("/v1/");
         let body = PublishRequest {

@@ -24,7 +24,7 @@ pub(crate) const CHUNK: usize = 8 * 1024 * 1024;
 /// Cloud Storage buckets.
 #[derive(Clone)]
 pub struct GcsStore {
-    http: reqwest::Client,
+    http: crate::rest::Client,
     base: String,
     auth: GcpAuth,
 }
@@ -111,9 +111,9 @@ impl GcsStore {
 
     async fn send(
         &self,
-        req: reqwest::RequestBuilder,
+        req: crate::rest::RequestBuilder,
         what: &str,
-    ) -> Result<reqwest::Response, PortError> {
+    ) -> Result<crate::rest::Response, PortError> {
         let req = self.auth.authorize(req).await?;
         let resp = req.send().await.map_err(|e| transport_error(what, &e))?;
         let status = resp.status().as_u16();
@@ -178,7 +178,7 @@ impl GcsStore {
             .await?;
         let session = resp
             .headers()
-            .get(reqwest::header::LOCATION)
+            .get(http::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .ok_or_else(|| PortError::Permanent("upload session without a Location".to_owned()))?;

@@ -17,6 +17,7 @@
 //!   Fusion through their REST APIs.
 //! - `settings.rs`: [`GcpSettings`], the `CONVEYOR_*` variables of a Cloud Run service, and
 //!   [`Gcp`], which builds each adapter from them on one credentials source.
+//! - [`rest`]: the one HTTP client of every adapter (hyper-util's pool over rustls).
 //! - [`oidc`]: the optional check of a function's callers (Google-signed OIDC tokens).
 //! - [`service`]: `main` of a function binary (Cloud Run, or AWS Lambda).
 
@@ -27,6 +28,7 @@ pub mod engines;
 mod gcs;
 pub mod oidc;
 mod pubsub;
+pub mod rest;
 mod secrets;
 pub mod service;
 mod settings;
@@ -36,8 +38,38 @@ pub use bigquery::{BigQuery, SqlEngine, load_configuration};
 pub use dead_letter::{PubSubRest, PulledMessage};
 pub use gcs::GcsStore;
 pub use pubsub::PubSubBus;
+pub use rest::Roots;
 pub use secrets::SecretManager;
 pub use settings::{Gcp, GcpSettings};
+
+use conveyor_core::ports::PortError;
+
+/// Classifies an HTTP status: 429, 408 and 5xx may pass; 404 is not found; the rest is final.
+pub(crate) fn status_error(status: u16, what: &str, body: &str) -> PortError {
+    let body: String = body.chars().take(500).collect();
+    match status {
+        404 => PortError::NotFound(format!("{what}: {body}")),
+        408 | 429 | 500..=599 => PortError::Transient(format!("{what}: HTTP {status}: {body}")),
+        _ => PortError::Permanent(format!("{what}: HTTP {status}: {body}")),
+    }
+}
+
+/// A transport failure (connection refused, timeout) may pass.
+pub(crate) fn transport_error(what: &str, e: &rest::Error) -> PortError {
+    PortError::Transient(format!("{what}: {e}"))
+}
+
+/// Installs the aws-lc-rs rustls provider once: the HTTP client, the Google crates and the
+/// BigQuery client share it instead of each bringing their own. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The process's shared HTTP client (connection pool), with the crypto provider installed.
+/// Every adapter of a function uses it (one pool, one TLS set-up); see [`rest`].
+pub fn http_client() -> rest::Client {
+    rest::shared()
+}
 
 #[cfg(test)]
 mod tests {
@@ -55,84 +87,4 @@ mod tests {
             .collect();
         assert_eq!(gts.len(), 2, "GTS Root R1 and R4");
     }
-}
-
-use conveyor_core::ports::PortError;
-
-/// Classifies an HTTP status: 429, 408 and 5xx may pass; 404 is not found; the rest is final.
-pub(crate) fn status_error(status: u16, what: &str, body: &str) -> PortError {
-    let body: String = body.chars().take(500).collect();
-    match status {
-        404 => PortError::NotFound(format!("{what}: {body}")),
-        408 | 429 | 500..=599 => PortError::Transient(format!("{what}: HTTP {status}: {body}")),
-        _ => PortError::Permanent(format!("{what}: HTTP {status}: {body}")),
-    }
-}
-
-/// A transport failure (connection refused, timeout) may pass.
-pub(crate) fn transport_error(what: &str, e: &reqwest::Error) -> PortError {
-    PortError::Transient(format!("{what}: {e}"))
-}
-
-/// Installs the aws-lc-rs rustls provider once: reqwest, the Google crates and the BigQuery
-/// client share it instead of each bringing their own. Idempotent.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-/// The process's shared HTTP client (connection pool), with the crypto provider installed.
-/// Every adapter of a function uses it (one pool, one TLS set-up); see [`client_builder`].
-pub fn http_client() -> reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            client_builder().build().unwrap_or_else(|e| {
-                // Only a broken TLS set-up fails here; the platform's defaults still work.
-                tracing::warn!(error = %e, "HTTP client with compiled-in roots failed; using the defaults");
-                reqwest::Client::new()
-            })
-        })
-        .clone()
-}
-
-/// A client builder with the crypto provider installed and Conveyor's TLS roots: Mozilla's,
-/// compiled in (`webpki-roots`), so a function starts without reading the system's
-/// certificate files; with `SSL_CERT_FILE` or `SSL_CERT_DIR` set (a private CA, a TLS
-/// inspecting proxy), the system's roots as reqwest reads them.
-pub fn client_builder() -> reqwest::ClientBuilder {
-    let system =
-        std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some();
-    client_builder_with(if system {
-        Roots::System
-    } else {
-        Roots::CompiledIn
-    })
-}
-
-/// Which root certificates a client trusts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Roots {
-    /// Mozilla's, compiled in (`webpki-roots`): nothing read at start-up.
-    CompiledIn,
-    /// The system's (`SSL_CERT_FILE`, `SSL_CERT_DIR`, else the platform's store), read when
-    /// the client is built.
-    System,
-}
-
-/// A client builder with the crypto provider installed and the given roots.
-pub fn client_builder_with(roots: Roots) -> reqwest::ClientBuilder {
-    install_crypto_provider();
-    let builder = reqwest::Client::builder();
-    if roots == Roots::System {
-        return builder;
-    }
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let mut tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    // reqwest sets ALPN only on configurations it builds itself.
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    builder.tls_backend_preconfigured(tls)
 }

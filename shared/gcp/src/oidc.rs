@@ -48,7 +48,7 @@ struct Keys {
 /// The OIDC check of a function's callers.
 #[derive(Clone)]
 pub struct OidcVerifier {
-    http: reqwest::Client,
+    http: crate::rest::Client,
     jwks_url: String,
     audiences: Vec<String>,
     allowed: Vec<String>,
@@ -125,7 +125,7 @@ impl OidcVerifier {
         }
         let ttl = resp
             .headers()
-            .get(reqwest::header::CACHE_CONTROL)
+            .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 v.split(',')

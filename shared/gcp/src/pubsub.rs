@@ -17,7 +17,7 @@ pub struct PubSubBus {
     rest: PubSubRest,
     topic: String,
     /// The topic's publish URL, parsed once.
-    url: reqwest::Url,
+    url: http::Uri,
 }
 
 impl PubSubBus {

@@ -13,7 +13,7 @@ use crate::{GcpAuth, status_error, transport_error};
 /// Secret Manager, through its REST API (`versions.access`).
 #[derive(Clone)]
 pub struct SecretManager {
-    http: reqwest::Client,
+    http: crate::rest::Client,
     base: String,
     auth: GcpAuth,
 }

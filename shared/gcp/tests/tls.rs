@@ -6,7 +6,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use conveyor_gcp::{Roots, client_builder_with};
+use conveyor_gcp::Roots;
+use conveyor_gcp::rest::Client;
 
 #[tokio::test]
 async fn compiled_in_roots_refuse_a_certificate_no_public_ca_signed() {
@@ -52,15 +53,14 @@ async fn compiled_in_roots_refuse_a_certificate_no_public_ca_signed() {
         .stderr(Stdio::null())
         .spawn()
         .expect("python3");
-    let client = client_builder_with(Roots::CompiledIn)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client with compiled-in roots");
+    let client = Client::new(Roots::CompiledIn)
+        .expect("client with compiled-in roots")
+        .with_timeout(Duration::from_secs(5));
     let url = format!("https://127.0.0.1:{port}/");
     let mut outcome = None;
     for _ in 0..100 {
         match client.get(&url).send().await {
-            Err(e) if e.is_connect() && format!("{e:?}").contains("Connection refused") => {
+            Err(e) if e.to_string().contains("Connection refused") => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             other => {
@@ -73,10 +73,10 @@ async fn compiled_in_roots_refuse_a_certificate_no_public_ca_signed() {
     let _ = child.wait();
     let err = match outcome.expect("the TLS server started") {
         Ok(resp) => panic!("a self-signed certificate was trusted: {}", resp.status()),
-        Err(e) => format!("{e:?}"),
+        Err(e) => e.to_string(),
     };
     assert!(
-        err.contains("InvalidCertificate(UnknownIssuer)"),
+        err.contains("UnknownIssuer"),
         "refused for its certificate: {err}"
     );
 }

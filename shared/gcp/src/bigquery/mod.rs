@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::PortError;
-use reqwest::Method;
+use http::Method;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -40,11 +40,11 @@ use crate::{GcpAuth, transport_error};
 /// BigQuery in one project.
 #[derive(Clone)]
 pub struct BigQuery {
-    http: reqwest::Client,
+    http: crate::rest::Client,
     base: String,
     /// `{base}/projects/{project}/jobs`, parsed once (`None` when the base is not a URL:
     /// the call then fails naming it).
-    jobs_url: Option<reqwest::Url>,
+    jobs_url: Option<http::Uri>,
     auth: GcpAuth,
     project: String,
     location: Option<String>,
@@ -213,7 +213,7 @@ impl BigQuery {
             .to_owned();
         Self {
             http: crate::http_client(),
-            jobs_url: reqwest::Url::parse(&format!("{base}/projects/{project}/jobs")).ok(),
+            jobs_url: format!("{base}/projects/{project}/jobs").parse().ok(),
             base,
             auth: auth.clone(),
             project: project.to_owned(),
@@ -240,7 +240,7 @@ impl BigQuery {
     /// is final.
     async fn send(
         &self,
-        req: reqwest::RequestBuilder,
+        req: crate::rest::RequestBuilder,
         what: &str,
     ) -> Result<bytes::Bytes, PortError> {
         let req = self.auth.authorize(req).await?;
@@ -302,7 +302,7 @@ impl BigQuery {
     /// proxy's page, a cut-off body). Errors as [`Self::send`].
     async fn call_typed<R: DeserializeOwned>(
         &self,
-        req: reqwest::RequestBuilder,
+        req: crate::rest::RequestBuilder,
         what: &str,
     ) -> Result<R, PortError> {
         let body = self.send(req, what).await?;

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::Method;
+use http::Method;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::Method;
+use http::Method;
 use serde_json::{Value, json};
 use tracing::info;
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::Method;
+use http::Method;
 use serde_json::{Map, Value};
 
 use super::TokenSource;
@@ -40,16 +40,14 @@ impl Reply {
 /// An authorised JSON client of the engines' REST APIs.
 #[derive(Clone)]
 pub(super) struct Api {
-    http: reqwest::Client,
+    http: crate::rest::Client,
     token: Arc<dyn TokenSource>,
 }
 
 impl Api {
     pub(super) fn new(token: Arc<dyn TokenSource>) -> Result<Self, PortError> {
-        let http = crate::client_builder()
-            .timeout(CALL_TIMEOUT)
-            .build()
-            .map_err(|e| PortError::Permanent(format!("cannot build the HTTP client: {e}")))?;
+        // The process's one pool, each call limited to CALL_TIMEOUT.
+        let http = crate::http_client().with_timeout(CALL_TIMEOUT);
         Ok(Self { http, token })
     }
 

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use reqwest::Method;
+use http::Method;
 use serde_json::{Value, json};
 
 use super::api::{Api, Reply, base, seg, text_at};

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use reqwest::Method;
+use http::Method;
 use serde_json::{Value, json};
 
 use super::api::{Api, Reply, object, seg, text_at};

@@ -7,7 +7,7 @@
 //!   (`POST /v1/{operation}:cancel`).
 
 use async_trait::async_trait;
-use reqwest::Method;
+use http::Method;
 use serde_json::{Value, json};
 
 use super::api::{Api, Reply, object, seg, text_at};
