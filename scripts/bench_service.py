@@ -225,6 +225,8 @@ def main():
         "CONVEYOR_PUBSUB_ENDPOINT": os.environ.get("PUBSUB_ENDPOINT") or ep,
         "CONVEYOR_GCS_ENDPOINT": ep,
         "CONVEYOR_BIGQUERY_ENDPOINT": ep + "/bigquery/v2",
+        # The I/O floor (examples/io_floor.rs) reads the object's metadata when the function does.
+        "IO_FLOOR_GCS_GET": os.environ.get("CHECK_GENERATION", "true"),
     }
     if os.environ.get("CERTS") == "system":
         # The system's roots (the functions read them only when SSL_CERT_FILE or SSL_CERT_DIR
