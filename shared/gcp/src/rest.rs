@@ -1,13 +1,13 @@
 //! The HTTP client every Google adapter shares: hyper-util's pooled client over rustls
-//! (HTTP/1.1 and HTTP/2), with a small request builder in the shape the adapters use.
+//! (HTTP/1.1 keep-alive), with a small request builder in the shape the adapters use.
 //!
 //! Deviation (issue 13): this replaces reqwest for Google's REST APIs. reqwest runs each
 //! request through a redirect policy that parses the URL again and a retry layer that clones
 //! the request; on a load event those layers cost about as much CPU as the rest of the event
 //! (measured with callgrind: 44k instructions per call more than the same call on
 //! hyper-util's client). The adapters need none of them: Google's APIs do not redirect, and a
-//! failed call is retried by the delivery (503). Pooling, HTTP/2 and TLS stay the crates'
-//! (hyper-util, hyper-rustls, rustls).
+//! failed call is retried by the delivery (503). Pooling and TLS stay the crates' (hyper-util,
+//! hyper-rustls, rustls).
 
 use std::fmt;
 use std::time::Duration;
@@ -116,8 +116,9 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client trusting `roots`, speaking HTTP/1.1 or HTTP/2 (ALPN) over TLS, and plain
-    /// HTTP to emulators.
+    /// A client trusting `roots`, speaking HTTP/1.1 (keep-alive, pooled) over TLS, and plain
+    /// HTTP to emulators. Not HTTP/2: a function makes one call at a time per request, so
+    /// multiplexing gains nothing here, and `h2` would add half a megabyte to every binary.
     ///
     /// # Errors
     /// When the system's roots are asked for and none can be read.
@@ -155,7 +156,6 @@ impl Client {
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .enable_http2()
             .build();
         let pool = Pool::builder(TokioExecutor::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
