@@ -69,16 +69,19 @@ echo "bench-service: $BIN on cpu $SERVER_CPU; fake backend and load generator on
 drive() { # binary, launches
   taskset -c "$CLIENT_CPU" python3 scripts/bench_service.py "$1" "$SERVER_CPU" "$2" "$EVENTS" "$WORK/conveyor.yaml"
 }
+append() { # JSON list, JSON item: the list with the item appended
+  python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1]) + [json.loads(sys.argv[2])]))' "$1" "$2"
+}
 out=$(drive "$BIN" "$RUNS")
 more="[]"
 floor="[]"
 for round in $(seq 1 "$ROUNDS"); do
   if [ "$round" -gt 1 ]; then
     echo "bench-service: round $round of $ROUNDS" >&2
-    more=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1]) + [json.loads(sys.argv[2])]))' "$more" "$(drive "$BIN" 1)")
+    more=$(append "$more" "$(drive "$BIN" 1)")
   fi
   if [ "$FLOOR" = 1 ]; then
-    floor=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1]) + [json.loads(sys.argv[2])]))' "$floor" "$(drive "$FLOOR_BIN" 1)")
+    floor=$(append "$floor" "$(drive "$FLOOR_BIN" 1)")
   fi
 done
 size=$(stat -c %s "$BIN")
@@ -99,12 +102,11 @@ print(f"CPU per load event:      {r['cpu_ms_per_event']} ms (utime+stime over {r
 def spread(runs):
     ms = [x["run_ms_per_event"] for x in runs]
     return min(ms), statistics.median(ms), ms
+lo, med, ms = spread(rounds)
 if len(rounds) > 1:
-    lo, med, ms = spread(rounds)
     print(f"CPU per load event, {len(ms)} rounds: median {med:.3f} ms, min {lo:.3f} ms (schedstat; {ms})")
 if floor:
     flo, fmed, fms = spread(floor)
-    lo, med, _ = spread(rounds)
     print(f"I/O floor per event, {len(fms)} rounds: median {fmed:.3f} ms, min {flo:.3f} ms ({fms};"
           f" calls {sum(floor[0]['calls_per_event'].values()):g})")
     print(f"function above the floor: {med - fmed:.3f} ms by medians, {lo - flo:.3f} ms by minimums")

@@ -31,23 +31,23 @@ const PUBLISH: &str = r#"{"messages":[{"data":"eyJ0eXBlIjoiY29udmV5b3IudGFibGUub
 
 struct Floor {
     client: Client<HttpConnector, Full<Bytes>>,
-    /// The object metadata read, when the function under comparison makes it.
-    get: Option<http::Uri>,
-    insert: http::Uri,
-    publish: http::Uri,
+    /// The calls of one event, in order: a GET without a body, a POST with one.
+    calls: Vec<(http::Uri, Option<&'static str>)>,
 }
 
 impl Floor {
     async fn call(&self, uri: &http::Uri, body: Option<&'static str>) -> Result<(), String> {
         let req = match body {
-            Some(_) => http::Request::post(uri.clone()),
-            None => http::Request::get(uri.clone()),
+            Some(body) => http::Request::post(uri.clone())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from_static(body.as_bytes()))),
+            None => http::Request::get(uri.clone()).body(Full::default()),
         };
-        let req = req
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::AUTHORIZATION, "Bearer ya29.fake")
-            .body(Full::new(Bytes::from_static(body.unwrap_or("").as_bytes())))
-            .map_err(|e| e.to_string())?;
+        let mut req = req.map_err(|e| e.to_string())?;
+        req.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer ya29.fake"),
+        );
         let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
         let _ = resp
@@ -67,14 +67,8 @@ async fn event(State(floor): State<Arc<Floor>>, body: Bytes) -> (StatusCode, &'s
     if body.is_empty() {
         return (StatusCode::BAD_REQUEST, "empty body");
     }
-    let calls = [
-        (floor.get.as_ref(), None),
-        (Some(&floor.insert), Some(INSERT)),
-        (Some(&floor.publish), Some(PUBLISH)),
-    ];
-    for (uri, body) in calls {
-        let Some(uri) = uri else { continue };
-        if let Err(e) = floor.call(uri, body).await {
+    for (uri, body) in &floor.calls {
+        if let Err(e) = floor.call(uri, *body).await {
             eprintln!("io_floor: {e}");
             return (StatusCode::INTERNAL_SERVER_ERROR, "backend call failed");
         }
@@ -93,23 +87,23 @@ fn uri(s: String) -> Result<http::Uri, String> {
 async fn serve() -> Result<(), String> {
     let project = var("CONVEYOR_PROJECT")?;
     let topic = var("CONVEYOR_EVENTS_TOPIC")?;
+    let mut calls = Vec::with_capacity(3);
+    if std::env::var("IO_FLOOR_GCS_GET").as_deref() == Ok("true") {
+        let gcs = var("CONVEYOR_GCS_ENDPOINT")?;
+        let object = format!("{gcs}/storage/v1/b/landing/o/sales%2F2026-11-20%2Fpart-000001.csv");
+        calls.push((uri(object)?, None));
+    }
+    let bigquery = var("CONVEYOR_BIGQUERY_ENDPOINT")?;
+    calls.push((
+        uri(format!("{bigquery}/projects/{project}/jobs"))?,
+        Some(INSERT),
+    ));
+    let pubsub = var("CONVEYOR_PUBSUB_ENDPOINT")?;
+    let publish = format!("{pubsub}/v1/projects/{project}/topics/{topic}:publish");
+    calls.push((uri(publish)?, Some(PUBLISH)));
     let floor = Floor {
         client: Client::builder(TokioExecutor::new()).build_http(),
-        get: match std::env::var("IO_FLOOR_GCS_GET").as_deref() {
-            Ok("true") => Some(uri(format!(
-                "{}/storage/v1/b/landing/o/sales%2F2026-11-20%2Fpart-000001.csv",
-                var("CONVEYOR_GCS_ENDPOINT")?
-            ))?),
-            _ => None,
-        },
-        insert: uri(format!(
-            "{}/projects/{project}/jobs",
-            var("CONVEYOR_BIGQUERY_ENDPOINT")?
-        ))?,
-        publish: uri(format!(
-            "{}/v1/projects/{project}/topics/{topic}:publish",
-            var("CONVEYOR_PUBSUB_ENDPOINT")?
-        ))?,
+        calls,
     };
     let port: u16 = var("PORT")?
         .parse()
