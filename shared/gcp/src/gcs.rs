@@ -18,7 +18,8 @@ use conveyor_core::names::{BucketName, ObjectName};
 use conveyor_core::ports::{ByteStream, ObjectMeta, ObjectPage, ObjectStore, PortError};
 
 /// Upload chunk size: a multiple of 256 KiB, as resumable uploads require. Memory per upload
-/// is one chunk, whatever the object's size.
+/// is two chunks, whatever the object's size: the one being sent and the next, read ahead to
+/// know which chunk is the last.
 pub(crate) const CHUNK: usize = 8 * 1024 * 1024;
 
 /// Cloud Storage buckets.
@@ -228,14 +229,20 @@ impl GcsStore {
         }
     }
 
-    /// Reads up to one chunk from `body`.
+    /// Reads up to one chunk from `body` into `buf`, holding one chunk of memory: reads go into
+    /// the spare capacity only (`read_to_end` would double a full buffer to probe for the end).
     async fn fill(body: &mut ByteStream, buf: &mut Vec<u8>) -> Result<(), PortError> {
         buf.clear();
-        let mut limited = body.take(CHUNK as u64);
-        limited
-            .read_to_end(buf)
-            .await
-            .map_err(|e| PortError::Transient(format!("read the upload source: {e}")))?;
+        buf.reserve_exact(CHUNK);
+        while buf.len() < CHUNK {
+            let n = body
+                .read_buf(buf)
+                .await
+                .map_err(|e| PortError::Transient(format!("read the upload source: {e}")))?;
+            if n == 0 {
+                break;
+            }
+        }
         Ok(())
     }
 }
@@ -373,5 +380,34 @@ mod tests {
         // GCS documents CRC32C of "hello world" ... computed with the Castagnoli polynomial.
         assert_eq!(crc32c_b64(crc32c::crc32c(b"")), "AAAAAA==");
         assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_is_read_into_one_chunk_of_memory() {
+        // Two and a half chunks, in reads of odd sizes: each fill takes exactly one chunk (the
+        // last what is left) into a buffer of one chunk's capacity, not a doubled one.
+        let data: Vec<u8> = (0..CHUNK * 5 / 2).map(|i| (i % 251) as u8).collect();
+        let (rx, mut tx) = tokio::io::simplex(100_003);
+        let source = data.clone();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            tx.write_all(&source).await.and(tx.shutdown().await)
+        });
+        let mut body: ByteStream = Box::pin(rx);
+        let mut got = Vec::new();
+        for want in [CHUNK, CHUNK, CHUNK / 2, 0] {
+            let mut buf = Vec::new();
+            GcsStore::fill(&mut body, &mut buf).await.unwrap();
+            assert_eq!(buf.len(), want);
+            assert!(
+                buf.capacity() <= CHUNK,
+                "a chunk of {} bytes held {} bytes of memory",
+                buf.len(),
+                buf.capacity()
+            );
+            got.extend_from_slice(&buf);
+        }
+        writer.await.unwrap().unwrap();
+        assert!(got == data, "the chunks put together are the source");
     }
 }
