@@ -206,9 +206,9 @@ fn resource_size(data: &[u8]) -> Option<u64> {
 }
 
 fn either<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
-    v.get(camel)
-        .or_else(|| v.get(snake))
-        .filter(|x| !x.is_null())
+    // A null camelCase field falls back to the snake_case one, as the fast path reads it.
+    let set = |k: &str| v.get(k).filter(|x| !x.is_null());
+    set(camel).or_else(|| set(snake))
 }
 
 fn push_envelope(value: &Value) -> Result<(Delivery, PushMessage), InboundError> {
@@ -693,6 +693,19 @@ mod tests {
         assert!(fast_push(br#"{"message":{},"message":{}}"#).is_none());
         assert!(fast_push(br#"{"message":{},"extra":1}"#).is_none());
         assert!(fast_push(br#"[{"data":"e30="}]"#).is_none());
+    }
+
+    #[test]
+    fn a_null_camel_case_field_falls_back_to_the_snake_case_one_on_both_paths() {
+        // Found by the property test below: the general path read `deliveryAttempt: null`
+        // as no attempt, though `delivery_attempt` said 0.
+        let body = r#"{"message":{},"delivery_attempt":0,"deliveryAttempt":null}"#;
+        let value: Value = serde_json::from_str(body).unwrap();
+        let (general, _) = push_envelope(&value).unwrap();
+        assert_eq!(general.pubsub.unwrap().delivery_attempt, Some(0));
+        if let Some((fast, _)) = fast_push(body.as_bytes()) {
+            assert_eq!(fast.pubsub.unwrap().delivery_attempt, Some(0));
+        }
     }
 
     #[test]
