@@ -178,7 +178,10 @@ impl Documents {
         let mut versions = Vec::new();
         let wheel = std::fs::read_to_string(dir.join("../../version.py"))
             .ok()
-            .and_then(|v| v.split('"').nth(1).map(str::to_owned))
+            .and_then(|v| {
+                let line = v.lines().find(|l| l.starts_with("__version__"))?;
+                line.split('"').nth(1).map(str::to_owned)
+            })
             .unwrap_or_else(|| "unknown".to_owned());
         versions.push(format!("google-api-python-client {wheel}"));
         for (index, (name, file)) in APIS.iter().enumerate() {
