@@ -33,6 +33,11 @@ struct Method {
     /// The path template as a regex, one group per parameter, in `params` order.
     regex: Regex,
     params: Vec<String>,
+    /// The template's text before its first parameter: a path not starting with it is
+    /// skipped without running the regex.
+    prefix: String,
+    /// Each parameter's `pattern`, compiled once.
+    patterns: Vec<Option<(String, Regex)>>,
     /// Characters of the template outside parameters: the more, the more specific.
     literal: usize,
     /// Reached through a media upload path.
@@ -218,12 +223,24 @@ impl Documents {
                     let Some((regex, params, literal)) = compile(&template) else {
                         return Err(format!("{id}: cannot read its path template {template}"));
                     };
+                    let patterns = params
+                        .iter()
+                        .map(|name| {
+                            let p = m
+                                .pointer(&format!("/parameters/{name}/pattern"))?
+                                .as_str()?;
+                            Regex::new(p).ok().map(|r| (p.to_owned(), r))
+                        })
+                        .collect();
+                    let prefix = template.split('{').next().unwrap_or_default().to_owned();
                     methods.push(Method {
+                        prefix,
                         api: index,
                         id: id.to_owned(),
                         verb: verb.to_owned(),
                         regex,
                         params,
+                        patterns,
                         literal,
                         upload,
                         json: m.clone(),
@@ -309,6 +326,9 @@ impl Documents {
             if !apis.is_empty() && !apis.iter().any(|a| *a == api.name) {
                 continue;
             }
+            if !path.starts_with(&m.prefix) {
+                continue;
+            }
             let Some(caps) = m.regex.captures(path) else {
                 continue;
             };
@@ -323,12 +343,8 @@ impl Documents {
                 let value = percent_encoding::percent_decode_str(raw)
                     .decode_utf8_lossy()
                     .into_owned();
-                let pattern = m
-                    .json
-                    .pointer(&format!("/parameters/{name}/pattern"))
-                    .and_then(Value::as_str);
-                if let Some(p) = pattern
-                    && !Regex::new(p).is_ok_and(|r| r.is_match(&value))
+                if let Some(Some((p, r))) = m.patterns.get(i)
+                    && !r.is_match(&value)
                 {
                     bad_param.get_or_insert(format!(
                         "path parameter {name}={value:?} of {} does not match {p}",

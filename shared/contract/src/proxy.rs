@@ -5,6 +5,15 @@
 //!
 //! It runs on a thread of its own with its own runtime, so it keeps answering while the test's
 //! runtime is busy or blocked (a test that waits on a script, a current-thread runtime).
+//!
+//! One emulator difference is bridged here. A Pub/Sub pull that waits (no
+//! `returnImmediately`) is held by the emulator until a message arrives, however long, and not
+//! cancelled when its client gives up: the next message (one released with
+//! `modifyAckDeadline`, say) goes to the abandoned pull and is lost until its ack deadline
+//! passes. Pub/Sub itself waits a bounded time and cancels a pull whose connection closes. So
+//! the proxy answers a waiting pull as Pub/Sub does, on top of the emulator: it asks the
+//! emulator without waiting, again and again, for at most [`PULL_BOUND`], and answers what it
+//! gets (nothing, at the bound). The recorded request is the adapter's, as sent.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,6 +29,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::record::{Recorded, Recording, refusal};
+
+/// How long the proxy holds a waiting Pub/Sub pull (less than the adapter's own bound).
+const PULL_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A recording proxy; stopped when dropped.
 pub struct Proxy {
@@ -44,6 +56,8 @@ impl Proxy {
     /// When no loopback port can be bound.
     pub fn start(upstream: &str, source: &str, apis: &[&str]) -> Self {
         let recording = Recording::new(source, apis, false);
+        // Read the documents now, not inside the test's first request.
+        let _ = crate::Documents::shared();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
@@ -100,6 +114,69 @@ impl Drop for Proxy {
     }
 }
 
+impl Upstream {
+    fn recording_plays(&self, api: &str) -> bool {
+        self.recording.apis().iter().any(|a| a == api)
+    }
+}
+
+/// A waiting pull, answered as Pub/Sub does on top of the emulator: non-waiting pulls until a
+/// message comes or [`PULL_BOUND`] passes.
+async fn bounded_pull(
+    up: &Upstream,
+    target: &str,
+    headers: &HeaderMap,
+    r: &Recorded,
+) -> (StatusCode, Bytes) {
+    let mut body = r.body.clone().unwrap_or_default();
+    body["returnImmediately"] = serde_json::Value::Bool(true);
+    let body = Bytes::from(body.to_string());
+    let deadline = tokio::time::Instant::now() + PULL_BOUND;
+    loop {
+        let Ok(uri) = format!("{}{target}", up.base).parse::<http::Uri>() else {
+            return (StatusCode::BAD_REQUEST, Bytes::from_static(b"bad target"));
+        };
+        let mut out = http::Request::new(Full::new(body.clone()));
+        *out.method_mut() = http::Method::POST;
+        *out.uri_mut() = uri;
+        let mut h = headers.clone();
+        h.remove(header::TRANSFER_ENCODING);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        *out.headers_mut() = h;
+        let answered = match up.client.request(out).await {
+            Ok(resp) => {
+                let status = resp.status();
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map(|c| (status, c.to_bytes()))
+            }
+            Err(e) => {
+                let text = format!("the proxy cannot reach {}: {e}", up.base);
+                return (StatusCode::BAD_GATEWAY, Bytes::from(text));
+            }
+        };
+        let Ok((status, bytes)) = answered else {
+            return (
+                StatusCode::BAD_GATEWAY,
+                Bytes::from_static(b"lost the answer"),
+            );
+        };
+        let got = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| {
+                v.get("receivedMessages")
+                    .and_then(|m| m.as_array())
+                    .map(|m| !m.is_empty())
+            })
+            .unwrap_or(false);
+        if !status.is_success() || got || tokio::time::Instant::now() >= deadline {
+            return (status, bytes);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 fn answer(status: StatusCode, content_type: &'static str, text: String) -> Response {
     let mut resp = Response::new(Body::from(text));
     *resp.status_mut() = status;
@@ -134,6 +211,26 @@ async fn forward(State(up): State<Arc<Upstream>>, req: Request) -> Response {
         r.answered(status.as_u16(), &headers, text.as_bytes());
         up.recording.push(r);
         return answer(status, content_type, text);
+    }
+    if parts.method == http::Method::POST
+        && r.path().ends_with(":pull")
+        && up.recording_plays("pubsub")
+        && r.body
+            .as_ref()
+            .is_some_and(|b| b["returnImmediately"] != true)
+    {
+        let (status, answer_bytes) = bounded_pull(&up, &target, &parts.headers, &r).await;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r.answered(status.as_u16(), &headers, &answer_bytes);
+        up.recording.push(r);
+        let mut resp = Response::new(Body::from(answer_bytes));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        return resp;
     }
     let Ok(uri) = format!("{}{target}", up.base).parse::<http::Uri>() else {
         return answer(

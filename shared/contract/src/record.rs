@@ -194,6 +194,11 @@ impl Recording {
             .push(r);
     }
 
+    /// The APIs the server plays.
+    pub fn apis(&self) -> &[String] {
+        &self.apis
+    }
+
     /// The resumable upload sessions opened so far (their targets).
     pub fn sessions(&self) -> Vec<String> {
         self.sessions
@@ -300,6 +305,8 @@ pub fn refusal(r: &Recorded, sessions: &[String]) -> Option<(StatusCode, &'stati
 /// `router` recording every exchange in `recording` and refusing as Google does (see
 /// [`refusal`]).
 pub fn layer(router: axum::Router, recording: &Recording) -> axum::Router {
+    // Read the documents now, not inside the test's first request (they take a moment).
+    let _ = Documents::shared();
     router.layer(axum::middleware::from_fn_with_state(
         recording.clone(),
         recorded,
