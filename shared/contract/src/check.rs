@@ -166,7 +166,7 @@ fn inspect(
     }
     // A resumable upload's chunk goes to the session's URL, which the start answered.
     let session = r.method == "PUT"
-        && (query.iter().any(|(k, _)| k == "upload_id") || sessions.iter().any(|s| *s == r.target));
+        && (query.iter().any(|(k, _)| k == "upload_id") || sessions.contains(&r.target));
     if session {
         match r.headers.get("content-range") {
             None => out.push(("an upload chunk without Content-Range".to_owned(), true)),

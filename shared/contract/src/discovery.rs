@@ -253,7 +253,7 @@ impl Documents {
             });
         }
         // The most specific template first: `v1/{+name}:cancel` before `v1/{+name}`.
-        methods.sort_by(|a, b| b.literal.cmp(&a.literal));
+        methods.sort_by_key(|m| std::cmp::Reverse(m.literal));
         Ok(Self {
             apis,
             methods,
@@ -323,7 +323,7 @@ impl Documents {
         let mut bad_param = None;
         for m in &self.methods {
             let api = &self.apis[m.api];
-            if !apis.is_empty() && !apis.iter().any(|a| *a == api.name) {
+            if !apis.is_empty() && !apis.contains(&api.name) {
                 continue;
             }
             if !path.starts_with(&m.prefix) {

@@ -513,11 +513,32 @@ async fn a_recorded_fake_refuses_as_googles_front_end_does() {
     )
     .await;
     assert!(status.contains(" 400 "), "{status}");
+    // A combination BigQuery refuses: schema update options on a truncated table.
+    let mut load = csv_load();
+    load["writeDisposition"] = json!("WRITE_TRUNCATE");
+    load["schemaUpdateOptions"] = json!(["ALLOW_FIELD_ADDITION"]);
+    let body = load_job(load).to_string();
+    let status = raw(
+        &addr,
+        &format!(
+            "POST {JOBS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(status.contains(" 400 "), "{status}");
     let seen = recording.requests();
-    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.len(), 4);
     assert_eq!(
         seen.iter().map(|r| r.status).collect::<Vec<_>>(),
-        [411, 200, 400]
+        [411, 200, 400, 400]
+    );
+    assert_eq!(
+        seen[2]
+            .response
+            .as_ref()
+            .map(|r| r["error"]["status"].clone()),
+        Some(json!("INVALID_ARGUMENT"))
     );
     assert!(
         seen[0]
