@@ -587,3 +587,49 @@ async fn an_older_run_log_table_is_widened_by_a_patch_of_its_schema() {
         .collect();
     assert_eq!(methods, ["POST", "GET", "PATCH", "POST"]);
 }
+
+#[tokio::test]
+async fn a_load_sends_only_the_settings_bigquery_accepts_and_honours() {
+    // Schema update options on a truncated table are refused by BigQuery (400), and
+    // maxBadRecords on Parquet is ignored: neither goes out (validate refuses both in a
+    // pipeline file; a LoadJob made otherwise is sent as BigQuery would take it).
+    let (url, recording) = serve_as(
+        Router::new().fallback(|| async { axum::Json(done(4)) }),
+        "bigquery",
+    )
+    .await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{url}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let job = LoadJob {
+        format: Format::Parquet,
+        write: WriteDisposition::WriteTruncate,
+        max_bad_records: 3,
+        skip_leading_rows: 0,
+        schema_update_options: vec![conveyor_core::config::SchemaUpdateOption::AllowFieldAddition],
+        ..load_job()
+    };
+    let status = bq.load(&job, Duration::from_secs(5)).await.expect("load");
+    assert_eq!(status.state, LoadState::Done { rows: 4 });
+    let sent = recording.requests()[0].body.clone().expect("a JSON body");
+    let load = &sent["configuration"]["load"];
+    assert_eq!(load["writeDisposition"], "WRITE_TRUNCATE");
+    assert!(load.get("schemaUpdateOptions").is_none(), "{load}");
+    assert!(load.get("maxBadRecords").is_none(), "{load}");
+    // Appending keeps them (and CSV its maxBadRecords).
+    let appending = LoadJob {
+        format: Format::Csv,
+        write: WriteDisposition::WriteAppend,
+        ..job
+    };
+    bq.load(&appending, Duration::from_secs(5))
+        .await
+        .expect("load");
+    let sent = recording.requests()[1].body.clone().expect("a JSON body");
+    let load = &sent["configuration"]["load"];
+    assert_eq!(load["schemaUpdateOptions"][0], "ALLOW_FIELD_ADDITION");
+    assert_eq!(load["maxBadRecords"], 3);
+}
