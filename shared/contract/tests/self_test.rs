@@ -478,7 +478,8 @@ async fn raw(addr: &str, request: &str) -> String {
 #[tokio::test]
 async fn a_recorded_fake_refuses_as_googles_front_end_does() {
     use conveyor_contract::Recording;
-    let recording = Recording::new("a fake", &["bigquery"], true);
+    // Planted errors: kept out of the run's contract check.
+    let recording = Recording::new("a fake", &["bigquery"], true).in_memory_only();
     let app = conveyor_contract::record::layer(
         axum::Router::new().fallback(|| async { axum::Json(json!({})) }),
         &recording,
