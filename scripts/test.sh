@@ -27,6 +27,9 @@ if ! [ -x /usr/bin/chromium ]; then
 fi
 echo "==> emulators (install once, before tests start them in parallel)"
 ./scripts/emulators.sh install
+echo "==> Google's discovery documents (the contract checks; pinned google-api-python-client)"
+CONVEYOR_DISCOVERY_DIR=$(./scripts/emulators.sh discovery)
+export CONVEYOR_DISCOVERY_DIR
 echo "==> sshd and PostgreSQL for the SSH engine and run-log sink tests (Debian packages)"
 # Exit 3: not installable here (not root) and not CI: those tests skip, loudly.
 for server in sshd postgres; do
@@ -38,7 +41,10 @@ log=$(mktemp)
 # harness counts as passed; it also writes its name to this file (conveyor_e2e::skipped).
 export CONVEYOR_SKIPPED_FILE
 CONVEYOR_SKIPPED_FILE=$(mktemp)
-trap 'rm -f "$log" "$CONVEYOR_SKIPPED_FILE"' EXIT
+# Every REST fake and emulator proxy records the requests it receives here (shared/contract).
+export CONVEYOR_CONTRACT_DIR
+CONVEYOR_CONTRACT_DIR=$(mktemp -d)
+trap 'rm -rf "$log" "$CONVEYOR_SKIPPED_FILE" "$CONVEYOR_CONTRACT_DIR"' EXIT
 # With pipefail the pipeline's status is cargo's; keep it to print the summary first.
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
@@ -50,5 +56,13 @@ if [ "$skipped" -gt 0 ]; then
   echo "skipped (did not run here):"
   sort -u "$CONVEYOR_SKIPPED_FILE" | sed 's/^/  /'
 fi
+echo "==> contract check: every recorded request against Google's discovery documents"
+# A kind no test sent is a failure, unless tests were skipped here (not under CI).
+uncovered_ok=0
+[ "$skipped" -gt 0 ] && [ "${CI:-}" != "true" ] && uncovered_ok=1
+contract=0
+CONTRACT_UNCOVERED_OK=$uncovered_ok cargo run --quiet -p conveyor-contract --bin contract-check \
+  -- "$CONVEYOR_CONTRACT_DIR" || contract=$?
+[ "$contract" = 0 ] || { echo "the contract check failed"; [ "$status" != 0 ] || status=$contract; }
 echo "$((passed - skipped)) passed, ${skipped} skipped, ${ignored} ignored, ${failed} failed"
 exit "$status"

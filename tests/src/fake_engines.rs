@@ -10,7 +10,10 @@
 //! resources that exist already (`adopt`: the first create of each kind answers 409), how long
 //! a cluster takes to come up and whether it ends in ERROR (`cluster_error`), and paged lists
 //! (`page_size`). A cancel takes effect over two reads (the API's pending state first). Every
-//! request is recorded for the test's assertions.
+//! request is recorded for the test's assertions, and by the contract recorder every fake
+//! shares (`conveyor_contract::record`): it refuses what Google's front end refuses (411
+//! without a length, 400 for a request the API does not accept) and keeps each exchange for
+//! the contract check of the test run.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -162,6 +165,7 @@ pub struct Fake {
     inner: Arc<Mutex<Inner>>,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    wire: conveyor_contract::Recording,
 }
 
 type Answer = (StatusCode, axum::Json<Value>);
@@ -197,7 +201,15 @@ impl Fake {
             cluster_creating_reads: 1,
             ..Inner::default()
         }));
-        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let wire = conveyor_contract::Recording::new(
+            "engines fake",
+            &["dataproc", "dataflow", "cdap"],
+            true,
+        );
+        let app = conveyor_contract::record::layer(
+            Router::new().fallback(handle).with_state(inner.clone()),
+            &wire,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -205,7 +217,12 @@ impl Fake {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { inner, url }
+        Self { inner, url, wire }
+    }
+
+    /// Every exchange as the contract recorder saw it (headers and answers included).
+    pub fn wire(&self) -> Vec<conveyor_contract::Recorded> {
+        self.wire.requests()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -86,6 +86,23 @@ pub struct Emulators {
     pub bq: String,
     /// moto's S3 server.
     pub s3: String,
+    /// The Google emulators behind recording proxies: where the adapters under test are
+    /// pointed, so each request they send is recorded as it came off the wire and checked
+    /// against Google's API descriptions (the test's own set-up calls go to the emulators
+    /// directly).
+    pub wire: Wire,
+    _proxies: Vec<conveyor_contract::Proxy>,
+}
+
+/// The recording proxies' URLs (empty for a server that was not started).
+#[derive(Debug, Clone, Default)]
+pub struct Wire {
+    /// To the Pub/Sub emulator.
+    pub pubsub: String,
+    /// To fake-gcs-server.
+    pub gcs: String,
+    /// To bqemulator.
+    pub bq: String,
 }
 
 impl Emulators {
@@ -127,12 +144,29 @@ impl Emulators {
                 .map(|p| format!("http://127.0.0.1:{p}"))
                 .unwrap_or_default()
         };
+        let mut proxies = Vec::new();
+        let mut proxy = |upstream: String, name: &str, api: &str| {
+            if upstream.is_empty() {
+                return String::new();
+            }
+            let p = conveyor_contract::Proxy::start(&upstream, name, &[api]);
+            let url = p.url.clone();
+            proxies.push(p);
+            url
+        };
+        let wire = Wire {
+            pubsub: proxy(url("PUBSUB_PORT"), "the Pub/Sub emulator", "pubsub"),
+            gcs: proxy(url("GCS_PORT"), "fake-gcs-server", "storage"),
+            bq: proxy(url("BQ_PORT"), "bqemulator", "bigquery"),
+        };
         Some(Self {
             dir: dir.to_path_buf(),
             pubsub: url("PUBSUB_PORT"),
             gcs: url("GCS_PORT"),
             bq: url("BQ_PORT"),
             s3: url("S3_PORT"),
+            wire,
+            _proxies: proxies,
         })
     }
 

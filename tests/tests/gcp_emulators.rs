@@ -119,11 +119,12 @@ pipelines:
                 .env("CONVEYOR_CONFIG", &config)
                 .env("CONVEYOR_PROJECT", PROJECT)
                 .env("CONVEYOR_EVENTS_TOPIC", "conveyor-events")
-                .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.pubsub)
-                .env("CONVEYOR_GCS_ENDPOINT", &emu.gcs)
+                // The adapters go through the recording proxies (emu.wire).
+                .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.wire.pubsub)
+                .env("CONVEYOR_GCS_ENDPOINT", &emu.wire.gcs)
                 .env(
                     "CONVEYOR_BIGQUERY_ENDPOINT",
-                    format!("{}/bigquery/v2", emu.bq),
+                    format!("{}/bigquery/v2", emu.wire.bq),
                 )
                 .env("CONVEYOR_ANONYMOUS", "true")
                 .env("CONVEYOR_BIGQUERY_EMULATOR", "true")
@@ -621,7 +622,7 @@ async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_
         "create bucket",
     )
     .await;
-    let store = GcsStore::new(&emu.gcs, GcpAuth::Anonymous);
+    let store = GcsStore::new(&emu.wire.gcs, GcpAuth::Anonymous);
     let bucket = BucketName::parse("landing").expect("bucket");
 
     // Larger than two upload chunks: the resumable session is used chunk by chunk.
@@ -705,6 +706,17 @@ async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_
             .await,
         Err(conveyor_core::ports::PortError::NotFound(_))
     ));
+
+    // Delete: gone once, then there is nothing to delete.
+    let doomed = ObjectName::parse("other/c.csv").expect("name");
+    assert!(store.delete(&bucket, &doomed, None).await.expect("delete"));
+    assert!(store.head(&bucket, &doomed).await.expect("head").is_none());
+    assert!(
+        !store
+            .delete(&bucket, &doomed, None)
+            .await
+            .expect("delete again")
+    );
 
     // Conditional create: the second writer finds the object there and writes nothing.
     let marker = ObjectName::parse("_conveyor/lease").expect("name");
@@ -808,7 +820,7 @@ async fn a_folder_loads_in_one_multi_uri_job_and_a_sql_job_writes_its_destinatio
     let bq = BigQuery::new(
         PROJECT,
         None,
-        Some(&format!("{}/bigquery/v2", emu.bq)),
+        Some(&format!("{}/bigquery/v2", emu.wire.bq)),
         &GcpAuth::Anonymous,
     )
     .emulator(true);

@@ -362,11 +362,11 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
                 .env("CONVEYOR_CONFIG", &config)
                 .env("CONVEYOR_PROJECT", "test")
                 .env("CONVEYOR_EVENTS_TOPIC", "conveyor-events")
-                .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.pubsub)
-                .env("CONVEYOR_GCS_ENDPOINT", &emu.gcs)
+                .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.wire.pubsub)
+                .env("CONVEYOR_GCS_ENDPOINT", &emu.wire.gcs)
                 .env(
                     "CONVEYOR_BIGQUERY_ENDPOINT",
-                    format!("{}/bigquery/v2", emu.bq),
+                    format!("{}/bigquery/v2", emu.wire.bq),
                 )
                 .env("CONVEYOR_ANONYMOUS", "true")
                 .env("CONVEYOR_BIGQUERY_EMULATOR", "true")

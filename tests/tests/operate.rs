@@ -84,7 +84,7 @@ async fn status_reads_the_production_run_log_in_bigquery_one_row_per_run_without
     let bq = conveyor_gcp::BigQuery::new(
         "test",
         None,
-        Some(&format!("{}/bigquery/v2", emu.bq)),
+        Some(&format!("{}/bigquery/v2", emu.wire.bq)),
         &conveyor_gcp::GcpAuth::Anonymous,
     );
     let table = TableRef::parse("conveyor.run_log").expect("table");
@@ -107,7 +107,7 @@ async fn status_reads_the_production_run_log_in_bigquery_one_row_per_run_without
 
     let cwd = dir.path().join("somewhere");
     std::fs::create_dir_all(&cwd).expect("cwd");
-    let endpoint = format!("{}/bigquery/v2", emu.bq);
+    let endpoint = format!("{}/bigquery/v2", emu.wire.bq);
     let env = [
         ("CONVEYOR_PROJECT", "test"),
         ("CONVEYOR_BIGQUERY_ENDPOINT", endpoint.as_str()),
@@ -489,11 +489,11 @@ async fn replay_re_publishes_a_dead_lettered_message_once_and_records_it() {
 
     let cwd = dir.path().join("ops");
     std::fs::create_dir_all(&cwd).expect("cwd");
-    let bq = format!("{}/bigquery/v2", emu.bq);
+    let bq = format!("{}/bigquery/v2", emu.wire.bq);
     let env = [
         ("CONVEYOR_PROJECT", "test"),
         ("CONVEYOR_BIGQUERY_ENDPOINT", bq.as_str()),
-        ("CONVEYOR_PUBSUB_ENDPOINT", emu.pubsub.as_str()),
+        ("CONVEYOR_PUBSUB_ENDPOINT", emu.wire.pubsub.as_str()),
         ("CONVEYOR_ANONYMOUS", "true"),
     ];
 
@@ -604,7 +604,7 @@ pipelines:
         .env("CONVEYOR_CONFIG", &config)
         .env("CONVEYOR_PROJECT", "test")
         .env("CONVEYOR_EVENTS_TOPIC", "conveyor-events")
-        .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.pubsub)
+        .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.wire.pubsub)
         .env(
             "CONVEYOR_GCS_ENDPOINT",
             format!("http://127.0.0.1:{closed}"),

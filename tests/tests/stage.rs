@@ -172,7 +172,8 @@ impl Stage {
         flip: bool,
     ) -> Self {
         let http = reqwest::Client::new();
-        let gcs: Arc<dyn ObjectStore> = Arc::new(GcsStore::new(&servers.gcs, GcpAuth::Anonymous));
+        let gcs: Arc<dyn ObjectStore> =
+            Arc::new(GcsStore::new(&servers.wire.gcs, GcpAuth::Anonymous));
         let yaml = yaml.replace("S3", &servers.s3).replace("HTTP", http_base);
         let config: Config =
             config::parse_str(&yaml, "stage.yaml").unwrap_or_else(|e| panic!("{e}"));

@@ -13,6 +13,9 @@ use serde_json::json;
 use crate::{GcpAuth, http_client, status_error, transport_error};
 use conveyor_core::ports::PortError;
 
+/// How long a pull waits for messages before it counts as "nothing more now".
+const PULL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One message pulled from a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PulledMessage {
@@ -130,8 +133,13 @@ impl PubSubRest {
         Ok(body)
     }
 
-    /// Up to `max` messages waiting in `subscription` now (fewer, or none, when it is empty).
+    /// Up to `max` messages waiting in `subscription` (fewer, or none, when it is empty).
     /// They stay leased for the subscription's ack deadline unless acknowledged or released.
+    ///
+    /// Pub/Sub may hold a pull open until a message arrives, and the deprecated
+    /// `returnImmediately: true` may answer empty while messages wait; so the pull waits, for
+    /// at most five seconds, and an answer that does not come in that time is "nothing more
+    /// now". Callers pull again until a pull brings nothing.
     ///
     /// # Errors
     /// When Pub/Sub cannot be reached or refuses.
@@ -142,13 +150,24 @@ impl PubSubRest {
     ) -> Result<Vec<PulledMessage>, PortError> {
         let sub = self.full_name("subscriptions", subscription);
         let path = format!("{sub}:pull");
-        let body = self
-            .post(
-                self.url(&path),
-                &path,
-                &json!({"maxMessages": max.clamp(1, 1000), "returnImmediately": true}),
-            )
-            .await?;
+        let req = http_client()
+            .post(self.url(&path))
+            .json(&json!({"maxMessages": max.clamp(1, 1000)}))
+            .timeout(PULL_WAIT);
+        let resp = match self.auth.authorize(req).await?.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Ok(Vec::new()),
+            Err(e) => return Err(transport_error(&path, &e)),
+        };
+        let status = resp.status().as_u16();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.is_timeout() => return Ok(Vec::new()),
+            Err(e) => return Err(transport_error(&path, &e)),
+        };
+        if !(200..300).contains(&status) {
+            return Err(status_error(status, &path, &String::from_utf8_lossy(&body)));
+        }
         let resp: PullResponse = serde_json::from_slice(&body)
             .map_err(|e| PortError::Permanent(format!("pull answer: {e}")))?;
         resp.received_messages

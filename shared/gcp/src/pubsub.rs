@@ -116,6 +116,8 @@ mod tests {
                 ),
             )
             .with_state(seen.clone());
+        let recording = conveyor_contract::Recording::new("pubsub fake", &["pubsub"], true);
+        let app = conveyor_contract::record::layer(app, &recording);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

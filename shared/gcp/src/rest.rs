@@ -369,6 +369,13 @@ impl RequestBuilder {
             return Err(e);
         }
         let uri = self.uri()?;
+        // hyper writes no length for an empty body, and Google's front end answers a POST,
+        // PUT or PATCH without one 411 (a cancel, an empty object's last upload chunk).
+        if self.body.is_empty() && matches!(self.method, Method::POST | Method::PUT | Method::PATCH)
+        {
+            self.headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
         let mut req = http::Request::new(Full::new(std::mem::take(&mut self.body)));
         *req.method_mut() = self.method;
         *req.uri_mut() = uri;
@@ -575,6 +582,56 @@ mod tests {
             "{request}"
         );
         assert!(request.ends_with("\r\n\r\n{\"k\":\"v\"}"), "{request}");
+    }
+
+    /// A fake that refuses as Google's front end does (411 without a length), recording what
+    /// it receives.
+    async fn front_end() -> (String, conveyor_contract::Recording) {
+        let recording = conveyor_contract::Recording::new("front end", &[], true);
+        let app = conveyor_contract::record::layer(
+            axum::Router::new().fallback(|| async { axum::Json(serde_json::json!({})) }),
+            &recording,
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), recording)
+    }
+
+    #[tokio::test]
+    async fn body_less_posts_and_puts_carry_a_zero_length_so_google_does_not_answer_411() {
+        let (base, recording) = front_end().await;
+        let client = Client::compiled_in();
+        // A BigQuery cancel, a Dataproc cancel, a Dataflow update: real methods, empty bodies.
+        for (method, path) in [
+            (Method::POST, "/bigquery/v2/projects/p/jobs/j1/cancel"),
+            (Method::POST, "/v1/projects/p/regions/r/jobs/j1:cancel"),
+            (Method::PUT, "/v1b3/projects/p/locations/r/jobs/j1"),
+        ] {
+            let resp = client
+                .request(method.clone(), format!("{base}{path}"))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), StatusCode::OK, "{method} {path}");
+        }
+        let seen = recording.requests();
+        assert_eq!(seen.len(), 3);
+        for r in &seen {
+            assert_eq!(
+                r.headers.get("content-length").map(String::as_str),
+                Some("0"),
+                "{r:?}"
+            );
+        }
+        // A GET carries no body and needs no length.
+        client
+            .get(format!("{base}/bigquery/v2/projects/p/jobs/j1"))
+            .send()
+            .await
+            .expect("send");
+        let get = recording.requests().pop().expect("the GET");
+        assert!(!get.headers.contains_key("content-length"), "{get:?}");
     }
 
     #[tokio::test]

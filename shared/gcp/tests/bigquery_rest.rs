@@ -1,6 +1,13 @@
-//! The BigQuery adapter against a local server that answers as BigQuery's REST API does:
-//! jobs are inserted first under their deterministic id, and a 409 (the id is taken) means
-//! "adopt the existing job" — one call when BigQuery answers DONE at once, no look-up first.
+//! The Google adapters against local servers that answer as Google's REST APIs do. Every
+//! server is behind the contract recorder (`conveyor_contract::record`), which refuses what
+//! Google's front end refuses (411 without a length, 400 for a request the API does not accept)
+//! and keeps each exchange for the contract check of the test run.
+//!
+//! BigQuery: jobs are inserted first under their deterministic id, and a 409 (the id is taken)
+//! means "adopt the existing job" — one call when BigQuery answers DONE at once, no look-up
+//! first; a job in a single-region dataset is read, cancelled and paged where BigQuery ran it.
+//! Cloud Storage: an empty object's upload ends with a length. Pub/Sub: a pull waits for the
+//! messages that are there. Secret Manager: a secret's payload is read and checked.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,12 +17,15 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
+use conveyor_contract::Recording;
 use conveyor_core::config::{BatchSpec, CreateDisposition, SchemaSpec, SqlJob, WriteDisposition};
 use conveyor_core::event::ObjectRef;
 use conveyor_core::format::Format;
 use conveyor_core::names::{JobId, PipelineName, RunId, TableRef};
-use conveyor_core::ports::{BatchEngine, BatchRequest, LoadJob, LoadState, PortError, Warehouse};
-use conveyor_gcp::{BigQuery, GcpAuth, SqlEngine};
+use conveyor_core::ports::{
+    BatchEngine, BatchRequest, LoadJob, LoadState, ObjectStore, PortError, Warehouse,
+};
+use conveyor_gcp::{BigQuery, GcpAuth, GcsStore, PubSubRest, SecretManager, SqlEngine};
 use serde_json::{Value, json};
 
 /// What the fake answers to an insert, and every call it saw.
@@ -66,19 +76,25 @@ async fn start(insert: (u16, Value), get: (u16, &str)) -> (Fake, BigQuery) {
     (fake, bq)
 }
 
-/// Serves `app` on a free loopback port; the BigQuery API's base URL on it.
+/// Serves `app` on a free loopback port, behind the contract recorder; the BigQuery API's
+/// base URL on it.
 async fn serve(app: Router) -> String {
+    format!("{}/bigquery/v2", serve_as(app, "bigquery").await.0)
+}
+
+/// Serves `app` playing Google's `api` on a free loopback port, behind the contract recorder
+/// (call it from the test's thread); its root URL and what it recorded.
+async fn serve_as(app: Router, api: &str) -> (String, Recording) {
+    let recording = Recording::new(&format!("{api} fake"), &[api], true);
+    let app = conveyor_contract::record::layer(app, &recording);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = format!(
-        "http://{}/bigquery/v2",
-        listener.local_addr().expect("addr")
-    );
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    url
+    (url, recording)
 }
 
 fn done(rows: u64) -> Value {
@@ -290,4 +306,330 @@ async fn four_concurrent_deliveries_of_one_load_create_one_job() {
     );
     assert_eq!(*jobs.conflicts.lock().expect("lock"), 3);
     assert_eq!(adopted, 3, "the other three deliveries adopt it");
+}
+
+/// BigQuery with a job in a single-region dataset: its jobs, and a query's pages, are found
+/// only where BigQuery ran them (`location=asia-southeast1`); elsewhere 404, as BigQuery
+/// answers.
+async fn single_region(
+    State(cancels): State<Arc<Mutex<u32>>>,
+    method: Method,
+    uri: Uri,
+) -> impl IntoResponse {
+    const WHERE: &str = "asia-southeast1";
+    let path = uri.path().trim_start_matches("/bigquery/v2/projects/p/");
+    let located = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|kv| kv == "location=asia-southeast1");
+    let job = |id: &str, state: &str| {
+        json!({
+            "jobReference": {"projectId": "p", "jobId": id, "location": WHERE},
+            "status": {"state": state},
+        })
+    };
+    let not_found = |what: &str| {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                json!({"error": {"code": 404, "message": format!("Not found: Job p:{what}"), "errors": [{"reason": "notFound"}]}}),
+            ),
+        )
+    };
+    let ok = |v: Value| (StatusCode::OK, axum::Json(v));
+    match (
+        method.as_str(),
+        path.split('/').collect::<Vec<_>>().as_slice(),
+    ) {
+        // Inserted where the dataset is: the answer says so.
+        ("POST", ["jobs"]) => ok(job("cv-dedupe-x-a1", "RUNNING")),
+        ("GET", ["jobs", id]) if located => ok(job(id, "DONE")),
+        ("POST", ["jobs", id, "cancel"]) if located => {
+            *cancels.lock().expect("lock") += 1;
+            ok(json!({"kind": "bigquery#jobCancelResponse", "job": job(id, "RUNNING")}))
+        }
+        ("POST", ["queries"]) => ok(json!({
+            "jobReference": {"projectId": "p", "jobId": "q1", "location": WHERE},
+            "jobComplete": false,
+        })),
+        ("GET", ["queries", "q1"]) if located => ok(json!({
+            "jobReference": {"projectId": "p", "jobId": "q1", "location": WHERE},
+            "jobComplete": true,
+            "schema": {"fields": [{"name": "f0_", "type": "INTEGER"}]},
+            "rows": [{"f": [{"v": "7"}]}],
+            "totalRows": "1",
+        })),
+        (_, [.., id]) => not_found(id),
+        _ => not_found("?"),
+    }
+}
+
+#[tokio::test]
+async fn a_job_in_a_single_region_dataset_is_read_cancelled_and_paged_where_bigquery_ran_it() {
+    let cancels = Arc::new(Mutex::new(0));
+    let url = serve(
+        Router::new()
+            .fallback(single_region)
+            .with_state(cancels.clone()),
+    )
+    .await;
+    // No location configured (`conveyor status`, `conveyor replay`, a function without
+    // CONVEYOR_BIGQUERY_LOCATION): BigQuery's answers say where.
+    let bq = BigQuery::new("p", None, Some(&url), &GcpAuth::Anonymous);
+    let engine = SqlEngine::new(bq.clone());
+    let run = RunId::derive(&PipelineName::parse("orders").expect("name"), &["x"]);
+    let spec = BatchSpec::Sql(SqlJob {
+        query: "SELECT 1".into(),
+        destination: None,
+        write_disposition: None,
+        create_disposition: CreateDisposition::CreateIfNeeded,
+    });
+    let req = BatchRequest {
+        job_id: JobId::derive("dedupe", &run, 1),
+        run_id: run,
+        attempt: 1,
+        spec: spec.clone(),
+        vars: BTreeMap::new(),
+        job: "dedupe".into(),
+        row: BTreeMap::new(),
+    };
+    engine.submit(&req).await.expect("submit");
+    let state = engine
+        .state(&spec, &req.job_id)
+        .await
+        .expect("the job is found where it ran");
+    assert_eq!(state.state, "DONE");
+    engine.cancel(&spec, &req.job_id).await.expect("cancel");
+    assert_eq!(
+        *cancels.lock().expect("lock"),
+        1,
+        "the cancel reached the job"
+    );
+    let rows = bq
+        .row_count(&TableRef::parse("ds.t").expect("table"))
+        .await
+        .expect("the query's pages are read where it ran");
+    assert_eq!(rows, 7);
+}
+
+#[tokio::test]
+async fn an_empty_object_ends_its_upload_with_a_length_google_accepts() {
+    // A `_SUCCESS` marker, an empty window object: the session's last PUT carries no bytes,
+    // `Content-Range: bytes */0`, and (as Google's front end insists) `Content-Length: 0`.
+    let session = Arc::new(Mutex::new(String::new()));
+    let at = session.clone();
+    let app = Router::new().fallback(move |method: Method, uri: Uri, headers: axum::http::HeaderMap| {
+        let at = at.clone();
+        async move {
+            let object = json!({"bucket": "landing", "name": "_SUCCESS", "generation": "1", "size": "0", "crc32c": "AAAAAA==", "md5Hash": "1B2M2Y8AsgTpgAmY7PhCfg=="});
+            if method == Method::POST {
+                let location = format!("{}{}&upload_id=u1", at.lock().expect("lock"), uri);
+                return ([("location", location)], axum::Json(json!({}))).into_response();
+            }
+            assert_eq!(headers.get("content-range").and_then(|v| v.to_str().ok()), Some("bytes */0"));
+            axum::Json(object).into_response()
+        }
+    });
+    let (base, recording) = serve_as(app, "storage").await;
+    *session.lock().expect("lock") = base.clone();
+    let store = GcsStore::new(&base, GcpAuth::Anonymous);
+    let meta = store
+        .put(
+            &"landing".parse().expect("bucket"),
+            &"_SUCCESS".parse().expect("name"),
+            Box::pin(std::io::Cursor::new(Vec::new())),
+        )
+        .await
+        .expect("the empty object is stored");
+    assert_eq!(meta.object.size, Some(0));
+    let seen = recording.requests();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(seen[1].method, "PUT");
+    assert_eq!(
+        seen[1].headers.get("content-length").map(String::as_str),
+        Some("0")
+    );
+}
+
+#[tokio::test]
+async fn a_pull_waits_for_the_messages_that_are_there() {
+    // Pub/Sub may answer a pull with `returnImmediately: true` with nothing while messages
+    // wait (the field is deprecated); a pull that waits gets them.
+    let app = Router::new().fallback(|body: String| async move {
+        let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if request["returnImmediately"] == true {
+            return axum::Json(json!({}));
+        }
+        axum::Json(json!({"receivedMessages": [{
+            "ackId": "ack-1",
+            "message": {"data": "eyJwaXBlbGluZSI6ICJzYWxlcyJ9", "messageId": "11", "publishTime": "2026-11-20T08:00:00Z",
+                        "attributes": {"CloudPubSubDeadLetterSourceSubscription": "to-submit"}},
+            "deliveryAttempt": 5,
+        }]}))
+    });
+    let (base, recording) = serve_as(app, "pubsub").await;
+    let pubsub = PubSubRest::new("p", Some(&base), GcpAuth::Anonymous);
+    let pulled = pubsub.pull("conveyor-dead-letter", 10).await.expect("pull");
+    assert_eq!(pulled.len(), 1, "the waiting message is pulled");
+    assert_eq!(pulled[0].message_id, "11");
+    assert_eq!(pulled[0].delivery_attempt, Some(5));
+    let sent = recording.requests()[0].body.clone().expect("a JSON body");
+    assert!(sent.get("returnImmediately").is_none(), "{sent}");
+}
+
+#[tokio::test]
+async fn a_secret_is_read_from_its_version_and_checked_against_its_crc32c() {
+    let payload = b"aws_access_key_id=AKIA...";
+    let crc = crc32c::crc32c(payload).to_string();
+    let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, payload);
+    let app = Router::new().fallback(move |uri: Uri| {
+        let (crc, data) = (crc.clone(), data.clone());
+        async move {
+            assert_eq!(
+                uri.path(),
+                "/v1/projects/p/secrets/s3-creds/versions/latest:access"
+            );
+            axum::Json(json!({
+                "name": "projects/p/secrets/s3-creds/versions/3",
+                "payload": {"data": data, "dataCrc32c": crc},
+            }))
+        }
+    });
+    let (base, recording) = serve_as(app, "secretmanager").await;
+    let secrets = SecretManager::new(&base, GcpAuth::Anonymous);
+    let secret =
+        conveyor_core::config::SecretRef::parse("projects/p/secrets/s3-creds").expect("secret");
+    let value = conveyor_core::ports::SecretStore::access(&secrets, &secret)
+        .await
+        .expect("access");
+    assert_eq!(value.expose(), payload);
+    assert_eq!(recording.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_older_run_log_table_is_widened_by_a_patch_of_its_schema() {
+    // The table exists (409) with the columns of an older release: the new ones are added
+    // with tables.patch, keeping the old ones, and the row is then inserted.
+    let patched = Arc::new(Mutex::new(Value::Null));
+    let keep = patched.clone();
+    let app = Router::new().fallback(move |method: Method, uri: Uri, body: String| {
+        let keep = keep.clone();
+        async move {
+            let path = uri.path().to_owned();
+            match method.as_str() {
+                "POST" if path.ends_with("/tables") => (
+                    StatusCode::CONFLICT,
+                    axum::Json(json!({"error": {"code": 409, "message": "Already Exists: Table p:ops.run_log", "errors": [{"reason": "duplicate"}]}})),
+                ),
+                "GET" => (StatusCode::OK, axum::Json(json!({
+                    "tableReference": {"projectId": "p", "datasetId": "ops", "tableId": "run_log"},
+                    "schema": {"fields": [
+                        {"name": "event_id", "type": "STRING", "mode": "REQUIRED"},
+                        {"name": "run_id", "type": "STRING", "mode": "REQUIRED"},
+                    ]},
+                }))),
+                "PATCH" => {
+                    let sent: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    *keep.lock().expect("lock") = sent.clone();
+                    (StatusCode::OK, axum::Json(json!({
+                        "tableReference": {"projectId": "p", "datasetId": "ops", "tableId": "run_log"},
+                        "schema": sent["schema"],
+                    })))
+                }
+                _ => (StatusCode::OK, axum::Json(json!({"kind": "bigquery#tableDataInsertAllResponse"}))),
+            }
+        }
+    });
+    let (base, recording) = serve_as(app, "bigquery").await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{base}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let row = conveyor_core::ports::RunLogRow {
+        event_id: "e1".into(),
+        run_id: "r1".into(),
+        status: "SUCCEEDED".into(),
+        step: "load".into(),
+        environment: "prod".into(),
+        detail: "{}".into(),
+        ..Default::default()
+    };
+    conveyor_core::ports::RunLog::record(
+        &bq,
+        &TableRef::parse("ops.run_log").expect("table"),
+        &row,
+    )
+    .await
+    .expect("record");
+    let sent = patched.lock().expect("lock").clone();
+    let names: Vec<&str> = sent["schema"]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(
+        &names[..2],
+        ["event_id", "run_id"],
+        "the old columns stay first"
+    );
+    assert!(
+        names.contains(&"job") && names.contains(&"detail"),
+        "{names:?}"
+    );
+    let methods: Vec<String> = recording
+        .requests()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, ["POST", "GET", "PATCH", "POST"]);
+}
+
+#[tokio::test]
+async fn a_load_sends_only_the_settings_bigquery_accepts_and_honours() {
+    // Schema update options on a truncated table are refused by BigQuery (400), and
+    // maxBadRecords on Parquet is ignored: neither goes out (validate refuses both in a
+    // pipeline file; a LoadJob made otherwise is sent as BigQuery would take it).
+    let (url, recording) = serve_as(
+        Router::new().fallback(|| async { axum::Json(done(4)) }),
+        "bigquery",
+    )
+    .await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{url}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let job = LoadJob {
+        format: Format::Parquet,
+        write: WriteDisposition::WriteTruncate,
+        max_bad_records: 3,
+        skip_leading_rows: 0,
+        schema_update_options: vec![conveyor_core::config::SchemaUpdateOption::AllowFieldAddition],
+        ..load_job()
+    };
+    let status = bq.load(&job, Duration::from_secs(5)).await.expect("load");
+    assert_eq!(status.state, LoadState::Done { rows: 4 });
+    let sent = recording.requests()[0].body.clone().expect("a JSON body");
+    let load = &sent["configuration"]["load"];
+    assert_eq!(load["writeDisposition"], "WRITE_TRUNCATE");
+    assert!(load.get("schemaUpdateOptions").is_none(), "{load}");
+    assert!(load.get("maxBadRecords").is_none(), "{load}");
+    // Appending keeps them (and CSV its maxBadRecords).
+    let appending = LoadJob {
+        format: Format::Csv,
+        write: WriteDisposition::WriteAppend,
+        ..job
+    };
+    bq.load(&appending, Duration::from_secs(5))
+        .await
+        .expect("load");
+    let sent = recording.requests()[1].body.clone().expect("a JSON body");
+    let load = &sent["configuration"]["load"];
+    assert_eq!(load["schemaUpdateOptions"][0], "ALLOW_FIELD_ADDITION");
+    assert_eq!(load["maxBadRecords"], 3);
 }

@@ -95,6 +95,9 @@ impl BatchSpec {
                 "JOB_STATE_DRAINING",
                 "JOB_STATE_CANCELLING",
                 "JOB_STATE_RESOURCE_CLEANING_UP",
+                // A paused streaming job resumes; it is not over.
+                "JOB_STATE_PAUSING",
+                "JOB_STATE_PAUSED",
             ],
             Self::DataFusion(_) => &[
                 "PENDING",

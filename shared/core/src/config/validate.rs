@@ -714,6 +714,45 @@ impl Validator {
             self.job(path, &jpath, &keys, &at_path, job, p, &known);
         }
         if let Some(load) = &p.load {
+            // BigQuery accepts schema update options with WRITE_APPEND, or with WRITE_TRUNCATE
+            // on one partition (a `table$20261120` decorator, which table names here cannot
+            // carry); with anything else it refuses the load job.
+            if !load.schema_update_options.is_empty()
+                && load.write_disposition != super::WriteDisposition::WriteAppend
+            {
+                self.issue(
+                    format!("{path}.load.schema_update_options"),
+                    at(&["load", "schema_update_options"]),
+                    format!(
+                        "BigQuery refuses schema update options with {}: only with WRITE_APPEND (a truncate replaces the schema anyway)",
+                        match load.write_disposition {
+                            super::WriteDisposition::WriteTruncate => "WRITE_TRUNCATE",
+                            _ => "WRITE_EMPTY",
+                        }
+                    ),
+                );
+            }
+            // BigQuery honours maxBadRecords for CSV and JSON only; elsewhere it is silently
+            // ignored, and a file with bad rows fails however many are allowed.
+            if load.max_bad_records > 0
+                && !matches!(
+                    load.format,
+                    crate::format::Format::Csv | crate::format::Format::Ndjson
+                )
+            {
+                self.issue(
+                    format!("{path}.load.max_bad_records"),
+                    at(&["load", "max_bad_records"]),
+                    format!(
+                        "BigQuery honours max_bad_records for CSV and NDJSON only, not {}: leave it out",
+                        match load.format {
+                            crate::format::Format::Avro => "AVRO",
+                            crate::format::Format::Parquet => "PARQUET",
+                            _ => "ORC",
+                        }
+                    ),
+                );
+            }
             if load.clustering.len() > 4 {
                 self.issue(
                     format!("{path}.load.clustering"),
@@ -1275,6 +1314,42 @@ pipelines:
         assert_eq!(line("pipelines[1].poll.max_attempts"), Some(16));
         assert_eq!(line("pipelines[2].colour"), Some(18));
         assert!(found.len() >= 6, "{found:#?}");
+    }
+
+    #[test]
+    fn schema_update_options_are_refused_unless_the_load_appends() {
+        let with = |write: &str| {
+            GOOD.replace(
+                "      format: CSV\n",
+                &format!("      format: CSV\n      write_disposition: {write}\n      schema_update_options: [ALLOW_FIELD_ADDITION]\n"),
+            )
+        };
+        assert!(issues(&with("WRITE_APPEND")).is_empty());
+        for write in ["WRITE_TRUNCATE", "WRITE_EMPTY"] {
+            let found = issues(&with(write));
+            assert_eq!(found.len(), 1, "{write}: {found:?}");
+            assert_eq!(found[0].path, "pipelines[0].load.schema_update_options");
+            assert!(found[0].message.contains(write), "{}", found[0].message);
+        }
+    }
+
+    #[test]
+    fn max_bad_records_is_refused_for_formats_bigquery_ignores_it_for() {
+        let with = |format: &str, bad: u32| {
+            GOOD.replace(
+                "      format: CSV\n",
+                &format!("      format: {format}\n      max_bad_records: {bad}\n"),
+            )
+        };
+        for ok in ["CSV", "NDJSON"] {
+            assert!(issues(&with(ok, 5)).is_empty(), "{ok}");
+        }
+        for ignored in ["AVRO", "PARQUET", "ORC"] {
+            let found = issues(&with(ignored, 5));
+            assert_eq!(found.len(), 1, "{ignored}: {found:?}");
+            assert_eq!(found[0].path, "pipelines[0].load.max_bad_records");
+            assert!(issues(&with(ignored, 0)).is_empty(), "0 is the default");
+        }
     }
 
     #[test]

@@ -63,7 +63,9 @@ struct LoadConfiguration<'a> {
     source_format: &'static str,
     write_disposition: &'static str,
     create_disposition: &'static str,
-    max_bad_records: u64,
+    /// CSV and JSON only: BigQuery ignores it for the other formats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_bad_records: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     autodetect: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,7 +144,8 @@ impl<'a> LoadConfiguration<'a> {
                 CreateDisposition::CreateIfNeeded => "CREATE_IF_NEEDED",
                 CreateDisposition::CreateNever => "CREATE_NEVER",
             },
-            max_bad_records: job.max_bad_records,
+            max_bad_records: matches!(job.format, Format::Csv | Format::Ndjson)
+                .then_some(job.max_bad_records),
             autodetect: matches!(job.schema, SchemaSpec::Autodetect).then_some(true),
             schema: match &job.schema {
                 SchemaSpec::Autodetect => None,
@@ -159,9 +162,12 @@ impl<'a> LoadConfiguration<'a> {
             },
             skip_leading_rows: csv.then_some(job.skip_leading_rows),
             allow_quoted_newlines: csv.then_some(job.allow_quoted_newlines),
+            // BigQuery refuses them but with WRITE_APPEND (or a truncate of one partition, a
+            // decorator table names here cannot carry); `validate` refuses the rest.
             schema_update_options: job
                 .schema_update_options
                 .iter()
+                .filter(|_| job.write == WriteDisposition::WriteAppend)
                 .map(|o| match o {
                     SchemaUpdateOption::AllowFieldAddition => "ALLOW_FIELD_ADDITION",
                     SchemaUpdateOption::AllowFieldRelaxation => "ALLOW_FIELD_RELAXATION",
@@ -354,6 +360,24 @@ mod tests {
         assert_eq!(c["maxBadRecords"], 2);
         assert_eq!(c["allowQuotedNewlines"], false);
         assert_eq!(c["clustering"]["fields"][0], "region");
+        assert!(
+            c.get("schemaUpdateOptions").is_none(),
+            "BigQuery refuses schema update options with WRITE_TRUNCATE on a table: {c}"
+        );
+        let appending = LoadJob {
+            write: WriteDisposition::WriteAppend,
+            ..job.clone()
+        };
+        let c = load_configuration(&appending, "proj-123");
         assert_eq!(c["schemaUpdateOptions"][0], "ALLOW_FIELD_ADDITION");
+        let parquet = LoadJob {
+            format: Format::Parquet,
+            ..job
+        };
+        let c = load_configuration(&parquet, "proj-123");
+        assert!(
+            c.get("maxBadRecords").is_none(),
+            "ignored by BigQuery for Parquet: {c}"
+        );
     }
 }

@@ -20,8 +20,8 @@ mod rows;
 mod run_log;
 mod sql;
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use conveyor_core::names::TableRef;
@@ -48,6 +48,11 @@ pub struct BigQuery {
     auth: GcpAuth,
     project: String,
     location: Option<String>,
+    /// Where BigQuery ran each job this process inserted or queried (its answer's
+    /// `jobReference.location`): `jobs.get`, `jobs.cancel` and `getQueryResults` of a job in a
+    /// single-region dataset answer 404 without it, and `location` is not always configured
+    /// (`conveyor status`, `conveyor replay`).
+    locations: Arc<std::sync::Mutex<HashMap<String, String>>>,
     emulator: bool,
     run_logs_ready: Arc<Mutex<HashSet<String>>>,
 }
@@ -71,12 +76,21 @@ pub(crate) struct JobInfo {
 /// (`jobs.get`), or skipped ([`IgnoredAny`]: `jobs.insert` echoes what was sent).
 #[derive(Deserialize)]
 struct JobResource<C> {
+    #[serde(default, rename = "jobReference")]
+    job_reference: Option<JobLocation>,
     #[serde(default)]
     status: Option<JobStatus>,
     #[serde(default)]
     statistics: Option<JobStatistics>,
     #[serde(default = "Option::default")]
     configuration: Option<C>,
+}
+
+/// The part of a `jobReference` answered that Conveyor keeps: where the job runs.
+#[derive(Deserialize)]
+struct JobLocation {
+    #[serde(default)]
+    location: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +232,7 @@ impl BigQuery {
             auth: auth.clone(),
             project: project.to_owned(),
             location,
+            locations: Arc::default(),
             emulator: false,
             run_logs_ready: Arc::default(),
         }
@@ -310,22 +325,37 @@ impl BigQuery {
             .map_err(|e| PortError::Transient(format!("{what}: unreadable answer: {e}")))
     }
 
-    fn location_query(&self) -> Vec<(&str, &str)> {
-        self.location
-            .as_deref()
-            .map(|l| vec![("location", l)])
-            .unwrap_or_default()
+    /// Remembers where BigQuery runs `job_id`, as its answer said.
+    fn remember_location(&self, job_id: &str, location: Option<&str>) {
+        if let Some(l) = location.filter(|l| !l.is_empty()) {
+            self.locations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(job_id.to_owned(), l.to_owned());
+        }
+    }
+
+    /// Where `job_id` runs: as BigQuery answered when this process inserted or queried it,
+    /// else the configured location.
+    fn location_of(&self, job_id: &str) -> Option<String> {
+        self.locations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(job_id)
+            .cloned()
+            .or_else(|| self.location.clone())
     }
 
     /// `jobs.get`.
     pub(crate) async fn get_job(&self, job_id: &str) -> Result<JobInfo, PortError> {
-        let req = self
-            .http
-            .get(format!(
-                "{}/projects/{}/jobs/{job_id}",
-                self.base, self.project
-            ))
-            .query(&self.location_query());
+        let location = self.location_of(job_id);
+        let mut req = self.http.get(format!(
+            "{}/projects/{}/jobs/{job_id}",
+            self.base, self.project
+        ));
+        if let Some(l) = &location {
+            req = req.query(&[("location", l.as_str())]);
+        }
         let job: JobResource<Value> = self.call_typed(req, "get job").await?;
         Ok(job.into_info(Some))
     }
@@ -363,7 +393,14 @@ impl BigQuery {
             .call_typed::<JobResource<IgnoredAny>>(req.json(&body), "insert job")
             .await
         {
-            Ok(job) => Ok(Inserted::New(job.into_info(|_| None))),
+            Ok(job) => {
+                let location = job
+                    .job_reference
+                    .as_ref()
+                    .and_then(|r| r.location.as_deref());
+                self.remember_location(job_id, location);
+                Ok(Inserted::New(job.into_info(|_| None)))
+            }
             Err(PortError::Permanent(m)) if m.starts_with("conflict:") => Ok(Inserted::Exists),
             Err(e) => Err(e),
         }
@@ -372,14 +409,10 @@ impl BigQuery {
     /// `jobs.cancel`.
     pub(crate) async fn cancel_job(&self, job_id: &str) -> Result<(), PortError> {
         let path = format!("projects/{}/jobs/{job_id}/cancel", self.project);
+        let location = self.location_of(job_id);
+        let query: Vec<(&str, &str)> = location.iter().map(|l| ("location", l.as_str())).collect();
         match self
-            .call(
-                Method::POST,
-                &path,
-                &self.location_query(),
-                None,
-                "cancel job",
-            )
+            .call(Method::POST, &path, &query, None, "cancel job")
             .await
         {
             Ok(_) | Err(PortError::NotFound(_)) => Ok(()),
@@ -431,6 +464,12 @@ impl BigQuery {
             .call(Method::POST, &path, &[], Some(&body), "query")
             .await?;
         let job_id = page["jobReference"]["jobId"].as_str().map(str::to_owned);
+        // Where BigQuery ran the query (from the tables it reads when no location is
+        // configured): its pages are read there.
+        let location = page["jobReference"]["location"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| self.location.clone());
         let mut names: Vec<String> = Vec::new();
         let mut out = Vec::new();
         loop {
@@ -470,7 +509,8 @@ impl BigQuery {
             if complete && token.is_none() {
                 break;
             }
-            let mut q: Vec<(&str, &str)> = self.location_query();
+            let mut q: Vec<(&str, &str)> =
+                location.iter().map(|l| ("location", l.as_str())).collect();
             q.push(("timeoutMs", "60000"));
             if let Some(t) = token.as_deref() {
                 q.push(("pageToken", t));

@@ -65,6 +65,29 @@ fn scope_uri(scope: &str) -> String {
     }
 }
 
+/// What a cluster's state (`ClusterStatus.state`) means for the job waiting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClusterPhase {
+    /// The job can be submitted.
+    Ready,
+    /// Not yet: the cluster is on its way up (or being changed).
+    Waiting,
+    /// The cluster will not run the job: it failed, or is going away.
+    Failed,
+}
+
+/// The phase of a cluster in `state`.
+pub(crate) fn cluster_phase(state: &str) -> ClusterPhase {
+    match state {
+        "RUNNING" => ClusterPhase::Ready,
+        "ERROR" | "ERROR_DUE_TO_UPDATE" | "DELETING" | "STOPPING" | "STOPPED" => {
+            ClusterPhase::Failed
+        }
+        // CREATING, STARTING, UPDATING, REPAIRING, SCHEDULED, UNKNOWN.
+        _ => ClusterPhase::Waiting,
+    }
+}
+
 /// The `Cluster` resource of a (rendered) spec.
 fn cluster_body(spec: &DataprocCluster, name: &str) -> Value {
     let k = &spec.cluster;
@@ -256,8 +279,8 @@ impl DataprocClusterEngine {
             terminal: false,
             error: None,
         };
-        match state {
-            "RUNNING" => {
+        match cluster_phase(state) {
+            ClusterPhase::Ready => {
                 let Some(job) = job else {
                     // Without the request the job cannot be submitted here; `follow` will.
                     return Ok(waiting);
@@ -275,7 +298,7 @@ impl DataprocClusterEngine {
                     Reply::Precondition(m) => Err(PortError::Transient(m)),
                 }
             }
-            "ERROR" | "ERROR_DUE_TO_UPDATE" | "DELETING" | "STOPPING" | "STOPPED" => {
+            ClusterPhase::Failed => {
                 let detail = text_at(&cluster, &["status", "detail"]).unwrap_or("no detail");
                 Ok(JobState {
                     state: "CLUSTER_ERROR".to_owned(),
@@ -285,8 +308,7 @@ impl DataprocClusterEngine {
                     )),
                 })
             }
-            // CREATING, STARTING, UPDATING, REPAIRING, UNKNOWN.
-            _ => Ok(waiting),
+            ClusterPhase::Waiting => Ok(waiting),
         }
     }
 }

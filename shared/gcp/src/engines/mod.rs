@@ -152,3 +152,133 @@ impl CloudEngines for Engines {
             .with("data_fusion", Arc::new(DataFusionEngine::new(api))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every state Google's API descriptions give each engine's jobs is classified by the
+    //! engine's code: terminal or not, and every terminal one ends the job (a state the code
+    //! does not know would leave a job polled forever, or end it while it still runs).
+
+    use conveyor_contract::Documents;
+    use conveyor_contract::cdap::{END_STATUSES, RUN_STATUSES};
+    use conveyor_core::config::BatchSpec;
+    use serde_json::json;
+
+    use super::dataproc_cluster::{ClusterPhase, cluster_phase};
+
+    fn docs() -> &'static Documents {
+        Documents::shared().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn spec(engine: serde_json::Value) -> BatchSpec {
+        serde_json::from_value(engine).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Each of `states` is exactly one of terminal and not terminal for `spec`.
+    #[track_caller]
+    fn classified(spec: &BatchSpec, states: &[String], terminal: &[&str]) {
+        assert!(!states.is_empty(), "the document lists no states");
+        for s in states {
+            let is_terminal = spec.terminal_states().contains(&s.as_str());
+            let is_open = spec.non_terminal_states().contains(&s.as_str());
+            assert!(
+                is_terminal != is_open,
+                "{}: {s} is {} (terminal: {is_terminal}, not terminal: {is_open})",
+                spec.engine(),
+                if is_terminal { "both" } else { "unclassified" }
+            );
+            assert_eq!(
+                spec.is_terminal(s),
+                terminal.contains(&s.as_str()),
+                "{}: {s}",
+                spec.engine()
+            );
+        }
+    }
+
+    #[test]
+    fn every_dataproc_batch_state_is_classified() {
+        let states = docs().enum_values("dataproc", "Batch", "/properties/state");
+        let s = spec(
+            json!({"engine": "dataproc_serverless", "project": "p", "region": "r",
+            "runtime_version": "2.2", "pyspark": {"main_python_file_uri": "gs://b/a.py"}}),
+        );
+        classified(&s, &states, &["SUCCEEDED", "FAILED", "CANCELLED"]);
+    }
+
+    #[test]
+    fn every_dataproc_job_state_is_classified() {
+        let states = docs().enum_values("dataproc", "JobStatus", "/properties/state");
+        let s = spec(
+            json!({"engine": "dataproc_cluster", "project": "p", "region": "r",
+            "cluster": {}, "pig": {"queries": ["sh true"]}}),
+        );
+        classified(&s, &states, &["DONE", "ERROR", "CANCELLED"]);
+    }
+
+    #[test]
+    fn every_dataproc_cluster_state_has_a_phase() {
+        let states = docs().enum_values("dataproc", "ClusterStatus", "/properties/state");
+        assert!(!states.is_empty());
+        for s in &states {
+            let expected = match s.as_str() {
+                "RUNNING" => ClusterPhase::Ready,
+                "ERROR" | "ERROR_DUE_TO_UPDATE" | "DELETING" | "STOPPING" | "STOPPED" => {
+                    ClusterPhase::Failed
+                }
+                "UNKNOWN" | "CREATING" | "UPDATING" | "STARTING" | "REPAIRING" | "SCHEDULED" => {
+                    ClusterPhase::Waiting
+                }
+                other => panic!("ClusterStatus.state {other} is new: decide what it means"),
+            };
+            assert_eq!(cluster_phase(s), expected, "{s}");
+        }
+    }
+
+    #[test]
+    fn every_dataflow_job_state_is_classified_and_a_paused_job_is_not_over() {
+        let states = docs().enum_values("dataflow", "Job", "/properties/currentState");
+        assert!(states.iter().any(|s| s == "JOB_STATE_PAUSED"));
+        let s = spec(
+            json!({"engine": "dataflow_flex", "project": "p", "region": "r",
+            "template": "gs://b/t.json"}),
+        );
+        classified(
+            &s,
+            &states,
+            &[
+                "JOB_STATE_DONE",
+                "JOB_STATE_FAILED",
+                "JOB_STATE_CANCELLED",
+                "JOB_STATE_UPDATED",
+                "JOB_STATE_DRAINED",
+            ],
+        );
+    }
+
+    #[test]
+    fn every_bigquery_job_state_is_classified() {
+        // BigQuery's JobStatus.state is a string whose description lists the states.
+        let description = docs()
+            .description("bigquery", "JobStatus", "/properties/state")
+            .expect("JobStatus.state");
+        let states: Vec<String> = description
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(states, ["PENDING", "RUNNING", "DONE"], "{description}");
+        let s = spec(json!({"engine": "sql", "query": "SELECT 1"}));
+        classified(&s, &states, &["DONE"]);
+    }
+
+    #[test]
+    fn every_cdap_run_status_is_classified() {
+        let states: Vec<String> = RUN_STATUSES.iter().map(|s| (*s).to_owned()).collect();
+        let s = spec(json!({"engine": "data_fusion",
+            "instance_url": "https://x-dot-r.datafusion.googleusercontent.com/api",
+            "pipeline": "p"}));
+        classified(&s, &states, END_STATUSES);
+    }
+}
