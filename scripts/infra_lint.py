@@ -11,9 +11,15 @@ Without the provider, `terraform validate` cannot run, so this does what it can 
 3. with --schema PACKAGE.tgz (the npm package @cdktf/provider-google, generated from the
    provider's schema): every argument and block of every google_* resource and data source
    exists at its place in the provider schema, every required argument is set, and every
-   attribute read from a resource (`google_x.y.attr`) exists.
+   attribute read from a resource (`google_x.y.attr`) exists. Resources of the other providers
+   the configuration uses are checked the same way against their own packages:
+   `provider = google-beta` resources against --beta-schema (@cdktf/provider-google-beta),
+   time_* resources (hashicorp/time: time_sleep) against --time-schema (@cdktf/provider-time);
+   a resource whose provider's schema is not given is reported, never skipped silently;
+4. every provider a module's resources use is declared in its required_providers.
 
-Usage: infra_lint.py [--schema PACKAGE.tgz] DIR   (prints one line per problem; exit 1 if any)
+Usage: infra_lint.py [--schema GOOGLE.tgz [--beta-schema BETA.tgz] [--time-schema TIME.tgz]] DIR
+(prints one line per problem; exit 1 if any)
 """
 
 from __future__ import annotations
@@ -104,7 +110,7 @@ def load_module(directory: Path, problems: list[str]) -> Module:
 
 
 REF = re.compile(r"(?<![\w.])(var|local|module|data)\.(\w+)(?:\.(\w+))?")
-RESOURCE_REF = re.compile(r"(?<![\w.])(google_\w+)\.(\w+)(?:\[[^\]]*\])?(?:\.(\w+))?")
+RESOURCE_REF = re.compile(r"(?<![\w.])((?:google|time)_\w+)\.(\w+)(?:\[[^\]]*\])?(?:\.(\w+))?")
 DATA_REF = re.compile(r"(?<![\w.])data\.(google_\w+)\.(\w+)(?:\[[^\]]*\])?(?:\.(\w+))?")
 
 
@@ -209,13 +215,27 @@ def parse_schema(js: str, dts: str) -> Schema:
     return Schema(structs, getters)
 
 
-def package_dir(rtype: str, kind: str) -> str:
-    base = rtype.removeprefix("google_").replace("_", "-")
-    return f"package/lib/{'data-google-' if kind == 'data' else ''}{base}"
+def provider_of(rtype: str, body: dict) -> str:
+    """The provider of a resource: its `provider` meta-argument, else its type's prefix."""
+    explicit = unquote(str(body.get("provider", ""))).removeprefix("${").removesuffix("}")
+    return explicit.split(".")[0] if explicit else rtype.split("_")[0]
 
 
-def load_schemas(tgz: Path, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], Schema]:
-    members = {f"{package_dir(t, k)}/{f}": (t, k, f) for t, k in wanted for f in ("index.js", "index.d.ts")}
+def package_dir(rtype: str, kind: str, provider: str = "google") -> str:
+    """Where a resource's bindings are in its provider's cdktf package: google's drop the
+    `google_` prefix (`lib/pubsub-topic`), google-beta's keep it (`lib/google-pubsub-topic`),
+    time's drop `time_` (`lib/sleep`)."""
+    if provider == "google-beta":
+        base = rtype.replace("_", "-")
+        return f"package/lib/{'data-' if kind == 'data' else ''}{base}"
+    prefix = "time_" if provider == "time" else "google_"
+    base = rtype.removeprefix(prefix).replace("_", "-")
+    data = f"data-{provider}-" if kind == "data" else ""
+    return f"package/lib/{data}{base}"
+
+
+def load_schemas(tgz: Path, wanted: set[tuple[str, str]], provider: str = "google") -> dict[tuple[str, str], Schema]:
+    members = {f"{package_dir(t, k, provider)}/{f}": (t, k, f) for t, k in wanted for f in ("index.js", "index.d.ts")}
     texts: dict[tuple[str, str], dict[str, str]] = {}
     with tarfile.open(tgz) as tar:
         for info in tar:
@@ -264,30 +284,61 @@ def check_body(schema: Schema, struct_name: str, body: dict, where: str, problem
         problems.append(f"{where}: the required {key} is not set")
 
 
-def check_schema(modules: list[Module], reads: list[tuple[str, str, str]], tgz: Path, problems: list[str]) -> int:
-    wanted = {(t, "resource") for m in modules for t, _ in m.resources} | {(t, "data") for m in modules for t, _ in m.data}
-    wanted = {(t, k) for t, k in wanted if t.startswith("google_")}
-    schemas = load_schemas(tgz, wanted)
-    for rtype, kind in sorted(wanted - set(schemas)):
-        problems.append(f"provider schema: there is no {kind} {rtype}")
+def check_schema(modules: list[Module], reads: list[tuple[str, str, str]], packages: dict[str, Path | None], problems: list[str]) -> int:
+    """Checks every resource and data source against its provider's package (`packages`:
+    provider name -> the .tgz, or None when not given)."""
+    by_provider: dict[str, set[tuple[str, str]]] = {}
+    for m in modules:
+        for kind, blocks in (("resource", m.resources), ("data", m.data)):
+            for (rtype, _), body in blocks.items():
+                by_provider.setdefault(provider_of(rtype, body), set()).add((rtype, kind))
+    schemas: dict[tuple[str, str, str], Schema] = {}
+    for provider, wanted in sorted(by_provider.items()):
+        tgz = packages.get(provider)
+        if tgz is None:
+            for rtype, kind in sorted(wanted):
+                problems.append(f"provider schema: no schema package given for provider {provider} ({kind} {rtype})")
+            continue
+        found = load_schemas(tgz, wanted, provider)
+        for rtype, kind in sorted(wanted - set(found)):
+            problems.append(f"provider schema: provider {provider} has no {kind} {rtype}")
+        schemas.update({(provider, t, k): v for (t, k), v in found.items()})
     checked = 0
+    providers_of_type: dict[tuple[str, str], set[str]] = {}
     for module in modules:
         for kind, blocks in (("resource", module.resources), ("data", module.data)):
             for (rtype, name), body in blocks.items():
-                schema = schemas.get((rtype, kind))
+                provider = provider_of(rtype, body)
+                providers_of_type.setdefault((rtype, kind), set()).add(provider)
+                schema = schemas.get((provider, rtype, kind))
                 if schema is not None:
                     check_body(schema, "<root>", body, f"{module.path}: {rtype}.{name}", problems)
                     checked += 1
     for rtype, attr, kind in reads:
-        schema = schemas.get((rtype, kind))
-        if schema is not None and camel(attr) not in schema.getters and attr not in schema.structs["<root>"].blocks:
-            problems.append(f"provider schema: {rtype} has no attribute {attr}")
+        for provider in providers_of_type.get((rtype, kind), set()):
+            schema = schemas.get((provider, rtype, kind))
+            if schema is not None and camel(attr) not in schema.getters and attr not in schema.structs["<root>"].blocks:
+                problems.append(f"provider schema: {rtype} has no attribute {attr}")
     return checked
+
+
+def check_providers(module: Module, problems: list[str]) -> None:
+    """Every provider a module's resources use is declared in its required_providers."""
+    declared: set[str] = set()
+    for doc in module.bodies:
+        for block in doc.get("terraform", []):
+            for req in block.get("required_providers", []):
+                declared |= {k for k in req if k not in INTERNAL_KEYS}
+    used = {provider_of(t, b) for (t, _), b in module.resources.items()} | {provider_of(t, b) for (t, _), b in module.data.items()}
+    for provider in sorted(used - declared):
+        problems.append(f"{module.path}: provider {provider} is used but not in required_providers")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schema", type=Path, help="the @cdktf/provider-google package (.tgz)")
+    parser.add_argument("--beta-schema", type=Path, help="the @cdktf/provider-google-beta package (.tgz)")
+    parser.add_argument("--time-schema", type=Path, help="the @cdktf/provider-time package (.tgz)")
     parser.add_argument("root", type=Path)
     args = parser.parse_args()
 
@@ -299,10 +350,12 @@ def main() -> int:
     for m in modules:
         reads += check_module(m, problems)
         check_calls(m, by_path, problems)
+        check_providers(m, problems)
     files = sum(1 for d in directories for _ in d.glob("*.tf"))
     summary = f"{files} files in {len(modules)} modules parsed"
     if args.schema:
-        checked = check_schema(modules, reads, args.schema, problems)
+        packages = {"google": args.schema, "google-beta": args.beta_schema, "time": args.time_schema}
+        checked = check_schema(modules, reads, packages, problems)
         summary += f"; {checked} resources and data sources checked against the provider schema"
     for p in problems:
         print(p)

@@ -14,7 +14,7 @@ echo "==> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "==> cargo build (the emulator tests run the function binaries as processes)"
 cargo build --workspace --bins --quiet
-echo "==> infra checks (Terraform, Dockerfile; see scripts/infra-check.sh)"
+echo "==> infra checks (Terraform, Dockerfile, the permissions contract; see scripts/infra-check.sh)"
 ./scripts/infra-check.sh
 echo "==> chromium (the console's browser test; Debian's package)"
 if ! [ -x /usr/bin/chromium ]; then

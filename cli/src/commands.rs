@@ -35,11 +35,43 @@ pub(crate) enum ValidateFormat {
     Json,
 }
 
-/// Checks `file`, reporting every error in one pass; exit status 1 when there is any.
-pub(crate) fn validate(file: &Path, format: ValidateFormat) -> anyhow::Result<ExitCode> {
+/// Where `conveyor validate --for` checks that a file can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DeployFor {
+    /// The Cloud Run functions that `infra/` deploys.
+    Gcp,
+}
+
+/// The deployment `--for` and `--landing-bucket` describe.
+pub(crate) fn deploy_target(
+    target: DeployFor,
+    landing_bucket: Option<&str>,
+) -> anyhow::Result<config::DeployTarget> {
+    let DeployFor::Gcp = target;
+    let landing_bucket = landing_bucket
+        .map(|b| {
+            conveyor_core::names::BucketName::parse(b)
+                .map_err(|e| anyhow::anyhow!("--landing-bucket: {e}"))
+        })
+        .transpose()?;
+    Ok(config::DeployTarget { landing_bucket })
+}
+
+/// Checks `file`, reporting every error in one pass; exit status 1 when there is any. With
+/// `deploy`, a valid file is also checked against what the deployment can run.
+pub(crate) fn validate(
+    file: &Path,
+    format: ValidateFormat,
+    deploy: Option<&config::DeployTarget>,
+) -> anyhow::Result<ExitCode> {
     let name = file.display().to_string();
     let (config, issues) = match config::load_file(file) {
-        Ok(c) => (Some(c), Vec::new()),
+        Ok(c) => {
+            let issues = deploy
+                .map(|d| config::deployment_issues(&c, d))
+                .unwrap_or_default();
+            (Some(c), issues)
+        }
         Err(ConfigError::Invalid { issues, .. }) => (None, issues),
         Err(e @ ConfigError::Read { .. }) => {
             let message = format!("{:#}", anyhow::Error::from(e));
@@ -78,14 +110,14 @@ pub(crate) fn validate(file: &Path, format: ValidateFormat) -> anyhow::Result<Ex
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         ValidateFormat::Text => match &config {
-            Some(c) => {
+            Some(c) if issues.is_empty() => {
                 let active = c.pipelines.iter().filter(|p| p.active).count();
                 println!(
                     "{name}: ok, {} pipeline(s), {active} active",
                     c.pipelines.len()
                 );
             }
-            None => {
+            _ => {
                 for i in &issues {
                     eprintln!("{name}:{i}");
                 }

@@ -57,6 +57,14 @@ enum Command {
         /// `text` (one line per error on stderr) or `json` (one document on stdout).
         #[arg(long, value_enum, default_value = "text")]
         format: commands::ValidateFormat,
+        /// Also check that the file can run where it is deployed: `gcp` refuses `engine:
+        /// local` batches and local stage sources (Terraform's deployment procedure runs it).
+        #[arg(long = "for", value_enum)]
+        target: Option<commands::DeployFor>,
+        /// With `--for gcp`: the deployment's landing bucket (Terraform's `landing_bucket`);
+        /// every stage and object trigger must name it, as only its arrivals start loads.
+        #[arg(long, requires = "target")]
+        landing_bucket: Option<String>,
     },
     /// Print the pipeline file's JSON Schema (for editors: completion, hover docs, inline
     /// errors). `examples/conveyor.schema.json` is a copy of it.
@@ -124,8 +132,17 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     conveyor_core::telemetry::init(conveyor_core::telemetry::LogFormat::Text, &cli.log);
     let result = match cli.command {
-        Command::Validate { file, format } => {
-            commands::validate(file.as_deref().unwrap_or(&cli.config), format)
+        Command::Validate {
+            file,
+            format,
+            target,
+            landing_bucket,
+        } => {
+            let config = file.as_deref().unwrap_or(&cli.config);
+            target
+                .map(|t| commands::deploy_target(t, landing_bucket.as_deref()))
+                .transpose()
+                .and_then(|deploy| commands::validate(config, format, deploy.as_ref()))
         }
         Command::Schema => commands::schema(),
         Command::Run { timeout } => {

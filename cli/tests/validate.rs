@@ -107,3 +107,82 @@ fn conveyor_schema_prints_the_committed_schema() {
         std::fs::read_to_string(repo_file("examples/conveyor.schema.json")).expect("schema");
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
+
+#[test]
+fn the_example_file_is_refused_for_google_cloud_naming_each_local_part() {
+    let example = repo_file("examples/conveyor.yaml");
+    let out = conveyor(&["validate", example.to_str().expect("path"), "--for", "gcp"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pipelines[0] (landing_import).stage.source")
+            && stderr.contains("local path"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(sales_avro).jobs[0] (batch).engine") && stderr.contains("engine: local"),
+        "{stderr}"
+    );
+    // The same file is valid for the embedded mode.
+    let plain = conveyor(&["validate", example.to_str().expect("path")]);
+    assert_eq!(plain.status.code(), Some(0));
+}
+
+#[test]
+fn a_file_for_google_cloud_passes_and_must_name_the_landing_bucket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("deploy.yaml");
+    std::fs::write(
+        &file,
+        r#"pipelines:
+  - name: orders
+    trigger: { object: { bucket: acme-landing, pattern: "orders/{date}/*.csv" }, manual: true }
+    stage: { source: "https://example.com/orders.csv", bucket: acme-landing, prefix: "orders/{date}/" }
+    load: { table: "analytics.orders_{date}", format: CSV }
+    jobs: [{ name: publish, engine: sql, query: "SELECT 1" }]
+"#,
+    )
+    .expect("write");
+    let name = file.to_str().expect("path");
+    let ok = conveyor(&[
+        "validate",
+        name,
+        "--for",
+        "gcp",
+        "--landing-bucket",
+        "acme-landing",
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let other = conveyor(&[
+        "validate",
+        name,
+        "--for",
+        "gcp",
+        "--landing-bucket",
+        "prod-landing",
+    ]);
+    assert_eq!(other.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        stderr.contains("stage.bucket") && stderr.contains("trigger.object.bucket"),
+        "{stderr}"
+    );
+    let json = conveyor(&[
+        "validate",
+        name,
+        "--for",
+        "gcp",
+        "--landing-bucket",
+        "prod-landing",
+        "--format",
+        "json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["errors"].as_array().map(Vec::len), Some(2));
+}

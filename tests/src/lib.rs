@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use conveyor_core::config;
 use conveyor_core::engines::Engines;
-use conveyor_core::event::StepName;
+use conveyor_core::event::{ConveyorEvent, StepName};
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::{PortError, RunLogRow};
 use conveyor_core::steps::Context;
@@ -202,6 +202,8 @@ pub struct Chain {
     pub ctx: Context,
     /// Tells when nothing is in flight.
     pub probe: QuietProbe,
+    /// Every event the runtime dispatched since the chain started.
+    events: std::sync::Mutex<tokio::sync::broadcast::Receiver<ConveyorEvent>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     runtime: Option<tokio::task::JoinHandle<()>>,
 }
@@ -217,6 +219,16 @@ impl Chain {
     /// # Panics
     /// When the configuration is invalid or the state cannot be created.
     pub async fn start_with(yaml: &str, engines: Option<Engines>) -> Self {
+        Self::start_configured(yaml, engines, true).await
+    }
+
+    /// Starts the chain on `yaml` with no bucket watcher (as `conveyor backfill` runs it): only
+    /// the objects announced by events load.
+    pub async fn start_unwatched(yaml: &str) -> Self {
+        Self::start_configured(yaml, None, false).await
+    }
+
+    async fn start_configured(yaml: &str, engines: Option<Engines>, watch: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config =
             Arc::new(config::parse_str(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}")));
@@ -228,13 +240,14 @@ impl Chain {
         .expect("open");
         let ctx = embedded.context();
         let probe = embedded.quiet_probe();
+        let events = std::sync::Mutex::new(embedded.events());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let options = RuntimeOptions {
             watch_interval: Duration::from_millis(30),
             tick_interval: Duration::from_millis(50),
             schedules: false,
             max_deliveries: 4,
-            watch_buckets: true,
+            watch_buckets: watch,
         };
         let runtime = tokio::spawn(async move {
             embedded
@@ -247,8 +260,29 @@ impl Chain {
             dir,
             ctx,
             probe,
+            events,
             stop: Some(tx),
             runtime: Some(runtime),
+        }
+    }
+
+    /// The events the runtime dispatched since the last call (since the start, the first
+    /// time), in order: each delivery's publication, so an event published twice is listed
+    /// twice.
+    ///
+    /// # Panics
+    /// When more events were published than the runtime's broadcast keeps (4,096) in between.
+    pub fn dispatched(&self) -> Vec<ConveyorEvent> {
+        let mut rx = self.events.lock().expect("lock");
+        let mut out = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(e) => out.push(e),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    panic!("{n} events were lost: read them more often")
+                }
+                Err(_) => return out,
+            }
         }
     }
 

@@ -845,3 +845,169 @@ pipelines:
     assert_eq!(chain.batch_dirs(), 1, "the manual pipeline ran");
     chain.stop().await;
 }
+
+fn web_sales(url: &str) -> String {
+    format!(
+        r#"
+pipelines:
+  - name: web_sales
+    trigger:
+      object: {{ bucket: landing, pattern: "sales/{{date}}/*.csv" }}
+      manual: true
+    stage:
+      source: {{ https: {{ urls: ["{url}"] }} }}
+      bucket: landing
+      prefix: "sales/{{date}}/"
+    load: {{ table: "analytics.web_{{date}}", format: CSV, skip_leading_rows: 1 }}
+"#
+    )
+}
+
+/// How many times the chain published `kind` for `pipeline`.
+fn published(events: &[ConveyorEvent], pipeline: &str, kind: EventType) -> usize {
+    events
+        .iter()
+        .filter(|e| e.kind == kind && e.pipeline.as_ref().is_some_and(|p| p.as_str() == pipeline))
+        .count()
+}
+
+#[tokio::test]
+async fn a_staged_object_reaches_load_once_by_its_arrival_not_also_by_its_staged_event() {
+    let url = serve_csv(std::fs::read(example("orders.csv")).expect("example")).await;
+    let chain = Chain::start(&web_sales(&url)).await;
+    let (status, reply) = chain
+        .post(
+            StepName::Stage,
+            r#"{"pipeline": "web_sales"}"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    chain.settle(Duration::from_secs(30)).await;
+    let events = chain.dispatched();
+    assert_eq!(published(&events, "web_sales", EventType::ObjectStaged), 1);
+    assert_eq!(
+        published(&events, "web_sales", EventType::TableLoaded),
+        1,
+        "the load step ran once for the object: {:#?}",
+        events.iter().map(|e| e.kind).collect::<Vec<_>>()
+    );
+    let today = chrono::Utc::now().format("%Y_%m_%d").to_string();
+    assert_eq!(
+        chain.rows(&format!("analytics.web_{today}")).await,
+        input_rows("orders.csv")
+    );
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_bucket_watcher_the_staged_event_stands_in_for_the_arrival() {
+    let url = serve_csv(std::fs::read(example("orders.csv")).expect("example")).await;
+    let chain = Chain::start_unwatched(&web_sales(&url)).await;
+    let (status, reply) = chain
+        .post(
+            StepName::Stage,
+            r#"{"pipeline": "web_sales"}"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    chain.settle(Duration::from_secs(30)).await;
+    let events = chain.dispatched();
+    assert_eq!(published(&events, "web_sales", EventType::TableLoaded), 1);
+    let today = chrono::Utc::now().format("%Y_%m_%d").to_string();
+    assert_eq!(
+        chain.rows(&format!("analytics.web_{today}")).await,
+        input_rows("orders.csv")
+    );
+    chain.stop().await;
+}
+
+/// A batch engine whose every state read takes `DELAY` (a slow engine API).
+struct SlowEngine;
+
+const SLOW_READ: Duration = Duration::from_millis(300);
+
+#[async_trait::async_trait]
+impl conveyor_core::ports::BatchEngine for SlowEngine {
+    async fn submit(
+        &self,
+        req: &conveyor_core::ports::BatchRequest,
+    ) -> Result<conveyor_core::ports::Submitted, conveyor_core::ports::PortError> {
+        Ok(conveyor_core::ports::Submitted {
+            job_id: req.job_id.clone(),
+            adopted: false,
+        })
+    }
+    async fn state(
+        &self,
+        _: &conveyor_core::config::BatchSpec,
+        _: &conveyor_core::names::JobId,
+    ) -> Result<conveyor_core::ports::JobState, conveyor_core::ports::PortError> {
+        tokio::time::sleep(SLOW_READ).await;
+        Ok(conveyor_core::ports::JobState {
+            state: "RUNNING".to_owned(),
+            terminal: false,
+            error: None,
+        })
+    }
+    async fn cancel(
+        &self,
+        _: &conveyor_core::config::BatchSpec,
+        _: &conveyor_core::names::JobId,
+    ) -> Result<(), conveyor_core::ports::PortError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_poll_tick_ends_within_its_budget_and_leaves_the_rest_to_the_next_tick() {
+    const JOBS: usize = 12;
+    let engines =
+        conveyor_core::engines::Engines::new().with_local(std::sync::Arc::new(SlowEngine));
+    let mut chain = Chain::start_with(
+        r#"
+pipelines:
+  - name: slow
+    trigger: { manual: true }
+    batch: { engine: local, command: "true" }
+    poll: { timeout: 1h }
+"#,
+        Some(engines),
+    )
+    .await;
+    for i in 0..JOBS {
+        let (status, reply) = chain
+            .post(
+                StepName::Submit,
+                &format!(r#"{{"pipeline":"slow","key":"k{i}"}}"#),
+                "application/json",
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while statuses(&chain.run_log().await, "slow", "submit").len() < JOBS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the jobs were not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let budget = Duration::from_millis(700);
+    chain.ctx.options.tick_budget = budget;
+    let began = std::time::Instant::now();
+    let (status, reply) = chain
+        .post(StepName::Poll, r#"{"tick":true}"#, "application/json")
+        .await;
+    let took = began.elapsed();
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    // Checking all of them one after another takes JOBS × SLOW_READ = 3.6 s.
+    assert!(
+        took < Duration::from_millis(2500),
+        "the tick took {took:?} with a budget of {budget:?}"
+    );
+    let summary = reply["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("left for the next tick"), "{reply}");
+    chain.stop().await;
+}

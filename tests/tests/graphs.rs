@@ -493,3 +493,65 @@ fn every_example_configuration_validates() {
     }
     assert!(seen >= 5, "only {seen} example files");
 }
+
+#[tokio::test]
+async fn a_for_each_job_starts_each_row_by_its_own_event_not_inside_the_starting_request() {
+    const ROWS: usize = 40;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let marks = tmp.path().join("units");
+    let rows: Vec<String> = (0..ROWS).map(|i| format!("{{unit: u{i}}}")).collect();
+    let yaml = format!(
+        r#"
+pipelines:
+  - name: many
+    trigger: {{ manual: true }}
+    poll: {{ interval: 50ms }}
+    jobs:
+      - name: per_unit
+        engine: local
+        command: "echo {{unit}} >> MARKS"
+        for_each: {{ rows: [{}] }}
+"#,
+        rows.join(", ")
+    )
+    .replace("MARKS", &marks.display().to_string());
+    let chain = Chain::start(&yaml).await;
+    let (status, reply) = chain
+        .post(
+            StepName::Submit,
+            r#"{"pipeline":"many","key":"k1"}"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let events: Vec<&str> = reply["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.starts_with("dev.conveyor.row.queued "))
+            .count(),
+        ROWS,
+        "one event per row: {events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.starts_with("dev.conveyor.batch.submitted ")),
+        "the starting request submitted rows itself: {events:?}"
+    );
+    wait_for(&chain, Duration::from_secs(60), "the run's end", |log| {
+        !run_ends(log, "many").is_empty()
+    })
+    .await;
+    let mut units = lines(&marks);
+    units.sort();
+    units.dedup();
+    assert_eq!(units.len(), ROWS, "every row ran, each by its own delivery");
+    assert_eq!(run_ends(&chain.run_log().await, "many"), ["SUCCEEDED"]);
+    chain.stop().await;
+}

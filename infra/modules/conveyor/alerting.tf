@@ -57,9 +57,11 @@ resource "google_logging_metric" "run_failures" {
   project     = var.project_id
   name        = local.failure_metric
   description = "Conveyor runs that ended FAILED, TIMED_OUT or REJECTED, by pipeline and status (the log function's \"run ended in failure\" lines)."
-  filter      = <<-FILTER
+  # The service's name, not a reference to it: the metric (and the wait below) need not wait
+  # for the service.
+  filter = <<-FILTER
     resource.type="cloud_run_revision"
-    resource.labels.service_name="${google_cloud_run_v2_service.function["log"].name}"
+    resource.labels.service_name="${local.prefix}-log"
     jsonPayload.message="run ended in failure"
   FILTER
 
@@ -84,6 +86,19 @@ resource "google_logging_metric" "run_failures" {
   label_extractors = {
     pipeline = "EXTRACT(jsonPayload.pipeline)"
     status   = "EXTRACT(jsonPayload.status)"
+  }
+}
+
+# Cloud Monitoring may answer 404 for a log-based metric created in the last ten minutes ("If a
+# metric was created recently, it could take up to 10 minutes to become available"), which
+# would fail the first apply at the alert policy. The wait runs while the rest is created.
+resource "time_sleep" "metric" {
+  count = var.alerting_enabled ? 1 : 0
+
+  create_duration = var.metric_wait
+
+  triggers = {
+    metric = google_logging_metric.run_failures[0].id
   }
 }
 
@@ -120,6 +135,8 @@ resource "google_monitoring_alert_policy" "run_failures" {
   alert_strategy {
     auto_close = "86400s"
   }
+
+  depends_on = [time_sleep.metric]
 
   documentation {
     mime_type = "text/markdown"

@@ -7,8 +7,17 @@
 
 locals {
   console = var.console_domain != null
-  # Google's IAP service agent calls the service once IAP has let a user through.
-  iap_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-iap.iam.gserviceaccount.com"
+}
+
+# Google's IAP service agent calls the service once IAP has let a user through. Enabling the
+# IAP API does not create it: granting it a role before it exists fails the apply ("service
+# account ... does not exist"). google_project_service_identity creates it.
+resource "google_project_service_identity" "iap" {
+  provider = google-beta
+  count    = local.console ? 1 : 0
+
+  project = var.project_id
+  service = "iap.googleapis.com"
 }
 
 resource "google_service_account" "console" {
@@ -137,7 +146,8 @@ resource "google_cloud_run_v2_service" "console" {
     }
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.console_config_reader]
+  # A revision that cannot read its configuration would not start; IAM grants take a while.
+  depends_on = [time_sleep.iam_propagation]
 }
 
 # Only IAP's agent may invoke the service: every request has passed IAP first.
@@ -148,7 +158,10 @@ resource "google_cloud_run_v2_service_iam_member" "console_iap_invoker" {
   location = var.region
   name     = google_cloud_run_v2_service.console[0].name
   role     = "roles/run.invoker"
-  member   = local.iap_agent
+  member   = google_project_service_identity.iap[0].member
+
+  # A new service agent's first grant may be refused for a while.
+  depends_on = [time_sleep.service_agents]
 }
 
 resource "google_compute_region_network_endpoint_group" "console" {

@@ -22,7 +22,10 @@ resource "google_service_account" "invoker" {
 }
 
 locals {
-  gcp_batch = var.dataproc_enabled || var.dataflow_enabled || var.datafusion_instance != null
+  # Engines whose jobs run as a service account Conveyor names (Dataproc batches and clusters,
+  # Dataflow workers). Data Fusion runs pipelines as its own instance's account: it needs
+  # neither a batch account nor actAs on one.
+  gcp_batch = var.dataproc_enabled || var.dataflow_enabled
   # The account batch jobs run as: the operator's, or one created here.
   create_batch_account = local.gcp_batch && var.batch_service_account_email == null
   batch_account_email = (
@@ -36,10 +39,15 @@ locals {
 
   bucket_grants = merge(
     {
-      # Incremental copies read what is there and overwrite changed objects.
-      "stage-landing" = { function = "stage", bucket = local.landing_bucket, role = "roles/storage.objectUser" }
-      # Reads the arrived object's metadata; BigQuery reads its content as this account.
-      "load-landing" = { function = "load", bucket = local.landing_bucket, role = "roles/storage.objectViewer" }
+      # Stage copies objects, replacing changed ones (create and delete), and keeps its
+      # watermark and lease under _conveyor/stage/. Load reads the arrived object's generation
+      # (BigQuery reads its content as this account), lists a marker's folder, and keeps load
+      # windows under _conveyor/windows/ (create, list, read, delete); poll closes windows and
+      # re-runs their loads. The custom role holds exactly those four permissions: objectUser
+      # would add update, restore, move, folders and multipart uploads.
+      "stage-landing" = { function = "stage", bucket = local.landing_bucket, role = google_project_iam_custom_role.landing_writer.id }
+      "load-landing"  = { function = "load", bucket = local.landing_bucket, role = google_project_iam_custom_role.landing_writer.id }
+      "poll-landing"  = { function = "poll", bucket = local.landing_bucket, role = google_project_iam_custom_role.landing_writer.id }
     },
     { for b in var.source_buckets : "stage-source-${b}" => { function = "stage", bucket = b, role = "roles/storage.objectViewer" } },
     # Launching a job reads its code or template (a flex template's spec) as the caller.
@@ -52,6 +60,10 @@ locals {
     # `sql` jobs run as submit and write tables of the datasets; `for_each` reads a
     # configuration table from them.
     { for d in var.datasets : "submit-${d}" => { function = "submit", dataset = d, role = "roles/bigquery.dataEditor" } },
+    # Poll runs BigQuery jobs as itself too: a load re-run after a transient failure, a load
+    # window it closes, a `sql` job's attempts after the first, a fan-in run's first job and
+    # its `for_each` reads.
+    { for d in var.datasets : "poll-${d}" => { function = "poll", dataset = d, role = "roles/bigquery.dataEditor" } },
     {
       # Writes run-log rows (insertAll, no job) and makes sure the table exists.
       "log-run-log" = { function = "log", dataset = var.run_log_dataset, role = "roles/bigquery.dataEditor" }
@@ -132,6 +144,20 @@ resource "google_project_iam_custom_role" "dataproc_runner" {
   ]
 }
 
+# What the landing bucket's writers do, and nothing more (see local.bucket_grants).
+resource "google_project_iam_custom_role" "landing_writer" {
+  project     = var.project_id
+  role_id     = "${replace(local.prefix, "-", "_")}_landing_writer"
+  title       = "Conveyor landing writer (${local.prefix})"
+  description = "Create, read, list and delete objects of the Conveyor landing bucket (copies, watermarks, leases, load windows); granted on that bucket only."
+  permissions = [
+    "storage.objects.create",
+    "storage.objects.delete",
+    "storage.objects.get",
+    "storage.objects.list",
+  ]
+}
+
 # The poll function follows BigQuery jobs that other accounts inserted: load jobs (the load
 # function's account) and `sql` jobs (submit's). roles/bigquery.jobUser lets an account read
 # and cancel only its own jobs, so poll gets exactly jobs.get and jobs.update (cancel on
@@ -155,14 +181,22 @@ resource "google_project_iam_member" "function" {
   member  = google_service_account.function[each.value.function].member
 }
 
+# Data Fusion: roles/datafusion.runner gives access to an instance's runtime (the CDAP REST
+# API). On an instance with role-based access control the namespace's permissions decide as
+# well: starting and stopping a run needs datafusion.pipelines.execute, which runner lacks;
+# roles/datafusion.developer is the narrowest predefined role that holds it (Data Fusion RBAC
+# takes no custom roles).
 resource "google_data_fusion_instance_iam_member" "runner" {
-  for_each = var.datafusion_instance == null ? toset([]) : toset(["submit", "poll"])
+  for_each = var.datafusion_instance == null ? {} : merge(
+    { for f in ["submit", "poll"] : "${f} runner" => { function = f, role = "roles/datafusion.runner" } },
+    var.datafusion_instance.rbac ? { for f in ["submit", "poll"] : "${f} developer" => { function = f, role = "roles/datafusion.developer" } } : {},
+  )
 
   project = var.project_id
   region  = var.datafusion_instance.region
   name    = var.datafusion_instance.name
-  role    = "roles/datafusion.runner"
-  member  = google_service_account.function[each.key].member
+  role    = each.value.role
+  member  = google_service_account.function[each.value.function].member
 }
 
 # The pipeline file, mounted into every service.
@@ -218,13 +252,28 @@ resource "google_bigquery_dataset_iam_member" "batch" {
 
 resource "google_storage_bucket_iam_member" "batch" {
   for_each = local.create_batch_account ? merge(
-    { landing = local.landing_bucket },
-    { for b in var.batch_code_buckets : "code-${b}" => b },
+    # Jobs read what was loaded and their code.
+    { landing = { bucket = local.landing_bucket, role = "roles/storage.objectViewer" } },
+    { for b in var.batch_code_buckets : "code-${b}" => { bucket = b, role = "roles/storage.objectViewer" } },
+    # Dataflow's temp and staging files: the launcher and the workers write, read, list and
+    # delete them.
+    { for b in var.dataflow_staging_buckets : "staging-${b}" => { bucket = b, role = "roles/storage.objectUser" } },
   ) : {}
 
-  bucket = each.value
-  role   = "roles/storage.objectViewer"
+  bucket = each.value.bucket
+  role   = each.value.role
   member = google_service_account.batch[0].member
+}
+
+# A flex template's launcher VM pulls the template's image as the batch account.
+resource "google_artifact_registry_repository_iam_member" "batch" {
+  for_each = local.create_batch_account ? { for r in var.batch_image_repositories : "${r.location}/${r.name}" => r } : {}
+
+  project    = var.project_id
+  location   = each.value.location
+  repository = each.value.name
+  role       = "roles/artifactregistry.reader"
+  member     = google_service_account.batch[0].member
 }
 
 resource "google_service_account_iam_member" "batch_user" {
@@ -256,10 +305,55 @@ resource "google_cloud_run_v2_service_iam_member" "manual" {
   member   = each.value[1]
 }
 
+# Operators: `conveyor status` queries the run log; `conveyor replay` pulls the dead-letter
+# subscription, re-publishes to the events (and notifications) topic and records each replay
+# in the run log.
+resource "google_project_iam_member" "operator_bigquery_jobs" {
+  for_each = toset(var.operators)
+
+  project = var.project_id
+  role    = "roles/bigquery.jobUser"
+  member  = each.key
+}
+
+resource "google_bigquery_dataset_iam_member" "operator_run_log" {
+  for_each = toset(var.operators)
+
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.dataset[var.run_log_dataset].dataset_id
+  role       = "roles/bigquery.dataEditor"
+  member     = each.key
+}
+
+resource "google_pubsub_subscription_iam_member" "operator_dead_letters" {
+  for_each = toset(var.operators)
+
+  project      = var.project_id
+  subscription = google_pubsub_subscription.dead_letter.name
+  role         = "roles/pubsub.subscriber"
+  member       = each.key
+}
+
+resource "google_pubsub_topic_iam_member" "operator_replay" {
+  for_each = {
+    for pair in setproduct(var.operators, ["events", "notifications"]) : "${pair[1]} ${pair[0]}" => {
+      member = pair[0]
+      topic  = pair[1] == "events" ? google_pubsub_topic.events.name : google_pubsub_topic.gcs_notifications.name
+    }
+  }
+
+  project = var.project_id
+  topic   = each.value.topic
+  role    = "roles/pubsub.publisher"
+  member  = each.value.member
+}
+
 # Pub/Sub mints the push requests' OIDC tokens as the invoker. Projects created before
 # April 2021 need this grant explicitly; later ones have it through the service agent role.
 resource "google_service_account_iam_member" "pubsub_token_creator" {
   service_account_id = google_service_account.invoker.name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.pubsub_agent
+
+  depends_on = [time_sleep.service_agents]
 }

@@ -68,17 +68,46 @@ locals {
     f => "https://${local.prefix}-${f}-${data.google_project.this.number}.${var.region}.run.app"
   }
   # The functions' own check of their callers (`CONVEYOR_AUTH_*`): Pub/Sub push and Cloud
-  # Scheduler call as the invoker account; `var.callers` adds operators.
+  # Scheduler call as the invoker account; `var.callers` adds operators. Every service requires
+  # authentication (no allUsers invoker anywhere in this module), so Cloud Run has verified each
+  # token's signature and forwards it with the signature removed: the functions check its
+  # claims (CONVEYOR_AUTH_MODE=cloud-run), as a signature check would refuse every call.
   auth_env = {
     for f in keys(local.function_defaults) : f => var.verify_callers ? {
       CONVEYOR_AUTH_AUDIENCES = local.function_audience[f]
       CONVEYOR_AUTH_ALLOWED   = join(",", concat([google_service_account.invoker.email], var.callers))
+      CONVEYOR_AUTH_MODE      = "cloud-run"
     } : {}
   }
 
   landing_bucket = var.create_landing_bucket ? google_storage_bucket.landing[0].name : var.landing_bucket
   datasets       = toset(concat([var.run_log_dataset], var.datasets))
 
-  # Google-managed service agents that act for Pub/Sub and Cloud Storage.
-  pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  # The Pub/Sub service agent: it signs the pushes' OIDC tokens, dead-letters and writes the
+  # native subscriptions. Enabling the API does not always create it (projects whose API was
+  # enabled long ago, or by an organization policy); google_project_service_identity does.
+  pubsub_agent = google_project_service_identity.pubsub.member
+
+  # Pub/Sub's retry policy waits from `retry_minimum_backoff`, doubling, up to
+  # `retry_maximum_backoff` between deliveries. The deliveries that cover
+  # `delivery_outage_window` (a backend down that long loses no event: Pub/Sub keeps trying):
+  # the first count whose waits add up to the window.
+  backoff_min_s = tonumber(trimsuffix(var.retry_minimum_backoff, "s"))
+  backoff_max_s = tonumber(trimsuffix(var.retry_maximum_backoff, "s"))
+  retry_covers = {
+    for n in range(5, 101) : tostring(n) => sum(concat([0], [
+      for i in range(n - 1) : min(local.backoff_min_s * pow(2, i), local.backoff_max_s)
+    ]))
+  }
+  attempts_for_window = min(concat([100], [
+    for n in range(5, 101) : n if local.retry_covers[tostring(n)] >= var.delivery_outage_window_seconds
+  ])...)
+  max_delivery_attempts = coalesce(var.max_delivery_attempts, local.attempts_for_window)
+}
+
+resource "google_project_service_identity" "pubsub" {
+  provider = google-beta
+
+  project = var.project_id
+  service = "pubsub.googleapis.com"
 }

@@ -143,7 +143,7 @@ resource "google_pubsub_subscription" "message" {
 
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.messages_dead_letter[0].id
-    max_delivery_attempts = var.max_delivery_attempts
+    max_delivery_attempts = local.max_delivery_attempts
   }
 
   expiration_policy {
@@ -175,7 +175,7 @@ resource "google_pubsub_subscription" "bigquery" {
 
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.messages_dead_letter[0].id
-    max_delivery_attempts = var.max_delivery_attempts
+    max_delivery_attempts = local.max_delivery_attempts
   }
 
   expiration_policy {
@@ -215,7 +215,7 @@ resource "google_pubsub_subscription" "cloud_storage" {
 
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.messages_dead_letter[0].id
-    max_delivery_attempts = var.max_delivery_attempts
+    max_delivery_attempts = local.max_delivery_attempts
   }
 
   expiration_policy {
@@ -236,6 +236,8 @@ resource "google_pubsub_topic_iam_member" "messages_dead_letter_publisher" {
   topic   = google_pubsub_topic.messages_dead_letter[0].name
   role    = "roles/pubsub.publisher"
   member  = local.pubsub_agent
+
+  depends_on = [time_sleep.service_agents]
 }
 
 resource "google_pubsub_subscription_iam_member" "messages_dead_letter_subscriber" {
@@ -249,6 +251,8 @@ resource "google_pubsub_subscription_iam_member" "messages_dead_letter_subscribe
   subscription = each.value
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
+
+  depends_on = [time_sleep.service_agents]
 }
 
 resource "google_bigquery_dataset_iam_member" "pubsub_writer" {
@@ -258,6 +262,8 @@ resource "google_bigquery_dataset_iam_member" "pubsub_writer" {
   dataset_id = split(".", each.key)[1]
   role       = "roles/bigquery.dataEditor"
   member     = local.pubsub_agent
+
+  depends_on = [time_sleep.service_agents]
 }
 
 resource "google_storage_bucket_iam_member" "pubsub_writer" {
@@ -269,6 +275,8 @@ resource "google_storage_bucket_iam_member" "pubsub_writer" {
   bucket = each.value.bucket
   role   = each.value.role
   member = local.pubsub_agent
+
+  depends_on = [time_sleep.service_agents]
 }
 
 output "message_subscriptions" {

@@ -15,9 +15,14 @@ variable "postgres_url_secret_id" {
 }
 
 variable "cloudsql_instances" {
-  description = "Cloud SQL instances (`PROJECT:REGION:INSTANCE`) the log function connects to through Cloud Run's built-in Cloud SQL connection (the Cloud SQL Auth Proxy, as a Unix socket under /cloudsql): the connection string then reads `postgresql://USER:PASSWORD@/DB?host=/cloudsql/PROJECT:REGION:INSTANCE`. The log function gets roles/cloudsql.client. Empty for a connection over private IP with TLS."
+  description = "Cloud SQL instances (`PROJECT:REGION:INSTANCE`) the log function connects to through Cloud Run's built-in Cloud SQL connection (the Cloud SQL Auth Proxy, as a Unix socket under /cloudsql): the connection string then reads `postgresql://USER:PASSWORD@/DB?host=/cloudsql/PROJECT:REGION:INSTANCE`. The log function gets roles/cloudsql.client, limited to each instance by an IAM condition. Empty for a connection over private IP with TLS."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for i in var.cloudsql_instances : can(regex("^[^:]+:[^:]+:[^:]+$", i))])
+    error_message = "cloudsql_instances are connection names PROJECT:REGION:INSTANCE."
+  }
 }
 
 variable "vpc_egress" {
@@ -32,7 +37,8 @@ variable "vpc_egress" {
 locals {
   # Environment variables of single functions, over `local.env`.
   function_env = {
-    log = var.alerts_topic_enabled ? { CONVEYOR_ALERTS_TOPIC = google_pubsub_topic.alerts[0].id } : {}
+    log  = var.alerts_topic_enabled ? { CONVEYOR_ALERTS_TOPIC = google_pubsub_topic.alerts[0].id } : {}
+    poll = { CONVEYOR_TICK_BUDGET = "${var.poll_tick_budget_seconds}s" }
   }
   # The functions that reach private networks, when `vpc_egress` is set.
   private_egress = var.vpc_egress == null ? toset([]) : toset(["submit", "poll", "log"])
@@ -52,10 +58,18 @@ resource "google_secret_manager_secret_iam_member" "onprem" {
   member    = google_service_account.function[each.value.function].member
 }
 
+# roles/cloudsql.client is granted on projects only; an IAM condition limits each grant to one
+# of `cloudsql_instances` (Cloud SQL's resource name `projects/P/instances/I`).
 resource "google_project_iam_member" "log_cloudsql_client" {
-  count = length(var.cloudsql_instances) > 0 ? 1 : 0
+  for_each = toset(var.cloudsql_instances)
 
   project = var.project_id
   role    = "roles/cloudsql.client"
   member  = google_service_account.function["log"].member
+
+  condition {
+    title       = "cloudsql-${split(":", each.key)[2]}"
+    description = "The log function's PostgreSQL sink, only this instance."
+    expression  = "resource.name == \"projects/${split(":", each.key)[0]}/instances/${split(":", each.key)[2]}\""
+  }
 }

@@ -62,7 +62,7 @@ resource "google_pubsub_subscription" "push" {
 
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.dead_letter.id
-    max_delivery_attempts = var.max_delivery_attempts
+    max_delivery_attempts = local.max_delivery_attempts
   }
 
   expiration_policy {
@@ -73,6 +73,10 @@ resource "google_pubsub_subscription" "push" {
     precondition {
       condition     = length(each.value) <= 256
       error_message = "The Pub/Sub filter of ${each.key} is longer than 256 bytes: ${each.value}"
+    }
+    precondition {
+      condition     = local.retry_covers[tostring(local.max_delivery_attempts)] >= var.delivery_outage_window_seconds
+      error_message = "max_delivery_attempts = ${local.max_delivery_attempts} dead-letters an event after ${local.retry_covers[tostring(local.max_delivery_attempts)]} s of retries, less than delivery_outage_window_seconds (${var.delivery_outage_window_seconds}): a backend down that long would lose events to the dead-letter topic. Raise max_delivery_attempts (or leave it null), or lower the window knowingly."
     }
   }
 
@@ -89,6 +93,8 @@ resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
   topic   = google_pubsub_topic.dead_letter.name
   role    = "roles/pubsub.publisher"
   member  = local.pubsub_agent
+
+  depends_on = [time_sleep.service_agents]
 }
 
 resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
@@ -101,4 +107,6 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
   subscription = each.value
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
+
+  depends_on = [time_sleep.service_agents]
 }

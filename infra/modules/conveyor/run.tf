@@ -156,6 +156,35 @@ resource "google_cloud_run_v2_service" "function" {
     }
   }
 
-  # A revision that cannot read its configuration would not start.
-  depends_on = [google_secret_manager_secret_iam_member.config_reader]
+  # A revision that cannot read its configuration would not start, and a grant takes a while
+  # to apply everywhere.
+  depends_on = [time_sleep.iam_propagation]
+}
+
+# Google applies IAM changes within a few minutes, not at once: a resource created right after
+# the grant it needs (a service mounting the config secret, a bucket notification publishing
+# as Cloud Storage's agent) can be refused on a first apply. This waits once, after those
+# grants, and again only when they change.
+resource "time_sleep" "iam_propagation" {
+  create_duration = var.iam_propagation_wait
+
+  triggers = {
+    grants = join(",", sort(concat(
+      [for g in google_secret_manager_secret_iam_member.config_reader : g.id],
+      [for g in google_secret_manager_secret_iam_member.console_config_reader : g.id],
+      [google_pubsub_topic_iam_member.gcs_publisher.id],
+    )))
+  }
+}
+
+# The same after creating Google's service agents, before their first grants.
+resource "time_sleep" "service_agents" {
+  create_duration = var.iam_propagation_wait
+
+  triggers = {
+    agents = join(",", concat(
+      [google_project_service_identity.pubsub.email],
+      [for a in google_project_service_identity.iap : a.email],
+    ))
+  }
 }

@@ -50,13 +50,14 @@ resource "google_cloud_scheduler_job" "pipeline" {
 # Checks every open batch: follows it to a terminal state, times it out, resubmits a failed
 # attempt after its backoff. Missing a tick costs a minute, so it is not retried.
 resource "google_cloud_scheduler_job" "poll_tick" {
-  project          = var.project_id
-  region           = local.scheduler_region
-  name             = "${local.prefix}-poll-tick"
-  description      = "Conveyor poll tick: checks every open batch."
-  schedule         = var.poll_tick_schedule
-  time_zone        = "Etc/UTC"
-  attempt_deadline = "${max(15, min(1800, local.functions.poll.timeout_seconds))}s"
+  project     = var.project_id
+  region      = local.scheduler_region
+  name        = "${local.prefix}-poll-tick"
+  description = "Conveyor poll tick: checks every open batch."
+  schedule    = var.poll_tick_schedule
+  time_zone   = "Etc/UTC"
+  # The tick stops within its budget (CONVEYOR_TICK_BUDGET): it never runs into the next one.
+  attempt_deadline = "${max(15, min(1800, var.poll_tick_budget_seconds + 15))}s"
 
   retry_config {
     retry_count = 0
@@ -72,6 +73,13 @@ resource "google_cloud_scheduler_job" "poll_tick" {
     oidc_token {
       service_account_email = google_service_account.invoker.email
       audience              = local.function_audience["poll"]
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.poll_tick_schedule != "* * * * *" || var.poll_tick_budget_seconds <= 50
+      error_message = "poll_tick_budget_seconds must stay under the tick's minute (at most 50 with `* * * * *`): ticks would overlap."
     }
   }
 

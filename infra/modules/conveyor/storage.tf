@@ -55,6 +55,34 @@ resource "google_pubsub_topic_iam_member" "gcs_publisher" {
   member  = data.google_storage_project_service_account.gcs.member
 }
 
+locals {
+  # The pipeline file, read for what only Terraform can check (the buckets it names against
+  # this deployment's); `conveyor validate --for gcp` checks the rest.
+  pipeline_file = try(yamldecode(file(var.config_file)), { pipelines = [] })
+  config_buckets = distinct(compact(flatten([
+    for p in try(local.pipeline_file.pipelines, []) : [
+      try(p.stage.bucket, ""),
+      try(p.trigger.object.bucket, ""),
+    ]
+  ])))
+
+  # BigQuery loads from a bucket in the dataset's location, or inside its multi-region; a
+  # dataset in the US multi-region loads from anywhere
+  # (https://cloud.google.com/bigquery/docs/batch-loading-data#data-locations). The EU
+  # multi-region's regions are those BigQuery lists under it
+  # (https://cloud.google.com/bigquery/docs/locations#multi-regions).
+  eu_regions = [
+    "europe-central2", "europe-north1", "europe-north2", "europe-southwest1", "europe-west1",
+    "europe-west3", "europe-west4", "europe-west8", "europe-west9", "europe-west10", "europe-west12",
+  ]
+  landing_location = lower(coalesce(var.landing_bucket_location, var.region))
+  locations_compatible = (
+    upper(local.bigquery_location) == "US"
+    || lower(local.bigquery_location) == local.landing_location
+    || (upper(local.bigquery_location) == "EU" && contains(concat(["eu"], local.eu_regions), local.landing_location))
+  )
+}
+
 resource "google_storage_notification" "landing" {
   bucket             = local.landing_bucket
   payload_format     = "JSON_API_V1"
@@ -62,7 +90,20 @@ resource "google_storage_notification" "landing" {
   event_types        = ["OBJECT_FINALIZE"]
   object_name_prefix = var.landing_object_prefix
 
-  depends_on = [google_pubsub_topic_iam_member.gcs_publisher]
+  # Cloud Storage's agent publishes a test message when the notification is created: its
+  # publisher grant must have applied.
+  depends_on = [time_sleep.iam_propagation]
+
+  lifecycle {
+    precondition {
+      condition     = length(setsubtract(local.config_buckets, [var.landing_bucket])) == 0
+      error_message = "The pipeline file stages into or waits for objects in ${join(", ", setsubtract(local.config_buckets, [var.landing_bucket]))}, but only the landing bucket ${var.landing_bucket} notifies the load function: name it in every stage.bucket and trigger.object.bucket."
+    }
+    precondition {
+      condition     = !var.create_landing_bucket && var.landing_bucket_location == null || local.locations_compatible
+      error_message = "BigQuery location ${local.bigquery_location} cannot load from a landing bucket in ${local.landing_location}: BigQuery loads from a bucket in the dataset's region or inside its multi-region (US loads from anywhere). Set bigquery_location or landing_bucket_location so they agree."
+    }
+  }
 }
 
 resource "google_pubsub_subscription" "objects" {
@@ -70,6 +111,10 @@ resource "google_pubsub_subscription" "objects" {
   name    = "${local.prefix}-load-objects"
   topic   = google_pubsub_topic.gcs_notifications.id
   labels  = local.labels
+  # Conveyor's own state (_conveyor/: stage watermarks and leases, load windows) is never
+  # data: its writes are not pushed to load at all. Staged objects reach load by this path
+  # only (load consumes no dev.conveyor.object.staged event).
+  filter = "NOT hasPrefix(attributes.objectId, \"_conveyor/\")"
 
   ack_deadline_seconds       = min(600, local.functions.load.timeout_seconds)
   message_retention_duration = var.message_retention_duration
@@ -89,7 +134,7 @@ resource "google_pubsub_subscription" "objects" {
 
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.dead_letter.id
-    max_delivery_attempts = var.max_delivery_attempts
+    max_delivery_attempts = local.max_delivery_attempts
   }
 
   expiration_policy {

@@ -12,13 +12,13 @@ variable "region" {
 }
 
 variable "name_prefix" {
-  description = "Prefix of every resource name: services `<prefix>-<function>`, topic `<prefix>-events`, service accounts `<prefix>-<function>`. Lowercase letters, digits and hyphens, at most 14 characters so service-account ids stay within 30."
+  description = "Prefix of every resource name: services `<prefix>-<function>`, topic `<prefix>-events`, service accounts `<prefix>-<function>`. 2 to 14 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen, so every service-account id (`<prefix>-log` to `<prefix>-invoker`) has Google's 6 to 30 characters."
   type        = string
   default     = "conveyor"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{0,13}$", var.name_prefix))
-    error_message = "name_prefix must start with a letter and hold at most 14 lowercase letters, digits or hyphens."
+    condition     = can(regex("^[a-z][a-z0-9-]{0,12}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 2 to 14 lowercase letters, digits or hyphens, start with a letter and end with a letter or digit: service-account ids (`<prefix>-log`, `<prefix>-invoker`) must have 6 to 30 characters."
   }
 }
 
@@ -28,8 +28,32 @@ variable "image" {
 }
 
 variable "config_file" {
-  description = "Path of the pipeline configuration file (YAML or JSON). Its content is stored as a Secret Manager secret version and mounted into every service at /etc/conveyor/conveyor.yaml (CONVEYOR_CONFIG); changing the file and applying rolls out a new revision. At most 64 KiB."
+  description = "Path of the pipeline configuration file (YAML or JSON). Its content is stored as a Secret Manager secret version and mounted into every service at /etc/conveyor/conveyor.yaml (CONVEYOR_CONFIG); changing the file and applying rolls out a new revision. At most 64 KiB. It must be written for Google Cloud: no `engine: local` batch, no local stage source (`conveyor validate FILE --for gcp --landing-bucket BUCKET` checks all of it; these validations repeat the two it cannot do without)."
   type        = string
+
+  validation {
+    condition     = can(yamldecode(file(var.config_file)).pipelines) && length(file(var.config_file)) <= 65536
+    error_message = "config_file must be a readable YAML or JSON pipeline file with `pipelines`, at most 64 KiB (a Secret Manager secret version's limit)."
+  }
+
+  validation {
+    condition = alltrue([
+      for p in try(yamldecode(file(var.config_file)).pipelines, []) : alltrue(concat(
+        [try(p.batch.engine, "") != "local"],
+        [for j in try(p.jobs, []) : try(j.engine, "") != "local"],
+      ))
+    ])
+    error_message = "config_file has a batch with `engine: local`: that engine runs `sh` on the machine that submitted it (the embedded mode's), which the deployed functions cannot do. Use dataproc_serverless, dataproc_cluster, dataflow_flex, data_fusion, sql or ssh; `conveyor validate FILE --for gcp` names each one."
+  }
+
+  validation {
+    condition = alltrue([
+      for p in try(yamldecode(file(var.config_file)).pipelines, []) : try(p.stage, null) == null || (
+        can(regex("^(s3|gs|https?)://", p.stage.source)) || try(!contains(keys(p.stage.source), "path"), false)
+      )
+    ])
+    error_message = "config_file stages from a local path: deployed, it would resolve inside the container, which holds no data. Stage from gs://, s3:// or https:// sources; `conveyor validate FILE --for gcp` names each one."
+  }
 }
 
 variable "functions" {
@@ -47,6 +71,17 @@ variable "functions" {
   validation {
     condition     = length(setsubtract(keys(var.functions), ["stage", "load", "submit", "poll", "log"])) == 0
     error_message = "functions may only have the keys stage, load, submit, poll and log."
+  }
+
+  # A push subscription's ack deadline is at most 600 s: a longer request is redelivered while
+  # it still runs. stage is started by Cloud Scheduler only, whose attempt deadline is 30 min.
+  validation {
+    condition = alltrue([
+      for name, f in var.functions : f.timeout_seconds == null || (
+        coalesce(f.timeout_seconds, 1) >= 1 && coalesce(f.timeout_seconds, 1) <= (name == "stage" ? 1800 : 600)
+      )
+    ])
+    error_message = "functions.*.timeout_seconds must be 1 to 600 for load, submit, poll and log (a Pub/Sub push's ack deadline is at most 600 s: a longer request would be redelivered while it runs) and 1 to 1800 for stage (Cloud Scheduler's longest attempt)."
   }
 }
 
@@ -169,10 +204,11 @@ variable "dataflow_enabled" {
 }
 
 variable "datafusion_instance" {
-  description = "Cloud Data Fusion instance whose pipelines Conveyor starts (`data_fusion` batch engine), as `{ name, region }`; `submit` and `poll` get roles/datafusion.runner on that instance only. Null when Data Fusion is not used."
+  description = "Cloud Data Fusion instance whose pipelines Conveyor starts (`data_fusion` batch engine), as `{ name, region, rbac }`; `submit` and `poll` get roles/datafusion.runner on that instance only (runtime access), and with `rbac = true` (an instance with role-based access control) also roles/datafusion.developer there, the narrowest predefined role that may start and stop pipelines (datafusion.pipelines.execute): Data Fusion RBAC takes no custom roles. Null when Data Fusion is not used."
   type = object({
     name   = string
     region = string
+    rbac   = optional(bool, false)
   })
   default = null
 }
@@ -181,6 +217,21 @@ variable "batch_service_account_email" {
   description = "Service account (in `project_id`) the batch jobs run as: the `service_account` of the pipelines' Dataproc and Dataflow batches. Null creates `<prefix>-batch` when an engine is enabled. `submit` and `poll` get roles/iam.serviceAccountUser on this account only, so they can start jobs as it."
   type        = string
   default     = null
+}
+
+variable "dataflow_staging_buckets" {
+  description = "Buckets of the Dataflow jobs' `temp_location` and `staging_location`: the batch account (the workers and the flex template launcher) gets roles/storage.objectUser on each (it writes, reads, lists and deletes its files there)."
+  type        = list(string)
+  default     = []
+}
+
+variable "batch_image_repositories" {
+  description = "Artifact Registry repositories (`{ location, name }`, in this project) holding flex template images or Dataproc custom containers: the batch account gets roles/artifactregistry.reader on each (the launcher VM pulls the template's image as it)."
+  type = list(object({
+    location = string
+    name     = string
+  }))
+  default = []
 }
 
 variable "batch_code_buckets" {
@@ -223,24 +274,45 @@ variable "poll_tick_schedule" {
 }
 
 variable "retry_minimum_backoff" {
-  description = "Pub/Sub push retry policy: the first redelivery delay after a 5xx or a timeout, e.g. `10s`."
+  description = "Pub/Sub push retry policy: the first redelivery delay after a 5xx or a timeout, in seconds (`10s`); each next delay doubles up to `retry_maximum_backoff`."
   type        = string
   default     = "10s"
+
+  validation {
+    condition     = can(regex("^[0-9]+s$", var.retry_minimum_backoff)) && try(tonumber(trimsuffix(var.retry_minimum_backoff, "s")) <= 600, false)
+    error_message = "retry_minimum_backoff must be seconds such as `10s`, at most `600s`."
+  }
 }
 
 variable "retry_maximum_backoff" {
-  description = "Pub/Sub push retry policy: the longest redelivery delay, at most `600s`."
+  description = "Pub/Sub push retry policy: the longest redelivery delay, in seconds, at most `600s`."
   type        = string
   default     = "600s"
+
+  validation {
+    condition     = can(regex("^[0-9]+s$", var.retry_maximum_backoff)) && try(tonumber(trimsuffix(var.retry_maximum_backoff, "s")) <= 600, false)
+    error_message = "retry_maximum_backoff must be seconds such as `600s`, at most `600s` (Pub/Sub's limit)."
+  }
+}
+
+variable "delivery_outage_window_seconds" {
+  description = "How long a backend (BigQuery, a batch engine's API, PostgreSQL) may answer 429/5xx before Pub/Sub gives up on an event and dead-letters it: every such answer is a delivery attempt, so the subscriptions get the attempts whose retry backoff covers this window (with the default backoff, 6 hours take 42 deliveries). Default 21600 (6 hours)."
+  type        = number
+  default     = 21600
+
+  validation {
+    condition     = var.delivery_outage_window_seconds >= 60 && var.delivery_outage_window_seconds <= 57000
+    error_message = "delivery_outage_window_seconds must be between 60 and 57000 (100 deliveries, Pub/Sub's most, about 600 s apart)."
+  }
 }
 
 variable "max_delivery_attempts" {
-  description = "Deliveries of a message (5 to 100) before Pub/Sub moves it to the dead-letter topic."
+  description = "Deliveries of a message (5 to 100) before Pub/Sub moves it to the dead-letter topic; null (default) takes the fewest whose retry backoff covers `delivery_outage_window_seconds`. A value too small to cover the window is refused: lower the window instead, knowingly."
   type        = number
-  default     = 10
+  default     = null
 
   validation {
-    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    condition     = var.max_delivery_attempts == null || (coalesce(var.max_delivery_attempts, 5) >= 5 && coalesce(var.max_delivery_attempts, 5) <= 100)
     error_message = "max_delivery_attempts must be between 5 and 100."
   }
 }
@@ -298,4 +370,33 @@ variable "callers" {
   description = "More accounts whose OIDC tokens the functions accept when `verify_callers` is on (emails of operators' service accounts or users who call them with `curl` or `conveyor trigger --remote`)."
   type        = list(string)
   default     = []
+}
+
+variable "operators" {
+  description = "Members who operate Conveyor with `conveyor status` and `conveyor replay` (e.g. `group:data-ops@example.com`): roles/bigquery.jobUser (queries), roles/bigquery.dataEditor on the run-log dataset (read it; replay records each replay), roles/pubsub.subscriber on the dead-letter subscription, roles/pubsub.publisher on the events and notifications topics (replay re-publishes)."
+  type        = list(string)
+  default     = []
+}
+
+variable "poll_tick_budget_seconds" {
+  description = "How long one poll tick may work (CONVEYOR_TICK_BUDGET) before it leaves the rest to the next tick; keep it under the tick's interval (`poll_tick_schedule`, every minute by default) so ticks never overlap. The tick's Cloud Scheduler attempt deadline is this plus 15 s."
+  type        = number
+  default     = 45
+
+  validation {
+    condition     = var.poll_tick_budget_seconds >= 5 && var.poll_tick_budget_seconds <= 1785
+    error_message = "poll_tick_budget_seconds must be between 5 and 1785 (Cloud Scheduler's longest attempt deadline, 30 min, less 15 s)."
+  }
+}
+
+variable "iam_propagation_wait" {
+  description = "How long the apply waits after granting the roles a resource needs at creation (the config secret's readers before the services start; Cloud Storage's publisher before the bucket notification), as Google says IAM changes take up to minutes to apply everywhere: e.g. `60s`; `0s` to skip."
+  type        = string
+  default     = "90s"
+}
+
+variable "metric_wait" {
+  description = "How long the apply waits between creating the log-based failure metric and the alert policy on it: Cloud Monitoring may answer 404 for a metric created in the last ten minutes (\"it could take up to 10 minutes to become available\"). The wait runs while the rest is created, and again only when the metric is replaced."
+  type        = string
+  default     = "600s"
 }

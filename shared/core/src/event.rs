@@ -74,11 +74,16 @@ pub enum EventType {
     /// TIMED_OUT with the job that ended it. Pipelines started `after` it react to it.
     #[serde(rename = "dev.conveyor.run.finished", alias = "conveyor.run.finished")]
     RunFinished,
+    /// A `for_each` row's run is to start: the submit function submits its batch, one row per
+    /// delivery (so a table of many rows is not started inside one request). Not a transition:
+    /// the run log records the row's batch when it is submitted.
+    #[serde(rename = "dev.conveyor.row.queued", alias = "conveyor.row.queued")]
+    RowQueued,
 }
 
 impl EventType {
     /// Every type, for subscriptions.
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         Self::ObjectStaged,
         Self::TableLoaded,
         Self::BatchSubmitted,
@@ -88,6 +93,7 @@ impl EventType {
         Self::LoadRunning,
         Self::ObjectSuperseded,
         Self::RunFinished,
+        Self::RowQueued,
     ];
 
     /// The CloudEvent `type` string.
@@ -102,6 +108,7 @@ impl EventType {
             Self::LoadRunning => "dev.conveyor.load.running",
             Self::ObjectSuperseded => "dev.conveyor.object.superseded",
             Self::RunFinished => "dev.conveyor.run.finished",
+            Self::RowQueued => "dev.conveyor.row.queued",
         }
     }
 

@@ -461,15 +461,19 @@ pipelines:
     }
 
     #[test]
-    fn committed_tfvars_match_the_example_config() {
+    fn committed_tfvars_match_the_deployment_example() {
+        // The committed variables deploy examples/deploy.yaml, the example written for Google
+        // Cloud (Terraform refuses examples/conveyor.yaml's local engine and source).
         let path = workspace_file("infra/schedules.auto.tfvars.json");
         let committed = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let deploy = crate::config::load_file(&workspace_file("examples/deploy.yaml"))
+            .expect("examples/deploy.yaml");
         assert_eq!(
             committed,
-            to_tfvars(&scheduler_jobs(&example_config())),
+            to_tfvars(&scheduler_jobs(&deploy)),
             "infra/schedules.auto.tfvars.json is stale: regenerate it with \
-             `conveyor --config examples/conveyor.yaml schedules --tfvars > infra/schedules.auto.tfvars.json`"
+             `conveyor --config examples/deploy.yaml schedules --tfvars > infra/schedules.auto.tfvars.json`"
         );
     }
 

@@ -322,6 +322,7 @@ impl Embedded {
             let ctx = ctx.clone();
             let max = options.max_deliveries;
             let observed = self.observed.clone();
+            let watching = options.watch_buckets;
             async move {
                 while let Some(event) = bus_rx.recv().await {
                     let _ = observed.send(event.clone());
@@ -336,6 +337,15 @@ impl Embedded {
                         for step in subscribers.iter().rev() {
                             deliver(&ctx, *step, Inbound::Event(Box::new(event.clone())), max)
                                 .await;
+                        }
+                        // A staged object reaches load by one path, its arrival (as in
+                        // production, the bucket's notification). With no watcher (`conveyor
+                        // backfill`), the staged event stands in for the arrival.
+                        if !watching
+                            && event.kind == EventType::ObjectStaged
+                            && let Some(object) = event.detail.object.clone()
+                        {
+                            deliver(&ctx, StepName::Load, Inbound::Object(object), max).await;
                         }
                         pending.fetch_sub(1, Ordering::SeqCst);
                     });

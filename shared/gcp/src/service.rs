@@ -45,10 +45,25 @@ pub struct ServiceConfig {
     /// `CONVEYOR_AUTH_JWKS_URL`: where the signing keys are (default Google's).
     #[serde(default = "default_jwks")]
     pub auth_jwks_url: String,
+    /// `CONVEYOR_AUTH_MODE`: `verify` (default: the function verifies each token's signature;
+    /// AWS Lambda, `--allow-unauthenticated`) or `cloud-run` (the service requires
+    /// authentication, so Cloud Run verified the token and removed its signature: its claims
+    /// are checked). See [`crate::oidc::AuthMode`].
+    #[serde(default, deserialize_with = "auth_mode_var")]
+    pub auth_mode: crate::oidc::AuthMode,
     /// `CONVEYOR_LOAD_WAIT`: how long a load request waits for its BigQuery job before the
     /// poll tick takes it over (`10s` by default; at most `60s`, so no request holds compute).
     #[serde(default = "default_load_wait", with = "humantime_serde")]
     pub load_wait: std::time::Duration,
+    /// `CONVEYOR_TICK_BUDGET`: how long one poll tick may work before it leaves the rest to
+    /// the next tick (`45s` by default; keep it under the tick's interval so ticks never
+    /// overlap).
+    #[serde(default = "default_tick_budget", with = "humantime_serde")]
+    pub tick_budget: std::time::Duration,
+}
+
+fn default_tick_budget() -> std::time::Duration {
+    conveyor_core::steps::StepOptions::default().tick_budget
 }
 
 fn default_jwks() -> String {
@@ -68,6 +83,12 @@ fn log_format_var<'de, D: serde::Deserializer<'de>>(d: D) -> Result<LogFormat, D
             "CONVEYOR_LOG_FORMAT must be `text` or `json`, not {other:?}"
         ))),
     }
+}
+
+fn auth_mode_var<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<crate::oidc::AuthMode, D::Error> {
+    crate::oidc::AuthMode::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 fn default_config() -> PathBuf {
@@ -110,6 +131,12 @@ impl ServiceConfig {
             anyhow::bail!(
                 "CONVEYOR_LOAD_WAIT must be at most 60s (a request should not hold compute while BigQuery works), not {}",
                 humantime::format_duration(c.load_wait)
+            );
+        }
+        if c.tick_budget.is_zero() || c.tick_budget > std::time::Duration::from_secs(3600) {
+            anyhow::bail!(
+                "CONVEYOR_TICK_BUDGET must be more than 0 and at most 1h (keep it under the poll tick's interval), not {}",
+                humantime::format_duration(c.tick_budget)
             );
         }
         if !c.auth_audiences.is_empty() && c.auth_allowed.is_empty() {
@@ -191,6 +218,14 @@ pub async fn run(
     let settings = ServiceConfig::from_env()?;
     let platform = envy::from_env::<Platform>()
         .map_err(|e| anyhow::anyhow!("bad platform variable: {}", envy_message(e, "")))?;
+    if platform.aws_lambda_runtime_api.is_some()
+        && settings.auth_mode == crate::oidc::AuthMode::CloudRun
+    {
+        anyhow::bail!(
+            "CONVEYOR_AUTH_MODE=cloud-run on AWS Lambda: nothing in front of a Lambda function \
+             verifies Google's tokens, so the function must (CONVEYOR_AUTH_MODE=verify)"
+        );
+    }
     telemetry::init(settings.log_format, &settings.log);
     let pipelines = Arc::new(config::load_file(&settings.config)?);
     let gcp = Gcp::connect(GcpSettings::from_env()?)?;
@@ -207,17 +242,21 @@ pub async fn run(
     conveyor_core::trace::set_project(&gcp.settings().project);
     let mut ctx = Context::new(pipelines, ports(&gcp).await?);
     ctx.options.load_wait = settings.load_wait;
+    ctx.options.tick_budget = settings.tick_budget;
     info!(step = %step, project = %gcp.settings().project, topic = %gcp.settings().topic(), "starting on Google Cloud adapters");
     let mut router = conveyor_core::http::router(step, ctx);
     if !settings.auth_audiences.is_empty() {
-        info!(audiences = ?settings.auth_audiences, allowed = ?settings.auth_allowed, "callers are checked (OIDC)");
+        info!(audiences = ?settings.auth_audiences, allowed = ?settings.auth_allowed, mode = ?settings.auth_mode, "callers are checked (OIDC)");
         router = conveyor_core::http::with_caller_check(
             router,
-            Arc::new(crate::oidc::OidcVerifier::new(
-                &settings.auth_jwks_url,
-                settings.auth_audiences.clone(),
-                settings.auth_allowed.clone(),
-            )),
+            Arc::new(
+                crate::oidc::OidcVerifier::new(
+                    &settings.auth_jwks_url,
+                    settings.auth_audiences.clone(),
+                    settings.auth_allowed.clone(),
+                )
+                .with_mode(settings.auth_mode),
+            ),
         );
     }
     if platform.aws_lambda_runtime_api.is_some() {

@@ -11,6 +11,8 @@
 //!   name templates, and the checks that keep credentials out of the file.
 //! - `schema.rs`: the file's JSON Schema (`conveyor schema`), derived from these types.
 //! - `validate.rs`: loading with *every* error reported, each with its field path and line.
+//! - `deploy.rs`: what a valid file still needs to run deployed on Google Cloud (`conveyor
+//!   validate --for gcp`).
 //!
 //! # Example
 //! ```yaml
@@ -30,6 +32,7 @@
 //! ```
 
 mod batch;
+mod deploy;
 mod job;
 mod messages;
 mod pattern;
@@ -49,6 +52,7 @@ pub use batch::{
     DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob, SshBatch,
     parameter_placeholders, render_parameter,
 };
+pub use deploy::{DeployTarget, deployment_issues};
 pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch, truthy};
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use messages::TopicName;

@@ -14,6 +14,14 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             describe(&inbound)
         )));
     };
+    if event.kind == crate::event::EventType::RowQueued {
+        // A request to start a row, not a transition: the row's batch is recorded when it is
+        // submitted.
+        return Ok(Outcome {
+            summary: format!("{} is not a transition; nothing recorded", event.kind),
+            events: Vec::new(),
+        });
+    }
     let pipeline = event
         .pipeline
         .as_ref()

@@ -59,12 +59,17 @@ pub struct StepOptions {
     /// How long a load request waits for its load job before handing it to the poll tick
     /// (no request holds compute for minutes). Default 10 s.
     pub load_wait: std::time::Duration,
+    /// How long one poll tick may work: it checks open jobs until this is spent and leaves the
+    /// rest to the next tick, so ticks (Cloud Scheduler, every minute) never overlap. Default
+    /// 45 s.
+    pub tick_budget: std::time::Duration,
 }
 
 impl Default for StepOptions {
     fn default() -> Self {
         Self {
             load_wait: std::time::Duration::from_secs(10),
+            tick_budget: std::time::Duration::from_secs(45),
         }
     }
 }
@@ -138,11 +143,14 @@ pub async fn handle(step: StepName, ctx: &Context, inbound: Inbound) -> Result<O
 pub fn subscriptions(step: StepName) -> &'static [EventType] {
     match step {
         StepName::Stage => &[],
-        StepName::Load => &[EventType::ObjectStaged],
+        // Staged objects reach load by one path: their arrival (the landing bucket's
+        // notification; the embedded watcher), never also by the staged event.
+        StepName::Load => &[],
         StepName::Submit => &[
             EventType::TableLoaded,
             EventType::BatchFinished,
             EventType::RunFinished,
+            EventType::RowQueued,
         ],
         StepName::Poll => &[EventType::BatchSubmitted],
         StepName::Log => &EventType::ALL,

@@ -71,58 +71,7 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             };
             check(ctx, open, &mut outcome).await?;
         }
-        Inbound::Start(start) => {
-            let mut tables = BTreeSet::new();
-            for p in &ctx.config.pipelines {
-                if start.pipeline.as_ref().is_none_or(|n| n == &p.name) {
-                    tables.insert(ctx.config.run_log_table(p).to_string());
-                }
-            }
-            let mut checked = 0;
-            for table in tables {
-                let Ok(table) = crate::names::TableRef::parse(&table) else {
-                    continue;
-                };
-                let rows = ctx
-                    .ports
-                    .run_log
-                    .open_batches(&table, Utc::now() - lookback(ctx))
-                    .await
-                    .map_err(StepError::from_port)?;
-                for row in rows {
-                    let Some(open) = open_from_row(&row) else {
-                        warn!(run_id = %row.run_id, "open batch row is unreadable; skipped");
-                        continue;
-                    };
-                    if start.pipeline.as_ref().is_some_and(|n| n != &open.pipeline) {
-                        continue;
-                    }
-                    checked += 1;
-                    // One job's transient error must not stop the others: the next tick retries it.
-                    if let Err(e) = check(ctx, open, &mut outcome).await {
-                        warn!(run_id = %row.run_id, error = %e, "check failed; next tick retries");
-                    }
-                }
-            }
-            match super::load::sweep_windows(ctx, &mut outcome).await {
-                Ok(0) => {}
-                Ok(n) => info!(windows = n, "closed ended load windows"),
-                Err(e) => warn!(error = %e, "closing load windows failed; the next tick retries"),
-            }
-            let swept = match sweep_after(ctx, &mut outcome).await {
-                Ok(n) => n,
-                Err(e) => {
-                    warn!(error = %e, "fan-in sweep failed; the next tick retries");
-                    0
-                }
-            };
-            outcome.summary = format!("checked {checked} open job(s)");
-            if swept > 0 {
-                outcome
-                    .summary
-                    .push_str(&format!("; started {swept} fan-in run(s)"));
-            }
-        }
+        Inbound::Start(start) => tick(ctx, &start, &mut outcome).await?,
         other => {
             return Err(StepError::Rejected(format!(
                 "the poll function takes dev.conveyor.batch.submitted events and ticks, not {}",
@@ -131,6 +80,115 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         }
     }
     Ok(outcome)
+}
+
+/// A tick: checks every open job, closes ended load windows and sweeps fan-in, within
+/// [`super::StepOptions::tick_budget`]. Past the budget it stops (a check in flight is dropped,
+/// as if the instance had stopped: every check is idempotent) and leaves the rest to the next
+/// tick, so ticks never overlap. The open jobs are taken in an order that turns with each
+/// tick's minute, so a budget too small for all of them still reaches each in turn.
+async fn tick(
+    ctx: &Context,
+    start: &crate::inbound::StartRequest,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let budget = ctx.options.tick_budget;
+    let deadline = tokio::time::Instant::now() + budget;
+    let spent = || {
+        StepError::Transient(format!(
+            "the tick's budget ({}) was spent reading the run log",
+            humantime::format_duration(budget)
+        ))
+    };
+    let mut tables = BTreeSet::new();
+    for p in &ctx.config.pipelines {
+        if start.pipeline.as_ref().is_none_or(|n| n == &p.name) {
+            tables.insert(ctx.config.run_log_table(p).to_string());
+        }
+    }
+    let mut open = Vec::new();
+    for table in tables {
+        let Ok(table) = crate::names::TableRef::parse(&table) else {
+            continue;
+        };
+        let rows = tokio::time::timeout_at(
+            deadline,
+            ctx.ports
+                .run_log
+                .open_batches(&table, Utc::now() - lookback(ctx)),
+        )
+        .await
+        .map_err(|_| spent())?
+        .map_err(StepError::from_port)?;
+        for row in rows {
+            let Some(o) = open_from_row(&row) else {
+                warn!(run_id = %row.run_id, "open batch row is unreadable; skipped");
+                continue;
+            };
+            if start.pipeline.as_ref().is_none_or(|n| n == &o.pipeline) {
+                open.push(o);
+            }
+        }
+    }
+    let total = open.len();
+    if total > 0 {
+        let turn = usize::try_from((start.at.timestamp() / 60).rem_euclid(total as i64))
+            .unwrap_or_default();
+        open.rotate_left(turn);
+    }
+    let mut checked = 0;
+    let mut out_of_budget = false;
+    for o in open {
+        if tokio::time::Instant::now() >= deadline {
+            out_of_budget = true;
+            break;
+        }
+        let run_id = o.run_id.clone();
+        match tokio::time::timeout_at(deadline, check(ctx, o, outcome)).await {
+            Ok(Ok(())) => checked += 1,
+            // One job's transient error must not stop the others: the next tick retries it.
+            Ok(Err(e)) => {
+                checked += 1;
+                warn!(run_id = %run_id, error = %e, "check failed; next tick retries");
+            }
+            Err(_) => {
+                warn!(run_id = %run_id, "the tick's budget ran out during this check; the next tick checks it again");
+                out_of_budget = true;
+                break;
+            }
+        }
+    }
+    let mut swept = 0;
+    if !out_of_budget {
+        match tokio::time::timeout_at(deadline, super::load::sweep_windows(ctx, outcome)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(windows = n, "closed ended load windows"),
+            Ok(Err(e)) => warn!(error = %e, "closing load windows failed; the next tick retries"),
+            Err(_) => out_of_budget = true,
+        }
+    }
+    if !out_of_budget {
+        match tokio::time::timeout_at(deadline, sweep_after(ctx, outcome)).await {
+            Ok(Ok(n)) => swept = n,
+            Ok(Err(e)) => warn!(error = %e, "fan-in sweep failed; the next tick retries"),
+            Err(_) => out_of_budget = true,
+        }
+    }
+    outcome.summary = format!("checked {checked} open job(s)");
+    if swept > 0 {
+        outcome
+            .summary
+            .push_str(&format!("; started {swept} fan-in run(s)"));
+    }
+    if out_of_budget {
+        let left = total - checked;
+        warn!(checked, left, budget = %humantime::format_duration(budget), "tick budget spent; the next tick carries on");
+        outcome.summary.push_str(&format!(
+            "; budget of {} spent: {left} open job(s) and the sweeps left for the next tick",
+            humantime::format_duration(budget)
+        ));
+    }
+    Ok(())
 }
 
 /// How far back the tick reads the run log for open jobs: the longest a job of any pipeline
@@ -535,5 +593,191 @@ async fn release(ctx: &Context, spec: &BatchSpec, job_id: &JobId, outcome: &mut 
             error!(job_id = %job_id, error = %e, "cannot release the batch's resources; release them by hand");
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+
+    use super::super::{Context, handle, row_for};
+    use crate::config::BatchSpec;
+    use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
+    use crate::inbound::{Inbound, Origin, StartRequest};
+    use crate::names::{JobId, PipelineName, RunId, TableRef};
+    use crate::ports::{
+        BatchEngine, BatchRequest, EventBus, JobState, PortError, Ports, RunLog, RunLogQuery,
+        RunLogRow, Submitted,
+    };
+
+    /// A run log holding `rows` open batch rows.
+    struct Open(Vec<RunLogRow>);
+
+    #[async_trait]
+    impl RunLog for Open {
+        async fn record(&self, _: &TableRef, _: &RunLogRow) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn rows(&self, _: &TableRef, _: &RunLogQuery) -> Result<Vec<RunLogRow>, PortError> {
+            Ok(Vec::new())
+        }
+        async fn open_batches(
+            &self,
+            _: &TableRef,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<RunLogRow>, PortError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    /// An engine that takes `delay` to answer each state read, and records which jobs it read.
+    struct Slow {
+        delay: Duration,
+        read: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl BatchEngine for Slow {
+        async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
+            Ok(Submitted {
+                job_id: req.job_id.clone(),
+                adopted: true,
+            })
+        }
+        async fn state(&self, _: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError> {
+            tokio::time::sleep(self.delay).await;
+            self.read.lock().expect("lock").push(job_id.to_string());
+            Ok(JobState {
+                state: "RUNNING".to_owned(),
+                terminal: false,
+                error: None,
+            })
+        }
+        async fn cancel(&self, _: &BatchSpec, _: &JobId) -> Result<(), PortError> {
+            Ok(())
+        }
+    }
+
+    struct Quiet;
+
+    #[async_trait]
+    impl EventBus for Quiet {
+        async fn publish(&self, _: &ConveyorEvent) -> Result<(), PortError> {
+            Ok(())
+        }
+    }
+
+    fn context(jobs: usize, delay: Duration) -> (Context, Arc<Slow>) {
+        let config = crate::config::parse_str(
+            "pipelines:\n  - name: p\n    trigger: { manual: true }\n    batch: { engine: local, command: \"true\" }\n    poll: { timeout: 1d }\n",
+            "t.yaml",
+        )
+        .expect("config");
+        let pipeline = PipelineName::parse("p").expect("name");
+        let rows = (0..jobs)
+            .map(|i| {
+                let run_id = RunId::derive(&pipeline, &["open", &i.to_string()]);
+                let job_id = JobId::derive("batch", &run_id, 1);
+                let event = ConveyorEvent::new(
+                    EventType::BatchSubmitted,
+                    run_id,
+                    Some(pipeline.clone()),
+                    StepName::Submit,
+                    1,
+                    Status::Submitted,
+                    Detail {
+                        job: Some("batch".to_owned()),
+                        job_id: Some(job_id),
+                        engine: Some("local".to_owned()),
+                        started_at: Some(Utc::now()),
+                        ..Detail::default()
+                    },
+                );
+                row_for(&event, "test")
+            })
+            .collect();
+        let engine = Arc::new(Slow {
+            delay,
+            read: Mutex::default(),
+        });
+        let ports = Ports {
+            run_log: Arc::new(Open(rows)),
+            batch: engine.clone(),
+            bus: Arc::new(Quiet),
+            ..Ports::unwired()
+        };
+        (Context::new(Arc::new(config), ports), engine)
+    }
+
+    fn tick_at(minute: i64) -> Inbound {
+        Inbound::Start(StartRequest {
+            pipeline: None,
+            origin: Origin::Schedule,
+            at: DateTime::from_timestamp(minute * 60, 0).expect("time"),
+            key: None,
+        })
+    }
+
+    // Real time, scaled down: each state read takes DELAY, a tick may work BUDGET. The
+    // bounds leave room for a loaded machine and still tell the old behaviour (every job,
+    // one after another: 10 × DELAY) from the new.
+    const DELAY: Duration = Duration::from_millis(150);
+    const BUDGET: Duration = Duration::from_millis(400);
+
+    #[tokio::test]
+    async fn a_tick_stops_checking_when_its_budget_is_spent_and_says_what_is_left() {
+        let (mut ctx, engine) = context(10, DELAY);
+        ctx.options.tick_budget = BUDGET;
+        let began = std::time::Instant::now();
+        let outcome = handle(StepName::Poll, &ctx, tick_at(0))
+            .await
+            .expect("tick");
+        let took = began.elapsed();
+        assert!(
+            took < BUDGET * 3,
+            "a tick ran {took:?}, far past its budget of {BUDGET:?}: it would overlap the next"
+        );
+        let read = engine.read.lock().expect("lock").len();
+        assert!(
+            (1..=3).contains(&read),
+            "{read} of 10 jobs checked in {BUDGET:?} at {DELAY:?} each"
+        );
+        assert!(
+            outcome.summary.contains("left for the next tick"),
+            "{}",
+            outcome.summary
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tick_within_its_budget_checks_every_open_job() {
+        let (ctx, engine) = context(10, Duration::from_millis(1));
+        let outcome = handle(StepName::Poll, &ctx, tick_at(0))
+            .await
+            .expect("tick");
+        assert_eq!(engine.read.lock().expect("lock").len(), 10);
+        assert_eq!(outcome.summary, "checked 10 open job(s)");
+    }
+
+    #[tokio::test]
+    async fn ticks_that_run_out_of_budget_reach_every_job_in_turn() {
+        let (mut ctx, engine) = context(5, DELAY);
+        ctx.options.tick_budget = BUDGET;
+        let mut seen = std::collections::BTreeSet::new();
+        for minute in 0..5 {
+            handle(StepName::Poll, &ctx, tick_at(minute))
+                .await
+                .expect("tick");
+            seen.extend(engine.read.lock().expect("lock").drain(..));
+        }
+        assert_eq!(
+            seen.len(),
+            5,
+            "jobs never checked: a budget that starves some"
+        );
     }
 }

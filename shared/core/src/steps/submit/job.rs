@@ -1,8 +1,13 @@
-//! Starting a job: one batch attempt, or one run per active `for_each` row.
+//! Starting a job: one batch attempt, or one run per active `for_each` row. A `for_each` job's
+//! rows fan out as one `dev.conveyor.row.queued` event each, which the submit function takes
+//! one delivery at a time: a request never starts a whole table's batches (1,000 rows one after
+//! another would outlast the request's timeout, be redelivered and dead-lettered), and each row
+//! is retried on its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Utc;
+use futures::{StreamExt as _, TryStreamExt as _};
 use tracing::{info, instrument, warn};
 
 use super::super::{Context, Outcome, StepError, publish};
@@ -13,6 +18,10 @@ use crate::ports::{BatchRequest, PortError};
 
 /// The most rows a `for_each` table may give one job.
 const MAX_ROWS: usize = 1_000;
+
+/// How many row events are published at once (Pub/Sub answers each publish in tens of
+/// milliseconds: a thousand rows take a few seconds, not minutes).
+const PUBLISH_AT_ONCE: usize = 16;
 
 /// The engine name a `for_each` job's own run-log rows carry: the job is its rows' runs.
 pub(in crate::steps) const FOR_EACH: &str = "for_each";
@@ -66,8 +75,9 @@ pub(in crate::steps) fn group_job_id(job: &Job, run_id: &RunId) -> JobId {
     JobId::derive(job.name.as_str(), run_id, 0)
 }
 
-/// Starts one run per active row of the job's `for_each`, then records the job as RUNNING
-/// with its rows' runs: the poll tick ends it when every row's run has ended.
+/// Records the job as RUNNING with one run per active row of its `for_each`, then queues each
+/// row (`dev.conveyor.row.queued`), whose own delivery starts its batch: the poll tick ends the
+/// job when every row's run has ended.
 async fn start_rows(
     ctx: &Context,
     pipeline: &Pipeline,
@@ -143,7 +153,7 @@ async fn start_rows(
         .await;
     }
     let mut children = Vec::new();
-    let mut summaries = Vec::new();
+    let mut queued = Vec::new();
     for row in rows {
         let child = row_run_id(pipeline, job, run_id, &row.key);
         let mut detail = base.clone();
@@ -153,20 +163,29 @@ async fn start_rows(
             .vars
             .insert("parent_run_id".to_owned(), run_id.to_string());
         detail.row = row.columns;
-        let mut one = Outcome::default();
-        submit_attempt(ctx, pipeline, job, &child, 1, detail, &mut one).await?;
-        outcome.events.append(&mut one.events);
-        summaries.push(format!("row {}: {}", row.key, one.summary));
+        detail.job = Some(job.name.to_string());
+        queued.push(ConveyorEvent::new(
+            EventType::RowQueued,
+            child.clone(),
+            Some(pipeline.name.clone()),
+            StepName::Submit,
+            1,
+            Status::Submitted,
+            detail,
+        ));
         children.push(ChildRun {
             key: row.key,
             run_id: child,
         });
     }
+    let count = children.len();
     let mut detail = base;
     detail.job_id = Some(group_job_id(job, run_id));
     detail.engine = Some(FOR_EACH.to_owned());
     detail.started_at = Some(Utc::now());
     detail.children = children;
+    // The job's RUNNING row (with its rows' runs) first: the poll tick ends the job when every
+    // row it lists has ended, so it must know them before any row can end.
     let ev = ConveyorEvent::new(
         EventType::BatchRunning,
         run_id.clone(),
@@ -177,8 +196,55 @@ async fn start_rows(
         detail,
     );
     publish(ctx, outcome, ev).await?;
-    outcome.summary = summaries.join("; ");
+    // A redelivery publishes the rows again: each row's batch id is derived from its run, so
+    // a row started already is adopted, not started twice.
+    let bus = &ctx.ports.bus;
+    let published: Vec<String> = futures::stream::iter(queued)
+        .map(|ev| async move {
+            bus.publish(&ev)
+                .await
+                .map(|()| format!("{} {}", ev.kind, ev.run_id))
+                .map_err(|e| StepError::Transient(format!("cannot publish {}: {e}", ev.kind)))
+        })
+        .buffered(PUBLISH_AT_ONCE)
+        .try_collect()
+        .await?;
+    outcome.events.extend(published);
+    info!(pipeline = %pipeline.name, job = %job.name, rows = count, "for_each rows queued");
+    outcome.summary = format!("job {}: {count} row(s) queued", job.name);
     Ok(())
+}
+
+/// Starts one queued `for_each` row: its batch's first attempt.
+pub(in crate::steps) async fn start_row(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    event: &ConveyorEvent,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let name = event.detail.job.as_deref().unwrap_or_default();
+    let Some((_, job)) = pipeline.job(name) else {
+        return Err(StepError::Rejected(format!(
+            "queued row of {}: pipeline {} has no job {name:?}",
+            event.run_id, pipeline.name
+        )));
+    };
+    if job.for_each.is_none() {
+        return Err(StepError::Rejected(format!(
+            "queued row of {}: job {name} of pipeline {} has no for_each",
+            event.run_id, pipeline.name
+        )));
+    }
+    submit_attempt(
+        ctx,
+        pipeline,
+        job,
+        &event.run_id,
+        1,
+        event.detail.clone(),
+        outcome,
+    )
+    .await
 }
 
 /// Ends a job at once (nothing to run, or it cannot start): `dev.conveyor.batch.finished`, which

@@ -6,12 +6,14 @@
 //! - `dev.conveyor.batch.finished`: the next job after a SUCCEEDED one, or the run's end after the
 //!   last one or after a job that failed for good;
 //! - `dev.conveyor.run.finished` (SUCCEEDED): pipelines started `after` this one whose every
-//!   upstream now has a SUCCEEDED run for the same date (fan-in, see `chain.rs`).
+//!   upstream now has a SUCCEEDED run for the same date (fan-in, see `chain.rs`);
+//! - `dev.conveyor.row.queued`: one `for_each` row's batch (a job's rows fan out as one event
+//!   each, so no request starts a whole table's batches).
 //!
 //! # Layout
 //! - `mod.rs`: the dispatch, start requests and their run ids.
-//! - `job.rs`: starting a job: one batch, or one run per `for_each` row; the request of an
-//!   attempt, rebuilt the same way by the poll step.
+//! - `job.rs`: starting a job: one batch, or one `dev.conveyor.row.queued` per `for_each` row
+//!   and each row's batch; the request of an attempt, rebuilt the same way by the poll step.
 //! - `chain.rs`: what follows a job's end, run ends, fan-in.
 
 mod chain;
@@ -23,6 +25,9 @@ use chrono::{DateTime, Timelike, Utc};
 
 pub(super) use chain::{end_run, sweep_after};
 pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt};
+
+#[cfg(test)]
+mod tests;
 
 use super::{Context, Outcome, StepError, active_pipeline, describe};
 use crate::config::Pipeline;
@@ -65,6 +70,10 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         Inbound::Event(e) if e.kind == EventType::RunFinished => {
             chain::fan_in(ctx, &e, &mut outcome).await?;
         }
+        Inbound::Event(e) if e.kind == EventType::RowQueued => {
+            let pipeline = event_pipeline(ctx, e.pipeline.as_ref(), "queued row")?;
+            job::start_row(ctx, pipeline, &e, &mut outcome).await?;
+        }
         Inbound::Start(start) => {
             let Some(name) = &start.pipeline else {
                 return Err(StepError::Rejected(
@@ -88,8 +97,9 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         }
         other => {
             return Err(StepError::Rejected(format!(
-                "the submit function takes dev.conveyor.table.loaded, dev.conveyor.batch.finished and \
-                 dev.conveyor.run.finished events and start requests, not {}",
+                "the submit function takes dev.conveyor.table.loaded, dev.conveyor.batch.finished, \
+                 dev.conveyor.run.finished and dev.conveyor.row.queued events and start requests, \
+                 not {}",
                 describe(&other)
             )));
         }

@@ -1,0 +1,176 @@
+//! The submit step with a recording bus and a counting batch engine: how a `for_each` job's
+//! rows fan out.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::config::BatchSpec;
+use crate::event::{ConveyorEvent, EventType, Status, StepName};
+use crate::inbound::{Inbound, Origin, StartRequest};
+use crate::names::{JobId, PipelineName};
+use crate::ports::{BatchEngine, BatchRequest, EventBus, JobState, PortError, Ports, Submitted};
+use crate::steps::{Context, handle};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<ConveyorEvent>>);
+
+#[async_trait]
+impl EventBus for Recorder {
+    async fn publish(&self, event: &ConveyorEvent) -> Result<(), PortError> {
+        self.0.lock().expect("lock").push(event.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Counter(Mutex<Vec<BatchRequest>>);
+
+#[async_trait]
+impl BatchEngine for Counter {
+    async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
+        self.0.lock().expect("lock").push(req.clone());
+        Ok(Submitted {
+            job_id: req.job_id.clone(),
+            adopted: false,
+        })
+    }
+    async fn state(&self, _: &BatchSpec, _: &JobId) -> Result<JobState, PortError> {
+        Err(PortError::Permanent("not followed here".to_owned()))
+    }
+    async fn cancel(&self, _: &BatchSpec, _: &JobId) -> Result<(), PortError> {
+        Ok(())
+    }
+}
+
+const ROWS: usize = 300;
+
+fn context() -> (Context, Arc<Recorder>, Arc<Counter>) {
+    let rows: Vec<String> = (0..ROWS)
+        .map(|i| format!("{{unit: u{i}, active: {}}}", i % 3 != 0))
+        .collect();
+    let yaml = format!(
+        "pipelines:\n  - name: units\n    trigger: {{ manual: true }}\n    jobs:\n      - name: per_unit\n        engine: local\n        command: \"run {{unit}}\"\n        for_each: {{ rows: [{}] }}\n",
+        rows.join(", ")
+    );
+    let config = crate::config::parse_str(&yaml, "t.yaml").expect("config");
+    let bus = Arc::new(Recorder::default());
+    let batch = Arc::new(Counter::default());
+    let ports = Ports {
+        bus: bus.clone(),
+        batch: batch.clone(),
+        ..Ports::unwired()
+    };
+    (Context::new(Arc::new(config), ports), bus, batch)
+}
+
+fn start() -> Inbound {
+    Inbound::Start(StartRequest {
+        pipeline: Some(PipelineName::parse("units").expect("name")),
+        origin: Origin::Manual,
+        at: chrono::Utc::now(),
+        key: Some("k1".to_owned()),
+    })
+}
+
+#[tokio::test]
+async fn starting_a_for_each_job_queues_its_rows_and_submits_no_batch_in_that_request() {
+    let (ctx, bus, batch) = context();
+    handle(StepName::Submit, &ctx, start())
+        .await
+        .expect("start");
+    assert!(
+        batch.0.lock().expect("lock").is_empty(),
+        "the starting request submitted batches itself"
+    );
+    let events = bus.0.lock().expect("lock").clone();
+    let active = (0..ROWS).filter(|i| i % 3 != 0).count();
+    let queued: Vec<&ConveyorEvent> = events
+        .iter()
+        .filter(|e| e.kind == EventType::RowQueued)
+        .collect();
+    assert_eq!(queued.len(), active, "one event per active row");
+    let group = events
+        .iter()
+        .position(|e| e.kind == EventType::BatchRunning)
+        .expect("the job's RUNNING event");
+    assert_eq!(group, 0, "the job lists its rows before any row is queued");
+    assert_eq!(events[group].detail.children.len(), active);
+    let runs: std::collections::BTreeSet<_> = queued.iter().map(|e| e.run_id.clone()).collect();
+    assert_eq!(runs.len(), active, "each row is its own run");
+    assert!(
+        events[group]
+            .detail
+            .children
+            .iter()
+            .all(|c| runs.contains(&c.run_id)),
+        "the rows queued are the rows the job waits for"
+    );
+}
+
+#[tokio::test]
+async fn each_queued_row_submits_exactly_its_own_batch() {
+    let (ctx, bus, batch) = context();
+    handle(StepName::Submit, &ctx, start())
+        .await
+        .expect("start");
+    let queued: Vec<ConveyorEvent> = bus
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| e.kind == EventType::RowQueued)
+        .cloned()
+        .collect();
+    let row = queued[5].clone();
+    bus.0.lock().expect("lock").clear();
+    handle(
+        StepName::Submit,
+        &ctx,
+        Inbound::Event(Box::new(row.clone())),
+    )
+    .await
+    .expect("row");
+    let submitted = batch.0.lock().expect("lock").clone();
+    assert_eq!(submitted.len(), 1);
+    assert_eq!(submitted[0].run_id, row.run_id);
+    assert_eq!(submitted[0].attempt, 1);
+    assert_eq!(
+        submitted[0].vars.get("unit"),
+        row.detail.row.get("unit"),
+        "the row's columns reach its batch"
+    );
+    let published = bus.0.lock().expect("lock").clone();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].kind, EventType::BatchSubmitted);
+    assert_eq!(published[0].status, Status::Submitted);
+    assert_eq!(published[0].run_id, row.run_id);
+    // A redelivered row submits the same deterministic job id again (the engine adopts it).
+    handle(StepName::Submit, &ctx, Inbound::Event(Box::new(row)))
+        .await
+        .expect("redelivered row");
+    let again = batch.0.lock().expect("lock").clone();
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[0].job_id, again[1].job_id);
+}
+
+#[tokio::test]
+async fn a_queued_row_naming_a_job_without_for_each_is_refused() {
+    let (ctx, bus, _) = context();
+    handle(StepName::Submit, &ctx, start())
+        .await
+        .expect("start");
+    let mut row = bus
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|e| e.kind == EventType::RowQueued)
+        .cloned()
+        .expect("a row");
+    row.detail.job = Some("no_such_job".to_owned());
+    let e = handle(StepName::Submit, &ctx, Inbound::Event(Box::new(row)))
+        .await
+        .expect_err("refused");
+    assert!(e.to_string().contains("no job \"no_such_job\""), "{e}");
+}
