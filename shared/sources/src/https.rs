@@ -36,16 +36,16 @@ impl HttpsSource {
     async fn manifest_urls(&self, manifest: &str) -> Result<Vec<String>, PortError> {
         let shown = redact_url(manifest);
         let base = reqwest::Url::parse(manifest)
-            .map_err(|e| PortError::Permanent(format!("manifest {shown}: {e}")))?;
+            .map_err(|e| PortError::permanent(format!("manifest {shown}: {e}")))?;
         let resp = self.http.get(base.clone()).send().await.map_err(|e| {
-            PortError::Transient(format!("GET manifest {shown}: {}", e.without_url()))
+            PortError::transient(format!("GET manifest {shown}: {}", e.without_url()))
         })?;
         let resp = check_status(resp, &format!("GET manifest {shown}"))?;
         let body = resp.bytes().await.map_err(|e| {
-            PortError::Transient(format!("read manifest {shown}: {}", e.without_url()))
+            PortError::transient(format!("read manifest {shown}: {}", e.without_url()))
         })?;
         if body.len() > MANIFEST_LIMIT {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "manifest {shown} is larger than {MANIFEST_LIMIT} bytes"
             )));
         }
@@ -57,10 +57,10 @@ impl HttpsSource {
                 continue;
             }
             let url = base.join(line).map_err(|e| {
-                PortError::Permanent(format!("manifest {shown}, line {}: {e}", i + 1))
+                PortError::permanent(format!("manifest {shown}, line {}: {e}", i + 1))
             })?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(PortError::Permanent(format!(
+                return Err(PortError::permanent(format!(
                     "manifest {shown}, line {}: not an http(s) URL",
                     i + 1
                 )));
@@ -174,9 +174,9 @@ fn check_status(resp: reqwest::Response, what: &str) -> Result<reqwest::Response
     }
     let msg = format!("{what}: HTTP {status}");
     Err(match status.as_u16() {
-        404 | 410 => PortError::NotFound(msg),
-        408 | 429 | 500..=599 => PortError::Transient(msg),
-        _ => PortError::Permanent(msg),
+        404 | 410 => PortError::not_found(msg),
+        408 | 429 | 500..=599 => PortError::transient(msg),
+        _ => PortError::permanent(msg),
     })
 }
 
@@ -215,7 +215,7 @@ impl Source for HttpsSource {
             };
             urls.into_iter()
                 .find(|u| key_of(u) == object.key)
-                .ok_or_else(|| PortError::NotFound(object.key.clone()))?
+                .ok_or_else(|| PortError::not_found(object.key.clone()))?
         } else {
             object.key.clone()
         };
@@ -225,7 +225,7 @@ impl Source for HttpsSource {
             .get(&url)
             .send()
             .await
-            .map_err(|e| PortError::Transient(format!("GET {shown}: {}", e.without_url())))?;
+            .map_err(|e| PortError::transient(format!("GET {shown}: {}", e.without_url())))?;
         let resp = check_status(resp, &format!("GET {shown}"))?;
         let size = header(resp.headers(), CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
         let digests = digests_of(resp.headers());
