@@ -611,3 +611,40 @@ async fn answers_are_classified_once_conflicts_and_preconditions_included() {
             .expect("not an error")
     );
 }
+
+#[tokio::test]
+async fn a_query_asks_bigquery_to_answer_before_the_client_gives_up() {
+    timeouts();
+    // BigQuery holds `jobs.query` up to `timeoutMs`: longer than the client's timeout, and
+    // every slow query would end as a timeout instead of a "not complete yet" to follow.
+    let asked: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let log = asked.clone();
+    let base = serve(Router::new().fallback(move |body: Bytes| {
+        let log = log.clone();
+        async move {
+            log.lock()
+                .expect("lock")
+                .push(serde_json::from_slice(&body).unwrap_or_default());
+            (
+                [("content-type", "application/json")],
+                r#"{"jobReference":{"jobId":"j"},"jobComplete":true,"schema":{"fields":[{"name":"f0_"}]},"rows":[{"f":[{"v":"3"}]}]}"#,
+            )
+        }
+    }))
+    .await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{base}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let table = conveyor_core::names::TableRef::parse("ds.t").expect("table");
+    assert_eq!(bq.row_count(&table).await.expect("a count"), 3);
+    let wait = asked.lock().expect("lock")[0]["timeoutMs"]
+        .as_u64()
+        .expect("timeoutMs");
+    assert!(
+        wait < 1_000,
+        "timeoutMs {wait} is not below the client's 1 s"
+    );
+}

@@ -146,25 +146,11 @@ fn key_of(url: &str) -> String {
     }
 }
 
+/// `s` with its `%XX` escapes decoded (invalid UTF-8 replaced).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn check_status(resp: reqwest::Response, what: &str) -> Result<reqwest::Response, PortError> {
@@ -267,5 +253,6 @@ mod tests {
     fn url_paths_are_percent_decoded() {
         assert_eq!(percent_decode("a%20b/c%2Bd.csv"), "a b/c+d.csv");
         assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("x%2B"), "x+", "an escape at the very end");
     }
 }

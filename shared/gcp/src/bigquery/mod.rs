@@ -281,6 +281,16 @@ impl BigQuery {
             .map_err(|e| PortError::transient(format!("{what}: unreadable answer: {e}")))
     }
 
+    /// How long BigQuery may hold a query call waiting for its job (`timeoutMs`): half the
+    /// client's timeout, so BigQuery answers "not complete yet" before the client gives up
+    /// on the call.
+    fn wait_ms(&self) -> u64 {
+        let client = self.http.timeout().unwrap_or(crate::rest::REQUEST_TIMEOUT);
+        u64::try_from(client.as_millis() / 2)
+            .unwrap_or(u64::MAX)
+            .min(60_000)
+    }
+
     fn location_query(&self) -> Vec<(&str, &str)> {
         self.location
             .as_deref()
@@ -399,7 +409,7 @@ impl BigQuery {
         let body = json!({
             "query": sql,
             "useLegacySql": false,
-            "timeoutMs": 60_000,
+            "timeoutMs": self.wait_ms(),
             "location": self.location,
         });
         let path = format!("projects/{}/queries", self.project);
@@ -454,8 +464,9 @@ impl BigQuery {
             if complete && token.is_none() {
                 break;
             }
+            let wait = self.wait_ms().to_string();
             let mut q: Vec<(&str, &str)> = self.location_query();
-            q.push(("timeoutMs", "60000"));
+            q.push(("timeoutMs", &wait));
             if let Some(t) = token.as_deref() {
                 q.push(("pageToken", t));
             }
