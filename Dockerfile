@@ -19,17 +19,14 @@ FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 COPY . .
 # The registry, git checkouts and target directory live in build caches, so a rebuild only
-# compiles what changed. Binaries are copied out of the cached target in the same step.
+# compiles what changed. Each package is built on its own (scripts/build-binaries.sh): one
+# `cargo build` of several packages would unify their features and ship binaries other than
+# the ones scripts/bench-service.sh measures. Binaries are copied out of the cached target in
+# the same step.
 RUN --mount=type=cache,id=conveyor-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=conveyor-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=conveyor-target,target=/src/target \
-    cargo build --profile function --locked \
-        -p conveyor-stage -p conveyor-load -p conveyor-submit -p conveyor-poll -p conveyor-log \
-        -p conveyor-console-service -p conveyor-cli \
-    && mkdir -p /out \
-    && for bin in conveyor-stage conveyor-load conveyor-submit conveyor-poll conveyor-log conveyor-console conveyor; do \
-        cp "target/function/${bin}" /out/ || exit 1; \
-    done
+    bash scripts/build-binaries.sh /out
 
 # glibc, libgcc and CA certificates, no shell, runs as uid 65532 (`nonroot`).
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Measures the release `conveyor-load` function as Cloud Run would run it, against an instant
-# fake Google Cloud backend (issue 13's targets; not run in CI, not a timed test):
-#   - binary size (stripped release build);
+# Measures the `conveyor-load` function the image ships, as Cloud Run would run it, against an
+# instant fake Google Cloud backend (issue 13's targets; not run in CI, not a timed test):
+#   - binary size (the image's build: scripts/build-binaries.sh, the `function` profile, the
+#     package built on its own as the Dockerfile builds it);
 #   - cold start: from just before the process starts to the first 2xx answer to a real load
 #     event (a GCS OBJECT_FINALIZE notification in a Pub/Sub push envelope: object metadata,
 #     load job inserted and DONE at once, conveyor.table.loaded published), median of RUNS;
@@ -13,15 +14,13 @@
 # The function is pinned to one core (SERVER_CPU) and the fake backend with the load generator
 # (scripts/bench_service.py, one Python process) to another (CLIENT_CPU).
 #
-#   scripts/bench-service.sh                  # builds the release binary if it is missing
-#   BUILD=1 RUNS=5 EVENTS=2000 scripts/bench-service.sh
-#   BIN=target/release/conveyor-load scripts/bench-service.sh
+#   scripts/bench-service.sh                  # builds the image's binary if it is missing
+#   BUILD=1 RUNS=5 EVENTS=2000 scripts/bench-service.sh   # builds it again first
+#   BIN=target/release/conveyor-load scripts/bench-service.sh   # another build
 #   CERTS=system scripts/bench-service.sh   # pass this shell's SSL_CERT_FILE/SSL_CERT_DIR on:
 #     the function then reads the system's roots (rustls-native-certs: the bundle and every
 #     file of the directory) instead of the compiled-in ones. By default the function gets no
 #     SSL_CERT_* variable, as on Cloud Run.
-#   BIN=target/function/conveyor-load scripts/bench-service.sh   # the deployed build
-#     (cargo build --profile function -p conveyor-load: fat LTO, one codegen unit, opt-level s)
 #   CHECK_GENERATION=false scripts/bench-service.sh   # load.check_generation: false (no object
 #     metadata read per event: for buckets whose objects are never overwritten)
 #   PUBSUB_ENDPOINT=http://127.0.0.1:8085 scripts/bench-service.sh   # publish to an emulator
@@ -41,12 +40,12 @@ FLOOR=${FLOOR:-0}
 FLOOR_BIN=${FLOOR_BIN:-${CARGO_TARGET_DIR:-target}/function/examples/io_floor}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/conveyor-load}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/function/conveyor-load}
 command -v taskset >/dev/null || { echo "bench-service: needs taskset (util-linux)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "bench-service: needs python3" >&2; exit 1; }
 if [ "${BUILD:-0}" = 1 ] || [ ! -x "$BIN" ]; then
-  echo "bench-service: building the release binary (cargo build --release -p conveyor-load)" >&2
-  cargo build --release -p conveyor-load
+  echo "bench-service: building the image's binary (scripts/build-binaries.sh - conveyor-load)" >&2
+  scripts/build-binaries.sh - conveyor-load
 fi
 if [ "$FLOOR" = 1 ] && [ ! -x "$FLOOR_BIN" ]; then
   echo "bench-service: building the I/O floor (cargo build --profile function -p conveyor-gcp --example io_floor)" >&2

@@ -104,6 +104,7 @@ impl RunLogArgs {
                 anonymous: self.anonymous,
                 dataproc_endpoint: None,
                 dataflow_endpoint: None,
+                http_timeout: conveyor_gcp::rest::REQUEST_TIMEOUT,
             };
             let gcp = Gcp::connect(settings).context("Google Cloud credentials")?;
             let bq = gcp.bigquery();

@@ -40,7 +40,7 @@ impl Warehouse for Counter {
         })
     }
     async fn load_state(&self, _: &JobId) -> Result<LoadStatus, PortError> {
-        Err(PortError::NotFound("not used".into()))
+        Err(PortError::not_found("not used"))
     }
     async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
         Ok(0)

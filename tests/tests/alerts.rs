@@ -24,7 +24,7 @@ struct Recorder {
 impl EventBus for Recorder {
     async fn publish(&self, e: &ConveyorEvent) -> Result<(), PortError> {
         if self.down {
-            return Err(PortError::Transient("pubsub unavailable".into()));
+            return Err(PortError::transient("pubsub unavailable"));
         }
         self.events.lock().expect("events").push(e.clone());
         Ok(())

@@ -214,7 +214,7 @@ struct Down;
 #[async_trait]
 impl RowSink for Down {
     async fn insert_rows(&self, _: &RowBatch) -> Result<bool, PortError> {
-        Err(PortError::Transient("connection refused".into()))
+        Err(PortError::transient("connection refused"))
     }
 }
 

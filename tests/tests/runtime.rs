@@ -72,3 +72,65 @@ async fn on_one_cpu_a_function_runs_on_one_thread_and_on_more_with_a_worker_per_
         );
     }
 }
+
+/// Runs a function binary on `config` (Google Cloud settings pointing nowhere), waiting at
+/// most 30 s for it to exit; its exit status and stderr, or `None` when it kept running.
+fn start_with(binary_name: &str, config: &str) -> Option<(std::process::ExitStatus, String)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("conveyor.yaml");
+    std::fs::write(&path, config).expect("config");
+    let mut child = Command::new(binary(binary_name))
+        .env("PORT", free_port().to_string())
+        .env("CONVEYOR_CONFIG", &path)
+        .env("CONVEYOR_PROJECT", "test")
+        .env("CONVEYOR_EVENTS_TOPIC", "events")
+        .env("CONVEYOR_ANONYMOUS", "true")
+        .env("CONVEYOR_PUBSUB_ENDPOINT", "http://127.0.0.1:9")
+        .env("CONVEYOR_GCS_ENDPOINT", "http://127.0.0.1:9")
+        .env("CONVEYOR_BIGQUERY_ENDPOINT", "http://127.0.0.1:9")
+        .env("CONVEYOR_LOG", "warn")
+        .env_remove("CONVEYOR_POSTGRES_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the function");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(_)) = child.try_wait() {
+            let out = child.wait_with_output().expect("output");
+            return Some((
+                out.status,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn a_function_missing_a_setting_its_pipeline_file_needs_refuses_to_start_naming_it() {
+    let config = "run_log: { table: ops.run_log, postgres: { table: ops.run_log } }\n\
+                  pipelines:\n  - name: sales\n    trigger: { object: { bucket: landing, pattern: \"in/*.csv\" } }\n    load: { table: ds.sales, format: CSV }\n";
+    let (status, stderr) = start_with("conveyor-log", config)
+        .expect("conveyor-log started although no connection string for run_log.postgres is set");
+    assert!(!status.success());
+    assert!(stderr.contains("CONVEYOR_POSTGRES_URL"), "{stderr}");
+    assert!(stderr.contains("run_log.postgres"), "{stderr}");
+}
+
+#[test]
+fn a_function_whose_pipeline_file_names_an_engine_it_cannot_run_refuses_to_start() {
+    let config = "pipelines:\n  - name: nightly\n    trigger: { manual: true }\n    batch: { engine: local, command: \"true\" }\n";
+    let (status, stderr) = start_with("conveyor-poll", config)
+        .expect("conveyor-poll started although it cannot run `engine: local`");
+    assert!(!status.success());
+    assert!(
+        stderr.contains(
+            "pipeline nightly, job batch: `engine: local` runs in the embedded runtime only"
+        ),
+        "{stderr}"
+    );
+}

@@ -103,6 +103,12 @@ struct GcpEnv {
     bigquery_endpoint: Option<String>,
     #[serde(default)]
     anonymous: bool,
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    http_timeout: std::time::Duration,
+}
+
+fn default_http_timeout() -> std::time::Duration {
+    conveyor_gcp::rest::REQUEST_TIMEOUT
 }
 
 impl From<GcpEnv> for GcpSettings {
@@ -119,6 +125,7 @@ impl From<GcpEnv> for GcpSettings {
             anonymous: e.anonymous,
             dataproc_endpoint: None,
             dataflow_endpoint: None,
+            http_timeout: e.http_timeout,
         }
     }
 }

@@ -33,7 +33,7 @@ struct LogSettings {
 impl LogSettings {
     fn from_env() -> Result<Self, PortError> {
         envy::prefixed("CONVEYOR_").from_env::<Self>().map_err(|e| {
-            PortError::Permanent(format!(
+            PortError::permanent(format!(
                 "bad CONVEYOR_POSTGRES_URL or CONVEYOR_ALERTS_TOPIC: {e}"
             ))
         })

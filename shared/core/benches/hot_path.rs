@@ -41,10 +41,10 @@ impl ObjectStore for Instant {
         _: &ObjectName,
         _: ByteStream,
     ) -> Result<ObjectMeta, PortError> {
-        Err(PortError::Permanent("unused".into()))
+        Err(PortError::permanent("unused"))
     }
     async fn open(&self, _: &BucketName, _: &ObjectName) -> Result<ByteStream, PortError> {
-        Err(PortError::Permanent("unused".into()))
+        Err(PortError::permanent("unused"))
     }
     async fn head(&self, _: &BucketName, _: &ObjectName) -> Result<Option<ObjectMeta>, PortError> {
         Ok(None)
@@ -66,7 +66,7 @@ impl ObjectStore for Instant {
 impl EventBus for Instant {
     async fn publish(&self, event: &ConveyorEvent) -> Result<(), PortError> {
         std::hint::black_box(
-            serde_json::to_vec(event).map_err(|e| PortError::Permanent(e.to_string()))?,
+            serde_json::to_vec(event).map_err(|e| PortError::permanent(e.to_string()))?,
         );
         Ok(())
     }

@@ -54,27 +54,37 @@ impl Engines {
 
     fn pick(&self, spec: &BatchSpec) -> Result<&dyn BatchEngine, PortError> {
         let name = spec.engine();
-        self.engines.get(name).map(|e| e.as_ref()).ok_or_else(|| {
-            PortError::Permanent(if name == "ssh" {
-                "`engine: ssh` is not wired into this runtime (the submit and poll functions and \
-                 the embedded runtime run it)"
-                    .to_owned()
-            } else if name == "local" {
-                "`engine: local` runs in the embedded runtime only (`conveyor run`, \
-                 `conveyor dev`)"
-                    .to_owned()
-            } else {
-                format!(
-                    "the {name} engine needs Google Cloud: this runtime runs `engine: local` \
-                     batches only (deploy the functions, which run on Google Cloud)"
-                )
-            })
-        })
+        self.engines
+            .get(name)
+            .map(|e| e.as_ref())
+            .ok_or_else(|| PortError::permanent(Self::missing(name)))
+    }
+
+    /// Why `engine:` `name` does not run in a runtime without it.
+    fn missing(name: &str) -> String {
+        if name == "ssh" {
+            "`engine: ssh` is not wired into this runtime (the submit and poll functions and \
+             the embedded runtime run it)"
+                .to_owned()
+        } else if name == "local" {
+            "`engine: local` runs in the embedded runtime only (`conveyor run`, \
+             `conveyor dev`)"
+                .to_owned()
+        } else {
+            format!(
+                "the {name} engine needs Google Cloud: this runtime runs `engine: local` \
+                 batches only (deploy the functions, which run on Google Cloud)"
+            )
+        }
     }
 }
 
 #[async_trait]
 impl BatchEngine for Engines {
+    fn refuses(&self, engine: &str) -> Option<String> {
+        (!self.engines.contains_key(engine)).then(|| Self::missing(engine))
+    }
+
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
         self.pick(&req.spec)?.submit(req).await
     }

@@ -23,28 +23,172 @@ use crate::names::{BucketName, JobId, ObjectName, RunId, TableRef};
 /// A readable byte stream.
 pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;
 
-/// The error of a port call, classified the one way callers care about: is it worth retrying?
+/// The error of a port call, classified the ways callers act on: is it worth retrying, and
+/// for the few callers that make something idempotent, did it exist already or did a
+/// condition they set fail. Adapters classify once, where the answer is read (the Google
+/// adapters in `conveyor_gcp::rest::classify`); callers match the variant, never the text.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PortError {
-    /// Retrying later may succeed (backend down, quota, timeout).
+    /// Retrying later may succeed (backend down, quota, timeout, a refused token, a port this
+    /// process did not wire).
     #[error("transient: {0}")]
-    Transient(String),
-    /// Retrying cannot succeed (bad data, missing object, refused request).
+    Transient(Cause),
+    /// Retrying cannot succeed (bad data, refused request).
     #[error("{0}")]
-    Permanent(String),
+    Permanent(Cause),
     /// The rows of a load were bad; nothing was loaded.
     #[error("{} bad row(s); first: row {}: {}", .0.len(), .0.first().map_or(0, |b| b.row), .0.first().map_or("", |b| b.reason.as_str()))]
     BadRows(Vec<BadRow>),
     /// The thing asked for does not exist.
     #[error("not found: {0}")]
-    NotFound(String),
+    NotFound(Cause),
+    /// What the call creates exists already (HTTP 409, Google's `ALREADY_EXISTS`): for a
+    /// deterministic id, the earlier delivery's, to adopt.
+    #[error("conflict: {0}")]
+    Conflict(Cause),
+    /// A condition the call set does not hold (HTTP 412, Google's `FAILED_PRECONDITION`): the
+    /// generation asked for is not the live one, the resource is not in a state that allows it.
+    #[error("precondition failed: {0}")]
+    Precondition(Cause),
 }
 
 impl PortError {
+    /// A failure that may pass.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient(Cause::new(message))
+    }
+
+    /// A failure that will not pass.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Permanent(Cause::new(message))
+    }
+
+    /// What was asked for does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(Cause::new(message))
+    }
+
+    /// What is created exists already.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict(Cause::new(message))
+    }
+
+    /// A condition set on the call does not hold.
+    pub fn precondition(message: impl Into<String>) -> Self {
+        Self::Precondition(Cause::new(message))
+    }
+
     /// Whether a retry may help.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient(_))
+    }
+
+    /// This error keeping `source`, the typed error it was classified from (an HTTP answer's
+    /// status and reason), for callers that need more than the class. Its text is not added:
+    /// the message already says it.
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        if let Some(cause) = self.cause_mut() {
+            cause.source = Some(Arc::new(source));
+        }
+        self
+    }
+
+    /// The typed error this one was classified from, when the adapter kept it (see
+    /// [`Self::with_source`]); downcast it to the adapter's error type.
+    pub fn origin(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Self::Transient(c)
+            | Self::Permanent(c)
+            | Self::NotFound(c)
+            | Self::Conflict(c)
+            | Self::Precondition(c) => c.source.as_deref(),
+            Self::BadRows(_) => None,
+        }
+    }
+
+    fn cause_mut(&mut self) -> Option<&mut Cause> {
+        match self {
+            Self::Transient(c)
+            | Self::Permanent(c)
+            | Self::NotFound(c)
+            | Self::Conflict(c)
+            | Self::Precondition(c) => Some(c),
+            Self::BadRows(_) => None,
+        }
+    }
+}
+
+/// The cause of a [`PortError`]: a message for people (it reads as text: `&*cause` is the
+/// message), and, when the adapter kept it, the typed error it was classified from.
+///
+/// The source is not reported by [`std::error::Error::source`]: the message says what it
+/// says, and an error chain printed whole (`{:#}`) would say it twice.
+#[derive(Clone)]
+pub struct Cause {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Cause {
+    /// A cause with `message` and no source.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The typed error it came from, if kept.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+impl std::ops::Deref for Cause {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(s) => write!(f, "{:?} (from {s:?})", self.message),
+            None => write!(f, "{:?}", self.message),
+        }
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<Cause> for String {
+    fn from(c: Cause) -> Self {
+        c.message
     }
 }
 
@@ -62,6 +206,11 @@ pub struct ObjectMeta {
 /// Buckets of objects: Cloud Storage, or a directory per bucket.
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
+    /// `false` for [`Unwired`] only: what the start-up check of a function looks at.
+    fn wired(&self) -> bool {
+        true
+    }
+
     /// Writes `body` to `bucket/name`, replacing any object there, and returns its metadata.
     /// The object appears whole or not at all.
     async fn put(
@@ -187,6 +336,11 @@ pub trait Source: Send + Sync {
 /// files.
 #[async_trait]
 pub trait Sources: Send + Sync {
+    /// `false` for [`Unwired`] only: what the start-up check of a function looks at.
+    fn wired(&self) -> bool {
+        true
+    }
+
     /// A client for `source`, with its credentials resolved now.
     async fn connect(&self, source: &StageSource) -> Result<Arc<dyn Source>, PortError>;
 }
@@ -223,6 +377,11 @@ pub trait SecretStore: Send + Sync {
 /// Where events go: Pub/Sub topics, or the in-process bus.
 #[async_trait]
 pub trait EventBus: Send + Sync {
+    /// `false` for [`Unwired`] only: what the start-up check of a function looks at.
+    fn wired(&self) -> bool {
+        true
+    }
+
     /// Publishes one event. Returns once the bus has accepted it.
     async fn publish(&self, event: &ConveyorEvent) -> Result<(), PortError>;
 }
@@ -303,6 +462,11 @@ pub struct LoadStatus {
 /// The warehouse: BigQuery, or an embedded SQL database.
 #[async_trait]
 pub trait Warehouse: Send + Sync {
+    /// `false` for [`Unwired`] only: what the start-up check of a function looks at.
+    fn wired(&self) -> bool {
+        true
+    }
+
     /// Starts the load job and waits up to `wait` for it to end. Idempotent on
     /// `job.job_id`: an existing job under that id is adopted (and reported as it is), never
     /// run a second time. A job still running after `wait` is [`LoadState::Running`]; its
@@ -368,6 +532,17 @@ pub struct JobState {
 /// A batch engine: Dataproc, Dataflow, Data Fusion, or a local process.
 #[async_trait]
 pub trait BatchEngine: Send + Sync {
+    /// Why batches of `engine` (as [`BatchSpec::engine`] names it) cannot run here, or `None`
+    /// when they can: checked at start-up for every job of the pipeline file.
+    fn refuses(&self, engine: &str) -> Option<String> {
+        let _ = engine;
+        None
+    }
+    /// `false` for [`Unwired`] only: what the start-up check of a function looks at.
+    fn wired(&self) -> bool {
+        true
+    }
+
     /// Starts the batch. Idempotent on `req.job_id`: an existing job is adopted.
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError>;
     /// The job's current state.
@@ -493,6 +668,11 @@ pub struct RunLogQuery {
 /// The run log: a BigQuery table, or a table in the embedded database.
 #[async_trait]
 pub trait RunLog: Send + Sync {
+    /// `false` for [`Unwired`] only: what the start-up check of a function looks at.
+    fn wired(&self) -> bool {
+        true
+    }
+
     /// Records a row. Idempotent on `row.event_id`.
     async fn record(&self, table: &TableRef, row: &RunLogRow) -> Result<(), PortError>;
     /// The rows `query` selects, newest first, each event once.
@@ -548,6 +728,11 @@ pub struct RowBatch {
 /// Tables that take rows as they come (Pub/Sub messages): BigQuery, or an embedded table.
 #[async_trait]
 pub trait RowSink: Send + Sync {
+    /// `false` for [`Unwired`] only: what the start-up check of a function looks at.
+    fn wired(&self) -> bool {
+        true
+    }
+
     /// Appends `batch`'s rows to its table, once: returns `false`, writing nothing, when a
     /// batch with this id was written before (a redelivered message).
     async fn insert_rows(&self, batch: &RowBatch) -> Result<bool, PortError>;
@@ -557,6 +742,17 @@ pub trait RowSink: Send + Sync {
 /// writes each row there after the run log.
 #[async_trait]
 pub trait RunLogSinks: Send + Sync {
+    /// What `sink` lacks to be written to (a connection string that no setting gives), naming
+    /// the setting; `None` when it can be. Checked at start-up for every sink of the file.
+    fn lacks(&self, sink: &RunLogSink) -> Option<String> {
+        let _ = sink;
+        None
+    }
+    /// `false` for [`Unwired`] only: what the start-up check of a function looks at.
+    fn wired(&self) -> bool {
+        true
+    }
+
     /// Records `row` in `sink`, creating its table when missing. Idempotent on
     /// `row.event_id`: a redelivered event writes nothing twice.
     async fn record(&self, sink: &RunLogSink, row: &RunLogRow) -> Result<(), PortError>;
@@ -606,14 +802,21 @@ impl Ports {
     }
 }
 
-/// A port a runtime did not wire: every call fails permanently, saying so. Reaching one is a
-/// wiring mistake (a step asked for a port its function does not build), never bad input.
+/// A port a runtime did not wire. The start-up check ([`crate::steps::check_wiring`]) refuses
+/// to start a function whose step needs one; reaching one anyway is a deployment mistake, not
+/// bad input: every call fails as [`PortError::Transient`], saying so, so the event is
+/// answered 503 and redelivered (and dead-lettered in the end) instead of being acknowledged
+/// as rejected and lost.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unwired;
 
 impl Unwired {
     fn refuse<T>(port: &str) -> Result<T, PortError> {
-        Err(PortError::Permanent(format!(
+        tracing::error!(
+            port,
+            "a step reached a port this function does not wire (a wiring mistake)"
+        );
+        Err(PortError::transient(format!(
             "this function has no {port} (a wiring mistake: see its `ports` function)"
         )))
     }
@@ -621,6 +824,9 @@ impl Unwired {
 
 #[async_trait]
 impl ObjectStore for Unwired {
+    fn wired(&self) -> bool {
+        false
+    }
     async fn put(
         &self,
         _: &BucketName,
@@ -658,6 +864,9 @@ impl ObjectStore for Unwired {
 
 #[async_trait]
 impl EventBus for Unwired {
+    fn wired(&self) -> bool {
+        false
+    }
     async fn publish(&self, _: &ConveyorEvent) -> Result<(), PortError> {
         Self::refuse("event bus")
     }
@@ -665,6 +874,9 @@ impl EventBus for Unwired {
 
 #[async_trait]
 impl Warehouse for Unwired {
+    fn wired(&self) -> bool {
+        false
+    }
     async fn load(&self, _: &LoadJob, _: std::time::Duration) -> Result<LoadStatus, PortError> {
         Self::refuse("warehouse")
     }
@@ -685,6 +897,9 @@ impl Warehouse for Unwired {
 
 #[async_trait]
 impl BatchEngine for Unwired {
+    fn wired(&self) -> bool {
+        false
+    }
     async fn submit(&self, _: &BatchRequest) -> Result<Submitted, PortError> {
         Self::refuse("batch engine")
     }
@@ -698,6 +913,9 @@ impl BatchEngine for Unwired {
 
 #[async_trait]
 impl RunLog for Unwired {
+    fn wired(&self) -> bool {
+        false
+    }
     async fn record(&self, _: &TableRef, _: &RunLogRow) -> Result<(), PortError> {
         Self::refuse("run log")
     }
@@ -715,6 +933,9 @@ impl RunLog for Unwired {
 
 #[async_trait]
 impl Sources for Unwired {
+    fn wired(&self) -> bool {
+        false
+    }
     async fn connect(&self, _: &StageSource) -> Result<Arc<dyn Source>, PortError> {
         Self::refuse("stage sources")
     }
@@ -722,6 +943,9 @@ impl Sources for Unwired {
 
 #[async_trait]
 impl RunLogSinks for Unwired {
+    fn wired(&self) -> bool {
+        false
+    }
     async fn record(&self, _: &RunLogSink, _: &RunLogRow) -> Result<(), PortError> {
         Self::refuse("run-log sinks")
     }
@@ -729,6 +953,9 @@ impl RunLogSinks for Unwired {
 
 #[async_trait]
 impl RowSink for Unwired {
+    fn wired(&self) -> bool {
+        false
+    }
     async fn insert_rows(&self, _: &RowBatch) -> Result<bool, PortError> {
         Self::refuse("row sink")
     }

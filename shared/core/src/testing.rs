@@ -44,7 +44,7 @@ async fn read_all(mut body: ByteStream) -> Result<Vec<u8>, PortError> {
     let mut buf = Vec::new();
     body.read_to_end(&mut buf)
         .await
-        .map_err(|e| PortError::Transient(e.to_string()))?;
+        .map_err(|e| PortError::transient(e.to_string()))?;
     Ok(buf)
 }
 
@@ -74,7 +74,7 @@ impl ObjectStore for MemoryStore {
         let objects = self.objects.lock().expect("lock");
         let (body, _) = objects
             .get(&Self::key(bucket, name))
-            .ok_or_else(|| PortError::NotFound(format!("{bucket}/{name}")))?;
+            .ok_or_else(|| PortError::not_found(format!("{bucket}/{name}")))?;
         Ok(Box::pin(std::io::Cursor::new(body.clone())))
     }
 

@@ -43,7 +43,7 @@ impl EventBus for InProcessBus {
         self.pending.fetch_add(1, Ordering::SeqCst);
         self.tx.send(event.clone()).map_err(|_| {
             self.pending.fetch_sub(1, Ordering::SeqCst);
-            PortError::Transient("the in-process bus is closed".to_owned())
+            PortError::transient("the in-process bus is closed")
         })
     }
 }

@@ -66,14 +66,14 @@ impl LocalBatchEngine {
         command: &str,
         staging: &std::path::Path,
     ) -> Result<tokio::process::Child, PortError> {
-        let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", staging.display()));
+        let io = |e: std::io::Error| PortError::transient(format!("{}: {e}", staging.display()));
         tokio::fs::write(staging.join("command"), command)
             .await
             .map_err(io)?;
         let cwd = match &spec.working_dir {
             Some(dir) => dir.clone(),
             None => std::env::current_dir().map_err(|e| {
-                PortError::Transient(format!("cannot read the working directory: {e}"))
+                PortError::transient(format!("cannot read the working directory: {e}"))
             })?,
         };
         let mut cmd = tokio::process::Command::new("sh");
@@ -93,7 +93,7 @@ impl LocalBatchEngine {
         cmd.process_group(0);
         let mut child = cmd
             .spawn()
-            .map_err(|e| PortError::Transient(format!("cannot start sh: {e}")))?;
+            .map_err(|e| PortError::transient(format!("cannot start sh: {e}")))?;
         let pid = child.id().map(|p| p.to_string()).unwrap_or_default();
         if let Err(e) = tokio::fs::write(staging.join("pid"), &pid).await {
             let _ = child.start_kill();
@@ -122,14 +122,14 @@ fn alive(pid: &str) -> bool {
 impl BatchEngine for LocalBatchEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
         let BatchSpec::Local(spec) = &req.spec else {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "the local engine cannot run a {} batch",
                 req.spec.engine()
             )));
         };
         let command = conveyor_core::shell::render(&spec.command, &req.vars);
         if let Some(what) = conveyor_core::shell::nul_value(&command, &req.vars, &spec.env) {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "{what} holds a NUL byte, which no command can take"
             )));
         }
@@ -151,7 +151,7 @@ impl BatchEngine for LocalBatchEngine {
             std::process::id(),
             STAGING_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", staging.display()));
+        let io = |e: std::io::Error| PortError::transient(format!("{}: {e}", staging.display()));
         tokio::fs::create_dir(&staging).await.map_err(io)?;
         let started = self.start(req, spec, &command, &staging).await;
         let mut child = match started {
@@ -186,7 +186,7 @@ impl BatchEngine for LocalBatchEngine {
                     // A concurrent delivery published the job first.
                     Ok(adopted)
                 } else {
-                    Err(PortError::Transient(format!("{}: {e}", dir.display())))
+                    Err(PortError::transient(format!("{}: {e}", dir.display())))
                 }
             }
         }
@@ -195,7 +195,7 @@ impl BatchEngine for LocalBatchEngine {
     async fn state(&self, _spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError> {
         let dir = self.dir(job_id);
         if !dir.is_dir() {
-            return Err(PortError::NotFound(format!("local batch {job_id}")));
+            return Err(PortError::not_found(format!("local batch {job_id}")));
         }
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
         if read("cancelled").is_some() {
@@ -264,7 +264,7 @@ impl BatchEngine for LocalBatchEngine {
 
     async fn cancel(&self, _spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError> {
         let dir = self.dir(job_id);
-        let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", dir.display()));
+        let io = |e: std::io::Error| PortError::transient(format!("{}: {e}", dir.display()));
         if dir.join("exit_code").exists() {
             return Ok(());
         }

@@ -145,7 +145,7 @@ impl Embedded {
         state_dir: &Path,
         engines: Engines,
     ) -> Result<Self, PortError> {
-        let io = |e: std::io::Error| PortError::Transient(format!("{}: {e}", state_dir.display()));
+        let io = |e: std::io::Error| PortError::transient(format!("{}: {e}", state_dir.display()));
         let store = LocalStore::new(state_dir.join("buckets")).map_err(io)?;
         let warehouse = SqliteWarehouse::open_local(state_dir.join("warehouse"), store.clone())?;
         let local = LocalBatchEngine::new(state_dir.join("batches")).map_err(io)?;

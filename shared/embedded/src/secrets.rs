@@ -32,10 +32,10 @@ impl SecretStore for DirSecrets {
         };
         match tokio::fs::read(&path).await {
             Ok(bytes) => Ok(SecretValue::new(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(PortError::Permanent(
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(PortError::permanent(
                 format!("secret {secret}: no file {}", path.display()),
             )),
-            Err(e) => Err(PortError::Transient(format!(
+            Err(e) => Err(PortError::transient(format!(
                 "secret {secret}: {}: {e}",
                 path.display()
             ))),

@@ -34,19 +34,19 @@ pub struct LocalStore {
 fn io(e: std::io::Error, what: &Path) -> PortError {
     let symlink = e.raw_os_error() == Some(libc::ELOOP);
     match e.kind() {
-        std::io::ErrorKind::NotFound => PortError::NotFound(what.display().to_string()),
+        std::io::ErrorKind::NotFound => PortError::not_found(what.display().to_string()),
         std::io::ErrorKind::InvalidFilename => {
-            PortError::Permanent(format!("{}: {e}", what.display()))
+            PortError::permanent(format!("{}: {e}", what.display()))
         }
         _ if symlink => not_followed(what),
-        _ => PortError::Transient(format!("{}: {e}", what.display())),
+        _ => PortError::transient(format!("{}: {e}", what.display())),
     }
 }
 
 /// A symbolic link inside a bucket is not an object: it is never followed (it could point
 /// anywhere outside the bucket).
 fn not_followed(path: &Path) -> PortError {
-    PortError::NotFound(format!(
+    PortError::not_found(format!(
         "{} is a symbolic link; links inside a bucket are not followed",
         path.display()
     ))
@@ -140,7 +140,7 @@ impl LocalStore {
         // One trip to a blocking thread for every folder on the way.
         tokio::task::spawn_blocking(move || store.checked_path_blocking(&bucket, &name))
             .await
-            .map_err(|e| PortError::Transient(format!("object path: {e}")))?
+            .map_err(|e| PortError::transient(format!("object path: {e}")))?
     }
 
     /// Writes `body` to a hidden temporary file beside `path` (the watcher and listings skip
@@ -168,7 +168,7 @@ impl LocalStore {
                 .map_err(|e| io(e, &tmp))?;
             tokio::io::copy(&mut body, &mut out)
                 .await
-                .map_err(|e| PortError::Transient(format!("copy into {}: {e}", tmp.display())))?;
+                .map_err(|e| PortError::transient(format!("copy into {}: {e}", tmp.display())))?;
             out.flush().await.map_err(|e| io(e, &tmp))?;
             out.sync_all().await.map_err(|e| io(e, &tmp))
         }
@@ -192,7 +192,7 @@ impl LocalStore {
         // One trip to a blocking thread, not one per system call.
         tokio::task::spawn_blocking(move || meta_blocking(&bucket, &name, &path))
             .await
-            .map_err(|e| PortError::Transient(format!("object metadata: {e}")))?
+            .map_err(|e| PortError::transient(format!("object metadata: {e}")))?
     }
 }
 
@@ -326,7 +326,7 @@ impl ObjectStore for LocalStore {
             meta_blocking(&bucket, &name, &path)
         })
         .await
-        .map_err(|e| PortError::Transient(format!("object metadata: {e}")))?;
+        .map_err(|e| PortError::transient(format!("object metadata: {e}")))?;
         match meta {
             Ok(m) => Ok(Some(m)),
             Err(PortError::NotFound(_)) => Ok(None),

@@ -1,13 +1,17 @@
-//! One credentials source for every Google client.
+//! One credentials source for every Google client, and the one way an adapter sends an
+//! authorised call ([`GcpAuth::send`]): a refused token (401) is refreshed and the call sent
+//! once more; any other answer that is not a success is classified by [`crate::rest`].
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use google_cloud_auth::credentials::{AccessTokenCredentials, Builder};
+use google_cloud_auth::credentials::{Builder, CacheableResource, Credentials};
+use http::StatusCode;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::rest::{ApiError, RequestBuilder, Response};
 use conveyor_core::ports::PortError;
 
 /// Credentials shared by every client of a service: on Cloud Run, the metadata server's token
@@ -16,7 +20,7 @@ use conveyor_core::ports::PortError;
 #[derive(Clone, Debug)]
 pub enum GcpAuth {
     /// Application Default Credentials (google-cloud-auth).
-    Adc(AccessTokenCredentials),
+    Adc(AdcCredentials),
     /// The service account's token from the metadata server (Cloud Run).
     Metadata(MetadataToken),
     /// No credentials: for emulators only.
@@ -38,12 +42,7 @@ impl GcpAuth {
         if on_cloud_run && std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_none() {
             return Ok(Self::Metadata(MetadataToken::from_env()));
         }
-        Builder::default()
-            .build_access_token_credentials()
-            .map(Self::Adc)
-            .map_err(|e| {
-                PortError::Permanent(format!("cannot load Application Default Credentials: {e}"))
-            })
+        AdcCredentials::load().map(Self::Adc)
     }
 
     /// The bearer token for REST calls; `None` when anonymous.
@@ -52,32 +51,79 @@ impl GcpAuth {
     /// A transient error when the token cannot be fetched (the metadata server is busy).
     pub async fn bearer(&self) -> Result<Option<String>, PortError> {
         match self {
-            Self::Adc(c) => c
-                .access_token()
-                .await
-                .map(|t| Some(t.token))
-                .map_err(|e| PortError::Transient(format!("cannot get an access token: {e}"))),
+            Self::Adc(c) => c.token().await.map(Some),
             Self::Metadata(m) => m.token().await.map(Some),
             Self::Anonymous => Ok(None),
         }
     }
 
-    /// Adds the `Authorization` header to a request, when there is a token.
+    /// Adds the credentials' headers to a request: `Authorization`, and on the ADC path the
+    /// quota project's `x-goog-user-project` when the credentials name one.
     ///
     /// # Errors
     /// When the token cannot be fetched.
-    pub async fn authorize(
-        &self,
-        req: crate::rest::RequestBuilder,
-    ) -> Result<crate::rest::RequestBuilder, PortError> {
-        if let Self::Metadata(m) = self {
+    pub async fn authorize(&self, req: RequestBuilder) -> Result<RequestBuilder, PortError> {
+        match self {
             // The header is made once per token, not once per request.
-            return Ok(req.header(http::header::AUTHORIZATION, m.header().await?));
+            Self::Metadata(m) => Ok(req.header(http::header::AUTHORIZATION, m.header().await?)),
+            Self::Adc(c) => {
+                let mut req = req;
+                for (name, value) in c.headers().await?.iter() {
+                    req = req.header(name.clone(), value.clone());
+                }
+                Ok(req)
+            }
+            Self::Anonymous => Ok(req),
         }
-        Ok(match self.bearer().await? {
-            Some(token) => req.bearer_auth(token),
-            None => req,
-        })
+    }
+
+    /// Forgets the current token, so the next call gets a new one: after a 401.
+    pub async fn refresh(&self) {
+        match self {
+            Self::Adc(c) => c.refresh(),
+            Self::Metadata(m) => m.forget().await,
+            Self::Anonymous => {}
+        }
+    }
+
+    /// Sends the request `build` makes, authorised, and returns the answer when it is a
+    /// success (2xx, or Cloud Storage's 308 for an upload's chunk). A 401 (the token expired
+    /// or was revoked in between) gets a new token and the request once more (`build` is
+    /// called again: nothing is cloned on the way that succeeds). Any other answer becomes
+    /// the [`PortError`] [`crate::rest::classify`] says, `what` naming the call; a failure to
+    /// reach the server is transient.
+    ///
+    /// # Errors
+    /// As above.
+    pub async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, PortError> {
+        let mut refreshed = false;
+        loop {
+            let resp = self
+                .authorize(build())
+                .await?
+                .send()
+                .await
+                .map_err(|e| e.into_port(what))?;
+            let status = resp.status();
+            if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {
+                return Ok(resp);
+            }
+            if status == StatusCode::UNAUTHORIZED && !refreshed && !matches!(self, Self::Anonymous)
+            {
+                tracing::warn!(
+                    call = what,
+                    "the token was refused (401); sending once more with a new one"
+                );
+                self.refresh().await;
+                refreshed = true;
+                continue;
+            }
+            return Err(ApiError::read(resp).await.into_port(what));
+        }
     }
 }
 
@@ -89,6 +135,111 @@ impl crate::engines::TokenSource for GcpAuth {
             .bearer()
             .await?
             .unwrap_or_else(|| "anonymous".to_owned()))
+    }
+
+    async fn authorize(&self, req: RequestBuilder) -> Result<RequestBuilder, PortError> {
+        match self {
+            Self::Anonymous => Ok(req.bearer_auth("anonymous")),
+            _ => GcpAuth::authorize(self, req).await,
+        }
+    }
+
+    async fn refresh(&self) {
+        GcpAuth::refresh(self).await;
+    }
+}
+
+/// Application Default Credentials (google-cloud-auth): the token and the quota project
+/// header, each fetch bounded by the shared client's timeout (google-cloud-auth's own HTTP
+/// client has none), and loaded again after a 401.
+#[derive(Clone, Debug)]
+pub struct AdcCredentials {
+    credentials: Arc<RwLock<Credentials>>,
+    timeout: Duration,
+}
+
+impl AdcCredentials {
+    /// Loads the credentials ADC finds.
+    ///
+    /// # Errors
+    /// When there are none, or they cannot be parsed.
+    pub fn load() -> Result<Self, PortError> {
+        Ok(Self {
+            credentials: Arc::new(RwLock::new(Self::build()?)),
+            timeout: crate::http_client()
+                .timeout()
+                .unwrap_or(crate::rest::REQUEST_TIMEOUT),
+        })
+    }
+
+    /// Credentials made another way (google-cloud-auth's builders for a key file or a user's
+    /// refresh token), each fetch bounded by the shared client's timeout. After a 401 they are
+    /// loaded again from Application Default Credentials.
+    pub fn from_credentials(credentials: Credentials) -> Self {
+        Self {
+            credentials: Arc::new(RwLock::new(credentials)),
+            timeout: crate::http_client()
+                .timeout()
+                .unwrap_or(crate::rest::REQUEST_TIMEOUT),
+        }
+    }
+
+    fn build() -> Result<Credentials, PortError> {
+        Builder::default().build().map_err(|e| {
+            PortError::permanent(format!("cannot load Application Default Credentials: {e}"))
+        })
+    }
+
+    /// The headers a request carries.
+    async fn headers(&self) -> Result<http::HeaderMap, PortError> {
+        let credentials = self
+            .credentials
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let fetched =
+            tokio::time::timeout(self.timeout, credentials.headers(http::Extensions::new()))
+                .await
+                .map_err(|_| {
+                    PortError::transient(format!(
+                        "cannot get an access token: no answer within {}",
+                        humantime::format_duration(self.timeout)
+                    ))
+                })?
+                .map_err(|e| PortError::transient(format!("cannot get an access token: {e}")))?;
+        match fetched {
+            CacheableResource::New { data, .. } => Ok(data),
+            // Only answered to a caller that sent an entity tag; this one sends none.
+            CacheableResource::NotModified => Err(PortError::transient(
+                "cannot get an access token: the credentials answered `not modified`",
+            )),
+        }
+    }
+
+    /// The bearer token alone.
+    async fn token(&self) -> Result<String, PortError> {
+        let headers = self.headers().await?;
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned)
+            .ok_or_else(|| PortError::transient("cannot get an access token: no bearer token"))
+    }
+
+    /// Loads the credentials again (the cached token was refused).
+    fn refresh(&self) {
+        match Self::build() {
+            Ok(c) => {
+                *self
+                    .credentials
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = c;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load Application Default Credentials again")
+            }
+        }
     }
 }
 
@@ -156,6 +307,11 @@ impl MetadataToken {
         self.with_current(|c| c.header.clone()).await
     }
 
+    /// Forgets the cached token: the next call fetches one.
+    pub async fn forget(&self) {
+        *self.cached.lock().await = None;
+    }
+
     /// `f` of the current token, fetched first when there is none or it expires soon.
     async fn with_current<T>(&self, f: impl FnOnce(&Cached) -> T) -> Result<T, PortError> {
         let mut cached = self.cached.lock().await;
@@ -165,31 +321,26 @@ impl MetadataToken {
             return Ok(f(c));
         }
         let what = "access token from the metadata server";
+        // Bounded by the shared client's timeouts. Every failure may pass, as with
+        // google-cloud-auth's token source.
         let resp = crate::http_client()
             .get(&self.url)
             .header("Metadata-Flavor", "Google")
             .send()
             .await
-            .map_err(|e| crate::transport_error(what, &e))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| crate::transport_error(what, &e))?;
-        if !(200..300).contains(&status) {
-            // Every failure may pass, as with google-cloud-auth's token source.
-            return Err(PortError::Transient(format!(
-                "cannot get an access token: HTTP {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )));
+            .map_err(|e| e.into_port(what))?;
+        if !resp.status().is_success() {
+            let e = ApiError::read(resp).await;
+            return Err(PortError::transient(format!("cannot get an {what}: {e}")).with_source(e));
         }
+        let text = resp.text().await.map_err(|e| e.into_port(what))?;
         let answer: MetadataAnswer = serde_json::from_str(&text).map_err(|e| {
-            PortError::Transient(format!("cannot get an access token: bad answer: {e}"))
+            PortError::transient(format!("cannot get an access token: bad answer: {e}"))
         })?;
         let mut header =
             http::header::HeaderValue::try_from(format!("Bearer {}", answer.access_token))
                 .map_err(|_| {
-                    PortError::Transient(
+                    PortError::transient(
                         "cannot get an access token: the token is not header text".to_owned(),
                     )
                 })?;

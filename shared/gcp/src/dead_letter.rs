@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{GcpAuth, http_client, status_error, transport_error};
+use crate::{GcpAuth, http_client};
 use conveyor_core::ports::PortError;
 
 /// How long a pull waits for messages before it counts as "nothing more now".
@@ -120,17 +120,12 @@ impl PubSubRest {
         what: &str,
         body: &(impl Serialize + ?Sized),
     ) -> Result<bytes::Bytes, PortError> {
-        let req = self
+        let url = url.into();
+        let resp = self
             .auth
-            .authorize(http_client().post(url).json(body))
+            .send(what, || http_client().post(url.clone()).json(body))
             .await?;
-        let resp = req.send().await.map_err(|e| transport_error(what, &e))?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| transport_error(what, &e))?;
-        if !(200..300).contains(&status) {
-            return Err(status_error(status, what, &String::from_utf8_lossy(&body)));
-        }
-        Ok(body)
+        resp.bytes().await.map_err(|e| e.into_port(what))
     }
 
     /// Up to `max` messages waiting in `subscription` (fewer, or none, when it is empty).
@@ -157,26 +152,25 @@ impl PubSubRest {
         let resp = match self.auth.authorize(req).await?.send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Ok(Vec::new()),
-            Err(e) => return Err(transport_error(&path, &e)),
+            Err(e) => return Err(e.into_port(&path)),
         };
-        let status = resp.status().as_u16();
+        if !resp.status().is_success() {
+            return Err(crate::rest::ApiError::read(resp).await.into_port(&path));
+        }
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) if e.is_timeout() => return Ok(Vec::new()),
-            Err(e) => return Err(transport_error(&path, &e)),
+            Err(e) => return Err(e.into_port(&path)),
         };
-        if !(200..300).contains(&status) {
-            return Err(status_error(status, &path, &String::from_utf8_lossy(&body)));
-        }
         let resp: PullResponse = serde_json::from_slice(&body)
-            .map_err(|e| PortError::Permanent(format!("pull answer: {e}")))?;
+            .map_err(|e| PortError::permanent(format!("pull answer: {e}")))?;
         resp.received_messages
             .into_iter()
             .map(|r| {
                 let data = match r.message.data {
                     Some(d) => base64::engine::general_purpose::STANDARD
                         .decode(d.trim())
-                        .map_err(|e| PortError::Permanent(format!("message data: {e}")))?,
+                        .map_err(|e| PortError::permanent(format!("message data: {e}")))?,
                     None => Vec::new(),
                 };
                 Ok(PulledMessage {
@@ -250,7 +244,7 @@ impl PubSubRest {
     pub fn publish_url(&self, topic: &str) -> Result<http::Uri, PortError> {
         let topic = self.full_name("topics", topic);
         self.url(&format!("{topic}:publish")).parse().map_err(|e| {
-            PortError::Permanent(format!(
+            PortError::permanent(format!(
                 "{topic}: no Pub/Sub publish URL from {}: {e}",
                 self.endpoint
             ))
@@ -278,7 +272,7 @@ impl PubSubRest {
         serde_json::from_slice::<PublishResponse>(&answer)
             .ok()
             .and_then(|r| r.message_ids.into_iter().next())
-            .ok_or_else(|| PortError::Permanent(format!("publish to {what}: no message id")))
+            .ok_or_else(|| PortError::permanent(format!("publish to {what}: no message id")))
     }
 
     fn url(&self, path: &str) -> String {

@@ -4,23 +4,38 @@
 //! buckets) is gRPC-only and cannot run against fake-gcs-server, and its resumable uploads
 //! break there. The JSON API is small, stable, what fake-gcs-server implements, and lets the
 //! adapter stream uploads in fixed-size chunks with an end-to-end CRC32C check.
+//!
+//! An upload resumes instead of starting over: each chunk's answer says how much of the object
+//! Cloud Storage keeps (a 308's `Range`), and what it did not keep is sent again; after a
+//! failure that may pass, the session is asked what it keeps (`Content-Range: bytes */…`) and
+//! the upload goes on from there. The source is a stream read once, so what is not yet kept
+//! (at most a chunk) stays in memory until it is.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use http::StatusCode;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
+use tracing::warn;
 
-use super::{GcpAuth, status_error, transport_error};
+use super::GcpAuth;
+use crate::rest::segment;
 use conveyor_core::event::ObjectRef;
 use conveyor_core::names::{BucketName, ObjectName};
 use conveyor_core::ports::{ByteStream, ObjectMeta, ObjectPage, ObjectStore, PortError};
 
 /// Upload chunk size: a multiple of 256 KiB, as resumable uploads require. Memory per upload
-/// is two chunks, whatever the object's size: the one being sent and the next, read ahead to
-/// know which chunk is the last.
+/// is about one chunk, whatever the object's size: the bytes Cloud Storage does not keep yet,
+/// and one byte read ahead to know which chunk is the last.
 pub(crate) const CHUNK: usize = 8 * 1024 * 1024;
+
+/// Failures that may pass, in a row, after which an upload gives up (the delivery retries it).
+const RESUMES: u32 = 5;
 
 /// Cloud Storage buckets.
 #[derive(Clone)]
@@ -58,25 +73,12 @@ struct Listing {
     next_page_token: Option<String>,
 }
 
-/// Percent-encodes an object name as one path segment (`/` included).
-fn encode(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() * 3);
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 impl Resource {
     fn meta(self) -> Result<ObjectMeta, PortError> {
         let bucket =
-            BucketName::parse(&self.bucket).map_err(|e| PortError::Permanent(e.to_string()))?;
+            BucketName::parse(&self.bucket).map_err(|e| PortError::permanent(e.to_string()))?;
         let name =
-            ObjectName::parse(&self.name).map_err(|e| PortError::Permanent(e.to_string()))?;
+            ObjectName::parse(&self.name).map_err(|e| PortError::permanent(e.to_string()))?;
         // The CRC32C is the content fingerprint: it is what Conveyor itself verifies.
         let etag = self
             .crc32c
@@ -110,21 +112,6 @@ impl GcsStore {
         }
     }
 
-    async fn send(
-        &self,
-        req: crate::rest::RequestBuilder,
-        what: &str,
-    ) -> Result<crate::rest::Response, PortError> {
-        let req = self.auth.authorize(req).await?;
-        let resp = req.send().await.map_err(|e| transport_error(what, &e))?;
-        let status = resp.status().as_u16();
-        if (200..300).contains(&status) || status == 308 {
-            return Ok(resp);
-        }
-        let body = resp.text().await.unwrap_or_default();
-        Err(status_error(status, what, &body))
-    }
-
     /// Deletes the object (the generation `generation` only, when given): `false` when
     /// there was nothing to delete or another generation is live (412).
     async fn remove(
@@ -136,16 +123,18 @@ impl GcsStore {
         let url = format!(
             "{}/storage/v1/b/{bucket}/o/{}",
             self.base,
-            encode(name.as_str())
+            segment(name.as_str())
         );
-        let mut req = self.http.delete(url);
-        if let Some(g) = generation {
-            req = req.query(&[("ifGenerationMatch", g)]);
-        }
-        match self.send(req, "delete object").await {
+        let build = || {
+            let req = self.http.delete(&url);
+            match generation {
+                Some(g) => req.query(&[("ifGenerationMatch", g)]),
+                None => req,
+            }
+        };
+        match self.auth.send("delete object", build).await {
             Ok(_) => Ok(true),
-            Err(PortError::NotFound(_)) => Ok(false),
-            Err(PortError::Permanent(m)) if m.contains("HTTP 412") => Ok(false),
+            Err(PortError::NotFound(_) | PortError::Precondition(_)) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -162,88 +151,215 @@ impl GcsStore {
         let start = format!(
             "{}/upload/storage/v1/b/{bucket}/o?uploadType=resumable&name={}",
             self.base,
-            encode(name.as_str())
+            segment(name.as_str())
         ) + if if_absent {
             "&ifGenerationMatch=0"
         } else {
             ""
         };
         let resp = self
-            .send(
+            .auth
+            .send("start upload", || {
                 self.http
-                    .post(start)
+                    .post(&start)
                     .header("content-type", "application/json")
-                    .body("{}"),
-                "start upload",
-            )
+                    .body("{}")
+            })
             .await?;
         let session = resp
             .headers()
             .get(http::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .ok_or_else(|| PortError::Permanent("upload session without a Location".to_owned()))?;
+            .ok_or_else(|| PortError::permanent("upload session without a Location"))?;
+        drop(resp);
+        // CRC32C of every byte read from the source, in order: each is read once.
         let mut crc = 0u32;
-        let mut offset: u64 = 0;
-        let mut chunk = Vec::with_capacity(CHUNK);
-        let mut next = Vec::with_capacity(CHUNK);
-        Self::fill(&mut body, &mut chunk).await?;
+        // What the session keeps, and the bytes after it read but not kept yet.
+        let mut kept: u64 = 0;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut eof = false;
+        let mut failures = 0;
         loop {
-            Self::fill(&mut body, &mut next).await?;
-            let last = next.is_empty();
-            crc = crc32c::crc32c_append(crc, &chunk);
-            let end = offset + chunk.len() as u64;
+            if !eof {
+                eof = Self::top_up(&mut body, &mut pending, CHUNK + 1, &mut crc).await?;
+            }
+            let last = eof && pending.len() <= CHUNK;
+            let rest = pending.split_off(pending.len().min(CHUNK));
+            let chunk = Bytes::from(std::mem::take(&mut pending));
+            let end = kept + chunk.len() as u64;
             let range = match (last, chunk.is_empty()) {
-                (true, true) => format!("bytes */{offset}"),
-                (true, false) => format!("bytes {offset}-{}/{end}", end - 1),
-                (false, _) => format!("bytes {offset}-{}/*", end - 1),
+                (true, true) => format!("bytes */{end}"),
+                (true, false) => format!("bytes {kept}-{}/{end}", end - 1),
+                (false, _) => format!("bytes {kept}-{}/*", end - 1),
             };
-            let mut req = self
-                .http
-                .put(&session)
-                .header("content-range", range)
-                .body(std::mem::take(&mut chunk));
-            if last {
-                req = req.header("x-goog-hash", format!("crc32c={}", crc32c_b64(crc)));
-            }
-            let resp = self.send(req, "upload chunk").await?;
-            offset = end;
-            if last {
-                let resource: Resource = resp
-                    .json()
-                    .await
-                    .map_err(|e| PortError::Transient(format!("upload response: {e}")))?;
-                let meta = resource.meta()?;
-                let expected = crc32c_b64(crc);
-                if meta.etag != expected || meta.object.size != Some(offset) {
-                    // A corrupted transfer leaves nothing behind.
-                    self.remove(bucket, name, None).await?;
-                    return Err(PortError::Permanent(format!(
-                        "checksum mismatch on gs://{bucket}/{name}: sent {offset} bytes crc32c {expected}, stored {:?} bytes crc32c {}",
-                        meta.object.size, meta.etag
-                    )));
+            let hash = last.then(|| format!("crc32c={}", crc32c_b64(crc)));
+            let sent = self
+                .auth
+                .send("upload chunk", || {
+                    let req = self
+                        .http
+                        .put(&session)
+                        .header("content-range", range.as_str())
+                        .body(chunk.clone());
+                    match &hash {
+                        Some(h) => req.header("x-goog-hash", h.as_str()),
+                        None => req,
+                    }
+                })
+                .await;
+            let answer = match sent {
+                Ok(resp) => Chunk::read(resp).await,
+                Err(e) => Err(e),
+            };
+            let now_kept = match answer.map_err(session_gone) {
+                Ok(Chunk::Done(resource)) => {
+                    return self.verify(bucket, name, *resource, end, crc).await;
                 }
-                return Ok(meta);
+                Ok(Chunk::Incomplete(n)) => {
+                    failures = 0;
+                    n
+                }
+                Err(e) if e.is_transient() && failures < RESUMES => {
+                    failures += 1;
+                    warn!(object = %name, error = %e, failures, "an upload chunk failed; asking the session what it keeps");
+                    tokio::time::sleep(Duration::from_millis(100 << failures)).await;
+                    // The size is known once the source has ended.
+                    let total = if eof {
+                        (kept + chunk.len() as u64 + rest.len() as u64).to_string()
+                    } else {
+                        "*".to_owned()
+                    };
+                    match self.status(&session, &total).await? {
+                        Chunk::Done(resource) => {
+                            return self.verify(bucket, name, *resource, end, crc).await;
+                        }
+                        Chunk::Incomplete(n) => n,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            if now_kept < kept || now_kept > end {
+                return Err(PortError::transient(format!(
+                    "upload of gs://{bucket}/{name}: the session keeps {now_kept} bytes, but {kept} were kept before and {end} sent"
+                )));
             }
-            std::mem::swap(&mut chunk, &mut next);
+            // What the session did not keep is sent again, before the bytes after it.
+            let unkept = usize::try_from(now_kept - kept).map_or(&chunk[..0], |k| &chunk[k..]);
+            pending = if unkept.is_empty() {
+                rest
+            } else {
+                let mut again = Vec::with_capacity(CHUNK + 1);
+                again.extend_from_slice(unkept);
+                again.extend_from_slice(&rest);
+                again
+            };
+            kept = now_kept;
         }
     }
 
-    /// Reads up to one chunk from `body` into `buf`, holding one chunk of memory: reads go into
-    /// the spare capacity only (`read_to_end` would double a full buffer to probe for the end).
-    async fn fill(body: &mut ByteStream, buf: &mut Vec<u8>) -> Result<(), PortError> {
-        buf.clear();
-        buf.reserve_exact(CHUNK);
-        while buf.len() < CHUNK {
+    /// The session's state (`PUT` with `Content-Range: bytes */TOTAL`, `*` while the size
+    /// is unknown, and no body).
+    async fn status(&self, session: &str, total: &str) -> Result<Chunk, PortError> {
+        let range = format!("bytes */{total}");
+        let resp = self
+            .auth
+            .send("upload status", || {
+                self.http
+                    .put(session)
+                    .header("content-range", range.as_str())
+                    .header(http::header::CONTENT_LENGTH, "0")
+            })
+            .await
+            .map_err(session_gone)?;
+        Chunk::read(resp).await
+    }
+
+    /// Checks the stored object against what was sent (`size` bytes of CRC32C `crc`); a
+    /// corrupted transfer leaves nothing behind.
+    async fn verify(
+        &self,
+        bucket: &BucketName,
+        name: &ObjectName,
+        resource: Resource,
+        size: u64,
+        crc: u32,
+    ) -> Result<ObjectMeta, PortError> {
+        let meta = resource.meta()?;
+        let expected = crc32c_b64(crc);
+        if meta.etag != expected || meta.object.size != Some(size) {
+            self.remove(bucket, name, None).await?;
+            return Err(PortError::permanent(format!(
+                "checksum mismatch on gs://{bucket}/{name}: sent {size} bytes crc32c {expected}, stored {:?} bytes crc32c {}",
+                meta.object.size, meta.etag
+            )));
+        }
+        Ok(meta)
+    }
+
+    /// Reads from `body` into `buf` until it holds `want` bytes or the source ends (then
+    /// `true`), adding what it reads to `crc`. Reads go into the spare capacity only, reserved
+    /// to `want` (`read_to_end` would double a full buffer to probe for the end).
+    async fn top_up(
+        body: &mut ByteStream,
+        buf: &mut Vec<u8>,
+        want: usize,
+        crc: &mut u32,
+    ) -> Result<bool, PortError> {
+        buf.reserve_exact(want.saturating_sub(buf.len()));
+        while buf.len() < want {
+            let before = buf.len();
             let n = body
                 .read_buf(buf)
                 .await
-                .map_err(|e| PortError::Transient(format!("read the upload source: {e}")))?;
+                .map_err(|e| PortError::transient(format!("read the upload source: {e}")))?;
             if n == 0 {
-                break;
+                return Ok(true);
             }
+            *crc = crc32c::crc32c_append(*crc, &buf[before..]);
         }
-        Ok(())
+        Ok(false)
+    }
+}
+
+/// A session that ended (404, 410: expired, or cancelled) cannot be resumed; a new delivery
+/// starts a new one.
+fn session_gone(e: PortError) -> PortError {
+    match e {
+        PortError::NotFound(c) => PortError::Transient(c),
+        other => other,
+    }
+}
+
+/// The answer to a chunk or a status request.
+enum Chunk {
+    /// The object is complete (200, 201).
+    Done(Box<Resource>),
+    /// 308: the session keeps this many bytes (`Range: bytes=0-N` is N + 1; none is 0).
+    Incomplete(u64),
+}
+
+impl Chunk {
+    async fn read(resp: crate::rest::Response) -> Result<Self, PortError> {
+        if resp.status() == StatusCode::PERMANENT_REDIRECT {
+            let kept = match resp.headers().get(http::header::RANGE) {
+                None => 0,
+                Some(v) => v
+                    .to_str()
+                    .ok()
+                    .and_then(|r| r.strip_prefix("bytes=0-"))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .map(|last| last + 1)
+                    .ok_or_else(|| {
+                        PortError::transient(format!("upload chunk: unreadable Range {v:?}"))
+                    })?,
+            };
+            return Ok(Self::Incomplete(kept));
+        }
+        resp.json::<Resource>()
+            .await
+            .map(|r| Self::Done(Box::new(r)))
+            .map_err(|e| e.into_port("upload response"))
     }
 }
 
@@ -272,18 +388,23 @@ impl ObjectStore for GcsStore {
         match self.upload(bucket, name, body, true).await {
             Ok(meta) => Ok(Some(meta)),
             // `ifGenerationMatch=0` failed: the object exists.
-            Err(PortError::Permanent(msg)) if msg.contains("HTTP 412") => Ok(None),
+            Err(PortError::Precondition(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     async fn open(&self, bucket: &BucketName, name: &ObjectName) -> Result<ByteStream, PortError> {
-        let url = format!(
-            "{}/storage/v1/b/{bucket}/o/{}?alt=media",
-            self.base,
-            encode(name.as_str())
-        );
-        let resp = self.send(self.http.get(url), "read object").await?;
+        let url = || {
+            format!(
+                "{}/storage/v1/b/{bucket}/o/{}?alt=media",
+                self.base,
+                segment(name.as_str())
+            )
+        };
+        let resp = self
+            .auth
+            .send("read object", || self.http.get(url()))
+            .await?;
         let stream = resp.bytes_stream().map_err(std::io::Error::other);
         Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
     }
@@ -293,17 +414,24 @@ impl ObjectStore for GcsStore {
         bucket: &BucketName,
         name: &ObjectName,
     ) -> Result<Option<ObjectMeta>, PortError> {
-        let url = format!(
-            "{}/storage/v1/b/{bucket}/o/{}",
-            self.base,
-            encode(name.as_str())
-        );
-        match self.send(self.http.get(url), "object metadata").await {
+        // The URL is made in the closure: once, unless a refused token makes it twice.
+        let url = || {
+            format!(
+                "{}/storage/v1/b/{bucket}/o/{}",
+                self.base,
+                segment(name.as_str())
+            )
+        };
+        match self
+            .auth
+            .send("object metadata", || self.http.get(url()))
+            .await
+        {
             Ok(resp) => {
                 let r: Resource = resp
                     .json()
                     .await
-                    .map_err(|e| PortError::Transient(format!("object metadata: {e}")))?;
+                    .map_err(|e| e.into_port("object metadata"))?;
                 r.meta().map(Some)
             }
             Err(PortError::NotFound(_)) => Ok(None),
@@ -341,19 +469,23 @@ impl ObjectStore for GcsStore {
         prefix: &str,
         page_token: Option<String>,
     ) -> Result<ObjectPage, PortError> {
-        let mut req = self
-            .http
-            .get(format!("{}/storage/v1/b/{bucket}/o", self.base))
-            .query(&[("prefix", prefix), ("maxResults", "1000")]);
-        if let Some(t) = &page_token {
-            req = req.query(&[("pageToken", t.as_str())]);
-        }
+        let build = || {
+            let req = self
+                .http
+                .get(format!("{}/storage/v1/b/{bucket}/o", self.base))
+                .query(&[("prefix", prefix), ("maxResults", "1000")]);
+            match &page_token {
+                Some(t) => req.query(&[("pageToken", t.as_str())]),
+                None => req,
+            }
+        };
         let page: Listing = self
-            .send(req, "list objects")
+            .auth
+            .send("list objects", build)
             .await?
             .json()
             .await
-            .map_err(|e| PortError::Transient(format!("list objects: {e}")))?;
+            .map_err(|e| PortError::transient(format!("list objects: {e}")))?;
         let objects = page
             .items
             .into_iter()
@@ -372,7 +504,8 @@ mod tests {
 
     #[test]
     fn object_names_are_encoded_as_one_segment() {
-        assert_eq!(encode("a/b c+d.csv"), "a%2Fb%20c%2Bd.csv");
+        assert_eq!(segment("a/b c+d.csv").to_string(), "a%2Fb%20c%2Bd.csv");
+        assert_eq!(segment("ü~-_.x").to_string(), "%C3%BC~-_.x");
     }
 
     #[test]
@@ -384,8 +517,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_chunk_is_read_into_one_chunk_of_memory() {
-        // Two and a half chunks, in reads of odd sizes: each fill takes exactly one chunk (the
-        // last what is left) into a buffer of one chunk's capacity, not a doubled one.
+        // Two and a half chunks, in reads of odd sizes: each top-up takes exactly what is
+        // asked (the last what is left) into a buffer of that capacity, not a doubled one,
+        // and the CRC32C of what was read is the source's.
         let data: Vec<u8> = (0..CHUNK * 5 / 2).map(|i| (i % 251) as u8).collect();
         let (rx, mut tx) = tokio::io::simplex(100_003);
         let source = data.clone();
@@ -395,10 +529,13 @@ mod tests {
         });
         let mut body: ByteStream = Box::pin(rx);
         let mut got = Vec::new();
-        for want in [CHUNK, CHUNK, CHUNK / 2, 0] {
+        let mut crc = 0;
+        for (want, ended) in [(CHUNK, false), (CHUNK, false), (CHUNK / 2, true), (0, true)] {
             let mut buf = Vec::new();
-            GcsStore::fill(&mut body, &mut buf).await.unwrap();
-            assert_eq!(buf.len(), want);
+            let eof = GcsStore::top_up(&mut body, &mut buf, CHUNK, &mut crc)
+                .await
+                .unwrap();
+            assert_eq!((buf.len(), eof), (want, ended));
             assert!(
                 buf.capacity() <= CHUNK,
                 "a chunk of {} bytes held {} bytes of memory",
@@ -409,5 +546,6 @@ mod tests {
         }
         writer.await.unwrap().unwrap();
         assert!(got == data, "the chunks put together are the source");
+        assert_eq!(crc, crc32c::crc32c(&data));
     }
 }

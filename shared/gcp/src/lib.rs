@@ -33,7 +33,7 @@ mod secrets;
 pub mod service;
 mod settings;
 
-pub use auth::GcpAuth;
+pub use auth::{AdcCredentials, GcpAuth, MetadataToken};
 pub use bigquery::{BigQuery, SqlEngine, load_configuration};
 pub use dead_letter::{PubSubRest, PulledMessage};
 pub use gcs::GcsStore;
@@ -41,23 +41,6 @@ pub use pubsub::PubSubBus;
 pub use rest::Roots;
 pub use secrets::SecretManager;
 pub use settings::{Gcp, GcpSettings};
-
-use conveyor_core::ports::PortError;
-
-/// Classifies an HTTP status: 429, 408 and 5xx may pass; 404 is not found; the rest is final.
-pub(crate) fn status_error(status: u16, what: &str, body: &str) -> PortError {
-    let body: String = body.chars().take(500).collect();
-    match status {
-        404 => PortError::NotFound(format!("{what}: {body}")),
-        408 | 429 | 500..=599 => PortError::Transient(format!("{what}: HTTP {status}: {body}")),
-        _ => PortError::Permanent(format!("{what}: HTTP {status}: {body}")),
-    }
-}
-
-/// A transport failure (connection refused, timeout) may pass.
-pub(crate) fn transport_error(what: &str, e: &rest::Error) -> PortError {
-    PortError::Transient(format!("{what}: {e}"))
-}
 
 /// Installs the aws-lc-rs rustls provider once: the HTTP client, the Google crates and the
 /// BigQuery client share it instead of each bringing their own. Idempotent.

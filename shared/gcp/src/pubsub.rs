@@ -33,7 +33,7 @@ impl PubSubBus {
             .map(|(project, _)| project)
             .filter(|p| !p.is_empty())
             .ok_or_else(|| {
-                PortError::Permanent(format!(
+                PortError::permanent(format!(
                     "{topic:?} is not a Pub/Sub topic name (projects/P/topics/T)"
                 ))
             })?;
@@ -58,7 +58,7 @@ impl serde::Serialize for Attributes<'_> {
 #[async_trait]
 impl EventBus for PubSubBus {
     async fn publish(&self, event: &ConveyorEvent) -> Result<(), PortError> {
-        let data = serde_json::to_vec(event).map_err(|e| PortError::Permanent(e.to_string()))?;
+        let data = serde_json::to_vec(event).map_err(|e| PortError::permanent(e.to_string()))?;
         // Every failure may pass (the step answers 503 and the delivery is retried), as with
         // the gRPC publisher this replaces.
         self.rest
@@ -66,7 +66,7 @@ impl EventBus for PubSubBus {
             .await
             .map(|_| ())
             .map_err(|e| {
-                PortError::Transient(format!("publish {} to {}: {e}", event.kind, self.topic))
+                PortError::transient(format!("publish {} to {}: {e}", event.kind, self.topic))
             })
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use conveyor_core::config::SecretRef;
 use conveyor_core::ports::{PortError, SecretStore, SecretValue};
 
-use crate::{GcpAuth, status_error, transport_error};
+use crate::GcpAuth;
 
 /// Secret Manager, through its REST API (`versions.access`).
 #[derive(Clone)]
@@ -48,24 +48,18 @@ impl SecretStore for SecretManager {
     async fn access(&self, secret: &SecretRef) -> Result<SecretValue, PortError> {
         let what = format!("access secret {secret}");
         let url = format!("{}/v1/{}:access", self.base, secret.version_name());
-        let req = self.auth.authorize(self.http.get(url)).await?;
-        let resp = req.send().await.map_err(|e| transport_error(&what, &e))?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(status_error(status, &what, &body));
-        }
+        let resp = self.auth.send(&what, || self.http.get(&url)).await?;
         let access: Access = resp
             .json()
             .await
-            .map_err(|_| PortError::Transient(format!("{what}: unreadable reply")))?;
+            .map_err(|_| PortError::transient(format!("{what}: unreadable reply")))?;
         let data = base64::engine::general_purpose::STANDARD
             .decode(access.payload.data.as_bytes())
-            .map_err(|_| PortError::Permanent(format!("{what}: the payload is not base64")))?;
+            .map_err(|_| PortError::permanent(format!("{what}: the payload is not base64")))?;
         if let Some(crc) = access.payload.data_crc32c
             && crc != crc32c::crc32c(&data).to_string()
         {
-            return Err(PortError::Transient(format!(
+            return Err(PortError::transient(format!(
                 "{what}: the payload does not match its CRC32C"
             )));
         }

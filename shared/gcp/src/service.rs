@@ -206,6 +206,24 @@ pub async fn main(
     }
 }
 
+/// Serves `router` through the AWS Lambda runtime.
+#[cfg(feature = "lambda")]
+async fn run_on_lambda(router: axum::Router) -> anyhow::Result<()> {
+    info!("running on AWS Lambda");
+    lambda_http::run(router)
+        .await
+        .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+/// Without the `lambda` feature (the Cloud Run build) there is no Lambda runtime to run on.
+#[cfg(not(feature = "lambda"))]
+async fn run_on_lambda(_router: axum::Router) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "AWS_LAMBDA_RUNTIME_API is set, but this binary was built for Cloud Run, without the \
+         `lambda` feature: build the Lambda binary with `cargo build -p conveyor-<step> --features lambda`"
+    )
+}
+
 /// The whole life of a function binary: config, telemetry, ports, serve (on Cloud Run, or on
 /// AWS Lambda when `AWS_LAMBDA_RUNTIME_API` is set).
 ///
@@ -240,7 +258,12 @@ pub async fn run(
         });
     }
     conveyor_core::trace::set_project(&gcp.settings().project);
-    let mut ctx = Context::new(pipelines, ports(&gcp).await?);
+    let ports = ports(&gcp).await?;
+    // A port the pipeline file needs and this function lacks is a deployment mistake: say so
+    // now, not on the first event that needs it.
+    conveyor_core::steps::check_wiring(step, &pipelines, &ports)
+        .with_context(|| format!("{}", settings.config.display()))?;
+    let mut ctx = Context::new(pipelines, ports);
     ctx.options.load_wait = settings.load_wait;
     ctx.options.tick_budget = settings.tick_budget;
     info!(step = %step, project = %gcp.settings().project, topic = %gcp.settings().topic(), "starting on Google Cloud adapters");
@@ -260,10 +283,7 @@ pub async fn run(
         );
     }
     if platform.aws_lambda_runtime_api.is_some() {
-        info!("running on AWS Lambda");
-        return lambda_http::run(router)
-            .await
-            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
+        return run_on_lambda(router).await;
     }
     let addr = SocketAddr::from(([0, 0, 0, 0], platform.port));
     conveyor_core::http::serve(router, addr, conveyor_core::http::shutdown_signal())

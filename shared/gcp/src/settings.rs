@@ -47,6 +47,16 @@ pub struct GcpSettings {
     /// `CONVEYOR_DATAFLOW_ENDPOINT`: override of `https://dataflow.googleapis.com`.
     #[serde(default)]
     pub dataflow_endpoint: Option<String>,
+    /// `CONVEYOR_HTTP_TIMEOUT`: how long one call to a Google API may take, connecting,
+    /// sending and reading the whole answer (`60s` by default; a body read as a stream waits
+    /// this long for each piece). Connecting alone is bounded by 5 s.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub http_timeout: std::time::Duration,
+}
+
+/// The default of `CONVEYOR_HTTP_TIMEOUT`: [`crate::rest::REQUEST_TIMEOUT`].
+fn default_http_timeout() -> std::time::Duration {
+    crate::rest::REQUEST_TIMEOUT
 }
 
 fn default_gcs() -> String {
@@ -72,6 +82,9 @@ impl GcpSettings {
                 ),
                 envy::Error::Custom(m) => anyhow::anyhow!("bad CONVEYOR_* variable: {m}"),
             })?;
+        if s.http_timeout.is_zero() {
+            anyhow::bail!("CONVEYOR_HTTP_TIMEOUT must be more than 0s");
+        }
         if s.anonymous
             && (s.pubsub_endpoint.is_none()
                 || s.bigquery_endpoint.is_none()
@@ -115,6 +128,9 @@ impl Gcp {
     /// When credentials cannot be loaded.
     pub fn connect(settings: GcpSettings) -> Result<Self, PortError> {
         install_crypto_provider();
+        // Before any adapter takes the shared client.
+        crate::rest::configure(crate::rest::CONNECT_TIMEOUT, settings.http_timeout)
+            .map_err(|e| PortError::permanent(e.to_string()))?;
         let auth = if settings.anonymous {
             GcpAuth::Anonymous
         } else {

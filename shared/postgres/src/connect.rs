@@ -39,7 +39,7 @@ impl Target {
         let value = value.trim();
         let (url, ca) = if value.starts_with('{') {
             let w: WithCa = serde_json::from_str(value).map_err(|_| {
-                PortError::Permanent(
+                PortError::permanent(
                     "the PostgreSQL secret is JSON but not {\"url\": ..., \"ca\": ...}".to_owned(),
                 )
             })?;
@@ -53,7 +53,7 @@ impl Target {
             .replace("sslmode=verify-full", "sslmode=require")
             .replace("sslmode=verify-ca", "sslmode=require");
         let mut config = Config::from_str(&url).map_err(|e| {
-            PortError::Permanent(format!(
+            PortError::permanent(format!(
                 "the PostgreSQL connection string is not valid ({}); expected postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require",
                 redact(&e.to_string())
             ))
@@ -70,7 +70,7 @@ impl Target {
     /// Connects and spawns the connection's driver.
     pub(crate) async fn connect(&self) -> Result<Client, PortError> {
         let fail = |e: tokio_postgres::Error| {
-            PortError::Transient(format!(
+            PortError::transient(format!(
                 "cannot connect to PostgreSQL: {}",
                 redact(&e.to_string())
             ))
@@ -107,23 +107,23 @@ impl Target {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca.as_bytes())
                 .collect::<Result<_, _>>()
                 .map_err(|e| {
-                    PortError::Permanent(format!("the PostgreSQL secret's `ca` is not PEM: {e}"))
+                    PortError::permanent(format!("the PostgreSQL secret's `ca` is not PEM: {e}"))
                 })?;
             if certs.is_empty() {
-                return Err(PortError::Permanent(
+                return Err(PortError::permanent(
                     "the PostgreSQL secret's `ca` holds no certificate".to_owned(),
                 ));
             }
             for cert in certs {
                 roots.add(cert).map_err(|e| {
-                    PortError::Permanent(format!("the PostgreSQL secret's `ca`: {e}"))
+                    PortError::permanent(format!("the PostgreSQL secret's `ca`: {e}"))
                 })?;
             }
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         Ok(rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| PortError::Permanent(format!("TLS: {e}")))?
+            .map_err(|e| PortError::permanent(format!("TLS: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth())
     }

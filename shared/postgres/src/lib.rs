@@ -70,10 +70,10 @@ impl PostgresSinks {
             Some(secret) => {
                 let v = self.secrets.access(secret).await?;
                 String::from_utf8(v.expose().to_vec())
-                    .map_err(|_| PortError::Permanent(format!("secret {secret} is not text")))?
+                    .map_err(|_| PortError::permanent(format!("secret {secret} is not text")))?
             }
             None => self.env_url.clone().ok_or_else(|| {
-                PortError::Permanent(
+                PortError::permanent(
                     "run_log.postgres has no url_secret and CONVEYOR_POSTGRES_URL is not set"
                         .to_owned(),
                 )
@@ -127,10 +127,19 @@ impl PostgresSinks {
 
 #[async_trait]
 impl RunLogSinks for PostgresSinks {
+    fn lacks(&self, sink: &RunLogSink) -> Option<String> {
+        match sink {
+            RunLogSink::Postgres(p) if p.url_secret.is_none() && self.env_url.is_none() => Some(
+                "no `url_secret` and CONVEYOR_POSTGRES_URL is not set: give one of them".to_owned(),
+            ),
+            _ => None,
+        }
+    }
+
     async fn record(&self, sink: &RunLogSink, row: &RunLogRow) -> Result<(), PortError> {
         match sink {
             RunLogSink::Postgres(p) => self.record_postgres(p, row).await,
-            other => Err(PortError::Permanent(format!(
+            other => Err(PortError::permanent(format!(
                 "{other} is not a PostgreSQL sink"
             ))),
         }
@@ -271,7 +280,7 @@ async fn timed<T>(
     f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, PortError> {
     match tokio::time::timeout(STATEMENT_TIMEOUT, f).await {
-        Err(_) => Err(PortError::Transient(format!(
+        Err(_) => Err(PortError::transient(format!(
             "PostgreSQL did not answer within {STATEMENT_TIMEOUT:?}"
         ))),
         Ok(Ok(v)) => Ok(v),
@@ -285,7 +294,7 @@ async fn timed<T>(
 fn classify(e: &tokio_postgres::Error) -> PortError {
     let message = format!("PostgreSQL: {e}");
     let Some(code) = e.code() else {
-        return PortError::Transient(message);
+        return PortError::transient(message);
     };
     let c = code.code();
     let transient = c.starts_with("08")
@@ -295,9 +304,9 @@ fn classify(e: &tokio_postgres::Error) -> PortError {
         || code == &SqlState::T_R_DEADLOCK_DETECTED
         || code == &SqlState::LOCK_NOT_AVAILABLE;
     if transient {
-        PortError::Transient(format!("{message} ({c})"))
+        PortError::transient(format!("{message} ({c})"))
     } else {
-        PortError::Permanent(format!("{message} ({c})"))
+        PortError::permanent(format!("{message} ({c})"))
     }
 }
 

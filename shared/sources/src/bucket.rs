@@ -91,7 +91,7 @@ impl Source for BucketSource {
 
     async fn open(&self, object: &SourceObject) -> Result<Opened, PortError> {
         let name =
-            ObjectName::parse(&object.key).map_err(|e| PortError::Permanent(e.to_string()))?;
+            ObjectName::parse(&object.key).map_err(|e| PortError::permanent(e.to_string()))?;
         Ok(Opened {
             body: self.store.open(&self.bucket, &name).await?,
             size: None,

@@ -36,16 +36,16 @@ impl HttpsSource {
     async fn manifest_urls(&self, manifest: &str) -> Result<Vec<String>, PortError> {
         let shown = redact_url(manifest);
         let base = reqwest::Url::parse(manifest)
-            .map_err(|e| PortError::Permanent(format!("manifest {shown}: {e}")))?;
+            .map_err(|e| PortError::permanent(format!("manifest {shown}: {e}")))?;
         let resp = self.http.get(base.clone()).send().await.map_err(|e| {
-            PortError::Transient(format!("GET manifest {shown}: {}", e.without_url()))
+            PortError::transient(format!("GET manifest {shown}: {}", e.without_url()))
         })?;
         let resp = check_status(resp, &format!("GET manifest {shown}"))?;
         let body = resp.bytes().await.map_err(|e| {
-            PortError::Transient(format!("read manifest {shown}: {}", e.without_url()))
+            PortError::transient(format!("read manifest {shown}: {}", e.without_url()))
         })?;
         if body.len() > MANIFEST_LIMIT {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "manifest {shown} is larger than {MANIFEST_LIMIT} bytes"
             )));
         }
@@ -57,10 +57,10 @@ impl HttpsSource {
                 continue;
             }
             let url = base.join(line).map_err(|e| {
-                PortError::Permanent(format!("manifest {shown}, line {}: {e}", i + 1))
+                PortError::permanent(format!("manifest {shown}, line {}: {e}", i + 1))
             })?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(PortError::Permanent(format!(
+                return Err(PortError::permanent(format!(
                     "manifest {shown}, line {}: not an http(s) URL",
                     i + 1
                 )));
@@ -146,25 +146,11 @@ fn key_of(url: &str) -> String {
     }
 }
 
+/// `s` with its `%XX` escapes decoded (invalid UTF-8 replaced).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn check_status(resp: reqwest::Response, what: &str) -> Result<reqwest::Response, PortError> {
@@ -174,9 +160,9 @@ fn check_status(resp: reqwest::Response, what: &str) -> Result<reqwest::Response
     }
     let msg = format!("{what}: HTTP {status}");
     Err(match status.as_u16() {
-        404 | 410 => PortError::NotFound(msg),
-        408 | 429 | 500..=599 => PortError::Transient(msg),
-        _ => PortError::Permanent(msg),
+        404 | 410 => PortError::not_found(msg),
+        408 | 429 | 500..=599 => PortError::transient(msg),
+        _ => PortError::permanent(msg),
     })
 }
 
@@ -215,7 +201,7 @@ impl Source for HttpsSource {
             };
             urls.into_iter()
                 .find(|u| key_of(u) == object.key)
-                .ok_or_else(|| PortError::NotFound(object.key.clone()))?
+                .ok_or_else(|| PortError::not_found(object.key.clone()))?
         } else {
             object.key.clone()
         };
@@ -225,7 +211,7 @@ impl Source for HttpsSource {
             .get(&url)
             .send()
             .await
-            .map_err(|e| PortError::Transient(format!("GET {shown}: {}", e.without_url())))?;
+            .map_err(|e| PortError::transient(format!("GET {shown}: {}", e.without_url())))?;
         let resp = check_status(resp, &format!("GET {shown}"))?;
         let size = header(resp.headers(), CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
         let digests = digests_of(resp.headers());
@@ -267,5 +253,6 @@ mod tests {
     fn url_paths_are_percent_decoded() {
         assert_eq!(percent_decode("a%20b/c%2Bd.csv"), "a b/c+d.csv");
         assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("x%2B"), "x+", "an escape at the very end");
     }
 }

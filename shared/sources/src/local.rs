@@ -79,9 +79,9 @@ impl Source for LocalSource {
             Ok::<_, std::io::Error>(out)
         })
         .await
-        .map_err(|e| PortError::Transient(format!("list {}: {e}", self.root.display())))?;
+        .map_err(|e| PortError::transient(format!("list {}: {e}", self.root.display())))?;
         let mut out = listed.map_err(|e| {
-            PortError::Transient(format!(
+            PortError::transient(format!(
                 "cannot read stage source {}: {e}",
                 self.root.display()
             ))
@@ -102,9 +102,9 @@ impl Source for LocalSource {
         };
         let file = tokio::fs::File::open(&path).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                PortError::NotFound(path.display().to_string())
+                PortError::not_found(path.display().to_string())
             } else {
-                PortError::Transient(format!("{}: {e}", path.display()))
+                PortError::transient(format!("{}: {e}", path.display()))
             }
         })?;
         Ok(Opened {

@@ -36,7 +36,7 @@ impl AwsKeys {
     /// Reads a secret's JSON value. The error names the secret, never its content.
     pub(super) fn parse(secret: &SecretRef, value: &SecretValue) -> Result<Self, PortError> {
         let k: KeysJson = serde_json::from_slice(value.expose()).map_err(|_| {
-            PortError::Permanent(format!(
+            PortError::permanent(format!(
                 "secret {secret} is not a JSON object with `access_key_id` and `secret_access_key`"
             ))
         })?;
@@ -66,16 +66,16 @@ pub(super) struct S3Source {
 fn port_error(e: object_store::Error) -> PortError {
     use object_store::Error as E;
     match e {
-        E::NotFound { path, .. } => PortError::NotFound(format!("s3 object {path}")),
-        E::Precondition { path, .. } | E::NotModified { path, .. } => PortError::Transient(
+        E::NotFound { path, .. } => PortError::not_found(format!("s3 object {path}")),
+        E::Precondition { path, .. } | E::NotModified { path, .. } => PortError::transient(
             format!("s3 object {path} changed since it was listed; the next run copies it"),
         ),
         e @ (E::PermissionDenied { .. }
         | E::Unauthenticated { .. }
         | E::InvalidPath { .. }
         | E::NotSupported { .. }
-        | E::UnknownConfigurationKey { .. }) => PortError::Permanent(format!("s3: {e}")),
-        e => PortError::Transient(format!("s3: {e}")),
+        | E::UnknownConfigurationKey { .. }) => PortError::permanent(format!("s3: {e}")),
+        e => PortError::transient(format!("s3: {e}")),
     }
 }
 
@@ -118,14 +118,14 @@ impl S3Source {
             .iter()
             .any(|v| std::env::var_os(v).is_some())
         {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "no credentials for s3://{}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, name a Secret Manager secret with `secret:`, or set `anonymous: true` for a public bucket",
                 spec.bucket
             )));
         }
         let store = b
             .build()
-            .map_err(|e| PortError::Permanent(format!("s3://{}: {e}", spec.bucket)))?;
+            .map_err(|e| PortError::permanent(format!("s3://{}: {e}", spec.bucket)))?;
         Ok(Self {
             store,
             bucket: spec.bucket.clone(),
@@ -190,7 +190,7 @@ impl Source for S3Source {
     async fn open(&self, object: &SourceObject) -> Result<Opened, PortError> {
         // The key is the listed path's own text, so it parses back to the same path.
         let location = StorePath::parse(&object.key)
-            .map_err(|e| PortError::Permanent(format!("s3 key {}: {e}", object.key)))?;
+            .map_err(|e| PortError::permanent(format!("s3 key {}: {e}", object.key)))?;
         let options = GetOptions {
             if_match: object.etag.clone(),
             ..GetOptions::default()

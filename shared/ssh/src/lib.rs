@@ -63,7 +63,7 @@ impl SshEngine {
 fn ssh_spec(spec: &BatchSpec) -> Result<&SshBatch, PortError> {
     match spec {
         BatchSpec::Ssh(s) => Ok(s),
-        other => Err(PortError::Permanent(format!(
+        other => Err(PortError::permanent(format!(
             "the ssh engine cannot run a {} batch",
             other.engine()
         ))),
@@ -89,9 +89,9 @@ fn script_failed(what: &str, out: &session::Output) -> PortError {
         last_line(&out.stderr)
     );
     if out.status == Some(scripts::NO_SETSID) {
-        PortError::Permanent(message)
+        PortError::permanent(message)
     } else {
-        PortError::Transient(message)
+        PortError::transient(message)
     }
 }
 
@@ -101,7 +101,7 @@ impl BatchEngine for SshEngine {
         let spec = ssh_spec(&req.spec)?;
         let command = conveyor_core::shell::render(&spec.command, &req.vars);
         if let Some(what) = conveyor_core::shell::nul_value(&command, &req.vars, &spec.env) {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "{what} holds a NUL byte, which no command can take"
             )));
         }
@@ -138,7 +138,7 @@ impl BatchEngine for SshEngine {
         }
         let report = Report::parse(&out.stdout);
         if report.missing {
-            return Err(PortError::NotFound(format!(
+            return Err(PortError::not_found(format!(
                 "ssh job {job_id}: no directory on {}",
                 spec.host
             )));

@@ -58,9 +58,9 @@ impl client::Handler for Pinned {
 
 /// The pinned keys of `spec`, decoded.
 pub(crate) fn pinned_keys(spec: &SshBatch) -> Result<Vec<PublicKey>, PortError> {
-    let keys = spec.host_keys().map_err(PortError::Permanent)?;
+    let keys = spec.host_keys().map_err(PortError::permanent)?;
     if keys.is_empty() {
-        return Err(PortError::Permanent(format!(
+        return Err(PortError::permanent(format!(
             "known_hosts pins no key for {}:{}",
             spec.host, spec.port
         )));
@@ -68,7 +68,7 @@ pub(crate) fn pinned_keys(spec: &SshBatch) -> Result<Vec<PublicKey>, PortError> 
     keys.iter()
         .map(|(ty, b64)| {
             parse_public_key_base64(b64)
-                .map_err(|e| PortError::Permanent(format!("known_hosts: a {ty} key: {e}")))
+                .map_err(|e| PortError::permanent(format!("known_hosts: a {ty} key: {e}")))
         })
         .collect()
 }
@@ -84,13 +84,13 @@ fn same_kind(algorithm: &Algorithm, key: &PublicKey) -> bool {
 /// The private key in a secret (OpenSSH or PEM, no passphrase).
 pub(crate) fn private_key(secret: &[u8]) -> Result<PrivateKey, PortError> {
     let text = std::str::from_utf8(secret).map_err(|_| {
-        PortError::Permanent(
+        PortError::permanent(
             "the SSH key secret is not text (expected an OpenSSH or PEM private key)".to_owned(),
         )
     })?;
     // The error names no key material.
     decode_secret_key(text, None).map_err(|e| {
-        PortError::Permanent(format!(
+        PortError::permanent(format!(
             "the SSH key secret holds no usable private key (OpenSSH or PEM, without a passphrase): {e}"
         ))
     })
@@ -134,23 +134,23 @@ impl Session {
         let connect = async {
             let stream = tokio::net::TcpStream::connect((spec.host.as_str(), spec.port))
                 .await
-                .map_err(|e| PortError::Transient(format!("ssh {target}: {e}")))?;
+                .map_err(|e| PortError::transient(format!("ssh {target}: {e}")))?;
             let _ = stream.set_nodelay(true);
             let mut handle = client::connect_stream(config, stream, handler)
                 .await
                 .map_err(|e| {
                     let shown = refused.lock().ok().and_then(|r| r.clone());
                     match shown {
-                        Some(shown) => PortError::Permanent(format!(
+                        Some(shown) => PortError::permanent(format!(
                             "ssh {target}: the host showed {shown}, which known_hosts does not pin: refused (a changed host key is checked by hand, never trusted)"
                         )),
-                        None => PortError::Transient(format!("ssh {target}: {e}")),
+                        None => PortError::transient(format!("ssh {target}: {e}")),
                     }
                 })?;
             let hash = handle
                 .best_supported_rsa_hash()
                 .await
-                .map_err(|e| PortError::Transient(format!("ssh {target}: {e}")))?
+                .map_err(|e| PortError::transient(format!("ssh {target}: {e}")))?
                 .flatten();
             let auth = handle
                 .authenticate_publickey(
@@ -158,9 +158,9 @@ impl Session {
                     PrivateKeyWithHashAlg::new(Arc::new(key), hash),
                 )
                 .await
-                .map_err(|e| PortError::Transient(format!("ssh {target}: {e}")))?;
+                .map_err(|e| PortError::transient(format!("ssh {target}: {e}")))?;
             if !auth.success() {
-                return Err(PortError::Permanent(format!(
+                return Err(PortError::permanent(format!(
                     "ssh {target}: the host refused the key for user {:?}",
                     spec.user
                 )));
@@ -170,7 +170,7 @@ impl Session {
         tokio::time::timeout(spec.connect_timeout, connect)
             .await
             .map_err(|_| {
-                PortError::Transient(format!(
+                PortError::transient(format!(
                     "ssh {target}: no connection within {:?}",
                     spec.connect_timeout
                 ))
@@ -182,7 +182,7 @@ impl Session {
     /// # Errors
     /// Transient when the channel fails or the script takes too long.
     pub(crate) async fn run(&self, script: &str) -> Result<Output, PortError> {
-        let io = |e: russh::Error| PortError::Transient(format!("ssh: {e}"));
+        let io = |e: russh::Error| PortError::transient(format!("ssh: {e}"));
         let run = async {
             let mut channel = self.handle.channel_open_session().await.map_err(io)?;
             channel.exec(true, "sh -s").await.map_err(io)?;
@@ -210,7 +210,7 @@ impl Session {
         tokio::time::timeout(SCRIPT_TIMEOUT, run)
             .await
             .map_err(|_| {
-                PortError::Transient(format!("ssh: no answer within {SCRIPT_TIMEOUT:?}"))
+                PortError::transient(format!("ssh: no answer within {SCRIPT_TIMEOUT:?}"))
             })?
     }
 

@@ -5,7 +5,8 @@
 //! One file per step: `stage.rs`, `load.rs`, `submit.rs`, `poll.rs`, `log.rs`, and
 //! `messages.rs` (the load function's Pub/Sub messages into rows); this file holds
 //! what they share: the [`Context`], the [`StepError`] that decides acknowledgement, and
-//! [`handle`], the dispatch every function and the embedded runtime call.
+//! [`handle`], the dispatch every function and the embedded runtime call. `wiring.rs`:
+//! [`check_wiring`], the start-up check that a runtime wires every port its step needs.
 
 mod load;
 mod log;
@@ -14,6 +15,7 @@ mod poll;
 mod rejections;
 mod stage;
 mod submit;
+mod wiring;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use serde::Serialize;
 pub use log::{ends_in_failure, row_for};
 pub use rejections::{Rejections, record_rejection};
 pub use stage::{ProgressKind, StageProgress, StageReport, stage_pipeline};
+pub use wiring::{WiringError, check_wiring};
 
 use crate::config::{Config, Pipeline};
 use crate::event::{ConveyorEvent, EventType, StepName};

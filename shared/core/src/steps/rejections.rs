@@ -108,7 +108,7 @@ fn rejection_event(
     error: String,
 ) -> Result<ConveyorEvent, PortError> {
     let run_id = RunId::parse(&format!("rejected-{}", short_hash(parts)))
-        .map_err(|e| PortError::Permanent(e.to_string()))?;
+        .map_err(|e| PortError::permanent(e.to_string()))?;
     Ok(ConveyorEvent::new(
         EventType::StepFailed,
         run_id,

@@ -56,7 +56,7 @@ use crate::formats::{
 fn sqlite_error(e: rusqlite::Error) -> PortError {
     match e.sqlite_error_code() {
         Some(ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig) => {
-            PortError::Permanent(format!("sqlite: {e}"))
+            PortError::permanent(format!("sqlite: {e}"))
         }
         _ => transient(e),
     }
@@ -313,7 +313,7 @@ impl Batch {
             insert.raw_execute().map_err(|e| match sqlite_error(e) {
                 PortError::Permanent(m) => PortError::BadRows(vec![crate::formats::BadRow {
                     row: number,
-                    reason: m,
+                    reason: m.into(),
                 }]),
                 other => other,
             })?;
@@ -344,7 +344,7 @@ fn prepare_target(
                 continue;
             }
             if !additions {
-                return Err(PortError::Permanent(format!(
+                return Err(PortError::permanent(format!(
                     "the file's column `{}` is not in table {} (columns {:?}); \
                      schema_update_options ALLOW_FIELD_ADDITION would add it",
                     column.name,
@@ -364,7 +364,7 @@ fn prepare_target(
         if let Some((missing, _)) = existing.iter().find(|(n, required)| {
             *required && !columns.iter().any(|c| c.name.eq_ignore_ascii_case(n))
         }) {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "table {}'s REQUIRED column `{missing}` is not in the file",
                 job.table
             )));
@@ -384,7 +384,7 @@ fn prepare_target(
                     )
                     .map_err(sqlite_error)?;
                 if any {
-                    return Err(PortError::Permanent(format!(
+                    return Err(PortError::permanent(format!(
                         "table {} is not empty and write_disposition is WRITE_EMPTY",
                         job.table
                     )));
@@ -393,7 +393,7 @@ fn prepare_target(
         }
     } else {
         if job.create == CreateDisposition::CreateNever {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "table {} does not exist and create_disposition is CREATE_NEVER",
                 job.table
             )));
@@ -449,7 +449,7 @@ fn open_input(
     format: Format,
     dir: &Path,
 ) -> Result<Input, PortError> {
-    let missing = || PortError::Permanent(format!("{} does not exist", source.uri()));
+    let missing = || PortError::permanent(format!("{} does not exist", source.uri()));
     if let Some(local) = local {
         // A local file is read here, on the load's thread: no trip through the runtime per
         // read, and a Parquet file is read in place (it is seekable).
@@ -469,7 +469,7 @@ fn open_input(
         Err(e) => return Err(e),
     };
     let read_error =
-        |e: std::io::Error| PortError::Transient(format!("read {}: {e}", source.uri()));
+        |e: std::io::Error| PortError::transient(format!("read {}: {e}", source.uri()));
     let mut reader = SyncIoBridge::new_with_handle(stream, handle.clone());
     if format == Format::Parquet {
         let mut file = tempfile::tempfile_in(dir).map_err(transient)?;
@@ -495,7 +495,7 @@ impl<R: Read> Read for ReadErrors<R> {
 fn format_error(e: FormatError, source: &ObjectRef) -> PortError {
     match e {
         FormatError::BadRows(bad) => PortError::BadRows(bad),
-        other => PortError::Permanent(format!("{}: {other}", source.uri())),
+        other => PortError::permanent(format!("{}: {other}", source.uri())),
     }
 }
 
@@ -559,7 +559,7 @@ fn run(
         let target = match &target {
             Some(t) => {
                 if !same_columns(&t.columns, &columns) {
-                    return Err(PortError::Permanent(format!(
+                    return Err(PortError::permanent(format!(
                         "{}: columns {:?} differ from the job's {:?}",
                         source.uri(),
                         names(&columns),
@@ -615,7 +615,7 @@ fn run(
     }
     budget.check().map_err(|e| match e {
         FormatError::BadRows(bad) => PortError::BadRows(bad),
-        other => PortError::Permanent(other.to_string()),
+        other => PortError::permanent(other.to_string()),
     })?;
     if budget.count() > 0 {
         warn!(job_id = %job.job_id, skipped = budget.count(), first = ?budget.rows().first(), "bad rows skipped (max_bad_records)");
@@ -712,7 +712,7 @@ impl SqliteWarehouse {
 impl Warehouse for SqliteWarehouse {
     async fn load(&self, job: &LoadJob, _wait: Duration) -> Result<LoadStatus, PortError> {
         if job.sources.is_empty() {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "load job {} names no source",
                 job.job_id
             )));
@@ -729,7 +729,7 @@ impl Warehouse for SqliteWarehouse {
         // Embedded loads end within their request: a job is done, or was never run.
         match self.finished_load(job_id).await? {
             Some(n) => Ok(done_status(n, true)),
-            None => Err(PortError::NotFound(format!("load job {job_id}"))),
+            None => Err(PortError::not_found(format!("load job {job_id}"))),
         }
     }
 
@@ -749,7 +749,7 @@ impl Warehouse for SqliteWarehouse {
             attach(db, dir, &table.dataset)?;
             let (name, exists) = sqlite_name(&db.conn, &table)?;
             if !exists {
-                return Err(PortError::NotFound(format!("table {table}")));
+                return Err(PortError::not_found(format!("table {table}")));
             }
             let n: i64 = db
                 .conn

@@ -53,7 +53,7 @@ struct Db {
 }
 
 fn transient(e: impl std::fmt::Display) -> PortError {
-    PortError::Transient(format!("sqlite: {e}"))
+    PortError::transient(format!("sqlite: {e}"))
 }
 
 fn ts(t: &DateTime<Utc>) -> String {
@@ -199,7 +199,7 @@ fn read_table(
     // The table's SQLite name (a table whose name differs only in case has another).
     let (name, exists) = load::sqlite_name(&db.conn, table)?;
     if !exists {
-        return Err(PortError::NotFound(format!("table {table}")));
+        return Err(PortError::not_found(format!("table {table}")));
     }
     let table = &TableRef {
         project: None,
@@ -207,7 +207,7 @@ fn read_table(
         table: name,
     };
     let Some(columns) = table_columns(&db.conn, table)? else {
-        return Err(PortError::NotFound(format!("table {table}")));
+        return Err(PortError::not_found(format!("table {table}")));
     };
     let sql = format!("SELECT * FROM {} LIMIT {limit}", quoted(table));
     let mut stmt = db.conn.prepare(&sql).map_err(transient)?;

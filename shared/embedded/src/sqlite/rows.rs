@@ -62,7 +62,7 @@ impl RowSink for SqliteWarehouse {
                         .map_err(transient)?;
                 }
                 Some(existing) if existing != names => {
-                    return Err(PortError::Permanent(format!(
+                    return Err(PortError::permanent(format!(
                         "table {} has columns {existing:?}, not the declared {names:?}",
                         batch.table
                     )));
@@ -77,7 +77,7 @@ impl RowSink for SqliteWarehouse {
                 for row in &batch.rows {
                     stmt.execute(rusqlite::params_from_iter(row.iter().map(cell)))
                         .map_err(|e| {
-                            PortError::Permanent(format!("insert into {}: {e}", batch.table))
+                            PortError::permanent(format!("insert into {}: {e}", batch.table))
                         })?;
                 }
             }

@@ -157,12 +157,12 @@ fn run(
 impl BatchEngine for SqliteSqlEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
         let BatchSpec::Sql(spec) = &req.spec else {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "the sql engine cannot run a {} batch",
                 req.spec.engine()
             )));
         };
-        let (query, destination) = spec.rendered(&req.vars).map_err(PortError::Permanent)?;
+        let (query, destination) = spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let query = sqlite_dialect(&query);
         let write = spec
             .write_disposition
@@ -213,7 +213,7 @@ impl BatchEngine for SqliteSqlEngine {
                         tx.execute_batch("ROLLBACK TO query; RELEASE query")
                             .map_err(transient)?;
                         if e.contains("database is locked") || e.contains("database is busy") {
-                            return Err(PortError::Transient(format!("sqlite: {e}")));
+                            return Err(PortError::transient(format!("sqlite: {e}")));
                         }
                         ("FAILED", Some(e))
                     }
@@ -224,7 +224,7 @@ impl BatchEngine for SqliteSqlEngine {
                 )
                 .map_err(|e| {
                     if is_locked(&e) {
-                        PortError::Transient(format!("sqlite: {e}"))
+                        PortError::transient(format!("sqlite: {e}"))
                     } else {
                         transient(e)
                     }
@@ -263,7 +263,7 @@ impl BatchEngine for SqliteSqlEngine {
                         terminal: true,
                         error,
                     }),
-                    None => Err(PortError::NotFound(format!("query job {job_id}"))),
+                    None => Err(PortError::not_found(format!("query job {job_id}"))),
                 }
             })
             .await

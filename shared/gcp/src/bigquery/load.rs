@@ -240,7 +240,7 @@ impl BigQuery {
                 state => return Ok(LoadStatus { state, adopted }),
             }
         }
-        Err(PortError::Transient(format!(
+        Err(PortError::transient(format!(
             "load job {job_id} failed transiently {ROUNDS} times"
         )))
     }
@@ -267,7 +267,7 @@ impl Warehouse for BigQuery {
             }
         }
         let Some((round, job)) = newest else {
-            return Err(PortError::NotFound(format!("load job {job_id}")));
+            return Err(PortError::not_found(format!("load job {job_id}")));
         };
         match load_state(&job) {
             LoadState::Failed {
@@ -295,7 +295,7 @@ impl Warehouse for BigQuery {
             .and_then(|r| r.first())
             .and_then(text)
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| PortError::Permanent(format!("no count for {table}")))
+            .ok_or_else(|| PortError::permanent(format!("no count for {table}")))
     }
 
     async fn read_table(

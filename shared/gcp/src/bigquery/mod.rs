@@ -35,7 +35,8 @@ use tokio::sync::Mutex;
 pub use load::load_configuration;
 pub use sql::SqlEngine;
 
-use crate::{GcpAuth, transport_error};
+use crate::GcpAuth;
+use crate::rest::{Class, classify_reason};
 
 /// BigQuery in one project.
 #[derive(Clone)]
@@ -189,18 +190,10 @@ impl JobInfo {
     }
 }
 
-/// Reasons BigQuery gives for failures that may pass.
+/// Whether a job's `errorResult.reason` is a failure that may pass (the one table of reasons:
+/// [`crate::rest::classify`]).
 pub(crate) fn transient_reason(reason: &str) -> bool {
-    matches!(
-        reason,
-        "backendError"
-            | "internalError"
-            | "rateLimitExceeded"
-            | "quotaExceeded"
-            | "timeout"
-            | "jobBackendError"
-            | "jobInternalError"
-    )
+    classify_reason(reason) == Some(Class::Transient)
 }
 
 /// The outcome of inserting a job under its id.
@@ -250,41 +243,16 @@ impl BigQuery {
         t.project.as_deref().unwrap_or(&self.project)
     }
 
-    /// One REST call: the answer's bytes, or the error classified: 404 is not found
-    /// (whatever the body), 408/429/5xx and BigQuery's transient reasons may pass, the rest
-    /// is final.
+    /// One REST call: the answer's bytes, or the error as [`crate::rest::classify`] says
+    /// (404 not found, 409 conflict, 408/429/5xx and BigQuery's transient reasons may pass, a
+    /// 401 gets a new token once). `build` makes the request (again after a 401).
     async fn send(
         &self,
-        req: crate::rest::RequestBuilder,
         what: &str,
+        build: impl Fn() -> crate::rest::RequestBuilder,
     ) -> Result<bytes::Bytes, PortError> {
-        let req = self.auth.authorize(req).await?;
-        let resp = req.send().await.map_err(|e| transport_error(what, &e))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| PortError::Transient(format!("{what}: cannot read the answer: {e}")))?;
-        if (200..300).contains(&status) {
-            return Ok(body);
-        }
-        let text = String::from_utf8_lossy(&body);
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let reason = value["error"]["errors"][0]["reason"]
-            .as_str()
-            .unwrap_or_default();
-        let message = value["error"]["message"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| text.chars().take(300).collect());
-        let msg = format!("{what}: HTTP {status}: {message}");
-        Err(match status {
-            404 => PortError::NotFound(msg),
-            409 => PortError::Permanent(format!("conflict: {msg}")),
-            408 | 429 | 500..=599 => PortError::Transient(msg),
-            _ if transient_reason(reason) => PortError::Transient(msg),
-            _ => PortError::Permanent(msg),
-        })
+        let resp = self.auth.send(what, build).await?;
+        resp.bytes().await.map_err(|e| e.into_port(what))
     }
 
     /// One REST call at `path` (under the API's base) with its answer as JSON: empty is
@@ -297,14 +265,17 @@ impl BigQuery {
         body: Option<&Value>,
         what: &str,
     ) -> Result<Value, PortError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}/{path}", self.base))
-            .query(query);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let body = self.send(req, what).await?;
+        let build = || {
+            let req = self
+                .http
+                .request(method.clone(), format!("{}/{path}", self.base))
+                .query(query);
+            match body {
+                Some(b) => req.json(b),
+                None => req,
+            }
+        };
+        let body = self.send(what, build).await?;
         let text = String::from_utf8_lossy(&body);
         Ok(if text.trim().is_empty() {
             Value::Null
@@ -317,12 +288,22 @@ impl BigQuery {
     /// proxy's page, a cut-off body). Errors as [`Self::send`].
     async fn call_typed<R: DeserializeOwned>(
         &self,
-        req: crate::rest::RequestBuilder,
         what: &str,
+        build: impl Fn() -> crate::rest::RequestBuilder,
     ) -> Result<R, PortError> {
-        let body = self.send(req, what).await?;
+        let body = self.send(what, build).await?;
         serde_json::from_slice(&body)
-            .map_err(|e| PortError::Transient(format!("{what}: unreadable answer: {e}")))
+            .map_err(|e| PortError::transient(format!("{what}: unreadable answer: {e}")))
+    }
+
+    /// How long BigQuery may hold a query call waiting for its job (`timeoutMs`): half the
+    /// client's timeout, so BigQuery answers "not complete yet" before the client gives up
+    /// on the call.
+    fn wait_ms(&self) -> u64 {
+        let client = self.http.timeout().unwrap_or(crate::rest::REQUEST_TIMEOUT);
+        u64::try_from(client.as_millis() / 2)
+            .unwrap_or(u64::MAX)
+            .min(60_000)
     }
 
     /// Remembers where BigQuery runs `job_id`, as its answer said.
@@ -349,14 +330,17 @@ impl BigQuery {
     /// `jobs.get`.
     pub(crate) async fn get_job(&self, job_id: &str) -> Result<JobInfo, PortError> {
         let location = self.location_of(job_id);
-        let mut req = self.http.get(format!(
-            "{}/projects/{}/jobs/{job_id}",
-            self.base, self.project
-        ));
-        if let Some(l) = &location {
-            req = req.query(&[("location", l.as_str())]);
-        }
-        let job: JobResource<Value> = self.call_typed(req, "get job").await?;
+        let build = || {
+            let req = self.http.get(format!(
+                "{}/projects/{}/jobs/{job_id}",
+                self.base, self.project
+            ));
+            match &location {
+                Some(l) => req.query(&[("location", l.as_str())]),
+                None => req,
+            }
+        };
+        let job: JobResource<Value> = self.call_typed("get job", build).await?;
         Ok(job.into_info(Some))
     }
 
@@ -383,14 +367,17 @@ impl BigQuery {
             configuration,
         };
         // The jobs URL is parsed once, when the client is made.
-        let req = match &self.jobs_url {
-            Some(url) => self.http.post(url.clone()),
-            None => self
-                .http
-                .post(format!("{}/projects/{}/jobs", self.base, self.project)),
+        let build = || {
+            match &self.jobs_url {
+                Some(url) => self.http.post(url.clone()),
+                None => self
+                    .http
+                    .post(format!("{}/projects/{}/jobs", self.base, self.project)),
+            }
+            .json(&body)
         };
         match self
-            .call_typed::<JobResource<IgnoredAny>>(req.json(&body), "insert job")
+            .call_typed::<JobResource<IgnoredAny>>("insert job", build)
             .await
         {
             Ok(job) => {
@@ -401,7 +388,8 @@ impl BigQuery {
                 self.remember_location(job_id, location);
                 Ok(Inserted::New(job.into_info(|_| None)))
             }
-            Err(PortError::Permanent(m)) if m.starts_with("conflict:") => Ok(Inserted::Exists),
+            // The id is taken: the job exists.
+            Err(PortError::Conflict(_)) => Ok(Inserted::Exists),
             Err(e) => Err(e),
         }
     }
@@ -456,7 +444,7 @@ impl BigQuery {
         let body = json!({
             "query": sql,
             "useLegacySql": false,
-            "timeoutMs": 60_000,
+            "timeoutMs": self.wait_ms(),
             "location": self.location,
         });
         let path = format!("projects/{}/queries", self.project);
@@ -478,10 +466,18 @@ impl BigQuery {
                     .iter()
                     .filter_map(|e| e["message"].as_str())
                     .collect();
-                return Err(PortError::Permanent(format!(
-                    "query failed: {}",
-                    msg.join("; ")
-                )));
+                let msg = format!("query failed: {}", msg.join("; "));
+                // Classified by their reason as an error answer is (the emulator answers a
+                // missing table with 200 and a `notFound` here).
+                return Err(
+                    match errors[0]["reason"].as_str().and_then(classify_reason) {
+                        Some(Class::Transient) => PortError::transient(msg),
+                        Some(Class::NotFound) => PortError::not_found(msg),
+                        Some(Class::Conflict) => PortError::conflict(msg),
+                        Some(Class::Precondition) => PortError::precondition(msg),
+                        Some(Class::Permanent) | None => PortError::permanent(msg),
+                    },
+                );
             }
             let complete = page["jobComplete"].as_bool().unwrap_or(true);
             if complete {
@@ -509,9 +505,10 @@ impl BigQuery {
             if complete && token.is_none() {
                 break;
             }
+            let wait = self.wait_ms().to_string();
             let mut q: Vec<(&str, &str)> =
                 location.iter().map(|l| ("location", l.as_str())).collect();
-            q.push(("timeoutMs", "60000"));
+            q.push(("timeoutMs", &wait));
             if let Some(t) = token.as_deref() {
                 q.push(("pageToken", t));
             }

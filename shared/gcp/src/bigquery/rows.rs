@@ -75,7 +75,7 @@ impl BigQuery {
             .await
         {
             Ok(_) => info!(table = %t, "created the table"),
-            Err(PortError::Permanent(m)) if m.starts_with("conflict:") => {}
+            Err(PortError::Conflict(_)) => {}
             Err(e) => return Err(e),
         }
         self.run_logs_ready.lock().await.insert(key);
@@ -140,7 +140,7 @@ impl BigQuery {
             };
             let job = self.wait_job(&job_id, first, WAIT).await?;
             if !job.done() {
-                return Err(PortError::Transient(format!(
+                return Err(PortError::transient(format!(
                     "insert job {job_id} still runs; a redelivery will find it"
                 )));
             }
@@ -152,19 +152,19 @@ impl BigQuery {
                         // Spent: the next id of the series writes the rows.
                         continue;
                     }
-                    return Err(PortError::Transient(format!(
+                    return Err(PortError::transient(format!(
                         "insert job {job_id}: {message}"
                     )));
                 }
                 Some((_, message)) => {
-                    return Err(PortError::Permanent(format!(
+                    return Err(PortError::permanent(format!(
                         "insert into {} failed: {message}",
                         batch.table
                     )));
                 }
             }
         }
-        Err(PortError::Transient(format!(
+        Err(PortError::transient(format!(
             "insert job {id} failed transiently five times"
         )))
     }

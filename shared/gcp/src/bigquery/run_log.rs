@@ -151,7 +151,7 @@ impl BigQuery {
             .await
         {
             Ok(_) => info!(table = %table, "created the run-log table"),
-            Err(PortError::Permanent(m)) if m.starts_with("conflict:") => {
+            Err(PortError::Conflict(_)) => {
                 let path = format!("{tables}/{}", table.table);
                 let existing = self
                     .call(Method::GET, &path, &[], None, "read the run-log table")
@@ -207,7 +207,7 @@ impl RunLog for BigQuery {
             .call(Method::POST, &path, &[], Some(&body), "insert run-log row")
             .await?;
         if let Some(errors) = resp["insertErrors"].as_array().filter(|e| !e.is_empty()) {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "run-log row refused: {}",
                 Value::Array(errors.clone())
             )));
@@ -250,11 +250,6 @@ impl RunLog for BigQuery {
             deduped_sql(&quoted(self.project_of(table), table), &filters),
         ))
         .await
-        .map_err(|e| match e {
-            // The emulator answers a missing table with 200 and an error in the body.
-            PortError::Permanent(m) if m.contains("Not found: Table") => PortError::NotFound(m),
-            e => e,
-        })
     }
 
     async fn open_batches(

@@ -29,12 +29,12 @@ impl SqlEngine {
 impl BatchEngine for SqlEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
         let BatchSpec::Sql(spec) = &req.spec else {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "the sql engine cannot run a {} batch",
                 req.spec.engine()
             )));
         };
-        let (query, destination) = spec.rendered(&req.vars).map_err(PortError::Permanent)?;
+        let (query, destination) = spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let mut q = json!({ "query": query, "useLegacySql": false });
         if let Some(t) = &destination {
             q["destinationTable"] = json!({

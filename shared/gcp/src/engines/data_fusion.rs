@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::api::{Api, Reply, base, seg, text_at};
+use super::api::{Api, base, final_unless_transient, seg, text_at};
 use conveyor_core::config::{BatchSpec, DataFusion};
 use conveyor_core::names::JobId;
 use conveyor_core::ports::{BatchEngine, BatchRequest, JobState, PortError, Submitted};
@@ -50,7 +50,7 @@ pub struct DataFusionEngine {
 fn spec_of(spec: &BatchSpec) -> Result<&DataFusion, PortError> {
     match spec {
         BatchSpec::DataFusion(s) => Ok(s),
-        other => Err(PortError::Permanent(format!(
+        other => Err(PortError::permanent(format!(
             "the data_fusion engine cannot run a {} batch",
             other.engine()
         ))),
@@ -88,12 +88,16 @@ fn carries(record: &Value, job_id: &str) -> bool {
         .is_some_and(|args| args.get(JOB_ID_ARG).map(String::as_str) == Some(job_id))
 }
 
-/// An HTTP status of one item of a batch answer, as a port error.
-fn item_error(status: u64, message: String) -> PortError {
-    match status {
-        408 | 429 | 500..=599 => PortError::Transient(message),
-        _ => PortError::Permanent(message),
-    }
+/// The HTTP status of one item of a batch answer, as a port error: classified as an answer
+/// of that status is ([`crate::rest::classify`]), and final unless it may pass.
+fn item_error(status: u64, what: &str, error: &str) -> PortError {
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(|s| http::StatusCode::from_u16(s).ok())
+        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    final_unless_transient(
+        crate::rest::ApiError::from_body(status, error.as_bytes(), None).into_port(what),
+    )
 }
 
 impl DataFusionEngine {
@@ -132,9 +136,10 @@ impl DataFusionEngine {
         if let Some(run) = known {
             let url = format!("{workflow}/runs/{}", seg(&run));
             let what = format!("get Data Fusion run {run} of {}", spec.pipeline);
-            return match self.api.call(Method::GET, &url, None, &what).await? {
-                Reply::NotFound(_) => Ok(None),
-                other => other.into_value().map(Some),
+            return match self.api.call(Method::GET, &url, None, &what).await {
+                Ok(run) => Ok(Some(run)),
+                Err(PortError::NotFound(_)) => Ok(None),
+                Err(e) => Err(final_unless_transient(e)),
             };
         }
         let url = format!("{workflow}/runs?limit={RECENT_RUNS}");
@@ -142,8 +147,8 @@ impl DataFusionEngine {
         let list = self
             .api
             .call(Method::GET, &url, None, &what)
-            .await?
-            .into_value()?;
+            .await
+            .map_err(final_unless_transient)?;
         let found = list
             .as_array()
             .into_iter()
@@ -160,7 +165,7 @@ impl DataFusionEngine {
 #[async_trait]
 impl BatchEngine for DataFusionEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
-        let rendered = req.spec.rendered(&req.vars).map_err(PortError::Permanent)?;
+        let rendered = req.spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let spec = spec_of(&rendered)?;
         let args = runtime_args(spec, req)?;
         if self.find(spec, &req.job_id).await?.is_some() {
@@ -175,16 +180,11 @@ impl BatchEngine for DataFusionEngine {
             seg(&spec.namespace)
         );
         let what = format!("start Data Fusion pipeline {}", spec.pipeline);
-        let answer = match self
+        let answer = self
             .api
             .call(Method::POST, &url, Some(&start_body(spec, &args)), &what)
-            .await?
-        {
-            Reply::Ok(v) => v,
-            Reply::NotFound(m) | Reply::Conflict(m) | Reply::Precondition(m) => {
-                return Err(PortError::Permanent(m));
-            }
-        };
+            .await
+            .map_err(final_unless_transient)?;
         let item = answer.get(0).cloned().unwrap_or(Value::Null);
         let status = item
             .get("statusCode")
@@ -192,10 +192,7 @@ impl BatchEngine for DataFusionEngine {
             .unwrap_or(200);
         if !(200..300).contains(&status) {
             let error = text_at(&item, &["error"]).unwrap_or("no reason given");
-            return Err(item_error(
-                status,
-                format!("{what}: HTTP {status}: {error}"),
-            ));
+            return Err(item_error(status, &what, error));
         }
         if let Some(run) = text_at(&item, &["runId"]) {
             self.remember(&req.job_id, run);
@@ -209,7 +206,7 @@ impl BatchEngine for DataFusionEngine {
     async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError> {
         let s = spec_of(spec)?;
         let Some(run) = self.find(s, job_id).await? else {
-            return Err(PortError::NotFound(format!(
+            return Err(PortError::not_found(format!(
                 "Data Fusion run of {} with {JOB_ID_ARG}={job_id}",
                 s.pipeline
             )));
@@ -239,17 +236,20 @@ impl BatchEngine for DataFusionEngine {
             return Ok(());
         }
         let Some(id) = text_at(&run, &["runid"]) else {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "the Data Fusion run of {job_id} has no run id"
             )));
         };
         let url = format!("{}/runs/{}/stop", Self::workflow_url(s), seg(id));
         let what = format!("stop Data Fusion run {id} of {}", s.pipeline);
-        // Gone, or no longer running: stopped as far as it can be.
-        self.api
-            .call(Method::POST, &url, None, &what)
-            .await
-            .map(|_| ())
+        match self.api.call(Method::POST, &url, None, &what).await {
+            // Gone, or no longer running: stopped as far as it can be.
+            Ok(_)
+            | Err(PortError::NotFound(_) | PortError::Conflict(_) | PortError::Precondition(_)) => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::api::{Api, Reply, object, seg, text_at};
+use super::api::{Api, final_unless_transient, object, seg, text_at};
 use conveyor_core::config::{BatchSpec, DataflowFlex};
 use conveyor_core::names::JobId;
 use conveyor_core::ports::{BatchEngine, BatchRequest, JobState, PortError, Submitted};
@@ -37,7 +37,7 @@ pub struct DataflowFlexEngine {
 fn spec_of(spec: &BatchSpec) -> Result<&DataflowFlex, PortError> {
     match spec {
         BatchSpec::DataflowFlex(s) => Ok(s),
-        other => Err(PortError::Permanent(format!(
+        other => Err(PortError::permanent(format!(
             "the dataflow_flex engine cannot run a {} batch",
             other.engine()
         ))),
@@ -127,11 +127,7 @@ impl DataflowFlexEngine {
         // `nextPageToken` (a bounded number of pages) until the job is found.
         let mut url = first.clone();
         for _ in 0..MAX_LIST_PAGES {
-            let list = self
-                .api
-                .call(Method::GET, &url, None, &what)
-                .await?
-                .into_value()?;
+            let list = self.api.call(Method::GET, &url, None, &what).await?;
             // ALL lists active jobs first, then the newest ended one.
             let id = list
                 .get("jobs")
@@ -149,7 +145,7 @@ impl DataflowFlexEngine {
                 None => return Ok(None),
             }
         }
-        Err(PortError::Transient(format!(
+        Err(PortError::transient(format!(
             "{what}: no answer after {MAX_LIST_PAGES} pages"
         )))
     }
@@ -162,13 +158,7 @@ impl DataflowFlexEngine {
             seg(id)
         );
         let what = format!("list messages of Dataflow job {id}");
-        let messages = self
-            .api
-            .call(Method::GET, &url, None, &what)
-            .await
-            .ok()?
-            .into_value()
-            .ok()?;
+        let messages = self.api.call(Method::GET, &url, None, &what).await.ok()?;
         messages
             .get("jobMessages")?
             .as_array()?
@@ -182,7 +172,7 @@ impl DataflowFlexEngine {
 #[async_trait]
 impl BatchEngine for DataflowFlexEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
-        let rendered = req.spec.rendered(&req.vars).map_err(PortError::Permanent)?;
+        let rendered = req.spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let spec = spec_of(&rendered)?;
         let name = job_name(&req.job_id);
         let adopted = Submitted {
@@ -195,12 +185,8 @@ impl BatchEngine for DataflowFlexEngine {
         let url = format!("{}/flexTemplates:launch", self.location_url(spec));
         let what = format!("launch Dataflow flex template as {name}");
         let body = launch_body(spec, &name);
-        match self
-            .api
-            .call(Method::POST, &url, Some(&body), &what)
-            .await?
-        {
-            Reply::Ok(launched) => {
+        match self.api.call(Method::POST, &url, Some(&body), &what).await {
+            Ok(launched) => {
                 if let Some(id) = text_at(&launched, &["job", "id"]) {
                     self.remember(&name, id);
                 }
@@ -209,8 +195,8 @@ impl BatchEngine for DataflowFlexEngine {
                     adopted: false,
                 })
             }
-            Reply::Conflict(_) => Ok(adopted),
-            Reply::NotFound(m) | Reply::Precondition(m) => Err(PortError::Permanent(m)),
+            Err(PortError::Conflict(_)) => Ok(adopted),
+            Err(e) => Err(final_unless_transient(e)),
         }
     }
 
@@ -218,15 +204,11 @@ impl BatchEngine for DataflowFlexEngine {
         let s = spec_of(spec)?;
         let name = job_name(job_id);
         let Some(id) = self.find(s, &name).await? else {
-            return Err(PortError::NotFound(format!("Dataflow job named {name}")));
+            return Err(PortError::not_found(format!("Dataflow job named {name}")));
         };
         let url = format!("{}/jobs/{}", self.location_url(s), seg(&id));
         let what = format!("get Dataflow job {id} ({name})");
-        let job = self
-            .api
-            .call(Method::GET, &url, None, &what)
-            .await?
-            .into_value()?;
+        let job = self.api.call(Method::GET, &url, None, &what).await?;
         let state = text_at(&job, &["currentState"])
             .unwrap_or("JOB_STATE_UNKNOWN")
             .to_owned();
@@ -260,9 +242,10 @@ impl BatchEngine for DataflowFlexEngine {
         let url = format!("{}/jobs/{}", self.location_url(s), seg(&id));
         let what = format!("cancel Dataflow job {id} ({name})");
         let body = json!({"requestedState": "JOB_STATE_CANCELLED"});
-        match self.api.call(Method::PUT, &url, Some(&body), &what).await? {
-            Reply::Ok(_) | Reply::NotFound(_) | Reply::Precondition(_) => Ok(()),
-            Reply::Conflict(m) => Err(PortError::Permanent(m)),
+        match self.api.call(Method::PUT, &url, Some(&body), &what).await {
+            // Gone, or ended in between: nothing left to cancel.
+            Ok(_) | Err(PortError::NotFound(_) | PortError::Precondition(_)) => Ok(()),
+            Err(e) => Err(final_unless_transient(e)),
         }
     }
 }

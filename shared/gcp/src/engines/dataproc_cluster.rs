@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::api::{Api, Reply, object, seg, text_at};
+use super::api::{Api, final_unless_transient, object, seg, text_at};
 use super::dataproc_serverless::{pyspark_body, spark_body};
 use conveyor_core::config::{BatchSpec, DataprocCluster};
 use conveyor_core::names::{JobId, short_hash};
@@ -35,7 +35,7 @@ pub struct DataprocClusterEngine {
 fn spec_of(spec: &BatchSpec) -> Result<&DataprocCluster, PortError> {
     match spec {
         BatchSpec::DataprocCluster(s) => Ok(s),
-        other => Err(PortError::Permanent(format!(
+        other => Err(PortError::permanent(format!(
             "the dataproc_cluster engine cannot run a {} batch",
             other.engine()
         ))),
@@ -188,7 +188,7 @@ fn job_body(spec: &DataprocCluster, job_id: &JobId, cluster: &str) -> Result<Val
         (None, Some(spark), None) => ("sparkJob", with_properties(spark_body(spark))),
         (None, None, Some(py)) => ("pysparkJob", with_properties(pyspark_body(py))),
         _ => {
-            return Err(PortError::Permanent(
+            return Err(PortError::permanent(
                 "a dataproc_cluster batch needs exactly one of pig, spark, pyspark".to_owned(),
             ));
         }
@@ -240,9 +240,9 @@ impl DataprocClusterEngine {
                 None,
                 &format!("get Dataproc job {job_id}"),
             )
-            .await?
+            .await
         {
-            Reply::Ok(found) => {
+            Ok(found) => {
                 let state = text_at(&found, &["status", "state"])
                     .unwrap_or("STATE_UNSPECIFIED")
                     .to_owned();
@@ -256,10 +256,8 @@ impl DataprocClusterEngine {
                     error,
                 });
             }
-            Reply::NotFound(_) => {}
-            other => {
-                other.into_value()?;
-            }
+            Err(PortError::NotFound(_)) => {}
+            Err(e) => return Err(final_unless_transient(e)),
         }
         let name = cluster_name(job_id);
         let url = format!("{region}/clusters/{}", seg(&name));
@@ -271,8 +269,8 @@ impl DataprocClusterEngine {
                 None,
                 &format!("get Dataproc cluster {name}"),
             )
-            .await?
-            .into_value()?;
+            .await
+            .map_err(final_unless_transient)?;
         let state = text_at(&cluster, &["status", "state"]).unwrap_or("UNKNOWN");
         let waiting = JobState {
             state: "CLUSTER_CREATING".to_owned(),
@@ -287,15 +285,15 @@ impl DataprocClusterEngine {
                 };
                 let url = format!("{region}/jobs:submit");
                 let what = format!("submit Dataproc job {job_id} to cluster {name}");
-                match self.api.call(Method::POST, &url, Some(job), &what).await? {
-                    Reply::Ok(_) | Reply::Conflict(_) => Ok(JobState {
+                match self.api.call(Method::POST, &url, Some(job), &what).await {
+                    Ok(_) | Err(PortError::Conflict(_)) => Ok(JobState {
                         state: "PENDING".to_owned(),
                         terminal: false,
                         error: None,
                     }),
-                    Reply::NotFound(m) => Err(PortError::NotFound(m)),
                     // The cluster is not ready after all: the next check tries again.
-                    Reply::Precondition(m) => Err(PortError::Transient(m)),
+                    Err(PortError::Precondition(c)) => Err(PortError::Transient(c)),
+                    Err(e) => Err(e),
                 }
             }
             ClusterPhase::Failed => {
@@ -316,7 +314,7 @@ impl DataprocClusterEngine {
 #[async_trait]
 impl BatchEngine for DataprocClusterEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
-        let rendered = req.spec.rendered(&req.vars).map_err(PortError::Permanent)?;
+        let rendered = req.spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let spec = spec_of(&rendered)?;
         let name = cluster_name(&req.job_id);
         // Refuse a bad job before a cluster is paid for.
@@ -336,7 +334,7 @@ impl BatchEngine for DataprocClusterEngine {
     }
 
     async fn follow(&self, req: &BatchRequest) -> Result<JobState, PortError> {
-        let rendered = req.spec.rendered(&req.vars).map_err(PortError::Permanent)?;
+        let rendered = req.spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let job = job_body(spec_of(&rendered)?, &req.job_id, &cluster_name(&req.job_id))?;
         self.observe(&req.spec, &req.job_id, Some(&job)).await
     }
@@ -345,11 +343,11 @@ impl BatchEngine for DataprocClusterEngine {
         let s = spec_of(spec)?;
         let url = format!("{}/jobs/{}", self.region_url(s), seg(job_id.as_str()));
         let what = format!("get Dataproc job {job_id}");
-        let job = match self.api.call(Method::GET, &url, None, &what).await? {
-            Reply::Ok(job) => job,
+        let job = match self.api.call(Method::GET, &url, None, &what).await {
+            Ok(job) => job,
             // Never submitted: deleting the cluster (release) is all there is to do.
-            Reply::NotFound(_) => return Ok(()),
-            other => other.into_value()?,
+            Err(PortError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(final_unless_transient(e)),
         };
         if spec.is_terminal(text_at(&job, &["status", "state"]).unwrap_or_default()) {
             return Ok(());
@@ -358,10 +356,11 @@ impl BatchEngine for DataprocClusterEngine {
         match self
             .api
             .call(Method::POST, &format!("{url}:cancel"), None, &what)
-            .await?
+            .await
         {
-            Reply::Ok(_) | Reply::NotFound(_) | Reply::Precondition(_) => Ok(()),
-            Reply::Conflict(m) => Err(PortError::Permanent(m)),
+            // Gone, or ended in between: nothing left to cancel.
+            Ok(_) | Err(PortError::NotFound(_) | PortError::Precondition(_)) => Ok(()),
+            Err(e) => Err(final_unless_transient(e)),
         }
     }
 
@@ -370,10 +369,13 @@ impl BatchEngine for DataprocClusterEngine {
         let name = cluster_name(job_id);
         let url = format!("{}/clusters/{}", self.region_url(s), seg(&name));
         let what = format!("delete Dataproc cluster {name}");
-        match self.api.call(Method::DELETE, &url, None, &what).await? {
-            Reply::Ok(_) | Reply::NotFound(_) => Ok(()),
+        match self.api.call(Method::DELETE, &url, None, &what).await {
+            Ok(_) | Err(PortError::NotFound(_)) => Ok(()),
             // Busy (still creating, updating): the next check deletes it.
-            Reply::Precondition(m) | Reply::Conflict(m) => Err(PortError::Transient(m)),
+            Err(PortError::Precondition(c) | PortError::Conflict(c)) => {
+                Err(PortError::Transient(c))
+            }
+            Err(e) => Err(e),
         }
     }
 }

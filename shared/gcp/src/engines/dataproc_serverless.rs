@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::api::{Api, Reply, object, seg, text_at};
+use super::api::{Api, final_unless_transient, object, seg, text_at};
 use conveyor_core::config::{BatchSpec, DataprocServerless, PySparkJob, SparkJob};
 use conveyor_core::names::JobId;
 use conveyor_core::ports::{BatchEngine, BatchRequest, JobState, PortError, Submitted};
@@ -25,7 +25,7 @@ pub struct DataprocServerlessEngine {
 fn spec_of(spec: &BatchSpec) -> Result<&DataprocServerless, PortError> {
     match spec {
         BatchSpec::DataprocServerless(s) => Ok(s),
-        other => Err(PortError::Permanent(format!(
+        other => Err(PortError::permanent(format!(
             "the dataproc_serverless engine cannot run a {} batch",
             other.engine()
         ))),
@@ -74,14 +74,14 @@ fn batch_body(spec: &DataprocServerless) -> Result<Value, PortError> {
             ]),
         ),
         _ => {
-            return Err(PortError::Permanent(
+            return Err(PortError::permanent(
                 "a dataproc_serverless batch needs exactly one of spark, pyspark, spark_sql"
                     .to_owned(),
             ));
         }
     };
     if spec.runtime_version.trim().is_empty() {
-        return Err(PortError::Permanent(
+        return Err(PortError::permanent(
             "a dataproc_serverless batch needs its runtime_version".to_owned(),
         ));
     }
@@ -130,15 +130,14 @@ impl DataprocServerlessEngine {
         let url = format!("{}/{}", self.batches(spec), seg(&id));
         self.api
             .call(Method::GET, &url, None, &format!("get Dataproc batch {id}"))
-            .await?
-            .into_value()
+            .await
     }
 }
 
 #[async_trait]
 impl BatchEngine for DataprocServerlessEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
-        let rendered = req.spec.rendered(&req.vars).map_err(PortError::Permanent)?;
+        let rendered = req.spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let spec = spec_of(&rendered)?;
         let body = batch_body(spec)?;
         let id = batch_id(&req.job_id);
@@ -179,16 +178,17 @@ impl BatchEngine for DataprocServerlessEngine {
         }
         let Some(operation) = text_at(&batch, &["operation"]).filter(|o| is_resource_name(o))
         else {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "Dataproc batch {} names no operation to cancel",
                 batch_id(job_id)
             )));
         };
         let url = format!("{}/v1/{operation}:cancel", self.base);
         let what = format!("cancel Dataproc operation {operation}");
-        match self.api.call(Method::POST, &url, None, &what).await? {
-            Reply::Ok(_) | Reply::NotFound(_) | Reply::Precondition(_) => Ok(()),
-            Reply::Conflict(m) => Err(PortError::Permanent(m)),
+        match self.api.call(Method::POST, &url, None, &what).await {
+            // Gone, or ended in between: nothing left to cancel.
+            Ok(_) | Err(PortError::NotFound(_) | PortError::Precondition(_)) => Ok(()),
+            Err(e) => Err(final_unless_transient(e)),
         }
     }
 }

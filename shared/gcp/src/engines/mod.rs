@@ -53,6 +53,21 @@ pub trait TokenSource: Send + Sync {
     /// # Errors
     /// [`PortError::Transient`] when the token service cannot be reached now.
     async fn token(&self) -> Result<String, PortError>;
+
+    /// Adds the credentials to `req`: `Authorization: Bearer` with [`Self::token`] unless the
+    /// source sends more (a quota project).
+    ///
+    /// # Errors
+    /// As [`Self::token`].
+    async fn authorize(
+        &self,
+        req: crate::rest::RequestBuilder,
+    ) -> Result<crate::rest::RequestBuilder, PortError> {
+        Ok(req.bearer_auth(self.token().await?))
+    }
+
+    /// Forgets the current token after the API refused it (401), so the next one is new.
+    async fn refresh(&self) {}
 }
 
 /// A fixed token: tests, or a token minted outside Conveyor.

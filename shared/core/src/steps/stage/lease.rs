@@ -45,7 +45,7 @@ pub(super) enum Refused {
 }
 
 fn body(content: &Content) -> Result<ByteStream, PortError> {
-    let bytes = serde_json::to_vec(content).map_err(|e| PortError::Permanent(e.to_string()))?;
+    let bytes = serde_json::to_vec(content).map_err(|e| PortError::permanent(e.to_string()))?;
     Ok(Box::pin(std::io::Cursor::new(bytes)))
 }
 
@@ -54,7 +54,7 @@ fn lease_name(pipeline: &PipelineName) -> Result<ObjectName, PortError> {
         "{}lease/stage/{pipeline}.json",
         crate::INTERNAL_PREFIX
     ))
-    .map_err(|e| PortError::Permanent(e.to_string()))
+    .map_err(|e| PortError::permanent(e.to_string()))
 }
 
 async fn read(
@@ -74,7 +74,7 @@ async fn read(
     reader
         .read_to_end(&mut buf)
         .await
-        .map_err(|e| PortError::Transient(format!("read the stage lease: {e}")))?;
+        .map_err(|e| PortError::transient(format!("read the stage lease: {e}")))?;
     // An unreadable lease is treated as expired: it holds nothing anyone can honour.
     let content = serde_json::from_slice(&buf).unwrap_or(Content {
         holder: "?".to_owned(),

@@ -172,7 +172,7 @@ async fn open_verified(
 ) -> Result<(Verifying, verify::Outcome), PortError> {
     let opened = source.open(object).await?;
     let expected = Expected::combine(object.size, &object.digests, opened.size, &opened.digests)
-        .map_err(PortError::Transient)?;
+        .map_err(PortError::transient)?;
     Ok(Verifying::new(
         opened.body,
         &object.key,

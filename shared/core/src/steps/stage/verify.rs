@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::ports::{ByteStream, Digests};

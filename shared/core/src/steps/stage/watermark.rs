@@ -43,7 +43,7 @@ pub(super) struct Watermark {
 /// Where the watermark of `pipeline` lives in its landing bucket.
 pub(super) fn object_name(pipeline: &PipelineName) -> Result<ObjectName, PortError> {
     ObjectName::parse(&format!("{INTERNAL_PREFIX}stage/{pipeline}.json"))
-        .map_err(|e| PortError::Permanent(e.to_string()))
+        .map_err(|e| PortError::permanent(e.to_string()))
 }
 
 impl Watermark {
@@ -79,14 +79,14 @@ impl Watermark {
             .take(LIMIT)
             .read_to_end(&mut bytes)
             .await
-            .map_err(|e| PortError::Transient(format!("read gs://{bucket}/{name}: {e}")))?;
+            .map_err(|e| PortError::transient(format!("read gs://{bucket}/{name}: {e}")))?;
         let w: Self = serde_json::from_slice(&bytes).map_err(|e| {
-            PortError::Permanent(format!(
+            PortError::permanent(format!(
                 "gs://{bucket}/{name} is not a stage watermark ({e}); delete it, or stage with --full to rewrite it"
             ))
         })?;
         if w.version != VERSION {
-            return Err(PortError::Permanent(format!(
+            return Err(PortError::permanent(format!(
                 "gs://{bucket}/{name} has version {}, this Conveyor reads version {VERSION}",
                 w.version
             )));
@@ -128,7 +128,7 @@ impl Watermark {
     ) -> Result<(), PortError> {
         self.updated = Utc::now();
         let bytes = serde_json::to_vec_pretty(self)
-            .map_err(|e| PortError::Permanent(format!("stage watermark: {e}")))?;
+            .map_err(|e| PortError::permanent(format!("stage watermark: {e}")))?;
         store
             .put(
                 bucket,

@@ -36,7 +36,7 @@ impl BatchEngine for Counter {
         })
     }
     async fn state(&self, _: &BatchSpec, _: &JobId) -> Result<JobState, PortError> {
-        Err(PortError::Permanent("not followed here".to_owned()))
+        Err(PortError::permanent("not followed here"))
     }
     async fn cancel(&self, _: &BatchSpec, _: &JobId) -> Result<(), PortError> {
         Ok(())
