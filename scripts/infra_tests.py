@@ -134,6 +134,18 @@ class Grants(unittest.TestCase):
             self.assertEqual(found, [], scenario)
             self.assertGreater(checked, 50)
 
+    def test_every_request_kind_of_the_wire_contract_has_its_permissions(self):
+        self.assertEqual(permissions_contract.uncovered_wire_kinds(ROOT.parent, self.contract), [])
+        kinds = permissions_contract.wire_kinds(ROOT.parent)
+        self.assertIn("bigquery.jobs.insert", kinds)
+        self.assertIn("storage.objects.insert (resumable upload chunk)", kinds)
+        # A kind the adapters send that no method covers is a finding.
+        planted = {"method": [dict(m) for m in self.contract["method"]]}
+        for m in planted["method"]:
+            m["wire"] = [k for k in m.get("wire", []) if k != "bigquery.jobs.cancel"]
+        found = permissions_contract.uncovered_wire_kinds(ROOT.parent, planted)
+        self.assertTrue(any("'bigquery.jobs.cancel' is covered by no [[method]]" in f for f in found), found)
+
     def test_a_removed_grant_is_an_under_grant(self):
         real = permissions_contract.bindings
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -257,6 +258,29 @@ def check(root: Path, contract: dict[str, Any], roles: dict[str, Any], scenario:
     return found, checked
 
 
+def wire_kinds(repo: Path) -> set[str]:
+    """The request kinds the Google adapters can send, as the wire contract lists them
+    (shared/contract/src/kinds.rs: string literals, and the resumable upload's chunk)."""
+    text = (repo / "shared/contract/src/kinds.rs").read_text()
+    body = text[text.index("pub const KINDS"):]
+    body = body[: body.index("];")]
+    kinds = set(re.findall(r'^\s*"([^"]+)",', body, re.M))
+    if "crate::check::UPLOAD_CHUNK" in body:
+        check = (repo / "shared/contract/src/check.rs").read_text()
+        kinds |= set(re.findall(r'pub\(crate\) const UPLOAD_CHUNK: &str = "([^"]+)";', check))
+    return kinds
+
+
+def uncovered_wire_kinds(repo: Path, contract: dict[str, Any]) -> list[str]:
+    """Every request kind of the wire contract needs a permission entry here: a call the adapters
+    can make that this contract does not know is a grant nobody checked."""
+    covered = {k for m in contract["method"] for k in m.get("wire", [])}
+    kinds = wire_kinds(repo)
+    out = [f"contract: the wire contract's request kind {k!r} is covered by no [[method]] (add it to a method's `wire`)" for k in sorted(kinds - covered)]
+    out += [f"contract: `wire` names {k!r}, which is not a request kind of shared/contract/src/kinds.rs" for k in sorted(covered - kinds)]
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent / "infra")
@@ -266,6 +290,7 @@ def main() -> int:
     roles = json.loads((args.root / "permissions/roles.json").read_text())["roles"]
     methods = {m["id"] for m in contract["method"]}
     problems = [f"contract: call {c['method']!r} names no [[method]]" for c in contract["call"] if c["method"] not in methods]
+    problems += uncovered_wire_kinds(args.root.parent, contract)
     if problems:
         print("\n".join(problems))
         return 1
