@@ -575,9 +575,21 @@ class Evaluation:
         args = [self.eval(a, scope) for a in raw]
         if expand:
             args = args[:-1] + list(args[-1])
-        if name in ("file", "fileexists"):
+        if name in ("file", "fileexists", "templatefile"):
             p = Path(args[0]) if Path(args[0]).is_absolute() else self.root / args[0]
-            return p.exists() if name == "fileexists" else p.read_text()
+            if name == "fileexists":
+                return p.exists()
+            if name == "file":
+                return p.read_text()
+            # templatefile: plain ${name} interpolations only (no %{ } directives).
+            values = args[1] if len(args) > 1 else {}
+            if values is UNKNOWN or any(is_unknown(v) for v in values.values()):
+                return UNKNOWN
+            def interpolate(m):
+                if m.group(1) not in values:
+                    raise EvalError(f"templatefile(): no value for {m.group(1)!r} in {p.name}")
+                return str(values[m.group(1)])
+            return re.sub(r"(?<!\$)\$\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}", interpolate, p.read_text())
         fn = FUNCTIONS.get(name)
         if fn is None:
             raise EvalError(f"function {name}() is not supported")

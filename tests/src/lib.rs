@@ -1,7 +1,7 @@
 //! Support for Conveyor's end-to-end tests (the test binaries are in `tests/`):
 //! [`Chain`], the embedded chain on fresh state, [`Emulators`], the servers that
-//! `scripts/emulators.sh` starts, and [`fake_engines`], a local fake of the batch engines'
-//! REST APIs.
+//! `scripts/emulators.sh` starts, [`fake_engines`], a local fake of the batch engines'
+//! REST APIs, and [`runs`], runs whose state the latest-status views must report.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use conveyor_embedded::runtime::{Embedded, QuietProbe, RuntimeOptions};
 use tower::ServiceExt;
 
 pub mod fake_engines;
+pub mod runs;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -206,6 +207,8 @@ pub struct Chain {
     events: std::sync::Mutex<tokio::sync::broadcast::Receiver<ConveyorEvent>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     runtime: Option<tokio::task::JoinHandle<()>>,
+    config: Arc<config::Config>,
+    watch: bool,
 }
 
 impl Chain {
@@ -232,10 +235,19 @@ impl Chain {
         let dir = tempfile::tempdir().expect("tempdir");
         let config =
             Arc::new(config::parse_str(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}")));
+        Self::open(dir, config, engines, watch)
+    }
+
+    fn open(
+        dir: tempfile::TempDir,
+        config: Arc<config::Config>,
+        engines: Option<Engines>,
+        watch: bool,
+    ) -> Self {
         let state = dir.path().join("state");
         let mut embedded = match engines {
-            Some(e) => Embedded::open_with(config, &state, e),
-            None => Embedded::open(config, &state),
+            Some(e) => Embedded::open_with(config.clone(), &state, e),
+            None => Embedded::open(config.clone(), &state),
         }
         .expect("open");
         let ctx = embedded.context();
@@ -263,7 +275,24 @@ impl Chain {
             events,
             stop: Some(tx),
             runtime: Some(runtime),
+            config,
+            watch,
         }
+    }
+
+    /// Stops the runtime and starts a new one on the same state (local batches), as a
+    /// restarted `conveyor dev` would.
+    pub async fn restart(mut self) -> Self {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(r) = self.runtime.take() {
+            let _ = r.await;
+        }
+        let Self {
+            dir, config, watch, ..
+        } = self;
+        Self::open(dir, config, None, watch)
     }
 
     /// The events the runtime dispatched since the last call (since the start, the first

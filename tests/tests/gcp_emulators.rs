@@ -898,3 +898,96 @@ async fn a_folder_loads_in_one_multi_uri_job_and_a_sql_job_writes_its_destinatio
     assert!(engine.submit(&req).await.expect("resubmit").adopted);
     assert_eq!(bq.row_count(&dest).await.expect("count"), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_latest_status_view_sql_says_failed_when_a_later_job_failed_after_a_retry_on_bqemulator()
+ {
+    use conveyor_core::names::TableRef;
+    use conveyor_core::ports::RunLog;
+    use conveyor_gcp::{BigQuery, GcpAuth};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(emu) = Emulators::start(
+        &dir.path().join("emu"),
+        &["start-bigquery"],
+        "the BigQuery view test",
+    ) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    ok(
+        http.post(format!(
+            "{}/bigquery/v2/projects/{PROJECT}/datasets",
+            emu.bq
+        ))
+        .json(&json!({"datasetReference": {"projectId": PROJECT, "datasetId": "conveyor"}}))
+        .send()
+        .await,
+        "create dataset",
+    )
+    .await;
+    // The rows as the log function writes them (the adapter creates the table).
+    let bq = BigQuery::new(
+        PROJECT,
+        None,
+        Some(&format!("{}/bigquery/v2", emu.wire.bq)),
+        &GcpAuth::Anonymous,
+    )
+    .emulator(true);
+    let table = TableRef::parse("conveyor.run_log").expect("table");
+    let cases = conveyor_e2e::runs::run_cases();
+    for case in &cases {
+        for r in &case.rows {
+            bq.record(&table, r).await.expect("record");
+        }
+    }
+    // The view's query as Terraform deploys it (templatefile fills in the table).
+    let sql = std::fs::read_to_string(
+        conveyor_e2e::repo().join("infra/modules/conveyor/run_latest_status.sql"),
+    )
+    .expect("view sql")
+    .replace("${run_log}", &format!("{PROJECT}.conveyor.run_log"));
+    let resp = ok(
+        http.post(format!("{}/bigquery/v2/projects/{PROJECT}/queries", emu.bq))
+            .json(&json!({
+                "query": format!("SELECT run_id, event_id, status, run_status FROM ({sql})"),
+                "useLegacySql": false,
+            }))
+            .send()
+            .await,
+        "query the view",
+    )
+    .await;
+    let rows: Vec<Vec<String>> = resp["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the view's query answered no rows: {resp}"))
+        .iter()
+        .map(|r| {
+            r["f"]
+                .as_array()
+                .expect("fields")
+                .iter()
+                .map(|c| c["v"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), cases.len(), "one row per run: {rows:?}");
+    for case in &cases {
+        let row = rows
+            .iter()
+            .find(|r| r[0] == case.run_id())
+            .unwrap_or_else(|| panic!("{}: no row in the view", case.name));
+        let state = case.state();
+        assert_eq!(state.status, case.expected, "{}: RunState", case.name);
+        assert_eq!(
+            row[3], case.expected,
+            "{}: the view's run_status",
+            case.name
+        );
+        assert_eq!(
+            row[1], state.event_id,
+            "{}: the view shows the row that decides the state",
+            case.name
+        );
+    }
+}

@@ -335,3 +335,41 @@ pipelines:
         "and once in the run log"
     );
 }
+
+#[tokio::test]
+async fn the_latest_status_view_says_failed_when_a_later_job_failed_after_an_earlier_jobs_retry() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let sinks = server.verified();
+    let cases = conveyor_e2e::runs::run_cases();
+    for case in &cases {
+        for r in &case.rows {
+            sinks.record(&sink(), r).await.expect("record");
+        }
+    }
+    let latest = server
+        .query("SELECT run_id, event_id, status, run_status FROM ops.run_log_latest_status")
+        .await;
+    assert_eq!(latest.len(), cases.len(), "one row per run");
+    for case in &cases {
+        let row = latest
+            .iter()
+            .find(|r| r.get::<_, String>(0) == case.run_id())
+            .unwrap_or_else(|| panic!("{}: no row in the view", case.name));
+        let state = case.state();
+        assert_eq!(state.status, case.expected, "{}: RunState", case.name);
+        assert_eq!(
+            row.get::<_, String>(3),
+            case.expected,
+            "{}: the view's run_status",
+            case.name
+        );
+        assert_eq!(
+            row.get::<_, String>(1),
+            state.event_id,
+            "{}: the view shows the row that decides the state",
+            case.name
+        );
+    }
+}

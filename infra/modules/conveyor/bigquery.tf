@@ -35,10 +35,10 @@ resource "google_bigquery_table" "run_log" {
   }
 }
 
-# Each run's latest status. Rows of one run are ranked by attempt (a retry supersedes the
-# failed attempt), then by step in chain order (a batch row supersedes its load row of the
-# same attempt), then by status (a terminal status supersedes RUNNING and SUBMITTED written
-# in the same instant), then by time.
+# Each run's latest status: the row that decides the run's state (a job's last attempt that
+# failed, else the run's end, else the newest row), with `run_status` (RETRYING while a retry
+# is pending). The query is its own file so a test runs it on bqemulator against the Rust
+# definition (shared/core/src/run_state.rs).
 resource "google_bigquery_table" "run_latest_status" {
   #checkov:skip=CKV_GCP_80:A view stores no data: its rows are read from the run-log table, whose encryption applies
   project             = var.project_id
@@ -50,22 +50,8 @@ resource "google_bigquery_table" "run_latest_status" {
 
   view {
     use_legacy_sql = false
-    query          = <<-SQL
-      SELECT * EXCEPT (latest)
-      FROM (
-        SELECT
-          *,
-          ROW_NUMBER() OVER (
-            PARTITION BY run_id
-            ORDER BY
-              attempt DESC,
-              CASE step WHEN 'poll' THEN 4 WHEN 'submit' THEN 3 WHEN 'load' THEN 2 WHEN 'stage' THEN 1 ELSE 0 END DESC,
-              CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC,
-              td_timestamp DESC
-          ) AS latest
-        FROM `${google_bigquery_table.run_log.project}.${google_bigquery_table.run_log.dataset_id}.${google_bigquery_table.run_log.table_id}`
-      )
-      WHERE latest = 1
-    SQL
+    query          = templatefile("${path.module}/run_latest_status.sql", {
+      run_log = "${google_bigquery_table.run_log.project}.${google_bigquery_table.run_log.dataset_id}.${google_bigquery_table.run_log.table_id}"
+    })
   }
 }

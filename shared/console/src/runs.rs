@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use conveyor_core::config::Config;
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::{PortError, RunLog, RunLogQuery, RunLogRow};
+use conveyor_core::run_state::RunState;
 use serde::Serialize;
 
 /// Every run-log table `config` names: the file's and each pipeline's own.
@@ -65,24 +66,7 @@ fn newest_first(a: &RunLogRow, b: &RunLogRow) -> std::cmp::Ordering {
         .then(rank(&b.status).cmp(&rank(&a.status)))
 }
 
-/// Whether a row is a failed attempt with a retry scheduled.
-pub fn retry_pending(row: &RunLogRow) -> bool {
-    row.status == "FAILED" && row.detail.contains("\"retry_at\"")
-}
-
-/// Whether a row records the end of the whole run (`dev.conveyor.run.finished`: written by the
-/// submit step, naming no job), not a task of it.
-pub fn is_run_end(row: &RunLogRow) -> bool {
-    row.step == "submit"
-        && row.job.is_none()
-        && row.job_id.is_none()
-        && row.dataproc_job_id.is_none()
-}
-
-/// Whether a status ends a run (or a task).
-pub fn is_terminal(status: &str) -> bool {
-    matches!(status, "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "REJECTED")
-}
+pub use conveyor_core::run_state::{is_run_end, is_terminal, retry_pending};
 
 /// One run, summarised from its rows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,8 +75,8 @@ pub struct RunSummary {
     pub run_id: String,
     /// The pipeline (absent for a rejection that could not name one).
     pub pipeline: Option<String>,
-    /// The newest row's status; `RETRYING` when that row is a failed attempt with a retry
-    /// scheduled.
+    /// Its state by [`RunState`]: FAILED when any job's last attempt failed; `RETRYING` while
+    /// a failed attempt waits for its retry.
     pub status: String,
     /// When the run started: its earliest `started_at` or `td_timestamp`.
     pub started: DateTime<Utc>,
@@ -100,7 +84,7 @@ pub struct RunSummary {
     pub updated: DateTime<Utc>,
     /// When it ended, once its newest status is terminal.
     pub finished: Option<DateTime<Utc>>,
-    /// The newest error.
+    /// The error of the row that decides its state, else the newest error.
     pub error: Option<String>,
     /// Objects it read (`gs://bucket/name`).
     pub objects: Vec<String>,
@@ -122,7 +106,7 @@ impl RunSummary {
 
     /// Whether it ended in anything but success.
     pub fn failed(&self) -> bool {
-        matches!(self.status.as_str(), "FAILED" | "TIMED_OUT" | "REJECTED")
+        conveyor_core::run_state::is_failure(&self.status)
     }
 }
 
@@ -146,11 +130,10 @@ pub fn summarize(rows: &[RunLogRow]) -> Vec<RunSummary> {
 /// `rows` of one run, newest first.
 fn summary(rows: &[&RunLogRow]) -> RunSummary {
     let newest = rows[0];
-    let status = if retry_pending(newest) {
-        "RETRYING".to_owned()
-    } else {
-        newest.status.clone()
-    };
+    let state = RunState::from_rows(rows.iter().copied());
+    let status = state
+        .as_ref()
+        .map_or_else(|| newest.status.clone(), |s| s.status.clone());
     let started = rows
         .iter()
         .map(|r| r.started_at.unwrap_or(r.td_timestamp).min(r.td_timestamp))
@@ -187,9 +170,10 @@ fn summary(rows: &[&RunLogRow]) -> RunSummary {
         started,
         updated,
         finished,
-        error: rows
-            .iter()
-            .find_map(|r| r.error.clone().filter(|e| !e.is_empty())),
+        error: state.and_then(|s| s.error).or_else(|| {
+            rows.iter()
+                .find_map(|r| r.error.clone().filter(|e| !e.is_empty()))
+        }),
         objects: objects.into_iter().collect(),
         tables: tables.into_iter().collect(),
         jobs: jobs.into_iter().collect(),
@@ -336,6 +320,33 @@ mod tests {
         let runs = summarize(&[row("r1", "load", "SUCCEEDED", 0), f]);
         assert_eq!(runs[0].status, "RETRYING");
         assert_eq!(runs[0].finished, None);
+    }
+
+    #[test]
+    fn a_run_whose_second_job_failed_after_the_first_was_retried_is_failed() {
+        let job = |j: &str, step: &str, attempt: u32, status: &str, secs: i64| {
+            let mut r = row("r1", step, status, secs);
+            r.job = Some(j.into());
+            r.attempt = attempt;
+            r.dataproc_job_id = Some(format!("cv-{j}-{attempt}"));
+            r
+        };
+        let mut first = job("job1", "poll", 1, "FAILED", 2);
+        first.detail = r#"{"retry_at":"2026-01-01T00:00:00Z"}"#.into();
+        let mut second = job("job2", "poll", 1, "FAILED", 6);
+        second.error = Some("exit 1".into());
+        let rows = [
+            job("job1", "submit", 1, "SUBMITTED", 1),
+            first,
+            job("job1", "submit", 2, "SUBMITTED", 3),
+            // Written by an instance whose clock is ahead: newer than job2's failure.
+            job("job1", "poll", 2, "SUCCEEDED", 7),
+            job("job2", "submit", 1, "SUBMITTED", 5),
+            second,
+        ];
+        let runs = summarize(&rows);
+        assert_eq!(runs[0].status, "FAILED");
+        assert_eq!(runs[0].error.as_deref(), Some("exit 1"));
     }
 
     #[test]

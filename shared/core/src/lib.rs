@@ -21,6 +21,8 @@
 //! - [`ports`]: the traits the steps depend on; [`engines`]: the batch port that hands each
 //!   batch to the engine its spec names.
 //! - [`steps`]: the five steps; [`http`]: the axum router every function serves, and serving.
+//! - [`run_state`]: one definition of a run's state from its run-log rows (status, the
+//!   views, the console, alerts).
 //! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
 //! - [`telemetry`]: logging set-up; [`trace`]: each request's trace context and
 //!   `httpRequest` fields on its log lines; [`shell`]: quoting batch commands for `sh -c`.
@@ -33,6 +35,7 @@ pub mod http;
 pub mod inbound;
 pub mod names;
 pub mod ports;
+pub mod run_state;
 pub mod schedules;
 pub mod shell;
 pub mod steps;

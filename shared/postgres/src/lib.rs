@@ -187,6 +187,11 @@ fn ddl(table: &PgTable) -> String {
         .collect();
     let view = format!("\"{}\".\"{}_latest_status\"", table.schema, table.table);
     let index = format!("\"{}_run_id\"", table.table);
+    let retry_fn = format!("\"{}\".\"conveyor_retry_pending\"", table.schema);
+    let names: Vec<String> = RUN_LOG_COLUMNS
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect();
     format!(
         "BEGIN;
 SELECT pg_advisory_xact_lock(7310420266);
@@ -195,17 +200,43 @@ CREATE TABLE IF NOT EXISTS {t} (
   {columns}
 );
 {additions}CREATE INDEX IF NOT EXISTS {index} ON {t} (run_id, td_timestamp);
-CREATE OR REPLACE VIEW {view} AS
-  SELECT DISTINCT ON (run_id) *
-  FROM {t}
+CREATE OR REPLACE FUNCTION {retry_fn}(status text, detail text) RETURNS boolean
+  LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+  IF status IS DISTINCT FROM 'FAILED' THEN RETURN false; END IF;
+  RETURN jsonb_typeof(detail::jsonb -> 'retry_at') IS DISTINCT FROM 'null'
+    AND (detail::jsonb -> 'retry_at') IS NOT NULL;
+EXCEPTION WHEN others THEN RETURN false;
+END $fn$;
+DROP VIEW IF EXISTS {view};
+CREATE VIEW {view} AS
+  SELECT DISTINCT ON (run_id) {names},
+    CASE WHEN retry_pending THEN 'RETRYING' ELSE status END AS run_status
+  FROM (
+    SELECT *, MAX(attempt) OVER (PARTITION BY run_id, job_key) AS last_attempt
+    FROM (
+      SELECT *,
+        CASE
+          WHEN step = 'submit' AND job IS NULL AND job_id IS NULL AND dataproc_job_id IS NULL THEN NULL
+          WHEN job IS NOT NULL THEN job
+          WHEN dataproc_job_id IS NOT NULL OR step IN ('submit', 'poll') THEN 'batch'
+          ELSE step
+        END AS job_key,
+        {retry_fn}(status, detail) AS retry_pending
+      FROM {t}
+    ) keyed
+  ) ranked
   ORDER BY run_id,
-    attempt DESC,
+    (status IN ('FAILED', 'TIMED_OUT', 'REJECTED') AND NOT retry_pending
+      AND (job_key IS NULL OR attempt = last_attempt)) DESC,
+    (job_key IS NULL) DESC,
+    td_timestamp DESC,
     CASE step WHEN 'poll' THEN 4 WHEN 'submit' THEN 3 WHEN 'load' THEN 2 WHEN 'stage' THEN 1 ELSE 0 END DESC,
-    CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC,
-    td_timestamp DESC;
+    CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC;
 COMMIT;",
         schema = table.schema,
         columns = columns.join(",\n  "),
+        names = names.join(", "),
     )
 }
 

@@ -32,6 +32,7 @@ use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::inbound::Inbound;
 use crate::names::{JobId, PipelineName, RunId};
 use crate::ports::{JobState, LoadState, PortError, RunLogQuery, RunLogRow};
+use crate::run_state::RunState;
 
 /// How long a job may be missing from its engine after its submission before that counts as
 /// the attempt's failure: some APIs answer 404 for a moment after a create.
@@ -334,30 +335,23 @@ async fn check_rows(
     let mut pending = 0;
     let mut failed = Vec::new();
     for child in children {
-        // The newest row of the row's run for this job, furthest status first.
-        let newest = rows
-            .iter()
-            .filter(|r| {
-                r.run_id == child.run_id.as_str() && r.job.as_deref() == Some(job.name.as_str())
-            })
-            .max_by_key(|r| (r.attempt, status_rank(&r.status), r.td_timestamp));
-        let Some(row) = newest else {
+        // The row's run for this job, by the one definition of a run's state.
+        let state = RunState::from_rows(rows.iter().filter(|r| {
+            r.run_id == child.run_id.as_str() && r.job.as_deref() == Some(job.name.as_str())
+        }));
+        let Some(state) = state else {
             pending += 1;
             continue;
         };
-        let retry_pending = serde_json::from_str::<Detail>(&row.detail)
-            .ok()
-            .is_some_and(|d| d.retry_at.is_some());
-        match row.status.as_str() {
-            "SUCCEEDED" => {}
-            "FAILED" if retry_pending => pending += 1,
-            "FAILED" | "TIMED_OUT" | "REJECTED" => failed.push(format!(
+        if state.failed() {
+            failed.push(format!(
                 "{} ({}: {})",
                 child.key,
-                row.status,
-                row.error.as_deref().unwrap_or("no error given")
-            )),
-            _ => pending += 1,
+                state.status,
+                state.error.as_deref().unwrap_or("no error given")
+            ));
+        } else if state.status != "SUCCEEDED" {
+            pending += 1;
         }
     }
     if pending > 0 {
@@ -392,15 +386,6 @@ async fn check_rows(
         detail,
     );
     publish(ctx, outcome, ev).await
-}
-
-/// How far a status is along: rows of one attempt sort by it.
-fn status_rank(status: &str) -> u8 {
-    match status {
-        "SUBMITTED" => 1,
-        "RUNNING" => 2,
-        _ => 3,
-    }
 }
 
 async fn check_batch(
