@@ -1,5 +1,6 @@
-//! The alerts topic: the log step publishes each event that ends a run in failure (FAILED
-//! with no retry left, TIMED_OUT, REJECTED) to it, and only those; a failed publish asks for
+//! The alerts topic: the log step publishes each event that ends a run in failure (the run's
+//! end FAILED or TIMED_OUT, a failed load, a REJECTED request) to it, and only those: one alert
+//! per failed run, not one for the job and one for the run; a failed publish asks for
 //! redelivery.
 
 use std::sync::{Arc, Mutex};
@@ -90,12 +91,26 @@ async fn only_events_that_end_a_run_in_failure_reach_the_alerts_topic() {
             event("a", EventType::BatchFinished, Status::Failed, true),
             false,
         ),
+        // A job's end is not the run's end: the run's end follows and alerts.
         (
             event("a", EventType::BatchFinished, Status::Failed, false),
+            false,
+        ),
+        (
+            event("a", EventType::RunFinished, Status::Failed, false),
             true,
         ),
         (
             event("b", EventType::BatchFinished, Status::TimedOut, false),
+            false,
+        ),
+        (
+            event("b", EventType::RunFinished, Status::TimedOut, false),
+            true,
+        ),
+        // A failed load ends its run.
+        (
+            event("l", EventType::StepFailed, Status::Failed, false),
             true,
         ),
         (
@@ -133,12 +148,32 @@ async fn an_alerts_topic_that_is_down_asks_for_redelivery() {
         ..Recorder::default()
     });
     let ctx = context(dir.path(), alerts);
-    let failed = event("e", EventType::BatchFinished, Status::TimedOut, false);
+    let failed = event("e", EventType::RunFinished, Status::TimedOut, false);
     assert_eq!(post(&ctx, &failed).await, StatusCode::SERVICE_UNAVAILABLE);
     let ok = event("f", EventType::BatchFinished, Status::Succeeded, false);
     assert_eq!(
         post(&ctx, &ok).await,
         StatusCode::OK,
         "a success needs no alert"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_run_alerts_once_at_its_end_not_once_per_failed_job_event() {
+    // What the chain writes for a run whose only job fails with no attempt left: the job's
+    // end, then the run's end (written by submit's after_job).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts = Arc::new(Recorder::default());
+    let ctx = context(dir.path(), alerts.clone());
+    let job_end = event("g", EventType::BatchFinished, Status::Failed, false);
+    let run_end = event("g", EventType::RunFinished, Status::Failed, false);
+    for e in [&job_end, &run_end] {
+        assert_eq!(post(&ctx, e).await, StatusCode::OK);
+    }
+    let published = alerts.events.lock().expect("events").clone();
+    assert_eq!(
+        published.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventType::RunFinished],
+        "one alert per failed run, at its end"
     );
 }

@@ -51,6 +51,10 @@ locals {
   alerts_topic = var.alerts_topic_enabled ? google_pubsub_topic.alerts[0].id : null
 }
 
+# The log function writes "run ended in failure" once per failed run, at its end
+# (run.finished FAILED/TIMED_OUT, a failed load, a rejection), with `pipeline` and `status`
+# fields; never for the job's batch.finished FAILED before a run's end, so a failed run counts
+# once (shared/core/src/run_state.rs, `ends_run_in_failure`; tests/tests/alerts.rs).
 resource "google_logging_metric" "run_failures" {
   count = var.alerting_enabled ? 1 : 0
 

@@ -119,12 +119,9 @@ async fn record_in_sinks(
     Ok(())
 }
 
-/// Whether `event` ends its run in failure: TIMED_OUT, REJECTED, or FAILED with no retry
-/// pending (a failed attempt that will be retried carries `retry_at`).
+/// Whether `event` ends its run in failure, so that it is logged as `run ended in failure` and
+/// published to the alerts topic: once per failed run, at its end (see
+/// [`crate::run_state::ends_run_in_failure`]).
 pub fn ends_in_failure(event: &ConveyorEvent) -> bool {
-    match event.status {
-        Status::TimedOut | Status::Rejected => true,
-        Status::Failed => event.detail.retry_at.is_none(),
-        _ => false,
-    }
+    crate::run_state::ends_run_in_failure(event)
 }
