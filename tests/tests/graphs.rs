@@ -209,6 +209,136 @@ pipelines:
     chain.stop().await;
 }
 
+const WINDOW: &str = r#"
+pipelines:
+  - name: tail
+    trigger: { object: { bucket: landing, pattern: "events/{kind}/*.ndjson" } }
+    load:
+      table: "raw.events_{kind}"
+      format: NDJSON
+      batch: { window: 1s }
+"#;
+
+/// Delivers the arrival of `object` in `landing` to the load function again, by hand (as a
+/// Pub/Sub redelivery would), and returns its summary.
+async fn redeliver(chain: &Chain, object: &str) -> String {
+    let (status, reply) = chain
+        .post(
+            StepName::Load,
+            &format!(r#"{{"bucket":"landing","name":"{object}"}}"#),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply["summary"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn an_arrival_redelivered_after_its_window_loaded_is_a_duplicate_even_after_a_restart() {
+    let chain = Chain::start(WINDOW).await;
+    for i in 0..3 {
+        chain.write_file(
+            "landing",
+            &format!("events/click/e{i}.ndjson"),
+            &format!("{{\"n\": {i}}}\n{{\"n\": {}}}\n", i + 10),
+        );
+    }
+    wait_for(
+        &chain,
+        Duration::from_secs(30),
+        "the window's load",
+        |log| count(log, "tail", "load", "SUCCEEDED") >= 1,
+    )
+    .await;
+    assert_eq!(chain.rows("raw.events_click").await, 6);
+    // Later windows: redelivered after the window closed and loaded.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for i in 0..3 {
+        let summary = redeliver(&chain, &format!("events/click/e{i}.ndjson")).await;
+        assert!(summary.contains("a duplicate delivery"), "{summary}");
+    }
+    chain.settle(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(
+        chain.rows("raw.events_click").await,
+        6,
+        "a redelivered arrival is not loaded again"
+    );
+    // A restarted runtime announces every file again.
+    let chain = chain.restart().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    chain.settle(Duration::from_secs(20)).await;
+    let summary = redeliver(&chain, "events/click/e0.ndjson").await;
+    assert!(summary.contains("a duplicate delivery"), "{summary}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(
+        chain.rows("raw.events_click").await,
+        6,
+        "nothing loads twice after a restart"
+    );
+    // A new file still joins a window and loads.
+    chain.write_file("landing", "events/click/e9.ndjson", "{\"n\": 9}\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while chain.rows("raw.events_click").await < 7 {
+        assert!(Instant::now() < deadline, "the new file was not loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(chain.rows("raw.events_click").await, 7);
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn a_rewritten_marker_loads_only_the_parts_no_earlier_marker_loaded() {
+    let chain = Chain::start(MARKER).await;
+    chain.write_file(
+        "landing",
+        "orders/2026-11-21/part-0.csv",
+        "id,v\n1,a\n2,b\n",
+    );
+    chain.write_file("landing", "orders/2026-11-21/_SUCCESS", "");
+    wait_for(
+        &chain,
+        Duration::from_secs(30),
+        "the folder's load",
+        |log| count(log, "gebi", "load", "SUCCEEDED") == 1,
+    )
+    .await;
+    assert_eq!(chain.rows("staging.orders_2026_11_21").await, 2);
+    // The producer marks the folder again (a new generation of the marker), nothing new in it.
+    chain.write_file("landing", "orders/2026-11-21/_SUCCESS", "again");
+    let summary = redeliver(&chain, "orders/2026-11-21/_SUCCESS").await;
+    assert!(
+        summary.contains("was loaded by an earlier marker"),
+        "{summary}"
+    );
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(
+        chain.rows("staging.orders_2026_11_21").await,
+        2,
+        "no part is loaded twice"
+    );
+    // A new part and a new marker: only the new part loads.
+    chain.write_file("landing", "orders/2026-11-21/part-1.csv", "id,v\n3,c\n");
+    chain.write_file("landing", "orders/2026-11-21/_SUCCESS", "third");
+    wait_for(
+        &chain,
+        Duration::from_secs(30),
+        "the new part's load",
+        |log| count(log, "gebi", "load", "SUCCEEDED") == 2,
+    )
+    .await;
+    assert_eq!(chain.rows("staging.orders_2026_11_21").await, 3);
+    // And after a restart, nothing again.
+    let chain = chain.restart().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(chain.rows("staging.orders_2026_11_21").await, 3);
+    chain.stop().await;
+}
+
 #[tokio::test]
 async fn a_sql_job_writes_its_destination_after_the_load() {
     let chain = Chain::start(

@@ -26,6 +26,17 @@ use tracing::{info, instrument};
 pub(super) use job::load_state_event;
 pub(super) use window::sweep_windows;
 
+/// What loads wait for besides work in flight, one line each: open windows (until they
+/// close) and folders whose parts wait for their marker.
+///
+/// # Errors
+/// The store's error.
+pub(super) async fn waiting(ctx: &Context) -> Result<Vec<String>, StepError> {
+    let mut out = window::open_windows(ctx).await?;
+    out.extend(marker::folders_without_marker(ctx).await?);
+    Ok(out)
+}
+
 use super::{Context, Outcome, StepError, describe, publish};
 use crate::config::{LoadBatch, LoadSpec, Pipeline, render, table_safe};
 use crate::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};

@@ -11,7 +11,14 @@
 //! _conveyor/windows/PIPELINE/TABLE/WINDOW/m/OBJ    one per arrival (create_new: once)
 //! _conveyor/windows/PIPELINE/TABLE/WINDOW/closing  claim of the closer
 //! _conveyor/windows/PIPELINE/TABLE/WINDOW/manifest the objects the window's job loads
+//! _conveyor/windows/PIPELINE/TABLE/joined/OBJ      the period an object generation joined
 //! ```
+//!
+//! An object generation's period is recorded (`create_new`) before it joins a window, and a
+//! later delivery of it (Pub/Sub's redelivery, a restarted watcher's rescan) goes back to that
+//! period's windows instead of the current one: it finds itself in a closed window's manifest
+//! and is acknowledged as a duplicate, or finds its window still open. So a generation is in
+//! one window's manifest however late it is delivered again.
 //!
 //! An arrival writes its member object, then looks for `closing`; the closer writes `closing`,
 //! then lists the members into the manifest. So an arrival either is listed, or sees `closing`
@@ -88,7 +95,7 @@ fn open_prefix(pipeline: &str) -> String {
     format!("{}windows/{pipeline}/open/", crate::INTERNAL_PREFIX)
 }
 
-fn body(bytes: Vec<u8>) -> ByteStream {
+pub(super) fn body(bytes: Vec<u8>) -> ByteStream {
     Box::pin(std::io::Cursor::new(bytes))
 }
 
@@ -106,7 +113,8 @@ async fn exists(ctx: &Context, bucket: &BucketName, name: &ObjectName) -> Result
         .is_some())
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
+/// Reads a small JSON state object; `None` when it does not exist.
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     ctx: &Context,
     bucket: &BucketName,
     name: &ObjectName,
@@ -161,24 +169,50 @@ pub(super) async fn arrive(
     };
     let secs = w.window.as_secs().max(1);
     let now = Utc::now();
-    let start = now.timestamp().div_euclid(secs as i64) * secs as i64;
-    let ends = DateTime::from_timestamp(start + secs as i64, 0).unwrap_or(now);
+    let table_key = short_hash(&[&table.to_string()]);
     let member_key = short_hash(&[&object.uri(), &object.generation]);
+    let start = joined_period(
+        ctx,
+        pipeline,
+        &object.bucket,
+        &table_key,
+        &member_key,
+        now.timestamp().div_euclid(secs as i64) * secs as i64,
+    )
+    .await?;
+    let ends = DateTime::from_timestamp(start + secs as i64, 0).unwrap_or(now);
     let member = serde_json::to_vec(object).map_err(|e| StepError::Rejected(e.to_string()))?;
+    let store = &ctx.ports.store;
     for seq in 0..1000u32 {
         let window = Window {
             bucket: object.bucket.clone(),
             pipeline: pipeline.name.to_string(),
-            table_key: short_hash(&[&table.to_string()]),
+            table_key: table_key.clone(),
             id: format!("{start}-{seq}"),
         };
+        // A window that is closing or closed is not reopened: its manifest says whether this
+        // generation was loaded by it (a redelivery: a duplicate) or goes to the next one.
+        match in_manifest(ctx, &window, object, &table.to_string()).await? {
+            Some(true) => {
+                info!(window = %window.id, "a redelivered arrival: already in a closed window");
+                outcome.summary = format!(
+                    "{} generation {} is already in window {} of {table}: a duplicate delivery, \
+                     not loaded again",
+                    object.uri(),
+                    object.generation,
+                    window.id
+                );
+                return Ok(());
+            }
+            Some(false) => continue,
+            None => {}
+        }
         let opened = Opened {
             table: table.to_string(),
             captures: captures.clone(),
             ends,
         };
         let claim = serde_json::to_vec(&opened).map_err(|e| StepError::Rejected(e.to_string()))?;
-        let store = &ctx.ports.store;
         store
             .create_new(&window.bucket, &window.name("open")?, body(claim))
             .await
@@ -192,21 +226,14 @@ pub(super) async fn arrive(
             .create_new(&window.bucket, &member_name, body(member.clone()))
             .await
             .map_err(port)?;
-        if exists(ctx, &window.bucket, &window.name("closing")?).await? {
-            // The closer may have listed this member or not: its manifest says.
-            let Some(manifest) =
-                read_json::<Vec<ObjectRef>>(ctx, &window.bucket, &window.name("manifest")?).await?
-            else {
-                return Err(StepError::Transient(format!(
-                    "window {} of {table} is closing; the arrival is retried once its manifest is written",
-                    window.id
-                )));
-            };
-            if manifest.contains(object) {
+        // The closer may have claimed the window meanwhile, and listed this member or not.
+        match in_manifest(ctx, &window, object, &table.to_string()).await? {
+            Some(true) => {
                 outcome.summary = format!("{} is in window {} of {table}", object.uri(), window.id);
                 return Ok(());
             }
-            continue;
+            Some(false) => continue,
+            None => {}
         }
         outcome.summary = format!("{} joined window {} of {table}", object.uri(), window.id);
         let members = store
@@ -225,6 +252,66 @@ pub(super) async fn arrive(
         "{}: every window of this period is closed",
         object.uri()
     )))
+}
+
+/// The period (the start of its window, in seconds since the epoch) an object generation
+/// joined: recorded by its first delivery (`now_start`, the current period), read by every
+/// later one.
+async fn joined_period(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    bucket: &BucketName,
+    table_key: &str,
+    member_key: &str,
+    now_start: i64,
+) -> Result<i64, StepError> {
+    let name = ObjectName::parse(&format!(
+        "{}windows/{}/{table_key}/joined/{member_key}",
+        crate::INTERNAL_PREFIX,
+        pipeline.name
+    ))
+    .map_err(|e| StepError::Rejected(e.to_string()))?;
+    if let Some(start) = read_json::<i64>(ctx, bucket, &name).await? {
+        return Ok(start);
+    }
+    let created = ctx
+        .ports
+        .store
+        .create_new(bucket, &name, body(now_start.to_string().into_bytes()))
+        .await
+        .map_err(port)?;
+    if created.is_some() {
+        return Ok(now_start);
+    }
+    // A concurrent delivery recorded it first: its period is this generation's.
+    read_json::<i64>(ctx, bucket, &name)
+        .await?
+        .ok_or_else(|| StepError::Transient(format!("{name} was created and is gone")))
+}
+
+/// Whether `window` loaded `object`'s generation: `None` while it is open, `Some(true)` when
+/// its manifest lists it, `Some(false)` when it closed without it. A window that is closing
+/// but has no manifest yet is a transient error: the arrival is retried once it is written.
+async fn in_manifest(
+    ctx: &Context,
+    window: &Window,
+    object: &ObjectRef,
+    table: &str,
+) -> Result<Option<bool>, StepError> {
+    if !exists(ctx, &window.bucket, &window.name("closing")?).await? {
+        return Ok(None);
+    }
+    let Some(manifest) =
+        read_json::<Vec<ObjectRef>>(ctx, &window.bucket, &window.name("manifest")?).await?
+    else {
+        return Err(StepError::Transient(format!(
+            "window {} of {table} is closing; the arrival is retried once its manifest is written",
+            window.id
+        )));
+    };
+    Ok(Some(manifest.iter().any(|m| {
+        m.bucket == object.bucket && m.name == object.name && m.generation == object.generation
+    })))
 }
 
 /// Closes `window`: claims it, writes the manifest of its members, loads them in one job.
@@ -376,4 +463,60 @@ pub(in crate::steps) async fn sweep_windows(
         }
     }
     Ok(closed)
+}
+
+/// The open windows of every active window pipeline, one line each: the table, its files
+/// and when it closes.
+///
+/// # Errors
+/// The store's error.
+pub(in crate::steps) async fn open_windows(ctx: &Context) -> Result<Vec<String>, StepError> {
+    let mut out = Vec::new();
+    for p in ctx.config.pipelines.iter().filter(|p| p.active) {
+        let is_window = matches!(
+            p.load.as_ref().and_then(|l| l.batch.as_ref()),
+            Some(LoadBatch::Window(_))
+        );
+        let (true, Some(trigger)) = (is_window, &p.trigger.object) else {
+            continue;
+        };
+        let prefix = open_prefix(p.name.as_str());
+        let bucket = &trigger.bucket;
+        for meta in ctx.ports.store.list(bucket, &prefix).await.map_err(port)? {
+            let Some((table_key, id)) = meta
+                .object
+                .name
+                .as_str()
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split_once('-'))
+            else {
+                continue;
+            };
+            let window = Window {
+                bucket: bucket.clone(),
+                pipeline: p.name.to_string(),
+                table_key: table_key.to_owned(),
+                id: id.to_owned(),
+            };
+            let Some(opened) = read_json::<Opened>(ctx, bucket, &window.name("open")?).await?
+            else {
+                continue;
+            };
+            let files = ctx
+                .ports
+                .store
+                .list(bucket, &format!("{}m/", window.base()))
+                .await
+                .map_err(port)?
+                .len();
+            out.push(format!(
+                "pipeline {}: window {} of {} holds {files} file(s), not loaded until it closes at {}",
+                p.name,
+                window.id,
+                opened.table,
+                opened.ends.format("%H:%M:%S")
+            ));
+        }
+    }
+    Ok(out)
 }
