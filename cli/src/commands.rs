@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::Utc;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use conveyor_console::runs::retry_pending;
 use conveyor_core::config::{self, Config, ConfigError};
 use conveyor_core::event::ConveyorEvent;
 use conveyor_core::event::StepName;
 use conveyor_core::inbound::{Origin, StartRequest};
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::RunLogRow;
+use conveyor_core::run_state::RunState;
 use conveyor_core::steps::StageProgress;
 use conveyor_core::steps::{self, Outcome};
 use conveyor_embedded::runtime::{Embedded, QuietProbe, RuntimeOptions};
@@ -152,6 +152,26 @@ pub(crate) struct Session {
     events: broadcast::Receiver<ConveyorEvent>,
     stop: tokio::sync::oneshot::Sender<()>,
     runner: tokio::task::JoinHandle<Embedded>,
+    /// When it started: the runs and arrivals it waits for are the ones since.
+    started: chrono::DateTime<Utc>,
+    /// When the watcher has had one interval to notice what the buckets hold.
+    watched_from: Instant,
+}
+
+/// How often the session checks whether the work is done.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
+/// How often the session's watcher scans for files that hold still.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How a session's wait ended.
+#[derive(Debug, Default)]
+pub(crate) struct Waited {
+    /// Every run ended and nothing waits.
+    pub(crate) done: bool,
+    /// What still waits (open windows, folders without their marker), one line each.
+    pub(crate) waiting: Vec<String>,
+    /// Runs not ended, one line each.
+    pub(crate) open_runs: Vec<String>,
 }
 
 impl Session {
@@ -162,14 +182,16 @@ impl Session {
         state_dir: &Path,
         watch: bool,
     ) -> anyhow::Result<Self> {
+        let started = Utc::now() - chrono::Duration::seconds(1);
         let mut embedded = crate::embedded::open(config, state_dir)?;
         let ctx = embedded.context();
         let probe = embedded.quiet_probe();
         let events = embedded.events();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let options = RuntimeOptions {
-            watch_interval: Duration::from_millis(200),
-            tick_interval: Duration::from_millis(500),
+            watch_interval: WATCH_INTERVAL,
+            // Batches are checked and windows closed on each tick.
+            tick_interval: Duration::from_millis(100),
             watch_buckets: watch,
             ..RuntimeOptions::default()
         };
@@ -187,21 +209,29 @@ impl Session {
             events,
             stop,
             runner,
+            started,
+            watched_from: Instant::now() + WATCH_INTERVAL * 2,
         })
     }
 
-    /// Waits until nothing is in flight (or `timeout`), showing progress for `expected`
-    /// loads. Returns whether everything finished.
-    pub(crate) async fn wait(&mut self, timeout: Duration, expected: usize) -> bool {
+    /// Waits until the work is done or `timeout`, showing progress for `expected` loads. Done
+    /// means, read from the bus and the run log, not from a quiet period: no event or arrival
+    /// in flight, no open batch, every run since the session started ended, and no window
+    /// open and no folder waiting for its marker. What still waits at the timeout is
+    /// returned (and printed).
+    pub(crate) async fn wait(&mut self, timeout: Duration, expected: usize) -> Waited {
         println!(
             "waiting for the runs to finish (timeout {})...",
             humantime::format_duration(timeout)
         );
         let mut out = ChainOutput::new(expected);
-        let deadline = Instant::now() + timeout;
-        let mut quiet_since: Option<Instant> = None;
-        let settled = loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let began = Instant::now();
+        let deadline = began + timeout;
+        // Done twice in a row: an arrival between the watcher and the dispatcher is counted
+        // by neither for an instant.
+        let mut done_before = false;
+        let mut last = Waited::default();
+        loop {
             loop {
                 match self.events.try_recv() {
                     Ok(e) => out.event(&e),
@@ -209,23 +239,70 @@ impl Session {
                     Err(_) => break,
                 }
             }
-            let quiet = self.probe.is_quiet().await.unwrap_or(false);
-            match (quiet, quiet_since) {
-                (true, None) => quiet_since = Some(Instant::now()),
-                (true, Some(t)) if t.elapsed() >= Duration::from_millis(1500) => break true,
-                (false, _) => quiet_since = None,
-                _ => {}
+            if Instant::now() >= self.watched_from {
+                last = self.check().await;
+                if last.done && done_before {
+                    break;
+                }
+                done_before = last.done;
             }
             if Instant::now() > deadline {
-                break false;
+                break;
             }
             out.tick(self.probe.pending());
-        };
-        out.finish();
-        if !settled {
-            println!("timed out waiting; some runs are still open (see `conveyor status`)");
+            tokio::time::sleep(CHECK_EVERY).await;
         }
-        settled
+        out.finish();
+        if last.done {
+            println!("done in {:.2}s", began.elapsed().as_secs_f64());
+        } else {
+            println!(
+                "timed out after {} with work still waiting:",
+                humantime::format_duration(timeout)
+            );
+            for line in last.waiting.iter().chain(&last.open_runs) {
+                println!("  {line}");
+            }
+            if last.waiting.is_empty() && last.open_runs.is_empty() {
+                println!("  events or arrivals still in flight (see `conveyor status`)");
+            }
+        }
+        last
+    }
+
+    /// Whether the work is done now, and what waits.
+    async fn check(&self) -> Waited {
+        let mut waited = Waited::default();
+        if !self.probe.is_quiet().await.unwrap_or(false) {
+            return waited;
+        }
+        let mut rows: Vec<RunLogRow> = Vec::new();
+        for t in conveyor_console::runs::run_log_tables(&self.ctx.config) {
+            match self.ctx.ports.run_log.recent(&t, 10_000).await {
+                Ok(r) => rows.extend(r),
+                Err(conveyor_core::ports::PortError::NotFound(_)) => {}
+                Err(e) => {
+                    waited
+                        .open_runs
+                        .push(format!("cannot read the run log {t}: {e}"));
+                    return waited;
+                }
+            }
+        }
+        rows.retain(|r| r.last_modified_at >= self.started);
+        for (run_id, state) in RunState::by_run(&rows) {
+            if !state.ended() {
+                waited
+                    .open_runs
+                    .push(format!("run {run_id} is {}", state.status));
+            }
+        }
+        match steps::waiting_loads(&self.ctx).await {
+            Ok(w) => waited.waiting = w,
+            Err(e) => waited.waiting.push(format!("cannot read the buckets: {e}")),
+        }
+        waited.done = waited.open_runs.is_empty() && waited.waiting.is_empty();
+        waited
     }
 
     /// Stops the runtime.
@@ -301,15 +378,16 @@ pub(crate) async fn run(
             );
         }
     }
-    session.wait(timeout, staged).await;
+    let waited = session.wait(timeout, staged).await;
     let embedded = session.stop().await?;
-    report(&embedded, &config, started).await
+    report(&embedded, &config, started, &waited).await
 }
 
 async fn report(
     embedded: &Embedded,
     config: &Config,
     since: chrono::DateTime<Utc>,
+    waited: &Waited,
 ) -> anyhow::Result<ExitCode> {
     let ctx = embedded.context();
     let mut rows: Vec<RunLogRow> = Vec::new();
@@ -375,17 +453,22 @@ async fn report(
             "(every transition: `conveyor status --events`, or the console of `conveyor dev`)"
         );
     }
-    let failed = rows
-        .iter()
-        .filter(|r| {
-            matches!(r.status.as_str(), "FAILED" | "TIMED_OUT" | "REJECTED") && !retry_pending(r)
-        })
+    let failed = RunState::by_run(&rows)
+        .values()
+        .filter(|s| s.failed())
         .count();
     if failed > 0 {
-        println!("{failed} step(s) did not succeed");
+        println!("{failed} run(s) did not succeed");
         return Ok(ExitCode::FAILURE);
     }
-    println!("every step SUCCEEDED");
+    if !waited.done {
+        println!(
+            "not done: {} thing(s) still wait at the timeout (listed above)",
+            waited.waiting.len() + waited.open_runs.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("every run SUCCEEDED");
     Ok(ExitCode::SUCCESS)
 }
 

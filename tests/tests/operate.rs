@@ -733,3 +733,109 @@ pipelines:
         60
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// conveyor run: done when the work is, not after fixed sleeps; what waits is an error
+
+/// `conveyor run` on `yaml` with `files` (bucket path → content) already in the buckets.
+async fn run_with(yaml: &str, files: &[(&str, &str)], timeout: &str) -> (Output, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), yaml).expect("config");
+    let state = cwd.join("state");
+    for (path, content) in files {
+        let file = state.join("buckets").join(path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(file, content).expect("file");
+    }
+    let began = Instant::now();
+    let out = conveyor(
+        cwd,
+        &[
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+            "run",
+            "--timeout",
+            timeout,
+        ],
+        &[],
+    )
+    .await;
+    (out, began.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_non_zero_naming_an_open_window_instead_of_saying_every_step_succeeded() {
+    let (out, _) = run_with(
+        r#"
+pipelines:
+  - name: tail
+    trigger: { object: { bucket: landing, pattern: "events/{kind}/*.ndjson" } }
+    load: { table: "raw.events_{kind}", format: NDJSON, batch: { window: 1h } }
+"#,
+        &[("landing/events/click/e0.ndjson", "{\"n\": 1}\n")],
+        "3s",
+    )
+    .await;
+    let text = text(&out);
+    assert!(!out.status.success(), "an open window is not done: {text}");
+    assert!(
+        text.contains("window")
+            && text.contains("holds 1 file(s)")
+            && text.contains("raw.events_click"),
+        "names the window that waits: {text}"
+    );
+    assert!(!text.contains("SUCCEEDED\n"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_non_zero_naming_a_folder_that_waits_for_its_marker() {
+    let (out, _) = run_with(
+        r#"
+pipelines:
+  - name: gebi
+    trigger: { object: { bucket: landing, pattern: "orders/{date}/*.csv" } }
+    load: { table: "staging.orders_{date}", format: CSV, batch: { marker: _SUCCESS } }
+"#,
+        &[("landing/orders/2026-11-20/part-0.csv", "id,v\n1,a\n")],
+        "3s",
+    )
+    .await;
+    let text = text(&out);
+    assert!(
+        !out.status.success(),
+        "a folder without its marker is not done: {text}"
+    );
+    assert!(
+        text.contains("1 file(s) in gs://landing/orders/2026-11-20/ wait for its marker _SUCCESS"),
+        "names the folder that waits: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_finishes_as_soon_as_its_runs_end_without_a_fixed_quiet_window() {
+    let (out, took) = run_with(
+        r#"
+pipelines:
+  - name: sales
+    trigger: { object: { bucket: landing, pattern: "sales/{date}/*.csv" } }
+    load: { table: "analytics.sales", format: CSV, skip_leading_rows: 1 }
+"#,
+        &[("landing/sales/2026-11-20/a.csv", "id,amount\n1,1.5\n2,2\n")],
+        "60s",
+    )
+    .await;
+    let text = text(&out);
+    assert!(out.status.success(), "{text}");
+    // The wait used to end only after 1.5 s without anything in flight, checked every 0.2 s:
+    // the whole command took 1.7 s or more for a two-row file (about 0.6 s now).
+    assert!(
+        took < Duration::from_millis(1500),
+        "`conveyor run` of one small file took {took:?}: a fixed quiet window is back\n{text}"
+    );
+    assert!(text.contains("every run SUCCEEDED"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("done in ")),
+        "says when the work was done: {text}"
+    );
+}

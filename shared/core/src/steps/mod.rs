@@ -141,6 +141,16 @@ pub async fn handle(step: StepName, ctx: &Context, inbound: Inbound) -> Result<O
     }
 }
 
+/// What loads wait for besides work in flight, one line each: open `load.batch.window`
+/// windows (until they close) and folders whose parts wait for their `load.batch.marker`.
+/// `conveyor run` reports these rather than calling the run done.
+///
+/// # Errors
+/// When the object store cannot be read.
+pub async fn waiting_loads(ctx: &Context) -> Result<Vec<String>, StepError> {
+    load::waiting(ctx).await
+}
+
 /// The event types each step consumes: the embedded bus routes by this table, and the Pub/Sub
 /// push subscriptions filter by it in production.
 pub fn subscriptions(step: StepName) -> &'static [EventType] {
