@@ -50,7 +50,7 @@ resource "google_bigquery_table" "run_latest_status" {
 
   view {
     use_legacy_sql = false
-    query          = templatefile("${path.module}/run_latest_status.sql", {
+    query = templatefile("${path.module}/run_latest_status.sql", {
       run_log = "${google_bigquery_table.run_log.project}.${google_bigquery_table.run_log.dataset_id}.${google_bigquery_table.run_log.table_id}"
     })
   }
