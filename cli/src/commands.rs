@@ -156,6 +156,9 @@ pub(crate) struct Session {
     started: chrono::DateTime<Utc>,
     /// When the watcher has had one interval to notice what the buckets hold.
     watched_from: Instant,
+    /// Whether it watches the buckets: then open windows and folders waiting for their
+    /// marker are work it waits for.
+    watch: bool,
 }
 
 /// How often the session checks whether the work is done.
@@ -211,14 +214,15 @@ impl Session {
             runner,
             started,
             watched_from: Instant::now() + WATCH_INTERVAL * 2,
+            watch,
         })
     }
 
     /// Waits until the work is done or `timeout`, showing progress for `expected` loads. Done
     /// means, read from the bus and the run log, not from a quiet period: no event or arrival
-    /// in flight, no open batch, every run since the session started ended, and no window
-    /// open and no folder waiting for its marker. What still waits at the timeout is
-    /// returned (and printed).
+    /// in flight, no open batch, every run since the session started ended, and (when it
+    /// watches the buckets) no window open and no folder waiting for its marker. What still
+    /// waits at the timeout is returned (and printed).
     pub(crate) async fn wait(&mut self, timeout: Duration, expected: usize) -> Waited {
         println!(
             "waiting for the runs to finish (timeout {})...",
@@ -297,9 +301,11 @@ impl Session {
                     .push(format!("run {run_id} is {}", state.status));
             }
         }
-        match steps::waiting_loads(&self.ctx).await {
-            Ok(w) => waited.waiting = w,
-            Err(e) => waited.waiting.push(format!("cannot read the buckets: {e}")),
+        if self.watch {
+            match steps::waiting_loads(&self.ctx).await {
+                Ok(w) => waited.waiting = w,
+                Err(e) => waited.waiting.push(format!("cannot read the buckets: {e}")),
+            }
         }
         waited.done = waited.open_runs.is_empty() && waited.waiting.is_empty();
         waited

@@ -330,14 +330,16 @@ pub(crate) async fn trigger(
         }
         Err(_) => 0,
     };
-    if result.is_ok() {
-        session.wait(args.remote.timeout, loads).await;
-    }
+    let done = if result.is_ok() {
+        session.wait(args.remote.timeout, loads).await.done
+    } else {
+        true
+    };
     let ctx = session.ctx.clone();
     session.stop().await?;
     result?;
     let ok = report_runs(&ctx, &pipeline, began).await;
-    Ok(if ok {
+    Ok(if ok && done {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -425,14 +427,14 @@ pub(crate) async fn backfill(
             }
         }
     }
-    session.wait(args.remote.timeout, loads).await;
+    let done = session.wait(args.remote.timeout, loads).await.done;
     let ctx = session.ctx.clone();
     session.stop().await?;
     let ok = report_runs(&ctx, &pipeline, began).await;
     if !failures.is_empty() {
         println!("{} date(s) could not be started", failures.len());
     }
-    Ok(if ok && failures.is_empty() {
+    Ok(if ok && done && failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
