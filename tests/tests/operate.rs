@@ -783,17 +783,9 @@ async fn a_second_dev_on_the_same_state_dir_is_refused_naming_the_first_ones_pid
     let dir = tempfile::tempdir().expect("tempdir");
     let cwd = dir.path();
     std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
-    let mut first = spawn_dev(cwd, free_port(), "first");
-    // The first one is up once its lock is written.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(cwd.join(".conveyor/conveyor.lock"))
-        .unwrap_or_default()
-        .trim()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the first dev took no lock");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let first_port = free_port();
+    let mut first = spawn_dev(cwd, first_port, "first");
+    wait_healthy(first_port).await;
     let pid = first.id().expect("pid");
     let mut second = spawn_dev(cwd, free_port(), "second");
     let status = exit_within(&mut second, Duration::from_secs(15)).await;
