@@ -866,3 +866,45 @@ async fn a_read_only_state_dir_is_refused_at_start_with_a_clear_error() {
     assert!(err.contains("cannot be written"), "{err}");
     assert!(!err.contains("readonly database"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_that_cannot_reach_its_engine_says_what_to_do_not_transient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    let secrets = cwd.join(".conveyor/secrets/projects/p/secrets");
+    std::fs::create_dir_all(&secrets).expect("mkdir");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(secrets.join("k"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !keygen.is_ok_and(|s| s.success()) {
+        conveyor_e2e::skipped("ssh-keygen is needed for an SSH key (apt-get install openssh-client)");
+        return;
+    }
+    // Nothing listens on port 1: the engine is unreachable, which may pass.
+    std::fs::write(
+        cwd.join("conveyor.yaml"),
+        r#"
+pipelines:
+  - name: remote
+    trigger: { manual: true }
+    batch:
+      engine: ssh
+      host: 127.0.0.1
+      port: 1
+      user: etl
+      key_secret: projects/p/secrets/k
+      known_hosts: "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJJ+4lG9J+TGxmfEzcS+JiYhwF4yhM0lFO21BAVurC9y"
+      command: "true"
+"#,
+    )
+    .expect("config");
+    let out = conveyor(cwd, &["trigger", "remote"], &[]).await;
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(!shown.contains("error: transient:"), "{shown}");
+    assert!(shown.contains("error: start remote did not complete"), "{shown}");
+    assert!(shown.contains("run the same command again"), "{shown}");
+}
