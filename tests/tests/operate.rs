@@ -880,7 +880,9 @@ async fn a_trigger_that_cannot_reach_its_engine_says_what_to_do_not_transient() 
         .stderr(Stdio::null())
         .status();
     if !keygen.is_ok_and(|s| s.success()) {
-        conveyor_e2e::skipped("ssh-keygen is needed for an SSH key (apt-get install openssh-client)");
+        conveyor_e2e::skipped(
+            "ssh-keygen is needed for an SSH key (apt-get install openssh-client)",
+        );
         return;
     }
     // Nothing listens on port 1: the engine is unreachable, which may pass.
@@ -905,6 +907,9 @@ pipelines:
     let shown = text(&out);
     assert!(!out.status.success(), "{shown}");
     assert!(!shown.contains("error: transient:"), "{shown}");
-    assert!(shown.contains("error: start remote did not complete"), "{shown}");
+    assert!(
+        shown.contains("error: start remote did not complete"),
+        "{shown}"
+    );
     assert!(shown.contains("run the same command again"), "{shown}");
 }
