@@ -913,3 +913,53 @@ pipelines:
     );
     assert!(shown.contains("run the same command again"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_answers_healthz_behind_more_idle_connections_than_it_has_file_descriptors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    let port = free_port();
+    // 256 descriptors for the whole server: 400 idle connections would take them all.
+    let mut dev = Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(binary("conveyor"))
+        .current_dir(cwd)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env("NO_COLOR", "1")
+        .env_remove("CONVEYOR_STATE_DIR")
+        .env_remove("CONVEYOR_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(dev) = dev.as_mut() else {
+        conveyor_e2e::skipped("prlimit(1) is needed to lower the open-file limit (util-linux)");
+        return;
+    };
+    wait_healthy(port).await;
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        // A server that stopped accepting fills its backlog: connecting then stalls.
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        match tokio::time::timeout(Duration::from_secs(2), connect).await {
+            Ok(Ok(stream)) => idle.push(stream),
+            _ => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let answer = http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(
+        answer.as_ref().is_ok_and(|r| r.status().is_success()),
+        "healthz behind 400 idle connections: {answer:?}"
+    );
+    drop(idle);
+    dev.kill().await.expect("kill");
+}
