@@ -372,7 +372,7 @@ pub(crate) async fn run(
         let mut progress = |p: &StageProgress| output.report(p);
         let report = steps::stage_pipeline(&ctx, p, &start, full, &mut outcome, &mut progress)
             .await
-            .map_err(|e| anyhow::anyhow!("stage {} failed: {e}", p.name))?;
+            .map_err(|e| crate::operate::step_failed(&format!("stage {}", p.name), e))?;
         // The step's last progress line is the summary (counts, bytes, MB/s).
         if loads_from(&config, p) {
             staged += report.copied.len();

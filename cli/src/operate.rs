@@ -20,6 +20,24 @@ use serde_json::json;
 use crate::commands::{Session, load_config};
 use crate::progress::StageOutput;
 
+/// A step's failure as the command reports it: what failed and why, and for a cause that may
+/// pass (a backend busy or down, a lease another run holds) what to do — not the class
+/// (`transient:`) a function uses to ask Pub/Sub for a redelivery, which a command line
+/// does not do.
+pub(crate) fn step_failed(what: &str, e: steps::StepError) -> anyhow::Error {
+    match e {
+        steps::StepError::Rejected(reason) => anyhow::anyhow!("{what} was refused: {reason}"),
+        steps::StepError::Transient(reason) => {
+            let reason = reason.strip_prefix("transient: ").unwrap_or(&reason);
+            anyhow::anyhow!(
+                "{what} did not complete: {reason}\n  This may pass (a backend busy or \
+                 unreachable, a lease held by another run): fix or wait for it, then run the \
+                 same command again — what already started is adopted, not started twice."
+            )
+        }
+    }
+}
+
 /// Where a start goes: a deployed function instead of the embedded runtime.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RemoteArgs {
@@ -127,7 +145,7 @@ async fn start_one(
             let report =
                 steps::stage_pipeline(ctx, pipeline, &start, false, &mut outcome, &mut progress)
                     .await
-                    .map_err(|e| anyhow::anyhow!("stage {} failed: {e}", pipeline.name))?;
+                    .map_err(|e| step_failed(&format!("stage {}", pipeline.name), e))?;
             let loads = if crate::commands::loads_from(&ctx.config, pipeline) {
                 report.copied.len()
             } else {
@@ -138,7 +156,7 @@ async fn start_one(
         Plan::Submit => {
             let outcome = steps::handle(StepName::Submit, ctx, Inbound::Start(start))
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(|e| step_failed(&format!("start {}", pipeline.name), e))?;
             Ok((outcome.summary, 0))
         }
         Plan::Objects => {
@@ -185,7 +203,7 @@ async fn start_one(
                 n += 1;
                 let outcome = steps::handle(StepName::Load, ctx, Inbound::Object(meta.object))
                     .await
-                    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+                    .map_err(|e| step_failed(&format!("load {name}"), e))?;
                 notes.push(outcome.summary);
             }
             if n == 0 {

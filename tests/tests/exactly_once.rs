@@ -399,3 +399,285 @@ async fn the_http_layers_refusals_have_the_json_shape() {
     }
     chain.stop().await;
 }
+
+/// A start request for `pipeline` as Pub/Sub pushes it, with `message_id`.
+fn pushed_start(pipeline: &str, message_id: &str) -> String {
+    use base64::Engine as _;
+    let data =
+        base64::engine::general_purpose::STANDARD.encode(format!(r#"{{"pipeline":"{pipeline}"}}"#));
+    format!(
+        r#"{{"subscription":"projects/p/subscriptions/submit","message":{{"data":"{data}","messageId":"{message_id}","publishTime":"2026-12-01T00:00:00Z"}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_pushed_start_redelivered_in_a_later_minute_is_one_run_and_two_messages_are_two() {
+    use chrono::Timelike as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let marks = tmp.path().join("runs");
+    let yaml = r#"
+pipelines:
+  - name: nightly
+    trigger: { manual: true }
+    poll: { interval: 50ms }
+    jobs: [{ name: report, engine: local, command: "echo {run_id} >> MARKS" }]
+"#
+    .replace("MARKS", &marks.display().to_string());
+    let chain = Chain::start(&yaml).await;
+    let deliver = async |id: &str| {
+        let (status, reply) = chain
+            .post(
+                StepName::Submit,
+                &pushed_start("nightly", id),
+                "application/json",
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    };
+    let runs = || {
+        std::fs::read_to_string(&marks)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    // Two messages in the same minute: two runs (one per minute would make them one).
+    let first_minute = chrono::Utc::now().minute();
+    deliver("5001").await;
+    deliver("5002").await;
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(runs().len(), 2, "two messages, two runs: {:?}", runs());
+    // Pub/Sub redelivers message 5001 in a later minute (the ack was lost): the same run.
+    while chrono::Utc::now().minute() == first_minute {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    deliver("5001").await;
+    chain.settle(Duration::from_secs(20)).await;
+    let after = std::fs::read_to_string(&marks).expect("marks");
+    assert_eq!(
+        after.lines().count(),
+        2,
+        "the redelivery ran again:\n{after}"
+    );
+    chain.stop().await;
+}
+
+/// Serves `router` on a loopback port with `options`; returns the address and a stopper.
+async fn serve(
+    router: axum::Router,
+    options: conveyor_core::http::ServeOptions,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(conveyor_core::http::serve_on(
+        listener,
+        router,
+        async {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+    (addr, stop)
+}
+
+/// Sends `request` on a new connection and reads the answer until the server closes it.
+async fn exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answered within 5 s")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_connection_that_sends_no_header_is_closed_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let chain = Chain::start(SALES).await;
+    let options = conveyor_core::http::ServeOptions {
+        header_read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (addr, _stop) = serve(
+        conveyor_core::http::router(StepName::Load, chain.ctx.clone()),
+        options,
+    )
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut half = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    half.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    for (what, stream) in [("silent", &mut silent), ("half a header", &mut half)] {
+        let mut buf = [0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(_) | Err(_))),
+            "a {what} connection is still open after 3 s"
+        );
+    }
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_answers_while_more_idle_connections_are_open_than_the_limit() {
+    let chain = Chain::start(SALES).await;
+    let options = conveyor_core::http::ServeOptions {
+        header_read_timeout: Duration::from_secs(60),
+        max_connections: 16,
+    };
+    let (addr, _stop) = serve(
+        conveyor_core::http::router(StepName::Load, chain.ctx.clone()),
+        options,
+    )
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let began = std::time::Instant::now();
+    let answer = exchange(
+        addr,
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "healthz took {:?} behind 300 idle connections",
+        began.elapsed()
+    );
+    drop(idle);
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn over_a_hundred_headers_get_a_json_431_from_the_served_function() {
+    let chain = Chain::start(SALES).await;
+    let (addr, _stop) = serve(
+        conveyor_core::http::router(StepName::Load, chain.ctx.clone()),
+        conveyor_core::http::ServeOptions::default(),
+    )
+    .await;
+    let headers: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let answer = exchange(
+        addr,
+        &format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n{headers}\r\n{{}}"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("the 431's body is not JSON ({e}): {answer:?}"));
+    assert_eq!(json["status"], "rejected", "{json}");
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn devs_404_and_405_name_the_paths_it_serves() {
+    use tower::ServiceExt as _;
+    let chain = Chain::start(SALES).await;
+    let router = conveyor_core::http::combined_router(chain.ctx.clone());
+    for (method, path, want, names) in [
+        ("GET", "/nope", StatusCode::NOT_FOUND, "POST /stage, /load"),
+        (
+            "GET",
+            "/load/nope",
+            StatusCode::NOT_FOUND,
+            "POST /load, POST /load/messages/<pipeline> or GET /load/healthz",
+        ),
+        (
+            "GET",
+            "/submit",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST /submit or GET /submit/healthz",
+        ),
+        (
+            "POST",
+            "/healthz",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST /stage, /load",
+        ),
+    ] {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let resp = router.clone().oneshot(req).await.expect("response");
+        assert_eq!(resp.status(), want, "{method} {path}");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let reason = json["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(names), "{method} {path}: {reason}");
+        assert!(
+            !reason.contains("POST / or"),
+            "{method} {path} names a path dev does not serve: {reason}"
+        );
+    }
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn a_name_the_file_system_cannot_hold_is_refused_without_the_servers_paths() {
+    let chain = Chain::start(SALES).await;
+    chain.write_file("landing", "in/first.csv", "id\n1\n");
+    chain.settle(Duration::from_secs(20)).await;
+    let name = format!("in/{}.csv", "a".repeat(1010));
+    let body = serde_json::json!({"bucket": "landing", "name": name});
+    let (status, reply) = chain
+        .post(StepName::Load, &body.to_string(), "application/json")
+        .await;
+    chain.settle(Duration::from_secs(20)).await;
+    let state = chain.dir.path().display().to_string();
+    let reply = reply.to_string();
+    assert!(!reply.contains(&state), "{status}: {reply}");
+    assert!(
+        reply.contains("cannot be stored as a file"),
+        "{status}: {reply}"
+    );
+    for row in chain.run_log().await {
+        assert!(
+            !row.detail.contains(&state)
+                && !row.error.as_deref().unwrap_or_default().contains(&state),
+            "a run-log row names the server's path: {row:?}"
+        );
+    }
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn a_dataset_named_temp_by_a_placeholder_fails_its_load_for_good_naming_the_pipeline() {
+    let chain = Chain::start(
+        r#"
+pipelines:
+  - name: by_dataset
+    trigger: { object: { bucket: landing, pattern: "in/{ds}/*.csv" } }
+    load: { table: "{ds}.t", format: CSV }
+"#,
+    )
+    .await;
+    chain.write_file("landing", "in/temp/a.csv", "id\n1\n");
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    let failed: Vec<&RunLogRow> = log
+        .iter()
+        .filter(|r| matches!(r.status.as_str(), "FAILED" | "REJECTED"))
+        .collect();
+    assert!(!failed.is_empty(), "{log:?}");
+    for row in &failed {
+        assert_eq!(row.pipeline.as_deref(), Some("by_dataset"), "{row:?}");
+        let error = row.error.as_deref().unwrap_or_default();
+        assert!(error.contains("SQLite reserves"), "{row:?}");
+    }
+    chain.stop().await;
+}

@@ -839,3 +839,233 @@ pipelines:
         "says when the work was done: {text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The state directory at start-up: one process at a time, writable
+
+/// `conveyor dev` in `cwd` on `port`, its output in `dev.out` and `dev.err`.
+fn spawn_dev(cwd: &Path, port: u16, name: &str) -> tokio::process::Child {
+    Command::new(binary("conveyor"))
+        .current_dir(cwd)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env("NO_COLOR", "1")
+        .env_remove("CONVEYOR_STATE_DIR")
+        .env_remove("CONVEYOR_CONFIG")
+        .stdout(std::fs::File::create(cwd.join(format!("{name}.out"))).expect("out"))
+        .stderr(std::fs::File::create(cwd.join(format!("{name}.err"))).expect("err"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("conveyor dev")
+}
+
+/// Waits until `port` answers `/healthz`.
+async fn wait_healthy(port: u16) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "conveyor dev did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; `None` when it is still running.
+async fn exit_within(
+    child: &mut tokio::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    tokio::time::timeout(limit, child.wait())
+        .await
+        .ok()
+        .map(|r| r.expect("wait"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_dev_on_the_same_state_dir_is_refused_naming_the_first_ones_pid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    let first_port = free_port();
+    let mut first = spawn_dev(cwd, first_port, "first");
+    wait_healthy(first_port).await;
+    let pid = first.id().expect("pid");
+    let mut second = spawn_dev(cwd, free_port(), "second");
+    let status = exit_within(&mut second, Duration::from_secs(15)).await;
+    let err = std::fs::read_to_string(cwd.join("second.err")).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a second dev on the same state dir started ({status:?}): {err}"
+    );
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert!(
+        exit_within(&mut first, Duration::from_millis(200))
+            .await
+            .is_none(),
+        "the first one keeps running"
+    );
+    first.kill().await.expect("kill");
+    let _ = first.wait().await;
+    // Once it is gone, the state directory is free again (the lock is the system's).
+    let port = free_port();
+    let mut third = spawn_dev(cwd, port, "third");
+    wait_healthy(port).await;
+    third.kill().await.expect("kill");
+}
+
+/// A read-only bind mount of `source` at `target`, unmounted on drop.
+struct ReadOnlyMount(std::path::PathBuf);
+
+impl ReadOnlyMount {
+    fn new(source: &Path, target: &Path) -> Option<Self> {
+        std::fs::create_dir_all(target).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["--bind", "-o", "ro"])
+            .arg(source)
+            .arg(target)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        // Older mount(8) applies `ro` to a bind mount only on a remount.
+        let ro = ok && std::fs::write(target.join(".probe"), b"").is_err();
+        if ok && !ro {
+            let _ = std::process::Command::new("umount").arg(target).status();
+        }
+        ro.then(|| Self(target.to_path_buf()))
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_state_dir_is_refused_at_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    // A state directory that was used: its warehouse and run log exist.
+    let out = conveyor(cwd, &["trigger", "nightly", "--date", "2026-11-05"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let used = cwd.join("used");
+    std::fs::rename(cwd.join(".conveyor"), &used).expect("rename");
+    let Some(_mount) = ReadOnlyMount::new(&used, &cwd.join(".conveyor")) else {
+        conveyor_e2e::skipped("a read-only bind mount needs root (mount --bind -o ro)");
+        return;
+    };
+    let mut dev = spawn_dev(cwd, free_port(), "dev");
+    let status = exit_within(&mut dev, Duration::from_secs(15)).await;
+    let err = std::fs::read_to_string(cwd.join("dev.err")).unwrap_or_default();
+    if status.is_none() {
+        dev.kill().await.expect("kill");
+        let _ = dev.wait().await;
+    }
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "dev started on a read-only state dir: {err}"
+    );
+    assert!(err.contains("cannot be written"), "{err}");
+    assert!(!err.contains("readonly database"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_that_cannot_reach_its_engine_says_what_to_do_not_transient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    let secrets = cwd.join(".conveyor/secrets/projects/p/secrets");
+    std::fs::create_dir_all(&secrets).expect("mkdir");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(secrets.join("k"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !keygen.is_ok_and(|s| s.success()) {
+        conveyor_e2e::skipped(
+            "ssh-keygen is needed for an SSH key (apt-get install openssh-client)",
+        );
+        return;
+    }
+    // Nothing listens on port 1: the engine is unreachable, which may pass.
+    std::fs::write(
+        cwd.join("conveyor.yaml"),
+        r#"
+pipelines:
+  - name: remote
+    trigger: { manual: true }
+    batch:
+      engine: ssh
+      host: 127.0.0.1
+      port: 1
+      user: etl
+      key_secret: projects/p/secrets/k
+      known_hosts: "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJJ+4lG9J+TGxmfEzcS+JiYhwF4yhM0lFO21BAVurC9y"
+      command: "true"
+"#,
+    )
+    .expect("config");
+    let out = conveyor(cwd, &["trigger", "remote"], &[]).await;
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(!shown.contains("error: transient:"), "{shown}");
+    assert!(
+        shown.contains("error: start remote did not complete"),
+        "{shown}"
+    );
+    assert!(shown.contains("run the same command again"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_answers_healthz_behind_more_idle_connections_than_it_has_file_descriptors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    let port = free_port();
+    // 256 descriptors for the whole server: 400 idle connections would take them all.
+    let mut dev = Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(binary("conveyor"))
+        .current_dir(cwd)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env("NO_COLOR", "1")
+        .env_remove("CONVEYOR_STATE_DIR")
+        .env_remove("CONVEYOR_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(dev) = dev.as_mut() else {
+        conveyor_e2e::skipped("prlimit(1) is needed to lower the open-file limit (util-linux)");
+        return;
+    };
+    wait_healthy(port).await;
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        // A server that stopped accepting fills its backlog: connecting then stalls.
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        match tokio::time::timeout(Duration::from_secs(2), connect).await {
+            Ok(Ok(stream)) => idle.push(stream),
+            _ => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let answer = http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(
+        answer.as_ref().is_ok_and(|r| r.status().is_success()),
+        "healthz behind 400 idle connections: {answer:?}"
+    );
+    drop(idle);
+    dev.kill().await.expect("kill");
+}

@@ -81,7 +81,13 @@ pub struct PubsubDelivery {
     pub message_id: String,
     /// Real Pub/Sub's delivery attempt, when the subscription has a dead-letter policy.
     pub delivery_attempt: Option<u32>,
+    /// The id of the message this one re-publishes (`conveyor replay` sets the
+    /// [`REPLAY_OF_ATTRIBUTE`] attribute).
+    pub replay_of: Option<String>,
 }
+
+/// The attribute `conveyor replay` puts on a re-published dead letter: the original's id.
+pub const REPLAY_OF_ATTRIBUTE: &str = "conveyor-replay-of";
 
 /// A request could not be understood. It is permanent: retrying the same bytes cannot help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,6 +183,7 @@ fn fast_push(body: &[u8]) -> Option<(Delivery, PushMessage)> {
             delivery_attempt: envelope
                 .delivery_attempt
                 .or(envelope.delivery_attempt_snake),
+            replay_of: None,
         }),
     };
     Some((
@@ -236,6 +243,7 @@ fn push_envelope(value: &Value) -> Result<(Delivery, PushMessage), InboundError>
             delivery_attempt: either(value, "deliveryAttempt", "delivery_attempt")
                 .and_then(Value::as_u64)
                 .and_then(|n| u32::try_from(n).ok()),
+            replay_of: None,
         }),
     };
     Ok((delivery, PushMessage { data, attributes }))
@@ -254,6 +262,13 @@ pub fn parse_http(headers: &HeaderMap, body: &[u8]) -> (Delivery, Result<Inbound
     let (delivery, parsed) = parse_body(headers, body);
     let parsed = parsed
         .and_then(|inbound| scheduled_at(headers, inbound))
+        .map(|inbound| {
+            if headers.contains_key(SCHEDULE_TIME_HEADER) {
+                inbound
+            } else {
+                keyed_by_message(&delivery, inbound)
+            }
+        })
         .and_then(|inbound| {
             refuse_control_characters(&inbound)?;
             Ok(inbound)
@@ -278,6 +293,32 @@ fn scheduled_at(headers: &HeaderMap, inbound: Inbound) -> Result<Inbound, Inboun
         }
     }
     Ok(Inbound::Start(start))
+}
+
+/// The prefix of the key a start request pushed through Pub/Sub is given from its message
+/// id (see [`keyed_by_message`]).
+pub const PUBSUB_KEY_PREFIX: &str = "pubsub-message:";
+
+/// A start request pushed through Pub/Sub without a `key` is keyed by its message id: Pub/Sub
+/// redelivers a message with the same id (a minute later, an hour later), so every delivery
+/// names the same run instead of one run per minute received. A message re-published by
+/// `conveyor replay` (attribute `conveyor-replay-of`) keeps the id of the message it replays,
+/// so a dead-lettered start that did begin is adopted, not run twice. A caller's own `key`
+/// wins; a start named by its scheduled time (Cloud Scheduler's header) keeps that name.
+fn keyed_by_message(delivery: &Delivery, inbound: Inbound) -> Inbound {
+    let Inbound::Start(mut start) = inbound else {
+        return inbound;
+    };
+    if let Some(pubsub) = &delivery.pubsub {
+        let id = pubsub
+            .replay_of
+            .as_deref()
+            .unwrap_or(pubsub.message_id.as_str());
+        if start.pipeline.is_some() && start.key.is_none() && !id.is_empty() {
+            start.key = Some(format!("{PUBSUB_KEY_PREFIX}{id}"));
+        }
+    }
+    Inbound::Start(start)
 }
 
 /// Whether `s` holds a control character other than tab and newlines.
@@ -336,7 +377,10 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> (Delivery, Result<Inbound, In
         };
     }
     if let Some((delivery, message)) = fast_push(body) {
-        return (delivery, from_pubsub_message(message));
+        return (
+            with_replay(delivery, &message),
+            from_pubsub_message(message),
+        );
     }
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
@@ -403,11 +447,26 @@ fn parse_json(value: Value) -> (Delivery, Result<Inbound, InboundError>) {
             pubsub: Some(PubsubDelivery::default()),
         };
         return match push_envelope(&value) {
-            Ok((delivery, message)) => (delivery, from_pubsub_message(message)),
+            Ok((delivery, message)) => (
+                with_replay(delivery, &message),
+                from_pubsub_message(message),
+            ),
             Err(e) => (pubsub, Err(e)),
         };
     }
     (Delivery::default(), plain(value))
+}
+
+/// `delivery` with the id of the message `message` replays, if it says one.
+fn with_replay(mut delivery: Delivery, message: &PushMessage) -> Delivery {
+    if let Some(pubsub) = &mut delivery.pubsub {
+        pubsub.replay_of = message
+            .attributes
+            .get(REPLAY_OF_ATTRIBUTE)
+            .filter(|id| !id.is_empty())
+            .cloned();
+    }
+    delivery
 }
 
 fn from_pubsub_message(message: PushMessage) -> Result<Inbound, InboundError> {

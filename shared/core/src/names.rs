@@ -278,6 +278,26 @@ impl JobName {
     }
 }
 
+/// Dataset names the embedded warehouse cannot hold: it attaches each dataset to SQLite
+/// under the dataset's name, and SQLite keeps `main` and `temp` (in any case) for its own
+/// databases ("database temp is already in use"). BigQuery accepts them; a pipeline file
+/// that runs in both modes does not use them.
+pub const SQLITE_RESERVED_DATASETS: [&str; 2] = ["main", "temp"];
+
+/// Why `dataset` cannot be a dataset of the embedded warehouse, or `None` when it can.
+pub fn reserved_dataset(dataset: &str) -> Option<String> {
+    SQLITE_RESERVED_DATASETS
+        .iter()
+        .any(|r| dataset.eq_ignore_ascii_case(r))
+        .then(|| {
+            format!(
+                "dataset {dataset:?} is a name SQLite reserves (main, temp, in any case), and \
+                 the embedded warehouse keeps each dataset in SQLite under its name: choose \
+                 another dataset name"
+            )
+        })
+}
+
 /// A BigQuery table reference `[project.]dataset.table`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct TableRef {

@@ -9,6 +9,7 @@
 //! - [`formats`]: decoding of Avro, Parquet, CSV and NDJSON files into rows for SQLite.
 //! - `local_batch.rs`: [`LocalBatchEngine`], a local command as the batch.
 //! - `secrets.rs`: [`DirSecrets`], secrets as files under the state directory.
+//! - [`state_dir`]: the state directory's lock (one process at a time) and writability check.
 //! - [`runtime`]: [`Embedded`](runtime::Embedded), which wires them into the steps and plays
 //!   Pub/Sub, the GCS notifications and Cloud Scheduler.
 
@@ -18,6 +19,7 @@ mod local_batch;
 pub mod runtime;
 mod secrets;
 mod sqlite;
+pub mod state_dir;
 mod store;
 
 pub use bus::InProcessBus;

@@ -31,25 +31,30 @@ pub struct LocalStore {
 /// cannot hold (a segment over 255 bytes: `File name too long`) or a symbolic link met with
 /// `O_NOFOLLOW` can never succeed and is permanent; anything else (I/O trouble, a full disk,
 /// too many open files) may pass and is transient.
+///
+/// The message names no path: it reaches callers (a request's answer, a REJECTED row), and
+/// the server's own directories are not theirs to know; callers name the object. The path
+/// is logged here, for the operator.
 fn io(e: std::io::Error, what: &Path) -> PortError {
     let symlink = e.raw_os_error() == Some(libc::ELOOP);
     match e.kind() {
-        std::io::ErrorKind::NotFound => PortError::not_found(what.display().to_string()),
+        std::io::ErrorKind::NotFound => PortError::not_found("no such object"),
         std::io::ErrorKind::InvalidFilename => {
-            PortError::permanent(format!("{}: {e}", what.display()))
+            PortError::permanent(format!("the name cannot be stored as a file: {e}"))
         }
         _ if symlink => not_followed(what),
-        _ => PortError::transient(format!("{}: {e}", what.display())),
+        _ => {
+            warn!(path = %what.display(), error = %e, "file-system error");
+            PortError::transient(format!("file-system error: {e}"))
+        }
     }
 }
 
 /// A symbolic link inside a bucket is not an object: it is never followed (it could point
 /// anywhere outside the bucket).
 fn not_followed(path: &Path) -> PortError {
-    PortError::not_found(format!(
-        "{} is a symbolic link; links inside a bucket are not followed",
-        path.display()
-    ))
+    tracing::debug!(path = %path.display(), "symbolic link not followed");
+    PortError::not_found("a symbolic link; links inside a bucket are not followed")
 }
 
 /// Opens `path` for reading without following a symbolic link at its last component.
@@ -166,9 +171,10 @@ impl LocalStore {
             let mut out = tokio::fs::File::create(&tmp)
                 .await
                 .map_err(|e| io(e, &tmp))?;
-            tokio::io::copy(&mut body, &mut out)
-                .await
-                .map_err(|e| PortError::transient(format!("copy into {}: {e}", tmp.display())))?;
+            tokio::io::copy(&mut body, &mut out).await.map_err(|e| {
+                warn!(path = %tmp.display(), error = %e, "cannot write an object");
+                PortError::transient(format!("cannot write the object: {e}"))
+            })?;
             out.flush().await.map_err(|e| io(e, &tmp))?;
             out.sync_all().await.map_err(|e| io(e, &tmp))
         }

@@ -60,6 +60,18 @@ pub struct ServiceConfig {
     /// overlap).
     #[serde(default = "default_tick_budget", with = "humantime_serde")]
     pub tick_budget: std::time::Duration,
+    /// `CONVEYOR_HEADER_READ_TIMEOUT`: how long a connection may take to send a request's
+    /// headers, or stay idle between requests, before it is closed (`10s` by default).
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: std::time::Duration,
+    /// `CONVEYOR_MAX_CONNECTIONS`: most connections open at once; at the limit a new one
+    /// closes the longest-open idle one (default: from the open-file limit, 768 for 1,024).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+fn default_header_read_timeout() -> std::time::Duration {
+    conveyor_core::http::DEFAULT_HEADER_READ_TIMEOUT
 }
 
 fn default_tick_budget() -> std::time::Duration {
@@ -138,6 +150,17 @@ impl ServiceConfig {
                 "CONVEYOR_TICK_BUDGET must be more than 0 and at most 1h (keep it under the poll tick's interval), not {}",
                 humantime::format_duration(c.tick_budget)
             );
+        }
+        if c.header_read_timeout.is_zero()
+            || c.header_read_timeout > std::time::Duration::from_secs(300)
+        {
+            anyhow::bail!(
+                "CONVEYOR_HEADER_READ_TIMEOUT must be more than 0 and at most 5m, not {}",
+                humantime::format_duration(c.header_read_timeout)
+            );
+        }
+        if c.max_connections == Some(0) {
+            anyhow::bail!("CONVEYOR_MAX_CONNECTIONS must be at least 1");
         }
         if !c.auth_audiences.is_empty() && c.auth_allowed.is_empty() {
             anyhow::bail!(
@@ -286,7 +309,19 @@ pub async fn run(
         return run_on_lambda(router).await;
     }
     let addr = SocketAddr::from(([0, 0, 0, 0], platform.port));
-    conveyor_core::http::serve(router, addr, conveyor_core::http::shutdown_signal())
-        .await
-        .context("server failed")
+    let mut options = conveyor_core::http::ServeOptions {
+        header_read_timeout: settings.header_read_timeout,
+        ..Default::default()
+    };
+    if let Some(n) = settings.max_connections {
+        options.max_connections = n;
+    }
+    conveyor_core::http::serve_with(
+        router,
+        addr,
+        conveyor_core::http::shutdown_signal(),
+        options,
+    )
+    .await
+    .context("server failed")
 }

@@ -16,7 +16,7 @@ use marked_yaml::{LoaderOptions, Node};
 use serde::de::DeserializeOwned;
 
 use super::{BatchSpec, Config, Pipeline, SchemaSpec, parameter_placeholders, render};
-use crate::names::TableRef;
+use crate::names::{TableRef, reserved_dataset};
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +264,11 @@ impl Validator {
             Some(n) => self.section::<super::RunLogTarget>("run_log", n),
             None => Some(super::RunLogTarget::default()),
         };
+        if let (Some(target), Some(node)) = (&run_log, get(&root, "run_log"))
+            && let Some(why) = reserved_dataset(&target.table.dataset)
+        {
+            self.issue("run_log.table", get(node, "table").and_then(line_of), why);
+        }
         let mut pipelines = Vec::new();
         match get(&root, "pipelines") {
             None => self.issue("pipelines", None, "no pipelines are declared"),
@@ -618,6 +623,15 @@ impl Validator {
                 self.issue(format!("{path}.stage.{field}"), at(&keys), message);
             }
         }
+        if let Some(target) = &p.run_log
+            && let Some(why) = reserved_dataset(&target.table.dataset)
+        {
+            self.issue(
+                format!("{path}.run_log.table"),
+                at(&["run_log", "table"]),
+                why,
+            );
+        }
         if let Some(load) = &p.load {
             if t.object.is_none() && t.topic.is_none() {
                 self.issue(
@@ -636,11 +650,16 @@ impl Validator {
                     at(&["load", "table"]),
                     format!("{e} (placeholders must be captures of trigger.object.pattern: {captures:?})"),
                 ),
-                Ok(sample) => {
-                    if let Err(e) = TableRef::parse(&sample) {
+                Ok(sample) => match TableRef::parse(&sample) {
+                    Err(e) => {
                         self.issue(format!("{path}.load.table"), at(&["load", "table"]), e.to_string());
                     }
-                }
+                    Ok(t) => {
+                        if let Some(why) = reserved_dataset(&t.dataset) {
+                            self.issue(format!("{path}.load.table"), at(&["load", "table"]), why);
+                        }
+                    }
+                },
             }
             if let SchemaSpec::Columns(cols) = &load.schema {
                 let mut names = BTreeSet::new();
@@ -901,14 +920,18 @@ impl Validator {
                 .into_iter()
                 .map(|n| (n, "x".to_owned()))
                 .collect();
-            if let Ok(d) = super::render_parameter(dest, &sample)
-                && let Err(e) = TableRef::parse(&d)
-            {
-                self.issue(
-                    format!("{jpath}.destination"),
-                    line_of_param("destination"),
-                    e.to_string(),
-                );
+            if let Ok(d) = super::render_parameter(dest, &sample) {
+                let problem = match TableRef::parse(&d) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(t) => reserved_dataset(&t.dataset),
+                };
+                if let Some(problem) = problem {
+                    self.issue(
+                        format!("{jpath}.destination"),
+                        line_of_param("destination"),
+                        problem,
+                    );
+                }
             }
         }
         let policy = p.poll_for(job);
@@ -1218,6 +1241,45 @@ pipelines:
             Err(ConfigError::Invalid { issues, .. }) => issues,
             Err(e) => panic!("unexpected {e}"),
         }
+    }
+
+    #[test]
+    fn datasets_sqlite_reserves_are_refused_wherever_a_table_is_named() {
+        let found = issues(
+            r#"
+run_log: { table: Main.run_log }
+pipelines:
+  - name: sales
+    trigger:
+      object: { bucket: landing, pattern: "sales/{date}/*.csv" }
+    load: { table: "temp.sales_{date}", format: CSV }
+  - name: report
+    trigger: { manual: true }
+    run_log: { table: TEMP.log }
+    batch:
+      engine: sql
+      query: "SELECT 1 AS x"
+      destination: main.report
+"#,
+        );
+        let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "run_log.table",
+                "pipelines[0].load.table",
+                "pipelines[1].run_log.table",
+                "pipelines[1].batch.destination"
+            ],
+            "{found:?}"
+        );
+        assert!(
+            found.iter().all(|i| i.message.contains("SQLite reserves")),
+            "{found:?}"
+        );
+        assert!(found[1].message.contains("\"temp\""), "{found:?}");
+        // Other names with these letters are fine.
+        assert!(issues(&GOOD.replace("analytics.", "temps.")).is_empty());
     }
 
     #[test]

@@ -133,6 +133,12 @@ fn attach(db: &mut Db, dir: &std::path::Path, dataset: &str) -> Result<(), PortE
     if db.attached.contains(dataset) {
         return Ok(());
     }
+    // `main` and `temp` are SQLite's own: attaching one fails every time, so it is permanent
+    // (`conveyor validate` refuses them where the file names them; this catches a name made
+    // from a placeholder).
+    if let Some(why) = conveyor_core::names::reserved_dataset(dataset) {
+        return Err(PortError::permanent(why));
+    }
     let path = dir.join(format!("{dataset}.sqlite"));
     // The dataset name passed TableRef's parser ([A-Za-z0-9_]+), so quoting it is safe.
     db.conn

@@ -174,3 +174,63 @@ async fn a_queued_row_naming_a_job_without_for_each_is_refused() {
         .expect_err("refused");
     assert!(e.to_string().contains("no job \"no_such_job\""), "{e}");
 }
+
+/// A start request as Pub/Sub pushes it: `data` is `{"pipeline": "units"}`.
+fn pushed_start(message_id: &str) -> String {
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(br#"{"pipeline":"units"}"#);
+    format!(
+        r#"{{"subscription":"projects/p/subscriptions/s","message":{{"data":"{data}","messageId":"{message_id}","publishTime":"2026-12-01T00:00:00Z"}}}}"#
+    )
+}
+
+/// The run a delivery of `body` starts, when it is received `later` after now.
+fn run_of_delivery(ctx: &Context, body: &str, later: chrono::Duration) -> crate::names::RunId {
+    let (_, parsed) = crate::inbound::parse_http(&http::HeaderMap::new(), body.as_bytes());
+    let Ok(Inbound::Start(mut start)) = parsed else {
+        panic!("not a start request: {parsed:?}")
+    };
+    start.at += later;
+    let pipeline = ctx.config.pipeline("units").expect("pipeline");
+    super::start_run_id(pipeline, &start)
+}
+
+#[test]
+fn a_start_pushed_through_pubsub_and_redelivered_a_minute_later_is_the_same_run() {
+    let (ctx, _, _) = context();
+    let first = run_of_delivery(&ctx, &pushed_start("1001"), chrono::Duration::zero());
+    let redelivered = run_of_delivery(&ctx, &pushed_start("1001"), chrono::Duration::seconds(61));
+    let an_hour_later = run_of_delivery(&ctx, &pushed_start("1001"), chrono::Duration::hours(1));
+    assert_eq!(
+        first, redelivered,
+        "a redelivery a minute later starts another run"
+    );
+    assert_eq!(first, an_hour_later);
+    let other = run_of_delivery(&ctx, &pushed_start("1002"), chrono::Duration::zero());
+    assert_ne!(first, other, "two messages are two runs");
+}
+
+#[test]
+fn a_callers_key_and_a_replayed_messages_original_id_name_the_run() {
+    use base64::Engine as _;
+    let (ctx, _, _) = context();
+    let data =
+        base64::engine::general_purpose::STANDARD.encode(br#"{"pipeline":"units","key":"k1"}"#);
+    let keyed = |id: &str| {
+        format!(r#"{{"subscription":"s","message":{{"data":"{data}","messageId":"{id}"}}}}"#)
+    };
+    assert_eq!(
+        run_of_delivery(&ctx, &keyed("1"), chrono::Duration::zero()),
+        run_of_delivery(&ctx, &keyed("2"), chrono::Duration::zero()),
+        "the caller's key wins over the message id"
+    );
+    let plain = base64::engine::general_purpose::STANDARD.encode(br#"{"pipeline":"units"}"#);
+    let replay = format!(
+        r#"{{"subscription":"s","message":{{"data":"{plain}","messageId":"9001","attributes":{{"conveyor-replay-of":"1001"}}}}}}"#
+    );
+    assert_eq!(
+        run_of_delivery(&ctx, &replay, chrono::Duration::hours(5)),
+        run_of_delivery(&ctx, &pushed_start("1001"), chrono::Duration::zero()),
+        "a replayed dead letter is the run of the message it replays"
+    );
+}

@@ -9,7 +9,15 @@
 //! - transient problem (a backend down) → 503, so Pub/Sub redelivers with backoff. If even the
 //!   rejection record cannot be published, that is transient too: nothing is lost.
 //!
-//! [`serve`] runs a router until [`shutdown_signal`], draining in-flight requests.
+//! [`serve`] runs a router until [`shutdown_signal`], draining in-flight requests, with a
+//! header-read timeout and a connection limit (`serve.rs`).
+
+mod serve;
+
+pub use serve::{
+    DEFAULT_HEADER_READ_TIMEOUT, ServeOptions, connections_for, open_file_limit, serve_on,
+    serve_with,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,15 +48,23 @@ struct App {
 /// The router of the function running `step`. The load function also takes Pub/Sub
 /// messages of message pipelines at `POST /messages/<pipeline>`.
 pub fn router(step: StepName, ctx: Context) -> Router {
+    router_at(step, ctx, "")
+}
+
+/// [`router`] as served under `prefix` (`/load` in `conveyor dev`): its refusals name the
+/// paths as the caller must write them.
+fn router_at(step: StepName, ctx: Context, prefix: &str) -> Router {
     let mut r = Router::new()
         .route("/", post(handle))
         .route("/healthz", get(|| async { "ok" }));
     if step == StepName::Load {
         r = r.route("/messages/{pipeline}", post(messages));
     }
+    let routes: Arc<str> = function_routes(step, prefix).into();
+    let fallback_routes = routes.clone();
     let r = r
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(refusals))
+        .fallback(move || not_found(fallback_routes.clone()))
+        .layer(axum::middleware::from_fn_with_state(routes, refusals))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     // The request span and the request's log line, when INFO is logged (the level is set
     // once, at start-up); otherwise no layer: nothing would be written.
@@ -63,13 +79,30 @@ pub fn router(step: StepName, ctx: Context) -> Router {
     })
 }
 
+/// The paths a function serves under `prefix`, for refusals: `POST /load, POST
+/// /load/messages/<pipeline> or GET /load/healthz`.
+fn function_routes(step: StepName, prefix: &str) -> String {
+    let root = if prefix.is_empty() { "/" } else { prefix };
+    let messages = if step == StepName::Load {
+        format!(", POST {prefix}/messages/<pipeline>")
+    } else {
+        String::new()
+    };
+    format!("POST {root}{messages} or GET {prefix}/healthz")
+}
+
 /// Most header bytes a request may carry (well under hyper's own limit, so the refusal is
 /// ours and has the JSON shape).
 pub const HEADER_LIMIT: usize = 32 * 1024;
 
 /// Refuses requests whose headers are too large, and gives the refusals axum makes itself
-/// the JSON shape of the rest (one layer for both: one per request less).
-async fn refusals(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// the JSON shape of the rest (one layer for both: one per request less). `routes` names the
+/// paths served, for a 404 or 405.
+async fn refusals(
+    State(routes): State<Arc<str>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let bytes: usize = req
         .headers()
         .iter()
@@ -81,15 +114,12 @@ async fn refusals(req: axum::extract::Request, next: axum::middleware::Next) -> 
             "the request's headers are too large",
         );
     }
-    json_refusals(next.run(req).await)
+    json_refusals(next.run(req).await, &routes)
 }
 
-/// A path the function does not serve.
-async fn not_found() -> Response {
-    refusal(
-        StatusCode::NOT_FOUND,
-        "no such path: POST / or GET /healthz",
-    )
+/// A path the server does not serve; `routes` says which it does.
+async fn not_found(routes: Arc<str>) -> Response {
+    refusal(StatusCode::NOT_FOUND, &format!("no such path: {routes}"))
 }
 
 /// One JSON shape for every refusal, including the ones the HTTP layer makes itself.
@@ -102,8 +132,8 @@ fn refusal(status: StatusCode, reason: &str) -> Response {
 }
 
 /// Gives the refusals axum makes itself (a body over the limit, a wrong method, headers too
-/// large) the same JSON shape as the rest.
-fn json_refusals(resp: Response) -> Response {
+/// large) the same JSON shape as the rest; `routes` names the paths served.
+fn json_refusals(resp: Response, routes: &str) -> Response {
     let status = resp.status();
     let is_json = resp
         .headers()
@@ -118,13 +148,11 @@ fn json_refusals(resp: Response) -> Response {
             status,
             &format!("the body is larger than {} MiB", BODY_LIMIT / (1024 * 1024)),
         ),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            refusal(status, "method not allowed: POST / or GET /healthz")
-        }
+        StatusCode::METHOD_NOT_ALLOWED => refusal(status, &format!("method not allowed: {routes}")),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
             refusal(status, "the request's headers are too large")
         }
-        StatusCode::NOT_FOUND => refusal(status, "no such path: POST / or GET /healthz"),
+        StatusCode::NOT_FOUND => refusal(status, &format!("no such path: {routes}")),
         _ => resp,
     }
 }
@@ -186,16 +214,29 @@ async fn guard(
 }
 
 /// The five functions' routers under `/stage`, `/load`, `/submit`, `/poll` and `/log`, for
-/// the embedded `conveyor dev` server.
+/// the embedded `conveyor dev` server. Its refusals (404, 405) name the paths it serves.
 pub fn combined_router(ctx: Context) -> Router {
     let mut r = Router::new().route("/healthz", get(|| async { "ok" }));
     for step in StepName::ALL {
-        r = r.nest(&format!("/{step}"), router(step, ctx.clone()));
+        let prefix = format!("/{step}");
+        r = r.nest(&prefix, router_at(step, ctx.clone(), &prefix));
     }
-    r.fallback(not_found)
-        .layer(axum::middleware::map_response(async |resp| {
-            json_refusals(resp)
+    let routes: Arc<str> = combined_routes().into();
+    let fallback_routes = routes.clone();
+    r.fallback(move || not_found(fallback_routes.clone()))
+        .layer(axum::middleware::map_response(move |resp| {
+            let routes = routes.clone();
+            async move { json_refusals(resp, &routes) }
         }))
+}
+
+/// The paths of [`combined_router`], for its refusals.
+fn combined_routes() -> String {
+    let steps: Vec<String> = StepName::ALL.iter().map(|s| format!("/{s}")).collect();
+    format!(
+        "POST {} (each also GET <path>/healthz), POST /load/messages/<pipeline>, or GET /healthz",
+        steps.join(", ")
+    )
 }
 
 /// Every failure of a request, in one shape.
@@ -320,20 +361,16 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `router` on `addr` until `shutdown`, then drains in-flight requests.
+/// Serves `router` on `addr` until `shutdown`, then drains in-flight requests, with the
+/// default [`ServeOptions`] (a 10 s header-read timeout, a connection limit from the
+/// open-file limit).
 ///
 /// # Errors
-/// When the address cannot be bound or the server fails.
+/// When the address cannot be bound.
 pub async fn serve(
     router: Router,
     addr: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    info!(addr = %listener.local_addr().unwrap_or(addr), "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(router, addr, shutdown, ServeOptions::default()).await
 }
