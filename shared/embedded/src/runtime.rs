@@ -27,8 +27,8 @@ use conveyor_core::config::Config;
 use conveyor_core::engines::Engines;
 use conveyor_core::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};
 use conveyor_core::inbound::{Inbound, Origin, StartRequest};
-use conveyor_core::names::{BucketName, TableRef};
-use conveyor_core::ports::{BatchEngine, PortError, Ports};
+use conveyor_core::names::{BucketName, JobId, ObjectName, RunId, TableRef};
+use conveyor_core::ports::{BatchEngine, LoadState, PortError, Ports};
 use conveyor_core::steps::{self, Context, StepError};
 use conveyor_sources::Connector;
 
@@ -269,8 +269,10 @@ impl Embedded {
             info!(object = %object.uri(), "retrying an arrival kept from an earlier run");
             let _ = obj_tx.send(object);
         }
+        let loaded = self.loaded_before_content_generations(&buckets).await;
         let watcher = Watcher::new(self.store.clone(), buckets, options.watch_interval)
-            .with_gauge(self.unsettled.clone());
+            .with_gauge(self.unsettled.clone())
+            .with_loaded(loaded);
         if options.watch_buckets {
             tasks.spawn(watcher.run(obj_tx));
         } else {
@@ -386,6 +388,65 @@ impl Embedded {
             () = shutdown => info!("shutting down the embedded runtime"),
         }
         tasks.abort_all();
+    }
+}
+
+impl Embedded {
+    /// The files in `buckets` that a version whose generations were modification times
+    /// loaded already (their load job under that generation is done), found once per state
+    /// dir (`generations` records that it was done): they are not loaded again because their
+    /// generation is now named by their content.
+    async fn loaded_before_content_generations(
+        &self,
+        buckets: &[BucketName],
+    ) -> Vec<(BucketName, ObjectName)> {
+        let marker = self.state_dir.join("generations");
+        if marker.exists() {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        for bucket in buckets {
+            let store = self.store.clone();
+            let b = bucket.clone();
+            let names = tokio::task::spawn_blocking(move || {
+                store
+                    .names_blocking(&b)
+                    .into_iter()
+                    .filter_map(|n| {
+                        let legacy = crate::store::legacy_generation(&store.path(&b, &n))?;
+                        Some((n, legacy))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for (name, legacy) in names {
+                let pipelines = self.ctx.config.pipelines.iter().filter(|p| {
+                    p.trigger.object.as_ref().is_some_and(|t| {
+                        &t.bucket == bucket && t.pattern.captures(name.as_str()).is_some()
+                    })
+                });
+                for p in pipelines {
+                    let run = RunId::derive(&p.name, &[bucket.as_str(), name.as_str(), &legacy]);
+                    let job = JobId::derive("load", &run, 1);
+                    let done = self.ctx.ports.warehouse.load_state(&job).await;
+                    if matches!(done, Ok(s) if matches!(s.state, LoadState::Done { .. })) {
+                        found.push((bucket.clone(), name.clone()));
+                        break;
+                    }
+                }
+            }
+        }
+        if !found.is_empty() {
+            info!(
+                files = found.len(),
+                "files loaded by an earlier version are not loaded again"
+            );
+        }
+        if let Err(e) = std::fs::write(&marker, "content\n") {
+            warn!(error = %e, "cannot record the generations' scheme in the state dir");
+        }
+        found
     }
 }
 
@@ -872,5 +933,60 @@ pipelines:
                 .is_some_and(|e| e.contains("not a regular file")),
             "{row:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn files_loaded_by_a_version_with_mtime_generations_are_not_loaded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut e = open(&state, 0);
+        let b = BucketName::parse("landing").unwrap();
+        let name = ObjectName::parse("in/a.csv").unwrap();
+        let path = e.store.path(&b, &name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "id\n1\n2\n").unwrap();
+        // What the earlier version did: the arrival named by its modification time, loaded.
+        let legacy = crate::store::legacy_generation(&path).unwrap();
+        let pipeline = conveyor_core::names::PipelineName::parse("sales").unwrap();
+        let run = RunId::derive(&pipeline, &[b.as_str(), name.as_str(), &legacy]);
+        let spec = e.ctx.config.pipelines[0].load.clone().unwrap();
+        let job = LoadJob {
+            job_id: JobId::derive("load", &run, 1),
+            sources: vec![ObjectRef {
+                bucket: b.clone(),
+                name: name.clone(),
+                generation: legacy,
+                size: None,
+            }],
+            table: TableRef::parse("ds.sales").unwrap(),
+            format: spec.format,
+            write: spec.write_disposition,
+            create: spec.create_disposition,
+            schema: spec.schema.clone(),
+            partition: None,
+            clustering: Vec::new(),
+            skip_leading_rows: 1,
+            max_bad_records: 0,
+            allow_quoted_newlines: false,
+            schema_update_options: Vec::new(),
+            max_record_bytes: spec.max_record_bytes,
+            generations_checked: false,
+        };
+        e.warehouse.load(&job, Duration::ZERO).await.unwrap();
+        assert_eq!(rows(&e).await, 2);
+        // The first start of this version: the file is not a new generation.
+        let start = tokio::time::Instant::now();
+        let doubled = run_until(&mut e, true, Duration::from_secs(2), |_, w| async move {
+            w.row_count(&TableRef::parse("ds.sales").unwrap())
+                .await
+                .is_ok_and(|n| n > 2)
+        })
+        .await;
+        assert!(
+            !doubled,
+            "a file loaded before the upgrade was loaded again"
+        );
+        assert!(start.elapsed() >= Duration::from_secs(2));
+        assert!(state.join("generations").exists());
     }
 }

@@ -112,7 +112,8 @@ impl LocalStore {
         self.root.join(bucket.as_str())
     }
 
-    fn path(&self, bucket: &BucketName, name: &ObjectName) -> PathBuf {
+    /// The file of object `bucket/name`.
+    pub(crate) fn path(&self, bucket: &BucketName, name: &ObjectName) -> PathBuf {
         // ObjectName has no empty, `.` or `..` segments, so this stays inside the bucket.
         self.bucket_dir(bucket).join(name.as_str())
     }
@@ -280,6 +281,21 @@ pub(crate) fn hash_content(
     Ok((size, h.finalize().to_vec()))
 }
 
+/// The generation a file had before generations were the content's: its modification time in
+/// nanoseconds (for recognising files loaded by an earlier version).
+pub(crate) fn legacy_generation(path: &Path) -> Option<String> {
+    let md = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)?;
+    let nanos = md
+        .modified()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(nanos.to_string())
+}
+
 /// What says a file has not changed since it was last looked at, without reading it: its
 /// size, modification and change times and inode. The change time moves on every write and
 /// cannot be set by hand, so an overwrite that keeps the old modification time (`cp -p`)
@@ -411,6 +427,16 @@ impl ObjectStore for LocalStore {
     }
 }
 
+impl LocalStore {
+    /// The objects of `bucket` (visible regular files), on the calling thread.
+    pub(crate) fn names_blocking(&self, bucket: &BucketName) -> Vec<ObjectName> {
+        scan(&self.bucket_dir(bucket))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+}
+
 /// Every visible regular file under `dir`, with its (size, generation).
 fn scan(dir: &Path) -> Vec<(ObjectName, (u64, String))> {
     scan_under(dir, dir)
@@ -479,6 +505,9 @@ pub struct Watcher {
     resolved: HashMap<BucketName, Vec<PathBuf>>,
     interval: Duration,
     unsettled: Arc<AtomicUsize>,
+    /// Files known to be loaded already, taken as announced at start (see
+    /// [`Watcher::with_loaded`]).
+    loaded: Vec<Key>,
 }
 
 type Key = (BucketName, ObjectName);
@@ -502,6 +531,7 @@ impl Watcher {
             resolved: HashMap::new(),
             interval,
             unsettled: Arc::new(AtomicUsize::new(0)),
+            loaded: Vec::new(),
         }
     }
 
@@ -509,6 +539,14 @@ impl Watcher {
     /// hold still) in `gauge`: the runtime is not quiet while it is above zero.
     pub fn with_gauge(mut self, gauge: Arc<AtomicUsize>) -> Self {
         self.unsettled = gauge;
+        self
+    }
+
+    /// Takes the files `loaded` (loaded already, under an earlier scheme of generations) as
+    /// announced with their content as it is now: they are announced again only when they
+    /// change.
+    pub fn with_loaded(mut self, loaded: Vec<(BucketName, ObjectName)>) -> Self {
+        self.loaded = loaded;
         self
     }
 
@@ -533,6 +571,34 @@ impl Watcher {
         };
         let tick = (self.interval / 2).max(Duration::from_millis(5));
         let mut state = WatchState::default();
+        let loaded: Vec<(Key, PathBuf)> = std::mem::take(&mut self.loaded)
+            .into_iter()
+            .map(|k| {
+                let path = self.store.path(&k.0, &k.1);
+                (k, path)
+            })
+            .collect();
+        let seen = tokio::task::spawn_blocking(move || {
+            loaded
+                .into_iter()
+                .filter_map(|(k, path)| {
+                    let md = std::fs::symlink_metadata(&path).ok()?;
+                    let meta = meta_blocking(&k.0, &k.1, &path).ok()?;
+                    Some((k, stat_signature(&md), meta.object.generation))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (key, signature, generation) in seen {
+            state.announced.insert(
+                key,
+                Announced {
+                    signature,
+                    generation,
+                },
+            );
+        }
         self.rescan(&mut state).await;
         let mut next_rescan = tokio::time::Instant::now() + rescan_every;
         // One ticker (not a sleep per loop turn), so a stream of notifications cannot starve it.
