@@ -1,7 +1,8 @@
 //! Exactly once under overwrites, races, replays and hostile input, on the embedded chain
 //! (the same step code the functions run): superseded generations, names that are patterns or
 //! not data, concurrent duplicate deliveries, two stage runs at once, Cloud Scheduler's retry
-//! of a tick, control characters, floods of junk, and the HTTP layer's own refusals.
+//! of a tick, control characters, floods of junk, and the HTTP layer's own refusals; content
+//! generations (`touch`, `cp -p`) and bounded refusals (missing objects, forged generations).
 
 use std::time::Duration;
 
@@ -74,8 +75,13 @@ async fn an_event_for_an_overwritten_generation_is_superseded_and_each_generatio
         2,
         "one load per generation"
     );
+    // Aggregated like rejections: the first late event of the window is recorded, the others
+    // are counted (one row when the next window of that kind begins).
     let superseded = log.iter().filter(|r| r.status == "SUPERSEDED").count();
-    assert_eq!(superseded, 3, "each late event is recorded once");
+    assert_eq!(
+        superseded, 1,
+        "the first late event is recorded, the repeats counted"
+    );
     chain.stop().await;
 }
 
@@ -679,5 +685,95 @@ pipelines:
         let error = row.error.as_deref().unwrap_or_default();
         assert!(error.contains("SQLite reserves"), "{row:?}");
     }
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn a_touched_file_loads_nothing_and_an_overwrite_keeping_its_mtime_loads_once() {
+    let chain = Chain::start(SALES).await;
+    let path = chain.bucket("landing").join("in/a.csv");
+    chain.write_file("landing", "in/a.csv", "id\n1\n2\n");
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(chain.rows("ds.sales").await, 2);
+    let old_mtime = std::fs::metadata(&path)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+
+    // `touch`: a new modification time, the same content.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    f.set_modified(std::time::SystemTime::now()).expect("touch");
+    drop(f);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(
+        chain.rows("ds.sales").await,
+        2,
+        "a touch loaded the file again"
+    );
+
+    // `cp -p` (or `rsync -t`, `tar x`): new content of the same size, the old mtime.
+    std::fs::write(&path, "id\n3\n4\n").expect("overwrite");
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    f.set_modified(old_mtime).expect("keep the mtime");
+    drop(f);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(
+        chain.rows("ds.sales").await,
+        4,
+        "the overwrite was not loaded (once)"
+    );
+    let log = chain.run_log().await;
+    assert_eq!(
+        rows_of(&log, "sales", "load")
+            .iter()
+            .filter(|r| r.status == "SUCCEEDED")
+            .count(),
+        2
+    );
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn three_hundred_missing_objects_and_forged_generations_make_a_few_rows() {
+    let chain = Chain::start(SALES).await;
+    for i in 0..300 {
+        let body = format!(r#"{{"bucket":"landing","name":"in/missing-{i}.csv"}}"#);
+        let (status, reply) = chain.post(StepName::Load, &body, "application/json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    }
+    chain.write_file("landing", "in/a.csv", "id\n1\n");
+    chain.settle(Duration::from_secs(20)).await;
+    // Forged generations of 1 MiB each: superseded, aggregated, stored at most 64 bytes.
+    for i in 0..3 {
+        let generation = format!("{i}{}", "9".repeat(1 << 20));
+        let body =
+            format!(r#"{{"bucket":"landing","name":"in/a.csv","generation":"{generation}"}}"#);
+        let (status, reply) = chain.post(StepName::Load, &body, "application/json").await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    chain.settle(Duration::from_secs(20)).await;
+    let log = chain.run_log().await;
+    let rejected = log.iter().filter(|r| r.status == "REJECTED").count();
+    assert!(
+        (1..=3).contains(&rejected),
+        "{rejected} REJECTED rows for 300 missing objects"
+    );
+    let superseded: Vec<_> = log.iter().filter(|r| r.status == "SUPERSEDED").collect();
+    assert_eq!(superseded.len(), 1, "three forged generations");
+    let stored = superseded[0].error.as_deref().unwrap_or_default().len()
+        + superseded[0].detail.to_string().len();
+    assert!(
+        stored < 4096,
+        "{stored} bytes stored for a forged generation"
+    );
     chain.stop().await;
 }

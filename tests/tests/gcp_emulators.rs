@@ -840,6 +840,8 @@ async fn a_folder_loads_in_one_multi_uri_job_and_a_sql_job_writes_its_destinatio
         max_bad_records: 0,
         allow_quoted_newlines: false,
         schema_update_options: Vec::new(),
+        max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
+        generations_checked: true,
     };
     let first = bq.load(&job, Duration::from_secs(30)).await.expect("load");
     assert!(matches!(first.state, LoadState::Done { .. }), "{first:?}");

@@ -239,8 +239,8 @@ pub struct ObjectRef {
     pub bucket: BucketName,
     /// The object name.
     pub name: ObjectName,
-    /// The object generation (GCS) or modification stamp (embedded); distinguishes an
-    /// overwrite from a redelivery.
+    /// The object generation (GCS), or the content's size and hash (embedded); distinguishes
+    /// an overwrite from a redelivery.
     #[serde(default)]
     pub generation: String,
     /// Size in bytes, when known.

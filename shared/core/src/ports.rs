@@ -421,6 +421,14 @@ pub struct LoadJob {
     pub allow_quoted_newlines: bool,
     /// Schema changes the load may make to an existing table.
     pub schema_update_options: Vec<SchemaUpdateOption>,
+    /// The largest record (CSV record, NDJSON line) to read, in bytes (`load.max_record_bytes`):
+    /// a longer one fails the job as bad input.
+    pub max_record_bytes: u64,
+    /// Whether the sources' generations were checked against the live ones (the default;
+    /// `load.check_generation: false` trusts the arrival's). A warehouse that reads the bytes
+    /// itself (the embedded one) then loads a source only if its content is still that
+    /// generation, and answers [`PortError::Precondition`] for a source overwritten since.
+    pub generations_checked: bool,
 }
 
 impl LoadJob {

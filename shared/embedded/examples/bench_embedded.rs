@@ -57,6 +57,8 @@ async fn load(file: &Path, state: &Path) -> anyhow::Result<()> {
         max_bad_records: 0,
         allow_quoted_newlines: false,
         schema_update_options: Vec::new(),
+        max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
+        generations_checked: true,
     };
     let started = Instant::now();
     let status = warehouse.load(&job, Duration::from_secs(3600)).await?;

@@ -20,8 +20,10 @@ use conveyor_core::ports::{ByteStream, ObjectMeta, ObjectStore, PortError};
 /// Buckets as directories under one root: object `b/x/y.csv` is the file `ROOT/b/x/y.csv`.
 ///
 /// Writes go to a hidden temporary file first and are renamed into place, so an object
-/// appears whole or not at all. The generation is the file's modification time in
-/// nanoseconds; the ETag is the SHA-256 of the content.
+/// appears whole or not at all. The generation is the content's: its size and the first 128
+/// bits of its SHA-256 ([`content_generation`]), so touching a file makes no new generation
+/// and an overwrite that keeps the old modification time (`cp -p`, `rsync -t`, `tar x`)
+/// does; the ETag is the whole SHA-256 of the content.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
@@ -57,13 +59,46 @@ fn not_followed(path: &Path) -> PortError {
     PortError::not_found("a symbolic link; links inside a bucket are not followed")
 }
 
-/// Opens `path` for reading without following a symbolic link at its last component.
-async fn open_nofollow(path: &Path) -> Result<tokio::fs::File, PortError> {
-    let mut options = tokio::fs::OpenOptions::new();
+/// The generation of content of `size` bytes whose SHA-256 is `digest`: the size and the
+/// first 128 bits of the digest in hex (`<size>-<32 hex digits>`, at most 53 bytes).
+pub(crate) fn content_generation(size: u64, digest: &[u8]) -> String {
+    let prefix = &digest[..digest.len().min(16)];
+    format!("{size}-{}", hex::encode(prefix))
+}
+
+/// What is not a regular file (a folder, a FIFO, a device, a socket) is not an object. A
+/// folder is simply no object (as in Cloud Storage, where `a/` holding `a/b` is no object);
+/// anything else named as an object can never be read as one: permanent.
+fn not_regular(md: &std::fs::Metadata, bucket: &BucketName, name: &ObjectName) -> PortError {
+    if md.is_dir() {
+        return PortError::not_found(format!("{bucket}/{name} is a folder, not an object"));
+    }
+    PortError::permanent(format!(
+        "{bucket}/{name} is not a regular file (a FIFO, device or socket is not an object)"
+    ))
+}
+
+/// Opens `path` for reading without following a symbolic link at its last component and
+/// without blocking on a FIFO (`O_NONBLOCK`: opening a FIFO with no writer would pin the
+/// thread), then refuses what is not a regular file.
+fn open_regular_blocking(
+    path: &Path,
+    bucket: &BucketName,
+    name: &ObjectName,
+) -> Result<std::fs::File, PortError> {
+    let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
-    options.custom_flags(libc::O_NOFOLLOW);
-    options.open(path).await.map_err(|e| io(e, path))
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NOFOLLOW | libc::O_NONBLOCK,
+    );
+    let file = options.open(path).map_err(|e| io(e, path))?;
+    let md = file.metadata().map_err(|e| io(e, path))?;
+    if !md.is_file() {
+        return Err(not_regular(&md, bucket, name));
+    }
+    Ok(file)
 }
 
 impl LocalStore {
@@ -82,29 +117,27 @@ impl LocalStore {
         self.root.join(bucket.as_str())
     }
 
-    fn path(&self, bucket: &BucketName, name: &ObjectName) -> PathBuf {
+    /// The file of object `bucket/name`.
+    pub(crate) fn path(&self, bucket: &BucketName, name: &ObjectName) -> PathBuf {
         // ObjectName has no empty, `.` or `..` segments, so this stays inside the bucket.
         self.bucket_dir(bucket).join(name.as_str())
     }
 
     /// Opens object `bucket/name` for reading, blocking the calling thread (for code already
     /// on a blocking thread, such as a warehouse load: no hop through the runtime per read).
-    /// The same checks as [`ObjectStore::open`]: no symbolic link on the way or at the end.
+    /// The same checks as [`ObjectStore::open`]: no symbolic link on the way or at the end,
+    /// and a regular file (a FIFO is refused without waiting for a writer).
     ///
     /// # Errors
-    /// [`PortError::NotFound`] when the object does not exist (or is a link), else as
-    /// [`ObjectStore::open`].
+    /// [`PortError::NotFound`] when the object does not exist (or is a link or a folder),
+    /// [`PortError::Permanent`] when it is not a regular file, else as [`ObjectStore::open`].
     pub fn open_blocking(
         &self,
         bucket: &BucketName,
         name: &ObjectName,
     ) -> Result<std::fs::File, PortError> {
         let path = self.checked_path_blocking(bucket, name)?;
-        let mut options = std::fs::OpenOptions::new();
-        options.read(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
-        options.open(&path).map_err(|e| io(e, &path))
+        open_regular_blocking(&path, bucket, name)
     }
 
     /// [`Self::checked_path`] on the calling thread.
@@ -202,55 +235,100 @@ impl LocalStore {
     }
 }
 
-/// The metadata of the object at `path` (its ETag hashes the content), on the calling thread.
+/// The metadata of the object at `path` (its generation and ETag hash the content), on the
+/// calling thread.
 fn meta_blocking(
     bucket: &BucketName,
     name: &ObjectName,
     path: &Path,
 ) -> Result<ObjectMeta, PortError> {
-    use std::io::Read as _;
     let md = std::fs::symlink_metadata(path).map_err(|e| io(e, path))?;
     if md.file_type().is_symlink() {
         return Err(not_followed(path));
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
-    let mut file = options.open(path).map_err(|e| io(e, path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; usize::try_from(md.len()).unwrap_or(0).clamp(1, 64 * 1024)];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io(e, path)),
-        };
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
+    if !md.is_file() {
+        return Err(not_regular(&md, bucket, name));
     }
-    let (generation, updated) = stamp(&md);
+    let mut file = open_regular_blocking(path, bucket, name)?;
+    let (size, digest) = hash_content(&mut file, md.len()).map_err(|e| io(e, path))?;
     Ok(ObjectMeta {
         object: ObjectRef {
             bucket: bucket.clone(),
             name: name.clone(),
-            generation,
-            size: Some(md.len()),
+            generation: content_generation(size, &digest),
+            size: Some(size),
         },
-        etag: hex::encode(h.finalize()),
-        updated,
+        etag: hex::encode(digest),
+        updated: DateTime::<Utc>::from(md.modified().unwrap_or(UNIX_EPOCH)),
     })
 }
 
-fn stamp(md: &std::fs::Metadata) -> (String, DateTime<Utc>) {
-    let modified = md.modified().unwrap_or(UNIX_EPOCH);
-    let nanos = modified
+/// The size and SHA-256 of what `reader` holds from where it is to its end (`hint`: the size
+/// expected, for the buffer).
+pub(crate) fn hash_content(
+    reader: &mut impl std::io::Read,
+    hint: u64,
+) -> std::io::Result<(u64, Vec<u8>)> {
+    let mut h = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; usize::try_from(hint).unwrap_or(0).clamp(1, 64 * 1024)];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, h.finalize().to_vec()))
+}
+
+/// The generation a file had before generations were the content's: its modification time in
+/// nanoseconds (for recognising files loaded by an earlier version).
+pub(crate) fn legacy_generation(path: &Path) -> Option<String> {
+    let md = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)?;
+    let nanos = md
+        .modified()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(nanos.to_string())
+}
+
+/// What says a file has not changed since it was last looked at, without reading it: its
+/// size, modification and change times and inode. The change time moves on every write and
+/// cannot be set by hand, so an overwrite that keeps the old modification time (`cp -p`)
+/// still changes it; a `touch` changes it too, and the content hash then tells that the
+/// content (the generation) is the same.
+fn stat_signature(md: &std::fs::Metadata) -> Signature {
+    #[cfg(unix)]
+    let stamp = {
+        use std::os::unix::fs::MetadataExt as _;
+        format!(
+            "{}.{}:{}.{}:{}",
+            md.mtime(),
+            md.mtime_nsec(),
+            md.ctime(),
+            md.ctime_nsec(),
+            md.ino()
+        )
+    };
+    #[cfg(not(unix))]
+    let stamp = md
+        .modified()
+        .unwrap_or(UNIX_EPOCH)
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_nanos();
-    (nanos.to_string(), DateTime::<Utc>::from(modified))
+        .as_nanos()
+        .to_string();
+    (md.len(), stamp)
 }
 
 #[async_trait]
@@ -315,9 +393,11 @@ impl ObjectStore for LocalStore {
     }
 
     async fn open(&self, bucket: &BucketName, name: &ObjectName) -> Result<ByteStream, PortError> {
-        let path = self.checked_path(bucket, name).await?;
-        let f = open_nofollow(&path).await?;
-        Ok(Box::pin(f))
+        let (store, bucket, name) = (self.clone(), bucket.clone(), name.clone());
+        let f = tokio::task::spawn_blocking(move || store.open_blocking(&bucket, &name))
+            .await
+            .map_err(|e| PortError::transient(format!("open object: {e}")))??;
+        Ok(Box::pin(tokio::fs::File::from_std(f)))
     }
 
     async fn head(
@@ -353,6 +433,16 @@ impl ObjectStore for LocalStore {
     }
 }
 
+impl LocalStore {
+    /// The objects of `bucket` (visible regular files), on the calling thread.
+    pub(crate) fn names_blocking(&self, bucket: &BucketName) -> Vec<ObjectName> {
+        scan(&self.bucket_dir(bucket))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+}
+
 /// Every visible regular file under `dir`, with its (size, generation).
 fn scan(dir: &Path) -> Vec<(ObjectName, (u64, String))> {
     scan_under(dir, dir)
@@ -381,7 +471,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(ObjectName, (u64, String))>) {
                     .map(|c| c.as_os_str().to_string_lossy().into_owned())
                     .collect();
                 match ObjectName::parse(&rel.join("/")) {
-                    Ok(n) => out.push((n, (md.len(), stamp(&md).0))),
+                    Ok(n) => out.push((n, stat_signature(&md))),
                     Err(e) => {
                         warn!(path = %path.display(), error = %e, "file name is not a valid object name; ignored")
                     }
@@ -407,15 +497,23 @@ fn scan_under(root: &Path, dir: &Path) -> Vec<(ObjectName, (u64, String))> {
 /// notifications). Where notifications cannot be set up at all, the watcher scans every
 /// `interval`, as before.
 ///
-/// A file is announced once its size and modification time have held still for one whole
-/// `interval`, so a file still being copied in is not loaded half-written. Hidden names
+/// A file is announced once its size, modification and change times have held still for one
+/// whole `interval`, so a file still being copied in is not loaded half-written; it is then
+/// read once to name its content's generation, and announced only when that generation is
+/// new (a `touch` announces nothing). Hidden names
 /// (starting with `.`, such as the store's own temporary files) and symbolic links are
 /// never announced, and links are never followed.
 pub struct Watcher {
     store: LocalStore,
     buckets: Vec<BucketName>,
+    /// Each bucket's directory as notifications may name it (absolute; with links resolved),
+    /// where that differs from the store's (a relative state dir).
+    resolved: HashMap<BucketName, Vec<PathBuf>>,
     interval: Duration,
     unsettled: Arc<AtomicUsize>,
+    /// Files known to be loaded already, taken as announced at start (see
+    /// [`Watcher::with_loaded`]).
+    loaded: Vec<Key>,
 }
 
 type Key = (BucketName, ObjectName);
@@ -436,8 +534,10 @@ impl Watcher {
         Self {
             store,
             buckets,
+            resolved: HashMap::new(),
             interval,
             unsettled: Arc::new(AtomicUsize::new(0)),
+            loaded: Vec::new(),
         }
     }
 
@@ -448,10 +548,28 @@ impl Watcher {
         self
     }
 
+    /// Takes the files `loaded` (loaded already, under an earlier scheme of generations) as
+    /// announced with their content as it is now: they are announced again only when they
+    /// change.
+    pub fn with_loaded(mut self, loaded: Vec<(BucketName, ObjectName)>) -> Self {
+        self.loaded = loaded;
+        self
+    }
+
     /// Watches until `tx` is closed, sending each arrival once per generation.
-    pub async fn run(self, tx: mpsc::UnboundedSender<ObjectRef>) {
+    pub async fn run(mut self, tx: mpsc::UnboundedSender<ObjectRef>) {
         let (events_tx, mut events) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
         let _notifier = self.notifier(events_tx);
+        for bucket in &self.buckets {
+            let dir = self.store.bucket_dir(bucket);
+            // Joined to the working directory as it is (what inotify reports for a relative
+            // watch), and with links and `..` resolved (what FSEvents reports).
+            let forms = [std::path::absolute(&dir), std::fs::canonicalize(&dir)];
+            let mut resolved: Vec<PathBuf> = forms.into_iter().flatten().collect();
+            resolved.retain(|p| p != &dir);
+            resolved.dedup();
+            self.resolved.insert(bucket.clone(), resolved);
+        }
         let rescan_every = if _notifier.is_some() {
             Self::RESCAN.max(self.interval)
         } else {
@@ -459,6 +577,34 @@ impl Watcher {
         };
         let tick = (self.interval / 2).max(Duration::from_millis(5));
         let mut state = WatchState::default();
+        let loaded: Vec<(Key, PathBuf)> = std::mem::take(&mut self.loaded)
+            .into_iter()
+            .map(|k| {
+                let path = self.store.path(&k.0, &k.1);
+                (k, path)
+            })
+            .collect();
+        let seen = tokio::task::spawn_blocking(move || {
+            loaded
+                .into_iter()
+                .filter_map(|(k, path)| {
+                    let md = std::fs::symlink_metadata(&path).ok()?;
+                    let meta = meta_blocking(&k.0, &k.1, &path).ok()?;
+                    Some((k, stat_signature(&md), meta.object.generation))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (key, signature, generation) in seen {
+            state.announced.insert(
+                key,
+                Announced {
+                    signature,
+                    generation,
+                },
+            );
+        }
         self.rescan(&mut state).await;
         let mut next_rescan = tokio::time::Instant::now() + rescan_every;
         // One ticker (not a sleep per loop turn), so a stream of notifications cannot starve it.
@@ -532,7 +678,13 @@ impl Watcher {
     /// The bucket and object a path names, if it is a visible path inside a watched bucket.
     fn key_of(&self, path: &Path) -> Option<(BucketName, String)> {
         self.buckets.iter().find_map(|bucket| {
-            let rel = path.strip_prefix(self.store.bucket_dir(bucket)).ok()?;
+            let dir = self.store.bucket_dir(bucket);
+            // Notifications name absolute paths; the store's root may be relative (the
+            // default `--state-dir .conveyor`), so its resolved form is tried as well.
+            let rel = path.strip_prefix(&dir).ok().or_else(|| {
+                let resolved = self.resolved.get(bucket)?;
+                resolved.iter().find_map(|r| path.strip_prefix(r).ok())
+            })?;
             let parts: Vec<String> = rel
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -564,7 +716,7 @@ impl Watcher {
                 }
             }
             Ok(Ok(md)) if md.is_file() => match ObjectName::parse(&rel) {
-                Ok(name) => state.saw((bucket, name), (md.len(), stamp(&md).0)),
+                Ok(name) => state.saw((bucket, name), stat_signature(&md)),
                 Err(e) => {
                     warn!(path = %path.display(), error = %e, "file name is not a valid object name; ignored");
                 }
@@ -613,57 +765,114 @@ impl Watcher {
         if due.is_empty() {
             return true;
         }
-        let paths: Vec<(Key, PathBuf)> = due
+        let paths: Vec<(Key, PathBuf, Signature)> = due
             .into_iter()
-            .map(|k| {
+            .filter_map(|k| {
                 let path = self.store.path(&k.0, &k.1);
-                (k, path)
+                let sig = state.pending.get(&k)?.signature.clone();
+                Some((k, path, sig))
             })
             .collect();
         let checked = tokio::task::spawn_blocking(move || {
             paths
                 .into_iter()
-                .map(|(k, path)| {
-                    let sig = std::fs::symlink_metadata(&path)
-                        .ok()
-                        .filter(std::fs::Metadata::is_file)
-                        .map(|md| (md.len(), stamp(&md).0));
-                    (k, sig)
+                .map(|(k, path, held)| {
+                    let seen = settled_blocking(&k, &path, &held);
+                    (k, seen)
                 })
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
-        for (key, sig) in checked {
-            let Some(sig) = sig else {
-                state.pending.remove(&key);
-                continue;
-            };
+        for (key, seen) in checked {
             let Some(pending) = state.pending.get_mut(&key) else {
                 continue;
             };
-            if pending.signature != sig {
-                // Still changing: wait another interval.
-                pending.signature = sig;
-                pending.since = now;
-                continue;
-            }
+            let (sig, size, generation) = match seen {
+                Seen::Gone => {
+                    state.pending.remove(&key);
+                    continue;
+                }
+                Seen::Changed(sig) => {
+                    // Still changing: wait another interval.
+                    pending.signature = sig;
+                    pending.since = now;
+                    continue;
+                }
+                Seen::Still {
+                    signature,
+                    size,
+                    generation,
+                } => (signature, size, generation),
+            };
             state.pending.remove(&key);
-            if state.announced.get(&key) == Some(&sig) {
+            let same = state
+                .announced
+                .get(&key)
+                .is_some_and(|a| a.generation == generation);
+            state.announced.insert(
+                key.clone(),
+                Announced {
+                    signature: sig,
+                    generation: generation.clone(),
+                },
+            );
+            if same {
+                // Touched (or rewritten with the same bytes): the same generation, loaded.
                 continue;
             }
             let object = ObjectRef {
-                bucket: key.0.clone(),
-                name: key.1.clone(),
-                generation: sig.1.clone(),
-                size: Some(sig.0),
+                bucket: key.0,
+                name: key.1,
+                generation,
+                size: Some(size),
             };
-            state.announced.insert(key, sig);
             if tx.send(object).is_err() {
                 return false;
             }
         }
         true
+    }
+}
+
+/// What a pending file is after its interval.
+enum Seen {
+    /// Gone, or no longer a regular file.
+    Gone,
+    /// Changed during the interval (its new signature).
+    Changed(Signature),
+    /// Held still: its content's generation.
+    Still {
+        signature: Signature,
+        size: u64,
+        generation: String,
+    },
+}
+
+/// Whether the file at `path` held still at `held`, and then its content's generation (the
+/// file is read to hash it; a file that changes while it is read is looked at again).
+fn settled_blocking(key: &Key, path: &Path, held: &Signature) -> Seen {
+    let Some(md) = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+    else {
+        return Seen::Gone;
+    };
+    let signature = stat_signature(&md);
+    if &signature != held {
+        return Seen::Changed(signature);
+    }
+    let Ok(meta) = meta_blocking(&key.0, &key.1, path) else {
+        return Seen::Gone;
+    };
+    match std::fs::symlink_metadata(path).map(|md| stat_signature(&md)) {
+        Ok(after) if after == signature => Seen::Still {
+            signature,
+            size: meta.object.size.unwrap_or(0),
+            generation: meta.object.generation,
+        },
+        Ok(after) => Seen::Changed(after),
+        Err(_) => Seen::Gone,
     }
 }
 
@@ -682,13 +891,19 @@ fn is_read(kind: &notify::EventKind) -> bool {
 #[derive(Default)]
 struct WatchState {
     pending: HashMap<Key, Pending>,
-    announced: HashMap<Key, Signature>,
+    announced: HashMap<Key, Announced>,
+}
+
+/// A file the watcher announced: as it was on disk then, and its content's generation.
+struct Announced {
+    signature: Signature,
+    generation: String,
 }
 
 impl WatchState {
     /// A file was seen with `sig`: pending unless already announced as it is.
     fn saw(&mut self, key: Key, sig: Signature) {
-        if self.announced.get(&key) == Some(&sig) {
+        if self.announced.get(&key).is_some_and(|a| a.signature == sig) {
             return;
         }
         let now = tokio::time::Instant::now();
@@ -905,5 +1120,143 @@ mod tests {
             .unwrap();
         assert_eq!((again.name.as_str(), again.size), ("d/e/one.csv", Some(6)));
         task.abort();
+    }
+
+    async fn next_arrival(
+        rx: &mut mpsc::UnboundedReceiver<ObjectRef>,
+        within: Duration,
+    ) -> Option<ObjectRef> {
+        tokio::time::timeout(within, rx.recv()).await.ok().flatten()
+    }
+
+    #[tokio::test]
+    async fn a_touched_file_is_not_announced_again_and_an_overwrite_keeping_its_mtime_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let b = BucketName::parse("landing").unwrap();
+        let path = dir.path().join("landing/a.csv");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "a\n1\n").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(
+            Watcher::new(store.clone(), vec![b.clone()], Duration::from_millis(20)).run(tx),
+        );
+        let first = next_arrival(&mut rx, Duration::from_secs(5))
+            .await
+            .expect("announced");
+        let old_mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+
+        // `touch`: a new modification time, the same bytes: the same generation.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(std::time::SystemTime::now()).unwrap();
+        drop(f);
+        assert!(
+            next_arrival(&mut rx, Duration::from_millis(500))
+                .await
+                .is_none(),
+            "a touch was announced as a new generation"
+        );
+        let head = store
+            .head(&b, &ObjectName::parse("a.csv").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            head.object.generation, first.generation,
+            "touch changed the generation"
+        );
+
+        // `cp -p`: other bytes of the same size, with the old modification time.
+        std::fs::write(&path, "a\n2\n").unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(old_mtime).unwrap();
+        drop(f);
+        let second = next_arrival(&mut rx, Duration::from_secs(5))
+            .await
+            .expect("the overwrite is announced");
+        assert_ne!(second.generation, first.generation);
+        assert!(
+            next_arrival(&mut rx, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "announced twice"
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_relative_state_dir_is_watched_through_notifications() {
+        let dir = tempfile::tempdir().unwrap();
+        // The same directory named relative to the working directory (as `--state-dir
+        // .conveyor` is), without changing the working directory of the test process.
+        let cwd = std::env::current_dir().unwrap().canonicalize().unwrap();
+        let target = dir.path().canonicalize().unwrap();
+        let ups = cwd.components().count() - 1;
+        let mut relative = PathBuf::new();
+        for _ in 0..ups {
+            relative.push("..");
+        }
+        relative.push(target.strip_prefix("/").unwrap());
+        assert!(relative.is_relative());
+        let store = LocalStore::new(&relative).unwrap();
+        let b = BucketName::parse("landing").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let gauge = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(
+            Watcher::new(store, vec![b], Duration::from_millis(20))
+                .with_gauge(gauge.clone())
+                .run(tx),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::write(target.join("landing/late.csv"), "a\n1\n").unwrap();
+        // Watcher::RESCAN is 30 s: only a notification announces it this soon.
+        let o = next_arrival(&mut rx, Duration::from_secs(5))
+            .await
+            .expect("noticed without waiting for the rescan");
+        assert_eq!(o.name.as_str(), "late.csv");
+        task.abort();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_fifo_or_a_folder_named_as_an_object_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let b = BucketName::parse("landing").unwrap();
+        std::fs::create_dir_all(dir.path().join("landing/folder")).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("landing/pipe"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let within = Duration::from_secs(5);
+        let fifo = ObjectName::parse("pipe").unwrap();
+        let head = tokio::time::timeout(within, store.head(&b, &fifo))
+            .await
+            .expect("no wait");
+        assert!(matches!(head, Err(PortError::Permanent(_))), "{head:?}");
+        let open = tokio::time::timeout(within, store.open(&b, &fifo))
+            .await
+            .expect("no wait");
+        assert!(
+            matches!(open, Err(PortError::Permanent(_))),
+            "{:?}",
+            open.err()
+        );
+        let blocking = store.open_blocking(&b, &fifo);
+        assert!(
+            matches!(blocking, Err(PortError::Permanent(_))),
+            "{blocking:?}"
+        );
+        let folder = ObjectName::parse("folder").unwrap();
+        assert!(
+            store.head(&b, &folder).await.unwrap().is_none(),
+            "a folder is no object"
+        );
+        assert!(matches!(
+            store.open(&b, &folder).await,
+            Err(PortError::NotFound(_))
+        ));
     }
 }

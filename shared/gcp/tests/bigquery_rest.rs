@@ -126,6 +126,8 @@ fn load_job() -> LoadJob {
         max_bad_records: 0,
         allow_quoted_newlines: false,
         schema_update_options: Vec::new(),
+        max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
+        generations_checked: true,
     }
 }
 

@@ -380,6 +380,21 @@ pub struct LoadSpec {
     /// generation (a hand-written request) is always checked.
     #[serde(default = "yes")]
     pub check_generation: bool,
+    /// The largest record (a CSV record, an NDJSON line) a load reads, in bytes. Default
+    /// 100,000,000 (100 MB, BigQuery's largest CSV and JSON row); at most that. A file with a
+    /// longer record fails its load as bad input (never retried), and the embedded warehouse
+    /// never holds more than about this much of one record in memory.
+    #[serde(default = "max_record_bytes")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_record_bytes: u64,
+}
+
+/// The default (and the largest) `load.max_record_bytes`: BigQuery's 100 MB row limit for CSV
+/// and JSON.
+pub const MAX_RECORD_BYTES: u64 = 100_000_000;
+
+fn max_record_bytes() -> u64 {
+    MAX_RECORD_BYTES
 }
 
 /// The default of `load.ignore`.

@@ -772,6 +772,13 @@ impl Validator {
                     ),
                 );
             }
+            if !(1..=super::MAX_RECORD_BYTES).contains(&load.max_record_bytes) {
+                self.issue(
+                    format!("{path}.load.max_record_bytes"),
+                    at(&["load", "max_record_bytes"]),
+                    "must be from 1 to 100000000 (BigQuery's 100 MB row limit)",
+                );
+            }
             if load.clustering.len() > 4 {
                 self.issue(
                     format!("{path}.load.clustering"),
@@ -1392,6 +1399,22 @@ pipelines:
             assert_eq!(found.len(), 1, "{write}: {found:?}");
             assert_eq!(found[0].path, "pipelines[0].load.schema_update_options");
             assert!(found[0].message.contains(write), "{}", found[0].message);
+        }
+    }
+
+    #[test]
+    fn max_record_bytes_is_refused_outside_one_byte_to_bigquerys_row_limit() {
+        let with = |n: u64| {
+            GOOD.replace(
+                "      format: CSV\n",
+                &format!("      format: CSV\n      max_record_bytes: {n}\n"),
+            )
+        };
+        assert!(issues(&with(1_000)).is_empty());
+        for bad in [0, 100_000_001] {
+            let found = issues(&with(bad));
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert_eq!(found[0].path, "pipelines[0].load.max_record_bytes");
         }
     }
 

@@ -22,7 +22,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use log::{ends_in_failure, row_for};
-pub use rejections::{Rejections, record_rejection};
+pub use rejections::{
+    About, MAX_GENERATION, Rejections, bounded_generation, bounded_reason, record_rejection,
+    record_rejection_about,
+};
 pub use stage::{ProgressKind, StageProgress, StageReport, stage_pipeline};
 pub use wiring::{WiringError, check_wiring};
 

@@ -10,7 +10,9 @@
 //! header that autodetect names the columns from.
 
 use std::collections::VecDeque;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::csv::{ByteRecord, Reader, ReaderBuilder};
 
@@ -18,7 +20,10 @@ use super::convert::{
     SAMPLE_ROWS, TextInference, bad, check_null, conversion_error, duplicate_name, find_column,
     from_text_into, quote,
 };
-use super::{Column, DecodeOptions, Format, FormatError, Next, RowReader, Value};
+use super::{
+    Column, DecodeOptions, Format, FormatError, MAX_COLUMNS, Next, RowReader, SAMPLE_BYTES, Value,
+    record_too_long, too_many_columns,
+};
 
 fn unreadable(reason: String) -> FormatError {
     FormatError::Unreadable {
@@ -27,8 +32,55 @@ fn unreadable(reason: String) -> FormatError {
     }
 }
 
+/// The input of the CSV parser, refusing to read on once the record being parsed is longer
+/// than the limit (plus the parser's buffer): a record over `load.max_record_bytes` is never
+/// held whole, whatever its shape (one line, or many in quotes).
+struct Limited {
+    inner: Box<dyn BufRead + Send>,
+    /// Bytes handed to the parser.
+    read: u64,
+    /// Where the record being parsed starts (updated after each record).
+    start: Arc<AtomicU64>,
+    limit: u64,
+}
+
+/// What the parser may read beyond a record's limit before it is stopped (its own buffer).
+const PARSER_SLACK: u64 = 64 << 10;
+
+impl Read for Limited {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let start = self.start.load(Ordering::Relaxed);
+        if self.read.saturating_sub(start) > self.limit.saturating_add(PARSER_SLACK) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                RecordTooLong,
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// The error [`Limited`] stops the parser with.
+#[derive(Debug)]
+struct RecordTooLong;
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("record too long")
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+type CsvReader = Reader<Limited>;
+
 struct CsvRows {
-    reader: Reader<Box<dyn BufRead + Send>>,
+    reader: CsvReader,
+    /// Where the record being parsed starts, for [`Limited`].
+    start: Arc<AtomicU64>,
+    limit: u64,
     /// Records read ahead (the autodetect sample), served before the rest of the file.
     sample: VecDeque<ByteRecord>,
     record: ByteRecord,
@@ -45,17 +97,34 @@ pub(super) fn open(
     input: Box<dyn BufRead + Send>,
     options: &DecodeOptions,
 ) -> Result<(Vec<Column>, Box<dyn RowReader>), FormatError> {
+    let start = Arc::new(AtomicU64::new(0));
+    let limit = options.record_limit();
     let mut reader = ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(input);
+        .from_reader(Limited {
+            inner: input,
+            read: 0,
+            start: start.clone(),
+            limit,
+        });
     let mut header: Option<ByteRecord> = None;
     for _ in 0..options.skip_leading_rows {
         let mut record = ByteRecord::new();
-        if !read(&mut reader, &mut record)? {
+        if !read(&mut reader, &mut record, &start, limit)? {
             break;
         }
         header = Some(record);
+    }
+    if let Some(h) = &header
+        && h.len() > MAX_COLUMNS
+    {
+        return Err(too_many_columns(Format::Csv, h.len()));
+    }
+    if let Some(declared) = &options.schema
+        && declared.len() > MAX_COLUMNS
+    {
+        return Err(too_many_columns(Format::Csv, declared.len()));
     }
     let header = header
         .map(|h| -> Result<(u64, Vec<String>), FormatError> {
@@ -93,11 +162,17 @@ pub(super) fn open(
             (columns.clone(), indexes, width)
         }
         None => {
-            while sample.len() < SAMPLE_ROWS {
+            // At most SAMPLE_ROWS records, and no more than SAMPLE_BYTES of them (or one).
+            let mut bytes = 0u64;
+            while sample.len() < SAMPLE_ROWS && bytes < SAMPLE_BYTES {
                 let mut record = ByteRecord::new();
-                if !read(&mut reader, &mut record)? {
+                if !read(&mut reader, &mut record, &start, limit)? {
                     break;
                 }
+                if sample.is_empty() && header.is_none() && record.len() > MAX_COLUMNS {
+                    return Err(too_many_columns(Format::Csv, record.len()));
+                }
+                bytes += record.as_slice().len() as u64;
                 sample.push_back(record);
             }
             let columns = detect(header.as_ref(), &sample)?;
@@ -107,6 +182,8 @@ pub(super) fn open(
     };
     let rows = CsvRows {
         reader,
+        start,
+        limit,
         sample,
         record: ByteRecord::new(),
         columns: columns.clone(),
@@ -117,14 +194,31 @@ pub(super) fn open(
     Ok((columns, Box::new(rows)))
 }
 
-/// Reads the next record; `false` at the end.
+/// Reads the next record; `false` at the end. A record longer than `limit` bytes makes the
+/// file unreadable (found while it is read, or once it is whole).
 fn read(
-    reader: &mut Reader<Box<dyn BufRead + Send>>,
+    reader: &mut CsvReader,
     record: &mut ByteRecord,
+    start: &AtomicU64,
+    limit: u64,
 ) -> Result<bool, FormatError> {
-    reader
-        .read_byte_record(record)
-        .map_err(|e| unreadable(e.to_string()))
+    let from = reader.position().clone();
+    let more = reader.read_byte_record(record).map_err(|e| {
+        let too_long = matches!(e.kind(), ::csv::ErrorKind::Io(io)
+            if io.get_ref().is_some_and(|inner| inner.is::<RecordTooLong>()));
+        if too_long {
+            unreadable(record_too_long(limit, from.line()))
+        } else {
+            unreadable(e.to_string())
+        }
+    })?;
+    let end = reader.position().byte();
+    start.store(end, Ordering::Relaxed);
+    // The record's bytes, without its line ending.
+    if end.saturating_sub(from.byte()).saturating_sub(1) > limit {
+        return Err(unreadable(record_too_long(limit, from.line())));
+    }
+    Ok(more)
 }
 
 fn line_of(record: &ByteRecord) -> u64 {
@@ -232,7 +326,7 @@ impl RowReader for CsvRows {
             Some(record) => record,
             None => {
                 let mut record = std::mem::take(&mut self.record);
-                let more = read(&mut self.reader, &mut record);
+                let more = read(&mut self.reader, &mut record, &self.start, self.limit);
                 self.record = record;
                 if !more? {
                     return Ok(Next::End);
@@ -397,6 +491,7 @@ mod tests {
                 schema: Some(schema),
                 skip_leading_rows: 1,
                 allow_quoted_newlines: true,
+                ..Default::default()
             },
         ));
         assert_eq!(

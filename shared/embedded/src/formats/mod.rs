@@ -65,6 +65,46 @@ pub struct DecodeOptions {
     /// CSV: whether a quoted field may contain a newline (BigQuery's `allowQuotedNewlines`,
     /// default false: such a row is bad).
     pub allow_quoted_newlines: bool,
+    /// CSV and NDJSON: the longest record, in bytes (`load.max_record_bytes`); `0` means
+    /// [`MAX_RECORD_BYTES`]. A longer record makes the file unreadable as soon as the limit
+    /// is passed: it is never read whole.
+    pub max_record_bytes: u64,
+}
+
+impl DecodeOptions {
+    /// The record limit in force.
+    fn record_limit(&self) -> u64 {
+        match self.max_record_bytes {
+            0 => MAX_RECORD_BYTES,
+            n => n,
+        }
+    }
+}
+
+pub use conveyor_core::config::MAX_RECORD_BYTES;
+
+/// The most bytes of records an autodetect sample holds (beyond one record): with very long
+/// records the sample has fewer than [`SAMPLE_ROWS`] rows, so memory stays bounded.
+const SAMPLE_BYTES: u64 = 64 << 20;
+
+/// The most columns a file may have (BigQuery's limit on a table's columns); a file with
+/// more is unreadable, refused before its columns are built.
+pub const MAX_COLUMNS: usize = 10_000;
+
+/// Why a file of `format` with `n` columns is refused.
+fn too_many_columns(format: Format, n: usize) -> FormatError {
+    FormatError::Unreadable {
+        format,
+        reason: format!("{n} columns: a table holds at most {MAX_COLUMNS} (BigQuery's limit)"),
+    }
+}
+
+/// The message of a record over the limit.
+fn record_too_long(limit: u64, line: u64) -> String {
+    format!(
+        "the record at line {line} is longer than {limit} bytes (load.max_record_bytes); \
+         it was not read further"
+    )
 }
 
 /// Why a file could not be decoded.
@@ -224,6 +264,16 @@ impl BadRowBudget {
     /// Whether the error already lists as many rows as it will.
     pub fn full(&self) -> bool {
         self.kept.len() >= MAX_BAD_ROWS
+    }
+
+    /// Forgets the bad rows recorded after the first `count` (a source that is not loaded
+    /// after all).
+    pub fn truncate(&mut self, count: u64) {
+        if count < self.count {
+            self.count = count;
+            self.kept
+                .truncate(usize::try_from(count).unwrap_or(usize::MAX));
+        }
     }
 
     /// Bad rows skipped so far.
@@ -686,5 +736,98 @@ mod tests {
             "1 bad row(s), first at row 7: column `x` is REQUIRED but the value is NULL"
         );
         assert_eq!(ColumnType::Float64.to_string(), "FLOAT64");
+    }
+
+    /// A stream of `header` then `body` repeated up to `len` bytes, counting what was read.
+    struct Counted {
+        inner: Box<dyn Read + Send>,
+        read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    /// Decodes a file of `head` and then 50 MB of `fill` (one endless record) with a 64 KiB
+    /// record limit: the error, and how many bytes were read.
+    fn decode_endless(format: Format, head: &'static [u8], fill: u8) -> (String, u64) {
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let inner = head.chain(std::io::repeat(fill).take(50 << 20));
+        let input = Input::Stream(Box::new(std::io::BufReader::new(Counted {
+            inner: Box::new(inner),
+            read: read.clone(),
+        })));
+        let options = DecodeOptions {
+            skip_leading_rows: u64::from(format == Format::Csv),
+            max_record_bytes: 64 << 10,
+            ..Default::default()
+        };
+        let mut row = Vec::new();
+        let error = match Decoder::open(format, input, &options) {
+            Err(e) => e.to_string(),
+            Ok(mut decoder) => loop {
+                match decoder.next_row(&mut row) {
+                    Err(e) => break e.to_string(),
+                    Ok(Next::End) => break "no error".to_owned(),
+                    Ok(_) => {}
+                }
+            },
+        };
+        (error, read.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    #[test]
+    fn a_record_over_the_limit_is_refused_without_being_read_whole() {
+        for (format, head, fill) in [
+            (Format::Csv, &b"a,b\n1,2\n"[..], b'x'),
+            (Format::Csv, &b"a,b\n1,\""[..], b'x'), // one quoted field, never closed
+            (Format::Ndjson, &b"{\"a\": 1}\n{\"a\": \""[..], b'x'),
+            (Format::Csv, &b""[..], 0), // a sparse file: NUL bytes, no line end
+        ] {
+            let (error, read) = decode_endless(format, head, fill);
+            assert!(error.contains("max_record_bytes"), "{format:?}: {error}");
+            assert!(
+                read < 2 << 20,
+                "{format:?}: read {read} bytes of a 50 MB record to refuse it"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_with_more_columns_than_a_table_holds_is_unreadable() {
+        let wide = |n: usize| {
+            let mut line = (0..n)
+                .map(|i| format!("c{i}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            line.push('\n');
+            line
+        };
+        for skip in [0, 1] {
+            let text = wide(MAX_COLUMNS + 1);
+            let options = DecodeOptions {
+                skip_leading_rows: skip,
+                ..Default::default()
+            };
+            let e = decode(Format::Csv, text.as_bytes(), &options).unwrap_err();
+            assert!(e.to_string().contains("columns"), "{e}");
+        }
+        let object: String = (0..=MAX_COLUMNS)
+            .map(|i| format!("\"c{i}\": 1"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let e = decode(
+            Format::Ndjson,
+            format!("{{{object}}}\n").as_bytes(),
+            &DecodeOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("columns"), "{e}");
+        assert!(decode(Format::Csv, wide(50).as_bytes(), &DecodeOptions::default()).is_ok());
     }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, Read as _};
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
@@ -41,6 +41,8 @@ struct NdjsonRows {
     repeated: Vec<bool>,
     exact: HashMap<String, usize>,
     folded: HashMap<String, Option<usize>>,
+    /// The longest line read, in bytes.
+    limit: u64,
 }
 
 /// Opens an NDJSON stream (with autodetect, reads the sample).
@@ -57,6 +59,7 @@ pub(super) fn open(
         repeated: Vec::new(),
         exact: HashMap::new(),
         folded: HashMap::new(),
+        limit: options.record_limit(),
     };
     let columns = match &options.schema {
         Some(columns) => {
@@ -65,12 +68,19 @@ pub(super) fn open(
         }
         None => {
             let mut objects = 0;
-            while objects < SAMPLE_ROWS {
+            let mut bytes = 0u64;
+            // At most SAMPLE_ROWS objects, and no more than SAMPLE_BYTES of them (or one
+            // record): memory stays bounded by the record limit.
+            while objects < SAMPLE_ROWS && bytes < super::SAMPLE_BYTES {
                 let Some(line) = rows.read_line()? else { break };
+                bytes += rows.line.len() as u64;
                 objects += usize::from(line.1.is_ok());
                 rows.sample.push_back(line);
             }
             let (columns, repeated) = detect(&rows.sample);
+            if columns.len() > super::MAX_COLUMNS {
+                return Err(super::too_many_columns(Format::Ndjson, columns.len()));
+            }
             rows.repeated = repeated;
             columns
         }
@@ -91,14 +101,19 @@ impl NdjsonRows {
     fn read_line(&mut self) -> Result<Option<ReadLine>, FormatError> {
         loop {
             self.line.clear();
-            let n = self
-                .input
+            // At most one byte over the limit is read: a longer line is never held whole.
+            let n = (&mut self.input)
+                .take(self.limit.saturating_add(1))
                 .read_until(b'\n', &mut self.line)
                 .map_err(|e| unreadable(format!("read error after line {}: {e}", self.number)))?;
             if n == 0 {
                 return Ok(None);
             }
             self.number += 1;
+            let content = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+            if content.len() as u64 > self.limit {
+                return Err(unreadable(super::record_too_long(self.limit, self.number)));
+            }
             let mut bytes = self.line.as_slice();
             if self.number == 1 {
                 bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);

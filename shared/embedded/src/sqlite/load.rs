@@ -209,10 +209,14 @@ impl Ahead {
                 let mut chunk = spent_rx.try_recv().unwrap_or_default();
                 let mut buffers: Vec<Vec<Value>> = chunk.drain(..).map(|(_, row)| row).collect();
                 let mut last = false;
-                while chunk.len() < AHEAD_CHUNK && !last {
+                let mut bytes = 0;
+                // At most AHEAD_CHUNK rows, and at most BATCH_BYTES of them (or one row):
+                // the two chunks in flight stay bounded with long records.
+                while chunk.len() < AHEAD_CHUNK && bytes < BATCH_BYTES && !last {
                     let mut row = buffers.pop().unwrap_or_default();
                     let next = decoder.next_row(&mut row);
                     last = !matches!(next, Ok(Next::Row(_) | Next::Bad(_)));
+                    bytes += row_bytes(&row);
                     chunk.push((next, row));
                 }
                 // The receiver is gone when the job stopped early: stop too.
@@ -274,6 +278,23 @@ struct Batch {
     rows: Vec<Vec<Value>>,
     lines: Vec<u64>,
     filled: usize,
+    /// The bytes of text and blobs in the filled rows.
+    bytes: usize,
+}
+
+/// The bytes of text and blobs a batch holds before it is inserted, whatever its row count:
+/// with long records (up to `load.max_record_bytes`) a batch of 64 would hold 64 of them.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// The bytes of text and blobs in `row` (what grows with the record's size).
+fn row_bytes(row: &[Value]) -> usize {
+    row.iter()
+        .map(|v| match v {
+            Value::Text(t) => t.len(),
+            Value::Bytes(b) => b.len(),
+            _ => 8,
+        })
+        .sum()
 }
 
 impl Batch {
@@ -283,6 +304,7 @@ impl Batch {
     /// row to name it.
     fn flush(&mut self, tx: &Connection, target: &Target) -> Result<(), PortError> {
         let filled = std::mem::take(&mut self.filled);
+        self.bytes = 0;
         if filled == 0 {
             return Ok(());
         }
@@ -322,6 +344,10 @@ impl Batch {
     }
 }
 
+/// The most columns of a SQLite table (`SQLITE_MAX_COLUMN` of the bundled build); BigQuery
+/// holds 10,000.
+const SQLITE_MAX_COLUMNS: usize = 2000;
+
 fn prepare_target(
     conn: &Connection,
     job: &LoadJob,
@@ -329,6 +355,14 @@ fn prepare_target(
     exists: bool,
     columns: &[Column],
 ) -> Result<Target, PortError> {
+    if columns.len() > SQLITE_MAX_COLUMNS {
+        // SQLite answers "too many columns" as a generic error: never retried here.
+        return Err(PortError::permanent(format!(
+            "the file has {} columns: the embedded warehouse (SQLite) holds at most \
+             {SQLITE_MAX_COLUMNS} per table (BigQuery 10,000)",
+            columns.len()
+        )));
+    }
     let dataset = &job.table.dataset;
     let quoted = format!("\"{dataset}\".{}", ident(name));
     if exists {
@@ -439,8 +473,67 @@ fn prepare_target(
     })
 }
 
+/// The content check of one local source: the SHA-256 of every byte the decoder read, and a
+/// second handle on the same open file (sharing its offset) to hash what it left unread.
+/// The open file is the one that was checked, so a rename over the name (how the store and
+/// most tools overwrite) cannot swap the bytes under the load.
+struct ContentCheck {
+    hashed: Arc<std::sync::Mutex<(Sha256, u64)>>,
+    rest: std::fs::File,
+    generation: String,
+}
+
+impl ContentCheck {
+    /// Whether the content read (and the rest of the file) is still `generation`.
+    fn holds(self) -> Result<bool, std::io::Error> {
+        let mut rest = Hashing {
+            file: self.rest,
+            hashed: self.hashed.clone(),
+        };
+        std::io::copy(&mut rest, &mut std::io::sink())?;
+        drop(rest);
+        let (h, size) = std::mem::take(
+            &mut *self
+                .hashed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        Ok(crate::store::content_generation(size, &h.finalize()) == self.generation)
+    }
+}
+
+/// A file whose bytes are hashed as they are read.
+struct Hashing {
+    file: std::fs::File,
+    hashed: Arc<std::sync::Mutex<(Sha256, u64)>>,
+}
+
+impl Read for Hashing {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        let mut hashed = self
+            .hashed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hashed.0.update(&buf[..n]);
+        hashed.1 += n as u64;
+        Ok(n)
+    }
+}
+
+/// Why a source is not loaded: its content is no longer the generation the job names.
+fn overwritten(source: &ObjectRef) -> PortError {
+    PortError::precondition(format!(
+        "{} changed after its arrival: its content is no longer generation {}",
+        source.uri(),
+        source.generation
+    ))
+}
+
 /// Opens one source for the decoder: a stream read through the runtime, or, for Parquet
 /// (which needs random access), a copy in an anonymous temporary file beside the databases.
+/// A local file checked against its generation (`check`) comes with its [`ContentCheck`]
+/// (a Parquet file is hashed before it is decoded: [`PortError::Precondition`] when changed).
 fn open_input(
     handle: &Handle,
     store: &Arc<dyn ObjectStore>,
@@ -448,20 +541,45 @@ fn open_input(
     source: &ObjectRef,
     format: Format,
     dir: &Path,
-) -> Result<Input, PortError> {
+    check: bool,
+) -> Result<(Input, Option<ContentCheck>), PortError> {
     let missing = || PortError::permanent(format!("{} does not exist", source.uri()));
     if let Some(local) = local {
         // A local file is read here, on the load's thread: no trip through the runtime per
         // read, and a Parquet file is read in place (it is seekable).
-        return match local.open_blocking(&source.bucket, &source.name) {
-            Ok(file) if format == Format::Parquet => Ok(Input::File(file)),
-            Ok(file) => Ok(Input::Stream(Box::new(BufReader::with_capacity(
-                1 << 16,
-                file,
-            )))),
-            Err(PortError::NotFound(_)) => Err(missing()),
-            Err(e) => Err(e),
+        let mut file = match local.open_blocking(&source.bucket, &source.name) {
+            Ok(file) => file,
+            Err(PortError::NotFound(_)) => return Err(missing()),
+            Err(e) => return Err(e),
         };
+        let read_error =
+            |e: std::io::Error| PortError::transient(format!("read {}: {e}", source.uri()));
+        let check = check && !source.generation.is_empty();
+        if format == Format::Parquet {
+            if check {
+                use std::io::Seek as _;
+                let (size, digest) =
+                    crate::store::hash_content(&mut file, 1 << 16).map_err(read_error)?;
+                if crate::store::content_generation(size, &digest) != source.generation {
+                    return Err(overwritten(source));
+                }
+                file.rewind().map_err(read_error)?;
+            }
+            return Ok((Input::File(file), None));
+        }
+        if !check {
+            let input = Input::Stream(Box::new(BufReader::with_capacity(1 << 16, file)));
+            return Ok((input, None));
+        }
+        let hashed = Arc::new(std::sync::Mutex::new((Sha256::new(), 0)));
+        let content = ContentCheck {
+            hashed: hashed.clone(),
+            rest: file.try_clone().map_err(read_error)?,
+            generation: source.generation.clone(),
+        };
+        let reader = Hashing { file, hashed };
+        let input = Input::Stream(Box::new(BufReader::with_capacity(1 << 16, reader)));
+        return Ok((input, Some(content)));
     }
     let stream = match handle.block_on(store.open(&source.bucket, &source.name)) {
         Ok(s) => s,
@@ -474,12 +592,15 @@ fn open_input(
     if format == Format::Parquet {
         let mut file = tempfile::tempfile_in(dir).map_err(transient)?;
         std::io::copy(&mut reader, &mut file).map_err(read_error)?;
-        Ok(Input::File(file))
+        Ok((Input::File(file), None))
     } else {
-        Ok(Input::Stream(Box::new(BufReader::with_capacity(
-            1 << 16,
-            ReadErrors(reader),
-        ))))
+        Ok((
+            Input::Stream(Box::new(BufReader::with_capacity(
+                1 << 16,
+                ReadErrors(reader),
+            ))),
+            None,
+        ))
     }
 }
 
@@ -534,21 +655,53 @@ fn run(
     let mut rows: u64 = 0;
     let several = job.sources.len() > 1;
     let mut batch = Batch::default();
+    // Sources whose content changed since their arrival: not loaded (their newer generation's
+    // own arrival loads it).
+    let mut changed: Vec<String> = Vec::new();
+    let mut loaded_sources = 0usize;
     for source in &job.sources {
         let options = DecodeOptions {
             schema: declared.clone().or_else(|| detected.clone()),
             skip_leading_rows: job.skip_leading_rows,
             allow_quoted_newlines: job.allow_quoted_newlines,
+            max_record_bytes: job.max_record_bytes,
         };
-        let input = open_input(handle, store, local, source, job.format, dir)?;
+        let (input, content) = match open_input(
+            handle,
+            store,
+            local,
+            source,
+            job.format,
+            dir,
+            job.generations_checked,
+        ) {
+            Ok(opened) => opened,
+            Err(e @ PortError::Precondition(_)) => {
+                warn!(job_id = %job.job_id, error = %e, "source not loaded");
+                changed.push(source.uri());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let decoder =
             Decoder::open(job.format, input, &options).map_err(|e| format_error(e, source))?;
         if decoder.columns().is_empty() {
+            if let Some(content) = content
+                && !content.holds().map_err(transient)?
+            {
+                changed.push(source.uri());
+            }
             continue;
         }
+        // Each source in a savepoint: one whose content turns out to have changed is undone
+        // alone (with the table it created, if it did).
+        tx.execute_batch("SAVEPOINT source").map_err(sqlite_error)?;
+        let (detected_here, target_here) = (detected.is_none(), target.is_none());
         if declared.is_none() && detected.is_none() {
             detected = Some(decoder.columns().to_vec());
         }
+        let bad_before = budget.count();
+        let rows_before = rows;
         // A large file is decoded on a thread of its own while this one inserts.
         let columns = decoder.columns().to_vec();
         let mut decoder = if source.size.unwrap_or(0) >= DECODE_AHEAD_BYTES {
@@ -556,7 +709,7 @@ fn run(
         } else {
             Rows::Here(decoder)
         };
-        let target = match &target {
+        let tgt = match &target {
             Some(t) => {
                 if !same_columns(&t.columns, &columns) {
                     return Err(PortError::permanent(format!(
@@ -578,7 +731,7 @@ fn run(
                 Ok(next) => next,
                 Err(e) => {
                     // The rows read before it are inserted first: their errors come first.
-                    batch.flush(&tx, target)?;
+                    batch.flush(&tx, tgt)?;
                     return Err(format_error(e, source));
                 }
             };
@@ -589,14 +742,15 @@ fn run(
                     }
                     batch.lines.resize(batch.filled + 1, 0);
                     batch.lines[batch.filled] = number;
+                    batch.bytes += row_bytes(&batch.rows[batch.filled]);
                     batch.filled += 1;
-                    if batch.filled == target.per_insert {
-                        batch.flush(&tx, target)?;
+                    if batch.filled == tgt.per_insert || batch.bytes >= BATCH_BYTES {
+                        batch.flush(&tx, tgt)?;
                     }
                     rows += 1;
                 }
                 Next::Bad(mut bad) => {
-                    batch.flush(&tx, target)?;
+                    batch.flush(&tx, tgt)?;
                     if several {
                         bad.reason = format!("{}: {}", source.uri(), bad.reason);
                     }
@@ -608,10 +762,46 @@ fn run(
                 Next::End => break,
             }
         }
-        batch.flush(&tx, target)?;
+        batch.flush(&tx, tgt)?;
+        drop(decoder);
         if budget.exceeded() {
             break;
         }
+        let holds = match content {
+            Some(content) => content.holds().map_err(transient)?,
+            None => true,
+        };
+        if holds {
+            tx.execute_batch("RELEASE source").map_err(sqlite_error)?;
+            loaded_sources += 1;
+            continue;
+        }
+        warn!(job_id = %job.job_id, source = %source.uri(), generation = %source.generation, "source changed after its arrival; not loaded");
+        tx.execute_batch("ROLLBACK TO source; RELEASE source")
+            .map_err(sqlite_error)?;
+        changed.push(source.uri());
+        rows = rows_before;
+        budget.truncate(bad_before);
+        if detected_here {
+            detected = None;
+        }
+        if target_here {
+            target = None;
+        }
+    }
+    if !changed.is_empty() && loaded_sources == 0 {
+        // Nothing of the job is what it was asked to load: nothing is recorded, so the
+        // arrival's redelivery finds its generation superseded.
+        return Err(PortError::precondition(format!(
+            "{} changed after {} arrival: {} no longer the generation the load names",
+            changed.join(", "),
+            if changed.len() == 1 { "its" } else { "their" },
+            if changed.len() == 1 {
+                "it is"
+            } else {
+                "they are"
+            },
+        )));
     }
     budget.check().map_err(|e| match e {
         FormatError::BadRows(bad) => PortError::BadRows(bad),
@@ -831,6 +1021,8 @@ mod tests {
             max_bad_records: 0,
             allow_quoted_newlines: false,
             schema_update_options: Vec::new(),
+            max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
+            generations_checked: true,
         }
     }
 
@@ -1403,5 +1595,93 @@ mod tests {
             "{result:?}"
         );
         other.execute_batch("ROLLBACK").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_source_overwritten_after_its_arrival_is_not_loaded_under_the_old_generation() {
+        let mut s = setup();
+        // As the embedded runtime opens it: reading the local store's files itself.
+        s.warehouse = SqliteWarehouse::open_local(&s.warehouse_dir, s.store.clone()).unwrap();
+        let old = put(&s.store, "a.csv", b"n\n1\n2\n").await;
+        let kept = put(&s.store, "b.csv", b"n\n7\n").await;
+        // Overwritten while the arrival waited for the database.
+        let new = put(&s.store, "a.csv", b"n\n10\n20\n30\n").await;
+        assert_ne!(old.generation, new.generation);
+        let result = s
+            .warehouse
+            .load(
+                &job("load-old", "analytics.t", Format::Csv, vec![old.clone()]),
+                Default::default(),
+            )
+            .await;
+        assert!(
+            matches!(&result, Err(PortError::Precondition(_))),
+            "the newer content was loaded under the older generation: {result:?}"
+        );
+        assert_eq!(
+            dump(&s.warehouse_dir, "analytics", "t"),
+            None,
+            "nothing loaded"
+        );
+        // In a job of several sources, the changed one is left out (its own arrival loads
+        // the new content), the others load.
+        let status = s
+            .warehouse
+            .load(
+                &job("load-two", "analytics.t", Format::Csv, vec![old, kept]),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status.state, LoadState::Done { rows: 1 });
+        let status = s
+            .warehouse
+            .load(
+                &job("load-new", "analytics.t", Format::Csv, vec![new]),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status.state, LoadState::Done { rows: 3 });
+        assert_eq!(
+            dump(&s.warehouse_dir, "analytics", "t").unwrap(),
+            ["7", "10", "20", "30"]
+        );
+    }
+
+    #[tokio::test]
+    async fn more_columns_than_sqlite_holds_or_a_record_over_the_limit_is_a_permanent_failure() {
+        let s = setup();
+        let header: Vec<String> = (0..2001).map(|i| format!("c{i}")).collect();
+        let wide = put(
+            &s.store,
+            "wide.csv",
+            format!("{}\n", header.join(",")).as_bytes(),
+        )
+        .await;
+        let result = s
+            .warehouse
+            .load(
+                &job("load-wide", "analytics.wide", Format::Csv, vec![wide]),
+                Default::default(),
+            )
+            .await;
+        assert!(
+            matches!(&result, Err(PortError::Permanent(m)) if m.contains("columns")),
+            "{result:?}"
+        );
+        let long = put(
+            &s.store,
+            "long.csv",
+            format!("a\n1\n{}\n", "x".repeat(300_000)).as_bytes(),
+        )
+        .await;
+        let mut limited = job("load-long", "analytics.long", Format::Csv, vec![long]);
+        limited.max_record_bytes = 1000;
+        let result = s.warehouse.load(&limited, Default::default()).await;
+        assert!(
+            matches!(&result, Err(PortError::Permanent(m)) if m.contains("max_record_bytes")),
+            "{result:?}"
+        );
     }
 }

@@ -348,6 +348,8 @@ mod tests {
             max_bad_records: 2,
             allow_quoted_newlines: false,
             schema_update_options: vec![SchemaUpdateOption::AllowFieldAddition],
+            max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
+            generations_checked: true,
         };
         let c = load_configuration(&job, "proj-123");
         assert_eq!(c["sourceUris"][0], "gs://landing/sales/a.csv");

@@ -127,6 +127,8 @@ impl<'a> Loader<'a> {
             max_bad_records: spec.max_bad_records,
             allow_quoted_newlines: spec.allow_quoted_newlines,
             schema_update_options: spec.schema_update_options.clone(),
+            max_record_bytes: spec.max_record_bytes,
+            generations_checked: spec.check_generation,
         };
         match self
             .ctx
@@ -151,6 +153,14 @@ impl<'a> Loader<'a> {
             },
             Err(e @ PortError::Transient(_)) => {
                 warn!(table = %self.table, error = %e, "load failed; will be retried");
+                return Err(StepError::Transient(e.to_string()));
+            }
+            Err(e @ PortError::Precondition(_)) => {
+                // The bytes the warehouse opened are no longer the generation the arrival
+                // named (overwritten while it waited): nothing was loaded. Redelivered, the
+                // arrival's generation is checked again and recorded as superseded; the newer
+                // generation's own arrival loads the new content, once.
+                warn!(table = %self.table, error = %e, "source changed since its arrival; redelivered to check its generation");
                 return Err(StepError::Transient(e.to_string()));
             }
             Err(e) => self.failure = Some(e.to_string()),

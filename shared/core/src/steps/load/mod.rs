@@ -37,9 +37,9 @@ pub(super) async fn waiting(ctx: &Context) -> Result<Vec<String>, StepError> {
     Ok(out)
 }
 
-use super::{Context, Outcome, StepError, describe, publish};
+use super::{Context, Outcome, StepError, describe};
 use crate::config::{LoadBatch, LoadSpec, Pipeline, render, table_safe};
-use crate::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};
+use crate::event::{Detail, EventType, ObjectRef};
 use crate::inbound::Inbound;
 use crate::names::{RunId, TableRef};
 
@@ -207,51 +207,37 @@ async fn live_generation(
     Ok(Some(object))
 }
 
-/// Records that an arrival's generation is no longer live (overwritten or deleted).
+/// Records that an arrival's generation is no longer live (overwritten or deleted),
+/// aggregated like rejections (a flood of forged generations is one row and a count), the
+/// caller's generation stored at most [`super::MAX_GENERATION`] bytes long.
 async fn superseded(
     ctx: &Context,
     object: &ObjectRef,
     live: Option<&str>,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
+    let generation = super::bounded_generation(&object.generation);
     let what = match live {
-        Some(g) => format!("generation {} is live now", g),
+        Some(g) => format!("generation {g} is live now"),
         None => "the object is gone".to_owned(),
     };
-    info!(object = %object.uri(), generation = %object.generation, live = ?live, "superseded arrival; not loaded");
-    let run_id = RunId::derive(
-        &crate::names::PipelineName::parse("superseded")
-            .map_err(|e| StepError::Rejected(e.to_string()))?,
-        &[
-            object.bucket.as_str(),
-            object.name.as_str(),
-            &object.generation,
-        ],
+    info!(object = %object.uri(), generation = %generation, live = ?live, "superseded arrival; not loaded");
+    let reason = format!(
+        "generation {generation} of {} is not loaded: {what}; the newer generation's own arrival loads it",
+        object.uri()
     );
-    let ev = ConveyorEvent::new(
-        EventType::ObjectSuperseded,
-        run_id,
-        None,
-        StepName::Load,
-        1,
-        Status::Superseded,
-        Detail {
-            object: Some(object.clone()),
-            error: Some(format!(
-                "generation {} of {} is not loaded: {what}; the newer generation's own arrival loads it",
-                object.generation,
-                object.uri()
-            )),
-            job: Some(LOAD_JOB.to_owned()),
-            ..Detail::default()
-        },
-    );
-    outcome.summary = format!(
-        "{} generation {}: superseded",
-        object.uri(),
-        object.generation
-    );
-    publish(ctx, outcome, ev).await
+    outcome.summary = format!("{} generation {generation}: superseded", object.uri());
+    let about = super::About {
+        pipeline: None,
+        object: Some(object.clone()),
+    };
+    let recorded = super::rejections::record_superseded(ctx, live.is_none(), &reason, &about)
+        .await
+        .map_err(|e| StepError::Transient(format!("cannot record a superseded arrival: {e}")))?;
+    if let Some(ev) = recorded {
+        outcome.events.push(format!("{} {}", ev.kind, ev.run_id));
+    }
+    Ok(())
 }
 
 /// The run's values: the captures as they are, the table, and the run date (the `date`
