@@ -8,34 +8,68 @@ echo "$prereqs" | grep -v '^PUBSUB_BIN='
 # Found once here (gcloud info takes seconds); the emulator tests' scripts inherit it.
 pubsub=$(echo "$prereqs" | sed -n 's/^PUBSUB_BIN=//p')
 [ -n "$pubsub" ] && export PUBSUB_BIN="$pubsub"
-echo "==> cargo fmt --check"
-cargo fmt --all -- --check
-echo "==> cargo clippy"
-cargo clippy --all-targets --quiet -- -D warnings
-echo "==> cargo build (the emulator tests run the function binaries as processes)"
-cargo build --workspace --bins --quiet
-echo "==> infra checks (Terraform, Dockerfile, the permissions contract; see scripts/infra-check.sh)"
-./scripts/infra-check.sh
-echo "==> chromium (the console's browser test; Debian's package)"
-if ! [ -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
-      echo "could not install chromium: the console test is skipped (and fails under CI=true)"
-  else
-    echo "chromium is missing (apt-get install chromium): the console test is skipped (and fails under CI=true)"
+# Elapsed seconds at each step, so a slow step shows where the time goes.
+t0=$SECONDS
+step() { echo "==> [$((SECONDS - t0))s] $*"; }
+
+# Set-up that needs no Rust (Debian packages, PyPI and npm downloads, the Terraform checks)
+# runs in the background while cargo compiles, each into its own log; the tests wait for it.
+setup=$(mktemp -d)
+trap 'rm -rf "$setup"' EXIT
+background() { # NAME COMMAND...: runs COMMAND in the background, output and status into $setup
+  local name=$1
+  shift
+  ("$@" >"$setup/$name.log" 2>&1; echo $? >"$setup/$name.rc") &
+}
+system_packages() { # one apt-get at a time: dpkg holds a lock
+  echo "==> chromium (the console's browser test; Debian's package)"
+  if ! [ -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
+        echo "could not install chromium: the console test is skipped (and fails under CI=true)"
+    else
+      echo "chromium is missing (apt-get install chromium): the console test is skipped (and fails under CI=true)"
+    fi
   fi
-fi
-echo "==> emulators (install once, before tests start them in parallel)"
-./scripts/emulators.sh install
-echo "==> Google's discovery documents (the contract checks; pinned google-api-python-client)"
-CONVEYOR_DISCOVERY_DIR=$(./scripts/emulators.sh discovery)
+  echo "==> sshd and PostgreSQL for the SSH engine and run-log sink tests (Debian packages)"
+  # Exit 3: not installable here (not root) and not CI: those tests skip, loudly.
+  for server in sshd postgres; do
+    ./scripts/$server.sh install || { rc=$?; [ "$rc" = 3 ] || return "$rc"; }
+  done
+}
+emulators() {
+  echo "==> emulators (install once, before tests start them in parallel)"
+  ./scripts/emulators.sh install || return
+  echo "==> Google's discovery documents (the contract checks; pinned google-api-python-client)"
+  ./scripts/emulators.sh discovery >"$setup/discovery.dir"
+}
+step "set-up in the background: infra checks, system packages, emulators"
+background infra ./scripts/infra-check.sh
+background system system_packages
+background emulators emulators
+# Reports one background job: its log, and whether it failed.
+finish() { # NAME TITLE
+  while ! [ -f "$setup/$1.rc" ]; do sleep 1; done
+  step "$2 (ran in the background)"
+  cat "$setup/$1.log"
+  local rc
+  rc=$(cat "$setup/$1.rc")
+  [ "$rc" = 0 ] || { echo "$2 failed (exit $rc)"; exit "$rc"; }
+}
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+step "cargo build (the emulator tests run the function binaries as processes; and the tests)"
+cargo build --workspace --bins --quiet
+cargo test --workspace --no-run --quiet
+finish infra "infra checks (Terraform, Dockerfile, the permissions contract; see scripts/infra-check.sh)"
+finish system "system packages"
+finish emulators "emulators and discovery documents"
+CONVEYOR_DISCOVERY_DIR=$(cat "$setup/discovery.dir")
 export CONVEYOR_DISCOVERY_DIR
-echo "==> sshd and PostgreSQL for the SSH engine and run-log sink tests (Debian packages)"
-# Exit 3: not installable here (not root) and not CI: those tests skip, loudly.
-for server in sshd postgres; do
-  ./scripts/$server.sh install || { rc=$?; [ "$rc" = 3 ] || exit "$rc"; }
-done
-echo "==> cargo test"
+step "cargo test"
 log=$(mktemp)
 # A test that cannot run here (a server missing, not under CI) returns early, which the test
 # harness counts as passed; it also writes its name to this file (conveyor_e2e::skipped).
@@ -44,7 +78,7 @@ CONVEYOR_SKIPPED_FILE=$(mktemp)
 # Every REST fake and emulator proxy records the requests it receives here (shared/contract).
 export CONVEYOR_CONTRACT_DIR
 CONVEYOR_CONTRACT_DIR=$(mktemp -d)
-trap 'rm -rf "$log" "$CONVEYOR_SKIPPED_FILE" "$CONVEYOR_CONTRACT_DIR"' EXIT
+trap 'rm -rf "$log" "$CONVEYOR_SKIPPED_FILE" "$CONVEYOR_CONTRACT_DIR" "$setup"' EXIT
 # With pipefail the pipeline's status is cargo's; keep it to print the summary first.
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
@@ -56,7 +90,7 @@ if [ "$skipped" -gt 0 ]; then
   echo "skipped (did not run here):"
   sort -u "$CONVEYOR_SKIPPED_FILE" | sed 's/^/  /'
 fi
-echo "==> contract check: every recorded request against Google's discovery documents"
+step "contract check: every recorded request against Google's discovery documents"
 # A kind no test sent is a failure, unless tests were skipped here (not under CI).
 uncovered_ok=0
 [ "$skipped" -gt 0 ] && [ "${CI:-}" != "true" ] && uncovered_ok=1
@@ -64,5 +98,6 @@ contract=0
 CONTRACT_UNCOVERED_OK=$uncovered_ok cargo run --quiet -p conveyor-contract --bin contract-check \
   -- "$CONVEYOR_CONTRACT_DIR" || contract=$?
 [ "$contract" = 0 ] || { echo "the contract check failed"; [ "$status" != 0 ] || status=$contract; }
+step "done"
 echo "$((passed - skipped)) passed, ${skipped} skipped, ${ignored} ignored, ${failed} failed"
 exit "$status"

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-mod common;
+use crate::common;
 
 fn examples() -> PathBuf {
     common::repo_file("examples")

@@ -9,7 +9,7 @@ use std::process::Output;
 use conveyor_core::event::StepName;
 use conveyor_core::steps::subscriptions;
 
-mod common;
+use crate::common;
 
 use common::{conveyor, repo_file as workspace_file};
 

@@ -2,7 +2,7 @@
 //! `file:line:col: path: message`, a JSON report on request, a failing exit status; the schema
 //! printed is the committed one.
 
-mod common;
+use crate::common;
 
 use common::{conveyor, repo_file};
 

@@ -1,0 +1,20 @@
+//! The end-to-end tests of the Conveyor chain.
+//!
+//! One test binary for the crate (`autotests = false`): one link of the dependency graph
+//! instead of one per file, and every test in one run. Each module was a test file of its own.
+
+mod alerts;
+mod console;
+mod embedded_chain;
+mod engines;
+mod exactly_once;
+mod gcp_emulators;
+mod graphs;
+mod messages;
+mod operate;
+mod postgres;
+mod prereqs;
+mod runtime;
+mod shipping;
+mod ssh;
+mod stage;
