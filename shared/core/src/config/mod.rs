@@ -31,7 +31,7 @@
 //!     poll: { timeout: 10m, max_attempts: 3 }
 //! ```
 
-mod batch;
+mod engines;
 mod deploy;
 mod job;
 mod messages;
@@ -47,7 +47,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use batch::{
+pub use engines::{
     BatchSpec, ClusterSpec, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
     DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob, SshBatch,
     parameter_placeholders, render_parameter,
