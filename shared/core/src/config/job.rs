@@ -201,7 +201,7 @@ impl TryFrom<RawLoadBatch> for LoadBatch {
             (Some(_), None) => Err("`max_files` goes with `window`, not `marker`".to_owned()),
             (None, Some(window)) => Ok(Self::Window(WindowBatch {
                 window,
-                max_files: raw.max_files.unwrap_or(crate::ports::MAX_LOAD_URIS),
+                max_files: raw.max_files.unwrap_or(super::MAX_LOAD_URIS),
             })),
             (Some(_), Some(_)) => {
                 Err("set either `marker` (a folder per marker) or `window`, not both".to_owned())

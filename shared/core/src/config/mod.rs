@@ -393,6 +393,11 @@ pub struct LoadSpec {
 /// and JSON.
 pub const MAX_RECORD_BYTES: u64 = 100_000_000;
 
+/// The most source URIs one BigQuery load job takes; a larger batch of objects is split into
+/// several jobs. The default (and the largest) `load.batch.max_files`; the ports re-export it
+/// as `ports::MAX_LOAD_URIS`.
+pub const MAX_LOAD_URIS: usize = 10_000;
+
 fn max_record_bytes() -> u64 {
     MAX_RECORD_BYTES
 }

@@ -1,0 +1,84 @@
+//! [`BatchEngine`]: Dataproc, Dataflow, Data Fusion, or a local process.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::PortError;
+use crate::config::BatchSpec;
+use crate::names::{JobId, RunId};
+
+/// A batch to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRequest {
+    /// Deterministic id for this run and attempt.
+    pub job_id: JobId,
+    /// The run.
+    pub run_id: RunId,
+    /// The attempt (1-based).
+    pub attempt: u32,
+    /// What to run.
+    pub spec: BatchSpec,
+    /// Values for `{placeholders}` in the spec.
+    pub vars: BTreeMap<String, String>,
+    /// The pipeline's job this batch runs (`batch` for a pipeline's single `batch:`).
+    pub job: String,
+    /// The `for_each` row this batch runs for, column → value (empty when the job has no
+    /// `for_each`): a Data Fusion run's runtime arguments over the job's.
+    pub row: BTreeMap<String, String>,
+}
+
+/// A batch submission's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The job id.
+    pub job_id: JobId,
+    /// `true` when a job with this id already existed and was adopted.
+    pub adopted: bool,
+}
+
+/// A batch job's state as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobState {
+    /// The engine's own state name (`RUNNING`, `SUCCEEDED`, `COMPLETED`, `JOB_STATE_DONE`, ...).
+    pub state: String,
+    /// Whether the engine will not change this state any more.
+    pub terminal: bool,
+    /// The engine's error message, when it failed.
+    pub error: Option<String>,
+}
+
+/// A batch engine: Dataproc, Dataflow, Data Fusion, or a local process.
+#[async_trait]
+pub trait BatchEngine: Send + Sync {
+    /// Why batches of `engine` (as [`BatchSpec::engine`] names it) cannot run here, or `None`
+    /// when they can: checked at start-up for every job of the pipeline file.
+    fn refuses(&self, engine: &str) -> Option<String> {
+        let _ = engine;
+        None
+    }
+    /// `false` for [`Unwired`] only: what the start-up check of a function looks at.
+    fn wired(&self) -> bool {
+        true
+    }
+
+    /// Starts the batch. Idempotent on `req.job_id`: an existing job is adopted.
+    async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError>;
+    /// The job's current state.
+    async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError>;
+    /// Cancels the job (and releases what it holds). Cancelling a finished job is not an error.
+    async fn cancel(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError>;
+    /// Follows the job one check further and returns its state. An engine whose submission
+    /// goes on after `submit` returns (a Dataproc job waits for its ephemeral cluster before
+    /// it can be submitted) carries it on here, which is why it gets the whole request; the
+    /// poll step rebuilds that request from the run log. The default asks [`Self::state`].
+    async fn follow(&self, req: &BatchRequest) -> Result<JobState, PortError> {
+        self.state(&req.spec, &req.job_id).await
+    }
+    /// Releases what the job holds once it has ended in any state (the ephemeral cluster of a
+    /// Dataproc job). Idempotent: releasing twice, or what is already gone, is not an error.
+    /// The default holds nothing.
+    async fn release(&self, _spec: &BatchSpec, _job_id: &JobId) -> Result<(), PortError> {
+        Ok(())
+    }
+}

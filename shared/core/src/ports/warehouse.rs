@@ -1,0 +1,124 @@
+//! [`Warehouse`]: load jobs into BigQuery, or an embedded SQL database.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::PortError;
+use crate::config::{
+    CreateDisposition, Partition, SchemaSpec, SchemaUpdateOption, WriteDisposition,
+};
+use crate::event::ObjectRef;
+use crate::format::Format;
+use crate::names::{JobId, TableRef};
+
+/// The most source URIs one BigQuery load job takes (defined with the configuration, whose
+/// `load.batch.max_files` it bounds).
+pub use crate::config::MAX_LOAD_URIS;
+
+/// A load of objects into one table, in one job: one object for an arrival, a folder's parts
+/// for a marker batch, a window's arrivals for a window batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadJob {
+    /// Deterministic job id: the same objects and pipeline give the same id.
+    pub job_id: JobId,
+    /// The objects to load (at least one, at most [`MAX_LOAD_URIS`]).
+    pub sources: Vec<ObjectRef>,
+    /// The destination.
+    pub table: TableRef,
+    /// File format.
+    pub format: Format,
+    /// Write disposition.
+    pub write: WriteDisposition,
+    /// Create disposition.
+    pub create: CreateDisposition,
+    /// Schema.
+    pub schema: SchemaSpec,
+    /// Partitioning.
+    pub partition: Option<Partition>,
+    /// Clustering columns (at most four).
+    pub clustering: Vec<String>,
+    /// CSV leading rows to skip.
+    pub skip_leading_rows: u64,
+    /// Bad rows the job may skip before it fails (BigQuery's `maxBadRecords`; default 0).
+    pub max_bad_records: u64,
+    /// CSV: whether a quoted value may span lines (BigQuery's `allowQuotedNewlines`; default
+    /// false).
+    pub allow_quoted_newlines: bool,
+    /// Schema changes the load may make to an existing table.
+    pub schema_update_options: Vec<SchemaUpdateOption>,
+    /// The largest record (CSV record, NDJSON line) to read, in bytes (`load.max_record_bytes`):
+    /// a longer one fails the job as bad input.
+    pub max_record_bytes: u64,
+    /// Whether the sources' generations were checked against the live ones (the default;
+    /// `load.check_generation: false` trusts the arrival's). A warehouse that reads the bytes
+    /// itself (the embedded one) then loads a source only if its content is still that
+    /// generation, and answers [`PortError::Precondition`] for a source overwritten since.
+    pub generations_checked: bool,
+}
+
+impl LoadJob {
+    /// The sources as `gs://` URIs, for messages.
+    pub fn source_uris(&self) -> Vec<String> {
+        self.sources.iter().map(ObjectRef::uri).collect()
+    }
+}
+
+/// Where a load job is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadState {
+    /// Done: the rows are in the table.
+    Done {
+        /// Rows the job loaded.
+        rows: u64,
+    },
+    /// Still running: whoever checks it next (the poll tick) finishes it.
+    Running,
+    /// Ended without loading anything.
+    Failed {
+        /// The warehouse's error.
+        message: String,
+        /// Whether running the load again may succeed (a backend error, not bad data).
+        transient: bool,
+    },
+}
+
+/// The result of starting a load job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadStatus {
+    /// The job's state when the call returned.
+    pub state: LoadState,
+    /// `true` when a job with this id already existed (a redelivery): it was adopted, not
+    /// started again.
+    pub adopted: bool,
+}
+
+/// The warehouse: BigQuery, or an embedded SQL database.
+#[async_trait]
+pub trait Warehouse: Send + Sync {
+    /// `false` for [`Unwired`] only: what the start-up check of a function looks at.
+    fn wired(&self) -> bool {
+        true
+    }
+
+    /// Starts the load job and waits up to `wait` for it to end. Idempotent on
+    /// `job.job_id`: an existing job under that id is adopted (and reported as it is), never
+    /// run a second time. A job still running after `wait` is [`LoadState::Running`]; its
+    /// end is read later with [`Self::load_state`], so no request holds compute while the
+    /// warehouse works.
+    async fn load(&self, job: &LoadJob, wait: std::time::Duration)
+    -> Result<LoadStatus, PortError>;
+    /// The state of the load job `job_id` started earlier. A job that failed in a way that may
+    /// pass is started again by the adapter (the same configuration under the next id of
+    /// its series) and reported [`LoadState::Running`].
+    async fn load_state(&self, job_id: &JobId) -> Result<LoadStatus, PortError>;
+    /// Number of rows in `table`.
+    async fn row_count(&self, table: &TableRef) -> Result<u64, PortError>;
+    /// At most `limit` rows of `table`, each column as text (NULL as no entry): a job's
+    /// `for_each` configuration table.
+    async fn read_table(
+        &self,
+        table: &TableRef,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError>;
+}
