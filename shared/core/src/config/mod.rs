@@ -31,8 +31,8 @@
 //!     poll: { timeout: 10m, max_attempts: 3 }
 //! ```
 
-mod engines;
 mod deploy;
+mod engines;
 mod job;
 mod messages;
 mod pattern;
@@ -47,12 +47,12 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use deploy::{DeployTarget, deployment_issues};
 pub use engines::{
     BatchSpec, ClusterSpec, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
     DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob, SshBatch,
     parameter_placeholders, render_parameter,
 };
-pub use deploy::{DeployTarget, deployment_issues};
 pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch, truthy};
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use messages::TopicName;

@@ -1,0 +1,65 @@
+//! `engine: local`: a command on this machine (the embedded mode).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, PROCESS_NON_TERMINAL, PROCESS_TERMINAL, Problems, map, required};
+
+/// A local command run as the batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalBatch {
+    /// The command, run by `sh -c`. Placeholders: the trigger's captures, `{run_id}`,
+    /// `{table}`, `{attempt}`, `{job_id}`.
+    pub command: String,
+    /// Extra environment variables for the command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The directory the command runs in. A relative path is relative to the pipeline file,
+    /// and so is the default (the pipeline file's directory), so a pipeline file runs the
+    /// same from any working directory. Configuration text read without a file
+    /// (`parse_str`) runs commands in the process's working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<std::path::PathBuf>,
+}
+
+impl LocalBatch {
+    /// Makes the working directory relative to `base` (the pipeline file's directory):
+    /// `base` itself when none is given, `base/DIR` when a relative one is.
+    pub fn resolve_relative(&mut self, base: &std::path::Path) {
+        self.working_dir = Some(match self.working_dir.take() {
+            Some(dir) if dir.is_absolute() => dir,
+            Some(dir) => base.join(dir),
+            None => base.to_path_buf(),
+        });
+    }
+}
+
+impl Engine for LocalBatch {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn success_state(&self) -> &'static str {
+        "SUCCEEDED"
+    }
+
+    fn non_terminal_states(&self) -> &'static [&'static str] {
+        PROCESS_NON_TERMINAL
+    }
+
+    fn terminal_states(&self) -> &'static [&'static str] {
+        PROCESS_TERMINAL
+    }
+
+    fn problems(&self, o: &mut Problems) {
+        required(o, "command", &self.command);
+    }
+
+    fn each_parameter(&mut self, f: &mut dyn FnMut(&str, &mut String)) {
+        f("command", &mut self.command);
+        map(f, "env", &mut self.env);
+    }
+}
