@@ -63,8 +63,7 @@ pub use stage::{
     GcsSource, HttpsSource, S3Source, S3Verify, STAGE_PLACEHOLDERS, SecretRef, StageSource,
     StageSpec, folder, redact_url,
 };
-pub(crate) use validate::closest;
-pub use validate::{ConfigError, ConfigIssue, load_file, parse_str};
+pub use validate::{ConfigError, ConfigIssue, check_cron, load_file, parse_str, parse_time_zone};
 
 use crate::format::{Column, Format};
 use crate::names::{BucketName, JobName, PipelineName, TableRef};

@@ -1,0 +1,342 @@
+//! `jobs` (or one `batch`): each job read on its own, then its engine's fields, its
+//! placeholders and its success states.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use marked_yaml::Node;
+
+use super::{Lines, Validator, get, line_of};
+use crate::config::{BatchSpec, Job, Pipeline, parameter_placeholders, render_parameter};
+use crate::names::{TableRef, reserved_dataset};
+
+impl Validator {
+    /// Each job of `jobs` on its own, so one bad job does not hide the others' mistakes.
+    pub(super) fn jobs(&mut self, path: &str, node: &Node) -> bool {
+        let Some(seq) = node.as_sequence() else {
+            self.issue(path, line_of(node), "must be a list of jobs");
+            return false;
+        };
+        let mut ok = true;
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, j) in seq.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            match self.section::<Job>(&p, j) {
+                Some(job) => {
+                    if let Some(first) = seen.insert(job.name.to_string(), i) {
+                        self.issue(
+                            format!("{p}.name"),
+                            get(j, "name").and_then(line_of),
+                            format!(
+                                "job {:?} is already declared at jobs[{first}]",
+                                job.name.as_str()
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        ok
+    }
+
+    /// The checks of every job of `p` (`captures`: the trigger's; `from_batch`: the jobs
+    /// were written as one `batch`).
+    pub(super) fn job_semantics(
+        &mut self,
+        path: &str,
+        lines: Lines<'_>,
+        p: &Pipeline,
+        from_batch: bool,
+        captures: &[String],
+    ) {
+        let mut known: Vec<String> = captures.to_vec();
+        known.extend(
+            ["run_id", "table", "attempt", "job_id", "pipeline", "date"].map(str::to_owned),
+        );
+        for (i, job) in p.jobs.iter().enumerate() {
+            let (jpath, keys): (String, Vec<String>) = if from_batch {
+                (format!("{path}.batch"), vec!["batch".to_owned()])
+            } else {
+                (
+                    format!("{path}.jobs[{i}]"),
+                    vec!["jobs".to_owned(), i.to_string()],
+                )
+            };
+            self.job(path, &jpath, &keys, lines, job, p, &known);
+        }
+    }
+
+    /// The checks of one job: its engine's fields, placeholders, success states.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the checks of one job need its whole context"
+    )]
+    fn job(
+        &mut self,
+        path: &str,
+        jpath: &str,
+        keys: &[String],
+        lines: Lines<'_>,
+        job: &Job,
+        p: &Pipeline,
+        known: &[String],
+    ) {
+        let batch = &job.spec;
+        // `jobs[0].a.b[0]` is reported at the line of `jobs[0].a`.
+        let line_of_param = |param: &str| {
+            let first = param.split(['.', '[']).next().unwrap_or(param);
+            let mut k = keys.to_vec();
+            k.push(first.to_owned());
+            lines.at_path(&k)
+        };
+        for (param, message) in batch.problems() {
+            self.issue(format!("{jpath}.{param}"), line_of_param(&param), message);
+        }
+        let mut known = known.to_vec();
+        if let Some(fe) = &job.for_each {
+            let mut k = keys.to_vec();
+            k.push("for_each".to_owned());
+            let line = lines.at_path(&k);
+            if fe.table.is_some() != fe.rows.is_empty() {
+                self.issue(
+                    format!("{jpath}.for_each"),
+                    line,
+                    "set either `table` (read when the job starts) or `rows`",
+                );
+            }
+            // Inline rows name their columns; a table's are only known when it is read.
+            let columns: BTreeSet<String> = fe
+                .rows
+                .iter()
+                .flat_map(|r| r.keys().cloned())
+                .filter(|c| *c != fe.active_column)
+                .collect();
+            if fe.table.is_some() {
+                known.push("*".to_owned());
+            }
+            known.extend(columns);
+            known.push("row".to_owned());
+        }
+        let any = known.iter().any(|k| k == "*");
+        for (param, value) in batch.parameters() {
+            for name in parameter_placeholders(&value) {
+                if !any && !known.contains(&name) {
+                    self.issue(
+                        format!("{jpath}.{param}"),
+                        line_of_param(&param),
+                        format!(
+                            "unknown placeholder {{{name}}}; known: {}",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        if let BatchSpec::Sql(q) = batch
+            && let Some(dest) = &q.destination
+        {
+            let sample: BTreeMap<String, String> = parameter_placeholders(dest)
+                .into_iter()
+                .map(|n| (n, "x".to_owned()))
+                .collect();
+            if let Ok(d) = render_parameter(dest, &sample) {
+                let problem = match TableRef::parse(&d) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(t) => reserved_dataset(&t.dataset),
+                };
+                if let Some(problem) = problem {
+                    self.issue(
+                        format!("{jpath}.destination"),
+                        line_of_param("destination"),
+                        problem,
+                    );
+                }
+            }
+        }
+        let policy = p.poll_for(job);
+        let (poll_path, poll_line) = if job.poll.is_some() {
+            let mut k = keys.to_vec();
+            k.extend(["poll".to_owned(), "success_states".to_owned()]);
+            (format!("{jpath}.poll"), lines.at_path(&k))
+        } else {
+            (
+                format!("{path}.poll"),
+                lines.at_path(&["poll".to_owned(), "success_states".to_owned()]),
+            )
+        };
+        let states = policy.success_states(batch);
+        if states.is_empty() {
+            self.issue(
+                format!("{poll_path}.success_states"),
+                poll_line,
+                "must name at least one state",
+            );
+        }
+        for s in &states {
+            if batch
+                .non_terminal_states()
+                .contains(&s.to_ascii_uppercase().as_str())
+            {
+                self.issue(
+                    format!("{poll_path}.success_states"),
+                    poll_line,
+                    format!(
+                        "{s} is not a terminal state of the {} engine and can never mean success",
+                        batch.engine()
+                    ),
+                );
+            } else if !batch.is_terminal(s) {
+                self.issue(
+                    format!("{poll_path}.success_states"),
+                    poll_line,
+                    format!(
+                        "{s} is not a state of the {} engine; its terminal states are {}",
+                        batch.engine(),
+                        batch.terminal_states().join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{GOOD, issues};
+    use crate::config::{BatchSpec, parse_str};
+
+    #[test]
+    fn running_is_never_accepted_as_a_success_state() {
+        let text = GOOD.replace(
+            "max_attempts: 2",
+            "max_attempts: 2, success_states: [SUCCEEDED, RUNNING]",
+        );
+        let found = issues(&text);
+        assert!(
+            found.iter().any(|i| i.message.contains("RUNNING")),
+            "{found:?}"
+        );
+    }
+
+    const ENGINES: &str = r#"
+pipelines:
+  - name: serverless
+    trigger: { object: { bucket: landing, pattern: "in/{date}/*.csv" } }
+    load: { table: "ds.t_{date}", format: CSV }
+    batch:
+      engine: dataproc_serverless
+      project: my-project
+      region: us-central1
+      runtime_version: "2.1"
+      spark:
+        main_class: com.example.services.Application
+        jar_file_uris: [gs://encryption-poc/kms-utils-1.1.jar]
+        args: ["--source-table={table}", "--date={date}"]
+      service_account: sa@my-project.iam.gserviceaccount.com
+      subnet: default
+  - name: cluster
+    trigger: { manual: true }
+    batch:
+      engine: dataproc_cluster
+      project: my-project
+      region: us-central1
+      cluster: { single_node: true, max_idle: 12h, internal_ip_only: false }
+      pig: { queries: ["sh echo {run_id} ${HOME}"] }
+  - name: dataflow
+    trigger: { manual: true }
+    batch:
+      engine: dataflow_flex
+      project: my-project
+      region: us-central1
+      template: gs://dataflow-templates-us-central1/latest/flex/SQLServer_to_BigQuery
+      parameters: { query: "select 1" }
+      num_workers: 2
+      max_workers: 10
+  - name: fusion
+    trigger: { manual: true }
+    batch:
+      engine: data_fusion
+      instance_url: https://instance-dot-usw1.datafusion.googleusercontent.com/api
+      pipeline: cdf_pipeline
+      runs:
+        - { args: { business_unit: hr, data_source: engineer } }
+        - { active: false, args: { business_unit: hr, data_source: payroll } }
+    poll: { success_states: [COMPLETED], timeout: 3600s }
+"#;
+
+    #[test]
+    fn every_engine_parses_with_numbers_flags_and_durations() {
+        let c = parse_str(ENGINES, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let BatchSpec::DataprocCluster(cluster) = c.pipelines[1].jobs[0].spec.clone() else {
+            panic!("not a cluster batch");
+        };
+        assert!(cluster.cluster.single_node);
+        assert!(!cluster.cluster.internal_ip_only);
+        assert_eq!(cluster.cluster.max_idle.as_secs(), 12 * 3600);
+        let BatchSpec::DataflowFlex(flex) = c.pipelines[2].jobs[0].spec.clone() else {
+            panic!("not a dataflow batch");
+        };
+        assert_eq!((flex.num_workers, flex.max_workers), (Some(2), Some(10)));
+        let fusion = &c.pipelines[3].jobs[0];
+        assert_eq!(fusion.name.as_str(), "batch");
+        let each = fusion.for_each.as_ref().expect("runs become for_each rows");
+        let rows = each.to_rows(&each.inline_rows());
+        let active: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.active)
+            .map(|r| r.key.as_str())
+            .collect();
+        assert_eq!(active, ["hr-engineer"]);
+        assert_eq!(
+            rows[0].columns,
+            std::collections::BTreeMap::from([
+                ("business_unit".to_owned(), "hr".to_owned()),
+                ("data_source".to_owned(), "engineer".to_owned())
+            ]),
+            "a row's columns are its runtime arguments"
+        );
+        assert_eq!(c.pipelines[3].poll.timeout.as_secs(), 3600);
+    }
+
+    #[test]
+    fn engine_mistakes_are_all_reported_with_their_field_paths() {
+        let text = ENGINES
+            .replace("      runtime_version: \"2.1\"\n", "")
+            .replace(
+                "pig: { queries",
+                "spark: { main_class: X }\n      pig: { queries",
+            )
+            .replace("select 1", "select {column}")
+            .replace(
+                "success_states: [COMPLETED]",
+                "success_states: [RUNNING, COMPLETE]",
+            );
+        let found = issues(&text);
+        let has = |path: &str, word: &str| {
+            found
+                .iter()
+                .any(|i| i.path == path && i.message.contains(word))
+        };
+        assert!(
+            has("pipelines[0].batch.runtime_version", "missing field"),
+            "{found:#?}"
+        );
+        assert!(has("pipelines[1].batch.pig", "exactly one"), "{found:#?}");
+        assert!(
+            has("pipelines[2].batch.parameters.query", "{column}"),
+            "{found:#?}"
+        );
+        assert!(
+            has("pipelines[3].poll.success_states", "RUNNING"),
+            "{found:#?}"
+        );
+        assert!(
+            has(
+                "pipelines[3].poll.success_states",
+                "COMPLETE is not a state"
+            ),
+            "{found:#?}"
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! `load`: the table it names, the schema it declares, and the options BigQuery would refuse
+//! at the first load job.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Lines, Validator};
+use crate::config::{
+    LoadBatch, LoadSpec, MAX_LOAD_URIS, MAX_RECORD_BYTES, Pipeline, SchemaSpec, WriteDisposition,
+    render,
+};
+use crate::format::{ColumnType, Format};
+use crate::names::{TableRef, reserved_dataset};
+
+impl Validator {
+    /// What is loaded where: a trigger that brings data, a table name that renders from the
+    /// trigger's captures, a declared schema's columns and partition field.
+    pub(super) fn load_target(
+        &mut self,
+        path: &str,
+        lines: Lines<'_>,
+        p: &Pipeline,
+        load: &LoadSpec,
+        captures: &[String],
+    ) {
+        let t = &p.trigger;
+        if t.object.is_none() && t.topic.is_none() {
+            self.issue(
+                format!("{path}.load"),
+                lines.at(&["load"]),
+                "a load needs `trigger.object` (it runs when a matching object arrives) or `trigger.topic` (each message becomes rows)",
+            );
+        }
+        let vars: BTreeMap<String, String> = captures
+            .iter()
+            .map(|c| (c.clone(), "x".to_owned()))
+            .collect();
+        match render(&load.table, &vars) {
+            Err(e) => self.issue(
+                format!("{path}.load.table"),
+                lines.at(&["load", "table"]),
+                format!(
+                    "{e} (placeholders must be captures of trigger.object.pattern: {captures:?})"
+                ),
+            ),
+            Ok(sample) => match TableRef::parse(&sample) {
+                Err(e) => {
+                    self.issue(
+                        format!("{path}.load.table"),
+                        lines.at(&["load", "table"]),
+                        e.to_string(),
+                    );
+                }
+                Ok(t) => {
+                    if let Some(why) = reserved_dataset(&t.dataset) {
+                        self.issue(
+                            format!("{path}.load.table"),
+                            lines.at(&["load", "table"]),
+                            why,
+                        );
+                    }
+                }
+            },
+        }
+        if let SchemaSpec::Columns(cols) = &load.schema {
+            let mut names = BTreeSet::new();
+            if cols.is_empty() {
+                self.issue(
+                    format!("{path}.load.schema"),
+                    lines.at(&["load", "schema"]),
+                    "declares no column",
+                );
+            }
+            for (i, c) in cols.iter().enumerate() {
+                let valid = c
+                    .name
+                    .chars()
+                    .next()
+                    .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+                    && c.name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                    && c.name.len() <= 300;
+                if !valid {
+                    self.issue(
+                        format!("{path}.load.schema[{i}].name"),
+                        lines.at(&["load", "schema"]),
+                        format!("invalid column name {:?}: letters, digits and '_', not starting with a digit", c.name),
+                    );
+                }
+                if !names.insert(c.name.to_ascii_lowercase()) {
+                    self.issue(
+                        format!("{path}.load.schema[{i}].name"),
+                        lines.at(&["load", "schema"]),
+                        format!("column {:?} is declared twice", c.name),
+                    );
+                }
+            }
+            if let Some(field) = load.partition.as_ref().and_then(|p| p.field.as_ref()) {
+                match cols.iter().find(|c| &c.name == field) {
+                    None => self.issue(
+                        format!("{path}.load.partition.field"),
+                        lines.at(&["load", "partition", "field"]),
+                        format!("{field:?} is not a declared column"),
+                    ),
+                    Some(c) if !matches!(c.ty, ColumnType::Timestamp | ColumnType::Date) => self
+                        .issue(
+                            format!("{path}.load.partition.field"),
+                            lines.at(&["load", "partition", "field"]),
+                            format!("{field:?} must be a TIMESTAMP or DATE column to partition on"),
+                        ),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// The load job's options BigQuery refuses or ignores, and the batch's bounds.
+    pub(super) fn load_options(
+        &mut self,
+        path: &str,
+        lines: Lines<'_>,
+        p: &Pipeline,
+        load: &LoadSpec,
+    ) {
+        let t = &p.trigger;
+        // BigQuery accepts schema update options with WRITE_APPEND, or with WRITE_TRUNCATE
+        // on one partition (a `table$20261120` decorator, which table names here cannot
+        // carry); with anything else it refuses the load job.
+        if !load.schema_update_options.is_empty()
+            && load.write_disposition != WriteDisposition::WriteAppend
+        {
+            self.issue(
+                format!("{path}.load.schema_update_options"),
+                lines.at(&["load", "schema_update_options"]),
+                format!(
+                    "BigQuery refuses schema update options with {}: only with WRITE_APPEND (a truncate replaces the schema anyway)",
+                    match load.write_disposition {
+                        WriteDisposition::WriteTruncate => "WRITE_TRUNCATE",
+                        _ => "WRITE_EMPTY",
+                    }
+                ),
+            );
+        }
+        // BigQuery honours maxBadRecords for CSV and JSON only; elsewhere it is silently
+        // ignored, and a file with bad rows fails however many are allowed.
+        if load.max_bad_records > 0 && !matches!(load.format, Format::Csv | Format::Ndjson) {
+            self.issue(
+                format!("{path}.load.max_bad_records"),
+                lines.at(&["load", "max_bad_records"]),
+                format!(
+                    "BigQuery honours max_bad_records for CSV and NDJSON only, not {}: leave it out",
+                    match load.format {
+                        Format::Avro => "AVRO",
+                        Format::Parquet => "PARQUET",
+                        _ => "ORC",
+                    }
+                ),
+            );
+        }
+        if !(1..=MAX_RECORD_BYTES).contains(&load.max_record_bytes) {
+            self.issue(
+                format!("{path}.load.max_record_bytes"),
+                lines.at(&["load", "max_record_bytes"]),
+                "must be from 1 to 100000000 (BigQuery's 100 MB row limit)",
+            );
+        }
+        if load.clustering.len() > 4 {
+            self.issue(
+                format!("{path}.load.clustering"),
+                lines.at(&["load", "clustering"]),
+                "BigQuery clusters on at most four columns",
+            );
+        }
+        if let Some(LoadBatch::Marker(m)) = &load.batch {
+            if m.marker.is_empty() || m.marker.contains('/') {
+                self.issue(
+                    format!("{path}.load.batch.marker"),
+                    lines.at(&["load", "batch", "marker"]),
+                    "must be a file name such as _SUCCESS (no '/')",
+                );
+            }
+            if let Some(o) = &t.object
+                && !o.pattern.has_folder()
+            {
+                self.issue(
+                    format!("{path}.trigger.object.pattern"),
+                    lines.at(&["trigger", "object", "pattern"]),
+                    "a marker batch needs a pattern whose file part has no `**` or `/` (the folder is what the marker completes)",
+                );
+            }
+        }
+        if let Some(LoadBatch::Window(w)) = &load.batch {
+            if w.window.is_zero() {
+                self.issue(
+                    format!("{path}.load.batch.window"),
+                    lines.at(&["load", "batch", "window"]),
+                    "must be longer than 0s",
+                );
+            }
+            if w.max_files == 0 || w.max_files > MAX_LOAD_URIS {
+                self.issue(
+                    format!("{path}.load.batch.max_files"),
+                    lines.at(&["load", "batch", "max_files"]),
+                    format!("must be between 1 and {}", MAX_LOAD_URIS),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{GOOD, issues};
+
+    #[test]
+    fn schema_update_options_are_refused_unless_the_load_appends() {
+        let with = |write: &str| {
+            GOOD.replace(
+                "      format: CSV\n",
+                &format!("      format: CSV\n      write_disposition: {write}\n      schema_update_options: [ALLOW_FIELD_ADDITION]\n"),
+            )
+        };
+        assert!(issues(&with("WRITE_APPEND")).is_empty());
+        for write in ["WRITE_TRUNCATE", "WRITE_EMPTY"] {
+            let found = issues(&with(write));
+            assert_eq!(found.len(), 1, "{write}: {found:?}");
+            assert_eq!(found[0].path, "pipelines[0].load.schema_update_options");
+            assert!(found[0].message.contains(write), "{}", found[0].message);
+        }
+    }
+
+    #[test]
+    fn max_record_bytes_is_refused_outside_one_byte_to_bigquerys_row_limit() {
+        let with = |n: u64| {
+            GOOD.replace(
+                "      format: CSV\n",
+                &format!("      format: CSV\n      max_record_bytes: {n}\n"),
+            )
+        };
+        assert!(issues(&with(1_000)).is_empty());
+        for bad in [0, 100_000_001] {
+            let found = issues(&with(bad));
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert_eq!(found[0].path, "pipelines[0].load.max_record_bytes");
+        }
+    }
+
+    #[test]
+    fn max_bad_records_is_refused_for_formats_bigquery_ignores_it_for() {
+        let with = |format: &str, bad: u32| {
+            GOOD.replace(
+                "      format: CSV\n",
+                &format!("      format: {format}\n      max_bad_records: {bad}\n"),
+            )
+        };
+        for ok in ["CSV", "NDJSON"] {
+            assert!(issues(&with(ok, 5)).is_empty(), "{ok}");
+        }
+        for ignored in ["AVRO", "PARQUET", "ORC"] {
+            let found = issues(&with(ignored, 5));
+            assert_eq!(found.len(), 1, "{ignored}: {found:?}");
+            assert_eq!(found[0].path, "pipelines[0].load.max_bad_records");
+            assert!(issues(&with(ignored, 0)).is_empty(), "0 is the default");
+        }
+    }
+
+    #[test]
+    fn a_table_placeholder_without_a_capture_is_an_error() {
+        let text = GOOD.replace("analytics.sales_{date}", "analytics.sales_{region}");
+        let found = issues(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "pipelines[0].load.table");
+        assert!(found[0].message.contains("{region}"));
+    }
+}
