@@ -59,7 +59,7 @@ pub struct Column {
     pub ty: ColumnType,
     /// `mode: REQUIRED` columns are not nullable; `NULLABLE` (the default) are.
     #[serde(rename = "mode", default = "nullable_default", with = "mode")]
-    #[schemars(schema_with = "crate::config::schema::column_mode")]
+    #[schemars(schema_with = "mode::schema")]
     pub nullable: bool,
 }
 
@@ -83,6 +83,15 @@ mod mode {
                 "mode must be NULLABLE or REQUIRED, not {other:?}"
             ))),
         }
+    }
+
+    /// The JSON Schema of a column's `mode`.
+    pub(super) fn schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "enum": ["NULLABLE", "REQUIRED", "nullable", "required"],
+            "default": "NULLABLE",
+        })
     }
 }
 

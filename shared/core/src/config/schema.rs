@@ -105,15 +105,6 @@ pub(crate) fn autodetect(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// A column's `mode`.
-pub(crate) fn column_mode(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "string",
-        "enum": ["NULLABLE", "REQUIRED", "nullable", "required"],
-        "default": "NULLABLE",
-    })
-}
-
 impl JsonSchema for PathPattern {
     fn schema_name() -> Cow<'static, str> {
         "PathPattern".into()
