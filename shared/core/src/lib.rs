@@ -13,17 +13,20 @@
 //! ```
 //!
 //! # Layout
+//! From the ground up: a module uses the ones listed before it (and the leaves [`shell`] and
+//! [`trace`]), never one after; no two of these modules use each other.
 //! - [`names`]: parsed newtypes for every name that comes from outside (buckets, objects,
-//!   tables, pipelines, run and job ids).
-//! - [`config`]: the pipeline configuration file and its validation; [`format`]: the load
-//!   formats and column types it names.
-//! - [`event`]: Conveyor's CloudEvents and [`inbound`]: every wire shape a function accepts.
-//! - [`ports`]: the traits the steps depend on; [`engines`]: the batch port that hands each
-//!   batch to the engine its spec names.
-//! - [`steps`]: the five steps; [`http`]: the axum router every function serves, and serving.
+//!   tables, pipelines, run and job ids); [`format`]: the load formats and column types.
+//! - [`config`] (a folder): the pipeline configuration file, one file per section, with
+//!   `config/engines/` (one file per batch engine) and `config/validate/` (one per role).
+//! - [`event`]: Conveyor's CloudEvents and [`inbound`] (a folder): every wire shape a
+//!   function accepts, one file each (CloudEvent, Pub/Sub push, Cloud Storage, plain JSON).
+//! - [`ports`] (a folder): the traits the steps depend on, one file per port;
+//!   [`engines`]: the batch port that hands each batch to the engine its spec names.
+//! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
 //! - [`run_state`]: one definition of a run's state from its run-log rows (status, the
 //!   views, the console, alerts).
-//! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
+//! - [`steps`]: the five steps; [`http`]: the axum router every function serves, and serving.
 //! - [`telemetry`]: logging set-up; [`trace`]: each request's trace context and
 //!   `httpRequest` fields on its log lines; [`shell`]: quoting batch commands for `sh -c`.
 

@@ -1,18 +1,25 @@
 //! The pipeline configuration file: one YAML (or JSON) file declares every pipeline.
 //!
 //! # Layout
-//! - `mod.rs`: the configuration types, each field documented as it appears in the file.
-//! - `batch.rs`: the batch engines' specs (`engine: local | ssh | dataproc_serverless |
-//!   dataproc_cluster | dataflow_flex | data_fusion`) and what their states mean.
+//! - `mod.rs`: the configuration types, each field documented as it appears in the file, and
+//!   the BigQuery limits the file is bounded by ([`MAX_RECORD_BYTES`], [`MAX_LOAD_URIS`]).
+//! - `engines/`: the batch engines' specs (`engine: local | ssh | sql | dataproc_serverless |
+//!   dataproc_cluster | dataflow_flex | data_fusion`), one file each, with what their states
+//!   mean; [`BatchSpec`] dispatches to them.
+//! - `job.rs`: `jobs` (and `for_each` rows) and `load.batch` (marker and window batches).
 //! - `messages.rs`: message triggers (`trigger.topic`): Pub/Sub messages into rows.
 //! - `pattern.rs`: object path patterns with named captures, and `{name}` templates.
 //! - `sinks.rs`: additional run-log sinks (a PostgreSQL table).
 //! - `stage.rs`: the stage section: sources (local path, S3, Cloud Storage, https), object
 //!   name templates, and the checks that keep credentials out of the file.
 //! - `schema.rs`: the file's JSON Schema (`conveyor schema`), derived from these types.
-//! - `validate.rs`: loading with *every* error reported, each with its field path and line.
+//! - `validate/`: loading with *every* error reported, each with its field path and line, one
+//!   file per role (sections, pipelines, schedules, loads, jobs).
 //! - `deploy.rs`: what a valid file still needs to run deployed on Google Cloud (`conveyor
 //!   validate --for gcp`).
+//!
+//! The configuration depends on [`crate::names`], [`crate::format`] and [`crate::shell`] only:
+//! the ports and the schedules build on it, never the other way round.
 //!
 //! # Example
 //! ```yaml
