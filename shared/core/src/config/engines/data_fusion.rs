@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, Problems, fixed, lenient, map, say, yes};
+use super::{Engine, Kind, Problems, RUNNING, fixed, lenient, map, say, yes};
 
 /// A Cloud Data Fusion batch pipeline (its `DataPipelineWorkflow`) on an instance's CDAP API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -68,28 +68,25 @@ impl DataFusion {
     }
 }
 
+/// What this engine is called and what its states mean.
+const KIND: Kind = Kind {
+    name: "data_fusion",
+    success: "COMPLETED",
+    non_terminal: &[
+        "PENDING",
+        "STARTING",
+        "RUNNING",
+        "SUSPENDED",
+        "RESUMING",
+        "STOPPING",
+    ],
+    terminal: &["COMPLETED", "FAILED", "KILLED", "REJECTED"],
+    running: RUNNING,
+};
+
 impl Engine for DataFusion {
-    fn name(&self) -> &'static str {
-        "data_fusion"
-    }
-
-    fn success_state(&self) -> &'static str {
-        "COMPLETED"
-    }
-
-    fn non_terminal_states(&self) -> &'static [&'static str] {
-        &[
-            "PENDING",
-            "STARTING",
-            "RUNNING",
-            "SUSPENDED",
-            "RESUMING",
-            "STOPPING",
-        ]
-    }
-
-    fn terminal_states(&self) -> &'static [&'static str] {
-        &["COMPLETED", "FAILED", "KILLED", "REJECTED"]
+    fn kind(&self) -> &'static Kind {
+        &KIND
     }
 
     fn problems(&self, o: &mut Problems) {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, Problems, fixed, lenient, map, opt, say};
+use super::{Engine, Kind, Problems, fixed, lenient, map, opt, say};
 
 /// A Dataflow job launched from a flex template (`flexTemplates.launch`); the job id is its
 /// `jobName`.
@@ -57,43 +57,36 @@ pub struct DataflowFlex {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What this engine is called and what its states mean.
+const KIND: Kind = Kind {
+    name: "dataflow_flex",
+    success: "JOB_STATE_DONE",
+    non_terminal: &[
+        "JOB_STATE_UNKNOWN",
+        "JOB_STATE_STOPPED",
+        "JOB_STATE_QUEUED",
+        "JOB_STATE_PENDING",
+        "JOB_STATE_RUNNING",
+        "JOB_STATE_DRAINING",
+        "JOB_STATE_CANCELLING",
+        "JOB_STATE_RESOURCE_CLEANING_UP",
+        // A paused streaming job resumes; it is not over.
+        "JOB_STATE_PAUSING",
+        "JOB_STATE_PAUSED",
+    ],
+    terminal: &[
+        "JOB_STATE_DONE",
+        "JOB_STATE_FAILED",
+        "JOB_STATE_CANCELLED",
+        "JOB_STATE_UPDATED",
+        "JOB_STATE_DRAINED",
+    ],
+    running: &["JOB_STATE_RUNNING"],
+};
+
 impl Engine for DataflowFlex {
-    fn name(&self) -> &'static str {
-        "dataflow_flex"
-    }
-
-    fn success_state(&self) -> &'static str {
-        "JOB_STATE_DONE"
-    }
-
-    fn non_terminal_states(&self) -> &'static [&'static str] {
-        &[
-            "JOB_STATE_UNKNOWN",
-            "JOB_STATE_STOPPED",
-            "JOB_STATE_QUEUED",
-            "JOB_STATE_PENDING",
-            "JOB_STATE_RUNNING",
-            "JOB_STATE_DRAINING",
-            "JOB_STATE_CANCELLING",
-            "JOB_STATE_RESOURCE_CLEANING_UP",
-            // A paused streaming job resumes; it is not over.
-            "JOB_STATE_PAUSING",
-            "JOB_STATE_PAUSED",
-        ]
-    }
-
-    fn terminal_states(&self) -> &'static [&'static str] {
-        &[
-            "JOB_STATE_DONE",
-            "JOB_STATE_FAILED",
-            "JOB_STATE_CANCELLED",
-            "JOB_STATE_UPDATED",
-            "JOB_STATE_DRAINED",
-        ]
-    }
-
-    fn running_states(&self) -> &'static [&'static str] {
-        &["JOB_STATE_RUNNING"]
+    fn kind(&self) -> &'static Kind {
+        &KIND
     }
 
     fn problems(&self, o: &mut Problems) {

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::dataproc::{PigJob, PySparkJob, SparkJob};
-use super::{Engine, Problems, fixed, lenient, list, map, opt, say, yes};
+use super::{Engine, Kind, Problems, RUNNING, fixed, lenient, list, map, opt, say, yes};
 
 /// A Dataproc job on an ephemeral cluster: the cluster (named after the job id) is created
 /// for the job and deleted when the job ends in any state.
@@ -127,33 +127,30 @@ impl Default for ClusterSpec {
     }
 }
 
+/// What this engine is called and what its states mean.
+const KIND: Kind = Kind {
+    name: "dataproc_cluster",
+    success: "DONE",
+    // CLUSTER_CREATING is Conveyor's: the job waits for its ephemeral cluster.
+    // ATTEMPT_FAILURE is a failed attempt of a restartable job, which Dataproc restarts.
+    non_terminal: &[
+        "STATE_UNSPECIFIED",
+        "CLUSTER_CREATING",
+        "PENDING",
+        "SETUP_DONE",
+        "RUNNING",
+        "CANCEL_PENDING",
+        "CANCEL_STARTED",
+        "ATTEMPT_FAILURE",
+    ],
+    // CLUSTER_ERROR is Conveyor's: the ephemeral cluster failed, so the job never ran.
+    terminal: &["DONE", "ERROR", "CANCELLED", "CLUSTER_ERROR"],
+    running: RUNNING,
+};
+
 impl Engine for DataprocCluster {
-    fn name(&self) -> &'static str {
-        "dataproc_cluster"
-    }
-
-    fn success_state(&self) -> &'static str {
-        "DONE"
-    }
-
-    fn non_terminal_states(&self) -> &'static [&'static str] {
-        // CLUSTER_CREATING is Conveyor's: the job waits for its ephemeral cluster.
-        // ATTEMPT_FAILURE is a failed attempt of a restartable job, which Dataproc restarts.
-        &[
-            "STATE_UNSPECIFIED",
-            "CLUSTER_CREATING",
-            "PENDING",
-            "SETUP_DONE",
-            "RUNNING",
-            "CANCEL_PENDING",
-            "CANCEL_STARTED",
-            "ATTEMPT_FAILURE",
-        ]
-    }
-
-    fn terminal_states(&self) -> &'static [&'static str] {
-        // CLUSTER_ERROR is Conveyor's: the ephemeral cluster failed, so the job never ran.
-        &["DONE", "ERROR", "CANCELLED", "CLUSTER_ERROR"]
+    fn kind(&self) -> &'static Kind {
+        &KIND
     }
 
     fn problems(&self, o: &mut Problems) {

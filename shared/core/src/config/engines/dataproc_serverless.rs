@@ -6,7 +6,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::dataproc::{PySparkJob, SparkJob, SparkSqlJob};
-use super::{Engine, PROCESS_TERMINAL, Problems, fixed, list, map, opt, required, say};
+use super::{
+    Engine, Kind, PROCESS_TERMINAL, Problems, RUNNING, fixed, list, map, opt, required, say,
+};
 
 /// A Dataproc Serverless batch: `batches.create` with the job id as `batchId`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -50,21 +52,18 @@ pub struct DataprocServerless {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What this engine is called and what its states mean.
+const KIND: Kind = Kind {
+    name: "dataproc_serverless",
+    success: "SUCCEEDED",
+    non_terminal: &["STATE_UNSPECIFIED", "PENDING", "RUNNING", "CANCELLING"],
+    terminal: PROCESS_TERMINAL,
+    running: RUNNING,
+};
+
 impl Engine for DataprocServerless {
-    fn name(&self) -> &'static str {
-        "dataproc_serverless"
-    }
-
-    fn success_state(&self) -> &'static str {
-        "SUCCEEDED"
-    }
-
-    fn non_terminal_states(&self) -> &'static [&'static str] {
-        &["STATE_UNSPECIFIED", "PENDING", "RUNNING", "CANCELLING"]
-    }
-
-    fn terminal_states(&self) -> &'static [&'static str] {
-        PROCESS_TERMINAL
+    fn kind(&self) -> &'static Kind {
+        &KIND
     }
 
     fn problems(&self, o: &mut Problems) {

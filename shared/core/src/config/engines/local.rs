@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, PROCESS_NON_TERMINAL, PROCESS_TERMINAL, Problems, map, required};
+use super::{
+    Engine, Kind, PROCESS_NON_TERMINAL, PROCESS_TERMINAL, Problems, RUNNING, map, required,
+};
 
 /// A local command run as the batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -37,21 +39,18 @@ impl LocalBatch {
     }
 }
 
+/// What this engine is called and what its states mean.
+const KIND: Kind = Kind {
+    name: "local",
+    success: "SUCCEEDED",
+    non_terminal: PROCESS_NON_TERMINAL,
+    terminal: PROCESS_TERMINAL,
+    running: RUNNING,
+};
+
 impl Engine for LocalBatch {
-    fn name(&self) -> &'static str {
-        "local"
-    }
-
-    fn success_state(&self) -> &'static str {
-        "SUCCEEDED"
-    }
-
-    fn non_terminal_states(&self) -> &'static [&'static str] {
-        PROCESS_NON_TERMINAL
-    }
-
-    fn terminal_states(&self) -> &'static [&'static str] {
-        PROCESS_TERMINAL
+    fn kind(&self) -> &'static Kind {
+        &KIND
     }
 
     fn problems(&self, o: &mut Problems) {

@@ -68,22 +68,8 @@ pub enum BatchSpec {
 
 /// What every engine's spec answers, the same few questions; [`BatchSpec`] dispatches to it.
 trait Engine {
-    /// The engine's name as written in the file (`engine: NAME`).
-    fn name(&self) -> &'static str;
-
-    /// The engine's terminal success state: success when the pipeline does not say.
-    fn success_state(&self) -> &'static str;
-
-    /// Every state the engine reports that is not terminal.
-    fn non_terminal_states(&self) -> &'static [&'static str];
-
-    /// Every state after which the engine does not change the job any more.
-    fn terminal_states(&self) -> &'static [&'static str];
-
-    /// The states in which the job is doing its work (the run log's RUNNING).
-    fn running_states(&self) -> &'static [&'static str] {
-        &["RUNNING"]
-    }
+    /// The engine's name and what its states mean.
+    fn kind(&self) -> &'static Kind;
 
     /// Problems the types cannot express, each with its field path relative to `batch`.
     fn problems(&self, out: &mut Problems);
@@ -93,6 +79,20 @@ trait Engine {
     fn each_parameter(&mut self, f: &mut dyn FnMut(&str, &mut String));
 }
 
+/// An engine's name as written in the file (`engine: NAME`), and what the states it reports
+/// mean.
+struct Kind {
+    name: &'static str,
+    /// The terminal success state: success when the pipeline does not say.
+    success: &'static str,
+    /// Every state the engine reports that is not terminal.
+    non_terminal: &'static [&'static str],
+    /// Every state after which the engine does not change the job any more.
+    terminal: &'static [&'static str],
+    /// The states in which the job is doing its work (the run log's RUNNING).
+    running: &'static [&'static str],
+}
+
 /// Field paths (relative to `batch`) with what is wrong with them.
 type Problems = Vec<(String, String)>;
 
@@ -100,6 +100,8 @@ type Problems = Vec<(String, String)>;
 /// match.
 const PROCESS_NON_TERMINAL: &[&str] = &["PENDING", "RUNNING"];
 const PROCESS_TERMINAL: &[&str] = &["SUCCEEDED", "FAILED", "CANCELLED"];
+/// The running state of every engine but Dataflow.
+const RUNNING: &[&str] = &["RUNNING"];
 
 impl BatchSpec {
     fn spec(&self) -> &dyn Engine {
@@ -114,42 +116,30 @@ impl BatchSpec {
         }
     }
 
-    fn spec_mut(&mut self) -> &mut dyn Engine {
-        match self {
-            Self::Local(s) => s,
-            Self::DataprocServerless(s) => s,
-            Self::DataprocCluster(s) => s,
-            Self::DataflowFlex(s) => s,
-            Self::DataFusion(s) => s,
-            Self::Sql(s) => s,
-            Self::Ssh(s) => s,
-        }
-    }
-
     /// The engine's name as written in the file.
     pub fn engine(&self) -> &'static str {
-        self.spec().name()
+        self.spec().kind().name
     }
 
     /// The states that count as success when the pipeline does not say: the engine's terminal
     /// success state only.
     pub fn default_success_states(&self) -> Vec<String> {
-        vec![self.spec().success_state().to_owned()]
+        vec![self.spec().kind().success.to_owned()]
     }
 
     /// Every state the engine reports that is not terminal; none of them may be a success state.
     pub fn non_terminal_states(&self) -> &'static [&'static str] {
-        self.spec().non_terminal_states()
+        self.spec().kind().non_terminal
     }
 
     /// Every state after which the engine does not change the job any more.
     pub fn terminal_states(&self) -> &'static [&'static str] {
-        self.spec().terminal_states()
+        self.spec().kind().terminal
     }
 
     /// The states in which the job is doing its work (the run log's RUNNING).
     pub fn running_states(&self) -> &'static [&'static str] {
-        self.spec().running_states()
+        self.spec().kind().running
     }
 
     /// Whether `state` (any case) is one the engine never leaves.
@@ -199,7 +189,15 @@ impl BatchSpec {
     }
 
     fn each_parameter(&mut self, f: &mut dyn FnMut(&str, &mut String)) {
-        self.spec_mut().each_parameter(f);
+        match self {
+            Self::Local(s) => s.each_parameter(f),
+            Self::DataprocServerless(s) => s.each_parameter(f),
+            Self::DataprocCluster(s) => s.each_parameter(f),
+            Self::DataflowFlex(s) => s.each_parameter(f),
+            Self::DataFusion(s) => s.each_parameter(f),
+            Self::Sql(s) => s.each_parameter(f),
+            Self::Ssh(s) => s.each_parameter(f),
+        }
     }
 }
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, Problems, opt, parameter_placeholders, render_parameter, required, say};
+use super::{
+    Engine, Kind, Problems, RUNNING, opt, parameter_placeholders, render_parameter, required, say,
+};
 use crate::config::{CreateDisposition, WriteDisposition};
 
 /// A SQL query job (`engine: sql`). Placeholders in `query` and `destination` take the run's
@@ -77,23 +79,20 @@ impl SqlJob {
     }
 }
 
+/// What this engine is called and what its states mean.
+const KIND: Kind = Kind {
+    name: "sql",
+    success: "DONE",
+    non_terminal: &["PENDING", "RUNNING"],
+    // A BigQuery job is DONE either way; FAILED is Conveyor's name for DONE with an
+    // `errorResult` (only DONE without one is success).
+    terminal: &["DONE", "FAILED"],
+    running: RUNNING,
+};
+
 impl Engine for SqlJob {
-    fn name(&self) -> &'static str {
-        "sql"
-    }
-
-    fn success_state(&self) -> &'static str {
-        "DONE"
-    }
-
-    fn non_terminal_states(&self) -> &'static [&'static str] {
-        &["PENDING", "RUNNING"]
-    }
-
-    fn terminal_states(&self) -> &'static [&'static str] {
-        // A BigQuery job is DONE either way; FAILED is Conveyor's name for DONE with an
-        // `errorResult` (only DONE without one is success).
-        &["DONE", "FAILED"]
+    fn kind(&self) -> &'static Kind {
+        &KIND
     }
 
     fn problems(&self, o: &mut Problems) {

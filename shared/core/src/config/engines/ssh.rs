@@ -7,7 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Engine, PROCESS_NON_TERMINAL, PROCESS_TERMINAL, Problems, fixed, lenient, map, required, say,
+    Engine, Kind, PROCESS_NON_TERMINAL, PROCESS_TERMINAL, Problems, RUNNING, fixed, lenient, map,
+    required, say,
 };
 
 /// A command run over SSH on a remote host (seed 000's on-prem cluster), detached under the
@@ -126,21 +127,18 @@ impl SshBatch {
     }
 }
 
+/// What this engine is called and what its states mean.
+const KIND: Kind = Kind {
+    name: "ssh",
+    success: "SUCCEEDED",
+    non_terminal: PROCESS_NON_TERMINAL,
+    terminal: PROCESS_TERMINAL,
+    running: RUNNING,
+};
+
 impl Engine for SshBatch {
-    fn name(&self) -> &'static str {
-        "ssh"
-    }
-
-    fn success_state(&self) -> &'static str {
-        "SUCCEEDED"
-    }
-
-    fn non_terminal_states(&self) -> &'static [&'static str] {
-        PROCESS_NON_TERMINAL
-    }
-
-    fn terminal_states(&self) -> &'static [&'static str] {
-        PROCESS_TERMINAL
+    fn kind(&self) -> &'static Kind {
+        &KIND
     }
 
     fn problems(&self, o: &mut Problems) {
