@@ -116,7 +116,7 @@ impl ForEach {
     }
 
     /// The inline rows as text.
-    pub fn inline_rows(&self) -> Vec<BTreeMap<String, String>> {
+    pub(crate) fn inline_rows(&self) -> Vec<BTreeMap<String, String>> {
         self.rows
             .iter()
             .map(|row| row.iter().map(|(k, v)| (k.clone(), text(v))).collect())
@@ -134,7 +134,7 @@ pub(crate) fn text(v: &serde_json::Value) -> String {
 }
 
 /// Whether a flag column's value means "yes" (seed 004's `is_active`: `true`, `1`, `Y`).
-pub fn truthy(v: &str) -> bool {
+pub(crate) fn truthy(v: &str) -> bool {
     matches!(
         v.to_ascii_lowercase().as_str(),
         "true" | "1" | "yes" | "y" | "t"

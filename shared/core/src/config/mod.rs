@@ -55,20 +55,22 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use deploy::{DeployTarget, deployment_issues};
+pub(crate) use engines::render_parameter;
 pub use engines::{
     BatchSpec, ClusterSpec, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
     DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob, SshBatch,
-    parameter_placeholders, render_parameter,
+    parameter_placeholders,
 };
-pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch, truthy};
+pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch};
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use messages::TopicName;
-pub use pattern::{PathPattern, PatternError, placeholders, render, table_safe};
-pub use schema::{json_schema, json_schema_text};
+pub(crate) use pattern::table_safe;
+pub use pattern::{PathPattern, PatternError, placeholders, render};
+pub use schema::json_schema_text;
 pub use sinks::{PgTable, PostgresSink, RunLogSink};
 pub use stage::{
-    GcsSource, HttpsSource, S3Source, S3Verify, STAGE_PLACEHOLDERS, SecretRef, StageSource,
-    StageSpec, folder, redact_url,
+    GcsSource, HttpsSource, S3Source, S3Verify, SecretRef, StageSource, StageSpec, folder,
+    redact_url,
 };
 pub use validate::{ConfigError, ConfigIssue, check_cron, load_file, parse_str, parse_time_zone};
 
@@ -110,7 +112,7 @@ impl Config {
 
     /// The run-log target of `pipeline` (its own, else the file's); the file's for events of
     /// no pipeline.
-    pub fn run_log_target<'a>(&'a self, pipeline: Option<&'a Pipeline>) -> &'a RunLogTarget {
+    pub(crate) fn run_log_target<'a>(&'a self, pipeline: Option<&'a Pipeline>) -> &'a RunLogTarget {
         pipeline
             .and_then(|p| p.run_log.as_ref())
             .unwrap_or(&self.run_log)
@@ -203,7 +205,7 @@ impl Pipeline {
     }
 
     /// The poll policy of `job`: its own, else the pipeline's.
-    pub fn poll_for<'a>(&'a self, job: &'a Job) -> &'a PollPolicy {
+    pub(crate) fn poll_for<'a>(&'a self, job: &'a Job) -> &'a PollPolicy {
         job.poll.as_ref().unwrap_or(&self.poll)
     }
 
@@ -212,7 +214,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// A field path and message when both forms are written.
-    pub fn normalize(&mut self) -> Result<(), (String, String)> {
+    pub(crate) fn normalize(&mut self) -> Result<(), (String, String)> {
         if let Some(batch) = self.batch.take() {
             if !self.jobs.is_empty() {
                 return Err((
@@ -409,7 +411,7 @@ fn max_record_bytes() -> u64 {
 }
 
 /// The default of `load.ignore`.
-pub const DEFAULT_IGNORE: &[&str] = &[".*", "_*", "*.tmp"];
+pub(crate) const DEFAULT_IGNORE: &[&str] = &[".*", "_*", "*.tmp"];
 
 impl LoadSpec {
     /// Whether `name` is not data by `ignore` (or its default): some path segment matches

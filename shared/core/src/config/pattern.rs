@@ -124,7 +124,7 @@ impl PathPattern {
 
     /// Whether the pattern splits into a folder part and a file part that stays in its
     /// folder (no `**` after the last `/`): what a marker batch needs.
-    pub fn has_folder(&self) -> bool {
+    pub(crate) fn has_folder(&self) -> bool {
         self.folder.is_some()
     }
 
@@ -138,7 +138,7 @@ impl PathPattern {
     /// assert_eq!(p.folder_captures("orders/2026-11-20").unwrap()["date"], "2026-11-20");
     /// assert!(p.folder_captures("orders/2026-11-20/x").is_none());
     /// ```
-    pub fn folder_captures(&self, folder: &str) -> Option<BTreeMap<String, String>> {
+    pub(crate) fn folder_captures(&self, folder: &str) -> Option<BTreeMap<String, String>> {
         captures_of(self.folder.as_ref()?, &self.names, folder)
     }
 
@@ -259,7 +259,7 @@ pub fn placeholders(template: &str) -> Vec<String> {
 
 /// Makes a capture value fit a BigQuery table name: every character outside `A-Z a-z 0-9 _`
 /// becomes `_` (`2026-11-20` → `2026_11_20`).
-pub fn table_safe(value: &str) -> String {
+pub(crate) fn table_safe(value: &str) -> String {
     value
         .chars()
         .map(|c| {

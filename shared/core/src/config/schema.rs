@@ -20,7 +20,7 @@ use super::{BatchSpec, Config, ForEach, Job, PathPattern, PollPolicy, SecretRef,
 use crate::names::JobName;
 
 /// The JSON Schema (draft 2020-12) of the pipeline file, as `conveyor schema` prints it.
-pub fn json_schema() -> Value {
+pub(crate) fn json_schema() -> Value {
     let settings = SchemaSettings::draft2020_12();
     let generator = settings.into_generator();
     let schema = generator.into_root_schema_for::<Config>();

@@ -63,7 +63,7 @@ fn default_concurrency() -> usize {
 }
 
 /// Placeholders every stage template knows, besides the captures of `include`.
-pub const STAGE_PLACEHOLDERS: &[&str] =
+pub(crate) const STAGE_PLACEHOLDERS: &[&str] =
     &["date", "run_id", "relative", "name", "stem", "ext", "path"];
 
 /// Placeholders that differ from one source object to the next.
@@ -481,7 +481,7 @@ pub fn folder(prefix: &str) -> &str {
 impl StageSpec {
     /// The placeholders `prefix` and `name` may use: [`STAGE_PLACEHOLDERS`] and the captures
     /// of `include`.
-    pub fn known_placeholders(&self) -> Vec<String> {
+    pub(crate) fn known_placeholders(&self) -> Vec<String> {
         let mut known: Vec<String> = STAGE_PLACEHOLDERS.iter().map(|s| (*s).to_owned()).collect();
         if let Some(p) = &self.include {
             known.extend(p.names().iter().cloned());
@@ -491,7 +491,7 @@ impl StageSpec {
 
     /// Makes a relative local source path relative to `base` (the configuration file's
     /// directory).
-    pub fn resolve_relative(&mut self, base: &Path) {
+    pub(crate) fn resolve_relative(&mut self, base: &Path) {
         if let StageSource::Path(p) = &mut self.source
             && Path::new(p.as_str()).is_relative()
         {

@@ -9,9 +9,9 @@ use super::{Delivery, Inbound, InboundError, parse_json};
 use crate::event::ConveyorEvent;
 
 /// The Eventarc type of a Cloud Storage object arrival.
-pub const GCS_FINALIZED: &str = "google.cloud.storage.object.v1.finalized";
+pub(crate) const GCS_FINALIZED: &str = "google.cloud.storage.object.v1.finalized";
 /// The Eventarc type of a Pub/Sub message.
-pub const PUBSUB_PUBLISHED: &str = "google.cloud.pubsub.topic.v1.messagePublished";
+pub(crate) const PUBSUB_PUBLISHED: &str = "google.cloud.pubsub.topic.v1.messagePublished";
 
 pub(super) fn from_cloudevent(event: &Event) -> (Delivery, Result<Inbound, InboundError>) {
     let data_json = || -> Result<Value, InboundError> {

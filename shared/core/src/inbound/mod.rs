@@ -31,8 +31,6 @@ mod plain;
 mod pubsub;
 mod storage;
 
-pub use cloudevent::{GCS_FINALIZED, PUBSUB_PUBLISHED};
-
 /// What a request asks a step to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
@@ -171,7 +169,7 @@ fn scheduled_at(headers: &HeaderMap, inbound: Inbound) -> Result<Inbound, Inboun
 
 /// The prefix of the key a start request pushed through Pub/Sub is given from its message
 /// id (see [`keyed_by_message`]).
-pub const PUBSUB_KEY_PREFIX: &str = "pubsub-message:";
+pub(crate) const PUBSUB_KEY_PREFIX: &str = "pubsub-message:";
 
 /// A start request pushed through Pub/Sub without a `key` is keyed by its message id: Pub/Sub
 /// redelivers a message with the same id (a minute later, an hour later), so every delivery
@@ -348,7 +346,7 @@ mod tests {
                 "ce-source",
                 "//storage.googleapis.com/projects/_/buckets/landing",
             ),
-            ("ce-type", GCS_FINALIZED),
+            ("ce-type", cloudevent::GCS_FINALIZED),
         ] {
             h.insert(k, HeaderValue::from_static(v));
         }

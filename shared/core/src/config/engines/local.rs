@@ -30,7 +30,7 @@ pub struct LocalBatch {
 impl LocalBatch {
     /// Makes the working directory relative to `base` (the pipeline file's directory):
     /// `base` itself when none is given, `base/DIR` when a relative one is.
-    pub fn resolve_relative(&mut self, base: &std::path::Path) {
+    pub(crate) fn resolve_relative(&mut self, base: &std::path::Path) {
         self.working_dir = Some(match self.working_dir.take() {
             Some(dir) if dir.is_absolute() => dir,
             Some(dir) => base.join(dir),

@@ -35,7 +35,8 @@ pub use dataproc::{PigJob, PySparkJob, SparkJob, SparkSqlJob};
 pub use dataproc_cluster::{ClusterSpec, DataprocCluster};
 pub use dataproc_serverless::DataprocServerless;
 pub use local::LocalBatch;
-pub use parameters::{parameter_placeholders, render_parameter};
+pub use parameters::parameter_placeholders;
+pub(crate) use parameters::render_parameter;
 pub use sql::SqlJob;
 pub use ssh::SshBatch;
 
@@ -123,7 +124,7 @@ impl BatchSpec {
 
     /// The states that count as success when the pipeline does not say: the engine's terminal
     /// success state only.
-    pub fn default_success_states(&self) -> Vec<String> {
+    pub(crate) fn default_success_states(&self) -> Vec<String> {
         vec![self.spec().kind().success.to_owned()]
     }
 
@@ -138,7 +139,7 @@ impl BatchSpec {
     }
 
     /// The states in which the job is doing its work (the run log's RUNNING).
-    pub fn running_states(&self) -> &'static [&'static str] {
+    pub(crate) fn running_states(&self) -> &'static [&'static str] {
         self.spec().kind().running
     }
 

@@ -61,7 +61,10 @@ pub fn parameter_placeholders(template: &str) -> Vec<String> {
 ///
 /// # Errors
 /// The first placeholder without a value.
-pub fn render_parameter(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+pub(crate) fn render_parameter(
+    template: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     for piece in pieces(template) {
         match piece {
