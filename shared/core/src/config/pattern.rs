@@ -138,7 +138,7 @@ impl PathPattern {
     /// assert_eq!(p.folder_captures("orders/2026-11-20").unwrap()["date"], "2026-11-20");
     /// assert!(p.folder_captures("orders/2026-11-20/x").is_none());
     /// ```
-    pub(crate) fn folder_captures(&self, folder: &str) -> Option<BTreeMap<String, String>> {
+    pub fn folder_captures(&self, folder: &str) -> Option<BTreeMap<String, String>> {
         captures_of(self.folder.as_ref()?, &self.names, folder)
     }
 
