@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use marked_yaml::Node;
 
-use super::{Lines, Validator, get, line_of};
+use super::{Lines, Pos, Validator, get, line_of};
 use crate::config::{BatchSpec, Job, Pipeline, parameter_placeholders, render_parameter};
 use crate::names::{TableRef, reserved_dataset};
 
@@ -136,24 +136,40 @@ impl Validator {
         if let BatchSpec::Sql(q) = batch
             && let Some(dest) = &q.destination
         {
-            let sample: BTreeMap<String, String> = parameter_placeholders(dest)
-                .into_iter()
-                .map(|n| (n, "x".to_owned()))
-                .collect();
-            if let Ok(d) = render_parameter(dest, &sample) {
-                let problem = match TableRef::parse(&d) {
-                    Err(e) => Some(e.to_string()),
-                    Ok(t) => reserved_dataset(&t.dataset),
-                };
-                if let Some(problem) = problem {
-                    self.issue(
-                        format!("{jpath}.destination"),
-                        line_of_param("destination"),
-                        problem,
-                    );
-                }
+            self.sql_destination(jpath, dest, line_of_param("destination"));
+        }
+        self.success_states(path, jpath, keys, lines, job, p);
+    }
+
+    /// A SQL job's destination, rendered with sample values: a table, outside the datasets
+    /// SQLite reserves.
+    fn sql_destination(&mut self, jpath: &str, dest: &str, line: Pos) {
+        let sample: BTreeMap<String, String> = parameter_placeholders(dest)
+            .into_iter()
+            .map(|n| (n, "x".to_owned()))
+            .collect();
+        if let Ok(d) = render_parameter(dest, &sample) {
+            let problem = match TableRef::parse(&d) {
+                Err(e) => Some(e.to_string()),
+                Ok(t) => reserved_dataset(&t.dataset),
+            };
+            if let Some(problem) = problem {
+                self.issue(format!("{jpath}.destination"), line, problem);
             }
         }
+    }
+
+    /// The success states of a job's poll policy: terminal states of its engine.
+    fn success_states(
+        &mut self,
+        path: &str,
+        jpath: &str,
+        keys: &[String],
+        lines: Lines<'_>,
+        job: &Job,
+        p: &Pipeline,
+    ) {
+        let batch = &job.spec;
         let policy = p.poll_for(job);
         let (poll_path, poll_line) = if job.poll.is_some() {
             let mut k = keys.to_vec();
