@@ -72,13 +72,7 @@ async fn status_reads_the_production_run_log_in_bigquery_one_row_per_run_without
         return;
     };
     let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/bigquery/v2/projects/test/datasets", emu.bq))
-        .json(&json!({"datasetReference": {"projectId": "test", "datasetId": "conveyor"}}))
-        .send()
-        .await
-        .expect("create dataset");
-    assert!(resp.status().is_success(), "{}", resp.status());
+    emu.dataset("conveyor").await;
 
     // What the log function writes in production, through the same adapter.
     let bq = conveyor_gcp::BigQuery::new(
@@ -448,30 +442,18 @@ async fn replay_re_publishes_a_dead_lettered_message_once_and_records_it() {
         return;
     };
     let http = reqwest::Client::new();
-    let ps = format!("{}/v1/projects/test", emu.pubsub);
+    let ps = emu.pubsub_project();
     for t in ["conveyor-events", "conveyor-events-dead-letter"] {
-        http.put(format!("{ps}/topics/{t}"))
-            .send()
-            .await
-            .expect("topic");
+        emu.topic(t).await;
     }
     for (s, t) in [
         ("conveyor-events-dead-letter", "conveyor-events-dead-letter"),
         ("probe", "conveyor-events"),
     ] {
-        let r = http
-            .put(format!("{ps}/subscriptions/{s}"))
-            .json(&json!({"topic": format!("projects/test/topics/{t}"), "ackDeadlineSeconds": 10}))
-            .send()
-            .await
-            .expect("subscription");
-        assert!(r.status().is_success(), "{}", r.status());
+        emu.subscription(s, t, json!({"ackDeadlineSeconds": 10}))
+            .await;
     }
-    http.post(format!("{}/bigquery/v2/projects/test/datasets", emu.bq))
-        .json(&json!({"datasetReference": {"projectId": "test", "datasetId": "conveyor"}}))
-        .send()
-        .await
-        .expect("dataset");
+    emu.dataset("conveyor").await;
 
     // A loaded event that the submit function failed on until Pub/Sub dead-lettered it.
     let event = json!({"type": "dev.conveyor.table.loaded", "run_id": "sales-ccc", "pipeline": "sales",
@@ -571,13 +553,7 @@ async fn a_request_with_traceparent_logs_the_trace_field_http_request_and_the_ru
         return;
     };
     let http = reqwest::Client::new();
-    http.put(format!(
-        "{}/v1/projects/test/topics/conveyor-events",
-        emu.pubsub
-    ))
-    .send()
-    .await
-    .expect("topic");
+    emu.topic("conveyor-events").await;
     let fake = Fake::start().await;
     fake.script(&[&["PENDING", "RUNNING", "SUCCEEDED"]]);
     let config = dir.path().join("conveyor.yaml");
@@ -644,13 +620,28 @@ pipelines:
         .expect("request");
     let status = resp.status().as_u16();
     assert_eq!(status, 200, "the start went through");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let read_lines = || -> Vec<Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    // The request's last line is written once the answer is sent: wait for it, not a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read_lines()
+        .iter()
+        .any(|l| l["message"] == "request finished")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no request line: {:#?}",
+            read_lines()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = child.kill().await;
-    let lines: Vec<Value> = std::fs::read_to_string(&log)
-        .expect("log")
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let lines = read_lines();
     let traced: Vec<&Value> = lines
         .iter()
         .filter(|l| l["logging.googleapis.com/trace"] == format!("projects/test/traces/{trace}"))
@@ -1053,6 +1044,8 @@ async fn dev_answers_healthz_behind_more_idle_connections_than_it_has_file_descr
             _ => break,
         }
     }
+    // The server's part of the pressure (accepting those connections, up to its limit of
+    // descriptors) happens on its side with nothing to observe from here: it is given a while.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
