@@ -78,6 +78,23 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Serves `app` on a loopback port bound here (the listener is kept: no port is chosen and
+/// bound later, so none can be taken in between), for as long as the test's runtime runs;
+/// returns `http://127.0.0.1:PORT`.
+///
+/// # Panics
+/// When no port can be bound.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
 /// Servers started by `scripts/emulators.sh` in one directory, stopped on drop. A URL is empty
 /// for a server that was not started.
 pub struct Emulators {

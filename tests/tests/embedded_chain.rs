@@ -687,14 +687,8 @@ async fn serve_csv(body: Vec<u8>) -> String {
             async move { ([("etag", "\"orders-v1\"")], body) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}/exports/orders.csv")
+    let url = conveyor_e2e::serve(app).await;
+    format!("{url}/exports/orders.csv")
 }
 
 #[tokio::test]
