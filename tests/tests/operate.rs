@@ -864,6 +864,35 @@ async fn wait_healthy(port: u16) {
     }
 }
 
+/// `conveyor dev` in `cwd` (as [`spawn_dev`]) once it answers `/healthz`, and its port. The
+/// port is chosen free and bound by the child: when the child exits before it answers
+/// (another test took the port in between), it is started again on another port.
+async fn spawn_dev_healthy(cwd: &Path, name: &str) -> (tokio::process::Child, u16) {
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let mut dev = spawn_dev(cwd, port, name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return (dev, port);
+            }
+            if dev.try_wait().expect("wait").is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "conveyor dev did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let err = std::fs::read_to_string(cwd.join(format!("{name}.err"))).unwrap_or_default();
+    panic!("conveyor dev exited before it answered, on 5 ports: {err}");
+}
+
 /// Waits up to `limit` for `child` to exit; `None` when it is still running.
 async fn exit_within(
     child: &mut tokio::process::Child,
@@ -880,9 +909,7 @@ async fn a_second_dev_on_the_same_state_dir_is_refused_naming_the_first_ones_pid
     let dir = tempfile::tempdir().expect("tempdir");
     let cwd = dir.path();
     std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
-    let first_port = free_port();
-    let mut first = spawn_dev(cwd, first_port, "first");
-    wait_healthy(first_port).await;
+    let (mut first, _) = spawn_dev_healthy(cwd, "first").await;
     let pid = first.id().expect("pid");
     let mut second = spawn_dev(cwd, free_port(), "second");
     let status = exit_within(&mut second, Duration::from_secs(15)).await;
@@ -901,9 +928,7 @@ async fn a_second_dev_on_the_same_state_dir_is_refused_naming_the_first_ones_pid
     first.kill().await.expect("kill");
     let _ = first.wait().await;
     // Once it is gone, the state directory is free again (the lock is the system's).
-    let port = free_port();
-    let mut third = spawn_dev(cwd, port, "third");
-    wait_healthy(port).await;
+    let (mut third, _) = spawn_dev_healthy(cwd, "third").await;
     third.kill().await.expect("kill");
 }
 
