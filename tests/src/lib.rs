@@ -95,6 +95,41 @@ pub async fn serve(app: axum::Router) -> String {
     url
 }
 
+/// Starts a server process with `spawn(port)` on a free loopback port and returns it, and its
+/// port, once it answers `/healthz`. The port is chosen free and then bound by the child: when
+/// the child exits before it answers (another test took the port in between), it is started
+/// again on another port, up to five times.
+///
+/// # Panics
+/// When it does not answer within 30 s, or exits on every try.
+pub async fn start_listening(
+    what: &str,
+    mut spawn: impl FnMut(u16) -> tokio::process::Child,
+) -> (tokio::process::Child, u16) {
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = spawn(port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return (child, port);
+            }
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{what} did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("{what} exited before it answered /healthz, on five ports");
+}
+
 /// Servers started by `scripts/emulators.sh` in one directory, stopped on drop. A URL is empty
 /// for a server that was not started.
 pub struct Emulators {

@@ -164,31 +164,20 @@ async fn status_reads_the_production_run_log_in_bigquery_one_row_per_run_without
     );
 
     // The console service, as deployed (without a pipeline file), reads the same run log.
-    let port = free_port();
-    let mut console = Command::new(binary("conveyor-console"))
-        .env("PORT", port.to_string())
-        .env("CONVEYOR_PROJECT", "test")
-        .env("CONVEYOR_BIGQUERY_ENDPOINT", &endpoint)
-        .env("CONVEYOR_ANONYMOUS", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("conveyor-console");
+    let (mut console, port) = conveyor_e2e::start_listening("conveyor-console", |port| {
+        Command::new(binary("conveyor-console"))
+            .env("PORT", port.to_string())
+            .env("CONVEYOR_PROJECT", "test")
+            .env("CONVEYOR_BIGQUERY_ENDPOINT", &endpoint)
+            .env("CONVEYOR_ANONYMOUS", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("conveyor-console")
+    })
+    .await;
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("{url}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "conveyor-console did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let home = http.get(format!("{url}/")).send().await.expect("home");
     assert!(home.status().is_success());
     let home = home.text().await.expect("html");
@@ -572,43 +561,36 @@ pipelines:
 "#,
     )
     .expect("config");
-    let port = free_port();
+    // A port nothing listens on, for the stores the start does not use.
     let closed = free_port();
     let log = dir.path().join("submit.log");
-    let mut child = Command::new(binary("conveyor-submit"))
-        .env("PORT", port.to_string())
-        .env("CONVEYOR_CONFIG", &config)
-        .env("CONVEYOR_PROJECT", "test")
-        .env("CONVEYOR_EVENTS_TOPIC", "conveyor-events")
-        .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.wire.pubsub)
-        .env(
-            "CONVEYOR_GCS_ENDPOINT",
-            format!("http://127.0.0.1:{closed}"),
-        )
-        .env(
-            "CONVEYOR_BIGQUERY_ENDPOINT",
-            format!("http://127.0.0.1:{closed}/bigquery/v2"),
-        )
-        .env("CONVEYOR_ANONYMOUS", "true")
-        .env("CONVEYOR_DATAPROC_ENDPOINT", &fake.url)
-        .env("CONVEYOR_LOG_FORMAT", "json")
-        .env("CONVEYOR_LOG", "info")
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("conveyor-submit");
+    let (mut child, port) = conveyor_e2e::start_listening("conveyor-submit", |port| {
+        Command::new(binary("conveyor-submit"))
+            .env("PORT", port.to_string())
+            .env("CONVEYOR_CONFIG", &config)
+            .env("CONVEYOR_PROJECT", "test")
+            .env("CONVEYOR_EVENTS_TOPIC", "conveyor-events")
+            .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.wire.pubsub)
+            .env(
+                "CONVEYOR_GCS_ENDPOINT",
+                format!("http://127.0.0.1:{closed}"),
+            )
+            .env(
+                "CONVEYOR_BIGQUERY_ENDPOINT",
+                format!("http://127.0.0.1:{closed}/bigquery/v2"),
+            )
+            .env("CONVEYOR_ANONYMOUS", "true")
+            .env("CONVEYOR_DATAPROC_ENDPOINT", &fake.url)
+            .env("CONVEYOR_LOG_FORMAT", "json")
+            .env("CONVEYOR_LOG", "info")
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("conveyor-submit")
+    })
+    .await;
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("{url}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "conveyor-submit did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let resp = http
         .post(format!("{url}/"))
@@ -864,33 +846,10 @@ async fn wait_healthy(port: u16) {
     }
 }
 
-/// `conveyor dev` in `cwd` (as [`spawn_dev`]) once it answers `/healthz`, and its port. The
-/// port is chosen free and bound by the child: when the child exits before it answers
-/// (another test took the port in between), it is started again on another port.
+/// `conveyor dev` in `cwd` (as [`spawn_dev`]) once it answers `/healthz`, and its port (see
+/// [`conveyor_e2e::start_listening`]).
 async fn spawn_dev_healthy(cwd: &Path, name: &str) -> (tokio::process::Child, u16) {
-    let http = reqwest::Client::new();
-    for _ in 0..5 {
-        let port = free_port();
-        let mut dev = spawn_dev(cwd, port, name);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if http
-                .get(format!("http://127.0.0.1:{port}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return (dev, port);
-            }
-            if dev.try_wait().expect("wait").is_some() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "conveyor dev did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let err = std::fs::read_to_string(cwd.join(format!("{name}.err"))).unwrap_or_default();
-    panic!("conveyor dev exited before it answered, on 5 ports: {err}");
+    conveyor_e2e::start_listening("conveyor dev", |port| spawn_dev(cwd, port, name)).await
 }
 
 /// Waits up to `limit` for `child` to exit; `None` when it is still running.
