@@ -7,19 +7,16 @@
 //! API descriptions.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+
+use tokio::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::{Emulators, binary, free_port};
+use crate::{Emulators, binary, start_listening};
 
 /// The project every emulator test works in.
 pub const PROJECT: &str = "test";
-
-/// How many ports a function binary is started on before its start is a failure: a port
-/// chosen free may be taken by another test before the child binds it.
-const PORT_TRIES: u32 = 5;
 
 /// The JSON body of a set-up call that succeeded or found its resource there already (409).
 ///
@@ -196,68 +193,34 @@ impl Emulators {
 
 /// A function binary running as a process, killed on drop.
 pub struct Function {
-    child: Child,
+    _child: tokio::process::Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
 }
 
 impl Function {
     /// Starts `conveyor-<step>` with `PORT` and what `configure` sets, stderr to `log`, and
-    /// waits until it answers `/healthz`. The port is chosen free, then bound by the child: when
-    /// the child exits before it answers (another test took the port in between), it is
-    /// started again on another port.
+    /// waits until it answers `/healthz` (on another port when the one chosen was taken: see
+    /// [`start_listening`]).
     ///
     /// # Panics
-    /// When it does not come up within 30 s, or exits on every try.
+    /// When it does not come up.
     pub async fn start(step: &str, log: &Path, configure: impl Fn(&mut Command)) -> Self {
-        let http = reqwest::Client::new();
-        let mut last_exit = None;
-        for _ in 0..PORT_TRIES {
-            let port = free_port();
-            let mut cmd = Command::new(binary(&format!("conveyor-{step}")));
+        let what = format!("conveyor-{step}");
+        let (child, port) = start_listening(&what, |port| {
+            let mut cmd = Command::new(binary(&what));
             configure(&mut cmd);
-            let child = cmd
-                .env("PORT", port.to_string())
+            cmd.env("PORT", port.to_string())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(log).expect("log file"))
+                .kill_on_drop(true)
                 .spawn()
-                .expect("start function");
-            let mut f = Self {
-                child,
-                url: format!("http://127.0.0.1:{port}"),
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if http
-                    .get(format!("{}/healthz", f.url))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    return f;
-                }
-                if let Ok(Some(status)) = f.child.try_wait() {
-                    last_exit = Some(status);
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "conveyor-{step} did not come up at {}",
-                    f.url
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                .expect("start function")
+        })
+        .await;
+        Self {
+            _child: child,
+            url: format!("http://127.0.0.1:{port}"),
         }
-        panic!(
-            "conveyor-{step} exited before it answered, on {PORT_TRIES} ports ({last_exit:?}): {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-}
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
