@@ -210,13 +210,7 @@ impl Fake {
             Router::new().fallback(handle).with_state(inner.clone()),
             &wire,
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let url = crate::serve(app).await;
         Self { inner, url, wire }
     }
 

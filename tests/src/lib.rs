@@ -1,7 +1,8 @@
 //! Support for Conveyor's end-to-end tests (the test binaries are in `tests/`):
 //! [`Chain`], the embedded chain on fresh state, [`Emulators`], the servers that
 //! `scripts/emulators.sh` starts, [`fake_engines`], a local fake of the batch engines'
-//! REST APIs, and [`runs`], runs whose state the latest-status views must report.
+//! REST APIs, [`provision`], the emulators' topics, buckets, datasets and function processes,
+//! and [`runs`], runs whose state the latest-status views must report.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,10 @@ use conveyor_embedded::runtime::{Embedded, QuietProbe, RuntimeOptions};
 use tower::ServiceExt;
 
 pub mod fake_engines;
+pub mod provision;
 pub mod runs;
+
+pub use provision::{Function, PROJECT, ok};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -74,6 +78,58 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Serves `app` on a loopback port bound here (the listener is kept: no port is chosen and
+/// bound later, so none can be taken in between), for as long as the test's runtime runs;
+/// returns `http://127.0.0.1:PORT`.
+///
+/// # Panics
+/// When no port can be bound.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// Starts a server process with `spawn(port)` on a free loopback port and returns it, and its
+/// port, once it answers `/healthz`. The port is chosen free and then bound by the child: when
+/// the child exits before it answers (another test took the port in between), it is started
+/// again on another port, up to five times.
+///
+/// # Panics
+/// When it does not answer within 30 s, or exits on every try.
+pub async fn start_listening(
+    what: &str,
+    mut spawn: impl FnMut(u16) -> tokio::process::Child,
+) -> (tokio::process::Child, u16) {
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = spawn(port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return (child, port);
+            }
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{what} did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("{what} exited before it answered /healthz, on five ports");
+}
+
 /// Servers started by `scripts/emulators.sh` in one directory, stopped on drop. A URL is empty
 /// for a server that was not started.
 pub struct Emulators {
@@ -92,6 +148,8 @@ pub struct Emulators {
     /// against Google's API descriptions (the test's own set-up calls go to the emulators
     /// directly).
     pub wire: Wire,
+    /// The client of the set-up calls ([`provision`]).
+    http: reqwest::Client,
     _proxies: Vec<conveyor_contract::Proxy>,
 }
 
@@ -167,6 +225,7 @@ impl Emulators {
             bq: url("BQ_PORT"),
             s3: url("S3_PORT"),
             wire,
+            http: reqwest::Client::new(),
             _proxies: proxies,
         })
     }
@@ -375,6 +434,25 @@ impl Chain {
         }
     }
 
+    /// Waits until `table` holds at least `rows` rows.
+    ///
+    /// # Panics
+    /// When that takes longer than `limit`.
+    pub async fn wait_rows(&self, table: &str, rows: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = self.rows(table).await;
+            if now >= rows {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{table} holds {now} rows, not {rows}, after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// The run log `conveyor.run_log`, oldest first.
     pub async fn run_log(&self) -> Vec<RunLogRow> {
         let t = TableRef::parse("conveyor.run_log").expect("table");
@@ -418,6 +496,31 @@ impl Chain {
     ) -> (StatusCode, serde_json::Value) {
         self.request(step, "POST", "/", body, &[("content-type", content_type)])
             .await
+    }
+
+    /// POSTs the JSON `body` to the function running `step` and expects it accepted (200).
+    ///
+    /// # Panics
+    /// When it answers otherwise.
+    pub async fn accepted(&self, step: StepName, body: &str) -> serde_json::Value {
+        let (status, reply) = self.post(step, body, "application/json").await;
+        assert_eq!(status, StatusCode::OK, "{step:?} {body}: {reply}");
+        reply
+    }
+
+    /// POSTs the JSON `body` to the function running `step` and expects it refused (400) with
+    /// a reason that says `why`.
+    ///
+    /// # Panics
+    /// When it answers otherwise, or gives another reason.
+    pub async fn refused(&self, step: StepName, body: &str, why: &str) -> serde_json::Value {
+        let (status, reply) = self.post(step, body, "application/json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{step:?} {body}: {reply}");
+        assert!(
+            reply["reason"].as_str().is_some_and(|r| r.contains(why)),
+            "the reason should say {why:?}: {reply}"
+        );
+        reply
     }
 
     /// Sends a request to the function running `step`, through its router, with `headers`.

@@ -8,9 +8,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use conveyor_e2e::{binary, free_port, repo};
+use conveyor_e2e::{binary, repo};
 use tokio::process::Command;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -135,32 +135,24 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         String::from_utf8_lossy(&trigger.stdout)
     );
 
-    let port = free_port();
-    let mut dev = Command::new(binary("conveyor"))
-        .current_dir(repo())
-        .arg("--config")
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-        .env("NO_COLOR", "1")
-        .stdout(std::fs::File::create(dir.path().join("dev.out")).expect("dev.out"))
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("conveyor dev");
+    let (mut dev, port) = conveyor_e2e::start_listening("conveyor dev", |port| {
+        Command::new(binary("conveyor"))
+            .current_dir(repo())
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+            .env("NO_COLOR", "1")
+            .stdout(std::fs::File::create(dir.path().join("dev.out")).expect("dev.out"))
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("conveyor dev")
+    })
+    .await;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "conveyor dev did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let runs: serde_json::Value = http
         .get(format!("{base}/api/runs?pipeline=broken_report"))
         .send()

@@ -1,7 +1,13 @@
 //! End-to-end tests of the batch engines: the embedded chain (watched bucket, SQLite
 //! warehouse and run log, the real steps) with [`Engines`] pointed at a local fake of the
-//! engines' REST APIs. For each engine: success; failure, retry, success; failure to max
-//! attempts; timeout with cancel; adopting an existing job (409); transient API errors.
+//! engines' REST APIs.
+//!
+//! Six scenarios are one table run against each engine (an [`Engine`] describes its
+//! configuration, its states, how a run starts and how to read its creates and cancels):
+//! success; failure, retry, success; failure to max attempts; timeout with cancel; adopting
+//! an existing job (409); transient API errors. Each engine's own checks ride on the
+//! scenarios as hooks; scenarios of one engine only, and how the engines classify the
+//! APIs' refusals, follow the table.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +18,7 @@ use conveyor_core::engines::Engines;
 use conveyor_core::event::StepName;
 use conveyor_core::names::{JobId, PipelineName, RunId};
 use conveyor_core::ports::RunLogRow;
-use conveyor_e2e::fake_engines::Fake;
+use conveyor_e2e::fake_engines::{Fake, Recorded};
 use conveyor_gcp::engines::{CloudEngines as _, Endpoints, StaticToken};
 
 /// The embedded chain whose batches go to the fake engines.
@@ -123,6 +129,474 @@ fn poll(timeout: &str, attempts: u32) -> String {
     )
 }
 
+/// The distinct strings of `items`, in first-seen order. A check that overlaps another (the
+/// submitted event's and a tick's) may send the same idempotent call twice.
+fn distinct(items: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+// ----------------------------------------------------------------------------------------
+// The engines, described for the scenarios: their configuration, their states, how a run
+// is started, and how to read the fake's creates, reads and cancels.
+
+/// How a run of the engine's pipeline is started.
+enum Start {
+    /// A CSV file dropped at this object of the `landing` bucket.
+    File(&'static str),
+    /// By hand, with the key [`KEY`]; each listed row of the pipeline is a run of its own.
+    ByHand { rows: &'static [&'static str] },
+}
+
+/// The key of the starts by hand.
+const KEY: &str = "2026-11-20";
+
+/// A check of one engine's fake and runs, made at the end of a scenario.
+type Check = fn(&Fake, &[Run]);
+
+/// No check.
+fn none(_: &Fake, _: &[Run]) {}
+
+/// One engine as the scenarios drive it.
+struct Engine {
+    /// The pipelines' configuration, for a poll timeout and a number of attempts.
+    config: fn(&str, u32) -> String,
+    /// The engine's states: queued, running, succeeded, failed.
+    queued: &'static str,
+    running: &'static str,
+    succeeded: &'static str,
+    failed: &'static str,
+    /// What the fake's failed job says: kept in the run log's error.
+    failure: &'static str,
+    start: Start,
+    /// The job id of each create the fake received, in order.
+    creates: fn(&Fake) -> Vec<String>,
+    /// Whether every create is sent once (the cluster's submit may be sent twice by
+    /// overlapping checks: only its distinct ids are compared).
+    creates_once: bool,
+    /// The reads of the state of `job_id` (or of every job when the engine reads by its own id).
+    reads: fn(&Fake, &str) -> usize,
+    /// The cancels (or stops) sent.
+    cancels: fn(&Fake) -> Vec<Recorded>,
+    /// Whether a cancel is the engine's cancel of a job (by its own id or operation).
+    is_cancel: fn(&Recorded, &str) -> bool,
+    /// Set-up before a scenario (the fake's cluster reads, ...).
+    setup: fn(&Fake),
+    /// Makes the first create of the job find it existing; returns the id of the job the
+    /// engine should then follow (`None`: the job id).
+    existing: fn(&Fake) -> Option<String>,
+    /// The transient API errors of the engine, armed on the fake.
+    transient: fn(&Fake),
+    /// The creates a run of the transient scenario sends (`None`: not counted).
+    transient_creates: Option<usize>,
+    /// Checked after every scenario.
+    always: Check,
+    /// Checked after each scenario, on top of the common checks.
+    succeeded_check: Check,
+    retried_check: Check,
+    keeps_failing_check: Check,
+    timed_out_check: Check,
+    /// Given the id of the job followed.
+    adopted_check: fn(&Fake, &[Run], &str),
+    transient_check: Check,
+}
+
+/// One run of a scenario: its id and its batch rows in lifecycle order.
+struct Run {
+    id: RunId,
+    rows: Vec<RunLogRow>,
+}
+
+impl Run {
+    fn history(&self) -> Vec<(u32, String)> {
+        self.rows
+            .iter()
+            .map(|r| (r.attempt, r.status.clone()))
+            .collect()
+    }
+
+    fn job_ids(&self) -> Vec<String> {
+        job_ids(&self.rows)
+    }
+
+    /// The job id of the first attempt.
+    fn job_id(&self) -> String {
+        self.rows[0].dataproc_job_id.clone().expect("job id")
+    }
+}
+
+impl Engine {
+    fn runs_per_start(&self) -> usize {
+        match self.start {
+            Start::File(_) => 1,
+            Start::ByHand { rows } => rows.len(),
+        }
+    }
+
+    /// Starts the chain on the engine with `scripts`, starts the pipeline and settles.
+    async fn run(&self, fake: &Fake, timeout: &str, attempts: u32) -> Chain {
+        let chain = Chain::start(&(self.config)(timeout, attempts), fake.clone()).await;
+        self.trigger(&chain).await;
+        chain.settle().await;
+        chain
+    }
+
+    async fn trigger(&self, chain: &Chain) {
+        match self.start {
+            Start::File(object) => chain.drop_csv(object),
+            Start::ByHand { .. } => {
+                let (status, reply) = chain.start_by_hand(PIPELINE_BY_HAND, KEY).await;
+                assert_eq!(status, StatusCode::OK, "{reply}");
+            }
+        }
+    }
+
+    /// The runs of the start, each with its rows.
+    async fn runs(&self, chain: &Chain) -> Vec<Run> {
+        match self.start {
+            Start::File(_) => {
+                let rows = chain.batch_rows(None).await;
+                let id = RunId::parse(&rows.first().expect("a batch row").run_id).expect("run");
+                vec![Run { id, rows }]
+            }
+            Start::ByHand { rows } => {
+                let mut runs = Vec::new();
+                for row in rows {
+                    let id = row_run(KEY, row);
+                    let rows = chain.batch_rows(Some(id.as_str())).await;
+                    runs.push(Run { id, rows });
+                }
+                runs
+            }
+        }
+    }
+
+    /// A fake set up for the engine.
+    async fn fake(&self) -> Fake {
+        let fake = Fake::start().await;
+        (self.setup)(&fake);
+        fake
+    }
+
+    /// The fake's creates are the runs' job ids; where the engine sends each create once,
+    /// `per_run` of them for each run.
+    fn assert_creates(&self, fake: &Fake, runs: &[Run], per_run: usize) {
+        let creates = (self.creates)(fake);
+        if self.creates_once {
+            assert_eq!(creates.len(), per_run * runs.len(), "{creates:?}");
+        }
+        assert_eq!(
+            sorted(distinct(creates)),
+            all_job_ids(runs),
+            "a create sent again goes under the same job id"
+        );
+    }
+
+    /// The scenario's own `check` of the engine, then the checks made after every scenario.
+    fn finish(&self, fake: &Fake, runs: &[Run], check: Check) {
+        check(fake, runs);
+        (self.always)(fake, runs);
+    }
+}
+
+/// Scripts the fake's jobs: each of `ends` is the states of one attempt, for every run (the
+/// last serves every further job).
+fn script(fake: &Fake, runs: usize, ends: &[&[&str]]) {
+    let mut scripts: Vec<&[&str]> = Vec::new();
+    for end in ends {
+        for _ in 0..runs {
+            scripts.push(end);
+        }
+    }
+    fake.script(&scripts);
+}
+
+/// The pipeline started by hand (Data Fusion's).
+const PIPELINE_BY_HAND: &str = "cdf_ingest";
+
+/// The history of attempts that each went SUBMITTED, RUNNING, then ended as `ends` says.
+fn attempts(ends: &[&str]) -> Vec<(u32, String)> {
+    let mut history = Vec::new();
+    for (attempt, end) in (1..).zip(ends) {
+        for status in ["SUBMITTED", "RUNNING", end] {
+            history.push((attempt, status.to_owned()));
+        }
+    }
+    history
+}
+
+/// Each run's history is `expected`.
+fn assert_histories(runs: &[Run], expected: &[(u32, String)]) {
+    for run in runs {
+        assert_eq!(run.history(), expected, "{}", run.id);
+    }
+}
+
+/// Every run of every scenario holds no failed or rejected row.
+async fn no_failure(chain: &Chain) {
+    assert!(
+        !chain
+            .run_log()
+            .await
+            .iter()
+            .any(|r| r.status == "FAILED" || r.status == "REJECTED")
+    );
+}
+
+/// The job ids of every attempt of every run, sorted.
+fn all_job_ids(runs: &[Run]) -> Vec<String> {
+    let mut ids: Vec<String> = runs.iter().flat_map(Run::job_ids).collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+// ----------------------------------------------------------------------------------------
+// The scenarios, each run against every engine.
+
+/// The job is created under its job id (derived from run and attempt), followed to its end,
+/// and succeeds.
+async fn succeeds(e: &Engine) {
+    let fake = e.fake().await;
+    let runs = e.runs_per_start();
+    script(
+        &fake,
+        runs,
+        &[&[e.queued, e.running, e.running, e.succeeded]],
+    );
+    let chain = e.run(&fake, "1m", 3).await;
+
+    let runs = e.runs(&chain).await;
+    assert_histories(&runs, &attempts(&["SUCCEEDED"]));
+    for run in &runs {
+        let job_id = JobId::derive("batch", &run.id, 1);
+        assert!(
+            run.rows
+                .iter()
+                .all(|r| r.dataproc_job_id.as_deref() == Some(job_id.as_str())),
+            "the job id derives from run and attempt"
+        );
+        assert!(run.rows.last().expect("row").detail.contains(e.succeeded));
+        assert!((e.reads)(&fake, job_id.as_str()) > 0, "the job is followed");
+    }
+    e.assert_creates(&fake, &runs, 1);
+    e.finish(&fake, &runs, e.succeeded_check);
+    if let Start::ByHand { .. } = e.start {
+        // The same start again (a redelivery): every row's run is found, none started again.
+        e.trigger(&chain).await;
+        chain.settle().await;
+        assert_eq!((e.creates)(&fake).len(), runs.len());
+    }
+    chain.stop().await;
+}
+
+/// A failed job is created again as the run's next attempt under a new job id, and succeeds.
+async fn is_retried_after_a_failure(e: &Engine) {
+    let fake = e.fake().await;
+    let runs = e.runs_per_start();
+    script(
+        &fake,
+        runs,
+        &[
+            &[e.queued, e.running, e.failed],
+            &[e.running, e.running, e.succeeded],
+        ],
+    );
+    let chain = e.run(&fake, "1m", 3).await;
+
+    let runs = e.runs(&chain).await;
+    assert_histories(&runs, &attempts(&["FAILED", "SUCCEEDED"]));
+    for run in &runs {
+        let ids = run.job_ids();
+        assert_eq!(ids.len(), 2);
+        assert!(
+            ids[0].ends_with("-a1") && ids[1].ends_with("-a2"),
+            "{ids:?}"
+        );
+        let failed = run
+            .rows
+            .iter()
+            .find(|r| r.status == "FAILED")
+            .expect("failed row");
+        assert!(
+            failed
+                .error
+                .as_deref()
+                .is_some_and(|err| err.contains(e.failure)),
+            "the job's error message is kept: {:?}",
+            failed.error
+        );
+        assert!(failed.detail.contains("retry_at"));
+    }
+    e.assert_creates(&fake, &runs, 2);
+    e.finish(&fake, &runs, e.retried_check);
+    chain.stop().await;
+}
+
+/// A job that fails at every attempt ends the run failed after `max_attempts`, with no
+/// retry scheduled by the last failure.
+async fn keeps_failing_until_max_attempts(e: &Engine) {
+    let fake = e.fake().await;
+    script(&fake, 1, &[&[e.queued, e.running, e.failed]]);
+    let chain = e.run(&fake, "1m", 3).await;
+
+    let runs = e.runs(&chain).await;
+    assert_histories(&runs, &attempts(&["FAILED", "FAILED", "FAILED"]));
+    for run in &runs {
+        assert!(
+            !run.rows.last().expect("row").detail.contains("retry_at"),
+            "the final failure schedules no retry"
+        );
+        assert_eq!(run.job_ids().len(), 3);
+    }
+    e.assert_creates(&fake, &runs, 3);
+    e.finish(&fake, &runs, e.keeps_failing_check);
+    chain.stop().await;
+}
+
+/// A job still running at the poll timeout is cancelled once, ends TIMED_OUT, is never
+/// counted a success and not retried.
+async fn is_cancelled_at_its_timeout(e: &Engine) {
+    let fake = e.fake().await;
+    script(&fake, 1, &[&[e.queued, e.running]]);
+    let chain = e.run(&fake, "1s", 3).await;
+
+    let runs = e.runs(&chain).await;
+    assert_histories(&runs, &attempts(&["TIMED_OUT"]));
+    for run in &runs {
+        let timed_out = run.rows.last().expect("row");
+        assert!(
+            timed_out
+                .error
+                .as_deref()
+                .is_some_and(|err| err.contains("timed out")),
+            "{:?}",
+            timed_out.error
+        );
+    }
+    let cancels = (e.cancels)(&fake);
+    assert_eq!(
+        cancels.len(),
+        runs.len(),
+        "one cancel per job: {cancels:#?}"
+    );
+    for cancel in &cancels {
+        assert!(
+            runs.iter().any(|run| (e.is_cancel)(cancel, &run.job_id())),
+            "{cancel:#?}"
+        );
+    }
+    // A timeout is not retried.
+    e.assert_creates(&fake, &runs, 1);
+    e.finish(&fake, &runs, e.timed_out_check);
+    chain.stop().await;
+}
+
+/// A job that exists already (a create answering 409, or found by its job id) is adopted
+/// and followed to its end, not created again.
+async fn adopts_an_existing_job(e: &Engine) {
+    let fake = e.fake().await;
+    script(&fake, 1, &[&[e.running, e.running, e.succeeded]]);
+    let followed = (e.existing)(&fake);
+    let chain = e.run(&fake, "1m", 3).await;
+
+    let runs = e.runs(&chain).await;
+    assert_histories(&runs, &attempts(&["SUCCEEDED"]));
+    let creates = (e.creates)(&fake);
+    assert_eq!(
+        distinct(creates.clone()).len(),
+        1,
+        "created once: {creates:?}"
+    );
+    if e.creates_once {
+        assert_eq!(creates.len(), 1, "no second job");
+    }
+    let followed = followed.unwrap_or_else(|| runs[0].job_id());
+    assert!(
+        (e.reads)(&fake, &followed) > 0,
+        "the adopted job is followed"
+    );
+    e.finish(&fake, &runs, none);
+    (e.adopted_check)(&fake, &runs, &followed);
+    chain.stop().await;
+}
+
+/// Transient API errors (429, 5xx, a 404 read just after a create) are retried under the same
+/// job id and never count as a failure: with `max_attempts: 1`, one would end the run.
+async fn retries_transient_api_errors(e: &Engine) {
+    let fake = e.fake().await;
+    let runs = e.runs_per_start();
+    script(
+        &fake,
+        runs,
+        &[&[e.queued, e.running, e.running, e.succeeded]],
+    );
+    (e.transient)(&fake);
+    let chain = e.run(&fake, "1m", 1).await;
+
+    let runs = e.runs(&chain).await;
+    for run in &runs {
+        assert_eq!(
+            run.history(),
+            h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")]),
+            "max_attempts is 1: any counted failure would have ended the run ({})",
+            run.id
+        );
+    }
+    let creates = (e.creates)(&fake);
+    if let Some(n) = e.transient_creates {
+        assert_eq!(creates.len(), n, "{creates:?}");
+    }
+    assert_eq!(
+        sorted(distinct(creates)),
+        all_job_ids(&runs),
+        "a create sent again goes under the same job id"
+    );
+    no_failure(&chain).await;
+    e.finish(&fake, &runs, e.transient_check);
+    chain.stop().await;
+}
+
+/// The scenarios as tests, one module per engine: `engines::<engine>::<scenario>`.
+macro_rules! scenarios {
+    ($($module:ident: $engine:ident),* $(,)?) => {
+        $(scenarios!(@engine $module $engine [
+            succeeds,
+            is_retried_after_a_failure,
+            keeps_failing_until_max_attempts,
+            is_cancelled_at_its_timeout,
+            adopts_an_existing_job,
+            retries_transient_api_errors
+        ]);)*
+    };
+    (@engine $module:ident $engine:ident [$($scenario:ident),*]) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(&super::$engine).await;
+                }
+            )*
+        }
+    };
+}
+
+scenarios! {
+    dataproc_serverless: SERVERLESS,
+    dataproc_cluster: CLUSTER,
+    dataflow_flex: DATAFLOW_FLEX,
+    data_fusion: DATA_FUSION,
+}
+
 // ----------------------------------------------------------------------------------------
 // Dataproc Serverless (seed 002)
 
@@ -152,269 +626,75 @@ pipelines:
 
 const BATCHES: &str = "/v1/projects/my-project/locations/us-central1/batches";
 
-#[tokio::test]
-async fn a_serverless_batch_is_created_under_its_job_id_with_the_pinned_runtime_and_succeeds() {
-    let fake = Fake::start().await;
-    fake.script(&[&["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"]]);
-    let chain = Chain::start(&serverless("1m", 3), fake.clone()).await;
-    chain.drop_csv("users/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")])
-    );
-    let rows = chain.batch_rows(None).await;
-    let job_id = rows[0].dataproc_job_id.clone().expect("job id");
-    assert!(
-        rows.iter()
-            .all(|r| r.dataproc_job_id.as_deref() == Some(&job_id))
-    );
-    let creates = fake.calls("POST", BATCHES);
-    assert_eq!(creates.len(), 1);
-    let create = &creates[0];
-    assert_eq!(create.path, format!("{BATCHES}?batchId={job_id}"));
-    assert_eq!(create.authorization, "Bearer test-token");
-    let body = &create.body;
-    assert_eq!(body["runtimeConfig"]["version"], "2.1");
-    assert_eq!(
-        body["sparkBatch"]["mainClass"],
-        "com.example.services.Application"
-    );
-    assert_eq!(
-        body["sparkBatch"]["args"][0],
-        "--source-table=encryption_poc.users_2026_11_20"
-    );
-    assert_eq!(body["sparkBatch"]["args"][1], "--date=2026-11-20");
-    assert_eq!(
-        body["environmentConfig"]["executionConfig"]["serviceAccount"],
-        "dataproc@my-project.iam.gserviceaccount.com"
-    );
-    assert_eq!(
-        body["environmentConfig"]["executionConfig"]["subnetworkUri"],
-        "projects/my-project/regions/us-central1/subnetworks/dataproc"
-    );
-    assert!(!fake.calls("GET", &format!("{BATCHES}/{job_id}")).is_empty());
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_failed_serverless_batch_is_resubmitted_under_a_new_batch_id_and_succeeds() {
-    let fake = Fake::start().await;
-    fake.script(&[
-        &["PENDING", "RUNNING", "FAILED"],
-        &["PENDING", "RUNNING", "SUCCEEDED"],
-    ]);
-    let chain = Chain::start(&serverless("1m", 3), fake.clone()).await;
-    chain.drop_csv("users/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[
-            (1, "SUBMITTED"),
-            (1, "RUNNING"),
-            (1, "FAILED"),
-            (2, "SUBMITTED"),
-            (2, "RUNNING"),
-            (2, "SUCCEEDED"),
-        ])
-    );
-    let rows = chain.batch_rows(None).await;
-    let ids = job_ids(&rows);
-    assert_eq!(ids.len(), 2);
-    assert!(
-        ids[0].ends_with("-a1") && ids[1].ends_with("-a2"),
-        "{ids:?}"
-    );
-    let failed = rows
-        .iter()
-        .find(|r| r.status == "FAILED")
-        .expect("failed row");
-    assert!(
-        failed
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("KMS key not found")),
-        "{:?}",
-        failed.error
-    );
-    assert!(failed.detail.contains("retry_at"));
-    let creates: Vec<String> = fake
-        .calls("POST", BATCHES)
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
-    assert_eq!(
-        creates,
-        vec![
-            format!("{BATCHES}?batchId={}", ids[0]),
-            format!("{BATCHES}?batchId={}", ids[1]),
-        ]
-    );
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_serverless_batch_that_keeps_failing_ends_failed_after_max_attempts() {
-    let fake = Fake::start().await;
-    fake.script(&[&["PENDING", "RUNNING", "FAILED"]]);
-    let chain = Chain::start(&serverless("1m", 3), fake.clone()).await;
-    chain.drop_csv("users/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[
-            (1, "SUBMITTED"),
-            (1, "RUNNING"),
-            (1, "FAILED"),
-            (2, "SUBMITTED"),
-            (2, "RUNNING"),
-            (2, "FAILED"),
-            (3, "SUBMITTED"),
-            (3, "RUNNING"),
-            (3, "FAILED"),
-        ])
-    );
-    let rows = chain.batch_rows(None).await;
-    let last = rows.last().expect("last row");
-    assert!(
-        !last.detail.contains("retry_at"),
-        "the final failure schedules no retry"
-    );
-    assert_eq!(fake.calls("POST", BATCHES).len(), 3);
-    assert_eq!(job_ids(&rows).len(), 3);
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_serverless_batch_past_its_timeout_is_cancelled_through_its_operation_and_ends_timed_out()
-{
-    let fake = Fake::start().await;
-    fake.script(&[&["PENDING", "RUNNING"]]);
-    let chain = Chain::start(&serverless("1s", 3), fake.clone()).await;
-    chain.drop_csv("users/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "TIMED_OUT")])
-    );
-    let cancels = fake.calls("POST", ":cancel");
-    assert_eq!(cancels.len(), 1, "{cancels:#?}");
-    assert!(
-        cancels[0]
-            .path
-            .starts_with("/v1/projects/my-project/regions/us-central1/operations/op-"),
-        "{}",
-        cancels[0].path
-    );
-    let rows = chain.batch_rows(None).await;
-    let timed_out = rows.last().expect("row");
-    assert!(
-        timed_out
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("timed out")),
-        "{:?}",
-        timed_out.error
-    );
-    assert_eq!(
-        fake.calls("POST", BATCHES).len(),
-        1,
-        "a timeout is not retried"
-    );
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn an_existing_serverless_batch_answering_409_is_adopted_and_followed_to_its_end() {
-    let fake = Fake::start().await;
-    fake.adopt().script(&[&["RUNNING", "RUNNING", "SUCCEEDED"]]);
-    let chain = Chain::start(&serverless("1m", 3), fake.clone()).await;
-    chain.drop_csv("users/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")])
-    );
-    assert_eq!(fake.calls("POST", BATCHES).len(), 1, "no second batch");
-    let job_id = chain.batch_rows(None).await[0]
-        .dataproc_job_id
-        .clone()
-        .expect("job id");
-    assert!(!fake.calls("GET", &format!("{BATCHES}/{job_id}")).is_empty());
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn an_adopted_serverless_batch_that_had_failed_is_retried_under_a_new_batch_id() {
-    let fake = Fake::start().await;
-    fake.adopt()
-        .script(&[&["FAILED"], &["PENDING", "RUNNING", "SUCCEEDED"]]);
-    let chain = Chain::start(&serverless("1m", 3), fake.clone()).await;
-    chain.drop_csv("users/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[
-            (1, "SUBMITTED"),
-            (1, "FAILED"),
-            (2, "SUBMITTED"),
-            (2, "RUNNING"),
-            (2, "SUCCEEDED"),
-        ])
-    );
-    let ids = job_ids(&chain.batch_rows(None).await);
-    let creates: Vec<String> = fake
-        .calls("POST", BATCHES)
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
-    assert_eq!(
-        creates,
-        vec![
-            format!("{BATCHES}?batchId={}", ids[0]),
-            format!("{BATCHES}?batchId={}", ids[1]),
-        ],
-        "the 409 batch was adopted, the retry created a new one"
-    );
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn transient_dataproc_errors_are_retried_and_never_count_as_batch_failures() {
-    let fake = Fake::start().await;
-    fake.script(&[&["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"]])
-        .fail("POST", BATCHES, 503, 1)
-        .fail("GET", &format!("{BATCHES}/"), 404, 1)
-        .fail("GET", &format!("{BATCHES}/"), 429, 2)
-        .fail("GET", &format!("{BATCHES}/"), 503, 2);
-    let chain = Chain::start(&serverless("1m", 1), fake.clone()).await;
-    chain.drop_csv("users/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")]),
-        "max_attempts is 1: any counted failure would have ended the run"
-    );
-    let creates = fake.calls("POST", BATCHES);
-    assert_eq!(creates.len(), 2, "the 503 create was redelivered once");
-    assert_eq!(creates[0].path, creates[1].path, "under the same batch id");
-    assert!(fake.calls("GET", &format!("{BATCHES}/")).len() >= 7);
-    assert!(
-        !chain
-            .run_log()
-            .await
+/// Dataproc Serverless: a batch per attempt, created under `?batchId=<job id>`, cancelled
+/// through its operation.
+const SERVERLESS: Engine = Engine {
+    config: serverless,
+    queued: "PENDING",
+    running: "RUNNING",
+    succeeded: "SUCCEEDED",
+    failed: "FAILED",
+    failure: "KMS key not found",
+    start: Start::File("users/2026-11-20/a.csv"),
+    creates: |fake| {
+        let prefix = format!("{BATCHES}?batchId=");
+        fake.calls("POST", BATCHES)
             .iter()
-            .any(|r| r.status == "FAILED" || r.status == "REJECTED")
-    );
-    chain.stop().await;
-}
+            .map(|r| r.path.strip_prefix(&prefix).unwrap_or(&r.path).to_owned())
+            .collect()
+    },
+    creates_once: true,
+    reads: |fake, job_id| fake.calls("GET", &format!("{BATCHES}/{job_id}")).len(),
+    cancels: |fake| fake.calls("POST", ":cancel"),
+    is_cancel: |cancel, _| {
+        cancel
+            .path
+            .starts_with("/v1/projects/my-project/regions/us-central1/operations/op-")
+    },
+    setup: |_| {},
+    existing: |fake| {
+        fake.adopt();
+        None
+    },
+    transient: |fake| {
+        fake.fail("POST", BATCHES, 503, 1)
+            .fail("GET", &format!("{BATCHES}/"), 404, 1)
+            .fail("GET", &format!("{BATCHES}/"), 429, 2)
+            .fail("GET", &format!("{BATCHES}/"), 503, 2);
+    },
+    transient_creates: Some(2),
+    always: none,
+    succeeded_check: |fake, _| {
+        let create = &fake.calls("POST", BATCHES)[0];
+        assert_eq!(create.authorization, "Bearer test-token");
+        let body = &create.body;
+        assert_eq!(body["runtimeConfig"]["version"], "2.1");
+        assert_eq!(
+            body["sparkBatch"]["mainClass"],
+            "com.example.services.Application"
+        );
+        assert_eq!(
+            body["sparkBatch"]["args"][0],
+            "--source-table=encryption_poc.users_2026_11_20"
+        );
+        assert_eq!(body["sparkBatch"]["args"][1], "--date=2026-11-20");
+        assert_eq!(
+            body["environmentConfig"]["executionConfig"]["serviceAccount"],
+            "dataproc@my-project.iam.gserviceaccount.com"
+        );
+        assert_eq!(
+            body["environmentConfig"]["executionConfig"]["subnetworkUri"],
+            "projects/my-project/regions/us-central1/subnetworks/dataproc"
+        );
+    },
+    retried_check: none,
+    keeps_failing_check: none,
+    timed_out_check: none,
+    adopted_check: |_, _, _| {},
+    transient_check: |fake, _| {
+        assert!(fake.calls("GET", &format!("{BATCHES}/")).len() >= 7);
+    },
+};
 
 // ----------------------------------------------------------------------------------------
 // Dataproc jobs on an ephemeral cluster (seed 000)
@@ -450,32 +730,35 @@ pipelines:
 
 const REGION: &str = "/v1/projects/my-project/regions/us-central1";
 
-/// The clusters deleted, in order. A check that overlaps another (the submitted event's and a
-/// tick's) may send the same idempotent call twice: each cluster is listed once.
+/// The object whose arrival starts the cluster's pipeline.
+const CLUSTER_OBJECT: &str = "cerebro/dev1_groupondw/ref_attr_class_dev/part-0.csv";
+
+/// The clusters deleted, in order, each once (see [`distinct`]).
 fn cluster_deletes(fake: &Fake) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for r in fake.calls("DELETE", &format!("{REGION}/clusters/")) {
-        let name = r.path.rsplit('/').next().unwrap_or_default().to_owned();
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    names
+    distinct(
+        fake.calls("DELETE", &format!("{REGION}/clusters/"))
+            .iter()
+            .map(|r| r.path.rsplit('/').next().unwrap_or_default().to_owned())
+            .collect(),
+    )
 }
 
-/// The distinct job ids submitted to clusters, in order (see [`cluster_deletes`]).
+/// The job id of every job submit, in order.
+fn submits(fake: &Fake) -> Vec<String> {
+    fake.calls("POST", "jobs:submit")
+        .iter()
+        .map(|r| {
+            r.body["job"]["reference"]["jobId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The distinct job ids submitted to clusters, in order.
 fn jobs_submitted(fake: &Fake) -> Vec<String> {
-    let mut ids: Vec<String> = Vec::new();
-    for r in fake.calls("POST", "jobs:submit") {
-        let id = r.body["job"]["reference"]["jobId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    ids
+    distinct(submits(fake))
 }
 
 fn cluster_creates(fake: &Fake) -> Vec<String> {
@@ -490,252 +773,127 @@ fn cluster_creates(fake: &Fake) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_pig_sh_job_runs_on_a_single_node_ephemeral_cluster_that_is_deleted_after_success() {
-    let fake = Fake::start().await;
-    fake.cluster_creating_reads(2)
-        .script(&[&["PENDING", "RUNNING", "RUNNING", "DONE"]]);
-    let chain = Chain::start(&cluster("1m", 3), fake.clone()).await;
-    chain.drop_csv("cerebro/dev1_groupondw/ref_attr_class_dev/part-0.csv");
-    chain.settle().await;
-
+/// Every cluster created was deleted, in order, and none is left (a create sent again after a
+/// transient error names the same cluster).
+fn every_cluster_deleted(fake: &Fake) {
     assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")])
-    );
-    let job_id = chain.batch_rows(None).await[0]
-        .dataproc_job_id
-        .clone()
-        .expect("job id");
-    let creates = fake.calls("POST", &format!("{REGION}/clusters"));
-    assert_eq!(creates.len(), 1);
-    let cluster = &creates[0].body;
-    let name = cluster["clusterName"].as_str().expect("name").to_owned();
-    assert!(name.len() <= 51 && name.starts_with("cv-batch-"), "{name}");
-    let config = &cluster["config"];
-    assert_eq!(config["gceClusterConfig"]["internalIpOnly"], true);
-    assert_eq!(
-        config["gceClusterConfig"]["subnetworkUri"],
-        "dataproc-subnet"
-    );
-    assert_eq!(
-        config["gceClusterConfig"]["tags"],
-        serde_json::json!(["allow-iap-ssh", "dataproc-vm"])
-    );
-    assert_eq!(
-        config["gceClusterConfig"]["serviceAccountScopes"][0],
-        "https://www.googleapis.com/auth/cloud-platform"
-    );
-    assert_eq!(
-        config["softwareConfig"]["properties"]["dataproc:dataproc.allow.zero.workers"],
-        "true"
-    );
-    assert_eq!(config["workerConfig"]["numInstances"], 0);
-    assert_eq!(config["lifecycleConfig"]["idleDeleteTtl"], "43200s");
-    assert_eq!(
-        config["metastoreConfig"]["dataprocMetastoreService"],
-        "projects/my-project/locations/us-central1/services/hive"
-    );
-    assert_eq!(
-        config["masterConfig"]["imageUri"],
-        "projects/my-project/global/images/replicator-2026"
-    );
-    assert_eq!(jobs_submitted(&fake), vec![job_id.clone()]);
-    let submits = fake.calls("POST", &format!("{REGION}/jobs:submit"));
-    let job = &submits[0].body["job"];
-    assert_eq!(job["reference"]["jobId"], job_id.as_str());
-    assert_eq!(job["placement"]["clusterName"], name.as_str());
-    let query = job["pigJob"]["queryList"]["queries"][0]
-        .as_str()
-        .expect("query");
-    assert!(query.starts_with("sh export HOME=/root"), "{query}");
-    assert!(
-        query.ends_with("./run_replicator.sh dev1_groupondw ref_attr_class_dev"),
-        "{query}"
-    );
-    assert_eq!(cluster_deletes(&fake), vec![name]);
-    assert!(fake.live_clusters().is_empty());
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_failed_cluster_job_deletes_its_cluster_and_is_retried_on_a_new_cluster() {
-    let fake = Fake::start().await;
-    fake.script(&[
-        &["PENDING", "RUNNING", "ERROR"],
-        &["RUNNING", "RUNNING", "DONE"],
-    ]);
-    let chain = Chain::start(&cluster("1m", 3), fake.clone()).await;
-    chain.drop_csv("cerebro/dev1_groupondw/ref_attr_class_dev/part-0.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[
-            (1, "SUBMITTED"),
-            (1, "RUNNING"),
-            (1, "FAILED"),
-            (2, "SUBMITTED"),
-            (2, "RUNNING"),
-            (2, "SUCCEEDED"),
-        ])
-    );
-    let rows = chain.batch_rows(None).await;
-    let failed = rows.iter().find(|r| r.status == "FAILED").expect("failed");
-    assert!(
-        failed
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("run_replicator.sh: exit status 2")),
-        "{:?}",
-        failed.error
-    );
-    let created = cluster_creates(&fake);
-    assert_eq!(created.len(), 2);
-    assert_ne!(created[0], created[1], "a new cluster per attempt");
-    assert_eq!(cluster_deletes(&fake), created, "both deleted, in order");
-    assert!(fake.live_clusters().is_empty());
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_cluster_job_that_keeps_failing_deletes_every_cluster_and_ends_failed() {
-    let fake = Fake::start().await;
-    fake.script(&[&["PENDING", "RUNNING", "ERROR"]]);
-    let chain = Chain::start(&cluster("1m", 2), fake.clone()).await;
-    chain.drop_csv("cerebro/dev1_groupondw/ref_attr_class_dev/part-0.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[
-            (1, "SUBMITTED"),
-            (1, "RUNNING"),
-            (1, "FAILED"),
-            (2, "SUBMITTED"),
-            (2, "RUNNING"),
-            (2, "FAILED"),
-        ])
-    );
-    let created = cluster_creates(&fake);
-    assert_eq!(created.len(), 2);
-    assert_eq!(cluster_deletes(&fake), created);
-    assert!(fake.live_clusters().is_empty());
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_cluster_job_past_its_timeout_is_cancelled_and_its_cluster_deleted() {
-    let fake = Fake::start().await;
-    fake.script(&[&["PENDING", "RUNNING"]]);
-    let chain = Chain::start(&cluster("1s", 3), fake.clone()).await;
-    chain.drop_csv("cerebro/dev1_groupondw/ref_attr_class_dev/part-0.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "TIMED_OUT")])
-    );
-    let job_id = chain.batch_rows(None).await[0]
-        .dataproc_job_id
-        .clone()
-        .expect("job id");
-    let cancels = fake.calls("POST", &format!("{REGION}/jobs/{job_id}:cancel"));
-    assert_eq!(cancels.len(), 1);
-    let created = cluster_creates(&fake);
-    assert_eq!(cluster_deletes(&fake), created);
-    assert!(fake.live_clusters().is_empty());
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_cluster_job_that_times_out_while_its_cluster_is_still_creating_deletes_the_cluster() {
-    let fake = Fake::start().await;
-    fake.cluster_creating_reads(1000);
-    let chain = Chain::start(&cluster("1s", 3), fake.clone()).await;
-    chain.drop_csv("cerebro/dev1_groupondw/ref_attr_class_dev/part-0.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "TIMED_OUT")])
-    );
-    let row = chain.batch_rows(None).await.pop().expect("row");
-    assert!(
-        row.error
-            .as_deref()
-            .is_some_and(|e| e.contains("CLUSTER_CREATING")),
-        "{:?}",
-        row.error
-    );
-    assert!(fake.calls("POST", "jobs:submit").is_empty());
-    assert_eq!(cluster_deletes(&fake), cluster_creates(&fake));
-    assert!(fake.live_clusters().is_empty());
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn an_existing_cluster_and_job_answering_409_are_adopted_and_the_cluster_still_deleted() {
-    let fake = Fake::start().await;
-    fake.adopt().script(&[&["RUNNING", "RUNNING", "DONE"]]);
-    let chain = Chain::start(&cluster("1m", 3), fake.clone()).await;
-    chain.drop_csv("cerebro/dev1_groupondw/ref_attr_class_dev/part-0.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")])
-    );
-    assert_eq!(
-        cluster_creates(&fake).len(),
-        1,
-        "the 409 cluster was adopted"
-    );
-    let job_id = chain.batch_rows(None).await[0]
-        .dataproc_job_id
-        .clone()
-        .expect("job id");
-    assert_eq!(
-        jobs_submitted(&fake),
-        vec![job_id],
-        "the 409 job was adopted"
-    );
-    assert_eq!(cluster_deletes(&fake), cluster_creates(&fake));
-    assert!(fake.live_clusters().is_empty());
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn transient_cluster_api_errors_are_retried_and_the_cluster_is_deleted_once_the_job_ends() {
-    let fake = Fake::start().await;
-    fake.script(&[&["PENDING", "RUNNING", "DONE"]])
-        .fail("POST", &format!("{REGION}/clusters"), 429, 1)
-        .fail("GET", &format!("{REGION}/clusters/"), 404, 1)
-        .fail("POST", "jobs:submit", 503, 1)
-        .fail("GET", &format!("{REGION}/jobs/"), 500, 2)
-        .fail("DELETE", &format!("{REGION}/clusters/"), 503, 2);
-    let chain = Chain::start(&cluster("1m", 1), fake.clone()).await;
-    chain.drop_csv("cerebro/dev1_groupondw/ref_attr_class_dev/part-0.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")])
-    );
-    assert!(
-        fake.calls("DELETE", &format!("{REGION}/clusters/")).len() >= 3,
-        "two 503s, then the delete that went through"
+        cluster_deletes(fake),
+        distinct(cluster_creates(fake)),
+        "deleted, in order"
     );
     assert!(fake.live_clusters().is_empty());
-    assert!(
-        !chain
-            .run_log()
-            .await
-            .iter()
-            .any(|r| r.status == "FAILED" || r.status == "REJECTED")
-    );
-    chain.stop().await;
 }
+
+/// Dataproc jobs on an ephemeral cluster: a cluster and a job per attempt; the cluster is
+/// deleted whatever the job's end.
+const CLUSTER: Engine = Engine {
+    config: cluster,
+    queued: "PENDING",
+    running: "RUNNING",
+    succeeded: "DONE",
+    failed: "ERROR",
+    failure: "run_replicator.sh: exit status 2",
+    start: Start::File(CLUSTER_OBJECT),
+    creates: submits,
+    creates_once: false,
+    reads: |fake, job_id| fake.calls("GET", &format!("{REGION}/jobs/{job_id}")).len(),
+    cancels: |fake| fake.calls("POST", &format!("{REGION}/jobs/")),
+    is_cancel: |cancel, job_id| cancel.path == format!("{REGION}/jobs/{job_id}:cancel"),
+    setup: |fake| {
+        fake.cluster_creating_reads(2);
+    },
+    existing: |fake| {
+        fake.adopt();
+        None
+    },
+    transient: |fake| {
+        fake.fail("POST", &format!("{REGION}/clusters"), 429, 1)
+            .fail("GET", &format!("{REGION}/clusters/"), 404, 1)
+            .fail("POST", "jobs:submit", 503, 1)
+            .fail("GET", &format!("{REGION}/jobs/"), 500, 2)
+            .fail("DELETE", &format!("{REGION}/clusters/"), 503, 2);
+    },
+    transient_creates: None,
+    always: |fake, _| every_cluster_deleted(fake),
+    succeeded_check: |fake, runs| {
+        let creates = fake.calls("POST", &format!("{REGION}/clusters"));
+        assert_eq!(creates.len(), 1);
+        let cluster = &creates[0].body;
+        let name = cluster["clusterName"].as_str().expect("name").to_owned();
+        assert!(name.len() <= 51 && name.starts_with("cv-batch-"), "{name}");
+        let config = &cluster["config"];
+        assert_eq!(config["gceClusterConfig"]["internalIpOnly"], true);
+        assert_eq!(
+            config["gceClusterConfig"]["subnetworkUri"],
+            "dataproc-subnet"
+        );
+        assert_eq!(
+            config["gceClusterConfig"]["tags"],
+            serde_json::json!(["allow-iap-ssh", "dataproc-vm"])
+        );
+        assert_eq!(
+            config["gceClusterConfig"]["serviceAccountScopes"][0],
+            "https://www.googleapis.com/auth/cloud-platform"
+        );
+        assert_eq!(
+            config["softwareConfig"]["properties"]["dataproc:dataproc.allow.zero.workers"],
+            "true"
+        );
+        assert_eq!(config["workerConfig"]["numInstances"], 0);
+        assert_eq!(config["lifecycleConfig"]["idleDeleteTtl"], "43200s");
+        assert_eq!(
+            config["metastoreConfig"]["dataprocMetastoreService"],
+            "projects/my-project/locations/us-central1/services/hive"
+        );
+        assert_eq!(
+            config["masterConfig"]["imageUri"],
+            "projects/my-project/global/images/replicator-2026"
+        );
+        let job_id = runs[0].job_id();
+        let submits = fake.calls("POST", &format!("{REGION}/jobs:submit"));
+        let job = &submits[0].body["job"];
+        assert_eq!(job["reference"]["jobId"], job_id.as_str());
+        assert_eq!(job["placement"]["clusterName"], name.as_str());
+        let query = job["pigJob"]["queryList"]["queries"][0]
+            .as_str()
+            .expect("query");
+        assert!(query.starts_with("sh export HOME=/root"), "{query}");
+        assert!(
+            query.ends_with("./run_replicator.sh dev1_groupondw ref_attr_class_dev"),
+            "{query}"
+        );
+        assert_eq!(cluster_deletes(fake), vec![name]);
+    },
+    retried_check: |fake, _| {
+        let created = cluster_creates(fake);
+        assert_eq!(created.len(), 2);
+        assert_ne!(created[0], created[1], "a new cluster per attempt");
+    },
+    keeps_failing_check: |fake, _| {
+        assert_eq!(cluster_creates(fake).len(), 3, "a cluster per attempt");
+    },
+    timed_out_check: |fake, _| {
+        assert_eq!(cluster_creates(fake).len(), 1, "one cluster, not retried");
+    },
+    adopted_check: |fake, runs, _| {
+        assert_eq!(
+            cluster_creates(fake).len(),
+            1,
+            "the 409 cluster was adopted"
+        );
+        assert_eq!(
+            jobs_submitted(fake),
+            vec![runs[0].job_id()],
+            "the 409 job was adopted"
+        );
+    },
+    transient_check: |fake, _| {
+        assert!(
+            fake.calls("DELETE", &format!("{REGION}/clusters/")).len() >= 3,
+            "two 503s, then the delete that went through"
+        );
+    },
+};
 
 // ----------------------------------------------------------------------------------------
 // Dataflow flex template (seeds 001 and 003)
@@ -783,208 +941,83 @@ fn launches(fake: &Fake) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_flex_template_is_launched_with_a_deterministic_job_name_and_its_environment_and_succeeds()
- {
-    let fake = Fake::start().await;
-    fake.script(&[&[
-        "JOB_STATE_QUEUED",
-        "JOB_STATE_RUNNING",
-        "JOB_STATE_RUNNING",
-        "JOB_STATE_DONE",
-    ]]);
-    let chain = Chain::start(&dataflow("1m", 3), fake.clone()).await;
-    chain.drop_csv("orders/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")])
-    );
-    let rows = chain.batch_rows(None).await;
-    let job_id = rows[0].dataproc_job_id.clone().expect("job id");
-    let expected = JobId::derive("batch", &RunId::parse(&rows[0].run_id).expect("run"), 1);
-    assert_eq!(
-        job_id,
-        expected.as_str(),
-        "the job id derives from run and attempt"
-    );
-    assert!(rows.last().expect("row").detail.contains("JOB_STATE_DONE"));
-    let launch = &fake.calls("POST", "flexTemplates:launch")[0].body["launchParameter"];
-    assert_eq!(launch["jobName"], job_id.as_str());
-    assert_eq!(
-        launch["containerSpecGcsPath"],
-        "gs://dataflow-templates-us-central1/latest/flex/SQLServer_to_BigQuery"
-    );
-    assert_eq!(
-        launch["parameters"]["query"],
-        "select * from orders where order_date = '2026-11-20'"
-    );
-    let env = &launch["environment"];
-    assert_eq!(env["machineType"], "e2-standard-2");
-    assert_eq!(env["numWorkers"], 1);
-    assert_eq!(env["maxWorkers"], 4);
-    assert_eq!(env["tempLocation"], "gs://my-project-dataflow/tmp");
-    assert_eq!(
-        env["subnetwork"],
-        "regions/us-central1/subnetworks/dataflow"
-    );
-    assert_eq!(
-        env["serviceAccountEmail"],
-        "dataflow@my-project.iam.gserviceaccount.com"
-    );
-    assert_eq!(
-        fake.calls("GET", &format!("{DATAFLOW}/jobs?name={job_id}"))
-            .len(),
-        1,
-        "looked up by name once before the launch"
-    );
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_failed_dataflow_job_is_relaunched_under_a_new_job_name_and_succeeds() {
-    let fake = Fake::start().await;
-    fake.script(&[
-        &["JOB_STATE_QUEUED", "JOB_STATE_RUNNING", "JOB_STATE_FAILED"],
-        &["JOB_STATE_RUNNING", "JOB_STATE_RUNNING", "JOB_STATE_DONE"],
-    ]);
-    let chain = Chain::start(&dataflow("1m", 3), fake.clone()).await;
-    chain.drop_csv("orders/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[
-            (1, "SUBMITTED"),
-            (1, "RUNNING"),
-            (1, "FAILED"),
-            (2, "SUBMITTED"),
-            (2, "RUNNING"),
-            (2, "SUCCEEDED"),
-        ])
-    );
-    let rows = chain.batch_rows(None).await;
-    assert_eq!(launches(&fake), job_ids(&rows));
-    let failed = rows.iter().find(|r| r.status == "FAILED").expect("failed");
-    assert!(
-        failed
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("SQLServer connection refused")),
-        "the job's error message is kept: {:?}",
-        failed.error
-    );
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_dataflow_job_that_keeps_failing_ends_failed_after_max_attempts() {
-    let fake = Fake::start().await;
-    fake.script(&[&["JOB_STATE_RUNNING", "JOB_STATE_FAILED"]]);
-    let chain = Chain::start(&dataflow("1m", 2), fake.clone()).await;
-    chain.drop_csv("orders/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[
-            (1, "SUBMITTED"),
-            (1, "RUNNING"),
-            (1, "FAILED"),
-            (2, "SUBMITTED"),
-            (2, "RUNNING"),
-            (2, "FAILED"),
-        ])
-    );
-    assert_eq!(launches(&fake).len(), 2);
-    let last = chain.batch_rows(None).await.pop().expect("row");
-    assert!(!last.detail.contains("retry_at"));
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_dataflow_job_past_its_timeout_is_cancelled_with_requested_state_cancelled() {
-    let fake = Fake::start().await;
-    fake.script(&[&["JOB_STATE_QUEUED", "JOB_STATE_RUNNING"]]);
-    let chain = Chain::start(&dataflow("1s", 3), fake.clone()).await;
-    chain.drop_csv("orders/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "TIMED_OUT")])
-    );
-    let updates = fake.calls("PUT", &format!("{DATAFLOW}/jobs/"));
-    assert_eq!(updates.len(), 1);
-    assert_eq!(updates[0].body["requestedState"], "JOB_STATE_CANCELLED");
-    assert!(
-        updates[0].path.contains("2026-11-21_02_00_00-"),
-        "by Dataflow's job id"
-    );
-    assert_eq!(launches(&fake).len(), 1);
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_launch_answering_409_adopts_the_running_job_of_that_name() {
-    let fake = Fake::start().await;
-    fake.adopt()
-        .script(&[&["JOB_STATE_RUNNING", "JOB_STATE_RUNNING", "JOB_STATE_DONE"]]);
-    let chain = Chain::start(&dataflow("1m", 3), fake.clone()).await;
-    chain.drop_csv("orders/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")])
-    );
-    assert_eq!(launches(&fake).len(), 1, "launched once, answered 409");
-    let job_id = chain.batch_rows(None).await[0]
-        .dataproc_job_id
-        .clone()
-        .expect("job id");
-    assert!(
-        fake.calls("GET", &format!("{DATAFLOW}/jobs?name={job_id}"))
-            .len()
-            >= 2,
-        "found by name after the 409"
-    );
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn transient_dataflow_errors_are_retried_and_never_count_as_failures() {
-    let fake = Fake::start().await;
-    fake.script(&[&[
-        "JOB_STATE_QUEUED",
-        "JOB_STATE_RUNNING",
-        "JOB_STATE_RUNNING",
-        "JOB_STATE_DONE",
-    ]])
-    .fail("POST", "flexTemplates:launch", 429, 1)
-    .fail("GET", &format!("{DATAFLOW}/jobs/"), 503, 2)
-    .fail("GET", &format!("{DATAFLOW}/jobs/"), 404, 1);
-    let chain = Chain::start(&dataflow("1m", 1), fake.clone()).await;
-    chain.drop_csv("orders/2026-11-20/a.csv");
-    chain.settle().await;
-
-    assert_eq!(
-        chain.history().await,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")])
-    );
-    let names = launches(&fake);
-    assert_eq!(names.len(), 2, "the 429 launch was redelivered");
-    assert_eq!(names[0], names[1]);
-    assert!(
-        !chain
-            .run_log()
-            .await
-            .iter()
-            .any(|r| r.status == "FAILED" || r.status == "REJECTED")
-    );
-    chain.stop().await;
-}
+/// Dataflow flex templates: a job per attempt, launched under a job name derived from the
+/// job id, looked up by name, read and cancelled by Dataflow's own job id.
+const DATAFLOW_FLEX: Engine = Engine {
+    config: dataflow,
+    queued: "JOB_STATE_QUEUED",
+    running: "JOB_STATE_RUNNING",
+    succeeded: "JOB_STATE_DONE",
+    failed: "JOB_STATE_FAILED",
+    failure: "SQLServer connection refused",
+    start: Start::File("orders/2026-11-20/a.csv"),
+    creates: launches,
+    creates_once: true,
+    // Read by Dataflow's job id, which the run log does not hold: any job read.
+    reads: |fake, _| fake.calls("GET", &format!("{DATAFLOW}/jobs/")).len(),
+    cancels: |fake| fake.calls("PUT", &format!("{DATAFLOW}/jobs/")),
+    is_cancel: |update, _| {
+        update.body["requestedState"] == "JOB_STATE_CANCELLED"
+            && update.path.contains("2026-11-21_02_00_00-")
+    },
+    setup: |_| {},
+    existing: |fake| {
+        fake.adopt();
+        None
+    },
+    transient: |fake| {
+        fake.fail("POST", "flexTemplates:launch", 429, 1)
+            .fail("GET", &format!("{DATAFLOW}/jobs/"), 503, 2)
+            .fail("GET", &format!("{DATAFLOW}/jobs/"), 404, 1);
+    },
+    transient_creates: Some(2),
+    always: none,
+    succeeded_check: |fake, runs| {
+        let job_id = runs[0].job_id();
+        let launch = &fake.calls("POST", "flexTemplates:launch")[0].body["launchParameter"];
+        assert_eq!(launch["jobName"], job_id.as_str());
+        assert_eq!(
+            launch["containerSpecGcsPath"],
+            "gs://dataflow-templates-us-central1/latest/flex/SQLServer_to_BigQuery"
+        );
+        assert_eq!(
+            launch["parameters"]["query"],
+            "select * from orders where order_date = '2026-11-20'"
+        );
+        let env = &launch["environment"];
+        assert_eq!(env["machineType"], "e2-standard-2");
+        assert_eq!(env["numWorkers"], 1);
+        assert_eq!(env["maxWorkers"], 4);
+        assert_eq!(env["tempLocation"], "gs://my-project-dataflow/tmp");
+        assert_eq!(
+            env["subnetwork"],
+            "regions/us-central1/subnetworks/dataflow"
+        );
+        assert_eq!(
+            env["serviceAccountEmail"],
+            "dataflow@my-project.iam.gserviceaccount.com"
+        );
+        assert_eq!(
+            fake.calls("GET", &format!("{DATAFLOW}/jobs?name={job_id}"))
+                .len(),
+            1,
+            "looked up by name once before the launch"
+        );
+    },
+    retried_check: none,
+    keeps_failing_check: none,
+    timed_out_check: none,
+    adopted_check: |fake, runs, _| {
+        let job_id = runs[0].job_id();
+        assert!(
+            fake.calls("GET", &format!("{DATAFLOW}/jobs?name={job_id}"))
+                .len()
+                >= 2,
+            "found by name after the 409"
+        );
+    },
+    transient_check: none,
+};
 
 // ----------------------------------------------------------------------------------------
 // Cloud Data Fusion (seed 004)
@@ -1028,228 +1061,155 @@ fn row_run(key: &str, row: &str) -> RunId {
     RunId::derive(&p, &[parent.as_str(), "row", row])
 }
 
-#[tokio::test]
-async fn each_active_row_starts_its_own_data_fusion_run_with_its_runtime_args_and_completes() {
-    let fake = Fake::start().await;
-    fake.script(&[&["PENDING", "STARTING", "RUNNING", "RUNNING", "COMPLETED"]]);
-    let chain = Chain::start(&fusion("1m", 3), fake.clone()).await;
-    let (status, reply) = chain.start_by_hand("cdf_ingest", "2026-11-20").await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    chain.settle().await;
-
-    let started = starts(&fake);
-    assert_eq!(started.len(), 2, "two active rows, two runs: {started:#?}");
-    let mut sources: Vec<&str> = started.iter().map(|a| a["data_source"].as_str()).collect();
-    sources.sort_unstable();
-    assert_eq!(sources, vec!["engineer", "payroll"]);
-    for (row, source) in [("hr-engineer", "engineer"), ("hr-payroll", "payroll")] {
-        let run = row_run("2026-11-20", row);
-        let rows = chain.batch_rows(Some(run.as_str())).await;
-        let history: Vec<(u32, String)> =
-            rows.iter().map(|r| (r.attempt, r.status.clone())).collect();
-        assert_eq!(
-            history,
-            h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")]),
-            "{row}"
-        );
-        let job_id = JobId::derive("batch", &run, 1);
-        assert!(
-            rows.iter()
-                .all(|r| r.dataproc_job_id.as_deref() == Some(job_id.as_str()))
-        );
-        assert!(rows.last().expect("row").detail.contains("COMPLETED"));
-        let args = started
+/// Cloud Data Fusion: each active row of a start by hand is a run of its own; a CDAP run
+/// per attempt carries the job id in its runtime arguments, and is stopped at the timeout.
+const DATA_FUSION: Engine = Engine {
+    config: fusion,
+    queued: "STARTING",
+    running: "RUNNING",
+    succeeded: "COMPLETED",
+    failed: "FAILED",
+    failure: "ended FAILED",
+    start: Start::ByHand {
+        rows: &["hr-engineer", "hr-payroll"],
+    },
+    creates: |fake| {
+        starts(fake)
             .iter()
-            .find(|a| a["data_source"] == source)
-            .expect("start of the row");
-        assert_eq!(args["business_unit"], "hr");
-        assert_eq!(args["output_dataset"], "cdf_output");
-        assert_eq!(
-            args["run"],
-            run.as_str(),
-            "placeholders are rendered per run"
-        );
-        assert_eq!(args["conveyor.job_id"], job_id.as_str());
-        assert_eq!(args["conveyor.attempt"], "1");
-    }
-    // The same start again (a redelivery): every row's run is found, none started again.
-    let (status, _) = chain.start_by_hand("cdf_ingest", "2026-11-20").await;
-    assert_eq!(status, StatusCode::OK);
-    chain.settle().await;
-    assert_eq!(starts(&fake).len(), 2);
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_failed_data_fusion_run_is_restarted_as_a_new_attempt_and_completes() {
-    let fake = Fake::start().await;
-    fake.script(&[
-        &["STARTING", "RUNNING", "FAILED"],
-        &["STARTING", "RUNNING", "FAILED"],
-        &["RUNNING", "RUNNING", "COMPLETED"],
-    ]);
-    let chain = Chain::start(&fusion("1m", 3), fake.clone()).await;
-    let (status, reply) = chain.start_by_hand("cdf_ingest", "k").await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    chain.settle().await;
-
-    for row in ["hr-engineer", "hr-payroll"] {
-        let run = row_run("k", row);
-        let rows = chain.batch_rows(Some(run.as_str())).await;
-        let statuses: Vec<(u32, String)> =
-            rows.iter().map(|r| (r.attempt, r.status.clone())).collect();
-        assert_eq!(
-            statuses.last(),
-            Some(&(2, "SUCCEEDED".to_owned())),
-            "{row}: {statuses:?}"
-        );
-        assert!(statuses.contains(&(1, "FAILED".to_owned())), "{row}");
-        let failed = rows.iter().find(|r| r.status == "FAILED").expect("failed");
-        assert!(
-            failed
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("ended FAILED")),
-            "{:?}",
-            failed.error
-        );
-    }
-    let started = starts(&fake);
-    assert_eq!(started.len(), 4, "two rows, two attempts each");
-    let second: Vec<&BTreeMap<String, String>> = started
-        .iter()
-        .filter(|a| a["conveyor.attempt"] == "2")
-        .collect();
-    assert_eq!(second.len(), 2);
-    assert!(second.iter().all(|a| a["conveyor.job_id"].ends_with("-a2")));
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_data_fusion_run_that_keeps_failing_ends_failed_after_max_attempts() {
-    let fake = Fake::start().await;
-    fake.script(&[&["RUNNING", "FAILED"]]);
-    let chain = Chain::start(&fusion("1m", 2), fake.clone()).await;
-    let (status, reply) = chain.start_by_hand("cdf_ingest", "k").await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    chain.settle().await;
-
-    for row in ["hr-engineer", "hr-payroll"] {
-        let rows = chain.batch_rows(Some(row_run("k", row).as_str())).await;
-        let statuses: Vec<(u32, String)> =
-            rows.iter().map(|r| (r.attempt, r.status.clone())).collect();
-        assert_eq!(
-            statuses,
-            h(&[
-                (1, "SUBMITTED"),
-                (1, "RUNNING"),
-                (1, "FAILED"),
-                (2, "SUBMITTED"),
-                (2, "RUNNING"),
-                (2, "FAILED"),
-            ]),
-            "{row}"
-        );
-        assert!(!rows.last().expect("row").detail.contains("retry_at"));
-    }
-    assert_eq!(starts(&fake).len(), 4);
-    chain.stop().await;
-}
-
-#[tokio::test]
-async fn a_data_fusion_run_still_running_at_its_timeout_is_stopped_and_never_counted_a_success() {
-    let fake = Fake::start().await;
-    fake.script(&[&["STARTING", "RUNNING"]]);
-    let chain = Chain::start(&fusion("1s", 3), fake.clone()).await;
-    let (status, reply) = chain.start_by_hand("cdf_ingest", "k").await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    chain.settle().await;
-
-    for row in ["hr-engineer", "hr-payroll"] {
-        let rows = chain.batch_rows(Some(row_run("k", row).as_str())).await;
-        let statuses: Vec<(u32, String)> =
-            rows.iter().map(|r| (r.attempt, r.status.clone())).collect();
-        assert_eq!(
-            statuses,
-            h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "TIMED_OUT")]),
-            "{row}"
-        );
-    }
-    let stops = fake.calls("POST", "/stop");
-    assert_eq!(stops.len(), 2, "{stops:#?}");
-    assert!(
-        stops
+            .map(|a| a.get("conveyor.job_id").cloned().unwrap_or_default())
+            .collect()
+    },
+    creates_once: true,
+    // Read by CDAP's run id: any run read.
+    reads: |fake, _| fake.calls("GET", &format!("{CDAP_RUNS}/")).len(),
+    cancels: |fake| fake.calls("POST", "/stop"),
+    is_cancel: |stop, _| stop.path.starts_with(&format!("{CDAP_RUNS}/run-")),
+    setup: |_| {},
+    existing: |fake| {
+        let job_id = JobId::derive("batch", &row_run(KEY, "hr-engineer"), 1);
+        Some(fake.existing_cdap_run(&[
+            ("conveyor.job_id", job_id.as_str()),
+            ("business_unit", "hr"),
+            ("data_source", "engineer"),
+        ]))
+    },
+    transient: |fake| {
+        fake.fail("GET", &format!("{CDAP_RUNS}/"), 503, 2)
+            .fail("GET", &format!("{CDAP_RUNS}/"), 404, 1)
+            .fail("GET", &format!("{CDAP_RUNS}/"), 429, 1);
+    },
+    transient_creates: Some(2),
+    always: none,
+    succeeded_check: |fake, runs| {
+        let started = starts(fake);
+        let mut sources: Vec<&str> = started.iter().map(|a| a["data_source"].as_str()).collect();
+        sources.sort_unstable();
+        assert_eq!(sources, vec!["engineer", "payroll"]);
+        for (run, source) in runs.iter().zip(["engineer", "payroll"]) {
+            let job_id = JobId::derive("batch", &run.id, 1);
+            let args = started
+                .iter()
+                .find(|a| a["data_source"] == source)
+                .expect("start of the row");
+            assert_eq!(args["business_unit"], "hr");
+            assert_eq!(args["output_dataset"], "cdf_output");
+            assert_eq!(
+                args["run"],
+                run.id.as_str(),
+                "placeholders are rendered per run"
+            );
+            assert_eq!(args["conveyor.job_id"], job_id.as_str());
+            assert_eq!(args["conveyor.attempt"], "1");
+        }
+    },
+    retried_check: |fake, _| {
+        let started = starts(fake);
+        let second: Vec<&BTreeMap<String, String>> = started
             .iter()
-            .all(|s| s.path.starts_with(&format!("{CDAP_RUNS}/run-")))
-    );
-    assert_eq!(starts(&fake).len(), 2, "a timeout is not retried");
-    chain.stop().await;
-}
+            .filter(|a| a["conveyor.attempt"] == "2")
+            .collect();
+        assert_eq!(second.len(), 2);
+        assert!(second.iter().all(|a| a["conveyor.job_id"].ends_with("-a2")));
+    },
+    keeps_failing_check: none,
+    timed_out_check: none,
+    adopted_check: |fake, _, followed| {
+        let started = starts(fake);
+        assert_eq!(started.len(), 1, "only the payroll row was started");
+        assert_eq!(started[0]["data_source"], "payroll");
+        let existing = followed;
+        assert!(
+            !fake
+                .calls("GET", &format!("{CDAP_RUNS}/{existing}"))
+                .is_empty(),
+            "the adopted run is followed"
+        );
+    },
+    transient_check: none,
+};
+
+// ----------------------------------------------------------------------------------------
+// Scenarios of one engine only.
 
 #[tokio::test]
-async fn a_resubmitted_data_fusion_run_is_found_by_its_job_id_argument_and_adopted() {
+async fn an_adopted_serverless_batch_that_had_failed_is_retried_under_a_new_batch_id() {
     let fake = Fake::start().await;
-    let run = row_run("k", "hr-engineer");
-    let job_id = JobId::derive("batch", &run, 1);
-    fake.script(&[&["RUNNING", "RUNNING", "COMPLETED"]]);
-    let existing = fake.existing_cdap_run(&[
-        ("conveyor.job_id", job_id.as_str()),
-        ("business_unit", "hr"),
-        ("data_source", "engineer"),
-    ]);
-    let chain = Chain::start(&fusion("1m", 3), fake.clone()).await;
-    let (status, reply) = chain.start_by_hand("cdf_ingest", "k").await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
+    fake.adopt()
+        .script(&[&["FAILED"], &["PENDING", "RUNNING", "SUCCEEDED"]]);
+    let chain = Chain::start(&serverless("1m", 3), fake.clone()).await;
+    chain.drop_csv("users/2026-11-20/a.csv");
     chain.settle().await;
 
-    let started = starts(&fake);
-    assert_eq!(started.len(), 1, "only the payroll row was started");
-    assert_eq!(started[0]["data_source"], "payroll");
-    let rows = chain.batch_rows(Some(run.as_str())).await;
-    let statuses: Vec<(u32, String)> = rows.iter().map(|r| (r.attempt, r.status.clone())).collect();
     assert_eq!(
-        statuses,
-        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")])
+        chain.history().await,
+        h(&[
+            (1, "SUBMITTED"),
+            (1, "FAILED"),
+            (2, "SUBMITTED"),
+            (2, "RUNNING"),
+            (2, "SUCCEEDED"),
+        ])
     );
-    assert!(
-        !fake
-            .calls("GET", &format!("{CDAP_RUNS}/{existing}"))
-            .is_empty(),
-        "the adopted run is followed"
+    let ids = job_ids(&chain.batch_rows(None).await);
+    let creates: Vec<String> = fake
+        .calls("POST", BATCHES)
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        creates,
+        vec![
+            format!("{BATCHES}?batchId={}", ids[0]),
+            format!("{BATCHES}?batchId={}", ids[1]),
+        ],
+        "the 409 batch was adopted, the retry created a new one"
     );
     chain.stop().await;
 }
 
 #[tokio::test]
-async fn transient_data_fusion_errors_are_retried_and_never_count_as_failures() {
+async fn a_cluster_job_that_times_out_while_its_cluster_is_still_creating_deletes_the_cluster() {
     let fake = Fake::start().await;
-    fake.script(&[&["STARTING", "RUNNING", "RUNNING", "COMPLETED"]])
-        .fail("GET", &format!("{CDAP_RUNS}/"), 503, 2)
-        .fail("GET", &format!("{CDAP_RUNS}/"), 404, 1)
-        .fail("GET", &format!("{CDAP_RUNS}/"), 429, 1);
-    let chain = Chain::start(&fusion("1m", 1), fake.clone()).await;
-    let (status, _) = chain.start_by_hand("cdf_ingest", "k").await;
-    assert_eq!(status, StatusCode::OK);
+    fake.cluster_creating_reads(1000);
+    let chain = Chain::start(&cluster("1s", 3), fake.clone()).await;
+    chain.drop_csv("cerebro/dev1_groupondw/ref_attr_class_dev/part-0.csv");
     chain.settle().await;
 
-    for row in ["hr-engineer", "hr-payroll"] {
-        let rows = chain.batch_rows(Some(row_run("k", row).as_str())).await;
-        let statuses: Vec<(u32, String)> =
-            rows.iter().map(|r| (r.attempt, r.status.clone())).collect();
-        assert_eq!(
-            statuses,
-            h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")]),
-            "{row}"
-        );
-    }
-    assert_eq!(starts(&fake).len(), 2);
-    assert!(
-        !chain
-            .run_log()
-            .await
-            .iter()
-            .any(|r| r.status == "FAILED" || r.status == "REJECTED")
+    assert_eq!(
+        chain.history().await,
+        h(&[(1, "SUBMITTED"), (1, "TIMED_OUT")])
     );
+    let row = chain.batch_rows(None).await.pop().expect("row");
+    assert!(
+        row.error
+            .as_deref()
+            .is_some_and(|e| e.contains("CLUSTER_CREATING")),
+        "{:?}",
+        row.error
+    );
+    assert!(fake.calls("POST", "jobs:submit").is_empty());
+    assert_eq!(cluster_deletes(&fake), cluster_creates(&fake));
+    assert!(fake.live_clusters().is_empty());
     chain.stop().await;
 }
 

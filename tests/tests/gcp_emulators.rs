@@ -6,26 +6,12 @@
 //!
 //! Without the Pub/Sub emulator these tests skip loudly; under `CI=true` they fail.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use conveyor_e2e::fake_engines::Fake;
-use conveyor_e2e::{Emulators, binary, free_port};
+use conveyor_e2e::{Emulators, Function, PROJECT, ok};
 use serde_json::{Value, json};
-
-/// A function binary running as a process, killed on drop.
-struct Function {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Setup {
     emu: Emulators,
@@ -33,19 +19,6 @@ struct Setup {
     functions: Vec<Function>,
     fake: Fake,
     _dir: tempfile::TempDir,
-}
-
-const PROJECT: &str = "test";
-
-async fn ok(resp: Result<reqwest::Response, reqwest::Error>, what: &str) -> Value {
-    let resp = resp.unwrap_or_else(|e| panic!("{what}: {e}"));
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    assert!(
-        status.is_success() || status.as_u16() == 409,
-        "{what}: {status} {body}"
-    );
-    serde_json::from_str(&body).unwrap_or(Value::Null)
 }
 
 impl Setup {
@@ -57,34 +30,10 @@ impl Setup {
             "the GCP emulator tests",
         )?;
         let http = reqwest::Client::new();
-        let ps = format!("{}/v1/projects/{PROJECT}", emu.pubsub);
-        ok(
-            http.put(format!("{ps}/topics/conveyor-events"))
-                .send()
-                .await,
-            "create topic",
-        )
-        .await;
-        ok(
-            http.post(format!("{}/storage/v1/b?project={PROJECT}", emu.gcs))
-                .json(&json!({"name": "landing"}))
-                .send()
-                .await,
-            "create bucket",
-        )
-        .await;
+        emu.topic("conveyor-events").await;
+        emu.bucket("landing").await;
         for ds in ["analytics", "conveyor"] {
-            ok(
-                http.post(format!(
-                    "{}/bigquery/v2/projects/{PROJECT}/datasets",
-                    emu.bq
-                ))
-                .json(&json!({"datasetReference": {"projectId": PROJECT, "datasetId": ds}}))
-                .send()
-                .await,
-                "create dataset",
-            )
-            .await;
+            emu.dataset(ds).await;
         }
         let config = dir.path().join("conveyor.yaml");
         std::fs::write(
@@ -110,72 +59,24 @@ pipelines:
         fake.script(&[&["PENDING", "RUNNING", "SUCCEEDED"]]);
         let mut functions = Vec::new();
         for step in ["load", "submit", "poll", "log"] {
-            let port = free_port();
-            let log =
-                std::fs::File::create(dir.path().join(format!("{step}.log"))).expect("log file");
-            let child = Command::new(binary(&format!("conveyor-{step}")))
-                .env("PORT", port.to_string())
-                .env("CONVEYOR_ADAPTERS", "gcp")
-                .env("CONVEYOR_CONFIG", &config)
-                .env("CONVEYOR_PROJECT", PROJECT)
-                .env("CONVEYOR_EVENTS_TOPIC", "conveyor-events")
-                // The adapters go through the recording proxies (emu.wire).
-                .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.wire.pubsub)
-                .env("CONVEYOR_GCS_ENDPOINT", &emu.wire.gcs)
-                .env(
-                    "CONVEYOR_BIGQUERY_ENDPOINT",
-                    format!("{}/bigquery/v2", emu.wire.bq),
-                )
-                .env("CONVEYOR_ANONYMOUS", "true")
-                .env("CONVEYOR_BIGQUERY_EMULATOR", "true")
-                .env("CONVEYOR_DATAPROC_ENDPOINT", &fake.url)
-                .env("CONVEYOR_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start function");
-            functions.push(Function {
-                child,
-                url: format!("http://127.0.0.1:{port}"),
-            });
+            let log = dir.path().join(format!("{step}.log"));
+            let extra = [
+                ("CONVEYOR_ADAPTERS", "gcp"),
+                ("CONVEYOR_DATAPROC_ENDPOINT", fake.url.as_str()),
+            ];
+            functions.push(emu.function(step, &config, &extra, &log).await);
         }
-        for f in &functions {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !http
-                .get(format!("{}/healthz", f.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                assert!(Instant::now() < deadline, "{} did not come up", f.url);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        let retry = json!({"minimumBackoff": "1s", "maximumBackoff": "2s"});
+        // What a push filter sees: every published event, pulled with its attributes.
+        emu.subscription("events-pull", "conveyor-events", json!({}))
+            .await;
         let subs = [
             ("to-load", "gcs-notifications", &functions[0].url),
             ("to-submit", "conveyor-events", &functions[1].url),
             ("to-poll", "conveyor-events", &functions[2].url),
             ("to-log", "conveyor-events", &functions[3].url),
         ];
-        // What a push filter sees: every published event, pulled with its attributes.
-        ok(
-            http.put(format!("{ps}/subscriptions/events-pull"))
-                .json(&json!({"topic": format!("projects/{PROJECT}/topics/conveyor-events")}))
-                .send()
-                .await,
-            "create the pull subscription",
-        )
-        .await;
         for (name, topic, url) in subs {
-            ok(
-                http.put(format!("{ps}/subscriptions/{name}"))
-                    .json(&json!({"topic": format!("projects/{PROJECT}/topics/{topic}"), "pushConfig": {"pushEndpoint": format!("{url}/")}, "retryPolicy": retry}))
-                    .send()
-                    .await,
-                "create subscription",
-            )
-            .await;
+            emu.push_subscription(name, topic, &format!("{url}/")).await;
         }
         Some(Self {
             emu,
@@ -206,49 +107,11 @@ pipelines:
     }
 
     async fn query(&self, sql: &str) -> Vec<Vec<Value>> {
-        let resp = ok(
-            self.http
-                .post(format!(
-                    "{}/bigquery/v2/projects/{PROJECT}/queries",
-                    self.emu.bq
-                ))
-                .json(&json!({"query": sql, "useLegacySql": false}))
-                .send()
-                .await,
-            "query",
-        )
-        .await;
-        if resp
-            .get("errors")
-            .is_some_and(|e| e.as_array().is_some_and(|a| !a.is_empty()))
-        {
-            return Vec::new(); // e.g. the table does not exist yet
-        }
-        resp["rows"]
-            .as_array()
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| {
-                        r["f"]
-                            .as_array()
-                            .map(|f| f.iter().map(|c| c["v"].clone()).collect())
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.emu.query(sql).await
     }
 
     async fn count(&self, table: &str) -> Option<u64> {
-        let rows = self
-            .query(&format!("SELECT COUNT(*) FROM `{PROJECT}.{table}`"))
-            .await;
-        rows.first()?
-            .first()?
-            .as_str()?
-            .parse()
-            .ok()
-            .or_else(|| rows.first()?.first()?.as_u64())
+        self.emu.count(table).await
     }
 
     /// Every run-log row, duplicates included, as (event_id, pipeline, step, attempt, status,
@@ -613,15 +476,7 @@ async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_
     ) else {
         return;
     };
-    let http = reqwest::Client::new();
-    ok(
-        http.post(format!("{}/storage/v1/b?project={PROJECT}", emu.gcs))
-            .json(&json!({"name": "landing"}))
-            .send()
-            .await,
-        "create bucket",
-    )
-    .await;
+    emu.bucket("landing").await;
     let store = GcsStore::new(&emu.wire.gcs, GcpAuth::Anonymous);
     let bucket = BucketName::parse("landing").expect("bucket");
 
@@ -770,26 +625,9 @@ async fn a_folder_loads_in_one_multi_uri_job_and_a_sql_job_writes_its_destinatio
         return;
     };
     let http = reqwest::Client::new();
-    ok(
-        http.post(format!("{}/storage/v1/b?project={PROJECT}", emu.gcs))
-            .json(&json!({"name": "landing"}))
-            .send()
-            .await,
-        "create bucket",
-    )
-    .await;
+    emu.bucket("landing").await;
     for ds in ["staging", "analytics"] {
-        ok(
-            http.post(format!(
-                "{}/bigquery/v2/projects/{PROJECT}/datasets",
-                emu.bq
-            ))
-            .json(&json!({"datasetReference": {"projectId": PROJECT, "datasetId": ds}}))
-            .send()
-            .await,
-            "create dataset",
-        )
-        .await;
+        emu.dataset(ds).await;
     }
     let parts = [
         ("part-0.csv", "id,v\n1,a\n2,b\n"),
@@ -916,18 +754,8 @@ async fn the_run_latest_status_view_sql_says_failed_when_a_later_job_failed_afte
     ) else {
         return;
     };
+    emu.dataset("conveyor").await;
     let http = reqwest::Client::new();
-    ok(
-        http.post(format!(
-            "{}/bigquery/v2/projects/{PROJECT}/datasets",
-            emu.bq
-        ))
-        .json(&json!({"datasetReference": {"projectId": PROJECT, "datasetId": "conveyor"}}))
-        .send()
-        .await,
-        "create dataset",
-    )
-    .await;
     // The rows as the log function writes them (the adapter creates the table).
     let bq = BigQuery::new(
         PROJECT,

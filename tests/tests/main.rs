@@ -4,6 +4,7 @@
 //! instead of one per file, and every test in one run. Each module was a test file of its own.
 
 mod alerts;
+mod bus_conformance;
 mod console;
 mod embedded_chain;
 mod engines;
@@ -11,6 +12,7 @@ mod exactly_once;
 mod gcp_emulators;
 mod graphs;
 mod messages;
+mod object_store_conformance;
 mod operate;
 mod postgres;
 mod prereqs;
@@ -18,3 +20,4 @@ mod runtime;
 mod shipping;
 mod ssh;
 mod stage;
+mod warehouse_conformance;

@@ -4,7 +4,6 @@
 //!
 //! Without the Pub/Sub emulator the emulator test skips loudly; under `CI=true` it fails.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use conveyor_core::event::StepName;
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::{PortError, RowBatch, RowSink};
 use conveyor_core::steps::Context;
-use conveyor_e2e::{Chain, Emulators, binary, free_port};
+use conveyor_e2e::{Chain, Emulators, ok};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -248,70 +247,6 @@ async fn a_backend_outage_asks_for_redelivery() {
     chain.stop().await;
 }
 
-/// The load and log function binaries as processes, killed on drop.
-struct Functions(Vec<Child>);
-
-impl Drop for Functions {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-async fn ok(resp: Result<reqwest::Response, reqwest::Error>, what: &str) -> Value {
-    let resp = resp.unwrap_or_else(|e| panic!("{what}: {e}"));
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    assert!(
-        status.is_success() || status.as_u16() == 409,
-        "{what}: {status} {body}"
-    );
-    serde_json::from_str(&body).unwrap_or(Value::Null)
-}
-
-async fn query(http: &reqwest::Client, bq: &str, sql: &str) -> Vec<Vec<Value>> {
-    let resp = http
-        .post(format!("{bq}/bigquery/v2/projects/test/queries"))
-        .json(&json!({"query": sql, "useLegacySql": false}))
-        .send()
-        .await;
-    let Ok(resp) = resp else { return Vec::new() };
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
-    if v.get("errors")
-        .is_some_and(|e| e.as_array().is_some_and(|a| !a.is_empty()))
-    {
-        return Vec::new();
-    }
-    v["rows"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|r| {
-                    r["f"]
-                        .as_array()
-                        .map(|f| f.iter().map(|c| c["v"].clone()).collect())
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn count(http: &reqwest::Client, bq: &str, table: &str) -> u64 {
-    query(http, bq, &format!("SELECT COUNT(*) FROM `test.{table}`"))
-        .await
-        .first()
-        .and_then(|r| r.first())
-        .and_then(|v| {
-            v.as_str()
-                .and_then(|s| s.parse().ok())
-                .or_else(|| v.as_u64())
-        })
-        .unwrap_or(0)
-}
-
 async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check().await {
@@ -331,95 +266,33 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
         return;
     };
     let http = reqwest::Client::new();
-    let ps = format!("{}/v1/projects/test", emu.pubsub);
+    let ps = emu.pubsub_project();
     for topic in ["conveyor-events", "mobile-app-issues", "conveyor-alerts"] {
-        ok(
-            http.put(format!("{ps}/topics/{topic}")).send().await,
-            "topic",
-        )
-        .await;
+        emu.topic(topic).await;
     }
     for ds in ["ops", "conveyor"] {
-        ok(
-            http.post(format!("{}/bigquery/v2/projects/test/datasets", emu.bq))
-                .json(&json!({"datasetReference": {"projectId": "test", "datasetId": ds}}))
-                .send()
-                .await,
-            "dataset",
-        )
-        .await;
+        emu.dataset(ds).await;
     }
     let config = dir.path().join("conveyor.yaml");
     std::fs::write(&config, format!("environment: emulators\n{PIPELINE}")).expect("config");
-    let mut children = Vec::new();
-    let mut urls = Vec::new();
+    let mut functions = Vec::new();
     for step in ["load", "log"] {
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join(format!("{step}.log"))).expect("log");
-        children.push(
-            Command::new(binary(&format!("conveyor-{step}")))
-                .env("PORT", port.to_string())
-                .env("CONVEYOR_CONFIG", &config)
-                .env("CONVEYOR_PROJECT", "test")
-                .env("CONVEYOR_EVENTS_TOPIC", "conveyor-events")
-                .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.wire.pubsub)
-                .env("CONVEYOR_GCS_ENDPOINT", &emu.wire.gcs)
-                .env(
-                    "CONVEYOR_BIGQUERY_ENDPOINT",
-                    format!("{}/bigquery/v2", emu.wire.bq),
-                )
-                .env("CONVEYOR_ANONYMOUS", "true")
-                .env("CONVEYOR_BIGQUERY_EMULATOR", "true")
-                .env("CONVEYOR_ALERTS_TOPIC", "conveyor-alerts")
-                .env("CONVEYOR_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start function"),
-        );
-        urls.push(format!("http://127.0.0.1:{port}"));
+        let log = dir.path().join(format!("{step}.log"));
+        let extra = [("CONVEYOR_ALERTS_TOPIC", "conveyor-alerts")];
+        functions.push(emu.function(step, &config, &extra, &log).await);
     }
-    let _functions = Functions(children);
-    for url in &urls {
-        wait_for(
-            "a function to come up",
-            Duration::from_secs(30),
-            async || {
-                http.get(format!("{url}/healthz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            },
-        )
-        .await;
-    }
+    let urls: Vec<&str> = functions.iter().map(|f| f.url.as_str()).collect();
     // What a Slack or e-mail integration would subscribe to.
-    ok(
-        http.put(format!("{ps}/subscriptions/alerts-pull"))
-            .json(&json!({"topic": "projects/test/topics/conveyor-alerts"}))
-            .send()
-            .await,
-        "alerts subscription",
+    emu.subscription("alerts-pull", "conveyor-alerts", json!({}))
+        .await;
+    emu.push_subscription(
+        "app-issues-to-load",
+        "mobile-app-issues",
+        &format!("{}/messages/app_issues", urls[0]),
     )
     .await;
-    let retry = json!({"minimumBackoff": "1s", "maximumBackoff": "2s"});
-    for (name, topic, endpoint) in [
-        (
-            "app-issues-to-load",
-            "mobile-app-issues",
-            format!("{}/messages/app_issues", urls[0]),
-        ),
-        ("to-log", "conveyor-events", format!("{}/", urls[1])),
-    ] {
-        ok(
-            http.put(format!("{ps}/subscriptions/{name}"))
-                .json(&json!({"topic": format!("projects/test/topics/{topic}"), "pushConfig": {"pushEndpoint": endpoint}, "retryPolicy": retry}))
-                .send()
-                .await,
-            "subscription",
-        )
+    emu.push_subscription("to-log", "conveyor-events", &format!("{}/", urls[1]))
         .await;
-    }
     let publish = async |data: &[u8]| -> String {
         let resp = ok(
             http.post(format!("{ps}/topics/mobile-app-issues:publish"))
@@ -438,23 +311,19 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
     let first_id = publish(first).await;
     publish(br#"[{"machine": "truck-2", "reported_at": "2026-11-20T09:00:00Z"}, {"machine": "loader-1", "reported_at": "never"}]"#).await;
     publish(b"\xff\xfe not json").await;
-    let bq = emu.bq.clone();
     wait_for(
         "the rows and the quarantine",
         Duration::from_secs(60),
         async || {
-            count(&http, &bq, "ops.machine_issues").await == 2
-                && count(&http, &bq, "ops.machine_issues_rejected").await == 2
+            emu.count("ops.machine_issues").await.unwrap_or(0) == 2
+                && emu.count("ops.machine_issues_rejected").await.unwrap_or(0) == 2
         },
     )
     .await;
     // Every REJECTED row, duplicates included: the emulator's insertAll keeps what BigQuery's
     // insertId would drop, so duplicates are counted, and must all be copies of two events.
     let rejected = async || -> Vec<String> {
-        query(
-            &http,
-            &bq,
-            "SELECT event_id FROM `test.conveyor.run_log` WHERE status = 'REJECTED' AND pipeline = 'app_issues'",
+        emu.query("SELECT event_id FROM `test.conveyor.run_log` WHERE status = 'REJECTED' AND pipeline = 'app_issues'",
         )
         .await
         .iter()
@@ -498,12 +367,9 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
         },
     )
     .await;
-    let rows = query(
-        &http,
-        &bq,
-        "SELECT machine, severity FROM `test.ops.machine_issues` ORDER BY machine",
-    )
-    .await;
+    let rows = emu
+        .query("SELECT machine, severity FROM `test.ops.machine_issues` ORDER BY machine")
+        .await;
     assert_eq!(
         rows,
         vec![
@@ -538,7 +404,7 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
         assert_eq!(resp.status().as_u16(), 200);
     }
     assert_eq!(
-        count(&http, &bq, "ops.machine_issues").await,
+        emu.count("ops.machine_issues").await.unwrap_or(0),
         2,
         "nothing added twice"
     );
@@ -584,5 +450,5 @@ async fn a_push_subscription_delivers_messages_into_bigquery_rows() {
         async || lines(&["Java/", "handled"]) > handled_before,
     )
     .await;
-    assert_eq!(count(&http, &bq, "ops.machine_issues").await, 3);
+    assert_eq!(emu.count("ops.machine_issues").await.unwrap_or(0), 3);
 }

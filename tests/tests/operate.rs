@@ -72,13 +72,7 @@ async fn status_reads_the_production_run_log_in_bigquery_one_row_per_run_without
         return;
     };
     let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/bigquery/v2/projects/test/datasets", emu.bq))
-        .json(&json!({"datasetReference": {"projectId": "test", "datasetId": "conveyor"}}))
-        .send()
-        .await
-        .expect("create dataset");
-    assert!(resp.status().is_success(), "{}", resp.status());
+    emu.dataset("conveyor").await;
 
     // What the log function writes in production, through the same adapter.
     let bq = conveyor_gcp::BigQuery::new(
@@ -170,31 +164,20 @@ async fn status_reads_the_production_run_log_in_bigquery_one_row_per_run_without
     );
 
     // The console service, as deployed (without a pipeline file), reads the same run log.
-    let port = free_port();
-    let mut console = Command::new(binary("conveyor-console"))
-        .env("PORT", port.to_string())
-        .env("CONVEYOR_PROJECT", "test")
-        .env("CONVEYOR_BIGQUERY_ENDPOINT", &endpoint)
-        .env("CONVEYOR_ANONYMOUS", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("conveyor-console");
+    let (mut console, port) = conveyor_e2e::start_listening("conveyor-console", |port| {
+        Command::new(binary("conveyor-console"))
+            .env("PORT", port.to_string())
+            .env("CONVEYOR_PROJECT", "test")
+            .env("CONVEYOR_BIGQUERY_ENDPOINT", &endpoint)
+            .env("CONVEYOR_ANONYMOUS", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("conveyor-console")
+    })
+    .await;
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("{url}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "conveyor-console did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let home = http.get(format!("{url}/")).send().await.expect("home");
     assert!(home.status().is_success());
     let home = home.text().await.expect("html");
@@ -448,30 +431,18 @@ async fn replay_re_publishes_a_dead_lettered_message_once_and_records_it() {
         return;
     };
     let http = reqwest::Client::new();
-    let ps = format!("{}/v1/projects/test", emu.pubsub);
+    let ps = emu.pubsub_project();
     for t in ["conveyor-events", "conveyor-events-dead-letter"] {
-        http.put(format!("{ps}/topics/{t}"))
-            .send()
-            .await
-            .expect("topic");
+        emu.topic(t).await;
     }
     for (s, t) in [
         ("conveyor-events-dead-letter", "conveyor-events-dead-letter"),
         ("probe", "conveyor-events"),
     ] {
-        let r = http
-            .put(format!("{ps}/subscriptions/{s}"))
-            .json(&json!({"topic": format!("projects/test/topics/{t}"), "ackDeadlineSeconds": 10}))
-            .send()
-            .await
-            .expect("subscription");
-        assert!(r.status().is_success(), "{}", r.status());
+        emu.subscription(s, t, json!({"ackDeadlineSeconds": 10}))
+            .await;
     }
-    http.post(format!("{}/bigquery/v2/projects/test/datasets", emu.bq))
-        .json(&json!({"datasetReference": {"projectId": "test", "datasetId": "conveyor"}}))
-        .send()
-        .await
-        .expect("dataset");
+    emu.dataset("conveyor").await;
 
     // A loaded event that the submit function failed on until Pub/Sub dead-lettered it.
     let event = json!({"type": "dev.conveyor.table.loaded", "run_id": "sales-ccc", "pipeline": "sales",
@@ -571,13 +542,7 @@ async fn a_request_with_traceparent_logs_the_trace_field_http_request_and_the_ru
         return;
     };
     let http = reqwest::Client::new();
-    http.put(format!(
-        "{}/v1/projects/test/topics/conveyor-events",
-        emu.pubsub
-    ))
-    .send()
-    .await
-    .expect("topic");
+    emu.topic("conveyor-events").await;
     let fake = Fake::start().await;
     fake.script(&[&["PENDING", "RUNNING", "SUCCEEDED"]]);
     let config = dir.path().join("conveyor.yaml");
@@ -596,43 +561,36 @@ pipelines:
 "#,
     )
     .expect("config");
-    let port = free_port();
+    // A port nothing listens on, for the stores the start does not use.
     let closed = free_port();
     let log = dir.path().join("submit.log");
-    let mut child = Command::new(binary("conveyor-submit"))
-        .env("PORT", port.to_string())
-        .env("CONVEYOR_CONFIG", &config)
-        .env("CONVEYOR_PROJECT", "test")
-        .env("CONVEYOR_EVENTS_TOPIC", "conveyor-events")
-        .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.wire.pubsub)
-        .env(
-            "CONVEYOR_GCS_ENDPOINT",
-            format!("http://127.0.0.1:{closed}"),
-        )
-        .env(
-            "CONVEYOR_BIGQUERY_ENDPOINT",
-            format!("http://127.0.0.1:{closed}/bigquery/v2"),
-        )
-        .env("CONVEYOR_ANONYMOUS", "true")
-        .env("CONVEYOR_DATAPROC_ENDPOINT", &fake.url)
-        .env("CONVEYOR_LOG_FORMAT", "json")
-        .env("CONVEYOR_LOG", "info")
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("conveyor-submit");
+    let (mut child, port) = conveyor_e2e::start_listening("conveyor-submit", |port| {
+        Command::new(binary("conveyor-submit"))
+            .env("PORT", port.to_string())
+            .env("CONVEYOR_CONFIG", &config)
+            .env("CONVEYOR_PROJECT", "test")
+            .env("CONVEYOR_EVENTS_TOPIC", "conveyor-events")
+            .env("CONVEYOR_PUBSUB_ENDPOINT", &emu.wire.pubsub)
+            .env(
+                "CONVEYOR_GCS_ENDPOINT",
+                format!("http://127.0.0.1:{closed}"),
+            )
+            .env(
+                "CONVEYOR_BIGQUERY_ENDPOINT",
+                format!("http://127.0.0.1:{closed}/bigquery/v2"),
+            )
+            .env("CONVEYOR_ANONYMOUS", "true")
+            .env("CONVEYOR_DATAPROC_ENDPOINT", &fake.url)
+            .env("CONVEYOR_LOG_FORMAT", "json")
+            .env("CONVEYOR_LOG", "info")
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("conveyor-submit")
+    })
+    .await;
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("{url}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "conveyor-submit did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let resp = http
         .post(format!("{url}/"))
@@ -644,13 +602,28 @@ pipelines:
         .expect("request");
     let status = resp.status().as_u16();
     assert_eq!(status, 200, "the start went through");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let read_lines = || -> Vec<Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    // The request's last line is written once the answer is sent: wait for it, not a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read_lines()
+        .iter()
+        .any(|l| l["message"] == "request finished")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no request line: {:#?}",
+            read_lines()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = child.kill().await;
-    let lines: Vec<Value> = std::fs::read_to_string(&log)
-        .expect("log")
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let lines = read_lines();
     let traced: Vec<&Value> = lines
         .iter()
         .filter(|l| l["logging.googleapis.com/trace"] == format!("projects/test/traces/{trace}"))
@@ -873,6 +846,12 @@ async fn wait_healthy(port: u16) {
     }
 }
 
+/// `conveyor dev` in `cwd` (as [`spawn_dev`]) once it answers `/healthz`, and its port (see
+/// [`conveyor_e2e::start_listening`]).
+async fn spawn_dev_healthy(cwd: &Path, name: &str) -> (tokio::process::Child, u16) {
+    conveyor_e2e::start_listening("conveyor dev", |port| spawn_dev(cwd, port, name)).await
+}
+
 /// Waits up to `limit` for `child` to exit; `None` when it is still running.
 async fn exit_within(
     child: &mut tokio::process::Child,
@@ -889,9 +868,7 @@ async fn a_second_dev_on_the_same_state_dir_is_refused_naming_the_first_ones_pid
     let dir = tempfile::tempdir().expect("tempdir");
     let cwd = dir.path();
     std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
-    let first_port = free_port();
-    let mut first = spawn_dev(cwd, first_port, "first");
-    wait_healthy(first_port).await;
+    let (mut first, _) = spawn_dev_healthy(cwd, "first").await;
     let pid = first.id().expect("pid");
     let mut second = spawn_dev(cwd, free_port(), "second");
     let status = exit_within(&mut second, Duration::from_secs(15)).await;
@@ -910,9 +887,7 @@ async fn a_second_dev_on_the_same_state_dir_is_refused_naming_the_first_ones_pid
     first.kill().await.expect("kill");
     let _ = first.wait().await;
     // Once it is gone, the state directory is free again (the lock is the system's).
-    let port = free_port();
-    let mut third = spawn_dev(cwd, port, "third");
-    wait_healthy(port).await;
+    let (mut third, _) = spawn_dev_healthy(cwd, "third").await;
     third.kill().await.expect("kill");
 }
 
@@ -1053,6 +1028,8 @@ async fn dev_answers_healthz_behind_more_idle_connections_than_it_has_file_descr
             _ => break,
         }
     }
+    // The server's part of the pressure (accepting those connections, up to its limit of
+    // descriptors) happens on its side with nothing to observe from here: it is given a while.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

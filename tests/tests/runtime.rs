@@ -16,44 +16,32 @@ async fn threads_when_ready(pinned: bool) -> usize {
         "pipelines:\n  - name: sales\n    trigger: { object: { bucket: landing, pattern: \"in/*.csv\" } }\n    load: { table: ds.sales, format: CSV }\n",
     )
     .expect("config");
-    let port = free_port();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(binary("conveyor-load"));
-        c
-    } else {
-        Command::new(binary("conveyor-load"))
-    };
-    let mut child = cmd
-        .env("PORT", port.to_string())
-        .env("CONVEYOR_CONFIG", &config)
-        .env("CONVEYOR_PROJECT", "test")
-        .env("CONVEYOR_EVENTS_TOPIC", "events")
-        .env("CONVEYOR_ANONYMOUS", "true")
-        .env("CONVEYOR_PUBSUB_ENDPOINT", "http://127.0.0.1:9")
-        .env("CONVEYOR_GCS_ENDPOINT", "http://127.0.0.1:9")
-        .env("CONVEYOR_BIGQUERY_ENDPOINT", "http://127.0.0.1:9")
-        .env("CONVEYOR_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start conveyor-load (taskset from util-linux when pinned)");
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    let started = Instant::now();
-    let http = reqwest::Client::new();
-    loop {
-        if let Ok(resp) = http.get(&url).send().await {
-            assert!(resp.status().is_success(), "{}", resp.status());
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "conveyor-load did not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
-    let _ = child.kill();
-    let _ = child.wait();
+    let (mut child, _) = conveyor_e2e::start_listening("conveyor-load", |port| {
+        let mut cmd = if pinned {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", "0"]).arg(binary("conveyor-load"));
+            c
+        } else {
+            tokio::process::Command::new(binary("conveyor-load"))
+        };
+        cmd.env("PORT", port.to_string())
+            .env("CONVEYOR_CONFIG", &config)
+            .env("CONVEYOR_PROJECT", "test")
+            .env("CONVEYOR_EVENTS_TOPIC", "events")
+            .env("CONVEYOR_ANONYMOUS", "true")
+            .env("CONVEYOR_PUBSUB_ENDPOINT", "http://127.0.0.1:9")
+            .env("CONVEYOR_GCS_ENDPOINT", "http://127.0.0.1:9")
+            .env("CONVEYOR_BIGQUERY_ENDPOINT", "http://127.0.0.1:9")
+            .env("CONVEYOR_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start conveyor-load (taskset from util-linux when pinned)")
+    })
+    .await;
+    let pid = child.id().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let _ = child.kill().await;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))

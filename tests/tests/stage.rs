@@ -471,14 +471,7 @@ async fn corrupting_proxy(moto: String) -> String {
         out
     }
     let app = axum::Router::new().fallback(forward).with_state(moto);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
+    conveyor_e2e::serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -617,14 +610,7 @@ async fn serve_files(files: Files) -> String {
         resp
     }
     let app = axum::Router::new().fallback(get).with_state(files);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
+    conveyor_e2e::serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
