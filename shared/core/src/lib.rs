@@ -20,12 +20,12 @@
 //! - [`event`]: Conveyor's CloudEvents and [`inbound`]: every wire shape a function accepts.
 //! - [`ports`]: the traits the steps depend on; [`engines`]: the batch port that hands each
 //!   batch to the engine its spec names.
-//! - [`steps`]: the five steps; [`http`]: the axum router every function serves, and serving.
+//! - [`steps`]: the five steps; [`http`]: the axum router every function serves.
 //! - [`run_state`]: one definition of a run's state from its run-log rows (status, the
 //!   views, the console, alerts).
 //! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
-//! - [`telemetry`]: logging set-up; [`trace`]: each request's trace context and
-//!   `httpRequest` fields on its log lines; [`shell`]: quoting batch commands for `sh -c`.
+//! - [`trace`]: each request's trace context and `httpRequest` fields in its span (logging
+//!   set-up and serving are `conveyor-service`'s); [`shell`]: quoting batch commands for `sh -c`.
 
 pub mod config;
 pub mod engines;
@@ -39,7 +39,6 @@ pub mod run_state;
 pub mod schedules;
 pub mod shell;
 pub mod steps;
-pub mod telemetry;
 pub mod trace;
 
 #[cfg(test)]
