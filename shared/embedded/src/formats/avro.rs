@@ -431,35 +431,14 @@ fn to_json(value: &Avro, schema: Option<&Schema>, names: &NamedTypes) -> Json {
 
 #[cfg(test)]
 mod tests {
+    use crate::formats::test_support::{column, decode_with, text};
     use apache_avro::types::{Record, Value as Avro};
     use apache_avro::{Schema, Writer};
 
-    use crate::formats::{
-        BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode,
-    };
+    use crate::formats::{BadRow, Column, ColumnType, Format, FormatError, Rows, Value};
 
     fn avro(bytes: &[u8], schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
-        decode(
-            Format::Avro,
-            bytes,
-            &DecodeOptions {
-                schema,
-                skip_leading_rows: 0,
-                ..Default::default()
-            },
-        )
-    }
-
-    fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column {
-            name: name.to_owned(),
-            ty,
-            nullable,
-        }
-    }
-
-    fn text(s: &str) -> Value {
-        Value::Text(s.to_owned())
+        decode_with(Format::Avro, bytes, 0, schema)
     }
 
     /// An Avro file with `schema` and one record per row of `(field, value)` pairs.

@@ -24,6 +24,8 @@ mod convert;
 mod csv;
 mod ndjson;
 mod parquet;
+#[cfg(test)]
+mod test_support;
 
 pub use convert::SAMPLE_ROWS;
 pub use conveyor_core::format::{BadRow, Column, ColumnType, Format};

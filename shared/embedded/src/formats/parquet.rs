@@ -480,42 +480,15 @@ pub(super) fn write_test_file(schema: &str, groups: Vec<Vec<TestColumn>>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::{TestValues as V, write_test_file};
-    use crate::formats::{
-        BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode,
-    };
+    use crate::formats::test_support::{column, decode_with, text, unreadable};
+    use crate::formats::{BadRow, Column, ColumnType, Format, FormatError, Rows, Value};
 
     fn parquet(bytes: &[u8], schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
-        decode(
-            Format::Parquet,
-            bytes,
-            &DecodeOptions {
-                schema,
-                skip_leading_rows: 0,
-                ..Default::default()
-            },
-        )
-    }
-
-    fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column {
-            name: name.to_owned(),
-            ty,
-            nullable,
-        }
-    }
-
-    fn text(s: &str) -> Value {
-        Value::Text(s.to_owned())
+        decode_with(Format::Parquet, bytes, 0, schema)
     }
 
     fn unreadable_reason(result: Result<Rows, FormatError>) -> String {
-        match result {
-            Err(FormatError::Unreadable {
-                format: Format::Parquet,
-                reason,
-            }) => reason,
-            other => panic!("expected an unreadable Parquet file, got {other:?}"),
-        }
+        unreadable(Format::Parquet, result)
     }
 
     const ORDERS: &str = "message orders {
