@@ -17,8 +17,8 @@ use base64::Engine as _;
 use serde_json::Value as Json;
 
 use super::convert::{
-    Plan, TimeUnit, bad, decimal_text, epoch_date_text, epoch_timestamp_text, finish,
-    local_timestamp_text, plan, time_of_day_text,
+    Plan, TimeUnit, decimal_text, epoch_date_text, epoch_timestamp_text, finish_field,
+    local_timestamp_text, plan, push_cell, time_of_day_text,
 };
 use super::{Column, ColumnType, DecodeOptions, Format, FormatError, Next, RowReader, Value};
 
@@ -117,19 +117,9 @@ impl RowReader for AvroRows {
                 .map_or(&Schema::Null, |f| &f.schema);
             let value =
                 field_value(&values, plan.index, &self.record.fields).unwrap_or(&Avro::Null);
-            let cell = to_natural(value, schema, plan.natural, &self.names)
-                .map_err(|why| format!("column `{}`: {why}", plan.column.name))
-                .map(|v| match v {
-                    Value::Null if *repeated => Value::Text("[]".to_owned()),
-                    v => v,
-                })
-                .and_then(|natural| finish(plan, natural));
-            match cell {
-                Ok(cell) => row.push(cell),
-                Err(reason) => {
-                    row.clear();
-                    return Ok(Next::Bad(bad(number, reason)));
-                }
+            let natural = to_natural(value, schema, plan.natural, &self.names);
+            if let Some(bad) = push_cell(row, number, finish_field(plan, natural, *repeated)) {
+                return Ok(bad);
             }
         }
         Ok(Next::Row(number))

@@ -20,8 +20,8 @@ use base64::Engine as _;
 use serde_json::Value as Json;
 
 use super::convert::{
-    Plan, TimeUnit, bad, decimal_text, describe, duplicate_name, epoch_date_text,
-    epoch_timestamp_text, finish, fits, local_timestamp_text, plan, time_of_day_text,
+    Plan, TimeUnit, decimal_text, describe, duplicate_name, epoch_date_text, epoch_timestamp_text,
+    finish_field, fits, local_timestamp_text, plan, push_cell, time_of_day_text,
 };
 use super::{
     Column, ColumnType, DecodeOptions, Format, FormatError, Input, Next, RowReader, Value, read_all,
@@ -123,26 +123,15 @@ impl RowReader for ParquetRows {
         for ((plan, reading), repeated) in self.plans.iter().zip(&self.readings).zip(&self.repeated)
         {
             let field = values.get(plan.index).map_or(&Field::Null, |(_, f)| f);
-            let cell = to_natural(field, plan.natural, *reading)
-                .and_then(|natural| {
-                    if fits(&natural, plan.natural) {
-                        Ok(natural)
-                    } else {
-                        Err(format!("unexpected value {}", describe(&natural)))
-                    }
-                })
-                .map_err(|why| format!("column `{}`: {why}", plan.column.name))
-                .map(|v| match v {
-                    Value::Null if *repeated => Value::Text("[]".to_owned()),
-                    v => v,
-                })
-                .and_then(|natural| finish(plan, natural));
-            match cell {
-                Ok(cell) => row.push(cell),
-                Err(reason) => {
-                    row.clear();
-                    return Ok(Next::Bad(bad(number, reason)));
+            let natural = to_natural(field, plan.natural, *reading).and_then(|natural| {
+                if fits(&natural, plan.natural) {
+                    Ok(natural)
+                } else {
+                    Err(format!("unexpected value {}", describe(&natural)))
                 }
+            });
+            if let Some(bad) = push_cell(row, number, finish_field(plan, natural, *repeated)) {
+                return Ok(bad);
             }
         }
         Ok(Next::Row(number))
