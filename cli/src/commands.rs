@@ -521,8 +521,18 @@ pub(crate) async fn dev(
             )
             .await;
     });
-    let result =
-        conveyor_core::http::serve(router, listen, conveyor_core::http::shutdown_signal()).await;
+    let result = match conveyor_service::bind(listen).await {
+        Ok(listener) => {
+            conveyor_service::serve(
+                listener,
+                router,
+                conveyor_service::shutdown_signal(),
+                conveyor_service::ServeOptions::default(),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     let _ = stop_tx.send(());
     let _ = runtime.await;
     steps.abort();

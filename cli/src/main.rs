@@ -130,7 +130,7 @@ fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
 async fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let cli = Cli::parse();
-    conveyor_core::telemetry::init(conveyor_core::telemetry::LogFormat::Text, &cli.log);
+    conveyor_service::telemetry::init(conveyor_service::telemetry::LogFormat::Text, &cli.log);
     let result = match cli.command {
         Command::Validate {
             file,

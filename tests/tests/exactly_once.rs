@@ -462,14 +462,14 @@ pipelines:
 /// Serves `router` on a loopback port with `options`; returns the address and a stopper.
 async fn serve(
     router: axum::Router,
-    options: conveyor_core::http::ServeOptions,
+    options: conveyor_service::ServeOptions,
 ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(conveyor_core::http::serve_on(
+    tokio::spawn(conveyor_service::serve(
         listener,
         router,
         async {
@@ -497,7 +497,7 @@ async fn exchange(addr: std::net::SocketAddr, request: &str) -> String {
 async fn an_idle_connection_that_sends_no_header_is_closed_after_the_header_read_timeout() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let chain = Chain::start(SALES).await;
-    let options = conveyor_core::http::ServeOptions {
+    let options = conveyor_service::ServeOptions {
         header_read_timeout: Duration::from_millis(300),
         ..Default::default()
     };
@@ -525,7 +525,7 @@ async fn an_idle_connection_that_sends_no_header_is_closed_after_the_header_read
 #[tokio::test]
 async fn healthz_answers_while_more_idle_connections_are_open_than_the_limit() {
     let chain = Chain::start(SALES).await;
-    let options = conveyor_core::http::ServeOptions {
+    let options = conveyor_service::ServeOptions {
         header_read_timeout: Duration::from_secs(60),
         max_connections: 16,
     };
@@ -560,7 +560,7 @@ async fn over_a_hundred_headers_get_a_json_431_from_the_served_function() {
     let chain = Chain::start(SALES).await;
     let (addr, _stop) = serve(
         conveyor_core::http::router(StepName::Load, chain.ctx.clone()),
-        conveyor_core::http::ServeOptions::default(),
+        conveyor_service::ServeOptions::default(),
     )
     .await;
     let headers: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();

@@ -65,6 +65,14 @@ fn the_cloud_run_functions_link_no_lambda_runtime_and_no_http2() {
     }
     // The Lambda build still has its runtime.
     assert!(links(&linked("conveyor-load", &["lambda"]), "lambda_http"));
+    // The runner (conveyor-service) holds the Lambda runtime behind its `lambda` feature: the
+    // CLI uses its telemetry and serving, not the runtime.
+    let cli = linked("conveyor-cli", &[]);
+    assert!(links(&cli, "conveyor-service"), "conveyor-cli: {cli}");
+    assert!(
+        !links(&cli, "lambda_http"),
+        "conveyor-cli links lambda_http"
+    );
 }
 
 #[test]

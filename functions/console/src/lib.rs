@@ -5,9 +5,8 @@
 //! # Layout
 //! - `lib.rs`: [`Settings`] (its `CONVEYOR_*` variables), [`router`] (the console's pages,
 //!   `/healthz`, traced requests) and [`run`].
-//! - `main.rs`: calls [`run`].
+//! - `main.rs`: hands [`run`] to [`conveyor_service::start_with`], the functions' runner.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,8 +14,9 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use conveyor_console::Console;
-use conveyor_core::telemetry::{self, LogFormat};
 use conveyor_gcp::{Gcp, GcpSettings};
+use conveyor_service::telemetry::{self, LogFormat};
+use conveyor_service::{Platform, ServeOptions};
 use serde::Deserialize;
 use tracing::info;
 
@@ -40,16 +40,6 @@ fn default_log() -> String {
     "info".to_owned()
 }
 
-#[derive(Debug, Deserialize)]
-struct Port {
-    #[serde(default = "default_port")]
-    port: u16,
-}
-
-fn default_port() -> u16 {
-    8080
-}
-
 /// The service's router: the console's pages, `/healthz`, and a traced span per request.
 pub fn router(console: Console) -> Router {
     conveyor_console::router(console)
@@ -66,7 +56,7 @@ pub async fn run() -> anyhow::Result<()> {
         .from_env()
         .map_err(|e| anyhow::anyhow!("bad CONVEYOR_* variable: {e}"))?;
     telemetry::init(settings.log_format, &settings.log);
-    let port: Port = envy::from_env().map_err(|e| anyhow::anyhow!("bad PORT variable: {e}"))?;
+    let platform = Platform::from_env()?;
     let gcp_settings: GcpSettings = envy::prefixed("CONVEYOR_")
         .from_env::<GcpEnv>()
         .map_err(|e| anyhow::anyhow!("bad CONVEYOR_* variable: {e}"))?
@@ -78,19 +68,12 @@ pub async fn run() -> anyhow::Result<()> {
         None => None,
     };
     let project = gcp_settings.project.clone();
-    conveyor_core::trace::set_project(&project);
+    conveyor_service::cloud_logging::set_project(&project);
     let gcp = Gcp::connect(gcp_settings).context("Google Cloud credentials")?;
     let run_log = Arc::new(gcp.bigquery());
     let console = Console::new(run_log, config).with_title(format!("project {project}"));
-    let addr = SocketAddr::from(([0, 0, 0, 0], port.port));
-    info!(project = %project, addr = %addr, "console starting");
-    conveyor_core::http::serve(
-        router(console),
-        addr,
-        conveyor_core::http::shutdown_signal(),
-    )
-    .await
-    .context("server failed")
+    info!(project = %project, port = platform.port, "console starting");
+    conveyor_service::serve_port(router(console), platform.port, ServeOptions::default()).await
 }
 
 /// The Google Cloud variables the console reads: [`GcpSettings`] without the events topic.

@@ -1,5 +1,5 @@
 //! Entry point of the load function.
 
 fn main() -> std::process::ExitCode {
-    conveyor_gcp::service::start(conveyor_load::STEP, conveyor_load::ports)
+    conveyor_service::start(conveyor_load::STEP, conveyor_load::ports)
 }

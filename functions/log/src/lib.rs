@@ -4,7 +4,7 @@
 //! # Layout
 //! - `lib.rs`: [`router`], so tests call it without a socket, and [`ports`], the only
 //!   adapters this binary links.
-//! - `main.rs`: hands both to [`conveyor_gcp::service::start`].
+//! - `main.rs`: hands both to [`conveyor_service::start`].
 
 use std::sync::Arc;
 

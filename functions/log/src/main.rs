@@ -1,5 +1,5 @@
 //! Entry point of the log function.
 
 fn main() -> std::process::ExitCode {
-    conveyor_gcp::service::start(conveyor_log::STEP, conveyor_log::ports)
+    conveyor_service::start(conveyor_log::STEP, conveyor_log::ports)
 }

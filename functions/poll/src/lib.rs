@@ -4,17 +4,15 @@
 //! # Layout
 //! - `lib.rs`: [`router`], so tests call it without a socket, and [`ports`], the only
 //!   adapters this binary links.
-//! - `main.rs`: hands both to [`conveyor_gcp::service::start`].
+//! - `main.rs`: hands both to [`conveyor_service::start`].
 
 use std::sync::Arc;
 
 use axum::Router;
-use conveyor_core::engines::Engines;
 use conveyor_core::event::StepName;
 use conveyor_core::ports::{PortError, Ports};
 use conveyor_core::steps::Context;
 use conveyor_gcp::Gcp;
-use conveyor_ssh::SshEngine;
 
 /// The step this function runs.
 pub const STEP: StepName = StepName::Poll;
@@ -32,20 +30,11 @@ pub fn router(ctx: Context) -> Router {
 pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
     let bigquery = Arc::new(gcp.bigquery());
     Ok(Ports {
-        batch: Arc::new(engines(gcp)?),
+        batch: Arc::new(conveyor_service::engines(gcp)?),
         warehouse: bigquery.clone(),
         run_log: bigquery,
         store: Arc::new(gcp.store()),
         bus: Arc::new(gcp.bus().await?),
         ..Ports::unwired()
     })
-}
-
-/// Every Google Cloud engine, and `engine: ssh` with its keys from Secret Manager.
-///
-/// # Errors
-/// When the HTTP client cannot be built.
-pub fn engines(gcp: &Gcp) -> Result<Engines, PortError> {
-    let ssh = SshEngine::new(Arc::new(gcp.secrets()));
-    Ok(gcp.engines()?.with("ssh", Arc::new(ssh)))
 }

@@ -1,5 +1,5 @@
 //! Entry point of the poll function.
 
 fn main() -> std::process::ExitCode {
-    conveyor_gcp::service::start(conveyor_poll::STEP, conveyor_poll::ports)
+    conveyor_service::start(conveyor_poll::STEP, conveyor_poll::ports)
 }

@@ -1,5 +1,5 @@
 //! Entry point of the stage function.
 
 fn main() -> std::process::ExitCode {
-    conveyor_gcp::service::start(conveyor_stage::STEP, conveyor_stage::ports)
+    conveyor_service::start(conveyor_stage::STEP, conveyor_stage::ports)
 }

@@ -1,5 +1,5 @@
 //! Entry point of the submit function.
 
 fn main() -> std::process::ExitCode {
-    conveyor_gcp::service::start(conveyor_submit::STEP, conveyor_submit::ports)
+    conveyor_service::start(conveyor_submit::STEP, conveyor_submit::ports)
 }

@@ -26,9 +26,9 @@
 //! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
 //! - [`run_state`]: one definition of a run's state from its run-log rows (status, the
 //!   views, the console, alerts).
-//! - [`steps`]: the five steps; [`http`]: the axum router every function serves, and serving.
-//! - [`telemetry`]: logging set-up; [`trace`]: each request's trace context and
-//!   `httpRequest` fields on its log lines; [`shell`]: quoting batch commands for `sh -c`.
+//! - [`steps`]: the five steps; [`http`]: the axum router every function serves.
+//! - [`trace`]: each request's trace context and `httpRequest` fields in its span (logging
+//!   set-up and serving are `conveyor-service`'s); [`shell`]: quoting batch commands for `sh -c`.
 
 pub mod config;
 pub mod engines;
@@ -42,7 +42,6 @@ pub mod run_state;
 pub mod schedules;
 pub mod shell;
 pub mod steps;
-pub mod telemetry;
 pub mod trace;
 
 #[cfg(test)]

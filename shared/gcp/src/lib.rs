@@ -1,4 +1,4 @@
-//! Conveyor's Google Cloud adapters, and the runner of a function binary.
+//! Conveyor's Google Cloud adapters (the runner of a function binary is `conveyor-service`).
 //!
 //! A function links this crate and the core only: each function's `ports` wires the few
 //! adapters its step uses (see [`Gcp`]), so the linker drops the rest.
@@ -19,7 +19,6 @@
 //!   [`Gcp`], which builds each adapter from them on one credentials source.
 //! - [`rest`]: the one HTTP client of every adapter (hyper-util's pool over rustls).
 //! - [`oidc`]: the optional check of a function's callers (Google-signed OIDC tokens).
-//! - [`service`]: `main` of a function binary (Cloud Run, or AWS Lambda).
 
 mod auth;
 mod bigquery;
@@ -30,7 +29,6 @@ pub mod oidc;
 mod pubsub;
 pub mod rest;
 mod secrets;
-pub mod service;
 mod settings;
 
 pub use auth::{AdcCredentials, GcpAuth, MetadataToken};

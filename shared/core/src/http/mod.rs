@@ -9,17 +9,9 @@
 //! - transient problem (a backend down) → 503, so Pub/Sub redelivers with backoff. If even the
 //!   rejection record cannot be published, that is transient too: nothing is lost.
 //!
-//! [`serve`] runs a router until [`shutdown_signal`], draining in-flight requests, with a
-//! header-read timeout and a connection limit (`serve.rs`).
+//! Serving it (a header-read timeout, a connection limit, graceful shutdown) is
+//! `conveyor-service`'s.
 
-mod serve;
-
-pub use serve::{
-    DEFAULT_HEADER_READ_TIMEOUT, ServeOptions, connections_for, open_file_limit, serve_on,
-    serve_with,
-};
-
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -337,40 +329,4 @@ async fn reject(
         reason,
         acknowledge: delivery.pubsub.is_some(),
     })
-}
-
-/// Waits for SIGTERM (Cloud Run's stop signal) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
-
-/// Serves `router` on `addr` until `shutdown`, then drains in-flight requests, with the
-/// default [`ServeOptions`] (a 10 s header-read timeout, a connection limit from the
-/// open-file limit).
-///
-/// # Errors
-/// When the address cannot be bound.
-pub async fn serve(
-    router: Router,
-    addr: SocketAddr,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    serve_with(router, addr, shutdown, ServeOptions::default()).await
 }

@@ -17,8 +17,8 @@ use base64::Engine as _;
 use serde_json::Value as Json;
 
 use super::convert::{
-    Plan, TimeUnit, bad, decimal_text, epoch_date_text, epoch_timestamp_text, finish,
-    local_timestamp_text, plan, time_of_day_text,
+    Plan, TimeUnit, decimal_text, epoch_date_text, epoch_timestamp_text, finish_field,
+    local_timestamp_text, plan, push_cell, time_of_day_text,
 };
 use super::{Column, ColumnType, DecodeOptions, Format, FormatError, Next, RowReader, Value};
 
@@ -117,19 +117,9 @@ impl RowReader for AvroRows {
                 .map_or(&Schema::Null, |f| &f.schema);
             let value =
                 field_value(&values, plan.index, &self.record.fields).unwrap_or(&Avro::Null);
-            let cell = to_natural(value, schema, plan.natural, &self.names)
-                .map_err(|why| format!("column `{}`: {why}", plan.column.name))
-                .map(|v| match v {
-                    Value::Null if *repeated => Value::Text("[]".to_owned()),
-                    v => v,
-                })
-                .and_then(|natural| finish(plan, natural));
-            match cell {
-                Ok(cell) => row.push(cell),
-                Err(reason) => {
-                    row.clear();
-                    return Ok(Next::Bad(bad(number, reason)));
-                }
+            let natural = to_natural(value, schema, plan.natural, &self.names);
+            if let Some(bad) = push_cell(row, number, finish_field(plan, natural, *repeated)) {
+                return Ok(bad);
             }
         }
         Ok(Next::Row(number))
@@ -431,35 +421,14 @@ fn to_json(value: &Avro, schema: Option<&Schema>, names: &NamedTypes) -> Json {
 
 #[cfg(test)]
 mod tests {
+    use crate::formats::test_support::{column, decode_with, text};
     use apache_avro::types::{Record, Value as Avro};
     use apache_avro::{Schema, Writer};
 
-    use crate::formats::{
-        BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode,
-    };
+    use crate::formats::{BadRow, Column, ColumnType, Format, FormatError, Rows, Value};
 
     fn avro(bytes: &[u8], schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
-        decode(
-            Format::Avro,
-            bytes,
-            &DecodeOptions {
-                schema,
-                skip_leading_rows: 0,
-                ..Default::default()
-            },
-        )
-    }
-
-    fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column {
-            name: name.to_owned(),
-            ty,
-            nullable,
-        }
-    }
-
-    fn text(s: &str) -> Value {
-        Value::Text(s.to_owned())
+        decode_with(Format::Avro, bytes, 0, schema)
     }
 
     /// An Avro file with `schema` and one record per row of `(field, value)` pairs.

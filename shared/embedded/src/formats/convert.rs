@@ -660,6 +660,41 @@ pub(super) fn finish(plan: &Plan, natural: Value) -> Result<Value, String> {
     check_null(&plan.column, value)
 }
 
+/// The end of one field of a nested format (Avro, Parquet): its error names the column, a
+/// repeated field's NULL is the empty array `[]`, then [`finish`].
+pub(super) fn finish_field(
+    plan: &Plan,
+    natural: Result<Value, String>,
+    repeated: bool,
+) -> Result<Value, String> {
+    natural
+        .map_err(|why| format!("column `{}`: {why}", plan.column.name))
+        .map(|v| match v {
+            Value::Null if repeated => Value::Text("[]".to_owned()),
+            v => v,
+        })
+        .and_then(|natural| finish(plan, natural))
+}
+
+/// Adds a finished cell to `row`; a refused one empties the row and is row `number`'s bad
+/// result, which the reader returns.
+pub(super) fn push_cell(
+    row: &mut Vec<Value>,
+    number: u64,
+    cell: Result<Value, String>,
+) -> Option<super::Next> {
+    match cell {
+        Ok(cell) => {
+            row.push(cell);
+            None
+        }
+        Err(reason) => {
+            row.clear();
+            Some(super::Next::Bad(bad(number, reason)))
+        }
+    }
+}
+
 /// A bad row as the error lists it.
 pub(super) fn bad(row: u64, reason: impl Into<String>) -> BadRow {
     BadRow {

@@ -353,6 +353,7 @@ impl RowReader for CsvRows {
 
 #[cfg(test)]
 mod tests {
+    use crate::formats::test_support::{bad_rows, column, decode_with, text, unreadable};
     use crate::formats::{
         BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, MAX_BAD_ROWS, Rows, Value,
         decode,
@@ -363,44 +364,11 @@ mod tests {
         skip_leading_rows: u64,
         schema: Option<Vec<Column>>,
     ) -> Result<Rows, FormatError> {
-        decode(
-            Format::Csv,
-            text,
-            &DecodeOptions {
-                schema,
-                skip_leading_rows,
-                ..Default::default()
-            },
-        )
-    }
-
-    fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column {
-            name: name.to_owned(),
-            ty,
-            nullable,
-        }
-    }
-
-    fn bad_rows(result: Result<Rows, FormatError>) -> Vec<BadRow> {
-        match result {
-            Err(FormatError::BadRows(rows)) => rows,
-            other => panic!("expected bad rows, got {other:?}"),
-        }
+        decode_with(Format::Csv, text, skip_leading_rows, schema)
     }
 
     fn unreadable_reason(result: Result<Rows, FormatError>) -> String {
-        match result {
-            Err(FormatError::Unreadable {
-                format: Format::Csv,
-                reason,
-            }) => reason,
-            other => panic!("expected an unreadable CSV file, got {other:?}"),
-        }
-    }
-
-    fn text(s: &str) -> Value {
-        Value::Text(s.to_owned())
+        unreadable(Format::Csv, result)
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!   values to BigQuery column types, autodetect, REQUIRED checks).
 //! - `csv.rs`, `ndjson.rs`, `avro.rs`, `parquet.rs`: one reader per format, turning its native
 //!   values into cells for `convert.rs`.
+//! - `test_support.rs` (tests only): what the readers' tests share.
 //!
 //! ORC files are refused with a clear error: the one maintained Rust ORC reader (`orc-rust`)
 //! brings the whole Arrow stack, zstd and protobuf (about 60 more crates) into every build of
@@ -24,6 +25,8 @@ mod convert;
 mod csv;
 mod ndjson;
 mod parquet;
+#[cfg(test)]
+mod test_support;
 
 pub use convert::SAMPLE_ROWS;
 pub use conveyor_core::format::{BadRow, Column, ColumnType, Format};

@@ -367,39 +367,11 @@ impl<'de> Visitor<'de> for LineVisitor {
 
 #[cfg(test)]
 mod tests {
-    use crate::formats::{
-        BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode,
-    };
+    use crate::formats::test_support::{bad_rows, column, decode_with, text};
+    use crate::formats::{BadRow, Column, ColumnType, Format, FormatError, Rows, Value};
 
     fn ndjson(text: &[u8], schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
-        decode(
-            Format::Ndjson,
-            text,
-            &DecodeOptions {
-                schema,
-                skip_leading_rows: 0,
-                ..Default::default()
-            },
-        )
-    }
-
-    fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column {
-            name: name.to_owned(),
-            ty,
-            nullable,
-        }
-    }
-
-    fn bad_rows(result: Result<Rows, FormatError>) -> Vec<BadRow> {
-        match result {
-            Err(FormatError::BadRows(rows)) => rows,
-            other => panic!("expected bad rows, got {other:?}"),
-        }
-    }
-
-    fn text(s: &str) -> Value {
-        Value::Text(s.to_owned())
+        decode_with(Format::Ndjson, text, 0, schema)
     }
 
     fn types(rows: &Rows) -> Vec<ColumnType> {

@@ -20,8 +20,8 @@ use base64::Engine as _;
 use serde_json::Value as Json;
 
 use super::convert::{
-    Plan, TimeUnit, bad, decimal_text, describe, duplicate_name, epoch_date_text,
-    epoch_timestamp_text, finish, fits, local_timestamp_text, plan, time_of_day_text,
+    Plan, TimeUnit, decimal_text, describe, duplicate_name, epoch_date_text, epoch_timestamp_text,
+    finish_field, fits, local_timestamp_text, plan, push_cell, time_of_day_text,
 };
 use super::{
     Column, ColumnType, DecodeOptions, Format, FormatError, Input, Next, RowReader, Value, read_all,
@@ -123,26 +123,15 @@ impl RowReader for ParquetRows {
         for ((plan, reading), repeated) in self.plans.iter().zip(&self.readings).zip(&self.repeated)
         {
             let field = values.get(plan.index).map_or(&Field::Null, |(_, f)| f);
-            let cell = to_natural(field, plan.natural, *reading)
-                .and_then(|natural| {
-                    if fits(&natural, plan.natural) {
-                        Ok(natural)
-                    } else {
-                        Err(format!("unexpected value {}", describe(&natural)))
-                    }
-                })
-                .map_err(|why| format!("column `{}`: {why}", plan.column.name))
-                .map(|v| match v {
-                    Value::Null if *repeated => Value::Text("[]".to_owned()),
-                    v => v,
-                })
-                .and_then(|natural| finish(plan, natural));
-            match cell {
-                Ok(cell) => row.push(cell),
-                Err(reason) => {
-                    row.clear();
-                    return Ok(Next::Bad(bad(number, reason)));
+            let natural = to_natural(field, plan.natural, *reading).and_then(|natural| {
+                if fits(&natural, plan.natural) {
+                    Ok(natural)
+                } else {
+                    Err(format!("unexpected value {}", describe(&natural)))
                 }
+            });
+            if let Some(bad) = push_cell(row, number, finish_field(plan, natural, *repeated)) {
+                return Ok(bad);
             }
         }
         Ok(Next::Row(number))
@@ -480,42 +469,15 @@ pub(super) fn write_test_file(schema: &str, groups: Vec<Vec<TestColumn>>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::{TestValues as V, write_test_file};
-    use crate::formats::{
-        BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, Rows, Value, decode,
-    };
+    use crate::formats::test_support::{column, decode_with, text, unreadable};
+    use crate::formats::{BadRow, Column, ColumnType, Format, FormatError, Rows, Value};
 
     fn parquet(bytes: &[u8], schema: Option<Vec<Column>>) -> Result<Rows, FormatError> {
-        decode(
-            Format::Parquet,
-            bytes,
-            &DecodeOptions {
-                schema,
-                skip_leading_rows: 0,
-                ..Default::default()
-            },
-        )
-    }
-
-    fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
-        Column {
-            name: name.to_owned(),
-            ty,
-            nullable,
-        }
-    }
-
-    fn text(s: &str) -> Value {
-        Value::Text(s.to_owned())
+        decode_with(Format::Parquet, bytes, 0, schema)
     }
 
     fn unreadable_reason(result: Result<Rows, FormatError>) -> String {
-        match result {
-            Err(FormatError::Unreadable {
-                format: Format::Parquet,
-                reason,
-            }) => reason,
-            other => panic!("expected an unreadable Parquet file, got {other:?}"),
-        }
+        unreadable(Format::Parquet, result)
     }
 
     const ORDERS: &str = "message orders {

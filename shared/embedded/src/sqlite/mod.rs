@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - `mod.rs`: [`SqliteWarehouse`]: the database files, one connection, attaching datasets.
-//! - `load.rs`: the [`Warehouse`](conveyor_core::ports::Warehouse) port: load jobs.
+//! - `load/`: the [`Warehouse`](conveyor_core::ports::Warehouse) port: load jobs (by role:
+//!   job, input, batch, table).
 //! - `run_log.rs`: the [`RunLog`](conveyor_core::ports::RunLog) port.
 //! - `rows.rs`: the [`RowSink`](conveyor_core::ports::RowSink) port: message rows, once per
 //!   batch id.

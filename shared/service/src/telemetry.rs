@@ -1,4 +1,5 @@
-//! Logging set-up: Cloud Logging JSON in production, readable text locally.
+//! Logging set-up: Cloud Logging JSON in production (through [`crate::cloud_logging`]), readable
+//! text locally.
 
 use serde::Deserialize;
 use tracing_subscriber::layer::SubscriberExt;
@@ -25,7 +26,7 @@ pub fn init(format: LogFormat, filter: &str) {
             .with(filter)
             .with(
                 tracing_stackdriver::layer()
-                    .with_writer(crate::trace::CloudWriter::new(std::io::stdout)),
+                    .with_writer(crate::cloud_logging::CloudWriter::new(std::io::stdout)),
             )
             .try_init(),
         LogFormat::Text => Registry::default()

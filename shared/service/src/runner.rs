@@ -7,15 +7,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::Router;
 use conveyor_core::config;
 use conveyor_core::event::StepName;
 use conveyor_core::ports::{PortError, Ports};
 use conveyor_core::steps::Context;
-use conveyor_core::telemetry::{self, LogFormat};
+use conveyor_gcp::{Gcp, GcpAuth, GcpSettings, oidc};
 use serde::Deserialize;
 use tracing::info;
 
-use crate::{Gcp, GcpSettings};
+use crate::serve::{ServeOptions, bind, serve, shutdown_signal};
+use crate::telemetry::{self, LogFormat};
 
 /// A function's own configuration, read once at start-up from `CONVEYOR_*` variables
 /// (the Google Cloud ones are [`GcpSettings`]).
@@ -36,7 +38,7 @@ pub struct ServiceConfig {
     pub log: String,
     /// `CONVEYOR_AUTH_AUDIENCES`: when set (comma-separated; the service's URL), every
     /// request but `GET /healthz` needs a Google-signed OIDC token for one of these audiences
-    /// whose email is in `CONVEYOR_AUTH_ALLOWED` (see [`crate::oidc`]).
+    /// whose email is in `CONVEYOR_AUTH_ALLOWED` (see [`conveyor_gcp::oidc`]).
     #[serde(default)]
     pub auth_audiences: Vec<String>,
     /// `CONVEYOR_AUTH_ALLOWED`: the service accounts that may call (comma-separated emails).
@@ -48,9 +50,9 @@ pub struct ServiceConfig {
     /// `CONVEYOR_AUTH_MODE`: `verify` (default: the function verifies each token's signature;
     /// AWS Lambda, `--allow-unauthenticated`) or `cloud-run` (the service requires
     /// authentication, so Cloud Run verified the token and removed its signature: its claims
-    /// are checked). See [`crate::oidc::AuthMode`].
+    /// are checked). See [`oidc::AuthMode`].
     #[serde(default, deserialize_with = "auth_mode_var")]
-    pub auth_mode: crate::oidc::AuthMode,
+    pub auth_mode: oidc::AuthMode,
     /// `CONVEYOR_LOAD_WAIT`: how long a load request waits for its BigQuery job before the
     /// poll tick takes it over (`10s` by default; at most `60s`, so no request holds compute).
     #[serde(default = "default_load_wait", with = "humantime_serde")]
@@ -71,7 +73,7 @@ pub struct ServiceConfig {
 }
 
 fn default_header_read_timeout() -> std::time::Duration {
-    conveyor_core::http::DEFAULT_HEADER_READ_TIMEOUT
+    crate::serve::DEFAULT_HEADER_READ_TIMEOUT
 }
 
 fn default_tick_budget() -> std::time::Duration {
@@ -79,7 +81,7 @@ fn default_tick_budget() -> std::time::Duration {
 }
 
 fn default_jwks() -> String {
-    crate::oidc::GOOGLE_JWKS.to_owned()
+    oidc::GOOGLE_JWKS.to_owned()
 }
 
 fn default_load_wait() -> std::time::Duration {
@@ -97,10 +99,8 @@ fn log_format_var<'de, D: serde::Deserializer<'de>>(d: D) -> Result<LogFormat, D
     }
 }
 
-fn auth_mode_var<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<crate::oidc::AuthMode, D::Error> {
-    crate::oidc::AuthMode::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+fn auth_mode_var<'de, D: serde::Deserializer<'de>>(d: D) -> Result<oidc::AuthMode, D::Error> {
+    oidc::AuthMode::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 fn default_config() -> PathBuf {
@@ -111,14 +111,27 @@ fn default_log() -> String {
     "info".to_owned()
 }
 
-#[derive(Debug, Deserialize)]
-struct Platform {
-    /// Cloud Run's `PORT`.
+/// What the platform tells a service: where to listen, or that it runs on AWS Lambda.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Platform {
+    /// Cloud Run's `PORT` (8080 when unset; `0` takes a free port, logged as `listening`).
     #[serde(default = "default_port")]
-    port: u16,
-    /// Set by AWS Lambda: run the same router through the Lambda runtime.
+    pub port: u16,
+    /// `AWS_LAMBDA_RUNTIME_API`, set by AWS Lambda: run the same router through the Lambda
+    /// runtime.
     #[serde(default)]
-    aws_lambda_runtime_api: Option<String>,
+    pub aws_lambda_runtime_api: Option<String>,
+}
+
+impl Platform {
+    /// Reads `PORT` and `AWS_LAMBDA_RUNTIME_API`.
+    ///
+    /// # Errors
+    /// When `PORT` is not a port number (the error names it).
+    pub fn from_env() -> anyhow::Result<Self> {
+        envy::from_env::<Self>()
+            .map_err(|e| anyhow::anyhow!("bad platform variable: {}", envy_message(e, "")))
+    }
 }
 
 fn default_port() -> u16 {
@@ -188,12 +201,24 @@ fn envy_message(e: envy::Error, prefix: &str) -> String {
     }
 }
 
-/// Runs a function binary on a Tokio runtime sized to the CPUs the instance may use: on one
-/// CPU (Cloud Run's default) a single-threaded runtime (no worker thread, no wake-ups across
-/// threads: less CPU per event); otherwise a worker thread per CPU. Then as [`main`].
+/// Runs a function binary on a Tokio runtime sized to the CPUs the instance may use (see
+/// [`start_with`]): [`run`] of `step`, its ports wired by `ports` (the others stay
+/// [`Ports::unwired`]).
 pub fn start(
     step: StepName,
     ports: impl AsyncFnOnce(&Gcp) -> Result<Ports, PortError>,
+) -> std::process::ExitCode {
+    start_with(&format!("conveyor-{step}"), run(step, ports))
+}
+
+/// `main` of a service binary named `name`: runs `service` on a Tokio runtime sized to the
+/// CPUs the instance may use — on one CPU (Cloud Run's default) a single-threaded runtime (no
+/// worker thread, no wake-ups across threads: less CPU per event); otherwise a worker thread
+/// per CPU. On failure it prints the error chain (no backtrace) and exits with status 1, so a
+/// bad variable reads as one clear line in Cloud Logging.
+pub fn start_with(
+    name: &str,
+    service: impl Future<Output = anyhow::Result<()>>,
 ) -> std::process::ExitCode {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut builder = if cpus == 1 {
@@ -203,35 +228,38 @@ pub fn start(
         b.worker_threads(cpus);
         b
     };
-    match builder.enable_all().build() {
-        Ok(runtime) => runtime.block_on(main(step, ports)),
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("conveyor-{step}: cannot start the async runtime: {e}");
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(service) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "the service cannot start");
+            eprintln!("{name}: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-/// `main` of a function binary: runs it, and on failure prints the error chain (no backtrace)
-/// and exits with status 1, so a bad variable reads as one clear line in Cloud Logging.
-/// `ports` wires the ports of the function's step (the others stay [`Ports::unwired`]).
-pub async fn main(
-    step: StepName,
-    ports: impl AsyncFnOnce(&Gcp) -> Result<Ports, PortError>,
-) -> std::process::ExitCode {
-    match run(step, ports).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "the service cannot start");
-            eprintln!("conveyor-{step}: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+/// Serves `router` on `0.0.0.0:port` until SIGTERM or Ctrl-C ([`shutdown_signal`]), draining
+/// in-flight requests: a Cloud Run service's life.
+///
+/// # Errors
+/// When the port cannot be bound.
+pub async fn serve_port(router: Router, port: u16, options: ServeOptions) -> anyhow::Result<()> {
+    let listener = bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
+    serve(listener, router, shutdown_signal(), options)
+        .await
+        .context("server failed")
 }
 
 /// Serves `router` through the AWS Lambda runtime.
 #[cfg(feature = "lambda")]
-async fn run_on_lambda(router: axum::Router) -> anyhow::Result<()> {
+async fn run_on_lambda(router: Router) -> anyhow::Result<()> {
     info!("running on AWS Lambda");
     lambda_http::run(router)
         .await
@@ -240,7 +268,7 @@ async fn run_on_lambda(router: axum::Router) -> anyhow::Result<()> {
 
 /// Without the `lambda` feature (the Cloud Run build) there is no Lambda runtime to run on.
 #[cfg(not(feature = "lambda"))]
-async fn run_on_lambda(_router: axum::Router) -> anyhow::Result<()> {
+async fn run_on_lambda(_router: Router) -> anyhow::Result<()> {
     anyhow::bail!(
         "AWS_LAMBDA_RUNTIME_API is set, but this binary was built for Cloud Run, without the \
          `lambda` feature: build the Lambda binary with `cargo build -p conveyor-<step> --features lambda`"
@@ -256,12 +284,28 @@ pub async fn run(
     step: StepName,
     ports: impl AsyncFnOnce(&Gcp) -> Result<Ports, PortError>,
 ) -> anyhow::Result<()> {
+    let platform = Platform::from_env()?;
+    let (router, options) = prepare(step, ports, &platform).await?;
+    if platform.aws_lambda_runtime_api.is_some() {
+        return run_on_lambda(router).await;
+    }
+    serve_port(router, platform.port, options).await
+}
+
+/// A function binary up to serving: reads its configuration, starts telemetry, wires the
+/// ports and checks them against the pipeline file; returns the router (with the caller
+/// check when configured) and the serving options. [`run`] serves it; a test can
+/// [`serve`](crate::serve()) it on a listener it bound.
+///
+/// # Errors
+/// When the configuration is bad or a port cannot be built.
+pub async fn prepare(
+    step: StepName,
+    ports: impl AsyncFnOnce(&Gcp) -> Result<Ports, PortError>,
+    platform: &Platform,
+) -> anyhow::Result<(Router, ServeOptions)> {
     let settings = ServiceConfig::from_env()?;
-    let platform = envy::from_env::<Platform>()
-        .map_err(|e| anyhow::anyhow!("bad platform variable: {}", envy_message(e, "")))?;
-    if platform.aws_lambda_runtime_api.is_some()
-        && settings.auth_mode == crate::oidc::AuthMode::CloudRun
-    {
+    if platform.aws_lambda_runtime_api.is_some() && settings.auth_mode == oidc::AuthMode::CloudRun {
         anyhow::bail!(
             "CONVEYOR_AUTH_MODE=cloud-run on AWS Lambda: nothing in front of a Lambda function \
              verifies Google's tokens, so the function must (CONVEYOR_AUTH_MODE=verify)"
@@ -270,7 +314,7 @@ pub async fn run(
     telemetry::init(settings.log_format, &settings.log);
     let pipelines = Arc::new(config::load_file(&settings.config)?);
     let gcp = Gcp::connect(GcpSettings::from_env()?)?;
-    if let crate::GcpAuth::Metadata(token) = gcp.auth() {
+    if let GcpAuth::Metadata(token) = gcp.auth() {
         // The first request needs the token: ask the metadata server while the server starts
         // (a request that comes first waits for this fetch instead of making its own).
         let token = token.clone();
@@ -280,7 +324,7 @@ pub async fn run(
             }
         });
     }
-    conveyor_core::trace::set_project(&gcp.settings().project);
+    crate::cloud_logging::set_project(&gcp.settings().project);
     let ports = ports(&gcp).await?;
     // A port the pipeline file needs and this function lacks is a deployment mistake: say so
     // now, not on the first event that needs it.
@@ -296,7 +340,7 @@ pub async fn run(
         router = conveyor_core::http::with_caller_check(
             router,
             Arc::new(
-                crate::oidc::OidcVerifier::new(
+                oidc::OidcVerifier::new(
                     &settings.auth_jwks_url,
                     settings.auth_audiences.clone(),
                     settings.auth_allowed.clone(),
@@ -305,23 +349,12 @@ pub async fn run(
             ),
         );
     }
-    if platform.aws_lambda_runtime_api.is_some() {
-        return run_on_lambda(router).await;
-    }
-    let addr = SocketAddr::from(([0, 0, 0, 0], platform.port));
-    let mut options = conveyor_core::http::ServeOptions {
+    let mut options = ServeOptions {
         header_read_timeout: settings.header_read_timeout,
         ..Default::default()
     };
     if let Some(n) = settings.max_connections {
         options.max_connections = n;
     }
-    conveyor_core::http::serve_with(
-        router,
-        addr,
-        conveyor_core::http::shutdown_signal(),
-        options,
-    )
-    .await
-    .context("server failed")
+    Ok((router, options))
 }

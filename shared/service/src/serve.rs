@@ -1,4 +1,4 @@
-//! Serving a router: a task per connection, a header-read timeout, and a connection limit
+//! Serving a router until SIGTERM ([`shutdown_signal`]): a task per connection, a header-read timeout, and a connection limit
 //! under which an idle connection makes room for a new one.
 //!
 //! `axum::serve` has neither: a client that opens connections and sends nothing keeps each
@@ -138,18 +138,27 @@ fn lock(registry: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Serves `router` on `listener` until `shutdown`, then drains in-flight requests (idle
-/// connections are closed at once).
+/// Serves `router` on `listener` (already bound: a test binds port 0 and passes it, so no
+/// other process can take the port in between) until `shutdown`, then drains in-flight
+/// requests (idle connections are closed at once). Logs `listening` with the bound address.
 ///
 /// # Errors
 /// None today: accept errors (out of descriptors, a connection reset before it was
 /// accepted) are logged and accepting goes on.
-pub async fn serve_on(
+pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     options: ServeOptions,
 ) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        info!(
+            addr = %addr,
+            max_connections = options.max_connections,
+            header_read_timeout = ?options.header_read_timeout,
+            "listening"
+        );
+    }
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -194,26 +203,36 @@ pub async fn serve_on(
     Ok(())
 }
 
-/// Serves `router` on `addr` until `shutdown`: [`serve_on`] a new listener.
+/// Binds `addr` for [`serve`]. Port 0 takes a free port: [`serve`] logs which.
 ///
 /// # Errors
-/// When the address cannot be bound.
-pub async fn serve_with(
-    router: Router,
-    addr: std::net::SocketAddr,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    options: ServeOptions,
-) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr)
+/// When the address cannot be bound (the error names it).
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    info!(
-        addr = %listener.local_addr().unwrap_or(addr),
-        max_connections = options.max_connections,
-        header_read_timeout = ?options.header_read_timeout,
-        "listening"
-    );
-    serve_on(listener, router, shutdown, options).await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Waits for SIGTERM (Cloud Run's stop signal) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
 }
 
 /// Decrements a connection's in-flight count when its request's response is made (or the
