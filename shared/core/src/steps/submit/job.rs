@@ -15,6 +15,7 @@ use crate::config::{BatchSpec, Job, Pipeline, table_safe};
 use crate::event::{ChildRun, ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::names::{JobId, RunId};
 use crate::ports::{BatchRequest, PortError};
+use crate::run_origin::RunOrigin;
 
 /// The most rows a `for_each` table may give one job.
 const MAX_ROWS: usize = 1_000;
@@ -59,15 +60,14 @@ pub(in crate::steps) fn row_run_id(
     run_id: &RunId,
     key: &str,
 ) -> RunId {
-    if job.name.as_str() == "batch" {
-        // As a Data Fusion `runs` row's run was named before jobs existed.
-        RunId::derive(&pipeline.name, &[run_id.as_str(), "row", key])
-    } else {
-        RunId::derive(
-            &pipeline.name,
-            &[run_id.as_str(), job.name.as_str(), "row", key],
-        )
-    }
+    RunId::for_origin(
+        &pipeline.name,
+        &RunOrigin::ForEachRow {
+            run: run_id,
+            job: job.name.as_str(),
+            key,
+        },
+    )
 }
 
 /// The id a `for_each` job's own rows carry (its rows' batches have their own).
