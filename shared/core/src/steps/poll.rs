@@ -350,7 +350,7 @@ async fn check_rows(
                 state.status,
                 state.error.as_deref().unwrap_or("no error given")
             ));
-        } else if state.status != "SUCCEEDED" {
+        } else if !state.succeeded() {
             pending += 1;
         }
     }
