@@ -14,6 +14,7 @@ mod messages;
 mod operate;
 mod postgres;
 mod prereqs;
+mod run_log_conformance;
 mod runtime;
 mod shipping;
 mod ssh;

@@ -21,6 +21,8 @@
 //! - [`ports`]: the traits the steps depend on; [`engines`]: the batch port that hands each
 //!   batch to the engine its spec names.
 //! - [`steps`]: the five steps; [`http`]: the axum router every function serves, and serving.
+//! - [`open_jobs`]: the open jobs the poll tick follows, one rule for every run log.
+//! - [`run_origin`]: what starts a run and the run id each start gets (every recipe).
 //! - [`run_state`]: one definition of a run's state from its run-log rows (status, the
 //!   views, the console, alerts).
 //! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
@@ -34,7 +36,9 @@ pub mod format;
 pub mod http;
 pub mod inbound;
 pub mod names;
+pub mod open_jobs;
 pub mod ports;
+pub mod run_origin;
 pub mod run_state;
 pub mod schedules;
 pub mod shell;
