@@ -98,9 +98,11 @@ impl RunOrigin<'_> {
             Self::ScheduleMinute { at } => own(&["schedule", &minute(at)]),
             Self::ManualMinute { at } => own(&["manual", &minute(at)]),
             // As a Data Fusion `runs` row's run was named before jobs existed.
-            Self::ForEachRow { run, job, key } if job == "batch" => {
-                own(&[run.as_str(), "row", key])
-            }
+            Self::ForEachRow {
+                run,
+                job: "batch",
+                key,
+            } => own(&[run.as_str(), "row", key]),
             Self::ForEachRow { run, job, key } => own(&[run.as_str(), job, "row", key]),
             Self::After { date } => own(&["after", date]),
         }

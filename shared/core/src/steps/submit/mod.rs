@@ -21,7 +21,6 @@ mod job;
 
 use std::collections::BTreeMap;
 
-
 pub(super) use chain::{end_run, sweep_after};
 pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt};
 
