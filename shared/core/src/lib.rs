@@ -21,6 +21,7 @@
 //! - [`ports`]: the traits the steps depend on; [`engines`]: the batch port that hands each
 //!   batch to the engine its spec names.
 //! - [`steps`]: the five steps; [`http`]: the axum router every function serves, and serving.
+//! - [`clock`]: the time the steps stamp (the system's, or a test's manual clock).
 //! - [`open_jobs`]: the open jobs the poll tick follows, one rule for every run log.
 //! - [`run_origin`]: what starts a run and the run id each start gets (every recipe).
 //! - [`run_state`]: one definition of a run's state from its run-log rows (status, the
@@ -29,6 +30,7 @@
 //! - [`telemetry`]: logging set-up; [`trace`]: each request's trace context and
 //!   `httpRequest` fields on its log lines; [`shell`]: quoting batch commands for `sh -c`.
 
+pub mod clock;
 pub mod config;
 pub mod engines;
 pub mod event;

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::{Context, Outcome, StepError, active_pipeline, publish};
 use crate::config::{Pipeline, SchemaSpec};
-use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
+use crate::event::{Detail, EventType, Status, StepName};
 use crate::format::{Column, ColumnType};
 use crate::names::{JobId, RunId, TableRef};
 use crate::ports::{PortError, RowBatch};
@@ -374,7 +374,7 @@ pub async fn handle(ctx: &Context, pipeline: &str, body: &[u8]) -> Result<Outcom
         ),
     };
     warn!(pipeline = %p.name, message_id = %message.id, quarantined = rejected.len(), error = %error, "message objects quarantined");
-    let event = ConveyorEvent::new(
+    let event = ctx.event(
         EventType::StepFailed,
         run_id,
         Some(p.name.clone()),

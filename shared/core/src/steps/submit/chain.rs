@@ -89,7 +89,7 @@ pub(in crate::steps) async fn end_run(
     let date = run_date(&detail, Utc::now());
     detail.vars.entry("date".to_owned()).or_insert(date);
     info!(pipeline = %pipeline.name, run_id = %run_id, status = %status, "run finished");
-    let ev = ConveyorEvent::new(
+    let ev = ctx.event(
         EventType::RunFinished,
         run_id.clone(),
         Some(pipeline.name.clone()),
