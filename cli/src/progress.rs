@@ -70,7 +70,7 @@ pub(crate) fn step_line(e: &ConveyorEvent) -> Option<String> {
         let err: String = err.chars().take(300).collect();
         line.push_str(&format!(" — {err}"));
     }
-    if e.status == Status::Failed && d.retry_at.is_some() {
+    if conveyor_core::run_state::event_retry_pending(e) {
         line.push_str(" (retry scheduled)");
     }
     line.push_str(&format!("  [{}]", e.run_id));
@@ -214,7 +214,7 @@ impl ChainOutput {
             return; // the stage's own report has shown these
         }
         let finished = !matches!(e.status, Status::Submitted | Status::Running);
-        let retrying = e.status == Status::Failed && e.detail.retry_at.is_some();
+        let retrying = conveyor_core::run_state::event_retry_pending(e);
         if finished && e.step == StepName::Load {
             self.loads += 1;
         }

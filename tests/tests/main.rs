@@ -16,6 +16,7 @@ mod object_store_conformance;
 mod operate;
 mod postgres;
 mod prereqs;
+mod run_log_conformance;
 mod runtime;
 mod shipping;
 mod ssh;

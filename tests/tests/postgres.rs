@@ -27,13 +27,13 @@ use tower::ServiceExt;
 const URL_SECRET: &str = "projects/test/secrets/runlog-postgres";
 
 /// A server started by `scripts/postgres.sh`, purged on drop.
-struct Server {
+pub(crate) struct Server {
     dir: tempfile::TempDir,
     env: HashMap<String, String>,
 }
 
 impl Server {
-    fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut server = Self {
             dir,
@@ -83,7 +83,7 @@ impl Server {
     }
 
     /// The sink reading the connection string, with the server's CA, from a secret.
-    fn verified(&self) -> PostgresSinks {
+    pub(crate) fn verified(&self) -> PostgresSinks {
         let ca = std::fs::read_to_string(&self.env["PG_CA"]).expect("ca");
         let value = serde_json::json!({"url": self.url("verify-full"), "ca": ca}).to_string();
         PostgresSinks::new(self.secrets("verified", &value), None)
@@ -105,7 +105,7 @@ impl Drop for Server {
     }
 }
 
-fn sink() -> RunLogSink {
+pub(crate) fn sink() -> RunLogSink {
     RunLogSink::Postgres(PostgresSink {
         url_secret: Some(SecretRef::parse(URL_SECRET).expect("secret")),
         table: PgTable::parse("ops.run_log").expect("table"),

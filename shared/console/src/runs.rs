@@ -51,22 +51,8 @@ pub async fn read_rows(
     Ok(rows)
 }
 
-/// How far along a status is, to order rows with the same timestamp.
-fn rank(status: &str) -> u8 {
-    match status {
-        "SUBMITTED" => 1,
-        "RUNNING" => 2,
-        _ => 3,
-    }
-}
-
-fn newest_first(a: &RunLogRow, b: &RunLogRow) -> std::cmp::Ordering {
-    b.td_timestamp
-        .cmp(&a.td_timestamp)
-        .then(rank(&b.status).cmp(&rank(&a.status)))
-}
-
-pub use conveyor_core::run_state::{is_run_end, is_terminal, retry_pending};
+use conveyor_core::run_state::job_key;
+pub use conveyor_core::run_state::{is_run_end, is_terminal, newest_first, retry_pending};
 
 /// One run, summarised from its rows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -207,14 +193,11 @@ pub struct Task {
 /// The tasks of one run's `rows` (any order), in the order they started.
 pub fn tasks(rows: &[RunLogRow]) -> Vec<Task> {
     let mut groups: BTreeMap<(String, u32), Vec<&RunLogRow>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| !is_run_end(r)) {
-        let batch = r.dataproc_job_id.is_some() || matches!(r.step.as_str(), "submit" | "poll");
-        let node = match (&r.job, batch) {
-            (Some(job), _) => job.clone(),
-            (None, true) => "batch".to_owned(),
-            (None, false) => r.step.clone(),
-        };
-        groups.entry((node, r.attempt)).or_default().push(r);
+    for r in rows {
+        // The run's end has no task.
+        if let Some(node) = job_key(r) {
+            groups.entry((node, r.attempt)).or_default().push(r);
+        }
     }
     let mut out: Vec<Task> = groups
         .into_iter()
@@ -227,11 +210,8 @@ pub fn tasks(rows: &[RunLogRow]) -> Vec<Task> {
                 .min()
                 .unwrap_or(newest.td_timestamp);
             let end = rows.iter().map(|r| r.td_timestamp).max();
-            let status = if retry_pending(newest) {
-                "FAILED".to_owned()
-            } else {
-                newest.status.clone()
-            };
+            // A failed attempt stays FAILED while its retry is pending (the run is RETRYING).
+            let status = newest.status.clone();
             let batchy = !matches!(node.as_str(), "stage" | "load" | "log");
             Task {
                 label: if batchy {

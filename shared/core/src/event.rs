@@ -350,8 +350,33 @@ pub enum EventError {
 }
 
 impl ConveyorEvent {
-    /// A new event at the current time.
+    /// A new event at the system clock's time (the steps stamp their clock's:
+    /// [`crate::steps::Context::event`]).
     pub fn new(
+        kind: EventType,
+        run_id: RunId,
+        pipeline: Option<PipelineName>,
+        step: StepName,
+        attempt: u32,
+        status: Status,
+        detail: Detail,
+    ) -> Self {
+        Self::new_at(
+            Utc::now(),
+            kind,
+            run_id,
+            pipeline,
+            step,
+            attempt,
+            status,
+            detail,
+        )
+    }
+
+    /// A new event at `time`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_at(
+        time: DateTime<Utc>,
         kind: EventType,
         run_id: RunId,
         pipeline: Option<PipelineName>,
@@ -367,7 +392,7 @@ impl ConveyorEvent {
             step,
             attempt,
             status,
-            time: Utc::now(),
+            time,
             detail,
         }
     }

@@ -24,12 +24,16 @@
 //! - [`ports`] (a folder): the traits the steps depend on, one file per port;
 //!   [`engines`]: the batch port that hands each batch to the engine its spec names.
 //! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
+//! - [`clock`]: the time the steps stamp (the system's, or a test's manual clock).
+//! - [`run_origin`]: what starts a run and the run id each start gets (every recipe).
+//! - [`open_jobs`]: the open jobs the poll tick follows, one rule for every run log.
 //! - [`run_state`]: one definition of a run's state from its run-log rows (status, the
 //!   views, the console, alerts).
 //! - [`steps`]: the five steps; [`http`]: the axum router every function serves.
 //! - [`trace`]: each request's trace context and `httpRequest` fields in its span (logging
 //!   set-up and serving are `conveyor-service`'s); [`shell`]: quoting batch commands for `sh -c`.
 
+pub mod clock;
 pub mod config;
 pub mod engines;
 pub mod event;
@@ -37,7 +41,9 @@ pub mod format;
 pub mod http;
 pub mod inbound;
 pub mod names;
+pub mod open_jobs;
 pub mod ports;
+pub mod run_origin;
 pub mod run_state;
 pub mod schedules;
 pub mod shell;

@@ -41,6 +41,12 @@ pub fn retry_pending(row: &RunLogRow) -> bool {
             .is_some_and(|v| !v.is_null())
 }
 
+/// Whether `event` is a failed attempt with a retry scheduled: what [`retry_pending`] says of
+/// its run-log row.
+pub fn event_retry_pending(event: &ConveyorEvent) -> bool {
+    event.status == Status::Failed && event.detail.retry_at.is_some()
+}
+
 /// Whether `row` records the end of the whole run (`dev.conveyor.run.finished`: written by the
 /// submit step, naming no job), not a task of it.
 pub fn is_run_end(row: &RunLogRow) -> bool {
@@ -85,6 +91,13 @@ pub fn step_rank(step: &str) -> u8 {
     }
 }
 
+/// Rows newest first: by time, then (rows of one instant) the furthest status first.
+pub fn newest_first(a: &RunLogRow, b: &RunLogRow) -> std::cmp::Ordering {
+    b.td_timestamp
+        .cmp(&a.td_timestamp)
+        .then(status_rank(&b.status).cmp(&status_rank(&a.status)))
+}
+
 /// Whether `event` ends its run in failure, so that it alerts (once per failed run):
 /// `dev.conveyor.run.finished` FAILED or TIMED_OUT, a failed load (`dev.conveyor.step.failed`
 /// FAILED with no retry: a load's run ends with it) and a REJECTED request. A job's
@@ -94,7 +107,7 @@ pub fn ends_run_in_failure(event: &ConveyorEvent) -> bool {
         Status::Rejected => true,
         Status::Failed | Status::TimedOut => match event.kind {
             EventType::RunFinished => true,
-            EventType::StepFailed => event.detail.retry_at.is_none(),
+            EventType::StepFailed => !event_retry_pending(event),
             _ => false,
         },
         _ => false,
@@ -163,6 +176,11 @@ impl RunState {
     /// Whether it ended in anything but success.
     pub fn failed(&self) -> bool {
         is_failure(&self.status)
+    }
+
+    /// Whether it ended in success.
+    pub fn succeeded(&self) -> bool {
+        self.status == "SUCCEEDED"
     }
 
     /// One state per run of `rows` (rows of any runs, any order), by run id.

@@ -29,6 +29,7 @@ use conveyor_core::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, 
 use conveyor_core::inbound::{Inbound, Origin, StartRequest};
 use conveyor_core::names::{BucketName, JobId, ObjectName, RunId, TableRef};
 use conveyor_core::ports::{BatchEngine, LoadState, PortError, Ports};
+use conveyor_core::run_origin::RunOrigin;
 use conveyor_core::steps::{self, Context, StepError};
 use conveyor_sources::Connector;
 
@@ -427,7 +428,14 @@ impl Embedded {
                     })
                 });
                 for p in pipelines {
-                    let run = RunId::derive(&p.name, &[bucket.as_str(), name.as_str(), &legacy]);
+                    let run = RunId::for_origin(
+                        &p.name,
+                        &RunOrigin::Object {
+                            bucket: bucket.as_str(),
+                            name: name.as_str(),
+                            generation: &legacy,
+                        },
+                    );
                     let job = JobId::derive("load", &run, 1);
                     let done = self.ctx.ports.warehouse.load_state(&job).await;
                     if matches!(done, Ok(s) if matches!(s.state, LoadState::Done { .. })) {

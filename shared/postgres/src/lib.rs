@@ -9,7 +9,8 @@
 //! (`CONVEYOR_POSTGRES_URL`), never from the pipeline file, and is never logged.
 //!
 //! # Layout
-//! - `lib.rs`: [`PostgresSinks`], the [`RunLogSinks`] port: connections, DDL, inserts.
+//! - `lib.rs`: [`PostgresSinks`], the [`RunLogSinks`] port: connections, DDL, inserts; and
+//!   [`PostgresSinks::open_jobs`], the open jobs by core's rule (the run-log conformance test).
 //! - `connect.rs`: connection strings, TLS through rustls, timeouts.
 
 mod connect;
@@ -25,7 +26,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tracing::info;
 
+use chrono::{DateTime, Utc};
 use conveyor_core::config::{PgTable, PostgresSink, RunLogSink};
+use conveyor_core::open_jobs::{SqlDialect, candidate_condition, open_jobs};
 use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLogRow, RunLogSinks, SecretStore};
 
 use connect::Target;
@@ -123,6 +126,81 @@ impl PostgresSinks {
         }
         result
     }
+
+    /// The open jobs of `sink`'s table since `since`, by core's one rule
+    /// ([`conveyor_core::open_jobs`]): what the poll tick would follow were this its run log.
+    ///
+    /// # Errors
+    /// The connection's or the server's error; a sink that is not PostgreSQL is permanent.
+    pub async fn open_jobs(
+        &self,
+        sink: &RunLogSink,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RunLogRow>, PortError> {
+        let RunLogSink::Postgres(sink) = sink else {
+            return Err(PortError::permanent(format!(
+                "{sink} is not a PostgreSQL sink"
+            )));
+        };
+        let (key, client) = self.client(sink).await?;
+        self.ensure_table(&key, &client, &sink.table).await?;
+        let names: Vec<String> = RUN_LOG_COLUMNS
+            .iter()
+            .map(|c| format!("\"{}\"", c.name))
+            .collect();
+        let sql = format!(
+            "SELECT {names} FROM {t} WHERE td_timestamp >= $1
+               AND run_id IN (SELECT run_id FROM {t} WHERE td_timestamp >= $1 AND {open})
+             ORDER BY td_timestamp, last_modified_at",
+            names = names.join(", "),
+            t = quoted(&sink.table),
+            open = candidate_condition(SqlDialect::Postgres),
+        );
+        let rows = timed(client.query(&sql, &[&since])).await?;
+        rows.iter()
+            .map(read_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map(open_jobs)
+            .map_err(|e| PortError::permanent(format!("PostgreSQL: unreadable run-log row: {e}")))
+    }
+}
+
+/// A run-log row as [`insert`] wrote it.
+fn read_row(r: &tokio_postgres::Row) -> Result<RunLogRow, tokio_postgres::Error> {
+    let text = |name: &str| -> Result<String, tokio_postgres::Error> {
+        Ok(r.try_get::<_, Option<String>>(name)?.unwrap_or_default())
+    };
+    Ok(RunLogRow {
+        db_name: r.try_get("dbName")?,
+        table_name: r.try_get("tableName")?,
+        td_timestamp: r
+            .try_get::<_, Option<DateTime<Utc>>>("td_timestamp")?
+            .unwrap_or_default(),
+        last_modified_at: r
+            .try_get::<_, Option<DateTime<Utc>>>("last_modified_at")?
+            .unwrap_or_default(),
+        environment: text("environment")?,
+        status: text("status")?,
+        dataproc_job_id: r.try_get("dataproc_job_id")?,
+        event_id: text("event_id")?,
+        run_id: text("run_id")?,
+        pipeline: r.try_get("pipeline")?,
+        step: text("step")?,
+        attempt: r
+            .try_get::<_, Option<i64>>("attempt")?
+            .unwrap_or_default()
+            .clamp(0, i64::from(u32::MAX)) as u32,
+        source_object: r.try_get("source_object")?,
+        job_id: r.try_get("job_id")?,
+        error: r.try_get("error")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        rows_loaded: r
+            .try_get::<_, Option<i64>>("rows_loaded")?
+            .map(|n| n.max(0) as u64),
+        detail: text("detail")?,
+        job: r.try_get("job")?,
+    })
 }
 
 #[async_trait]

@@ -139,7 +139,8 @@ pub trait RunLog: Send + Sync {
     /// For every job of every run (`run_id`, `job`; rows of older releases without a job
     /// but with a batch id count as job `batch`) whose newest row since `since` is SUBMITTED,
     /// RUNNING, or FAILED with a retry pending, that row: the durable state the poll step
-    /// works from (batches, `for_each` jobs, load jobs still running).
+    /// works from (batches, `for_each` jobs, load jobs still running), by the one rule of
+    /// [`crate::open_jobs`].
     async fn open_batches(
         &self,
         table: &TableRef,

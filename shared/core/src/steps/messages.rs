@@ -19,10 +19,11 @@ use tracing::{info, warn};
 
 use super::{Context, Outcome, StepError, active_pipeline, publish};
 use crate::config::{Pipeline, SchemaSpec};
-use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
+use crate::event::{Detail, EventType, Status, StepName};
 use crate::format::{Column, ColumnType};
 use crate::names::{JobId, RunId, TableRef};
 use crate::ports::{PortError, RowBatch};
+use crate::run_origin::RunOrigin;
 
 /// The most characters of a rejected object or message kept in the quarantine table.
 const MAX_QUARANTINED: usize = 1_000_000;
@@ -260,7 +261,7 @@ pub async fn handle(ctx: &Context, pipeline: &str, body: &[u8]) -> Result<Outcom
         )));
     };
     let table = TableRef::parse(&load.table).map_err(|e| StepError::Rejected(e.to_string()))?;
-    let run_id = RunId::derive(&p.name, &["message", &message.id]);
+    let run_id = RunId::for_origin(&p.name, &RunOrigin::Message { id: &message.id });
 
     let mut rows = Vec::new();
     let mut rejected: Vec<(Option<usize>, String, String)> = Vec::new();
@@ -373,7 +374,7 @@ pub async fn handle(ctx: &Context, pipeline: &str, body: &[u8]) -> Result<Outcom
         ),
     };
     warn!(pipeline = %p.name, message_id = %message.id, quarantined = rejected.len(), error = %error, "message objects quarantined");
-    let event = ConveyorEvent::new(
+    let event = ctx.event(
         EventType::StepFailed,
         run_id,
         Some(p.name.clone()),

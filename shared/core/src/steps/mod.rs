@@ -29,6 +29,7 @@ pub use rejections::{
 pub use stage::{ProgressKind, StageProgress, StageReport, stage_pipeline};
 pub use wiring::{WiringError, check_wiring};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Pipeline};
 use crate::event::{ConveyorEvent, EventType, StepName};
 use crate::inbound::Inbound;
@@ -45,6 +46,8 @@ pub struct Context {
     pub options: StepOptions,
     /// The rejections this process has recorded, so repeats are counted, not each recorded.
     pub rejections: Rejections,
+    /// The time the steps' events carry (the system clock unless a test sets another).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Context {
@@ -55,7 +58,32 @@ impl Context {
             ports,
             options: StepOptions::default(),
             rejections: Rejections::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// A new event at the context's clock's time.
+    #[allow(clippy::too_many_arguments)]
+    pub fn event(
+        &self,
+        kind: EventType,
+        run_id: crate::names::RunId,
+        pipeline: Option<crate::names::PipelineName>,
+        step: StepName,
+        attempt: u32,
+        status: crate::event::Status,
+        detail: crate::event::Detail,
+    ) -> ConveyorEvent {
+        ConveyorEvent::new_at(
+            self.clock.now(),
+            kind,
+            run_id,
+            pipeline,
+            step,
+            attempt,
+            status,
+            detail,
+        )
     }
 }
 

@@ -28,7 +28,7 @@ use super::{
     submit::{batch_request, submit_attempt, sweep_after},
 };
 use crate::config::{BatchSpec, Job, Pipeline};
-use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
+use crate::event::{Detail, EventType, Status, StepName};
 use crate::inbound::Inbound;
 use crate::names::{JobId, PipelineName, RunId};
 use crate::ports::{JobState, LoadState, PortError, RunLogQuery, RunLogRow};
@@ -293,7 +293,7 @@ async fn check_load(
             (EventType::StepFailed, Status::Failed)
         }
     };
-    let ev = ConveyorEvent::new(
+    let ev = ctx.event(
         kind,
         open.run_id.clone(),
         Some(pipeline.name.clone()),
@@ -350,7 +350,7 @@ async fn check_rows(
                 state.status,
                 state.error.as_deref().unwrap_or("no error given")
             ));
-        } else if state.status != "SUCCEEDED" {
+        } else if !state.succeeded() {
             pending += 1;
         }
     }
@@ -376,7 +376,7 @@ async fn check_rows(
     };
     info!(run_id = %open.run_id, job = %job.name, status = %status, "every row has ended");
     outcome.summary = format!("job {} {status}", job.name);
-    let ev = ConveyorEvent::new(
+    let ev = ctx.event(
         EventType::BatchFinished,
         open.run_id.clone(),
         Some(pipeline.name.clone()),
@@ -428,7 +428,7 @@ async fn check_batch(
         )));
     };
     let finish = |status: Status, detail: Detail| {
-        ConveyorEvent::new(
+        ctx.event(
             EventType::BatchFinished,
             open.run_id.clone(),
             Some(pipeline.name.clone()),
@@ -548,7 +548,7 @@ async fn check_batch(
             .iter()
             .any(|s| s.eq_ignore_ascii_case(&state.state))
     {
-        let ev = ConveyorEvent::new(
+        let ev = ctx.event(
             EventType::BatchRunning,
             open.run_id.clone(),
             Some(pipeline.name.clone()),

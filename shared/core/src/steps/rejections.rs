@@ -22,7 +22,7 @@ use tracing::warn;
 
 use super::Context;
 use crate::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};
-use crate::names::{PipelineName, RunId, short_hash};
+use crate::names::{PipelineName, RunId};
 use crate::ports::PortError;
 
 /// How long one window of a kind lasts.
@@ -290,7 +290,7 @@ fn refusal_event(
         Refusal::Rejected => "rejected",
         Refusal::Superseded => "superseded",
     };
-    let run_id = RunId::parse(&format!("{prefix}-{}", short_hash(parts)))
+    let run_id = RunId::parse(&crate::run_origin::unowned(prefix, parts))
         .map_err(|e| PortError::permanent(e.to_string()))?;
     let object = about.object.clone().map(|mut o| {
         o.generation = bounded_generation(&o.generation);

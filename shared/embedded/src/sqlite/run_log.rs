@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::params;
 
 use conveyor_core::names::TableRef;
+use conveyor_core::open_jobs::{SqlDialect, candidate_condition, open_jobs};
 use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow};
 
 use super::{Db, SqliteWarehouse, attach, parse_ts, quoted, transient, ts};
@@ -291,24 +292,14 @@ impl RunLog for SqliteWarehouse {
         let table = table.clone();
         self.with_db(move |db, dir| {
             ensure_run_log(db, dir, &table)?;
-            // The newest row of each job of each run: highest attempt, then furthest status.
-            // Rows of older releases name no job; their batch rows count as job `batch`. Only
-            // runs with an open row are ranked (a job whose newest row is open has one), not
-            // the whole log on every poll tick.
-            const OPEN: &str = "(status IN ('SUBMITTED', 'RUNNING') \
-                OR (status = 'FAILED' AND json_extract(detail, '$.retry_at') IS NOT NULL))";
+            // The candidates (the rows of the runs with a row that may be open), in the order
+            // they were written; core's rule picks the open jobs.
             let sql = format!(
-                "SELECT {SELECT_RUN_LOG} FROM (
-                   SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, job_key ORDER BY attempt DESC,
-                     CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC,
-                     td_timestamp DESC, rowid DESC) AS rn
-                   FROM (SELECT rowid, *, COALESCE(job, CASE WHEN dataproc_job_id IS NOT NULL
-                           THEN 'batch' END) AS job_key FROM {table} WHERE td_timestamp >= ?1
-                         AND run_id IN (SELECT run_id FROM {table} WHERE td_timestamp >= ?1 AND {OPEN}))
-                   WHERE job_key IS NOT NULL)
-                 WHERE rn = 1 AND {OPEN}
-                 ORDER BY td_timestamp",
-                table = quoted(&table)
+                "SELECT {SELECT_RUN_LOG} FROM {table} WHERE td_timestamp >= ?1
+                   AND run_id IN (SELECT run_id FROM {table} WHERE td_timestamp >= ?1 AND {open})
+                 ORDER BY rowid",
+                table = quoted(&table),
+                open = candidate_condition(SqlDialect::Sqlite),
             );
             let mut stmt = db
                 .conn
@@ -317,7 +308,9 @@ impl RunLog for SqliteWarehouse {
             let rows = stmt
                 .query_map(params![ts(&since)], read_row)
                 .map_err(transient)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(transient)
+            rows.collect::<Result<Vec<_>, _>>()
+                .map(open_jobs)
+                .map_err(transient)
         })
         .await
     }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use conveyor_core::names::TableRef;
+use conveyor_core::open_jobs::{SqlDialect, candidate_condition, open_jobs};
 use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow};
 
 use super::{BigQuery, quoted, text};
@@ -101,22 +102,18 @@ fn since_filter(since: &DateTime<Utc>) -> String {
     format!("td_timestamp >= TIMESTAMP({})", lit(&ts(since)))
 }
 
-/// The open-batch query of the poll tick: the latest row of every job of the runs of the
-/// last `since`, when it is SUBMITTED, RUNNING, or FAILED with a retry due.
+/// The open-batch candidates of the poll tick: the rows since `since` of the runs with a row
+/// that may be open ([`candidate_condition`]), oldest first; core's [`open_jobs`] picks the
+/// open jobs from them.
 fn open_batches_sql(table: &str, since: &DateTime<Utc>) -> String {
-    // Rows of older releases name no job; their batch rows count as job `batch`.
     format!(
         "SELECT {COLUMNS} FROM (
-           SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, job_key ORDER BY attempt DESC,
-             CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC,
-             td_timestamp DESC) AS rn
-           FROM (SELECT *, COALESCE(job, IF(dataproc_job_id IS NOT NULL, 'batch', NULL)) AS job_key
-                 FROM {})
-           WHERE job_key IS NOT NULL)
-         WHERE rn = 1 AND (status IN ('SUBMITTED', 'RUNNING')
-           OR (status = 'FAILED' AND JSON_VALUE(detail, '$.retry_at') IS NOT NULL))
-         ORDER BY td_timestamp",
-        deduped_sql(table, &[since_filter(since)])
+           SELECT *, MAX(CASE WHEN {open} THEN 1 ELSE 0 END) OVER (PARTITION BY run_id) AS has_open
+           FROM {rows})
+         WHERE has_open = 1
+         ORDER BY td_timestamp, last_modified_at",
+        open = candidate_condition(SqlDialect::BigQuery),
+        rows = deduped_sql(table, &[since_filter(since)])
     )
 }
 
@@ -263,6 +260,7 @@ impl RunLog for BigQuery {
             &since,
         ))
         .await
+        .map(open_jobs)
     }
 }
 

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::super::{Context, Outcome, StepError, publish};
 use super::{LOAD_JOB, table_for};
 use crate::config::{LoadSpec, Pipeline, WriteDisposition};
-use crate::event::{ConveyorEvent, Detail, EventType, ObjectRef, Status, StepName};
+use crate::event::{Detail, EventType, ObjectRef, Status, StepName};
 use crate::names::{JobId, RunId, TableRef};
 use crate::ports::{LoadJob, LoadState, MAX_LOAD_URIS, PortError};
 
@@ -204,7 +204,7 @@ impl<'a> Loader<'a> {
         if running {
             info!(table = %table, run_id = %run_id, "load job still running; the poll tick finishes it");
             outcome.summary = format!("loading into {table}; the poll tick finishes the job");
-            let ev = ConveyorEvent::new(
+            let ev = ctx.event(
                 EventType::LoadRunning,
                 run_id.clone(),
                 Some(pipeline.name.clone()),
@@ -217,7 +217,7 @@ impl<'a> Loader<'a> {
         }
         detail.rows = Some(rows);
         outcome.summary = format!("loaded {rows} rows into {table}");
-        let ev = ConveyorEvent::new(
+        let ev = ctx.event(
             EventType::TableLoaded,
             run_id.clone(),
             Some(pipeline.name.clone()),
@@ -242,7 +242,7 @@ pub(super) async fn failed(
         "load failed: {}",
         detail.error.as_deref().unwrap_or("no error given")
     );
-    let ev = ConveyorEvent::new(
+    let ev = ctx.event(
         EventType::StepFailed,
         run_id.clone(),
         Some(pipeline.name.clone()),

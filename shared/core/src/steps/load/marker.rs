@@ -30,6 +30,7 @@ use crate::config::{LoadBatch, Pipeline, WriteDisposition};
 use crate::event::{Detail, ObjectRef};
 use crate::names::{ObjectName, RunId, short_hash};
 use crate::ports::MAX_LOAD_URIS;
+use crate::run_origin::RunOrigin;
 
 /// Loads the folder `marker` completes.
 #[instrument(skip_all, fields(pipeline = %pipeline.name, marker = %marker.uri()))]
@@ -49,9 +50,13 @@ pub(super) async fn load_folder(
     } else {
         format!("{folder}/")
     };
-    let run_id = RunId::derive(
+    let run_id = RunId::for_origin(
         &pipeline.name,
-        &[marker.bucket.as_str(), folder, "marker", &marker.generation],
+        &RunOrigin::Marker {
+            bucket: marker.bucket.as_str(),
+            folder,
+            generation: &marker.generation,
+        },
     );
     let detail = Detail {
         object: Some(marker.clone()),

@@ -42,6 +42,7 @@ use crate::config::{LoadBatch, LoadSpec, Pipeline, render, table_safe};
 use crate::event::{Detail, EventType, ObjectRef};
 use crate::inbound::Inbound;
 use crate::names::{RunId, TableRef};
+use crate::run_origin::RunOrigin;
 
 /// The job name load events carry in the run log.
 pub(super) const LOAD_JOB: &str = "load";
@@ -272,13 +273,13 @@ async fn load_one(
     let Some(spec) = &pipeline.load else {
         return Ok(());
     };
-    let run_id = RunId::derive(
+    let run_id = RunId::for_origin(
         &pipeline.name,
-        &[
-            object.bucket.as_str(),
-            object.name.as_str(),
-            &object.generation,
-        ],
+        &RunOrigin::Object {
+            bucket: object.bucket.as_str(),
+            name: object.name.as_str(),
+            generation: &object.generation,
+        },
     );
     let detail = Detail {
         object: Some(object.clone()),

@@ -39,6 +39,7 @@ use crate::config::{LoadBatch, Pipeline, WindowBatch};
 use crate::event::{Detail, ObjectRef};
 use crate::names::{BucketName, ObjectName, RunId, short_hash};
 use crate::ports::{ByteStream, MAX_LOAD_URIS, PortError};
+use crate::run_origin::RunOrigin;
 
 /// The `open` claim: what the closer needs to load the window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,7 +87,13 @@ impl Window {
     }
 
     fn run_id(&self, pipeline: &Pipeline) -> RunId {
-        RunId::derive(&pipeline.name, &["window", &self.table_key, &self.id])
+        RunId::for_origin(
+            &pipeline.name,
+            &RunOrigin::Window {
+                table_key: &self.table_key,
+                id: &self.id,
+            },
+        )
     }
 }
 
@@ -150,13 +157,13 @@ pub(super) async fn arrive(
     let table = match table_for(spec, &captures) {
         Ok(t) => t,
         Err(e) => {
-            let run_id = RunId::derive(
+            let run_id = RunId::for_origin(
                 &pipeline.name,
-                &[
-                    object.bucket.as_str(),
-                    object.name.as_str(),
-                    &object.generation,
-                ],
+                &RunOrigin::Object {
+                    bucket: object.bucket.as_str(),
+                    name: object.name.as_str(),
+                    generation: &object.generation,
+                },
             );
             let detail = Detail {
                 object: Some(object.clone()),

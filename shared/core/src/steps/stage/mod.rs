@@ -35,6 +35,7 @@ use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::inbound::{Inbound, Origin, StartRequest};
 use crate::names::{ObjectName, RunId};
 use crate::ports::{ObjectMeta, PortError, Source, SourceObject};
+use crate::run_origin::RunOrigin;
 use plan::{Decision, Entry, Planned};
 use verify::{Expected, Verifying};
 use watermark::Watermark;
@@ -264,13 +265,13 @@ fn source_address(uri: &str, object: &SourceObject) -> String {
 }
 
 fn staged_event(pipeline: &Pipeline, meta: &ObjectMeta, source: &str) -> ConveyorEvent {
-    let run_id = RunId::derive(
+    let run_id = RunId::for_origin(
         &pipeline.name,
-        &[
-            meta.object.bucket.as_str(),
-            meta.object.name.as_str(),
-            &meta.object.generation,
-        ],
+        &RunOrigin::Object {
+            bucket: meta.object.bucket.as_str(),
+            name: meta.object.name.as_str(),
+            generation: &meta.object.generation,
+        },
     );
     let detail = Detail {
         object: Some(meta.object.clone()),

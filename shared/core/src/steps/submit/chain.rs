@@ -2,7 +2,7 @@
 //! the pipelines started `after` it (fan-in), with no process waiting for anything.
 //!
 //! Fan-in is claimed by a deterministic run id: the downstream run of a date is
-//! `RunId::derive(downstream, ["after", date])`, so the upstreams finishing at the same moment,
+//! `RunId::for_origin(downstream, RunOrigin::After { date })`, so the upstreams finishing at the same moment,
 //! a redelivered event and the poll tick's sweep all compute the same run and its jobs adopt
 //! what another already started.
 
@@ -17,6 +17,7 @@ use crate::config::Pipeline;
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::names::{PipelineName, RunId, TableRef};
 use crate::ports::{RunLogQuery, RunLogRow};
+use crate::run_origin::RunOrigin;
 
 /// How far back the poll tick looks for upstream runs whose fan-in may not have started.
 const SWEEP_LOOKBACK_HOURS: i64 = 48;
@@ -50,7 +51,7 @@ pub(super) async fn after_job(
         Status::Succeeded => {
             end_run(ctx, pipeline, &e.run_id, Status::Succeeded, base, outcome).await
         }
-        Status::Failed if e.detail.retry_at.is_some() => {
+        Status::Failed if crate::run_state::event_retry_pending(e) => {
             outcome.summary = format!("job {name} failed; the poll step retries it");
             Ok(())
         }
@@ -88,7 +89,7 @@ pub(in crate::steps) async fn end_run(
     let date = run_date(&detail, Utc::now());
     detail.vars.entry("date".to_owned()).or_insert(date);
     info!(pipeline = %pipeline.name, run_id = %run_id, status = %status, "run finished");
-    let ev = ConveyorEvent::new(
+    let ev = ctx.event(
         EventType::RunFinished,
         run_id.clone(),
         Some(pipeline.name.clone()),
@@ -116,7 +117,7 @@ fn run_date(detail: &Detail, fallback: chrono::DateTime<Utc>) -> String {
 
 /// The run id of `downstream`'s run for `date`.
 pub(in crate::steps) fn after_run_id(downstream: &PipelineName, date: &str) -> RunId {
-    RunId::derive(downstream, &["after", date])
+    RunId::for_origin(downstream, &RunOrigin::After { date })
 }
 
 /// A run ended: for each active pipeline started `after` its pipeline, start that pipeline's

@@ -15,6 +15,7 @@ use crate::config::{BatchSpec, Job, Pipeline, table_safe};
 use crate::event::{ChildRun, ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::names::{JobId, RunId};
 use crate::ports::{BatchRequest, PortError};
+use crate::run_origin::RunOrigin;
 
 /// The most rows a `for_each` table may give one job.
 const MAX_ROWS: usize = 1_000;
@@ -59,15 +60,14 @@ pub(in crate::steps) fn row_run_id(
     run_id: &RunId,
     key: &str,
 ) -> RunId {
-    if job.name.as_str() == "batch" {
-        // As a Data Fusion `runs` row's run was named before jobs existed.
-        RunId::derive(&pipeline.name, &[run_id.as_str(), "row", key])
-    } else {
-        RunId::derive(
-            &pipeline.name,
-            &[run_id.as_str(), job.name.as_str(), "row", key],
-        )
-    }
+    RunId::for_origin(
+        &pipeline.name,
+        &RunOrigin::ForEachRow {
+            run: run_id,
+            job: job.name.as_str(),
+            key,
+        },
+    )
 }
 
 /// The id a `for_each` job's own rows carry (its rows' batches have their own).
@@ -164,7 +164,7 @@ async fn start_rows(
             .insert("parent_run_id".to_owned(), run_id.to_string());
         detail.row = row.columns;
         detail.job = Some(job.name.to_string());
-        queued.push(ConveyorEvent::new(
+        queued.push(ctx.event(
             EventType::RowQueued,
             child.clone(),
             Some(pipeline.name.clone()),
@@ -186,7 +186,7 @@ async fn start_rows(
     detail.children = children;
     // The job's RUNNING row (with its rows' runs) first: the poll tick ends the job when every
     // row it lists has ended, so it must know them before any row can end.
-    let ev = ConveyorEvent::new(
+    let ev = ctx.event(
         EventType::BatchRunning,
         run_id.clone(),
         Some(pipeline.name.clone()),
@@ -268,7 +268,7 @@ async fn finish_job(
         detail.job.as_deref().unwrap_or("?"),
         status.as_str()
     );
-    let ev = ConveyorEvent::new(
+    let ev = ctx.event(
         EventType::BatchFinished,
         run_id.clone(),
         Some(pipeline.name.clone()),
@@ -348,7 +348,7 @@ pub(in crate::steps) async fn submit_attempt(
     match ctx.ports.batch.submit(&req).await {
         Ok(s) => {
             info!(job_id = %s.job_id, adopted = s.adopted, "batch submitted");
-            let ev = ConveyorEvent::new(
+            let ev = ctx.event(
                 EventType::BatchSubmitted,
                 run_id.clone(),
                 Some(pipeline.name.clone()),
@@ -371,7 +371,7 @@ pub(in crate::steps) async fn submit_attempt(
         Err(e) => {
             warn!(job_id = %job_id, error = %e, "batch refused");
             detail.error = Some(e.to_string());
-            let ev = ConveyorEvent::new(
+            let ev = ctx.event(
                 EventType::BatchFinished,
                 run_id.clone(),
                 Some(pipeline.name.clone()),

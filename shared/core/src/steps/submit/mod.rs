@@ -21,8 +21,6 @@ mod job;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Timelike, Utc};
-
 pub(super) use chain::{end_run, sweep_after};
 pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt};
 
@@ -34,6 +32,7 @@ use crate::config::Pipeline;
 use crate::event::{Detail, EventType};
 use crate::inbound::{Inbound, Origin, StartRequest};
 use crate::names::RunId;
+use crate::run_origin::RunOrigin;
 
 pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, StepError> {
     let mut outcome = Outcome::default();
@@ -143,15 +142,10 @@ fn run_date(start: &StartRequest) -> String {
 /// of a tick carries the same scheduled time), per manual key, or — a manual start without
 /// a key — per minute, so a `curl` repeated at once starts nothing twice.
 pub(super) fn start_run_id(pipeline: &Pipeline, start: &StartRequest) -> RunId {
-    let minute = |t: DateTime<Utc>| {
-        t.with_second(0)
-            .and_then(|t| t.with_nanosecond(0))
-            .unwrap_or(t)
-            .to_rfc3339()
+    let origin = match (&start.origin, &start.key) {
+        (_, Some(key)) => RunOrigin::Key { key },
+        (Origin::Schedule, None) => RunOrigin::ScheduleMinute { at: start.at },
+        (Origin::Manual, None) => RunOrigin::ManualMinute { at: start.at },
     };
-    match (&start.origin, &start.key) {
-        (_, Some(key)) => RunId::derive(&pipeline.name, &["key", key]),
-        (Origin::Schedule, None) => RunId::derive(&pipeline.name, &["schedule", &minute(start.at)]),
-        (Origin::Manual, None) => RunId::derive(&pipeline.name, &["manual", &minute(start.at)]),
-    }
+    RunId::for_origin(&pipeline.name, &origin)
 }

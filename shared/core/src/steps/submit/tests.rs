@@ -234,3 +234,21 @@ fn a_callers_key_and_a_replayed_messages_original_id_name_the_run() {
         "a replayed dead letter is the run of the message it replays"
     );
 }
+
+/// The events a step publishes carry its context's clock's time, not the wall clock's.
+#[tokio::test]
+async fn the_events_of_a_start_carry_the_contexts_clock() {
+    use chrono::TimeZone;
+    let (mut ctx, bus, _) = context();
+    let t = chrono::Utc
+        .timestamp_opt(1_700_000_000, 0)
+        .single()
+        .expect("time");
+    ctx.clock = Arc::new(crate::clock::ManualClock::new(t));
+    handle(StepName::Submit, &ctx, start())
+        .await
+        .expect("start");
+    let events = bus.0.lock().expect("lock").clone();
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e.time == t), "{events:?}");
+}
