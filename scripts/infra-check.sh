@@ -23,7 +23,7 @@
 #        grants (infra/permissions/).
 #   2. checkov (pinned) on infra/ (terraform) and the Dockerfile (dockerfile), and hadolint
 #      on the Dockerfile: any failed check that is not suppressed fails. Suppressions are
-#      inline `#checkov:skip=ID:reason` comments, listed in the README.
+#      inline `#checkov:skip=ID:reason` comments, listed in docs/deploy.md.
 #   3. No IAM role ending in `.admin`/`Admin`, and no roles/editor or roles/owner, in infra/.
 #
 # Tools are cached in .venv-infra/ (gitignored); a second run takes seconds.

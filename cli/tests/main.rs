@@ -4,6 +4,7 @@
 //! instead of one per file, and every test in one run. Each module was a test file of its own.
 
 mod common;
+mod docs;
 mod examples;
 mod infra;
 mod pipe;

@@ -2,7 +2,7 @@
 //! installs): `conveyor dev` serves the example pipelines after `conveyor run`, plus a
 //! pipeline whose batch fails; the pages must show the graph, the runs, a run's timeline and
 //! the failed run's error. Screenshots go to `target/test-artefacts/console/` (and, with
-//! `CONVEYOR_SCREENSHOTS=docs`, to `docs/` for the README).
+//! `CONVEYOR_SCREENSHOTS=docs`, to `docs/` for docs/operate.md).
 //!
 //! Without Chromium the test is skipped loudly; under `CI=true` that is a failure.
 

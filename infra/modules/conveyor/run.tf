@@ -23,7 +23,7 @@ resource "google_secret_manager_secret_version" "config" {
 
 locals {
   config_dir = "/etc/conveyor"
-  # The services' environment contract (see the README's "Deploy to Google Cloud"). PORT is
+  # The services' environment contract (see docs/deploy.md). PORT is
   # set by Cloud Run from the container port.
   env = merge(var.extra_env, {
     CONVEYOR_CONFIG            = "${local.config_dir}/conveyor.yaml"
