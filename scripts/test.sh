@@ -76,6 +76,9 @@ finish emulators "emulators and discovery documents"
 CONVEYOR_DISCOVERY_DIR=$(cat "$setup/discovery.dir")
 export CONVEYOR_DISCOVERY_DIR
 step "cargo test"
+# Most tests wait on processes and servers, not the CPU: four at a time on two cores (one
+# test binary per crate runs its tests side by side). RUST_TEST_THREADS overrides it.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 log=$(mktemp)
 # A test that cannot run here (a server missing, not under CI) returns early, which the test
 # harness counts as passed; it also writes its name to this file (conveyor_e2e::skipped).
