@@ -192,6 +192,38 @@ impl ObjectName {
     }
 }
 
+/// The rule pipeline and job names share: 1 to `max` characters of `a-z 0-9 - _`, starting with
+/// a letter (they become parts of job ids, so they keep to what every engine accepts).
+/// `length` says the rule on `max` in words.
+fn identifier(
+    kind: &'static str,
+    s: &str,
+    max: usize,
+    length: &'static str,
+) -> Result<(), NameError> {
+    if s.is_empty() || s.len() > max {
+        return Err(NameError::new(kind, s, length));
+    }
+    if !s.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) {
+        return Err(NameError::new(
+            kind,
+            s,
+            "must start with a lowercase letter",
+        ));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(NameError::new(
+            kind,
+            s,
+            "only a-z, 0-9, '-' and '_' are allowed",
+        ));
+    }
+    Ok(())
+}
+
 string_newtype!(
     /// A pipeline name from the configuration: 1–63 characters of `a-z 0-9 - _`, starting
     /// with a letter. It appears in job ids, so it is kept to what every engine accepts.
@@ -204,27 +236,7 @@ impl PipelineName {
     /// # Errors
     /// A [`NameError`] saying what rule the text breaks.
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        const KIND: &str = "pipeline name";
-        if s.is_empty() || s.len() > 63 {
-            return Err(NameError::new(KIND, s, "must be 1 to 63 characters"));
-        }
-        if !s.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) {
-            return Err(NameError::new(
-                KIND,
-                s,
-                "must start with a lowercase letter",
-            ));
-        }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            return Err(NameError::new(
-                KIND,
-                s,
-                "only a-z, 0-9, '-' and '_' are allowed",
-            ));
-        }
+        identifier("pipeline name", s, 63, "must be 1 to 63 characters")?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -242,26 +254,7 @@ impl JobName {
     /// A [`NameError`] saying what rule the text breaks.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         const KIND: &str = "job name";
-        if s.is_empty() || s.len() > 30 {
-            return Err(NameError::new(KIND, s, "must be 1 to 30 characters"));
-        }
-        if !s.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) {
-            return Err(NameError::new(
-                KIND,
-                s,
-                "must start with a lowercase letter",
-            ));
-        }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            return Err(NameError::new(
-                KIND,
-                s,
-                "only a-z, 0-9, '-' and '_' are allowed",
-            ));
-        }
+        identifier(KIND, s, 30, "must be 1 to 30 characters")?;
         if s == "load" {
             return Err(NameError::new(
                 KIND,
