@@ -412,18 +412,32 @@ async fn close(
     Ok(())
 }
 
-/// Closes the ended windows of `pipeline`. Returns how many.
-async fn sweep_pipeline(
+/// The active pipelines that load through windows, with their trigger's bucket.
+fn window_pipelines(ctx: &Context) -> impl Iterator<Item = (&Pipeline, &BucketName)> {
+    ctx.config
+        .pipelines
+        .iter()
+        .filter(|p| p.active)
+        .filter_map(|p| {
+            let is_window = matches!(
+                p.load.as_ref().and_then(|l| l.batch.as_ref()),
+                Some(LoadBatch::Window(_))
+            );
+            let trigger = p.trigger.object.as_ref()?;
+            is_window.then_some((p, &trigger.bucket))
+        })
+}
+
+/// The open windows of `pipeline` (its index under `_conveyor/windows/P/open/`) with their
+/// `open` claims; an index entry whose claim is gone is skipped.
+async fn listed_windows(
     ctx: &Context,
     pipeline: &Pipeline,
     bucket: &BucketName,
-    outcome: &mut Outcome,
-) -> Result<usize, StepError> {
+) -> Result<Vec<(Window, Opened)>, StepError> {
     let prefix = open_prefix(pipeline.name.as_str());
-    let open = ctx.ports.store.list(bucket, &prefix).await.map_err(port)?;
-    let now = Utc::now();
-    let mut closed = 0;
-    for meta in open {
+    let mut out = Vec::new();
+    for meta in ctx.ports.store.list(bucket, &prefix).await.map_err(port)? {
         let Some((table_key, id)) = meta
             .object
             .name
@@ -439,15 +453,11 @@ async fn sweep_pipeline(
             table_key: table_key.to_owned(),
             id: id.to_owned(),
         };
-        let Some(opened) = read_json::<Opened>(ctx, bucket, &window.name("open")?).await? else {
-            continue;
-        };
-        if opened.ends <= now {
-            close(ctx, pipeline, &window, outcome).await?;
-            closed += 1;
+        if let Some(opened) = read_json::<Opened>(ctx, bucket, &window.name("open")?).await? {
+            out.push((window, opened));
         }
     }
-    Ok(closed)
+    Ok(out)
 }
 
 /// The poll tick's part: closes every ended window of every active window pipeline. Returns
@@ -457,16 +467,25 @@ pub(in crate::steps) async fn sweep_windows(
     outcome: &mut Outcome,
 ) -> Result<usize, StepError> {
     let mut closed = 0;
-    for p in ctx.config.pipelines.iter().filter(|p| p.active) {
-        let is_window = matches!(
-            p.load.as_ref().and_then(|l| l.batch.as_ref()),
-            Some(LoadBatch::Window(_))
-        );
-        let Some(trigger) = &p.trigger.object else {
-            continue;
-        };
-        if is_window {
-            closed += sweep_pipeline(ctx, p, &trigger.bucket, outcome).await?;
+    for (p, bucket) in window_pipelines(ctx) {
+        closed += sweep_pipeline(ctx, p, bucket, outcome).await?;
+    }
+    Ok(closed)
+}
+
+/// Closes the ended windows of `pipeline`. Returns how many.
+async fn sweep_pipeline(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    bucket: &BucketName,
+    outcome: &mut Outcome,
+) -> Result<usize, StepError> {
+    let now = Utc::now();
+    let mut closed = 0;
+    for (window, opened) in listed_windows(ctx, pipeline, bucket).await? {
+        if opened.ends <= now {
+            close(ctx, pipeline, &window, outcome).await?;
+            closed += 1;
         }
     }
     Ok(closed)
@@ -479,36 +498,8 @@ pub(in crate::steps) async fn sweep_windows(
 /// The store's error.
 pub(in crate::steps) async fn open_windows(ctx: &Context) -> Result<Vec<String>, StepError> {
     let mut out = Vec::new();
-    for p in ctx.config.pipelines.iter().filter(|p| p.active) {
-        let is_window = matches!(
-            p.load.as_ref().and_then(|l| l.batch.as_ref()),
-            Some(LoadBatch::Window(_))
-        );
-        let (true, Some(trigger)) = (is_window, &p.trigger.object) else {
-            continue;
-        };
-        let prefix = open_prefix(p.name.as_str());
-        let bucket = &trigger.bucket;
-        for meta in ctx.ports.store.list(bucket, &prefix).await.map_err(port)? {
-            let Some((table_key, id)) = meta
-                .object
-                .name
-                .as_str()
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.split_once('-'))
-            else {
-                continue;
-            };
-            let window = Window {
-                bucket: bucket.clone(),
-                pipeline: p.name.to_string(),
-                table_key: table_key.to_owned(),
-                id: id.to_owned(),
-            };
-            let Some(opened) = read_json::<Opened>(ctx, bucket, &window.name("open")?).await?
-            else {
-                continue;
-            };
+    for (p, bucket) in window_pipelines(ctx) {
+        for (window, opened) in listed_windows(ctx, p, bucket).await? {
             let files = ctx
                 .ports
                 .store
