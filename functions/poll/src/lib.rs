@@ -28,13 +28,8 @@ pub fn router(ctx: Context) -> Router {
 /// # Errors
 /// When a client cannot be built.
 pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
-    let bigquery = Arc::new(gcp.bigquery());
     Ok(Ports {
-        batch: Arc::new(conveyor_service::engines(gcp)?),
-        warehouse: bigquery.clone(),
-        run_log: bigquery,
         store: Arc::new(gcp.store()),
-        bus: Arc::new(gcp.bus().await?),
-        ..Ports::unwired()
+        ..conveyor_service::batch_ports(gcp).await?
     })
 }

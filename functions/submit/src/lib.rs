@@ -6,8 +6,6 @@
 //!   adapters this binary links.
 //! - `main.rs`: hands both to [`conveyor_service::start`].
 
-use std::sync::Arc;
-
 use axum::Router;
 use conveyor_core::event::StepName;
 use conveyor_core::ports::{PortError, Ports};
@@ -28,12 +26,5 @@ pub fn router(ctx: Context) -> Router {
 /// # Errors
 /// When a client cannot be built.
 pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
-    let bigquery = Arc::new(gcp.bigquery());
-    Ok(Ports {
-        batch: Arc::new(conveyor_service::engines(gcp)?),
-        warehouse: bigquery.clone(),
-        run_log: bigquery,
-        bus: Arc::new(gcp.bus().await?),
-        ..Ports::unwired()
-    })
+    conveyor_service::batch_ports(gcp).await
 }

@@ -1,8 +1,10 @@
 //! The batch engines a function on Google Cloud hands batches to: one definition for the
 //! submit and poll functions.
 
+use std::sync::Arc;
+
 use conveyor_core::engines::Engines;
-use conveyor_core::ports::PortError;
+use conveyor_core::ports::{PortError, Ports};
 use conveyor_gcp::Gcp;
 
 /// Every Google Cloud engine and, with the `ssh` feature (the submit and poll functions),
@@ -14,8 +16,24 @@ pub fn engines(gcp: &Gcp) -> Result<Engines, PortError> {
     let engines = gcp.engines()?;
     #[cfg(feature = "ssh")]
     let engines = {
-        let ssh = conveyor_ssh::SshEngine::new(std::sync::Arc::new(gcp.secrets()));
-        engines.with("ssh", std::sync::Arc::new(ssh))
+        let ssh = conveyor_ssh::SshEngine::new(Arc::new(gcp.secrets()));
+        engines.with("ssh", Arc::new(ssh))
     };
     Ok(engines)
+}
+
+/// The ports the submit and poll functions share: [`engines()`], BigQuery as the warehouse and
+/// the run log, and Pub/Sub. The poll function adds Cloud Storage (load windows) to them.
+///
+/// # Errors
+/// When a client cannot be built.
+pub async fn batch_ports(gcp: &Gcp) -> Result<Ports, PortError> {
+    let bigquery = Arc::new(gcp.bigquery());
+    Ok(Ports {
+        batch: Arc::new(engines(gcp)?),
+        warehouse: bigquery.clone(),
+        run_log: bigquery,
+        bus: Arc::new(gcp.bus().await?),
+        ..Ports::unwired()
+    })
 }

@@ -9,8 +9,8 @@
 //!   connection limit and graceful shutdown ([`serve()`], [`bind`], [`shutdown_signal`]).
 //! - [`telemetry`]: logging set-up; [`cloud_logging`]: the Cloud Logging writer that lifts
 //!   each request's trace context and the run's fields to the top of its JSON lines.
-//! - [`engines`](mod@engines): the batch engines of the submit and poll functions (`ssh` with
-//!   the `ssh` feature).
+//! - [`engines`](mod@engines): the batch engines and the shared ports ([`batch_ports`]) of the
+//!   submit and poll functions (`ssh` with the `ssh` feature).
 //!
 //! # Features
 //! - `lambda`: AWS Lambda through `lambda_http` (off in the Cloud Run binaries and the CLI).
@@ -22,7 +22,7 @@ pub mod runner;
 pub mod serve;
 pub mod telemetry;
 
-pub use engines::engines;
+pub use engines::{batch_ports, engines};
 pub use runner::{Platform, ServiceConfig, prepare, run, serve_port, start, start_with};
 pub use serve::{
     DEFAULT_HEADER_READ_TIMEOUT, ServeOptions, bind, connections_for, open_file_limit, serve,
