@@ -51,7 +51,7 @@ pub fn skipped(why: &str) {
     }
 }
 
-/// A workspace binary built by `cargo build --workspace --bins`.
+/// A workspace binary built by `cargo build --workspace --all-targets` (scripts/test.sh).
 ///
 /// # Panics
 /// When it has not been built.
@@ -61,7 +61,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = target.join("debug").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        "{} is missing: run `cargo build --workspace --all-targets` first (scripts/test.sh does)",
         path.display()
     );
     path
