@@ -12,17 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-40000}
-BIN=${CONVEYOR_BIN:-${CARGO_TARGET_DIR:-target}/release/conveyor}
-if [ ! -x "$BIN" ]; then
-  cargo build --release --quiet -p conveyor-cli --bin conveyor
-fi
-WORK=$(mktemp -d)
-PID=
-cleanup() {
-  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench-dev.sh
+source scripts/bench-dev.sh
 cat >"$WORK/conveyor.yaml" <<'YAML'
 pipelines:
   - name: sales
