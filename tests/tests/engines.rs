@@ -330,10 +330,26 @@ fn attempts(ends: &[&str]) -> Vec<(u32, String)> {
     history
 }
 
-/// Each run's history is `expected`.
+/// Each run's history is `expected`, except that an attempt's RUNNING row may be missing:
+/// the fake moves a job to its next state on every read, and a second read before the poll's
+/// (a redelivered start adopting the job, under load) takes RUNNING, so the poll sees the end
+/// directly. Every attempt still starts SUBMITTED and ends as expected, in order, and some poll
+/// recorded RUNNING.
 fn assert_histories(runs: &[Run], expected: &[(u32, String)]) {
     for run in runs {
-        assert_eq!(run.history(), expected, "{}", run.id);
+        let history = run.history();
+        let seen_running = |row: &(u32, String)| row.1 != "RUNNING" || history.contains(row);
+        let wanted: Vec<_> = expected
+            .iter()
+            .filter(|r| seen_running(r))
+            .cloned()
+            .collect();
+        assert_eq!(history, wanted, "{}", run.id);
+        assert!(
+            history.iter().any(|r| r.1 == "RUNNING"),
+            "{}: no poll recorded RUNNING: {history:?}",
+            run.id
+        );
     }
 }
 
