@@ -49,16 +49,36 @@ struct Job {
     operation: String,
     args: BTreeMap<String, String>,
     message: String,
+    /// When the current state began (Dataflow's `currentStateTime`).
+    since: chrono::DateTime<chrono::Utc>,
 }
 
 impl Job {
     /// The state a read sees; the next read sees the next state, the last one sticks.
     fn read(&mut self) -> String {
+        self.read_since().0
+    }
+
+    /// The state a read sees and when it began.
+    fn read_since(&mut self) -> (String, chrono::DateTime<chrono::Utc>) {
         let state = self.states.front().cloned().unwrap_or_default();
+        let since = self.since;
         if self.states.len() > 1 {
             self.states.pop_front();
+            self.since = chrono::Utc::now();
         }
-        state
+        (state, since)
+    }
+
+    /// A drain (Dataflow's streaming jobs): DRAINING, then DRAINED.
+    fn drain(&mut self) {
+        if self.current() != "JOB_STATE_DRAINING" && self.current() != "JOB_STATE_DRAINED" {
+            self.states = VecDeque::from([
+                "JOB_STATE_DRAINING".to_owned(),
+                "JOB_STATE_DRAINED".to_owned(),
+            ]);
+            self.since = chrono::Utc::now();
+        }
     }
 
     fn current(&self) -> String {
@@ -79,6 +99,7 @@ impl Job {
             return;
         }
         self.states = VecDeque::from([pending.to_owned(), self.cancelled.to_owned()]);
+        self.since = chrono::Utc::now();
     }
 }
 
@@ -142,6 +163,7 @@ impl Inner {
             operation,
             args: BTreeMap::new(),
             message: String::new(),
+            since: chrono::Utc::now(),
         });
     }
 
@@ -561,15 +583,22 @@ async fn handle(
             Some(job) if method == Method::PUT => {
                 if body["requestedState"] == "JOB_STATE_CANCELLED" {
                     job.cancel();
+                } else if body["requestedState"] == "JOB_STATE_DRAINING" {
+                    job.drain();
                 }
                 ok(json!({"id": job.id, "name": job.name, "currentState": job.current()}))
             }
             Some(job) => {
-                let state = job.read();
+                let (state, since) = job.read_since();
                 if state == "JOB_STATE_FAILED" {
                     job.message = "Workflow failed. Causes: SQLServer connection refused".into();
                 }
-                ok(json!({"id": job.id, "name": job.name, "currentState": state}))
+                ok(json!({
+                    "id": job.id,
+                    "name": job.name,
+                    "currentState": state,
+                    "currentStateTime": since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                }))
             }
             None => error(404, "NOT_FOUND", "job not found"),
         },

@@ -1391,3 +1391,76 @@ async fn an_adopted_dataflow_job_is_found_on_a_later_page_of_the_jobs_list() {
     assert_eq!(launches(&fake).len(), 1, "launched once, answered 409");
     chain.stop().await;
 }
+
+/// A streaming Dataflow job (`streaming: true`) never reaches DONE: it succeeds once Dataflow
+/// says it has been `JOB_STATE_RUNNING` for `settle` (not at the first RUNNING read), and is
+/// left running — never cancelled, not even past the poll timeout. A drain (what
+/// `BatchEngine::drain` sends) asks Dataflow for `JOB_STATE_DRAINING`.
+#[tokio::test]
+async fn a_streaming_dataflow_job_succeeds_once_it_has_run_for_settle_and_is_left_running() {
+    use conveyor_core::ports::BatchEngine as _;
+    let fake = Fake::start().await;
+    fake.script(&[&["JOB_STATE_QUEUED", "JOB_STATE_RUNNING"]]);
+    let service_account = "      service_account: dataflow@my-project.iam.gserviceaccount.com\n";
+    let yaml = dataflow("1s", 1).replace(
+        service_account,
+        &format!(
+            "{service_account}      streaming: true\n      settle: 400ms\n      \
+             worker_image: us-docker.pkg.dev/my-project/beam/worker:2.61\n      \
+             additional_experiments: [use_runner_v2]\n"
+        ),
+    );
+    assert_ne!(yaml, dataflow("1s", 1), "the streaming keys were added");
+    let chain = Chain::start(&yaml, fake.clone()).await;
+    chain.drop_csv("orders/2026-11-20/a.csv");
+    chain.settle().await;
+
+    let rows = chain.batch_rows(None).await;
+    let history: Vec<_> = rows.iter().map(|r| (r.attempt, r.status.clone())).collect();
+    assert_eq!(
+        history,
+        h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")]),
+        "{rows:#?}"
+    );
+    let running = rows[1].last_modified_at;
+    let succeeded = rows[2].last_modified_at;
+    assert!(
+        succeeded - running >= chrono::Duration::milliseconds(300),
+        "succeeded {} ms after RUNNING was first seen: before it settled",
+        (succeeded - running).num_milliseconds()
+    );
+    let env = &fake.calls("POST", "flexTemplates:launch")[0].body["launchParameter"]["environment"];
+    assert_eq!(
+        env["sdkContainerImage"],
+        "us-docker.pkg.dev/my-project/beam/worker:2.61"
+    );
+    assert_eq!(env["additionalExperiments"][0], "use_runner_v2");
+    // Past the poll timeout (1 s) the job is still running: nothing cancels it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        fake.calls("PUT", &format!("{DATAFLOW}/jobs/")).is_empty(),
+        "a streaming job that succeeded is left running"
+    );
+    assert_eq!(
+        chain.history().await.len(),
+        3,
+        "and its run stays SUCCEEDED"
+    );
+
+    // Draining it: jobs.update with JOB_STATE_DRAINING, then the job drains.
+    let config = conveyor_core::config::parse_str(&yaml.replace("$FAKE", &fake.url), "t.yaml")
+        .expect("config");
+    let spec = &config.pipelines[0].jobs[0].spec;
+    let job_id = JobId::parse(&rows[0].dataproc_job_id.clone().expect("job id")).expect("id");
+    let engines = Engines::new()
+        .with_cloud(
+            Endpoints::all_at(&fake.url),
+            Arc::new(StaticToken::new("test-token")),
+        )
+        .expect("engines");
+    engines.drain(spec, &job_id).await.expect("drain");
+    let updates = fake.calls("PUT", &format!("{DATAFLOW}/jobs/"));
+    assert_eq!(updates.len(), 1, "{updates:#?}");
+    assert_eq!(updates[0].body["requestedState"], "JOB_STATE_DRAINING");
+    chain.stop().await;
+}

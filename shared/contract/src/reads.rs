@@ -100,6 +100,7 @@ pub const READS: &[(&str, &str)] = &[
     ("dataflow.projects.locations.jobs.list", "nextPageToken"),
     ("dataflow.projects.locations.flexTemplates.launch", "job.id"),
     ("dataflow.projects.locations.jobs.get", "currentState"),
+    ("dataflow.projects.locations.jobs.get", "currentStateTime"),
     (
         "dataflow.projects.locations.jobs.messages.list",
         "jobMessages[].messageText",

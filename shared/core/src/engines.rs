@@ -97,6 +97,10 @@ impl BatchEngine for Engines {
         self.pick(spec)?.cancel(spec, job_id).await
     }
 
+    async fn drain(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError> {
+        self.pick(spec)?.drain(spec, job_id).await
+    }
+
     async fn follow(&self, req: &BatchRequest) -> Result<JobState, PortError> {
         self.pick(&req.spec)?.follow(req).await
     }

@@ -68,6 +68,15 @@ pub trait BatchEngine: Send + Sync {
     async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError>;
     /// Cancels the job (and releases what it holds). Cancelling a finished job is not an error.
     async fn cancel(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError>;
+    /// Stops a streaming job gracefully: it finishes the data it has taken in and then ends
+    /// (Dataflow's drain). Draining a finished job is not an error. The default: the engine
+    /// runs no streaming jobs, so there is nothing to drain (a permanent error).
+    async fn drain(&self, spec: &BatchSpec, _job_id: &JobId) -> Result<(), PortError> {
+        Err(PortError::permanent(format!(
+            "engine {} runs no streaming jobs: nothing to drain",
+            spec.engine()
+        )))
+    }
     /// Follows the job one check further and returns its state. An engine whose submission
     /// goes on after `submit` returns (a Dataproc job waits for its ephemeral cluster before
     /// it can be submitted) carries it on here, which is why it gets the whole request; the

@@ -118,6 +118,9 @@ impl BatchEngine for Unwired {
     async fn cancel(&self, _: &BatchSpec, _: &JobId) -> Result<(), PortError> {
         Self::refuse("batch engine")
     }
+    async fn drain(&self, _: &BatchSpec, _: &JobId) -> Result<(), PortError> {
+        Self::refuse("batch engine")
+    }
 }
 
 #[async_trait]

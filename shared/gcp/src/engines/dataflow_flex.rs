@@ -7,7 +7,10 @@
 //!   `POST .../flexTemplates:launch`; a 409 (`ALREADY_EXISTS`, a launch racing this one) is
 //!   adopted too.
 //! - state: `GET .../jobs/ID` (`currentState`); on failure the job's newest error message.
-//! - cancel: `PUT .../jobs/ID` with `requestedState: JOB_STATE_CANCELLED` (jobs.update).
+//! - cancel: `PUT .../jobs/ID` with `requestedState: JOB_STATE_CANCELLED` (jobs.update);
+//!   drain (a streaming job): the same with `JOB_STATE_DRAINING`.
+//! - A streaming job (`streaming: true`) never ends by itself: `JOB_STATE_RUNNING` is
+//!   reported terminal, and so a success, once Dataflow's `currentStateTime` is `settle` old.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -70,6 +73,8 @@ fn launch_body(spec: &DataflowFlex, name: &str) -> Value {
         ),
         ("serviceAccountEmail", json!(spec.service_account)),
         ("additionalUserLabels", json!(spec.labels)),
+        ("sdkContainerImage", json!(spec.worker_image)),
+        ("additionalExperiments", json!(spec.additional_experiments)),
     ]);
     json!({
         "launchParameter": object([
@@ -79,6 +84,18 @@ fn launch_body(spec: &DataflowFlex, name: &str) -> Value {
             ("environment", environment),
         ])
     })
+}
+
+/// Whether a running job has been in its current state for `settle`, by Dataflow's
+/// `currentStateTime` (a job without one has not settled).
+fn settled(job: &Value, settle: std::time::Duration) -> bool {
+    let Some(since) = text_at(job, &["currentStateTime"])
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    else {
+        return false;
+    };
+    let running_for = chrono::Utc::now().signed_duration_since(since);
+    running_for.to_std().is_ok_and(|d| d >= settle)
 }
 
 impl DataflowFlexEngine {
@@ -212,7 +229,10 @@ impl BatchEngine for DataflowFlexEngine {
         let state = text_at(&job, &["currentState"])
             .unwrap_or("JOB_STATE_UNKNOWN")
             .to_owned();
-        let terminal = spec.is_terminal(&state);
+        let terminal = match s.streaming_settle() {
+            Some(settle) if state == "JOB_STATE_RUNNING" => settled(&job, settle),
+            _ => spec.is_terminal(&state),
+        };
         let error = if terminal && state != "JOB_STATE_DONE" {
             self.last_error(s, &id).await
         } else {
@@ -226,12 +246,33 @@ impl BatchEngine for DataflowFlexEngine {
     }
 
     async fn cancel(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError> {
+        self.request_state(spec, job_id, "JOB_STATE_CANCELLED", "cancel")
+            .await
+    }
+
+    async fn drain(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError> {
+        self.request_state(spec, job_id, "JOB_STATE_DRAINING", "drain")
+            .await
+    }
+}
+
+impl DataflowFlexEngine {
+    /// Asks Dataflow to move a job that has not ended to `requested` (jobs.update); a job
+    /// gone or ended already needs nothing.
+    async fn request_state(
+        &self,
+        spec: &BatchSpec,
+        job_id: &JobId,
+        requested: &str,
+        verb: &str,
+    ) -> Result<(), PortError> {
         let current = match self.state(spec, job_id).await {
             Ok(s) => s,
             Err(PortError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if current.terminal {
+        // A streaming job reported terminal while RUNNING (it settled) has not ended.
+        if current.terminal && current.state != "JOB_STATE_RUNNING" {
             return Ok(());
         }
         let s = spec_of(spec)?;
@@ -240,8 +281,8 @@ impl BatchEngine for DataflowFlexEngine {
             return Ok(());
         };
         let url = format!("{}/jobs/{}", self.location_url(s), seg(&id));
-        let what = format!("cancel Dataflow job {id} ({name})");
-        let body = json!({"requestedState": "JOB_STATE_CANCELLED"});
+        let what = format!("{verb} Dataflow job {id} ({name})");
+        let body = json!({ "requestedState": requested });
         match self.api.call(Method::PUT, &url, Some(&body), &what).await {
             // Gone, or ended in between: nothing left to cancel.
             Ok(_) | Err(PortError::NotFound(_) | PortError::Precondition(_)) => Ok(()),
@@ -277,6 +318,10 @@ mod tests {
             private_ips: true,
             service_account: Some("df@my-project.iam.gserviceaccount.com".into()),
             labels: BTreeMap::new(),
+            worker_image: Some("us-docker.pkg.dev/my-project/beam/worker:2.61".into()),
+            additional_experiments: vec!["use_runner_v2".into()],
+            streaming: false,
+            settle: None,
         };
         assert_eq!(
             launch_body(&spec, "cv-batch-x-a1"),
@@ -295,6 +340,8 @@ mod tests {
                     "subnetwork": "regions/us-central1/subnetworks/default",
                     "ipConfiguration": "WORKER_IP_PRIVATE",
                     "serviceAccountEmail": "df@my-project.iam.gserviceaccount.com",
+                    "sdkContainerImage": "us-docker.pkg.dev/my-project/beam/worker:2.61",
+                    "additionalExperiments": ["use_runner_v2"],
                 },
             }})
         );

@@ -1,11 +1,12 @@
-//! `engine: dataflow_flex`: a Dataflow job launched from a flex template.
+//! `engine: dataflow_flex`: a Dataflow job launched from a flex template, batch or streaming.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, Kind, Problems, fixed, lenient, map, opt, say};
+use super::{Engine, Kind, Problems, fixed, lenient, list, map, opt, say};
 
 /// A Dataflow job launched from a flex template (`flexTemplates.launch`); the job id is its
 /// `jobName`.
@@ -55,6 +56,40 @@ pub struct DataflowFlex {
     /// Labels of the job (`additionalUserLabels`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The workers' container image, for a template built with a custom SDK container
+    /// (`sdkContainerImage`, e.g. `us-docker.pkg.dev/p/r/beam-worker:2.61`).
+    #[serde(default)]
+    pub worker_image: Option<String>,
+    /// Dataflow experiments to turn on (`additionalExperiments`, e.g. `use_runner_v2`).
+    #[serde(default)]
+    pub additional_experiments: Vec<String>,
+    /// A streaming job: it never ends by itself, so it succeeds once it has been
+    /// `JOB_STATE_RUNNING` for `settle`, and is left running (`conveyor drain` stops it). The
+    /// poll `timeout` then only bounds how long it may take to get there.
+    #[serde(default, deserialize_with = "lenient::flag")]
+    #[schemars(schema_with = "crate::config::schema::flag")]
+    pub streaming: bool,
+    /// With `streaming`: how long the job must have been running, by Dataflow's
+    /// `currentStateTime`, to count as started well (default `5m`).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "crate::config::schema::duration")]
+    pub settle: Option<Duration>,
+}
+
+/// How long a streaming job must have been running to succeed, when `settle` is not set.
+const DEFAULT_SETTLE: Duration = Duration::from_secs(300);
+
+impl DataflowFlex {
+    /// With `streaming`, how long the job must have been running to succeed; `None` for a
+    /// batch job.
+    pub fn streaming_settle(&self) -> Option<Duration> {
+        self.streaming
+            .then(|| self.settle.unwrap_or(DEFAULT_SETTLE))
+    }
 }
 
 /// What this engine is called and what its states mean.
@@ -84,9 +119,40 @@ const KIND: Kind = Kind {
     running: &["JOB_STATE_RUNNING"],
 };
 
+/// A streaming job's states: `JOB_STATE_RUNNING` is where it ends up and counts as success
+/// (once settled; the engine reports it terminal then), and DONE is never reached.
+const STREAMING_KIND: Kind = Kind {
+    name: "dataflow_flex",
+    success: "JOB_STATE_RUNNING",
+    non_terminal: &[
+        "JOB_STATE_UNKNOWN",
+        "JOB_STATE_STOPPED",
+        "JOB_STATE_QUEUED",
+        "JOB_STATE_PENDING",
+        "JOB_STATE_DRAINING",
+        "JOB_STATE_CANCELLING",
+        "JOB_STATE_RESOURCE_CLEANING_UP",
+        "JOB_STATE_PAUSING",
+        "JOB_STATE_PAUSED",
+    ],
+    terminal: &[
+        "JOB_STATE_RUNNING",
+        "JOB_STATE_DONE",
+        "JOB_STATE_FAILED",
+        "JOB_STATE_CANCELLED",
+        "JOB_STATE_UPDATED",
+        "JOB_STATE_DRAINED",
+    ],
+    running: &["JOB_STATE_RUNNING"],
+};
+
 impl Engine for DataflowFlex {
     fn kind(&self) -> &'static Kind {
-        &KIND
+        if self.streaming {
+            &STREAMING_KIND
+        } else {
+            &KIND
+        }
     }
 
     fn problems(&self, o: &mut Problems) {
@@ -111,6 +177,13 @@ impl Engine for DataflowFlex {
                 format!("{n} is more than max_workers ({max})"),
             );
         }
+        if self.settle.is_some() && !self.streaming {
+            say(
+                o,
+                "settle",
+                "only a streaming job settles: set `streaming: true` or remove `settle`",
+            );
+        }
     }
 
     fn each_parameter(&mut self, f: &mut dyn FnMut(&str, &mut String)) {
@@ -123,5 +196,53 @@ impl Engine for DataflowFlex {
         opt(f, "subnetwork", &mut self.subnetwork);
         opt(f, "service_account", &mut self.service_account);
         map(f, "labels", &mut self.labels);
+        opt(f, "worker_image", &mut self.worker_image);
+        list(
+            f,
+            "additional_experiments",
+            &mut self.additional_experiments,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: serde_json::Value) -> DataflowFlex {
+        let mut base = serde_json::json!({
+            "project": "p", "region": "r", "template": "gs://t/spec.json",
+        });
+        if let (Some(b), Some(extra)) = (base.as_object_mut(), yaml.as_object()) {
+            b.extend(extra.clone());
+        }
+        serde_json::from_value(base).expect("spec")
+    }
+
+    #[test]
+    fn a_streaming_job_succeeds_while_running_and_settles_five_minutes_by_default() {
+        let batch = spec(serde_json::json!({}));
+        assert_eq!(batch.streaming_settle(), None);
+        assert_eq!(batch.kind().success, "JOB_STATE_DONE");
+        assert!(!batch.kind().terminal.contains(&"JOB_STATE_RUNNING"));
+
+        let streaming = spec(serde_json::json!({"streaming": true}));
+        assert_eq!(streaming.streaming_settle(), Some(DEFAULT_SETTLE));
+        assert_eq!(streaming.kind().success, "JOB_STATE_RUNNING");
+        assert!(streaming.kind().terminal.contains(&"JOB_STATE_RUNNING"));
+        assert!(!streaming.kind().non_terminal.contains(&"JOB_STATE_RUNNING"));
+        let settled = spec(serde_json::json!({"streaming": true, "settle": "90s"}));
+        assert_eq!(settled.streaming_settle(), Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn settle_without_streaming_is_refused() {
+        let mut problems = Problems::new();
+        spec(serde_json::json!({"settle": "1m"})).problems(&mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "settle");
+        let mut none = Problems::new();
+        spec(serde_json::json!({"streaming": true, "settle": "1m"})).problems(&mut none);
+        assert!(none.is_empty(), "{none:?}");
     }
 }

@@ -317,6 +317,10 @@ mod tests {
             private_ips: false,
             service_account: None,
             labels: BTreeMap::new(),
+            worker_image: None,
+            additional_experiments: Vec::new(),
+            streaming: false,
+            settle: None,
         });
         let err = spec.rendered(&BTreeMap::new()).unwrap_err();
         assert!(err.contains("batch.parameters.query"), "{err}");
