@@ -2,6 +2,7 @@
 //! replay them, and show the run log (embedded or production) and the web console.
 
 mod commands;
+mod drain;
 mod embedded;
 mod operate;
 mod progress;
@@ -120,6 +121,9 @@ enum Command {
     /// Show the messages in the dead-letter subscription and re-publish the chosen ones once,
     /// recording each replay in the run log.
     Replay(replay::ReplayArgs),
+    /// Stop a run's streaming Dataflow job gracefully (`streaming: true`): Dataflow finishes
+    /// what it has read, then ends JOB_STATE_DRAINED. Reads the run log as `status` does.
+    Drain(drain::DrainArgs),
 }
 
 fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -166,6 +170,7 @@ async fn main() -> ExitCode {
         Command::Trigger(args) => operate::trigger(&cli.config, &cli.state_dir, &args).await,
         Command::Backfill(args) => operate::backfill(&cli.config, &cli.state_dir, &args).await,
         Command::Replay(args) => replay::replay(&cli.config, &args).await,
+        Command::Drain(args) => drain::drain(&cli.config, &cli.state_dir, &args).await,
     };
     match result {
         Ok(code) => code,

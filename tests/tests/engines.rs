@@ -1394,11 +1394,10 @@ async fn an_adopted_dataflow_job_is_found_on_a_later_page_of_the_jobs_list() {
 
 /// A streaming Dataflow job (`streaming: true`) never reaches DONE: it succeeds once Dataflow
 /// says it has been `JOB_STATE_RUNNING` for `settle` (not at the first RUNNING read), and is
-/// left running — never cancelled, not even past the poll timeout. A drain (what
-/// `BatchEngine::drain` sends) asks Dataflow for `JOB_STATE_DRAINING`.
+/// left running — never cancelled, not even past the poll timeout. `conveyor drain RUN` asks
+/// Dataflow for `JOB_STATE_DRAINING`.
 #[tokio::test]
 async fn a_streaming_dataflow_job_succeeds_once_it_has_run_for_settle_and_is_left_running() {
-    use conveyor_core::ports::BatchEngine as _;
     let fake = Fake::start().await;
     fake.script(&[&["JOB_STATE_QUEUED", "JOB_STATE_RUNNING"]]);
     let service_account = "      service_account: dataflow@my-project.iam.gserviceaccount.com\n";
@@ -1447,20 +1446,47 @@ async fn a_streaming_dataflow_job_succeeds_once_it_has_run_for_settle_and_is_lef
         "and its run stays SUCCEEDED"
     );
 
-    // Draining it: jobs.update with JOB_STATE_DRAINING, then the job drains.
-    let config = conveyor_core::config::parse_str(&yaml.replace("$FAKE", &fake.url), "t.yaml")
-        .expect("config");
-    let spec = &config.pipelines[0].jobs[0].spec;
-    let job_id = JobId::parse(&rows[0].dataproc_job_id.clone().expect("job id")).expect("id");
-    let engines = Engines::new()
-        .with_cloud(
-            Endpoints::all_at(&fake.url),
-            Arc::new(StaticToken::new("test-token")),
-        )
-        .expect("engines");
-    engines.drain(spec, &job_id).await.expect("drain");
+    // `conveyor drain RUN` finds the run's streaming job and sends jobs.update with
+    // JOB_STATE_DRAINING; the job then drains.
+    let file = chain.dir.path().join("conveyor.yaml");
+    std::fs::write(&file, yaml.replace("$FAKE", &fake.url)).expect("pipeline file");
+    let out = tokio::process::Command::new(conveyor_e2e::binary("conveyor"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(chain.dir.path().join("state"))
+        .args(["drain", &rows[0].run_id, "--local"])
+        .env("CONVEYOR_DATAFLOW_ENDPOINT", &fake.url)
+        .env("CONVEYOR_ANONYMOUS", "true")
+        .env_remove("CONVEYOR_PROJECT")
+        .output()
+        .await
+        .expect("conveyor drain");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("drain requested"), "{stdout}");
     let updates = fake.calls("PUT", &format!("{DATAFLOW}/jobs/"));
     assert_eq!(updates.len(), 1, "{updates:#?}");
     assert_eq!(updates[0].body["requestedState"], "JOB_STATE_DRAINING");
+    // A run with no streaming job is refused, naming why.
+    let batch_file = chain.dir.path().join("batch.yaml");
+    std::fs::write(&batch_file, dataflow("1s", 1).replace("$FAKE", &fake.url)).expect("file");
+    let refused = tokio::process::Command::new(conveyor_e2e::binary("conveyor"))
+        .arg("--config")
+        .arg(&batch_file)
+        .arg("--state-dir")
+        .arg(chain.dir.path().join("state"))
+        .args(["drain", &rows[0].run_id, "--local"])
+        .env("CONVEYOR_DATAFLOW_ENDPOINT", &fake.url)
+        .env("CONVEYOR_ANONYMOUS", "true")
+        .env_remove("CONVEYOR_PROJECT")
+        .output()
+        .await
+        .expect("conveyor drain");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("no streaming job"), "{stderr}");
+    assert_eq!(fake.calls("PUT", &format!("{DATAFLOW}/jobs/")).len(), 1);
     chain.stop().await;
 }
