@@ -193,6 +193,25 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
     }
     let (overview, run, pipeline) = (&doms[0], &doms[1], &doms[2]);
 
+    // Wide pictures scroll sideways in regions the keyboard can reach (Tab, then arrows).
+    for (name, dom) in [("overview", overview), ("run", run), ("pipeline", pipeline)] {
+        assert!(
+            dom.contains(r#"class="scroll" tabindex="0" role="region" aria-label="#),
+            "{name}: a scroll region the keyboard cannot reach"
+        );
+    }
+    // The overview at a phone's width (390 px), for a look (target/test-artefacts).
+    browse(
+        &browser,
+        &profile,
+        &pages[0].1,
+        &[
+            "--window-size=390,844".to_owned(),
+            format!("--screenshot={}", artefacts.join("phone.png").display()),
+        ],
+    )
+    .await;
+
     // The overview: the graph of every example pipeline, the grid, and the failure.
     assert!(overview.contains(r#"<svg class="graph""#), "no graph");
     for p in [
@@ -251,7 +270,7 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
     if std::env::var("CONVEYOR_SCREENSHOTS").as_deref() == Ok("docs") {
         let docs = repo().join("docs");
         std::fs::create_dir_all(&docs).expect("docs");
-        for name in ["overview", "run-failed"] {
+        for name in ["overview", "run-failed", "phone"] {
             std::fs::copy(
                 artefacts.join(format!("{name}.png")),
                 docs.join(format!("console-{name}.png")),

@@ -12,7 +12,7 @@ use crate::graph::Graph;
 use crate::runs::{RunSummary, Task, human_duration};
 use crate::svg;
 
-const CSS: &str = r#"
+pub(crate) const CSS: &str = r#"
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1f2933; background: #fff; }
 header { background: #1f2933; color: #fff; padding: 10px 24px; display: flex; gap: 24px; align-items: baseline; }
 header a { color: #fff; text-decoration: none; font-weight: 600; font-size: 17px; }
@@ -28,17 +28,25 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .status { display: inline-block; padding: 0 7px; border-radius: 9px; color: #fff; font-size: 12px; font-weight: 600; }
 .grid { display: flex; gap: 3px; flex-wrap: wrap; }
 .grid a { display: block; width: 14px; height: 14px; border-radius: 3px; }
-.error { background: #fdecec; border-left: 4px solid #d64545; padding: 8px 12px; white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 13px; margin: 8px 0; }
+.error { background: #fdecec; border-left: 4px solid #b42323; padding: 8px 12px; white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 13px; margin: 8px 0; }
 td.error { background: none; border-left: 0; padding: 4px 8px; margin: 0; white-space: normal; color: #b42323; }
-.muted { color: #7b8794; }
+.muted { color: #616e7c; }
 .facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 8px 0; }
 .facts dt { color: #52606d; } .facts dd { margin: 0; }
 svg text { font: 12px system-ui, sans-serif; fill: #1f2933; }
 svg text.pipeline { font-weight: 600; fill: #1f5fbf; }
 svg text.label { font-weight: 600; } svg text.detail { fill: #52606d; font-size: 11px; }
 svg .edge { stroke: #7a8591; stroke-width: 1.5; } svg .edge.after { stroke-dasharray: 5 3; }
-svg .tick { stroke: #e4e7eb; } svg text.axis { fill: #7b8794; font-size: 11px; }
+svg .tick { stroke: #e4e7eb; } svg text.axis { fill: #616e7c; font-size: 11px; }
 .scroll { overflow-x: auto; }
+.scroll:focus-visible { outline: 2px solid #1f5fbf; outline-offset: 2px; }
+@media (max-width: 640px) {
+  header { flex-wrap: wrap; gap: 6px 16px; padding: 8px 12px; }
+  header label { margin-left: 0; }
+  main { padding: 8px 12px 32px; }
+  table { display: block; overflow-x: auto; }
+  .facts { grid-template-columns: 1fr; } .facts dd { margin: 0 0 6px; }
+}
 code { font-size: 12px; }
 "#;
 
@@ -178,7 +186,7 @@ pub(crate) fn overview(
         html! {
             h1 { "Pipelines" }
             @if let Some(g) = graph {
-                div.scroll { (svg::graph(g, &HashMap::new(), true)) }
+                div.scroll tabindex="0" role="region" aria-label="pipeline graphs (scrolls sideways)" { (svg::graph(g, &HashMap::new(), true)) }
             } @else {
                 p.muted { "No pipeline file: the graph is not drawn." }
             }
@@ -226,7 +234,7 @@ pub(crate) fn pipeline(
         html! {
             h1 { "Pipeline " (name) }
             @if let Some(d) = description { p.muted { (d) } }
-            @if let Some(g) = graph { div.scroll { (svg::graph(g, &HashMap::new(), false)) } }
+            @if let Some(g) = graph { div.scroll tabindex="0" role="region" aria-label="pipeline graph (scrolls sideways)" { (svg::graph(g, &HashMap::new(), false)) } }
             h2 { "Runs" }
             @if runs.is_empty() {
                 p.muted { "No runs yet." }
@@ -281,10 +289,10 @@ pub(crate) fn run(
                 div.error #error { (e) }
             }
             h2 { "Timeline" }
-            div.scroll { (svg::timeline(tasks, now)) }
+            div.scroll tabindex="0" role="region" aria-label="run timeline (scrolls sideways)" { (svg::timeline(tasks, now)) }
             @if let Some(g) = graph {
                 h2 { "Graph" }
-                div.scroll { (svg::graph(g, &task_status, false)) }
+                div.scroll tabindex="0" role="region" aria-label="run graph (scrolls sideways)" { (svg::graph(g, &task_status, false)) }
             }
             h2 { "Objects and tables" }
             table.touched {

@@ -8,14 +8,15 @@ use maud::{Markup, html};
 use crate::graph::Graph;
 use crate::runs::{Task, human_duration};
 
-/// The colour of a status.
+/// The colour of a status: a status badge's background under white text, so each holds
+/// WCAG AA's 4.5:1 contrast against white.
 pub fn colour(status: &str) -> &'static str {
     match status {
-        "SUCCEEDED" => "#2e9d4f",
-        "FAILED" | "TIMED_OUT" => "#d64545",
-        "REJECTED" => "#e08a1e",
-        "SUBMITTED" | "RUNNING" | "RETRYING" => "#3b7dd8",
-        _ => "#9aa3ad",
+        "SUCCEEDED" => "#1f7a3d",
+        "FAILED" | "TIMED_OUT" => "#b42323",
+        "REJECTED" => "#a35200",
+        "SUBMITTED" | "RUNNING" | "RETRYING" => "#1f5fbf",
+        _ => "#616e7c",
     }
 }
 
@@ -170,5 +171,68 @@ pub(crate) fn timeline(tasks: &[Task], now: DateTime<Utc>) -> Markup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    /// WCAG 2's contrast ratio of two `#rrggbb` colours.
+    fn contrast(a: &str, b: &str) -> f64 {
+        fn luminance(hex: &str) -> f64 {
+            let channel = |i: usize| {
+                let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")) / 255.0;
+                if c <= 0.039_28 {
+                    c / 12.92
+                } else {
+                    ((c + 0.055) / 1.055).powf(2.4)
+                }
+            };
+            0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5)
+        }
+        let (x, y) = (luminance(a), luminance(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    #[test]
+    fn contrast_is_measured_as_wcag_does() {
+        assert!((contrast("#000000", "#ffffff") - 21.0).abs() < 1e-9);
+        // The badge colours before: 2.56:1 (grey) to 4.38:1 (red), as the issue measured.
+        assert!((contrast("#9aa3ad", "#ffffff") - 2.56).abs() < 0.01);
+        assert!((contrast("#d64545", "#ffffff") - 4.38).abs() < 0.01);
+    }
+
+    #[test]
+    fn every_status_badge_holds_aa_contrast_under_white_text() {
+        for status in [
+            "SUCCEEDED",
+            "FAILED",
+            "TIMED_OUT",
+            "REJECTED",
+            "SUBMITTED",
+            "RUNNING",
+            "RETRYING",
+            "SUPERSEDED",
+            "SKIPPED",
+            "QUEUED",
+            "PAUSED",
+            "MISSED",
+            "UNKNOWN",
+        ] {
+            let ratio = contrast(colour(status), "#ffffff");
+            assert!(ratio >= 4.5, "{status}: {} is {ratio:.2}:1", colour(status));
+        }
+    }
+
+    #[test]
+    fn muted_text_holds_aa_contrast_on_white() {
+        let css = crate::pages::CSS;
+        let muted = css
+            .split(".muted { color: ")
+            .nth(1)
+            .and_then(|rest| rest.get(..7))
+            .expect("a .muted colour");
+        assert!(contrast(muted, "#ffffff") >= 4.5, "{muted}");
     }
 }
