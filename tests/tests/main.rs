@@ -4,6 +4,7 @@
 //! instead of one per file, and every test in one run. Each module was a test file of its own.
 
 mod alerts;
+mod branches;
 mod bus_conformance;
 mod console;
 mod embedded_chain;

@@ -61,7 +61,7 @@ pub use engines::{
     DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob, SshBatch,
     parameter_placeholders,
 };
-pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch};
+pub use job::{Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, RunIf, WindowBatch};
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use messages::TopicName;
 pub(crate) use pattern::table_safe;
@@ -204,6 +204,45 @@ impl Pipeline {
             .find(|(_, j)| j.name.as_str() == name)
     }
 
+    /// Whether the jobs form a graph (`needs` or `run_if` on any job) rather than a line
+    /// where a failure ends the run at once.
+    pub fn has_rules(&self) -> bool {
+        self.jobs
+            .iter()
+            .any(|j| !j.needs.is_empty() || j.run_if != RunIf::AllSucceeded)
+    }
+
+    /// The indexes of the jobs job `index` needs: its `needs` when any job of the pipeline
+    /// declares them, else the job before it.
+    pub fn needs_of(&self, index: usize) -> Vec<usize> {
+        if self.jobs.iter().any(|j| !j.needs.is_empty()) {
+            self.jobs.get(index).map_or_else(Vec::new, |job| {
+                job.needs
+                    .iter()
+                    .filter_map(|n| self.job(n.as_str()).map(|(i, _)| i))
+                    .collect()
+            })
+        } else if index > 0 && index < self.jobs.len() {
+            vec![index - 1]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The jobs that start with the run: those that need nothing.
+    pub fn first_jobs(&self) -> Vec<usize> {
+        (0..self.jobs.len())
+            .filter(|i| self.needs_of(*i).is_empty())
+            .collect()
+    }
+
+    /// The jobs that need job `index`.
+    pub fn dependents_of(&self, index: usize) -> Vec<usize> {
+        (0..self.jobs.len())
+            .filter(|i| self.needs_of(*i).contains(&index))
+            .collect()
+    }
+
     /// The poll policy of `job`: its own, else the pipeline's.
     pub(crate) fn poll_for<'a>(&'a self, job: &'a Job) -> &'a PollPolicy {
         job.poll.as_ref().unwrap_or(&self.poll)
@@ -227,6 +266,8 @@ impl Pipeline {
                 spec: batch,
                 for_each: None,
                 poll: None,
+                needs: Vec::new(),
+                run_if: RunIf::default(),
             });
         }
         for (i, job) in self.jobs.iter_mut().enumerate() {

@@ -205,6 +205,8 @@ impl JsonSchema for Job {
         let name = generator.subschema_for::<JobName>();
         let for_each = generator.subschema_for::<ForEach>();
         let poll = generator.subschema_for::<PollPolicy>();
+        let needs = generator.subschema_for::<Vec<JobName>>();
+        let run_if = generator.subschema_for::<super::RunIf>();
         let mut engines = BatchSpec::json_schema(generator).to_value();
         let mut variants = match engines.get_mut("oneOf").map(Value::take) {
             Some(Value::Array(v)) => v,
@@ -239,6 +241,20 @@ impl JsonSchema for Job {
                         "This job's own poll policy; default: the pipeline's `poll`.",
                     ),
                 );
+                props.insert(
+                    "needs".into(),
+                    with_description(
+                        needs.clone(),
+                        "The jobs this one waits for. Without `needs` anywhere the jobs run in list order; with it they form a graph and a job without `needs` starts with the run.",
+                    ),
+                );
+                props.insert(
+                    "run_if".into(),
+                    with_description(
+                        run_if.clone(),
+                        "When the job runs, once every job it needs has ended (default all_succeeded); otherwise it is SKIPPED.",
+                    ),
+                );
             }
             let required = obj
                 .entry("required")
@@ -250,7 +266,7 @@ impl JsonSchema for Job {
         let mut out = Map::new();
         out.insert(
             "description".into(),
-            Value::String("One job: its `name`, `engine:` and the engine's fields, and optionally `for_each` and `poll`.".into()),
+            Value::String("One job: its `name`, `engine:` and the engine's fields, and optionally `for_each`, `poll`, `needs` and `run_if`.".into()),
         );
         out.insert("type".into(), Value::String("object".into()));
         out.insert("oneOf".into(), Value::Array(variants));

@@ -15,7 +15,8 @@
 //!
 //! Besides batches, the tick finishes what else waits without a request: load jobs that
 //! outlived their request (`dev.conveyor.load.running`), `for_each` jobs whose rows have all
-//! ended, and (as a safety net) pipelines started `after` others.
+//! ended, and (as safety nets) pipelines started `after` others and graph runs whose jobs'
+//! ends were each read before the other's (see `submit/graph.rs`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use tracing::{error, info, warn};
 
 use super::{
     Context, Outcome, StepError, active_pipeline, describe, publish,
-    submit::{batch_request, submit_attempt, sweep_after},
+    submit::{batch_request, submit_attempt, sweep_after, sweep_graphs},
 };
 use crate::config::{BatchSpec, Job, Pipeline};
 use crate::event::{Detail, EventType, Status, StepName};
@@ -172,6 +173,15 @@ async fn tick(
         match tokio::time::timeout_at(deadline, sweep_after(ctx, outcome)).await {
             Ok(Ok(n)) => swept = n,
             Ok(Err(e)) => warn!(error = %e, "fan-in sweep failed; the next tick retries"),
+            Err(_) => out_of_budget = true,
+        }
+    }
+    if !out_of_budget {
+        let since = Utc::now() - lookback(ctx);
+        match tokio::time::timeout_at(deadline, sweep_graphs(ctx, since, outcome)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(runs = n, "advanced graph runs no event had advanced"),
+            Ok(Err(e)) => warn!(error = %e, "graph sweep failed; the next tick retries"),
             Err(_) => out_of_budget = true,
         }
     }

@@ -65,6 +65,67 @@ impl Validator {
             };
             self.job(path, &jpath, &keys, lines, job, p, &known);
         }
+        if !from_batch {
+            self.job_graph(path, lines, p);
+        }
+    }
+
+    /// `needs` names jobs of the pipeline, other than the job itself, with no cycle; a job
+    /// that needs nothing has no `run_if` (it starts with the run).
+    fn job_graph(&mut self, path: &str, lines: Lines<'_>, p: &Pipeline) {
+        let graph = p.jobs.iter().any(|j| !j.needs.is_empty());
+        let line = |i: usize, key: &str| {
+            lines.at_path(&["jobs".to_owned(), i.to_string(), key.to_owned()])
+        };
+        for (i, job) in p.jobs.iter().enumerate() {
+            let mut seen = BTreeSet::new();
+            for need in &job.needs {
+                let problem = if need == &job.name {
+                    Some("a job cannot need itself".to_owned())
+                } else if p.job(need.as_str()).is_none() {
+                    Some(format!(
+                        "no job is called {:?}; jobs: {}",
+                        need.as_str(),
+                        p.jobs
+                            .iter()
+                            .map(|j| j.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                } else if !seen.insert(need.as_str()) {
+                    Some(format!("{:?} is listed twice", need.as_str()))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    self.issue(format!("{path}.jobs[{i}].needs"), line(i, "needs"), problem);
+                }
+            }
+            let root = if graph { job.needs.is_empty() } else { i == 0 };
+            if root && job.run_if != crate::config::RunIf::AllSucceeded {
+                self.issue(
+                    format!("{path}.jobs[{i}].run_if"),
+                    line(i, "run_if"),
+                    format!(
+                        "job {:?} needs no job, so it starts with the run and `run_if: {}` has nothing to decide on; add `needs`",
+                        job.name.as_str(),
+                        job.run_if.as_str()
+                    ),
+                );
+            }
+        }
+        if graph && let Some(cycle) = job_cycle(p) {
+            let names: Vec<&str> = cycle.iter().map(|i| p.jobs[*i].name.as_str()).collect();
+            self.issue(
+                format!("{path}.jobs[{}].needs", cycle[0]),
+                line(cycle[0], "needs"),
+                format!(
+                    "the jobs' needs form a cycle: {} -> {}",
+                    names.join(" -> "),
+                    names[0]
+                ),
+            );
+        }
     }
 
     /// The checks of one job: its engine's fields, placeholders, success states.
@@ -217,10 +278,115 @@ impl Validator {
     }
 }
 
+/// A cycle of `needs` among `p`'s jobs (their indexes, in order), if there is one.
+fn job_cycle(p: &Pipeline) -> Option<Vec<usize>> {
+    fn visit(
+        p: &Pipeline,
+        i: usize,
+        marks: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        marks[i] = 1;
+        stack.push(i);
+        for n in p.needs_of(i) {
+            match marks[n] {
+                1 => {
+                    let start = stack.iter().position(|x| *x == n).unwrap_or(0);
+                    return Some(stack[start..].to_vec());
+                }
+                0 => {
+                    if let Some(c) = visit(p, n, marks, stack) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        marks[i] = 2;
+        None
+    }
+    let mut marks = vec![0_u8; p.jobs.len()];
+    (0..p.jobs.len()).find_map(|i| {
+        if marks[i] == 0 {
+            visit(p, i, &mut marks, &mut Vec::new())
+        } else {
+            None
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{GOOD, issues};
     use crate::config::{BatchSpec, parse_str};
+
+    const GRAPH: &str = r#"
+pipelines:
+  - name: g
+    trigger: { manual: true }
+    jobs:
+      - { name: a, engine: local, command: "true" }
+      - { name: b, engine: local, command: "true", needs: [a] }
+      - { name: c, engine: local, command: "true", needs: [a, b], run_if: one_failed }
+"#;
+
+    #[test]
+    fn a_graph_of_jobs_parses_and_orders_its_needs() {
+        let c = parse_str(GRAPH, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let p = &c.pipelines[0];
+        assert!(p.has_rules());
+        assert_eq!(p.first_jobs(), [0]);
+        assert_eq!(p.needs_of(2), [0, 1]);
+        assert_eq!(p.dependents_of(0), [1, 2]);
+    }
+
+    #[test]
+    fn needs_that_name_unknown_jobs_themselves_or_a_cycle_are_refused() {
+        let text = GRAPH
+            .replace("needs: [a] }", "needs: [c] }")
+            .replace("needs: [a, b]", "needs: [a, b, zz, c]");
+        let found = issues(&text);
+        let has = |path: &str, word: &str| {
+            found
+                .iter()
+                .any(|i| i.path == path && i.message.contains(word))
+        };
+        assert!(
+            has("pipelines[0].jobs[2].needs", "no job is called \"zz\""),
+            "{found:#?}"
+        );
+        assert!(
+            has("pipelines[0].jobs[2].needs", "cannot need itself"),
+            "{found:#?}"
+        );
+        assert!(
+            has("pipelines[0].jobs[1].needs", "cycle: b -> c"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_run_if_on_a_job_that_needs_nothing_is_refused() {
+        let found = issues(&GRAPH.replace(
+            "{ name: a, engine: local, command: \"true\" }",
+            "{ name: a, engine: local, command: \"true\", run_if: all_done }",
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|i| i.path == "pipelines[0].jobs[0].run_if"
+                    && i.message.contains("needs no job")),
+            "{found:#?}"
+        );
+        // A list (no `needs`): the first job is the one that needs nothing.
+        let list = "pipelines:\n  - name: l\n    trigger: { manual: true }\n    jobs:\n      - { name: a, engine: local, command: \"true\" }\n      - { name: cleanup, engine: local, command: \"true\", run_if: all_done }\n";
+        assert_eq!(issues(list), Vec::new());
+        let c = parse_str(list, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.pipelines[0].needs_of(1), [0]);
+        let bad = issues(&list.replace("run_if: all_done", "run_if: sometimes"));
+        assert!(bad.iter().any(|i| i.path.contains("jobs[1]")), "{bad:#?}");
+    }
 
     #[test]
     fn running_is_never_accepted_as_a_success_state() {

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::super::{Context, Outcome, StepError, publish};
 use super::start_job;
+
 use crate::config::Pipeline;
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::names::{PipelineName, RunId, TableRef};
@@ -41,6 +42,13 @@ pub(super) async fn after_job(
         outcome.summary = format!("pipeline {} has no job {name:?} any more", pipeline.name);
         return Ok(());
     };
+    if crate::run_state::event_retry_pending(e) {
+        outcome.summary = format!("job {name} failed; the poll step retries it");
+        return Ok(());
+    }
+    if pipeline.has_rules() {
+        return super::graph::after_job(ctx, pipeline, e, index, outcome).await;
+    }
     let mut base = e.detail.clone();
     match e.status {
         Status::Succeeded if index + 1 < pipeline.jobs.len() => {
@@ -50,10 +58,6 @@ pub(super) async fn after_job(
         }
         Status::Succeeded => {
             end_run(ctx, pipeline, &e.run_id, Status::Succeeded, base, outcome).await
-        }
-        Status::Failed if crate::run_state::event_retry_pending(e) => {
-            outcome.summary = format!("job {name} failed; the poll step retries it");
-            Ok(())
         }
         Status::Failed | Status::TimedOut => {
             base.error = Some(format!(
@@ -232,7 +236,7 @@ async fn start_after(
         ..Detail::default()
     };
     let mut one = Outcome::default();
-    start_job(ctx, p, &run_id, 0, base, &mut one).await?;
+    super::start_run(ctx, p, &run_id, base, &mut one).await?;
     outcome.events.append(&mut one.events);
     Ok(())
 }
