@@ -15,6 +15,7 @@ mod graphs;
 mod messages;
 mod object_store_conformance;
 mod operate;
+mod placeholders;
 mod postgres;
 mod prereqs;
 mod run_log_conformance;

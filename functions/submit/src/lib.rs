@@ -34,6 +34,7 @@ pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
         warehouse: bigquery.clone(),
         run_log: bigquery,
         bus: Arc::new(gcp.bus().await?),
+        secrets: Arc::new(gcp.secrets()),
         ..Ports::unwired()
     })
 }

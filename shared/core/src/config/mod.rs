@@ -57,9 +57,9 @@ use serde::{Deserialize, Serialize};
 pub use deploy::{DeployTarget, deployment_issues};
 pub(crate) use engines::render_parameter;
 pub use engines::{
-    BatchSpec, ClusterSpec, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
-    DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob, SshBatch,
-    parameter_placeholders,
+    BatchSpec, ClusterSpec, DATE_PLACEHOLDERS, DataFusion, DataFusionRun, DataflowFlex,
+    DataprocCluster, DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob,
+    SqlJob, SshBatch, date_offset, derived_value, parameter_placeholders, secret_name,
 };
 pub use job::{Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, RunIf, WindowBatch};
 use job::{RUN_ACTIVE, RUN_KEY};

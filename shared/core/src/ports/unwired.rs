@@ -169,3 +169,10 @@ impl RowSink for Unwired {
         Self::refuse("row sink")
     }
 }
+
+#[async_trait]
+impl SecretStore for Unwired {
+    async fn access(&self, _: &crate::config::SecretRef) -> Result<SecretValue, PortError> {
+        Self::refuse("secret store")
+    }
+}

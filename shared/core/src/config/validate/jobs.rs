@@ -54,6 +54,7 @@ impl Validator {
         known.extend(
             ["run_id", "table", "attempt", "job_id", "pipeline", "date"].map(str::to_owned),
         );
+        known.extend(crate::config::DATE_PLACEHOLDERS.map(str::to_owned));
         for (i, job) in p.jobs.iter().enumerate() {
             let (jpath, keys): (String, Vec<String>) = if from_batch {
                 (format!("{path}.batch"), vec!["batch".to_owned()])
@@ -182,6 +183,19 @@ impl Validator {
         let any = known.iter().any(|k| k == "*");
         for (param, value) in batch.parameters() {
             for name in parameter_placeholders(&value) {
+                if let Some(secret) = crate::config::secret_name(&name) {
+                    if let Err(e) = crate::config::SecretRef::parse(secret) {
+                        self.issue(
+                            format!("{jpath}.{param}"),
+                            line_of_param(&param),
+                            format!("{{secret:…}}: {e}"),
+                        );
+                    }
+                    continue;
+                }
+                if crate::config::date_offset(&name).is_some() {
+                    continue;
+                }
                 if !any && !known.contains(&name) {
                     self.issue(
                         format!("{jpath}.{param}"),
@@ -386,6 +400,21 @@ pipelines:
         assert_eq!(c.pipelines[0].needs_of(1), [0]);
         let bad = issues(&list.replace("run_if: all_done", "run_if: sometimes"));
         assert!(bad.iter().any(|i| i.path.contains("jobs[1]")), "{bad:#?}");
+    }
+
+    #[test]
+    fn date_secret_and_interval_placeholders_are_known_and_a_bad_secret_is_refused() {
+        let text = GOOD.replace(
+            "echo {date} {run_id}",
+            "echo {date-1d} {date+7d} {yyyy}/{mm}/{dd} {data_interval_start} {data_interval_end} {secret:projects/p/secrets/token}",
+        );
+        assert_eq!(issues(&text), Vec::new());
+        let found = issues(&GOOD.replace("echo {date} {run_id}", "echo {secret:token} {date-1x}"));
+        assert!(
+            found.iter().any(|i| i.message.contains("{secret:…}")
+                && i.message.contains("projects/PROJECT/secrets/NAME")),
+            "{found:#?}"
+        );
     }
 
     #[test]

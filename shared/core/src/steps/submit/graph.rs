@@ -310,9 +310,7 @@ pub(in crate::steps) async fn sweep_graphs(
                 continue;
             }
             let stands = stands(p, &rows);
-            if stands.contains(&Stand::Open)
-                || !stands.iter().any(|s| s.ended().is_some())
-            {
+            if stands.contains(&Stand::Open) || !stands.iter().any(|s| s.ended().is_some()) {
                 continue;
             }
             // The newest row of a job carries the run's values; a `for_each` row's own run

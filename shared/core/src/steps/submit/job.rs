@@ -292,6 +292,21 @@ pub(in crate::steps) fn batch_request(
 ) -> BatchRequest {
     let job_id = JobId::derive(job.name.as_str(), run_id, attempt);
     let mut vars = vars.clone();
+    // `{yyyy}`, `{date-1d}`, … : derived from the run date for the names the job uses.
+    let derived: Vec<(String, String)> = job
+        .spec
+        .parameters()
+        .iter()
+        .flat_map(|(_, v)| crate::config::parameter_placeholders(v))
+        .filter(|n| !vars.contains_key(n))
+        .filter_map(|n| crate::config::derived_value(&n, &vars).map(|v| (n, v)))
+        .collect();
+    let offsets: Vec<String> = derived
+        .iter()
+        .filter(|(n, _)| crate::config::date_offset(n).is_some())
+        .map(|(n, _)| n.clone())
+        .collect();
+    vars.extend(derived);
     if matches!(job.spec, BatchSpec::Sql(_)) {
         // SQL takes the run's captures (and its date) in their table-safe form, as
         // `load.table` does; every other value must be table-safe already.
@@ -301,7 +316,12 @@ pub(in crate::steps) fn batch_request(
             .as_ref()
             .map(|o| o.pattern.names().to_vec())
             .unwrap_or_default();
-        for name in captures.iter().map(String::as_str).chain(["date"]) {
+        for name in captures
+            .iter()
+            .map(String::as_str)
+            .chain(["date"])
+            .chain(offsets.iter().map(String::as_str))
+        {
             if let Some(v) = vars.get_mut(name) {
                 *v = table_safe(v);
             }
@@ -336,8 +356,18 @@ pub(in crate::steps) async fn submit_attempt(
     mut detail: Detail,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
-    let req = batch_request(pipeline, job, run_id, attempt, &detail.vars, &detail.row);
+    let mut req = batch_request(pipeline, job, run_id, attempt, &detail.vars, &detail.row);
     let job_id = req.job_id.clone();
+    // `{secret:NAME}` values go to the engine's request only: never into the event, its
+    // run-log row or a log line.
+    let secrets = match read_secrets(ctx, job).await {
+        Ok(values) => {
+            req.vars.extend(values);
+            Ok(())
+        }
+        Err(e) if e.is_transient() => return Err(StepError::Transient(e.to_string())),
+        Err(e) => Err(e),
+    };
     detail.job = Some(job.name.to_string());
     detail.job_id = Some(job_id.clone());
     detail.engine = Some(job.spec.engine().to_owned());
@@ -345,7 +375,11 @@ pub(in crate::steps) async fn submit_attempt(
     detail.engine_state = None;
     detail.error = None;
     detail.started_at = Some(Utc::now());
-    match ctx.ports.batch.submit(&req).await {
+    let submitted = match secrets {
+        Ok(()) => ctx.ports.batch.submit(&req).await,
+        Err(e) => Err(e),
+    };
+    match submitted {
         Ok(s) => {
             info!(job_id = %s.job_id, adopted = s.adopted, "batch submitted");
             let ev = ctx.event(
@@ -384,4 +418,32 @@ pub(in crate::steps) async fn submit_attempt(
             publish(ctx, outcome, ev).await
         }
     }
+}
+
+/// The values of the `{secret:NAME}` placeholders of `job`, by placeholder name.
+///
+/// # Errors
+/// A secret that cannot be read (permanent: missing, not UTF-8; transient: the store is
+/// down). The message names the secret, never a value.
+async fn read_secrets(ctx: &Context, job: &Job) -> Result<Vec<(String, String)>, PortError> {
+    let names: BTreeSet<String> = job
+        .spec
+        .parameters()
+        .iter()
+        .flat_map(|(_, v)| crate::config::parameter_placeholders(v))
+        .filter(|n| crate::config::secret_name(n).is_some())
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let Some(secret) = crate::config::secret_name(&name) else {
+            continue;
+        };
+        let reference = crate::config::SecretRef::parse(secret)
+            .map_err(|e| PortError::permanent(format!("{{{name}}}: {e}")))?;
+        let value = ctx.ports.secrets.access(&reference).await?;
+        let text = String::from_utf8(value.expose().to_vec())
+            .map_err(|_| PortError::permanent(format!("secret {reference} is not UTF-8 text")))?;
+        out.push((name, text.trim_end_matches(['\n', '\r']).to_owned()));
+    }
+    Ok(out)
 }

@@ -91,8 +91,10 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
                 )));
             }
             let run_id = start_run_id(pipeline, &start);
+            let mut vars = BTreeMap::from([("date".to_owned(), run_date(&start))]);
+            vars.extend(data_interval(pipeline, &start));
             let base = Detail {
-                vars: BTreeMap::from([("date".to_owned(), run_date(&start))]),
+                vars,
                 started_at: Some(start.at),
                 ..Detail::default()
             };
@@ -158,6 +160,27 @@ pub(super) fn check_origin(pipeline: &Pipeline, start: &StartRequest) -> Result<
             format!("pipeline {} has no schedule", pipeline.name),
         )),
         _ => Ok(()),
+    }
+}
+
+/// A scheduled start's data interval: from the schedule's previous fire to this one (the
+/// scheduled time). Other starts cover their run date's day (see
+/// [`crate::config::derived_value`]).
+fn data_interval(pipeline: &Pipeline, start: &StartRequest) -> Vec<(String, String)> {
+    let (Origin::Schedule, Some(s)) = (&start.origin, &pipeline.trigger.schedule) else {
+        return Vec::new();
+    };
+    let fmt =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match crate::schedules::previous_fire(&s.cron, &s.time_zone, start.at) {
+        Ok(from) => vec![
+            ("data_interval_start".to_owned(), fmt(from)),
+            ("data_interval_end".to_owned(), fmt(start.at)),
+        ],
+        Err(e) => {
+            tracing::warn!(pipeline = %pipeline.name, error = %e, "no data interval for this start");
+            Vec::new()
+        }
     }
 }
 
