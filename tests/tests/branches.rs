@@ -295,3 +295,71 @@ pipelines:
     assert_eq!(run_ends(&log, "join"), [("SUCCEEDED".to_owned(), None)]);
     chain.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_whose_condition_is_false_is_skipped_and_what_needs_it_follows_its_rule() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ran = tmp.path().join("ran");
+    let yaml = r#"
+pipelines:
+  - name: conditions
+    trigger: { manual: true }
+    poll: { interval: 50ms }
+    jobs:
+      - { name: produce, engine: sql, query: "SELECT 1 AS x", destination: "ds.ready_{date}" }
+      - { name: root_skip, engine: local, command: "echo root_skip >> RAN", when: { table_exists: ds.never } }
+      - { name: after_root_skip, engine: local, command: "echo after_root_skip >> RAN", needs: [root_skip], run_if: all_done }
+      - { name: if_ready, engine: local, command: "echo if_ready >> RAN", needs: [produce], when: { table_exists: "ds.ready_{date}" } }
+      - { name: if_missing, engine: local, command: "echo if_missing >> RAN", needs: [produce], when: { table_exists: "ds.absent_{date}" } }
+      - { name: after_missing, engine: local, command: "echo after_missing >> RAN", needs: [if_missing] }
+      - { name: after_missing_done, engine: local, command: "echo after_missing_done >> RAN", needs: [if_missing], run_if: all_done }
+      - { name: query_true, engine: local, command: "echo query_true >> RAN", needs: [produce], when: { query: "SELECT COUNT(*) > 0 FROM ds.ready_{date}" } }
+      - { name: query_false, engine: local, command: "echo query_false >> RAN", needs: [produce], when: { query: "SELECT COUNT(*) > 5 FROM ds.ready_{date}" } }
+"#
+    .replace("RAN", &ran.display().to_string());
+    let chain = Chain::start(&yaml).await;
+    chain
+        .accepted(
+            StepName::Submit,
+            r#"{"pipeline":"conditions","key":"k1","time":"2026-11-20T06:00:00Z"}"#,
+        )
+        .await;
+    wait_for(&chain, Duration::from_secs(30), "the run's end", |log| {
+        !run_ends(log, "conditions").is_empty()
+    })
+    .await;
+    let mut ran = lines(&ran);
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            "after_missing_done",
+            "after_root_skip",
+            "if_ready",
+            "query_true"
+        ]
+    );
+    let log = chain.run_log().await;
+    assert_eq!(
+        jobs_with(&log, "conditions", "SKIPPED"),
+        ["after_missing", "if_missing", "query_false", "root_skip"]
+    );
+    let skipped = log
+        .iter()
+        .find(|r| r.job.as_deref() == Some("if_missing") && r.status == "SKIPPED")
+        .expect("skipped row");
+    assert!(
+        skipped
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("when table_exists ds.absent_{date} is false")),
+        "{:?}",
+        skipped.error
+    );
+    assert_eq!(
+        run_ends(&log, "conditions"),
+        [("SUCCEEDED".to_owned(), None)],
+        "a skipped job is no failure"
+    );
+    chain.stop().await;
+}

@@ -50,6 +50,35 @@ pub struct Job {
     /// is SKIPPED.
     #[serde(default, skip_serializing_if = "RunIf::is_default")]
     pub run_if: RunIf,
+    /// A condition read when the job would start: false → the job is SKIPPED (and what needs
+    /// it follows its rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<When>,
+}
+
+/// `jobs[].when`: `{ table_exists: "ds.t_{date_nodash}" }` or `{ query: "SELECT …" }` (the
+/// first column of the first row, true when it reads `true`, `1`, `yes`; no row is false).
+/// Placeholders are the run's, table-safe as in a `sql` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// A table (`dataset.table`) that must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_exists: Option<String>,
+    /// A read-only query whose one value says whether the job runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
+impl When {
+    /// The condition as the run log's SKIPPED row names it.
+    pub fn describe(&self) -> String {
+        match (&self.table_exists, &self.query) {
+            (Some(t), _) => format!("table_exists {t}"),
+            (None, Some(q)) => format!("query {q:?}"),
+            (None, None) => "an empty condition".to_owned(),
+        }
+    }
 }
 
 /// `jobs[].run_if`: Airflow's trigger rules, decided once every job a job needs has ended

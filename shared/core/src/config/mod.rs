@@ -61,7 +61,8 @@ pub use engines::{
     DataprocCluster, DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob,
     SqlJob, SshBatch, date_offset, derived_value, parameter_placeholders, secret_name,
 };
-pub use job::{Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, RunIf, WindowBatch};
+pub(crate) use job::truthy as job_truthy;
+pub use job::{Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, RunIf, When, WindowBatch};
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use messages::TopicName;
 pub(crate) use pattern::table_safe;
@@ -204,12 +205,12 @@ impl Pipeline {
             .find(|(_, j)| j.name.as_str() == name)
     }
 
-    /// Whether the jobs form a graph (`needs` or `run_if` on any job) rather than a line
-    /// where a failure ends the run at once.
+    /// Whether the jobs form a graph (`needs`, `run_if` or `when` on any job) rather than a
+    /// line where a failure ends the run at once.
     pub fn has_rules(&self) -> bool {
         self.jobs
             .iter()
-            .any(|j| !j.needs.is_empty() || j.run_if != RunIf::AllSucceeded)
+            .any(|j| !j.needs.is_empty() || j.run_if != RunIf::AllSucceeded || j.when.is_some())
     }
 
     /// The indexes of the jobs job `index` needs: its `needs` when any job of the pipeline
@@ -268,6 +269,7 @@ impl Pipeline {
                 poll: None,
                 needs: Vec::new(),
                 run_if: RunIf::default(),
+                when: None,
             });
         }
         for (i, job) in self.jobs.iter_mut().enumerate() {

@@ -207,6 +207,7 @@ impl JsonSchema for Job {
         let poll = generator.subschema_for::<PollPolicy>();
         let needs = generator.subschema_for::<Vec<JobName>>();
         let run_if = generator.subschema_for::<super::RunIf>();
+        let when = generator.subschema_for::<super::When>();
         let mut engines = BatchSpec::json_schema(generator).to_value();
         let mut variants = match engines.get_mut("oneOf").map(Value::take) {
             Some(Value::Array(v)) => v,
@@ -255,6 +256,13 @@ impl JsonSchema for Job {
                         "When the job runs, once every job it needs has ended (default all_succeeded); otherwise it is SKIPPED.",
                     ),
                 );
+                props.insert(
+                    "when".into(),
+                    with_description(
+                        when.clone(),
+                        "A condition read when the job would start (`table_exists` or `query`); false: the job is SKIPPED.",
+                    ),
+                );
             }
             let required = obj
                 .entry("required")
@@ -266,7 +274,7 @@ impl JsonSchema for Job {
         let mut out = Map::new();
         out.insert(
             "description".into(),
-            Value::String("One job: its `name`, `engine:` and the engine's fields, and optionally `for_each`, `poll`, `needs` and `run_if`.".into()),
+            Value::String("One job: its `name`, `engine:` and the engine's fields, and optionally `for_each`, `poll`, `needs`, `run_if` and `when`.".into()),
         );
         out.insert("type".into(), Value::String("object".into()));
         out.insert("oneOf".into(), Value::Array(variants));

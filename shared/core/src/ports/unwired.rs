@@ -102,6 +102,9 @@ impl Warehouse for Unwired {
     async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
         Self::refuse("warehouse")
     }
+    async fn select(&self, _: &str, _: usize) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        Self::refuse("warehouse")
+    }
 }
 
 #[async_trait]

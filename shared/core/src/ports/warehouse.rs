@@ -121,4 +121,17 @@ pub trait Warehouse: Send + Sync {
         table: &TableRef,
         limit: usize,
     ) -> Result<Vec<BTreeMap<String, String>>, PortError>;
+    /// The first `limit` rows a read-only query returns, each column as text (NULL as no
+    /// entry): a job's `when: { query }`.
+    ///
+    /// # Errors
+    /// A query the warehouse refuses (permanent), or a warehouse that cannot be reached.
+    async fn select(
+        &self,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        let _ = (sql, limit);
+        Err(PortError::permanent("this warehouse runs no queries"))
+    }
 }

@@ -307,9 +307,29 @@ impl Warehouse for BigQuery {
             "SELECT * FROM {} LIMIT {limit}",
             quoted(self.project_of(table), table)
         );
-        let (names, rows) = self.query(&sql).await?;
+        self.rows_of(&sql, usize::MAX).await
+    }
+
+    async fn select(
+        &self,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        self.rows_of(sql, limit).await
+    }
+}
+
+impl BigQuery {
+    /// The first `limit` rows of `sql`, each column as text (NULL as no entry).
+    async fn rows_of(
+        &self,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        let (names, rows) = self.query(sql).await?;
         Ok(rows
             .iter()
+            .take(limit)
             .map(|cells| {
                 names
                     .iter()

@@ -39,7 +39,8 @@ pub fn secret_name(name: &str) -> Option<&str> {
 
 /// The placeholders every run has besides its captures and ids: the parts of `{date}`
 /// and the interval the run covers.
-pub const DATE_PLACEHOLDERS: [&str; 5] = [
+pub const DATE_PLACEHOLDERS: [&str; 6] = [
+    "date_nodash",
     "yyyy",
     "mm",
     "dd",
@@ -48,13 +49,14 @@ pub const DATE_PLACEHOLDERS: [&str; 5] = [
 ];
 
 /// The value of a placeholder derived from the run's `date` (`YYYY-MM-DD`): `{yyyy}`, `{mm}`,
-/// `{dd}`, `{date-1d}`, `{date+7d}`, and, when the run has no interval of its own (a schedule
+/// `{dd}`, `{date_nodash}`, `{date-1d}`, `{date+7d}`, and, when the run has no interval of its own (a schedule
 /// gives one), `{data_interval_start}` / `{data_interval_end}` as the run date's day (UTC,
 /// RFC 3339). `None` for other names, or a date of another form.
 pub fn derived_value(name: &str, vars: &BTreeMap<String, String>) -> Option<String> {
     let date = chrono::NaiveDate::parse_from_str(vars.get("date")?, "%Y-%m-%d").ok()?;
     let midnight = |d: chrono::NaiveDate| format!("{}T00:00:00Z", d.format("%Y-%m-%d"));
     match name {
+        "date_nodash" => Some(date.format("%Y%m%d").to_string()),
         "yyyy" => Some(date.format("%Y").to_string()),
         "mm" => Some(date.format("%m").to_string()),
         "dd" => Some(date.format("%d").to_string()),
@@ -160,6 +162,7 @@ mod tests {
             v("data_interval_end").as_deref(),
             Some("2026-03-02T00:00:00Z")
         );
+        assert_eq!(v("date_nodash").as_deref(), Some("20260301"));
         assert_eq!(v("date-1h"), None);
         assert_eq!(v("date+d"), None);
         assert_eq!(

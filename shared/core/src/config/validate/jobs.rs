@@ -208,6 +208,33 @@ impl Validator {
                 }
             }
         }
+        if let Some(when) = &job.when {
+            let mut k = keys.to_vec();
+            k.push("when".to_owned());
+            let line = lines.at_path(&k);
+            if when.table_exists.is_some() == when.query.is_some() {
+                self.issue(
+                    format!("{jpath}.when"),
+                    line,
+                    "set either `table_exists` (a table) or `query` (one boolean)",
+                );
+            }
+            for (field, text) in [("table_exists", &when.table_exists), ("query", &when.query)] {
+                for name in text.iter().flat_map(|t| parameter_placeholders(t)) {
+                    let derived = crate::config::date_offset(&name).is_some();
+                    if !any && !derived && !known.contains(&name) {
+                        self.issue(
+                            format!("{jpath}.when.{field}"),
+                            line,
+                            format!(
+                                "unknown placeholder {{{name}}}; known: {}",
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         if let BatchSpec::Sql(q) = batch
             && let Some(dest) = &q.destination
         {
@@ -414,6 +441,32 @@ pipelines:
             found.iter().any(|i| i.message.contains("{secret:…}")
                 && i.message.contains("projects/PROJECT/secrets/NAME")),
             "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_condition_names_one_check_with_known_placeholders() {
+        let base = "pipelines:\n  - name: w\n    trigger: { manual: true }\n    jobs:\n      - { name: a, engine: local, command: \"true\", when: WHEN }\n";
+        assert_eq!(
+            issues(&base.replace("WHEN", "{ table_exists: \"ds.t_{date-1d}\" }")),
+            Vec::new()
+        );
+        assert_eq!(
+            issues(&base.replace("WHEN", "{ query: \"SELECT COUNT(*) > 0 FROM ds.t\" }")),
+            Vec::new()
+        );
+        let both = issues(&base.replace("WHEN", "{ query: \"SELECT 1\", table_exists: ds.t }"));
+        assert!(
+            both.iter()
+                .any(|i| i.path.ends_with("when") && i.message.contains("either")),
+            "{both:#?}"
+        );
+        let unknown = issues(&base.replace("WHEN", "{ table_exists: \"ds.t_{nope}\" }"));
+        assert!(
+            unknown
+                .iter()
+                .any(|i| i.path.ends_with("when.table_exists") && i.message.contains("{nope}")),
+            "{unknown:#?}"
         );
     }
 

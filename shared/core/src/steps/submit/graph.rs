@@ -76,15 +76,8 @@ pub(super) async fn after_job(
     index: usize,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
-    if e.status == Status::Skipped {
-        // The delivery that skipped it decided what follows (a redelivery of the event that
-        // ended its need decides again; the poll tick sweeps what a failure left).
-        outcome.summary = format!(
-            "job {} SKIPPED; its dependents were decided with it",
-            pipeline.jobs[index].name
-        );
-        return Ok(());
-    }
+    // A SKIPPED job's end is followed like any other (a job skipped by its `when` decides
+    // nothing by itself); decisions made already are made again under the same ids.
     let rows = run_rows(ctx, pipeline, &e.run_id).await?;
     let mut stands = stands(pipeline, &rows);
     stands[index] = Stand::Ended(e.status, e.detail.error.clone());

@@ -46,6 +46,22 @@ pub(in crate::steps) async fn start_job(
     base.engine_state = None;
     base.error = None;
     base.retry_at = None;
+    if let Some(when) = &job.when {
+        match condition_holds(ctx, pipeline, job, run_id, &base).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let why = format!("skipped: when {} is false", when.describe());
+                return super::graph::skip_job(ctx, pipeline, run_id, index, base, why, outcome)
+                    .await;
+            }
+            Err(e) if e.is_transient() => return Err(StepError::Transient(e.to_string())),
+            Err(e) => {
+                let error = Some(format!("when {}: {e}", when.describe()));
+                return finish_job(ctx, pipeline, run_id, base, Status::Failed, error, outcome)
+                    .await;
+            }
+        }
+    }
     match &job.for_each {
         None => submit_attempt(ctx, pipeline, job, run_id, 1, base, outcome).await,
         Some(_) => start_rows(ctx, pipeline, job, run_id, base, outcome).await,
@@ -446,4 +462,68 @@ async fn read_secrets(ctx: &Context, job: &Job) -> Result<Vec<(String, String)>,
         out.push((name, text.trim_end_matches(['\n', '\r']).to_owned()));
     }
     Ok(out)
+}
+
+/// Whether `job`'s `when` holds for `run_id`: its placeholders rendered with the run's values
+/// (captures, dates and their offsets table-safe, as in a `sql` job).
+///
+/// # Errors
+/// A condition that cannot be rendered or that the warehouse refuses (permanent), or a
+/// warehouse that cannot be reached (transient).
+async fn condition_holds(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    job: &Job,
+    run_id: &RunId,
+    base: &Detail,
+) -> Result<bool, PortError> {
+    let Some(when) = &job.when else {
+        return Ok(true);
+    };
+    let mut vars = batch_request(pipeline, job, run_id, 1, &base.vars, &base.row).vars;
+    for name in parameter_names(when) {
+        if !vars.contains_key(&name)
+            && let Some(v) = crate::config::derived_value(&name, &vars)
+        {
+            vars.insert(name, v);
+        }
+    }
+    let captures: BTreeSet<String> = pipeline
+        .trigger
+        .object
+        .as_ref()
+        .map(|o| o.pattern.names().to_vec())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    for (name, v) in &mut vars {
+        if name == "date" || captures.contains(name) || crate::config::date_offset(name).is_some() {
+            *v = table_safe(v);
+        }
+    }
+    let render = |t: &str| crate::config::render_parameter(t, &vars).map_err(PortError::permanent);
+    if let Some(table) = &when.table_exists {
+        let table = crate::names::TableRef::parse(&render(table)?)
+            .map_err(|e| PortError::permanent(e.to_string()))?;
+        return match ctx.ports.warehouse.row_count(&table).await {
+            Ok(_) => Ok(true),
+            Err(PortError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        };
+    }
+    if let Some(query) = &when.query {
+        let rows = ctx.ports.warehouse.select(&render(query)?, 1).await?;
+        let value = rows.first().and_then(|r| r.values().next().cloned());
+        return Ok(value.is_some_and(|v| crate::config::job_truthy(v.trim())));
+    }
+    Ok(true)
+}
+
+/// The placeholders of a condition.
+fn parameter_names(when: &crate::config::When) -> Vec<String> {
+    [&when.table_exists, &when.query]
+        .into_iter()
+        .flatten()
+        .flat_map(|t| crate::config::parameter_placeholders(t))
+        .collect()
 }
