@@ -6,6 +6,7 @@
 mod alerts;
 mod branches;
 mod bus_conformance;
+mod checks;
 mod console;
 mod embedded_chain;
 mod engines;

@@ -54,6 +54,9 @@ pub struct Job {
     /// it follows its rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<When>,
+    /// Data-quality checks run after the job SUCCEEDED: a failing `error` check fails it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<super::Check>,
 }
 
 /// `jobs[].when`: `{ table_exists: "ds.t_{date_nodash}" }` or `{ query: "SELECT …" }` (the

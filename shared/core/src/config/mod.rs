@@ -38,6 +38,7 @@
 //!     poll: { timeout: 10m, max_attempts: 3 }
 //! ```
 
+mod checks;
 mod deploy;
 mod engines;
 mod job;
@@ -54,6 +55,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use checks::{Check, Columns, Fresh, RowCount, Severity};
 pub use deploy::{DeployTarget, deployment_issues};
 pub(crate) use engines::render_parameter;
 pub use engines::{
@@ -270,6 +272,7 @@ impl Pipeline {
                 needs: Vec::new(),
                 run_if: RunIf::default(),
                 when: None,
+                checks: Vec::new(),
             });
         }
         for (i, job) in self.jobs.iter_mut().enumerate() {

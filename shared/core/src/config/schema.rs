@@ -208,6 +208,7 @@ impl JsonSchema for Job {
         let needs = generator.subschema_for::<Vec<JobName>>();
         let run_if = generator.subschema_for::<super::RunIf>();
         let when = generator.subschema_for::<super::When>();
+        let checks = generator.subschema_for::<Vec<super::Check>>();
         let mut engines = BatchSpec::json_schema(generator).to_value();
         let mut variants = match engines.get_mut("oneOf").map(Value::take) {
             Some(Value::Array(v)) => v,
@@ -263,6 +264,13 @@ impl JsonSchema for Job {
                         "A condition read when the job would start (`table_exists` or `query`); false: the job is SKIPPED.",
                     ),
                 );
+                props.insert(
+                    "checks".into(),
+                    with_description(
+                        checks.clone(),
+                        "Data-quality checks run after the job SUCCEEDED (`sql`, `row_count`, `not_null`, `unique`, `fresh`; `severity: error|warn`).",
+                    ),
+                );
             }
             let required = obj
                 .entry("required")
@@ -274,7 +282,7 @@ impl JsonSchema for Job {
         let mut out = Map::new();
         out.insert(
             "description".into(),
-            Value::String("One job: its `name`, `engine:` and the engine's fields, and optionally `for_each`, `poll`, `needs`, `run_if` and `when`.".into()),
+            Value::String("One job: its `name`, `engine:` and the engine's fields, and optionally `for_each`, `poll`, `needs`, `run_if`, `when` and `checks`.".into()),
         );
         out.insert("type".into(), Value::String("object".into()));
         out.insert("oneOf".into(), Value::Array(variants));

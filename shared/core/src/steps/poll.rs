@@ -384,6 +384,15 @@ async fn check_rows(
         ));
         Status::Failed
     };
+    let status = if status == Status::Succeeded {
+        let Some(status) = checked(ctx, pipeline, job, &open.run_id, &mut detail, outcome).await
+        else {
+            return Ok(());
+        };
+        status
+    } else {
+        status
+    };
     info!(run_id = %open.run_id, job = %job.name, status = %status, "every row has ended");
     outcome.summary = format!("job {} {status}", job.name);
     let ev = ctx.event(
@@ -503,7 +512,11 @@ async fn check_batch(
     if succeeded {
         info!(run_id = %open.run_id, job_id = %job_id, state = %state.state, "batch succeeded");
         outcome.summary = format!("{job_id} {}", state.state);
-        return publish(ctx, outcome, finish(Status::Succeeded, detail)).await;
+        let Some(status) = checked(ctx, pipeline, job, &open.run_id, &mut detail, outcome).await
+        else {
+            return Ok(());
+        };
+        return publish(ctx, outcome, finish(status, detail)).await;
     }
     if state.terminal && !timed_out {
         detail.error = Some(
@@ -572,6 +585,38 @@ async fn check_batch(
     }
     outcome.summary = format!("{job_id} {}", state.state);
     Ok(())
+}
+
+/// Runs the checks of a job that SUCCEEDED: its status after them (FAILED with
+/// `CHECK_FAILED` when an `error` check failed; failed `warn` checks in its error), or `None`
+/// when the warehouse cannot be reached (the next check runs them again).
+async fn checked(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    job: &Job,
+    run_id: &RunId,
+    detail: &mut Detail,
+    outcome: &mut Outcome,
+) -> Option<Status> {
+    match super::checks::run(ctx, pipeline, job, run_id, detail).await {
+        Ok(report) => {
+            if let Some(failure) = report.failure {
+                detail.error = Some(failure);
+                detail.retry_at = None;
+                outcome.summary = format!("job {} failed its checks", job.name);
+                return Some(Status::Failed);
+            }
+            if !report.warnings.is_empty() {
+                detail.error = Some(format!("CHECK_WARN: {}", report.warnings.join("; ")));
+            }
+            Some(Status::Succeeded)
+        }
+        Err(e) => {
+            warn!(run_id = %run_id, job = %job.name, error = %e, "cannot run the job's checks yet; the next check retries");
+            outcome.summary = format!("job {}: checks wait: {e}", job.name);
+            None
+        }
+    }
 }
 
 /// Releases what the ended job `job_id` holds (an ephemeral cluster). `false` when the engine

@@ -235,6 +235,57 @@ impl Validator {
                 }
             }
         }
+        for (c, check) in job.checks.iter().enumerate() {
+            let mut k = keys.to_vec();
+            k.extend(["checks".to_owned(), c.to_string()]);
+            let line = lines.at_path(&k);
+            let cpath = format!("{jpath}.checks[{c}]");
+            if check.kinds() != 1 {
+                self.issue(
+                    &cpath,
+                    line,
+                    "set exactly one of `sql`, `row_count`, `not_null`, `unique`, `fresh`",
+                );
+            }
+            if [&check.not_null, &check.unique]
+                .into_iter()
+                .flatten()
+                .any(|c| c.columns.is_empty())
+            {
+                self.issue(&cpath, line, "`columns` must name at least one column");
+            }
+            for col in check.columns() {
+                let ident = col
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && col.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ident {
+                    self.issue(
+                        &cpath,
+                        line,
+                        format!("column {col:?} must be a plain name (letters, digits, `_`)"),
+                    );
+                }
+            }
+            for name in check
+                .templates()
+                .into_iter()
+                .flat_map(parameter_placeholders)
+            {
+                let derived = crate::config::date_offset(&name).is_some();
+                if !any && !derived && !known.contains(&name) {
+                    self.issue(
+                        &cpath,
+                        line,
+                        format!(
+                            "unknown placeholder {{{name}}}; known: {}",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
         if let BatchSpec::Sql(q) = batch
             && let Some(dest) = &q.destination
         {
@@ -466,6 +517,41 @@ pipelines:
             unknown
                 .iter()
                 .any(|i| i.path.ends_with("when.table_exists") && i.message.contains("{nope}")),
+            "{unknown:#?}"
+        );
+    }
+
+    #[test]
+    fn a_check_sets_one_kind_with_plain_columns() {
+        let base = "pipelines:\n  - name: c\n    trigger: { manual: true }\n    jobs:\n      - { name: a, engine: local, command: \"true\", checks: [CHECK] }\n";
+        for ok in [
+            "{ row_count: { table: \"ds.t_{date}\", min: 3 } }",
+            "{ not_null: { table: ds.t, columns: [id, name] }, severity: warn }",
+            "{ unique: { table: ds.t, columns: [id] } }",
+            "{ fresh: { table: ds.t, column: ts, within: 26h } }",
+            "{ name: positive, sql: \"SELECT COUNT(*) = 0 AS ok FROM ds.t WHERE v < 0\" }",
+        ] {
+            assert_eq!(issues(&base.replace("CHECK", ok)), Vec::new(), "{ok}");
+        }
+        let two = issues(&base.replace(
+            "CHECK",
+            "{ sql: \"SELECT 1\", unique: { table: ds.t, columns: [id] } }",
+        ));
+        assert!(
+            two.iter().any(|i| i.message.contains("exactly one")),
+            "{two:#?}"
+        );
+        let bad = issues(&base.replace(
+            "CHECK",
+            "{ unique: { table: ds.t, columns: [\"id; DROP\"] } }",
+        ));
+        assert!(
+            bad.iter().any(|i| i.message.contains("plain name")),
+            "{bad:#?}"
+        );
+        let unknown = issues(&base.replace("CHECK", "{ row_count: { table: \"ds.t_{nope}\" } }"));
+        assert!(
+            unknown.iter().any(|i| i.message.contains("{nope}")),
             "{unknown:#?}"
         );
     }

@@ -480,8 +480,45 @@ async fn condition_holds(
     let Some(when) = &job.when else {
         return Ok(true);
     };
+    let vars = table_safe_vars(pipeline, job, run_id, base);
+    let render = |t: &str| crate::config::render_parameter(t, &vars).map_err(PortError::permanent);
+    if let Some(table) = &when.table_exists {
+        let table = crate::names::TableRef::parse(&render(table)?)
+            .map_err(|e| PortError::permanent(e.to_string()))?;
+        return match ctx.ports.warehouse.row_count(&table).await {
+            Ok(_) => Ok(true),
+            Err(PortError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        };
+    }
+    if let Some(query) = &when.query {
+        let rows = ctx.ports.warehouse.select(&render(query)?, 1).await?;
+        let value = rows.first().and_then(|r| r.values().next().cloned());
+        return Ok(value.is_some_and(|v| crate::config::job_truthy(v.trim())));
+    }
+    Ok(true)
+}
+
+/// The run's values for `job`'s conditions and checks: its request's values and every date
+/// placeholder, with the captures, the date and its offsets table-safe (as in a `sql` job).
+pub(in crate::steps) fn table_safe_vars(
+    pipeline: &Pipeline,
+    job: &Job,
+    run_id: &RunId,
+    base: &Detail,
+) -> BTreeMap<String, String> {
     let mut vars = batch_request(pipeline, job, run_id, 1, &base.vars, &base.row).vars;
-    for name in parameter_names(when) {
+    let templates: Vec<&str> = job
+        .when
+        .iter()
+        .flat_map(|w| [w.table_exists.as_deref(), w.query.as_deref()])
+        .flatten()
+        .chain(job.checks.iter().flat_map(|c| c.templates()))
+        .collect();
+    for name in templates
+        .into_iter()
+        .flat_map(crate::config::parameter_placeholders)
+    {
         if !vars.contains_key(&name)
             && let Some(v) = crate::config::derived_value(&name, &vars)
         {
@@ -501,29 +538,5 @@ async fn condition_holds(
             *v = table_safe(v);
         }
     }
-    let render = |t: &str| crate::config::render_parameter(t, &vars).map_err(PortError::permanent);
-    if let Some(table) = &when.table_exists {
-        let table = crate::names::TableRef::parse(&render(table)?)
-            .map_err(|e| PortError::permanent(e.to_string()))?;
-        return match ctx.ports.warehouse.row_count(&table).await {
-            Ok(_) => Ok(true),
-            Err(PortError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
-        };
-    }
-    if let Some(query) = &when.query {
-        let rows = ctx.ports.warehouse.select(&render(query)?, 1).await?;
-        let value = rows.first().and_then(|r| r.values().next().cloned());
-        return Ok(value.is_some_and(|v| crate::config::job_truthy(v.trim())));
-    }
-    Ok(true)
-}
-
-/// The placeholders of a condition.
-fn parameter_names(when: &crate::config::When) -> Vec<String> {
-    [&when.table_exists, &when.query]
-        .into_iter()
-        .flatten()
-        .flat_map(|t| crate::config::parameter_placeholders(t))
-        .collect()
+    vars
 }

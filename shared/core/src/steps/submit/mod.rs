@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 pub(super) use chain::{end_run, sweep_after};
 pub(super) use graph::sweep_graphs;
-pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt};
+pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt, table_safe_vars};
 
 #[cfg(test)]
 mod tests;
