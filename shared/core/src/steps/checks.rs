@@ -12,7 +12,7 @@ use tracing::warn;
 use super::Context;
 use crate::config::{Check, Job, Pipeline, Severity};
 use crate::event::Detail;
-use crate::names::{RunId, TableRef};
+use crate::names::{JobId, RunId, TableRef};
 use crate::ports::PortError;
 
 /// What a job's checks found.
@@ -42,8 +42,11 @@ pub(super) async fn run(
     }
     let vars = super::submit::table_safe_vars(pipeline, job, run_id, detail);
     let mut failures = Vec::new();
-    for check in &job.checks {
-        let found = match evaluate(ctx, check, &vars).await {
+    for (i, check) in job.checks.iter().enumerate() {
+        // One query job per check of the run's job: a check run again (its warehouse was
+        // unreachable a moment) reads the same job's result.
+        let job_id = JobId::derive(&format!("{}-check{i}", job.name), run_id, 1);
+        let found = match evaluate(ctx, check, &job_id, &vars).await {
             Ok(None) => continue,
             Ok(Some(why)) => why,
             Err(e) if e.is_transient() => return Err(e),
@@ -66,15 +69,17 @@ pub(super) async fn run(
 async fn evaluate(
     ctx: &Context,
     check: &Check,
+    job_id: &JobId,
     vars: &BTreeMap<String, String>,
 ) -> Result<Option<String>, PortError> {
+    let select = |sql: String| async move { ctx.ports.warehouse.select_as(job_id, &sql, 1).await };
     let table = |t: &str| -> Result<String, PortError> {
         let rendered = crate::config::render_parameter(t, vars).map_err(PortError::permanent)?;
         let t = TableRef::parse(&rendered).map_err(|e| PortError::permanent(e.to_string()))?;
         Ok(format!("`{t}`"))
     };
     let count = |sql: String| async move {
-        let rows = ctx.ports.warehouse.select(&sql, 1).await?;
+        let rows = select(sql).await?;
         rows.first()
             .and_then(|r| r.get("observed"))
             .and_then(|v| v.trim().parse::<u64>().ok())
@@ -82,7 +87,7 @@ async fn evaluate(
     };
     if let Some(sql) = &check.sql {
         let sql = crate::config::render_parameter(sql, vars).map_err(PortError::permanent)?;
-        let rows = ctx.ports.warehouse.select(&sql, 1).await?;
+        let rows = select(sql).await?;
         let Some(row) = rows.first() else {
             return Ok(Some(
                 "observed no row, expected one with ok true".to_owned(),
@@ -141,18 +146,12 @@ async fn evaluate(
         );
     }
     if let Some(f) = &check.fresh {
-        let rows = ctx
-            .ports
-            .warehouse
-            .select(
-                &format!(
-                    "SELECT MAX({}) AS observed FROM {}",
-                    f.column,
-                    table(&f.table)?
-                ),
-                1,
-            )
-            .await?;
+        let rows = select(format!(
+            "SELECT MAX({}) AS observed FROM {}",
+            f.column,
+            table(&f.table)?
+        ))
+        .await?;
         let newest = rows.first().and_then(|r| r.get("observed")).cloned();
         let limit = humantime::format_duration(f.within);
         let Some(text) = newest else {

@@ -317,6 +317,30 @@ impl Warehouse for BigQuery {
     ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
         self.rows_of(sql, limit).await
     }
+
+    async fn select_as(
+        &self,
+        job_id: &JobId,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        let (names, rows) = self.query_as(job_id.as_str(), sql).await?;
+        Ok(as_maps(&names, &rows, limit))
+    }
+}
+
+/// Rows as column → text maps (NULL as no entry), at most `limit`.
+fn as_maps(names: &[String], rows: &[Vec<Value>], limit: usize) -> Vec<BTreeMap<String, String>> {
+    rows.iter()
+        .take(limit)
+        .map(|cells| {
+            names
+                .iter()
+                .zip(cells)
+                .filter_map(|(n, v)| Some((n.clone(), text(v)?)))
+                .collect()
+        })
+        .collect()
 }
 
 impl BigQuery {
@@ -327,17 +351,7 @@ impl BigQuery {
         limit: usize,
     ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
         let (names, rows) = self.query(sql).await?;
-        Ok(rows
-            .iter()
-            .take(limit)
-            .map(|cells| {
-                names
-                    .iter()
-                    .zip(cells)
-                    .filter_map(|(n, v)| Some((n.clone(), text(v)?)))
-                    .collect()
-            })
-            .collect())
+        Ok(as_maps(&names, &rows, limit))
     }
 }
 
