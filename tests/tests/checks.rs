@@ -125,3 +125,57 @@ async fn each_check_kind_passes_or_fails_its_job_with_the_value_observed() {
     assert_eq!(ends[0].status, "FAILED");
     chain.stop().await;
 }
+
+#[tokio::test]
+async fn a_pipelines_checks_decide_a_run_whose_jobs_all_succeeded() {
+    let yaml = r#"
+pipelines:
+  - name: guarded
+    trigger: { manual: true }
+    poll: { interval: 50ms }
+    jobs:
+      - { name: make, engine: sql, query: "SELECT 1 AS id UNION ALL SELECT 2", destination: "ds.guarded_{date}" }
+    checks:
+      - { row_count: { table: "ds.guarded_{date}", min: 2 } }
+      - { unique: { table: "ds.guarded_{date}", columns: [id] } }
+  - name: strict
+    trigger: { manual: true }
+    poll: { interval: 50ms }
+    jobs:
+      - { name: make, engine: sql, query: "SELECT 1 AS id UNION ALL SELECT 1", destination: "ds.strict_{date}" }
+    checks:
+      - { row_count: { table: "ds.strict_{date}", min: 1 } }
+      - { name: no_duplicates, unique: { table: "ds.strict_{date}", columns: [id] } }
+      - { row_count: { table: "ds.strict_{date}", max: 1 }, severity: warn }
+"#;
+    let chain = Chain::start(yaml).await;
+    for p in ["guarded", "strict"] {
+        chain
+            .accepted(
+                StepName::Submit,
+                &format!(r#"{{"pipeline":"{p}","key":"k","time":"2026-11-20T06:00:00Z"}}"#),
+            )
+            .await;
+    }
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    let end = |p: &str| {
+        log.iter()
+            .find(|r| r.pipeline.as_deref() == Some(p) && r.step == "submit" && r.job.is_none())
+            .map(|r| (r.status.clone(), r.error.clone().unwrap_or_default()))
+            .unwrap_or_default()
+    };
+    assert_eq!(end("guarded"), ("SUCCEEDED".to_owned(), String::new()));
+    let (status, error) = end("strict");
+    assert_eq!(status, "FAILED", "{error}");
+    assert!(
+        error
+            .starts_with("CHECK_FAILED: check no_duplicates: observed 1 duplicated values of (id)"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("max"),
+        "a warn check does not fail the run: {error}"
+    );
+    chain.stop().await;
+}

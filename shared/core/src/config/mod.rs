@@ -192,6 +192,10 @@ pub struct Pipeline {
     /// This pipeline's own run-log table.
     #[serde(default)]
     pub run_log: Option<RunLogTarget>,
+    /// Data-quality checks run once every job of a run SUCCEEDED (or its load, without
+    /// jobs), before the run ends: a failing `error` check ends it FAILED.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
 }
 
 fn yes() -> bool {

@@ -1,5 +1,6 @@
-//! A job's data-quality checks, run by the poll step once the job's engine says it
-//! SUCCEEDED and before its end is published: a failing `error` check ends the job FAILED
+//! Data-quality checks: a job's, run by the poll step once the job's engine says it
+//! SUCCEEDED and before its end is published, and a pipeline's, run by the submit step
+//! before a run's SUCCEEDED end: a failing `error` check ends the job FAILED
 //! (`CHECK_FAILED`, with the value observed), a failing `warn` check is recorded on its
 //! SUCCEEDED row and logged. Each check is one read-only query on the warehouse (BigQuery, or
 //! SQLite embedded); the observed value is compared here, so the SQL is the same in both.
@@ -36,24 +37,54 @@ pub(super) async fn run(
     run_id: &RunId,
     detail: &Detail,
 ) -> Result<Report, PortError> {
-    let mut report = Report::default();
     if job.checks.is_empty() {
-        return Ok(report);
+        return Ok(Report::default());
     }
-    let vars = super::submit::table_safe_vars(pipeline, job, run_id, detail);
+    let vars = super::submit::table_safe_vars(pipeline, Some(job), run_id, detail);
+    run_checks(ctx, pipeline, job.name.as_str(), &job.checks, run_id, &vars).await
+}
+
+/// Runs the pipeline's own checks, once every job of a run SUCCEEDED (or its load, without
+/// jobs), before the run's end.
+///
+/// # Errors
+/// As [`run`].
+pub(super) async fn run_for_pipeline(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    run_id: &RunId,
+    detail: &Detail,
+) -> Result<Report, PortError> {
+    if pipeline.checks.is_empty() {
+        return Ok(Report::default());
+    }
+    let vars = super::submit::table_safe_vars(pipeline, None, run_id, detail);
+    run_checks(ctx, pipeline, "run", &pipeline.checks, run_id, &vars).await
+}
+
+/// Runs `checks` of `scope` (a job's name, or `run`).
+async fn run_checks(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    scope: &str,
+    checks: &[Check],
+    run_id: &RunId,
+    vars: &BTreeMap<String, String>,
+) -> Result<Report, PortError> {
+    let mut report = Report::default();
     let mut failures = Vec::new();
-    for (i, check) in job.checks.iter().enumerate() {
+    for (i, check) in checks.iter().enumerate() {
         // One query job per check of the run's job: a check run again (its warehouse was
         // unreachable a moment) reads the same job's result.
-        let job_id = JobId::derive(&format!("{}-check{i}", job.name), run_id, 1);
-        let found = match evaluate(ctx, check, &job_id, &vars).await {
+        let job_id = JobId::derive(&format!("{scope}-check{i}"), run_id, 1);
+        let found = match evaluate(ctx, check, &job_id, vars).await {
             Ok(None) => continue,
             Ok(Some(why)) => why,
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => format!("cannot run: {e}"),
         };
         let line = format!("check {}: {found}", check.label());
-        warn!(pipeline = %pipeline.name, run_id = %run_id, job = %job.name, check = %check.label(), severity = ?check.severity, found = %found, "data-quality check failed");
+        warn!(pipeline = %pipeline.name, run_id = %run_id, scope, check = %check.label(), severity = ?check.severity, found = %found, "data-quality check failed");
         match check.severity {
             Severity::Error => failures.push(line),
             Severity::Warn => report.warnings.push(line),

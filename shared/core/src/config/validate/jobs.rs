@@ -69,6 +69,7 @@ impl Validator {
         if !from_batch {
             self.job_graph(path, lines, p);
         }
+        self.check_list(path, &[], lines, &p.checks, &known);
     }
 
     /// `needs` names jobs of the pipeline, other than the job itself, with no cycle; a job
@@ -235,11 +236,30 @@ impl Validator {
                 }
             }
         }
-        for (c, check) in job.checks.iter().enumerate() {
+        self.check_list(jpath, keys, lines, &job.checks, &known);
+        if let BatchSpec::Sql(q) = batch
+            && let Some(dest) = &q.destination
+        {
+            self.sql_destination(jpath, dest, line_of_param("destination"));
+        }
+        self.success_states(path, jpath, keys, lines, job, p);
+    }
+
+    /// The checks of a job or a pipeline (`path`, `keys` locate its `checks`).
+    fn check_list(
+        &mut self,
+        path: &str,
+        keys: &[String],
+        lines: Lines<'_>,
+        checks: &[crate::config::Check],
+        known: &[String],
+    ) {
+        let any = known.iter().any(|k| k == "*");
+        for (c, check) in checks.iter().enumerate() {
             let mut k = keys.to_vec();
             k.extend(["checks".to_owned(), c.to_string()]);
             let line = lines.at_path(&k);
-            let cpath = format!("{jpath}.checks[{c}]");
+            let cpath = format!("{path}.checks[{c}]");
             if check.kinds() != 1 {
                 self.issue(
                     &cpath,
@@ -274,7 +294,7 @@ impl Validator {
                 .flat_map(parameter_placeholders)
             {
                 let derived = crate::config::date_offset(&name).is_some();
-                if !any && !derived && !known.contains(&name) {
+                if !any && !derived && !known.iter().any(|k| *k == name) {
                     self.issue(
                         &cpath,
                         line,
@@ -286,12 +306,6 @@ impl Validator {
                 }
             }
         }
-        if let BatchSpec::Sql(q) = batch
-            && let Some(dest) = &q.destination
-        {
-            self.sql_destination(jpath, dest, line_of_param("destination"));
-        }
-        self.success_states(path, jpath, keys, lines, job, p);
     }
 
     /// A SQL job's destination, rendered with sample values: a table, outside the datasets
@@ -553,6 +567,22 @@ pipelines:
         assert!(
             unknown.iter().any(|i| i.message.contains("{nope}")),
             "{unknown:#?}"
+        );
+    }
+
+    #[test]
+    fn a_pipelines_own_checks_are_checked_like_a_jobs() {
+        let base = "pipelines:\n  - name: c\n    trigger: { manual: true }\n    jobs: [{ name: a, engine: local, command: \"true\" }]\n    checks: [CHECK]\n";
+        assert_eq!(
+            issues(&base.replace("CHECK", "{ row_count: { table: \"ds.t_{date}\" } }")),
+            Vec::new()
+        );
+        let found = issues(&base.replace("CHECK", "{ severity: warn }"));
+        assert!(
+            found
+                .iter()
+                .any(|i| i.path == "pipelines[0].checks[0]" && i.message.contains("exactly one")),
+            "{found:#?}"
         );
     }
 

@@ -79,10 +79,22 @@ pub(in crate::steps) async fn end_run(
     ctx: &Context,
     pipeline: &Pipeline,
     run_id: &RunId,
-    status: Status,
+    mut status: Status,
     mut detail: Detail,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
+    if status == Status::Succeeded && !pipeline.checks.is_empty() {
+        // The pipeline's checks decide whether a run whose jobs all succeeded succeeds.
+        let report = super::super::checks::run_for_pipeline(ctx, pipeline, run_id, &detail)
+            .await
+            .map_err(|e| StepError::Transient(format!("cannot run the pipeline's checks: {e}")))?;
+        if let Some(failure) = report.failure {
+            status = Status::Failed;
+            detail.error = Some(failure);
+        } else if !report.warnings.is_empty() {
+            detail.error = Some(format!("CHECK_WARN: {}", report.warnings.join("; ")));
+        }
+    }
     detail.job = None;
     detail.job_id = None;
     detail.engine = None;

@@ -480,7 +480,7 @@ async fn condition_holds(
     let Some(when) = &job.when else {
         return Ok(true);
     };
-    let vars = table_safe_vars(pipeline, job, run_id, base);
+    let vars = table_safe_vars(pipeline, Some(job), run_id, base);
     let render = |t: &str| crate::config::render_parameter(t, &vars).map_err(PortError::permanent);
     if let Some(table) = &when.table_exists {
         let table = crate::names::TableRef::parse(&render(table)?)
@@ -499,22 +499,35 @@ async fn condition_holds(
     Ok(true)
 }
 
-/// The run's values for `job`'s conditions and checks: its request's values and every date
+/// The run's values for `job`'s conditions and checks (or, without a job, the pipeline's
+/// checks): its request's values and every date
 /// placeholder, with the captures, the date and its offsets table-safe (as in a `sql` job).
 pub(in crate::steps) fn table_safe_vars(
     pipeline: &Pipeline,
-    job: &Job,
+    job: Option<&Job>,
     run_id: &RunId,
     base: &Detail,
 ) -> BTreeMap<String, String> {
-    let mut vars = batch_request(pipeline, job, run_id, 1, &base.vars, &base.row).vars;
-    let templates: Vec<&str> = job
-        .when
-        .iter()
-        .flat_map(|w| [w.table_exists.as_deref(), w.query.as_deref()])
-        .flatten()
-        .chain(job.checks.iter().flat_map(|c| c.templates()))
-        .collect();
+    let (mut vars, templates): (BTreeMap<String, String>, Vec<&str>) = match job {
+        Some(job) => (
+            batch_request(pipeline, job, run_id, 1, &base.vars, &base.row).vars,
+            job.when
+                .iter()
+                .flat_map(|w| [w.table_exists.as_deref(), w.query.as_deref()])
+                .flatten()
+                .chain(job.checks.iter().flat_map(|c| c.templates()))
+                .collect(),
+        ),
+        None => {
+            let mut vars = base.vars.clone();
+            vars.insert("run_id".to_owned(), run_id.to_string());
+            vars.insert("pipeline".to_owned(), pipeline.name.to_string());
+            (
+                vars,
+                pipeline.checks.iter().flat_map(|c| c.templates()).collect(),
+            )
+        }
+    };
     for name in templates
         .into_iter()
         .flat_map(crate::config::parameter_placeholders)
