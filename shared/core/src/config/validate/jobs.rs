@@ -294,7 +294,7 @@ impl Validator {
                 .flat_map(parameter_placeholders)
             {
                 let derived = crate::config::date_offset(&name).is_some();
-                if !any && !derived && !known.iter().any(|k| *k == name) {
+                if !any && !derived && !known.contains(&name) {
                     self.issue(
                         &cpath,
                         line,
