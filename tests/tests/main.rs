@@ -4,7 +4,9 @@
 //! instead of one per file, and every test in one run. Each module was a test file of its own.
 
 mod alerts;
+mod branches;
 mod bus_conformance;
+mod checks;
 mod console;
 mod embedded_chain;
 mod engines;
@@ -14,6 +16,7 @@ mod graphs;
 mod messages;
 mod object_store_conformance;
 mod operate;
+mod placeholders;
 mod postgres;
 mod prereqs;
 mod run_log_conformance;

@@ -160,6 +160,7 @@ fn bench(c: &mut Criterion) {
             sources: Arc::new(conveyor_core::ports::Unwired),
             sinks: Arc::new(conveyor_core::ports::Unwired),
             rows: Arc::new(conveyor_core::ports::Unwired),
+            secrets: Arc::new(conveyor_core::ports::Unwired),
             alerts: None,
         },
     );

@@ -194,6 +194,8 @@ pub enum Status {
     Rejected,
     /// An arrival for a generation that is no longer live: acknowledged, not loaded.
     Superseded,
+    /// A job that did not run: its `run_if` rule could not be met (or its `when` was false).
+    Skipped,
 }
 
 impl Status {
@@ -207,6 +209,7 @@ impl Status {
             Self::TimedOut => "TIMED_OUT",
             Self::Rejected => "REJECTED",
             Self::Superseded => "SUPERSEDED",
+            Self::Skipped => "SKIPPED",
         }
     }
 
@@ -220,6 +223,7 @@ impl Status {
             Self::TimedOut,
             Self::Rejected,
             Self::Superseded,
+            Self::Skipped,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)

@@ -27,9 +27,10 @@ pub fn is_failure(status: &str) -> bool {
     matches!(status, "FAILED" | "TIMED_OUT" | "REJECTED")
 }
 
-/// Whether `status` ends a run (or a task): a success, a failure or SUPERSEDED.
+/// Whether `status` ends a run (or a task): a success, a failure, SUPERSEDED or SKIPPED (a
+/// job whose `run_if` or `when` kept it from running).
 pub fn is_terminal(status: &str) -> bool {
-    status == "SUCCEEDED" || status == "SUPERSEDED" || is_failure(status)
+    matches!(status, "SUCCEEDED" | "SUPERSEDED" | "SKIPPED") || is_failure(status)
 }
 
 /// Whether `row` is a failed attempt with a retry scheduled (`retry_at` in its detail).
@@ -117,7 +118,7 @@ pub fn ends_run_in_failure(event: &ConveyorEvent) -> bool {
 /// A run's state, from its rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunState {
-    /// `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `REJECTED`, `SUPERSEDED`, `SUBMITTED`, `RUNNING`,
+    /// `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `REJECTED`, `SUPERSEDED`, `SKIPPED`, `SUBMITTED`, `RUNNING`,
     /// `RETRYING`, ... (see the module's rule).
     pub status: String,
     /// The event id of the row that decides it (the row the latest-status views show).

@@ -171,6 +171,38 @@ pub fn next_fire(
         .map_err(|e| e.to_string())
 }
 
+/// The last time before `before` at which `cron` fires in `time_zone`: the start of the data
+/// interval a run scheduled at `before` covers (Airflow's `data_interval_start`).
+///
+/// # Errors
+/// When the expression or the zone is invalid, or it did not fire in the year before.
+pub fn previous_fire(
+    cron: &str,
+    time_zone: &str,
+    before: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    // Walk forward from a little before `before`, widening the look-back until a fire is found
+    // (a minute's cron finds one within the hour, a yearly one within 400 days).
+    for back in [1_i64, 24, 24 * 32, 24 * 400] {
+        let mut at = before - chrono::Duration::hours(back);
+        let mut last = None;
+        loop {
+            let next = next_fire(cron, time_zone, at)?;
+            if next >= before {
+                break;
+            }
+            last = Some(next);
+            at = next;
+        }
+        if let Some(t) = last {
+            return Ok(t);
+        }
+    }
+    Err(format!(
+        "{cron:?} did not fire in the 400 days before {before}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -317,6 +349,27 @@ pipelines:
             to_tfvars(&scheduler_jobs(&deploy)),
             "infra/schedules.auto.tfvars.json is stale: regenerate it with \
              `conveyor --config examples/deploy.yaml schedules --tfvars > infra/schedules.auto.tfvars.json`"
+        );
+    }
+
+    #[test]
+    fn the_previous_fire_is_the_start_of_the_interval_a_scheduled_run_covers() {
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        assert_eq!(
+            previous_fire("0 2 * * *", "Etc/UTC", at("2026-11-20T02:00:00Z")).unwrap(),
+            at("2026-11-19T02:00:00Z")
+        );
+        assert_eq!(
+            previous_fire("*/15 * * * *", "Etc/UTC", at("2026-11-20T02:00:00Z")).unwrap(),
+            at("2026-11-20T01:45:00Z")
+        );
+        assert_eq!(
+            previous_fire("0 7 1 * *", "Asia/Tokyo", at("2026-11-30T22:00:00Z")).unwrap(),
+            at("2026-10-31T22:00:00Z")
         );
     }
 

@@ -14,8 +14,9 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Replaces each `{name}` of `command` that `vars` has by its value, shell-quoted; other
-/// braces (`${HOME}`, `{unknown}`) stay as they are.
+/// Replaces each `{name}` of `command` that `vars` has by its value, shell-quoted, and each
+/// `{secret:…}` by a reference to its environment variable ([`env_name`]); other braces
+/// (`${HOME}`, `{unknown}`) stay as they are.
 ///
 /// # Examples
 /// ```
@@ -36,6 +37,12 @@ pub fn render(command: &str, vars: &BTreeMap<String, String>) -> String {
             .find('}')
             .and_then(|end| vars.get(&after[..end]).map(|v| (end, v)))
         {
+            // A secret never enters the command's text (a process listing, the job's
+            // directory): the command reads it from its environment variable.
+            Some((end, _)) if after[..end].starts_with("secret:") => {
+                out.push_str(&format!("\"${{{}}}\"", env_name(&after[..end])));
+                rest = &after[end + 1..];
+            }
             Some((end, v)) => {
                 out.push_str(&quote(v));
                 rest = &after[end + 1..];
@@ -93,6 +100,19 @@ pub fn nul_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_referenced_by_its_variable_never_pasted() {
+        let vars = BTreeMap::from([(
+            "secret:projects/p/secrets/db-pass".to_owned(),
+            "hunter2".to_owned(),
+        )]);
+        let out = render("login {secret:projects/p/secrets/db-pass}", &vars);
+        assert_eq!(
+            out,
+            "login \"${CONVEYOR_SECRET_PROJECTS_P_SECRETS_DB_PASS}\""
+        );
+    }
 
     #[test]
     fn placeholders_are_shell_quoted() {

@@ -163,7 +163,8 @@ impl Embedded {
         let (bus, bus_rx) = InProcessBus::new();
         let pending = bus.pending();
         let secrets = DirSecrets::new(state_dir.join("secrets"));
-        let sources = Connector::new(Arc::new(store.clone()), Arc::new(secrets));
+        let secrets = Arc::new(secrets);
+        let sources = Connector::new(Arc::new(store.clone()), secrets.clone());
         let ports = Ports {
             store: Arc::new(store.clone()),
             bus: Arc::new(bus),
@@ -173,6 +174,7 @@ impl Embedded {
             sources: Arc::new(sources),
             sinks: Arc::new(conveyor_core::ports::Unwired),
             rows: Arc::new(warehouse.clone()),
+            secrets,
             alerts: None,
         };
         Ok(Self {

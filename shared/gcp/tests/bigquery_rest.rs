@@ -635,3 +635,64 @@ async fn a_load_sends_only_the_settings_bigquery_accepts_and_honours() {
     assert_eq!(load["schemaUpdateOptions"][0], "ALLOW_FIELD_ADDITION");
     assert_eq!(load["maxBadRecords"], 3);
 }
+
+/// A DONE query job and its results, as `jobs.get` and `jobs.getQueryResults` answer (the
+/// fake answers every GET with one body).
+fn query_done(observed: &str) -> Value {
+    json!({
+        "kind": "bigquery#getQueryResultsResponse",
+        "jobReference": {"projectId": "p", "jobId": "cv-orders-check0-x"},
+        "status": {"state": "DONE"},
+        "jobComplete": true,
+        "schema": {"fields": [{"name": "observed", "type": "INTEGER"}]},
+        "rows": [{"f": [{"v": observed}]}],
+        "totalRows": "1",
+    })
+}
+
+#[tokio::test]
+async fn a_check_query_runs_as_a_job_under_its_id_and_a_409_reads_that_jobs_result() {
+    let id = JobId::parse("cv-orders-check0-x").expect("id");
+    let sql = "SELECT COUNT(*) AS observed FROM `ds.t`";
+    let (fake, bq) = start((200, query_done("3")), (200, &query_done("3").to_string())).await;
+    let rows = bq.select_as(&id, sql, 1).await.expect("rows");
+    assert_eq!(rows[0].get("observed").map(String::as_str), Some("3"));
+    let seen = calls(&fake);
+    assert_eq!(
+        seen,
+        [
+            "POST /bigquery/v2/projects/p/jobs",
+            "GET /bigquery/v2/projects/p/queries/cv-orders-check0-x"
+        ]
+    );
+    let bodies = fake.bodies.lock().expect("lock").clone();
+    assert_eq!(bodies[0]["jobReference"]["jobId"], "cv-orders-check0-x");
+    assert_eq!(bodies[0]["configuration"]["query"]["query"], sql);
+    assert_eq!(bodies[0]["configuration"]["query"]["useLegacySql"], false);
+
+    // Run again (its first read was interrupted): the id is taken, the same job's result is read.
+    let conflict = json!({"error": {"code": 409, "message": "Already Exists: Job p:x", "errors": [{"reason": "duplicate"}]}});
+    let (fake, bq) = start((409, conflict), (200, &query_done("5").to_string())).await;
+    let rows = bq.select_as(&id, sql, 1).await.expect("rows");
+    assert_eq!(rows[0].get("observed").map(String::as_str), Some("5"));
+    let seen = calls(&fake);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[1].ends_with("/jobs/cv-orders-check0-x"), "{seen:?}");
+    assert!(seen[2].ends_with("/queries/cv-orders-check0-x"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_check_query_job_that_failed_is_a_permanent_error_with_its_message() {
+    let id = JobId::parse("cv-orders-check1-x").expect("id");
+    let failed = json!({
+        "jobReference": {"projectId": "p", "jobId": "cv-orders-check1-x"},
+        "status": {"state": "DONE", "errorResult": {"reason": "invalidQuery", "message": "Unrecognized name: nope"}},
+    });
+    let (_, bq) = start((200, failed), (500, "{}")).await;
+    let err = bq
+        .select_as(&id, "SELECT nope", 1)
+        .await
+        .expect_err("failed");
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("Unrecognized name: nope"), "{err}");
+}

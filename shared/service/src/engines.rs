@@ -23,7 +23,7 @@ pub fn engines(gcp: &Gcp) -> Result<Engines, PortError> {
 }
 
 /// The ports the submit and poll functions share: [`engines()`], BigQuery as the warehouse and
-/// the run log, and Pub/Sub. The poll function adds Cloud Storage (load windows) to them.
+/// the run log, Pub/Sub and Secret Manager. The poll function adds Cloud Storage (load windows) to them.
 ///
 /// # Errors
 /// When a client cannot be built.
@@ -34,6 +34,9 @@ pub async fn batch_ports(gcp: &Gcp) -> Result<Ports, PortError> {
         warehouse: bigquery.clone(),
         run_log: bigquery,
         bus: Arc::new(gcp.bus().await?),
+        // `{secret:…}` placeholders, read when a job is submitted (by submit, or by poll
+        // starting the next job of a graph).
+        secrets: Arc::new(gcp.secrets()),
         ..Ports::unwired()
     })
 }

@@ -41,6 +41,105 @@ pub struct Job {
     /// pipeline's `poll`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll: Option<PollPolicy>,
+    /// The jobs this one waits for. When no job of the pipeline declares `needs`, the jobs run
+    /// in list order (each needs the one before it); when any does, the jobs form a graph and a
+    /// job without `needs` starts with the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<JobName>,
+    /// When the job runs, given how the jobs it needs ended; a job whose rule cannot be met
+    /// is SKIPPED.
+    #[serde(default, skip_serializing_if = "RunIf::is_default")]
+    pub run_if: RunIf,
+    /// A condition read when the job would start: false → the job is SKIPPED (and what needs
+    /// it follows its rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<When>,
+    /// Data-quality checks run after the job SUCCEEDED: a failing `error` check fails it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<super::Check>,
+}
+
+/// `jobs[].when`: `{ table_exists: "ds.t_{date_nodash}" }` or `{ query: "SELECT …" }` (the
+/// first column of the first row, true when it reads `true`, `1`, `yes`; no row is false).
+/// Placeholders are the run's, table-safe as in a `sql` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// A table (`dataset.table`) that must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_exists: Option<String>,
+    /// A read-only query whose one value says whether the job runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
+impl When {
+    /// The condition as the run log's SKIPPED row names it.
+    pub fn describe(&self) -> String {
+        match (&self.table_exists, &self.query) {
+            (Some(t), _) => format!("table_exists {t}"),
+            (None, Some(q)) => format!("query {q:?}"),
+            (None, None) => "an empty condition".to_owned(),
+        }
+    }
+}
+
+/// `jobs[].run_if`: Airflow's trigger rules, decided once every job a job needs has ended
+/// (SKIPPED counts as ended, not as failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunIf {
+    /// Every job it needs SUCCEEDED (the default).
+    #[default]
+    AllSucceeded,
+    /// Every job it needs ended, however.
+    AllDone,
+    /// At least one job it needs failed (FAILED or TIMED_OUT): a cleanup or an alert.
+    OneFailed,
+    /// Every job it needs failed.
+    AllFailed,
+}
+
+/// How one job a job needs ended, as its rule reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// SUCCEEDED.
+    Succeeded,
+    /// FAILED or TIMED_OUT, with no retry left.
+    Failed,
+    /// SKIPPED.
+    Skipped,
+}
+
+impl RunIf {
+    fn is_default(&self) -> bool {
+        *self == Self::AllSucceeded
+    }
+
+    /// Whether a job with this rule runs, given how each job it needs ended (every one has).
+    /// A job that needs nothing runs.
+    pub fn allows(self, needs: &[Ended]) -> bool {
+        let failed = needs.iter().filter(|e| **e == Ended::Failed).count();
+        if needs.is_empty() {
+            return true;
+        }
+        match self {
+            Self::AllSucceeded => needs.iter().all(|e| *e == Ended::Succeeded),
+            Self::AllDone => true,
+            Self::OneFailed => failed > 0,
+            Self::AllFailed => failed == needs.len(),
+        }
+    }
+
+    /// The rule as the file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AllSucceeded => "all_succeeded",
+            Self::AllDone => "all_done",
+            Self::OneFailed => "one_failed",
+            Self::AllFailed => "all_failed",
+        }
+    }
 }
 
 /// Where a job's rows come from: inline `rows`, or a `table` read when the job starts.
@@ -259,6 +358,29 @@ mod tests {
         assert!(!rows[1].active);
         assert!(rows[2].active, "a row without the column runs");
         assert!(!rows[0].columns.contains_key("is_active"));
+    }
+
+    #[test]
+    fn each_trigger_rule_reads_how_the_needs_ended() {
+        use Ended::{Failed, Skipped, Succeeded};
+        let cases: [(&[Ended], [bool; 4]); 5] = [
+            // all_succeeded, all_done, one_failed, all_failed
+            (&[Succeeded, Succeeded], [true, true, false, false]),
+            (&[Succeeded, Failed], [false, true, true, false]),
+            (&[Failed, Failed], [false, true, true, true]),
+            (&[Skipped, Succeeded], [false, true, false, false]),
+            (&[Skipped, Failed], [false, true, true, false]),
+        ];
+        for (needs, expected) in cases {
+            let got = [
+                RunIf::AllSucceeded,
+                RunIf::AllDone,
+                RunIf::OneFailed,
+                RunIf::AllFailed,
+            ]
+            .map(|r| r.allows(needs));
+            assert_eq!(got, expected, "{needs:?}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@
 //!     poll: { timeout: 10m, max_attempts: 3 }
 //! ```
 
+mod checks;
 mod deploy;
 mod engines;
 mod job;
@@ -54,14 +55,16 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use checks::{Check, Columns, Fresh, RowCount, Severity};
 pub use deploy::{DeployTarget, deployment_issues};
 pub(crate) use engines::render_parameter;
 pub use engines::{
-    BatchSpec, ClusterSpec, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
-    DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob, SshBatch,
-    parameter_placeholders,
+    BatchSpec, ClusterSpec, DATE_PLACEHOLDERS, DataFusion, DataFusionRun, DataflowFlex,
+    DataprocCluster, DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob,
+    SqlJob, SshBatch, date_offset, derived_value, parameter_placeholders, secret_name,
 };
-pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch};
+pub(crate) use job::truthy as job_truthy;
+pub use job::{Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, RunIf, When, WindowBatch};
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use messages::TopicName;
 pub(crate) use pattern::table_safe;
@@ -189,6 +192,10 @@ pub struct Pipeline {
     /// This pipeline's own run-log table.
     #[serde(default)]
     pub run_log: Option<RunLogTarget>,
+    /// Data-quality checks run once every job of a run SUCCEEDED (or its load, without
+    /// jobs), before the run ends: a failing `error` check ends it FAILED.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
 }
 
 fn yes() -> bool {
@@ -202,6 +209,45 @@ impl Pipeline {
             .iter()
             .enumerate()
             .find(|(_, j)| j.name.as_str() == name)
+    }
+
+    /// Whether the jobs form a graph (`needs`, `run_if` or `when` on any job) rather than a
+    /// line where a failure ends the run at once.
+    pub fn has_rules(&self) -> bool {
+        self.jobs
+            .iter()
+            .any(|j| !j.needs.is_empty() || j.run_if != RunIf::AllSucceeded || j.when.is_some())
+    }
+
+    /// The indexes of the jobs job `index` needs: its `needs` when any job of the pipeline
+    /// declares them, else the job before it.
+    pub fn needs_of(&self, index: usize) -> Vec<usize> {
+        if self.jobs.iter().any(|j| !j.needs.is_empty()) {
+            self.jobs.get(index).map_or_else(Vec::new, |job| {
+                job.needs
+                    .iter()
+                    .filter_map(|n| self.job(n.as_str()).map(|(i, _)| i))
+                    .collect()
+            })
+        } else if index > 0 && index < self.jobs.len() {
+            vec![index - 1]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The jobs that start with the run: those that need nothing.
+    pub fn first_jobs(&self) -> Vec<usize> {
+        (0..self.jobs.len())
+            .filter(|i| self.needs_of(*i).is_empty())
+            .collect()
+    }
+
+    /// The jobs that need job `index`.
+    pub fn dependents_of(&self, index: usize) -> Vec<usize> {
+        (0..self.jobs.len())
+            .filter(|i| self.needs_of(*i).contains(&index))
+            .collect()
     }
 
     /// The poll policy of `job`: its own, else the pipeline's.
@@ -227,6 +273,10 @@ impl Pipeline {
                 spec: batch,
                 for_each: None,
                 poll: None,
+                needs: Vec::new(),
+                run_if: RunIf::default(),
+                when: None,
+                checks: Vec::new(),
             });
         }
         for (i, job) in self.jobs.iter_mut().enumerate() {

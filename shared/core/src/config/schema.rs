@@ -205,6 +205,10 @@ impl JsonSchema for Job {
         let name = generator.subschema_for::<JobName>();
         let for_each = generator.subschema_for::<ForEach>();
         let poll = generator.subschema_for::<PollPolicy>();
+        let needs = generator.subschema_for::<Vec<JobName>>();
+        let run_if = generator.subschema_for::<super::RunIf>();
+        let when = generator.subschema_for::<super::When>();
+        let checks = generator.subschema_for::<Vec<super::Check>>();
         let mut engines = BatchSpec::json_schema(generator).to_value();
         let mut variants = match engines.get_mut("oneOf").map(Value::take) {
             Some(Value::Array(v)) => v,
@@ -239,6 +243,34 @@ impl JsonSchema for Job {
                         "This job's own poll policy; default: the pipeline's `poll`.",
                     ),
                 );
+                props.insert(
+                    "needs".into(),
+                    with_description(
+                        needs.clone(),
+                        "The jobs this one waits for. Without `needs` anywhere the jobs run in list order; with it they form a graph and a job without `needs` starts with the run.",
+                    ),
+                );
+                props.insert(
+                    "run_if".into(),
+                    with_description(
+                        run_if.clone(),
+                        "When the job runs, once every job it needs has ended (default all_succeeded); otherwise it is SKIPPED.",
+                    ),
+                );
+                props.insert(
+                    "when".into(),
+                    with_description(
+                        when.clone(),
+                        "A condition read when the job would start (`table_exists` or `query`); false: the job is SKIPPED.",
+                    ),
+                );
+                props.insert(
+                    "checks".into(),
+                    with_description(
+                        checks.clone(),
+                        "Data-quality checks run after the job SUCCEEDED (`sql`, `row_count`, `not_null`, `unique`, `fresh`; `severity: error|warn`).",
+                    ),
+                );
             }
             let required = obj
                 .entry("required")
@@ -250,7 +282,7 @@ impl JsonSchema for Job {
         let mut out = Map::new();
         out.insert(
             "description".into(),
-            Value::String("One job: its `name`, `engine:` and the engine's fields, and optionally `for_each` and `poll`.".into()),
+            Value::String("One job: its `name`, `engine:` and the engine's fields, and optionally `for_each`, `poll`, `needs`, `run_if`, `when` and `checks`.".into()),
         );
         out.insert("type".into(), Value::String("object".into()));
         out.insert("oneOf".into(), Value::Array(variants));

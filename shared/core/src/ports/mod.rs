@@ -60,6 +60,8 @@ pub struct Ports {
     pub sinks: Arc<dyn RunLogSinks>,
     /// Tables taking rows from messages.
     pub rows: Arc<dyn RowSink>,
+    /// Secrets a job's `{secret:NAME}` placeholders read when it is submitted.
+    pub secrets: Arc<dyn SecretStore>,
     /// Where the log step also publishes each event that ends a run in failure (FAILED with
     /// no retry left, TIMED_OUT, REJECTED), for Slack or e-mail integrations: the alerts
     /// topic. `None`: no alerts topic.
@@ -79,7 +81,8 @@ impl Ports {
             run_log: none.clone(),
             sources: none.clone(),
             sinks: none.clone(),
-            rows: none,
+            rows: none.clone(),
+            secrets: none,
             alerts: None,
         }
     }

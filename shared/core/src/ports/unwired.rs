@@ -102,6 +102,9 @@ impl Warehouse for Unwired {
     async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
         Self::refuse("warehouse")
     }
+    async fn select(&self, _: &str, _: usize) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        Self::refuse("warehouse")
+    }
 }
 
 #[async_trait]
@@ -170,5 +173,12 @@ impl RowSink for Unwired {
     }
     async fn insert_rows(&self, _: &RowBatch) -> Result<bool, PortError> {
         Self::refuse("row sink")
+    }
+}
+
+#[async_trait]
+impl SecretStore for Unwired {
+    async fn access(&self, _: &crate::config::SecretRef) -> Result<SecretValue, PortError> {
+        Self::refuse("secret store")
     }
 }

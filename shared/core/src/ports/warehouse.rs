@@ -121,4 +121,32 @@ pub trait Warehouse: Send + Sync {
         table: &TableRef,
         limit: usize,
     ) -> Result<Vec<BTreeMap<String, String>>, PortError>;
+    /// The first `limit` rows a read-only query returns, each column as text (NULL as no
+    /// entry): a job's `when: { query }`.
+    ///
+    /// # Errors
+    /// A query the warehouse refuses (permanent), or a warehouse that cannot be reached.
+    async fn select(
+        &self,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        let _ = (sql, limit);
+        Err(PortError::permanent("this warehouse runs no queries"))
+    }
+    /// [`Self::select`] as a job under `job_id` where the warehouse has jobs (BigQuery: a
+    /// query job, adopted when the id is taken, so a check run again reads the same job's
+    /// result): a job's data-quality checks.
+    ///
+    /// # Errors
+    /// As [`Self::select`]; a job still running is transient.
+    async fn select_as(
+        &self,
+        job_id: &JobId,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        let _ = job_id;
+        self.select(sql, limit).await
+    }
 }

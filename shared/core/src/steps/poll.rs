@@ -15,7 +15,8 @@
 //!
 //! Besides batches, the tick finishes what else waits without a request: load jobs that
 //! outlived their request (`dev.conveyor.load.running`), `for_each` jobs whose rows have all
-//! ended, and (as a safety net) pipelines started `after` others.
+//! ended, and (as safety nets) pipelines started `after` others and graph runs whose jobs'
+//! ends were each read before the other's (see `submit/graph.rs`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use tracing::{error, info, warn};
 
 use super::{
     Context, Outcome, StepError, active_pipeline, describe, publish,
-    submit::{batch_request, submit_attempt, sweep_after},
+    submit::{batch_request, submit_attempt, sweep_after, sweep_graphs},
 };
 use crate::config::{BatchSpec, Job, Pipeline};
 use crate::event::{Detail, EventType, Status, StepName};
@@ -172,6 +173,15 @@ async fn tick(
         match tokio::time::timeout_at(deadline, sweep_after(ctx, outcome)).await {
             Ok(Ok(n)) => swept = n,
             Ok(Err(e)) => warn!(error = %e, "fan-in sweep failed; the next tick retries"),
+            Err(_) => out_of_budget = true,
+        }
+    }
+    if !out_of_budget {
+        let since = Utc::now() - lookback(ctx);
+        match tokio::time::timeout_at(deadline, sweep_graphs(ctx, since, outcome)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(runs = n, "advanced graph runs no event had advanced"),
+            Ok(Err(e)) => warn!(error = %e, "graph sweep failed; the next tick retries"),
             Err(_) => out_of_budget = true,
         }
     }
@@ -374,6 +384,15 @@ async fn check_rows(
         ));
         Status::Failed
     };
+    let status = if status == Status::Succeeded {
+        let Some(status) = checked(ctx, pipeline, job, &open.run_id, &mut detail, outcome).await
+        else {
+            return Ok(());
+        };
+        status
+    } else {
+        status
+    };
     info!(run_id = %open.run_id, job = %job.name, status = %status, "every row has ended");
     outcome.summary = format!("job {} {status}", job.name);
     let ev = ctx.event(
@@ -493,7 +512,11 @@ async fn check_batch(
     if succeeded {
         info!(run_id = %open.run_id, job_id = %job_id, state = %state.state, "batch succeeded");
         outcome.summary = format!("{job_id} {}", state.state);
-        return publish(ctx, outcome, finish(Status::Succeeded, detail)).await;
+        let Some(status) = checked(ctx, pipeline, job, &open.run_id, &mut detail, outcome).await
+        else {
+            return Ok(());
+        };
+        return publish(ctx, outcome, finish(status, detail)).await;
     }
     if state.terminal && !timed_out {
         detail.error = Some(
@@ -562,6 +585,38 @@ async fn check_batch(
     }
     outcome.summary = format!("{job_id} {}", state.state);
     Ok(())
+}
+
+/// Runs the checks of a job that SUCCEEDED: its status after them (FAILED with
+/// `CHECK_FAILED` when an `error` check failed; failed `warn` checks in its error), or `None`
+/// when the warehouse cannot be reached (the next check runs them again).
+async fn checked(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    job: &Job,
+    run_id: &RunId,
+    detail: &mut Detail,
+    outcome: &mut Outcome,
+) -> Option<Status> {
+    match super::checks::run(ctx, pipeline, job, run_id, detail).await {
+        Ok(report) => {
+            if let Some(failure) = report.failure {
+                detail.error = Some(failure);
+                detail.retry_at = None;
+                outcome.summary = format!("job {} failed its checks", job.name);
+                return Some(Status::Failed);
+            }
+            if !report.warnings.is_empty() {
+                detail.error = Some(format!("CHECK_WARN: {}", report.warnings.join("; ")));
+            }
+            Some(Status::Succeeded)
+        }
+        Err(e) => {
+            warn!(run_id = %run_id, job = %job.name, error = %e, "cannot run the job's checks yet; the next check retries");
+            outcome.summary = format!("job {}: checks wait: {e}", job.name);
+            None
+        }
+    }
 }
 
 /// Releases what the ended job `job_id` holds (an ephemeral cluster). `false` when the engine

@@ -196,6 +196,47 @@ fn table_columns(conn: &Connection, t: &TableRef) -> Result<Option<Vec<String>>,
 }
 
 /// At most `limit` rows of `table`, each column as text (NULL as no entry).
+/// The first `limit` rows of a read-only query on every dataset of the warehouse, each
+/// column as text. A query SQLite refuses (a syntax error, a missing table) is permanent.
+fn select(
+    db: &mut Db,
+    dir: &std::path::Path,
+    sql: &str,
+    limit: usize,
+) -> Result<Vec<std::collections::BTreeMap<String, String>>, PortError> {
+    sql::attach_all(db, dir)?;
+    let sql = sql::sqlite_dialect(sql);
+    let refused = |e: rusqlite::Error| PortError::permanent(format!("query refused: {e}"));
+    let mut stmt = db.conn.prepare(&sql).map_err(refused)?;
+    if !stmt.readonly() {
+        return Err(PortError::permanent(
+            "the query would write: a condition must only read",
+        ));
+    }
+    let columns: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+    let mut rows = stmt.query([]).map_err(refused)?;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(r) = rows.next().map_err(refused)? else {
+            break;
+        };
+        let mut row = std::collections::BTreeMap::new();
+        for (i, name) in columns.iter().enumerate() {
+            let v: rusqlite::types::Value = r.get(i).map_err(refused)?;
+            let text = match v {
+                rusqlite::types::Value::Null => continue,
+                rusqlite::types::Value::Integer(n) => n.to_string(),
+                rusqlite::types::Value::Real(f) => f.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+            };
+            row.insert(name.clone(), text);
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
 fn read_table(
     db: &mut Db,
     dir: &std::path::Path,

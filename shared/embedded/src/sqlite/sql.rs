@@ -31,7 +31,7 @@ impl SqliteSqlEngine {
 }
 
 /// Rewrites the GoogleSQL forms SQLite lacks (see the module docs).
-fn sqlite_dialect(query: &str) -> String {
+pub(super) fn sqlite_dialect(query: &str) -> String {
     let mut out = String::with_capacity(query.len());
     let mut rest = query;
     while let Some(start) = rest.find('`') {
@@ -88,7 +88,7 @@ fn named_datasets(query: &str) -> Vec<String> {
 }
 
 /// Attaches every dataset file of the warehouse (so a query may name any dataset).
-fn attach_all(db: &mut Db, dir: &std::path::Path) -> Result<(), PortError> {
+pub(super) fn attach_all(db: &mut Db, dir: &std::path::Path) -> Result<(), PortError> {
     let entries = std::fs::read_dir(dir).map_err(transient)?;
     for entry in entries.flatten() {
         let path = entry.path();

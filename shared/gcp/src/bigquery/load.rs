@@ -307,17 +307,51 @@ impl Warehouse for BigQuery {
             "SELECT * FROM {} LIMIT {limit}",
             quoted(self.project_of(table), table)
         );
-        let (names, rows) = self.query(&sql).await?;
-        Ok(rows
-            .iter()
-            .map(|cells| {
-                names
-                    .iter()
-                    .zip(cells)
-                    .filter_map(|(n, v)| Some((n.clone(), text(v)?)))
-                    .collect()
-            })
-            .collect())
+        self.rows_of(&sql, usize::MAX).await
+    }
+
+    async fn select(
+        &self,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        self.rows_of(sql, limit).await
+    }
+
+    async fn select_as(
+        &self,
+        job_id: &JobId,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        let (names, rows) = self.query_as(job_id.as_str(), sql).await?;
+        Ok(as_maps(&names, &rows, limit))
+    }
+}
+
+/// Rows as column → text maps (NULL as no entry), at most `limit`.
+fn as_maps(names: &[String], rows: &[Vec<Value>], limit: usize) -> Vec<BTreeMap<String, String>> {
+    rows.iter()
+        .take(limit)
+        .map(|cells| {
+            names
+                .iter()
+                .zip(cells)
+                .filter_map(|(n, v)| Some((n.clone(), text(v)?)))
+                .collect()
+        })
+        .collect()
+}
+
+impl BigQuery {
+    /// The first `limit` rows of `sql`, each column as text (NULL as no entry).
+    async fn rows_of(
+        &self,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        let (names, rows) = self.query(sql).await?;
+        Ok(as_maps(&names, &rows, limit))
     }
 }
 

@@ -448,7 +448,7 @@ impl BigQuery {
             "location": self.location,
         });
         let path = format!("projects/{}/queries", self.project);
-        let mut page = self
+        let page = self
             .call(Method::POST, &path, &[], Some(&body), "query")
             .await?;
         let job_id = page["jobReference"]["jobId"].as_str().map(str::to_owned);
@@ -458,6 +458,56 @@ impl BigQuery {
             .as_str()
             .map(str::to_owned)
             .or_else(|| self.location.clone());
+        self.pages(page, job_id, location).await
+    }
+
+    /// A query under a deterministic job id (a data-quality check): `jobs.insert` (409: the
+    /// job exists, its results are read), waited on, then its rows read as [`Self::query`]
+    /// reads them.
+    pub(crate) async fn query_as(
+        &self,
+        job_id: &str,
+        sql: &str,
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>), PortError> {
+        let configuration = json!({ "query": { "query": sql, "useLegacySql": false } });
+        let first = match self.insert_job(job_id, &configuration).await? {
+            Inserted::New(info) => Some(info),
+            Inserted::Exists => None,
+        };
+        let job = self
+            .wait_job(job_id, first, Duration::from_millis(self.wait_ms()))
+            .await?;
+        if !job.done() {
+            return Err(PortError::transient(format!(
+                "query job {job_id} is still {}; its results are read on the next check",
+                job.state
+            )));
+        }
+        if let Some((reason, message)) = job.error {
+            let msg = format!("query job {job_id} failed: {message}");
+            return Err(match classify_reason(&reason) {
+                Some(Class::Transient) => PortError::transient(msg),
+                _ => PortError::permanent(msg),
+            });
+        }
+        let location = self.location_of(job_id).or_else(|| self.location.clone());
+        let wait = self.wait_ms().to_string();
+        let mut q: Vec<(&str, &str)> = location.iter().map(|l| ("location", l.as_str())).collect();
+        q.push(("timeoutMs", &wait));
+        let path = format!("projects/{}/queries/{job_id}", self.project);
+        let page = self
+            .call(Method::GET, &path, &q, None, "query results")
+            .await?;
+        self.pages(page, Some(job_id.to_owned()), location).await
+    }
+
+    /// The rows of a query from its first page on, following its pages.
+    async fn pages(
+        &self,
+        mut page: Value,
+        job_id: Option<String>,
+        location: Option<String>,
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>), PortError> {
         let mut names: Vec<String> = Vec::new();
         let mut out = Vec::new();
         loop {

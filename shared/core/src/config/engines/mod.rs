@@ -35,8 +35,10 @@ pub use dataproc::{PigJob, PySparkJob, SparkJob, SparkSqlJob};
 pub use dataproc_cluster::{ClusterSpec, DataprocCluster};
 pub use dataproc_serverless::DataprocServerless;
 pub use local::LocalBatch;
-pub use parameters::parameter_placeholders;
 pub(crate) use parameters::render_parameter;
+pub use parameters::{
+    DATE_PLACEHOLDERS, date_offset, derived_value, parameter_placeholders, secret_name,
+};
 pub use sql::SqlJob;
 pub use ssh::SshBatch;
 

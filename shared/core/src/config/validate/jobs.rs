@@ -54,6 +54,7 @@ impl Validator {
         known.extend(
             ["run_id", "table", "attempt", "job_id", "pipeline", "date"].map(str::to_owned),
         );
+        known.extend(crate::config::DATE_PLACEHOLDERS.map(str::to_owned));
         for (i, job) in p.jobs.iter().enumerate() {
             let (jpath, keys): (String, Vec<String>) = if from_batch {
                 (format!("{path}.batch"), vec!["batch".to_owned()])
@@ -64,6 +65,68 @@ impl Validator {
                 )
             };
             self.job(path, &jpath, &keys, lines, job, p, &known);
+        }
+        if !from_batch {
+            self.job_graph(path, lines, p);
+        }
+        self.check_list(path, &[], lines, &p.checks, &known);
+    }
+
+    /// `needs` names jobs of the pipeline, other than the job itself, with no cycle; a job
+    /// that needs nothing has no `run_if` (it starts with the run).
+    fn job_graph(&mut self, path: &str, lines: Lines<'_>, p: &Pipeline) {
+        let graph = p.jobs.iter().any(|j| !j.needs.is_empty());
+        let line = |i: usize, key: &str| {
+            lines.at_path(&["jobs".to_owned(), i.to_string(), key.to_owned()])
+        };
+        for (i, job) in p.jobs.iter().enumerate() {
+            let mut seen = BTreeSet::new();
+            for need in &job.needs {
+                let problem = if need == &job.name {
+                    Some("a job cannot need itself".to_owned())
+                } else if p.job(need.as_str()).is_none() {
+                    Some(format!(
+                        "no job is called {:?}; jobs: {}",
+                        need.as_str(),
+                        p.jobs
+                            .iter()
+                            .map(|j| j.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                } else if !seen.insert(need.as_str()) {
+                    Some(format!("{:?} is listed twice", need.as_str()))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    self.issue(format!("{path}.jobs[{i}].needs"), line(i, "needs"), problem);
+                }
+            }
+            let root = if graph { job.needs.is_empty() } else { i == 0 };
+            if root && job.run_if != crate::config::RunIf::AllSucceeded {
+                self.issue(
+                    format!("{path}.jobs[{i}].run_if"),
+                    line(i, "run_if"),
+                    format!(
+                        "job {:?} needs no job, so it starts with the run and `run_if: {}` has nothing to decide on; add `needs`",
+                        job.name.as_str(),
+                        job.run_if.as_str()
+                    ),
+                );
+            }
+        }
+        if graph && let Some(cycle) = job_cycle(p) {
+            let names: Vec<&str> = cycle.iter().map(|i| p.jobs[*i].name.as_str()).collect();
+            self.issue(
+                format!("{path}.jobs[{}].needs", cycle[0]),
+                line(cycle[0], "needs"),
+                format!(
+                    "the jobs' needs form a cycle: {} -> {}",
+                    names.join(" -> "),
+                    names[0]
+                ),
+            );
         }
     }
 
@@ -121,6 +184,19 @@ impl Validator {
         let any = known.iter().any(|k| k == "*");
         for (param, value) in batch.parameters() {
             for name in parameter_placeholders(&value) {
+                if let Some(secret) = crate::config::secret_name(&name) {
+                    if let Err(e) = crate::config::SecretRef::parse(secret) {
+                        self.issue(
+                            format!("{jpath}.{param}"),
+                            line_of_param(&param),
+                            format!("{{secret:…}}: {e}"),
+                        );
+                    }
+                    continue;
+                }
+                if crate::config::date_offset(&name).is_some() {
+                    continue;
+                }
                 if !any && !known.contains(&name) {
                     self.issue(
                         format!("{jpath}.{param}"),
@@ -133,12 +209,103 @@ impl Validator {
                 }
             }
         }
+        if let Some(when) = &job.when {
+            let mut k = keys.to_vec();
+            k.push("when".to_owned());
+            let line = lines.at_path(&k);
+            if when.table_exists.is_some() == when.query.is_some() {
+                self.issue(
+                    format!("{jpath}.when"),
+                    line,
+                    "set either `table_exists` (a table) or `query` (one boolean)",
+                );
+            }
+            for (field, text) in [("table_exists", &when.table_exists), ("query", &when.query)] {
+                for name in text.iter().flat_map(|t| parameter_placeholders(t)) {
+                    let derived = crate::config::date_offset(&name).is_some();
+                    if !any && !derived && !known.contains(&name) {
+                        self.issue(
+                            format!("{jpath}.when.{field}"),
+                            line,
+                            format!(
+                                "unknown placeholder {{{name}}}; known: {}",
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        self.check_list(jpath, keys, lines, &job.checks, &known);
         if let BatchSpec::Sql(q) = batch
             && let Some(dest) = &q.destination
         {
             self.sql_destination(jpath, dest, line_of_param("destination"));
         }
         self.success_states(path, jpath, keys, lines, job, p);
+    }
+
+    /// The checks of a job or a pipeline (`path`, `keys` locate its `checks`).
+    fn check_list(
+        &mut self,
+        path: &str,
+        keys: &[String],
+        lines: Lines<'_>,
+        checks: &[crate::config::Check],
+        known: &[String],
+    ) {
+        let any = known.iter().any(|k| k == "*");
+        for (c, check) in checks.iter().enumerate() {
+            let mut k = keys.to_vec();
+            k.extend(["checks".to_owned(), c.to_string()]);
+            let line = lines.at_path(&k);
+            let cpath = format!("{path}.checks[{c}]");
+            if check.kinds() != 1 {
+                self.issue(
+                    &cpath,
+                    line,
+                    "set exactly one of `sql`, `row_count`, `not_null`, `unique`, `fresh`",
+                );
+            }
+            if [&check.not_null, &check.unique]
+                .into_iter()
+                .flatten()
+                .any(|c| c.columns.is_empty())
+            {
+                self.issue(&cpath, line, "`columns` must name at least one column");
+            }
+            for col in check.columns() {
+                let ident = col
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && col.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ident {
+                    self.issue(
+                        &cpath,
+                        line,
+                        format!("column {col:?} must be a plain name (letters, digits, `_`)"),
+                    );
+                }
+            }
+            for name in check
+                .templates()
+                .into_iter()
+                .flat_map(parameter_placeholders)
+            {
+                let derived = crate::config::date_offset(&name).is_some();
+                if !any && !derived && !known.contains(&name) {
+                    self.issue(
+                        &cpath,
+                        line,
+                        format!(
+                            "unknown placeholder {{{name}}}; known: {}",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     /// A SQL job's destination, rendered with sample values: a table, outside the datasets
@@ -217,10 +384,207 @@ impl Validator {
     }
 }
 
+/// A cycle of `needs` among `p`'s jobs (their indexes, in order), if there is one.
+fn job_cycle(p: &Pipeline) -> Option<Vec<usize>> {
+    fn visit(
+        p: &Pipeline,
+        i: usize,
+        marks: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        marks[i] = 1;
+        stack.push(i);
+        for n in p.needs_of(i) {
+            match marks[n] {
+                1 => {
+                    let start = stack.iter().position(|x| *x == n).unwrap_or(0);
+                    return Some(stack[start..].to_vec());
+                }
+                0 => {
+                    if let Some(c) = visit(p, n, marks, stack) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        marks[i] = 2;
+        None
+    }
+    let mut marks = vec![0_u8; p.jobs.len()];
+    (0..p.jobs.len()).find_map(|i| {
+        if marks[i] == 0 {
+            visit(p, i, &mut marks, &mut Vec::new())
+        } else {
+            None
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{GOOD, issues};
     use crate::config::{BatchSpec, parse_str};
+
+    const GRAPH: &str = r#"
+pipelines:
+  - name: g
+    trigger: { manual: true }
+    jobs:
+      - { name: a, engine: local, command: "true" }
+      - { name: b, engine: local, command: "true", needs: [a] }
+      - { name: c, engine: local, command: "true", needs: [a, b], run_if: one_failed }
+"#;
+
+    #[test]
+    fn a_graph_of_jobs_parses_and_orders_its_needs() {
+        let c = parse_str(GRAPH, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let p = &c.pipelines[0];
+        assert!(p.has_rules());
+        assert_eq!(p.first_jobs(), [0]);
+        assert_eq!(p.needs_of(2), [0, 1]);
+        assert_eq!(p.dependents_of(0), [1, 2]);
+    }
+
+    #[test]
+    fn needs_that_name_unknown_jobs_themselves_or_a_cycle_are_refused() {
+        let text = GRAPH
+            .replace("needs: [a] }", "needs: [c] }")
+            .replace("needs: [a, b]", "needs: [a, b, zz, c]");
+        let found = issues(&text);
+        let has = |path: &str, word: &str| {
+            found
+                .iter()
+                .any(|i| i.path == path && i.message.contains(word))
+        };
+        assert!(
+            has("pipelines[0].jobs[2].needs", "no job is called \"zz\""),
+            "{found:#?}"
+        );
+        assert!(
+            has("pipelines[0].jobs[2].needs", "cannot need itself"),
+            "{found:#?}"
+        );
+        assert!(
+            has("pipelines[0].jobs[1].needs", "cycle: b -> c"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_run_if_on_a_job_that_needs_nothing_is_refused() {
+        let found = issues(&GRAPH.replace(
+            "{ name: a, engine: local, command: \"true\" }",
+            "{ name: a, engine: local, command: \"true\", run_if: all_done }",
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|i| i.path == "pipelines[0].jobs[0].run_if"
+                    && i.message.contains("needs no job")),
+            "{found:#?}"
+        );
+        // A list (no `needs`): the first job is the one that needs nothing.
+        let list = "pipelines:\n  - name: l\n    trigger: { manual: true }\n    jobs:\n      - { name: a, engine: local, command: \"true\" }\n      - { name: cleanup, engine: local, command: \"true\", run_if: all_done }\n";
+        assert_eq!(issues(list), Vec::new());
+        let c = parse_str(list, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.pipelines[0].needs_of(1), [0]);
+        let bad = issues(&list.replace("run_if: all_done", "run_if: sometimes"));
+        assert!(bad.iter().any(|i| i.path.contains("jobs[1]")), "{bad:#?}");
+    }
+
+    #[test]
+    fn date_secret_and_interval_placeholders_are_known_and_a_bad_secret_is_refused() {
+        let text = GOOD.replace(
+            "echo {date} {run_id}",
+            "echo {date-1d} {date+7d} {yyyy}/{mm}/{dd} {data_interval_start} {data_interval_end} {secret:projects/p/secrets/token}",
+        );
+        assert_eq!(issues(&text), Vec::new());
+        let found = issues(&GOOD.replace("echo {date} {run_id}", "echo {secret:token} {date-1x}"));
+        assert!(
+            found.iter().any(|i| i.message.contains("{secret:…}")
+                && i.message.contains("projects/PROJECT/secrets/NAME")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_condition_names_one_check_with_known_placeholders() {
+        let base = "pipelines:\n  - name: w\n    trigger: { manual: true }\n    jobs:\n      - { name: a, engine: local, command: \"true\", when: WHEN }\n";
+        assert_eq!(
+            issues(&base.replace("WHEN", "{ table_exists: \"ds.t_{date-1d}\" }")),
+            Vec::new()
+        );
+        assert_eq!(
+            issues(&base.replace("WHEN", "{ query: \"SELECT COUNT(*) > 0 FROM ds.t\" }")),
+            Vec::new()
+        );
+        let both = issues(&base.replace("WHEN", "{ query: \"SELECT 1\", table_exists: ds.t }"));
+        assert!(
+            both.iter()
+                .any(|i| i.path.ends_with("when") && i.message.contains("either")),
+            "{both:#?}"
+        );
+        let unknown = issues(&base.replace("WHEN", "{ table_exists: \"ds.t_{nope}\" }"));
+        assert!(
+            unknown
+                .iter()
+                .any(|i| i.path.ends_with("when.table_exists") && i.message.contains("{nope}")),
+            "{unknown:#?}"
+        );
+    }
+
+    #[test]
+    fn a_check_sets_one_kind_with_plain_columns() {
+        let base = "pipelines:\n  - name: c\n    trigger: { manual: true }\n    jobs:\n      - { name: a, engine: local, command: \"true\", checks: [CHECK] }\n";
+        for ok in [
+            "{ row_count: { table: \"ds.t_{date}\", min: 3 } }",
+            "{ not_null: { table: ds.t, columns: [id, name] }, severity: warn }",
+            "{ unique: { table: ds.t, columns: [id] } }",
+            "{ fresh: { table: ds.t, column: ts, within: 26h } }",
+            "{ name: positive, sql: \"SELECT COUNT(*) = 0 AS ok FROM ds.t WHERE v < 0\" }",
+        ] {
+            assert_eq!(issues(&base.replace("CHECK", ok)), Vec::new(), "{ok}");
+        }
+        let two = issues(&base.replace(
+            "CHECK",
+            "{ sql: \"SELECT 1\", unique: { table: ds.t, columns: [id] } }",
+        ));
+        assert!(
+            two.iter().any(|i| i.message.contains("exactly one")),
+            "{two:#?}"
+        );
+        let bad = issues(&base.replace(
+            "CHECK",
+            "{ unique: { table: ds.t, columns: [\"id; DROP\"] } }",
+        ));
+        assert!(
+            bad.iter().any(|i| i.message.contains("plain name")),
+            "{bad:#?}"
+        );
+        let unknown = issues(&base.replace("CHECK", "{ row_count: { table: \"ds.t_{nope}\" } }"));
+        assert!(
+            unknown.iter().any(|i| i.message.contains("{nope}")),
+            "{unknown:#?}"
+        );
+    }
+
+    #[test]
+    fn a_pipelines_own_checks_are_checked_like_a_jobs() {
+        let base = "pipelines:\n  - name: c\n    trigger: { manual: true }\n    jobs: [{ name: a, engine: local, command: \"true\" }]\n    checks: [CHECK]\n";
+        assert_eq!(
+            issues(&base.replace("CHECK", "{ row_count: { table: \"ds.t_{date}\" } }")),
+            Vec::new()
+        );
+        let found = issues(&base.replace("CHECK", "{ severity: warn }"));
+        assert!(
+            found
+                .iter()
+                .any(|i| i.path == "pipelines[0].checks[0]" && i.message.contains("exactly one")),
+            "{found:#?}"
+        );
+    }
 
     #[test]
     fn running_is_never_accepted_as_a_success_state() {

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::super::{Context, Outcome, StepError, publish};
 use super::start_job;
+
 use crate::config::Pipeline;
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
 use crate::names::{PipelineName, RunId, TableRef};
@@ -41,6 +42,13 @@ pub(super) async fn after_job(
         outcome.summary = format!("pipeline {} has no job {name:?} any more", pipeline.name);
         return Ok(());
     };
+    if crate::run_state::event_retry_pending(e) {
+        outcome.summary = format!("job {name} failed; the poll step retries it");
+        return Ok(());
+    }
+    if pipeline.has_rules() {
+        return super::graph::after_job(ctx, pipeline, e, index, outcome).await;
+    }
     let mut base = e.detail.clone();
     match e.status {
         Status::Succeeded if index + 1 < pipeline.jobs.len() => {
@@ -50,10 +58,6 @@ pub(super) async fn after_job(
         }
         Status::Succeeded => {
             end_run(ctx, pipeline, &e.run_id, Status::Succeeded, base, outcome).await
-        }
-        Status::Failed if crate::run_state::event_retry_pending(e) => {
-            outcome.summary = format!("job {name} failed; the poll step retries it");
-            Ok(())
         }
         Status::Failed | Status::TimedOut => {
             base.error = Some(format!(
@@ -75,10 +79,22 @@ pub(in crate::steps) async fn end_run(
     ctx: &Context,
     pipeline: &Pipeline,
     run_id: &RunId,
-    status: Status,
+    mut status: Status,
     mut detail: Detail,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
+    if status == Status::Succeeded && !pipeline.checks.is_empty() {
+        // The pipeline's checks decide whether a run whose jobs all succeeded succeeds.
+        let report = super::super::checks::run_for_pipeline(ctx, pipeline, run_id, &detail)
+            .await
+            .map_err(|e| StepError::Transient(format!("cannot run the pipeline's checks: {e}")))?;
+        if let Some(failure) = report.failure {
+            status = Status::Failed;
+            detail.error = Some(failure);
+        } else if !report.warnings.is_empty() {
+            detail.error = Some(format!("CHECK_WARN: {}", report.warnings.join("; ")));
+        }
+    }
     detail.job = None;
     detail.job_id = None;
     detail.engine = None;
@@ -232,7 +248,7 @@ async fn start_after(
         ..Detail::default()
     };
     let mut one = Outcome::default();
-    start_job(ctx, p, &run_id, 0, base, &mut one).await?;
+    super::start_run(ctx, p, &run_id, base, &mut one).await?;
     outcome.events.append(&mut one.events);
     Ok(())
 }

@@ -46,6 +46,22 @@ pub(in crate::steps) async fn start_job(
     base.engine_state = None;
     base.error = None;
     base.retry_at = None;
+    if let Some(when) = &job.when {
+        match condition_holds(ctx, pipeline, job, run_id, &base).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let why = format!("skipped: when {} is false", when.describe());
+                return super::graph::skip_job(ctx, pipeline, run_id, index, base, why, outcome)
+                    .await;
+            }
+            Err(e) if e.is_transient() => return Err(StepError::Transient(e.to_string())),
+            Err(e) => {
+                let error = Some(format!("when {}: {e}", when.describe()));
+                return finish_job(ctx, pipeline, run_id, base, Status::Failed, error, outcome)
+                    .await;
+            }
+        }
+    }
     match &job.for_each {
         None => submit_attempt(ctx, pipeline, job, run_id, 1, base, outcome).await,
         Some(_) => start_rows(ctx, pipeline, job, run_id, base, outcome).await,
@@ -292,6 +308,21 @@ pub(in crate::steps) fn batch_request(
 ) -> BatchRequest {
     let job_id = JobId::derive(job.name.as_str(), run_id, attempt);
     let mut vars = vars.clone();
+    // `{yyyy}`, `{date-1d}`, … : derived from the run date for the names the job uses.
+    let derived: Vec<(String, String)> = job
+        .spec
+        .parameters()
+        .iter()
+        .flat_map(|(_, v)| crate::config::parameter_placeholders(v))
+        .filter(|n| !vars.contains_key(n))
+        .filter_map(|n| crate::config::derived_value(&n, &vars).map(|v| (n, v)))
+        .collect();
+    let offsets: Vec<String> = derived
+        .iter()
+        .filter(|(n, _)| crate::config::date_offset(n).is_some())
+        .map(|(n, _)| n.clone())
+        .collect();
+    vars.extend(derived);
     if matches!(job.spec, BatchSpec::Sql(_)) {
         // SQL takes the run's captures (and its date) in their table-safe form, as
         // `load.table` does; every other value must be table-safe already.
@@ -301,7 +332,12 @@ pub(in crate::steps) fn batch_request(
             .as_ref()
             .map(|o| o.pattern.names().to_vec())
             .unwrap_or_default();
-        for name in captures.iter().map(String::as_str).chain(["date"]) {
+        for name in captures
+            .iter()
+            .map(String::as_str)
+            .chain(["date"])
+            .chain(offsets.iter().map(String::as_str))
+        {
             if let Some(v) = vars.get_mut(name) {
                 *v = table_safe(v);
             }
@@ -336,8 +372,18 @@ pub(in crate::steps) async fn submit_attempt(
     mut detail: Detail,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
-    let req = batch_request(pipeline, job, run_id, attempt, &detail.vars, &detail.row);
+    let mut req = batch_request(pipeline, job, run_id, attempt, &detail.vars, &detail.row);
     let job_id = req.job_id.clone();
+    // `{secret:NAME}` values go to the engine's request only: never into the event, its
+    // run-log row or a log line.
+    let secrets = match read_secrets(ctx, job).await {
+        Ok(values) => {
+            req.vars.extend(values);
+            Ok(())
+        }
+        Err(e) if e.is_transient() => return Err(StepError::Transient(e.to_string())),
+        Err(e) => Err(e),
+    };
     detail.job = Some(job.name.to_string());
     detail.job_id = Some(job_id.clone());
     detail.engine = Some(job.spec.engine().to_owned());
@@ -345,7 +391,11 @@ pub(in crate::steps) async fn submit_attempt(
     detail.engine_state = None;
     detail.error = None;
     detail.started_at = Some(Utc::now());
-    match ctx.ports.batch.submit(&req).await {
+    let submitted = match secrets {
+        Ok(()) => ctx.ports.batch.submit(&req).await,
+        Err(e) => Err(e),
+    };
+    match submitted {
         Ok(s) => {
             info!(job_id = %s.job_id, adopted = s.adopted, "batch submitted");
             let ev = ctx.event(
@@ -384,4 +434,122 @@ pub(in crate::steps) async fn submit_attempt(
             publish(ctx, outcome, ev).await
         }
     }
+}
+
+/// The values of the `{secret:NAME}` placeholders of `job`, by placeholder name.
+///
+/// # Errors
+/// A secret that cannot be read (permanent: missing, not UTF-8; transient: the store is
+/// down). The message names the secret, never a value.
+async fn read_secrets(ctx: &Context, job: &Job) -> Result<Vec<(String, String)>, PortError> {
+    let names: BTreeSet<String> = job
+        .spec
+        .parameters()
+        .iter()
+        .flat_map(|(_, v)| crate::config::parameter_placeholders(v))
+        .filter(|n| crate::config::secret_name(n).is_some())
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let Some(secret) = crate::config::secret_name(&name) else {
+            continue;
+        };
+        let reference = crate::config::SecretRef::parse(secret)
+            .map_err(|e| PortError::permanent(format!("{{{name}}}: {e}")))?;
+        let value = ctx.ports.secrets.access(&reference).await?;
+        let text = String::from_utf8(value.expose().to_vec())
+            .map_err(|_| PortError::permanent(format!("secret {reference} is not UTF-8 text")))?;
+        out.push((name, text.trim_end_matches(['\n', '\r']).to_owned()));
+    }
+    Ok(out)
+}
+
+/// Whether `job`'s `when` holds for `run_id`: its placeholders rendered with the run's values
+/// (captures, dates and their offsets table-safe, as in a `sql` job).
+///
+/// # Errors
+/// A condition that cannot be rendered or that the warehouse refuses (permanent), or a
+/// warehouse that cannot be reached (transient).
+async fn condition_holds(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    job: &Job,
+    run_id: &RunId,
+    base: &Detail,
+) -> Result<bool, PortError> {
+    let Some(when) = &job.when else {
+        return Ok(true);
+    };
+    let vars = table_safe_vars(pipeline, Some(job), run_id, base);
+    let render = |t: &str| crate::config::render_parameter(t, &vars).map_err(PortError::permanent);
+    if let Some(table) = &when.table_exists {
+        let table = crate::names::TableRef::parse(&render(table)?)
+            .map_err(|e| PortError::permanent(e.to_string()))?;
+        return match ctx.ports.warehouse.row_count(&table).await {
+            Ok(_) => Ok(true),
+            Err(PortError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        };
+    }
+    if let Some(query) = &when.query {
+        let rows = ctx.ports.warehouse.select(&render(query)?, 1).await?;
+        let value = rows.first().and_then(|r| r.values().next().cloned());
+        return Ok(value.is_some_and(|v| crate::config::job_truthy(v.trim())));
+    }
+    Ok(true)
+}
+
+/// The run's values for `job`'s conditions and checks (or, without a job, the pipeline's
+/// checks): its request's values and every date
+/// placeholder, with the captures, the date and its offsets table-safe (as in a `sql` job).
+pub(in crate::steps) fn table_safe_vars(
+    pipeline: &Pipeline,
+    job: Option<&Job>,
+    run_id: &RunId,
+    base: &Detail,
+) -> BTreeMap<String, String> {
+    let (mut vars, templates): (BTreeMap<String, String>, Vec<&str>) = match job {
+        Some(job) => (
+            batch_request(pipeline, job, run_id, 1, &base.vars, &base.row).vars,
+            job.when
+                .iter()
+                .flat_map(|w| [w.table_exists.as_deref(), w.query.as_deref()])
+                .flatten()
+                .chain(job.checks.iter().flat_map(|c| c.templates()))
+                .collect(),
+        ),
+        None => {
+            let mut vars = base.vars.clone();
+            vars.insert("run_id".to_owned(), run_id.to_string());
+            vars.insert("pipeline".to_owned(), pipeline.name.to_string());
+            (
+                vars,
+                pipeline.checks.iter().flat_map(|c| c.templates()).collect(),
+            )
+        }
+    };
+    for name in templates
+        .into_iter()
+        .flat_map(crate::config::parameter_placeholders)
+    {
+        if !vars.contains_key(&name)
+            && let Some(v) = crate::config::derived_value(&name, &vars)
+        {
+            vars.insert(name, v);
+        }
+    }
+    let captures: BTreeSet<String> = pipeline
+        .trigger
+        .object
+        .as_ref()
+        .map(|o| o.pattern.names().to_vec())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    for (name, v) in &mut vars {
+        if name == "date" || captures.contains(name) || crate::config::date_offset(name).is_some() {
+            *v = table_safe(v);
+        }
+    }
+    vars
 }

@@ -15,14 +15,18 @@
 //! - `job.rs`: starting a job: one batch, or one `dev.conveyor.row.queued` per `for_each` row
 //!   and each row's batch; the request of an attempt, rebuilt the same way by the poll step.
 //! - `chain.rs`: what follows a job's end, run ends, fan-in.
+//! - `graph.rs`: the same when the jobs form a graph (`needs`, `run_if`): jobs decided once
+//!   their needs ended, SKIPPED, and the poll tick's sweep of stalled graph runs.
 
 mod chain;
+mod graph;
 mod job;
 
 use std::collections::BTreeMap;
 
 pub(super) use chain::{end_run, sweep_after};
-pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt};
+pub(super) use graph::sweep_graphs;
+pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt, table_safe_vars};
 
 #[cfg(test)]
 mod tests;
@@ -59,7 +63,7 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
                     pipeline.name
                 );
             } else {
-                start_job(ctx, pipeline, &e.run_id, 0, base, &mut outcome).await?;
+                start_run(ctx, pipeline, &e.run_id, base, &mut outcome).await?;
             }
         }
         Inbound::Event(e) if e.kind == EventType::BatchFinished => {
@@ -87,12 +91,14 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
                 )));
             }
             let run_id = start_run_id(pipeline, &start);
+            let mut vars = BTreeMap::from([("date".to_owned(), run_date(&start))]);
+            vars.extend(data_interval(pipeline, &start));
             let base = Detail {
-                vars: BTreeMap::from([("date".to_owned(), run_date(&start))]),
+                vars,
                 started_at: Some(start.at),
                 ..Detail::default()
             };
-            start_job(ctx, pipeline, &run_id, 0, base, &mut outcome).await?;
+            start_run(ctx, pipeline, &run_id, base, &mut outcome).await?;
         }
         other => {
             return Err(StepError::Rejected(format!(
@@ -104,6 +110,30 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         }
     }
     Ok(outcome)
+}
+
+/// Starts the jobs of `run_id` that need nothing: the first job of a line, every root of a
+/// graph (side by side).
+async fn start_run(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    run_id: &RunId,
+    base: Detail,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let first = pipeline.first_jobs();
+    if first.len() == 1 {
+        return start_job(ctx, pipeline, run_id, first[0], base, outcome).await;
+    }
+    let mut names = Vec::new();
+    for i in first {
+        let mut one = Outcome::default();
+        start_job(ctx, pipeline, run_id, i, base.clone(), &mut one).await?;
+        outcome.events.append(&mut one.events);
+        names.push(pipeline.jobs[i].name.to_string());
+    }
+    outcome.summary = format!("started {} side by side", names.join(", "));
+    Ok(())
 }
 
 /// The active pipeline an event names.
@@ -130,6 +160,27 @@ pub(super) fn check_origin(pipeline: &Pipeline, start: &StartRequest) -> Result<
             format!("pipeline {} has no schedule", pipeline.name),
         )),
         _ => Ok(()),
+    }
+}
+
+/// A scheduled start's data interval: from the schedule's previous fire to this one (the
+/// scheduled time). Other starts cover their run date's day (see
+/// [`crate::config::derived_value`]).
+fn data_interval(pipeline: &Pipeline, start: &StartRequest) -> Vec<(String, String)> {
+    let (Origin::Schedule, Some(s)) = (&start.origin, &pipeline.trigger.schedule) else {
+        return Vec::new();
+    };
+    let fmt =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match crate::schedules::previous_fire(&s.cron, &s.time_zone, start.at) {
+        Ok(from) => vec![
+            ("data_interval_start".to_owned(), fmt(from)),
+            ("data_interval_end".to_owned(), fmt(start.at)),
+        ],
+        Err(e) => {
+            tracing::warn!(pipeline = %pipeline.name, error = %e, "no data interval for this start");
+            Vec::new()
+        }
     }
 }
 

@@ -119,6 +119,16 @@ impl Warehouse for SqliteWarehouse {
             .await
     }
 
+    async fn select(
+        &self,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+        let sql = sql.to_owned();
+        self.with_db(move |db, dir| super::select(db, dir, &sql, limit))
+            .await
+    }
+
     async fn row_count(&self, table: &TableRef) -> Result<u64, PortError> {
         let table = table.clone();
         self.with_db(move |db, dir| {
