@@ -379,6 +379,7 @@ pipelines:
     load:
       table: "ds.strict"
       format: CSV
+      skip_leading_rows: 1   # the header; declared columns take fields by position
       schema:
         - { name: id, type: INT64, mode: REQUIRED }
         - { name: amount, type: FLOAT64 }
@@ -956,5 +957,70 @@ pipelines:
     );
     let summary = reply["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("left for the next tick"), "{reply}");
+    chain.stop().await;
+}
+
+/// Issue 26 items 1–3 on the chain: pipe-delimited, gzip-compressed CSV with a NULL marker,
+/// each folder truncating only its own day's partition.
+#[tokio::test]
+async fn gzip_csv_with_its_own_delimiter_truncates_only_its_days_partition() {
+    let yaml = r#"
+pipelines:
+  - name: parts
+    trigger: { object: { bucket: landing, pattern: "parts/{date}/*.csv.gz" } }
+    load:
+      table: "ds.parts"
+      format: CSV
+      write_disposition: WRITE_TRUNCATE
+      partition: { field: day, decorator: "{date_nodash}" }
+      csv: { field_delimiter: "|", null_marker: "\\N", skip_leading_rows: 1 }
+      schema:
+        - { name: id, type: INT64 }
+        - { name: day, type: DATE }
+        - { name: note, type: INT64 }
+"#;
+    let chain = Chain::start(yaml).await;
+    let drop_gz = |object: &str, text: &str| {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).expect("gzip");
+        let src = std::env::temp_dir().join(format!(
+            "conveyor-gz-{}-{}",
+            std::process::id(),
+            object.replace('/', "_")
+        ));
+        std::fs::write(&src, gz.finish().expect("gzip")).expect("write");
+        chain.drop_file("landing", object, &src);
+        std::fs::remove_file(&src).expect("remove");
+    };
+    drop_gz(
+        "parts/2026-11-20/a.csv.gz",
+        "id|day|note\n1|2026-11-20|\\N\n2|2026-11-20|7\n",
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(
+        chain.rows("ds.parts").await,
+        2,
+        "{:?}",
+        chain.run_log().await
+    );
+    drop_gz(
+        "parts/2026-11-21/a.csv.gz",
+        "id|day|note\n3|2026-11-21|\\N\n",
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(chain.rows("ds.parts").await, 3);
+    // The 20th again: its partition is replaced, the 21st's row stays.
+    drop_gz(
+        "parts/2026-11-20/b.csv.gz",
+        "id|day|note\n4|2026-11-20|\\N\n",
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(
+        chain.rows("ds.parts").await,
+        2,
+        "{:?}",
+        chain.run_log().await
+    );
     chain.stop().await;
 }
