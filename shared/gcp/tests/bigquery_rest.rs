@@ -728,3 +728,30 @@ async fn a_load_into_one_partition_names_the_table_with_its_decorator() {
     // BigQuery takes schema update options on a truncate of one partition.
     assert_eq!(load["schemaUpdateOptions"][0], "ALLOW_FIELD_ADDITION");
 }
+
+#[tokio::test]
+async fn a_load_into_another_projects_dataset_names_that_project() {
+    let (url, recording) = serve_as(
+        Router::new().fallback(|| async { axum::Json(done(1)) }),
+        "bigquery",
+    )
+    .await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{url}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let job = LoadJob {
+        table: TableRef::parse("other-proj-7.ds.t").expect("table"),
+        ..load_job()
+    };
+    bq.load(&job, Duration::from_secs(5)).await.expect("load");
+    let sent = recording.requests()[0].body.clone().expect("a JSON body");
+    let table = &sent["configuration"]["load"]["destinationTable"];
+    assert_eq!(table["projectId"], "other-proj-7");
+    assert_eq!(table["datasetId"], "ds");
+    // The job itself runs in the deployment's project.
+    let target = &recording.requests()[0].target;
+    assert!(target.contains("/projects/p/jobs"), "{target}");
+}

@@ -422,6 +422,25 @@ fn max_record_bytes() -> u64 {
     MAX_RECORD_BYTES
 }
 
+/// `template` rendered: a `project.dataset.table` template's project part takes the
+/// captures as they are (a project id has dashes, never underscores); the dataset and table
+/// take their table-safe forms.
+///
+/// # Errors
+/// When a placeholder has no value.
+pub fn render_table(
+    template: &str,
+    raw: &BTreeMap<String, String>,
+    safe: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    match template.split_once('.') {
+        Some((project, rest)) if rest.contains('.') => {
+            Ok(format!("{}.{}", render(project, raw)?, render(rest, safe)?))
+        }
+        _ => render(template, safe),
+    }
+}
+
 /// The default of `load.ignore`.
 pub(crate) const DEFAULT_IGNORE: &[&str] = &[".*", "_*", "*.tmp"];
 
@@ -756,6 +775,27 @@ impl PollPolicy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_project_part_keeps_its_dashes_and_the_rest_is_made_table_safe() {
+        let raw: BTreeMap<String, String> = [
+            ("project".to_owned(), "my-proj-42".to_owned()),
+            ("date".to_owned(), "2026-11-20".to_owned()),
+        ]
+        .into();
+        let safe: BTreeMap<String, String> = raw
+            .iter()
+            .map(|(k, v)| (k.clone(), table_safe(v)))
+            .collect();
+        assert_eq!(
+            render_table("{project}.ds.sales_{date}", &raw, &safe).as_deref(),
+            Ok("my-proj-42.ds.sales_2026_11_20")
+        );
+        assert_eq!(
+            render_table("ds.sales_{date}", &raw, &safe).as_deref(),
+            Ok("ds.sales_2026_11_20")
+        );
+    }
+
     #[test]
     fn a_partition_decorator_renders_digits_of_its_granularity_only() {
         let p = |kind, decorator: &str| Partition {

@@ -171,7 +171,26 @@ pub(super) fn open(
     let (columns, width) = match &options.schema {
         // Declared columns take the fields by position, as BigQuery does: a header line is
         // only skipped.
-        Some(columns) => (columns.clone(), columns.len()),
+        Some(columns) => {
+            // The table's own schema (no header skipped by the setting): a first line that
+            // names the columns is the header.
+            if header.is_none() && options.detect_header {
+                let mut record = ByteRecord::new();
+                if read(&mut reader, &mut record, &start, limit)? {
+                    let names_them = record.len() == columns.len()
+                        && record.iter().zip(columns).all(|(f, c)| {
+                            std::str::from_utf8(f)
+                                .is_ok_and(|f| f.trim().eq_ignore_ascii_case(&c.name))
+                        });
+                    if names_them {
+                        header_detected = true;
+                    } else {
+                        sample.push_back(record);
+                    }
+                }
+            }
+            (columns.clone(), columns.len())
+        }
         None => {
             // At most SAMPLE_ROWS records, and no more than SAMPLE_BYTES of them (or one).
             let mut bytes = 0u64;

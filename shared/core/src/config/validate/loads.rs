@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Lines, Validator};
 use crate::config::{
     Compression, CsvOptions, LoadBatch, LoadSpec, MAX_LOAD_URIS, MAX_RECORD_BYTES, Pipeline,
-    SchemaSpec, WriteDisposition, placeholders, render,
+    SchemaSpec, WriteDisposition, placeholders, render_table,
 };
 use crate::format::{ColumnType, Format};
 use crate::names::{TableRef, reserved_dataset};
@@ -30,11 +30,12 @@ impl Validator {
                 "a load needs `trigger.object` (it runs when a matching object arrives) or `trigger.topic` (each message becomes rows)",
             );
         }
+        // A sample value that is a valid project id, dataset and table name alike.
         let vars: BTreeMap<String, String> = captures
             .iter()
-            .map(|c| (c.clone(), "x".to_owned()))
+            .map(|c| (c.clone(), "sample".to_owned()))
             .collect();
-        match render(&load.table, &vars) {
+        match render_table(&load.table, &vars, &vars) {
             Err(e) => self.issue(
                 format!("{path}.load.table"),
                 lines.at(&["load", "table"]),
@@ -380,6 +381,19 @@ mod tests {
         let found = issues(&with("PARQUET"));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].path, "pipelines[0].load.compression");
+    }
+
+    #[test]
+    fn a_table_in_a_project_named_by_a_capture_is_accepted() {
+        let text = GOOD
+            .replace(
+                "sales/{date}/*.csv",
+                "{project}/{dataset}/{table}/{date}/*.csv",
+            )
+            .replace("analytics.sales_{date}", "{project}.{dataset}.{table}");
+        assert!(issues(&text).is_empty(), "{:?}", issues(&text));
+        let literal = GOOD.replace("analytics.sales_{date}", "other-project.analytics.sales");
+        assert!(issues(&literal).is_empty(), "{:?}", issues(&literal));
     }
 
     #[test]

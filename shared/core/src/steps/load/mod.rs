@@ -38,7 +38,7 @@ pub(super) async fn waiting(ctx: &Context) -> Result<Vec<String>, StepError> {
 }
 
 use super::{Context, Outcome, StepError, describe};
-use crate::config::{LoadBatch, LoadSpec, Pipeline, render, table_safe};
+use crate::config::{LoadBatch, LoadSpec, Pipeline, render_table, table_safe};
 use crate::event::{Detail, EventType, ObjectRef};
 use crate::inbound::Inbound;
 use crate::names::{RunId, TableRef};
@@ -256,7 +256,7 @@ fn table_for(spec: &LoadSpec, captures: &BTreeMap<String, String>) -> Result<Tab
         .iter()
         .map(|(k, v)| (k.clone(), table_safe(v)))
         .collect();
-    render(&spec.table, &safe)
+    render_table(&spec.table, captures, &safe)
         .map_err(|e| e.to_string())
         .and_then(|t| TableRef::parse(&t).map_err(|e| e.to_string()))
         .map_err(|e| format!("cannot name the table: {e}"))

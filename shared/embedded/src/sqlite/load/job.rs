@@ -10,6 +10,7 @@ use tokio::runtime::Handle;
 use tracing::warn;
 
 use conveyor_core::config::SchemaSpec;
+use conveyor_core::format::Format;
 use conveyor_core::names::JobId;
 use conveyor_core::ports::{LoadJob, LoadState, LoadStatus, ObjectStore, PortError};
 
@@ -18,7 +19,9 @@ use crate::sqlite::{Db, attach, transient, ts};
 use super::batch::{Ahead, BATCH_BYTES, Batch, DECODE_AHEAD_BYTES, Rows, row_bytes};
 use super::input::{decompress, format_error, open_input};
 use super::sqlite_error;
-use super::table::{Target, finish_partition, names, prepare_target, same_columns, sqlite_name};
+use super::table::{
+    Target, finish_partition, names, prepare_target, same_columns, sqlite_name, table_schema,
+};
 use crate::LocalStore;
 use crate::formats::{BadRowBudget, Column, DecodeOptions, Decoder, FormatError, Next};
 
@@ -47,7 +50,13 @@ pub(super) fn run(
         return Ok(done_status(n, true));
     }
     let (name, exists) = sqlite_name(&tx, &job.table)?;
+    // A CSV load into an existing table with no schema declared reads the table's schema
+    // (by position, a header found by its names), as BigQuery does: not string_field_N.
+    let from_table = exists && job.format == Format::Csv && job.schema == SchemaSpec::Autodetect;
     let declared = match &job.schema {
+        SchemaSpec::Autodetect if from_table => {
+            Some(table_schema(&tx, &job.table.dataset, &name)?).filter(|c| !c.is_empty())
+        }
         SchemaSpec::Autodetect => None,
         SchemaSpec::Columns(c) => Some(c.clone()),
     };
@@ -71,8 +80,7 @@ pub(super) fn run(
             allow_quoted_newlines: job.allow_quoted_newlines,
             max_record_bytes: job.max_record_bytes,
             detect_header: job.csv.skip_leading_rows.is_none()
-                && declared.is_none()
-                && detected.is_none(),
+                && ((declared.is_none() && detected.is_none()) || from_table),
             csv: job.csv.clone(),
         };
         let (input, content) = match open_input(

@@ -12,7 +12,7 @@ use conveyor_core::ports::{LoadJob, PortError};
 use crate::sqlite::sql_type;
 
 use super::sqlite_error;
-use crate::formats::Column;
+use crate::formats::{Column, ColumnType};
 
 /// The SQLite name of BigQuery table `table` in its dataset: the name itself, unless a table
 /// whose name differs only in case already holds it (SQLite compares table names without
@@ -75,6 +75,47 @@ pub(super) fn columns_of(
         .collect::<Result<_, _>>()
         .map_err(sqlite_error)?;
     Ok(cols)
+}
+
+/// The schema of existing table `name` in `dataset`, as a load reads it (TEXT is STRING;
+/// the `_PARTITIONTIME` column is left out).
+pub(super) fn table_schema(
+    conn: &Connection,
+    dataset: &str,
+    name: &str,
+) -> Result<Vec<Column>, PortError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT name, type, \"notnull\" FROM pragma_table_info(?1, ?2) ORDER BY cid",
+        )
+        .map_err(sqlite_error)?;
+    let cols = stmt
+        .query_map(params![name, dataset], |r| {
+            let name: String = r.get(0)?;
+            let ty: String = r.get(1)?;
+            let required: bool = r.get(2)?;
+            Ok((name, ty, required))
+        })
+        .map_err(sqlite_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sqlite_error)?;
+    Ok(cols
+        .into_iter()
+        .filter(|(name, _, _)| name != PARTITIONTIME)
+        .map(|(name, ty, required)| Column {
+            name,
+            ty: match ty.to_ascii_uppercase().as_str() {
+                "INTEGER" => ColumnType::Int64,
+                "REAL" => ColumnType::Float64,
+                "BOOLEAN" => ColumnType::Bool,
+                "BLOB" => ColumnType::Bytes,
+                "TIMESTAMP" => ColumnType::Timestamp,
+                "DATE" => ColumnType::Date,
+                _ => ColumnType::String,
+            },
+            nullable: !required,
+        })
+        .collect())
 }
 
 /// The table a job writes, once its columns are known: created or checked, then the INSERTs
@@ -461,5 +502,29 @@ mod tests {
             rows,
             ["2|'2026-11-21T00:00:00Z'", "3|'2026-11-20T00:00:00Z'"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_csv_load_into_an_existing_table_reads_the_tables_schema() {
+        let s = setup();
+        let first = put(&s.store, "a.csv", b"id,name\n1,ann\n").await;
+        let bare = put(&s.store, "b.csv", b"2,bob\n").await;
+        let named = put(&s.store, "c.csv", b"ID,Name\n3,cy\n").await;
+        s.warehouse
+            .load(
+                &job("load-a", "analytics.people", Format::Csv, vec![first]),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        // No skip_leading_rows and no schema: the table's columns, by position; a first line
+        // naming them is the header.
+        for (id, source) in [("load-b", bare), ("load-c", named)] {
+            let mut j = job(id, "analytics.people", Format::Csv, vec![source]);
+            j.csv.skip_leading_rows = None;
+            s.warehouse.load(&j, Default::default()).await.unwrap();
+        }
+        let rows = dump(&s.warehouse_dir, "analytics", "people").unwrap();
+        assert_eq!(rows, ["1|'ann'", "2|'bob'", "3|'cy'"]);
     }
 }
