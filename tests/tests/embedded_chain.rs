@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use conveyor_core::event::{ConveyorEvent, Detail, EventType, Status, StepName};
-use conveyor_core::names::{PipelineName, RunId};
+use conveyor_core::names::{PipelineName, RunId, TableRef};
 use conveyor_core::ports::RunLogRow;
 use conveyor_e2e::Chain;
 use tower::ServiceExt;
@@ -1022,5 +1022,50 @@ pipelines:
         "{:?}",
         chain.run_log().await
     );
+    chain.stop().await;
+}
+
+/// Issue 26 item 8: a `sql` job written for BigQuery (MOD, SAFE_CAST, IFNULL, FORMAT_DATE,
+/// DATE_SUB … INTERVAL, CURRENT_DATE(), INSERT without INTO) runs unchanged on the chain.
+#[tokio::test]
+async fn a_googlesql_job_runs_unchanged_on_the_embedded_warehouse() {
+    let yaml = r#"
+pipelines:
+  - name: fn
+    trigger: { object: { bucket: landing, pattern: "fn/{date}/*.csv" } }
+    load: { table: "staging.fn_{date}", format: CSV }
+    jobs:
+      - name: shape
+        engine: sql
+        query: "SELECT id, MOD(id, 2) AS odd, SAFE_CAST(v AS INT64) AS v_int, FORMAT_DATE('%Y%m%d', DATE_SUB(d, INTERVAL 1 DAY)) AS prev FROM staging.fn_{date} WHERE IFNULL(SAFE_CAST(v AS INT64), -1) >= 0"
+        destination: "analytics.fn_{date}"
+        write_disposition: WRITE_TRUNCATE
+      - name: stamp
+        engine: sql
+        query: "INSERT analytics.fn_{date} SELECT 100, MOD(100, 7), 0, FORMAT_DATE('%Y', CURRENT_DATE())"
+"#;
+    let chain = Chain::start(yaml).await;
+    chain.write_file(
+        "landing",
+        "fn/2026-11-20/a.csv",
+        "id,v,d\n1,5,2026-11-20\n2,x,2026-11-20\n3,7,2026-03-01\n",
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    assert_eq!(chain.rows("staging.fn_2026_11_20").await, 3, "{log:#?}");
+    assert_eq!(chain.rows("analytics.fn_2026_11_20").await, 3, "{log:#?}");
+    let rows = chain
+        .ctx
+        .ports
+        .warehouse
+        .read_table(
+            &TableRef::parse("analytics.fn_2026_11_20").expect("table"),
+            10,
+        )
+        .await
+        .expect("read");
+    let prev: Vec<String> = rows.iter().filter_map(|r| r.get("prev").cloned()).collect();
+    assert!(prev.contains(&"20261119".to_owned()), "{rows:?}");
+    assert!(prev.contains(&"20260228".to_owned()), "{rows:?}");
     chain.stop().await;
 }
