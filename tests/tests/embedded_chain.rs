@@ -1069,3 +1069,46 @@ pipelines:
     assert!(prev.contains(&"20260228".to_owned()), "{rows:?}");
     chain.stop().await;
 }
+
+/// Issue 26 item 5 (in part): a `_SUCCESS` one folder above the parts (Spark's partitioned
+/// output) loads every part below it in one job; parts wait until it arrives.
+#[tokio::test]
+async fn a_marker_covering_subfolders_loads_the_parts_below_it() {
+    let yaml = r#"
+pipelines:
+  - name: spark_out
+    trigger: { object: { bucket: landing, pattern: "out/{date}/{region}/*.csv" } }
+    load:
+      table: "ds.out_{date}"
+      format: CSV
+      skip_leading_rows: 1
+      batch: { marker: { name: _SUCCESS, covers: subfolders } }
+"#;
+    let chain = Chain::start(yaml).await;
+    chain.write_file("landing", "out/2026-11-20/eu/part-0.csv", "n\n1\n2\n");
+    chain.write_file("landing", "out/2026-11-20/us/part-0.csv", "n\n3\n");
+    chain.write_file("landing", "out/2026-11-21/us/part-0.csv", "n\n9\n");
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(chain.rows("ds.out_2026_11_20").await, 0, "the parts wait");
+    chain.write_file("landing", "out/2026-11-20/_SUCCESS", "");
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(
+        chain.rows("ds.out_2026_11_20").await,
+        3,
+        "{:#?}",
+        chain.run_log().await
+    );
+    let loads: Vec<RunLogRow> = chain
+        .run_log()
+        .await
+        .into_iter()
+        .filter(|r| r.step == "load" && r.status == "SUCCEEDED")
+        .collect();
+    assert_eq!(loads.len(), 1, "one job for the folder: {loads:#?}");
+    assert_eq!(
+        chain.rows("ds.out_2026_11_21").await,
+        0,
+        "not under that marker"
+    );
+    chain.stop().await;
+}

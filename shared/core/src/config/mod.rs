@@ -63,7 +63,7 @@ pub use engines::{
     DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob, SqlJob, SshBatch,
     parameter_placeholders,
 };
-pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, WindowBatch};
+pub use job::{ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, MarkerCovers, WindowBatch};
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use messages::TopicName;
 pub(crate) use pattern::table_safe;

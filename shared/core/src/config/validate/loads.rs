@@ -218,6 +218,16 @@ impl Validator {
                 );
             }
             if let Some(o) = &t.object
+                && m.covers == crate::config::MarkerCovers::Subfolders
+                && o.pattern.as_str().split('/').count() < 3
+            {
+                self.issue(
+                    format!("{path}.load.batch.marker.covers"),
+                    lines.at(&["load", "batch", "marker"]),
+                    "`covers: subfolders` needs a pattern with a folder level below the marker's (`orders/{date}/{hour}/*.csv`)",
+                );
+            }
+            if let Some(o) = &t.object
                 && !o.pattern.has_folder()
             {
                 self.issue(
@@ -394,6 +404,20 @@ mod tests {
         assert!(issues(&text).is_empty(), "{:?}", issues(&text));
         let literal = GOOD.replace("analytics.sales_{date}", "other-project.analytics.sales");
         assert!(issues(&literal).is_empty(), "{:?}", issues(&literal));
+    }
+
+    #[test]
+    fn a_marker_covering_subfolders_needs_a_folder_level_below_it() {
+        let with = |pattern: &str| {
+            GOOD.replace("sales/{date}/*.csv", pattern).replace(
+                "      format: CSV\n",
+                "      format: CSV\n      batch: { marker: { name: _SUCCESS, covers: subfolders } }\n",
+            )
+        };
+        assert!(issues(&with("sales/{date}/{region}/*.csv")).is_empty());
+        let found = issues(&with("{date}/*.csv"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "pipelines[0].load.batch.marker.covers");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub(super) async fn waiting(ctx: &Context) -> Result<Vec<String>, StepError> {
 }
 
 use super::{Context, Outcome, StepError, describe};
-use crate::config::{LoadBatch, LoadSpec, Pipeline, render_table, table_safe};
+use crate::config::{LoadBatch, LoadSpec, MarkerCovers, Pipeline, render_table, table_safe};
 use crate::event::{Detail, EventType, ObjectRef};
 use crate::inbound::Inbound;
 use crate::names::{RunId, TableRef};
@@ -160,7 +160,11 @@ fn arrival(pipeline: &Pipeline, object: &ObjectRef) -> Option<Arrival> {
         && object.name.file_name() == m.marker
     {
         let folder = name.rsplit_once('/').map_or("", |(f, _)| f);
-        return trigger.pattern.folder_captures(folder).map(Arrival::Marker);
+        return match m.covers {
+            MarkerCovers::Folder => trigger.pattern.folder_captures(folder),
+            MarkerCovers::Subfolders => trigger.pattern.ancestor_captures(folder),
+        }
+        .map(Arrival::Marker);
     }
     let captures = trigger.pattern.captures(name)?;
     if load.ignores(name) {
