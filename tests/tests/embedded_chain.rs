@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use conveyor_core::event::{ConveyorEvent, Detail, EventType, Status, StepName};
-use conveyor_core::names::{PipelineName, RunId};
+use conveyor_core::names::{PipelineName, RunId, TableRef};
 use conveyor_core::ports::RunLogRow;
 use conveyor_e2e::Chain;
 use tower::ServiceExt;
@@ -379,6 +379,7 @@ pipelines:
     load:
       table: "ds.strict"
       format: CSV
+      skip_leading_rows: 1   # the header; declared columns take fields by position
       schema:
         - { name: id, type: INT64, mode: REQUIRED }
         - { name: amount, type: FLOAT64 }
@@ -956,5 +957,158 @@ pipelines:
     );
     let summary = reply["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("left for the next tick"), "{reply}");
+    chain.stop().await;
+}
+
+/// Issue 26 items 1–3 on the chain: pipe-delimited, gzip-compressed CSV with a NULL marker,
+/// each folder truncating only its own day's partition.
+#[tokio::test]
+async fn gzip_csv_with_its_own_delimiter_truncates_only_its_days_partition() {
+    let yaml = r#"
+pipelines:
+  - name: parts
+    trigger: { object: { bucket: landing, pattern: "parts/{date}/*.csv.gz" } }
+    load:
+      table: "ds.parts"
+      format: CSV
+      write_disposition: WRITE_TRUNCATE
+      partition: { field: day, decorator: "{date_nodash}" }
+      csv: { field_delimiter: "|", null_marker: "\\N", skip_leading_rows: 1 }
+      schema:
+        - { name: id, type: INT64 }
+        - { name: day, type: DATE }
+        - { name: note, type: INT64 }
+"#;
+    let chain = Chain::start(yaml).await;
+    let drop_gz = |object: &str, text: &str| {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).expect("gzip");
+        let src = std::env::temp_dir().join(format!(
+            "conveyor-gz-{}-{}",
+            std::process::id(),
+            object.replace('/', "_")
+        ));
+        std::fs::write(&src, gz.finish().expect("gzip")).expect("write");
+        chain.drop_file("landing", object, &src);
+        std::fs::remove_file(&src).expect("remove");
+    };
+    drop_gz(
+        "parts/2026-11-20/a.csv.gz",
+        "id|day|note\n1|2026-11-20|\\N\n2|2026-11-20|7\n",
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(
+        chain.rows("ds.parts").await,
+        2,
+        "{:?}",
+        chain.run_log().await
+    );
+    drop_gz(
+        "parts/2026-11-21/a.csv.gz",
+        "id|day|note\n3|2026-11-21|\\N\n",
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(chain.rows("ds.parts").await, 3);
+    // The 20th again: its partition is replaced, the 21st's row stays.
+    drop_gz(
+        "parts/2026-11-20/b.csv.gz",
+        "id|day|note\n4|2026-11-20|\\N\n",
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(
+        chain.rows("ds.parts").await,
+        2,
+        "{:?}",
+        chain.run_log().await
+    );
+    chain.stop().await;
+}
+
+/// Issue 26 item 8: a `sql` job written for BigQuery (MOD, SAFE_CAST, IFNULL, FORMAT_DATE,
+/// DATE_SUB … INTERVAL, CURRENT_DATE(), INSERT without INTO) runs unchanged on the chain.
+#[tokio::test]
+async fn a_googlesql_job_runs_unchanged_on_the_embedded_warehouse() {
+    let yaml = r#"
+pipelines:
+  - name: fn
+    trigger: { object: { bucket: landing, pattern: "fn/{date}/*.csv" } }
+    load: { table: "staging.fn_{date}", format: CSV }
+    jobs:
+      - name: shape
+        engine: sql
+        query: "SELECT id, MOD(id, 2) AS odd, SAFE_CAST(v AS INT64) AS v_int, FORMAT_DATE('%Y%m%d', DATE_SUB(d, INTERVAL 1 DAY)) AS prev FROM staging.fn_{date} WHERE IFNULL(SAFE_CAST(v AS INT64), -1) >= 0"
+        destination: "analytics.fn_{date}"
+        write_disposition: WRITE_TRUNCATE
+      - name: stamp
+        engine: sql
+        query: "INSERT analytics.fn_{date} SELECT 100, MOD(100, 7), 0, FORMAT_DATE('%Y', CURRENT_DATE())"
+"#;
+    let chain = Chain::start(yaml).await;
+    chain.write_file(
+        "landing",
+        "fn/2026-11-20/a.csv",
+        "id,v,d\n1,5,2026-11-20\n2,x,2026-11-20\n3,7,2026-03-01\n",
+    );
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    assert_eq!(chain.rows("staging.fn_2026_11_20").await, 3, "{log:#?}");
+    assert_eq!(chain.rows("analytics.fn_2026_11_20").await, 3, "{log:#?}");
+    let rows = chain
+        .ctx
+        .ports
+        .warehouse
+        .read_table(
+            &TableRef::parse("analytics.fn_2026_11_20").expect("table"),
+            10,
+        )
+        .await
+        .expect("read");
+    let prev: Vec<String> = rows.iter().filter_map(|r| r.get("prev").cloned()).collect();
+    assert!(prev.contains(&"20261119".to_owned()), "{rows:?}");
+    assert!(prev.contains(&"20260228".to_owned()), "{rows:?}");
+    chain.stop().await;
+}
+
+/// Issue 26 item 5 (in part): a `_SUCCESS` one folder above the parts (Spark's partitioned
+/// output) loads every part below it in one job; parts wait until it arrives.
+#[tokio::test]
+async fn a_marker_covering_subfolders_loads_the_parts_below_it() {
+    let yaml = r#"
+pipelines:
+  - name: spark_out
+    trigger: { object: { bucket: landing, pattern: "out/{date}/{region}/*.csv" } }
+    load:
+      table: "ds.out_{date}"
+      format: CSV
+      skip_leading_rows: 1
+      batch: { marker: { name: _SUCCESS, covers: subfolders } }
+"#;
+    let chain = Chain::start(yaml).await;
+    chain.write_file("landing", "out/2026-11-20/eu/part-0.csv", "n\n1\n2\n");
+    chain.write_file("landing", "out/2026-11-20/us/part-0.csv", "n\n3\n");
+    chain.write_file("landing", "out/2026-11-21/us/part-0.csv", "n\n9\n");
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(chain.rows("ds.out_2026_11_20").await, 0, "the parts wait");
+    chain.write_file("landing", "out/2026-11-20/_SUCCESS", "");
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(
+        chain.rows("ds.out_2026_11_20").await,
+        3,
+        "{:#?}",
+        chain.run_log().await
+    );
+    let loads: Vec<RunLogRow> = chain
+        .run_log()
+        .await
+        .into_iter()
+        .filter(|r| r.step == "load" && r.status == "SUCCEEDED")
+        .collect();
+    assert_eq!(loads.len(), 1, "one job for the folder: {loads:#?}");
+    assert_eq!(
+        chain.rows("ds.out_2026_11_21").await,
+        0,
+        "not under that marker"
+    );
     chain.stop().await;
 }

@@ -673,8 +673,13 @@ async fn a_folder_loads_in_one_multi_uri_job_and_a_sql_job_writes_its_destinatio
         create: CreateDisposition::CreateIfNeeded,
         schema: SchemaSpec::Autodetect,
         partition: None,
+        partition_id: None,
+        compression: conveyor_core::config::Compression::Auto,
         clustering: Vec::new(),
-        skip_leading_rows: 1,
+        csv: conveyor_core::config::CsvOptions {
+            skip_leading_rows: Some(1),
+            ..Default::default()
+        },
         max_bad_records: 0,
         allow_quoted_newlines: false,
         schema_update_options: Vec::new(),

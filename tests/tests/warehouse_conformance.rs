@@ -55,8 +55,13 @@ async fn load_job(
         create: CreateDisposition::CreateIfNeeded,
         schema: SchemaSpec::Autodetect,
         partition: None,
+        partition_id: None,
+        compression: conveyor_core::config::Compression::Auto,
         clustering: Vec::new(),
-        skip_leading_rows: 1,
+        csv: conveyor_core::config::CsvOptions {
+            skip_leading_rows: Some(1),
+            ..Default::default()
+        },
         max_bad_records: 0,
         allow_quoted_newlines: false,
         schema_update_options: Vec::new(),

@@ -121,8 +121,13 @@ fn load_job() -> LoadJob {
         create: CreateDisposition::CreateIfNeeded,
         schema: SchemaSpec::Autodetect,
         partition: None,
+        partition_id: None,
+        compression: conveyor_core::config::Compression::Auto,
         clustering: Vec::new(),
-        skip_leading_rows: 1,
+        csv: conveyor_core::config::CsvOptions {
+            skip_leading_rows: Some(1),
+            ..Default::default()
+        },
         max_bad_records: 0,
         allow_quoted_newlines: false,
         schema_update_options: Vec::new(),
@@ -610,7 +615,7 @@ async fn a_load_sends_only_the_settings_bigquery_accepts_and_honours() {
         format: Format::Parquet,
         write: WriteDisposition::WriteTruncate,
         max_bad_records: 3,
-        skip_leading_rows: 0,
+        csv: conveyor_core::config::CsvOptions::default(),
         schema_update_options: vec![conveyor_core::config::SchemaUpdateOption::AllowFieldAddition],
         ..load_job()
     };
@@ -695,4 +700,119 @@ async fn a_check_query_job_that_failed_is_a_permanent_error_with_its_message() {
         .expect_err("failed");
     assert!(!err.is_transient(), "{err}");
     assert!(err.to_string().contains("Unrecognized name: nope"), "{err}");
+}
+
+#[tokio::test]
+async fn a_csv_load_sends_its_delimiter_quote_null_marker_encoding_and_jagged_rows() {
+    let (url, recording) = serve_as(
+        Router::new().fallback(|| async { axum::Json(done(2)) }),
+        "bigquery",
+    )
+    .await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{url}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let job = LoadJob {
+        csv: conveyor_core::config::CsvOptions {
+            field_delimiter: Some("tab".to_owned()),
+            quote: Some(String::new()),
+            null_marker: Some("\\N".to_owned()),
+            encoding: Some(conveyor_core::config::CsvEncoding::Iso88591),
+            allow_jagged_rows: true,
+            skip_leading_rows: Some(2),
+        },
+        ..load_job()
+    };
+    bq.load(&job, Duration::from_secs(5)).await.expect("load");
+    let sent = recording.requests()[0].body.clone().expect("a JSON body");
+    let load = &sent["configuration"]["load"];
+    assert_eq!(load["fieldDelimiter"], "\\t");
+    assert_eq!(load["quote"], "");
+    assert_eq!(load["nullMarker"], "\\N");
+    assert_eq!(load["encoding"], "ISO-8859-1");
+    assert_eq!(load["allowJaggedRows"], true);
+    assert_eq!(load["skipLeadingRows"], 2);
+    // Unset, BigQuery's defaults apply: nothing is sent (skipLeadingRows unset lets
+    // autodetect find a header; 0 would say there is none).
+    let plain = LoadJob {
+        csv: conveyor_core::config::CsvOptions::default(),
+        ..load_job()
+    };
+    bq.load(&plain, Duration::from_secs(5)).await.expect("load");
+    let sent = recording.requests()[1].body.clone().expect("a JSON body");
+    let load = &sent["configuration"]["load"];
+    for unset in [
+        "fieldDelimiter",
+        "quote",
+        "nullMarker",
+        "encoding",
+        "allowJaggedRows",
+        "skipLeadingRows",
+    ] {
+        assert!(load.get(unset).is_none(), "{unset}: {load}");
+    }
+}
+
+#[tokio::test]
+async fn a_load_into_one_partition_names_the_table_with_its_decorator() {
+    let (url, recording) = serve_as(
+        Router::new().fallback(|| async { axum::Json(done(1)) }),
+        "bigquery",
+    )
+    .await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{url}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let job = LoadJob {
+        write: WriteDisposition::WriteTruncate,
+        partition: Some(conveyor_core::config::Partition {
+            field: None,
+            kind: conveyor_core::config::PartitionKind::Day,
+            decorator: Some("{date_nodash}".to_owned()),
+        }),
+        partition_id: Some("20261120".to_owned()),
+        schema_update_options: vec![conveyor_core::config::SchemaUpdateOption::AllowFieldAddition],
+        ..load_job()
+    };
+    bq.load(&job, Duration::from_secs(5)).await.expect("load");
+    let sent = recording.requests()[0].body.clone().expect("a JSON body");
+    let load = &sent["configuration"]["load"];
+    assert_eq!(load["destinationTable"]["tableId"], "t$20261120");
+    assert_eq!(load["writeDisposition"], "WRITE_TRUNCATE");
+    assert_eq!(load["timePartitioning"]["type"], "DAY");
+    // BigQuery takes schema update options on a truncate of one partition.
+    assert_eq!(load["schemaUpdateOptions"][0], "ALLOW_FIELD_ADDITION");
+}
+
+#[tokio::test]
+async fn a_load_into_another_projects_dataset_names_that_project() {
+    let (url, recording) = serve_as(
+        Router::new().fallback(|| async { axum::Json(done(1)) }),
+        "bigquery",
+    )
+    .await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{url}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let job = LoadJob {
+        table: TableRef::parse("other-proj-7.ds.t").expect("table"),
+        ..load_job()
+    };
+    bq.load(&job, Duration::from_secs(5)).await.expect("load");
+    let sent = recording.requests()[0].body.clone().expect("a JSON body");
+    let table = &sent["configuration"]["load"]["destinationTable"];
+    assert_eq!(table["projectId"], "other-proj-7");
+    assert_eq!(table["datasetId"], "ds");
+    // The job itself runs in the deployment's project.
+    let target = &recording.requests()[0].target;
+    assert!(target.contains("/projects/p/jobs"), "{target}");
 }

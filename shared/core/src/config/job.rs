@@ -252,11 +252,41 @@ pub enum LoadBatch {
     Window(WindowBatch),
 }
 
-/// `load.batch: { marker: _SUCCESS }`.
+/// `load.batch: { marker: _SUCCESS }` or `{ marker: { name: _SUCCESS, covers: subfolders } }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarkerBatch {
     /// The file name that says a folder is complete.
     pub marker: String,
+    /// What the marker completes: its own folder (the default), or every folder below it.
+    pub covers: MarkerCovers,
+}
+
+/// What a marker completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkerCovers {
+    /// The files of the marker's own folder (GEBI's `_SUCCESS` beside the parts).
+    #[default]
+    Folder,
+    /// The files of every folder below the marker's (a `_SUCCESS` one folder above the parts,
+    /// as Spark writes a partitioned output).
+    Subfolders,
+}
+
+/// `load.batch.marker` as the file writes it: a file name, or `{ name, covers }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+enum RawMarker {
+    /// The marker's file name (`_SUCCESS`), covering its own folder.
+    Name(String),
+    /// The marker's file name and what it covers.
+    Spec {
+        /// The marker's file name (`_SUCCESS`).
+        name: String,
+        /// `folder` (the default) or `subfolders`.
+        #[serde(default)]
+        covers: MarkerCovers,
+    },
 }
 
 /// `load.batch: { window: 5m, max_files: 1000 }`.
@@ -273,9 +303,10 @@ pub struct WindowBatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawLoadBatch {
-    /// The file name that says a folder is complete (`_SUCCESS`).
+    /// The file name that says a folder is complete (`_SUCCESS`), or `{ name: _SUCCESS,
+    /// covers: subfolders }` for a marker one folder above the parts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    marker: Option<String>,
+    marker: Option<RawMarker>,
     /// How long a window of arrivals lasts (`5m`).
     #[serde(
         default,
@@ -294,9 +325,16 @@ impl TryFrom<RawLoadBatch> for LoadBatch {
 
     fn try_from(raw: RawLoadBatch) -> Result<Self, String> {
         match (raw.marker, raw.window) {
-            (Some(marker), None) if raw.max_files.is_none() => {
-                Ok(Self::Marker(MarkerBatch { marker }))
-            }
+            (Some(marker), None) if raw.max_files.is_none() => Ok(Self::Marker(match marker {
+                RawMarker::Name(marker) => MarkerBatch {
+                    marker,
+                    covers: MarkerCovers::Folder,
+                },
+                RawMarker::Spec { name, covers } => MarkerBatch {
+                    marker: name,
+                    covers,
+                },
+            })),
             (Some(_), None) => Err("`max_files` goes with `window`, not `marker`".to_owned()),
             (None, Some(window)) => Ok(Self::Window(WindowBatch {
                 window,
@@ -317,7 +355,13 @@ impl From<LoadBatch> for RawLoadBatch {
     fn from(b: LoadBatch) -> Self {
         match b {
             LoadBatch::Marker(m) => Self {
-                marker: Some(m.marker),
+                marker: Some(match m.covers {
+                    MarkerCovers::Folder => RawMarker::Name(m.marker),
+                    covers => RawMarker::Spec {
+                        name: m.marker,
+                        covers,
+                    },
+                }),
                 window: None,
                 max_files: None,
             },

@@ -39,6 +39,7 @@
 //! ```
 
 mod checks;
+mod csv;
 mod deploy;
 mod engines;
 mod job;
@@ -56,6 +57,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use checks::{Check, Columns, Fresh, RowCount, Severity};
+pub use csv::{CsvEncoding, CsvOptions};
 pub use deploy::{DeployTarget, deployment_issues};
 pub(crate) use engines::render_parameter;
 pub use engines::{
@@ -64,7 +66,9 @@ pub use engines::{
     SqlJob, SshBatch, date_offset, derived_value, parameter_placeholders, secret_name,
 };
 pub(crate) use job::truthy as job_truthy;
-pub use job::{Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, RunIf, When, WindowBatch};
+pub use job::{
+    Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, MarkerCovers, RunIf, When, WindowBatch,
+};
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use messages::TopicName;
 pub(crate) use pattern::table_safe;
@@ -401,9 +405,19 @@ pub struct LoadSpec {
     /// Time partitioning of the table.
     #[serde(default)]
     pub partition: Option<Partition>,
-    /// CSV: leading lines to skip; `1` (the default) means the file has a header.
-    #[serde(default = "one")]
-    pub skip_leading_rows: u64,
+    /// CSV: leading lines to skip, the same as `csv.skip_leading_rows` (kept for files that
+    /// set it here; give one or the other). Unset: see `csv.skip_leading_rows`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_leading_rows: Option<u64>,
+    /// Whether the files are gzip-compressed: `auto` (the default: a file that starts as a
+    /// gzip stream is, as BigQuery reads it), `gzip` (every file is), `none` (no file is).
+    /// CSV and NDJSON only (Avro and Parquet compress inside the file).
+    #[serde(default)]
+    pub compression: Compression,
+    /// CSV: how the files are read (delimiter, quote, NULL marker, encoding, jagged rows,
+    /// leading rows), as BigQuery's CSV load options.
+    #[serde(default)]
+    pub csv: CsvOptions,
     /// Bad rows a load may skip before it fails (BigQuery's `maxBadRecords`). Default 0:
     /// one bad row fails the load and nothing is loaded.
     #[serde(default)]
@@ -460,10 +474,37 @@ fn max_record_bytes() -> u64 {
     MAX_RECORD_BYTES
 }
 
+/// `template` rendered: a `project.dataset.table` template's project part takes the
+/// captures as they are (a project id has dashes, never underscores); the dataset and table
+/// take their table-safe forms.
+///
+/// # Errors
+/// When a placeholder has no value.
+pub fn render_table(
+    template: &str,
+    raw: &BTreeMap<String, String>,
+    safe: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    match template.split_once('.') {
+        Some((project, rest)) if rest.contains('.') => {
+            Ok(format!("{}.{}", render(project, raw)?, render(rest, safe)?))
+        }
+        _ => render(template, safe),
+    }
+}
+
 /// The default of `load.ignore`.
 pub(crate) const DEFAULT_IGNORE: &[&str] = &[".*", "_*", "*.tmp"];
 
 impl LoadSpec {
+    /// The CSV options a load job carries: `csv`, with the top-level `skip_leading_rows`
+    /// when `csv` does not set it.
+    pub fn csv_options(&self) -> CsvOptions {
+        let mut csv = self.csv.clone();
+        csv.skip_leading_rows = csv.skip_leading_rows.or(self.skip_leading_rows);
+        csv
+    }
+
     /// Whether `name` is not data by `ignore` (or its default): some path segment matches
     /// one of the patterns.
     pub fn ignores(&self, name: &str) -> bool {
@@ -510,8 +551,17 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-fn one() -> u64 {
-    1
+/// Whether a load's files are gzip-compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Each file is read as gzip when it starts with gzip's magic bytes.
+    #[default]
+    Auto,
+    /// Every file is gzip (one that is not fails its load as bad input).
+    Gzip,
+    /// No file is compressed (one that looks like gzip fails with a clear error).
+    None,
 }
 
 /// A schema change a load job may make to an existing table (BigQuery's
@@ -591,6 +641,66 @@ pub struct Partition {
     /// Granularity.
     #[serde(default, rename = "type")]
     pub kind: PartitionKind,
+    /// Load into one partition (`table$20261120`): the partition id, from the trigger's
+    /// captures, as `YYYYMMDD` (DAY), `YYYYMMDDHH` (HOUR), `YYYYMM` (MONTH) or `YYYY` (YEAR).
+    /// Each capture `{c}` also has `{c_nodash}`, its digits only (`2026-11-20` → `20261120`).
+    /// `WRITE_TRUNCATE` then replaces only that partition's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decorator: Option<String>,
+}
+
+impl Partition {
+    /// The partition id the decorator names for `captures` (raw capture values).
+    ///
+    /// # Errors
+    /// When a placeholder has no value, or the id is not the granularity's digits.
+    pub fn partition_id(
+        &self,
+        captures: &BTreeMap<String, String>,
+    ) -> Option<Result<String, String>> {
+        let template = self.decorator.as_ref()?;
+        let mut vars = captures.clone();
+        for (name, value) in captures {
+            vars.insert(
+                format!("{name}_nodash"),
+                value.chars().filter(char::is_ascii_digit).collect(),
+            );
+        }
+        Some(render(template, &vars).and_then(|id| {
+            let digits = match self.kind {
+                PartitionKind::Hour => 10,
+                PartitionKind::Day => 8,
+                PartitionKind::Month => 6,
+                PartitionKind::Year => 4,
+            };
+            if id.len() == digits && id.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(id)
+            } else {
+                Err(format!(
+                    "partition decorator {template:?} gives {id:?}: a {:?} partition id is {digits} digits",
+                    self.kind
+                ))
+            }
+        }))
+    }
+
+    /// The first instant of partition `id` as the embedded warehouse writes its values
+    /// (`2026-11-20T08`, `2026-11-20`, `2026-11`, `2026`): the prefix every value in it has.
+    pub fn prefix_of(id: &str) -> String {
+        let part = |a: usize, b: usize| id.get(a..b).unwrap_or_default();
+        match id.len() {
+            10 => format!(
+                "{}-{}-{}T{}",
+                part(0, 4),
+                part(4, 6),
+                part(6, 8),
+                part(8, 10)
+            ),
+            8 => format!("{}-{}-{}", part(0, 4), part(4, 6), part(6, 8)),
+            6 => format!("{}-{}", part(0, 4), part(4, 6)),
+            _ => id.to_owned(),
+        }
+    }
 }
 
 /// Partition granularity.
@@ -717,6 +827,57 @@ impl PollPolicy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_project_part_keeps_its_dashes_and_the_rest_is_made_table_safe() {
+        let raw: BTreeMap<String, String> = [
+            ("project".to_owned(), "my-proj-42".to_owned()),
+            ("date".to_owned(), "2026-11-20".to_owned()),
+        ]
+        .into();
+        let safe: BTreeMap<String, String> = raw
+            .iter()
+            .map(|(k, v)| (k.clone(), table_safe(v)))
+            .collect();
+        assert_eq!(
+            render_table("{project}.ds.sales_{date}", &raw, &safe).as_deref(),
+            Ok("my-proj-42.ds.sales_2026_11_20")
+        );
+        assert_eq!(
+            render_table("ds.sales_{date}", &raw, &safe).as_deref(),
+            Ok("ds.sales_2026_11_20")
+        );
+    }
+
+    #[test]
+    fn a_partition_decorator_renders_digits_of_its_granularity_only() {
+        let p = |kind, decorator: &str| Partition {
+            field: None,
+            kind,
+            decorator: Some(decorator.to_owned()),
+        };
+        let captures: BTreeMap<String, String> = [
+            ("date".to_owned(), "2026-11-20".to_owned()),
+            ("hour".to_owned(), "08".to_owned()),
+        ]
+        .into();
+        let id = |kind, d: &str| p(kind, d).partition_id(&captures).expect("a decorator");
+        assert_eq!(
+            id(PartitionKind::Day, "{date_nodash}"),
+            Ok("20261120".to_owned())
+        );
+        assert_eq!(
+            id(PartitionKind::Hour, "{date_nodash}{hour}"),
+            Ok("2026112008".to_owned())
+        );
+        assert!(
+            id(PartitionKind::Month, "{date_nodash}").is_err(),
+            "8 digits for a month"
+        );
+        assert!(id(PartitionKind::Day, "{date}").is_err(), "dashes");
+        assert_eq!(Partition::prefix_of("2026112008"), "2026-11-20T08");
+        assert_eq!(Partition::prefix_of("202611"), "2026-11");
+    }
+
     use super::*;
 
     #[test]

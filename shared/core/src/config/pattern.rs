@@ -142,6 +142,35 @@ impl PathPattern {
         captures_of(self.folder.as_ref()?, &self.names, folder)
     }
 
+    /// The captures of `folder` when it is an ancestor of the folders the pattern's files
+    /// live in (a marker covering subfolders): the pattern's leading segments match it and
+    /// at least one folder level of the pattern lies below it.
+    ///
+    /// # Examples
+    /// ```
+    /// use conveyor_core::config::PathPattern;
+    /// let p = PathPattern::parse("orders/{date}/{hour}/*.csv").unwrap();
+    /// assert_eq!(p.ancestor_captures("orders/2026-11-20").unwrap()["date"], "2026-11-20");
+    /// assert!(p.ancestor_captures("orders/2026-11-20/08").is_none());
+    /// ```
+    pub fn ancestor_captures(&self, folder: &str) -> Option<BTreeMap<String, String>> {
+        let segments: Vec<&str> = self.source.split('/').collect();
+        let depth = if folder.is_empty() {
+            0
+        } else {
+            folder.split('/').count()
+        };
+        // The folder, then at least one folder of the pattern's, then the file part.
+        if segments.len() < depth + 2 || segments[..depth].iter().any(|s| s.contains("**")) {
+            return None;
+        }
+        if depth == 0 {
+            return Some(BTreeMap::new());
+        }
+        let leading = format!("{}/*", segments[..depth].join("/"));
+        PathPattern::parse(&leading).ok()?.folder_captures(folder)
+    }
+
     /// The capture names, in order.
     pub fn names(&self) -> &[String] {
         &self.names

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 
 use super::PortError;
 use crate::config::{
-    CreateDisposition, Partition, SchemaSpec, SchemaUpdateOption, WriteDisposition,
+    Compression, CreateDisposition, CsvOptions, Partition, SchemaSpec, SchemaUpdateOption,
+    WriteDisposition,
 };
 use crate::event::ObjectRef;
 use crate::format::Format;
@@ -36,10 +37,16 @@ pub struct LoadJob {
     pub schema: SchemaSpec,
     /// Partitioning.
     pub partition: Option<Partition>,
+    /// The one partition loaded (`load.partition.decorator` rendered: `20261120`): the
+    /// destination is `table$20261120`, and WRITE_TRUNCATE replaces only its rows.
+    pub partition_id: Option<String>,
     /// Clustering columns (at most four).
     pub clustering: Vec<String>,
-    /// CSV leading rows to skip.
-    pub skip_leading_rows: u64,
+    /// Whether the sources are gzip-compressed (`load.compression`). BigQuery detects gzip by
+    /// itself; the embedded warehouse decompresses by this.
+    pub compression: Compression,
+    /// CSV options (delimiter, quote, NULL marker, encoding, jagged rows, leading rows).
+    pub csv: CsvOptions,
     /// Bad rows the job may skip before it fails (BigQuery's `maxBadRecords`; default 0).
     pub max_bad_records: u64,
     /// CSV: whether a quoted value may span lines (BigQuery's `allowQuotedNewlines`; default

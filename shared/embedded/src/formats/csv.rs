@@ -17,13 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ::csv::{ByteRecord, Reader, ReaderBuilder};
 
 use super::convert::{
-    SAMPLE_ROWS, TextInference, bad, check_null, conversion_error, duplicate_name, find_column,
-    from_text_into, quote,
+    SAMPLE_ROWS, TextInference, bad, check_null, conversion_error, duplicate_name, from_text_into,
+    quote,
 };
 use super::{
     Column, DecodeOptions, Format, FormatError, MAX_COLUMNS, Next, RowReader, SAMPLE_BYTES, Value,
     record_too_long, too_many_columns,
 };
+use conveyor_core::config::CsvEncoding;
+use conveyor_core::format::ColumnType;
 
 fn unreadable(reason: String) -> FormatError {
     FormatError::Unreadable {
@@ -85,29 +87,59 @@ struct CsvRows {
     sample: VecDeque<ByteRecord>,
     record: ByteRecord,
     columns: Vec<Column>,
-    /// Column `i` is field `indexes[i]` of a record.
-    indexes: Vec<usize>,
     /// The number of fields a record must have.
     width: usize,
     allow_quoted_newlines: bool,
+    /// Whether a record may lack trailing fields (read as NULL).
+    allow_jagged_rows: bool,
+    /// The text that stands for NULL; `None`: an empty field is NULL.
+    null_marker: Option<String>,
 }
 
-/// Opens a CSV stream: reads the leading rows (and, with autodetect, the sample).
+/// An opened CSV file: its columns, its rows, and whether a header was detected.
+type Opened = (Vec<Column>, Box<dyn RowReader>, bool);
+
+/// Opens a CSV stream: reads the leading rows (and, with autodetect, the sample). The third
+/// value says whether the first line was found to be a header
+/// ([`DecodeOptions::detect_header`]).
 pub(super) fn open(
     input: Box<dyn BufRead + Send>,
     options: &DecodeOptions,
-) -> Result<(Vec<Column>, Box<dyn RowReader>), FormatError> {
+) -> Result<Opened, FormatError> {
     let start = Arc::new(AtomicU64::new(0));
     let limit = options.record_limit();
-    let mut reader = ReaderBuilder::new()
+    let csv = &options.csv;
+    let delimiter = csv
+        .delimiter_byte()
+        .ok_or_else(|| unreadable("field_delimiter is not one ISO-8859-1 character".into()))?;
+    let quote = csv
+        .quote_byte()
+        .ok_or_else(|| unreadable("quote is not one ISO-8859-1 character".into()))?;
+    let input: Box<dyn BufRead + Send> = match csv.encoding {
+        Some(CsvEncoding::Iso88591) => Box::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            Latin1 {
+                inner: input,
+                pending: Vec::new(),
+            },
+        )),
+        _ => input,
+    };
+    let mut builder = ReaderBuilder::new();
+    builder
         .has_headers(false)
         .flexible(true)
-        .from_reader(Limited {
-            inner: input,
-            read: 0,
-            start: start.clone(),
-            limit,
-        });
+        .delimiter(delimiter);
+    match quote {
+        Some(q) => builder.quote(q),
+        None => builder.quoting(false),
+    };
+    let mut reader = builder.from_reader(Limited {
+        inner: input,
+        read: 0,
+        start: start.clone(),
+        limit,
+    });
     let mut header: Option<ByteRecord> = None;
     for _ in 0..options.skip_leading_rows {
         let mut record = ByteRecord::new();
@@ -126,40 +158,38 @@ pub(super) fn open(
     {
         return Err(too_many_columns(Format::Csv, declared.len()));
     }
-    let header = header
-        .map(|h| -> Result<(u64, Vec<String>), FormatError> {
-            let line = line_of(&h);
-            let names = h
-                .iter()
-                .map(|f| text(f, line).map(|t| t.trim().to_owned()))
-                .collect::<Result<_, _>>()?;
-            Ok((line, names))
-        })
-        .transpose()?;
-
+    let names = |h: &ByteRecord| -> Result<(u64, Vec<String>), FormatError> {
+        let line = line_of(h);
+        let names = h
+            .iter()
+            .map(|f| text(f, line).map(|t| t.trim().to_owned()))
+            .collect::<Result<_, _>>()?;
+        Ok((line, names))
+    };
+    let mut header_detected = false;
     let mut sample = VecDeque::new();
-    let (columns, indexes, width) = match &options.schema {
+    let (columns, width) = match &options.schema {
+        // Declared columns take the fields by position, as BigQuery does: a header line is
+        // only skipped.
         Some(columns) => {
-            let (width, indexes) = match &header {
-                Some((line, names)) => {
-                    let indexes = columns
-                        .iter()
-                        .map(|column| {
-                            find_column(names.iter().map(String::as_str), &column.name).ok_or_else(
-                                || {
-                                    unreadable(format!(
-                                        "declared column `{}` is not in the header (line {line})",
-                                        column.name
-                                    ))
-                                },
-                            )
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    (names.len(), indexes)
+            // The table's own schema (no header skipped by the setting): a first line that
+            // names the columns is the header.
+            if header.is_none() && options.detect_header {
+                let mut record = ByteRecord::new();
+                if read(&mut reader, &mut record, &start, limit)? {
+                    let names_them = record.len() == columns.len()
+                        && record.iter().zip(columns).all(|(f, c)| {
+                            std::str::from_utf8(f)
+                                .is_ok_and(|f| f.trim().eq_ignore_ascii_case(&c.name))
+                        });
+                    if names_them {
+                        header_detected = true;
+                    } else {
+                        sample.push_back(record);
+                    }
                 }
-                None => (columns.len(), (0..columns.len()).collect()),
-            };
-            (columns.clone(), indexes, width)
+            }
+            (columns.clone(), columns.len())
         }
         None => {
             // At most SAMPLE_ROWS records, and no more than SAMPLE_BYTES of them (or one).
@@ -175,9 +205,14 @@ pub(super) fn open(
                 bytes += record.as_slice().len() as u64;
                 sample.push_back(record);
             }
-            let columns = detect(header.as_ref(), &sample)?;
+            if header.is_none() && options.detect_header && looks_like_header(&sample) {
+                header = sample.pop_front();
+                header_detected = true;
+            }
+            let header = header.as_ref().map(names).transpose()?;
+            let columns = detect(header.as_ref(), &sample, csv.null_marker.as_deref())?;
             let width = columns.len();
-            (columns, (0..width).collect(), width)
+            (columns, width)
         }
     };
     let rows = CsvRows {
@@ -187,11 +222,79 @@ pub(super) fn open(
         sample,
         record: ByteRecord::new(),
         columns: columns.clone(),
-        indexes,
         width,
         allow_quoted_newlines: options.allow_quoted_newlines,
+        allow_jagged_rows: csv.allow_jagged_rows,
+        null_marker: csv.null_marker.clone(),
     };
-    Ok((columns, Box::new(rows)))
+    Ok((columns, Box::new(rows), header_detected))
+}
+
+/// Whether the first record of `sample` is a header, by BigQuery's autodetect rule: every
+/// field of it is non-empty text that is not a number, boolean, date or timestamp, and
+/// some column of the records below it holds a type other than STRING (a file whose
+/// columns are all text cannot tell its header from a row, and BigQuery reads it as a row).
+fn looks_like_header(sample: &VecDeque<ByteRecord>) -> bool {
+    let Some(first) = sample.front() else {
+        return false;
+    };
+    let all_text = first.iter().all(|field| {
+        let Ok(field) = std::str::from_utf8(field) else {
+            return false;
+        };
+        let mut one = TextInference::default();
+        !field.trim().is_empty() && {
+            one.observe(field);
+            one.column_type() == ColumnType::String
+        }
+    });
+    if !all_text || sample.len() < 2 {
+        return false;
+    }
+    let mut below: Vec<TextInference> =
+        (0..first.len()).map(|_| TextInference::default()).collect();
+    for record in sample.iter().skip(1).filter(|r| r.len() == first.len()) {
+        for (column, field) in below.iter_mut().zip(record.iter()) {
+            if let Ok(field) = std::str::from_utf8(field)
+                && !field.is_empty()
+            {
+                column.observe(field);
+            }
+        }
+    }
+    below.iter().any(|c| c.column_type() != ColumnType::String)
+}
+
+/// ISO-8859-1 bytes as UTF-8: each byte is the character of the same number.
+struct Latin1 {
+    inner: Box<dyn BufRead + Send>,
+    /// Encoded bytes not yet handed out.
+    pending: Vec<u8>,
+}
+
+impl Read for Latin1 {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pending.is_empty() {
+            let chunk = self.inner.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(0);
+            }
+            let n = chunk.len().min(buf.len().max(2) / 2 + 1);
+            for &b in &chunk[..n] {
+                if b < 0x80 {
+                    self.pending.push(b);
+                } else {
+                    self.pending.push(0xC0 | (b >> 6));
+                    self.pending.push(0x80 | (b & 0x3F));
+                }
+            }
+            self.inner.consume(n);
+        }
+        let n = self.pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.drain(..n);
+        Ok(n)
+    }
 }
 
 /// Reads the next record; `false` at the end. A record longer than `limit` bytes makes the
@@ -234,6 +337,7 @@ fn text(field: &[u8], line: u64) -> Result<&str, FormatError> {
 fn detect(
     header: Option<&(u64, Vec<String>)>,
     sample: &VecDeque<ByteRecord>,
+    null_marker: Option<&str>,
 ) -> Result<Vec<Column>, FormatError> {
     let names: Vec<String> = match (header, sample.front()) {
         (Some((line, header)), _) => {
@@ -263,7 +367,7 @@ fn detect(
     for record in sample.iter().filter(|r| r.len() == names.len()) {
         let line = line_of(record);
         for (column, field) in inference.iter_mut().zip(record.iter()) {
-            if !field.is_empty() {
+            if !field.is_empty() && Some(field) != null_marker.map(str::as_bytes) {
                 column.observe(text(field, line)?);
             }
         }
@@ -281,7 +385,7 @@ fn detect(
 
 impl CsvRows {
     fn convert(&self, record: &ByteRecord, row: &mut Vec<Value>) -> Result<(), String> {
-        if record.len() != self.width {
+        if record.len() != self.width && !(self.allow_jagged_rows && record.len() < self.width) {
             return Err(format!(
                 "expected {} fields but found {}",
                 self.width,
@@ -301,9 +405,19 @@ impl CsvRows {
         // `row` holds the previous row (or nothing): its cells are overwritten in place, so a
         // text cell's buffer serves the next row's text.
         row.resize(self.columns.len(), Value::Null);
-        for ((column, index), slot) in self.columns.iter().zip(&self.indexes).zip(row.iter_mut()) {
-            let field = record.get(*index).unwrap_or_default();
-            if field.is_empty() {
+        for (index, (column, slot)) in self.columns.iter().zip(row.iter_mut()).enumerate() {
+            let Some(field) = record.get(index) else {
+                // A jagged row's missing trailing field.
+                *slot = check_null(column, Value::Null)?;
+                continue;
+            };
+            let is_null = match &self.null_marker {
+                None => field.is_empty(),
+                // With a marker, an empty field is an empty STRING or BYTES value (and a bad
+                // value of any other type), as in BigQuery.
+                Some(marker) => field == marker.as_bytes(),
+            };
+            if is_null {
                 *slot = check_null(column, Value::Null)?;
             } else {
                 let field = std::str::from_utf8(field).map_err(|_| "not valid UTF-8".to_owned())?;
@@ -355,9 +469,10 @@ impl RowReader for CsvRows {
 mod tests {
     use crate::formats::test_support::{bad_rows, column, decode_with, text, unreadable};
     use crate::formats::{
-        BadRow, Column, ColumnType, DecodeOptions, Format, FormatError, MAX_BAD_ROWS, Rows, Value,
-        decode,
+        BadRow, Column, ColumnType, CsvOptions, DecodeOptions, Format, FormatError, MAX_BAD_ROWS,
+        Rows, Value, decode,
     };
+    use conveyor_core::config::CsvEncoding;
 
     fn csv(
         text: &[u8],
@@ -472,14 +587,17 @@ mod tests {
     }
 
     #[test]
-    fn declared_schema_maps_header_columns_by_name() {
+    fn declared_schema_takes_fields_by_position_not_by_header_name() {
+        // BigQuery matches declared columns to fields by position: the header is skipped.
         let schema = vec![
             column("b", ColumnType::Float64, false),
             column("A", ColumnType::String, true),
         ];
-        let rows = csv(b"a,b,c\nx,1,ignored\n", 1, Some(schema.clone())).expect("decodes");
+        let rows = csv(b"a,b\n1,x\n", 1, Some(schema.clone())).expect("decodes");
         assert_eq!(rows.columns, schema);
         assert_eq!(rows.rows, vec![vec![Value::Float(1.0), text("x")]]);
+        let bad = bad_rows(csv(b"a,b,c\n1,x,y\n", 1, Some(schema)));
+        assert_eq!(bad[0].reason, "expected 2 fields but found 3");
     }
 
     #[test]
@@ -546,13 +664,6 @@ mod tests {
     }
 
     #[test]
-    fn declared_column_missing_from_header_is_unreadable() {
-        let schema = vec![column("missing", ColumnType::String, true)];
-        let reason = unreadable_reason(csv(b"a,b\n1,2\n", 1, Some(schema)));
-        assert!(reason.contains("`missing`"), "{reason}");
-    }
-
-    #[test]
     fn invalid_utf8_csv_is_unreadable() {
         let reason = unreadable_reason(csv(b"a,b\n1,\xff\xfe\n", 1, None));
         assert!(
@@ -602,5 +713,120 @@ mod tests {
         let rows = csv(b"exported by x\nid\n7\n", 2, None).expect("decodes");
         assert_eq!(rows.columns, vec![column("id", ColumnType::Int64, true)]);
         assert_eq!(rows.rows, vec![vec![Value::Int(7)]]);
+    }
+
+    fn with(text: &[u8], options: DecodeOptions) -> Result<Rows, FormatError> {
+        decode(Format::Csv, text, &options)
+    }
+
+    #[test]
+    fn autodetect_reads_a_first_line_of_text_above_typed_rows_as_the_header() {
+        let options = || DecodeOptions {
+            detect_header: true,
+            ..Default::default()
+        };
+        let rows = with(b"id,name\n1,ann\n2,bob\n", options()).expect("decodes");
+        let names: Vec<&str> = rows.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "name"]);
+        assert_eq!(rows.rows.len(), 2);
+        // All text: no telling the header from a row, so it is a row (as in BigQuery).
+        let rows = with(b"name,city\nann,paris\n", options()).expect("decodes");
+        assert_eq!(rows.columns[0].name, "string_field_0");
+        assert_eq!(rows.rows.len(), 2);
+        // A first line with a number is data.
+        let rows = with(b"1,ann\n2,bob\n", options()).expect("decodes");
+        assert_eq!(rows.columns[0].name, "string_field_0");
+        assert_eq!(rows.rows.len(), 2);
+    }
+
+    #[test]
+    fn a_pipe_delimiter_a_single_quote_and_a_null_marker_are_honoured() {
+        let options = DecodeOptions {
+            skip_leading_rows: 1,
+            csv: CsvOptions {
+                field_delimiter: Some("|".to_owned()),
+                quote: Some("'".to_owned()),
+                null_marker: Some("\\N".to_owned()),
+                ..CsvOptions::default()
+            },
+            ..Default::default()
+        };
+        let rows = with(b"id|name|n\n1|'a|b'|\\N\n2||5\n", options).expect("decodes");
+        let names: Vec<&str> = rows.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "name", "n"]);
+        assert_eq!(rows.columns[2].ty, ColumnType::Int64);
+        assert_eq!(
+            rows.rows,
+            vec![
+                vec![Value::Int(1), text("a|b"), Value::Null],
+                // With a marker, an empty STRING field is an empty string, not NULL.
+                vec![Value::Int(2), text(""), Value::Int(5)],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tab_delimiter_and_no_quoting_read_quotes_as_text() {
+        let options = DecodeOptions {
+            schema: Some(vec![
+                column("a", ColumnType::String, true),
+                column("b", ColumnType::String, true),
+            ]),
+            csv: CsvOptions {
+                field_delimiter: Some("tab".to_owned()),
+                quote: Some(String::new()),
+                ..CsvOptions::default()
+            },
+            ..Default::default()
+        };
+        let rows = with(b"\"x\"\ty,z\n", options).expect("decodes");
+        assert_eq!(rows.rows, vec![vec![text("\"x\""), text("y,z")]]);
+    }
+
+    #[test]
+    fn latin1_files_are_read_as_latin1() {
+        let options = |encoding| DecodeOptions {
+            schema: Some(vec![column("city", ColumnType::String, true)]),
+            csv: CsvOptions {
+                encoding,
+                ..CsvOptions::default()
+            },
+            ..Default::default()
+        };
+        let latin1 = b"Bogot\xe1\nS\xe3o Paulo\n";
+        let rows = with(latin1, options(Some(CsvEncoding::Iso88591))).expect("decodes");
+        assert_eq!(
+            rows.rows,
+            vec![vec![text("Bogotá")], vec![text("São Paulo")]]
+        );
+        let reason = unreadable_reason(with(latin1, options(None)));
+        assert!(reason.contains("UTF-8"), "{reason}");
+    }
+
+    #[test]
+    fn jagged_rows_read_missing_trailing_fields_as_null_only_when_allowed() {
+        let options = |allow_jagged_rows| DecodeOptions {
+            schema: Some(vec![
+                column("a", ColumnType::Int64, true),
+                column("b", ColumnType::String, true),
+            ]),
+            csv: CsvOptions {
+                allow_jagged_rows,
+                ..CsvOptions::default()
+            },
+            ..Default::default()
+        };
+        let rows = with(b"1,x\n2\n", options(true)).expect("decodes");
+        assert_eq!(
+            rows.rows,
+            vec![
+                vec![Value::Int(1), text("x")],
+                vec![Value::Int(2), Value::Null]
+            ]
+        );
+        let bad = bad_rows(with(b"1,x\n2\n", options(false)));
+        assert_eq!(bad[0].reason, "expected 2 fields but found 1");
+        let bad = bad_rows(with(b"1,x,y\n", options(true)));
+        assert_eq!(bad[0].reason, "expected 2 fields but found 3");
     }
 }

@@ -68,6 +68,13 @@ pub struct DecodeOptions {
     /// CSV: whether a quoted field may contain a newline (BigQuery's `allowQuotedNewlines`,
     /// default false: such a row is bad).
     pub allow_quoted_newlines: bool,
+    /// CSV with autodetect and no leading rows to skip: whether the first line is read as
+    /// the header when it looks like one (all text above rows with a typed column), as
+    /// BigQuery's autodetect does when `skipLeadingRows` is unset.
+    pub detect_header: bool,
+    /// CSV: delimiter, quote, NULL marker, encoding and jagged rows (`load.csv`; its
+    /// `skip_leading_rows` is read from [`Self::skip_leading_rows`] instead).
+    pub csv: CsvOptions,
     /// CSV and NDJSON: the longest record, in bytes (`load.max_record_bytes`); `0` means
     /// [`MAX_RECORD_BYTES`]. A longer record makes the file unreadable as soon as the limit
     /// is passed: it is never read whole.
@@ -84,7 +91,7 @@ impl DecodeOptions {
     }
 }
 
-pub use conveyor_core::config::MAX_RECORD_BYTES;
+pub use conveyor_core::config::{CsvOptions, MAX_RECORD_BYTES};
 
 /// The most bytes of records an autodetect sample holds (beyond one record): with very long
 /// records the sample has fewer than [`SAMPLE_ROWS`] rows, so memory stays bounded.
@@ -179,6 +186,8 @@ trait RowReader: Send {
 pub struct Decoder {
     columns: Vec<Column>,
     reader: Box<dyn RowReader>,
+    /// CSV: the first line was found to be a header ([`DecodeOptions::detect_header`]).
+    header_detected: bool,
 }
 
 impl Decoder {
@@ -192,8 +201,13 @@ impl Decoder {
         input: Input,
         options: &DecodeOptions,
     ) -> Result<Decoder, FormatError> {
+        let mut header_detected = false;
         let (columns, reader): (Vec<Column>, Box<dyn RowReader>) = match format {
-            Format::Csv => csv::open(input.into_read(), options)?,
+            Format::Csv => {
+                let (columns, reader, detected) = csv::open(input.into_read(), options)?;
+                header_detected = detected;
+                (columns, reader)
+            }
             Format::Ndjson => ndjson::open(input.into_read(), options)?,
             Format::Avro => avro::open(input.into_read(), options)?,
             Format::Parquet => parquet::open(input, options)?,
@@ -206,7 +220,17 @@ impl Decoder {
                 });
             }
         };
-        Ok(Decoder { columns, reader })
+        Ok(Decoder {
+            columns,
+            reader,
+            header_detected,
+        })
+    }
+
+    /// CSV: whether the first line was read as a header found by
+    /// [`DecodeOptions::detect_header`] (the next files of the job skip theirs too).
+    pub fn header_detected(&self) -> bool {
+        self.header_detected
     }
 
     /// The columns of every row. Empty only for a file with no columns at all (an empty
@@ -504,6 +528,10 @@ mod tests {
             nullable: false,
         })
         .collect();
+        // CSV takes declared columns by position (as BigQuery): its schema is in the file's
+        // order, and the decoded columns are put in the others' order to compare.
+        let csv_order = [1, 3, 0, 4, 2];
+        let csv_schema: Vec<Column> = csv_order.iter().map(|&i| schema[i].clone()).collect();
         for (format, file) in [
             (Format::Avro, "orders.avro"),
             (Format::Parquet, "orders.parquet"),
@@ -511,13 +539,30 @@ mod tests {
             (Format::Ndjson, "orders.ndjson"),
         ] {
             let bytes = std::fs::read(example_dir().join(file)).expect("example file exists");
+            let csv = format == Format::Csv;
             let options = DecodeOptions {
-                schema: Some(schema.clone()),
-                skip_leading_rows: u64::from(format == Format::Csv),
+                schema: Some(if csv {
+                    csv_schema.clone()
+                } else {
+                    schema.clone()
+                }),
+                skip_leading_rows: u64::from(csv),
                 ..Default::default()
             };
-            let rows = decode(format, &bytes, &options)
+            let mut rows = decode(format, &bytes, &options)
                 .unwrap_or_else(|e| panic!("{file} does not decode: {e}"));
+            if csv {
+                let reorder = |cells: &[Value]| -> Vec<Value> {
+                    (0..5)
+                        .map(|k| {
+                            let at = csv_order.iter().position(|&i| i == k).unwrap_or(k);
+                            cells[at].clone()
+                        })
+                        .collect()
+                };
+                rows.columns = reorder_columns(&rows.columns, &csv_order);
+                rows.rows = rows.rows.iter().map(|r| reorder(r)).collect();
+            }
             assert_eq!(rows.columns, schema, "{file}");
             let first = rows.rows.first().expect("has rows");
             assert!(
@@ -527,6 +572,13 @@ mod tests {
                 "{file}: {first:?}"
             );
         }
+    }
+
+    /// `columns` (in `order` of another list) back in that list's order.
+    fn reorder_columns(columns: &[Column], order: &[usize]) -> Vec<Column> {
+        (0..columns.len())
+            .map(|k| columns[order.iter().position(|&i| i == k).unwrap_or(k)].clone())
+            .collect()
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - `rows.rs`: the [`RowSink`](conveyor_core::ports::RowSink) port: message rows, once per
 //!   batch id.
 
+mod googlesql;
 mod load;
 mod rows;
 mod run_log;

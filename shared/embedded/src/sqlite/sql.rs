@@ -5,7 +5,8 @@
 //!
 //! GoogleSQL and SQLite differ; the common forms work on both: `SELECT … FROM ds.t`,
 //! `INSERT INTO ds.t SELECT …`, `DELETE FROM ds.t WHERE …`. `TRUNCATE TABLE ds.t` is run as
-//! `DELETE FROM ds.t`, and a backquoted `` `project.ds.t` `` as `ds.t`.
+//! `DELETE FROM ds.t`, and a backquoted `` `project.ds.t` `` as `ds.t`; the GoogleSQL functions
+//! and forms of [`super::googlesql`] are provided (and the ones it lists are not).
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -163,7 +164,7 @@ impl BatchEngine for SqliteSqlEngine {
             )));
         };
         let (query, destination) = spec.rendered(&req.vars).map_err(PortError::permanent)?;
-        let query = sqlite_dialect(&query);
+        let query = super::googlesql::rewrite(&sqlite_dialect(&query));
         let write = spec
             .write_disposition
             .unwrap_or(WriteDisposition::WriteEmpty);
@@ -172,6 +173,7 @@ impl BatchEngine for SqliteSqlEngine {
         self.warehouse
             .with_db(move |db, dir| {
                 attach_all(db, dir)?;
+                super::googlesql::register(&db.conn).map_err(transient)?;
                 for d in named_datasets(&query) {
                     attach(db, dir, &d)?;
                 }

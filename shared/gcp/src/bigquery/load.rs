@@ -74,6 +74,16 @@ struct LoadConfiguration<'a> {
     skip_leading_rows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     allow_quoted_newlines: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field_delimiter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quote: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    null_marker: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_jagged_rows: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     schema_update_options: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,7 +99,7 @@ struct LoadConfiguration<'a> {
 struct TableReference<'a> {
     project_id: &'a str,
     dataset_id: &'a str,
-    table_id: &'a str,
+    table_id: std::borrow::Cow<'a, str>,
 }
 
 /// `{"fields": [...]}`: a schema's fields, or clustering's column names.
@@ -126,7 +136,11 @@ impl<'a> LoadConfiguration<'a> {
             destination_table: TableReference {
                 project_id: job.table.project.as_deref().unwrap_or(project),
                 dataset_id: &job.table.dataset,
-                table_id: &job.table.table,
+                // One partition: `table$20261120` (BigQuery's partition decorator).
+                table_id: match &job.partition_id {
+                    Some(id) => format!("{}${id}", job.table.table).into(),
+                    None => job.table.table.as_str().into(),
+                },
             },
             source_format: match job.format {
                 Format::Avro => "AVRO",
@@ -160,14 +174,28 @@ impl<'a> LoadConfiguration<'a> {
                         .collect(),
                 }),
             },
-            skip_leading_rows: csv.then_some(job.skip_leading_rows),
+            // Unset, BigQuery's own default applies: 0, or a header autodetect finds.
+            skip_leading_rows: job.csv.skip_leading_rows.filter(|_| csv),
             allow_quoted_newlines: csv.then_some(job.allow_quoted_newlines),
-            // BigQuery refuses them but with WRITE_APPEND (or a truncate of one partition, a
-            // decorator table names here cannot carry); `validate` refuses the rest.
+            field_delimiter: job.csv.delimiter_for_bigquery().filter(|_| csv),
+            quote: job.csv.quote.as_deref().filter(|_| csv),
+            null_marker: job.csv.null_marker.as_deref().filter(|_| csv),
+            encoding: job
+                .csv
+                .encoding
+                .map(conveyor_core::config::CsvEncoding::bigquery_name)
+                .filter(|_| csv),
+            allow_jagged_rows: (csv && job.csv.allow_jagged_rows).then_some(true),
+            // BigQuery refuses them but with WRITE_APPEND or a truncate of one partition (a
+            // `$` decorator); `validate` refuses the rest.
             schema_update_options: job
                 .schema_update_options
                 .iter()
-                .filter(|_| job.write == WriteDisposition::WriteAppend)
+                .filter(|_| {
+                    job.write == WriteDisposition::WriteAppend
+                        || (job.write == WriteDisposition::WriteTruncate
+                            && job.partition_id.is_some())
+                })
                 .map(|o| match o {
                     SchemaUpdateOption::AllowFieldAddition => "ALLOW_FIELD_ADDITION",
                     SchemaUpdateOption::AllowFieldRelaxation => "ALLOW_FIELD_RELAXATION",
@@ -377,8 +405,13 @@ mod tests {
             create: CreateDisposition::CreateNever,
             schema: SchemaSpec::Autodetect,
             partition: None,
+            partition_id: None,
+            compression: conveyor_core::config::Compression::Auto,
             clustering: vec!["region".into()],
-            skip_leading_rows: 1,
+            csv: conveyor_core::config::CsvOptions {
+                skip_leading_rows: Some(1),
+                ..Default::default()
+            },
             max_bad_records: 2,
             allow_quoted_newlines: false,
             schema_update_options: vec![SchemaUpdateOption::AllowFieldAddition],

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Lines, Validator};
 use crate::config::{
-    LoadBatch, LoadSpec, MAX_LOAD_URIS, MAX_RECORD_BYTES, Pipeline, SchemaSpec, WriteDisposition,
-    render,
+    Compression, CsvOptions, LoadBatch, LoadSpec, MAX_LOAD_URIS, MAX_RECORD_BYTES, Pipeline,
+    SchemaSpec, WriteDisposition, placeholders, render_table,
 };
 use crate::format::{ColumnType, Format};
 use crate::names::{TableRef, reserved_dataset};
@@ -30,11 +30,12 @@ impl Validator {
                 "a load needs `trigger.object` (it runs when a matching object arrives) or `trigger.topic` (each message becomes rows)",
             );
         }
+        // A sample value that is a valid project id, dataset and table name alike.
         let vars: BTreeMap<String, String> = captures
             .iter()
-            .map(|c| (c.clone(), "x".to_owned()))
+            .map(|c| (c.clone(), "sample".to_owned()))
             .collect();
-        match render(&load.table, &vars) {
+        match render_table(&load.table, &vars, &vars) {
             Err(e) => self.issue(
                 format!("{path}.load.table"),
                 lines.at(&["load", "table"]),
@@ -60,6 +61,28 @@ impl Validator {
                     }
                 }
             },
+        }
+        if let Some(decorator) = load.partition.as_ref().and_then(|p| p.decorator.as_ref()) {
+            let known = |name: &str| {
+                captures
+                    .iter()
+                    .any(|c| c == name || name.strip_suffix("_nodash") == Some(c.as_str()))
+            };
+            if decorator.contains('$') {
+                self.issue(
+                    format!("{path}.load.partition.decorator"),
+                    lines.at(&["load", "partition", "decorator"]),
+                    "the partition id only, without `$` (`{date_nodash}` gives 20261120)",
+                );
+            } else if let Some(unknown) = placeholders(decorator).into_iter().find(|n| !known(n)) {
+                self.issue(
+                    format!("{path}.load.partition.decorator"),
+                    lines.at(&["load", "partition", "decorator"]),
+                    format!(
+                        "{{{unknown}}} is not a capture of trigger.object.pattern (captures: {captures:?}, each also as {{NAME_nodash}})"
+                    ),
+                );
+            }
         }
         if let SchemaSpec::Columns(cols) = &load.schema {
             let mut names = BTreeSet::new();
@@ -124,10 +147,14 @@ impl Validator {
     ) {
         let t = &p.trigger;
         // BigQuery accepts schema update options with WRITE_APPEND, or with WRITE_TRUNCATE
-        // on one partition (a `table$20261120` decorator, which table names here cannot
-        // carry); with anything else it refuses the load job.
+        // on one partition (`partition.decorator`); with anything else it refuses the job.
+        let one_partition = load
+            .partition
+            .as_ref()
+            .is_some_and(|p| p.decorator.is_some());
         if !load.schema_update_options.is_empty()
             && load.write_disposition != WriteDisposition::WriteAppend
+            && !(one_partition && load.write_disposition == WriteDisposition::WriteTruncate)
         {
             self.issue(
                 format!("{path}.load.schema_update_options"),
@@ -164,6 +191,17 @@ impl Validator {
                 "must be from 1 to 100000000 (BigQuery's 100 MB row limit)",
             );
         }
+        self.csv_options(path, lines, load);
+        // BigQuery reads gzip for CSV and JSON only: Avro and Parquet compress their blocks.
+        if load.compression == Compression::Gzip
+            && !matches!(load.format, Format::Csv | Format::Ndjson)
+        {
+            self.issue(
+                format!("{path}.load.compression"),
+                lines.at(&["load", "compression"]),
+                "BigQuery reads gzip for CSV and NDJSON files only (Avro, Parquet and ORC compress inside the file)",
+            );
+        }
         if load.clustering.len() > 4 {
             self.issue(
                 format!("{path}.load.clustering"),
@@ -177,6 +215,16 @@ impl Validator {
                     format!("{path}.load.batch.marker"),
                     lines.at(&["load", "batch", "marker"]),
                     "must be a file name such as _SUCCESS (no '/')",
+                );
+            }
+            if let Some(o) = &t.object
+                && m.covers == crate::config::MarkerCovers::Subfolders
+                && o.pattern.as_str().split('/').count() < 3
+            {
+                self.issue(
+                    format!("{path}.load.batch.marker.covers"),
+                    lines.at(&["load", "batch", "marker"]),
+                    "`covers: subfolders` needs a pattern with a folder level below the marker's (`orders/{date}/{hour}/*.csv`)",
                 );
             }
             if let Some(o) = &t.object
@@ -204,6 +252,49 @@ impl Validator {
                     format!("must be between 1 and {}", MAX_LOAD_URIS),
                 );
             }
+        }
+    }
+}
+
+impl Validator {
+    /// `load.csv`: for CSV only, each character one BigQuery takes, one place for the
+    /// leading rows.
+    fn csv_options(&mut self, path: &str, lines: Lines<'_>, load: &LoadSpec) {
+        let csv = &load.csv;
+        if csv != &CsvOptions::default() && load.format != Format::Csv {
+            self.issue(
+                format!("{path}.load.csv"),
+                lines.at(&["load", "csv"]),
+                "CSV options apply to `format: CSV` only: leave them out",
+            );
+            return;
+        }
+        if load.skip_leading_rows.is_some() && csv.skip_leading_rows.is_some() {
+            self.issue(
+                format!("{path}.load.skip_leading_rows"),
+                lines.at(&["load", "skip_leading_rows"]),
+                "given twice: here and as csv.skip_leading_rows; keep one",
+            );
+        }
+        if csv.delimiter_byte().is_none() {
+            self.issue(
+                format!("{path}.load.csv.field_delimiter"),
+                lines.at(&["load", "csv", "field_delimiter"]),
+                "must be one character of ISO-8859-1 (BigQuery's fieldDelimiter), or `tab`",
+            );
+        }
+        match csv.quote_byte() {
+            None => self.issue(
+                format!("{path}.load.csv.quote"),
+                lines.at(&["load", "csv", "quote"]),
+                "must be one character of ISO-8859-1 (BigQuery's quote), or \"\" for none",
+            ),
+            Some(quote) if quote.is_some() && quote == csv.delimiter_byte() => self.issue(
+                format!("{path}.load.csv.quote"),
+                lines.at(&["load", "csv", "quote"]),
+                "is the field delimiter too",
+            ),
+            Some(_) => {}
         }
     }
 }
@@ -262,6 +353,107 @@ mod tests {
             assert_eq!(found[0].path, "pipelines[0].load.max_bad_records");
             assert!(issues(&with(ignored, 0)).is_empty(), "0 is the default");
         }
+    }
+
+    #[test]
+    fn a_partition_decorator_names_captures_and_allows_schema_updates_on_a_truncate() {
+        let with = |partition: &str, extra: &str| {
+            GOOD.replace(
+                "      format: CSV\n",
+                &format!("      format: CSV\n      partition: {partition}\n{extra}"),
+            )
+        };
+        let ok = with(
+            r#"{ decorator: "{date_nodash}" }"#,
+            "      write_disposition: WRITE_TRUNCATE\n      schema_update_options: [ALLOW_FIELD_ADDITION]\n",
+        );
+        assert!(issues(&ok).is_empty(), "{:?}", issues(&ok));
+        for bad in [
+            r#"{ decorator: "{day}" }"#,
+            r#"{ decorator: "${date_nodash}" }"#,
+        ] {
+            let found = issues(&with(bad, ""));
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert_eq!(found[0].path, "pipelines[0].load.partition.decorator");
+        }
+    }
+
+    #[test]
+    fn gzip_is_refused_for_formats_that_compress_inside_the_file() {
+        let with = |format: &str| {
+            GOOD.replace(
+                "      format: CSV\n",
+                &format!("      format: {format}\n      compression: gzip\n"),
+            )
+        };
+        assert!(issues(&with("CSV")).is_empty());
+        assert!(issues(&with("NDJSON")).is_empty());
+        let found = issues(&with("PARQUET"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "pipelines[0].load.compression");
+    }
+
+    #[test]
+    fn a_table_in_a_project_named_by_a_capture_is_accepted() {
+        let text = GOOD
+            .replace(
+                "sales/{date}/*.csv",
+                "{project}/{dataset}/{table}/{date}/*.csv",
+            )
+            .replace("analytics.sales_{date}", "{project}.{dataset}.{table}");
+        assert!(issues(&text).is_empty(), "{:?}", issues(&text));
+        let literal = GOOD.replace("analytics.sales_{date}", "other-project.analytics.sales");
+        assert!(issues(&literal).is_empty(), "{:?}", issues(&literal));
+    }
+
+    #[test]
+    fn a_marker_covering_subfolders_needs_a_folder_level_below_it() {
+        let with = |pattern: &str| {
+            GOOD.replace("sales/{date}/*.csv", pattern).replace(
+                "      format: CSV\n",
+                "      format: CSV\n      batch: { marker: { name: _SUCCESS, covers: subfolders } }\n",
+            )
+        };
+        assert!(issues(&with("sales/{date}/{region}/*.csv")).is_empty());
+        let found = issues(&with("{date}/*.csv"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "pipelines[0].load.batch.marker.covers");
+    }
+
+    #[test]
+    fn csv_options_are_checked_and_refused_for_other_formats() {
+        let with = |format: &str, csv: &str| {
+            GOOD.replace(
+                "      format: CSV\n",
+                &format!("      format: {format}\n      csv: {csv}\n"),
+            )
+        };
+        let ok = r#"{ field_delimiter: "|", quote: "'", null_marker: "\\N", encoding: ISO-8859-1, allow_jagged_rows: true, skip_leading_rows: 1 }"#;
+        assert!(
+            issues(&with("CSV", ok)).is_empty(),
+            "{:?}",
+            issues(&with("CSV", ok))
+        );
+        assert!(issues(&with("CSV", "{ field_delimiter: tab }")).is_empty());
+        let found = issues(&with("NDJSON", ok));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "pipelines[0].load.csv");
+        let found = issues(&with("CSV", r#"{ field_delimiter: "||", quote: "ab" }"#));
+        let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "pipelines[0].load.csv.field_delimiter",
+                "pipelines[0].load.csv.quote"
+            ]
+        );
+        let twice = GOOD.replace(
+            "      format: CSV\n",
+            "      format: CSV\n      skip_leading_rows: 1\n      csv: { skip_leading_rows: 2 }\n",
+        );
+        let found = issues(&twice);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "pipelines[0].load.skip_leading_rows");
     }
 
     #[test]

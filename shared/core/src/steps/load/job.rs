@@ -56,6 +56,8 @@ pub(super) struct Loader<'a> {
     spec: &'a LoadSpec,
     run_id: &'a RunId,
     table: TableRef,
+    /// The one partition loaded (`load.partition.decorator`).
+    partition_id: Option<String>,
     detail: Detail,
     jobs: usize,
     rows: u64,
@@ -82,8 +84,24 @@ impl<'a> Loader<'a> {
                 return Err(Box::new(detail));
             }
         };
+        let partition_id = match spec
+            .partition
+            .as_ref()
+            .and_then(|p| p.partition_id(captures))
+        {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(e)) => {
+                detail.table = Some(table.to_string());
+                detail.error = Some(format!("cannot name the partition: {e}"));
+                return Err(Box::new(detail));
+            }
+        };
         detail.table = Some(table.to_string());
         detail.vars.insert("table".to_owned(), table.to_string());
+        if let Some(id) = &partition_id {
+            detail.vars.insert("partition".to_owned(), id.clone());
+        }
         detail.job_id = Some(load_job_id(run_id, 1));
         Ok(Self {
             ctx,
@@ -91,6 +109,7 @@ impl<'a> Loader<'a> {
             spec,
             run_id,
             table,
+            partition_id,
             detail,
             jobs: 0,
             rows: 0,
@@ -122,8 +141,10 @@ impl<'a> Loader<'a> {
             create: spec.create_disposition,
             schema: spec.schema.clone(),
             partition: spec.partition.clone(),
+            partition_id: self.partition_id.clone(),
             clustering: spec.clustering.clone(),
-            skip_leading_rows: spec.skip_leading_rows,
+            csv: spec.csv_options(),
+            compression: spec.compression,
             max_bad_records: spec.max_bad_records,
             allow_quoted_newlines: spec.allow_quoted_newlines,
             schema_update_options: spec.schema_update_options.clone(),

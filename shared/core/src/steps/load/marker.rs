@@ -26,7 +26,7 @@ use super::super::{Context, Outcome, StepError};
 use super::job::{Loader, failed};
 use super::window::{body, read_json};
 use super::{LOAD_JOB, run_vars};
-use crate::config::{LoadBatch, Pipeline, WriteDisposition};
+use crate::config::{LoadBatch, MarkerCovers, Pipeline, WriteDisposition};
 use crate::event::{Detail, ObjectRef};
 use crate::names::{ObjectName, RunId, short_hash};
 use crate::ports::MAX_LOAD_URIS;
@@ -113,7 +113,8 @@ pub(super) async fn load_folder(
                         .map_err(StepError::from_port)?;
                     for meta in page.objects {
                         let name = meta.object.name.as_str();
-                        // The pattern's file part stays in its folder, so deeper names do not match.
+                        // The pattern's file part stays in its folder, so deeper names do not
+                        // match (with `covers: subfolders` the deeper folders are the pattern's).
                         if name == marker.name.as_str()
                             || trigger.pattern.captures(name).is_none()
                             || spec.ignores(name)
@@ -202,8 +203,13 @@ pub(in crate::steps) async fn folders_without_marker(
                 if name.starts_with(crate::INTERNAL_PREFIX) {
                     continue;
                 }
-                let folder = name.rsplit_once('/').map_or("", |(f, _)| f).to_owned();
-                if meta.object.name.file_name() == m.marker {
+                let mut folder = name.rsplit_once('/').map_or("", |(f, _)| f).to_owned();
+                let is_marker = meta.object.name.file_name() == m.marker;
+                if m.covers == MarkerCovers::Subfolders && !is_marker {
+                    // The part's marker is one folder up.
+                    folder = folder.rsplit_once('/').map_or("", |(f, _)| f).to_owned();
+                }
+                if is_marker {
                     folders.entry(folder).or_default().1 = true;
                 } else if trigger.pattern.captures(name).is_some() && !spec.ignores(name) {
                     folders.entry(folder).or_default().0 += 1;

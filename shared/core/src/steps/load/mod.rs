@@ -38,7 +38,7 @@ pub(super) async fn waiting(ctx: &Context) -> Result<Vec<String>, StepError> {
 }
 
 use super::{Context, Outcome, StepError, describe};
-use crate::config::{LoadBatch, LoadSpec, Pipeline, render, table_safe};
+use crate::config::{LoadBatch, LoadSpec, MarkerCovers, Pipeline, render_table, table_safe};
 use crate::event::{Detail, EventType, ObjectRef};
 use crate::inbound::Inbound;
 use crate::names::{RunId, TableRef};
@@ -160,7 +160,11 @@ fn arrival(pipeline: &Pipeline, object: &ObjectRef) -> Option<Arrival> {
         && object.name.file_name() == m.marker
     {
         let folder = name.rsplit_once('/').map_or("", |(f, _)| f);
-        return trigger.pattern.folder_captures(folder).map(Arrival::Marker);
+        return match m.covers {
+            MarkerCovers::Folder => trigger.pattern.folder_captures(folder),
+            MarkerCovers::Subfolders => trigger.pattern.ancestor_captures(folder),
+        }
+        .map(Arrival::Marker);
     }
     let captures = trigger.pattern.captures(name)?;
     if load.ignores(name) {
@@ -256,7 +260,7 @@ fn table_for(spec: &LoadSpec, captures: &BTreeMap<String, String>) -> Result<Tab
         .iter()
         .map(|(k, v)| (k.clone(), table_safe(v)))
         .collect();
-    render(&spec.table, &safe)
+    render_table(&spec.table, captures, &safe)
         .map_err(|e| e.to_string())
         .and_then(|t| TableRef::parse(&t).map_err(|e| e.to_string()))
         .map_err(|e| format!("cannot name the table: {e}"))

@@ -245,18 +245,19 @@ mod tests {
                 file.extend_from_slice(format!("{n},row {line}\n").as_bytes());
             }
             let object = put(&s.store, &format!("strict-{bad_line}.csv"), &file).await;
-            let result = s
-                .warehouse
-                .load(
-                    &job(
-                        &format!("load-strict-{bad_line}"),
-                        "analytics.strict_n",
-                        Format::Csv,
-                        vec![object],
-                    ),
-                    Default::default(),
-                )
-                .await;
+            let mut strict = job(
+                &format!("load-strict-{bad_line}"),
+                "analytics.strict_n",
+                Format::Csv,
+                vec![object],
+            );
+            // Declared nullable, so SQLite's NOT NULL (not the decoder) refuses the row (with
+            // none declared, the table's REQUIRED column would be read and checked first).
+            strict.schema = conveyor_core::config::SchemaSpec::Columns(vec![
+                col("n", conveyor_core::format::ColumnType::Int64, false),
+                col("label", conveyor_core::format::ColumnType::String, false),
+            ]);
+            let result = s.warehouse.load(&strict, Default::default()).await;
             match result {
                 Err(PortError::BadRows(bad)) => {
                     assert_eq!(bad.len(), 1, "{bad:?}");

@@ -56,8 +56,13 @@ pub(super) fn job(id: &str, table: &str, format: Format, sources: Vec<ObjectRef>
         create: CreateDisposition::CreateIfNeeded,
         schema: SchemaSpec::Autodetect,
         partition: None,
+        partition_id: None,
+        compression: conveyor_core::config::Compression::Auto,
         clustering: Vec::new(),
-        skip_leading_rows: u64::from(format == Format::Csv),
+        csv: conveyor_core::config::CsvOptions {
+            skip_leading_rows: (format == Format::Csv).then_some(1),
+            ..Default::default()
+        },
         max_bad_records: 0,
         allow_quoted_newlines: false,
         schema_update_options: Vec::new(),

@@ -1,7 +1,7 @@
 //! Opening a job's sources for the decoder: local files read in place (and checked against
 //! their content generation as they are read), other stores streamed through the runtime.
 
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio_util::io::SyncIoBridge;
 
+use conveyor_core::config::Compression;
 use conveyor_core::event::ObjectRef;
 use conveyor_core::format::Format;
 use conveyor_core::ports::{ObjectStore, PortError};
@@ -149,6 +150,40 @@ pub(super) fn open_input(
     }
 }
 
+/// `input` decompressed as `load.compression` says: gzip when asked or (`auto`) when it
+/// starts with gzip's magic bytes, as BigQuery reads it. A file that is not what the setting
+/// says is refused as bad input with the reason, never decoded as garbage rows.
+pub(super) fn decompress(
+    input: Input,
+    compression: Compression,
+    source: &ObjectRef,
+) -> Result<Input, PortError> {
+    let Input::Stream(mut stream) = input else {
+        // Parquet, read in place: compressed inside the file.
+        return Ok(input);
+    };
+    let gzip = stream
+        .fill_buf()
+        .map_err(|e| PortError::transient(format!("read {}: {e}", source.uri())))?
+        .starts_with(&[0x1f, 0x8b]);
+    match (compression, gzip) {
+        (Compression::Auto | Compression::Gzip, true) => Ok(Input::Stream(Box::new(
+            BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(stream)),
+        ))),
+        (Compression::Gzip, false) => Err(PortError::permanent(format!(
+            "{} is not gzip-compressed (load.compression: gzip); set `compression: auto` to read \
+             it as it is",
+            source.uri()
+        ))),
+        (Compression::None, true) => Err(PortError::permanent(format!(
+            "{} is gzip-compressed and load.compression is `none`; set `auto` or `gzip` to \
+             decompress it",
+            source.uri()
+        ))),
+        (_, false) => Ok(Input::Stream(stream)),
+    }
+}
+
 /// A reader whose errors are kept as they are (a bridge to the async stream).
 pub(super) struct ReadErrors<R>(R);
 
@@ -225,6 +260,68 @@ mod tests {
         assert_eq!(
             dump(&s.warehouse_dir, "analytics", "t").unwrap(),
             ["7", "10", "20", "30"]
+        );
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_gzip_file_is_decompressed_unless_compression_says_none() {
+        use conveyor_core::config::Compression;
+        let s = setup();
+        let csv_gz = put(&s.store, "a.csv.gz", &gzip(b"n\n1\n2\n")).await;
+        let ndjson_gz = put(&s.store, "b.json.gz", &gzip(b"{\"m\":1}\n")).await;
+        let plain = put(&s.store, "c.csv", b"n\n3\n").await;
+        let status = s
+            .warehouse
+            .load(
+                &job(
+                    "load-gz",
+                    "analytics.t",
+                    Format::Csv,
+                    vec![csv_gz.clone(), plain.clone()],
+                ),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status.state, LoadState::Done { rows: 3 });
+        assert_eq!(
+            dump(&s.warehouse_dir, "analytics", "t").unwrap(),
+            ["1", "2", "3"]
+        );
+        let status = s
+            .warehouse
+            .load(
+                &job("load-nd", "analytics.j", Format::Ndjson, vec![ndjson_gz]),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status.state, LoadState::Done { rows: 1 });
+        let mut none = job("load-none", "analytics.u", Format::Csv, vec![csv_gz]);
+        none.compression = Compression::None;
+        let err = s.warehouse.load(&none, Default::default()).await;
+        assert!(
+            format!("{err:?}").contains("is gzip-compressed and load.compression is `none`"),
+            "{err:?}"
+        );
+        let mut forced = job("load-forced", "analytics.u", Format::Csv, vec![plain]);
+        forced.compression = Compression::Gzip;
+        let err = s.warehouse.load(&forced, Default::default()).await;
+        assert!(
+            format!("{err:?}").contains("is not gzip-compressed"),
+            "{err:?}"
+        );
+        assert_eq!(
+            dump(&s.warehouse_dir, "analytics", "u"),
+            None,
+            "nothing loaded"
         );
     }
 }

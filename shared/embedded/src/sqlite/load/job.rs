@@ -10,15 +10,18 @@ use tokio::runtime::Handle;
 use tracing::warn;
 
 use conveyor_core::config::SchemaSpec;
+use conveyor_core::format::Format;
 use conveyor_core::names::JobId;
 use conveyor_core::ports::{LoadJob, LoadState, LoadStatus, ObjectStore, PortError};
 
 use crate::sqlite::{Db, attach, transient, ts};
 
 use super::batch::{Ahead, BATCH_BYTES, Batch, DECODE_AHEAD_BYTES, Rows, row_bytes};
-use super::input::{format_error, open_input};
+use super::input::{decompress, format_error, open_input};
 use super::sqlite_error;
-use super::table::{Target, names, prepare_target, same_columns, sqlite_name};
+use super::table::{
+    Target, finish_partition, names, prepare_target, same_columns, sqlite_name, table_schema,
+};
 use crate::LocalStore;
 use crate::formats::{BadRowBudget, Column, DecodeOptions, Decoder, FormatError, Next};
 
@@ -47,7 +50,13 @@ pub(super) fn run(
         return Ok(done_status(n, true));
     }
     let (name, exists) = sqlite_name(&tx, &job.table)?;
+    // A CSV load into an existing table with no schema declared reads the table's schema
+    // (by position, a header found by its names), as BigQuery does: not string_field_N.
+    let from_table = exists && job.format == Format::Csv && job.schema == SchemaSpec::Autodetect;
     let declared = match &job.schema {
+        SchemaSpec::Autodetect if from_table => {
+            Some(table_schema(&tx, &job.table.dataset, &name)?).filter(|c| !c.is_empty())
+        }
         SchemaSpec::Autodetect => None,
         SchemaSpec::Columns(c) => Some(c.clone()),
     };
@@ -61,12 +70,18 @@ pub(super) fn run(
     // own arrival loads it).
     let mut changed: Vec<String> = Vec::new();
     let mut loaded_sources = 0usize;
+    // CSV without `skip_leading_rows`: autodetect looks for a header in the first file, and
+    // the job's other files skip theirs when it found one (BigQuery's rule).
+    let mut header_found = false;
     for source in &job.sources {
         let options = DecodeOptions {
             schema: declared.clone().or_else(|| detected.clone()),
-            skip_leading_rows: job.skip_leading_rows,
+            skip_leading_rows: job.csv.skip_leading_rows.unwrap_or(u64::from(header_found)),
             allow_quoted_newlines: job.allow_quoted_newlines,
             max_record_bytes: job.max_record_bytes,
+            detect_header: job.csv.skip_leading_rows.is_none()
+                && ((declared.is_none() && detected.is_none()) || from_table),
+            csv: job.csv.clone(),
         };
         let (input, content) = match open_input(
             handle,
@@ -85,6 +100,7 @@ pub(super) fn run(
             }
             Err(e) => return Err(e),
         };
+        let input = decompress(input, job.compression, source)?;
         let decoder =
             Decoder::open(job.format, input, &options).map_err(|e| format_error(e, source))?;
         if decoder.columns().is_empty() {
@@ -101,6 +117,7 @@ pub(super) fn run(
         let (detected_here, target_here) = (detected.is_none(), target.is_none());
         if declared.is_none() && detected.is_none() {
             detected = Some(decoder.columns().to_vec());
+            header_found = decoder.header_detected();
         }
         let bad_before = budget.count();
         let rows_before = rows;
@@ -217,6 +234,9 @@ pub(super) fn run(
         if let Some(columns) = &declared {
             prepare_target(&tx, job, &name, false, columns)?;
         }
+    }
+    if let Some(t) = &target {
+        finish_partition(&tx, job, &name, t)?;
     }
     tx.prepare_cached(
         &format!("INSERT INTO \"{}\".{JOBS} (job_id, destination, source, rows, finished_at) VALUES (?1, ?2, ?3, ?4, ?5)", job.table.dataset),
