@@ -641,28 +641,70 @@ async fn a_load_sends_only_the_settings_bigquery_accepts_and_honours() {
     assert_eq!(load["maxBadRecords"], 3);
 }
 
-/// A DONE query job and its results, as `jobs.get` and `jobs.getQueryResults` answer (the
-/// fake answers every GET with one body).
-fn query_done(observed: &str) -> Value {
-    json!({
-        "kind": "bigquery#getQueryResultsResponse",
+/// A fake of the three calls a check's query job makes, each answered in its own shape:
+/// `jobs.insert` (`insert`: a DONE job, or a 409), `jobs.get` (the DONE job) and
+/// `jobs.getQueryResults` (the result, `observed`). Records `METHOD PATH` of each call.
+async fn query_job_fake(
+    insert: (u16, Value),
+    observed: &str,
+) -> (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<Value>>>, BigQuery) {
+    let job = json!({
         "jobReference": {"projectId": "p", "jobId": "cv-orders-check0-x"},
         "status": {"state": "DONE"},
+    });
+    let results = json!({
+        "kind": "bigquery#getQueryResultsResponse",
+        "jobReference": {"projectId": "p", "jobId": "cv-orders-check0-x"},
         "jobComplete": true,
         "schema": {"fields": [{"name": "observed", "type": "INTEGER"}]},
         "rows": [{"f": [{"v": observed}]}],
         "totalRows": "1",
-    })
+    });
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let (c, b) = (calls.clone(), bodies.clone());
+    let app = Router::new().fallback(move |method: Method, uri: Uri, body: String| {
+        let (calls, bodies) = (c.clone(), b.clone());
+        let (insert, job, results) = (insert.clone(), job.clone(), results.clone());
+        async move {
+            calls
+                .lock()
+                .expect("lock")
+                .push(format!("{method} {}", uri.path()));
+            let (status, answer) = if method == Method::POST {
+                bodies
+                    .lock()
+                    .expect("lock")
+                    .push(serde_json::from_str(&body).unwrap_or(Value::Null));
+                insert
+            } else if uri.path().contains("/queries/") {
+                (200, results)
+            } else {
+                (200, job)
+            };
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                axum::Json(answer),
+            )
+        }
+    });
+    let url = serve(app).await;
+    let bq = BigQuery::new("p", None, Some(&url), &GcpAuth::Anonymous);
+    (calls, bodies, bq)
 }
 
 #[tokio::test]
 async fn a_check_query_runs_as_a_job_under_its_id_and_a_409_reads_that_jobs_result() {
     let id = JobId::parse("cv-orders-check0-x").expect("id");
     let sql = "SELECT COUNT(*) AS observed FROM `ds.t`";
-    let (fake, bq) = start((200, query_done("3")), (200, &query_done("3").to_string())).await;
+    let done = json!({
+        "jobReference": {"projectId": "p", "jobId": "cv-orders-check0-x"},
+        "status": {"state": "DONE"},
+    });
+    let (calls, bodies, bq) = query_job_fake((200, done), "3").await;
     let rows = bq.select_as(&id, sql, 1).await.expect("rows");
     assert_eq!(rows[0].get("observed").map(String::as_str), Some("3"));
-    let seen = calls(&fake);
+    let seen = calls.lock().expect("lock").clone();
     assert_eq!(
         seen,
         [
@@ -670,17 +712,17 @@ async fn a_check_query_runs_as_a_job_under_its_id_and_a_409_reads_that_jobs_resu
             "GET /bigquery/v2/projects/p/queries/cv-orders-check0-x"
         ]
     );
-    let bodies = fake.bodies.lock().expect("lock").clone();
+    let bodies = bodies.lock().expect("lock").clone();
     assert_eq!(bodies[0]["jobReference"]["jobId"], "cv-orders-check0-x");
     assert_eq!(bodies[0]["configuration"]["query"]["query"], sql);
     assert_eq!(bodies[0]["configuration"]["query"]["useLegacySql"], false);
 
     // Run again (its first read was interrupted): the id is taken, the same job's result is read.
     let conflict = json!({"error": {"code": 409, "message": "Already Exists: Job p:x", "errors": [{"reason": "duplicate"}]}});
-    let (fake, bq) = start((409, conflict), (200, &query_done("5").to_string())).await;
+    let (calls, _, bq) = query_job_fake((409, conflict), "5").await;
     let rows = bq.select_as(&id, sql, 1).await.expect("rows");
     assert_eq!(rows[0].get("observed").map(String::as_str), Some("5"));
-    let seen = calls(&fake);
+    let seen = calls.lock().expect("lock").clone();
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert!(seen[1].ends_with("/jobs/cv-orders-check0-x"), "{seen:?}");
     assert!(seen[2].ends_with("/queries/cv-orders-check0-x"), "{seen:?}");
