@@ -1448,20 +1448,24 @@ async fn a_streaming_dataflow_job_succeeds_once_it_has_run_for_settle_and_is_lef
 
     // `conveyor drain RUN` finds the run's streaming job and sends jobs.update with
     // JOB_STATE_DRAINING; the job then drains.
-    let file = chain.dir.path().join("conveyor.yaml");
-    std::fs::write(&file, yaml.replace("$FAKE", &fake.url)).expect("pipeline file");
-    let out = tokio::process::Command::new(conveyor_e2e::binary("conveyor"))
-        .arg("--config")
-        .arg(&file)
-        .arg("--state-dir")
-        .arg(chain.dir.path().join("state"))
-        .args(["drain", &rows[0].run_id, "--local"])
-        .env("CONVEYOR_DATAFLOW_ENDPOINT", &fake.url)
-        .env("CONVEYOR_ANONYMOUS", "true")
-        .env_remove("CONVEYOR_PROJECT")
-        .output()
-        .await
-        .expect("conveyor drain");
+    let state = chain.dir.path().join("state");
+    let drain = async |pipeline_file: &str| {
+        let file = chain.dir.path().join("conveyor.yaml");
+        std::fs::write(&file, pipeline_file.replace("$FAKE", &fake.url)).expect("pipeline file");
+        tokio::process::Command::new(conveyor_e2e::binary("conveyor"))
+            .arg("--config")
+            .arg(&file)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["drain", &rows[0].run_id, "--local"])
+            .env("CONVEYOR_DATAFLOW_ENDPOINT", &fake.url)
+            .env("CONVEYOR_ANONYMOUS", "true")
+            .env_remove("CONVEYOR_PROJECT")
+            .output()
+            .await
+            .expect("conveyor drain")
+    };
+    let out = drain(&yaml).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
@@ -1469,21 +1473,8 @@ async fn a_streaming_dataflow_job_succeeds_once_it_has_run_for_settle_and_is_lef
     let updates = fake.calls("PUT", &format!("{DATAFLOW}/jobs/"));
     assert_eq!(updates.len(), 1, "{updates:#?}");
     assert_eq!(updates[0].body["requestedState"], "JOB_STATE_DRAINING");
-    // A run with no streaming job is refused, naming why.
-    let batch_file = chain.dir.path().join("batch.yaml");
-    std::fs::write(&batch_file, dataflow("1s", 1).replace("$FAKE", &fake.url)).expect("file");
-    let refused = tokio::process::Command::new(conveyor_e2e::binary("conveyor"))
-        .arg("--config")
-        .arg(&batch_file)
-        .arg("--state-dir")
-        .arg(chain.dir.path().join("state"))
-        .args(["drain", &rows[0].run_id, "--local"])
-        .env("CONVEYOR_DATAFLOW_ENDPOINT", &fake.url)
-        .env("CONVEYOR_ANONYMOUS", "true")
-        .env_remove("CONVEYOR_PROJECT")
-        .output()
-        .await
-        .expect("conveyor drain");
+    // A run whose pipeline has no streaming job is refused, naming why.
+    let refused = drain(&dataflow("1s", 1)).await;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(stderr.contains("no streaming job"), "{stderr}");
