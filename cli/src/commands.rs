@@ -366,6 +366,7 @@ pub(crate) async fn run(
             origin: Origin::Manual,
             at: started,
             key: Some(format!("cli-{}", started.timestamp())),
+            date: None,
         };
         let mut outcome = Outcome::default();
         let mut output = StageOutput::new();

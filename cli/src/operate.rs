@@ -61,7 +61,8 @@ pub(crate) struct TriggerArgs {
     /// Makes the start idempotent: the same key is the same run (a repeated call adopts it).
     #[arg(long)]
     pub(crate) key: Option<String>,
-    /// The run's date (`{date}`, YYYY-MM-DD; default: now). Without --key, one run per date.
+    /// The run date (`{date}`, YYYY-MM-DD; default: today). Without --key, one run per
+    /// pipeline and date: the same run a backfill of that date (or a daily schedule) starts.
     #[arg(long)]
     pub(crate) date: Option<NaiveDate>,
     #[command(flatten)]
@@ -136,6 +137,7 @@ async fn start_one(
         origin: Origin::Manual,
         at,
         key,
+        date,
     };
     match plan(pipeline)? {
         Plan::Stage => {
@@ -243,12 +245,13 @@ async fn start_remote(
     args: &RemoteArgs,
     url: &str,
     pipeline: &str,
-    at: Option<DateTime<Utc>>,
+    date: Option<NaiveDate>,
     key: Option<&str>,
 ) -> anyhow::Result<bool> {
     let mut body = json!({"pipeline": pipeline});
-    if let Some(at) = at {
-        body["time"] = json!(at.to_rfc3339());
+    if let Some(d) = date {
+        body["time"] = json!(midnight(d).to_rfc3339());
+        body["date"] = json!(d.to_string());
     }
     if let Some(k) = key {
         body["key"] = json!(k);
@@ -322,7 +325,14 @@ pub(crate) async fn trigger(
     let at = args.date.map(midnight);
     if let Some(url) = &args.remote.remote {
         println!("trigger {} at {url}:", args.pipeline);
-        let ok = start_remote(&args.remote, url, &args.pipeline, at, args.key.as_deref()).await?;
+        let ok = start_remote(
+            &args.remote,
+            url,
+            &args.pipeline,
+            args.date,
+            args.key.as_deref(),
+        )
+        .await?;
         return Ok(if ok {
             ExitCode::SUCCESS
         } else {
@@ -385,7 +395,6 @@ pub(crate) async fn backfill(
         "{} dates: backfill at most ten years at once",
         dates.len()
     );
-    let key = |d: &NaiveDate| format!("backfill-{d}");
     if let Some(url) = &args.remote.remote {
         if let Ok((_, p)) = config_for(config_path, &args.pipeline) {
             anyhow::ensure!(
@@ -403,14 +412,7 @@ pub(crate) async fn backfill(
         let mut ok = true;
         for d in &dates {
             print!("{d}:");
-            ok &= start_remote(
-                &args.remote,
-                url,
-                &args.pipeline,
-                Some(midnight(*d)),
-                Some(&key(d)),
-            )
-            .await?;
+            ok &= start_remote(&args.remote, url, &args.pipeline, Some(*d), None).await?;
         }
         return Ok(if ok {
             ExitCode::SUCCESS
@@ -426,15 +428,7 @@ pub(crate) async fn backfill(
     let mut loads = 0;
     let mut failures = BTreeMap::new();
     for d in &dates {
-        match start_one(
-            &session.ctx,
-            &pipeline,
-            midnight(*d),
-            Some(*d),
-            Some(key(d)),
-        )
-        .await
-        {
+        match start_one(&session.ctx, &pipeline, midnight(*d), Some(*d), None).await {
             Ok((summary, n)) => {
                 println!("{d}: {summary}");
                 loads += n;

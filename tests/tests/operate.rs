@@ -331,6 +331,88 @@ async fn backfill_over_three_dates_runs_three_runs_once_each_even_when_repeated(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_of_nine_dates_shows_nine_dates_and_trigger_date_names_the_same_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    let dates: Vec<String> = (1..=9).map(|d| format!("2026-11-0{d}")).collect();
+    let out = conveyor(
+        cwd,
+        &[
+            "backfill",
+            "nightly",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-09",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    for d in &dates {
+        assert!(
+            report.matches(d.as_str()).count() >= 2,
+            "{d}: its start and its run in the report: {report}"
+        );
+    }
+    let run_dates = |runs: &[Value]| -> Vec<String> {
+        let mut d: Vec<String> = runs
+            .iter()
+            .map(|r| r["run_date"].as_str().unwrap_or("none").to_owned())
+            .collect();
+        d.sort();
+        d
+    };
+    let all = runs(cwd, "nightly").await;
+    assert_eq!(run_dates(&all), dates, "{all:?}");
+    // The table names the date of each run.
+    let out = conveyor(cwd, &["status", "--pipeline", "nightly"], &[]).await;
+    let table = text(&out);
+    assert!(table.contains("date"), "{table}");
+    for d in &dates {
+        assert!(table.contains(d.as_str()), "{d}: {table}");
+    }
+    // Filters by run date, not by when the runs happened.
+    let json = |out: &Output| -> Vec<Value> {
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let out = conveyor(cwd, &["status", "--date", "2026-11-05", "--json"], &[]).await;
+    assert_eq!(run_dates(&json(&out)), ["2026-11-05"], "{}", text(&out));
+    let out = conveyor(
+        cwd,
+        &[
+            "status",
+            "--from",
+            "2026-11-03",
+            "--to",
+            "2026-11-04",
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        run_dates(&json(&out)),
+        ["2026-11-03", "2026-11-04"],
+        "{}",
+        text(&out)
+    );
+    // `trigger --date` of a backfilled date is the backfill's run: adopted, not run again.
+    let out = conveyor(cwd, &["trigger", "nightly", "--date", "2026-11-05"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let mut ran = lines(&cwd.join("nightly.out"));
+    ran.sort();
+    assert_eq!(ran, dates, "each date's batch ran once");
+    assert_eq!(runs(cwd, "nightly").await.len(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_starts_one_run_per_date_and_calls_a_deployed_function_with_an_identity_token() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cwd = dir.path();
@@ -413,7 +495,11 @@ async fn trigger_starts_one_run_per_date_and_calls_a_deployed_function_with_an_i
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].0, "Bearer token-123");
     assert_eq!(seen[0].1["pipeline"], "nightly");
-    assert_eq!(seen[0].1["key"], "backfill-2026-11-01");
+    assert_eq!(seen[0].1["date"], "2026-11-01", "the run date is named");
+    assert!(
+        seen[0].1.get("key").is_none(),
+        "one run per date, not per key"
+    );
     assert!(
         seen[1].1["time"]
             .as_str()

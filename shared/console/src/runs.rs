@@ -61,6 +61,8 @@ pub struct RunSummary {
     pub run_id: String,
     /// The pipeline (absent for a rejection that could not name one).
     pub pipeline: Option<String>,
+    /// The run date (`YYYY-MM-DD`) its rows record: the logical date it is for.
+    pub run_date: Option<String>,
     /// Its state by [`RunState`]: FAILED when any job's last attempt failed; `RETRYING` while
     /// a failed attempt waits for its retry.
     pub status: String,
@@ -152,6 +154,7 @@ fn summary(rows: &[&RunLogRow]) -> RunSummary {
     RunSummary {
         run_id: newest.run_id.clone(),
         pipeline: rows.iter().find_map(|r| r.pipeline.clone()),
+        run_date: rows.iter().find_map(|r| r.run_date.clone()),
         status,
         started,
         updated,

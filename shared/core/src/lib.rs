@@ -25,6 +25,7 @@
 //!   [`engines`]: the batch port that hands each batch to the engine its spec names.
 //! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
 //! - [`clock`]: the time the steps stamp (the system's, or a test's manual clock).
+//! - [`run_date`]: the logical date a run is for, as the run log records it.
 //! - [`run_origin`]: what starts a run and the run id each start gets (every recipe).
 //! - [`open_jobs`]: the open jobs the poll tick follows, one rule for every run log.
 //! - [`run_state`]: one definition of a run's state from its run-log rows (status, the
@@ -43,6 +44,7 @@ pub mod inbound;
 pub mod names;
 pub mod open_jobs;
 pub mod ports;
+pub mod run_date;
 pub mod run_origin;
 pub mod run_state;
 pub mod schedules;

@@ -704,6 +704,7 @@ mod tests {
             origin: Origin::Schedule,
             at: DateTime::from_timestamp(minute * 60, 0).expect("time"),
             key: None,
+            date: None,
         })
     }
 

@@ -28,7 +28,7 @@ use tracing::{info, instrument, warn};
 
 use super::{
     Context, Outcome, StepError, active_pipeline, describe, publish,
-    submit::{check_origin, start_run_id},
+    submit::{self, check_origin, start_run_id},
 };
 use crate::config::{Pipeline, StageSpec};
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
@@ -409,7 +409,7 @@ async fn stage_leased(
         None => Watermark::new(&pipeline.name, &uri),
     };
     let run_vars = BTreeMap::from([
-        ("date".to_owned(), start.at.format("%Y-%m-%d").to_string()),
+        ("date".to_owned(), submit::run_date(pipeline, start)),
         ("run_id".to_owned(), stage_run.to_string()),
     ]);
     let mut report = StageReport::default();

@@ -22,6 +22,7 @@ mod job;
 use std::collections::BTreeMap;
 
 pub(super) use chain::{end_run, sweep_after};
+
 pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt};
 
 #[cfg(test)]
@@ -88,7 +89,7 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             }
             let run_id = start_run_id(pipeline, &start);
             let base = Detail {
-                vars: BTreeMap::from([("date".to_owned(), run_date(&start))]),
+                vars: BTreeMap::from([("date".to_owned(), run_date(pipeline, &start))]),
                 started_at: Some(start.at),
                 ..Detail::default()
             };
@@ -133,17 +134,35 @@ pub(super) fn check_origin(pipeline: &Pipeline, start: &StartRequest) -> Result<
     }
 }
 
-/// The run date of a start: its `date` key when it names one, else the day of its time.
-fn run_date(start: &StartRequest) -> String {
-    start.at.format("%Y-%m-%d").to_string()
+/// The run date of a start (`YYYY-MM-DD`): the date it names (`trigger --date`,
+/// `backfill`), else a schedule's fire date in the schedule's time zone, else the UTC day of
+/// its time.
+pub(in crate::steps) fn run_date(pipeline: &Pipeline, start: &StartRequest) -> String {
+    let date = match (start.date, &start.origin, &pipeline.trigger.schedule) {
+        (Some(d), _, _) => d,
+        (None, Origin::Schedule, Some(s)) => crate::schedules::fire_date(start.at, &s.time_zone),
+        (None, _, _) => start.at.date_naive(),
+    };
+    date.format("%Y-%m-%d").to_string()
 }
 
-/// The run id of a start: one run per pipeline per scheduled minute (Cloud Scheduler's retry
-/// of a tick carries the same scheduled time), per manual key, or — a manual start without
-/// a key — per minute, so a `curl` repeated at once starts nothing twice.
+/// The run id of a start: one run per manual key; one run per pipeline and run date for a
+/// start naming its date (`trigger --date`, `backfill`) and for a schedule firing at most
+/// once a day, so these name the same run; else one run per pipeline per scheduled minute
+/// (Cloud Scheduler's retry of a tick carries the same scheduled time) or — a manual start
+/// without a key or a date — per minute, so a `curl` repeated at once starts nothing twice.
 pub(super) fn start_run_id(pipeline: &Pipeline, start: &StartRequest) -> RunId {
+    let date = run_date(pipeline, start);
+    let daily = |s: &crate::config::ScheduleTrigger| {
+        crate::run_date::parse(&date)
+            .is_some_and(|d| crate::schedules::fires_at_most_once_on(&s.cron, &s.time_zone, d))
+    };
     let origin = match (&start.origin, &start.key) {
         (_, Some(key)) => RunOrigin::Key { key },
+        (_, None) if start.date.is_some() => RunOrigin::Date { date: &date },
+        (Origin::Schedule, None) if pipeline.trigger.schedule.as_ref().is_some_and(daily) => {
+            RunOrigin::Date { date: &date }
+        }
         (Origin::Schedule, None) => RunOrigin::ScheduleMinute { at: start.at },
         (Origin::Manual, None) => RunOrigin::ManualMinute { at: start.at },
     };
