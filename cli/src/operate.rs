@@ -17,7 +17,7 @@ use conveyor_core::ports::RunLogQuery;
 use conveyor_core::steps::{self, Context, Outcome, StageProgress};
 use serde_json::json;
 
-use crate::commands::{Session, load_config};
+use crate::commands::{RunScope, Session, load_config};
 use crate::progress::StageOutput;
 
 /// A step's failure as the command reports it: what failed and why, and for a cause that may
@@ -48,6 +48,13 @@ pub(crate) struct RemoteArgs {
     /// The identity token for --remote (default: `gcloud auth print-identity-token`).
     #[arg(long, env = "CONVEYOR_ID_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// Run on this machine (the embedded runtime) even when CONVEYOR_PROJECT is set.
+    #[arg(long, conflicts_with = "remote")]
+    pub(crate) local: bool,
+    /// The production project (from CONVEYOR_PROJECT): with it, a start names where it
+    /// runs (--remote or --local).
+    #[arg(long, env = "CONVEYOR_PROJECT", hide = true)]
+    pub(crate) project: Option<String>,
     /// Give up waiting for the embedded runs after this long.
     #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
     pub(crate) timeout: Duration,
@@ -281,13 +288,17 @@ async fn start_remote(
     Ok(status.is_success())
 }
 
-/// Prints the runs of `pipeline` recorded since `since`; `false` when one failed.
-async fn report_runs(ctx: &Context, pipeline: &Pipeline, since: DateTime<Utc>) -> bool {
+/// Prints the runs of `scope` (each with its run date) and returns whether every one of them
+/// SUCCEEDED: a run that failed — also one adopted from before, which ran nothing now — or is
+/// still open makes the command fail.
+async fn report_runs(ctx: &Context, pipeline: &Pipeline, scope: &RunScope) -> bool {
     let config: &Config = &ctx.config;
     let table = config.run_log_table(pipeline);
+    let date = |d: Option<&String>| d.and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
     let query = RunLogQuery {
         pipeline: Some(pipeline.name.to_string()),
-        since: Some(since),
+        date_from: date(scope.dates.first()),
+        date_to: date(scope.dates.last()),
         ..RunLogQuery::default()
     };
     let rows = match ctx.ports.run_log.rows(&table, &query).await {
@@ -297,14 +308,60 @@ async fn report_runs(ctx: &Context, pipeline: &Pipeline, since: DateTime<Utc>) -
             return false;
         }
     };
+    let ours: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| scope.holds(r) && scope.since.is_none_or(|s| r.last_modified_at >= s))
+        .map(|r| r.run_id.as_str())
+        .collect();
+    let rows: Vec<_> = rows
+        .iter()
+        .filter(|r| ours.contains(r.run_id.as_str()))
+        .cloned()
+        .collect();
     let mut runs = conveyor_console::runs::summarize(&rows);
     runs.reverse();
     if runs.is_empty() {
-        println!("no new run-log rows: the runs existed already (adopted, nothing ran again)");
+        println!("no run recorded for it: nothing was started (nothing new to stage or load)");
         return true;
     }
+    runs.sort_by(|a, b| a.run_date.cmp(&b.run_date).then(a.started.cmp(&b.started)));
     println!("{}", crate::status::runs_table(&runs));
-    !runs.iter().any(|r| r.failed())
+    let failed: Vec<&conveyor_console::runs::RunSummary> =
+        runs.iter().filter(|r| r.failed()).collect();
+    let open = runs
+        .iter()
+        .filter(|r| !conveyor_core::run_state::is_terminal(&r.status))
+        .count();
+    if !failed.is_empty() {
+        let dates: Vec<&str> = failed
+            .iter()
+            .filter_map(|r| r.run_date.as_deref())
+            .collect();
+        println!(
+            "{} run(s) failed ({}): a run of a date is adopted, not run again; `conveyor rerun \
+             RUN` (or `backfill --rerun-failed`) starts its failed job again",
+            failed.len(),
+            dates.join(", ")
+        );
+    }
+    if open > 0 {
+        println!("{open} run(s) not ended yet (see `conveyor status`)");
+    }
+    failed.is_empty() && open == 0
+}
+
+/// Refuses a start on this machine when `CONVEYOR_PROJECT` names a production project and
+/// neither `--remote` nor `--local` says where to start: `status` would read production and
+/// the start would silently run here.
+fn check_where(args: &RemoteArgs, command: &str) -> anyhow::Result<()> {
+    if let (None, false, Some(project)) = (&args.remote, args.local, &args.project) {
+        anyhow::bail!(
+            "CONVEYOR_PROJECT is set ({project}): `{command}` would run on this machine, not in \
+             that project. Pass --remote URL to start the deployed pipeline, or --local to run \
+             it here"
+        );
+    }
+    Ok(())
 }
 
 fn config_for(config_path: &Path, pipeline: &str) -> anyhow::Result<(Arc<Config>, Pipeline)> {
@@ -322,6 +379,7 @@ pub(crate) async fn trigger(
     state_dir: &Path,
     args: &TriggerArgs,
 ) -> anyhow::Result<ExitCode> {
+    check_where(&args.remote, "trigger")?;
     let at = args.date.map(midnight);
     if let Some(url) = &args.remote.remote {
         println!("trigger {} at {url}:", args.pipeline);
@@ -342,7 +400,15 @@ pub(crate) async fn trigger(
     let (config, pipeline) = config_for(config_path, &args.pipeline)?;
     let began = Utc::now() - chrono::Duration::seconds(1);
     let mut session = Session::start(config, state_dir, false)?;
-    println!("trigger {}:", pipeline.name);
+    let date = args.date.unwrap_or_else(|| Utc::now().date_naive());
+    let scope = RunScope {
+        pipeline: pipeline.name.to_string(),
+        dates: [date.to_string()].into(),
+        // Undated, one run per minute or key: the runs of today it wrote to.
+        since: (args.date.is_none() || args.key.is_some()).then_some(began),
+    };
+    session.only(scope.clone());
+    println!("trigger {} for {date}:", pipeline.name);
     let result = start_one(
         &session.ctx,
         &pipeline,
@@ -366,7 +432,7 @@ pub(crate) async fn trigger(
     let ctx = session.ctx.clone();
     session.stop().await?;
     result?;
-    let ok = report_runs(&ctx, &pipeline, began).await;
+    let ok = report_runs(&ctx, &pipeline, &scope).await;
     Ok(if ok && done {
         ExitCode::SUCCESS
     } else {
@@ -385,6 +451,7 @@ pub(crate) async fn backfill(
         args.from,
         args.to
     );
+    check_where(&args.remote, "backfill")?;
     let dates: Vec<NaiveDate> = args
         .from
         .iter_days()
@@ -422,8 +489,13 @@ pub(crate) async fn backfill(
     }
     let (config, pipeline) = config_for(config_path, &args.pipeline)?;
     plan(&pipeline)?;
-    let began = Utc::now() - chrono::Duration::seconds(1);
     let mut session = Session::start(config, state_dir, false)?;
+    let scope = RunScope {
+        pipeline: pipeline.name.to_string(),
+        dates: dates.iter().map(NaiveDate::to_string).collect(),
+        since: None,
+    };
+    session.only(scope.clone());
     println!("backfill {}, {} date(s):", pipeline.name, dates.len());
     let mut loads = 0;
     let mut failures = BTreeMap::new();
@@ -442,7 +514,7 @@ pub(crate) async fn backfill(
     let done = session.wait(args.remote.timeout, loads).await.done;
     let ctx = session.ctx.clone();
     session.stop().await?;
-    let ok = report_runs(&ctx, &pipeline, began).await;
+    let ok = report_runs(&ctx, &pipeline, &scope).await;
     if !failures.is_empty() {
         println!("{} date(s) could not be started", failures.len());
     }

@@ -412,6 +412,100 @@ async fn a_backfill_of_nine_dates_shows_nine_dates_and_trigger_date_names_the_sa
     assert_eq!(runs(cwd, "nightly").await.len(), 9);
 }
 
+const FLAKY_YAML: &str = r#"
+environment: test
+pipelines:
+  - name: flaky
+    trigger: { manual: true }
+    batch:
+      engine: local
+      command: "echo {date} >> flaky.out; test {date} != 2026-11-02"
+    poll: { max_attempts: 1 }
+  - name: downstream
+    trigger: { after: [flaky] }
+    batch:
+      engine: local
+      command: "sleep 20"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_over_a_failed_date_exits_non_zero_every_time_and_waits_only_for_its_own_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), FLAKY_YAML).expect("config");
+    let backfill = [
+        "backfill",
+        "flaky",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-03",
+        "--timeout",
+        "2m",
+    ];
+    for round in 1..=2 {
+        let began = std::time::Instant::now();
+        let out = conveyor(cwd, &backfill, &[]).await;
+        let report = text(&out);
+        assert!(!out.status.success(), "round {round}: {report}");
+        assert!(
+            report.contains("1 run(s) failed (2026-11-02)"),
+            "round {round}: {report}"
+        );
+        // The downstream runs the successful dates started are not this command's: it does
+        // not wait for their 20 s batches.
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(15),
+            "round {round}: waited {:?} for other pipelines' runs: {report}",
+            began.elapsed()
+        );
+    }
+    let mut ran = lines(&cwd.join("flaky.out"));
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["2026-11-01", "2026-11-02", "2026-11-03"],
+        "the second backfill adopted each date's run: it ran nothing again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_refuses_to_run_locally_when_conveyor_project_is_set_without_remote_or_local() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    let production = [("CONVEYOR_PROJECT", "my-project")];
+    for command in [
+        &["trigger", "nightly", "--date", "2026-11-05"][..],
+        &[
+            "backfill",
+            "nightly",
+            "--from",
+            "2026-11-05",
+            "--to",
+            "2026-11-05",
+        ][..],
+    ] {
+        let out = conveyor(cwd, command, &production).await;
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("CONVEYOR_PROJECT is set (my-project)")
+                && text(&out).contains("--local"),
+            "{}",
+            text(&out)
+        );
+    }
+    assert!(lines(&cwd.join("nightly.out")).is_empty(), "nothing ran");
+    let mut local = vec!["trigger", "nightly", "--date", "2026-11-05", "--local"];
+    let out = conveyor(cwd, &local, &production).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines(&cwd.join("nightly.out")), ["2026-11-05"]);
+    local.push("--remote");
+    local.push("http://127.0.0.1:9/");
+    let out = conveyor(cwd, &local, &production).await;
+    assert!(!out.status.success(), "--local and --remote conflict");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_starts_one_run_per_date_and_calls_a_deployed_function_with_an_identity_token() {
     let dir = tempfile::tempdir().expect("tempdir");

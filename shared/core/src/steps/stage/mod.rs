@@ -264,7 +264,7 @@ fn source_address(uri: &str, object: &SourceObject) -> String {
     }
 }
 
-fn staged_event(pipeline: &Pipeline, meta: &ObjectMeta, source: &str) -> ConveyorEvent {
+fn staged_event(pipeline: &Pipeline, meta: &ObjectMeta, source: &str, date: &str) -> ConveyorEvent {
     let run_id = RunId::for_origin(
         &pipeline.name,
         &RunOrigin::Object {
@@ -276,7 +276,10 @@ fn staged_event(pipeline: &Pipeline, meta: &ObjectMeta, source: &str) -> Conveyo
     let detail = Detail {
         object: Some(meta.object.clone()),
         started_at: Some(chrono::Utc::now()),
-        vars: BTreeMap::from([("source".to_owned(), source.to_owned())]),
+        vars: BTreeMap::from([
+            ("source".to_owned(), source.to_owned()),
+            ("date".to_owned(), date.to_owned()),
+        ]),
         ..Detail::default()
     };
     ConveyorEvent::new(
@@ -504,7 +507,12 @@ async fn stage_leased(
                 reason,
             }) => {
                 let target = meta.object.name.to_string();
-                let event = staged_event(pipeline, &meta, &source_address(&uri, &object));
+                let event = staged_event(
+                    pipeline,
+                    &meta,
+                    &source_address(&uri, &object),
+                    run_vars.get("date").map_or("", String::as_str),
+                );
                 if let Err(e) = publish(ctx, outcome, event).await {
                     report_line(
                         ProgressKind::Failed,
