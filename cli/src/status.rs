@@ -181,6 +181,22 @@ pub(crate) fn row_json(r: &RunLogRow) -> serde_json::Value {
     })
 }
 
+/// Each task's kept output (local and SSH jobs): the end of its standard error and output.
+fn print_task_logs(tasks: &[runs::Task]) {
+    for t in tasks {
+        let Some(log) = &t.log else { continue };
+        for (stream, text) in [("stderr", &log.stderr), ("stdout", &log.stdout)] {
+            if text.is_empty() {
+                continue;
+            }
+            println!("── {} {}: {stream} (end) ──", t.label, t.status);
+            for line in text.lines() {
+                println!("  {line}");
+            }
+        }
+    }
+}
+
 pub(crate) async fn status(
     config_path: &Path,
     state_dir: &Path,
@@ -260,7 +276,7 @@ pub(crate) async fn status(
         let value = if args.events {
             serde_json::Value::Array(rows.iter().map(row_json).collect())
         } else if args.run.is_some() {
-            json!({"run": runs.first(), "events": rows.iter().map(row_json).collect::<Vec<_>>()})
+            json!({"run": runs.first(), "tasks": runs::tasks(&rows), "events": rows.iter().map(row_json).collect::<Vec<_>>()})
         } else {
             serde_json::to_value(runs.iter().take(args.limit).collect::<Vec<_>>())?
         };
@@ -270,6 +286,7 @@ pub(crate) async fn status(
     if args.run.is_some() {
         println!("{}", runs_table(&runs));
         println!("{}", events_table(&rows));
+        print_task_logs(&runs::tasks(&rows));
     } else if args.events {
         println!("{}", events_table(&rows));
     } else {

@@ -901,6 +901,7 @@ impl conveyor_core::ports::BatchEngine for SlowEngine {
     ) -> Result<conveyor_core::ports::JobState, conveyor_core::ports::PortError> {
         tokio::time::sleep(SLOW_READ).await;
         Ok(conveyor_core::ports::JobState {
+            log: None,
             state: "RUNNING".to_owned(),
             terminal: false,
             error: None,

@@ -470,6 +470,55 @@ async fn a_backfill_over_a_failed_date_exits_non_zero_every_time_and_waits_only_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_jobs_real_stderr_line_is_its_error_and_its_output_is_kept_on_its_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(
+        cwd.join("conveyor.yaml"),
+        r#"
+environment: test
+pipelines:
+  - name: upload
+    trigger: { manual: true }
+    batch:
+      engine: local
+      command: "echo uploading {date}; echo 'sftp: Permission denied (publickey,password).' >&2; echo 'Connection closed' >&2; echo 'lost connection' >&2; exit 1"
+    poll: { max_attempts: 1 }
+"#,
+    )
+    .expect("config");
+    let out = conveyor(cwd, &["trigger", "upload", "--date", "2026-11-20"], &[]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    let runs = runs(cwd, "upload").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0]["error"],
+        "job batch FAILED: exit status 1: sftp: Permission denied (publickey,password).",
+        "the telling line, not the last: {runs:?}"
+    );
+    let run = runs[0]["run_id"].as_str().expect("run id");
+    let out = conveyor(cwd, &["status", "--run", run, "--json"], &[]).await;
+    let value: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let task = value["tasks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["node"] == "batch"))
+        .unwrap_or_else(|| panic!("no batch task: {value}"));
+    assert_eq!(
+        task["log"]["stderr"],
+        "sftp: Permission denied (publickey,password).\nConnection closed\nlost connection"
+    );
+    assert_eq!(task["log"]["stdout"], "uploading 2026-11-20");
+    let out = conveyor(cwd, &["status", "--run", run], &[]).await;
+    assert!(
+        text(&out).contains("batch attempt 1 FAILED: stderr (end)")
+            && text(&out).contains("  Connection closed"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_refuses_to_run_locally_when_conveyor_project_is_set_without_remote_or_local() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cwd = dir.path();

@@ -10,6 +10,7 @@
 //! - this file: [`Console`] and its [`router`].
 
 pub mod graph;
+pub mod links;
 mod pages;
 pub mod runs;
 mod svg;
@@ -210,10 +211,14 @@ async fn run(
         (Some(cfg), Some(p)) => Some(graph::graph(cfg).only(p)).filter(|g| !g.nodes.is_empty()),
         _ => None,
     };
+    let tasks = match (&c.inner.config, &summary.pipeline) {
+        (Some(cfg), Some(p)) => runs::with_links(runs::tasks(&rows), cfg, p),
+        _ => runs::tasks(&rows),
+    };
     Ok(pages::run(
         &c.inner.title,
         &summary,
-        &runs::tasks(&rows),
+        &tasks,
         graph.as_ref(),
         &rows,
     ))
@@ -310,6 +315,35 @@ mod tests {
             .await
             .unwrap();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_run_page_shows_a_failed_tasks_kept_stderr() {
+        let row = RunLogRow {
+            event_id: "e1".into(),
+            run_id: "r1".into(),
+            pipeline: Some("upload".into()),
+            step: "poll".into(),
+            job: Some("batch".into()),
+            attempt: 1,
+            status: "FAILED".into(),
+            td_timestamp: Utc::now(),
+            error: Some("exit status 1: sftp: Permission denied".into()),
+            detail: r#"{"log":{"stderr":"sftp: Permission denied <x>\nlost connection","stdout":"uploading"}}"#.into(),
+            ..RunLogRow::default()
+        };
+        let console = Console::new(Arc::new(Rows(vec![row])), None);
+        let (status, page) = get(&console, "/runs/r1").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            page.contains("Task logs") && page.contains("stderr (end)"),
+            "{page}"
+        );
+        assert!(
+            page.contains("sftp: Permission denied &lt;x&gt;\nlost connection"),
+            "{page}"
+        );
+        assert!(page.contains("uploading"));
     }
 
     #[tokio::test]

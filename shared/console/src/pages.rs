@@ -282,6 +282,19 @@ pub(crate) fn run(
             }
             h2 { "Timeline" }
             div.scroll { (svg::timeline(tasks, now)) }
+            @if tasks.iter().any(|t| t.log.is_some() || !t.links.is_empty()) {
+                h2 { "Task logs" }
+                @for t in tasks.iter().filter(|t| t.log.is_some() || !t.links.is_empty()) {
+                    details.task-log open[t.error.is_some()] {
+                        summary { (t.label) " " (status(&t.status)) @if let Some(e) = &t.error { " " span.error { (e) } } }
+                        @for l in &t.links { a href=(l.url) rel="noopener" { (l.label) } " " }
+                        @if let Some(log) = &t.log {
+                            @if !log.stderr.is_empty() { h3 { "stderr (end)" } pre.log { (log.stderr) } }
+                            @if !log.stdout.is_empty() { h3 { "stdout (end)" } pre.log { (log.stdout) } }
+                        }
+                    }
+                }
+            }
             @if let Some(g) = graph {
                 h2 { "Graph" }
                 div.scroll { (svg::graph(g, &task_status, false)) }

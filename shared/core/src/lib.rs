@@ -30,6 +30,8 @@
 //! - [`open_jobs`]: the open jobs the poll tick follows, one rule for every run log.
 //! - [`run_state`]: one definition of a run's state from its run-log rows (status, the
 //!   views, the console, alerts).
+//! - [`task_log`]: the tails of a local or SSH job's output and its telling error line (a
+//!   leaf).
 //! - [`steps`]: the five steps; [`http`]: the axum router every function serves.
 //! - [`trace`]: each request's trace context and `httpRequest` fields in its span (logging
 //!   set-up and serving are `conveyor-service`'s); [`shell`]: quoting batch commands for `sh -c`.
@@ -50,6 +52,7 @@ pub mod run_state;
 pub mod schedules;
 pub mod shell;
 pub mod steps;
+pub mod task_log;
 pub mod trace;
 
 #[cfg(test)]

@@ -407,6 +407,7 @@ async fn check_batch(
             Some(at) if at <= now => {
                 let mut base = detail.clone();
                 base.retry_at = None;
+                base.log = None;
                 return submit_attempt(
                     ctx,
                     pipeline,
@@ -465,12 +466,14 @@ async fn check_batch(
         }
         // Past the deadline an unanswered state still means: cancel.
         Err(e) if e.is_transient() => JobState {
+            log: None,
             state: "UNKNOWN".to_owned(),
             terminal: false,
             error: Some(e.to_string()),
         },
         // A job the engine has lost, or cannot show, ended as far as Conveyor can tell.
         Err(e) => JobState {
+            log: None,
             state: if matches!(e, PortError::NotFound(_)) {
                 "NOT_FOUND".to_owned()
             } else {
@@ -481,6 +484,9 @@ async fn check_batch(
         },
     };
     detail.engine_state = Some(state.state.clone());
+    if state.log.is_some() {
+        detail.log = state.log.clone();
+    }
     let success = policy.success_states(spec);
     let succeeded = state.terminal && success.iter().any(|s| s.eq_ignore_ascii_case(&state.state));
     if state.terminal {
@@ -637,6 +643,7 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             self.read.lock().expect("lock").push(job_id.to_string());
             Ok(JobState {
+                log: None,
                 state: "RUNNING".to_owned(),
                 terminal: false,
                 error: None,

@@ -219,6 +219,7 @@ impl BatchEngine for DataflowFlexEngine {
             None
         };
         Ok(JobState {
+            log: None,
             state,
             terminal,
             error,

@@ -84,6 +84,7 @@ pub(in crate::steps) async fn end_run(
     detail.engine = None;
     detail.engine_state = None;
     detail.retry_at = None;
+    detail.log = None;
     detail.children.clear();
     detail.row.clear();
     let date = run_date(&detail, Utc::now());

@@ -46,6 +46,7 @@ pub(in crate::steps) async fn start_job(
     base.engine_state = None;
     base.error = None;
     base.retry_at = None;
+    base.log = None;
     match &job.for_each {
         None => submit_attempt(ctx, pipeline, job, run_id, 1, base, outcome).await,
         Some(_) => start_rows(ctx, pipeline, job, run_id, base, outcome).await,
