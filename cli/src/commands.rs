@@ -174,12 +174,15 @@ pub(crate) struct RunScope {
     pub(crate) dates: std::collections::BTreeSet<String>,
     /// Only runs with a row written since then.
     pub(crate) since: Option<chrono::DateTime<Utc>>,
+    /// Only this run.
+    pub(crate) run: Option<String>,
 }
 
 impl RunScope {
     /// Whether `row` belongs to one of the runs in scope.
     pub(crate) fn holds(&self, row: &RunLogRow) -> bool {
         row.pipeline.as_deref() == Some(self.pipeline.as_str())
+            && self.run.as_ref().is_none_or(|r| *r == row.run_id)
             && (self.dates.is_empty()
                 || row
                     .run_date

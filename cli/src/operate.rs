@@ -87,6 +87,10 @@ pub(crate) struct BackfillArgs {
     /// The last date, included.
     #[arg(long)]
     pub(crate) to: NaiveDate,
+    /// Re-run the dates whose run failed (from the failed job, keeping what succeeded)
+    /// instead of only reporting them.
+    #[arg(long)]
+    pub(crate) rerun_failed: bool,
     #[command(flatten)]
     pub(crate) remote: RemoteArgs,
 }
@@ -350,6 +354,145 @@ async fn report_runs(ctx: &Context, pipeline: &Pipeline, scope: &RunScope) -> bo
     failed.is_empty() && open == 0
 }
 
+/// The runs of `scope` that ended in failure.
+async fn failed_runs(ctx: &Context, pipeline: &Pipeline, scope: &RunScope) -> Vec<String> {
+    let table = ctx.config.run_log_table(pipeline);
+    let date = |d: Option<&String>| d.and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    let query = RunLogQuery {
+        pipeline: Some(pipeline.name.to_string()),
+        date_from: date(scope.dates.first()),
+        date_to: date(scope.dates.last()),
+        ..RunLogQuery::default()
+    };
+    let Ok(rows) = ctx.ports.run_log.rows(&table, &query).await else {
+        return Vec::new();
+    };
+    let rows: Vec<_> = rows.into_iter().filter(|r| scope.holds(r)).collect();
+    conveyor_core::run_state::RunState::by_run(&rows)
+        .into_iter()
+        .filter(|(_, s)| s.failed())
+        .map(|(run, _)| run)
+        .collect()
+}
+
+/// Starts the re-run of `run` (from `from`, else its failed job).
+async fn rerun_one(ctx: &Context, run: &str, from: Option<&str>) -> anyhow::Result<String> {
+    let run_id = conveyor_core::names::RunId::parse(run)
+        .map_err(|e| anyhow::anyhow!("{run:?} is not a run id: {e}"))?;
+    let outcome = steps::rerun(ctx, &run_id, from)
+        .await
+        .map_err(|e| step_failed(&format!("re-run {run}"), e))?;
+    Ok(outcome.summary)
+}
+
+/// `conveyor rerun`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RerunArgs {
+    /// The run (`conveyor status` lists them).
+    pub(crate) run: String,
+    /// Start again from this job (default: the first job whose last attempt did not
+    /// succeed); the jobs after it run again too.
+    #[arg(long)]
+    pub(crate) from: Option<String>,
+    /// Give up waiting for the run after this long.
+    #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// `conveyor mark-success`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct MarkSuccessArgs {
+    /// The run.
+    pub(crate) run: String,
+    /// The job that is to count as succeeded.
+    #[arg(long)]
+    pub(crate) job: String,
+    /// Why (recorded in the run log).
+    #[arg(long)]
+    pub(crate) reason: String,
+    /// Who decides (recorded in the run log; default: $USER).
+    #[arg(long, env = "USER", default_value = "operator")]
+    pub(crate) by: String,
+    /// Give up waiting for the run after this long.
+    #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// The pipeline of `run` in the file, and the scope of that one run.
+fn run_scope(config: &Config, run: &str) -> anyhow::Result<(Pipeline, RunScope)> {
+    let pipeline = conveyor_core::steps::rerun::pipeline_of_run(config, run)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("run {run:?} belongs to no pipeline of the file"))?;
+    let scope = RunScope {
+        pipeline: pipeline.name.to_string(),
+        dates: Default::default(),
+        since: None,
+        run: Some(run.to_owned()),
+    };
+    Ok((pipeline, scope))
+}
+
+pub(crate) async fn rerun(
+    config_path: &Path,
+    state_dir: &Path,
+    args: &RerunArgs,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let (pipeline, scope) = run_scope(&config, &args.run)?;
+    let mut session = Session::start(config, state_dir, false)?;
+    session.only(scope.clone());
+    let started = rerun_one(&session.ctx, &args.run, args.from.as_deref()).await;
+    if let Ok(summary) = &started {
+        println!("{summary}");
+    }
+    let done = match &started {
+        Ok(_) => session.wait(args.timeout, 0).await.done,
+        Err(_) => true,
+    };
+    let ctx = session.ctx.clone();
+    session.stop().await?;
+    started?;
+    let ok = report_runs(&ctx, &pipeline, &scope).await;
+    Ok(if ok && done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) async fn mark_success(
+    config_path: &Path,
+    state_dir: &Path,
+    args: &MarkSuccessArgs,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!args.reason.trim().is_empty(), "--reason must say why");
+    let config = load_config(config_path)?;
+    let (pipeline, scope) = run_scope(&config, &args.run)?;
+    let run_id = conveyor_core::names::RunId::parse(&args.run)
+        .map_err(|e| anyhow::anyhow!("{:?} is not a run id: {e}", args.run))?;
+    let mut session = Session::start(config, state_dir, false)?;
+    session.only(scope.clone());
+    let marked = steps::mark_success(&session.ctx, &run_id, &args.job, &args.reason, &args.by)
+        .await
+        .map_err(|e| step_failed(&format!("mark {} succeeded", args.job), e));
+    if let Ok(outcome) = &marked {
+        println!("{}", outcome.summary);
+    }
+    let done = match &marked {
+        Ok(_) => session.wait(args.timeout, 0).await.done,
+        Err(_) => true,
+    };
+    let ctx = session.ctx.clone();
+    session.stop().await?;
+    marked?;
+    let ok = report_runs(&ctx, &pipeline, &scope).await;
+    Ok(if ok && done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Refuses a start on this machine when `CONVEYOR_PROJECT` names a production project and
 /// neither `--remote` nor `--local` says where to start: `status` would read production and
 /// the start would silently run here.
@@ -406,6 +549,7 @@ pub(crate) async fn trigger(
         dates: [date.to_string()].into(),
         // Undated, one run per minute or key: the runs of today it wrote to.
         since: (args.date.is_none() || args.key.is_some()).then_some(began),
+        run: None,
     };
     session.only(scope.clone());
     println!("trigger {} for {date}:", pipeline.name);
@@ -494,6 +638,7 @@ pub(crate) async fn backfill(
         pipeline: pipeline.name.to_string(),
         dates: dates.iter().map(NaiveDate::to_string).collect(),
         since: None,
+        run: None,
     };
     session.only(scope.clone());
     println!("backfill {}, {} date(s):", pipeline.name, dates.len());
@@ -511,7 +656,19 @@ pub(crate) async fn backfill(
             }
         }
     }
-    let done = session.wait(args.remote.timeout, loads).await.done;
+    let mut done = session.wait(args.remote.timeout, loads).await.done;
+    if args.rerun_failed {
+        let failed = failed_runs(&session.ctx, &pipeline, &scope).await;
+        for run in &failed {
+            match rerun_one(&session.ctx, run, None).await {
+                Ok(summary) => println!("{summary}"),
+                Err(e) => println!("{run}: {e:#}"),
+            }
+        }
+        if !failed.is_empty() {
+            done = session.wait(args.remote.timeout, 0).await.done;
+        }
+    }
     let ctx = session.ctx.clone();
     session.stop().await?;
     let ok = report_runs(&ctx, &pipeline, &scope).await;

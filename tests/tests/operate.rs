@@ -518,6 +518,175 @@ pipelines:
     );
 }
 
+const CHAIN_YAML: &str = r#"
+environment: test
+pipelines:
+  - name: chain
+    trigger: { manual: true }
+    poll: { max_attempts: 1 }
+    jobs:
+      - { name: extract, engine: local, command: "echo extract {date} >> ran.out" }
+      - name: transform
+        engine: local
+        command: "test -e fixed-{date} || { echo 'ERROR: input {date} missing' >&2; exit 1; }; echo transform {date} >> ran.out"
+      - { name: publish, engine: local, command: "echo publish {date} >> ran.out" }
+"#;
+
+/// The one run of `pipeline`, by `status --json`.
+async fn only_run(cwd: &Path, pipeline: &str) -> Value {
+    let all = runs(cwd, pipeline).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    all[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_from_the_failure_runs_only_the_failed_job_and_its_successors_and_the_run_then_succeeds()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), CHAIN_YAML).expect("config");
+    let out = conveyor(cwd, &["trigger", "chain", "--date", "2026-11-20"], &[]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(lines(&cwd.join("ran.out")), ["extract 2026-11-20"]);
+    let failed = only_run(cwd, "chain").await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let run = failed["run_id"].as_str().expect("run").to_owned();
+
+    std::fs::write(cwd.join("fixed-2026-11-20"), "").expect("fix");
+    let out = conveyor(cwd, &["rerun", &run], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        lines(&cwd.join("ran.out")),
+        [
+            "extract 2026-11-20",
+            "transform 2026-11-20",
+            "publish 2026-11-20"
+        ],
+        "extract, which succeeded, did not run again"
+    );
+    let rerun = only_run(cwd, "chain").await;
+    assert_eq!(rerun["run_id"], run.as_str(), "the same run");
+    assert_eq!(rerun["status"], "SUCCEEDED", "{rerun}");
+    assert_eq!(rerun["run_date"], "2026-11-20");
+    // Every start records what started it.
+    let out = conveyor(cwd, &["status", "--run", &run, "--json"], &[]).await;
+    let value: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let started_by = |job: &str, attempt: u64| -> Value {
+        value["events"]
+            .as_array()
+            .and_then(|e| {
+                e.iter().find(|r| {
+                    r["job"] == job && r["attempt"] == attempt && r["status"] == "SUBMITTED"
+                })
+            })
+            .map(|r| r["detail"]["vars"]["started_by"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(started_by("transform", 1), "manual", "{value}");
+    assert_eq!(started_by("transform", 2), "rerun", "{value}");
+
+    // --from a job that succeeded: that job and the ones after it, once more.
+    let out = conveyor(cwd, &["rerun", &run, "--from", "publish"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines(&cwd.join("ran.out")).len(), 4);
+    assert_eq!(only_run(cwd, "chain").await["status"], "SUCCEEDED");
+
+    // A run that did not fail is not re-run without --from; an unknown job is refused.
+    let out = conveyor(cwd, &["rerun", &run], &[]).await;
+    assert!(
+        !out.status.success() && text(&out).contains("give --from JOB"),
+        "{}",
+        text(&out)
+    );
+    let out = conveyor(cwd, &["rerun", &run, "--from", "nope"], &[]).await;
+    assert!(
+        !out.status.success() && text(&out).contains("no job \"nope\""),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_rerun_failed_reruns_the_failed_dates_and_mark_success_records_who_and_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), CHAIN_YAML).expect("config");
+    std::fs::write(cwd.join("fixed-2026-11-01"), "").expect("fix");
+    let backfill = [
+        "backfill",
+        "chain",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-03",
+    ];
+    let out = conveyor(cwd, &backfill, &[]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 run(s) failed (2026-11-02, 2026-11-03)"),
+        "{}",
+        text(&out)
+    );
+
+    std::fs::write(cwd.join("fixed-2026-11-02"), "").expect("fix");
+    let mut again = backfill.to_vec();
+    again.push("--rerun-failed");
+    let out = conveyor(cwd, &again, &[]).await;
+    // 2026-11-03 still fails: the command says so.
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 run(s) failed (2026-11-03)"),
+        "{}",
+        text(&out)
+    );
+    let mut ran = lines(&cwd.join("ran.out"));
+    ran.sort();
+    assert_eq!(
+        ran.iter().filter(|l| l.ends_with("2026-11-02")).count(),
+        3,
+        "2026-11-02 re-ran from its failed job: {ran:?}"
+    );
+
+    // The operator decides 2026-11-03's transform is done: publish runs, the run succeeds.
+    let failed: Vec<Value> = runs(cwd, "chain")
+        .await
+        .into_iter()
+        .filter(|r| r["run_date"] == "2026-11-03")
+        .collect();
+    let run = failed[0]["run_id"].as_str().expect("run").to_owned();
+    let out = conveyor(
+        cwd,
+        &[
+            "mark-success",
+            &run,
+            "--job",
+            "transform",
+            "--reason",
+            "loaded by hand",
+            "--by",
+            "ana",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lines(&cwd.join("ran.out")).contains(&"publish 2026-11-03".to_owned()));
+    let out = conveyor(cwd, &["status", "--run", &run, "--json"], &[]).await;
+    let value: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(value["run"]["status"], "SUCCEEDED", "{value}");
+    let marked = value["events"]
+        .as_array()
+        .and_then(|e| {
+            e.iter()
+                .find(|r| r["detail"]["engine_state"] == "MARKED_SUCCESS")
+        })
+        .unwrap_or_else(|| panic!("no marked row: {value}"));
+    assert_eq!(marked["job"], "transform");
+    assert_eq!(marked["detail"]["vars"]["marked_by"], "ana");
+    assert_eq!(marked["detail"]["vars"]["reason"], "loaded by hand");
+    assert_eq!(marked["detail"]["vars"]["started_by"], "operator");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_refuses_to_run_locally_when_conveyor_project_is_set_without_remote_or_local() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -307,7 +307,7 @@ CREATE VIEW {view} AS
   ) ranked
   ORDER BY run_id,
     (status IN ('FAILED', 'TIMED_OUT', 'REJECTED') AND NOT retry_pending
-      AND (job_key IS NULL OR attempt = last_attempt)) DESC,
+      AND attempt = last_attempt) DESC,
     (job_key IS NULL) DESC,
     td_timestamp DESC,
     CASE step WHEN 'poll' THEN 4 WHEN 'submit' THEN 3 WHEN 'load' THEN 2 WHEN 'stage' THEN 1 ELSE 0 END DESC,

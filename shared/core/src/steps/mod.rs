@@ -13,6 +13,7 @@ mod log;
 pub mod messages;
 mod poll;
 mod rejections;
+pub mod rerun;
 mod stage;
 mod submit;
 mod wiring;
@@ -26,7 +27,9 @@ pub use rejections::{
     About, MAX_GENERATION, Rejections, bounded_generation, bounded_reason, record_rejection,
     record_rejection_about,
 };
+pub use rerun::{mark_success, rerun};
 pub use stage::{ProgressKind, StageProgress, StageReport, stage_pipeline};
+pub use submit::STARTED_BY;
 pub use wiring::{WiringError, check_wiring};
 
 use crate::clock::{Clock, SystemClock};

@@ -48,7 +48,11 @@ pub(in crate::steps) async fn start_job(
     base.retry_at = None;
     base.log = None;
     match &job.for_each {
-        None => submit_attempt(ctx, pipeline, job, run_id, 1, base, outcome).await,
+        None => {
+            let attempt =
+                super::super::rerun::first_attempt(ctx, pipeline, run_id, job, &base).await?;
+            submit_attempt(ctx, pipeline, job, run_id, attempt, base, outcome).await
+        }
         Some(_) => start_rows(ctx, pipeline, job, run_id, base, outcome).await,
     }
 }

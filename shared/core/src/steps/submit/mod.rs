@@ -28,6 +28,11 @@ pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt};
 #[cfg(test)]
 mod tests;
 
+/// The value of a run's values naming what started it (or its latest re-run): `schedule`,
+/// `manual` (a trigger, a backfill, a request), `rerun`, `operator` (mark-success). An
+/// object's run names its object (`source_object`).
+pub const STARTED_BY: &str = "started_by";
+
 use super::{Context, Outcome, StepError, active_pipeline, describe};
 use crate::config::Pipeline;
 use crate::event::{Detail, EventType};
@@ -88,8 +93,15 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
                 )));
             }
             let run_id = start_run_id(pipeline, &start);
+            let started_by = match start.origin {
+                Origin::Schedule => "schedule",
+                Origin::Manual => "manual",
+            };
             let base = Detail {
-                vars: BTreeMap::from([("date".to_owned(), run_date(pipeline, &start))]),
+                vars: BTreeMap::from([
+                    ("date".to_owned(), run_date(pipeline, &start)),
+                    (STARTED_BY.to_owned(), started_by.to_owned()),
+                ]),
                 started_at: Some(start.at),
                 ..Detail::default()
             };
