@@ -123,6 +123,11 @@ enum Command {
     /// Record that a job of an ended run counts as succeeded (an operator's decision, with a
     /// reason): the jobs after it then run, or the run ends SUCCEEDED.
     MarkSuccess(operate::MarkSuccessArgs),
+    /// Pause a pipeline without a redeploy: it starts nothing (ticks, manual starts, stages,
+    /// arrivals are skipped) until `conveyor resume`. Recorded in the run log.
+    Pause(operate::PauseArgs),
+    /// Resume a paused pipeline.
+    Resume(operate::PauseArgs),
     /// Show the messages in the dead-letter subscription and re-publish the chosen ones once,
     /// recording each replay in the run log.
     Replay(replay::ReplayArgs),
@@ -172,6 +177,8 @@ async fn main() -> ExitCode {
         Command::Trigger(args) => operate::trigger(&cli.config, &cli.state_dir, &args).await,
         Command::Backfill(args) => operate::backfill(&cli.config, &cli.state_dir, &args).await,
         Command::Rerun(args) => operate::rerun(&cli.config, &cli.state_dir, &args).await,
+        Command::Pause(args) => operate::pause(&cli.config, &cli.state_dir, &args, true).await,
+        Command::Resume(args) => operate::pause(&cli.config, &cli.state_dir, &args, false).await,
         Command::MarkSuccess(args) => {
             operate::mark_success(&cli.config, &cli.state_dir, &args).await
         }

@@ -493,6 +493,63 @@ pub(crate) async fn mark_success(
     })
 }
 
+/// `conveyor pause` and `conveyor resume`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PauseArgs {
+    /// The pipeline.
+    pub(crate) pipeline: String,
+    /// Why (recorded in the run log).
+    #[arg(long, default_value = "")]
+    pub(crate) reason: String,
+    /// Who decides (recorded in the run log; default: $USER).
+    #[arg(long, env = "USER", default_value = "operator")]
+    pub(crate) by: String,
+    #[command(flatten)]
+    pub(crate) source: crate::runlog::RunLogArgs,
+}
+
+/// Pauses (`paused`) or resumes a pipeline: writes the state row in its run log (production's
+/// with --project or CONVEYOR_PROJECT, else the embedded state's).
+pub(crate) async fn pause(
+    config_path: &Path,
+    state_dir: &Path,
+    args: &PauseArgs,
+    paused: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let pipeline = config.pipeline(&args.pipeline).cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no pipeline {:?} in {}",
+            args.pipeline,
+            config_path.display()
+        )
+    })?;
+    if args.source.project.is_none() || args.source.local {
+        std::fs::create_dir_all(state_dir.join("warehouse"))
+            .with_context(|| format!("{}", state_dir.display()))?;
+    }
+    let log = args.source.open(Some(&config), state_dir).await?;
+    let ports = conveyor_core::ports::Ports {
+        run_log: log.run_log.clone(),
+        ..conveyor_core::ports::Ports::unwired()
+    };
+    let ctx = Context::new(config, ports);
+    let was = steps::pause::is_paused(&ctx, &pipeline)
+        .await
+        .map_err(|e| step_failed("read the pause", e))?;
+    steps::pause::set_paused(&ctx, &pipeline, paused, &args.by, &args.reason)
+        .await
+        .map_err(|e| step_failed("record the pause", e))?;
+    let now = if paused { "paused" } else { "resumed" };
+    let before = match (was, paused) {
+        (true, true) => " (it was paused already)",
+        (false, false) => " (it was not paused)",
+        _ => "",
+    };
+    println!("pipeline {} {now}{before}, in {}", pipeline.name, log.place);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Refuses a start on this machine when `CONVEYOR_PROJECT` names a production project and
 /// neither `--remote` nor `--local` says where to start: `status` would read production and
 /// the start would silently run here.

@@ -688,6 +688,51 @@ async fn backfill_rerun_failed_reruns_the_failed_dates_and_mark_success_records_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_pipeline_starts_nothing_until_resumed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    let folder = cwd.join(".conveyor/buckets/landing/sales/2026-11-05");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(folder.join("orders.csv"), "id,amount\n1,1.5\n").expect("object");
+    for p in ["nightly", "sales"] {
+        let out = conveyor(cwd, &["pause", p, "--reason", "upstream late"], &[]).await;
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("pipeline {p} paused")),
+            "{}",
+            text(&out)
+        );
+    }
+    let out = conveyor(cwd, &["trigger", "nightly", "--date", "2026-11-05"], &[]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("pipeline nightly is paused"),
+        "{}",
+        text(&out)
+    );
+    let out = conveyor(cwd, &["trigger", "sales", "--date", "2026-11-05"], &[]).await;
+    assert!(
+        text(&out).contains("pipeline sales is paused"),
+        "{}",
+        text(&out)
+    );
+    assert!(lines(&cwd.join("nightly.out")).is_empty(), "nothing ran");
+    assert!(lines(&cwd.join("sales.out")).is_empty(), "nothing loaded");
+
+    for p in ["nightly", "sales"] {
+        let out = conveyor(cwd, &["resume", p], &[]).await;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = conveyor(cwd, &["trigger", "nightly", "--date", "2026-11-05"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = conveyor(cwd, &["trigger", "sales", "--date", "2026-11-05"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines(&cwd.join("nightly.out")), ["2026-11-05"]);
+    assert_eq!(lines(&cwd.join("sales.out")), ["2026-11-05"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_refuses_to_run_locally_when_conveyor_project_is_set_without_remote_or_local() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cwd = dir.path();

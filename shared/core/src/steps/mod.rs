@@ -11,6 +11,7 @@
 mod load;
 mod log;
 pub mod messages;
+pub mod pause;
 mod poll;
 mod rejections;
 pub mod rerun;

@@ -317,6 +317,7 @@ pub async fn stage_pipeline(
     outcome: &mut Outcome,
     progress: &mut (dyn FnMut(&StageProgress) + Send),
 ) -> Result<StageReport, StepError> {
+    super::pause::refuse_if_paused(ctx, pipeline).await?;
     let mut report_line = |kind, done, total, bytes, line: String| {
         progress(&StageProgress {
             kind,

@@ -87,6 +87,7 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             };
             let pipeline = active_pipeline(ctx, name.as_str())?;
             check_origin(pipeline, &start)?;
+            super::pause::refuse_if_paused(ctx, pipeline).await?;
             if pipeline.jobs.is_empty() {
                 return Err(StepError::Rejected(format!(
                     "pipeline {name} has no jobs to run"
