@@ -24,7 +24,7 @@ pub const RETRYING: &str = "RETRYING";
 
 /// Whether `status` is a failure: FAILED, TIMED_OUT or REJECTED.
 pub fn is_failure(status: &str) -> bool {
-    matches!(status, "FAILED" | "TIMED_OUT" | "REJECTED")
+    matches!(status, "FAILED" | "TIMED_OUT" | "REJECTED" | "MISSED")
 }
 
 /// Whether `status` ends a run (or a task): a success, a failure or SUPERSEDED.

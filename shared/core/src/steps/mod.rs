@@ -8,6 +8,7 @@
 //! [`handle`], the dispatch every function and the embedded runtime call. `wiring.rs`:
 //! [`check_wiring`], the start-up check that a runtime wires every port its step needs.
 
+pub mod freshness;
 mod load;
 mod log;
 pub mod messages;

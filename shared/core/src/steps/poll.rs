@@ -175,7 +175,19 @@ async fn tick(
             Err(_) => out_of_budget = true,
         }
     }
+    let mut missed = Vec::new();
+    if !out_of_budget {
+        // Freshness deadlines (`expect`): one MISSED row and one alert per late run date.
+        match tokio::time::timeout_at(deadline, super::freshness::check(ctx, Utc::now())).await {
+            Ok(Ok(m)) => missed = m,
+            Ok(Err(e)) => warn!(error = %e, "freshness check failed; the next tick retries"),
+            Err(_) => out_of_budget = true,
+        }
+    }
     outcome.summary = format!("checked {checked} open job(s)");
+    for m in &missed {
+        outcome.summary.push_str(&format!("; MISSED: {m}"));
+    }
     if swept > 0 {
         outcome
             .summary

@@ -124,6 +124,7 @@ impl Validator {
             "batch",
             "poll",
             "run_log",
+            "expect",
         ];
         self.known_keys(path, node, KEYS);
         self.schedule(path, node);
@@ -157,6 +158,7 @@ impl Validator {
                     "batch" => self.section::<BatchSpec>(&p, n).is_some(),
                     "jobs" => self.jobs(&p, n),
                     "poll" => self.section::<crate::config::PollPolicy>(&p, n).is_some(),
+                    "expect" => self.section::<crate::config::Expect>(&p, n).is_some(),
                     _ => self.section::<crate::config::RunLogTarget>(&p, n).is_some(),
                 };
                 let _ = ok;
