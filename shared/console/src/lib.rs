@@ -330,6 +330,7 @@ mod tests {
             td_timestamp: Utc::now(),
             error: Some("exit status 1: sftp: Permission denied".into()),
             detail: r#"{"log":{"stderr":"sftp: Permission denied <x>\nlost connection","stdout":"uploading"}}"#.into(),
+            run_date: Some("2026-11-20".into()),
             ..RunLogRow::default()
         };
         let console = Console::new(Arc::new(Rows(vec![row])), None);
@@ -344,6 +345,10 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("uploading"));
+        assert!(
+            page.contains("<dt>run date</dt><dd>2026-11-20</dd>"),
+            "{page}"
+        );
     }
 
     #[tokio::test]

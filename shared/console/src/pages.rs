@@ -271,6 +271,7 @@ pub(crate) fn run(
             h1 { "Run " code { (summary.run_id) } " " (status(&summary.status)) }
             dl.facts {
                 dt { "pipeline" } dd { @if summary.pipeline.is_some() { a href={"/pipelines/" (pipeline)} { (pipeline) } } @else { span.muted { "none" } } }
+                dt { "run date" } dd { (summary.run_date.as_deref().unwrap_or("—")) }
                 dt { "started" } dd { (when(summary.started)) }
                 dt { "duration" } dd { (human_duration(summary.duration(now))) @if summary.finished.is_none() { " (still open)" } }
                 dt { "rows loaded" } dd { (summary.rows_loaded) }
