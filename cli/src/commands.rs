@@ -159,6 +159,36 @@ pub(crate) struct Session {
     /// Whether it watches the buckets: then open windows and folders waiting for their
     /// marker are work it waits for.
     watch: bool,
+    /// The runs it waits for (`trigger`, `backfill`): its own; `None`, every run since it
+    /// started (`conveyor run`).
+    scope: Option<RunScope>,
+}
+
+/// The runs a command started: one pipeline's runs for some run dates (a dated trigger, a
+/// backfill), or its runs since the command began (an undated trigger).
+#[derive(Debug, Clone)]
+pub(crate) struct RunScope {
+    /// The pipeline.
+    pub(crate) pipeline: String,
+    /// The run dates (`YYYY-MM-DD`); empty: any.
+    pub(crate) dates: std::collections::BTreeSet<String>,
+    /// Only runs with a row written since then.
+    pub(crate) since: Option<chrono::DateTime<Utc>>,
+    /// Only this run.
+    pub(crate) run: Option<String>,
+}
+
+impl RunScope {
+    /// Whether `row` belongs to one of the runs in scope.
+    pub(crate) fn holds(&self, row: &RunLogRow) -> bool {
+        row.pipeline.as_deref() == Some(self.pipeline.as_str())
+            && self.run.as_ref().is_none_or(|r| *r == row.run_id)
+            && (self.dates.is_empty()
+                || row
+                    .run_date
+                    .as_ref()
+                    .is_some_and(|d| self.dates.contains(d)))
+    }
 }
 
 /// How often the session checks whether the work is done.
@@ -215,7 +245,13 @@ impl Session {
             started,
             watched_from: Instant::now() + WATCH_INTERVAL * 2,
             watch,
+            scope: None,
         })
+    }
+
+    /// Waits only for the runs of `scope` (and what is in flight on the bus).
+    pub(crate) fn only(&mut self, scope: RunScope) {
+        self.scope = Some(scope);
     }
 
     /// Waits until the work is done or `timeout`, showing progress for `expected` loads. Done
@@ -277,7 +313,16 @@ impl Session {
     /// Whether the work is done now, and what waits.
     async fn check(&self) -> Waited {
         let mut waited = Waited::default();
-        if !self.probe.is_quiet().await.unwrap_or(false) {
+        // With a scope, what is in flight on the bus, and the scope's own runs below (a run
+        // with an open batch has not ended); without, every open batch of the run log too.
+        // An open batch of another run (a downstream pipeline's, one a killed process left
+        // RUNNING) is not this command's to wait for.
+        let quiet = if self.scope.is_some() {
+            self.probe.pending() == 0
+        } else {
+            self.probe.is_quiet().await.unwrap_or(false)
+        };
+        if !quiet {
             return waited;
         }
         let mut rows: Vec<RunLogRow> = Vec::new();
@@ -293,7 +338,19 @@ impl Session {
                 }
             }
         }
-        rows.retain(|r| r.last_modified_at >= self.started);
+        match &self.scope {
+            // The scope's runs, whenever they started: their rows since the session began
+            // say whether what it started (or adopted) ended.
+            Some(scope) => {
+                let open: std::collections::BTreeSet<String> = rows
+                    .iter()
+                    .filter(|r| scope.holds(r) && r.last_modified_at >= self.started)
+                    .map(|r| r.run_id.clone())
+                    .collect();
+                rows.retain(|r| open.contains(&r.run_id));
+            }
+            None => rows.retain(|r| r.last_modified_at >= self.started),
+        }
         for (run_id, state) in RunState::by_run(&rows) {
             if !state.ended() {
                 waited
@@ -366,6 +423,7 @@ pub(crate) async fn run(
             origin: Origin::Manual,
             at: started,
             key: Some(format!("cli-{}", started.timestamp())),
+            date: None,
         };
         let mut outcome = Outcome::default();
         let mut output = StageOutput::new();

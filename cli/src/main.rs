@@ -118,6 +118,17 @@ enum Command {
     /// One idempotent run per date from --from to --to (inclusive), like `airflow dags
     /// backfill`: a date that already ran is adopted, not run again.
     Backfill(operate::BackfillArgs),
+    /// Re-run an ended run from its failed job (or --from JOB): a new attempt of that job and
+    /// of the jobs after it, keeping the run, its run date and the jobs that succeeded.
+    Rerun(operate::RerunArgs),
+    /// Record that a job of an ended run counts as succeeded (an operator's decision, with a
+    /// reason): the jobs after it then run, or the run ends SUCCEEDED.
+    MarkSuccess(operate::MarkSuccessArgs),
+    /// Pause a pipeline without a redeploy: it starts nothing (ticks, manual starts, stages,
+    /// arrivals are skipped) until `conveyor resume`. Recorded in the run log.
+    Pause(operate::PauseArgs),
+    /// Resume a paused pipeline.
+    Resume(operate::PauseArgs),
     /// Show the messages in the dead-letter subscription and re-publish the chosen ones once,
     /// recording each replay in the run log.
     Replay(replay::ReplayArgs),
@@ -169,6 +180,12 @@ async fn main() -> ExitCode {
         Command::Status(args) => status::status(&cli.config, &cli.state_dir, &args).await,
         Command::Trigger(args) => operate::trigger(&cli.config, &cli.state_dir, &args).await,
         Command::Backfill(args) => operate::backfill(&cli.config, &cli.state_dir, &args).await,
+        Command::Rerun(args) => operate::rerun(&cli.config, &cli.state_dir, &args).await,
+        Command::Pause(args) => operate::pause(&cli.config, &cli.state_dir, &args, true).await,
+        Command::Resume(args) => operate::pause(&cli.config, &cli.state_dir, &args, false).await,
+        Command::MarkSuccess(args) => {
+            operate::mark_success(&cli.config, &cli.state_dir, &args).await
+        }
         Command::Replay(args) => replay::replay(&cli.config, &args).await,
         Command::Drain(args) => drain::drain(&cli.config, &cli.state_dir, &args).await,
     };

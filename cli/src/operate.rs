@@ -17,7 +17,7 @@ use conveyor_core::ports::RunLogQuery;
 use conveyor_core::steps::{self, Context, Outcome, StageProgress};
 use serde_json::json;
 
-use crate::commands::{Session, load_config};
+use crate::commands::{RunScope, Session, load_config};
 use crate::progress::StageOutput;
 
 /// A step's failure as the command reports it: what failed and why, and for a cause that may
@@ -48,6 +48,13 @@ pub(crate) struct RemoteArgs {
     /// The identity token for --remote (default: `gcloud auth print-identity-token`).
     #[arg(long, env = "CONVEYOR_ID_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// Run on this machine (the embedded runtime) even when CONVEYOR_PROJECT is set.
+    #[arg(long, conflicts_with = "remote")]
+    pub(crate) local: bool,
+    /// The production project (from CONVEYOR_PROJECT): with it, a start names where it
+    /// runs (--remote or --local).
+    #[arg(long, env = "CONVEYOR_PROJECT", hide = true)]
+    pub(crate) project: Option<String>,
     /// Give up waiting for the embedded runs after this long.
     #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
     pub(crate) timeout: Duration,
@@ -61,7 +68,8 @@ pub(crate) struct TriggerArgs {
     /// Makes the start idempotent: the same key is the same run (a repeated call adopts it).
     #[arg(long)]
     pub(crate) key: Option<String>,
-    /// The run's date (`{date}`, YYYY-MM-DD; default: now). Without --key, one run per date.
+    /// The run date (`{date}`, YYYY-MM-DD; default: today). Without --key, one run per
+    /// pipeline and date: the same run a backfill of that date (or a daily schedule) starts.
     #[arg(long)]
     pub(crate) date: Option<NaiveDate>,
     #[command(flatten)]
@@ -79,6 +87,10 @@ pub(crate) struct BackfillArgs {
     /// The last date, included.
     #[arg(long)]
     pub(crate) to: NaiveDate,
+    /// Re-run the dates whose run failed (from the failed job, keeping what succeeded)
+    /// instead of only reporting them.
+    #[arg(long)]
+    pub(crate) rerun_failed: bool,
     #[command(flatten)]
     pub(crate) remote: RemoteArgs,
 }
@@ -136,6 +148,7 @@ async fn start_one(
         origin: Origin::Manual,
         at,
         key,
+        date,
     };
     match plan(pipeline)? {
         Plan::Stage => {
@@ -243,12 +256,13 @@ async fn start_remote(
     args: &RemoteArgs,
     url: &str,
     pipeline: &str,
-    at: Option<DateTime<Utc>>,
+    date: Option<NaiveDate>,
     key: Option<&str>,
 ) -> anyhow::Result<bool> {
     let mut body = json!({"pipeline": pipeline});
-    if let Some(at) = at {
-        body["time"] = json!(at.to_rfc3339());
+    if let Some(d) = date {
+        body["time"] = json!(midnight(d).to_rfc3339());
+        body["date"] = json!(d.to_string());
     }
     if let Some(k) = key {
         body["key"] = json!(k);
@@ -278,13 +292,17 @@ async fn start_remote(
     Ok(status.is_success())
 }
 
-/// Prints the runs of `pipeline` recorded since `since`; `false` when one failed.
-async fn report_runs(ctx: &Context, pipeline: &Pipeline, since: DateTime<Utc>) -> bool {
+/// Prints the runs of `scope` (each with its run date) and returns whether every one of them
+/// SUCCEEDED: a run that failed — also one adopted from before, which ran nothing now — or is
+/// still open makes the command fail.
+async fn report_runs(ctx: &Context, pipeline: &Pipeline, scope: &RunScope) -> bool {
     let config: &Config = &ctx.config;
     let table = config.run_log_table(pipeline);
+    let date = |d: Option<&String>| d.and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
     let query = RunLogQuery {
         pipeline: Some(pipeline.name.to_string()),
-        since: Some(since),
+        date_from: date(scope.dates.first()),
+        date_to: date(scope.dates.last()),
         ..RunLogQuery::default()
     };
     let rows = match ctx.ports.run_log.rows(&table, &query).await {
@@ -294,14 +312,256 @@ async fn report_runs(ctx: &Context, pipeline: &Pipeline, since: DateTime<Utc>) -
             return false;
         }
     };
+    let ours: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| scope.holds(r) && scope.since.is_none_or(|s| r.last_modified_at >= s))
+        .map(|r| r.run_id.as_str())
+        .collect();
+    let rows: Vec<_> = rows
+        .iter()
+        .filter(|r| ours.contains(r.run_id.as_str()))
+        .cloned()
+        .collect();
     let mut runs = conveyor_console::runs::summarize(&rows);
     runs.reverse();
     if runs.is_empty() {
-        println!("no new run-log rows: the runs existed already (adopted, nothing ran again)");
+        println!("no run recorded for it: nothing was started (nothing new to stage or load)");
         return true;
     }
+    runs.sort_by(|a, b| a.run_date.cmp(&b.run_date).then(a.started.cmp(&b.started)));
     println!("{}", crate::status::runs_table(&runs));
-    !runs.iter().any(|r| r.failed())
+    let failed: Vec<&conveyor_console::runs::RunSummary> =
+        runs.iter().filter(|r| r.failed()).collect();
+    let open = runs
+        .iter()
+        .filter(|r| !conveyor_core::run_state::is_terminal(&r.status))
+        .count();
+    if !failed.is_empty() {
+        let dates: Vec<&str> = failed
+            .iter()
+            .filter_map(|r| r.run_date.as_deref())
+            .collect();
+        println!(
+            "{} run(s) failed ({}): a run of a date is adopted, not run again; `conveyor rerun \
+             RUN` (or `backfill --rerun-failed`) starts its failed job again",
+            failed.len(),
+            dates.join(", ")
+        );
+    }
+    if open > 0 {
+        println!("{open} run(s) not ended yet (see `conveyor status`)");
+    }
+    failed.is_empty() && open == 0
+}
+
+/// The runs of `scope` that ended in failure.
+async fn failed_runs(ctx: &Context, pipeline: &Pipeline, scope: &RunScope) -> Vec<String> {
+    let table = ctx.config.run_log_table(pipeline);
+    let date = |d: Option<&String>| d.and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    let query = RunLogQuery {
+        pipeline: Some(pipeline.name.to_string()),
+        date_from: date(scope.dates.first()),
+        date_to: date(scope.dates.last()),
+        ..RunLogQuery::default()
+    };
+    let Ok(rows) = ctx.ports.run_log.rows(&table, &query).await else {
+        return Vec::new();
+    };
+    let rows: Vec<_> = rows.into_iter().filter(|r| scope.holds(r)).collect();
+    conveyor_core::run_state::RunState::by_run(&rows)
+        .into_iter()
+        .filter(|(_, s)| s.failed())
+        .map(|(run, _)| run)
+        .collect()
+}
+
+/// Starts the re-run of `run` (from `from`, else its failed job).
+async fn rerun_one(ctx: &Context, run: &str, from: Option<&str>) -> anyhow::Result<String> {
+    let run_id = conveyor_core::names::RunId::parse(run)
+        .map_err(|e| anyhow::anyhow!("{run:?} is not a run id: {e}"))?;
+    let outcome = steps::rerun(ctx, &run_id, from)
+        .await
+        .map_err(|e| step_failed(&format!("re-run {run}"), e))?;
+    Ok(outcome.summary)
+}
+
+/// `conveyor rerun`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RerunArgs {
+    /// The run (`conveyor status` lists them).
+    pub(crate) run: String,
+    /// Start again from this job (default: the first job whose last attempt did not
+    /// succeed); the jobs after it run again too.
+    #[arg(long)]
+    pub(crate) from: Option<String>,
+    /// Give up waiting for the run after this long.
+    #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// `conveyor mark-success`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct MarkSuccessArgs {
+    /// The run.
+    pub(crate) run: String,
+    /// The job that is to count as succeeded.
+    #[arg(long)]
+    pub(crate) job: String,
+    /// Why (recorded in the run log).
+    #[arg(long)]
+    pub(crate) reason: String,
+    /// Who decides (recorded in the run log; default: $USER).
+    #[arg(long, env = "USER", default_value = "operator")]
+    pub(crate) by: String,
+    /// Give up waiting for the run after this long.
+    #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// The pipeline of `run` in the file, and the scope of that one run.
+fn run_scope(config: &Config, run: &str) -> anyhow::Result<(Pipeline, RunScope)> {
+    let pipeline = conveyor_core::steps::rerun::pipeline_of_run(config, run)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("run {run:?} belongs to no pipeline of the file"))?;
+    let scope = RunScope {
+        pipeline: pipeline.name.to_string(),
+        dates: Default::default(),
+        since: None,
+        run: Some(run.to_owned()),
+    };
+    Ok((pipeline, scope))
+}
+
+pub(crate) async fn rerun(
+    config_path: &Path,
+    state_dir: &Path,
+    args: &RerunArgs,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let (pipeline, scope) = run_scope(&config, &args.run)?;
+    let mut session = Session::start(config, state_dir, false)?;
+    session.only(scope.clone());
+    let started = rerun_one(&session.ctx, &args.run, args.from.as_deref()).await;
+    if let Ok(summary) = &started {
+        println!("{summary}");
+    }
+    let done = match &started {
+        Ok(_) => session.wait(args.timeout, 0).await.done,
+        Err(_) => true,
+    };
+    let ctx = session.ctx.clone();
+    session.stop().await?;
+    started?;
+    let ok = report_runs(&ctx, &pipeline, &scope).await;
+    Ok(if ok && done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) async fn mark_success(
+    config_path: &Path,
+    state_dir: &Path,
+    args: &MarkSuccessArgs,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!args.reason.trim().is_empty(), "--reason must say why");
+    let config = load_config(config_path)?;
+    let (pipeline, scope) = run_scope(&config, &args.run)?;
+    let run_id = conveyor_core::names::RunId::parse(&args.run)
+        .map_err(|e| anyhow::anyhow!("{:?} is not a run id: {e}", args.run))?;
+    let mut session = Session::start(config, state_dir, false)?;
+    session.only(scope.clone());
+    let marked = steps::mark_success(&session.ctx, &run_id, &args.job, &args.reason, &args.by)
+        .await
+        .map_err(|e| step_failed(&format!("mark {} succeeded", args.job), e));
+    if let Ok(outcome) = &marked {
+        println!("{}", outcome.summary);
+    }
+    let done = match &marked {
+        Ok(_) => session.wait(args.timeout, 0).await.done,
+        Err(_) => true,
+    };
+    let ctx = session.ctx.clone();
+    session.stop().await?;
+    marked?;
+    let ok = report_runs(&ctx, &pipeline, &scope).await;
+    Ok(if ok && done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `conveyor pause` and `conveyor resume`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PauseArgs {
+    /// The pipeline.
+    pub(crate) pipeline: String,
+    /// Why (recorded in the run log).
+    #[arg(long, default_value = "")]
+    pub(crate) reason: String,
+    /// Who decides (recorded in the run log; default: $USER).
+    #[arg(long, env = "USER", default_value = "operator")]
+    pub(crate) by: String,
+    #[command(flatten)]
+    pub(crate) source: crate::runlog::RunLogArgs,
+}
+
+/// Pauses (`paused`) or resumes a pipeline: writes the state row in its run log (production's
+/// with --project or CONVEYOR_PROJECT, else the embedded state's).
+pub(crate) async fn pause(
+    config_path: &Path,
+    state_dir: &Path,
+    args: &PauseArgs,
+    paused: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let pipeline = config.pipeline(&args.pipeline).cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no pipeline {:?} in {}",
+            args.pipeline,
+            config_path.display()
+        )
+    })?;
+    if args.source.project.is_none() || args.source.local {
+        std::fs::create_dir_all(state_dir.join("warehouse"))
+            .with_context(|| format!("{}", state_dir.display()))?;
+    }
+    let log = args.source.open(Some(&config), state_dir).await?;
+    let ports = conveyor_core::ports::Ports {
+        run_log: log.run_log.clone(),
+        ..conveyor_core::ports::Ports::unwired()
+    };
+    let ctx = Context::new(config, ports);
+    let was = steps::pause::is_paused(&ctx, &pipeline)
+        .await
+        .map_err(|e| step_failed("read the pause", e))?;
+    steps::pause::set_paused(&ctx, &pipeline, paused, &args.by, &args.reason)
+        .await
+        .map_err(|e| step_failed("record the pause", e))?;
+    let now = if paused { "paused" } else { "resumed" };
+    let before = match (was, paused) {
+        (true, true) => " (it was paused already)",
+        (false, false) => " (it was not paused)",
+        _ => "",
+    };
+    println!("pipeline {} {now}{before}, in {}", pipeline.name, log.place);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a start on this machine when `CONVEYOR_PROJECT` names a production project and
+/// neither `--remote` nor `--local` says where to start: `status` would read production and
+/// the start would silently run here.
+fn check_where(args: &RemoteArgs, command: &str) -> anyhow::Result<()> {
+    if let (None, false, Some(project)) = (&args.remote, args.local, &args.project) {
+        anyhow::bail!(
+            "CONVEYOR_PROJECT is set ({project}): `{command}` would run on this machine, not in \
+             that project. Pass --remote URL to start the deployed pipeline, or --local to run \
+             it here"
+        );
+    }
+    Ok(())
 }
 
 fn config_for(config_path: &Path, pipeline: &str) -> anyhow::Result<(Arc<Config>, Pipeline)> {
@@ -319,10 +579,18 @@ pub(crate) async fn trigger(
     state_dir: &Path,
     args: &TriggerArgs,
 ) -> anyhow::Result<ExitCode> {
+    check_where(&args.remote, "trigger")?;
     let at = args.date.map(midnight);
     if let Some(url) = &args.remote.remote {
         println!("trigger {} at {url}:", args.pipeline);
-        let ok = start_remote(&args.remote, url, &args.pipeline, at, args.key.as_deref()).await?;
+        let ok = start_remote(
+            &args.remote,
+            url,
+            &args.pipeline,
+            args.date,
+            args.key.as_deref(),
+        )
+        .await?;
         return Ok(if ok {
             ExitCode::SUCCESS
         } else {
@@ -332,7 +600,16 @@ pub(crate) async fn trigger(
     let (config, pipeline) = config_for(config_path, &args.pipeline)?;
     let began = Utc::now() - chrono::Duration::seconds(1);
     let mut session = Session::start(config, state_dir, false)?;
-    println!("trigger {}:", pipeline.name);
+    let date = args.date.unwrap_or_else(|| Utc::now().date_naive());
+    let scope = RunScope {
+        pipeline: pipeline.name.to_string(),
+        dates: [date.to_string()].into(),
+        // Undated, one run per minute or key: the runs of today it wrote to.
+        since: (args.date.is_none() || args.key.is_some()).then_some(began),
+        run: None,
+    };
+    session.only(scope.clone());
+    println!("trigger {} for {date}:", pipeline.name);
     let result = start_one(
         &session.ctx,
         &pipeline,
@@ -356,7 +633,7 @@ pub(crate) async fn trigger(
     let ctx = session.ctx.clone();
     session.stop().await?;
     result?;
-    let ok = report_runs(&ctx, &pipeline, began).await;
+    let ok = report_runs(&ctx, &pipeline, &scope).await;
     Ok(if ok && done {
         ExitCode::SUCCESS
     } else {
@@ -375,6 +652,7 @@ pub(crate) async fn backfill(
         args.from,
         args.to
     );
+    check_where(&args.remote, "backfill")?;
     let dates: Vec<NaiveDate> = args
         .from
         .iter_days()
@@ -385,7 +663,6 @@ pub(crate) async fn backfill(
         "{} dates: backfill at most ten years at once",
         dates.len()
     );
-    let key = |d: &NaiveDate| format!("backfill-{d}");
     if let Some(url) = &args.remote.remote {
         if let Ok((_, p)) = config_for(config_path, &args.pipeline) {
             anyhow::ensure!(
@@ -403,14 +680,7 @@ pub(crate) async fn backfill(
         let mut ok = true;
         for d in &dates {
             print!("{d}:");
-            ok &= start_remote(
-                &args.remote,
-                url,
-                &args.pipeline,
-                Some(midnight(*d)),
-                Some(&key(d)),
-            )
-            .await?;
+            ok &= start_remote(&args.remote, url, &args.pipeline, Some(*d), None).await?;
         }
         return Ok(if ok {
             ExitCode::SUCCESS
@@ -420,21 +690,19 @@ pub(crate) async fn backfill(
     }
     let (config, pipeline) = config_for(config_path, &args.pipeline)?;
     plan(&pipeline)?;
-    let began = Utc::now() - chrono::Duration::seconds(1);
     let mut session = Session::start(config, state_dir, false)?;
+    let scope = RunScope {
+        pipeline: pipeline.name.to_string(),
+        dates: dates.iter().map(NaiveDate::to_string).collect(),
+        since: None,
+        run: None,
+    };
+    session.only(scope.clone());
     println!("backfill {}, {} date(s):", pipeline.name, dates.len());
     let mut loads = 0;
     let mut failures = BTreeMap::new();
     for d in &dates {
-        match start_one(
-            &session.ctx,
-            &pipeline,
-            midnight(*d),
-            Some(*d),
-            Some(key(d)),
-        )
-        .await
-        {
+        match start_one(&session.ctx, &pipeline, midnight(*d), Some(*d), None).await {
             Ok((summary, n)) => {
                 println!("{d}: {summary}");
                 loads += n;
@@ -445,10 +713,22 @@ pub(crate) async fn backfill(
             }
         }
     }
-    let done = session.wait(args.remote.timeout, loads).await.done;
+    let mut done = session.wait(args.remote.timeout, loads).await.done;
+    if args.rerun_failed {
+        let failed = failed_runs(&session.ctx, &pipeline, &scope).await;
+        for run in &failed {
+            match rerun_one(&session.ctx, run, None).await {
+                Ok(summary) => println!("{summary}"),
+                Err(e) => println!("{run}: {e:#}"),
+            }
+        }
+        if !failed.is_empty() {
+            done = session.wait(args.remote.timeout, 0).await.done;
+        }
+    }
     let ctx = session.ctx.clone();
     session.stop().await?;
-    let ok = report_runs(&ctx, &pipeline, began).await;
+    let ok = report_runs(&ctx, &pipeline, &scope).await;
     if !failures.is_empty() {
         println!("{} date(s) could not be started", failures.len());
     }

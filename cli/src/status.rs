@@ -29,6 +29,15 @@ pub(crate) struct StatusArgs {
     /// time (RFC 3339).
     #[arg(long, value_parser = parse_since)]
     pub(crate) since: Option<DateTime<Utc>>,
+    /// Only runs for this run date (the logical date a run is for, YYYY-MM-DD).
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub(crate) date: Option<NaiveDate>,
+    /// Only runs for this run date or later.
+    #[arg(long)]
+    pub(crate) from: Option<NaiveDate>,
+    /// Only runs for this run date or earlier.
+    #[arg(long)]
+    pub(crate) to: Option<NaiveDate>,
     /// Every transition (one row per run-log row) instead of one row per run.
     #[arg(long)]
     pub(crate) events: bool,
@@ -95,11 +104,12 @@ fn status_cell(s: &str) -> Cell {
 pub(crate) fn runs_table(runs: &[RunSummary]) -> Table {
     let now = Utc::now();
     let mut t = new_table(&[
-        "pipeline", "run_id", "status", "started", "duration", "error",
+        "pipeline", "date", "run_id", "status", "started", "duration", "error",
     ]);
     for r in runs {
         t.add_row(vec![
             Cell::new(r.pipeline.clone().unwrap_or_default()),
+            Cell::new(r.run_date.clone().unwrap_or_default()),
             Cell::new(&r.run_id),
             status_cell(&r.status),
             Cell::new(r.started.format("%Y-%m-%d %H:%M:%S").to_string()),
@@ -167,8 +177,24 @@ pub(crate) fn row_json(r: &RunLogRow) -> serde_json::Value {
         "source_object": r.source_object, "job_id": r.job_id, "error": r.error,
         "started_at": r.started_at, "finished_at": r.finished_at, "rows_loaded": r.rows_loaded,
         "detail": serde_json::from_str::<serde_json::Value>(&r.detail).unwrap_or(json!(r.detail)),
-        "job": r.job,
+        "job": r.job, "run_date": r.run_date,
     })
+}
+
+/// Each task's kept output (local and SSH jobs): the end of its standard error and output.
+fn print_task_logs(tasks: &[runs::Task]) {
+    for t in tasks {
+        let Some(log) = &t.log else { continue };
+        for (stream, text) in [("stderr", &log.stderr), ("stdout", &log.stdout)] {
+            if text.is_empty() {
+                continue;
+            }
+            println!("── {} {}: {stream} (end) ──", t.label, t.status);
+            for line in text.lines() {
+                println!("  {line}");
+            }
+        }
+    }
 }
 
 pub(crate) async fn status(
@@ -183,6 +209,8 @@ pub(crate) async fn status(
         pipeline: args.pipeline.clone(),
         since: args.since,
         statuses: Vec::new(),
+        date_from: args.date.or(args.from),
+        date_to: args.date.or(args.to),
         // Runs are made of rows: read generously, then keep the newest `limit` runs.
         limit: match (args.events, &args.run) {
             (_, Some(_)) => 0,
@@ -200,9 +228,14 @@ pub(crate) async fn status(
                 log.table_names(),
                 log.place
             )
-        } else if args.pipeline.is_some() || args.since.is_some() {
+        } else if args.pipeline.is_some()
+            || args.since.is_some()
+            || args.date.is_some()
+            || args.from.is_some()
+            || args.to.is_some()
+        {
             format!(
-                "no run matches{}{} in the run log {} ({})",
+                "no run matches{}{}{} in the run log {} ({})",
                 args.pipeline
                     .as_deref()
                     .map(|p| format!(" pipeline {p:?}"))
@@ -210,6 +243,15 @@ pub(crate) async fn status(
                 args.since
                     .map(|s| format!(" since {}", s.to_rfc3339()))
                     .unwrap_or_default(),
+                match (args.date.or(args.from), args.date.or(args.to)) {
+                    (None, None) => String::new(),
+                    (Some(f), Some(t)) if f == t => format!(" for run date {f}"),
+                    (f, t) => format!(
+                        " for run dates {} to {}",
+                        f.map_or("…".to_owned(), |d| d.to_string()),
+                        t.map_or("…".to_owned(), |d| d.to_string())
+                    ),
+                },
                 log.table_names(),
                 log.place
             )
@@ -234,7 +276,7 @@ pub(crate) async fn status(
         let value = if args.events {
             serde_json::Value::Array(rows.iter().map(row_json).collect())
         } else if args.run.is_some() {
-            json!({"run": runs.first(), "events": rows.iter().map(row_json).collect::<Vec<_>>()})
+            json!({"run": runs.first(), "tasks": runs::tasks(&rows), "events": rows.iter().map(row_json).collect::<Vec<_>>()})
         } else {
             serde_json::to_value(runs.iter().take(args.limit).collect::<Vec<_>>())?
         };
@@ -244,6 +286,7 @@ pub(crate) async fn status(
     if args.run.is_some() {
         println!("{}", runs_table(&runs));
         println!("{}", events_table(&rows));
+        print_task_logs(&runs::tasks(&rows));
     } else if args.events {
         println!("{}", events_table(&rows));
     } else {

@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         origin: Origin::Manual,
         at: chrono::Utc::now(),
         key: None,
+        date: None,
     };
     let mut outcome = Outcome::default();
     let mut progress = |p: &conveyor_core::steps::StageProgress| println!("  {}", p.line);

@@ -69,13 +69,18 @@ fn job_row(
 
 /// The run's end (`dev.conveyor.run.finished`) at second `secs`.
 fn run_end(run: &str, status: Status, secs: i64) -> RunLogRow {
+    run_end_attempt(run, status, secs, 1)
+}
+
+/// The run's end of attempt `attempt` (a re-run ends the run again with the next attempt).
+fn run_end_attempt(run: &str, status: Status, secs: i64, attempt: u32) -> RunLogRow {
     let pipeline = PipelineName::parse("views").expect("pipeline");
     let mut e = ConveyorEvent::new(
         EventType::RunFinished,
         RunId::derive(&pipeline, &[run]),
         Some(pipeline),
         StepName::Submit,
-        1,
+        attempt,
         status,
         Detail::default(),
     );
@@ -88,7 +93,9 @@ fn run_end(run: &str, status: Status, secs: i64) -> RunLogRow {
 
 /// The runs: job 1 failed, was retried and succeeded, then job 2 failed (FAILED); the same
 /// with job 1's success written by an instance whose clock is ahead (FAILED); a retry pending
-/// (RETRYING); a retried job that succeeded (SUCCEEDED); a job running (RUNNING).
+/// (RETRYING); a retried job that succeeded (SUCCEEDED); a job running (RUNNING); a failed
+/// run re-run from its failed job, which succeeded (SUCCEEDED: its last end decides); a re-run
+/// in flight (RUNNING: the re-opened run's row is its last end).
 pub fn run_cases() -> Vec<RunCase> {
     use Status::{Failed, Running, Submitted, Succeeded};
     let retried_then_failed = |run: &str, job1_done: i64| {
@@ -139,6 +146,27 @@ pub fn run_cases() -> Vec<RunCase> {
                 job_row("e", "job1", 1, Submitted, 1, false),
                 job_row("e", "job1", 1, Running, 2, false),
             ],
+        },
+        RunCase {
+            name: "a failed run re-run from its failed job",
+            expected: "SUCCEEDED",
+            rows: {
+                let mut rows = retried_then_failed("f", 4);
+                rows.push(job_row("f", "job2", 2, Submitted, 20, false));
+                rows.push(job_row("f", "job2", 2, Succeeded, 21, false));
+                rows.push(run_end_attempt("f", Succeeded, 22, 2));
+                rows
+            },
+        },
+        RunCase {
+            name: "a re-run in flight (the run re-opened, its failed job submitted again)",
+            expected: "RUNNING",
+            rows: {
+                let mut rows = retried_then_failed("g", 4);
+                rows.push(run_end_attempt("g", Running, 20, 2));
+                rows.push(job_row("g", "job2", 2, Submitted, 21, false));
+                rows
+            },
         },
     ]
 }

@@ -425,14 +425,22 @@ async fn a_malformed_direct_call_gets_400_with_the_reason_and_a_run_log_record()
             "object name",
         )
         .await;
+    // Airflow's `conf`: refused, not silently ignored.
+    chain
+        .refused(
+            StepName::Submit,
+            r#"{"pipeline":"avro","conf":{"region":"eu"}}"#,
+            "`conf` is not supported",
+        )
+        .await;
     chain.settle(Duration::from_secs(10)).await;
     let log = chain.run_log().await;
     let rejected: Vec<&RunLogRow> = log.iter().filter(|r| r.status == "REJECTED").collect();
-    assert_eq!(rejected.len(), 2, "{log:#?}");
+    assert_eq!(rejected.len(), 3, "{log:#?}");
     assert!(
         rejected
             .iter()
-            .all(|r| r.step == "load" && r.error.is_some())
+            .all(|r| matches!(r.step.as_str(), "load" | "submit") && r.error.is_some())
     );
     // The service keeps serving.
     chain
@@ -894,6 +902,7 @@ impl conveyor_core::ports::BatchEngine for SlowEngine {
     ) -> Result<conveyor_core::ports::JobState, conveyor_core::ports::PortError> {
         tokio::time::sleep(SLOW_READ).await;
         Ok(conveyor_core::ports::JobState {
+            log: None,
             state: "RUNNING".to_owned(),
             terminal: false,
             error: None,

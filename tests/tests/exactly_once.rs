@@ -223,6 +223,7 @@ pipelines:
         origin: Origin::Manual,
         at: chrono::Utc::now(),
         key: None,
+        date: None,
     };
     let run = || async {
         let mut outcome = conveyor_core::steps::Outcome::default();

@@ -331,6 +331,445 @@ async fn backfill_over_three_dates_runs_three_runs_once_each_even_when_repeated(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_of_nine_dates_shows_nine_dates_and_trigger_date_names_the_same_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    let dates: Vec<String> = (1..=9).map(|d| format!("2026-11-0{d}")).collect();
+    let out = conveyor(
+        cwd,
+        &[
+            "backfill",
+            "nightly",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-09",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    for d in &dates {
+        assert!(
+            report.matches(d.as_str()).count() >= 2,
+            "{d}: its start and its run in the report: {report}"
+        );
+    }
+    let run_dates = |runs: &[Value]| -> Vec<String> {
+        let mut d: Vec<String> = runs
+            .iter()
+            .map(|r| r["run_date"].as_str().unwrap_or("none").to_owned())
+            .collect();
+        d.sort();
+        d
+    };
+    let all = runs(cwd, "nightly").await;
+    assert_eq!(run_dates(&all), dates, "{all:?}");
+    // The table names the date of each run.
+    let out = conveyor(cwd, &["status", "--pipeline", "nightly"], &[]).await;
+    let table = text(&out);
+    assert!(table.contains("date"), "{table}");
+    for d in &dates {
+        assert!(table.contains(d.as_str()), "{d}: {table}");
+    }
+    // Filters by run date, not by when the runs happened.
+    let json = |out: &Output| -> Vec<Value> {
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let out = conveyor(cwd, &["status", "--date", "2026-11-05", "--json"], &[]).await;
+    assert_eq!(run_dates(&json(&out)), ["2026-11-05"], "{}", text(&out));
+    let out = conveyor(
+        cwd,
+        &[
+            "status",
+            "--from",
+            "2026-11-03",
+            "--to",
+            "2026-11-04",
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        run_dates(&json(&out)),
+        ["2026-11-03", "2026-11-04"],
+        "{}",
+        text(&out)
+    );
+    // `trigger --date` of a backfilled date is the backfill's run: adopted, not run again.
+    let out = conveyor(cwd, &["trigger", "nightly", "--date", "2026-11-05"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let mut ran = lines(&cwd.join("nightly.out"));
+    ran.sort();
+    assert_eq!(ran, dates, "each date's batch ran once");
+    assert_eq!(runs(cwd, "nightly").await.len(), 9);
+}
+
+const FLAKY_YAML: &str = r#"
+environment: test
+pipelines:
+  - name: flaky
+    trigger: { manual: true }
+    batch:
+      engine: local
+      command: "echo {date} >> flaky.out; test {date} != 2026-11-02"
+    poll: { max_attempts: 1 }
+  - name: downstream
+    trigger: { after: [flaky] }
+    batch:
+      engine: local
+      command: "sleep 20"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_over_a_failed_date_exits_non_zero_every_time_and_waits_only_for_its_own_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), FLAKY_YAML).expect("config");
+    let backfill = [
+        "backfill",
+        "flaky",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-03",
+        "--timeout",
+        "2m",
+    ];
+    for round in 1..=2 {
+        let began = std::time::Instant::now();
+        let out = conveyor(cwd, &backfill, &[]).await;
+        let report = text(&out);
+        assert!(!out.status.success(), "round {round}: {report}");
+        assert!(
+            report.contains("1 run(s) failed (2026-11-02)"),
+            "round {round}: {report}"
+        );
+        // The downstream runs the successful dates started are not this command's: it does
+        // not wait for their 20 s batches.
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(15),
+            "round {round}: waited {:?} for other pipelines' runs: {report}",
+            began.elapsed()
+        );
+    }
+    let mut ran = lines(&cwd.join("flaky.out"));
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["2026-11-01", "2026-11-02", "2026-11-03"],
+        "the second backfill adopted each date's run: it ran nothing again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_jobs_real_stderr_line_is_its_error_and_its_output_is_kept_on_its_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(
+        cwd.join("conveyor.yaml"),
+        r#"
+environment: test
+pipelines:
+  - name: upload
+    trigger: { manual: true }
+    batch:
+      engine: local
+      command: "echo uploading {date}; echo 'sftp: Permission denied (publickey,password).' >&2; echo 'Connection closed' >&2; echo 'lost connection' >&2; exit 1"
+    poll: { max_attempts: 1 }
+"#,
+    )
+    .expect("config");
+    let out = conveyor(cwd, &["trigger", "upload", "--date", "2026-11-20"], &[]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    let runs = runs(cwd, "upload").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0]["error"],
+        "job batch FAILED: exit status 1: sftp: Permission denied (publickey,password).",
+        "the telling line, not the last: {runs:?}"
+    );
+    let run = runs[0]["run_id"].as_str().expect("run id");
+    let out = conveyor(cwd, &["status", "--run", run, "--json"], &[]).await;
+    let value: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let task = value["tasks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["node"] == "batch"))
+        .unwrap_or_else(|| panic!("no batch task: {value}"));
+    assert_eq!(
+        task["log"]["stderr"],
+        "sftp: Permission denied (publickey,password).\nConnection closed\nlost connection"
+    );
+    assert_eq!(task["log"]["stdout"], "uploading 2026-11-20");
+    let out = conveyor(cwd, &["status", "--run", run], &[]).await;
+    assert!(
+        text(&out).contains("batch attempt 1 FAILED: stderr (end)")
+            && text(&out).contains("  Connection closed"),
+        "{}",
+        text(&out)
+    );
+}
+
+const CHAIN_YAML: &str = r#"
+environment: test
+pipelines:
+  - name: chain
+    trigger: { manual: true }
+    poll: { max_attempts: 1 }
+    jobs:
+      - { name: extract, engine: local, command: "echo extract {date} >> ran.out" }
+      - name: transform
+        engine: local
+        command: "test -e fixed-{date} || { echo 'ERROR: input {date} missing' >&2; exit 1; }; echo transform {date} >> ran.out"
+      - { name: publish, engine: local, command: "echo publish {date} >> ran.out" }
+"#;
+
+/// The one run of `pipeline`, by `status --json`.
+async fn only_run(cwd: &Path, pipeline: &str) -> Value {
+    let all = runs(cwd, pipeline).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    all[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_from_the_failure_runs_only_the_failed_job_and_its_successors_and_the_run_then_succeeds()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), CHAIN_YAML).expect("config");
+    let out = conveyor(cwd, &["trigger", "chain", "--date", "2026-11-20"], &[]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(lines(&cwd.join("ran.out")), ["extract 2026-11-20"]);
+    let failed = only_run(cwd, "chain").await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let run = failed["run_id"].as_str().expect("run").to_owned();
+
+    std::fs::write(cwd.join("fixed-2026-11-20"), "").expect("fix");
+    let out = conveyor(cwd, &["rerun", &run], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        lines(&cwd.join("ran.out")),
+        [
+            "extract 2026-11-20",
+            "transform 2026-11-20",
+            "publish 2026-11-20"
+        ],
+        "extract, which succeeded, did not run again"
+    );
+    let rerun = only_run(cwd, "chain").await;
+    assert_eq!(rerun["run_id"], run.as_str(), "the same run");
+    assert_eq!(rerun["status"], "SUCCEEDED", "{rerun}");
+    assert_eq!(rerun["run_date"], "2026-11-20");
+    // Every start records what started it.
+    let out = conveyor(cwd, &["status", "--run", &run, "--json"], &[]).await;
+    let value: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let started_by = |job: &str, attempt: u64| -> Value {
+        value["events"]
+            .as_array()
+            .and_then(|e| {
+                e.iter().find(|r| {
+                    r["job"] == job && r["attempt"] == attempt && r["status"] == "SUBMITTED"
+                })
+            })
+            .map(|r| r["detail"]["vars"]["started_by"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(started_by("transform", 1), "manual", "{value}");
+    assert_eq!(started_by("transform", 2), "rerun", "{value}");
+
+    // --from a job that succeeded: that job and the ones after it, once more.
+    let out = conveyor(cwd, &["rerun", &run, "--from", "publish"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines(&cwd.join("ran.out")).len(), 4);
+    assert_eq!(only_run(cwd, "chain").await["status"], "SUCCEEDED");
+
+    // A run that did not fail is not re-run without --from; an unknown job is refused.
+    let out = conveyor(cwd, &["rerun", &run], &[]).await;
+    assert!(
+        !out.status.success() && text(&out).contains("give --from JOB"),
+        "{}",
+        text(&out)
+    );
+    let out = conveyor(cwd, &["rerun", &run, "--from", "nope"], &[]).await;
+    assert!(
+        !out.status.success() && text(&out).contains("no job \"nope\""),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_rerun_failed_reruns_the_failed_dates_and_mark_success_records_who_and_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), CHAIN_YAML).expect("config");
+    std::fs::write(cwd.join("fixed-2026-11-01"), "").expect("fix");
+    let backfill = [
+        "backfill",
+        "chain",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-03",
+    ];
+    let out = conveyor(cwd, &backfill, &[]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 run(s) failed (2026-11-02, 2026-11-03)"),
+        "{}",
+        text(&out)
+    );
+
+    std::fs::write(cwd.join("fixed-2026-11-02"), "").expect("fix");
+    let mut again = backfill.to_vec();
+    again.push("--rerun-failed");
+    let out = conveyor(cwd, &again, &[]).await;
+    // 2026-11-03 still fails: the command says so.
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 run(s) failed (2026-11-03)"),
+        "{}",
+        text(&out)
+    );
+    let mut ran = lines(&cwd.join("ran.out"));
+    ran.sort();
+    assert_eq!(
+        ran.iter().filter(|l| l.ends_with("2026-11-02")).count(),
+        3,
+        "2026-11-02 re-ran from its failed job: {ran:?}"
+    );
+
+    // The operator decides 2026-11-03's transform is done: publish runs, the run succeeds.
+    let failed: Vec<Value> = runs(cwd, "chain")
+        .await
+        .into_iter()
+        .filter(|r| r["run_date"] == "2026-11-03")
+        .collect();
+    let run = failed[0]["run_id"].as_str().expect("run").to_owned();
+    let out = conveyor(
+        cwd,
+        &[
+            "mark-success",
+            &run,
+            "--job",
+            "transform",
+            "--reason",
+            "loaded by hand",
+            "--by",
+            "ana",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lines(&cwd.join("ran.out")).contains(&"publish 2026-11-03".to_owned()));
+    let out = conveyor(cwd, &["status", "--run", &run, "--json"], &[]).await;
+    let value: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(value["run"]["status"], "SUCCEEDED", "{value}");
+    let marked = value["events"]
+        .as_array()
+        .and_then(|e| {
+            e.iter()
+                .find(|r| r["detail"]["engine_state"] == "MARKED_SUCCESS")
+        })
+        .unwrap_or_else(|| panic!("no marked row: {value}"));
+    assert_eq!(marked["job"], "transform");
+    assert_eq!(marked["detail"]["vars"]["marked_by"], "ana");
+    assert_eq!(marked["detail"]["vars"]["reason"], "loaded by hand");
+    assert_eq!(marked["detail"]["vars"]["started_by"], "operator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_pipeline_starts_nothing_until_resumed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    let folder = cwd.join(".conveyor/buckets/landing/sales/2026-11-05");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(folder.join("orders.csv"), "id,amount\n1,1.5\n").expect("object");
+    for p in ["nightly", "sales"] {
+        let out = conveyor(cwd, &["pause", p, "--reason", "upstream late"], &[]).await;
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("pipeline {p} paused")),
+            "{}",
+            text(&out)
+        );
+    }
+    let out = conveyor(cwd, &["trigger", "nightly", "--date", "2026-11-05"], &[]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("pipeline nightly is paused"),
+        "{}",
+        text(&out)
+    );
+    let out = conveyor(cwd, &["trigger", "sales", "--date", "2026-11-05"], &[]).await;
+    assert!(
+        text(&out).contains("pipeline sales is paused"),
+        "{}",
+        text(&out)
+    );
+    assert!(lines(&cwd.join("nightly.out")).is_empty(), "nothing ran");
+    assert!(lines(&cwd.join("sales.out")).is_empty(), "nothing loaded");
+
+    for p in ["nightly", "sales"] {
+        let out = conveyor(cwd, &["resume", p], &[]).await;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = conveyor(cwd, &["trigger", "nightly", "--date", "2026-11-05"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = conveyor(cwd, &["trigger", "sales", "--date", "2026-11-05"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines(&cwd.join("nightly.out")), ["2026-11-05"]);
+    assert_eq!(lines(&cwd.join("sales.out")), ["2026-11-05"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_refuses_to_run_locally_when_conveyor_project_is_set_without_remote_or_local() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    std::fs::write(cwd.join("conveyor.yaml"), OPERATE_YAML).expect("config");
+    let production = [("CONVEYOR_PROJECT", "my-project")];
+    for command in [
+        &["trigger", "nightly", "--date", "2026-11-05"][..],
+        &[
+            "backfill",
+            "nightly",
+            "--from",
+            "2026-11-05",
+            "--to",
+            "2026-11-05",
+        ][..],
+    ] {
+        let out = conveyor(cwd, command, &production).await;
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("CONVEYOR_PROJECT is set (my-project)")
+                && text(&out).contains("--local"),
+            "{}",
+            text(&out)
+        );
+    }
+    assert!(lines(&cwd.join("nightly.out")).is_empty(), "nothing ran");
+    let mut local = vec!["trigger", "nightly", "--date", "2026-11-05", "--local"];
+    let out = conveyor(cwd, &local, &production).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines(&cwd.join("nightly.out")), ["2026-11-05"]);
+    local.push("--remote");
+    local.push("http://127.0.0.1:9/");
+    let out = conveyor(cwd, &local, &production).await;
+    assert!(!out.status.success(), "--local and --remote conflict");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_starts_one_run_per_date_and_calls_a_deployed_function_with_an_identity_token() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cwd = dir.path();
@@ -413,7 +852,11 @@ async fn trigger_starts_one_run_per_date_and_calls_a_deployed_function_with_an_i
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].0, "Bearer token-123");
     assert_eq!(seen[0].1["pipeline"], "nightly");
-    assert_eq!(seen[0].1["key"], "backfill-2026-11-01");
+    assert_eq!(seen[0].1["date"], "2026-11-01", "the run date is named");
+    assert!(
+        seen[0].1.get("key").is_none(),
+        "one run per date, not per key"
+    );
     assert!(
         seen[1].1["time"]
             .as_str()

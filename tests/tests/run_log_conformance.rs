@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use conveyor_core::names::TableRef;
 use conveyor_core::open_jobs::open_jobs;
-use conveyor_core::ports::{RunLog, RunLogRow, RunLogSinks};
+use conveyor_core::ports::{RunLog, RunLogQuery, RunLogRow, RunLogSinks};
 use conveyor_e2e::Emulators;
 use conveyor_embedded::{LocalStore, SqliteWarehouse};
 
@@ -44,6 +44,8 @@ fn row(run: &str, job: Option<&str>, attempt: u32, status: &str, secs: i64) -> R
         last_modified_at: at,
         environment: "test".to_owned(),
         detail: "{}".to_owned(),
+        // Each run its own date: the column is read back as written on every adapter.
+        run_date: Some(format!("2025-12-{:02}", 1 + run.len() % 28)),
         ..RunLogRow::default()
     }
 }
@@ -153,6 +155,43 @@ async fn sqlite_gives_the_open_jobs() {
     }
     let got = w.open_batches(&table, since()).await.expect("open");
     assert_open("SQLite", &got);
+    assert_run_date_filters("SQLite", &w, &table).await;
+}
+
+/// Reads by run date select the rows of those dates (inclusive), whenever they were written.
+async fn assert_run_date_filters(adapter: &str, log: &dyn RunLog, table: &TableRef) {
+    let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    let (rows, _) = cases();
+    for (from, to) in [
+        ("2025-12-06", "2025-12-06"),
+        ("2025-12-05", "2025-12-07"),
+        ("2025-12-08", "2025-12-31"),
+    ] {
+        let got = log
+            .rows(
+                table,
+                &RunLogQuery {
+                    date_from: date(from),
+                    date_to: date(to),
+                    ..RunLogQuery::default()
+                },
+            )
+            .await
+            .expect("rows");
+        let mut got = ids(&got);
+        got.sort();
+        let mut want: Vec<String> = rows
+            .iter()
+            .filter(|r| {
+                let d = r.run_date.as_deref().unwrap_or("");
+                d >= from && d <= to
+            })
+            .map(|r| r.event_id.clone())
+            .collect();
+        want.sort();
+        assert!(!want.is_empty(), "{from}..{to}: the cases cover it");
+        assert_eq!(got, want, "{adapter}: run dates {from} to {to}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,6 +236,7 @@ async fn bigquery_gives_the_open_jobs_on_bqemulator() {
     }
     let got = bq.open_batches(&table, since()).await.expect("open");
     assert_open("BigQuery", &got);
+    assert_run_date_filters("BigQuery", &bq, &table).await;
 }
 
 #[tokio::test]

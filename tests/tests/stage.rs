@@ -303,6 +303,7 @@ impl Stage {
                 .expect("time")
                 .to_utc(),
             key: None,
+            date: None,
         };
         let mut lines = Vec::new();
         let mut progress = |l: &conveyor_core::steps::StageProgress| lines.push(l.line.clone());

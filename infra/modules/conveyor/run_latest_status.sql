@@ -1,6 +1,7 @@
 -- Each run's latest status: the row that decides its state, by the one definition in
 -- shared/core/src/run_state.rs (tested against it on bqemulator: tests/tests/gcp_emulators.rs).
---   1. a job's last attempt that FAILED, TIMED_OUT or was REJECTED (a failed attempt with a
+--   1. a job's last attempt (or the run's last end: a re-run ends it again, with the next
+--      attempt) that FAILED, TIMED_OUT or was REJECTED (a failed attempt with a
 --      retry pending is not the last), whatever other jobs' attempts were;
 --   2. else the run's end (the submit step's row that names no job);
 --   3. else the newest row (by time, then step in chain order, then status progress).
@@ -16,7 +17,7 @@ FROM (
       PARTITION BY run_id
       ORDER BY
         IF(status IN ('FAILED', 'TIMED_OUT', 'REJECTED') AND NOT retry_pending
-          AND (job_key IS NULL OR attempt = last_attempt), 1, 0) DESC,
+          AND attempt = last_attempt, 1, 0) DESC,
         IF(job_key IS NULL, 1, 0) DESC,
         td_timestamp DESC,
         CASE step WHEN 'poll' THEN 4 WHEN 'submit' THEN 3 WHEN 'load' THEN 2 WHEN 'stage' THEN 1 ELSE 0 END DESC,

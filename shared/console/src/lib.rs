@@ -10,6 +10,7 @@
 //! - this file: [`Console`] and its [`router`].
 
 pub mod graph;
+pub mod links;
 mod pages;
 pub mod runs;
 mod svg;
@@ -210,10 +211,14 @@ async fn run(
         (Some(cfg), Some(p)) => Some(graph::graph(cfg).only(p)).filter(|g| !g.nodes.is_empty()),
         _ => None,
     };
+    let tasks = match (&c.inner.config, &summary.pipeline) {
+        (Some(cfg), Some(p)) => runs::with_links(runs::tasks(&rows), cfg, p),
+        _ => runs::tasks(&rows),
+    };
     Ok(pages::run(
         &c.inner.title,
         &summary,
-        &runs::tasks(&rows),
+        &tasks,
         graph.as_ref(),
         &rows,
     ))
@@ -223,6 +228,12 @@ async fn run(
 #[derive(Debug, Deserialize)]
 struct RunsQuery {
     pipeline: Option<String>,
+    /// Only runs for this run date (`YYYY-MM-DD`).
+    date: Option<chrono::NaiveDate>,
+    /// Only runs for this run date or later.
+    from: Option<chrono::NaiveDate>,
+    /// Only runs for this run date or earlier.
+    to: Option<chrono::NaiveDate>,
     #[serde(default)]
     limit: Option<usize>,
 }
@@ -234,6 +245,8 @@ async fn api_runs(
     let rows = c
         .rows(RunLogQuery {
             pipeline: q.pipeline,
+            date_from: q.date.or(q.from),
+            date_to: q.date.or(q.to),
             limit: ROW_LIMIT,
             ..RunLogQuery::default()
         })
@@ -275,6 +288,11 @@ mod tests {
                 .iter()
                 .filter(|r| q.run_id.as_ref().is_none_or(|id| &r.run_id == id))
                 .filter(|r| q.pipeline.is_none() || r.pipeline == q.pipeline)
+                .filter(|r| {
+                    let date = r.run_date.as_deref().unwrap_or("");
+                    q.date_from.is_none_or(|f| date >= f.to_string().as_str())
+                        && q.date_to.is_none_or(|t| date <= t.to_string().as_str())
+                })
                 .cloned()
                 .collect())
         }
@@ -297,6 +315,78 @@ mod tests {
             .await
             .unwrap();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_run_page_shows_a_failed_tasks_kept_stderr() {
+        let row = RunLogRow {
+            event_id: "e1".into(),
+            run_id: "r1".into(),
+            pipeline: Some("upload".into()),
+            step: "poll".into(),
+            job: Some("batch".into()),
+            attempt: 1,
+            status: "FAILED".into(),
+            td_timestamp: Utc::now(),
+            error: Some("exit status 1: sftp: Permission denied".into()),
+            detail: r#"{"log":{"stderr":"sftp: Permission denied <x>\nlost connection","stdout":"uploading"}}"#.into(),
+            run_date: Some("2026-11-20".into()),
+            ..RunLogRow::default()
+        };
+        let console = Console::new(Arc::new(Rows(vec![row])), None);
+        let (status, page) = get(&console, "/runs/r1").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            page.contains("Task logs") && page.contains("stderr (end)"),
+            "{page}"
+        );
+        assert!(
+            page.contains("sftp: Permission denied &lt;x&gt;\nlost connection"),
+            "{page}"
+        );
+        assert!(page.contains("uploading"));
+        assert!(
+            page.contains("<dt>run date</dt><dd>2026-11-20</dd>"),
+            "{page}"
+        );
+    }
+
+    #[tokio::test]
+    async fn api_runs_gives_each_runs_date_and_filters_by_it() {
+        let rows: Vec<RunLogRow> = ["2026-11-19", "2026-11-20", "2026-11-21"]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| RunLogRow {
+                event_id: format!("e{i}"),
+                run_id: format!("r{i}"),
+                pipeline: Some("sales".into()),
+                step: "submit".into(),
+                attempt: 1,
+                status: "SUCCEEDED".into(),
+                td_timestamp: Utc::now(),
+                run_date: Some((*d).to_owned()),
+                ..RunLogRow::default()
+            })
+            .collect();
+        let console = Console::new(Arc::new(Rows(rows)), None);
+        let dates = |body: &str| -> Vec<String> {
+            let mut d: Vec<String> = body
+                .split(r#""run_date":""#)
+                .skip(1)
+                .map(|rest| rest.chars().take(10).collect())
+                .collect();
+            d.sort();
+            d
+        };
+        let (status, body) = get(&console, "/api/runs").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(dates(&body), ["2026-11-19", "2026-11-20", "2026-11-21"]);
+        let (_, body) = get(&console, "/api/runs?date=2026-11-20").await;
+        assert_eq!(dates(&body), ["2026-11-20"]);
+        let (_, body) = get(&console, "/api/runs?from=2026-11-20").await;
+        assert_eq!(dates(&body), ["2026-11-20", "2026-11-21"]);
+        let (status, _) = get(&console, "/api/runs?date=20-11").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]

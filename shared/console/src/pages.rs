@@ -279,6 +279,7 @@ pub(crate) fn run(
             h1 { "Run " code { (summary.run_id) } " " (status(&summary.status)) }
             dl.facts {
                 dt { "pipeline" } dd { @if summary.pipeline.is_some() { a href={"/pipelines/" (pipeline)} { (pipeline) } } @else { span.muted { "none" } } }
+                dt { "run date" } dd { (summary.run_date.as_deref().unwrap_or("—")) }
                 dt { "started" } dd { (when(summary.started)) }
                 dt { "duration" } dd { (human_duration(summary.duration(now))) @if summary.finished.is_none() { " (still open)" } }
                 dt { "rows loaded" } dd { (summary.rows_loaded) }
@@ -290,6 +291,19 @@ pub(crate) fn run(
             }
             h2 { "Timeline" }
             div.scroll tabindex="0" role="region" aria-label="run timeline (scrolls sideways)" { (svg::timeline(tasks, now)) }
+            @if tasks.iter().any(|t| t.log.is_some() || !t.links.is_empty()) {
+                h2 { "Task logs" }
+                @for t in tasks.iter().filter(|t| t.log.is_some() || !t.links.is_empty()) {
+                    details.task-log open[t.error.is_some()] {
+                        summary { (t.label) " " (status(&t.status)) @if let Some(e) = &t.error { " " span.error { (e) } } }
+                        @for l in &t.links { a href=(l.url) rel="noopener" { (l.label) } " " }
+                        @if let Some(log) = &t.log {
+                            @if !log.stderr.is_empty() { h3 { "stderr (end)" } pre.log { (log.stderr) } }
+                            @if !log.stdout.is_empty() { h3 { "stdout (end)" } pre.log { (log.stdout) } }
+                        }
+                    }
+                }
+            }
             @if let Some(g) = graph {
                 h2 { "Graph" }
                 div.scroll tabindex="0" role="region" aria-label="run graph (scrolls sideways)" { (svg::graph(g, &task_status, false)) }

@@ -61,6 +61,8 @@ pub struct RunSummary {
     pub run_id: String,
     /// The pipeline (absent for a rejection that could not name one).
     pub pipeline: Option<String>,
+    /// The run date (`YYYY-MM-DD`) its rows record: the logical date it is for.
+    pub run_date: Option<String>,
     /// Its state by [`RunState`]: FAILED when any job's last attempt failed; `RETRYING` while
     /// a failed attempt waits for its retry.
     pub status: String,
@@ -152,6 +154,7 @@ fn summary(rows: &[&RunLogRow]) -> RunSummary {
     RunSummary {
         run_id: newest.run_id.clone(),
         pipeline: rows.iter().find_map(|r| r.pipeline.clone()),
+        run_date: rows.iter().find_map(|r| r.run_date.clone()),
         status,
         started,
         updated,
@@ -188,6 +191,35 @@ pub struct Task {
     pub error: Option<String>,
     /// The load or batch job id.
     pub job_id: Option<String>,
+    /// The tails of its standard output and error (local and SSH jobs), as last read.
+    pub log: Option<conveyor_core::task_log::TaskLog>,
+    /// Links to its Google job's console page and logs ([`with_links`]).
+    pub links: Vec<crate::links::Link>,
+}
+
+/// `tasks` of a run of `pipeline` in `config`, each with the links of its Google job.
+pub fn with_links(mut tasks: Vec<Task>, config: &Config, pipeline: &str) -> Vec<Task> {
+    let Some(p) = config.pipeline(pipeline) else {
+        return tasks;
+    };
+    for t in &mut tasks {
+        if let (Some((_, job)), Some(id)) = (p.job(&t.node), &t.job_id) {
+            t.links = crate::links::job_links(&job.spec, id);
+        }
+    }
+    tasks
+}
+
+/// The task log a row's detail holds.
+fn task_log(row: &RunLogRow) -> Option<conveyor_core::task_log::TaskLog> {
+    #[derive(serde::Deserialize)]
+    struct WithLog {
+        log: Option<conveyor_core::task_log::TaskLog>,
+    }
+    if !row.detail.contains("\"log\"") {
+        return None;
+    }
+    serde_json::from_str::<WithLog>(&row.detail).ok()?.log
 }
 
 /// The tasks of one run's `rows` (any order), in the order they started.
@@ -229,6 +261,8 @@ pub fn tasks(rows: &[RunLogRow]) -> Vec<Task> {
                 job_id: rows
                     .iter()
                     .find_map(|r| r.dataproc_job_id.clone().or(r.job_id.clone())),
+                log: rows.iter().find_map(|r| task_log(r)),
+                links: Vec::new(),
                 status,
             }
         })

@@ -108,6 +108,7 @@ impl BatchEngine for Instant {
     }
     async fn state(&self, _: &config::BatchSpec, _: &JobId) -> Result<JobState, PortError> {
         Ok(JobState {
+            log: None,
             state: "RUNNING".into(),
             terminal: false,
             error: None,

@@ -302,6 +302,10 @@ pub struct Detail {
     /// A `for_each` job's rows: the run of each row (the job ends when every one has ended).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<ChildRun>,
+    /// The tails of a local or SSH job's standard output and error, as its engine last read
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<crate::task_log::TaskLog>,
 }
 
 /// One row's run of a `for_each` job.

@@ -25,10 +25,13 @@
 //!   [`engines`]: the batch port that hands each batch to the engine its spec names.
 //! - [`schedules`]: the Cloud Scheduler jobs a pipeline file asks for (deployed by Terraform).
 //! - [`clock`]: the time the steps stamp (the system's, or a test's manual clock).
+//! - [`run_date`]: the logical date a run is for, as the run log records it.
 //! - [`run_origin`]: what starts a run and the run id each start gets (every recipe).
 //! - [`open_jobs`]: the open jobs the poll tick follows, one rule for every run log.
 //! - [`run_state`]: one definition of a run's state from its run-log rows (status, the
 //!   views, the console, alerts).
+//! - [`task_log`]: the tails of a local or SSH job's output and its telling error line (a
+//!   leaf).
 //! - [`steps`]: the five steps; [`http`]: the axum router every function serves.
 //! - [`trace`]: each request's trace context and `httpRequest` fields in its span (logging
 //!   set-up and serving are `conveyor-service`'s); [`shell`]: quoting batch commands for `sh -c`.
@@ -43,11 +46,13 @@ pub mod inbound;
 pub mod names;
 pub mod open_jobs;
 pub mod ports;
+pub mod run_date;
 pub mod run_origin;
 pub mod run_state;
 pub mod schedules;
 pub mod shell;
 pub mod steps;
+pub mod task_log;
 pub mod trace;
 
 #[cfg(test)]

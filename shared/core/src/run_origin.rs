@@ -75,6 +75,12 @@ pub enum RunOrigin<'a> {
         /// The run date.
         date: &'a str,
     },
+    /// A start for a run date (`trigger --date`, `backfill`, a schedule firing at most once a
+    /// day): one run per pipeline and date, whichever of them starts it.
+    Date {
+        /// The run date (`YYYY-MM-DD`).
+        date: &'a str,
+    },
 }
 
 impl RunOrigin<'_> {
@@ -105,6 +111,7 @@ impl RunOrigin<'_> {
             } => own(&[run.as_str(), "row", key]),
             Self::ForEachRow { run, job, key } => own(&[run.as_str(), job, "row", key]),
             Self::After { date } => own(&["after", date]),
+            Self::Date { date } => own(&["date", date]),
         }
     }
 }
@@ -221,6 +228,10 @@ mod tests {
             (
                 RunOrigin::After { date: "2026-11-20" },
                 vec!["after", "2026-11-20"],
+            ),
+            (
+                RunOrigin::Date { date: "2026-11-20" },
+                vec!["date", "2026-11-20"],
             ),
         ];
         let mut seen = std::collections::BTreeSet::new();

@@ -24,7 +24,7 @@ pub const RETRYING: &str = "RETRYING";
 
 /// Whether `status` is a failure: FAILED, TIMED_OUT or REJECTED.
 pub fn is_failure(status: &str) -> bool {
-    matches!(status, "FAILED" | "TIMED_OUT" | "REJECTED")
+    matches!(status, "FAILED" | "TIMED_OUT" | "REJECTED" | "MISSED")
 }
 
 /// Whether `status` ends a run (or a task): a success, a failure, SUPERSEDED or SKIPPED (a
@@ -145,7 +145,7 @@ impl RunState {
         let final_failure = |r: &RunLogRow, key: &Option<String>| {
             is_failure(&r.status)
                 && !retry_pending(r)
-                && (key.is_none() || last_attempt.get(&key.as_deref()) == Some(&r.attempt))
+                && last_attempt.get(&key.as_deref()) == Some(&r.attempt)
         };
         let (deciding, key) = rows.iter().max_by_key(|(r, key)| {
             (
@@ -240,6 +240,22 @@ mod tests {
             row(Some("job2"), "submit", 1, "SUBMITTED", 5),
             row(Some("job2"), "poll", 1, "FAILED", 6),
         ]
+    }
+
+    #[test]
+    fn a_rerun_that_succeeds_ends_the_run_again_and_the_run_reads_succeeded() {
+        let mut rows = retried_then_failed();
+        rows.push(run_end("FAILED", 7));
+        assert_eq!(RunState::from_rows(&rows).expect("state").status, "FAILED");
+        // The re-run: job2 attempt 2 succeeds and the run ends again (its end's attempt 2).
+        rows.push(row(Some("job2"), "submit", 2, "SUBMITTED", 20));
+        rows.push(row(Some("job2"), "poll", 2, "SUCCEEDED", 21));
+        let mut end = run_end("SUCCEEDED", 22);
+        end.attempt = 2;
+        rows.push(end);
+        let state = RunState::from_rows(&rows).expect("state");
+        assert_eq!(state.status, "SUCCEEDED", "{state:?}");
+        assert_eq!(state.job, None, "the run's last end decides");
     }
 
     #[test]

@@ -203,6 +203,39 @@ pub fn previous_fire(
     ))
 }
 
+/// The date, in `time_zone`, of a schedule firing at `at` (a run's date: `0 1 * * *` in
+/// `Asia/Tokyo` fires at 16:00 UTC the day before, for the Tokyo day). UTC's when the zone
+/// does not parse (it was checked at start-up).
+pub fn fire_date(at: chrono::DateTime<chrono::Utc>, time_zone: &str) -> chrono::NaiveDate {
+    match parse_time_zone(time_zone) {
+        Ok(zone) => at.with_timezone(&zone).date_naive(),
+        Err(_) => at.date_naive(),
+    }
+}
+
+/// Whether `cron` fires at most once on `date` in `time_zone`: such a schedule has one run
+/// per run date (a tick, a `trigger --date` and a backfill of that date are the same run);
+/// one firing more often has one run per tick.
+pub fn fires_at_most_once_on(cron: &str, time_zone: &str, date: chrono::NaiveDate) -> bool {
+    let Ok(zone) = parse_time_zone(time_zone) else {
+        return false;
+    };
+    let Some(midnight) = date
+        .and_hms_opt(0, 0, 0)
+        .and_then(|t| t.and_local_timezone(zone).earliest())
+    else {
+        return false;
+    };
+    let before = midnight.with_timezone(&chrono::Utc) - chrono::Duration::seconds(1);
+    let Ok(first) = next_fire(cron, time_zone, before) else {
+        return true;
+    };
+    match next_fire(cron, time_zone, first) {
+        Ok(second) => second.with_timezone(&zone).date_naive() != date,
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

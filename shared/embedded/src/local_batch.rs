@@ -1,12 +1,13 @@
 //! A local command as the batch engine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
 use conveyor_core::config::BatchSpec;
 use conveyor_core::names::JobId;
 use conveyor_core::ports::{BatchEngine, BatchRequest, JobState, PortError, Submitted};
+use conveyor_core::task_log::{TAIL_BYTES, TaskLog, telling_line};
 
 /// Runs each batch as `sh -c COMMAND` in the background, in its own process group, with a
 /// directory per job id under `root` holding `command`, `pid`, `stdout.log`, `stderr.log` and,
@@ -107,6 +108,32 @@ impl LocalBatchEngine {
 /// Tells staging directories of one process apart.
 static STAGING_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The end of a log file (at most a few times [`TAIL_BYTES`] read): a job's log may be large.
+fn read_tail(path: &Path) -> String {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let want = (TAIL_BYTES * 4) as u64;
+    if len > want && file.seek(SeekFrom::Start(len - want)).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The tails of a job's `stdout.log` and `stderr.log`.
+fn task_log(dir: &Path) -> Option<TaskLog> {
+    TaskLog::from_outputs(
+        &read_tail(&dir.join("stdout.log")),
+        &read_tail(&dir.join("stderr.log")),
+    )
+}
+
 fn alive(pid: &str) -> bool {
     // A zombie has exited; its /proc entry lingers until reaped.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -200,6 +227,7 @@ impl BatchEngine for LocalBatchEngine {
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
         if read("cancelled").is_some() {
             return Ok(JobState {
+                log: None,
                 state: "CANCELLED".to_owned(),
                 terminal: true,
                 error: Some("cancelled".to_owned()),
@@ -209,26 +237,19 @@ impl BatchEngine for LocalBatchEngine {
             let code = code.trim();
             if code == "0" {
                 return Ok(JobState {
+                    log: task_log(&dir),
                     state: "SUCCEEDED".to_owned(),
                     terminal: true,
                     error: None,
                 });
             }
-            let stderr = read("stderr.log").unwrap_or_default();
-            let last = stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .chars()
-                .take(500)
-                .collect::<String>();
-            let error = if last.is_empty() {
-                format!("exit status {code}")
-            } else {
-                format!("exit status {code}: {last}")
+            let stderr = read_tail(&dir.join("stderr.log"));
+            let error = match telling_line(&stderr) {
+                Some(line) => format!("exit status {code}: {line}"),
+                None => format!("exit status {code}"),
             };
             return Ok(JobState {
+                log: task_log(&dir),
                 state: "FAILED".to_owned(),
                 terminal: true,
                 error: Some(error),
@@ -236,6 +257,7 @@ impl BatchEngine for LocalBatchEngine {
         }
         match read("pid") {
             Some(pid) if alive(pid.trim()) => Ok(JobState {
+                log: task_log(&dir),
                 state: "RUNNING".to_owned(),
                 terminal: false,
                 error: None,
@@ -247,6 +269,7 @@ impl BatchEngine for LocalBatchEngine {
                     return self.state(_spec, job_id).await;
                 }
                 Ok(JobState {
+                    log: None,
                     state: "FAILED".to_owned(),
                     terminal: true,
                     error: Some("the batch process vanished without an exit status".to_owned()),
@@ -255,6 +278,7 @@ impl BatchEngine for LocalBatchEngine {
             // Jobs are published whole, so only a directory left by an older version or by
             // hand lacks a pid: it will never run, and waiting for it would hang to the timeout.
             None => Ok(JobState {
+                log: None,
                 state: "FAILED".to_owned(),
                 terminal: true,
                 error: Some("the job directory has no pid: the job never started".to_owned()),

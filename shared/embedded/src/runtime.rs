@@ -325,6 +325,7 @@ impl Embedded {
                         origin: Origin::Schedule,
                         at: Utc::now(),
                         key: None,
+                        date: None,
                     });
                     if let Err(e) = steps::handle(StepName::Poll, &ctx, tick).await {
                         warn!(error = %e, "poll tick failed");
@@ -696,6 +697,7 @@ async fn schedules(ctx: Context, max: u32) {
                     origin: Origin::Schedule,
                     at: due,
                     key: None,
+                    date: None,
                 });
                 let ctx2 = ctx.clone();
                 tokio::spawn(async move { deliver(&ctx2, step, start, max).await });

@@ -200,6 +200,7 @@ fn read_row(r: &tokio_postgres::Row) -> Result<RunLogRow, tokio_postgres::Error>
             .map(|n| n.max(0) as u64),
         detail: text("detail")?,
         job: r.try_get("job")?,
+        run_date: r.try_get("run_date")?,
     })
 }
 
@@ -306,7 +307,7 @@ CREATE VIEW {view} AS
   ) ranked
   ORDER BY run_id,
     (status IN ('FAILED', 'TIMED_OUT', 'REJECTED') AND NOT retry_pending
-      AND (job_key IS NULL OR attempt = last_attempt)) DESC,
+      AND attempt = last_attempt) DESC,
     (job_key IS NULL) DESC,
     td_timestamp DESC,
     CASE step WHEN 'poll' THEN 4 WHEN 'submit' THEN 3 WHEN 'load' THEN 2 WHEN 'stage' THEN 1 ELSE 0 END DESC,
@@ -354,12 +355,13 @@ async fn insert(client: &Client, table: &PgTable, row: &RunLogRow) -> Result<(),
         text(&row.error),
         text(&owned(&row.detail)),
         text(&row.job),
+        text(&row.run_date),
     );
     let attempt = i64::from(row.attempt);
     let rows_loaded = row
         .rows_loaded
         .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-    let values: [&(dyn ToSql + Sync); 20] = [
+    let values: [&(dyn ToSql + Sync); 21] = [
         &strings.0,
         &strings.1,
         &row.td_timestamp,
@@ -380,6 +382,7 @@ async fn insert(client: &Client, table: &PgTable, row: &RunLogRow) -> Result<(),
         &rows_loaded,
         &strings.12,
         &strings.13,
+        &strings.14,
     ];
     timed(client.execute(&sql, &values)).await.map(|_| ())
 }
@@ -441,8 +444,8 @@ mod tests {
         );
         assert_eq!(
             RUN_LOG_COLUMNS.len(),
-            20,
-            "insert() binds 20 values in this order"
+            21,
+            "insert() binds 21 values in this order"
         );
         let order: Vec<&str> = RUN_LOG_COLUMNS.iter().map(|c| c.name).collect();
         assert_eq!(
@@ -467,7 +470,8 @@ mod tests {
                 "finished_at",
                 "rows_loaded",
                 "detail",
-                "job"
+                "job",
+                "run_date"
             ]
         );
     }

@@ -160,7 +160,10 @@ impl BatchEngine for SshEngine {
 }
 
 fn job_state(r: &Report) -> JobState {
+    let log =
+        conveyor_core::task_log::TaskLog::from_outputs(&r.stdout.join("\n"), &r.stderr.join("\n"));
     let ended = |state: &str, error: Option<String>| JobState {
+        log: log.clone(),
         state: state.to_owned(),
         terminal: true,
         error,
@@ -172,17 +175,9 @@ fn job_state(r: &Report) -> JobState {
         if code == "0" {
             return ended("SUCCEEDED", None);
         }
-        let last = r
-            .stderr
-            .iter()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.chars().take(500).collect::<String>())
-            .unwrap_or_default();
-        let error = if last.is_empty() {
-            format!("exit status {code}")
-        } else {
-            format!("exit status {code}: {last}")
+        let error = match conveyor_core::task_log::telling_line(&r.stderr.join("\n")) {
+            Some(line) => format!("exit status {code}: {line}"),
+            None => format!("exit status {code}"),
         };
         return ended("FAILED", Some(error));
     }
@@ -194,6 +189,7 @@ fn job_state(r: &Report) -> JobState {
     }
     if r.alive {
         return JobState {
+            log,
             state: "RUNNING".to_owned(),
             terminal: false,
             error: None,

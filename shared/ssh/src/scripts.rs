@@ -92,8 +92,11 @@ cd "$dir" || exit 76
 [ -e cancelled ] && echo cancelled
 [ -e exit_code ] && echo "exit_code $(cat exit_code)"
 if [ -s pid ]; then kill -0 "$(cat pid)" 2>/dev/null && echo alive; else echo nopid; fi
+echo conveyor:stdout
+tail -n 40 stdout.log 2>/dev/null | tail -c 4096
+echo
 echo conveyor:stderr
-tail -n 20 stderr.log 2>/dev/null
+tail -n 40 stderr.log 2>/dev/null | tail -c 4096
 exit 0"#;
     wrap(work_dir, job_id, body)
 }
@@ -129,6 +132,8 @@ pub(crate) struct Report {
     pub(crate) alive: bool,
     /// The directory has no pid (left by hand or by an older version).
     pub(crate) no_pid: bool,
+    /// The last lines of its standard output.
+    pub(crate) stdout: Vec<String>,
     /// The last lines of its standard error.
     pub(crate) stderr: Vec<String>,
 }
@@ -144,6 +149,15 @@ impl Report {
                 "alive" => r.alive = true,
                 "nopid" => r.no_pid = true,
                 "conveyor:stderr" => break,
+                "conveyor:stdout" => {
+                    for l in lines.by_ref() {
+                        if l.trim() == "conveyor:stderr" {
+                            break;
+                        }
+                        r.stdout.push(l.to_owned());
+                    }
+                    break;
+                }
                 l => {
                     if let Some(code) = l.strip_prefix("exit_code ") {
                         r.exit_code = Some(code.trim().to_owned());
@@ -167,6 +181,9 @@ mod tests {
         assert!(!r.alive && !r.missing && !r.cancelled);
         assert_eq!(r.stderr, vec!["boom", "last line"]);
         assert!(Report::parse("missing\n").missing);
+        let r = Report::parse("exit_code 1\nconveyor:stdout\ncopied 3\n\nconveyor:stderr\nboom\n");
+        assert_eq!(r.stdout, vec!["copied 3", ""]);
+        assert_eq!(r.stderr, vec!["boom"]);
         let r = Report::parse("alive\nconveyor:stderr\n");
         assert!(r.alive && r.exit_code.is_none());
     }

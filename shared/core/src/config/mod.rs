@@ -200,6 +200,49 @@ pub struct Pipeline {
     /// jobs), before the run ends: a failing `error` check ends it FAILED.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
+    /// When each run date's run should have SUCCEEDED (a freshness deadline): the poll tick
+    /// records one `MISSED` row and raises one alert for a date that has not by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+}
+
+/// A pipeline's freshness deadline: `expect: { by: "06:00", time_zone: Europe/Paris, every: day }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The local time (`HH:MM`, 24-hour) by which the run of each day's run date should have
+    /// SUCCEEDED.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub by: String,
+    /// IANA time zone of `by` (and of the day it names). Default `Etc/UTC`.
+    #[serde(default = "utc")]
+    #[schemars(schema_with = "schema::time_zone")]
+    pub time_zone: String,
+    /// How often a run is expected: `day` (one run date a day).
+    #[serde(default)]
+    pub every: ExpectEvery,
+}
+
+/// How often a run is expected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpectEvery {
+    /// One run date a day.
+    #[default]
+    Day,
+}
+
+impl Expect {
+    /// The time `by` on `date` in `time_zone`, in UTC; `None` when `by` or the zone does not
+    /// parse (validation refuses both) or the local time does not exist that day.
+    pub fn deadline(&self, date: chrono::NaiveDate) -> Option<chrono::DateTime<chrono::Utc>> {
+        let zone = parse_time_zone(&self.time_zone).ok()?;
+        let time = chrono::NaiveTime::parse_from_str(&self.by, "%H:%M").ok()?;
+        date.and_time(time)
+            .and_local_timezone(zone)
+            .earliest()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
 }
 
 fn yes() -> bool {

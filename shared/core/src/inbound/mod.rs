@@ -64,6 +64,9 @@ pub struct StartRequest {
     pub at: DateTime<Utc>,
     /// A caller-chosen key making a manual start idempotent (`curl` retries).
     pub key: Option<String>,
+    /// The run date it asks for (`"date": "YYYY-MM-DD"`: `trigger --date`, `backfill`): one
+    /// run per pipeline and date. `None`: the day of `at` (a schedule's in its time zone).
+    pub date: Option<chrono::NaiveDate>,
 }
 
 /// How the request arrived; decides whether a permanent error is acknowledged.
@@ -317,6 +320,25 @@ mod tests {
         assert_eq!(o.name.as_str(), "sales/2026-11-20/a.csv");
         assert_eq!(o.generation, "7");
         assert_eq!(o.size, Some(42));
+    }
+
+    #[test]
+    fn a_start_names_its_run_date_and_a_conf_object_is_refused() {
+        let (_, inbound) = parse_http(
+            &json_headers(),
+            br#"{"pipeline":"sales","date":"2026-11-20"}"#,
+        );
+        let Ok(Inbound::Start(s)) = inbound else {
+            panic!("not a start: {inbound:?}")
+        };
+        assert_eq!(s.date, chrono::NaiveDate::from_ymd_opt(2026, 11, 20));
+        let (_, inbound) = parse_http(&json_headers(), br#"{"pipeline":"sales","date":"20.11"}"#);
+        assert!(inbound.is_err_and(|e| e.0.contains("YYYY-MM-DD")));
+        let (_, inbound) = parse_http(
+            &json_headers(),
+            br#"{"pipeline":"sales","conf":{"region":"eu"}}"#,
+        );
+        assert!(inbound.is_err_and(|e| e.0.contains("`conf` is not supported")));
     }
 
     #[test]

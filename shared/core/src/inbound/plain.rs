@@ -54,11 +54,29 @@ pub(super) fn plain(value: Value) -> Result<Inbound, InboundError> {
         {
             return Err(InboundError("`key` must be 1 to 200 characters".to_owned()));
         }
+        let date = match value.get("date") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(d)) => Some(
+                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .map_err(|e| InboundError(format!("`date` is not YYYY-MM-DD: {e}")))?,
+            ),
+            Some(_) => return Err(InboundError("`date` must be a string".to_owned())),
+        };
+        if value.get("conf").is_some() {
+            // Airflow's `conf`: nothing here would read it, and a start that ignored it
+            // would run with other values than the caller asked for.
+            return Err(InboundError(
+                "`conf` is not supported: a run's values come from its pipeline, its `date` \
+                 and its `key`; drop `conf` (or name the date with `date`)"
+                    .to_owned(),
+            ));
+        }
         return Ok(Inbound::Start(StartRequest {
             pipeline,
             origin,
             at,
             key,
+            date,
         }));
     }
     Err(InboundError(

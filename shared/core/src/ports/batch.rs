@@ -46,6 +46,9 @@ pub struct JobState {
     pub terminal: bool,
     /// The engine's error message, when it failed.
     pub error: Option<String>,
+    /// The tails of the job's standard output and error, for engines that keep them (local
+    /// processes, SSH).
+    pub log: Option<crate::task_log::TaskLog>,
 }
 
 /// A batch engine: Dataproc, Dataflow, Data Fusion, or a local process.

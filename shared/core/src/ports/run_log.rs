@@ -46,6 +46,7 @@ pub const RUN_LOG_COLUMNS: &[RunLogColumn] = &[
     col("rows_loaded", "INT64", false),
     col("detail", "STRING", false),
     col("job", "STRING", false),
+    col("run_date", "STRING", false),
 ];
 
 /// One row of the run log: seed 000's columns first, then what operators need.
@@ -92,6 +93,10 @@ pub struct RunLogRow {
     /// The job of the pipeline this row is about (`jobs[].name`; `batch` for a pipeline's
     /// single `batch:`), so the run log reads as the DAG's task list.
     pub job: Option<String>,
+    /// The run date: the logical date the run is for (`YYYY-MM-DD`: the object's `{date}`,
+    /// the schedule's fire date in its time zone, a trigger's or backfill's `--date`), the
+    /// same on every row of a run; `None` on rows that belong to no run date (a refusal).
+    pub run_date: Option<String>,
 }
 
 /// Which run-log rows to read: every set filter must hold. Rows come newest first.
@@ -105,6 +110,10 @@ pub struct RunLogQuery {
     pub since: Option<DateTime<Utc>>,
     /// Only rows with one of these statuses (empty: any).
     pub statuses: Vec<String>,
+    /// Only rows whose run date is on or after this date.
+    pub date_from: Option<chrono::NaiveDate>,
+    /// Only rows whose run date is on or before this date.
+    pub date_to: Option<chrono::NaiveDate>,
     /// At most this many rows (0: no limit).
     pub limit: usize,
 }

@@ -98,6 +98,7 @@ pub fn row_for(event: &ConveyorEvent, environment: &str) -> RunLogRow {
         rows_loaded: d.rows,
         detail: serde_json::to_string(d).unwrap_or_default(),
         job: d.job.clone(),
+        run_date: crate::run_date::of_vars(&d.vars),
     }
 }
 

@@ -9,11 +9,14 @@
 //! [`check_wiring`], the start-up check that a runtime wires every port its step needs.
 
 mod checks;
+pub mod freshness;
 mod load;
 mod log;
 pub mod messages;
+pub mod pause;
 mod poll;
 mod rejections;
+pub mod rerun;
 mod stage;
 mod submit;
 mod wiring;
@@ -27,7 +30,9 @@ pub use rejections::{
     About, MAX_GENERATION, Rejections, bounded_generation, bounded_reason, record_rejection,
     record_rejection_about,
 };
+pub use rerun::{mark_success, rerun};
 pub use stage::{ProgressKind, StageProgress, StageReport, stage_pipeline};
+pub use submit::STARTED_BY;
 pub use wiring::{WiringError, check_wiring};
 
 use crate::clock::{Clock, SystemClock};

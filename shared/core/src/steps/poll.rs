@@ -185,7 +185,19 @@ async fn tick(
             Err(_) => out_of_budget = true,
         }
     }
+    let mut missed = Vec::new();
+    if !out_of_budget {
+        // Freshness deadlines (`expect`): one MISSED row and one alert per late run date.
+        match tokio::time::timeout_at(deadline, super::freshness::check(ctx, Utc::now())).await {
+            Ok(Ok(m)) => missed = m,
+            Ok(Err(e)) => warn!(error = %e, "freshness check failed; the next tick retries"),
+            Err(_) => out_of_budget = true,
+        }
+    }
     outcome.summary = format!("checked {checked} open job(s)");
+    for m in &missed {
+        outcome.summary.push_str(&format!("; MISSED: {m}"));
+    }
     if swept > 0 {
         outcome
             .summary
@@ -426,6 +438,7 @@ async fn check_batch(
             Some(at) if at <= now => {
                 let mut base = detail.clone();
                 base.retry_at = None;
+                base.log = None;
                 return submit_attempt(
                     ctx,
                     pipeline,
@@ -484,12 +497,14 @@ async fn check_batch(
         }
         // Past the deadline an unanswered state still means: cancel.
         Err(e) if e.is_transient() => JobState {
+            log: None,
             state: "UNKNOWN".to_owned(),
             terminal: false,
             error: Some(e.to_string()),
         },
         // A job the engine has lost, or cannot show, ended as far as Conveyor can tell.
         Err(e) => JobState {
+            log: None,
             state: if matches!(e, PortError::NotFound(_)) {
                 "NOT_FOUND".to_owned()
             } else {
@@ -500,6 +515,9 @@ async fn check_batch(
         },
     };
     detail.engine_state = Some(state.state.clone());
+    if state.log.is_some() {
+        detail.log = state.log.clone();
+    }
     let success = policy.success_states(spec);
     let succeeded = state.terminal && success.iter().any(|s| s.eq_ignore_ascii_case(&state.state));
     if state.terminal {
@@ -692,6 +710,7 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             self.read.lock().expect("lock").push(job_id.to_string());
             Ok(JobState {
+                log: None,
                 state: "RUNNING".to_owned(),
                 terminal: false,
                 error: None,
@@ -759,6 +778,7 @@ mod tests {
             origin: Origin::Schedule,
             at: DateTime::from_timestamp(minute * 60, 0).expect("time"),
             key: None,
+            date: None,
         })
     }
 

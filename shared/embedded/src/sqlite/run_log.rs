@@ -132,7 +132,7 @@ fn insert_row(
     row: &RunLogRow,
 ) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(&format!(
-        "INSERT OR IGNORE INTO {} ({SELECT_RUN_LOG}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)",
+        "INSERT OR IGNORE INTO {} ({SELECT_RUN_LOG}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)",
         quoted(table)
     ))?;
     insert.execute(params![
@@ -156,6 +156,7 @@ fn insert_row(
         row.rows_loaded.map(|n| n as i64),
         row.detail,
         row.job,
+        row.run_date,
     ])?;
     Ok(())
 }
@@ -172,7 +173,7 @@ fn forget(
 }
 
 const SELECT_RUN_LOG: &str = "dbName, tableName, td_timestamp, last_modified_at, environment, status, dataproc_job_id, \
-     event_id, run_id, pipeline, step, attempt, source_object, job_id, error, started_at, finished_at, rows_loaded, detail, job";
+     event_id, run_id, pipeline, step, attempt, source_object, job_id, error, started_at, finished_at, rows_loaded, detail, job, run_date";
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunLogRow> {
     Ok(RunLogRow {
@@ -196,6 +197,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunLogRow> {
         rows_loaded: r.get::<_, Option<i64>>(17)?.map(|n| n.max(0) as u64),
         detail: r.get::<_, Option<String>>(18)?.unwrap_or_default(),
         job: r.get(19)?,
+        run_date: r.get(20)?,
     })
 }
 
@@ -256,6 +258,12 @@ impl RunLog for SqliteWarehouse {
             }
             if let Some(since) = &query.since {
                 arg(ts(since), &mut filters, "td_timestamp >= ?");
+            }
+            if let Some(from) = &query.date_from {
+                arg(from.to_string(), &mut filters, "run_date >= ?");
+            }
+            if let Some(to) = &query.date_to {
+                arg(to.to_string(), &mut filters, "run_date <= ?");
             }
             if !query.statuses.is_empty() {
                 let mut marks = Vec::new();

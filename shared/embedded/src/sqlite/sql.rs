@@ -261,6 +261,7 @@ impl BatchEngine for SqliteSqlEngine {
                     .map_err(transient)?;
                 match row {
                     Some((state, error)) => Ok(JobState {
+                        log: None,
                         state,
                         terminal: true,
                         error,

@@ -14,7 +14,7 @@ use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunL
 use super::{BigQuery, quoted, text};
 
 const COLUMNS: &str = "dbName, tableName, td_timestamp, last_modified_at, environment, status, dataproc_job_id, \
-     event_id, run_id, pipeline, step, attempt, source_object, job_id, error, started_at, finished_at, rows_loaded, detail, job";
+     event_id, run_id, pipeline, step, attempt, source_object, job_id, error, started_at, finished_at, rows_loaded, detail, job, run_date";
 
 fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -29,7 +29,7 @@ fn row_json(row: &RunLogRow) -> Value {
         "attempt": row.attempt, "source_object": row.source_object, "job_id": row.job_id,
         "error": row.error, "started_at": row.started_at.as_ref().map(ts),
         "finished_at": row.finished_at.as_ref().map(ts), "rows_loaded": row.rows_loaded,
-        "detail": row.detail, "job": row.job,
+        "detail": row.detail, "job": row.job, "run_date": row.run_date,
     })
 }
 
@@ -72,6 +72,7 @@ fn from_cells(c: &[Value]) -> Option<RunLogRow> {
         rows_loaded: text(get(17)).and_then(|s| s.parse().ok()),
         detail: text(get(18)).unwrap_or_default(),
         job: text(get(19)),
+        run_date: text(get(20)),
     })
 }
 
@@ -232,6 +233,12 @@ impl RunLog for BigQuery {
         }
         if let Some(p) = &query.pipeline {
             filters.push(format!("pipeline = {}", lit(p)));
+        }
+        if let Some(from) = &query.date_from {
+            filters.push(format!("run_date >= {}", lit(&from.to_string())));
+        }
+        if let Some(to) = &query.date_to {
+            filters.push(format!("run_date <= {}", lit(&to.to_string())));
         }
         if !query.statuses.is_empty() {
             let list: Vec<String> = query.statuses.iter().map(|s| lit(s)).collect();

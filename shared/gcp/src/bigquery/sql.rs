@@ -72,16 +72,19 @@ impl BatchEngine for SqlEngine {
         let job = self.bq.get_job(job_id.as_str()).await?;
         Ok(match (&job.state[..], &job.error) {
             ("DONE", None) => JobState {
+                log: None,
                 state: "DONE".to_owned(),
                 terminal: true,
                 error: None,
             },
             ("DONE", Some((reason, message))) => JobState {
+                log: None,
                 state: "FAILED".to_owned(),
                 terminal: true,
                 error: Some(format!("{reason}: {message}")),
             },
             (other, _) => JobState {
+                log: None,
                 state: other.to_owned(),
                 terminal: false,
                 error: None,

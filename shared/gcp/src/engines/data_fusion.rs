@@ -221,6 +221,7 @@ impl BatchEngine for DataFusionEngine {
             )
         });
         Ok(JobState {
+            log: None,
             state,
             terminal,
             error,

@@ -239,6 +239,7 @@ impl BatchEngine for DataflowFlexEngine {
             None
         };
         Ok(JobState {
+            log: None,
             state,
             terminal,
             error,

@@ -251,6 +251,7 @@ impl DataprocClusterEngine {
                     .then(|| text_at(&found, &["status", "details"]).map(str::to_owned))
                     .flatten();
                 return Ok(JobState {
+                    log: None,
                     state,
                     terminal,
                     error,
@@ -273,6 +274,7 @@ impl DataprocClusterEngine {
             .map_err(final_unless_transient)?;
         let state = text_at(&cluster, &["status", "state"]).unwrap_or("UNKNOWN");
         let waiting = JobState {
+            log: None,
             state: "CLUSTER_CREATING".to_owned(),
             terminal: false,
             error: None,
@@ -287,6 +289,7 @@ impl DataprocClusterEngine {
                 let what = format!("submit Dataproc job {job_id} to cluster {name}");
                 match self.api.call(Method::POST, &url, Some(job), &what).await {
                     Ok(_) | Err(PortError::Conflict(_)) => Ok(JobState {
+                        log: None,
                         state: "PENDING".to_owned(),
                         terminal: false,
                         error: None,
@@ -299,6 +302,7 @@ impl DataprocClusterEngine {
             ClusterPhase::Failed => {
                 let detail = text_at(&cluster, &["status", "detail"]).unwrap_or("no detail");
                 Ok(JobState {
+                    log: None,
                     state: "CLUSTER_ERROR".to_owned(),
                     terminal: true,
                     error: Some(format!(

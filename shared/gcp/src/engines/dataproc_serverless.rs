@@ -160,6 +160,7 @@ impl BatchEngine for DataprocServerlessEngine {
             .then(|| text_at(&batch, &["stateMessage"]).map(str::to_owned))
             .flatten();
         Ok(JobState {
+            log: None,
             state,
             terminal,
             error,

@@ -492,6 +492,31 @@ pipelines:
     }
 
     #[test]
+    fn an_expect_deadline_with_a_bad_time_or_zone_is_reported() {
+        let found = issues(
+            r#"pipelines:
+  - name: nightly
+    trigger: { manual: true }
+    expect: { by: "6am", time_zone: Europe/Pariss }
+    batch: { engine: local, command: "true" }
+"#,
+        );
+        let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.contains("pipelines[0].expect.by: \"6am\" is not a time HH:MM")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown.iter().any(|s| s.contains(
+                "pipelines[0].expect.time_zone: \"Europe/Pariss\" is not an IANA time zone"
+            )),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
     fn the_error_lists_every_issue_as_file_line_col() {
         let err = parse_str(SEVEN, "seven.yaml").unwrap_err().to_string();
         let lines: Vec<&str> = err.lines().collect();

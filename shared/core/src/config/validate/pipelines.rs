@@ -125,6 +125,7 @@ impl Validator {
             "poll",
             "run_log",
             "checks",
+            "expect",
         ];
         self.known_keys(path, node, KEYS);
         self.schedule(path, node);
@@ -159,6 +160,7 @@ impl Validator {
                     "jobs" => self.jobs(&p, n),
                     "poll" => self.section::<crate::config::PollPolicy>(&p, n).is_some(),
                     "checks" => self.section::<Vec<crate::config::Check>>(&p, n).is_some(),
+                    "expect" => self.section::<crate::config::Expect>(&p, n).is_some(),
                     _ => self.section::<crate::config::RunLogTarget>(&p, n).is_some(),
                 };
                 let _ = ok;

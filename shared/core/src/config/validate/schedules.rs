@@ -9,6 +9,26 @@ impl Validator {
     /// `trigger.schedule`: a cron expression Cloud Scheduler accepts and an IANA time zone.
     /// Checked on the YAML itself, so a mistake elsewhere in the pipeline hides neither.
     pub(super) fn schedule(&mut self, path: &str, node: &Node) {
+        if let Some(expect) = get(node, "expect") {
+            if let Some(by) = get(expect, "by").and_then(Node::as_scalar)
+                && chrono::NaiveTime::parse_from_str(by.as_str(), "%H:%M").is_err()
+            {
+                self.issue(
+                    format!("{path}.expect.by"),
+                    pos(by.span().start()),
+                    format!("{:?} is not a time HH:MM (such as \"06:00\")", by.as_str()),
+                );
+            }
+            if let Some(zone) = get(expect, "time_zone").and_then(Node::as_scalar)
+                && let Err(e) = parse_time_zone(zone.as_str())
+            {
+                self.issue(
+                    format!("{path}.expect.time_zone"),
+                    pos(zone.span().start()),
+                    e,
+                );
+            }
+        }
         let Some(schedule) = get(node, "trigger").and_then(|t| get(t, "schedule")) else {
             return;
         };

@@ -21,7 +21,7 @@ mod window;
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 pub(super) use job::load_state_event;
 pub(super) use window::sweep_windows;
@@ -120,6 +120,15 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
     for (pipeline, arrival) in matching {
         match arrival {
             Arrival::NotData | Arrival::Part => {}
+            Arrival::Data(_) if super::pause::is_paused(ctx, pipeline).await? => {
+                warn!(pipeline = %pipeline.name, object = %object.uri(), "pipeline paused: arrival skipped");
+                outcome.summary = format!(
+                    "pipeline {} is paused: {} skipped (after `conveyor resume`, `conveyor \
+                     trigger --date` announces it again)",
+                    pipeline.name,
+                    object.uri()
+                );
+            }
             Arrival::Data(captures) => {
                 match pipeline.load.as_ref().and_then(|l| l.batch.as_ref()) {
                     Some(LoadBatch::Window(w)) => {

@@ -28,7 +28,7 @@ use tracing::{info, instrument, warn};
 
 use super::{
     Context, Outcome, StepError, active_pipeline, describe, publish,
-    submit::{check_origin, start_run_id},
+    submit::{self, check_origin, start_run_id},
 };
 use crate::config::{Pipeline, StageSpec};
 use crate::event::{ConveyorEvent, Detail, EventType, Status, StepName};
@@ -264,7 +264,7 @@ fn source_address(uri: &str, object: &SourceObject) -> String {
     }
 }
 
-fn staged_event(pipeline: &Pipeline, meta: &ObjectMeta, source: &str) -> ConveyorEvent {
+fn staged_event(pipeline: &Pipeline, meta: &ObjectMeta, source: &str, date: &str) -> ConveyorEvent {
     let run_id = RunId::for_origin(
         &pipeline.name,
         &RunOrigin::Object {
@@ -276,7 +276,10 @@ fn staged_event(pipeline: &Pipeline, meta: &ObjectMeta, source: &str) -> Conveyo
     let detail = Detail {
         object: Some(meta.object.clone()),
         started_at: Some(chrono::Utc::now()),
-        vars: BTreeMap::from([("source".to_owned(), source.to_owned())]),
+        vars: BTreeMap::from([
+            ("source".to_owned(), source.to_owned()),
+            ("date".to_owned(), date.to_owned()),
+        ]),
         ..Detail::default()
     };
     ConveyorEvent::new(
@@ -314,6 +317,7 @@ pub async fn stage_pipeline(
     outcome: &mut Outcome,
     progress: &mut (dyn FnMut(&StageProgress) + Send),
 ) -> Result<StageReport, StepError> {
+    super::pause::refuse_if_paused(ctx, pipeline).await?;
     let mut report_line = |kind, done, total, bytes, line: String| {
         progress(&StageProgress {
             kind,
@@ -409,7 +413,7 @@ async fn stage_leased(
         None => Watermark::new(&pipeline.name, &uri),
     };
     let run_vars = BTreeMap::from([
-        ("date".to_owned(), start.at.format("%Y-%m-%d").to_string()),
+        ("date".to_owned(), submit::run_date(pipeline, start)),
         ("run_id".to_owned(), stage_run.to_string()),
     ]);
     let mut report = StageReport::default();
@@ -504,7 +508,12 @@ async fn stage_leased(
                 reason,
             }) => {
                 let target = meta.object.name.to_string();
-                let event = staged_event(pipeline, &meta, &source_address(&uri, &object));
+                let event = staged_event(
+                    pipeline,
+                    &meta,
+                    &source_address(&uri, &object),
+                    run_vars.get("date").map_or("", String::as_str),
+                );
                 if let Err(e) = publish(ctx, outcome, event).await {
                     report_line(
                         ProgressKind::Failed,

@@ -100,17 +100,20 @@ pub(in crate::steps) async fn end_run(
     detail.engine = None;
     detail.engine_state = None;
     detail.retry_at = None;
+    detail.log = None;
     detail.children.clear();
     detail.row.clear();
     let date = run_date(&detail, Utc::now());
     detail.vars.entry("date".to_owned()).or_insert(date);
     info!(pipeline = %pipeline.name, run_id = %run_id, status = %status, "run finished");
+    // A re-run ends the run again: its end is a new row (attempt 2 after the first re-run).
+    let attempt = super::super::rerun::end_attempt(&detail);
     let ev = ctx.event(
         EventType::RunFinished,
         run_id.clone(),
         Some(pipeline.name.clone()),
         StepName::Submit,
-        1,
+        attempt,
         status,
         detail,
     );

@@ -46,6 +46,7 @@ pub(in crate::steps) async fn start_job(
     base.engine_state = None;
     base.error = None;
     base.retry_at = None;
+    base.log = None;
     if let Some(when) = &job.when {
         match condition_holds(ctx, pipeline, job, run_id, &base).await {
             Ok(true) => {}
@@ -63,7 +64,11 @@ pub(in crate::steps) async fn start_job(
         }
     }
     match &job.for_each {
-        None => submit_attempt(ctx, pipeline, job, run_id, 1, base, outcome).await,
+        None => {
+            let attempt =
+                super::super::rerun::first_attempt(ctx, pipeline, run_id, job, &base).await?;
+            submit_attempt(ctx, pipeline, job, run_id, attempt, base, outcome).await
+        }
         Some(_) => start_rows(ctx, pipeline, job, run_id, base, outcome).await,
     }
 }

@@ -31,6 +31,11 @@ pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt, table_s
 #[cfg(test)]
 mod tests;
 
+/// The value of a run's values naming what started it (or its latest re-run): `schedule`,
+/// `manual` (a trigger, a backfill, a request), `rerun`, `operator` (mark-success). An
+/// object's run names its object (`source_object`).
+pub const STARTED_BY: &str = "started_by";
+
 use super::{Context, Outcome, StepError, active_pipeline, describe};
 use crate::config::Pipeline;
 use crate::event::{Detail, EventType};
@@ -85,13 +90,21 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             };
             let pipeline = active_pipeline(ctx, name.as_str())?;
             check_origin(pipeline, &start)?;
+            super::pause::refuse_if_paused(ctx, pipeline).await?;
             if pipeline.jobs.is_empty() {
                 return Err(StepError::Rejected(format!(
                     "pipeline {name} has no jobs to run"
                 )));
             }
             let run_id = start_run_id(pipeline, &start);
-            let mut vars = BTreeMap::from([("date".to_owned(), run_date(&start))]);
+            let started_by = match start.origin {
+                Origin::Schedule => "schedule",
+                Origin::Manual => "manual",
+            };
+            let mut vars = BTreeMap::from([
+                ("date".to_owned(), run_date(pipeline, &start)),
+                (STARTED_BY.to_owned(), started_by.to_owned()),
+            ]);
             vars.extend(data_interval(pipeline, &start));
             let base = Detail {
                 vars,
@@ -184,17 +197,35 @@ fn data_interval(pipeline: &Pipeline, start: &StartRequest) -> Vec<(String, Stri
     }
 }
 
-/// The run date of a start: its `date` key when it names one, else the day of its time.
-fn run_date(start: &StartRequest) -> String {
-    start.at.format("%Y-%m-%d").to_string()
+/// The run date of a start (`YYYY-MM-DD`): the date it names (`trigger --date`,
+/// `backfill`), else a schedule's fire date in the schedule's time zone, else the UTC day of
+/// its time.
+pub(in crate::steps) fn run_date(pipeline: &Pipeline, start: &StartRequest) -> String {
+    let date = match (start.date, &start.origin, &pipeline.trigger.schedule) {
+        (Some(d), _, _) => d,
+        (None, Origin::Schedule, Some(s)) => crate::schedules::fire_date(start.at, &s.time_zone),
+        (None, _, _) => start.at.date_naive(),
+    };
+    date.format("%Y-%m-%d").to_string()
 }
 
-/// The run id of a start: one run per pipeline per scheduled minute (Cloud Scheduler's retry
-/// of a tick carries the same scheduled time), per manual key, or — a manual start without
-/// a key — per minute, so a `curl` repeated at once starts nothing twice.
+/// The run id of a start: one run per manual key; one run per pipeline and run date for a
+/// start naming its date (`trigger --date`, `backfill`) and for a schedule firing at most
+/// once a day, so these name the same run; else one run per pipeline per scheduled minute
+/// (Cloud Scheduler's retry of a tick carries the same scheduled time) or — a manual start
+/// without a key or a date — per minute, so a `curl` repeated at once starts nothing twice.
 pub(super) fn start_run_id(pipeline: &Pipeline, start: &StartRequest) -> RunId {
+    let date = run_date(pipeline, start);
+    let daily = |s: &crate::config::ScheduleTrigger| {
+        crate::run_date::parse(&date)
+            .is_some_and(|d| crate::schedules::fires_at_most_once_on(&s.cron, &s.time_zone, d))
+    };
     let origin = match (&start.origin, &start.key) {
         (_, Some(key)) => RunOrigin::Key { key },
+        (_, None) if start.date.is_some() => RunOrigin::Date { date: &date },
+        (Origin::Schedule, None) if pipeline.trigger.schedule.as_ref().is_some_and(daily) => {
+            RunOrigin::Date { date: &date }
+        }
         (Origin::Schedule, None) => RunOrigin::ScheduleMinute { at: start.at },
         (Origin::Manual, None) => RunOrigin::ManualMinute { at: start.at },
     };

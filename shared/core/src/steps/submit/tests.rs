@@ -70,6 +70,7 @@ fn start() -> Inbound {
         origin: Origin::Manual,
         at: chrono::Utc::now(),
         key: Some("k1".to_owned()),
+        date: None,
     })
 }
 
@@ -251,4 +252,55 @@ async fn the_events_of_a_start_carry_the_contexts_clock() {
     let events = bus.0.lock().expect("lock").clone();
     assert!(!events.is_empty());
     assert!(events.iter().all(|e| e.time == t), "{events:?}");
+}
+
+#[test]
+fn a_daily_schedule_a_dated_trigger_and_a_backfill_name_one_run_per_date_in_the_schedules_zone() {
+    let yaml = r#"
+pipelines:
+  - name: tokyo
+    trigger: { manual: true, schedule: { cron: "0 1 * * *", time_zone: Asia/Tokyo } }
+    batch: { engine: local, command: "true" }
+  - name: hourly
+    trigger: { manual: true, schedule: { cron: "0 * * * *" } }
+    batch: { engine: local, command: "true" }
+"#;
+    let config = crate::config::parse_str(yaml, "t.yaml").expect("config");
+    let tokyo = config.pipeline("tokyo").expect("tokyo");
+    let hourly = config.pipeline("hourly").expect("hourly");
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&chrono::Utc)
+    };
+    let start = |origin, t: &str, date: Option<&str>| StartRequest {
+        pipeline: None,
+        origin,
+        at: at(t),
+        key: None,
+        date: date.map(|d| d.parse().expect("date")),
+    };
+    // 01:00 in Tokyo on the 21st is 16:00 UTC on the 20th: the run is the 21st's.
+    let tick = start(Origin::Schedule, "2026-11-20T16:00:00Z", None);
+    assert_eq!(super::run_date(tokyo, &tick), "2026-11-21");
+    let trigger = start(Origin::Manual, "2026-12-01T09:13:00Z", Some("2026-11-21"));
+    assert_eq!(super::run_date(tokyo, &trigger), "2026-11-21");
+    assert_eq!(
+        super::start_run_id(tokyo, &tick),
+        super::start_run_id(tokyo, &trigger),
+        "the tick of a daily schedule and a trigger of its date are one run"
+    );
+    let other_day = start(Origin::Manual, "2026-12-01T09:13:00Z", Some("2026-11-22"));
+    assert_ne!(
+        super::start_run_id(tokyo, &tick),
+        super::start_run_id(tokyo, &other_day)
+    );
+    // A schedule firing hourly keeps one run per tick.
+    let t1 = start(Origin::Schedule, "2026-11-20T16:00:00Z", None);
+    let t2 = start(Origin::Schedule, "2026-11-20T17:00:00Z", None);
+    assert_ne!(
+        super::start_run_id(hourly, &t1),
+        super::start_run_id(hourly, &t2)
+    );
+    assert_eq!(super::run_date(hourly, &t2), "2026-11-20");
 }
