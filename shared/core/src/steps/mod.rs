@@ -9,6 +9,7 @@
 //! [`check_wiring`], the start-up check that a runtime wires every port its step needs.
 
 mod checks;
+mod lineage;
 mod load;
 mod log;
 pub mod messages;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use lineage::{lineage_events, run_uuid, source_tables};
 pub use log::{ends_in_failure, row_for};
 pub use rejections::{
     About, MAX_GENERATION, Rejections, bounded_generation, bounded_reason, record_rejection,
