@@ -61,7 +61,8 @@ pub fn router(ctx: Context) -> Router {
 
 /// The ports the log step uses, on Google Cloud: the BigQuery run log, the PostgreSQL sinks
 /// (connection strings from Secret Manager, or `CONVEYOR_POSTGRES_URL`), Pub/Sub (it records
-/// its own rejections) and the alerts topic (`CONVEYOR_ALERTS_TOPIC`), when there is one.
+/// its own rejections), the alerts topic (`CONVEYOR_ALERTS_TOPIC`), when there is one, and
+/// Dataplex's Data Lineage API (used when the pipeline file has `lineage:`).
 ///
 /// # Errors
 /// When a client cannot be built.
@@ -77,6 +78,7 @@ pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
         sinks: Arc::new(PostgresSinks::new(Arc::new(gcp.secrets()), url)),
         bus: Arc::new(gcp.bus().await?),
         alerts,
+        lineage: Some(Arc::new(gcp.lineage())),
         ..Ports::unwired()
     })
 }

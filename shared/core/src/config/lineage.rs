@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 /// `lineage:` — an OpenLineage run event (START, COMPLETE, FAIL) for every load and job, its
 /// job namespace the file's `environment`. On Google Cloud they go to Dataplex's Data Lineage
-/// API; in the embedded mode to `lineage.jsonl` in the state directory, or to `url`.
+/// API (in `CONVEYOR_LINEAGE_LOCATION`, default `us`); in the embedded mode to
+/// `lineage.jsonl` in the state directory, or to `url`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineageConfig {
@@ -14,10 +15,6 @@ pub struct LineageConfig {
     /// Google Cloud, where the events go to Dataplex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Google Cloud: the Data Lineage location the events are recorded in (default: the
-    /// region the functions run in).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
 }
 
 impl LineageConfig {
@@ -28,17 +25,6 @@ impl LineageConfig {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             out.push(("url", format!("{url:?} is not an http:// or https:// URL")));
-        }
-        if let Some(l) = &self.location
-            && (l.is_empty()
-                || !l
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-        {
-            out.push((
-                "location",
-                format!("{l:?} is not a location (lowercase letters, digits and dashes)"),
-            ));
         }
         out
     }

@@ -124,7 +124,7 @@ async fn record_in_sinks(
 /// asks for redelivery, as a sink's does: the events carry deterministic run ids, so the
 /// redelivered ones are the same events.
 async fn emit_lineage(ctx: &Context, event: &ConveyorEvent) -> Result<(), StepError> {
-    let Some(lineage) = &ctx.ports.lineage else {
+    let (Some(_), Some(lineage)) = (&ctx.config.lineage, &ctx.ports.lineage) else {
         return Ok(());
     };
     for run_event in super::lineage_events(event, &ctx.config, &lineage.tables()) {
