@@ -34,14 +34,6 @@ pub struct GcpSettings {
     /// reads the `secret:` of an S3 source.
     #[serde(default = "default_secretmanager")]
     pub secretmanager_endpoint: String,
-    /// `CONVEYOR_LINEAGE_ENDPOINT`: Dataplex's Data Lineage REST root, where the log step
-    /// records OpenLineage events (`lineage:`).
-    #[serde(default = "default_lineage")]
-    pub lineage_endpoint: String,
-    /// `CONVEYOR_LINEAGE_LOCATION`: the Data Lineage location the events are recorded in
-    /// (a region, or `us` / `eu`; default `us`).
-    #[serde(default = "default_lineage_location")]
-    pub lineage_location: String,
     /// `CONVEYOR_BIGQUERY_EMULATOR=true`: look jobs up before inserting them, because the
     /// BigQuery emulator runs a job inserted twice instead of answering 409 (emulators only).
     #[serde(default)]
@@ -69,14 +61,6 @@ fn default_http_timeout() -> std::time::Duration {
 
 fn default_gcs() -> String {
     "https://storage.googleapis.com".to_owned()
-}
-
-fn default_lineage() -> String {
-    "https://datalineage.googleapis.com".to_owned()
-}
-
-fn default_lineage_location() -> String {
-    "us".to_owned()
 }
 
 fn default_secretmanager() -> String {
@@ -198,16 +182,6 @@ impl Gcp {
     /// Secret Manager.
     pub fn secrets(&self) -> SecretManager {
         SecretManager::new(&self.settings.secretmanager_endpoint, self.auth.clone())
-    }
-
-    /// Dataplex's Data Lineage API, in `CONVEYOR_LINEAGE_LOCATION`.
-    pub fn lineage(&self) -> crate::DataLineage {
-        crate::DataLineage::new(
-            &self.settings.lineage_endpoint,
-            &self.settings.project,
-            &self.settings.lineage_location,
-            self.auth.clone(),
-        )
     }
 
     /// BigQuery, as warehouse and run log.

@@ -29,3 +29,45 @@ impl LineageConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    const PIPELINES: &str = "pipelines:\n  - name: p\n    trigger: { manual: true }\n    batch: { engine: local, command: \"true\" }\n";
+
+    fn issues(top: &str) -> Vec<String> {
+        match crate::config::parse_str(&format!("{top}\n{PIPELINES}"), "t.yaml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+        }
+    }
+
+    #[test]
+    fn lineage_is_read_with_or_without_a_url() {
+        let c = crate::config::parse_str(&format!("lineage: {{}}\n{PIPELINES}"), "t.yaml")
+            .expect("config");
+        assert_eq!(c.lineage, Some(super::LineageConfig::default()));
+        let c = crate::config::parse_str(
+            &format!("lineage: {{ url: \"http://localhost:5000/api/v1/lineage\" }}\n{PIPELINES}"),
+            "t.yaml",
+        )
+        .expect("config");
+        assert_eq!(
+            c.lineage.and_then(|l| l.url).as_deref(),
+            Some("http://localhost:5000/api/v1/lineage")
+        );
+        let c = crate::config::parse_str(PIPELINES, "t.yaml").expect("config");
+        assert_eq!(c.lineage, None);
+    }
+
+    #[test]
+    fn validate_refuses_a_url_that_is_not_http_and_an_unknown_key() {
+        let found = issues("lineage: { url: \"ftp://host/x\" }").join("\n");
+        assert!(
+            found.contains("lineage.url") && found.contains("not an http:// or https:// URL"),
+            "{found}"
+        );
+        let found = issues("lineage: { namespace: x }").join("\n");
+        assert!(found.contains("lineage"), "{found}");
+        assert!(!issues("lineage: {}").iter().any(|l| l.contains("lineage")));
+    }
+}

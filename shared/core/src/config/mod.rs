@@ -92,7 +92,7 @@ pub struct Config {
     /// Where run-log rows go, unless a pipeline overrides it.
     #[serde(default)]
     pub run_log: RunLogTarget,
-    /// Where OpenLineage run events go; `None`: none are emitted.
+    /// Where OpenLineage run events go; without the key, none are emitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<LineageConfig>,
     /// The pipelines.

@@ -331,11 +331,11 @@ mod tests {
     #[test]
     fn source_tables_are_the_names_after_from_and_join() {
         let t = source_tables(
-            "SELECT a.x FROM `p.raw.orders` a JOIN raw.customers c ON a.id = c.id, (SELECT 1 FROM t)",
+            "SELECT a.x FROM `my-project.raw.orders` a JOIN raw.customers c ON a.id = c.id, (SELECT 1 FROM t)",
         );
         assert_eq!(
             t.into_iter().collect::<Vec<_>>(),
-            ["p.raw.orders", "raw.customers"]
+            ["my-project.raw.orders", "raw.customers"]
         );
     }
 }
