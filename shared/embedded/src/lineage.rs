@@ -135,4 +135,65 @@ mod tests {
             .collect();
         assert_eq!(kinds, ["\"START\"", "\"COMPLETE\""]);
     }
+
+    /// An OpenLineage endpoint on port 0 answering `status`, and what it received.
+    async fn endpoint(status: u16) -> (String, std::sync::Arc<Mutex<Vec<serde_json::Value>>>) {
+        let seen: std::sync::Arc<Mutex<Vec<serde_json::Value>>> = std::sync::Arc::default();
+        let keep = seen.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/lineage",
+            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let keep = keep.clone();
+                async move {
+                    keep.lock().expect("lock").push(v);
+                    axum::http::StatusCode::from_u16(status).expect("status")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/api/v1/lineage",
+            listener.local_addr().expect("addr")
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn events_are_posted_to_the_endpoint_as_json() {
+        let (url, seen) = endpoint(201).await;
+        let event =
+            RunEvent::new(serde_json::json!({ "eventType": "START", "run": { "runId": "r" } }));
+        LineageHttp::new(url).emit(&event).await.expect("emit");
+        assert_eq!(
+            seen.lock().expect("lock").as_slice(),
+            [event.json().clone()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_permanent_and_a_server_error_transient() {
+        let event = RunEvent::new(serde_json::json!({ "eventType": "START" }));
+        let (url, _) = endpoint(400).await;
+        let e = LineageHttp::new(url)
+            .emit(&event)
+            .await
+            .expect_err("refused");
+        assert!(!e.is_transient(), "{e}");
+        let (url, _) = endpoint(503).await;
+        let e = LineageHttp::new(url)
+            .emit(&event)
+            .await
+            .expect_err("unavailable");
+        assert!(e.is_transient(), "{e}");
+        let e = LineageHttp::new("http://127.0.0.1:1/api/v1/lineage".to_owned())
+            .emit(&event)
+            .await
+            .expect_err("nothing listens");
+        assert!(e.is_transient(), "{e}");
+    }
 }

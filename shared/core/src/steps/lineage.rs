@@ -214,7 +214,7 @@ fn load_datasets(
         let fields: Vec<Value> = columns
             .iter()
             .map(|c| {
-                let ty = serde_json::to_value(&c.ty)
+                let ty = serde_json::to_value(c.ty)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default();
