@@ -111,8 +111,12 @@ def pruned(v):
 
 
 def main(path):
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
+    try:
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+    except OSError as e:
+        print(f"{path}: {e.strerror}: no events were written", file=sys.stderr)
+        return 1
     if not lines:
         print(f"{path}: no events", file=sys.stderr)
         return 1
