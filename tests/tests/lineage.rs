@@ -255,3 +255,66 @@ async fn a_job_whose_check_fails_emits_fail_with_its_error() {
     assert_eq!(make[0].1["run"]["runId"], fail["run"]["runId"]);
     chain.stop().await;
 }
+
+#[tokio::test]
+async fn with_a_url_the_events_go_to_that_endpoint_and_a_failed_load_emits_fail() {
+    let Some(python) = openlineage_python() else {
+        return;
+    };
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = std::sync::Arc::default();
+    let keep = seen.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/lineage",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().expect("lock").push(v);
+                axum::http::StatusCode::CREATED
+            }
+        }),
+    );
+    let base = conveyor_e2e::serve(app).await;
+    let yaml = format!(
+        r#"
+lineage: {{ url: "{base}/api/v1/lineage" }}
+pipelines:
+  - name: strict
+    trigger: {{ object: {{ bucket: landing, pattern: "in/*.csv" }} }}
+    load:
+      table: "ds.strict"
+      format: CSV
+      skip_leading_rows: 1
+      schema: [{{ name: id, type: INT64, mode: REQUIRED }}]
+    batch: {{ engine: local, command: "true" }}
+"#
+    );
+    let chain = Chain::start(&yaml).await;
+    chain.write_file("landing", "in/bad.csv", "id\n1\nabc\n");
+    chain.settle(Duration::from_secs(30)).await;
+    assert!(
+        !chain.dir.path().join("state/lineage.jsonl").exists(),
+        "with a url, no file"
+    );
+    let all = seen.lock().expect("lock").clone();
+    let file = chain.dir.path().join("posted.jsonl");
+    let lines: Vec<String> = all.iter().map(Value::to_string).collect();
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    validate(&python, &file);
+    let load = of(&all, "strict.load");
+    let kinds: Vec<&str> = load.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["START", "FAIL"], "{all:#?}");
+    assert_eq!(all[0]["job"]["namespace"], "dev", "the default environment");
+    let fail = load[1].1;
+    assert!(
+        fail["run"]["facets"]["errorMessage"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("abc")),
+        "{fail}"
+    );
+    assert_eq!(names(&fail["inputs"]), set(&["gs://landing:in/bad.csv"]));
+    assert!(
+        of(&all, "strict.batch").is_empty(),
+        "no batch after a failed load"
+    );
+    chain.stop().await;
+}
