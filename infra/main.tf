@@ -37,6 +37,7 @@ locals {
     var.console_domain != null ? ["compute.googleapis.com", "iap.googleapis.com"] : [],
     var.alerting_enabled ? ["logging.googleapis.com", "monitoring.googleapis.com"] : [],
     length(var.cloudsql_instances) > 0 ? ["sqladmin.googleapis.com"] : [],
+    var.lineage_enabled ? ["datalineage.googleapis.com"] : [],
   )
 }
 
@@ -106,6 +107,8 @@ module "conveyor" {
   alerting_enabled            = var.alerting_enabled
   notification_channels       = var.notification_channels
   alerts_topic_enabled        = var.alerts_topic_enabled
+  lineage_enabled             = var.lineage_enabled
+  lineage_location            = var.lineage_location
   ssh_key_secret_ids          = var.ssh_key_secret_ids
   postgres_url_secret_id      = var.postgres_url_secret_id
   cloudsql_instances          = var.cloudsql_instances

@@ -351,6 +351,18 @@ variable "alerts_topic_enabled" {
   default     = false
 }
 
+variable "lineage_enabled" {
+  description = "The pipeline file has `lineage:`: enable the Data Lineage API and let the log function record OpenLineage run events there (in `lineage_location`)."
+  type        = bool
+  default     = false
+}
+
+variable "lineage_location" {
+  description = "The Data Lineage location of the events (a region, or `us` / `eu`); null: `region`."
+  type        = string
+  default     = null
+}
+
 variable "ssh_key_secret_ids" {
   description = "Secret ids holding the private keys of `engine: ssh` batches (`key_secret`): submit and poll may read exactly these."
   type        = list(string)

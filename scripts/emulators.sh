@@ -20,6 +20,9 @@
 #   scripts/emulators.sh discovery         # Google's discovery documents (the pinned wheel
 #                                          # google-api-python-client, in its own venv
 #                                          # $EMU_HOME/discovery): installs once, prints their folder
+#   scripts/emulators.sh openlineage       # the pinned openlineage-python (its generated models
+#                                          # validate the lineage tests' events), in its own venv
+#                                          # $EMU_HOME/openlineage: installs once, prints its python
 #
 # The Pub/Sub emulator is $PUBSUB_BIN, or else found through the Google Cloud CLI on PATH
 # (`gcloud info --format='value(installation.sdk_root)'`/platform/pubsub-emulator/...);
@@ -39,6 +42,9 @@ PINS=(bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 duckdb-ext
 # The discovery documents the contract checks read (shared/contract): the wheel alone, no
 # dependencies (only its JSON files are read), in a venv of its own.
 DISCOVERY_PIN=google-api-python-client==2.202.0
+# The OpenLineage models (attrs classes generated from the spec's JSON schemas) that
+# scripts/openlineage_check.py builds each lineage event into, in a venv of its own.
+OPENLINEAGE_PIN=openlineage-python==1.54.0
 
 log() { echo "emulators: $*" >&2; }
 
@@ -106,6 +112,25 @@ discovery_docs() { # installs the pinned wheel once; prints the documents' folde
     flock -u 8
   fi
   docs
+}
+
+openlineage_python() { # installs the pinned package once; prints the venv's python
+  local venv="$EMU_HOME/openlineage"
+  ready() { [ -f "$venv/.pin" ] && [ "$(cat "$venv/.pin")" = "$OPENLINEAGE_PIN" ]; }
+  if ! ready; then
+    mkdir -p "$EMU_HOME"
+    exec 7>"$EMU_HOME/.openlineage.lock"
+    flock 7
+    if ! ready; then
+      log "installing $OPENLINEAGE_PIN into $venv"
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install --quiet --disable-pip-version-check "$OPENLINEAGE_PIN"
+      echo "$OPENLINEAGE_PIN" >"$venv/.pin"
+    fi
+    flock -u 7
+  fi
+  echo "$venv/bin/python"
 }
 
 free_port() {
@@ -265,6 +290,7 @@ case "${1:-}" in
   start-bigquery) start_bigquery "${2:?directory}" ;;
   start-pubsub) start_pubsub "${2:?directory}" ;;
   discovery) discovery_docs ;;
+  openlineage) openlineage_python ;;
   pubsub-bin) # prints the emulator's launcher; exit 3 when there is none
     bin=$(find_pubsub)
     [ -n "$bin" ] && [ -x "$bin" ] || { echo "$PUBSUB_HINT" >&2; exit 3; }

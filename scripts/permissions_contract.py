@@ -51,6 +51,7 @@ EVERYTHING: dict[str, Any] = {
     "console_domain": "conveyor.example.com",
     "console_users": ["group:data-eng@example.com"],
     "alerts_topic_enabled": True,
+    "lineage_enabled": True,
     "ssh_key_secret_ids": ["edge-key"],
     "postgres_url_secret_id": "runlog-postgres",
     "cloudsql_instances": ["acme-prod:europe-west1:runlog"],
@@ -61,7 +62,7 @@ EVERYTHING: dict[str, Any] = {
 EVERY_FEATURE = {
     "dataproc", "dataflow", "datafusion", "datafusion_rbac", "console", "alerts_topic", "postgres",
     "cloudsql", "ssh", "stage_secrets", "source_buckets", "code_buckets", "dataflow_staging",
-    "batch_images", "operators", "manual_invokers", "batch_account",
+    "batch_images", "operators", "manual_invokers", "batch_account", "lineage",
 }
 DEFAULTS: dict[str, Any] = {
     "project_id": PROJECT,

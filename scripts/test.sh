@@ -42,6 +42,8 @@ emulators() {
   ./scripts/emulators.sh install || return
   echo "==> Google's discovery documents (the contract checks; pinned google-api-python-client)"
   ./scripts/emulators.sh discovery >"$setup/discovery.dir"
+  echo "==> openlineage-python (the lineage tests validate their events with its models)"
+  ./scripts/emulators.sh openlineage >"$setup/openlineage.python"
 }
 step "set-up in the background: infra checks, system packages, emulators"
 background infra ./scripts/infra-check.sh
@@ -87,6 +89,8 @@ finish system "system packages"
 finish emulators "emulators and discovery documents"
 CONVEYOR_DISCOVERY_DIR=$(cat "$setup/discovery.dir")
 export CONVEYOR_DISCOVERY_DIR
+CONVEYOR_OPENLINEAGE_PYTHON=$(cat "$setup/openlineage.python")
+export CONVEYOR_OPENLINEAGE_PYTHON
 step "cargo test"
 # Most tests wait on processes and servers, not the CPU: four at a time on two cores (one
 # test binary per crate runs its tests side by side). RUST_TEST_THREADS overrides it.

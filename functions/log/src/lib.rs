@@ -12,7 +12,7 @@ use axum::Router;
 use conveyor_core::event::StepName;
 use conveyor_core::ports::{EventBus, PortError, Ports};
 use conveyor_core::steps::Context;
-use conveyor_gcp::Gcp;
+use conveyor_gcp::{DataLineage, Gcp};
 use conveyor_postgres::PostgresSinks;
 use serde::Deserialize;
 
@@ -28,13 +28,28 @@ struct LogSettings {
     /// published (`projects/P/topics/T`, or `T`); unset: no alerts topic.
     #[serde(default)]
     alerts_topic: Option<String>,
+    /// `CONVEYOR_LINEAGE_LOCATION`: the Data Lineage location OpenLineage events are recorded
+    /// in when the pipeline file has `lineage:` (a region, or `us` / `eu`; default `us`).
+    #[serde(default = "default_lineage_location")]
+    lineage_location: String,
+    /// `CONVEYOR_LINEAGE_ENDPOINT`: override of `https://datalineage.googleapis.com`.
+    #[serde(default = "default_lineage_endpoint")]
+    lineage_endpoint: String,
+}
+
+fn default_lineage_location() -> String {
+    "us".to_owned()
+}
+
+fn default_lineage_endpoint() -> String {
+    "https://datalineage.googleapis.com".to_owned()
 }
 
 impl LogSettings {
     fn from_env() -> Result<Self, PortError> {
         envy::prefixed("CONVEYOR_").from_env::<Self>().map_err(|e| {
             PortError::permanent(format!(
-                "bad CONVEYOR_POSTGRES_URL or CONVEYOR_ALERTS_TOPIC: {e}"
+                "bad CONVEYOR_POSTGRES_URL, CONVEYOR_ALERTS_TOPIC or CONVEYOR_LINEAGE_*: {e}"
             ))
         })
     }
@@ -61,7 +76,8 @@ pub fn router(ctx: Context) -> Router {
 
 /// The ports the log step uses, on Google Cloud: the BigQuery run log, the PostgreSQL sinks
 /// (connection strings from Secret Manager, or `CONVEYOR_POSTGRES_URL`), Pub/Sub (it records
-/// its own rejections) and the alerts topic (`CONVEYOR_ALERTS_TOPIC`), when there is one.
+/// its own rejections), the alerts topic (`CONVEYOR_ALERTS_TOPIC`), when there is one, and
+/// Dataplex's Data Lineage API (used when the pipeline file has `lineage:`).
 ///
 /// # Errors
 /// When a client cannot be built.
@@ -77,6 +93,12 @@ pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
         sinks: Arc::new(PostgresSinks::new(Arc::new(gcp.secrets()), url)),
         bus: Arc::new(gcp.bus().await?),
         alerts,
+        lineage: Some(Arc::new(DataLineage::new(
+            &settings.lineage_endpoint,
+            &gcp.settings().project,
+            &settings.lineage_location,
+            gcp.auth().clone(),
+        ))),
         ..Ports::unwired()
     })
 }

@@ -37,7 +37,7 @@ variable "vpc_egress" {
 locals {
   # Environment variables of single functions, over `local.env`.
   function_env = {
-    log  = var.alerts_topic_enabled ? { CONVEYOR_ALERTS_TOPIC = google_pubsub_topic.alerts[0].id } : {}
+    log  = merge(var.alerts_topic_enabled ? { CONVEYOR_ALERTS_TOPIC = google_pubsub_topic.alerts[0].id } : {}, local.lineage_env)
     poll = { CONVEYOR_TICK_BUDGET = "${var.poll_tick_budget_seconds}s" }
   }
   # The functions that reach private networks, when `vpc_egress` is set.

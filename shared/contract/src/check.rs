@@ -266,7 +266,7 @@ fn body(
     if matched.upload && upload_type == Some("media") {
         return;
     }
-    let Some(schema_name) = matched.request() else {
+    let Some(schema) = matched.request() else {
         out.push(("a body for a method that takes none".to_owned(), false));
         return;
     };
@@ -288,13 +288,7 @@ fn body(
         partial: r.method == "PATCH",
     };
     let mut problems = Vec::new();
-    schema::check(
-        &ctx,
-        &serde_json::json!({"$ref": schema_name}),
-        value,
-        "",
-        &mut problems,
-    );
+    schema::check(&ctx, schema, value, "", &mut problems);
     problems_into(out, problems, "");
     for (at, message, refused) in rules::request(matched.id, value) {
         out.push((format!("{at}: {message}"), refused));

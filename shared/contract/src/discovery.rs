@@ -22,6 +22,7 @@ pub(crate) const APIS: &[(&str, &str)] = &[
     ("dataflow", "dataflow.v1b3"),
     ("secretmanager", "secretmanager.v1"),
     ("cloudscheduler", "cloudscheduler.v1"),
+    ("datalineage", "datalineage.v1"),
 ];
 
 /// One method, ready to match a request's path.
@@ -94,9 +95,10 @@ impl Matched<'_> {
             == Some(true)
     }
 
-    /// The request schema's name, when the method takes a body.
-    pub(crate) fn request(&self) -> Option<&str> {
-        self.method.pointer("/request/$ref").and_then(Value::as_str)
+    /// The request's schema, when the method takes a body: `{"$ref": name}`, or a schema
+    /// written in place (datalineage's `processOpenLineageRunEvent` takes any object).
+    pub(crate) fn request(&self) -> Option<&Value> {
+        self.method.get("request").filter(|r| r.is_object())
     }
 
     /// The response schema's name, when the method answers a body.

@@ -26,6 +26,8 @@ pub const KINDS: &[&str] = &[
     "pubsub.projects.subscriptions.pull",
     "pubsub.projects.subscriptions.acknowledge",
     "pubsub.projects.subscriptions.modifyAckDeadline",
+    // lineage.rs: OpenLineage run events to Dataplex's Data Lineage API.
+    "datalineage.projects.locations.processOpenLineageRunEvent",
     // secrets.rs.
     "secretmanager.projects.secrets.versions.access",
     // engines/dataproc_serverless.rs.

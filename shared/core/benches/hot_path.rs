@@ -163,6 +163,7 @@ fn bench(c: &mut Criterion) {
             rows: Arc::new(conveyor_core::ports::Unwired),
             secrets: Arc::new(conveyor_core::ports::Unwired),
             alerts: None,
+            lineage: None,
         },
     );
     let data = base64::engine::general_purpose::STANDARD

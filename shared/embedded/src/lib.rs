@@ -9,12 +9,15 @@
 //! - [`formats`]: decoding of Avro, Parquet, CSV and NDJSON files into rows for SQLite.
 //! - `local_batch.rs`: [`LocalBatchEngine`], a local command as the batch.
 //! - `secrets.rs`: [`DirSecrets`], secrets as files under the state directory.
+//! - [`lineage`]: OpenLineage run events to `lineage.jsonl` ([`LineageFile`]) or an HTTP
+//!   endpoint ([`LineageHttp`]).
 //! - [`state_dir`]: the state directory's lock (one process at a time) and writability check.
 //! - [`runtime`]: [`Embedded`](runtime::Embedded), which wires them into the steps and plays
 //!   Pub/Sub, the GCS notifications and Cloud Scheduler.
 
 mod bus;
 pub mod formats;
+pub mod lineage;
 mod local_batch;
 pub mod runtime;
 mod secrets;
@@ -23,6 +26,7 @@ pub mod state_dir;
 mod store;
 
 pub use bus::InProcessBus;
+pub use lineage::{LINEAGE_FILE, LineageFile, LineageHttp};
 pub use local_batch::LocalBatchEngine;
 pub use secrets::DirSecrets;
 pub use sqlite::{SqliteSqlEngine, SqliteWarehouse};

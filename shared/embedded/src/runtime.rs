@@ -127,6 +127,21 @@ impl QuietProbe {
     }
 }
 
+/// The lineage adapter the file's `lineage:` asks for: its `url`, else `lineage.jsonl` in the
+/// state directory; none without the key.
+fn lineage_port(
+    config: &Config,
+    state_dir: &Path,
+) -> Option<Arc<dyn conveyor_core::ports::Lineage>> {
+    let lineage = config.lineage.as_ref()?;
+    Some(match &lineage.url {
+        Some(url) => Arc::new(crate::lineage::LineageHttp::new(url.clone())),
+        None => Arc::new(crate::lineage::LineageFile::new(
+            state_dir.join(crate::lineage::LINEAGE_FILE),
+        )),
+    })
+}
+
 impl Embedded {
     /// Opens (creating when missing) the embedded state under `state_dir`. Batches run as
     /// local processes (`engine: local`); a Google Cloud engine is refused with a message
@@ -176,6 +191,7 @@ impl Embedded {
             rows: Arc::new(warehouse.clone()),
             secrets,
             alerts: None,
+            lineage: lineage_port(&config, state_dir),
         };
         Ok(Self {
             ctx: Context::new(config, ports),

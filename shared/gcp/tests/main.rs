@@ -6,5 +6,6 @@
 //! (1 s), which the other tests must not inherit.
 
 mod bigquery_rest;
+mod lineage;
 mod oidc;
 mod tls;

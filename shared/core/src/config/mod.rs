@@ -43,6 +43,7 @@ mod csv;
 mod deploy;
 mod engines;
 mod job;
+mod lineage;
 mod messages;
 mod pattern;
 pub(crate) mod schema;
@@ -70,6 +71,7 @@ pub use job::{
     Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, MarkerCovers, RunIf, When, WindowBatch,
 };
 use job::{RUN_ACTIVE, RUN_KEY};
+pub use lineage::LineageConfig;
 pub use messages::TopicName;
 pub(crate) use pattern::table_safe;
 pub use pattern::{PathPattern, PatternError, placeholders, render};
@@ -94,6 +96,9 @@ pub struct Config {
     /// Where run-log rows go, unless a pipeline overrides it.
     #[serde(default)]
     pub run_log: RunLogTarget,
+    /// Where OpenLineage run events go; without the key, none are emitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<LineageConfig>,
     /// The pipelines.
     #[serde(default)]
     pub pipelines: Vec<Pipeline>,

@@ -14,6 +14,7 @@
 //!   [`rows`]: [`RowSink`] (rows from messages).
 //! - [`run_log`]: [`RunLog`], its schema ([`RUN_LOG_COLUMNS`], [`RunLogRow`]), and
 //!   [`RunLogSinks`].
+//! - [`lineage`]: [`Lineage`] (OpenLineage run events) and its [`RunEvent`].
 //! - [`unwired`]: [`Unwired`], every port refusing, for a function that does not wire it.
 //! - here: [`Ports`], the bundle a step is handed.
 
@@ -22,6 +23,7 @@ use std::sync::Arc;
 pub mod batch;
 pub mod bus;
 pub mod error;
+pub mod lineage;
 pub mod object_store;
 pub mod rows;
 pub mod run_log;
@@ -33,6 +35,7 @@ pub mod warehouse;
 pub use batch::{BatchEngine, BatchRequest, JobState, Submitted};
 pub use bus::EventBus;
 pub use error::{Cause, PortError};
+pub use lineage::{Lineage, RunEvent, TableNaming};
 pub use object_store::{ByteStream, Digests, ObjectMeta, ObjectPage, ObjectStore};
 pub use rows::{RowBatch, RowSink};
 pub use run_log::{RUN_LOG_COLUMNS, RunLog, RunLogColumn, RunLogQuery, RunLogRow, RunLogSinks};
@@ -66,6 +69,9 @@ pub struct Ports {
     /// no retry left, TIMED_OUT, REJECTED), for Slack or e-mail integrations: the alerts
     /// topic. `None`: no alerts topic.
     pub alerts: Option<Arc<dyn EventBus>>,
+    /// Where the log step sends the OpenLineage run events of each load and job (the file's
+    /// `lineage:`). `None`: no lineage.
+    pub lineage: Option<Arc<dyn Lineage>>,
 }
 
 impl Ports {
@@ -84,6 +90,7 @@ impl Ports {
             rows: none.clone(),
             secrets: none,
             alerts: None,
+            lineage: None,
         }
     }
 }

@@ -35,6 +35,7 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         .await
         .map_err(StepError::from_port)?;
     record_in_sinks(ctx, &target.sinks(), &row).await?;
+    emit_lineage(ctx, &event).await?;
     if ends_in_failure(&event) {
         warn!(run_id = %event.run_id, pipeline = event.pipeline.as_ref().map_or("", |p| p.as_str()), step = %event.step, status = %event.status, error = event.detail.error.as_deref().unwrap_or(""), "run ended in failure");
         if let Some(alerts) = &ctx.ports.alerts {
@@ -115,6 +116,22 @@ async fn record_in_sinks(
         if let Err(e) = ctx.ports.sinks.record(sink, row).await {
             tracing::error!(sink = %sink, run_id = %row.run_id, event_id = %row.event_id, error = %e, "cannot write a run-log row to a sink");
             return Err(StepError::Transient(format!("{sink}: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// Sends `event`'s OpenLineage run events to the lineage port, when one is wired. A failure
+/// asks for redelivery, as a sink's does: the events carry deterministic run ids, so the
+/// redelivered ones are the same events.
+async fn emit_lineage(ctx: &Context, event: &ConveyorEvent) -> Result<(), StepError> {
+    let (Some(_), Some(lineage)) = (&ctx.config.lineage, &ctx.ports.lineage) else {
+        return Ok(());
+    };
+    for run_event in super::lineage_events(event, &ctx.config, &lineage.tables()) {
+        if let Err(e) = lineage.emit(&run_event).await {
+            tracing::error!(run_id = %event.run_id, lineage_run = run_event.run_id(), event_type = run_event.event_type(), error = %e, "cannot send an OpenLineage event");
+            return Err(StepError::Transient(format!("lineage: {e}")));
         }
     }
     Ok(())

@@ -10,6 +10,7 @@
 
 mod checks;
 pub mod freshness;
+mod lineage;
 mod load;
 mod log;
 pub mod messages;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use lineage::{lineage_events, run_uuid, source_tables};
 pub use log::{ends_in_failure, row_for};
 pub use rejections::{
     About, MAX_GENERATION, Rejections, bounded_generation, bounded_reason, record_rejection,

@@ -225,7 +225,11 @@ impl Validator {
             self.issue("(file)", line_of(&root), "the top level must be a mapping");
             return None;
         }
-        self.known_keys("", &root, &["environment", "run_log", "pipelines"]);
+        self.known_keys(
+            "",
+            &root,
+            &["environment", "run_log", "lineage", "pipelines"],
+        );
         let environment = match get(&root, "environment") {
             Some(n) => self.section::<String>("environment", n),
             None => Some(super::default_environment()),
@@ -239,6 +243,19 @@ impl Validator {
         {
             self.issue("run_log.table", get(node, "table").and_then(line_of), why);
         }
+        let lineage = match get(&root, "lineage") {
+            Some(n) => match self.section::<super::LineageConfig>("lineage", n) {
+                Some(l) => {
+                    for (field, why) in l.problems() {
+                        let at = get(n, field).and_then(line_of);
+                        self.issue(format!("lineage.{field}"), at, why);
+                    }
+                    Some(Some(l))
+                }
+                None => None,
+            },
+            None => Some(None),
+        };
         let mut pipelines = Vec::new();
         match get(&root, "pipelines") {
             None => self.issue("pipelines", None, "no pipelines are declared"),
@@ -267,6 +284,7 @@ impl Validator {
         Some(Config {
             environment: environment?,
             run_log: run_log?,
+            lineage: lineage?,
             pipelines,
         })
     }

@@ -1,0 +1,341 @@
+//! lineage: the OpenLineage run events (spec 2-0-2) of a Conveyor event, which the log step
+//! sends to the [`Lineage`](crate::ports::Lineage) port.
+//!
+//! A load is one OpenLineage job (`<pipeline>.load`), each of a pipeline's jobs another
+//! (`<pipeline>.<job>`, `<pipeline>.batch` for `batch:`), in the namespace of the file's
+//! `environment`. Every attempt is one OpenLineage run, its `runId` a UUID derived from
+//! Conveyor's run id, the job and the attempt: a redelivered event yields the same one. The
+//! pipeline's run is the `parent` facet.
+//!
+//! | Conveyor event | OpenLineage |
+//! |---|---|
+//! | a job SUBMITTED | START |
+//! | a job SUCCEEDED (after its checks) | COMPLETE |
+//! | a job FAILED (CHECK_FAILED included), TIMED_OUT | FAIL, with its error |
+//! | a load SUCCEEDED | START (at its start) and COMPLETE |
+//! | a load FAILED | START and FAIL |
+//! | anything else (RUNNING, SKIPPED, a run's end, a stage) | none |
+//!
+//! Inputs: a load's `gs://` object; a `sql` job's source tables (the names after `FROM` and
+//! `JOIN` in its query); the tables its checks read. Outputs: a load's table with the declared
+//! schema (`schema` facet) and the rows loaded (`outputStatistics`), a `sql` job's destination.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::config::{BatchSpec, Config, Job, Pipeline, SchemaSpec};
+use crate::event::{ConveyorEvent, Status, StepName};
+use crate::names::TableRef;
+use crate::ports::{RunEvent, TableNaming};
+
+/// The `producer` of every event and facet: this release of Conveyor.
+const PRODUCER: &str = concat!(
+    env!("CARGO_PKG_REPOSITORY"),
+    "/releases/",
+    env!("CARGO_PKG_VERSION")
+);
+const RUN_EVENT_SCHEMA: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
+const SCHEMA_FACET: &str =
+    "https://openlineage.io/spec/facets/1-2-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet";
+const OUTPUT_STATISTICS_FACET: &str = "https://openlineage.io/spec/facets/1-0-2/OutputStatisticsOutputDatasetFacet.json#/$defs/OutputStatisticsOutputDatasetFacet";
+const ERROR_FACET: &str = "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet";
+const JOB_TYPE_FACET: &str =
+    "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet";
+const PARENT_FACET: &str =
+    "https://openlineage.io/spec/facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet";
+
+/// The OpenLineage run events of `event` (none for most events: see the module's table).
+pub fn lineage_events(
+    event: &ConveyorEvent,
+    config: &Config,
+    tables: &TableNaming,
+) -> Vec<RunEvent> {
+    let Some(pipeline) = event
+        .pipeline
+        .as_ref()
+        .and_then(|p| config.pipeline(p.as_str()))
+    else {
+        return Vec::new();
+    };
+    let d = &event.detail;
+    let ended = |kind: &'static str| (kind, event.time);
+    let (job_name, kinds): (String, Vec<(&'static str, DateTime<Utc>)>) = match event.step {
+        StepName::Load => {
+            let start = ("START", d.started_at.unwrap_or(event.time));
+            match event.status {
+                Status::Succeeded => ("load".to_owned(), vec![start, ended("COMPLETE")]),
+                Status::Failed | Status::TimedOut => {
+                    ("load".to_owned(), vec![start, ended("FAIL")])
+                }
+                _ => return Vec::new(),
+            }
+        }
+        StepName::Submit | StepName::Poll => {
+            let Some(job) = d.job.clone() else {
+                return Vec::new();
+            };
+            match event.status {
+                Status::Submitted => (job, vec![ended("START")]),
+                Status::Succeeded => (job, vec![ended("COMPLETE")]),
+                Status::Failed | Status::TimedOut => (job, vec![ended("FAIL")]),
+                _ => return Vec::new(),
+            }
+        }
+        _ => return Vec::new(),
+    };
+    let namespace = config.environment.as_str();
+    let name = format!("{}.{job_name}", pipeline.name);
+    let run_id = run_uuid(&[event.run_id.as_str(), &job_name, &event.attempt.to_string()]);
+    let (inputs, outputs) = if event.step == StepName::Load {
+        load_datasets(event, pipeline, tables)
+    } else {
+        job_datasets(event, pipeline, &job_name, tables)
+    };
+    let job_type = if event.step == StepName::Load {
+        "LOAD".to_owned()
+    } else {
+        d.engine
+            .clone()
+            .unwrap_or_else(|| "JOB".to_owned())
+            .to_uppercase()
+    };
+    kinds
+        .into_iter()
+        .map(|(kind, time)| {
+            let mut run_facets = serde_json::Map::new();
+            run_facets.insert(
+                "parent".to_owned(),
+                json!({
+                    "_producer": PRODUCER,
+                    "_schemaURL": PARENT_FACET,
+                    "run": { "runId": run_uuid(&[event.run_id.as_str()]) },
+                    "job": { "namespace": namespace, "name": pipeline.name.as_str() },
+                }),
+            );
+            if kind == "FAIL" {
+                run_facets.insert(
+                    "errorMessage".to_owned(),
+                    json!({
+                        "_producer": PRODUCER,
+                        "_schemaURL": ERROR_FACET,
+                        "message": d.error.clone().unwrap_or_else(|| event.status.as_str().to_owned()),
+                        "programmingLanguage": "conveyor",
+                    }),
+                );
+            }
+            // A START names what is known before the work; the end adds what it produced.
+            let outputs: Vec<Value> = outputs
+                .iter()
+                .map(|o| {
+                    let mut o = o.clone();
+                    if kind != "COMPLETE"
+                        && let Some(m) = o.as_object_mut()
+                    {
+                        m.remove("outputFacets");
+                    }
+                    o
+                })
+                .collect();
+            RunEvent::new(json!({
+                "eventType": kind,
+                "eventTime": time.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "producer": PRODUCER,
+                "schemaURL": RUN_EVENT_SCHEMA,
+                "run": { "runId": run_id, "facets": run_facets },
+                "job": {
+                    "namespace": namespace,
+                    "name": name,
+                    "facets": { "jobType": {
+                        "_producer": PRODUCER,
+                        "_schemaURL": JOB_TYPE_FACET,
+                        "processingType": "BATCH",
+                        "integration": "CONVEYOR",
+                        "jobType": job_type,
+                    } },
+                },
+                "inputs": inputs,
+                "outputs": outputs,
+            }))
+        })
+        .collect()
+}
+
+/// A UUID (version 8, RFC 9562's custom layout) from the SHA-256 of `parts`: the same parts
+/// always give the same one.
+pub fn run_uuid(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"conveyor-openlineage");
+    for p in parts {
+        h.update([0u8]);
+        h.update(p.as_bytes());
+    }
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h.finalize()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )
+}
+
+fn table_dataset(table: &TableRef, tables: &TableNaming) -> Value {
+    let name = match (&table.project, &tables.project) {
+        (Some(_), _) | (None, None) => table.to_string(),
+        (None, Some(p)) => format!("{p}.{}.{}", table.dataset, table.table),
+    };
+    json!({ "namespace": tables.namespace, "name": name })
+}
+
+fn load_datasets(
+    event: &ConveyorEvent,
+    pipeline: &Pipeline,
+    tables: &TableNaming,
+) -> (Vec<Value>, Vec<Value>) {
+    let d = &event.detail;
+    let inputs = d
+        .object
+        .iter()
+        .map(|o| json!({ "namespace": format!("gs://{}", o.bucket), "name": o.name.as_str() }))
+        .collect();
+    let Some(table) = d.table.as_deref().and_then(|t| TableRef::parse(t).ok()) else {
+        return (inputs, Vec::new());
+    };
+    let mut output = table_dataset(&table, tables);
+    if let Some(SchemaSpec::Columns(columns)) = pipeline.load.as_ref().map(|l| &l.schema) {
+        let fields: Vec<Value> = columns
+            .iter()
+            .map(|c| {
+                let ty = serde_json::to_value(c.ty)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                json!({ "name": c.name, "type": ty })
+            })
+            .collect();
+        output["facets"] = json!({ "schema": { "_producer": PRODUCER, "_schemaURL": SCHEMA_FACET, "fields": fields } });
+    }
+    if let Some(rows) = d.rows {
+        output["outputFacets"] = row_count(rows);
+    }
+    (inputs, vec![output])
+}
+
+fn row_count(rows: u64) -> Value {
+    json!({ "outputStatistics": {
+        "_producer": PRODUCER,
+        "_schemaURL": OUTPUT_STATISTICS_FACET,
+        "rowCount": rows,
+    } })
+}
+
+fn job_datasets(
+    event: &ConveyorEvent,
+    pipeline: &Pipeline,
+    job_name: &str,
+    tables: &TableNaming,
+) -> (Vec<Value>, Vec<Value>) {
+    let job: Option<&Job> = pipeline.jobs.iter().find(|j| j.name.as_str() == job_name);
+    let spec: Option<&BatchSpec> = match job {
+        Some(j) => Some(&j.spec),
+        None => pipeline.batch.as_ref(),
+    };
+    let vars = super::submit::table_safe_vars(pipeline, job, &event.run_id, &event.detail);
+    let mut read: BTreeSet<String> = BTreeSet::new();
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    if let Some(BatchSpec::Sql(sql)) = spec
+        && let Ok((query, destination)) = sql.rendered(&vars)
+    {
+        read.extend(source_tables(&query));
+        if let Some(t) = destination {
+            written.insert(t.to_string());
+        }
+    }
+    for check in job.iter().flat_map(|j| j.checks.iter()) {
+        for template in check.templates() {
+            if let Ok(text) = crate::config::render_parameter(template, &vars) {
+                if check.sql.as_deref() == Some(template) {
+                    read.extend(source_tables(&text));
+                } else {
+                    read.insert(text);
+                }
+            }
+        }
+    }
+    let parse = |names: BTreeSet<String>| -> Vec<TableRef> {
+        names
+            .iter()
+            .filter_map(|t| TableRef::parse(t).ok())
+            .collect()
+    };
+    let inputs = parse(read)
+        .iter()
+        .map(|t| table_dataset(t, tables))
+        .collect();
+    let outputs = parse(written)
+        .iter()
+        .map(|t| {
+            let mut o = table_dataset(t, tables);
+            if let Some(rows) = event.detail.rows {
+                o["outputFacets"] = row_count(rows);
+            }
+            o
+        })
+        .collect();
+    (inputs, outputs)
+}
+
+/// The `[project.]dataset.table` names after `FROM` and `JOIN` in `sql` (backquotes
+/// removed): the tables a query reads, as far as a reading without a parser can tell.
+pub fn source_tables(sql: &str) -> BTreeSet<String> {
+    let words: Vec<&str> = sql
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')' || c == ';')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut out = BTreeSet::new();
+    for pair in words.windows(2) {
+        let keyword = pair[0].to_ascii_uppercase();
+        if keyword == "FROM" || keyword == "JOIN" {
+            let name = pair[1].trim_matches('`');
+            if name.contains('.') && TableRef::parse(name).is_ok() {
+                out.insert(name.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_uuids_that_depend_on_every_part() {
+        let a = run_uuid(&["r1", "load", "1"]);
+        assert_eq!(a, run_uuid(&["r1", "load", "1"]));
+        assert_ne!(a, run_uuid(&["r1", "load", "2"]));
+        assert_ne!(a, run_uuid(&["r1", "loa", "d1"]));
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
+        assert_eq!(&a[14..15], "8", "version 8: {a}");
+    }
+
+    #[test]
+    fn source_tables_are_the_names_after_from_and_join() {
+        let t = source_tables(
+            "SELECT a.x FROM `my-project.raw.orders` a JOIN raw.customers c ON a.id = c.id, (SELECT 1 FROM t)",
+        );
+        assert_eq!(
+            t.into_iter().collect::<Vec<_>>(),
+            ["my-project.raw.orders", "raw.customers"]
+        );
+    }
+}
