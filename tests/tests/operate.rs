@@ -1006,6 +1006,20 @@ pipelines:
     .expect("config");
     // A port nothing listens on, for the stores the start does not use.
     let closed = free_port();
+    // The run log, read for a pause before the start: not created yet (BigQuery's 404), so
+    // nothing is paused.
+    let bigquery = conveyor_e2e::serve(axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {
+                "code": 404,
+                "message": "Not found: Table test:conveyor.run_log",
+                "status": "NOT_FOUND",
+                "errors": [{"reason": "notFound", "message": "Not found: Table test:conveyor.run_log"}],
+            }})),
+        )
+    }))
+    .await;
     let log = dir.path().join("submit.log");
     let (mut child, port) = conveyor_e2e::start_listening("conveyor-submit", |port| {
         Command::new(binary("conveyor-submit"))
@@ -1020,7 +1034,7 @@ pipelines:
             )
             .env(
                 "CONVEYOR_BIGQUERY_ENDPOINT",
-                format!("http://127.0.0.1:{closed}/bigquery/v2"),
+                format!("{bigquery}/bigquery/v2"),
             )
             .env("CONVEYOR_ANONYMOUS", "true")
             .env("CONVEYOR_DATAPROC_ENDPOINT", &fake.url)
