@@ -45,8 +45,7 @@ emulators() {
   echo "==> openlineage-python (the lineage tests validate their events with its models)"
   ./scripts/emulators.sh openlineage >"$setup/openlineage.python"
 }
-step "set-up in the background: infra checks, system packages, emulators"
-background infra ./scripts/infra-check.sh
+step "set-up in the background: system packages, emulators"
 background system system_packages
 background emulators emulators
 # Reports one background job: its log, and whether it failed.
@@ -84,7 +83,9 @@ if command -v mold >/dev/null 2>&1; then
 else
   cargo build --workspace --all-targets --quiet
 fi
-finish infra "infra checks (Terraform, Dockerfile, the permissions contract; see scripts/infra-check.sh)"
+# The infra checks need no Rust and nothing the tests need: they run beside the tests, which
+# mostly wait on servers, instead of taking CPU from the build.
+background infra ./scripts/infra-check.sh
 finish system "system packages"
 finish emulators "emulators and discovery documents"
 CONVEYOR_DISCOVERY_DIR=$(cat "$setup/discovery.dir")
@@ -104,9 +105,46 @@ CONVEYOR_SKIPPED_FILE=$(mktemp)
 export CONVEYOR_CONTRACT_DIR
 CONVEYOR_CONTRACT_DIR=$(mktemp -d)
 trap 'rm -rf "$log" "$CONVEYOR_SKIPPED_FILE" "$CONVEYOR_CONTRACT_DIR" "$setup"' EXIT
-# With pipefail the pipeline's status is cargo's; keep it to print the summary first.
+# `cargo test` runs one test binary after the other, and the end-to-end binary alone takes
+# most of the time, waiting on servers. Here every test binary cargo built runs at once, each
+# in its package's folder as cargo runs it, with the doctests (through cargo) beside them;
+# their outputs are printed one binary after the other. CONVEYOR_SERIAL_TESTS=1: plain
+# `cargo test`.
 status=0
-cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+if [ "${CONVEYOR_SERIAL_TESTS:-}" = 1 ]; then
+  cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+else
+  runs=$(mktemp -d)
+  trap 'rm -rf "$log" "$CONVEYOR_SKIPPED_FILE" "$CONVEYOR_CONTRACT_DIR" "$setup" "$runs"' EXIT
+  cargo test --workspace --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(os.path.dirname(m["manifest_path"]), m["executable"])
+' >"$runs/list"
+  [ -s "$runs/list" ] || { echo "no test binaries found"; exit 1; }
+  export CARGO="${CARGO:-$(command -v cargo)}"
+  n=0
+  while read -r dir exe; do
+    n=$((n + 1))
+    (cd "$dir" && "$exe"; echo $? >"$runs/$n.rc") >"$runs/$n.out" 2>&1 &
+    echo "$exe" >"$runs/$n.name"
+  done <"$runs/list"
+  n=$((n + 1))
+  (cargo test --workspace --doc --quiet; echo $? >"$runs/$n.rc") >"$runs/$n.out" 2>&1 &
+  echo "doctests (cargo test --workspace --doc)" >"$runs/$n.name"
+  wait
+  for i in $(seq 1 "$n"); do
+    { echo "     Running $(cat "$runs/$i.name")"; cat "$runs/$i.out"; } | tee -a "$log"
+    rc=$(cat "$runs/$i.rc" 2>/dev/null || echo 1)
+    [ "$rc" = 0 ] || status=$rc
+  done
+fi
+finish infra "infra checks (Terraform, Dockerfile, the permissions contract; see scripts/infra-check.sh)"
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 ignored=$(grep -Eo '[0-9]+ ignored' "$log" | awk '{s+=$1} END {print s+0}')
