@@ -76,6 +76,9 @@ step "cargo build with clippy's lints, -D warnings (every target: the tests, the
 # below run what this call built instead of asking cargo again.
 # A clean clone builds from scratch: incremental state would only be written, never read.
 [ "${CI:-}" = "true" ] && export CARGO_INCREMENTAL=0
+# Nor the workspace's line tables (panics still name their file and line; a backtrace names
+# functions only): less to generate and link in ~40 binaries.
+[ "${CI:-}" = "true" ] && export CARGO_PROFILE_DEV_DEBUG=false
 # mold links the ~40 binaries (tests, functions, examples, benches) several times faster than
 # ld; scripts/prereqs.sh installs it where it can, and without it the system linker links.
 if command -v mold >/dev/null 2>&1; then
