@@ -1,22 +1,12 @@
+# A module states the least it needs; the root (infra/versions.tf) pins the versions it was
+# checked with, and infra_lint checks the resources against that schema.
 terraform {
   # optional() object attributes and lifecycle preconditions need 1.3; the root uses 1.5's startswith().
-  required_version = ">= 1.5"
+  required_version = ">= 1.3"
 
   required_providers {
-    google = {
-      source  = "hashicorp/google"
-      version = "~> 6.50" # the schema infra_lint checks against (scripts/infra-check.sh)
-    }
-    # google_project_service_identity (the IAP and Pub/Sub service agents) is in the beta
-    # provider only.
-    google-beta = {
-      source  = "hashicorp/google-beta"
-      version = "~> 6.50" # the schema infra_lint checks against (scripts/infra-check.sh)
-    }
-    # time_sleep: waits for what Google makes visible late (IAM grants, a new log-based metric).
-    time = {
-      source  = "hashicorp/time"
-      version = "~> 0.13" # the schema infra_lint checks against (scripts/infra-check.sh)
-    }
+    google      = { source = "hashicorp/google", version = ">= 6.50, < 7.0" }
+    google-beta = { source = "hashicorp/google-beta", version = ">= 6.50, < 7.0" } # service agents
+    time        = { source = "hashicorp/time", version = ">= 0.13, < 1.0" }        # time_sleep
   }
 }
