@@ -28,56 +28,33 @@ pub const TYPE_PREFIX: &str = "dev.conveyor.";
 pub const LEGACY_TYPE_PREFIX: &str = "conveyor.";
 
 /// The type of a Conveyor event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Serialized as its CloudEvent `type` ([`EventType::as_str`]); read by [`EventType::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     /// An object was copied into the landing bucket by the stage step.
-    #[serde(
-        rename = "dev.conveyor.object.staged",
-        alias = "conveyor.object.staged"
-    )]
     ObjectStaged,
     /// An object was loaded into its table.
-    #[serde(rename = "dev.conveyor.table.loaded", alias = "conveyor.table.loaded")]
     TableLoaded,
     /// A batch attempt was submitted (or an existing one adopted).
-    #[serde(
-        rename = "dev.conveyor.batch.submitted",
-        alias = "conveyor.batch.submitted"
-    )]
     BatchSubmitted,
     /// A batch attempt was seen running.
-    #[serde(
-        rename = "dev.conveyor.batch.running",
-        alias = "conveyor.batch.running"
-    )]
     BatchRunning,
     /// A batch attempt reached a terminal state: SUCCEEDED, FAILED or TIMED_OUT.
-    #[serde(
-        rename = "dev.conveyor.batch.finished",
-        alias = "conveyor.batch.finished"
-    )]
     BatchFinished,
     /// A step failed or rejected its input; the error says why.
-    #[serde(rename = "dev.conveyor.step.failed", alias = "conveyor.step.failed")]
     StepFailed,
     /// A load job outlived its request's wait: the poll tick finishes it.
-    #[serde(rename = "dev.conveyor.load.running", alias = "conveyor.load.running")]
     LoadRunning,
     /// An arrival named a generation that is no longer live (overwritten or deleted): it is
     /// not loaded; the newer generation's own arrival is.
-    #[serde(
-        rename = "dev.conveyor.object.superseded",
-        alias = "conveyor.object.superseded"
-    )]
     ObjectSuperseded,
     /// A run ended: SUCCEEDED after its last job (or its load, without jobs), or FAILED /
     /// TIMED_OUT with the job that ended it. Pipelines started `after` it react to it.
-    #[serde(rename = "dev.conveyor.run.finished", alias = "conveyor.run.finished")]
     RunFinished,
     /// A `for_each` row's run is to start: the submit function submits its batch, one row per
     /// delivery (so a table of many rows is not started inside one request). Not a transition:
     /// the run log records the row's batch when it is submitted.
-    #[serde(rename = "dev.conveyor.row.queued", alias = "conveyor.row.queued")]
     RowQueued,
 }
 
@@ -124,6 +101,21 @@ impl EventType {
         Self::ALL
             .into_iter()
             .find(|t| t.as_str() == s || t.legacy_str() == s)
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Self::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format_args!("unknown Conveyor event type {s:?}"))
+        })
     }
 }
 

@@ -149,10 +149,7 @@ fn alive(pid: &str) -> bool {
 impl BatchEngine for LocalBatchEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
         let BatchSpec::Local(spec) = &req.spec else {
-            return Err(PortError::permanent(format!(
-                "the local engine cannot run a {} batch",
-                req.spec.engine()
-            )));
+            return Err(PortError::wrong_engine("local", &req.spec));
         };
         let command = conveyor_core::shell::render(&spec.command, &req.vars);
         if let Some(what) = conveyor_core::shell::nul_value(&command, &req.vars, &spec.env) {
@@ -161,10 +158,7 @@ impl BatchEngine for LocalBatchEngine {
             )));
         }
         let dir = self.dir(&req.job_id);
-        let adopted = Submitted {
-            job_id: req.job_id.clone(),
-            adopted: true,
-        };
+        let adopted = Submitted::adopted(&req.job_id);
         // A published job directory is whole (it has its command and pid): adopt it.
         if tokio::fs::symlink_metadata(&dir).await.is_ok() {
             return Ok(adopted);
@@ -199,10 +193,7 @@ impl BatchEngine for LocalBatchEngine {
                 // The child is not awaited here: tokio reaps it in the background once it
                 // exits, and its exit status is read from the job directory.
                 drop(child);
-                Ok(Submitted {
-                    job_id: req.job_id.clone(),
-                    adopted: false,
-                })
+                Ok(Submitted::started(&req.job_id))
             }
             Err(e) => {
                 // Without `go` the wrapper ends at once, having run nothing.

@@ -63,10 +63,7 @@ impl SshEngine {
 fn ssh_spec(spec: &BatchSpec) -> Result<&SshBatch, PortError> {
     match spec {
         BatchSpec::Ssh(s) => Ok(s),
-        other => Err(PortError::permanent(format!(
-            "the ssh engine cannot run a {} batch",
-            other.engine()
-        ))),
+        other => Err(PortError::wrong_engine("ssh", other)),
     }
 }
 

@@ -37,6 +37,35 @@ pub struct Submitted {
     pub adopted: bool,
 }
 
+impl PortError {
+    /// The error of an engine handed another engine's batch (a wiring mistake, never
+    /// retried).
+    pub fn wrong_engine(engine: &str, spec: &BatchSpec) -> Self {
+        Self::permanent(format!(
+            "the {engine} engine cannot run a {} batch",
+            spec.engine()
+        ))
+    }
+}
+
+impl Submitted {
+    /// A job this submission started.
+    pub fn started(job_id: &JobId) -> Self {
+        Self {
+            job_id: job_id.clone(),
+            adopted: false,
+        }
+    }
+
+    /// A job that already existed under this id, adopted instead of started again.
+    pub fn adopted(job_id: &JobId) -> Self {
+        Self {
+            job_id: job_id.clone(),
+            adopted: true,
+        }
+    }
+}
+
 /// A batch job's state as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobState {
@@ -49,6 +78,19 @@ pub struct JobState {
     /// The tails of the job's standard output and error, for engines that keep them (local
     /// processes, SSH).
     pub log: Option<crate::task_log::TaskLog>,
+}
+
+impl JobState {
+    /// A state as an engine's API reported it (no task logs: those are the local and SSH
+    /// engines').
+    pub fn reported(state: impl Into<String>, terminal: bool, error: Option<String>) -> Self {
+        Self {
+            state: state.into(),
+            terminal,
+            error,
+            log: None,
+        }
+    }
 }
 
 /// A batch engine: Dataproc, Dataflow, Data Fusion, or a local process.

@@ -158,10 +158,7 @@ fn run(
 impl BatchEngine for SqliteSqlEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
         let BatchSpec::Sql(spec) = &req.spec else {
-            return Err(PortError::permanent(format!(
-                "the sql engine cannot run a {} batch",
-                req.spec.engine()
-            )));
+            return Err(PortError::wrong_engine("sql", &req.spec));
         };
         let (query, destination) = spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let query = super::googlesql::rewrite(&sqlite_dialect(&query));

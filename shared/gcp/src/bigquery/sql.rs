@@ -29,10 +29,7 @@ impl SqlEngine {
 impl BatchEngine for SqlEngine {
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
         let BatchSpec::Sql(spec) = &req.spec else {
-            return Err(PortError::permanent(format!(
-                "the sql engine cannot run a {} batch",
-                req.spec.engine()
-            )));
+            return Err(PortError::wrong_engine("sql", &req.spec));
         };
         let (query, destination) = spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let mut q = json!({ "query": query, "useLegacySql": false });

@@ -41,6 +41,22 @@ impl Api {
         }
     }
 
+    /// Sends a request that stops something (a cancel, a drain): done when it is accepted,
+    /// and also when what it stops is gone (404) or ended in between (`FAILED_PRECONDITION`):
+    /// nothing is left to stop.
+    pub(super) async fn stop(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<(), PortError> {
+        match self.call(method, url, body, what).await {
+            Ok(_) | Err(PortError::NotFound(_) | PortError::Precondition(_)) => Ok(()),
+            Err(e) => Err(final_unless_transient(e)),
+        }
+    }
+
     /// Calls `method url` with `body` and returns the answer's JSON (`Null` when empty).
     /// Errors are as [`crate::rest::classify`] says: transport failures, 408, 429 and 5xx are
     /// [`PortError::Transient`], 404 [`PortError::NotFound`], 409 [`PortError::Conflict`],

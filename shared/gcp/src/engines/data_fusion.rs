@@ -50,10 +50,7 @@ pub struct DataFusionEngine {
 fn spec_of(spec: &BatchSpec) -> Result<&DataFusion, PortError> {
     match spec {
         BatchSpec::DataFusion(s) => Ok(s),
-        other => Err(PortError::permanent(format!(
-            "the data_fusion engine cannot run a {} batch",
-            other.engine()
-        ))),
+        other => Err(PortError::wrong_engine("data_fusion", other)),
     }
 }
 
@@ -169,10 +166,7 @@ impl BatchEngine for DataFusionEngine {
         let spec = spec_of(&rendered)?;
         let args = runtime_args(spec, req)?;
         if self.find(spec, &req.job_id).await?.is_some() {
-            return Ok(Submitted {
-                job_id: req.job_id.clone(),
-                adopted: true,
-            });
+            return Ok(Submitted::adopted(&req.job_id));
         }
         let url = format!(
             "{}/v3/namespaces/{}/start",
@@ -197,10 +191,7 @@ impl BatchEngine for DataFusionEngine {
         if let Some(run) = text_at(&item, &["runId"]) {
             self.remember(&req.job_id, run);
         }
-        Ok(Submitted {
-            job_id: req.job_id.clone(),
-            adopted: false,
-        })
+        Ok(Submitted::started(&req.job_id))
     }
 
     async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError> {
@@ -220,12 +211,7 @@ impl BatchEngine for DataFusionEngine {
                 s.pipeline
             )
         });
-        Ok(JobState {
-            log: None,
-            state,
-            terminal,
-            error,
-        })
+        Ok(JobState::reported(state, terminal, error))
     }
 
     async fn cancel(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError> {

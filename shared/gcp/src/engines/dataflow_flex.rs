@@ -40,10 +40,7 @@ pub struct DataflowFlexEngine {
 fn spec_of(spec: &BatchSpec) -> Result<&DataflowFlex, PortError> {
     match spec {
         BatchSpec::DataflowFlex(s) => Ok(s),
-        other => Err(PortError::permanent(format!(
-            "the dataflow_flex engine cannot run a {} batch",
-            other.engine()
-        ))),
+        other => Err(PortError::wrong_engine("dataflow_flex", other)),
     }
 }
 
@@ -192,10 +189,7 @@ impl BatchEngine for DataflowFlexEngine {
         let rendered = req.spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let spec = spec_of(&rendered)?;
         let name = job_name(&req.job_id);
-        let adopted = Submitted {
-            job_id: req.job_id.clone(),
-            adopted: true,
-        };
+        let adopted = Submitted::adopted(&req.job_id);
         if self.find(spec, &name).await?.is_some() {
             return Ok(adopted);
         }
@@ -207,10 +201,7 @@ impl BatchEngine for DataflowFlexEngine {
                 if let Some(id) = text_at(&launched, &["job", "id"]) {
                     self.remember(&name, id);
                 }
-                Ok(Submitted {
-                    job_id: req.job_id.clone(),
-                    adopted: false,
-                })
+                Ok(Submitted::started(&req.job_id))
             }
             Err(PortError::Conflict(_)) => Ok(adopted),
             Err(e) => Err(final_unless_transient(e)),
@@ -238,12 +229,7 @@ impl BatchEngine for DataflowFlexEngine {
         } else {
             None
         };
-        Ok(JobState {
-            log: None,
-            state,
-            terminal,
-            error,
-        })
+        Ok(JobState::reported(state, terminal, error))
     }
 
     async fn cancel(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError> {
@@ -284,11 +270,7 @@ impl DataflowFlexEngine {
         let url = format!("{}/jobs/{}", self.location_url(s), seg(&id));
         let what = format!("{verb} Dataflow job {id} ({name})");
         let body = json!({ "requestedState": requested });
-        match self.api.call(Method::PUT, &url, Some(&body), &what).await {
-            // Gone, or ended in between: nothing left to cancel.
-            Ok(_) | Err(PortError::NotFound(_) | PortError::Precondition(_)) => Ok(()),
-            Err(e) => Err(final_unless_transient(e)),
-        }
+        self.api.stop(Method::PUT, &url, Some(&body), &what).await
     }
 }
 

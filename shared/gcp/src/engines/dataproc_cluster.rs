@@ -35,10 +35,7 @@ pub struct DataprocClusterEngine {
 fn spec_of(spec: &BatchSpec) -> Result<&DataprocCluster, PortError> {
     match spec {
         BatchSpec::DataprocCluster(s) => Ok(s),
-        other => Err(PortError::permanent(format!(
-            "the dataproc_cluster engine cannot run a {} batch",
-            other.engine()
-        ))),
+        other => Err(PortError::wrong_engine("dataproc_cluster", other)),
     }
 }
 
@@ -250,12 +247,7 @@ impl DataprocClusterEngine {
                 let error = (terminal && state != "DONE")
                     .then(|| text_at(&found, &["status", "details"]).map(str::to_owned))
                     .flatten();
-                return Ok(JobState {
-                    log: None,
-                    state,
-                    terminal,
-                    error,
-                });
+                return Ok(JobState::reported(state, terminal, error));
             }
             Err(PortError::NotFound(_)) => {}
             Err(e) => return Err(final_unless_transient(e)),
@@ -357,15 +349,9 @@ impl BatchEngine for DataprocClusterEngine {
             return Ok(());
         }
         let what = format!("cancel Dataproc job {job_id}");
-        match self
-            .api
-            .call(Method::POST, &format!("{url}:cancel"), None, &what)
+        self.api
+            .stop(Method::POST, &format!("{url}:cancel"), None, &what)
             .await
-        {
-            // Gone, or ended in between: nothing left to cancel.
-            Ok(_) | Err(PortError::NotFound(_) | PortError::Precondition(_)) => Ok(()),
-            Err(e) => Err(final_unless_transient(e)),
-        }
     }
 
     async fn release(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError> {

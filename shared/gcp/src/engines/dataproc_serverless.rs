@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::api::{Api, final_unless_transient, object, seg, text_at};
+use super::api::{Api, object, seg, text_at};
 use conveyor_core::config::{BatchSpec, DataprocServerless, PySparkJob, SparkJob};
 use conveyor_core::names::JobId;
 use conveyor_core::ports::{BatchEngine, BatchRequest, JobState, PortError, Submitted};
@@ -25,10 +25,7 @@ pub struct DataprocServerlessEngine {
 fn spec_of(spec: &BatchSpec) -> Result<&DataprocServerless, PortError> {
     match spec {
         BatchSpec::DataprocServerless(s) => Ok(s),
-        other => Err(PortError::permanent(format!(
-            "the dataproc_serverless engine cannot run a {} batch",
-            other.engine()
-        ))),
+        other => Err(PortError::wrong_engine("dataproc_serverless", other)),
     }
 }
 
@@ -159,12 +156,7 @@ impl BatchEngine for DataprocServerlessEngine {
         let error = (terminal && state != "SUCCEEDED")
             .then(|| text_at(&batch, &["stateMessage"]).map(str::to_owned))
             .flatten();
-        Ok(JobState {
-            log: None,
-            state,
-            terminal,
-            error,
-        })
+        Ok(JobState::reported(state, terminal, error))
     }
 
     async fn cancel(&self, spec: &BatchSpec, job_id: &JobId) -> Result<(), PortError> {
@@ -186,11 +178,7 @@ impl BatchEngine for DataprocServerlessEngine {
         };
         let url = format!("{}/v1/{operation}:cancel", self.base);
         let what = format!("cancel Dataproc operation {operation}");
-        match self.api.call(Method::POST, &url, None, &what).await {
-            // Gone, or ended in between: nothing left to cancel.
-            Ok(_) | Err(PortError::NotFound(_) | PortError::Precondition(_)) => Ok(()),
-            Err(e) => Err(final_unless_transient(e)),
-        }
+        self.api.stop(Method::POST, &url, None, &what).await
     }
 }
 
