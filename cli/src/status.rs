@@ -92,6 +92,11 @@ fn new_table(header: &[&str]) -> Table {
     t
 }
 
+/// An error in a table cell: its first 200 characters.
+fn error_cell(error: Option<&str>) -> Cell {
+    Cell::new(error.unwrap_or("").chars().take(200).collect::<String>())
+}
+
 fn status_cell(s: &str) -> Cell {
     let cell = Cell::new(s);
     match status_colour(s) {
@@ -114,14 +119,7 @@ pub(crate) fn runs_table(runs: &[RunSummary]) -> Table {
             status_cell(&r.status),
             Cell::new(r.started.format("%Y-%m-%d %H:%M:%S").to_string()),
             Cell::new(human_duration(r.duration(now))),
-            Cell::new(
-                r.error
-                    .as_deref()
-                    .unwrap_or("")
-                    .chars()
-                    .take(200)
-                    .collect::<String>(),
-            ),
+            error_cell(r.error.as_deref()),
         ]);
     }
     t
@@ -154,14 +152,7 @@ pub(crate) fn events_table(rows: &[RunLogRow]) -> Table {
                     .or_else(|| r.job_id.clone())
                     .unwrap_or_default(),
             ),
-            Cell::new(
-                r.error
-                    .as_deref()
-                    .unwrap_or("")
-                    .chars()
-                    .take(200)
-                    .collect::<String>(),
-            ),
+            error_cell(r.error.as_deref()),
         ]);
     }
     t

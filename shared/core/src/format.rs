@@ -104,10 +104,10 @@ pub struct BadRow {
     pub reason: String,
 }
 
-impl fmt::Display for ColumnType {
-    /// Writes the BigQuery name of the type (`INT64`, `STRING`, ...).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ColumnType {
+    /// The BigQuery name of the type (`INT64`, `STRING`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
             ColumnType::String => "STRING",
             ColumnType::Int64 => "INT64",
             ColumnType::Float64 => "FLOAT64",
@@ -116,7 +116,14 @@ impl fmt::Display for ColumnType {
             ColumnType::Timestamp => "TIMESTAMP",
             ColumnType::Date => "DATE",
             ColumnType::Json => "JSON",
-        })
+        }
+    }
+}
+
+impl fmt::Display for ColumnType {
+    /// Writes the BigQuery name of the type ([`ColumnType::as_str`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

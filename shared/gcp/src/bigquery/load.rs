@@ -31,16 +31,7 @@ fn round_id(job_id: &JobId, round: u32) -> String {
 }
 
 pub(super) fn bq_type(t: ColumnType) -> &'static str {
-    match t {
-        ColumnType::String => "STRING",
-        ColumnType::Int64 => "INT64",
-        ColumnType::Float64 => "FLOAT64",
-        ColumnType::Bool => "BOOL",
-        ColumnType::Bytes => "BYTES",
-        ColumnType::Timestamp => "TIMESTAMP",
-        ColumnType::Date => "DATE",
-        ColumnType::Json => "JSON",
-    }
+    t.as_str()
 }
 
 /// The `configuration.load` of a load job, as BigQuery's REST API names it.
