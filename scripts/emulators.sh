@@ -149,6 +149,12 @@ wait_http() { # url pid name logfile
 site_packages() { "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 
 start_bq() { # dir
+  launch_bq "$1"
+  wait_bq "$1"
+}
+
+# Starts bqemulator without waiting for it: `start` brings the other servers up meanwhile.
+launch_bq() { # dir
   local dir=$1
   # shellcheck disable=SC1091
   . "$dir/env"
@@ -164,6 +170,12 @@ start_bq() { # dir
     --persistent --data-dir "$dir/bqdata" \
     >>"$dir/bq.log" 2>&1 &
   echo $! >"$dir/bq.pid"
+}
+
+wait_bq() { # dir
+  local dir=$1
+  # shellcheck disable=SC1091
+  . "$dir/env"
   wait_http "http://127.0.0.1:$BQ_PORT/readyz" "$(cat "$dir/bq.pid")" bqemulator "$dir/bq.log"
 }
 
@@ -186,6 +198,8 @@ ENV
   # The launcher execs java, so $! is the JVM itself.
   "$PUBSUB_BIN" --host=127.0.0.1 --port="$pubsub_port" >"$dir/pubsub.log" 2>&1 &
   echo $! >"$dir/pubsub.pid"
+  # bqemulator needs neither of the others: it starts while they do.
+  launch_bq "$dir"
   wait_http "http://127.0.0.1:$pubsub_port/" "$(cat "$dir/pubsub.pid")" pubsub "$dir/pubsub.log"
   # fake-gcs-server publishes notifications to this topic: it must exist before any upload.
   curl -fs -o /dev/null -X PUT "http://127.0.0.1:$pubsub_port/v1/projects/$PROJECT/topics/gcs-notifications"
@@ -197,7 +211,7 @@ ENV
     >"$dir/gcs.log" 2>&1 &
   echo $! >"$dir/gcs.pid"
   wait_http "http://127.0.0.1:$gcs_port/storage/v1/b" "$(cat "$dir/gcs.pid")" fake-gcs-server "$dir/gcs.log"
-  start_bq "$dir"
+  wait_bq "$dir"
   log "ready in $dir (pubsub :$pubsub_port, gcs :$gcs_port, bigquery :$bq_port)"
 }
 

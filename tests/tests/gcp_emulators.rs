@@ -471,7 +471,7 @@ async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(emu) = Emulators::start(
         &dir.path().join("emu"),
-        &["start"],
+        &["start-gcs"],
         "the GCP emulator tests",
     ) else {
         return;
