@@ -8,6 +8,12 @@ echo "$prereqs" | grep -v '^PUBSUB_BIN='
 # Found once here (gcloud info takes seconds); the emulator tests' scripts inherit it.
 pubsub=$(echo "$prereqs" | sed -n 's/^PUBSUB_BIN=//p')
 [ -n "$pubsub" ] && export PUBSUB_BIN="$pubsub"
+# A clean build and the tests' servers write about 4 GiB; a full disk otherwise shows up as a
+# C compiler's "No space left on device" deep in a dependency's build log.
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt $((5 * 1024 * 1024)) ]; then
+  echo "==> WARNING: $((free_kib / 1024)) MiB free on $(df -P . | awk 'NR == 2 { print $6 }'): the build and the tests need about 4 GiB"
+fi
 # Elapsed seconds at each step, so a slow step shows where the time goes.
 t0=$SECONDS
 step() { echo "==> [$((SECONDS - t0))s] $*"; }
