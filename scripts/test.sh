@@ -25,7 +25,7 @@ trap 'rm -rf "$setup"' EXIT
 background() { # NAME COMMAND...: runs COMMAND in the background, output and status into $setup
   local name=$1
   shift
-  ("$@" >"$setup/$name.log" 2>&1; echo $? >"$setup/$name.rc") &
+  (t=$SECONDS; "$@" >"$setup/$name.log" 2>&1; rc=$?; echo $((SECONDS - t)) >"$setup/$name.secs"; echo $rc >"$setup/$name.rc") &
 }
 system_packages() { # one apt-get at a time: dpkg holds a lock
   echo "==> chromium (the console's browser test; Debian's package)"
@@ -57,7 +57,7 @@ background emulators emulators
 # Reports one background job: its log, and whether it failed.
 finish() { # NAME TITLE
   while ! [ -f "$setup/$1.rc" ]; do sleep 1; done
-  step "$2 (ran in the background)"
+  step "$2 (ran in the background: $(cat "$setup/$1.secs" 2>/dev/null || echo '?') s)"
   cat "$setup/$1.log"
   local rc
   rc=$(cat "$setup/$1.rc")
@@ -138,19 +138,20 @@ for line in sys.stdin:
         print(os.path.dirname(m["manifest_path"]), m["executable"])
 ' >"$runs/list"
   [ -s "$runs/list" ] || { echo "no test binaries found"; exit 1; }
+  step "running $(wc -l <"$runs/list") test binaries and the doctests at once"
   export CARGO="${CARGO:-$(command -v cargo)}"
   n=0
   while read -r dir exe; do
     n=$((n + 1))
-    (cd "$dir" && "$exe"; echo $? >"$runs/$n.rc") >"$runs/$n.out" 2>&1 &
+    (t=$SECONDS; cd "$dir" && "$exe"; echo $? >"$runs/$n.rc"; echo $((SECONDS - t)) >"$runs/$n.secs") >"$runs/$n.out" 2>&1 &
     echo "$exe" >"$runs/$n.name"
   done <"$runs/list"
   n=$((n + 1))
-  (cargo test --workspace --doc --quiet; echo $? >"$runs/$n.rc") >"$runs/$n.out" 2>&1 &
+  (t=$SECONDS; cargo test --workspace --doc --quiet; echo $? >"$runs/$n.rc"; echo $((SECONDS - t)) >"$runs/$n.secs") >"$runs/$n.out" 2>&1 &
   echo "doctests (cargo test --workspace --doc)" >"$runs/$n.name"
   wait
   for i in $(seq 1 "$n"); do
-    { echo "     Running $(cat "$runs/$i.name")"; cat "$runs/$i.out"; } | tee -a "$log"
+    { echo "     Running $(cat "$runs/$i.name") ($(cat "$runs/$i.secs" 2>/dev/null || echo '?') s)"; cat "$runs/$i.out"; } | tee -a "$log"
     rc=$(cat "$runs/$i.rc" 2>/dev/null || echo 1)
     [ "$rc" = 0 ] || status=$rc
   done
