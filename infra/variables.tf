@@ -134,6 +134,12 @@ variable "dataflow_enabled" {
   default     = false
 }
 
+variable "cloud_run_jobs_enabled" {
+  description = "Pipelines use the `cloud_run_job` engine (grants submit/poll the custom role `<name_prefix>_cloud_run_job_runner`: run a job with overrides, get, list and cancel its executions)."
+  type        = bool
+  default     = false
+}
+
 variable "datafusion_instance" {
   description = "Cloud Data Fusion instance `{ name, region, rbac }` whose pipelines Conveyor starts (`data_fusion` engine); `rbac = true` for an instance with role-based access control; null when unused."
   type = object({

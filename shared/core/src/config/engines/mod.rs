@@ -11,7 +11,8 @@
 //! One file per engine, each holding its spec and its [`Engine`] answers (name, states,
 //! checks, parameters); [`BatchSpec`] names the engine and dispatches to it.
 //! - [`local`], [`ssh`], [`sql`], [`dataproc_serverless`], [`dataproc_cluster`] (with the
-//!   workloads both Dataproc engines run in [`dataproc`]), [`dataflow_flex`], [`data_fusion`].
+//!   workloads both Dataproc engines run in [`dataproc`]), [`dataflow_flex`], [`data_fusion`],
+//!   [`cloud_run_job`].
 //! - [`parameters`]: the `{name}` placeholders of a parameter, found and filled in.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod cloud_run_job;
 mod data_fusion;
 mod dataflow_flex;
 mod dataproc;
@@ -29,6 +31,7 @@ mod parameters;
 mod sql;
 mod ssh;
 
+pub use cloud_run_job::{CLOUD_RUN_JOB_ID_ENV, CloudRunJob};
 pub use data_fusion::{DataFusion, DataFusionRun};
 pub use dataflow_flex::DataflowFlex;
 pub use dataproc::{PigJob, PySparkJob, SparkJob, SparkSqlJob};
@@ -67,6 +70,9 @@ pub enum BatchSpec {
     /// A command on a remote host over SSH (seed 000's on-prem Run Replicator), detached
     /// under the job id; its exit status is the result.
     Ssh(SshBatch),
+    /// An execution of a Cloud Run job, with its arguments and environment overridden for
+    /// the run.
+    CloudRunJob(CloudRunJob),
 }
 
 /// What every engine's spec answers, the same few questions; [`BatchSpec`] dispatches to it.
@@ -116,6 +122,7 @@ impl BatchSpec {
             Self::DataFusion(s) => s,
             Self::Sql(s) => s,
             Self::Ssh(s) => s,
+            Self::CloudRunJob(s) => s,
         }
     }
 
@@ -200,6 +207,7 @@ impl BatchSpec {
             Self::DataFusion(s) => s.each_parameter(f),
             Self::Sql(s) => s.each_parameter(f),
             Self::Ssh(s) => s.each_parameter(f),
+            Self::CloudRunJob(s) => s.each_parameter(f),
         }
     }
 }
