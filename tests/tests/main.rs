@@ -13,6 +13,7 @@ mod engines;
 mod exactly_once;
 mod gcp_emulators;
 mod graphs;
+mod http_engine;
 mod lineage;
 mod messages;
 mod object_store_conformance;

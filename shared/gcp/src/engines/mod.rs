@@ -10,6 +10,9 @@
 //!   `FAILED_PRECONDITION` an engine interprets (a 409 on a deterministic id = adopt).
 //! - `dataproc_serverless.rs`, `dataproc_cluster.rs`, `dataflow_flex.rs`, `data_fusion.rs`,
 //!   `cloud_run_job.rs`: one engine each; their module docs list the calls they make.
+//! - `http.rs`: `engine: http` ([`HttpEngine`]), calls to any endpoint with an ID token from
+//!   [`IdTokens`] (the metadata server on Google Cloud, a fixed token or none embedded); not
+//!   registered by [`CloudEngines`], whose runtimes add it with their token source.
 //!
 //! Every engine is idempotent on the job id (Pub/Sub delivers at least once): a resubmitted
 //! job is found and adopted, never started twice.
@@ -32,6 +35,7 @@ mod data_fusion;
 mod dataflow_flex;
 mod dataproc_cluster;
 mod dataproc_serverless;
+mod http;
 
 use std::fmt;
 use std::sync::Arc;
@@ -45,6 +49,7 @@ pub use data_fusion::{DataFusionEngine, JOB_ID_ARG};
 pub use dataflow_flex::DataflowFlexEngine;
 pub use dataproc_cluster::DataprocClusterEngine;
 pub use dataproc_serverless::DataprocServerlessEngine;
+pub use http::{FixedIdToken, HttpEngine, IdTokens, MetadataIdTokens};
 
 /// Where the engines' OAuth access tokens come from: Application Default Credentials in
 /// production, a fixed string in tests.
