@@ -15,6 +15,7 @@ mod gcp_emulators;
 mod graphs;
 mod http_engine;
 mod lineage;
+mod max_active_runs;
 mod messages;
 mod object_store_conformance;
 mod operate;

@@ -210,6 +210,11 @@ pub struct Pipeline {
     /// records one `MISSED` row and raises one alert for a date that has not by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Expect>,
+    /// At most this many runs of the pipeline going at once: a further start is recorded
+    /// QUEUED and waits; queued runs start in run-date order when a run ends (or on a poll
+    /// tick). None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_runs: Option<u32>,
 }
 
 /// A pipeline's freshness deadline: `expect: { by: "06:00", time_zone: Europe/Paris, every: day }`.
