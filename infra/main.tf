@@ -78,6 +78,7 @@ module "conveyor" {
 
   dataproc_enabled            = var.dataproc_enabled
   dataflow_enabled            = var.dataflow_enabled
+  cloud_run_jobs_enabled      = var.cloud_run_jobs_enabled
   datafusion_instance         = var.datafusion_instance
   batch_service_account_email = var.batch_service_account_email
   batch_code_buckets          = var.batch_code_buckets

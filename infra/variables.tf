@@ -122,6 +122,12 @@ variable "dataflow_enabled" {
   default     = false
 }
 
+variable "cloud_run_jobs_enabled" {
+  description = "Pipelines use the `cloud_run_job` engine (grants submit/poll the custom role `<name_prefix>_cloud_run_job_runner`: run a job with overrides, get, list and cancel its executions)."
+  type        = bool
+  default     = false
+}
+
 variable "datafusion_instance" {
   description = "The Data Fusion instance the `data_fusion` engine starts pipelines on; the module's variable `datafusion_instance` has the shape. Null: no Data Fusion."
   type        = any # the module's variable checks the shape

@@ -47,6 +47,7 @@ EVERYTHING: dict[str, Any] = {
     "batch_image_repositories": [{"location": "europe-west1", "name": "templates"}],
     "dataproc_enabled": True,
     "dataflow_enabled": True,
+    "cloud_run_jobs_enabled": True,
     "datafusion_instance": {"name": "cdf", "region": "europe-west1", "rbac": True},
     "console_domain": "conveyor.example.com",
     "console_users": ["group:data-eng@example.com"],
@@ -62,7 +63,7 @@ EVERYTHING: dict[str, Any] = {
 EVERY_FEATURE = {
     "dataproc", "dataflow", "datafusion", "datafusion_rbac", "console", "alerts_topic", "postgres",
     "cloudsql", "ssh", "stage_secrets", "source_buckets", "code_buckets", "dataflow_staging",
-    "batch_images", "operators", "manual_invokers", "batch_account", "lineage",
+    "batch_images", "operators", "manual_invokers", "batch_account", "lineage", "cloud_run_jobs",
 }
 DEFAULTS: dict[str, Any] = {
     "project_id": PROJECT,

@@ -1,4 +1,4 @@
-//! The embedded runtime as the CLI wires it: local and SSH batches, the PostgreSQL run-log
+//! The embedded runtime as the CLI wires it: local, SSH and HTTP batches, the PostgreSQL run-log
 //! sink (`CONVEYOR_POSTGRES_URL`, or each sink's `url_secret` from the state directory's
 //! `secrets/`), on the state directory's adapters.
 
@@ -10,6 +10,7 @@ use conveyor_core::engines::Engines;
 use conveyor_embedded::DirSecrets;
 use conveyor_embedded::runtime::Embedded;
 use conveyor_embedded::state_dir::StateLock;
+use conveyor_gcp::engines::{FixedIdToken, HttpEngine};
 use conveyor_postgres::PostgresSinks;
 use conveyor_ssh::SshEngine;
 
@@ -34,7 +35,13 @@ pub(crate) fn open(config: Arc<Config>, state_dir: &Path) -> anyhow::Result<Embe
     drop(held);
     let secrets = Arc::new(DirSecrets::new(state_dir.join("secrets")));
     // `local` and `sql` are the embedded runtime's own.
-    let engines = Engines::new().with("ssh", Arc::new(SshEngine::new(secrets.clone())));
+    // `http` with `CONVEYOR_HTTP_ID_TOKEN` as its ID token when set (no metadata server here).
+    let engines = Engines::new()
+        .with("ssh", Arc::new(SshEngine::new(secrets.clone())))
+        .with(
+            "http",
+            Arc::new(HttpEngine::new(Arc::new(FixedIdToken::from_env()))),
+        );
     // The one place the CLI reads this variable: a connection string holds a password, so it
     // is not a command-line flag (flags show in `ps`).
     let url = std::env::var("CONVEYOR_POSTGRES_URL").ok();

@@ -1,7 +1,7 @@
 //! A local fake of the batch engines' REST APIs, answering as the documented APIs do (paths,
 //! bodies, state names): Dataproc batches, operations, clusters and jobs (`/v1/...`), Dataflow
-//! flex templates and jobs (`/v1b3/...`) and a Data Fusion instance's CDAP API
-//! (`/api/v3/...`). One server on 127.0.0.1, port 0, per test.
+//! flex templates and jobs (`/v1b3/...`), a Data Fusion instance's CDAP API
+//! (`/api/v3/...`) and Cloud Run job executions (`/v2/...`). One server on 127.0.0.1, port 0, per test.
 //!
 //! Scriptable per test: the states each created job goes through (one script per job, in the
 //! order the jobs are created; each read of a job gives its next state and the last one
@@ -51,6 +51,10 @@ struct Job {
     message: String,
     /// When the current state began (Dataflow's `currentStateTime`).
     since: chrono::DateTime<chrono::Utc>,
+    /// A Cloud Run execution's tasks.
+    task_count: i64,
+    /// A Cloud Run execution's container arguments (`Null`: the job's own).
+    container_args: Value,
 }
 
 impl Job {
@@ -93,6 +97,7 @@ impl Job {
             "batch" => "CANCELLING",
             "job" => "CANCEL_PENDING",
             "dataflow" => "JOB_STATE_CANCELLING",
+            "execution" => "CANCELLING",
             _ => "STOPPING",
         };
         if self.current() == pending || self.current() == self.cancelled {
@@ -164,6 +169,8 @@ impl Inner {
             args: BTreeMap::new(),
             message: String::new(),
             since: chrono::Utc::now(),
+            task_count: 1,
+            container_args: Value::Null,
         });
     }
 
@@ -225,7 +232,7 @@ impl Fake {
         }));
         let wire = conveyor_contract::Recording::new(
             "engines fake",
-            &["dataproc", "dataflow", "cdap"],
+            &["dataproc", "dataflow", "cdap", "run"],
             true,
         );
         let app = conveyor_contract::record::layer(
@@ -321,6 +328,16 @@ impl Fake {
         self.requests()
             .into_iter()
             .filter(|r| r.method == method && r.path.contains(path_contains))
+            .collect()
+    }
+
+    /// The job id (`CONVEYOR_JOB_ID`) of every Cloud Run execution created, in order.
+    pub fn executions_created(&self) -> Vec<String> {
+        self.lock()
+            .jobs
+            .iter()
+            .filter(|j| j.kind == "execution")
+            .map(|j| j.args.get("CONVEYOR_JOB_ID").cloned().unwrap_or_default())
             .collect()
     }
 
@@ -694,6 +711,145 @@ async fn handle(
             }
             None => error(404, "NOT_FOUND", "run not found"),
         },
+        [
+            "v2",
+            "projects",
+            project,
+            "locations",
+            region,
+            "jobs",
+            job_run,
+        ] if method == Method::POST => {
+            let Some(job) = job_run.strip_suffix(":run") else {
+                return error(404, "NOT_FOUND", "no such method");
+            };
+            if job != "exporter" {
+                return error(404, "NOT_FOUND", &format!("Resource '{job}' was not found"));
+            }
+            inner.counter += 1;
+            let name = format!(
+                "projects/{project}/locations/{region}/jobs/{job}/executions/{job}-{:05}",
+                inner.counter
+            );
+            let override_ = &body["overrides"]["containerOverrides"][0];
+            let env: BTreeMap<String, String> = override_["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    Some((
+                        e["name"].as_str()?.to_owned(),
+                        e["value"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect();
+            inner.new_job("execution", &name, &name, "CANCELLED");
+            let task_count = body["overrides"]["taskCount"].as_i64().unwrap_or(1);
+            if let Some(created) = inner.jobs.last_mut() {
+                created.args = env;
+                created.container_args = override_["args"].clone();
+                created.task_count = task_count;
+            }
+            let execution = inner
+                .jobs
+                .last()
+                .map(|j| execution_resource(j, "PENDING"))
+                .unwrap_or_default();
+            let mut metadata = execution;
+            metadata["@type"] = json!("type.googleapis.com/google.cloud.run.v2.Execution");
+            let answer = ok(json!({
+                "name": format!("projects/{project}/locations/{region}/operations/op-{}", inner.counter),
+                "metadata": metadata,
+                "done": false,
+            }));
+            // The run went through but its answer was lost (a timeout, a 503 on the way
+            // back): the caller must find the execution again, not start a second.
+            if inner.adopting("execution") {
+                return error(503, "UNAVAILABLE", "The service is currently unavailable.");
+            }
+            answer
+        }
+        ["v2", "projects", _, "locations", _, "jobs", _, "executions"] => {
+            let job_path = uri
+                .path()
+                .trim_start_matches("/v2/")
+                .trim_end_matches("/executions")
+                .to_owned();
+            // Newest first, as Cloud Run lists them.
+            let executions: Vec<Value> = inner
+                .jobs
+                .iter()
+                .rev()
+                .filter(|j| j.kind == "execution" && j.id.starts_with(&format!("{job_path}/")))
+                .map(|j| execution_resource(j, &j.current()))
+                .collect();
+            let size = if inner.page_size == 0 {
+                query(&uri, "pageSize")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(100)
+            } else {
+                inner.page_size
+            };
+            let offset: usize = query(&uri, "pageToken")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let end = (offset + size).min(executions.len());
+            let page = executions.get(offset..end).unwrap_or_default().to_vec();
+            if end < executions.len() {
+                ok(json!({"executions": page, "nextPageToken": end.to_string()}))
+            } else {
+                ok(json!({ "executions": page }))
+            }
+        }
+        [
+            "v2",
+            "projects",
+            _,
+            "locations",
+            _,
+            "jobs",
+            _,
+            "executions",
+            execution,
+        ] => {
+            let cancel = execution.strip_suffix(":cancel");
+            let name = uri.path().trim_start_matches("/v2/");
+            let name = cancel.map_or_else(
+                || name.to_owned(),
+                |_| name.trim_end_matches(":cancel").to_owned(),
+            );
+            let Some(job) = inner.job("execution", &name) else {
+                return error(
+                    404,
+                    "NOT_FOUND",
+                    &format!("Resource '{name}' was not found"),
+                );
+            };
+            match cancel {
+                Some(_) if method == Method::POST => {
+                    let state = job.current();
+                    if matches!(state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED") {
+                        return error(
+                            400,
+                            "FAILED_PRECONDITION",
+                            "The execution has already completed.",
+                        );
+                    }
+                    job.cancel();
+                    let execution = execution_resource(job, &job.current());
+                    let mut metadata = execution;
+                    metadata["@type"] = json!("type.googleapis.com/google.cloud.run.v2.Execution");
+                    ok(
+                        json!({"name": format!("{name}/operations/cancel"), "metadata": metadata, "done": false}),
+                    )
+                }
+                Some(_) => error(404, "NOT_FOUND", "no such method"),
+                None => {
+                    let state = job.read();
+                    ok(execution_resource(job, &state))
+                }
+            }
+        }
         _ => error(
             404,
             "NOT_FOUND",
@@ -725,6 +881,90 @@ fn serverless_create(inner: &mut Inner, uri: &Uri, body: &Value) -> Answer {
     ok(
         json!({"name": op, "metadata": {"batch": format!("projects/my-project/locations/us-central1/batches/{id}")}}),
     )
+}
+
+/// A Cloud Run execution (`GoogleCloudRunV2Execution`) in the engine's `state` (`PENDING`,
+/// `RUNNING`, `CANCELLING`, `SUCCEEDED`, `FAILED`, `CANCELLED`), as Cloud Run shows it: a
+/// `Completed` condition, task counts, start and completion times, and the containers'
+/// environment with the overrides applied.
+fn execution_resource(job: &Job, state: &str) -> Value {
+    let env: Vec<Value> = job
+        .args
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    let tasks = job.task_count;
+    let (condition, reason, message) = match state {
+        "SUCCEEDED" => (
+            "CONDITION_SUCCEEDED",
+            None,
+            "Execution completed successfully.",
+        ),
+        "FAILED" => (
+            "CONDITION_FAILED",
+            Some("NON_ZERO_EXIT_CODE"),
+            "Task exporter-0 failed with message: export.py: BigQuery table not found (exit code 2).",
+        ),
+        "CANCELLED" => (
+            "CONDITION_FAILED",
+            Some("CANCELLED"),
+            "The execution was cancelled.",
+        ),
+        "CANCELLING" => (
+            "CONDITION_RECONCILING",
+            Some("CANCELLING"),
+            "Cancelling the execution.",
+        ),
+        _ => ("CONDITION_RECONCILING", None, ""),
+    };
+    let mut completed = json!({
+        "type": "Completed",
+        "state": condition,
+        "lastTransitionTime": job.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    if let Some(r) = reason {
+        completed["executionReason"] = json!(r);
+    }
+    if !message.is_empty() {
+        completed["message"] = json!(message);
+    }
+    let mut execution = json!({
+        "name": job.id,
+        "uid": format!("00000000-0000-4000-8000-{:012}", job.id.len()),
+        "job": job.id.split("/executions/").next().unwrap_or_default(),
+        "createTime": job.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "taskCount": tasks,
+        "parallelism": tasks,
+        "conditions": [completed],
+        "template": {"containers": [{
+            "image": "us-docker.pkg.dev/my-project/jobs/exporter:1",
+            "args": job.container_args,
+            "env": env,
+        }]},
+    });
+    match state {
+        "PENDING" => {}
+        "RUNNING" | "CANCELLING" => {
+            execution["startTime"] = json!("2026-11-21T02:00:00Z");
+            execution["runningCount"] = json!(tasks);
+        }
+        _ => {
+            execution["startTime"] = json!("2026-11-21T02:00:00Z");
+            execution["completionTime"] = json!("2026-11-21T02:10:00Z");
+            let count = match state {
+                "SUCCEEDED" => "succeededCount",
+                "FAILED" => "failedCount",
+                _ => "cancelledCount",
+            };
+            execution[count] = json!(tasks);
+        }
+    }
+    if execution["template"]["containers"][0]["args"].is_null()
+        && let Some(c) = execution["template"]["containers"][0].as_object_mut()
+    {
+        c.remove("args");
+    }
+    execution
 }
 
 fn cdap_record(job: &Job, state: &str) -> Value {

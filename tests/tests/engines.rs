@@ -611,6 +611,7 @@ scenarios! {
     dataproc_cluster: CLUSTER,
     dataflow_flex: DATAFLOW_FLEX,
     data_fusion: DATA_FUSION,
+    cloud_run_job: CLOUD_RUN_JOB,
 }
 
 // ----------------------------------------------------------------------------------------
@@ -1162,6 +1163,141 @@ const DATA_FUSION: Engine = Engine {
         );
     },
     transient_check: none,
+};
+
+// ----------------------------------------------------------------------------------------
+// Cloud Run jobs (general work in production: a container run with the run's arguments)
+
+fn cloud_run(timeout: &str, attempts: u32) -> String {
+    format!(
+        r#"
+pipelines:
+  - name: nightly_export
+    trigger: {{ object: {{ bucket: landing, pattern: "exports/{{date}}/*.csv" }} }}
+    load: {{ table: "staging.exports_{{date}}", format: CSV }}
+    batch:
+      engine: cloud_run_job
+      project: my-project
+      region: us-central1
+      job: exporter
+      args: ["--table={{table}}", "--date={{date}}"]
+      env: {{ MODE: full, RUN: "{{run_id}}" }}
+      task_count: 2
+      task_timeout: 30m
+    {}
+"#,
+        poll(timeout, attempts)
+    )
+}
+
+const RUN_JOB: &str = "/v2/projects/my-project/locations/us-central1/jobs/exporter";
+
+/// Cloud Run jobs: an execution per attempt, carrying its job id in `CONVEYOR_JOB_ID` (Cloud
+/// Run names executions itself), found again by it in the job's executions, read and
+/// cancelled by the execution's name.
+const CLOUD_RUN_JOB: Engine = Engine {
+    config: cloud_run,
+    queued: "PENDING",
+    running: "RUNNING",
+    succeeded: "SUCCEEDED",
+    failed: "FAILED",
+    failure: "BigQuery table not found",
+    start: Start::File("exports/2026-11-20/a.csv"),
+    // The executions the fake created (a run whose answer was lost still created one).
+    creates: Fake::executions_created,
+    creates_once: true,
+    // Read by the execution's name, which the run log does not hold: any execution read.
+    reads: |fake, _| fake.calls("GET", &format!("{RUN_JOB}/executions/")).len(),
+    cancels: |fake| fake.calls("POST", ":cancel"),
+    is_cancel: |cancel, _| {
+        cancel
+            .path
+            .starts_with(&format!("{RUN_JOB}/executions/exporter-"))
+            && cancel.path.ends_with(":cancel")
+    },
+    setup: |_| {},
+    // The first run goes through but its answer is lost (503): the redelivered submit must
+    // find that execution by its job id, not start a second.
+    existing: |fake| {
+        fake.adopt();
+        None
+    },
+    transient: |fake| {
+        fake.fail("POST", &format!("{RUN_JOB}:run"), 429, 1)
+            .fail("GET", &format!("{RUN_JOB}/executions?"), 503, 1)
+            .fail("GET", &format!("{RUN_JOB}/executions/"), 503, 2)
+            .fail("GET", &format!("{RUN_JOB}/executions/"), 404, 1);
+    },
+    transient_creates: Some(1),
+    always: |fake, runs| {
+        // Every run call carries its attempt's job id, and is the only way in.
+        for call in fake.calls("POST", &format!("{RUN_JOB}:run")) {
+            let env = &call.body["overrides"]["containerOverrides"][0]["env"];
+            let id = env
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == "CONVEYOR_JOB_ID")
+                .and_then(|e| e["value"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            assert!(all_job_ids(runs).contains(&id), "{id} in {env}");
+        }
+    },
+    succeeded_check: |fake, runs| {
+        let runs_sent = fake.calls("POST", &format!("{RUN_JOB}:run"));
+        assert_eq!(runs_sent.len(), 1);
+        assert_eq!(runs_sent[0].authorization, "Bearer test-token");
+        let overrides = &runs_sent[0].body["overrides"];
+        assert_eq!(overrides["taskCount"], 2);
+        assert_eq!(overrides["timeout"], "1800s");
+        let container = &overrides["containerOverrides"][0];
+        assert_eq!(
+            container["args"],
+            serde_json::json!(["--table=staging.exports_2026_11_20", "--date=2026-11-20"])
+        );
+        let env: BTreeMap<String, String> = container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or_default().to_owned(),
+                    e["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(env["MODE"], "full");
+        assert_eq!(env["RUN"], runs[0].id.as_str(), "placeholders are rendered");
+        assert_eq!(env["CONVEYOR_JOB_ID"], runs[0].job_id());
+        assert_eq!(
+            fake.calls("GET", &format!("{RUN_JOB}/executions?")).len(),
+            1,
+            "looked up once before the run; then followed by the name the run answered"
+        );
+    },
+    retried_check: none,
+    keeps_failing_check: none,
+    timed_out_check: none,
+    adopted_check: |fake, runs, _| {
+        assert_eq!(
+            fake.calls("POST", &format!("{RUN_JOB}:run")).len(),
+            1,
+            "the run whose answer was lost is not sent again"
+        );
+        assert!(
+            fake.calls("GET", &format!("{RUN_JOB}/executions?")).len() >= 2,
+            "the redelivered submit looked the execution up by its job id"
+        );
+        assert_eq!(fake.executions_created(), vec![runs[0].job_id()]);
+    },
+    transient_check: |fake, _| {
+        assert_eq!(
+            fake.calls("POST", &format!("{RUN_JOB}:run")).len(),
+            2,
+            "the 429 run, then the one that went through"
+        );
+    },
 };
 
 // ----------------------------------------------------------------------------------------

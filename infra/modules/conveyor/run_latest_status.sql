@@ -21,7 +21,7 @@ FROM (
         IF(job_key IS NULL, 1, 0) DESC,
         td_timestamp DESC,
         CASE step WHEN 'poll' THEN 4 WHEN 'submit' THEN 3 WHEN 'load' THEN 2 WHEN 'stage' THEN 1 ELSE 0 END DESC,
-        CASE status WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC
+        CASE status WHEN 'QUEUED' THEN 0 WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC
     ) AS deciding
   FROM (
     SELECT

@@ -23,6 +23,7 @@ pub(crate) const APIS: &[(&str, &str)] = &[
     ("secretmanager", "secretmanager.v1"),
     ("cloudscheduler", "cloudscheduler.v1"),
     ("datalineage", "datalineage.v1"),
+    ("run", "run.v2"),
 ];
 
 /// One method, ready to match a request's path.

@@ -47,6 +47,11 @@ pub const KINDS: &[&str] = &[
     "dataflow.projects.locations.jobs.get",
     "dataflow.projects.locations.jobs.update",
     "dataflow.projects.locations.jobs.messages.list",
+    // engines/cloud_run_job.rs.
+    "run.projects.locations.jobs.run",
+    "run.projects.locations.jobs.executions.list",
+    "run.projects.locations.jobs.executions.get",
+    "run.projects.locations.jobs.executions.cancel",
     // engines/data_fusion.rs (CDAP routes, see cdap.rs).
     "cdap.programs.start",
     "cdap.runs.list",

@@ -105,6 +105,54 @@ pub const READS: &[(&str, &str)] = &[
         "dataflow.projects.locations.jobs.messages.list",
         "jobMessages[].messageText",
     ),
+    ("run.projects.locations.jobs.run", "metadata"),
+    (
+        "run.projects.locations.jobs.executions.list",
+        "executions[].name",
+    ),
+    (
+        "run.projects.locations.jobs.executions.list",
+        "executions[].template.containers[].env[].name",
+    ),
+    (
+        "run.projects.locations.jobs.executions.list",
+        "executions[].template.containers[].env[].value",
+    ),
+    (
+        "run.projects.locations.jobs.executions.list",
+        "nextPageToken",
+    ),
+    (
+        "run.projects.locations.jobs.executions.get",
+        "conditions[].type",
+    ),
+    (
+        "run.projects.locations.jobs.executions.get",
+        "conditions[].state",
+    ),
+    (
+        "run.projects.locations.jobs.executions.get",
+        "conditions[].executionReason",
+    ),
+    (
+        "run.projects.locations.jobs.executions.get",
+        "conditions[].message",
+    ),
+    (
+        "run.projects.locations.jobs.executions.get",
+        "completionTime",
+    ),
+    ("run.projects.locations.jobs.executions.get", "startTime"),
+    ("run.projects.locations.jobs.executions.get", "taskCount"),
+    (
+        "run.projects.locations.jobs.executions.get",
+        "succeededCount",
+    ),
+    (
+        "run.projects.locations.jobs.executions.get",
+        "cancelledCount",
+    ),
+    ("run.projects.locations.jobs.executions.get", "runningCount"),
 ];
 
 /// Whether `path` leads somewhere in `schema` of `api` (through `$ref`, `[]` into arrays).

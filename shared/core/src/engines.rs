@@ -66,6 +66,10 @@ impl Engines {
             "`engine: ssh` is not wired into this runtime (the submit and poll functions and \
              the embedded runtime run it)"
                 .to_owned()
+        } else if name == "http" {
+            "`engine: http` is not wired into this runtime (the submit and poll functions and \
+             `conveyor run` / `conveyor dev` run it)"
+                .to_owned()
         } else if name == "local" {
             "`engine: local` runs in the embedded runtime only (`conveyor run`, \
              `conveyor dev`)"

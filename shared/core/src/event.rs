@@ -56,11 +56,16 @@ pub enum EventType {
     /// delivery (so a table of many rows is not started inside one request). Not a transition:
     /// the run log records the row's batch when it is submitted.
     RowQueued,
+    /// A run is waiting for a slot: its pipeline has `max_active_runs` runs going. Recorded as
+    /// QUEUED (with what the run needs to start); the submit step starts it, in date order,
+    /// when a run of the pipeline ends or on a poll tick.
+    #[serde(rename = "dev.conveyor.run.queued", alias = "conveyor.run.queued")]
+    RunQueued,
 }
 
 impl EventType {
     /// Every type, for subscriptions.
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         Self::ObjectStaged,
         Self::TableLoaded,
         Self::BatchSubmitted,
@@ -71,6 +76,7 @@ impl EventType {
         Self::ObjectSuperseded,
         Self::RunFinished,
         Self::RowQueued,
+        Self::RunQueued,
     ];
 
     /// The CloudEvent `type` string.
@@ -86,6 +92,7 @@ impl EventType {
             Self::ObjectSuperseded => "dev.conveyor.object.superseded",
             Self::RunFinished => "dev.conveyor.run.finished",
             Self::RowQueued => "dev.conveyor.row.queued",
+            Self::RunQueued => "dev.conveyor.run.queued",
         }
     }
 
@@ -188,6 +195,8 @@ pub enum Status {
     Superseded,
     /// A job that did not run: its `run_if` rule could not be met (or its `when` was false).
     Skipped,
+    /// A run waiting for a slot of its pipeline's `max_active_runs`.
+    Queued,
 }
 
 impl Status {
@@ -202,6 +211,7 @@ impl Status {
             Self::Rejected => "REJECTED",
             Self::Superseded => "SUPERSEDED",
             Self::Skipped => "SKIPPED",
+            Self::Queued => "QUEUED",
         }
     }
 
@@ -216,6 +226,7 @@ impl Status {
             Self::Rejected,
             Self::Superseded,
             Self::Skipped,
+            Self::Queued,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)

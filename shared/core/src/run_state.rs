@@ -75,6 +75,8 @@ pub fn job_key(row: &RunLogRow) -> Option<String> {
 /// How far along a status is: rows of one instant sort by it.
 pub fn status_rank(status: &str) -> u8 {
     match status {
+        // A run waiting for a slot (`max_active_runs`): before its first job's submission.
+        "QUEUED" => 0,
         "SUBMITTED" => 1,
         "RUNNING" => 2,
         _ => 3,

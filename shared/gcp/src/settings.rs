@@ -6,7 +6,7 @@ use conveyor_core::engines::Engines;
 use conveyor_core::ports::PortError;
 use serde::Deserialize;
 
-use crate::engines::{CloudEngines as _, Endpoints};
+use crate::engines::{CloudEngines as _, Endpoints, HttpEngine, MetadataIdTokens};
 use crate::{
     BigQuery, GcpAuth, GcsStore, PubSubBus, SecretManager, SqlEngine, install_crypto_provider,
 };
@@ -196,7 +196,7 @@ impl Gcp {
     }
 
     /// The batch port with every Google Cloud engine (and `sql` on BigQuery), sharing the one
-    /// credentials source. `engine: local` is the embedded runtime's and is refused here,
+    /// credentials source, and `http` with ID tokens from the metadata server. `engine: local` is the embedded runtime's and is refused here,
     /// saying so.
     ///
     /// # Errors
@@ -211,6 +211,10 @@ impl Gcp {
         }
         Ok(Engines::new()
             .with_cloud(endpoints, Arc::new(self.auth.clone()))?
-            .with("sql", Arc::new(SqlEngine::new(self.bigquery()))))
+            .with("sql", Arc::new(SqlEngine::new(self.bigquery())))
+            .with(
+                "http",
+                Arc::new(HttpEngine::new(Arc::new(MetadataIdTokens::from_env()))),
+            ))
     }
 }

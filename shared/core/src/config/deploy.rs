@@ -35,7 +35,7 @@ pub fn deployment_issues(config: &Config, target: &DeployTarget) -> Vec<ConfigIs
                     "`engine: local` runs `sh` on the machine that submitted the job: the \
                      embedded mode's engine, which the deployed functions do not have (the \
                      image has no shell, and submit and poll are separate services); use \
-                     dataproc_serverless, dataproc_cluster, dataflow_flex, data_fusion, sql or ssh",
+                     dataproc_serverless, dataproc_cluster, dataflow_flex, data_fusion, cloud_run_job, http, sql or ssh",
                 ));
             }
         }

@@ -4,8 +4,8 @@
 //! - `mod.rs`: the configuration types, each field documented as it appears in the file, and
 //!   the BigQuery limits the file is bounded by ([`MAX_RECORD_BYTES`], [`MAX_LOAD_URIS`]).
 //! - `engines/`: the batch engines' specs (`engine: local | ssh | sql | dataproc_serverless |
-//!   dataproc_cluster | dataflow_flex | data_fusion`), one file each, with what their states
-//!   mean; [`BatchSpec`] dispatches to them.
+//!   dataproc_cluster | dataflow_flex | data_fusion | cloud_run_job | http`), one file
+//!   each, with what their states mean; [`BatchSpec`] dispatches to them.
 //! - `job.rs`: `jobs` (and `for_each` rows) and `load.batch` (marker and window batches).
 //! - `messages.rs`: message triggers (`trigger.topic`): Pub/Sub messages into rows.
 //! - `pattern.rs`: object path patterns with named captures, and `{name}` templates.
@@ -62,8 +62,9 @@ pub use csv::{CsvEncoding, CsvOptions};
 pub use deploy::{DeployTarget, deployment_issues};
 pub(crate) use engines::render_parameter;
 pub use engines::{
-    BatchSpec, ClusterSpec, DATE_PLACEHOLDERS, DataFusion, DataFusionRun, DataflowFlex,
-    DataprocCluster, DataprocServerless, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob,
+    BatchSpec, CLOUD_RUN_JOB_ID_ENV, CloudRunJob, ClusterSpec, DATE_PLACEHOLDERS,
+    DEFAULT_CALL_TIMEOUT, DataFusion, DataFusionRun, DataflowFlex, DataprocCluster,
+    DataprocServerless, HttpJob, HttpStatus, LocalBatch, PigJob, PySparkJob, SparkJob, SparkSqlJob,
     SqlJob, SshBatch, date_offset, derived_value, parameter_placeholders, secret_name,
 };
 pub(crate) use job::truthy as job_truthy;
@@ -209,6 +210,11 @@ pub struct Pipeline {
     /// records one `MISSED` row and raises one alert for a date that has not by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Expect>,
+    /// At most this many runs of the pipeline going at once: a further start is recorded
+    /// QUEUED and waits; queued runs start in run-date order when a run ends (or on a poll
+    /// tick). None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_runs: Option<u32>,
 }
 
 /// A pipeline's freshness deadline: `expect: { by: "06:00", time_zone: Europe/Paris, every: day }`.

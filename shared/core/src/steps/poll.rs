@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use super::{
     Context, Outcome, StepError, active_pipeline, describe, publish,
-    submit::{batch_request, submit_attempt, sweep_after, sweep_graphs},
+    submit::{batch_request, submit_attempt, sweep_after, sweep_graphs, sweep_queued},
 };
 use crate::config::{BatchSpec, Job, Pipeline};
 use crate::event::{Detail, EventType, Status, StepName};
@@ -182,6 +182,15 @@ async fn tick(
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => info!(runs = n, "advanced graph runs no event had advanced"),
             Ok(Err(e)) => warn!(error = %e, "graph sweep failed; the next tick retries"),
+            Err(_) => out_of_budget = true,
+        }
+    }
+    if !out_of_budget {
+        // `max_active_runs`: queued runs whose slot freed without starting them.
+        match tokio::time::timeout_at(deadline, sweep_queued(ctx, outcome)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(runs = n, "started queued runs"),
+            Ok(Err(e)) => warn!(error = %e, "queued-run sweep failed; the next tick retries"),
             Err(_) => out_of_budget = true,
         }
     }

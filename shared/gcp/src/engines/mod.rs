@@ -1,15 +1,18 @@
 //! The batch engines of Google Cloud behind the [`BatchEngine`] port: Dataproc Serverless,
-//! Dataproc jobs on ephemeral clusters, Dataflow flex templates and Cloud Data Fusion, through
-//! their REST APIs.
+//! Dataproc jobs on ephemeral clusters, Dataflow flex templates, Cloud Data Fusion and Cloud
+//! Run job executions, through their REST APIs.
 //!
 //! # Layout
-//! - `mod.rs`: [`CloudEngines`], which registers the four engines with the core's
+//! - `mod.rs`: [`CloudEngines`], which registers the five engines with the core's
 //!   [`Engines`] port; [`TokenSource`], where OAuth tokens come from; [`Endpoints`].
 //! - `api.rs`: the authorised JSON client the engines share; it sorts answers into transient
 //!   errors (transport, 408, 429, 5xx), permanent ones, and the 404 / 409 /
 //!   `FAILED_PRECONDITION` an engine interprets (a 409 on a deterministic id = adopt).
-//! - `dataproc_serverless.rs`, `dataproc_cluster.rs`, `dataflow_flex.rs`, `data_fusion.rs`:
-//!   one engine each; their module docs list the calls they make.
+//! - `dataproc_serverless.rs`, `dataproc_cluster.rs`, `dataflow_flex.rs`, `data_fusion.rs`,
+//!   `cloud_run_job.rs`: one engine each; their module docs list the calls they make.
+//! - `http.rs`: `engine: http` ([`HttpEngine`]), calls to any endpoint with an ID token from
+//!   [`IdTokens`] (the metadata server on Google Cloud, a fixed token or none embedded); not
+//!   registered by [`CloudEngines`], whose runtimes add it with their token source.
 //!
 //! Every engine is idempotent on the job id (Pub/Sub delivers at least once): a resubmitted
 //! job is found and adopted, never started twice.
@@ -27,10 +30,12 @@
 //! ```
 
 mod api;
+mod cloud_run_job;
 mod data_fusion;
 mod dataflow_flex;
 mod dataproc_cluster;
 mod dataproc_serverless;
+mod http;
 
 use std::fmt;
 use std::sync::Arc;
@@ -39,10 +44,12 @@ use async_trait::async_trait;
 use conveyor_core::engines::Engines;
 use conveyor_core::ports::PortError;
 
+pub use cloud_run_job::CloudRunJobEngine;
 pub use data_fusion::{DataFusionEngine, JOB_ID_ARG};
 pub use dataflow_flex::DataflowFlexEngine;
 pub use dataproc_cluster::DataprocClusterEngine;
 pub use dataproc_serverless::DataprocServerlessEngine;
+pub use http::{FixedIdToken, HttpEngine, IdTokens, MetadataIdTokens};
 
 /// Where the engines' OAuth access tokens come from: Application Default Credentials in
 /// production, a fixed string in tests.
@@ -102,6 +109,8 @@ pub struct Endpoints {
     pub dataproc: String,
     /// Dataflow (`https://dataflow.googleapis.com`).
     pub dataflow: String,
+    /// The Cloud Run Admin API: jobs and their executions (`https://run.googleapis.com`).
+    pub run: String,
 }
 
 impl Endpoints {
@@ -110,6 +119,7 @@ impl Endpoints {
         Self {
             dataproc: "https://dataproc.googleapis.com".to_owned(),
             dataflow: "https://dataflow.googleapis.com".to_owned(),
+            run: "https://run.googleapis.com".to_owned(),
         }
     }
 
@@ -118,6 +128,7 @@ impl Endpoints {
         Self {
             dataproc: url.to_owned(),
             dataflow: url.to_owned(),
+            run: url.to_owned(),
         }
     }
 }
@@ -151,6 +162,7 @@ impl CloudEngines for Engines {
         let api = api::Api::new(token)?;
         let dataproc = api::base(&endpoints.dataproc);
         let dataflow = api::base(&endpoints.dataflow);
+        let run = api::base(&endpoints.run);
         Ok(self
             .with(
                 "dataproc_serverless",
@@ -163,6 +175,10 @@ impl CloudEngines for Engines {
             .with(
                 "dataflow_flex",
                 Arc::new(DataflowFlexEngine::new(api.clone(), dataflow)),
+            )
+            .with(
+                "cloud_run_job",
+                Arc::new(CloudRunJobEngine::new(api.clone(), run)),
             )
             .with("data_fusion", Arc::new(DataFusionEngine::new(api))))
     }
@@ -286,6 +302,43 @@ mod tests {
         assert_eq!(states, ["PENDING", "RUNNING", "DONE"], "{description}");
         let s = spec(json!({"engine": "sql", "query": "SELECT 1"}));
         classified(&s, &states, &["DONE"]);
+    }
+
+    #[test]
+    fn every_cloud_run_condition_state_and_execution_reason_reads_as_a_classified_state() {
+        let states = docs().enum_values("run", "GoogleCloudRunV2Condition", "/properties/state");
+        let reasons = docs().enum_values(
+            "run",
+            "GoogleCloudRunV2Condition",
+            "/properties/executionReason",
+        );
+        assert!(
+            states.iter().any(|s| s == "CONDITION_SUCCEEDED"),
+            "{states:?}"
+        );
+        assert!(reasons.iter().any(|r| r == "CANCELLED"), "{reasons:?}");
+        let s = spec(
+            json!({"engine": "cloud_run_job", "project": "p", "region": "r",
+            "job": "exporter"}),
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for state in &states {
+            for reason in &reasons {
+                let execution = json!({"conditions": [{"type": "Completed",
+                    "state": state, "executionReason": reason}]});
+                let (read, _) = super::cloud_run_job::state_of(&execution);
+                let read = read.to_owned();
+                classified(
+                    &s,
+                    std::slice::from_ref(&read),
+                    &["SUCCEEDED", "FAILED", "CANCELLED"],
+                );
+                seen.insert(read);
+            }
+        }
+        for wanted in ["SUCCEEDED", "FAILED", "CANCELLED", "CANCELLING", "PENDING"] {
+            assert!(seen.contains(wanted), "{wanted} never read: {seen:?}");
+        }
     }
 
     #[test]

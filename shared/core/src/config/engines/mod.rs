@@ -11,7 +11,8 @@
 //! One file per engine, each holding its spec and its [`Engine`] answers (name, states,
 //! checks, parameters); [`BatchSpec`] names the engine and dispatches to it.
 //! - [`local`], [`ssh`], [`sql`], [`dataproc_serverless`], [`dataproc_cluster`] (with the
-//!   workloads both Dataproc engines run in [`dataproc`]), [`dataflow_flex`], [`data_fusion`].
+//!   workloads both Dataproc engines run in [`dataproc`]), [`dataflow_flex`], [`data_fusion`],
+//!   [`cloud_run_job`], [`http`].
 //! - [`parameters`]: the `{name}` placeholders of a parameter, found and filled in.
 
 use std::collections::BTreeMap;
@@ -19,21 +20,25 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod cloud_run_job;
 mod data_fusion;
 mod dataflow_flex;
 mod dataproc;
 mod dataproc_cluster;
 mod dataproc_serverless;
+mod http;
 mod local;
 mod parameters;
 mod sql;
 mod ssh;
 
+pub use cloud_run_job::{CLOUD_RUN_JOB_ID_ENV, CloudRunJob};
 pub use data_fusion::{DataFusion, DataFusionRun};
 pub use dataflow_flex::DataflowFlex;
 pub use dataproc::{PigJob, PySparkJob, SparkJob, SparkSqlJob};
 pub use dataproc_cluster::{ClusterSpec, DataprocCluster};
 pub use dataproc_serverless::DataprocServerless;
+pub use http::{DEFAULT_CALL_TIMEOUT, HttpJob, HttpStatus};
 pub use local::LocalBatch;
 pub(crate) use parameters::render_parameter;
 pub use parameters::{
@@ -67,6 +72,12 @@ pub enum BatchSpec {
     /// A command on a remote host over SSH (seed 000's on-prem Run Replicator), detached
     /// under the job id; its exit status is the result.
     Ssh(SshBatch),
+    /// An execution of a Cloud Run job, with its arguments and environment overridden for
+    /// the run.
+    CloudRunJob(CloudRunJob),
+    /// A call to an HTTP endpoint with an OIDC ID token, success by status code, long work
+    /// followed through a status URL.
+    Http(HttpJob),
 }
 
 /// What every engine's spec answers, the same few questions; [`BatchSpec`] dispatches to it.
@@ -116,6 +127,8 @@ impl BatchSpec {
             Self::DataFusion(s) => s,
             Self::Sql(s) => s,
             Self::Ssh(s) => s,
+            Self::CloudRunJob(s) => s,
+            Self::Http(s) => s,
         }
     }
 
@@ -200,6 +213,8 @@ impl BatchSpec {
             Self::DataFusion(s) => s.each_parameter(f),
             Self::Sql(s) => s.each_parameter(f),
             Self::Ssh(s) => s.each_parameter(f),
+            Self::CloudRunJob(s) => s.each_parameter(f),
+            Self::Http(s) => s.each_parameter(f),
         }
     }
 }
@@ -277,6 +292,24 @@ mod lenient {
             Scalar::Bool(_) => return Err(D::Error::custom("expected a port number")),
         };
         u16::try_from(n).map_err(|_| D::Error::custom(format!("{n} is not a port number")))
+    }
+
+    /// A list of HTTP status codes (`[200, 201]`).
+    pub(super) fn codes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+        let items = Vec::<Scalar>::deserialize(d)?;
+        items
+            .into_iter()
+            .map(|item| {
+                let n = match item {
+                    Scalar::Int(n) => n,
+                    Scalar::Text(s) => s.trim().parse::<u64>().map_err(|_| {
+                        D::Error::custom(format!("expected a status code, not {s:?}"))
+                    })?,
+                    Scalar::Bool(_) => return Err(D::Error::custom("expected a status code")),
+                };
+                u16::try_from(n).map_err(|_| D::Error::custom(format!("{n} is not a status code")))
+            })
+            .collect()
     }
 
     pub(super) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {

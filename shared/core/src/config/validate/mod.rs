@@ -510,6 +510,24 @@ pipelines:
     }
 
     #[test]
+    fn max_active_runs_is_read_and_zero_is_refused() {
+        let file = |n: &str| {
+            format!(
+                "pipelines:\n  - name: p\n    trigger: {{ manual: true }}\n    max_active_runs: {n}\n    jobs: [{{ name: a, engine: local, command: \"true\" }}]\n"
+            )
+        };
+        let config = parse_str(&file("2"), "ok.yaml").expect("valid");
+        assert_eq!(config.pipelines[0].max_active_runs, Some(2));
+        let shown: Vec<String> = issues(&file("0")).iter().map(ToString::to_string).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.contains("pipelines[0].max_active_runs: must be at least 1")),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
     fn an_expect_deadline_with_a_bad_time_or_zone_is_reported() {
         let found = issues(
             r#"pipelines:

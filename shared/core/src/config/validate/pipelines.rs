@@ -126,6 +126,7 @@ impl Validator {
             "run_log",
             "checks",
             "expect",
+            "max_active_runs",
         ];
         self.known_keys(path, node, KEYS);
         self.schedule(path, node);
@@ -161,6 +162,17 @@ impl Validator {
                     "poll" => self.section::<crate::config::PollPolicy>(&p, n).is_some(),
                     "checks" => self.section::<Vec<crate::config::Check>>(&p, n).is_some(),
                     "expect" => self.section::<crate::config::Expect>(&p, n).is_some(),
+                    "max_active_runs" => match self.section::<u32>(&p, n) {
+                        Some(0) => {
+                            self.issue(
+                                &p,
+                                line_of(n),
+                                "must be at least 1 (leave it out for no limit)",
+                            );
+                            false
+                        }
+                        other => other.is_some(),
+                    },
                     _ => self.section::<crate::config::RunLogTarget>(&p, n).is_some(),
                 };
                 let _ = ok;

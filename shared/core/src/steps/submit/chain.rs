@@ -118,7 +118,15 @@ pub(in crate::steps) async fn end_run(
         detail,
     );
     outcome.summary = format!("run {run_id} {status}");
-    publish(ctx, outcome, ev).await
+    publish(ctx, outcome, ev).await?;
+    // A slot of `max_active_runs` is free: the oldest queued run starts.
+    let started = super::queue::release(ctx, pipeline, Some(run_id), outcome).await?;
+    if started > 0 {
+        outcome
+            .summary
+            .push_str(&format!("; started {started} queued run(s)"));
+    }
+    Ok(())
 }
 
 /// The run date of a run: its `date` value (a capture or the start's day), else the UTC day

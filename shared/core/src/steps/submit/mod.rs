@@ -15,18 +15,22 @@
 //! - `job.rs`: starting a job: one batch, or one `dev.conveyor.row.queued` per `for_each` row
 //!   and each row's batch; the request of an attempt, rebuilt the same way by the poll step.
 //! - `chain.rs`: what follows a job's end, run ends, fan-in.
+//! - `queue.rs`: `max_active_runs`: runs recorded QUEUED, started in date order when a slot
+//!   frees.
 //! - `graph.rs`: the same when the jobs form a graph (`needs`, `run_if`): jobs decided once
 //!   their needs ended, SKIPPED, and the poll tick's sweep of stalled graph runs.
 
 mod chain;
 mod graph;
 mod job;
+mod queue;
 
 use std::collections::BTreeMap;
 
 pub(super) use chain::{end_run, sweep_after};
 pub(super) use graph::sweep_graphs;
 pub(super) use job::{FOR_EACH, batch_request, start_job, submit_attempt, table_safe_vars};
+pub(super) use queue::sweep_queued;
 
 #[cfg(test)]
 mod tests;
@@ -125,9 +129,26 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
     Ok(outcome)
 }
 
+/// Starts `run_id`, or, when its pipeline has `max_active_runs` runs going already, records
+/// it QUEUED (see `queue.rs`).
+async fn start_run(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    run_id: &RunId,
+    base: Detail,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    if let Some(limit) = pipeline.max_active_runs
+        && !queue::admits(ctx, pipeline, run_id, limit).await?
+    {
+        return queue::queue(ctx, pipeline, run_id, base, outcome).await;
+    }
+    start_jobs(ctx, pipeline, run_id, base, outcome).await
+}
+
 /// Starts the jobs of `run_id` that need nothing: the first job of a line, every root of a
 /// graph (side by side).
-async fn start_run(
+async fn start_jobs(
     ctx: &Context,
     pipeline: &Pipeline,
     run_id: &RunId,

@@ -1,0 +1,140 @@
+//! `max_active_runs` on the embedded chain: starts beyond the limit are recorded QUEUED and
+//! start in run-date order as runs end, never more than the limit at once.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use conveyor_core::event::StepName;
+use conveyor_core::ports::RunLogRow;
+use conveyor_e2e::Chain;
+
+/// The run ends of `pipeline`, by run date.
+fn run_ends(log: &[RunLogRow]) -> Vec<(String, String)> {
+    let mut ends: Vec<(String, String)> = log
+        .iter()
+        .filter(|r| r.step == "submit" && r.job.is_none() && r.job_id.is_none())
+        .map(|r| (r.run_date.clone().unwrap_or_default(), r.status.clone()))
+        .collect();
+    ends.sort();
+    ends
+}
+
+/// The `(start, end, date)` nanoseconds each run's job wrote, in start order.
+fn spans(path: &Path) -> Vec<(u128, u128, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut spans: Vec<(u128, u128, String)> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "{l}");
+            (
+                f[1].parse().expect("start"),
+                f[2].parse().expect("end"),
+                f[0].to_owned(),
+            )
+        })
+        .collect();
+    spans.sort();
+    spans
+}
+
+#[tokio::test]
+async fn starts_beyond_the_limit_are_queued_and_start_in_date_order_one_at_a_time() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spans_file = tmp.path().join("spans");
+    let yaml = r#"
+pipelines:
+  - name: nightly
+    max_active_runs: 1
+    trigger: { manual: true }
+    poll: { interval: 50ms }
+    jobs:
+      - { name: work, engine: local, command: "s=$(date +%s%N); sleep 0.4; echo {date} $s $(date +%s%N) >> SPANS" }
+"#
+    .replace("SPANS", &spans_file.display().to_string());
+    let chain = Chain::start(&yaml).await;
+    // Three starts at once, the latest date first: it takes the one slot.
+    for date in ["2026-11-03", "2026-11-01", "2026-11-02"] {
+        chain
+            .accepted(
+                StepName::Submit,
+                &format!(r#"{{"pipeline":"nightly","date":"{date}"}}"#),
+            )
+            .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = chain.run_log().await;
+        if run_ends(&log).len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every run ended: {:#?}\nspans: {:?}\nbatches: {:?}",
+            log.iter()
+                .map(|r| format!(
+                    "{} {} {} {} {} {:?} {:?}",
+                    r.run_date.as_deref().unwrap_or("-"),
+                    r.step,
+                    r.job.as_deref().unwrap_or("-"),
+                    r.attempt,
+                    r.status,
+                    r.error,
+                    r.dataproc_job_id
+                ))
+                .collect::<Vec<_>>(),
+            std::fs::read_to_string(&spans_file),
+            std::fs::read_dir(chain.dir.path().join("state/batches")).map(|d| d
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect::<Vec<_>>())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    chain.settle(Duration::from_secs(10)).await;
+
+    let log = chain.run_log().await;
+    assert_eq!(
+        run_ends(&log),
+        [
+            ("2026-11-01".to_owned(), "SUCCEEDED".to_owned()),
+            ("2026-11-02".to_owned(), "SUCCEEDED".to_owned()),
+            ("2026-11-03".to_owned(), "SUCCEEDED".to_owned()),
+        ]
+    );
+    let mut queued: Vec<String> = log
+        .iter()
+        .filter(|r| r.status == "QUEUED")
+        .map(|r| r.run_date.clone().unwrap_or_default())
+        .collect();
+    queued.sort();
+    assert_eq!(
+        queued,
+        ["2026-11-01", "2026-11-02"],
+        "the two starts beyond the limit were recorded QUEUED, once each"
+    );
+    assert!(
+        log.iter()
+            .filter(|r| r.status == "QUEUED")
+            .all(|r| r.job.as_deref() == Some("work") && r.dataproc_job_id.is_none()),
+        "a QUEUED row names the first job and no batch"
+    );
+    let spans = spans(&spans_file);
+    let order: Vec<&str> = spans.iter().map(|s| s.2.as_str()).collect();
+    assert_eq!(
+        order,
+        ["2026-11-03", "2026-11-01", "2026-11-02"],
+        "the first start ran, then the queued ones in date order"
+    );
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "runs overlapped: {} ended at {}, {} started at {}",
+            pair[0].2,
+            pair[0].1,
+            pair[1].2,
+            pair[1].0
+        );
+    }
+    chain.stop().await;
+}
