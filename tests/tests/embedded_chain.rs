@@ -1121,3 +1121,101 @@ pipelines:
     );
     chain.stop().await;
 }
+
+/// The source objects of a pipeline's SUCCEEDED load rows, in the order they loaded.
+fn loaded_in_order(log: &[RunLogRow], pipeline: &str) -> Vec<String> {
+    let mut rows: Vec<&RunLogRow> = log
+        .iter()
+        .filter(|r| {
+            r.pipeline.as_deref() == Some(pipeline) && r.step != "submit" && r.status == "SUCCEEDED"
+        })
+        .collect();
+    rows.sort_by_key(|r| r.td_timestamp);
+    rows.iter()
+        .filter_map(|r| r.source_object.clone())
+        .map(|o| o.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn ordered_incrementals_wait_for_the_history_marker_then_load_in_name_order_once() {
+    let yaml = r#"
+pipelines:
+  - name: incr
+    trigger: { object: { bucket: landing, pattern: "ds/t/incr/{file}.csv" } }
+    load:
+      table: ds.t
+      format: CSV
+      write_disposition: WRITE_TRUNCATE
+      schema: [ { name: v, type: STRING } ]
+      order: by_name
+      start_after: { marker: _HISTORYDONE }
+"#;
+    let chain = Chain::start(yaml).await;
+    // Arrivals out of name order; a load of each as it came would leave "b" in the table.
+    for name in ["c", "a", "b"] {
+        chain.write_file(
+            "landing",
+            &format!("ds/t/incr/{name}.csv"),
+            &format!("{name}\n"),
+        );
+        chain.settle(Duration::from_secs(30)).await;
+    }
+    assert_eq!(
+        chain.rows("ds.t").await,
+        0,
+        "nothing loads before the marker"
+    );
+    chain.write_file("landing", "ds/t/_HISTORYDONE", "");
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    assert_eq!(
+        loaded_in_order(&log, "incr"),
+        ["a.csv", "b.csv", "c.csv"],
+        "{log:#?}"
+    );
+    let table = TableRef::parse("ds.t").expect("table");
+    let read = |rows: Vec<std::collections::BTreeMap<String, String>>| {
+        rows.iter()
+            .map(|r| r.get("v").cloned().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    let rows = chain
+        .ctx
+        .ports
+        .warehouse
+        .read_table(&table, 10)
+        .await
+        .expect("read");
+    assert_eq!(read(rows), ["c"], "the last name loaded last");
+    // A redelivered arrival of the first file adopts its job: nothing loads again (a reload
+    // would truncate the table back to "a").
+    let object = chain
+        .ctx
+        .ports
+        .store
+        .head(
+            &"landing".parse().expect("bucket"),
+            &"ds/t/incr/a.csv".parse().expect("name"),
+        )
+        .await
+        .expect("head")
+        .expect("object");
+    let body = serde_json::json!({"bucket": "landing", "name": "ds/t/incr/a.csv", "generation": object.object.generation}).to_string();
+    chain.accepted(StepName::Load, &body).await;
+    chain.settle(Duration::from_secs(30)).await;
+    let rows = chain
+        .ctx
+        .ports
+        .warehouse
+        .read_table(&table, 10)
+        .await
+        .expect("read");
+    assert_eq!(read(rows), ["c"], "{:#?}", chain.run_log().await);
+    assert_eq!(
+        loaded_in_order(&chain.run_log().await, "incr").len(),
+        3,
+        "one SUCCEEDED row per load"
+    );
+    chain.stop().await;
+}

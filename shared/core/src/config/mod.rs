@@ -44,6 +44,7 @@ mod deploy;
 mod engines;
 mod job;
 mod lineage;
+mod load_actions;
 mod messages;
 mod pattern;
 pub(crate) mod schema;
@@ -72,6 +73,7 @@ pub use job::{
 };
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use lineage::LineageConfig;
+pub use load_actions::{LoadOrder, OnSuccess, StartAfter};
 pub use messages::TopicName;
 pub(crate) use pattern::table_safe;
 pub use pattern::{PathPattern, PatternError, placeholders, render};
@@ -507,6 +509,18 @@ pub struct LoadSpec {
     #[serde(default = "max_record_bytes")]
     #[schemars(range(min = 1, max = 100_000_000))]
     pub max_record_bytes: u64,
+    /// `by_name`: the loads of one table are applied one at a time, in object name order
+    /// (GEBI's `ORDERME`). Default: each arrival loads as it comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<LoadOrder>,
+    /// `{ marker: _HISTORYDONE }`: with `order: by_name`, nothing loads until the marker
+    /// exists in a source's folder or a folder above it; then the backlog loads in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_after: Option<StartAfter>,
+    /// `{ delete_source: true }` or `{ move_to: "done/{path}" }`: what becomes of each
+    /// source once its load job is DONE (exactly once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<OnSuccess>,
 }
 
 /// The default (and the largest) `load.max_record_bytes`: BigQuery's 100 MB row limit for CSV

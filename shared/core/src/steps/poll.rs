@@ -170,6 +170,14 @@ async fn tick(
         }
     }
     if !out_of_budget {
+        // Ordered loads (`load.order`): a load this tick saw DONE lets its queue go on.
+        match tokio::time::timeout_at(deadline, super::load::sweep_ordered(ctx, outcome)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "draining ordered loads failed; the next tick retries"),
+            Err(_) => out_of_budget = true,
+        }
+    }
+    if !out_of_budget {
         match tokio::time::timeout_at(deadline, sweep_after(ctx, outcome)).await {
             Ok(Ok(n)) => swept = n,
             Ok(Err(e)) => warn!(error = %e, "fan-in sweep failed; the next tick retries"),

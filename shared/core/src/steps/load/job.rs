@@ -25,6 +25,17 @@ pub(super) fn load_job_id(run_id: &RunId, k: usize) -> JobId {
     JobId::derive("load", run_id, u32::try_from(k).unwrap_or(u32::MAX))
 }
 
+/// How a run's load stands once its request has published what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finished {
+    /// Every job is DONE (or there was nothing new to load).
+    Loaded,
+    /// A job is still running: the poll tick finishes it.
+    Running,
+    /// The load failed; the failure is recorded.
+    Failed,
+}
+
 /// Loads `sources` for `run_id` and publishes what happened: `dev.conveyor.table.loaded`,
 /// `dev.conveyor.load.running` (the poll tick finishes it) or `dev.conveyor.step.failed`.
 #[expect(clippy::too_many_arguments, reason = "one load's whole context")]
@@ -37,10 +48,13 @@ pub(super) async fn load(
     captures: &BTreeMap<String, String>,
     detail: Detail,
     outcome: &mut Outcome,
-) -> Result<(), StepError> {
+) -> Result<Finished, StepError> {
     let mut loader = match Loader::new(ctx, pipeline, spec, run_id, captures, detail) {
         Ok(l) => l,
-        Err(detail) => return failed(ctx, pipeline, run_id, *detail, outcome).await,
+        Err(detail) => {
+            failed(ctx, pipeline, run_id, *detail, outcome).await?;
+            return Ok(Finished::Failed);
+        }
     };
     for chunk in sources.chunks(MAX_LOAD_URIS) {
         loader.chunk(chunk.to_vec()).await?;
@@ -198,7 +212,7 @@ impl<'a> Loader<'a> {
     ///
     /// # Errors
     /// A transient error when the event cannot be published.
-    pub(super) async fn finish(self, outcome: &mut Outcome) -> Result<(), StepError> {
+    pub(super) async fn finish(self, outcome: &mut Outcome) -> Result<Finished, StepError> {
         let Self {
             ctx,
             pipeline,
@@ -216,11 +230,13 @@ impl<'a> Loader<'a> {
         }
         if let Some(e) = failure {
             detail.error = Some(e);
-            return failed(ctx, pipeline, run_id, detail, outcome).await;
+            failed(ctx, pipeline, run_id, detail, outcome).await?;
+            return Ok(Finished::Failed);
         }
         if jobs == 0 {
             detail.error = Some("nothing to load: no object matches the pattern".to_owned());
-            return failed(ctx, pipeline, run_id, detail, outcome).await;
+            failed(ctx, pipeline, run_id, detail, outcome).await?;
+            return Ok(Finished::Failed);
         }
         if running {
             info!(table = %table, run_id = %run_id, "load job still running; the poll tick finishes it");
@@ -234,7 +250,8 @@ impl<'a> Loader<'a> {
                 Status::Running,
                 detail,
             );
-            return publish(ctx, outcome, ev).await;
+            publish(ctx, outcome, ev).await?;
+            return Ok(Finished::Running);
         }
         detail.rows = Some(rows);
         outcome.summary = format!("loaded {rows} rows into {table}");
@@ -247,7 +264,8 @@ impl<'a> Loader<'a> {
             Status::Succeeded,
             detail,
         );
-        publish(ctx, outcome, ev).await
+        publish(ctx, outcome, ev).await?;
+        Ok(Finished::Loaded)
     }
 }
 
