@@ -1167,7 +1167,19 @@ pipelines:
         "nothing loads before the marker"
     );
     chain.write_file("landing", "ds/t/_HISTORYDONE", "");
-    chain.settle(Duration::from_secs(30)).await;
+    let loaded = std::cell::Cell::new(0);
+    let all_loaded = || {
+        let now = chain
+            .dispatched()
+            .iter()
+            .filter(|e| e.kind == EventType::TableLoaded)
+            .count();
+        loaded.set(loaded.get() + now);
+        loaded.get() >= 3
+    };
+    chain
+        .settle_when(Duration::from_secs(30), all_loaded, String::new)
+        .await;
     let log = chain.run_log().await;
     assert_eq!(
         loaded_in_order(&log, "incr"),
@@ -1216,6 +1228,96 @@ pipelines:
         loaded_in_order(&chain.run_log().await, "incr").len(),
         3,
         "one SUCCEEDED row per load"
+    );
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn loaded_sources_are_moved_or_deleted_once_after_done_even_when_done_is_seen_again() {
+    let yaml = r#"
+pipelines:
+  - name: mv
+    trigger: { object: { bucket: landing, pattern: "in/{day}/*.csv" } }
+    load:
+      table: "ds.mv_{day}"
+      format: CSV
+      schema: [ { name: v, type: STRING } ]
+      check_generation: false
+      on_success: { move_to: "done/{path}" }
+  - name: rm
+    trigger: { object: { bucket: landing, pattern: "rm/{day}/*.csv" } }
+    load:
+      table: "ds.rm_{day}"
+      format: CSV
+      schema: [ { name: v, type: STRING } ]
+      check_generation: false
+      on_success: { delete_source: true }
+"#;
+    let chain = Chain::start(yaml).await;
+    chain.write_file("landing", "in/d1/a.csv", "x\ny\n");
+    chain.write_file("landing", "rm/d1/b.csv", "z\n");
+    let bucket = chain.bucket("landing");
+    // `table.loaded` is published after the actions.
+    let loaded = std::cell::Cell::new(0);
+    let both_loaded = || {
+        let now = chain
+            .dispatched()
+            .iter()
+            .filter(|e| e.kind == EventType::TableLoaded)
+            .count();
+        loaded.set(loaded.get() + now);
+        loaded.get() >= 2
+    };
+    chain
+        .settle_when(Duration::from_secs(30), both_loaded, String::new)
+        .await;
+    assert_eq!(
+        chain.rows("ds.mv_d1").await,
+        2,
+        "{:#?}",
+        chain.run_log().await
+    );
+    assert_eq!(chain.rows("ds.rm_d1").await, 1);
+    assert!(!bucket.join("in/d1/a.csv").exists(), "moved away");
+    assert_eq!(
+        std::fs::read_to_string(bucket.join("done/in/d1/a.csv")).expect("moved"),
+        "x\ny\n"
+    );
+    assert!(!bucket.join("rm/d1/b.csv").exists(), "deleted");
+    // The same arrivals again, generation named (`check_generation: false` trusts it): the
+    // load adopts its DONE job and the actions find their sources gone — nothing fails,
+    // nothing loads or moves twice.
+    let log = chain.run_log().await;
+    let generation = |file: &str| {
+        log.iter()
+            .find(|r| {
+                r.source_object
+                    .as_deref()
+                    .is_some_and(|o| o.ends_with(file))
+            })
+            .and_then(|r| serde_json::from_str::<Detail>(&r.detail).ok())
+            .and_then(|d| d.object)
+            .map(|o| o.generation)
+            .expect("the load's object")
+    };
+    for (name, file) in [("in/d1/a.csv", "a.csv"), ("rm/d1/b.csv", "b.csv")] {
+        let g = generation(file);
+        let body =
+            serde_json::json!({"bucket": "landing", "name": name, "generation": g}).to_string();
+        chain.accepted(StepName::Load, &body).await;
+    }
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(chain.rows("ds.mv_d1").await, 2);
+    assert_eq!(chain.rows("ds.rm_d1").await, 1);
+    let log = chain.run_log().await;
+    assert!(
+        log.iter()
+            .all(|r| r.status != "FAILED" && !r.detail.contains("on_success_error")),
+        "{log:#?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bucket.join("done/in/d1/a.csv")).expect("moved"),
+        "x\ny\n"
     );
     chain.stop().await;
 }

@@ -301,6 +301,11 @@ async fn check_load(
             LoadState::Done { rows } => {
                 info!(run_id = %open.run_id, job_id = %job_id, rows, "load job done");
                 detail.rows = Some(rows);
+                // `load.on_success`: done before the event, so a transient failure is
+                // retried by the next tick (each action at most once).
+                if let Some(e) = super::load::after_done(ctx, pipeline, &open.run_id).await? {
+                    detail.vars.insert("on_success_error".to_owned(), e);
+                }
                 outcome.summary = format!("load {job_id} loaded {rows} rows");
                 (EventType::TableLoaded, Status::Succeeded)
             }

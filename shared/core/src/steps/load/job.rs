@@ -165,6 +165,14 @@ impl<'a> Loader<'a> {
             max_record_bytes: spec.max_record_bytes,
             generations_checked: spec.check_generation,
         };
+        super::on_success::keep_sources(
+            self.ctx,
+            self.pipeline,
+            self.run_id,
+            self.jobs,
+            &job.sources,
+        )
+        .await?;
         match self
             .ctx
             .ports
@@ -254,6 +262,9 @@ impl<'a> Loader<'a> {
             return Ok(Finished::Running);
         }
         detail.rows = Some(rows);
+        if let Some(e) = super::on_success::after_done(ctx, pipeline, run_id).await? {
+            detail.vars.insert("on_success_error".to_owned(), e);
+        }
         outcome.summary = format!("loaded {rows} rows into {table}");
         let ev = ctx.event(
             EventType::TableLoaded,

@@ -16,6 +16,7 @@
 
 mod job;
 mod marker;
+mod on_success;
 mod order;
 mod window;
 
@@ -27,6 +28,7 @@ use tracing::{info, instrument, warn};
 use job::Finished;
 
 pub(super) use job::load_state_event;
+pub(super) use on_success::after_done;
 pub(super) use order::sweep_ordered;
 pub(super) use window::sweep_windows;
 
