@@ -77,6 +77,28 @@ impl OnSuccess {
     }
 }
 
+/// One `on_failure` action of a pipeline: `{ publish: TOPIC }` or
+/// `{ webhook: { url_secret: projects/P/secrets/NAME } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum OnFailure {
+    /// Publish the failing event (the run-log event, JSON) to this Pub/Sub topic (a topic id
+    /// of the deployment's project; embedded: a line in `.conveyor/topics/TOPIC.ndjson`).
+    Publish(super::TopicName),
+    /// POST a JSON message with the error (`{"text": …}`, as Slack and Google Chat incoming
+    /// webhooks take, and the fields) to a URL read from a secret, never logged.
+    Webhook(Webhook),
+}
+
+/// `on_failure: [{ webhook: { url_secret } }]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// The Secret Manager secret holding the URL (`projects/P/secrets/NAME[/versions/V]`):
+    /// a webhook URL is a credential.
+    pub url_secret: super::SecretRef,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

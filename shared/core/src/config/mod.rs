@@ -73,7 +73,7 @@ pub use job::{
 };
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use lineage::LineageConfig;
-pub use load_actions::{LoadOrder, OnSuccess, StartAfter};
+pub use load_actions::{LoadOrder, OnFailure, OnSuccess, StartAfter, Webhook};
 pub use messages::TopicName;
 pub(crate) use pattern::table_safe;
 pub use pattern::{PathPattern, PatternError, placeholders, render};
@@ -211,6 +211,11 @@ pub struct Pipeline {
     /// records one `MISSED` row and raises one alert for a date that has not by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Expect>,
+    /// What else happens when a run of this pipeline ends in failure (FAILED with no retry
+    /// left, TIMED_OUT, a failed load, REJECTED), besides its run-log row and the alerts
+    /// topic: `[{ publish: TOPIC }, { webhook: { url_secret: projects/P/secrets/NAME } }]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<OnFailure>,
 }
 
 /// A pipeline's freshness deadline: `expect: { by: "06:00", time_zone: Europe/Paris, every: day }`.

@@ -553,6 +553,33 @@ mod tests {
     }
 
     #[test]
+    fn on_failure_takes_a_topic_or_a_webhook_whose_url_is_a_secret() {
+        let with = |actions: &str| {
+            GOOD.replace(
+                "    poll: {",
+                &format!("    on_failure: {actions}\n    poll: {{"),
+            )
+        };
+        let ok =
+            "[{ publish: sales-failures }, { webhook: { url_secret: projects/p/secrets/chat } }]";
+        assert!(issues(&with(ok)).is_empty(), "{:?}", issues(&with(ok)));
+        for bad in [
+            "[{ publish: goog-x }]",
+            "[{ webhook: { url_secret: \"https://chat.googleapis.com/v1/spaces/x\" } }]",
+            "[{ email: ops@example.com }]",
+        ] {
+            let found = issues(&with(bad));
+            assert!(!found.is_empty(), "{bad}");
+            assert!(
+                found
+                    .iter()
+                    .all(|i| i.path.starts_with("pipelines[0].on_failure")),
+                "{found:?}"
+            );
+        }
+    }
+
+    #[test]
     fn csv_options_are_checked_and_refused_for_other_formats() {
         let with = |format: &str, csv: &str| {
             GOOD.replace(

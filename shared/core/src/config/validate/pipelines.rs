@@ -126,6 +126,7 @@ impl Validator {
             "run_log",
             "checks",
             "expect",
+            "on_failure",
         ];
         self.known_keys(path, node, KEYS);
         self.schedule(path, node);
@@ -161,6 +162,9 @@ impl Validator {
                     "poll" => self.section::<crate::config::PollPolicy>(&p, n).is_some(),
                     "checks" => self.section::<Vec<crate::config::Check>>(&p, n).is_some(),
                     "expect" => self.section::<crate::config::Expect>(&p, n).is_some(),
+                    "on_failure" => self
+                        .section::<Vec<crate::config::OnFailure>>(&p, n)
+                        .is_some(),
                     _ => self.section::<crate::config::RunLogTarget>(&p, n).is_some(),
                 };
                 let _ = ok;
