@@ -1321,3 +1321,62 @@ pipelines:
     );
     chain.stop().await;
 }
+
+#[tokio::test]
+async fn a_batchs_bad_file_is_quarantined_with_its_reason_and_the_good_files_load_once() {
+    let yaml = r#"
+pipelines:
+  - name: parts
+    trigger: { object: { bucket: landing, pattern: "in/{day}/*.csv" } }
+    load:
+      table: "ds.parts_{day}"
+      format: CSV
+      write_disposition: WRITE_TRUNCATE
+      schema: [ { name: n, type: INTEGER } ]
+      batch: { marker: _SUCCESS, bad_files: quarantine }
+"#;
+    let chain = Chain::start(yaml).await;
+    chain.write_file("landing", "in/d1/a.csv", "1\n2\n");
+    chain.write_file("landing", "in/d1/b.csv", "3\nthree\n");
+    chain.write_file("landing", "in/d1/c.csv", "4\n");
+    chain.settle(Duration::from_secs(30)).await;
+    chain.write_file("landing", "in/d1/_SUCCESS", "");
+    let loaded = std::cell::Cell::new(0);
+    let done = || {
+        let now = chain
+            .dispatched()
+            .iter()
+            .filter(|e| matches!(e.kind, EventType::TableLoaded | EventType::StepFailed))
+            .count();
+        loaded.set(loaded.get() + now);
+        loaded.get() >= 1
+    };
+    chain
+        .settle_when(Duration::from_secs(30), done, String::new)
+        .await;
+    let log = chain.run_log().await;
+    assert_eq!(chain.rows("ds.parts_d1").await, 3, "a and c: {log:#?}");
+    let bucket = chain.bucket("landing");
+    assert!(!bucket.join("in/d1/b.csv").exists());
+    assert_eq!(
+        std::fs::read_to_string(bucket.join("_quarantine/in/d1/b.csv")).expect("quarantined"),
+        "3\nthree\n"
+    );
+    let row = log
+        .iter()
+        .find(|r| r.step == "load" && r.status == "SUCCEEDED")
+        .expect("the load succeeded");
+    let detail: Detail = serde_json::from_str(&row.detail).expect("detail");
+    assert_eq!(detail.vars["quarantined_files"], "1");
+    let why = &detail.vars["quarantined"];
+    assert!(
+        why.contains("gs://landing/in/d1/b.csv") && why.contains("three"),
+        "{why}"
+    );
+    assert!(!why.contains("a.csv") && !why.contains("c.csv"), "{why}");
+    // The marker again: its run adopts its jobs, nothing loads twice.
+    chain.write_file("landing", "in/d1/_SUCCESS", "");
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(chain.rows("ds.parts_d1").await, 3);
+    chain.stop().await;
+}

@@ -69,7 +69,8 @@ pub use engines::{
 };
 pub(crate) use job::truthy as job_truthy;
 pub use job::{
-    Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, MarkerCovers, RunIf, When, WindowBatch,
+    BadFiles, Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, MarkerCovers, RunIf, When,
+    WindowBatch,
 };
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use lineage::LineageConfig;
@@ -564,6 +565,15 @@ pub fn render_table(
 pub(crate) const DEFAULT_IGNORE: &[&str] = &[".*", "_*", "*.tmp"];
 
 impl LoadSpec {
+    /// Whether a batch's bad files are quarantined (`load.batch.bad_files: quarantine`).
+    pub fn quarantines(&self) -> bool {
+        match &self.batch {
+            Some(LoadBatch::Marker(m)) => m.bad_files == BadFiles::Quarantine,
+            Some(LoadBatch::Window(w)) => w.bad_files == BadFiles::Quarantine,
+            None => false,
+        }
+    }
+
     /// The CSV options a load job carries: `csv`, with the top-level `skip_leading_rows`
     /// when `csv` does not set it.
     pub fn csv_options(&self) -> CsvOptions {

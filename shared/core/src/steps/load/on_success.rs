@@ -158,6 +158,20 @@ async fn act(
             source.bucket
         )));
     }
+    move_object(ctx, source, &dest).await
+}
+
+/// Moves generation `source` to `dest` in its bucket: `true` when this call did it, `false`
+/// when it was moved already (or a newer generation is live, which stays).
+///
+/// # Errors
+/// The store's error.
+pub(super) async fn move_object(
+    ctx: &Context,
+    source: &ObjectRef,
+    dest: &ObjectName,
+) -> Result<bool, StepError> {
+    let store = &ctx.ports.store;
     let Some(live) = store
         .head(&source.bucket, &source.name)
         .await
@@ -168,7 +182,7 @@ async fn act(
         return Ok(false);
     };
     let copied = store
-        .head(&source.bucket, &dest)
+        .head(&source.bucket, dest)
         .await
         .map_err(port)?
         .is_some_and(|d| !live.etag.is_empty() && d.etag == live.etag);
@@ -179,7 +193,7 @@ async fn act(
                 &source.name,
                 &source.generation,
                 &source.bucket,
-                &dest,
+                dest,
             )
             .await
             .map_err(port)?
