@@ -177,3 +177,131 @@ async fn a_failed_run_alerts_once_at_its_end_not_once_per_failed_job_event() {
         "one alert per failed run, at its end"
     );
 }
+
+/// A webhook on port 0 that records what it is sent and answers `status`.
+async fn webhook(status: StatusCode) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/hook/{token}",
+        axum::routing::post({
+            let seen = seen.clone();
+            move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().expect("seen").push(body);
+                    status
+                }
+            }
+        }),
+    );
+    (conveyor_e2e::serve(app).await, seen)
+}
+
+fn on_failure_context(dir: &std::path::Path, url: &str) -> Context {
+    let secrets = dir.join("secrets");
+    let secret = secrets.join("projects/p/secrets/chat-hook");
+    std::fs::create_dir_all(secret.parent().expect("parent")).expect("dir");
+    std::fs::write(&secret, format!("{url}\n")).expect("secret");
+    let store = LocalStore::new(dir.join("buckets")).expect("store");
+    let sqlite = SqliteWarehouse::open(dir.join("warehouse"), Arc::new(store)).expect("db");
+    let config = conveyor_core::config::parse_str(
+        r#"
+pipelines:
+  - name: replicator
+    batch: { engine: local, command: "true" }
+    on_failure:
+      - publish: replicator-failures
+      - webhook: { url_secret: projects/p/secrets/chat-hook }
+  - name: quiet
+    batch: { engine: local, command: "true" }
+"#,
+        "t.yaml",
+    )
+    .expect("config");
+    Context::new(
+        Arc::new(config),
+        Ports {
+            run_log: Arc::new(sqlite),
+            bus: Arc::new(Recorder::default()),
+            secrets: Arc::new(conveyor_embedded::DirSecrets::new(secrets)),
+            notifier: Some(Arc::new(conveyor_embedded::LocalNotifier::new(
+                dir.join("topics"),
+            ))),
+            ..Ports::unwired()
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_failed_run_is_published_to_its_topic_and_posted_to_its_webhook_with_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, seen) = webhook(StatusCode::OK).await;
+    let ctx = on_failure_context(dir.path(), &format!("{base}/hook/s3cr3t"));
+    let failed = event("a", EventType::RunFinished, Status::Failed, false);
+    let quiet = {
+        let p = PipelineName::parse("quiet").expect("pipeline");
+        let mut e = failed.clone();
+        e.pipeline = Some(p.clone());
+        e.run_id = RunId::derive(&p, &["q"]);
+        e
+    };
+    for e in [
+        event("a", EventType::BatchFinished, Status::Failed, true),
+        event("a", EventType::BatchFinished, Status::Succeeded, false),
+        failed.clone(),
+        quiet,
+    ] {
+        assert_eq!(post(&ctx, &e).await, StatusCode::OK);
+    }
+    let posted = seen.lock().expect("seen").clone();
+    assert_eq!(
+        posted.len(),
+        1,
+        "only the run's failed end, only its pipeline: {posted:#?}"
+    );
+    assert_eq!(posted[0]["pipeline"], "replicator");
+    assert_eq!(posted[0]["status"], "FAILED");
+    assert_eq!(posted[0]["error"], "exit status 3");
+    let text = posted[0]["text"].as_str().expect("text");
+    assert!(
+        text.contains("exit status 3") && text.contains("replicator"),
+        "{text}"
+    );
+    let topic = std::fs::read_to_string(dir.path().join("topics/replicator-failures.ndjson"))
+        .expect("topic");
+    let lines: Vec<ConveyorEvent> = topic
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event"))
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].id(), failed.id());
+}
+
+#[tokio::test]
+async fn a_webhook_that_is_down_asks_for_redelivery_and_its_url_is_never_told() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, seen) = webhook(StatusCode::SERVICE_UNAVAILABLE).await;
+    let ctx = on_failure_context(dir.path(), &format!("{base}/hook/s3cr3t"));
+    let failed = event("a", EventType::RunFinished, Status::Failed, false);
+    let router = conveyor_core::http::router(StepName::Log, ctx.clone());
+    let req = Request::post("/")
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&failed).expect("json")))
+        .expect("request");
+    let resp = router.oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    assert!(!String::from_utf8_lossy(&body).contains("s3cr3t"));
+    assert_eq!(seen.lock().expect("seen").len(), 1);
+    // Nobody listening: refused at once, still without the URL.
+    let gone = on_failure_context(dir.path(), "http://127.0.0.1:9/hook/s3cr3t");
+    let notifier = gone.ports.notifier.clone().expect("notifier");
+    let e = notifier
+        .post("http://127.0.0.1:9/hook/s3cr3t", &serde_json::json!({}))
+        .await
+        .expect_err("nobody listens");
+    assert!(e.is_transient());
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+}

@@ -1121,3 +1121,262 @@ pipelines:
     );
     chain.stop().await;
 }
+
+/// The source objects of a pipeline's SUCCEEDED load rows, in the order they loaded.
+fn loaded_in_order(log: &[RunLogRow], pipeline: &str) -> Vec<String> {
+    let mut rows: Vec<&RunLogRow> = log
+        .iter()
+        .filter(|r| {
+            r.pipeline.as_deref() == Some(pipeline) && r.step != "submit" && r.status == "SUCCEEDED"
+        })
+        .collect();
+    rows.sort_by_key(|r| r.td_timestamp);
+    rows.iter()
+        .filter_map(|r| r.source_object.clone())
+        .map(|o| o.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn ordered_incrementals_wait_for_the_history_marker_then_load_in_name_order_once() {
+    let yaml = r#"
+pipelines:
+  - name: incr
+    trigger: { object: { bucket: landing, pattern: "ds/t/incr/{file}.csv" } }
+    load:
+      table: ds.t
+      format: CSV
+      write_disposition: WRITE_TRUNCATE
+      schema: [ { name: v, type: STRING } ]
+      order: by_name
+      start_after: { marker: _HISTORYDONE }
+"#;
+    let chain = Chain::start(yaml).await;
+    // Arrivals out of name order; a load of each as it came would leave "b" in the table.
+    for name in ["c", "a", "b"] {
+        chain.write_file(
+            "landing",
+            &format!("ds/t/incr/{name}.csv"),
+            &format!("{name}\n"),
+        );
+        chain.settle(Duration::from_secs(30)).await;
+    }
+    assert_eq!(
+        chain.rows("ds.t").await,
+        0,
+        "nothing loads before the marker"
+    );
+    chain.write_file("landing", "ds/t/_HISTORYDONE", "");
+    let loaded = std::cell::Cell::new(0);
+    let all_loaded = || {
+        let now = chain
+            .dispatched()
+            .iter()
+            .filter(|e| e.kind == EventType::TableLoaded)
+            .count();
+        loaded.set(loaded.get() + now);
+        loaded.get() >= 3
+    };
+    chain
+        .settle_when(Duration::from_secs(30), all_loaded, String::new)
+        .await;
+    let log = chain.run_log().await;
+    assert_eq!(
+        loaded_in_order(&log, "incr"),
+        ["a.csv", "b.csv", "c.csv"],
+        "{log:#?}"
+    );
+    let table = TableRef::parse("ds.t").expect("table");
+    let read = |rows: Vec<std::collections::BTreeMap<String, String>>| {
+        rows.iter()
+            .map(|r| r.get("v").cloned().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    let rows = chain
+        .ctx
+        .ports
+        .warehouse
+        .read_table(&table, 10)
+        .await
+        .expect("read");
+    assert_eq!(read(rows), ["c"], "the last name loaded last");
+    // A redelivered arrival of the first file adopts its job: nothing loads again (a reload
+    // would truncate the table back to "a").
+    let object = chain
+        .ctx
+        .ports
+        .store
+        .head(
+            &"landing".parse().expect("bucket"),
+            &"ds/t/incr/a.csv".parse().expect("name"),
+        )
+        .await
+        .expect("head")
+        .expect("object");
+    let body = serde_json::json!({"bucket": "landing", "name": "ds/t/incr/a.csv", "generation": object.object.generation}).to_string();
+    chain.accepted(StepName::Load, &body).await;
+    chain.settle(Duration::from_secs(30)).await;
+    let rows = chain
+        .ctx
+        .ports
+        .warehouse
+        .read_table(&table, 10)
+        .await
+        .expect("read");
+    assert_eq!(read(rows), ["c"], "{:#?}", chain.run_log().await);
+    assert_eq!(
+        loaded_in_order(&chain.run_log().await, "incr").len(),
+        3,
+        "one SUCCEEDED row per load"
+    );
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn loaded_sources_are_moved_or_deleted_once_after_done_even_when_done_is_seen_again() {
+    let yaml = r#"
+pipelines:
+  - name: mv
+    trigger: { object: { bucket: landing, pattern: "in/{day}/*.csv" } }
+    load:
+      table: "ds.mv_{day}"
+      format: CSV
+      schema: [ { name: v, type: STRING } ]
+      check_generation: false
+      on_success: { move_to: "done/{path}" }
+  - name: rm
+    trigger: { object: { bucket: landing, pattern: "rm/{day}/*.csv" } }
+    load:
+      table: "ds.rm_{day}"
+      format: CSV
+      schema: [ { name: v, type: STRING } ]
+      check_generation: false
+      on_success: { delete_source: true }
+"#;
+    let chain = Chain::start(yaml).await;
+    chain.write_file("landing", "in/d1/a.csv", "x\ny\n");
+    chain.write_file("landing", "rm/d1/b.csv", "z\n");
+    let bucket = chain.bucket("landing");
+    // `table.loaded` is published after the actions.
+    let loaded = std::cell::Cell::new(0);
+    let both_loaded = || {
+        let now = chain
+            .dispatched()
+            .iter()
+            .filter(|e| e.kind == EventType::TableLoaded)
+            .count();
+        loaded.set(loaded.get() + now);
+        loaded.get() >= 2
+    };
+    chain
+        .settle_when(Duration::from_secs(30), both_loaded, String::new)
+        .await;
+    assert_eq!(
+        chain.rows("ds.mv_d1").await,
+        2,
+        "{:#?}",
+        chain.run_log().await
+    );
+    assert_eq!(chain.rows("ds.rm_d1").await, 1);
+    assert!(!bucket.join("in/d1/a.csv").exists(), "moved away");
+    assert_eq!(
+        std::fs::read_to_string(bucket.join("done/in/d1/a.csv")).expect("moved"),
+        "x\ny\n"
+    );
+    assert!(!bucket.join("rm/d1/b.csv").exists(), "deleted");
+    // The same arrivals again, generation named (`check_generation: false` trusts it): the
+    // load adopts its DONE job and the actions find their sources gone — nothing fails,
+    // nothing loads or moves twice.
+    let log = chain.run_log().await;
+    let generation = |file: &str| {
+        log.iter()
+            .find(|r| {
+                r.source_object
+                    .as_deref()
+                    .is_some_and(|o| o.ends_with(file))
+            })
+            .and_then(|r| serde_json::from_str::<Detail>(&r.detail).ok())
+            .and_then(|d| d.object)
+            .map(|o| o.generation)
+            .expect("the load's object")
+    };
+    for (name, file) in [("in/d1/a.csv", "a.csv"), ("rm/d1/b.csv", "b.csv")] {
+        let g = generation(file);
+        let body =
+            serde_json::json!({"bucket": "landing", "name": name, "generation": g}).to_string();
+        chain.accepted(StepName::Load, &body).await;
+    }
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(chain.rows("ds.mv_d1").await, 2);
+    assert_eq!(chain.rows("ds.rm_d1").await, 1);
+    let log = chain.run_log().await;
+    assert!(
+        log.iter()
+            .all(|r| r.status != "FAILED" && !r.detail.contains("on_success_error")),
+        "{log:#?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bucket.join("done/in/d1/a.csv")).expect("moved"),
+        "x\ny\n"
+    );
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn a_batchs_bad_file_is_quarantined_with_its_reason_and_the_good_files_load_once() {
+    let yaml = r#"
+pipelines:
+  - name: parts
+    trigger: { object: { bucket: landing, pattern: "in/{day}/*.csv" } }
+    load:
+      table: "ds.parts_{day}"
+      format: CSV
+      write_disposition: WRITE_TRUNCATE
+      schema: [ { name: n, type: INTEGER } ]
+      batch: { marker: _SUCCESS, bad_files: quarantine }
+"#;
+    let chain = Chain::start(yaml).await;
+    chain.write_file("landing", "in/d1/a.csv", "1\n2\n");
+    chain.write_file("landing", "in/d1/b.csv", "3\nthree\n");
+    chain.write_file("landing", "in/d1/c.csv", "4\n");
+    chain.settle(Duration::from_secs(30)).await;
+    chain.write_file("landing", "in/d1/_SUCCESS", "");
+    let loaded = std::cell::Cell::new(0);
+    let done = || {
+        let now = chain
+            .dispatched()
+            .iter()
+            .filter(|e| matches!(e.kind, EventType::TableLoaded | EventType::StepFailed))
+            .count();
+        loaded.set(loaded.get() + now);
+        loaded.get() >= 1
+    };
+    chain
+        .settle_when(Duration::from_secs(30), done, String::new)
+        .await;
+    let log = chain.run_log().await;
+    assert_eq!(chain.rows("ds.parts_d1").await, 3, "a and c: {log:#?}");
+    let bucket = chain.bucket("landing");
+    assert!(!bucket.join("in/d1/b.csv").exists());
+    assert_eq!(
+        std::fs::read_to_string(bucket.join("_quarantine/in/d1/b.csv")).expect("quarantined"),
+        "3\nthree\n"
+    );
+    let row = log
+        .iter()
+        .find(|r| r.step == "load" && r.status == "SUCCEEDED")
+        .expect("the load succeeded");
+    let detail: Detail = serde_json::from_str(&row.detail).expect("detail");
+    assert_eq!(detail.vars["quarantined_files"], "1");
+    let why = &detail.vars["quarantined"];
+    assert!(
+        why.contains("gs://landing/in/d1/b.csv") && why.contains("three"),
+        "{why}"
+    );
+    assert!(!why.contains("a.csv") && !why.contains("c.csv"), "{why}");
+    // The marker again: its run adopts its jobs, nothing loads twice.
+    chain.write_file("landing", "in/d1/_SUCCESS", "");
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(chain.rows("ds.parts_d1").await, 3);
+    chain.stop().await;
+}

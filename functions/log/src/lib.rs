@@ -93,6 +93,8 @@ pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
         sinks: Arc::new(PostgresSinks::new(Arc::new(gcp.secrets()), url)),
         bus: Arc::new(gcp.bus().await?),
         alerts,
+        notifier: Some(Arc::new(conveyor_gcp::GcpNotifier::new(gcp.clone()))),
+        secrets: Arc::new(gcp.secrets()),
         lineage: Some(Arc::new(DataLineage::new(
             &settings.lineage_endpoint,
             &gcp.settings().project,

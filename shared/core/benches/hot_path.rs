@@ -164,6 +164,7 @@ fn bench(c: &mut Criterion) {
             secrets: Arc::new(conveyor_core::ports::Unwired),
             alerts: None,
             lineage: None,
+            notifier: None,
         },
     );
     let data = base64::engine::general_purpose::STANDARD

@@ -192,6 +192,9 @@ impl Embedded {
             secrets,
             alerts: None,
             lineage: lineage_port(&config, state_dir),
+            notifier: Some(Arc::new(crate::LocalNotifier::new(
+                state_dir.join("topics"),
+            ))),
         };
         Ok(Self {
             ctx: Context::new(config, ports),

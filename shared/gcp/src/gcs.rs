@@ -64,6 +64,22 @@ struct Resource {
     updated: Option<DateTime<Utc>>,
 }
 
+/// The answer of one `objects.rewrite` call.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Rewrite {
+    #[serde(default)]
+    done: bool,
+    #[serde(default)]
+    rewrite_token: Option<String>,
+    #[serde(default)]
+    resource: Option<Resource>,
+}
+
+/// The most `objects.rewrite` calls one copy makes (each moves up to about 1 GB across
+/// locations) before it gives up and is retried.
+const MAX_REWRITE_CALLS: usize = 1000;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Listing {
@@ -461,6 +477,59 @@ impl ObjectStore for GcsStore {
         generation: Option<&str>,
     ) -> Result<bool, PortError> {
         self.remove(bucket, name, generation).await
+    }
+
+    async fn copy(
+        &self,
+        bucket: &BucketName,
+        from: &ObjectName,
+        generation: &str,
+        to_bucket: &BucketName,
+        to: &ObjectName,
+    ) -> Result<Option<ObjectMeta>, PortError> {
+        // `objects.rewrite` copies server-side; a large object across locations or storage
+        // classes takes several calls, each going on from the last one's token.
+        let url = format!(
+            "{}/storage/v1/b/{bucket}/o/{}/rewriteTo/b/{to_bucket}/o/{}",
+            self.base,
+            segment(from.as_str()),
+            segment(to.as_str())
+        );
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_REWRITE_CALLS {
+            let build = || {
+                let mut query = vec![("sourceGeneration", generation)];
+                if let Some(t) = &token {
+                    query.push(("rewriteToken", t.as_str()));
+                }
+                self.http
+                    .post(&url)
+                    .query(&query)
+                    .json(&serde_json::json!({}))
+            };
+            let resp = match self.auth.send("rewrite object", build).await {
+                Ok(r) => r,
+                Err(PortError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let r: Rewrite = resp
+                .json()
+                .await
+                .map_err(|e| e.into_port("rewrite object"))?;
+            match (r.done, r.resource, r.rewrite_token) {
+                (true, Some(resource), _) => return resource.meta().map(Some),
+                (false, _, Some(t)) => token = Some(t),
+                _ => {
+                    return Err(PortError::transient(format!(
+                        "rewrite of gs://{bucket}/{from}: an answer neither done nor with a token"
+                    )));
+                }
+            }
+        }
+        Err(PortError::transient(format!(
+            "rewrite of gs://{bucket}/{from} was not done after {MAX_REWRITE_CALLS} calls; \
+             retried from the start"
+        )))
     }
 
     async fn list_page(

@@ -858,3 +858,46 @@ async fn a_load_into_another_projects_dataset_names_that_project() {
     let target = &recording.requests()[0].target;
     assert!(target.contains("/projects/p/jobs"), "{target}");
 }
+
+#[tokio::test]
+async fn a_failed_loads_error_names_the_file_each_detail_is_about() {
+    let failed = json!({
+        "jobReference": {"projectId": "p", "jobId": "x"},
+        "status": {
+            "state": "DONE",
+            "errorResult": {"reason": "invalid", "message": "Error while reading data, error message: CSV table encountered too many errors"},
+            "errors": [
+                {"reason": "invalid", "location": "gs://landing/b.csv", "message": "Could not parse 'three' as INT64 for field n (position 0) starting at location 2"},
+                {"reason": "invalid", "message": "Error while reading data, error message: CSV table encountered too many errors"}
+            ]
+        }
+    });
+    let (url, _recording) = serve_as(
+        Router::new().fallback(move || {
+            let failed = failed.clone();
+            async move { axum::Json(failed) }
+        }),
+        "bigquery",
+    )
+    .await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{url}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let status = bq
+        .load(&load_job(), Duration::from_secs(5))
+        .await
+        .expect("load");
+    match status.state {
+        LoadState::Failed { message, transient } => {
+            assert!(!transient);
+            assert!(
+                message.contains("gs://landing/b.csv: Could not parse 'three'"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

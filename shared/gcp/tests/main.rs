@@ -8,4 +8,5 @@
 mod bigquery_rest;
 mod lineage;
 mod oidc;
+mod storage_rest;
 mod tls;

@@ -259,6 +259,20 @@ pub struct MarkerBatch {
     pub marker: String,
     /// What the marker completes: its own folder (the default), or every folder below it.
     pub covers: MarkerCovers,
+    /// What a bad file does to the batch.
+    pub bad_files: BadFiles,
+}
+
+/// What a bad file (one its load job names in its error) does to its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BadFiles {
+    /// The batch's job fails, and nothing of it is loaded (the default, as BigQuery does).
+    #[default]
+    Fail,
+    /// The files the failed job names are moved under `_quarantine/` (their path kept) and
+    /// recorded with the reason in the run log; the other files load in a job of their own.
+    Quarantine,
 }
 
 /// What a marker completes.
@@ -297,6 +311,8 @@ pub struct WindowBatch {
     /// A window with this many files closes at once. Default 10,000 (BigQuery's limit of
     /// source URIs per load job).
     pub max_files: usize,
+    /// What a bad file does to the batch.
+    pub bad_files: BadFiles,
 }
 
 /// `load.batch` as the file writes it.
@@ -318,27 +334,35 @@ struct RawLoadBatch {
     /// A window with this many files closes at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_files: Option<usize>,
+    /// `quarantine`: the files a failed job names are moved under `_quarantine/` and the
+    /// others load; `fail` (the default): the batch fails whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bad_files: Option<BadFiles>,
 }
 
 impl TryFrom<RawLoadBatch> for LoadBatch {
     type Error = String;
 
     fn try_from(raw: RawLoadBatch) -> Result<Self, String> {
+        let bad_files = raw.bad_files.unwrap_or_default();
         match (raw.marker, raw.window) {
             (Some(marker), None) if raw.max_files.is_none() => Ok(Self::Marker(match marker {
                 RawMarker::Name(marker) => MarkerBatch {
                     marker,
                     covers: MarkerCovers::Folder,
+                    bad_files,
                 },
                 RawMarker::Spec { name, covers } => MarkerBatch {
                     marker: name,
                     covers,
+                    bad_files,
                 },
             })),
             (Some(_), None) => Err("`max_files` goes with `window`, not `marker`".to_owned()),
             (None, Some(window)) => Ok(Self::Window(WindowBatch {
                 window,
                 max_files: raw.max_files.unwrap_or(super::MAX_LOAD_URIS),
+                bad_files,
             })),
             (Some(_), Some(_)) => {
                 Err("set either `marker` (a folder per marker) or `window`, not both".to_owned())
@@ -364,11 +388,13 @@ impl From<LoadBatch> for RawLoadBatch {
                 }),
                 window: None,
                 max_files: None,
+                bad_files: (m.bad_files != BadFiles::Fail).then_some(m.bad_files),
             },
             LoadBatch::Window(w) => Self {
                 marker: None,
                 window: Some(w.window),
                 max_files: Some(w.max_files),
+                bad_files: (w.bad_files != BadFiles::Fail).then_some(w.bad_files),
             },
         }
     }

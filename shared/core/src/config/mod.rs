@@ -44,6 +44,7 @@ mod deploy;
 mod engines;
 mod job;
 mod lineage;
+mod load_actions;
 mod messages;
 mod pattern;
 pub(crate) mod schema;
@@ -69,10 +70,12 @@ pub use engines::{
 };
 pub(crate) use job::truthy as job_truthy;
 pub use job::{
-    Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, MarkerCovers, RunIf, When, WindowBatch,
+    BadFiles, Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, MarkerCovers, RunIf, When,
+    WindowBatch,
 };
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use lineage::LineageConfig;
+pub use load_actions::{LoadOrder, OnFailure, OnSuccess, StartAfter, Webhook};
 pub use messages::TopicName;
 pub(crate) use pattern::table_safe;
 pub use pattern::{PathPattern, PatternError, placeholders, render};
@@ -215,6 +218,11 @@ pub struct Pipeline {
     /// tick). None: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_active_runs: Option<u32>,
+    /// What else happens when a run of this pipeline ends in failure (FAILED with no retry
+    /// left, TIMED_OUT, a failed load, REJECTED), besides its run-log row and the alerts
+    /// topic: `[{ publish: TOPIC }, { webhook: { url_secret: projects/P/secrets/NAME } }]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<OnFailure>,
 }
 
 /// A pipeline's freshness deadline: `expect: { by: "06:00", time_zone: Europe/Paris, every: day }`.
@@ -513,6 +521,18 @@ pub struct LoadSpec {
     #[serde(default = "max_record_bytes")]
     #[schemars(range(min = 1, max = 100_000_000))]
     pub max_record_bytes: u64,
+    /// `by_name`: the loads of one table are applied one at a time, in object name order
+    /// (GEBI's `ORDERME`). Default: each arrival loads as it comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<LoadOrder>,
+    /// `{ marker: _HISTORYDONE }`: with `order: by_name`, nothing loads until the marker
+    /// exists in a source's folder or a folder above it; then the backlog loads in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_after: Option<StartAfter>,
+    /// `{ delete_source: true }` or `{ move_to: "done/{path}" }`: what becomes of each
+    /// source once its load job is DONE (exactly once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<OnSuccess>,
 }
 
 /// The default (and the largest) `load.max_record_bytes`: BigQuery's 100 MB row limit for CSV
@@ -551,6 +571,15 @@ pub fn render_table(
 pub(crate) const DEFAULT_IGNORE: &[&str] = &[".*", "_*", "*.tmp"];
 
 impl LoadSpec {
+    /// Whether a batch's bad files are quarantined (`load.batch.bad_files: quarantine`).
+    pub fn quarantines(&self) -> bool {
+        match &self.batch {
+            Some(LoadBatch::Marker(m)) => m.bad_files == BadFiles::Quarantine,
+            Some(LoadBatch::Window(w)) => w.bad_files == BadFiles::Quarantine,
+            None => false,
+        }
+    }
+
     /// The CSV options a load job carries: `csv`, with the top-level `skip_leading_rows`
     /// when `csv` does not set it.
     pub fn csv_options(&self) -> CsvOptions {

@@ -15,6 +15,7 @@
 //! - [`run_log`]: [`RunLog`], its schema ([`RUN_LOG_COLUMNS`], [`RunLogRow`]), and
 //!   [`RunLogSinks`].
 //! - [`lineage`]: [`Lineage`] (OpenLineage run events) and its [`RunEvent`].
+//! - [`notify`]: [`Notifier`] (a pipeline's `on_failure` notices).
 //! - [`unwired`]: [`Unwired`], every port refusing, for a function that does not wire it.
 //! - here: [`Ports`], the bundle a step is handed.
 
@@ -24,6 +25,7 @@ pub mod batch;
 pub mod bus;
 pub mod error;
 pub mod lineage;
+pub mod notify;
 pub mod object_store;
 pub mod rows;
 pub mod run_log;
@@ -36,6 +38,7 @@ pub use batch::{BatchEngine, BatchRequest, JobState, Submitted};
 pub use bus::EventBus;
 pub use error::{Cause, PortError};
 pub use lineage::{Lineage, RunEvent, TableNaming};
+pub use notify::Notifier;
 pub use object_store::{ByteStream, Digests, ObjectMeta, ObjectPage, ObjectStore};
 pub use rows::{RowBatch, RowSink};
 pub use run_log::{RUN_LOG_COLUMNS, RunLog, RunLogColumn, RunLogQuery, RunLogRow, RunLogSinks};
@@ -72,6 +75,9 @@ pub struct Ports {
     /// Where the log step sends the OpenLineage run events of each load and job (the file's
     /// `lineage:`). `None`: no lineage.
     pub lineage: Option<Arc<dyn Lineage>>,
+    /// Where pipelines' `on_failure` notices go (topics, webhooks). `None`: not wired (the
+    /// log step says so in its log and goes on).
+    pub notifier: Option<Arc<dyn Notifier>>,
 }
 
 impl Ports {
@@ -91,6 +97,7 @@ impl Ports {
             secrets: none,
             alerts: None,
             lineage: None,
+            notifier: None,
         }
     }
 }

@@ -83,6 +83,30 @@ pub trait ObjectStore: Send + Sync {
         name: &ObjectName,
         body: ByteStream,
     ) -> Result<Option<ObjectMeta>, PortError>;
+
+    /// Copies generation `generation` of `bucket/from` to `to_bucket/to` (replacing any
+    /// object there) and returns the copy's metadata, or `None` when that generation is no
+    /// longer live (nothing is copied). Cloud Storage copies server-side (`objects.rewrite`);
+    /// the default reads the object and writes it.
+    async fn copy(
+        &self,
+        bucket: &BucketName,
+        from: &ObjectName,
+        generation: &str,
+        to_bucket: &BucketName,
+        to: &ObjectName,
+    ) -> Result<Option<ObjectMeta>, PortError> {
+        match self.head(bucket, from).await? {
+            Some(m) if m.object.generation == generation => {}
+            _ => return Ok(None),
+        }
+        let body = match self.open(bucket, from).await {
+            Ok(b) => b,
+            Err(PortError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.put(to_bucket, to, body).await.map(Some)
+    }
 }
 
 /// One page of a listing.

@@ -3,9 +3,10 @@
 use tracing::{debug, warn};
 
 use super::{Context, Outcome, StepError, describe};
+use crate::config::OnFailure;
 use crate::event::{ConveyorEvent, Status};
 use crate::inbound::Inbound;
-use crate::ports::RunLogRow;
+use crate::ports::{PortError, RunLogRow};
 
 pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, StepError> {
     let Inbound::Event(event) = inbound else {
@@ -43,6 +44,9 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
                 StepError::Transient(format!("cannot publish to the alerts topic: {e}"))
             })?;
         }
+        if let Some(p) = pipeline {
+            on_failure(ctx, p, &event).await?;
+        }
     }
     debug!(run_id = %event.run_id, status = %event.status, "run log row written");
     Ok(Outcome {
@@ -51,6 +55,67 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             event.step, event.status, event.run_id
         ),
         events: Vec::new(),
+    })
+}
+
+/// A pipeline's `on_failure` actions for `event`, which ends a run in failure. A notice that
+/// may pass (the topic or the webhook down) asks for redelivery; one refused for good (a
+/// missing secret, a webhook answering 4xx) is logged and the others still go.
+async fn on_failure(
+    ctx: &Context,
+    pipeline: &crate::config::Pipeline,
+    event: &ConveyorEvent,
+) -> Result<(), StepError> {
+    if pipeline.on_failure.is_empty() {
+        return Ok(());
+    }
+    let Some(notifier) = &ctx.ports.notifier else {
+        warn!(pipeline = %pipeline.name, "on_failure is set but this deployment sends no notices");
+        return Ok(());
+    };
+    for action in &pipeline.on_failure {
+        let sent = match action {
+            OnFailure::Publish(topic) => notifier.publish(topic, event).await,
+            OnFailure::Webhook(hook) => match ctx.ports.secrets.access(&hook.url_secret).await {
+                Ok(url) => match std::str::from_utf8(url.expose()) {
+                    Ok(url) => notifier.post(url.trim(), &notice(event)).await,
+                    Err(_) => Err(PortError::permanent("the webhook URL secret is not text")),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        match sent {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => {
+                return Err(StepError::Transient(format!(
+                    "cannot send an on_failure notice: {e}"
+                )));
+            }
+            Err(e) => {
+                warn!(pipeline = %pipeline.name, run_id = %event.run_id, error = %e, "on_failure notice refused; not sent");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The JSON a webhook gets: `text` (what Slack and Google Chat incoming webhooks show) and
+/// the failure's fields.
+fn notice(event: &ConveyorEvent) -> serde_json::Value {
+    let pipeline = event.pipeline.as_ref().map_or("", |p| p.as_str());
+    let error = event.detail.error.as_deref().unwrap_or("no error given");
+    serde_json::json!({
+        "text": format!(
+            "Conveyor: pipeline {pipeline} run {} {} at step {}: {error}",
+            event.run_id, event.status, event.step
+        ),
+        "pipeline": pipeline,
+        "run_id": event.run_id.to_string(),
+        "status": event.status.to_string(),
+        "step": event.step.to_string(),
+        "event": event.kind.to_string(),
+        "error": error,
+        "time": event.time,
     })
 }
 

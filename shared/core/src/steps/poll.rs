@@ -170,6 +170,14 @@ async fn tick(
         }
     }
     if !out_of_budget {
+        // Ordered loads (`load.order`): a load this tick saw DONE lets its queue go on.
+        match tokio::time::timeout_at(deadline, super::load::sweep_ordered(ctx, outcome)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "draining ordered loads failed; the next tick retries"),
+            Err(_) => out_of_budget = true,
+        }
+    }
+    if !out_of_budget {
         match tokio::time::timeout_at(deadline, sweep_after(ctx, outcome)).await {
             Ok(Ok(n)) => swept = n,
             Ok(Err(e)) => warn!(error = %e, "fan-in sweep failed; the next tick retries"),
@@ -302,6 +310,11 @@ async fn check_load(
             LoadState::Done { rows } => {
                 info!(run_id = %open.run_id, job_id = %job_id, rows, "load job done");
                 detail.rows = Some(rows);
+                // `load.on_success`: done before the event, so a transient failure is
+                // retried by the next tick (each action at most once).
+                if let Some(e) = super::load::after_done(ctx, pipeline, &open.run_id).await? {
+                    detail.vars.insert("on_success_error".to_owned(), e);
+                }
                 outcome.summary = format!("load {job_id} loaded {rows} rows");
                 (EventType::TableLoaded, Status::Succeeded)
             }

@@ -111,6 +111,21 @@ struct ErrorProto {
     reason: Option<String>,
     #[serde(default)]
     message: Option<String>,
+    /// Where the error is: for a load's data error, the file's `gs://` URI.
+    #[serde(default)]
+    location: Option<String>,
+}
+
+impl ErrorProto {
+    /// The message, with the file it is about when BigQuery gives it apart (a load's
+    /// `bad_files: quarantine` finds the bad files by their URIs in the error).
+    fn text(self) -> Option<String> {
+        let message = self.message?;
+        Some(match self.location {
+            Some(l) if l.starts_with("gs://") && !message.contains(&l) => format!("{l}: {message}"),
+            _ => message,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -143,7 +158,7 @@ impl<C> JobResource<C> {
                 .errors
                 .into_iter()
                 .flatten()
-                .filter_map(|x| x.message)
+                .filter_map(ErrorProto::text)
                 .take(10)
                 .collect();
             if !details.is_empty() {

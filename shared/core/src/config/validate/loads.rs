@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Lines, Validator};
 use crate::config::{
-    Compression, CsvOptions, LoadBatch, LoadSpec, MAX_LOAD_URIS, MAX_RECORD_BYTES, Pipeline,
-    SchemaSpec, WriteDisposition, placeholders, render_table,
+    Compression, CsvOptions, LoadBatch, LoadSpec, MAX_LOAD_URIS, MAX_RECORD_BYTES, OnSuccess,
+    Pipeline, SchemaSpec, WriteDisposition, placeholders, render_table,
 };
 use crate::format::{ColumnType, Format};
 use crate::names::{TableRef, reserved_dataset};
@@ -237,6 +237,7 @@ impl Validator {
                 );
             }
         }
+        self.load_actions(path, lines, p, load);
         if let Some(LoadBatch::Window(w)) = &load.batch {
             if w.window.is_zero() {
                 self.issue(
@@ -257,6 +258,97 @@ impl Validator {
 }
 
 impl Validator {
+    /// `load.order`, `load.start_after`, `load.on_success`: on object arrivals, each
+    /// with what it needs.
+    fn load_actions(&mut self, path: &str, lines: Lines<'_>, p: &Pipeline, load: &LoadSpec) {
+        if load.order.is_some() {
+            if p.trigger.object.is_none() {
+                self.issue(
+                    format!("{path}.load.order"),
+                    lines.at(&["load", "order"]),
+                    "orders object arrivals: it needs `trigger.object`",
+                );
+            }
+            if matches!(load.batch, Some(LoadBatch::Window(_))) {
+                self.issue(
+                    format!("{path}.load.order"),
+                    lines.at(&["load", "order"]),
+                    "a window batch loads its arrivals together: order applies to single objects or marker folders",
+                );
+            }
+        }
+        if let Some(s) = &load.start_after {
+            if load.order.is_none() {
+                self.issue(
+                    format!("{path}.load.start_after"),
+                    lines.at(&["load", "start_after"]),
+                    "a start gate holds an ordered queue: set `order: by_name` too",
+                );
+            }
+            if s.marker.is_empty() || s.marker.contains('/') {
+                self.issue(
+                    format!("{path}.load.start_after.marker"),
+                    lines.at(&["load", "start_after", "marker"]),
+                    "must be a file name such as _HISTORYDONE (no '/')",
+                );
+            }
+        }
+        if let Some(on) = &load.on_success {
+            let at = lines.at(&["load", "on_success"]);
+            if p.trigger.object.is_none() {
+                self.issue(
+                    format!("{path}.load.on_success"),
+                    at,
+                    "acts on source objects: it needs `trigger.object`",
+                );
+            }
+            match (&on.move_to, on.delete_source) {
+                (None, false) => self.issue(
+                    format!("{path}.load.on_success"),
+                    at,
+                    "set `delete_source: true` or `move_to: \"done/{path}\"`",
+                ),
+                (Some(_), true) => self.issue(
+                    format!("{path}.load.on_success"),
+                    at,
+                    "set either `delete_source` or `move_to`, not both",
+                ),
+                (Some(to), false) => {
+                    let captures: Vec<String> = p
+                        .trigger
+                        .object
+                        .as_ref()
+                        .map(|o| o.pattern.names().to_vec())
+                        .unwrap_or_default();
+                    let names = placeholders(to);
+                    if let Some(unknown) = names
+                        .iter()
+                        .find(|n| !OnSuccess::NAMES.contains(&n.as_str()) && !captures.contains(n))
+                    {
+                        self.issue(
+                            format!("{path}.load.on_success.move_to"),
+                            lines.at(&["load", "on_success", "move_to"]),
+                            format!("{{{unknown}}} is neither {{path}}, {{name}}, {{folder}} nor a capture of trigger.object.pattern ({captures:?})"),
+                        );
+                    } else if !names.iter().any(|n| n == "path" || n == "name") {
+                        self.issue(
+                            format!("{path}.load.on_success.move_to"),
+                            lines.at(&["load", "on_success", "move_to"]),
+                            "must name each source apart: put {path} or {name} in it (`done/{path}`)",
+                        );
+                    } else if to.starts_with(crate::INTERNAL_PREFIX) {
+                        self.issue(
+                            format!("{path}.load.on_success.move_to"),
+                            lines.at(&["load", "on_success", "move_to"]),
+                            format!("{} is Conveyor's own state", crate::INTERNAL_PREFIX),
+                        );
+                    }
+                }
+                (None, true) => {}
+            }
+        }
+    }
+
     /// `load.csv`: for CSV only, each character one BigQuery takes, one place for the
     /// leading rows.
     fn csv_options(&mut self, path: &str, lines: Lines<'_>, load: &LoadSpec) {
@@ -418,6 +510,73 @@ mod tests {
         let found = issues(&with("{date}/*.csv"));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].path, "pipelines[0].load.batch.marker.covers");
+    }
+
+    #[test]
+    fn order_start_gate_and_post_load_actions_are_checked() {
+        let with =
+            |keys: &str| GOOD.replace("      format: CSV\n", &format!("      format: CSV\n{keys}"));
+        let paths = |keys: &str| -> Vec<String> {
+            issues(&with(keys)).into_iter().map(|i| i.path).collect()
+        };
+        let ok = "      order: by_name\n      start_after: { marker: _HISTORYDONE }\n      on_success: { move_to: \"done/{date}/{name}\" }\n";
+        assert!(paths(ok).is_empty(), "{:?}", issues(&with(ok)));
+        assert!(paths("      on_success: { delete_source: true }\n").is_empty());
+        assert_eq!(
+            paths("      start_after: { marker: _HISTORYDONE }\n"),
+            ["pipelines[0].load.start_after"],
+            "a gate needs an ordered queue"
+        );
+        assert_eq!(
+            paths("      order: by_name\n      start_after: { marker: a/_DONE }\n"),
+            ["pipelines[0].load.start_after.marker"]
+        );
+        assert_eq!(
+            paths("      order: by_name\n      batch: { window: 5m }\n"),
+            ["pipelines[0].load.order"]
+        );
+        assert_eq!(
+            paths("      on_success: {}\n"),
+            ["pipelines[0].load.on_success"]
+        );
+        assert_eq!(
+            paths("      on_success: { delete_source: true, move_to: \"done/{path}\" }\n"),
+            ["pipelines[0].load.on_success"]
+        );
+        for bad in ["done/{region}/{path}", "done/all.csv", "_conveyor/{path}"] {
+            assert_eq!(
+                paths(&format!("      on_success: {{ move_to: \"{bad}\" }}\n")),
+                ["pipelines[0].load.on_success.move_to"],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn on_failure_takes_a_topic_or_a_webhook_whose_url_is_a_secret() {
+        let with = |actions: &str| {
+            GOOD.replace(
+                "    poll: {",
+                &format!("    on_failure: {actions}\n    poll: {{"),
+            )
+        };
+        let ok =
+            "[{ publish: sales-failures }, { webhook: { url_secret: projects/p/secrets/chat } }]";
+        assert!(issues(&with(ok)).is_empty(), "{:?}", issues(&with(ok)));
+        for bad in [
+            "[{ publish: goog-x }]",
+            "[{ webhook: { url_secret: \"https://chat.googleapis.com/v1/spaces/x\" } }]",
+            "[{ email: ops@example.com }]",
+        ] {
+            let found = issues(&with(bad));
+            assert!(!found.is_empty(), "{bad}");
+            assert!(
+                found
+                    .iter()
+                    .all(|i| i.path.starts_with("pipelines[0].on_failure")),
+                "{found:?}"
+            );
+        }
     }
 
     #[test]

@@ -127,6 +127,7 @@ impl Validator {
             "checks",
             "expect",
             "max_active_runs",
+            "on_failure",
         ];
         self.known_keys(path, node, KEYS);
         self.schedule(path, node);
@@ -173,6 +174,9 @@ impl Validator {
                         }
                         other => other.is_some(),
                     },
+                    "on_failure" => self
+                        .section::<Vec<crate::config::OnFailure>>(&p, n)
+                        .is_some(),
                     _ => self.section::<crate::config::RunLogTarget>(&p, n).is_some(),
                 };
                 let _ = ok;

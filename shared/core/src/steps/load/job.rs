@@ -17,12 +17,43 @@ use super::super::{Context, Outcome, StepError, publish};
 use super::{LOAD_JOB, table_for};
 use crate::config::{LoadSpec, Pipeline, WriteDisposition};
 use crate::event::{Detail, EventType, ObjectRef, Status, StepName};
-use crate::names::{JobId, RunId, TableRef};
+use crate::names::{JobId, ObjectName, RunId, TableRef};
 use crate::ports::{LoadJob, LoadState, MAX_LOAD_URIS, PortError};
+
+/// Where `load.batch.bad_files: quarantine` moves a bad file (its name kept below): a
+/// segment starting with `_`, so the default `load.ignore` never loads it again.
+pub(super) const QUARANTINE: &str = "_quarantine/";
+
+/// How many times one chunk sets files aside and tries again without them.
+const MAX_QUARANTINE_ROUNDS: usize = 5;
+
+/// The most text the run log keeps about a run's quarantined files.
+const MAX_QUARANTINE_TEXT: usize = 4000;
+
+/// Whether `message` names `uri` (not merely a longer name that starts with it).
+fn names(message: &str, uri: &str) -> bool {
+    message.match_indices(uri).any(|(at, _)| {
+        message[at + uri.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+    })
+}
 
 /// The id of load job `k` (1-based) of `run_id`.
 pub(super) fn load_job_id(run_id: &RunId, k: usize) -> JobId {
     JobId::derive("load", run_id, u32::try_from(k).unwrap_or(u32::MAX))
+}
+
+/// How a run's load stands once its request has published what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finished {
+    /// Every job is DONE (or there was nothing new to load).
+    Loaded,
+    /// A job is still running: the poll tick finishes it.
+    Running,
+    /// The load failed; the failure is recorded.
+    Failed,
 }
 
 /// Loads `sources` for `run_id` and publishes what happened: `dev.conveyor.table.loaded`,
@@ -37,10 +68,13 @@ pub(super) async fn load(
     captures: &BTreeMap<String, String>,
     detail: Detail,
     outcome: &mut Outcome,
-) -> Result<(), StepError> {
+) -> Result<Finished, StepError> {
     let mut loader = match Loader::new(ctx, pipeline, spec, run_id, captures, detail) {
         Ok(l) => l,
-        Err(detail) => return failed(ctx, pipeline, run_id, *detail, outcome).await,
+        Err(detail) => {
+            failed(ctx, pipeline, run_id, *detail, outcome).await?;
+            return Ok(Finished::Failed);
+        }
     };
     for chunk in sources.chunks(MAX_LOAD_URIS) {
         loader.chunk(chunk.to_vec()).await?;
@@ -63,6 +97,12 @@ pub(super) struct Loader<'a> {
     rows: u64,
     running: bool,
     failure: Option<String>,
+    /// Whether a job has loaded (or is loading): the next ones append.
+    wrote: bool,
+    /// Jobs that failed on quarantined files and were replaced by a job without them.
+    replaced: Vec<usize>,
+    /// The quarantined files, each with where it went and why.
+    quarantined: Vec<String>,
 }
 
 impl<'a> Loader<'a> {
@@ -114,6 +154,9 @@ impl<'a> Loader<'a> {
             jobs: 0,
             rows: 0,
             running: false,
+            wrote: false,
+            replaced: Vec::new(),
+            quarantined: Vec::new(),
             failure: None,
         })
     }
@@ -126,6 +169,63 @@ impl<'a> Loader<'a> {
         if self.failure.is_some() || sources.is_empty() {
             return Ok(());
         }
+        let mut sources = sources;
+        let mut rounds = 0;
+        loop {
+            let Some(message) = self.start(sources.clone()).await? else {
+                return Ok(());
+            };
+            // `load.batch.bad_files: quarantine`: the files the error names are set aside and
+            // the others load in a job of their own (the failed job loaded nothing).
+            if self.spec.quarantines() && rounds < MAX_QUARANTINE_ROUNDS {
+                let (bad, good): (Vec<ObjectRef>, Vec<ObjectRef>) = sources
+                    .iter()
+                    .cloned()
+                    .partition(|s| names(&message, &s.uri()));
+                if !bad.is_empty() && !good.is_empty() {
+                    self.quarantine(&bad, &message).await?;
+                    self.replaced.push(self.jobs);
+                    sources = good;
+                    rounds += 1;
+                    continue;
+                }
+            }
+            self.failure = Some(message);
+            return Ok(());
+        }
+    }
+
+    /// Moves `bad` under [`QUARANTINE`] and records each with its reason.
+    async fn quarantine(&mut self, bad: &[ObjectRef], message: &str) -> Result<(), StepError> {
+        for source in bad {
+            let dest = ObjectName::parse(&format!("{QUARANTINE}{}", source.name)).map_err(|e| {
+                StepError::Rejected(format!(
+                    "cannot name the quarantine of {}: {e}",
+                    source.uri()
+                ))
+            })?;
+            let uri = source.uri();
+            let reason = message
+                .split("; ")
+                .find(|part| names(part, &uri))
+                .unwrap_or(message);
+            let reason: String = reason.chars().take(300).collect();
+            warn!(table = %self.table, source = %uri, reason = %reason, "bad file quarantined");
+            match super::on_success::move_object(self.ctx, source, &dest).await {
+                Ok(_) => {}
+                Err(StepError::Rejected(e)) => {
+                    warn!(source = %uri, error = %e, "cannot quarantine")
+                }
+                Err(e) => return Err(e),
+            }
+            self.quarantined
+                .push(format!("{uri} -> gs://{}/{dest}: {reason}", source.bucket));
+        }
+        Ok(())
+    }
+
+    /// Starts the next job on `sources`: `Some(message)` when it failed for good.
+    async fn start(&mut self, sources: Vec<ObjectRef>) -> Result<Option<String>, StepError> {
         self.jobs += 1;
         let spec = self.spec;
         let job = LoadJob {
@@ -133,10 +233,12 @@ impl<'a> Loader<'a> {
             sources,
             table: self.table.clone(),
             format: spec.format,
-            write: if self.jobs == 1 {
-                spec.write_disposition
-            } else {
+            // The first job that loads takes the pipeline's disposition (a quarantined job
+            // before it loaded nothing); the others append.
+            write: if self.wrote {
                 WriteDisposition::WriteAppend
+            } else {
+                spec.write_disposition
             },
             create: spec.create_disposition,
             schema: spec.schema.clone(),
@@ -151,6 +253,14 @@ impl<'a> Loader<'a> {
             max_record_bytes: spec.max_record_bytes,
             generations_checked: spec.check_generation,
         };
+        super::on_success::keep_sources(
+            self.ctx,
+            self.pipeline,
+            self.run_id,
+            self.jobs,
+            &job.sources,
+        )
+        .await?;
         match self
             .ctx
             .ports
@@ -162,14 +272,18 @@ impl<'a> Loader<'a> {
                 LoadState::Done { rows } => {
                     info!(table = %self.table, job_id = %job.job_id, rows, adopted = status.adopted, "loaded");
                     self.rows += rows;
+                    self.wrote = true;
                 }
-                LoadState::Running => self.running = true,
+                LoadState::Running => {
+                    self.running = true;
+                    self.wrote = true;
+                }
                 LoadState::Failed { message, transient } => {
                     if transient {
                         warn!(table = %self.table, error = %message, "load failed; will be retried");
                         return Err(StepError::Transient(message));
                     }
-                    self.failure = Some(message);
+                    return Ok(Some(message));
                 }
             },
             Err(e @ PortError::Transient(_)) => {
@@ -184,9 +298,9 @@ impl<'a> Loader<'a> {
                 warn!(table = %self.table, error = %e, "source changed since its arrival; redelivered to check its generation");
                 return Err(StepError::Transient(e.to_string()));
             }
-            Err(e) => self.failure = Some(e.to_string()),
+            Err(e) => return Ok(Some(e.to_string())),
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Sets a value of the run (recorded with its events).
@@ -198,7 +312,7 @@ impl<'a> Loader<'a> {
     ///
     /// # Errors
     /// A transient error when the event cannot be published.
-    pub(super) async fn finish(self, outcome: &mut Outcome) -> Result<(), StepError> {
+    pub(super) async fn finish(self, outcome: &mut Outcome) -> Result<Finished, StepError> {
         let Self {
             ctx,
             pipeline,
@@ -209,18 +323,44 @@ impl<'a> Loader<'a> {
             rows,
             running,
             failure,
+            replaced,
+            quarantined,
             ..
         } = self;
         if jobs > 1 {
             detail.vars.insert("load_jobs".to_owned(), jobs.to_string());
         }
+        if !replaced.is_empty() {
+            let list: Vec<String> = replaced.iter().map(ToString::to_string).collect();
+            detail
+                .vars
+                .insert("replaced_jobs".to_owned(), list.join(","));
+        }
+        if !quarantined.is_empty() {
+            detail.vars.insert(
+                "quarantined_files".to_owned(),
+                quarantined.len().to_string(),
+            );
+            let mut text = quarantined.join("; ");
+            if text.len() > MAX_QUARANTINE_TEXT {
+                let mut end = MAX_QUARANTINE_TEXT;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                text.push_str(" …");
+            }
+            detail.vars.insert("quarantined".to_owned(), text);
+        }
         if let Some(e) = failure {
             detail.error = Some(e);
-            return failed(ctx, pipeline, run_id, detail, outcome).await;
+            failed(ctx, pipeline, run_id, detail, outcome).await?;
+            return Ok(Finished::Failed);
         }
         if jobs == 0 {
             detail.error = Some("nothing to load: no object matches the pattern".to_owned());
-            return failed(ctx, pipeline, run_id, detail, outcome).await;
+            failed(ctx, pipeline, run_id, detail, outcome).await?;
+            return Ok(Finished::Failed);
         }
         if running {
             info!(table = %table, run_id = %run_id, "load job still running; the poll tick finishes it");
@@ -234,9 +374,13 @@ impl<'a> Loader<'a> {
                 Status::Running,
                 detail,
             );
-            return publish(ctx, outcome, ev).await;
+            publish(ctx, outcome, ev).await?;
+            return Ok(Finished::Running);
         }
         detail.rows = Some(rows);
+        if let Some(e) = super::on_success::after_done(ctx, pipeline, run_id).await? {
+            detail.vars.insert("on_success_error".to_owned(), e);
+        }
         outcome.summary = format!("loaded {rows} rows into {table}");
         let ev = ctx.event(
             EventType::TableLoaded,
@@ -247,7 +391,8 @@ impl<'a> Loader<'a> {
             Status::Succeeded,
             detail,
         );
-        publish(ctx, outcome, ev).await
+        publish(ctx, outcome, ev).await?;
+        Ok(Finished::Loaded)
     }
 }
 
@@ -289,9 +434,15 @@ pub(in crate::steps) async fn load_state_event(
         .get("load_jobs")
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
+    // Jobs that failed on quarantined files: the jobs after them loaded the rest.
+    let replaced: Vec<usize> = detail
+        .vars
+        .get("replaced_jobs")
+        .map(|l| l.split(',').filter_map(|k| k.parse().ok()).collect())
+        .unwrap_or_default();
     let mut rows = 0;
     let mut running = false;
-    for k in 1..=n {
+    for k in (1..=n).filter(|k| !replaced.contains(k)) {
         match ctx
             .ports
             .warehouse

@@ -23,7 +23,7 @@ use chrono::Utc;
 use tracing::{info, instrument};
 
 use super::super::{Context, Outcome, StepError};
-use super::job::{Loader, failed};
+use super::job::{Finished, Loader, failed};
 use super::window::{body, read_json};
 use super::{LOAD_JOB, run_vars};
 use crate::config::{LoadBatch, MarkerCovers, Pipeline, WriteDisposition};
@@ -31,6 +31,19 @@ use crate::event::{Detail, ObjectRef};
 use crate::names::{ObjectName, RunId, short_hash};
 use crate::ports::MAX_LOAD_URIS;
 use crate::run_origin::RunOrigin;
+
+/// The run of `marker`'s folder: its generation's.
+pub(super) fn marker_run_id(pipeline: &Pipeline, marker: &ObjectRef) -> RunId {
+    let folder = marker.name.as_str().rsplit_once('/').map_or("", |(f, _)| f);
+    RunId::for_origin(
+        &pipeline.name,
+        &RunOrigin::Marker {
+            bucket: marker.bucket.as_str(),
+            folder,
+            generation: &marker.generation,
+        },
+    )
+}
 
 /// Loads the folder `marker` completes.
 #[instrument(skip_all, fields(pipeline = %pipeline.name, marker = %marker.uri()))]
@@ -40,9 +53,9 @@ pub(super) async fn load_folder(
     marker: &ObjectRef,
     captures: BTreeMap<String, String>,
     outcome: &mut Outcome,
-) -> Result<(), StepError> {
+) -> Result<Finished, StepError> {
     let (Some(spec), Some(trigger)) = (&pipeline.load, &pipeline.trigger.object) else {
-        return Ok(());
+        return Ok(Finished::Loaded);
     };
     let folder = marker.name.as_str().rsplit_once('/').map_or("", |(f, _)| f);
     let prefix = if folder.is_empty() {
@@ -50,14 +63,7 @@ pub(super) async fn load_folder(
     } else {
         format!("{folder}/")
     };
-    let run_id = RunId::for_origin(
-        &pipeline.name,
-        &RunOrigin::Marker {
-            bucket: marker.bucket.as_str(),
-            folder,
-            generation: &marker.generation,
-        },
-    );
+    let run_id = marker_run_id(pipeline, marker);
     let detail = Detail {
         object: Some(marker.clone()),
         started_at: Some(Utc::now()),
@@ -67,7 +73,10 @@ pub(super) async fn load_folder(
     };
     let mut loader = match Loader::new(ctx, pipeline, spec, &run_id, &captures, detail) {
         Ok(l) => l,
-        Err(detail) => return failed(ctx, pipeline, &run_id, *detail, outcome).await,
+        Err(detail) => {
+            failed(ctx, pipeline, &run_id, *detail, outcome).await?;
+            return Ok(Finished::Failed);
+        }
     };
     let store = &ctx.ports.store;
     let manifests = format!(
@@ -163,7 +172,7 @@ pub(super) async fn load_folder(
              loaded",
             marker.uri()
         );
-        return Ok(());
+        return Ok(Finished::Loaded);
     }
     let files = parts.len();
     for chunk in parts.chunks(MAX_LOAD_URIS) {

@@ -16,6 +16,8 @@
 
 mod job;
 mod marker;
+mod on_success;
+mod order;
 mod window;
 
 use std::collections::BTreeMap;
@@ -23,7 +25,11 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use tracing::{info, instrument, warn};
 
+use job::Finished;
+
 pub(super) use job::load_state_event;
+pub(super) use on_success::after_done;
+pub(super) use order::sweep_ordered;
 pub(super) use window::sweep_windows;
 
 /// What loads wait for besides work in flight, one line each: open windows (until they
@@ -34,6 +40,7 @@ pub(super) use window::sweep_windows;
 pub(super) async fn waiting(ctx: &Context) -> Result<Vec<String>, StepError> {
     let mut out = window::open_windows(ctx).await?;
     out.extend(marker::folders_without_marker(ctx).await?);
+    out.extend(order::queued(ctx).await?);
     Ok(out)
 }
 
@@ -129,16 +136,27 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
                     object.uri()
                 );
             }
+            Arrival::Data(captures) if ordered(pipeline) => {
+                order::arrive(ctx, pipeline, &object, captures, false, &mut outcome).await?;
+            }
             Arrival::Data(captures) => {
                 match pipeline.load.as_ref().and_then(|l| l.batch.as_ref()) {
                     Some(LoadBatch::Window(w)) => {
                         window::arrive(ctx, pipeline, w, &object, captures, &mut outcome).await?;
                     }
-                    _ => load_one(ctx, pipeline, &object, captures, &mut outcome).await?,
+                    _ => {
+                        load_one(ctx, pipeline, &object, captures, &mut outcome).await?;
+                    }
                 }
+            }
+            Arrival::Marker(captures) if ordered(pipeline) => {
+                order::arrive(ctx, pipeline, &object, captures, true, &mut outcome).await?;
             }
             Arrival::Marker(captures) => {
                 marker::load_folder(ctx, pipeline, &object, captures, &mut outcome).await?;
+            }
+            Arrival::Gate => {
+                order::open_gate(ctx, pipeline, &object, &mut outcome).await?;
             }
         }
     }
@@ -155,6 +173,13 @@ enum Arrival {
     Marker(BTreeMap<String, String>),
     /// Matched, but not data (`load.ignore`).
     NotData,
+    /// The start gate of an ordered pipeline (`load.start_after.marker`).
+    Gate,
+}
+
+/// Whether `pipeline`'s loads go through its tables' ordered queues (`load.order`).
+fn ordered(pipeline: &Pipeline) -> bool {
+    pipeline.load.as_ref().is_some_and(|l| l.order.is_some())
 }
 
 /// What `object` is to `pipeline`, or `None` when it does not concern it.
@@ -165,6 +190,14 @@ fn arrival(pipeline: &Pipeline, object: &ObjectRef) -> Option<Arrival> {
         return None;
     }
     let name = object.name.as_str();
+    if load.order.is_some()
+        && load
+            .start_after
+            .as_ref()
+            .is_some_and(|s| object.name.file_name() == s.marker)
+    {
+        return Some(Arrival::Gate);
+    }
     if let Some(LoadBatch::Marker(m)) = &load.batch
         && object.name.file_name() == m.marker
     {
@@ -275,6 +308,18 @@ fn table_for(spec: &LoadSpec, captures: &BTreeMap<String, String>) -> Result<Tab
         .map_err(|e| format!("cannot name the table: {e}"))
 }
 
+/// The run of one object's load: its generation's.
+fn object_run_id(pipeline: &Pipeline, object: &ObjectRef) -> RunId {
+    RunId::for_origin(
+        &pipeline.name,
+        &RunOrigin::Object {
+            bucket: object.bucket.as_str(),
+            name: object.name.as_str(),
+            generation: &object.generation,
+        },
+    )
+}
+
 #[instrument(skip_all, fields(pipeline = %pipeline.name, object = %object.uri()))]
 async fn load_one(
     ctx: &Context,
@@ -282,18 +327,11 @@ async fn load_one(
     object: &ObjectRef,
     captures: BTreeMap<String, String>,
     outcome: &mut Outcome,
-) -> Result<(), StepError> {
+) -> Result<Finished, StepError> {
     let Some(spec) = &pipeline.load else {
-        return Ok(());
+        return Ok(Finished::Loaded);
     };
-    let run_id = RunId::for_origin(
-        &pipeline.name,
-        &RunOrigin::Object {
-            bucket: object.bucket.as_str(),
-            name: object.name.as_str(),
-            generation: &object.generation,
-        },
-    );
+    let run_id = object_run_id(pipeline, object);
     let detail = Detail {
         object: Some(object.clone()),
         started_at: Some(Utc::now()),
