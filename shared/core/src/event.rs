@@ -306,6 +306,10 @@ pub struct Detail {
     /// them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<crate::task_log::TaskLog>,
+    /// When the run (or its latest re-run) started: what the pipeline's whole-run `timeout`
+    /// counts from. Carried by every job's events of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_started_at: Option<DateTime<Utc>>,
 }
 
 /// One row's run of a `for_each` job.

@@ -126,6 +126,8 @@ impl Validator {
             "run_log",
             "checks",
             "expect",
+            "timeout",
+            "pause",
         ];
         self.known_keys(path, node, KEYS);
         self.schedule(path, node);
@@ -161,6 +163,10 @@ impl Validator {
                     "poll" => self.section::<crate::config::PollPolicy>(&p, n).is_some(),
                     "checks" => self.section::<Vec<crate::config::Check>>(&p, n).is_some(),
                     "expect" => self.section::<crate::config::Expect>(&p, n).is_some(),
+                    "timeout" => self.section::<RunTimeout>(&p, n).is_some(),
+                    "pause" => self
+                        .section::<crate::config::PauseSettings>(&p, n)
+                        .is_some(),
                     _ => self.section::<crate::config::RunLogTarget>(&p, n).is_some(),
                 };
                 let _ = ok;
@@ -312,3 +318,12 @@ impl Validator {
         }
     }
 }
+
+/// A pipeline's `timeout`, read alone so a bad value is reported where it is.
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct RunTimeout(
+    #[expect(dead_code, reason = "read only to check that it parses")]
+    #[serde(with = "humantime_serde")]
+    std::time::Duration,
+);

@@ -131,9 +131,13 @@ async fn start_run(
     ctx: &Context,
     pipeline: &Pipeline,
     run_id: &RunId,
-    base: Detail,
+    mut base: Detail,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
+    // What the whole-run `timeout` counts from: the start's own time (a redelivery computes
+    // the same), else now.
+    let at = base.started_at.unwrap_or_else(|| ctx.clock.now());
+    super::run_timeout::start(&mut base, at);
     let first = pipeline.first_jobs();
     if first.len() == 1 {
         return start_job(ctx, pipeline, run_id, first[0], base, outcome).await;
