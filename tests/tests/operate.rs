@@ -17,7 +17,7 @@ use conveyor_e2e::{Emulators, binary, free_port};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -26,7 +26,7 @@ fn text(out: &Output) -> String {
 }
 
 /// `conveyor ARGS` in `cwd`, with only the given `CONVEYOR_*` variables.
-async fn conveyor(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) async fn conveyor(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(binary("conveyor"));
     cmd.current_dir(cwd).args(args).env("NO_COLOR", "1");
     for (k, _) in std::env::vars() {
@@ -711,19 +711,31 @@ async fn a_paused_pipeline_starts_nothing_until_resumed() {
         "{}",
         text(&out)
     );
+    // The arrival is recorded PAUSED and held (`pause.arrivals: hold`, the default).
     let out = conveyor(cwd, &["trigger", "sales", "--date", "2026-11-05"], &[]).await;
     assert!(
-        text(&out).contains("pipeline sales is paused"),
+        text(&out).contains("pipeline sales is paused")
+            && text(&out).contains("held until `conveyor resume sales`"),
         "{}",
         text(&out)
     );
     assert!(lines(&cwd.join("nightly.out")).is_empty(), "nothing ran");
     assert!(lines(&cwd.join("sales.out")).is_empty(), "nothing loaded");
+    let out = conveyor(cwd, &["status", "--pipeline", "sales", "--json"], &[]).await;
+    assert!(text(&out).contains("PAUSED"), "{}", text(&out));
 
-    for p in ["nightly", "sales"] {
-        let out = conveyor(cwd, &["resume", p], &[]).await;
-        assert!(out.status.success(), "{}", text(&out));
-    }
+    // Resuming starts what was held: the arrival loads and its job runs, with no trigger.
+    let out = conveyor(cwd, &["resume", "sales"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("starting 1 held arrival(s) and tick(s)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(lines(&cwd.join("sales.out")), ["2026-11-05"]);
+    let out = conveyor(cwd, &["resume", "nightly"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("held"), "{}", text(&out));
     let out = conveyor(cwd, &["trigger", "nightly", "--date", "2026-11-05"], &[]).await;
     assert!(out.status.success(), "{}", text(&out));
     let out = conveyor(cwd, &["trigger", "sales", "--date", "2026-11-05"], &[]).await;

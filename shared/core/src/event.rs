@@ -79,11 +79,15 @@ pub enum EventType {
     /// the run log records the row's batch when it is submitted.
     #[serde(rename = "dev.conveyor.row.queued", alias = "conveyor.row.queued")]
     RowQueued,
+    /// An arrival or a scheduled tick reached a paused pipeline (`conveyor pause`): recorded
+    /// as PAUSED, not started; held for `conveyor resume` or skipped (`pause.arrivals`).
+    #[serde(rename = "dev.conveyor.start.paused", alias = "conveyor.start.paused")]
+    StartPaused,
 }
 
 impl EventType {
     /// Every type, for subscriptions.
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         Self::ObjectStaged,
         Self::TableLoaded,
         Self::BatchSubmitted,
@@ -94,6 +98,7 @@ impl EventType {
         Self::ObjectSuperseded,
         Self::RunFinished,
         Self::RowQueued,
+        Self::StartPaused,
     ];
 
     /// The CloudEvent `type` string.
@@ -109,6 +114,7 @@ impl EventType {
             Self::ObjectSuperseded => "dev.conveyor.object.superseded",
             Self::RunFinished => "dev.conveyor.run.finished",
             Self::RowQueued => "dev.conveyor.row.queued",
+            Self::StartPaused => "dev.conveyor.start.paused",
         }
     }
 
@@ -196,6 +202,9 @@ pub enum Status {
     Superseded,
     /// A job that did not run: its `run_if` rule could not be met (or its `when` was false).
     Skipped,
+    /// An arrival or tick of a paused pipeline, not started (held or skipped); also the
+    /// status of `conveyor pause`'s own row.
+    Paused,
 }
 
 impl Status {
@@ -210,6 +219,7 @@ impl Status {
             Self::Rejected => "REJECTED",
             Self::Superseded => "SUPERSEDED",
             Self::Skipped => "SKIPPED",
+            Self::Paused => "PAUSED",
         }
     }
 
@@ -224,6 +234,7 @@ impl Status {
             Self::Rejected,
             Self::Superseded,
             Self::Skipped,
+            Self::Paused,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)

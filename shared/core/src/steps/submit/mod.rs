@@ -38,7 +38,7 @@ pub const STARTED_BY: &str = "started_by";
 
 use super::{Context, Outcome, StepError, active_pipeline, describe};
 use crate::config::Pipeline;
-use crate::event::{Detail, EventType};
+use crate::event::{Detail, EventType, StepName};
 use crate::inbound::{Inbound, Origin, StartRequest};
 use crate::names::RunId;
 use crate::run_origin::RunOrigin;
@@ -90,7 +90,11 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             };
             let pipeline = active_pipeline(ctx, name.as_str())?;
             check_origin(pipeline, &start)?;
-            super::pause::refuse_if_paused(ctx, pipeline).await?;
+            if super::pause::held_start(ctx, pipeline, &start, StepName::Submit, &mut outcome)
+                .await?
+            {
+                return Ok(outcome);
+            }
             if pipeline.jobs.is_empty() {
                 return Err(StepError::Rejected(format!(
                     "pipeline {name} has no jobs to run"
