@@ -403,9 +403,42 @@ pub(crate) struct RerunArgs {
     /// succeed); the jobs after it run again too.
     #[arg(long)]
     pub(crate) from: Option<String>,
+    /// Re-run in production: ask the deployed submit function at this URL (`POST
+    /// URL/rerun`), authenticated as `trigger --remote` is, instead of this machine.
+    #[arg(long)]
+    pub(crate) remote: Option<String>,
+    /// The identity token for --remote (default: `gcloud auth print-identity-token`).
+    #[arg(long, env = "CONVEYOR_ID_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
     /// Give up waiting for the run after this long.
     #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
     pub(crate) timeout: Duration,
+}
+
+/// `conveyor rerun RUN --remote URL`: `POST URL/rerun` to the deployed submit function.
+async fn rerun_remote(args: &RerunArgs, url: &str) -> anyhow::Result<ExitCode> {
+    let endpoint = format!("{}/rerun", url.trim_end_matches('/'));
+    let mut body = json!({"run": args.run});
+    if let Some(from) = &args.from {
+        body["from"] = json!(from);
+    }
+    let remote = RemoteArgs {
+        remote: Some(url.to_owned()),
+        token: args.token.clone(),
+        local: false,
+        project: None,
+        timeout: args.timeout,
+    };
+    println!("re-run {} through {endpoint}:", args.run);
+    let ok = post_remote(&remote, &endpoint, &body).await?;
+    if ok {
+        println!("  follow it with `conveyor status --run {}`", args.run);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `conveyor mark-success`.
@@ -446,6 +479,9 @@ pub(crate) async fn rerun(
     state_dir: &Path,
     args: &RerunArgs,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.remote {
+        return rerun_remote(args, url).await;
+    }
     let config = load_config(config_path)?;
     let (pipeline, scope) = run_scope(&config, &args.run)?;
     let mut session = Session::start(config, state_dir, false)?;
