@@ -267,10 +267,19 @@ async fn start_remote(
     if let Some(k) = key {
         body["key"] = json!(k);
     }
+    post_remote(args, url, &body).await
+}
+
+/// POSTs `body` to the deployed function at `url` with an identity token; prints its answer.
+async fn post_remote(
+    args: &RemoteArgs,
+    url: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<bool> {
     let mut req = conveyor_gcp::http_client()
         .post(url)
         .timeout(Duration::from_secs(600))
-        .json(&body);
+        .json(body);
     if let Some(token) = identity_token(args, url)? {
         req = req.bearer_auth(token);
     }
@@ -394,9 +403,42 @@ pub(crate) struct RerunArgs {
     /// succeed); the jobs after it run again too.
     #[arg(long)]
     pub(crate) from: Option<String>,
+    /// Re-run in production: ask the deployed submit function at this URL (`POST
+    /// URL/rerun`), authenticated as `trigger --remote` is, instead of this machine.
+    #[arg(long)]
+    pub(crate) remote: Option<String>,
+    /// The identity token for --remote (default: `gcloud auth print-identity-token`).
+    #[arg(long, env = "CONVEYOR_ID_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
     /// Give up waiting for the run after this long.
     #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
     pub(crate) timeout: Duration,
+}
+
+/// `conveyor rerun RUN --remote URL`: `POST URL/rerun` to the deployed submit function.
+async fn rerun_remote(args: &RerunArgs, url: &str) -> anyhow::Result<ExitCode> {
+    let endpoint = format!("{}/rerun", url.trim_end_matches('/'));
+    let mut body = json!({"run": args.run});
+    if let Some(from) = &args.from {
+        body["from"] = json!(from);
+    }
+    let remote = RemoteArgs {
+        remote: Some(url.to_owned()),
+        token: args.token.clone(),
+        local: false,
+        project: None,
+        timeout: args.timeout,
+    };
+    println!("re-run {} through {endpoint}:", args.run);
+    let ok = post_remote(&remote, &endpoint, &body).await?;
+    if ok {
+        println!("  follow it with `conveyor status --run {}`", args.run);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `conveyor mark-success`.
@@ -437,6 +479,9 @@ pub(crate) async fn rerun(
     state_dir: &Path,
     args: &RerunArgs,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.remote {
+        return rerun_remote(args, url).await;
+    }
     let config = load_config(config_path)?;
     let (pipeline, scope) = run_scope(&config, &args.run)?;
     let mut session = Session::start(config, state_dir, false)?;
@@ -506,10 +551,119 @@ pub(crate) struct PauseArgs {
     pub(crate) by: String,
     #[command(flatten)]
     pub(crate) source: crate::runlog::RunLogArgs,
+    /// `resume` in production: start the held ticks through the deployed function at this URL
+    /// (the pipeline's `stage` service when it stages data, else `submit`), authenticated as
+    /// `trigger --remote` is.
+    #[arg(long)]
+    pub(crate) remote: Option<String>,
+    /// `resume` in production: announce the held arrivals to the deployed load function at
+    /// this URL (`{"bucket", "name", "generation"}`, as a notification would).
+    #[arg(long)]
+    pub(crate) load_remote: Option<String>,
+    /// The identity token for --remote and --load-remote (default: `gcloud auth
+    /// print-identity-token`).
+    #[arg(long, env = "CONVEYOR_ID_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// `resume`: give up waiting for the held runs (on this machine) after this long.
+    #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// What `resume` starts again: an arrival or a tick the pipeline held while paused.
+enum Held {
+    Object(conveyor_core::event::ObjectRef),
+    Tick {
+        step: StepName,
+        at: DateTime<Utc>,
+        date: Option<NaiveDate>,
+    },
+}
+
+impl Held {
+    fn of(
+        row: &conveyor_core::ports::RunLogRow,
+        detail: &conveyor_core::event::Detail,
+    ) -> Option<Self> {
+        if let Some(object) = &detail.object {
+            return Some(Self::Object(object.clone()));
+        }
+        Some(Self::Tick {
+            step: StepName::parse(&row.step)?,
+            at: detail.started_at?,
+            date: detail
+                .vars
+                .get("date")
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Object(o) => format!("arrival {}", o.uri()),
+            Self::Tick { at, date, .. } => format!(
+                "tick of {}{}",
+                at.to_rfc3339(),
+                date.map_or(String::new(), |d| format!(" (run date {d})"))
+            ),
+        }
+    }
+
+    /// Starts it on the embedded runtime of `ctx`: the arrival announced to load again, the
+    /// tick started as the schedule would have (the same run id).
+    async fn start_here(&self, ctx: &Context, pipeline: &Pipeline) -> anyhow::Result<String> {
+        let (step, inbound) = match self {
+            Self::Object(o) => (StepName::Load, Inbound::Object(o.clone())),
+            Self::Tick { step, at, .. } => (
+                *step,
+                Inbound::Start(StartRequest {
+                    pipeline: Some(pipeline.name.clone()),
+                    origin: Origin::Schedule,
+                    at: *at,
+                    key: None,
+                    date: None,
+                }),
+            ),
+        };
+        let outcome = steps::handle(step, ctx, inbound)
+            .await
+            .map_err(|e| step_failed(&self.describe(), e))?;
+        Ok(outcome.summary)
+    }
+
+    /// Starts it through the deployed functions.
+    async fn start_remote(&self, args: &PauseArgs, pipeline: &Pipeline) -> anyhow::Result<bool> {
+        let (url, body, flag) = match self {
+            Self::Object(o) => (
+                args.load_remote.as_deref(),
+                json!({"bucket": o.bucket.to_string(), "name": o.name.to_string(), "generation": o.generation}),
+                "--load-remote",
+            ),
+            Self::Tick { at, .. } => (
+                args.remote.as_deref(),
+                json!({"pipeline": pipeline.name.to_string(), "trigger": "schedule", "time": at.to_rfc3339()}),
+                "--remote",
+            ),
+        };
+        let Some(url) = url else {
+            println!("  {}: held; pass {flag} URL to start it", self.describe());
+            return Ok(false);
+        };
+        let remote = RemoteArgs {
+            remote: Some(url.to_owned()),
+            token: args.token.clone(),
+            local: false,
+            project: None,
+            timeout: args.timeout,
+        };
+        print!("  {}:", self.describe());
+        post_remote(&remote, url, &body).await
+    }
 }
 
 /// Pauses (`paused`) or resumes a pipeline: writes the state row in its run log (production's
-/// with --project or CONVEYOR_PROJECT, else the embedded state's).
+/// with --project or CONVEYOR_PROJECT, else the embedded state's). A resume then starts what
+/// the pipeline held while paused (`pause.arrivals: hold`): on this machine, or in production
+/// through --remote/--load-remote.
 pub(crate) async fn pause(
     config_path: &Path,
     state_dir: &Path,
@@ -537,6 +691,17 @@ pub(crate) async fn pause(
     let was = steps::pause::is_paused(&ctx, &pipeline)
         .await
         .map_err(|e| step_failed("read the pause", e))?;
+    // What it held, read before the resume row ends the pause.
+    let held: Vec<Held> = if paused || !was {
+        Vec::new()
+    } else {
+        steps::pause::held(&ctx, &pipeline)
+            .await
+            .map_err(|e| step_failed("read what the pause held", e))?
+            .iter()
+            .filter_map(|(row, detail)| Held::of(row, detail))
+            .collect()
+    };
     steps::pause::set_paused(&ctx, &pipeline, paused, &args.by, &args.reason)
         .await
         .map_err(|e| step_failed("record the pause", e))?;
@@ -547,7 +712,51 @@ pub(crate) async fn pause(
         _ => "",
     };
     println!("pipeline {} {now}{before}, in {}", pipeline.name, log.place);
-    Ok(ExitCode::SUCCESS)
+    if held.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("starting {} held arrival(s) and tick(s):", held.len());
+    let production = args.source.project.is_some() && !args.source.local;
+    if production {
+        let mut ok = true;
+        for h in &held {
+            ok &= h.start_remote(args, &pipeline).await?;
+        }
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    drop(ctx);
+    drop(log);
+    let config = load_config(config_path)?;
+    let mut session = Session::start(config, state_dir, false)?;
+    session.only(RunScope {
+        pipeline: pipeline.name.to_string(),
+        dates: Default::default(),
+        since: Some(Utc::now()),
+        run: None,
+    });
+    let mut ok = true;
+    let mut loads = 0;
+    for h in &held {
+        match h.start_here(&session.ctx, &pipeline).await {
+            Ok(summary) => println!("  {}: {summary}", h.describe()),
+            Err(e) => {
+                ok = false;
+                println!("  {}: {e:#}", h.describe());
+            }
+        }
+        loads += usize::from(matches!(h, Held::Object(_)));
+    }
+    let done = session.wait(args.timeout, loads).await.done;
+    session.stop().await?;
+    Ok(if ok && done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Refuses a start on this machine when `CONVEYOR_PROJECT` names a production project and

@@ -209,6 +209,190 @@ pipelines:
     chain.stop().await;
 }
 
+/// A paused pipeline's scheduled ticks are recorded PAUSED (one run-log read each) and start
+/// nothing; `pause.arrivals: hold` lists them for `conveyor resume`, which starts the run the
+/// tick would have (its run date), and `skip` lists none.
+#[tokio::test]
+async fn a_paused_pipelines_ticks_are_recorded_paused_and_held_or_skipped_per_its_setting() {
+    let yaml = r#"
+pipelines:
+  - name: held
+    trigger: { schedule: { cron: "0 5 * * *", time_zone: Europe/Paris } }
+    batch: { engine: local, command: "echo {date} >> $OUT" }
+    poll: { interval: 50ms }
+  - name: skipped
+    trigger: { schedule: { cron: "0 5 * * *" } }
+    pause: { arrivals: skip }
+    batch: { engine: local, command: "echo {date} >> $OUT" }
+    poll: { interval: 50ms }
+"#;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let yaml = yaml.replace("$OUT", &out.display().to_string());
+    let chain = Chain::start(&yaml).await;
+    let ctx = &chain.ctx;
+    let pipeline = |n: &str| ctx.config.pipeline(n).expect("pipeline").clone();
+    for p in ["held", "skipped"] {
+        conveyor_core::steps::pause::set_paused(ctx, &pipeline(p), true, "ops", "late")
+            .await
+            .expect("pause");
+    }
+    let tick = |p: &str| {
+        format!(r#"{{"pipeline":"{p}","trigger":"schedule","time":"2026-11-20T04:00:00Z"}}"#)
+    };
+    for p in ["held", "skipped"] {
+        let reply = chain.accepted(StepName::Submit, &tick(p)).await;
+        assert!(
+            reply
+                .to_string()
+                .contains(&format!("pipeline {p} is paused")),
+            "{reply}"
+        );
+        // A redelivered tick is the same row.
+        chain.accepted(StepName::Submit, &tick(p)).await;
+    }
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    for p in ["held", "skipped"] {
+        let paused: Vec<&RunLogRow> = log
+            .iter()
+            .filter(|r| r.pipeline.as_deref() == Some(p) && r.step == "submit")
+            .collect();
+        assert_eq!(paused.len(), 1, "{p}: {paused:#?}");
+        assert_eq!(paused[0].status, "PAUSED");
+        assert_eq!(paused[0].run_date.as_deref(), Some("2026-11-20"), "{p}");
+    }
+    assert!(!out.exists(), "a paused pipeline ran");
+    let held = conveyor_core::steps::pause::held(ctx, &pipeline("held"))
+        .await
+        .expect("held");
+    assert_eq!(held.len(), 1, "{held:#?}");
+    assert!(
+        conveyor_core::steps::pause::held(ctx, &pipeline("skipped"))
+            .await
+            .expect("held")
+            .is_empty(),
+        "a skipped tick is not held"
+    );
+    // Resumed, the held tick starts as the schedule would have: its run date.
+    conveyor_core::steps::pause::set_paused(ctx, &pipeline("held"), false, "ops", "")
+        .await
+        .expect("resume");
+    let at = held[0].1.started_at.expect("the tick's time");
+    chain
+        .accepted(
+            StepName::Submit,
+            &format!(
+                r#"{{"pipeline":"held","trigger":"schedule","time":"{}"}}"#,
+                at.to_rfc3339()
+            ),
+        )
+        .await;
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("ran").trim(),
+        "2026-11-20"
+    );
+    assert!(
+        conveyor_core::steps::pause::held(ctx, &pipeline("held"))
+            .await
+            .expect("held")
+            .is_empty(),
+        "nothing held once resumed"
+    );
+    chain.stop().await;
+}
+
+/// A pipeline's whole-run `timeout`: past it, the jobs still running are cancelled and end
+/// TIMED_OUT, no further job starts, and the run ends TIMED_OUT once — in a line and in a graph
+/// whose two side-by-side jobs are both running.
+#[tokio::test]
+async fn a_run_past_its_whole_run_timeout_is_cancelled_and_ends_timed_out_once() {
+    let yaml = r#"
+pipelines:
+  - name: line
+    trigger: { manual: true }
+    timeout: 1s
+    jobs:
+      - { name: slow, engine: local, command: "sleep 30" }
+      - { name: after, engine: local, command: "echo ran > $AFTER" }
+    poll: { timeout: 1m, interval: 50ms }
+  - name: graph
+    trigger: { manual: true }
+    timeout: 1s
+    jobs:
+      - { name: left, engine: local, command: "sleep 30" }
+      - { name: right, engine: local, command: "sleep 30" }
+      - { name: join, engine: local, command: "echo ran > $AFTER", needs: [left, right], run_if: all_done }
+    poll: { timeout: 1m, interval: 50ms }
+"#;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let after = tmp.path().join("after");
+    let yaml = yaml.replace("$AFTER", &after.display().to_string());
+    let chain = Chain::start(&yaml).await;
+    for p in ["line", "graph"] {
+        chain
+            .accepted(
+                StepName::Submit,
+                &format!(r#"{{"pipeline":"{p}","key":"k"}}"#),
+            )
+            .await;
+    }
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    for (p, jobs) in [("line", vec!["slow"]), ("graph", vec!["left", "right"])] {
+        assert_eq!(run_ends(&log, p), ["TIMED_OUT"], "{p}: one run end");
+        let end = log
+            .iter()
+            .find(|r| r.pipeline.as_deref() == Some(p) && r.step == "submit" && r.job.is_none())
+            .expect("run end");
+        assert!(
+            end.error.as_deref().is_some_and(
+                |e| e.contains("the run timed out") && e.contains("pipeline timeout 1s")
+            ),
+            "{p}: {:?}",
+            end.error
+        );
+        for job in jobs {
+            let ended: Vec<&RunLogRow> = log
+                .iter()
+                .filter(|r| r.pipeline.as_deref() == Some(p) && r.job.as_deref() == Some(job))
+                .filter(|r| r.status == "TIMED_OUT")
+                .collect();
+            assert_eq!(ended.len(), 1, "{p}/{job}: {ended:#?}");
+            assert!(
+                ended[0]
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("the run timed out") && e.contains("cancelled")),
+                "{:?}",
+                ended[0].error
+            );
+        }
+    }
+    // No job started after the timeout, and every running job was cancelled.
+    assert!(
+        !log.iter()
+            .any(|r| matches!(r.job.as_deref(), Some("after" | "join"))),
+        "a job started after the run's timeout"
+    );
+    assert!(!after.exists());
+    let batches: Vec<PathBuf> = std::fs::read_dir(chain.dir.path().join("state/batches"))
+        .expect("batches")
+        .flatten()
+        .map(|d| d.path())
+        .collect();
+    assert_eq!(batches.len(), 3, "{batches:?}");
+    for b in &batches {
+        assert!(
+            b.join("cancelled").exists(),
+            "{} was not cancelled",
+            b.display()
+        );
+    }
+    chain.stop().await;
+}
+
 #[tokio::test]
 async fn a_batch_that_outlives_its_timeout_is_cancelled_and_ends_timed_out() {
     let yaml = r#"

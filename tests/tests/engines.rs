@@ -1339,6 +1339,52 @@ async fn an_adopted_serverless_batch_that_had_failed_is_retried_under_a_new_batc
     chain.stop().await;
 }
 
+/// A pipeline's whole-run `timeout` reaches Google: the running batch (its own poll timeout a
+/// minute away) is cancelled through its operation, once, and the run ends TIMED_OUT.
+#[tokio::test]
+async fn a_run_past_its_whole_run_timeout_cancels_its_serverless_batch_through_its_operation() {
+    let fake = Fake::start().await;
+    script(&fake, 1, &[&["PENDING", "RUNNING"]]);
+    let yaml = serverless("1m", 3).replace("    batch:\n", "    timeout: 1s\n    batch:\n");
+    assert!(yaml.contains("timeout: 1s"), "{yaml}");
+    let chain = Chain::start(&yaml, fake.clone()).await;
+    chain.drop_csv("users/2026-11-20/a.csv");
+    chain.settle().await;
+
+    let rows = chain.batch_rows(None).await;
+    let last = rows.last().expect("a batch row");
+    assert_eq!(last.status, "TIMED_OUT", "{:?}", chain.history().await);
+    assert!(
+        last.error
+            .as_deref()
+            .is_some_and(|e| e.contains("the run timed out")),
+        "{:?}",
+        last.error
+    );
+    let cancels = fake.calls("POST", ":cancel");
+    assert_eq!(cancels.len(), 1, "{cancels:#?}");
+    assert!(
+        cancels[0]
+            .path
+            .starts_with("/v1/projects/my-project/regions/us-central1/operations/op-")
+            && cancels[0].path.ends_with(":cancel"),
+        "{:?}",
+        cancels[0].path
+    );
+    assert_eq!(cancels[0].authorization, "Bearer test-token");
+    let ends: Vec<String> = chain
+        .run_log()
+        .await
+        .iter()
+        .filter(|r| r.step == "submit" && r.job.is_none())
+        .map(|r| r.status.clone())
+        .collect();
+    assert_eq!(ends, ["TIMED_OUT"]);
+    // Not retried: one create.
+    assert_eq!(fake.calls("POST", BATCHES).len(), 1);
+    chain.stop().await;
+}
+
 #[tokio::test]
 async fn a_cluster_job_that_times_out_while_its_cluster_is_still_creating_deletes_the_cluster() {
     let fake = Fake::start().await;

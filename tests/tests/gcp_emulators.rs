@@ -204,6 +204,54 @@ fn transition(rows: &[Vec<Value>], step: &str, status: &str) -> (usize, usize) {
 const ORDERS: &str =
     "order_id,customer,amount\n1,ada,10.5\n2,bob,3.25\n3,cy,7\n4,di,1\n5,ed,2.5\n6,flo,9\n";
 
+/// The deployed load function reads the pause (`conveyor pause`, written to BigQuery's run
+/// log): a paused pipeline's upload is recorded PAUSED and not loaded; `conveyor resume
+/// --load-remote` announces it to the load function again and the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_pipelines_upload_is_held_by_the_load_function_until_resume_announces_it() {
+    let Some(s) = Setup::start().await else {
+        return;
+    };
+    let cwd = s._dir.path();
+    let endpoint = format!("{}/bigquery/v2", s.emu.bq);
+    let env = [
+        ("CONVEYOR_PROJECT", conveyor_e2e::PROJECT),
+        ("CONVEYOR_BIGQUERY_ENDPOINT", endpoint.as_str()),
+        ("CONVEYOR_ANONYMOUS", "true"),
+        ("CONVEYOR_BIGQUERY_EMULATOR", "true"),
+    ];
+    let out = super::operate::conveyor(cwd, &["pause", "sales", "--reason", "late"], &env).await;
+    assert!(out.status.success(), "{}", super::operate::text(&out));
+
+    s.upload("sales/2026-11-21/orders.csv", ORDERS).await;
+    s.until(
+        "the paused arrival's row",
+        Duration::from_secs(60),
+        || async { has(&s.run_log().await, "load", "PAUSED") },
+    )
+    .await;
+    assert!(s.load_jobs().await.is_empty(), "a paused pipeline loaded");
+    assert_eq!(s.count("analytics.sales_2026_11_21").await, None);
+
+    let load_url = format!("{}/", s.functions[0].url);
+    let out =
+        super::operate::conveyor(cwd, &["resume", "sales", "--load-remote", &load_url], &env).await;
+    let shown = super::operate::text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("arrival gs://landing/sales/2026-11-21/orders.csv"),
+        "{shown}"
+    );
+    s.until(
+        "the held run to finish",
+        Duration::from_secs(90),
+        || async { has(&s.run_log().await, "poll", "SUCCEEDED") },
+    )
+    .await;
+    assert_eq!(s.count("analytics.sales_2026_11_21").await, Some(6));
+    assert_eq!(s.load_jobs().await.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_flows_through_every_function_and_redelivery_and_outages_load_exactly_once() {
     let Some(s) = Setup::start().await else {

@@ -17,7 +17,7 @@ use conveyor_e2e::{Emulators, binary, free_port};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -26,7 +26,7 @@ fn text(out: &Output) -> String {
 }
 
 /// `conveyor ARGS` in `cwd`, with only the given `CONVEYOR_*` variables.
-async fn conveyor(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) async fn conveyor(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(binary("conveyor"));
     cmd.current_dir(cwd).args(args).env("NO_COLOR", "1");
     for (k, _) in std::env::vars() {
@@ -606,6 +606,101 @@ async fn rerun_from_the_failure_runs_only_the_failed_job_and_its_successors_and_
     );
 }
 
+/// Lets through only requests that carry `Authorization: Bearer tok` (the deployed
+/// function's Cloud Run IAM, as far as the CLI can tell).
+struct NeedsToken;
+
+#[async_trait::async_trait]
+impl conveyor_core::http::CallerCheck for NeedsToken {
+    async fn check(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), conveyor_core::http::Denied> {
+        match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            Some("Bearer tok") => Ok(()),
+            other => Err(conveyor_core::http::Denied::Unauthenticated(format!(
+                "{other:?}"
+            ))),
+        }
+    }
+}
+
+/// `conveyor rerun RUN --remote URL` asks the deployed submit function (`POST URL/rerun`, with
+/// the identity token): the run re-runs there from its failure and then reads SUCCEEDED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_remote_asks_the_submit_function_with_an_identity_token_and_the_run_then_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path();
+    let yaml = CHAIN_YAML.replace("ran.out", &cwd.join("ran.out").display().to_string());
+    let yaml = yaml.replace("fixed-", &format!("{}/fixed-", cwd.display()));
+    let chain = conveyor_e2e::Chain::start(&yaml).await;
+    chain
+        .accepted(
+            conveyor_core::event::StepName::Submit,
+            r#"{"pipeline":"chain","date":"2026-11-20"}"#,
+        )
+        .await;
+    chain.settle(Duration::from_secs(30)).await;
+    let run = chain
+        .run_log()
+        .await
+        .iter()
+        .find(|r| r.pipeline.as_deref() == Some("chain"))
+        .expect("a row")
+        .run_id
+        .clone();
+    let state = |rows: &[RunLogRow]| {
+        conveyor_core::run_state::RunState::from_rows(rows.iter().filter(|r| r.run_id == run))
+            .expect("state")
+            .status
+    };
+    assert_eq!(state(&chain.run_log().await), "FAILED");
+    std::fs::write(cwd.join("fixed-2026-11-20"), "").expect("fix");
+
+    let router = conveyor_core::http::with_caller_check(
+        conveyor_core::http::router(conveyor_core::event::StepName::Submit, chain.ctx.clone()),
+        Arc::new(NeedsToken),
+    );
+    let url = conveyor_e2e::serve(router).await;
+    // Without a token (a loopback URL asks gcloud for none): refused, nothing runs.
+    let out = conveyor(cwd, &["rerun", &run, "--remote", &url], &[]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("401"), "{}", text(&out));
+    assert_eq!(state(&chain.run_log().await), "FAILED");
+    let out = conveyor(
+        cwd,
+        &["rerun", &run, "--remote", &url, "--token", "tok"],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("re-run 1 of"), "{}", text(&out));
+    chain.settle(Duration::from_secs(30)).await;
+    assert_eq!(state(&chain.run_log().await), "SUCCEEDED");
+    assert_eq!(
+        lines(&cwd.join("ran.out")),
+        [
+            "extract 2026-11-20",
+            "transform 2026-11-20",
+            "publish 2026-11-20"
+        ]
+    );
+    // A run of no pipeline of the function's file is refused with the reason.
+    let out = conveyor(
+        cwd,
+        &["rerun", "nope", "--remote", &url, "--token", "tok"],
+        &[],
+    )
+    .await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("400") && text(&out).contains("belongs to no pipeline"),
+        "{}",
+        text(&out)
+    );
+    chain.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_rerun_failed_reruns_the_failed_dates_and_mark_success_records_who_and_why() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -711,19 +806,31 @@ async fn a_paused_pipeline_starts_nothing_until_resumed() {
         "{}",
         text(&out)
     );
+    // The arrival is recorded PAUSED and held (`pause.arrivals: hold`, the default).
     let out = conveyor(cwd, &["trigger", "sales", "--date", "2026-11-05"], &[]).await;
     assert!(
-        text(&out).contains("pipeline sales is paused"),
+        text(&out).contains("pipeline sales is paused")
+            && text(&out).contains("held until `conveyor resume sales`"),
         "{}",
         text(&out)
     );
     assert!(lines(&cwd.join("nightly.out")).is_empty(), "nothing ran");
     assert!(lines(&cwd.join("sales.out")).is_empty(), "nothing loaded");
+    let out = conveyor(cwd, &["status", "--pipeline", "sales", "--json"], &[]).await;
+    assert!(text(&out).contains("PAUSED"), "{}", text(&out));
 
-    for p in ["nightly", "sales"] {
-        let out = conveyor(cwd, &["resume", p], &[]).await;
-        assert!(out.status.success(), "{}", text(&out));
-    }
+    // Resuming starts what was held: the arrival loads and its job runs, with no trigger.
+    let out = conveyor(cwd, &["resume", "sales"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("starting 1 held arrival(s) and tick(s)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(lines(&cwd.join("sales.out")), ["2026-11-05"]);
+    let out = conveyor(cwd, &["resume", "nightly"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("held"), "{}", text(&out));
     let out = conveyor(cwd, &["trigger", "nightly", "--date", "2026-11-05"], &[]).await;
     assert!(out.status.success(), "{}", text(&out));
     let out = conveyor(cwd, &["trigger", "sales", "--date", "2026-11-05"], &[]).await;

@@ -23,8 +23,8 @@ pub fn router(ctx: Context) -> Router {
     conveyor_core::http::router(STEP, ctx)
 }
 
-/// The ports the load step uses, on Google Cloud: Cloud Storage (to read an object's generation), BigQuery (load jobs, and the
-/// rows of message pipelines) and Pub/Sub.
+/// The ports the load step uses, on Google Cloud: Cloud Storage (to read an object's generation), BigQuery (load jobs, the
+/// rows of message pipelines, and the run log: a paused pipeline's arrivals are held) and Pub/Sub.
 ///
 /// # Errors
 /// When a client cannot be built.
@@ -33,6 +33,7 @@ pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
     Ok(Ports {
         store: Arc::new(gcp.store()),
         rows: bigquery.clone(),
+        run_log: bigquery.clone(),
         warehouse: bigquery,
         bus: Arc::new(gcp.bus().await?),
         ..Ports::unwired()

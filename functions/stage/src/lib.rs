@@ -24,7 +24,7 @@ pub fn router(ctx: Context) -> Router {
 }
 
 /// The ports the stage step uses, on Google Cloud: Cloud Storage (the landing bucket and bucket sources), the stage sources with Secret
-/// Manager for their credentials, and Pub/Sub.
+/// Manager for their credentials, BigQuery's run log (a paused pipeline's ticks are held) and Pub/Sub.
 ///
 /// # Errors
 /// When a client cannot be built.
@@ -34,6 +34,7 @@ pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
     Ok(Ports {
         store,
         sources: Arc::new(sources),
+        run_log: Arc::new(gcp.bigquery()),
         bus: Arc::new(gcp.bus().await?),
         ..Ports::unwired()
     })

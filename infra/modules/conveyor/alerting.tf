@@ -144,7 +144,7 @@ resource "google_monitoring_alert_policy" "run_failures" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "A Conveyor run ended in failure. The run log (`${var.run_log_dataset}.${var.run_log_table}`, view `run_latest_status`) has its row with the error; `conveyor status` lists the newest rows. REJECTED means a request or message was refused (see its `error`); FAILED means the last attempt failed; TIMED_OUT means a batch outlived `poll.timeout` and was cancelled."
+    content   = "A Conveyor run ended in failure. The run log (`${var.run_log_dataset}.${var.run_log_table}`, view `run_latest_status`) has its row with the error; `conveyor status` lists the newest rows. REJECTED means a request or message was refused (see its `error`); FAILED means the last attempt failed; TIMED_OUT means a batch outlived `poll.timeout`, or the run its pipeline's `timeout`, and was cancelled."
   }
 }
 

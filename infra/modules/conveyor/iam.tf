@@ -70,6 +70,10 @@ locals {
       # Reads the run log: an `after` pipeline's upstream runs, a run's earlier attempts. The
       # adapter's create-if-missing is skipped by readers without tables.create.
       "submit-run-log" = { function = "submit", dataset = var.run_log_dataset, role = "roles/bigquery.dataViewer" }
+      # Read the newest pause row before an arrival or a scheduled tick starts anything
+      # (`conveyor pause`): a paused pipeline's are recorded PAUSED instead.
+      "load-run-log"  = { function = "load", dataset = var.run_log_dataset, role = "roles/bigquery.dataViewer" }
+      "stage-run-log" = { function = "stage", dataset = var.run_log_dataset, role = "roles/bigquery.dataViewer" }
       # Reads open batches from the run log. dataEditor rather than dataViewer because the
       # BigQuery adapter makes sure the run-log table exists (tables.insert, 409 when it does),
       # which needs bigquery.tables.create on the dataset.
@@ -79,11 +83,12 @@ locals {
 
   # Project-level roles, only where IAM has no narrower resource: BigQuery jobs run in the
   # project; Dataproc batches and Dataflow jobs have no per-job IAM before they exist.
-  # BigQuery jobs: load (load jobs, message rows as DML), submit (`sql` jobs, run-log and
-  # configuration-table queries), poll (the open-batch query). Not log: it writes the run log
+  # BigQuery jobs: load (load jobs, message rows as DML, the pause query), stage (the pause
+  # query), submit (`sql` jobs, run-log and configuration-table queries), poll (the open-batch
+  # query). Not log: it writes the run log
   # with insertAll and runs no job.
   project_grants = merge(
-    { for f in ["load", "submit", "poll"] : "${f}-bigquery-jobs" => { function = f, role = "roles/bigquery.jobUser" } },
+    { for f in ["stage", "load", "submit", "poll"] : "${f}-bigquery-jobs" => { function = f, role = "roles/bigquery.jobUser" } },
     { "poll-bigquery-job-follower" = { function = "poll", role = google_project_iam_custom_role.bigquery_job_follower.id } },
     var.dataproc_enabled ? { for f in ["submit", "poll"] : "${f}-dataproc" => { function = f, role = google_project_iam_custom_role.dataproc_runner[0].id } } : {},
     var.dataflow_enabled ? { for f in ["submit", "poll"] : "${f}-dataflow" => { function = f, role = "roles/dataflow.developer" } } : {},

@@ -59,13 +59,15 @@ pub enum EventType {
     /// A run is waiting for a slot: its pipeline has `max_active_runs` runs going. Recorded as
     /// QUEUED (with what the run needs to start); the submit step starts it, in date order,
     /// when a run of the pipeline ends or on a poll tick.
-    #[serde(rename = "dev.conveyor.run.queued", alias = "conveyor.run.queued")]
     RunQueued,
+    /// An arrival or a scheduled tick reached a paused pipeline (`conveyor pause`): recorded
+    /// as PAUSED, not started; held for `conveyor resume` or skipped (`pause.arrivals`).
+    StartPaused,
 }
 
 impl EventType {
     /// Every type, for subscriptions.
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         Self::ObjectStaged,
         Self::TableLoaded,
         Self::BatchSubmitted,
@@ -77,6 +79,7 @@ impl EventType {
         Self::RunFinished,
         Self::RowQueued,
         Self::RunQueued,
+        Self::StartPaused,
     ];
 
     /// The CloudEvent `type` string.
@@ -93,6 +96,7 @@ impl EventType {
             Self::RunFinished => "dev.conveyor.run.finished",
             Self::RowQueued => "dev.conveyor.row.queued",
             Self::RunQueued => "dev.conveyor.run.queued",
+            Self::StartPaused => "dev.conveyor.start.paused",
         }
     }
 
@@ -197,6 +201,9 @@ pub enum Status {
     Skipped,
     /// A run waiting for a slot of its pipeline's `max_active_runs`.
     Queued,
+    /// An arrival or tick of a paused pipeline, not started (held or skipped); also the
+    /// status of `conveyor pause`'s own row.
+    Paused,
 }
 
 impl Status {
@@ -212,6 +219,7 @@ impl Status {
             Self::Superseded => "SUPERSEDED",
             Self::Skipped => "SKIPPED",
             Self::Queued => "QUEUED",
+            Self::Paused => "PAUSED",
         }
     }
 
@@ -227,6 +235,7 @@ impl Status {
             Self::Superseded,
             Self::Skipped,
             Self::Queued,
+            Self::Paused,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)
@@ -309,6 +318,10 @@ pub struct Detail {
     /// them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<crate::task_log::TaskLog>,
+    /// When the run (or its latest re-run) started: what the pipeline's whole-run `timeout`
+    /// counts from. Carried by every job's events of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_started_at: Option<DateTime<Utc>>,
 }
 
 /// One row's run of a `for_each` job.

@@ -43,6 +43,7 @@ pub mod event;
 pub mod format;
 pub mod http;
 pub mod inbound;
+pub mod links;
 pub mod names;
 pub mod open_jobs;
 pub mod ports;

@@ -27,10 +27,15 @@ pub fn is_failure(status: &str) -> bool {
     matches!(status, "FAILED" | "TIMED_OUT" | "REJECTED" | "MISSED")
 }
 
-/// Whether `status` ends a run (or a task): a success, a failure, SUPERSEDED or SKIPPED (a
-/// job whose `run_if` or `when` kept it from running).
+/// Whether `status` ends a run (or a task): a success, a failure, SUPERSEDED, SKIPPED (a
+/// job whose `run_if` or `when` kept it from running), or PAUSED / RESUMED (an arrival or tick
+/// a paused pipeline held or skipped — `conveyor resume` starts a run of its own for it — and
+/// the pause's own rows): nothing of it is in flight.
 pub fn is_terminal(status: &str) -> bool {
-    matches!(status, "SUCCEEDED" | "SUPERSEDED" | "SKIPPED") || is_failure(status)
+    matches!(
+        status,
+        "SUCCEEDED" | "SUPERSEDED" | "SKIPPED" | "PAUSED" | "RESUMED"
+    ) || is_failure(status)
 }
 
 /// Whether `row` is a failed attempt with a retry scheduled (`retry_at` in its detail).

@@ -223,16 +223,72 @@ pub struct Pipeline {
     /// topic: `[{ publish: TOPIC }, { webhook: { url_secret: projects/P/secrets/NAME } }]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_failure: Vec<OnFailure>,
+    /// How long a whole run may take, from its start to its end (every job, retry and wait
+    /// included): past it the poll tick cancels the run's running jobs, starts no further
+    /// job and ends the run `TIMED_OUT`. Unset: no limit (each attempt still has
+    /// `poll.timeout`).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "crate::config::schema::duration")]
+    pub timeout: Option<Duration>,
+    /// What a paused pipeline (`conveyor pause`) does with its arrivals and ticks.
+    #[serde(default, skip_serializing_if = "PauseSettings::is_default")]
+    pub pause: PauseSettings,
 }
 
-/// A pipeline's freshness deadline: `expect: { by: "06:00", time_zone: Europe/Paris, every: day }`.
+/// What a paused pipeline does with what would have started a run:
+/// `pause: { arrivals: hold }` (the default) or `pause: { arrivals: skip }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseSettings {
+    /// `hold`: each arrival and tick while paused is recorded as a `PAUSED` row and started
+    /// by `conveyor resume`; `skip`: recorded as `PAUSED` and never started (a `trigger
+    /// --date` or `backfill` starts the dates later).
+    #[serde(default)]
+    pub arrivals: PausedArrivals,
+}
+
+impl PauseSettings {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// What becomes of a paused pipeline's arrivals and ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PausedArrivals {
+    /// Recorded, and started by `conveyor resume`.
+    #[default]
+    Hold,
+    /// Recorded, never started.
+    Skip,
+}
+
+/// A pipeline's freshness deadline: `expect: { by: "06:00", time_zone: Europe/Paris, every: day }`
+/// (each run date's run by a time of day), or `expect: { within: 26h }` (a run SUCCEEDED at
+/// most that long ago), or both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The local time (`HH:MM`, 24-hour) by which the run of each day's run date should have
     /// SUCCEEDED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
-    pub by: String,
+    pub by: Option<String>,
+    /// The longest time since the end of the pipeline's last SUCCEEDED run: past it the poll
+    /// tick records one `MISSED` row and raises one alert (once per last success). Counted
+    /// from the last success only: a pipeline that never succeeded is covered by `by`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "crate::config::schema::duration")]
+    pub within: Option<Duration>,
     /// IANA time zone of `by` (and of the day it names). Default `Etc/UTC`.
     #[serde(default = "utc")]
     #[schemars(schema_with = "schema::time_zone")]
@@ -252,11 +308,11 @@ pub enum ExpectEvery {
 }
 
 impl Expect {
-    /// The time `by` on `date` in `time_zone`, in UTC; `None` when `by` or the zone does not
-    /// parse (validation refuses both) or the local time does not exist that day.
+    /// The time `by` on `date` in `time_zone`, in UTC; `None` without `by`, when `by` or the
+    /// zone does not parse (validation refuses both) or the local time does not exist that day.
     pub fn deadline(&self, date: chrono::NaiveDate) -> Option<chrono::DateTime<chrono::Utc>> {
         let zone = parse_time_zone(&self.time_zone).ok()?;
-        let time = chrono::NaiveTime::parse_from_str(&self.by, "%H:%M").ok()?;
+        let time = chrono::NaiveTime::parse_from_str(self.by.as_deref()?, "%H:%M").ok()?;
         date.and_time(time)
             .and_local_timezone(zone)
             .earliest()

@@ -52,6 +52,9 @@ fn router_at(step: StepName, ctx: Context, prefix: &str) -> Router {
     if step == StepName::Load {
         r = r.route("/messages/{pipeline}", post(messages));
     }
+    if step == StepName::Submit {
+        r = r.route("/rerun", post(rerun));
+    }
     let routes: Arc<str> = function_routes(step, prefix).into();
     let fallback_routes = routes.clone();
     let r = r
@@ -75,10 +78,10 @@ fn router_at(step: StepName, ctx: Context, prefix: &str) -> Router {
 /// /load/messages/<pipeline> or GET /load/healthz`.
 fn function_routes(step: StepName, prefix: &str) -> String {
     let root = if prefix.is_empty() { "/" } else { prefix };
-    let messages = if step == StepName::Load {
-        format!(", POST {prefix}/messages/<pipeline>")
-    } else {
-        String::new()
+    let messages = match step {
+        StepName::Load => format!(", POST {prefix}/messages/<pipeline>"),
+        StepName::Submit => format!(", POST {prefix}/rerun"),
+        _ => String::new(),
     };
     format!("POST {root}{messages} or GET {prefix}/healthz")
 }
@@ -226,7 +229,8 @@ pub fn combined_router(ctx: Context) -> Router {
 fn combined_routes() -> String {
     let steps: Vec<String> = StepName::ALL.iter().map(|s| format!("/{s}")).collect();
     format!(
-        "POST {} (each also GET <path>/healthz), POST /load/messages/<pipeline>, or GET /healthz",
+        "POST {} (each also GET <path>/healthz), POST /load/messages/<pipeline>, POST \
+         /submit/rerun, or GET /healthz",
         steps.join(", ")
     )
 }
@@ -311,6 +315,44 @@ async fn messages(
             };
             reject(&app, &delivery, &body, reason).await
         }
+    }
+}
+
+/// The body of `POST /rerun` (the submit function): `conveyor rerun RUN --remote`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RerunBody {
+    /// The ended run to re-run.
+    run: String,
+    /// The job to start again from (default: the run's first job that did not succeed).
+    #[serde(default)]
+    from: Option<String>,
+}
+
+/// `POST /rerun {"run": RUN, "from": JOB}`: re-runs an ended run from its failure (or from
+/// `from`), as `conveyor rerun` does on this machine.
+async fn rerun(State(app): State<App>, body: Bytes) -> Result<Json<Outcome>, AppError> {
+    let parsed = serde_json::from_slice::<RerunBody>(&body)
+        .map_err(|e| format!("a re-run is {{\"run\": RUN, \"from\": JOB}}: {e}"))
+        .and_then(|b| {
+            crate::names::RunId::parse(&b.run)
+                .map(|run| (run, b.from))
+                .map_err(|e| format!("{:?} is not a run id: {e}", b.run))
+        });
+    let (run, from) = match parsed {
+        Ok(p) => p,
+        Err(reason) => return reject(&app, &Delivery::default(), &body, reason).await,
+    };
+    match steps::rerun(&app.ctx, &run, from.as_deref()).await {
+        Ok(outcome) => {
+            info!(step = %app.step, run_id = %run, summary = %outcome.summary, "re-run started");
+            Ok(Json(outcome))
+        }
+        Err(StepError::Transient(reason)) => {
+            error!(step = %app.step, run_id = %run, error = %reason, "re-run failed for now");
+            Err(AppError::Unavailable)
+        }
+        Err(StepError::Rejected(reason)) => reject(&app, &Delivery::default(), &body, reason).await,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod pause;
 mod poll;
 mod rejections;
 pub mod rerun;
+mod run_timeout;
 mod stage;
 mod submit;
 mod wiring;

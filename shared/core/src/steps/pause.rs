@@ -1,14 +1,23 @@
 //! Pausing a pipeline without a redeploy: `conveyor pause|resume` write a state row in the
 //! pipeline's run log (step `pause`, status `PAUSED` or `RESUMED`), and the starts of a run —
-//! a schedule's tick, a manual start, a stage, an object's arrival — read the newest one: a
-//! paused pipeline starts nothing until it is resumed. Its arrivals and ticks while paused are
-//! skipped (logged); after `resume`, `conveyor trigger --date`/`backfill` start what was
-//! skipped. Only functions with a run log read it ([`is_paused`]).
+//! a schedule's tick, a manual start, a stage, an object's arrival — read the newest one (one
+//! run-log read per start or arrival): a paused pipeline starts nothing until it is resumed.
+//! A manual start is refused; an arrival or a scheduled tick is recorded as a `PAUSED` row of
+//! its own (`dev.conveyor.start.paused`, [`hold`]) and, with `pause: { arrivals: hold }` (the
+//! default), started by `conveyor resume` ([`held`] lists them); with `arrivals: skip` it is
+//! never started (`conveyor trigger --date`/`backfill` start those dates later).
+//!
+//! A held row is newer than its pause row and older than the resume row (its time is the
+//! arrival's), so "the newest PAUSED or RESUMED row" still says whether the pipeline is paused.
+
+use std::collections::BTreeMap;
 
 use chrono::Utc;
 
-use super::{Context, StepError};
-use crate::config::Pipeline;
+use super::{Context, Outcome, StepError, publish};
+use crate::config::{PausedArrivals, Pipeline};
+use crate::event::{Detail, EventType, ObjectRef, Status, StepName};
+use crate::inbound::StartRequest;
 use crate::names::{RunId, short_hash};
 use crate::ports::{RunLogQuery, RunLogRow};
 
@@ -24,9 +33,8 @@ pub const PAUSE_STEP: &str = "pause";
 /// # Errors
 /// Transient when the run log cannot be read.
 pub async fn is_paused(ctx: &Context, pipeline: &Pipeline) -> Result<bool, StepError> {
-    // A function without a run log (the deployed load and stage functions) cannot read the
-    // pause: the submit function (every scheduled and manual start of a batch) and the
-    // embedded runtime do.
+    // A runtime without a run log cannot read the pause (every deployed function that starts
+    // something has one: stage, load, submit).
     if !ctx.ports.run_log.wired() {
         return Ok(false);
     }
@@ -88,6 +96,30 @@ pub async fn set_paused(
     Ok(row)
 }
 
+/// Whether a start of `pipeline` was held (one run-log read): while it is paused a scheduled
+/// tick is recorded `PAUSED` ([`hold`]; `true`), a manual start refused; else `false`: start.
+///
+/// # Errors
+/// Rejected for a manual start while paused; transient when the run log or the bus fails.
+pub(super) async fn held_start(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    start: &StartRequest,
+    step: StepName,
+    outcome: &mut Outcome,
+) -> Result<bool, StepError> {
+    if start.origin != crate::inbound::Origin::Schedule {
+        refuse_if_paused(ctx, pipeline).await?;
+        return Ok(false);
+    }
+    if !is_paused(ctx, pipeline).await? {
+        return Ok(false);
+    }
+    let date = super::submit::run_date(pipeline, start);
+    hold(ctx, pipeline, step, Arrived::Tick(start, &date), outcome).await?;
+    Ok(true)
+}
+
 /// Refuses a start of `pipeline` while it is paused.
 pub(super) async fn refuse_if_paused(ctx: &Context, pipeline: &Pipeline) -> Result<(), StepError> {
     if is_paused(ctx, pipeline).await? {
@@ -98,4 +130,121 @@ pub(super) async fn refuse_if_paused(ctx: &Context, pipeline: &Pipeline) -> Resu
         )));
     }
     Ok(())
+}
+
+/// What reached a paused pipeline.
+#[derive(Debug, Clone, Copy)]
+pub enum Arrived<'a> {
+    /// An object arrived (the load step), with the pattern's captures.
+    Object(&'a ObjectRef, &'a BTreeMap<String, String>),
+    /// A scheduled tick (the stage or submit step), with its run date.
+    Tick(&'a StartRequest, &'a str),
+}
+
+/// The job a held arrival's or tick's row names, so it is no run's end and reads as what it
+/// is in `status`.
+pub const HELD_JOB: &str = "paused";
+
+/// Records what reached the paused `pipeline` as a `PAUSED` row (`dev.conveyor.start.paused`,
+/// from `step`): held for `conveyor resume`, or skipped, as `pause.arrivals` says. Its run id
+/// derives from what arrived (the object and its generation; the tick's time), so a
+/// redelivery records it once.
+///
+/// # Errors
+/// Transient when the bus fails.
+pub async fn hold(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    step: StepName,
+    arrived: Arrived<'_>,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let held = pipeline.pause.arrivals == PausedArrivals::Hold;
+    let fate = if held {
+        format!("held until `conveyor resume {}`", pipeline.name)
+    } else {
+        "skipped (pause.arrivals: skip)".to_owned()
+    };
+    let mut detail = Detail {
+        job: Some(HELD_JOB.to_owned()),
+        ..Detail::default()
+    };
+    let (key, what) = match arrived {
+        Arrived::Object(object, captures) => {
+            detail.object = Some(object.clone());
+            detail.vars = captures.clone();
+            (
+                format!("{}#{}", object.uri(), object.generation),
+                object.uri(),
+            )
+        }
+        Arrived::Tick(start, date) => {
+            detail.started_at = Some(start.at);
+            detail.vars.insert("date".to_owned(), date.to_owned());
+            let at = start.at.to_rfc3339();
+            (format!("tick {at}"), format!("the tick of {at}"))
+        }
+    };
+    detail.vars.insert("held".to_owned(), held.to_string());
+    detail.error = Some(format!("pipeline {} paused: {what} {fate}", pipeline.name));
+    let run_id = RunId::derive(&pipeline.name, &[PAUSE_STEP, &key]);
+    tracing::warn!(pipeline = %pipeline.name, what = %what, held, "pipeline paused: not started");
+    outcome.summary = format!("pipeline {} is paused: {what} {fate}", pipeline.name);
+    let ev = ctx.event(
+        EventType::StartPaused,
+        run_id,
+        Some(pipeline.name.clone()),
+        step,
+        1,
+        Status::Paused,
+        detail,
+    );
+    publish(ctx, outcome, ev).await
+}
+
+/// What was held while `pipeline` was paused (its newest pause, up to now): the `PAUSED` rows
+/// of arrivals and ticks since it, oldest first, each with its detail. Empty when the pipeline
+/// is not paused or held nothing. Skipped ones (`pause.arrivals: skip`) are not listed.
+///
+/// # Errors
+/// Transient when the run log cannot be read.
+pub async fn held(
+    ctx: &Context,
+    pipeline: &Pipeline,
+) -> Result<Vec<(RunLogRow, Detail)>, StepError> {
+    let table = ctx.config.run_log_table(pipeline);
+    let rows = match ctx
+        .ports
+        .run_log
+        .rows(
+            &table,
+            &RunLogQuery {
+                pipeline: Some(pipeline.name.to_string()),
+                statuses: vec![PAUSED.to_owned(), RESUMED.to_owned()],
+                ..RunLogQuery::default()
+            },
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(crate::ports::PortError::NotFound(_)) => Vec::new(),
+        Err(e) => return Err(StepError::from_port(e)),
+    };
+    let mut out = Vec::new();
+    for row in rows {
+        if row.status == RESUMED {
+            break;
+        }
+        if row.step == PAUSE_STEP {
+            continue;
+        }
+        let Ok(detail) = serde_json::from_str::<Detail>(&row.detail) else {
+            continue;
+        };
+        if detail.vars.get("held").map(String::as_str) == Some("true") {
+            out.push((row, detail));
+        }
+    }
+    out.reverse();
+    Ok(out)
 }

@@ -358,6 +358,23 @@ async fn check_rows(
     open: Open,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
+    if let Some(why) = super::run_timeout::exceeded(pipeline, &open.detail, Utc::now()) {
+        // Each row's run carries the same start: its own open batch is cancelled by the same
+        // rule. The job ends now, for every row.
+        let mut detail = open.detail.clone();
+        detail.error = Some(why);
+        outcome.summary = format!("job {} timed out with the run", job.name);
+        let ev = ctx.event(
+            EventType::BatchFinished,
+            open.run_id.clone(),
+            Some(pipeline.name.clone()),
+            StepName::Poll,
+            open.attempt,
+            Status::TimedOut,
+            detail,
+        );
+        return publish(ctx, outcome, ev).await;
+    }
     let children = &open.detail.children;
     let since = open
         .detail
@@ -453,8 +470,29 @@ async fn check_batch(
     let policy = pipeline.poll_for(job);
     let mut detail = open.detail.clone();
     detail.error = None;
+    // Past the pipeline's whole-run timeout the job ends TIMED_OUT like one past its own.
+    let run_over = super::run_timeout::exceeded(pipeline, &open.detail, now);
 
     if open.status == Status::Failed {
+        if let Some(why) = run_over {
+            // A failed attempt waiting for a retry it will not get: nothing runs to cancel.
+            detail.retry_at = None;
+            detail.error = Some(format!(
+                "{why}; no retry after: {}",
+                open.detail.error.as_deref().unwrap_or("no error given")
+            ));
+            outcome.summary = format!("job {} timed out with the run", job.name);
+            let ev = ctx.event(
+                EventType::BatchFinished,
+                open.run_id.clone(),
+                Some(pipeline.name.clone()),
+                StepName::Poll,
+                open.attempt,
+                Status::TimedOut,
+                detail,
+            );
+            return publish(ctx, outcome, ev).await;
+        }
         // A failed attempt waiting for its retry.
         match detail.retry_at {
             Some(at) if at <= now => {
@@ -494,7 +532,7 @@ async fn check_batch(
     };
     let started = detail.started_at.unwrap_or(now);
     let elapsed = (now - started).to_std().unwrap_or_default();
-    let timed_out = elapsed >= policy.timeout;
+    let timed_out = elapsed >= policy.timeout || run_over.is_some();
     let mut req = batch_request(
         pipeline,
         job,
@@ -596,12 +634,15 @@ async fn check_batch(
                 return Ok(());
             }
         }
-        detail.error = Some(format!(
-            "timed out after {} (limit {}) in state {}; cancelled",
-            humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs())),
-            humantime::format_duration(policy.timeout),
-            state.state
-        ));
+        detail.error = Some(match &run_over {
+            Some(why) => format!("{why}; cancelled in state {}", state.state),
+            None => format!(
+                "timed out after {} (limit {}) in state {}; cancelled",
+                humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs())),
+                humantime::format_duration(policy.timeout),
+                state.state
+            ),
+        });
         outcome.summary = format!("{job_id} timed out");
         return publish(ctx, outcome, finish(Status::TimedOut, detail)).await;
     }

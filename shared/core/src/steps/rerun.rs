@@ -132,8 +132,10 @@ async fn ended_run<'a>(ctx: &'a Context, run_id: &RunId) -> Result<Ended<'a>, St
         .map(|r| r.attempt)
         .max();
     let rerun = ends.unwrap_or(1);
+    // A re-run's whole-run timeout counts from the re-run.
     let mut base = Detail {
         vars,
+        run_started_at: Some(ctx.clock.now()),
         ..Detail::default()
     };
     base.vars.insert(RERUN_VAR.to_owned(), rerun.to_string());
@@ -188,6 +190,7 @@ async fn reopen(
         Detail {
             vars: base.vars.clone(),
             started_at: Some(ctx.clock.now()),
+            run_started_at: base.run_started_at,
             ..Detail::default()
         },
     );

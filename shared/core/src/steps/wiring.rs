@@ -64,6 +64,14 @@ pub fn check_wiring(step: StepName, config: &Config, ports: &Ports) -> Result<()
                         "stage sources",
                         format!("pipeline {name}: `stage.source`"),
                     );
+                    need(
+                        &mut gaps,
+                        ports.run_log.wired(),
+                        "run log",
+                        format!(
+                            "pipeline {name}: `stage` (a pause, `conveyor pause`, is read there)"
+                        ),
+                    );
                 }
             }
             StepName::Load => {
@@ -73,6 +81,14 @@ pub fn check_wiring(step: StepName, config: &Config, ports: &Ports) -> Result<()
                         ports.warehouse.wired(),
                         "warehouse",
                         format!("pipeline {name}: `load`"),
+                    );
+                    need(
+                        &mut gaps,
+                        ports.run_log.wired(),
+                        "run log",
+                        format!(
+                            "pipeline {name}: `load` (a pause, `conveyor pause`, is read there)"
+                        ),
                     );
                     if load.check_generation || load.batch.is_some() {
                         need(

@@ -553,6 +553,50 @@ pipelines:
     }
 
     #[test]
+    fn an_expect_without_by_or_within_and_a_bad_run_timeout_are_reported() {
+        let found = issues(
+            r#"pipelines:
+  - name: nightly
+    trigger: { manual: true }
+    expect: { time_zone: Europe/Paris }
+    timeout: soon
+    pause: { arrivals: later }
+    batch: { engine: local, command: "true" }
+"#,
+        );
+        let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
+        for wanted in [
+            "pipelines[0].expect: give `by`",
+            "pipelines[0].timeout: expected a duration",
+            "pipelines[0].pause.arrivals: unknown value `later`; expected `hold` or `skip`",
+        ] {
+            assert!(
+                shown.iter().any(|s| s.contains(wanted)),
+                "{wanted}: {shown:#?}"
+            );
+        }
+        let ok = parse_str(
+            r#"pipelines:
+  - name: nightly
+    trigger: { manual: true }
+    expect: { within: 26h }
+    timeout: 6h
+    pause: { arrivals: skip }
+    batch: { engine: local, command: "true" }
+"#,
+            "t.yaml",
+        )
+        .expect("valid");
+        let p = &ok.pipelines[0];
+        assert_eq!(p.timeout, Some(std::time::Duration::from_secs(6 * 3600)));
+        assert_eq!(
+            p.expect.as_ref().and_then(|e| e.within),
+            Some(std::time::Duration::from_secs(26 * 3600))
+        );
+        assert_eq!(p.pause.arrivals, crate::config::PausedArrivals::Skip);
+    }
+
+    #[test]
     fn the_error_lists_every_issue_as_file_line_col() {
         let err = parse_str(SEVEN, "seven.yaml").unwrap_err().to_string();
         let lines: Vec<&str> = err.lines().collect();

@@ -128,6 +128,8 @@ impl Validator {
             "expect",
             "max_active_runs",
             "on_failure",
+            "timeout",
+            "pause",
         ];
         self.known_keys(path, node, KEYS);
         self.schedule(path, node);
@@ -176,6 +178,10 @@ impl Validator {
                     },
                     "on_failure" => self
                         .section::<Vec<crate::config::OnFailure>>(&p, n)
+                        .is_some(),
+                    "timeout" => self.section::<RunTimeout>(&p, n).is_some(),
+                    "pause" => self
+                        .section::<crate::config::PauseSettings>(&p, n)
                         .is_some(),
                     _ => self.section::<crate::config::RunLogTarget>(&p, n).is_some(),
                 };
@@ -328,3 +334,12 @@ impl Validator {
         }
     }
 }
+
+/// A pipeline's `timeout`, read alone so a bad value is reported where it is.
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct RunTimeout(
+    #[expect(dead_code, reason = "read only to check that it parses")]
+    #[serde(with = "humantime_serde")]
+    std::time::Duration,
+);

@@ -10,6 +10,16 @@ impl Validator {
     /// Checked on the YAML itself, so a mistake elsewhere in the pipeline hides neither.
     pub(super) fn schedule(&mut self, path: &str, node: &Node) {
         if let Some(expect) = get(node, "expect") {
+            if expect.as_mapping().is_some()
+                && get(expect, "by").is_none()
+                && get(expect, "within").is_none()
+            {
+                self.issue(
+                    format!("{path}.expect"),
+                    pos(expect.span().start()),
+                    "give `by` (a time of day, such as \"06:00\") or `within` (such as 26h), or both",
+                );
+            }
             if let Some(by) = get(expect, "by").and_then(Node::as_scalar)
                 && chrono::NaiveTime::parse_from_str(by.as_str(), "%H:%M").is_err()
             {

@@ -23,7 +23,7 @@ mod window;
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use job::Finished;
 
@@ -46,7 +46,7 @@ pub(super) async fn waiting(ctx: &Context) -> Result<Vec<String>, StepError> {
 
 use super::{Context, Outcome, StepError, describe};
 use crate::config::{LoadBatch, LoadSpec, MarkerCovers, Pipeline, render_table, table_safe};
-use crate::event::{Detail, EventType, ObjectRef};
+use crate::event::{Detail, EventType, ObjectRef, StepName};
 use crate::inbound::Inbound;
 use crate::names::{RunId, TableRef};
 use crate::run_origin::RunOrigin;
@@ -127,14 +127,12 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
     for (pipeline, arrival) in matching {
         match arrival {
             Arrival::NotData | Arrival::Part => {}
-            Arrival::Data(_) if super::pause::is_paused(ctx, pipeline).await? => {
-                warn!(pipeline = %pipeline.name, object = %object.uri(), "pipeline paused: arrival skipped");
-                outcome.summary = format!(
-                    "pipeline {} is paused: {} skipped (after `conveyor resume`, `conveyor \
-                     trigger --date` announces it again)",
-                    pipeline.name,
-                    object.uri()
-                );
+            Arrival::Data(captures) | Arrival::Marker(captures)
+                if super::pause::is_paused(ctx, pipeline).await? =>
+            {
+                // Recorded PAUSED: held for `conveyor resume`, or skipped (`pause.arrivals`).
+                let arrived = super::pause::Arrived::Object(&object, &captures);
+                super::pause::hold(ctx, pipeline, StepName::Load, arrived, &mut outcome).await?;
             }
             Arrival::Data(captures) if ordered(pipeline) => {
                 order::arrive(ctx, pipeline, &object, captures, false, &mut outcome).await?;

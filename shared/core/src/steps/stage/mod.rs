@@ -92,6 +92,9 @@ pub struct StageReport {
     pub bytes: u64,
     /// How long the run took.
     pub elapsed: Duration,
+    /// The pipeline is paused: its scheduled tick was recorded `PAUSED` instead (nothing
+    /// copied).
+    pub paused: bool,
 }
 
 impl StageReport {
@@ -129,6 +132,9 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
     check_origin(pipeline, &start)?;
     let mut outcome = Outcome::default();
     let report = stage_pipeline(ctx, pipeline, &start, false, &mut outcome, &mut |_| {}).await?;
+    if report.paused {
+        return Ok(outcome);
+    }
     outcome.summary = report.summary();
     if report.copied.is_empty() && !report.failed.is_empty() {
         // Nothing got through: worth a redelivery once the source is back.
@@ -317,7 +323,12 @@ pub async fn stage_pipeline(
     outcome: &mut Outcome,
     progress: &mut (dyn FnMut(&StageProgress) + Send),
 ) -> Result<StageReport, StepError> {
-    super::pause::refuse_if_paused(ctx, pipeline).await?;
+    if super::pause::held_start(ctx, pipeline, start, StepName::Stage, outcome).await? {
+        return Ok(StageReport {
+            paused: true,
+            ..StageReport::default()
+        });
+    }
     let mut report_line = |kind, done, total, bytes, line: String| {
         progress(&StageProgress {
             kind,

@@ -50,6 +50,21 @@ pub(super) async fn after_job(
         return super::graph::after_job(ctx, pipeline, e, index, outcome).await;
     }
     let mut base = e.detail.clone();
+    // Past the run's timeout (at the job's end: a redelivery decides the same) no further job
+    // starts; a last job that succeeded still ends the run SUCCEEDED.
+    let last_succeeded = e.status == Status::Succeeded && index + 1 == pipeline.jobs.len();
+    if !last_succeeded
+        && let Some(why) = super::super::run_timeout::exceeded(pipeline, &e.detail, e.time)
+    {
+        base.error = Some(match e.status {
+            Status::Succeeded => format!("{why}; no job started after {name}"),
+            status => format!(
+                "{why}; job {name} {status}: {}",
+                e.detail.error.as_deref().unwrap_or("no error given")
+            ),
+        });
+        return end_run(ctx, pipeline, &e.run_id, Status::TimedOut, base, outcome).await;
+    }
     match e.status {
         Status::Succeeded if index + 1 < pipeline.jobs.len() => {
             base.job_id = None;

@@ -84,7 +84,7 @@ pub(super) async fn after_job(
     let mut base = e.detail.clone();
     base.job_id = None;
     base.engine = None;
-    advance(ctx, pipeline, &e.run_id, stands, base, outcome).await
+    advance(ctx, pipeline, &e.run_id, stands, base, e.time, outcome).await
 }
 
 /// The rows of `run_id` in `pipeline`'s run log.
@@ -107,15 +107,35 @@ async fn run_rows(
 }
 
 /// Starts or skips every job whose needs have all ended, cascading skips; ends the run when
-/// every job has ended and nothing was started.
+/// every job has ended and nothing was started. Past the run's whole-run timeout at `at`, it
+/// starts nothing: once no job is open (the poll tick cancels them) the run ends TIMED_OUT.
+#[allow(clippy::too_many_arguments)]
 async fn advance(
     ctx: &Context,
     pipeline: &Pipeline,
     run_id: &RunId,
     mut stands: Vec<Stand>,
-    base: Detail,
+    mut base: Detail,
+    at: chrono::DateTime<Utc>,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
+    if let Some(why) = super::super::run_timeout::exceeded(pipeline, &base, at)
+        && stands.contains(&Stand::NotStarted)
+    {
+        if stands.contains(&Stand::Open) {
+            outcome.summary = format!("{why}; waiting for the poll tick to cancel its open jobs");
+            return Ok(());
+        }
+        let never: Vec<&str> = pipeline
+            .jobs
+            .iter()
+            .zip(&stands)
+            .filter(|(_, s)| **s == Stand::NotStarted)
+            .map(|(j, _)| j.name.as_str())
+            .collect();
+        base.error = Some(format!("{why}; not started: {}", never.join(", ")));
+        return end_run(ctx, pipeline, run_id, Status::TimedOut, base, outcome).await;
+    }
     let mut started = Vec::new();
     let mut skipped = Vec::new();
     loop {
@@ -328,7 +348,7 @@ pub(in crate::steps) async fn sweep_graphs(
             base.engine = None;
             base.error = None;
             let mut one = Outcome::default();
-            advance(ctx, p, &run_id, stands, base, &mut one).await?;
+            advance(ctx, p, &run_id, stands, base, Utc::now(), &mut one).await?;
             if !one.events.is_empty() {
                 moved += 1;
             }

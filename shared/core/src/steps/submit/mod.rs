@@ -42,7 +42,7 @@ pub const STARTED_BY: &str = "started_by";
 
 use super::{Context, Outcome, StepError, active_pipeline, describe};
 use crate::config::Pipeline;
-use crate::event::{Detail, EventType};
+use crate::event::{Detail, EventType, StepName};
 use crate::inbound::{Inbound, Origin, StartRequest};
 use crate::names::RunId;
 use crate::run_origin::RunOrigin;
@@ -94,7 +94,11 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
             };
             let pipeline = active_pipeline(ctx, name.as_str())?;
             check_origin(pipeline, &start)?;
-            super::pause::refuse_if_paused(ctx, pipeline).await?;
+            if super::pause::held_start(ctx, pipeline, &start, StepName::Submit, &mut outcome)
+                .await?
+            {
+                return Ok(outcome);
+            }
             if pipeline.jobs.is_empty() {
                 return Err(StepError::Rejected(format!(
                     "pipeline {name} has no jobs to run"
@@ -152,9 +156,13 @@ async fn start_jobs(
     ctx: &Context,
     pipeline: &Pipeline,
     run_id: &RunId,
-    base: Detail,
+    mut base: Detail,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
+    // What the whole-run `timeout` counts from: the start's own time (a redelivery computes
+    // the same), else now.
+    let at = base.started_at.unwrap_or_else(|| ctx.clock.now());
+    super::run_timeout::start(&mut base, at);
     let first = pipeline.first_jobs();
     if first.len() == 1 {
         return start_job(ctx, pipeline, run_id, first[0], base, outcome).await;
