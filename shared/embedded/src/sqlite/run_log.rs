@@ -5,7 +5,9 @@ use rusqlite::params;
 
 use conveyor_core::names::TableRef;
 use conveyor_core::open_jobs::{SqlDialect, candidate_condition, open_jobs};
-use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow};
+use conveyor_core::ports::{
+    PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow, RunStart, RunsQuery,
+};
 
 use super::{Db, SqliteWarehouse, attach, parse_ts, quoted, transient, ts};
 
@@ -59,7 +61,108 @@ fn create_run_log(db: &mut Db, table: &TableRef) -> Result<(), PortError> {
                 .map_err(transient)?;
         }
     }
+    // What the console's pages read by (`run_starts`, `rows_of_runs`, `rows`): a run's rows,
+    // rows by time, a pipeline's rows by time, rows by run date.
+    for (name, columns) in [
+        ("run", "run_id, td_timestamp"),
+        ("time", "td_timestamp, run_id"),
+        ("pipeline", "pipeline, td_timestamp"),
+        ("date", "run_date, td_timestamp"),
+    ] {
+        db.conn
+            .execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS \"{ds}\".\"{t}__by_{name}\" ON \"{t}\" ({columns})",
+                ds = table.dataset,
+                t = table.table,
+            ))
+            .map_err(transient)?;
+    }
     Ok(())
+}
+
+/// The conditions of `query`'s row filters on the rows named `alias`, with their values
+/// pushed to `args` once (`?N`; every alias refers to the same numbers).
+struct PageFilters {
+    /// `(column, operator, parameter number)`.
+    conditions: Vec<(&'static str, &'static str, usize)>,
+    /// The parameter numbers of the candidate statuses.
+    statuses: Vec<usize>,
+}
+
+impl PageFilters {
+    fn new(query: &RunsQuery, args: &mut Vec<rusqlite::types::Value>) -> Self {
+        let mut push = |v: String| {
+            args.push(rusqlite::types::Value::Text(v));
+            args.len()
+        };
+        let mut conditions = Vec::new();
+        if let Some(p) = &query.pipeline {
+            conditions.push(("pipeline", "=", push(p.clone())));
+        }
+        if let Some(from) = &query.date_from {
+            conditions.push(("run_date", ">=", push(from.to_string())));
+        }
+        if let Some(to) = &query.date_to {
+            conditions.push(("run_date", "<=", push(to.to_string())));
+        }
+        let statuses = conveyor_core::run_page::candidate_statuses(&query.statuses)
+            .into_iter()
+            .map(push)
+            .collect();
+        Self {
+            conditions,
+            statuses,
+        }
+    }
+
+    fn on(&self, alias: &str) -> String {
+        self.conditions
+            .iter()
+            .map(|(c, op, n)| format!(" AND {alias}.{c} {op} ?{n}"))
+            .collect()
+    }
+}
+
+/// The runs `query` selects by their first row (SQLite's definition of
+/// [`RunLog::run_starts`]): the rows, newest first, that no earlier row of their run (among
+/// those the filters keep) precedes. It walks the time index from the cursor and stops at the
+/// limit, so a deep page costs what the first does.
+fn run_starts_sql(
+    table: &TableRef,
+    query: &RunsQuery,
+    args: &mut Vec<rusqlite::types::Value>,
+) -> String {
+    let f = PageFilters::new(query, args);
+    let t = quoted(table);
+    let mut sql = format!(
+        "SELECT r.run_id, r.td_timestamp FROM {t} AS r WHERE 1 = 1{r}
+           AND NOT EXISTS (SELECT 1 FROM {t} AS e WHERE e.run_id = r.run_id{e}
+             AND (e.td_timestamp < r.td_timestamp OR (e.td_timestamp = r.td_timestamp AND e.event_id < r.event_id)))",
+        r = f.on("r"),
+        e = f.on("e"),
+    );
+    if !f.statuses.is_empty() {
+        let marks: Vec<String> = f.statuses.iter().map(|n| format!("?{n}")).collect();
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM {t} AS s WHERE s.run_id = r.run_id{s} AND s.status IN ({}))",
+            marks.join(", "),
+            s = f.on("s"),
+        ));
+    }
+    if let Some(before) = &query.before {
+        args.push(rusqlite::types::Value::Text(ts(&before.first)));
+        let at = args.len();
+        args.push(rusqlite::types::Value::Text(before.run_id.clone()));
+        sql.push_str(&format!(
+            " AND (r.td_timestamp < ?{at} OR (r.td_timestamp = ?{at} AND r.run_id < ?{}))",
+            at + 1
+        ));
+    }
+    sql.push_str(" ORDER BY r.td_timestamp DESC, r.run_id DESC");
+    if query.limit > 0 {
+        sql.push_str(&format!(" LIMIT {}", query.limit));
+    }
+    sql
 }
 
 /// A run-log row waiting to be written, and who waits for it.
@@ -319,6 +422,76 @@ impl RunLog for SqliteWarehouse {
             rows.collect::<Result<Vec<_>, _>>()
                 .map(open_jobs)
                 .map_err(transient)
+        })
+        .await
+    }
+
+    async fn run_starts(
+        &self,
+        table: &TableRef,
+        query: &RunsQuery,
+    ) -> Result<Vec<RunStart>, PortError> {
+        let table = table.clone();
+        let query = query.clone();
+        self.with_db(move |db, dir| {
+            ensure_run_log(db, dir, &table)?;
+            let mut args = Vec::new();
+            let sql = run_starts_sql(&table, &query, &mut args);
+            let mut stmt = db
+                .conn
+                .prepare_cached(&sql)
+                .map_err(|e| forget(&mut db.run_logs, &table, e))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                })
+                .map_err(transient)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (run_id, at) = row.map_err(transient)?;
+                out.push(RunStart {
+                    first: parse_ts(at).unwrap_or_default(),
+                    run_id,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn rows_of_runs(
+        &self,
+        table: &TableRef,
+        run_ids: &[String],
+    ) -> Result<Vec<RunLogRow>, PortError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let table = table.clone();
+        let ids = run_ids.to_vec();
+        self.with_db(move |db, dir| {
+            ensure_run_log(db, dir, &table)?;
+            let mut out = Vec::new();
+            // SQLite takes at most 32,766 parameters a statement.
+            for chunk in ids.chunks(10_000) {
+                let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!(
+                    "SELECT {SELECT_RUN_LOG} FROM {} WHERE run_id IN ({}) ORDER BY td_timestamp DESC, rowid DESC",
+                    quoted(&table),
+                    marks.join(", ")
+                );
+                let mut stmt = db
+                    .conn
+                    .prepare(&sql)
+                    .map_err(|e| forget(&mut db.run_logs, &table, e))?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(chunk), read_row)
+                    .map_err(transient)?;
+                for r in rows {
+                    out.push(r.map_err(transient)?);
+                }
+            }
+            Ok(out)
         })
         .await
     }
