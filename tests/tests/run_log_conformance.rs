@@ -200,7 +200,10 @@ impl Pages for (&dyn RunLog, &TableRef) {
         self.0.run_starts(self.1, q).await.expect("run starts")
     }
     async fn rows_of(&self, ids: &[String]) -> Vec<RunLogRow> {
-        self.0.rows_of_runs(self.1, ids).await.expect("rows of runs")
+        self.0
+            .rows_of_runs(self.1, ids)
+            .await
+            .expect("rows of runs")
     }
 }
 
@@ -376,11 +379,19 @@ async fn postgres_gives_the_open_jobs() {
 }
 
 #[async_trait::async_trait]
-impl Pages for (&conveyor_postgres::PostgresSinks, &conveyor_core::config::RunLogSink) {
+impl Pages
+    for (
+        &conveyor_postgres::PostgresSinks,
+        &conveyor_core::config::RunLogSink,
+    )
+{
     async fn starts(&self, q: &RunsQuery) -> Vec<RunStart> {
         self.0.run_starts(self.1, q).await.expect("run starts")
     }
     async fn rows_of(&self, ids: &[String]) -> Vec<RunLogRow> {
-        self.0.rows_of_runs(self.1, ids).await.expect("rows of runs")
+        self.0
+            .rows_of_runs(self.1, ids)
+            .await
+            .expect("rows of runs")
     }
 }

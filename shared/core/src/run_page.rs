@@ -150,7 +150,8 @@ pub async fn page(
         for start in starts {
             let run_rows = rows.remove(&start.run_id).unwrap_or_default();
             let keep = !filtered
-                || RunState::from_rows(&run_rows).is_some_and(|s| query.statuses.contains(&s.status));
+                || RunState::from_rows(&run_rows)
+                    .is_some_and(|s| query.statuses.contains(&s.status));
             if keep {
                 if want > 0 && out.len() == want {
                     // A run after the page's last: there is a next page.
@@ -172,7 +173,10 @@ pub async fn page(
         }
     }
     // Not filled within the rounds: what was found, and where to go on from.
-    Ok(RunsPage { runs: out, next: cursor })
+    Ok(RunsPage {
+        runs: out,
+        next: cursor,
+    })
 }
 
 async fn starts(

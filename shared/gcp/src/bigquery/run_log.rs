@@ -422,7 +422,10 @@ mod tests {
         );
         assert!(sql.contains("LOGICAL_OR(status IN ('FAILED'))"), "{sql}");
         assert!(sql.contains("run_id < 'r\\'9'"), "{sql}");
-        assert!(sql.ends_with("ORDER BY first DESC, run_id DESC LIMIT 51"), "{sql}");
+        assert!(
+            sql.ends_with("ORDER BY first DESC, run_id DESC LIMIT 51"),
+            "{sql}"
+        );
     }
 
     #[test]
