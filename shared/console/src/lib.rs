@@ -398,8 +398,17 @@ async fn pipeline_states(
         running.sort_unstable();
         running.dedup();
         state.running = running.len();
+        // The pause rows are one run's (a run id from the pipeline's name): read by it, not
+        // by every row of the pipeline.
+        let pause_run = conveyor_core::names::PipelineName::parse(name)
+            .ok()
+            .map(|p| {
+                conveyor_core::names::RunId::derive(&p, &[conveyor_core::steps::pause::PAUSE_STEP])
+                    .to_string()
+            });
         let pauses = c
             .rows(RunLogQuery {
+                run_id: pause_run,
                 pipeline: Some(name.clone()),
                 statuses: vec![
                     conveyor_core::steps::pause::PAUSED.to_owned(),

@@ -49,13 +49,13 @@ pub fn from_config(config: &Config) -> Vec<Edge> {
             let mut reads = BTreeSet::new();
             let mut writes = BTreeSet::new();
             if let BatchSpec::Sql(sql) = spec {
-                reads.extend(conveyor_core::steps::source_tables(&sql.query));
+                reads.extend(template_tables(&sql.query));
                 writes.extend(sql.destination.clone());
             }
             for check in job.iter().flat_map(|j| j.checks.iter()) {
                 for t in check.templates() {
                     if check.sql.as_deref() == Some(t) {
-                        reads.extend(conveyor_core::steps::source_tables(t));
+                        reads.extend(template_tables(t));
                     } else {
                         reads.insert(t.to_owned());
                     }
@@ -90,6 +90,33 @@ pub fn from_config(config: &Config) -> Vec<Edge> {
         }
     }
     out.into_iter().collect()
+}
+
+/// The tables a query template reads, placeholders kept (`analytics.sales_{date}`): core's
+/// scan on the template with each `{…}` standing in as a word, then put back.
+fn template_tables(sql: &str) -> BTreeSet<String> {
+    let mut holders: Vec<String> = Vec::new();
+    let mut plain = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        plain.push_str(&rest[..open]);
+        plain.push_str(&format!("zzph{}zz", holders.len()));
+        holders.push(rest[open..open + close + 1].to_owned());
+        rest = &rest[open + close + 1..];
+    }
+    plain.push_str(rest);
+    conveyor_core::steps::source_tables(&plain)
+        .into_iter()
+        .map(|mut t| {
+            for (i, h) in holders.iter().enumerate() {
+                t = t.replace(&format!("zzph{i}zz"), h);
+            }
+            t
+        })
+        .collect()
 }
 
 /// The edges of the OpenLineage events in a JSON-lines file (each event's inputs to its
@@ -245,7 +272,7 @@ pipelines:
     jobs:
       - name: daily
         engine: sql
-        query: "SELECT day, SUM(x) FROM analytics.orders GROUP BY day"
+        query: "SELECT day, SUM(x) FROM analytics.orders JOIN ref.days_{date_nodash} USING (day) GROUP BY day"
         destination: reports.daily
 "#,
             "t.yaml",
@@ -272,6 +299,14 @@ pipelines:
             .map(|h| (h.name.as_str(), h.via.as_str()))
             .collect();
         assert_eq!(down, [("reports.daily", "report.daily")]);
+        let daily = around(&edges, "reports.daily");
+        assert!(
+            daily
+                .upstream
+                .iter()
+                .any(|h| h.name == "ref.days_{date_nodash}" && h.depth == 1),
+            "a placeholder in a table name: {daily:?}"
+        );
         assert_eq!(
             tables_of(&config, "orders"),
             [

@@ -23,7 +23,7 @@ form.filters label { display: flex; flex-direction: column; font-size: 12px; col
 form.filters input, form.filters select, form.act input, form.act select, form.act textarea { font: inherit; padding: 3px 6px; }
 button { font: inherit; padding: 4px 12px; border: 1px solid #1f5fbf; background: #1f5fbf; color: #fff; border-radius: 4px; cursor: pointer; }
 button:focus-visible, a:focus-visible { outline: 2px solid #1f5fbf; outline-offset: 2px; }
-table.dates td.cell { padding: 2px; text-align: center; } table.dates th.date { font-size: 11px; text-transform: none; letter-spacing: 0; writing-mode: vertical-rl; transform: rotate(180deg); padding: 4px 2px; }
+table.dates td.cell { padding: 2px; text-align: center; } table.dates th[scope=row] { text-transform: none; letter-spacing: 0; font-size: 13px; white-space: nowrap; } table.dates th.date { font-size: 11px; text-transform: none; letter-spacing: 0; writing-mode: vertical-rl; transform: rotate(180deg); padding: 4px 2px; }
 table.dates td.cell a, table.dates td.cell span { display: inline-block; width: 18px; height: 18px; border-radius: 3px; color: #fff; font-size: 10px; line-height: 18px; text-decoration: none; }
 table.dates td.cell span.none { background: #f4f6f8; border: 1px dashed #c3cad2; width: 16px; height: 16px; }
 .state { display: inline-block; padding: 0 6px; border-radius: 9px; font-size: 12px; border: 1px solid #52606d; color: #1f2933; margin-right: 4px; }
@@ -66,10 +66,11 @@ const JS: &str = r#"
 (function () {
   function ago(t) {
     var s = Math.round((Date.now() - t) / 1000);
-    if (s < 60) return s + ' s ago';
-    if (s < 3600) return Math.round(s / 60) + ' min ago';
-    if (s < 86400) return Math.round(s / 3600) + ' h ago';
-    return Math.round(s / 86400) + ' d ago';
+    var future = s < 0;
+    s = Math.abs(s);
+    var span = s < 60 ? s + ' s' : s < 3600 ? Math.round(s / 60) + ' min'
+      : s < 86400 ? Math.round(s / 3600) + ' h' : Math.round(s / 86400) + ' d';
+    return future ? 'in ' + span : span + ' ago';
   }
   document.querySelectorAll('time[datetime]').forEach(function (el) {
     var t = Date.parse(el.getAttribute('datetime'));
@@ -143,7 +144,13 @@ fn runs_table(runs: &[RunSummary], now: DateTime<Utc>, with_pipeline: bool) -> M
                         td { (status(&r.status)) }
                         td { (when(r.started)) }
                         td.num { (human_duration(r.duration(now))) }
-                        td.error { (clip(r.error.as_deref().unwrap_or(""), 160)) }
+                        @if r.failed() {
+                            td.error { (clip(r.error.as_deref().unwrap_or(""), 160)) }
+                        } @else {
+                            // A note on a run that did not fail (a skipped job, an attempt
+                            // that failed before its retry succeeded) is no error.
+                            td.muted { (clip(r.error.as_deref().unwrap_or(""), 160)) }
+                        }
                     }
                 }
             }
@@ -561,13 +568,13 @@ fn operator_actions(rows: &[RunLogRow]) -> Vec<String> {
                 r.job.as_deref().unwrap_or("?"),
                 vars["reason"].as_str().unwrap_or("")
             ))
-        } else if let Some(by) = vars["rerun_by"].as_str() {
-            Some(format!(
-                "re-run {} started by {by}",
-                vars["rerun"].as_str().unwrap_or("")
-            ))
         } else {
-            None
+            vars["rerun_by"].as_str().map(|by| {
+                format!(
+                    "re-run {} started by {by}",
+                    vars["rerun"].as_str().unwrap_or("")
+                )
+            })
         };
         if let Some(l) = line
             && !out.contains(&l)

@@ -410,7 +410,7 @@ CREATE TABLE IF NOT EXISTS {t} (
 );
 {additions}CREATE INDEX IF NOT EXISTS {index} ON {t} (run_id, td_timestamp);
 CREATE INDEX IF NOT EXISTS \"{name}_by_time\" ON {t} (td_timestamp, run_id);
-CREATE INDEX IF NOT EXISTS \"{name}_by_pipeline\" ON {t} (pipeline, td_timestamp);
+CREATE INDEX IF NOT EXISTS \"{name}_by_pipeline_time\" ON {t} (pipeline, td_timestamp, run_id);
 CREATE INDEX IF NOT EXISTS \"{name}_by_date\" ON {t} (run_date, td_timestamp);
 CREATE OR REPLACE FUNCTION {retry_fn}(status text, detail text) RETURNS boolean
   LANGUAGE plpgsql IMMUTABLE AS $fn$

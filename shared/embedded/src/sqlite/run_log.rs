@@ -66,7 +66,7 @@ fn create_run_log(db: &mut Db, table: &TableRef) -> Result<(), PortError> {
     for (name, columns) in [
         ("run", "run_id, td_timestamp"),
         ("time", "td_timestamp, run_id"),
-        ("pipeline", "pipeline, td_timestamp"),
+        ("pipeline_time", "pipeline, td_timestamp, run_id"),
         ("date", "run_date, td_timestamp"),
     ] {
         db.conn
@@ -115,10 +115,14 @@ impl PageFilters {
         }
     }
 
-    fn on(&self, alias: &str) -> String {
+    /// The conditions on `alias`; `by_run`: in a sub-query of one run's rows, where the
+    /// unary `+` keeps SQLite from reading them by the pipeline or date index (every row of
+    /// the pipeline, for each run) instead of the run's.
+    fn on(&self, alias: &str, by_run: bool) -> String {
+        let plus = if by_run { "+" } else { "" };
         self.conditions
             .iter()
-            .map(|(c, op, n)| format!(" AND {alias}.{c} {op} ?{n}"))
+            .map(|(c, op, n)| format!(" AND {plus}{alias}.{c} {op} ?{n}"))
             .collect()
     }
 }
@@ -138,15 +142,15 @@ fn run_starts_sql(
         "SELECT r.run_id, r.td_timestamp FROM {t} AS r WHERE 1 = 1{r}
            AND NOT EXISTS (SELECT 1 FROM {t} AS e WHERE e.run_id = r.run_id{e}
              AND (e.td_timestamp < r.td_timestamp OR (e.td_timestamp = r.td_timestamp AND e.event_id < r.event_id)))",
-        r = f.on("r"),
-        e = f.on("e"),
+        r = f.on("r", false),
+        e = f.on("e", true),
     );
     if !f.statuses.is_empty() {
         let marks: Vec<String> = f.statuses.iter().map(|n| format!("?{n}")).collect();
         sql.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM {t} AS s WHERE s.run_id = r.run_id{s} AND s.status IN ({}))",
             marks.join(", "),
-            s = f.on("s"),
+            s = f.on("s", true),
         ));
     }
     if let Some(before) = &query.before {
