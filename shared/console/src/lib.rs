@@ -1260,6 +1260,96 @@ pipelines:
     }
 
     #[tokio::test]
+    async fn the_overview_shows_paused_inactive_late_and_next_run() {
+        let config = conveyor_core::config::parse_str(
+            r#"
+pipelines:
+  - name: hourly
+    trigger: { schedule: { cron: "0 * * * *" } }
+    batch: { engine: local, command: "true" }
+  - name: daily
+    trigger: { manual: true }
+    expect: { by: "00:00", time_zone: Etc/UTC }
+    batch: { engine: local, command: "true" }
+  - name: paused
+    trigger: { schedule: { cron: "0 * * * *" } }
+    batch: { engine: local, command: "true" }
+  - name: off
+    active: false
+    trigger: { manual: true }
+    batch: { engine: local, command: "true" }
+"#,
+            "t.yaml",
+        )
+        .unwrap();
+        let pause_run = conveyor_core::names::RunId::derive(
+            &conveyor_core::names::PipelineName::parse("paused").unwrap(),
+            &[conveyor_core::steps::pause::PAUSE_STEP],
+        );
+        let pause = RunLogRow {
+            event_id: "p1".into(),
+            run_id: pause_run.to_string(),
+            pipeline: Some("paused".into()),
+            step: "pause".into(),
+            attempt: 1,
+            status: "PAUSED".into(),
+            td_timestamp: Utc::now(),
+            detail: r#"{"by":"alice","reason":"source down"}"#.into(),
+            ..RunLogRow::default()
+        };
+        // `daily` ran yesterday only: today's run date is past its 00:00 deadline.
+        let yesterday = RunLogRow {
+            event_id: "d1".into(),
+            run_id: "daily-1".into(),
+            pipeline: Some("daily".into()),
+            step: "submit".into(),
+            attempt: 1,
+            status: "SUCCEEDED".into(),
+            td_timestamp: Utc::now() - chrono::Duration::days(1),
+            run_date: Some(
+                (Utc::now() - chrono::Duration::days(1))
+                    .date_naive()
+                    .to_string(),
+            ),
+            ..RunLogRow::default()
+        };
+        let console = Console::new(
+            Arc::new(Rows(vec![pause, yesterday])),
+            Some(Arc::new(config)),
+        );
+        let (status, page) = get(&console, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        let row = |p: &str| -> String {
+            page.split(&format!(r#"data-pipeline="{p}""#))
+                .nth(1)
+                .unwrap()
+                .split("</tr>")
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        assert!(row("hourly").contains("next <time"), "{}", row("hourly"));
+        assert!(!row("hourly").contains("paused"));
+        assert!(
+            row("paused").contains(r#"class="state paused""#),
+            "{}",
+            row("paused")
+        );
+        assert!(row("paused").contains("source down"));
+        assert!(
+            !row("paused").contains("next <time"),
+            "a paused schedule fires nothing"
+        );
+        assert!(row("off").contains("inactive"), "{}", row("off"));
+        let today = Utc::now().date_naive().to_string();
+        assert!(
+            row("daily").contains(&format!("late: {today}")),
+            "{}",
+            row("daily")
+        );
+    }
+
+    #[tokio::test]
     async fn a_run_page_escapes_what_the_run_log_holds_and_an_unknown_run_is_404() {
         let row = RunLogRow {
             event_id: "e1".into(),
