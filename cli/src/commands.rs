@@ -543,9 +543,22 @@ pub(crate) async fn dev(
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let mut embedded = crate::embedded::open(config.clone(), state_dir)?;
+    // On the operator's own machine: the local user may re-run and mark jobs succeeded from
+    // the console (behind IAP, the console service asks for an allow-list).
+    let operator = format!(
+        "{} (conveyor dev)",
+        std::env::var("USER").unwrap_or_else(|_| "local user".to_owned())
+    );
+    let operators = conveyor_console::actions::Operators::new(
+        std::sync::Arc::new(conveyor_console::actions::Fixed(operator.clone())),
+        vec![operator],
+        std::sync::Arc::new(conveyor_console::actions::Steps(embedded.context())),
+    );
     let console =
         conveyor_console::Console::new(embedded.context().ports.run_log, Some(config.clone()))
-            .with_title(format!("embedded · {}", state_dir.display()));
+            .with_title(format!("embedded · {}", state_dir.display()))
+            .with_operators(operators)
+            .with_lineage_file(state_dir.join("lineage.jsonl"));
     let router = conveyor_core::http::combined_router(embedded.context())
         .merge(conveyor_console::router(console));
     println!(

@@ -30,6 +30,23 @@ const BROKEN: &str = r#"
     trigger: { after: [sales_csv, sales_parquet] }
     jobs:
       - { name: summarise, engine: local, command: "echo summarising {date}" }
+  - name: branching
+    description: Two branches side by side, a join, and a cleanup that runs only when one failed.
+    trigger: { manual: true }
+    jobs:
+      - { name: extract, engine: local, command: "echo extract" }
+      - { name: left, engine: local, command: "echo left", needs: [extract] }
+      - { name: right, engine: local, command: "echo right", needs: [extract] }
+      - { name: join, engine: local, command: "echo join", needs: [left, right] }
+      - { name: cleanup, engine: local, command: "echo cleanup", needs: [join], run_if: one_failed }
+  - name: sales_report
+    description: Totals per customer from the day's CSV orders (drawn for lineage; started by hand).
+    trigger: { manual: true }
+    jobs:
+      - name: totals
+        engine: sql
+        query: "SELECT customer, SUM(amount) AS total FROM analytics.sales_csv_{date} GROUP BY customer"
+        destination: "reports.customer_totals"
 "#;
 
 fn chromium() -> Option<PathBuf> {
@@ -135,6 +152,13 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         String::from_utf8_lossy(&trigger.stdout)
     );
 
+    let branching = conveyor(&["trigger", "branching"], &config, &state).await;
+    assert!(
+        branching.status.success(),
+        "the branching pipeline runs: {}",
+        String::from_utf8_lossy(&branching.stdout)
+    );
+
     let (mut dev, port) = conveyor_e2e::start_listening("conveyor dev", |port| {
         Command::new(binary("conveyor"))
             .current_dir(repo())
@@ -167,6 +191,59 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         .to_owned();
     assert_eq!(runs[0]["status"], "FAILED", "{runs}");
 
+    // An operator's re-run from the console (under `conveyor dev` the local user is the
+    // operator): the confirmation page, then the action, recorded with who did it.
+    let confirm = http
+        .get(format!("{base}/runs/{failed}/rerun"))
+        .send()
+        .await
+        .expect("confirm page");
+    assert_eq!(confirm.status(), 200);
+    let confirm = confirm.text().await.expect("text");
+    assert!(
+        confirm.contains(r#"name="confirm" value="yes""#),
+        "{confirm}"
+    );
+    let unconfirmed = http
+        .post(format!("{base}/runs/{failed}/rerun"))
+        .form(&[("from", "")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        unconfirmed.status(),
+        400,
+        "no action without the confirmation"
+    );
+    let done = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{base}/runs/{failed}/rerun"))
+        .form(&[("confirm", "yes"), ("from", "")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(done.status(), 303, "{:?}", done.text().await);
+    // The re-run ends (its batch fails again) and the run page names who started it.
+    let mut operated = String::new();
+    for _ in 0..100 {
+        operated = http
+            .get(format!("{base}/runs/{failed}"))
+            .send()
+            .await
+            .expect("run page")
+            .text()
+            .await
+            .expect("text");
+        if operated.contains("started by") && operated.contains("batch attempt 2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(operated.contains("(conveyor dev)"), "{operated}");
+    assert!(operated.contains("batch attempt 2"), "{operated}");
+
     let artefacts = repo().join("target/test-artefacts/console");
     std::fs::create_dir_all(&artefacts).expect("artefacts dir");
     let profile = dir.path().join("chromium-profile");
@@ -174,6 +251,14 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         ("overview", format!("{base}/")),
         ("run-failed", format!("{base}/runs/{failed}")),
         ("pipeline", format!("{base}/pipelines/sales_csv")),
+        ("grid", format!("{base}/grid")),
+        ("runs-filtered", format!("{base}/runs?status=FAILED")),
+        ("branches", format!("{base}/pipelines/branching")),
+        (
+            "lineage",
+            format!("{base}/tables/analytics.sales_csv_%7Bdate%7D"),
+        ),
+        ("rerun", format!("{base}/runs/{failed}/rerun")),
     ];
     let mut doms = Vec::new();
     for (name, url) in &pages {
@@ -192,9 +277,49 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
         doms.push(dom);
     }
     let (overview, run, pipeline) = (&doms[0], &doms[1], &doms[2]);
+    let (grid, filtered, branches, lineage, rerun) =
+        (&doms[3], &doms[4], &doms[5], &doms[6], &doms[7]);
+
+    // The grid by run date: a row per pipeline, the failed run's cell on its date.
+    assert!(grid.contains(r#"data-row="broken_report""#), "{grid}");
+    assert!(grid.contains(r#"data-status="FAILED""#), "{grid}");
+    assert!(grid.contains(r#"data-row="branching""#));
+    // Runs filtered by state: only failed ones, with the form filled in.
+    assert!(
+        filtered.contains(r#"<option value="FAILED" selected"#),
+        "{filtered}"
+    );
+    assert!(filtered.contains(r#"data-status="FAILED""#));
+    assert!(
+        !filtered.contains(r#"data-status="SUCCEEDED""#),
+        "{filtered}"
+    );
+    // The branches: left and right after extract, join after both, drawn side by side.
+    for node in ["extract", "left", "right", "join", "cleanup"] {
+        assert!(
+            branches.contains(&format!(r#"data-node="branching/job/{node}""#)),
+            "{node}"
+        );
+    }
+    assert!(branches.contains("if one_failed"));
+    // Lineage: the load writes the table, the report job reads it.
+    assert!(lineage.contains("sales_csv.load"), "{lineage}");
+    assert!(
+        lineage.contains(r#"data-table="reports.customer_totals""#),
+        "{lineage}"
+    );
+    assert!(lineage.contains(r#"data-table="gs://"#), "{lineage}");
+    // The confirmation page of a re-run.
+    assert!(rerun.contains("Confirm: Re-run"), "{rerun}");
 
     // Wide pictures scroll sideways in regions the keyboard can reach (Tab, then arrows).
-    for (name, dom) in [("overview", overview), ("run", run), ("pipeline", pipeline)] {
+    for (name, dom) in [
+        ("overview", overview),
+        ("run", run),
+        ("pipeline", pipeline),
+        ("grid", grid),
+        ("branches", branches),
+    ] {
         assert!(
             dom.contains(r#"class="scroll" tabindex="0" role="region" aria-label="#),
             "{name}: a scroll region the keyboard cannot reach"
@@ -270,7 +395,15 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
     if std::env::var("CONVEYOR_SCREENSHOTS").as_deref() == Ok("docs") {
         let docs = repo().join("docs");
         std::fs::create_dir_all(&docs).expect("docs");
-        for name in ["overview", "run-failed", "phone"] {
+        for name in [
+            "overview",
+            "run-failed",
+            "phone",
+            "grid",
+            "branches",
+            "lineage",
+            "runs-filtered",
+        ] {
             std::fs::copy(
                 artefacts.join(format!("{name}.png")),
                 docs.join(format!("console-{name}.png")),

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use conveyor_core::names::TableRef;
 use conveyor_core::open_jobs::open_jobs;
-use conveyor_core::ports::{RunLog, RunLogQuery, RunLogRow, RunLogSinks};
+use conveyor_core::ports::{RunLog, RunLogQuery, RunLogRow, RunLogSinks, RunStart, RunsQuery};
+use conveyor_core::run_page::starts_in_memory;
 use conveyor_e2e::Emulators;
 use conveyor_embedded::{LocalStore, SqliteWarehouse};
 
@@ -156,6 +157,122 @@ async fn sqlite_gives_the_open_jobs() {
     let got = w.open_batches(&table, since()).await.expect("open");
     assert_open("SQLite", &got);
     assert_run_date_filters("SQLite", &w, &table).await;
+    for r in &other_rows() {
+        w.record(&table, r).await.expect("record");
+    }
+    assert_run_pages("SQLite", &(&w as &dyn RunLog, &table)).await;
+}
+
+/// Rows of a second pipeline, for the page filters: a run per date, some failed.
+fn other_rows() -> Vec<RunLogRow> {
+    let mut out = Vec::new();
+    for i in 0..6_i64 {
+        let run = format!("o{i}");
+        for (k, status) in ["RUNNING", if i % 3 == 0 { "FAILED" } else { "SUCCEEDED" }]
+            .iter()
+            .enumerate()
+        {
+            let mut r = row(&run, Some("load"), 1, status, 200 + i * 10 + k as i64);
+            r.pipeline = Some("other".to_owned());
+            r.run_date = Some(format!("2025-11-{:02}", 10 + i));
+            out.push(r);
+        }
+    }
+    // Two runs whose first rows share an instant: the run id orders them.
+    for run in ["tie-a", "tie-b"] {
+        let mut r = row(run, Some("load"), 1, "SUCCEEDED", 500);
+        r.pipeline = Some("other".to_owned());
+        out.push(r);
+    }
+    out
+}
+
+/// A run log's page queries, whichever adapter answers them.
+#[async_trait::async_trait]
+trait Pages: Sync {
+    async fn starts(&self, q: &RunsQuery) -> Vec<RunStart>;
+    async fn rows_of(&self, ids: &[String]) -> Vec<RunLogRow>;
+}
+
+#[async_trait::async_trait]
+impl Pages for (&dyn RunLog, &TableRef) {
+    async fn starts(&self, q: &RunsQuery) -> Vec<RunStart> {
+        self.0.run_starts(self.1, q).await.expect("run starts")
+    }
+    async fn rows_of(&self, ids: &[String]) -> Vec<RunLogRow> {
+        self.0
+            .rows_of_runs(self.1, ids)
+            .await
+            .expect("rows of runs")
+    }
+}
+
+/// The page queries answer as core's reference ([`starts_in_memory`]) does on the rows
+/// written: every run once by its first row, newest first, after the cursor, filtered by
+/// pipeline, run dates and (a superset) status; and a run's rows are all of its rows.
+async fn assert_run_pages(adapter: &str, log: &dyn Pages) {
+    let mut rows = cases().0;
+    rows.extend(other_rows());
+    let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    let all = starts_in_memory(&rows, &RunsQuery::default());
+    assert!(all.len() > 15, "the cases have runs: {}", all.len());
+    let queries = [
+        RunsQuery::default(),
+        RunsQuery {
+            limit: 4,
+            ..RunsQuery::default()
+        },
+        RunsQuery {
+            before: Some(all[3].clone()),
+            limit: 5,
+            ..RunsQuery::default()
+        },
+        RunsQuery {
+            // The tie: tie-b comes first, then tie-a after its cursor.
+            before: all.iter().find(|s| s.run_id == "conf-tie-b").cloned(),
+            limit: 1,
+            ..RunsQuery::default()
+        },
+        RunsQuery {
+            pipeline: Some("other".to_owned()),
+            ..RunsQuery::default()
+        },
+        RunsQuery {
+            statuses: vec!["FAILED".to_owned()],
+            ..RunsQuery::default()
+        },
+        RunsQuery {
+            statuses: vec!["RETRYING".to_owned(), "RUNNING".to_owned()],
+            pipeline: Some("conf".to_owned()),
+            limit: 3,
+            ..RunsQuery::default()
+        },
+        RunsQuery {
+            date_from: date("2025-11-11"),
+            date_to: date("2025-11-13"),
+            ..RunsQuery::default()
+        },
+    ];
+    for q in &queries {
+        let want = starts_in_memory(&rows, q);
+        assert!(!want.is_empty(), "{q:?}: the cases cover it");
+        assert_eq!(log.starts(q).await, want, "{adapter}: {q:?}");
+    }
+    let ids = vec!["conf-retried".to_owned(), "conf-o2".to_owned()];
+    let mut got: Vec<String> = log
+        .rows_of(&ids)
+        .await
+        .iter()
+        .map(|r| r.event_id.clone())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = rows
+        .iter()
+        .filter(|r| ids.contains(&r.run_id))
+        .map(|r| r.event_id.clone())
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "{adapter}: the rows of two runs");
 }
 
 /// Reads by run date select the rows of those dates (inclusive), whenever they were written.
@@ -237,6 +354,10 @@ async fn bigquery_gives_the_open_jobs_on_bqemulator() {
     let got = bq.open_batches(&table, since()).await.expect("open");
     assert_open("BigQuery", &got);
     assert_run_date_filters("BigQuery", &bq, &table).await;
+    for r in &other_rows() {
+        bq.record(&table, r).await.expect("record");
+    }
+    assert_run_pages("BigQuery", &(&bq as &dyn RunLog, &table)).await;
 }
 
 #[tokio::test]
@@ -251,4 +372,26 @@ async fn postgres_gives_the_open_jobs() {
     }
     let got = sinks.open_jobs(&sink, since()).await.expect("open");
     assert_open("PostgreSQL", &got);
+    for r in &other_rows() {
+        sinks.record(&sink, r).await.expect("record");
+    }
+    assert_run_pages("PostgreSQL", &(&sinks, &sink)).await;
+}
+
+#[async_trait::async_trait]
+impl Pages
+    for (
+        &conveyor_postgres::PostgresSinks,
+        &conveyor_core::config::RunLogSink,
+    )
+{
+    async fn starts(&self, q: &RunsQuery) -> Vec<RunStart> {
+        self.0.run_starts(self.1, q).await.expect("run starts")
+    }
+    async fn rows_of(&self, ids: &[String]) -> Vec<RunLogRow> {
+        self.0
+            .rows_of_runs(self.1, ids)
+            .await
+            .expect("rows of runs")
+    }
 }

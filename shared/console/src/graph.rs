@@ -91,8 +91,8 @@ impl Graph {
 /// become nodes and edges.
 pub fn graph(config: &Config) -> Graph {
     let mut g = Graph::default();
-    // The node each pipeline's run ends at, for the `after` edges of its downstreams.
-    let mut last: std::collections::BTreeMap<&str, String> = Default::default();
+    // The nodes each pipeline's run ends at, for the `after` edges of its downstreams.
+    let mut last: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     for p in &config.pipelines {
         let name = p.name.as_str();
         let id = |part: &str| format!("{name}/{part}");
@@ -154,33 +154,75 @@ pub fn graph(config: &Config) -> Graph {
                 "load",
             ));
         }
-        for job in &p.jobs {
-            let mut detail = job.spec.engine().to_owned();
-            if job.for_each.is_some() {
-                detail.push_str(", for each row");
-            }
-            chain.push(node(
-                &format!("job/{}", job.name),
-                NodeKind::Job,
-                job.name.as_str(),
-                detail,
-                job.name.as_str(),
-            ));
-        }
         for pair in chain.windows(2) {
             g.edges.push(Edge {
                 from: pair[0].id.clone(),
                 to: pair[1].id.clone(),
             });
         }
-        if let Some(end) = chain.last() {
-            last.insert(name, end.id.clone());
+        // The node the jobs start after: the load, the stage or the trigger.
+        let before_jobs = chain.last().map(|n| n.id.clone()).unwrap_or_default();
+        // When any job declares `needs`, the jobs form a graph (branches side by side);
+        // otherwise they run in list order.
+        let graph_of_jobs = p.jobs.iter().any(|j| !j.needs.is_empty());
+        let mut ends: Vec<String> = Vec::new();
+        for (i, job) in p.jobs.iter().enumerate() {
+            let mut detail = job.spec.engine().to_owned();
+            if job.for_each.is_some() {
+                detail.push_str(", for each row");
+            }
+            let run_if = format!("{:?}", job.run_if);
+            if graph_of_jobs && run_if != "AllSucceeded" {
+                detail.push_str(&format!(", if {}", snake(&run_if)));
+            }
+            let n = node(
+                &format!("job/{}", job.name),
+                NodeKind::Job,
+                job.name.as_str(),
+                detail,
+                job.name.as_str(),
+            );
+            let froms: Vec<String> = if !graph_of_jobs {
+                vec![if i == 0 {
+                    before_jobs.clone()
+                } else {
+                    id(&format!("job/{}", p.jobs[i - 1].name))
+                }]
+            } else if job.needs.is_empty() {
+                vec![before_jobs.clone()]
+            } else {
+                job.needs
+                    .iter()
+                    .map(|need| id(&format!("job/{need}")))
+                    .collect()
+            };
+            for from in froms {
+                g.edges.push(Edge {
+                    from,
+                    to: n.id.clone(),
+                });
+            }
+            let needed = if graph_of_jobs {
+                p.jobs
+                    .iter()
+                    .any(|j| j.needs.iter().any(|x| x == &job.name))
+            } else {
+                i + 1 < p.jobs.len()
+            };
+            if !needed {
+                ends.push(n.id.clone());
+            }
+            chain.push(n);
         }
+        if ends.is_empty() {
+            ends.push(before_jobs);
+        }
+        last.insert(name, ends);
         g.nodes.extend(chain);
     }
     for p in &config.pipelines {
         for up in &p.trigger.after {
-            if let Some(from) = last.get(up.as_str()) {
+            for from in last.get(up.as_str()).into_iter().flatten() {
                 g.edges.push(Edge {
                     from: from.clone(),
                     to: format!("{}/trigger", p.name),
@@ -189,6 +231,22 @@ pub fn graph(config: &Config) -> Graph {
         }
     }
     g
+}
+
+/// `OneFailed` → `one_failed`.
+fn snake(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -278,6 +336,72 @@ pipelines:
             1,
             "only() keeps a pipeline's own edges"
         );
+    }
+
+    #[test]
+    fn jobs_with_needs_are_drawn_as_a_graph_with_branches() {
+        let config = conveyor_core::config::parse_str(
+            r#"
+pipelines:
+  - name: dag
+    trigger: { manual: true }
+    jobs:
+      - { name: extract, engine: local, command: "true" }
+      - { name: left, engine: local, command: "true", needs: [extract] }
+      - { name: right, engine: local, command: "true", needs: [extract] }
+      - { name: join, engine: local, command: "true", needs: [left, right] }
+      - { name: cleanup, engine: local, command: "true", needs: [join], run_if: one_failed }
+  - name: after_dag
+    trigger: { after: [dag] }
+    jobs: [{ name: report, engine: local, command: "true" }]
+"#,
+            "t.yaml",
+        )
+        .unwrap();
+        let g = graph(&config);
+        let has = |from: &str, to: &str| g.edges.iter().any(|e| e.from == from && e.to == to);
+        assert!(has("dag/trigger", "dag/job/extract"));
+        assert!(has("dag/job/extract", "dag/job/left"));
+        assert!(has("dag/job/extract", "dag/job/right"));
+        assert!(has("dag/job/left", "dag/job/join"));
+        assert!(has("dag/job/right", "dag/job/join"));
+        assert!(
+            !has("dag/job/left", "dag/job/right"),
+            "branches side by side"
+        );
+        assert!(
+            has("dag/job/cleanup", "after_dag/trigger"),
+            "the run ends at its last job"
+        );
+        assert!(
+            g.nodes
+                .iter()
+                .any(|n| n.id == "dag/job/cleanup" && n.detail.contains("if one_failed"))
+        );
+        // Drawn: left and right in one column, on two lanes.
+        let svg = crate::svg::graph(&g, &Default::default(), false).into_string();
+        let at = |id: &str| -> (String, String) {
+            let rest = svg.split(&format!(r#"data-node="{id}""#)).nth(1).unwrap();
+            let x = rest
+                .split(r#"x=""#)
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_owned();
+            let y = rest
+                .split(r#"y=""#)
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_owned();
+            (x, y)
+        };
+        assert_eq!(at("dag/job/left").0, at("dag/job/right").0, "one column");
+        assert_ne!(at("dag/job/left").1, at("dag/job/right").1, "two lanes");
     }
 
     #[test]

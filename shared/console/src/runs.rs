@@ -84,6 +84,10 @@ pub struct RunSummary {
     pub rows_loaded: u64,
     /// Its run-log rows.
     pub events: usize,
+    /// Its first row's time: with the run id, where it stands in the console's pages
+    /// (`before=` of the next page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<DateTime<Utc>>,
 }
 
 impl RunSummary {
@@ -113,6 +117,21 @@ pub fn summarize(rows: &[RunLogRow]) -> Vec<RunSummary> {
         .collect();
     out.sort_by(|a, b| b.started.cmp(&a.started).then(a.run_id.cmp(&b.run_id)));
     out
+}
+
+/// One summary per run of `page`, in the page's order (newest first).
+pub fn summarize_page(page: &conveyor_core::run_page::RunsPage) -> Vec<RunSummary> {
+    page.runs
+        .iter()
+        .filter(|r| !r.rows.is_empty())
+        .map(|r| {
+            let mut rows: Vec<&RunLogRow> = r.rows.iter().collect();
+            rows.sort_by(|a, b| newest_first(a, b));
+            let mut s = summary(&rows);
+            s.first = Some(r.start.first);
+            s
+        })
+        .collect()
 }
 
 /// `rows` of one run, newest first.
@@ -168,6 +187,7 @@ fn summary(rows: &[&RunLogRow]) -> RunSummary {
         jobs: jobs.into_iter().collect(),
         rows_loaded,
         events: rows.len(),
+        first: rows.iter().map(|r| r.td_timestamp).min(),
     }
 }
 
@@ -269,6 +289,179 @@ pub fn tasks(rows: &[RunLogRow]) -> Vec<Task> {
         .collect();
     out.sort_by(|a, b| a.start.cmp(&b.start).then(a.label.cmp(&b.label)));
     out
+}
+
+/// What a pipeline is doing, beside its runs: the overview's and its page's state column.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PipelineState {
+    /// The pipeline.
+    pub pipeline: String,
+    /// `active: false` in the file: nothing starts it.
+    pub active: bool,
+    /// Paused by `conveyor pause` (its newest pause row), with who and why.
+    pub paused: Option<Paused>,
+    /// Runs with an open job now (the poll tick's open jobs of the last two days).
+    pub running: usize,
+    /// The next time its schedule fires (active and not paused only).
+    pub next_run: Option<DateTime<Utc>>,
+    /// Its `expect` deadline passed today without a SUCCEEDED run of today's run date:
+    /// the date and the deadline.
+    pub late: Option<(chrono::NaiveDate, DateTime<Utc>)>,
+}
+
+/// A pause.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Paused {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A grid by run date (Airflow's grid view): a row per pipeline (or per job of one), a
+/// column per run date, each cell the newest run of that date.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Grid {
+    /// The rows, in the file's order.
+    pub rows: Vec<GridRow>,
+}
+
+/// One row of a [`Grid`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GridRow {
+    /// The pipeline or job.
+    pub label: String,
+    /// A cell per date of the grid (`None`: no run of that date).
+    pub cells: Vec<Option<GridCell>>,
+}
+
+/// One cell of a [`Grid`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GridCell {
+    /// The status of the newest run of the date (or of the job in it).
+    pub status: String,
+    /// That run.
+    pub run_id: String,
+    /// How many runs the date has.
+    pub runs: usize,
+}
+
+fn date_index(dates: &[chrono::NaiveDate], run_date: Option<&str>) -> Option<usize> {
+    let d = chrono::NaiveDate::parse_from_str(run_date?, "%Y-%m-%d").ok()?;
+    dates.iter().position(|x| *x == d)
+}
+
+/// The grid of every pipeline by run date, from a page of runs (newest first): the graph's
+/// pipelines in the file's order, then the ones only the run log names.
+pub fn pipeline_grid(
+    page: &conveyor_core::run_page::RunsPage,
+    graph: Option<&crate::graph::Graph>,
+    dates: &[chrono::NaiveDate],
+) -> Grid {
+    let runs = summarize_page(page);
+    let mut labels: Vec<String> = graph
+        .map(|g| g.pipelines().into_iter().map(str::to_owned).collect())
+        .unwrap_or_default();
+    for r in &runs {
+        if let Some(p) = &r.pipeline
+            && !labels.contains(p)
+        {
+            labels.push(p.clone());
+        }
+    }
+    let mut rows: Vec<GridRow> = labels
+        .into_iter()
+        .map(|label| GridRow {
+            label,
+            cells: vec![None; dates.len()],
+        })
+        .collect();
+    for r in &runs {
+        let (Some(p), Some(i)) = (&r.pipeline, date_index(dates, r.run_date.as_deref())) else {
+            continue;
+        };
+        if let Some(row) = rows.iter_mut().find(|row| &row.label == p) {
+            add(&mut row.cells[i], &r.status, &r.run_id);
+        }
+    }
+    Grid { rows }
+}
+
+/// The page's runs are newest first: the first of a date fills the cell, later ones count.
+fn add(cell: &mut Option<GridCell>, status: &str, run_id: &str) {
+    match cell {
+        Some(c) => c.runs += 1,
+        None => {
+            *cell = Some(GridCell {
+                status: status.to_owned(),
+                run_id: run_id.to_owned(),
+                runs: 1,
+            });
+        }
+    }
+}
+
+/// The grid of one pipeline's tasks (stage, load, each job) by run date: each cell the task's
+/// last attempt in the newest run of the date.
+pub fn job_grid(
+    page: &conveyor_core::run_page::RunsPage,
+    graph: Option<&crate::graph::Graph>,
+    dates: &[chrono::NaiveDate],
+) -> Grid {
+    let mut labels: Vec<String> = graph
+        .map(|g| {
+            g.nodes
+                .iter()
+                .filter(|n| n.kind != crate::graph::NodeKind::Trigger)
+                .map(|n| n.task.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut newest: Vec<Option<(&conveyor_core::run_page::PagedRun, usize)>> =
+        vec![None; dates.len()];
+    for r in &page.runs {
+        let date = r.rows.iter().find_map(|x| x.run_date.as_deref());
+        if let Some(i) = date_index(dates, date) {
+            match &mut newest[i] {
+                Some((_, n)) => *n += 1,
+                None => newest[i] = Some((r, 1)),
+            }
+        }
+    }
+    let mut cells: BTreeMap<String, Vec<Option<GridCell>>> = BTreeMap::new();
+    for (i, slot) in newest.iter().enumerate() {
+        let Some((run, n)) = slot else { continue };
+        let mut last: BTreeMap<String, (u32, String)> = BTreeMap::new();
+        for t in tasks(&run.rows) {
+            let e = last.entry(t.node.clone()).or_insert((0, String::new()));
+            if t.attempt >= e.0 {
+                *e = (t.attempt, t.status.clone());
+            }
+        }
+        for (node, (_, status)) in last {
+            if !labels.contains(&node) {
+                labels.push(node.clone());
+            }
+            cells.entry(node).or_insert_with(|| vec![None; dates.len()])[i] = Some(GridCell {
+                status,
+                run_id: run.start.run_id.clone(),
+                runs: *n,
+            });
+        }
+    }
+    Grid {
+        rows: labels
+            .into_iter()
+            .map(|label| GridRow {
+                cells: cells
+                    .remove(&label)
+                    .unwrap_or_else(|| vec![None; dates.len()]),
+                label,
+            })
+            .collect(),
+    }
 }
 
 /// A duration as people read it: `850ms`, `12s`, `3m 05s`, `2h 10m`.

@@ -68,17 +68,43 @@ pub(crate) fn graph(
             break;
         }
     }
+    // Nodes of one pipeline in one column (branches) go on lanes, one under the other; a
+    // pipeline takes as many lanes as its widest column.
+    let mut lane: HashMap<&str, usize> = HashMap::new();
+    let mut lanes = vec![1_usize; rows.len()];
+    {
+        let mut used: HashMap<(usize, usize), usize> = HashMap::new();
+        for n in &graph.nodes {
+            let (Some(row), Some(col)) =
+                (row_of.get(n.pipeline.as_str()), depth.get(n.id.as_str()))
+            else {
+                continue;
+            };
+            let k = used.entry((*row, *col)).or_insert(0);
+            lane.insert(n.id.as_str(), *k);
+            *k += 1;
+            lanes[*row] = lanes[*row].max(*k);
+        }
+    }
+    // The first lane's top of each pipeline.
+    let mut top = Vec::with_capacity(rows.len());
+    let mut y = 10.0;
+    for l in &lanes {
+        top.push(y);
+        y += *l as f64 * (NODE_H + GAP_Y);
+    }
     let pos = |id: &str| -> Option<(f64, f64)> {
         let row = *row_of.get(pipeline_of.get(id)?)?;
         let col = *depth.get(id)?;
+        let l = lane.get(id).copied().unwrap_or(0);
         Some((
             GUTTER + col as f64 * (NODE_W + GAP_X),
-            10.0 + row as f64 * (NODE_H + GAP_Y),
+            top[row] + l as f64 * (NODE_H + GAP_Y),
         ))
     };
     let columns = depth.values().copied().max().unwrap_or(0) + 1;
     let width = GUTTER + columns as f64 * (NODE_W + GAP_X);
-    let height = 20.0 + rows.len() as f64 * (NODE_H + GAP_Y);
+    let height = 10.0 + y;
     html! {
         svg.graph xmlns="http://www.w3.org/2000/svg" width=(width) height=(height)
             viewBox={"0 0 " (width) " " (height)} role="img" aria-label="pipeline graph" {
@@ -89,7 +115,7 @@ pub(crate) fn graph(
                 }
             }
             @for (i, p) in rows.iter().enumerate() {
-                @let y = 10.0 + i as f64 * (NODE_H + GAP_Y) + NODE_H / 2.0 + 5.0;
+                @let y = top[i] + NODE_H / 2.0 + 5.0;
                 @if link_pipelines {
                     a href={"/pipelines/" (p)} {
                         text.pipeline x="8" y=(y) { (clip(p, 20)) }
@@ -100,9 +126,13 @@ pub(crate) fn graph(
             }
             @for e in &graph.edges {
                 @if let (Some((x1, y1)), Some((x2, y2))) = (pos(&e.from), pos(&e.to)) {
+                    @let across = pipeline_of.get(e.from.as_str()) != pipeline_of.get(e.to.as_str());
                     @if (y1 - y2).abs() < 0.5 {
                         line.edge x1=(x1 + NODE_W) y1=(y1 + NODE_H / 2.0) x2=(x2) y2=(y2 + NODE_H / 2.0)
                             marker-end="url(#arrow)" {}
+                    } @else if !across {
+                        path.edge d={"M " (x1 + NODE_W) " " (y1 + NODE_H / 2.0) " C " (x1 + NODE_W + GAP_X) " " (y1 + NODE_H / 2.0) ", " (x2 - GAP_X) " " (y2 + NODE_H / 2.0) ", " (x2) " " (y2 + NODE_H / 2.0)}
+                            fill="none" marker-end="url(#arrow)" {}
                     } @else {
                         path.edge.after d={"M " (x1 + NODE_W) " " (y1 + NODE_H / 2.0) " C " (x1 + NODE_W + GAP_X) " " (y1 + NODE_H / 2.0) ", " (x2 - GAP_X) " " (y2 + NODE_H / 2.0) ", " (x2) " " (y2 + NODE_H / 2.0)}
                             fill="none" marker-end="url(#arrow)" {}

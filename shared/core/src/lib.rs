@@ -49,6 +49,7 @@ pub mod open_jobs;
 pub mod ports;
 pub mod run_date;
 pub mod run_origin;
+pub mod run_page;
 pub mod run_state;
 pub mod schedules;
 pub mod shell;

@@ -29,7 +29,9 @@ use tracing::info;
 use chrono::{DateTime, Utc};
 use conveyor_core::config::{PgTable, PostgresSink, RunLogSink};
 use conveyor_core::open_jobs::{SqlDialect, candidate_condition, open_jobs};
-use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLogRow, RunLogSinks, SecretStore};
+use conveyor_core::ports::{
+    PortError, RUN_LOG_COLUMNS, RunLogRow, RunLogSinks, RunStart, RunsQuery, SecretStore,
+};
 
 use connect::Target;
 
@@ -165,6 +167,134 @@ impl PostgresSinks {
     }
 }
 
+impl PostgresSinks {
+    /// The runs `query` selects from `sink`'s table by their first row, as
+    /// [`conveyor_core::ports::RunLog::run_starts`] defines it (PostgreSQL's definition; the
+    /// run-log conformance suite checks it beside SQLite's and BigQuery's).
+    ///
+    /// # Errors
+    /// The connection's or the server's error; a sink that is not PostgreSQL is permanent.
+    pub async fn run_starts(
+        &self,
+        sink: &RunLogSink,
+        query: &RunsQuery,
+    ) -> Result<Vec<RunStart>, PortError> {
+        let sink = postgres(sink)?;
+        let (key, client) = self.client(sink).await?;
+        self.ensure_table(&key, &client, &sink.table).await?;
+        let (sql, args) = run_starts_sql(&sink.table, query);
+        let params: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| -> &(dyn ToSql + Sync) { a.as_ref() })
+            .collect();
+        let rows = timed(client.query(&sql, &params)).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunStart {
+                    run_id: r.try_get(0)?,
+                    first: r.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(|e| PortError::permanent(format!("PostgreSQL: unreadable run start: {e}")))
+    }
+
+    /// Every row of the runs `run_ids` in `sink`'s table, newest first.
+    ///
+    /// # Errors
+    /// The connection's or the server's error; a sink that is not PostgreSQL is permanent.
+    pub async fn rows_of_runs(
+        &self,
+        sink: &RunLogSink,
+        run_ids: &[String],
+    ) -> Result<Vec<RunLogRow>, PortError> {
+        let sink = postgres(sink)?;
+        let (key, client) = self.client(sink).await?;
+        self.ensure_table(&key, &client, &sink.table).await?;
+        let names: Vec<String> = RUN_LOG_COLUMNS
+            .iter()
+            .map(|c| format!("\"{}\"", c.name))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE run_id = ANY($1) ORDER BY td_timestamp DESC, last_modified_at DESC",
+            names.join(", "),
+            quoted(&sink.table)
+        );
+        let rows = timed(client.query(&sql, &[&run_ids])).await?;
+        rows.iter()
+            .map(read_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PortError::permanent(format!("PostgreSQL: unreadable run-log row: {e}")))
+    }
+}
+
+fn postgres(sink: &RunLogSink) -> Result<&PostgresSink, PortError> {
+    match sink {
+        RunLogSink::Postgres(p) => Ok(p),
+        other => Err(PortError::permanent(format!(
+            "{other} is not a PostgreSQL sink"
+        ))),
+    }
+}
+
+/// A statement's parameter.
+type Arg = Box<dyn ToSql + Sync + Send>;
+
+/// The runs `query` selects by their first row, in PostgreSQL: the rows, newest first, that
+/// no earlier row of their run (among those the filters keep) precedes; the time index is
+/// walked from the cursor and the walk stops at the limit.
+fn run_starts_sql(table: &PgTable, query: &RunsQuery) -> (String, Vec<Arg>) {
+    let mut args: Vec<Arg> = Vec::new();
+    let mut push = |a: Arg| {
+        args.push(a);
+        args.len()
+    };
+    let mut conditions: Vec<(&str, &str, usize)> = Vec::new();
+    if let Some(p) = &query.pipeline {
+        conditions.push(("pipeline", "=", push(Box::new(p.clone()))));
+    }
+    if let Some(from) = &query.date_from {
+        conditions.push(("run_date", ">=", push(Box::new(from.to_string()))));
+    }
+    if let Some(to) = &query.date_to {
+        conditions.push(("run_date", "<=", push(Box::new(to.to_string()))));
+    }
+    let on = |alias: &str| -> String {
+        conditions
+            .iter()
+            .map(|(c, op, n)| format!(" AND {alias}.{c} {op} ${n}"))
+            .collect()
+    };
+    let t = quoted(table);
+    let mut sql = format!(
+        "SELECT r.run_id, r.td_timestamp FROM {t} AS r WHERE TRUE{r}
+           AND NOT EXISTS (SELECT 1 FROM {t} AS e WHERE e.run_id = r.run_id{e}
+             AND (e.td_timestamp < r.td_timestamp OR (e.td_timestamp = r.td_timestamp AND e.event_id < r.event_id)))",
+        r = on("r"),
+        e = on("e"),
+    );
+    let statuses = conveyor_core::run_page::candidate_statuses(&query.statuses);
+    if !statuses.is_empty() {
+        let s = on("s");
+        let n = push(Box::new(statuses));
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM {t} AS s WHERE s.run_id = r.run_id{s} AND s.status = ANY(${n}))"
+        ));
+    }
+    if let Some(b) = &query.before {
+        let at = push(Box::new(b.first));
+        let id = push(Box::new(b.run_id.clone()));
+        sql.push_str(&format!(
+            " AND (r.td_timestamp < ${at} OR (r.td_timestamp = ${at} AND r.run_id < ${id}))"
+        ));
+    }
+    sql.push_str(" ORDER BY r.td_timestamp DESC, r.run_id DESC");
+    if query.limit > 0 {
+        sql.push_str(&format!(" LIMIT {}", query.limit));
+    }
+    (sql, args)
+}
+
 /// A run-log row as [`insert`] wrote it.
 fn read_row(r: &tokio_postgres::Row) -> Result<RunLogRow, tokio_postgres::Error> {
     let text = |name: &str| -> Result<String, tokio_postgres::Error> {
@@ -279,6 +409,9 @@ CREATE TABLE IF NOT EXISTS {t} (
   {columns}
 );
 {additions}CREATE INDEX IF NOT EXISTS {index} ON {t} (run_id, td_timestamp);
+CREATE INDEX IF NOT EXISTS \"{name}_by_time\" ON {t} (td_timestamp, run_id);
+CREATE INDEX IF NOT EXISTS \"{name}_by_pipeline_time\" ON {t} (pipeline, td_timestamp, run_id);
+CREATE INDEX IF NOT EXISTS \"{name}_by_date\" ON {t} (run_date, td_timestamp);
 CREATE OR REPLACE FUNCTION {retry_fn}(status text, detail text) RETURNS boolean
   LANGUAGE plpgsql IMMUTABLE AS $fn$
 BEGIN
@@ -314,6 +447,7 @@ CREATE VIEW {view} AS
     CASE status WHEN 'QUEUED' THEN 0 WHEN 'SUBMITTED' THEN 1 WHEN 'RUNNING' THEN 2 ELSE 3 END DESC;
 COMMIT;",
         schema = table.schema,
+        name = table.table,
         columns = columns.join(",\n  "),
         names = names.join(", "),
     )

@@ -41,7 +41,9 @@ pub use lineage::{Lineage, RunEvent, TableNaming};
 pub use notify::Notifier;
 pub use object_store::{ByteStream, Digests, ObjectMeta, ObjectPage, ObjectStore};
 pub use rows::{RowBatch, RowSink};
-pub use run_log::{RUN_LOG_COLUMNS, RunLog, RunLogColumn, RunLogQuery, RunLogRow, RunLogSinks};
+pub use run_log::{
+    RUN_LOG_COLUMNS, RunLog, RunLogColumn, RunLogQuery, RunLogRow, RunLogSinks, RunStart, RunsQuery,
+};
 pub use secrets::{SecretStore, SecretValue};
 pub use sources::{Opened, Source, SourceObject, Sources};
 pub use unwired::Unwired;

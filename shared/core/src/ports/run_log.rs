@@ -155,6 +155,74 @@ pub trait RunLog: Send + Sync {
         table: &TableRef,
         since: DateTime<Utc>,
     ) -> Result<Vec<RunLogRow>, PortError>;
+
+    /// The runs `query` selects, by their first row: newest first (by that row's
+    /// `td_timestamp`, then run id, descending), before `query.before`, at most `query.limit`
+    /// (0: all). `query.statuses` narrows to the runs with a row of one of
+    /// [`crate::run_page::candidate_statuses`] (a superset: [`crate::run_page::page`] keeps
+    /// the runs whose state is one of them). What the console pages and `/api/runs` read.
+    ///
+    /// The default reads every row ([`RunLog::rows`]) and picks in memory
+    /// ([`crate::run_page::starts_in_memory`]); the adapters answer with one query.
+    async fn run_starts(
+        &self,
+        table: &TableRef,
+        query: &RunsQuery,
+    ) -> Result<Vec<RunStart>, PortError> {
+        let rows = self.rows(table, &RunLogQuery::default()).await?;
+        Ok(crate::run_page::starts_in_memory(&rows, query))
+    }
+
+    /// Every row of the runs `run_ids`, newest first, each event once.
+    ///
+    /// The default reads them run by run ([`RunLog::rows`]).
+    async fn rows_of_runs(
+        &self,
+        table: &TableRef,
+        run_ids: &[String],
+    ) -> Result<Vec<RunLogRow>, PortError> {
+        let mut out = Vec::new();
+        for id in run_ids {
+            out.extend(
+                self.rows(
+                    table,
+                    &RunLogQuery {
+                        run_id: Some(id.clone()),
+                        ..RunLogQuery::default()
+                    },
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Which runs a page of the console shows: every set filter must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunsQuery {
+    /// Only this pipeline's runs.
+    pub pipeline: Option<String>,
+    /// Only runs in one of these states ([`crate::run_state::RunState`]'s status, `RETRYING`
+    /// included; empty: any).
+    pub statuses: Vec<String>,
+    /// Only runs whose run date is on or after this date.
+    pub date_from: Option<chrono::NaiveDate>,
+    /// Only runs whose run date is on or before this date.
+    pub date_to: Option<chrono::NaiveDate>,
+    /// Only runs that come after this one, newest first (the next page).
+    pub before: Option<RunStart>,
+    /// At most this many runs (0: no limit).
+    pub limit: usize,
+}
+
+/// Where a run stands in the newest-first order of pages: its first row's time, then its id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunStart {
+    /// The `td_timestamp` of its first row.
+    pub first: DateTime<Utc>,
+    /// The run id.
+    pub run_id: String,
 }
 
 /// The additional run-log sinks a pipeline file names (a PostgreSQL table): the log step

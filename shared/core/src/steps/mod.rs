@@ -33,7 +33,7 @@ pub use rejections::{
     About, MAX_GENERATION, Rejections, bounded_generation, bounded_reason, record_rejection,
     record_rejection_about,
 };
-pub use rerun::{mark_success, rerun};
+pub use rerun::{mark_success, rerun, rerun_by};
 pub use stage::{ProgressKind, StageProgress, StageReport, stage_pipeline};
 pub use submit::STARTED_BY;
 pub use wiring::{WiringError, check_wiring};

@@ -208,12 +208,31 @@ pub async fn rerun(
     run_id: &RunId,
     from: Option<&str>,
 ) -> Result<Outcome, StepError> {
+    rerun_by(ctx, run_id, from, None).await
+}
+
+/// [`rerun`], started by `operator` (the console's caller) when given: the re-run's rows
+/// record who (`vars.rerun_by`, started by `operator`).
+///
+/// # Errors
+/// As [`rerun`].
+pub async fn rerun_by(
+    ctx: &Context,
+    run_id: &RunId,
+    from: Option<&str>,
+    operator: Option<&str>,
+) -> Result<Outcome, StepError> {
     let Ended {
         pipeline,
         rows,
-        base,
+        mut base,
         rerun,
     } = ended_run(ctx, run_id).await?;
+    if let Some(op) = operator {
+        base.vars.insert("rerun_by".to_owned(), op.to_owned());
+        base.vars
+            .insert(super::submit::STARTED_BY.to_owned(), "operator".to_owned());
+    }
     let statuses = last_statuses(&rows);
     let index = match from {
         Some(name) => pipeline.job(name).map(|(i, _)| i).ok_or_else(|| {

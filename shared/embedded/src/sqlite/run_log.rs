@@ -5,7 +5,9 @@ use rusqlite::params;
 
 use conveyor_core::names::TableRef;
 use conveyor_core::open_jobs::{SqlDialect, candidate_condition, open_jobs};
-use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow};
+use conveyor_core::ports::{
+    PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow, RunStart, RunsQuery,
+};
 
 use super::{Db, SqliteWarehouse, attach, parse_ts, quoted, transient, ts};
 
@@ -59,7 +61,112 @@ fn create_run_log(db: &mut Db, table: &TableRef) -> Result<(), PortError> {
                 .map_err(transient)?;
         }
     }
+    // What the console's pages read by (`run_starts`, `rows_of_runs`, `rows`): a run's rows,
+    // rows by time, a pipeline's rows by time, rows by run date.
+    for (name, columns) in [
+        ("run", "run_id, td_timestamp"),
+        ("time", "td_timestamp, run_id"),
+        ("pipeline_time", "pipeline, td_timestamp, run_id"),
+        ("date", "run_date, td_timestamp"),
+    ] {
+        db.conn
+            .execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS \"{ds}\".\"{t}__by_{name}\" ON \"{t}\" ({columns})",
+                ds = table.dataset,
+                t = table.table,
+            ))
+            .map_err(transient)?;
+    }
     Ok(())
+}
+
+/// The conditions of `query`'s row filters on the rows named `alias`, with their values
+/// pushed to `args` once (`?N`; every alias refers to the same numbers).
+struct PageFilters {
+    /// `(column, operator, parameter number)`.
+    conditions: Vec<(&'static str, &'static str, usize)>,
+    /// The parameter numbers of the candidate statuses.
+    statuses: Vec<usize>,
+}
+
+impl PageFilters {
+    fn new(query: &RunsQuery, args: &mut Vec<rusqlite::types::Value>) -> Self {
+        let mut push = |v: String| {
+            args.push(rusqlite::types::Value::Text(v));
+            args.len()
+        };
+        let mut conditions = Vec::new();
+        if let Some(p) = &query.pipeline {
+            conditions.push(("pipeline", "=", push(p.clone())));
+        }
+        if let Some(from) = &query.date_from {
+            conditions.push(("run_date", ">=", push(from.to_string())));
+        }
+        if let Some(to) = &query.date_to {
+            conditions.push(("run_date", "<=", push(to.to_string())));
+        }
+        let statuses = conveyor_core::run_page::candidate_statuses(&query.statuses)
+            .into_iter()
+            .map(push)
+            .collect();
+        Self {
+            conditions,
+            statuses,
+        }
+    }
+
+    /// The conditions on `alias`; `by_run`: in a sub-query of one run's rows, where the
+    /// unary `+` keeps SQLite from reading them by the pipeline or date index (every row of
+    /// the pipeline, for each run) instead of the run's.
+    fn on(&self, alias: &str, by_run: bool) -> String {
+        let plus = if by_run { "+" } else { "" };
+        self.conditions
+            .iter()
+            .map(|(c, op, n)| format!(" AND {plus}{alias}.{c} {op} ?{n}"))
+            .collect()
+    }
+}
+
+/// The runs `query` selects by their first row (SQLite's definition of
+/// [`RunLog::run_starts`]): the rows, newest first, that no earlier row of their run (among
+/// those the filters keep) precedes. It walks the time index from the cursor and stops at the
+/// limit, so a deep page costs what the first does.
+fn run_starts_sql(
+    table: &TableRef,
+    query: &RunsQuery,
+    args: &mut Vec<rusqlite::types::Value>,
+) -> String {
+    let f = PageFilters::new(query, args);
+    let t = quoted(table);
+    let mut sql = format!(
+        "SELECT r.run_id, r.td_timestamp FROM {t} AS r WHERE 1 = 1{r}
+           AND NOT EXISTS (SELECT 1 FROM {t} AS e WHERE e.run_id = r.run_id{e}
+             AND (e.td_timestamp < r.td_timestamp OR (e.td_timestamp = r.td_timestamp AND e.event_id < r.event_id)))",
+        r = f.on("r", false),
+        e = f.on("e", true),
+    );
+    if !f.statuses.is_empty() {
+        let marks: Vec<String> = f.statuses.iter().map(|n| format!("?{n}")).collect();
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM {t} AS s WHERE s.run_id = r.run_id{s} AND s.status IN ({}))",
+            marks.join(", "),
+            s = f.on("s", true),
+        ));
+    }
+    if let Some(before) = &query.before {
+        args.push(rusqlite::types::Value::Text(ts(&before.first)));
+        let at = args.len();
+        args.push(rusqlite::types::Value::Text(before.run_id.clone()));
+        sql.push_str(&format!(
+            " AND (r.td_timestamp < ?{at} OR (r.td_timestamp = ?{at} AND r.run_id < ?{}))",
+            at + 1
+        ));
+    }
+    sql.push_str(" ORDER BY r.td_timestamp DESC, r.run_id DESC");
+    if query.limit > 0 {
+        sql.push_str(&format!(" LIMIT {}", query.limit));
+    }
+    sql
 }
 
 /// A run-log row waiting to be written, and who waits for it.
@@ -322,6 +429,76 @@ impl RunLog for SqliteWarehouse {
         })
         .await
     }
+
+    async fn run_starts(
+        &self,
+        table: &TableRef,
+        query: &RunsQuery,
+    ) -> Result<Vec<RunStart>, PortError> {
+        let table = table.clone();
+        let query = query.clone();
+        self.with_db(move |db, dir| {
+            ensure_run_log(db, dir, &table)?;
+            let mut args = Vec::new();
+            let sql = run_starts_sql(&table, &query, &mut args);
+            let mut stmt = db
+                .conn
+                .prepare_cached(&sql)
+                .map_err(|e| forget(&mut db.run_logs, &table, e))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                })
+                .map_err(transient)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (run_id, at) = row.map_err(transient)?;
+                out.push(RunStart {
+                    first: parse_ts(at).unwrap_or_default(),
+                    run_id,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn rows_of_runs(
+        &self,
+        table: &TableRef,
+        run_ids: &[String],
+    ) -> Result<Vec<RunLogRow>, PortError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let table = table.clone();
+        let ids = run_ids.to_vec();
+        self.with_db(move |db, dir| {
+            ensure_run_log(db, dir, &table)?;
+            let mut out = Vec::new();
+            // SQLite takes at most 32,766 parameters a statement.
+            for chunk in ids.chunks(10_000) {
+                let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!(
+                    "SELECT {SELECT_RUN_LOG} FROM {} WHERE run_id IN ({}) ORDER BY td_timestamp DESC, rowid DESC",
+                    quoted(&table),
+                    marks.join(", ")
+                );
+                let mut stmt = db
+                    .conn
+                    .prepare(&sql)
+                    .map_err(|e| forget(&mut db.run_logs, &table, e))?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(chunk), read_row)
+                    .map_err(transient)?;
+                for r in rows {
+                    out.push(r.map_err(transient)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -376,6 +553,50 @@ mod tests {
             assert_eq!(rows.len(), 150, "{table}");
             let ids: std::collections::BTreeSet<_> = rows.iter().map(|r| &r.event_id).collect();
             assert_eq!(ids.len(), 150, "{table}");
+        }
+    }
+
+    /// The page query reads each run's earlier rows by the run index, whatever the filters:
+    /// read by the pipeline or date index instead, it reads every row of the pipeline for
+    /// each row it looks at (9 s for a page at 50,000 rows; `scripts/bench-console.sh`).
+    #[tokio::test]
+    async fn the_page_query_reads_a_runs_rows_by_the_run_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("b")).unwrap();
+        let w = SqliteWarehouse::open(dir.path().join("w"), Arc::new(store)).unwrap();
+        let table = TableRef::parse("conveyor.run_log").unwrap();
+        w.record(&table, &row(0, "SUCCEEDED", None)).await.unwrap();
+        let query = conveyor_core::ports::RunsQuery {
+            pipeline: Some("p".into()),
+            statuses: vec!["FAILED".into()],
+            date_from: chrono::NaiveDate::from_ymd_opt(2026, 11, 1),
+            date_to: chrono::NaiveDate::from_ymd_opt(2026, 11, 14),
+            limit: 50,
+            ..Default::default()
+        };
+        let plan = w
+            .with_db(move |db, _| {
+                let mut args = Vec::new();
+                let sql = super::run_starts_sql(&table, &query, &mut args);
+                let mut stmt = db
+                    .conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .map_err(super::transient)?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                    .map_err(super::transient)?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(super::transient)
+            })
+            .await
+            .unwrap();
+        let subqueries: Vec<&String> = plan
+            .iter()
+            .filter(|l| l.contains(" e ") || l.contains(" s "))
+            .collect();
+        assert_eq!(subqueries.len(), 2, "{plan:#?}");
+        for l in subqueries {
+            assert!(l.contains("run_log__by_run"), "{l}: {plan:#?}");
         }
     }
 

@@ -9,7 +9,9 @@ use tracing::info;
 
 use conveyor_core::names::TableRef;
 use conveyor_core::open_jobs::{SqlDialect, candidate_condition, open_jobs};
-use conveyor_core::ports::{PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow};
+use conveyor_core::ports::{
+    PortError, RUN_LOG_COLUMNS, RunLog, RunLogQuery, RunLogRow, RunStart, RunsQuery,
+};
 
 use super::{BigQuery, quoted, text};
 
@@ -115,6 +117,48 @@ fn open_batches_sql(table: &str, since: &DateTime<Utc>) -> String {
          ORDER BY td_timestamp, last_modified_at",
         open = candidate_condition(SqlDialect::BigQuery),
         rows = deduped_sql(table, &[since_filter(since)])
+    )
+}
+
+/// The runs `query` selects by their first row (GoogleSQL's definition of
+/// [`RunLog::run_starts`]): the run log's rows that pass the filters (pruned by the
+/// `pipeline` cluster), one group per run, its first row's time, newest first after the
+/// cursor.
+fn run_starts_sql(table: &str, query: &RunsQuery) -> String {
+    let mut filters = Vec::new();
+    if let Some(p) = &query.pipeline {
+        filters.push(format!("pipeline = {}", lit(p)));
+    }
+    if let Some(from) = &query.date_from {
+        filters.push(format!("run_date >= {}", lit(&from.to_string())));
+    }
+    if let Some(to) = &query.date_to {
+        filters.push(format!("run_date <= {}", lit(&to.to_string())));
+    }
+    let statuses = conveyor_core::run_page::candidate_statuses(&query.statuses);
+    let has = if statuses.is_empty() {
+        "TRUE".to_owned()
+    } else {
+        let list: Vec<String> = statuses.iter().map(|s| lit(s)).collect();
+        format!("LOGICAL_OR(status IN ({}))", list.join(", "))
+    };
+    let mut outer = vec!["has".to_owned()];
+    if let Some(b) = &query.before {
+        let at = format!("TIMESTAMP({})", lit(&ts(&b.first)));
+        outer.push(format!(
+            "(first < {at} OR (first = {at} AND run_id < {}))",
+            lit(&b.run_id)
+        ));
+    }
+    let limit = if query.limit == 0 {
+        String::new()
+    } else {
+        format!(" LIMIT {}", query.limit)
+    };
+    format!(
+        "SELECT run_id, first FROM (SELECT run_id, MIN(td_timestamp) AS first, {has} AS has FROM {rows} GROUP BY run_id) WHERE {outer} ORDER BY first DESC, run_id DESC{limit}",
+        rows = deduped_sql(table, &filters),
+        outer = outer.join(" AND "),
     )
 }
 
@@ -269,6 +313,53 @@ impl RunLog for BigQuery {
         .await
         .map(open_jobs)
     }
+
+    async fn run_starts(
+        &self,
+        table: &TableRef,
+        query: &RunsQuery,
+    ) -> Result<Vec<RunStart>, PortError> {
+        if let Err(e @ PortError::Transient(_)) = self.ensure_run_log(table).await {
+            return Err(e);
+        }
+        let (_, rows) = self
+            .query(&run_starts_sql(
+                &quoted(self.project_of(table), table),
+                query,
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|c| {
+                Some(RunStart {
+                    run_id: text(c.first()?)?,
+                    first: parse_time(c.get(1)?)?,
+                })
+            })
+            .collect())
+    }
+
+    async fn rows_of_runs(
+        &self,
+        table: &TableRef,
+        run_ids: &[String],
+    ) -> Result<Vec<RunLogRow>, PortError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Err(e @ PortError::Transient(_)) = self.ensure_run_log(table).await {
+            return Err(e);
+        }
+        let list: Vec<String> = run_ids.iter().map(|r| lit(r)).collect();
+        self.read_rows(&format!(
+            "SELECT {COLUMNS} FROM {} ORDER BY td_timestamp DESC",
+            deduped_sql(
+                &quoted(self.project_of(table), table),
+                &[format!("run_id IN ({})", list.join(", "))]
+            ),
+        ))
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +398,33 @@ mod tests {
         assert!(
             by_run.contains("FROM `t` WHERE run_id = 'r' AND td_timestamp >="),
             "{by_run}"
+        );
+    }
+
+    #[test]
+    fn the_run_page_query_filters_the_table_before_grouping_and_pages_by_the_first_row() {
+        let q = RunsQuery {
+            pipeline: Some("sales".into()),
+            statuses: vec!["RETRYING".into()],
+            before: Some(RunStart {
+                first: DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc),
+                run_id: "r'9".into(),
+            }),
+            limit: 51,
+            ..RunsQuery::default()
+        };
+        let sql = run_starts_sql("`p.conveyor.run_log`", &q);
+        assert!(
+            sql.contains("FROM `p.conveyor.run_log` WHERE pipeline = 'sales')"),
+            "{sql}"
+        );
+        assert!(sql.contains("LOGICAL_OR(status IN ('FAILED'))"), "{sql}");
+        assert!(sql.contains("run_id < 'r\\'9'"), "{sql}");
+        assert!(
+            sql.ends_with("ORDER BY first DESC, run_id DESC LIMIT 51"),
+            "{sql}"
         );
     }
 

@@ -1,0 +1,160 @@
+//! The console's actions — re-run a run from its failure, mark a job of it succeeded — for
+//! the callers a configured allow-list names (operators), each after a confirmation page, and
+//! recorded in the run log with who did it (by the CLI's own core functions,
+//! [`conveyor_core::steps::rerun_by`] and [`conveyor_core::steps::mark_success`]).
+//!
+//! Who calls is [`Identify`]'s answer: behind Identity-Aware Proxy, the e-mail of IAP's signed
+//! assertion (`conveyor-gcp`'s `IapIdentity`); under `conveyor dev`, the local user. A caller
+//! who is not on the list gets 403, one nobody identified 401; a form posted from another
+//! site (its `Origin` is not this host) is refused too.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::HeaderMap;
+use conveyor_core::names::RunId;
+use conveyor_core::steps::{self, Context, StepError};
+
+/// Who is calling.
+#[async_trait]
+pub trait Identify: Send + Sync {
+    /// The caller's e-mail (or name), or why the request names nobody.
+    async fn caller(&self, headers: &HeaderMap) -> Result<String, String>;
+}
+
+/// Everyone is this one caller: `conveyor dev`, on the operator's own machine.
+pub struct Fixed(pub String);
+
+#[async_trait]
+impl Identify for Fixed {
+    async fn caller(&self, _: &HeaderMap) -> Result<String, String> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Why an action was not done.
+#[derive(Debug)]
+pub enum ActError {
+    /// The request cannot be done (the run is open, no such job): 409 with the reason.
+    Refused(String),
+    /// Something failed on the way (the run log, the bus): 503.
+    Failed(String),
+}
+
+/// What the actions do.
+#[async_trait]
+pub trait Act: Send + Sync {
+    /// Re-runs `run` from `from` (else its failed job), started by `by`.
+    async fn rerun(&self, run: &str, from: Option<&str>, by: &str) -> Result<String, ActError>;
+    /// Records job `job` of `run` as succeeded, by `by`, for `reason`.
+    async fn mark_success(
+        &self,
+        run: &str,
+        job: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<String, ActError>;
+}
+
+/// The actions on a runtime's context: the CLI's core functions.
+pub struct Steps(pub Context);
+
+fn act_error(e: StepError) -> ActError {
+    match e {
+        StepError::Rejected(why) => ActError::Refused(why),
+        other => ActError::Failed(other.to_string()),
+    }
+}
+
+fn run_id(run: &str) -> Result<RunId, ActError> {
+    RunId::parse(run).map_err(|e| ActError::Refused(format!("not a run id: {e}")))
+}
+
+#[async_trait]
+impl Act for Steps {
+    async fn rerun(&self, run: &str, from: Option<&str>, by: &str) -> Result<String, ActError> {
+        steps::rerun_by(&self.0, &run_id(run)?, from, Some(by))
+            .await
+            .map(|o| o.summary)
+            .map_err(act_error)
+    }
+
+    async fn mark_success(
+        &self,
+        run: &str,
+        job: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<String, ActError> {
+        steps::mark_success(&self.0, &run_id(run)?, job, reason, by)
+            .await
+            .map(|o| o.summary)
+            .map_err(act_error)
+    }
+}
+
+/// Who may act, how they are known, and what acting does.
+#[derive(Clone)]
+pub struct Operators {
+    identify: Arc<dyn Identify>,
+    allowed: Vec<String>,
+    act: Arc<dyn Act>,
+}
+
+impl Operators {
+    /// `allowed`: e-mails (any case), or `@example.com` for a whole domain.
+    pub fn new(identify: Arc<dyn Identify>, allowed: Vec<String>, act: Arc<dyn Act>) -> Self {
+        Self {
+            identify,
+            allowed: allowed
+                .into_iter()
+                .map(|a| a.trim().to_ascii_lowercase())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            act,
+        }
+    }
+
+    /// Whether `caller` is on the list.
+    pub fn allows(&self, caller: &str) -> bool {
+        let caller = caller.to_ascii_lowercase();
+        self.allowed
+            .iter()
+            .any(|a| *a == caller || (a.starts_with('@') && caller.ends_with(a.as_str())))
+    }
+
+    /// The caller of `headers`, once identified and allowed.
+    pub(crate) async fn operator(&self, headers: &HeaderMap) -> Result<String, Refusal> {
+        if let (Some(origin), Some(host)) = (headers.get("origin"), headers.get("host")) {
+            let origin = origin.to_str().unwrap_or("");
+            let host = host.to_str().unwrap_or("");
+            let origin_host = origin.split("://").nth(1).unwrap_or(origin);
+            if origin_host != host {
+                return Err(Refusal::Forbidden(format!(
+                    "a form posted from {origin}, not from this console"
+                )));
+            }
+        }
+        let caller = self
+            .identify
+            .caller(headers)
+            .await
+            .map_err(Refusal::Unauthenticated)?;
+        if !self.allows(&caller) {
+            return Err(Refusal::Forbidden(format!(
+                "{caller} is not an operator of this console"
+            )));
+        }
+        Ok(caller)
+    }
+
+    pub(crate) fn act(&self) -> &dyn Act {
+        self.act.as_ref()
+    }
+}
+
+/// A caller the actions refuse.
+pub(crate) enum Refusal {
+    Unauthenticated(String),
+    Forbidden(String),
+}
