@@ -209,6 +209,63 @@ pipelines:
     chain.stop().await;
 }
 
+/// A run started by a traced request records the request's trace id on its rows (every job's
+/// events carry it), so the run links to its trace in Cloud Trace.
+#[tokio::test]
+async fn a_run_started_by_a_traced_request_records_its_trace_id_for_its_trace_link() {
+    let yaml = r#"
+pipelines:
+  - name: traced
+    trigger: { manual: true }
+    jobs:
+      - { name: one, engine: local, command: "true" }
+      - { name: two, engine: local, command: "true" }
+    poll: { interval: 50ms }
+"#;
+    let chain = Chain::start(yaml).await;
+    let (status, reply) = chain
+        .request(
+            StepName::Submit,
+            "POST",
+            "/",
+            r#"{"pipeline":"traced","key":"k"}"#,
+            &[
+                ("content-type", "application/json"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    let rows: Vec<&RunLogRow> = log
+        .iter()
+        .filter(|r| r.pipeline.as_deref() == Some("traced"))
+        .collect();
+    assert!(
+        rows.iter().any(|r| r.job.as_deref() == Some("two")),
+        "{rows:#?}"
+    );
+    for r in &rows {
+        let detail: Detail = serde_json::from_str(&r.detail).expect("detail");
+        assert_eq!(
+            detail.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{} {} {}",
+            r.step,
+            r.status,
+            r.detail
+        );
+        let link = conveyor_core::links::trace("acme", detail.trace_id.as_deref().unwrap_or(""))
+            .expect("a link");
+        assert!(link.url.ends_with("&tid=4bf92f3577b34da6a3ce929d0e0e4736"));
+    }
+    chain.stop().await;
+}
+
 /// A paused pipeline's scheduled ticks are recorded PAUSED (one run-log read each) and start
 /// nothing; `pause.arrivals: hold` lists them for `conveyor resume`, which starts the run the
 /// tick would have (its run date), and `skip` lists none.

@@ -322,6 +322,11 @@ pub struct Detail {
     /// counts from. Carried by every job's events of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_started_at: Option<DateTime<Utc>>,
+    /// The Cloud Trace id of the request that started the run (its `traceparent` or
+    /// `X-Cloud-Trace-Context`), when it carried one: the run's trace link
+    /// ([`crate::links::trace`]). Carried by every job's events of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// One row's run of a `for_each` job.

@@ -59,6 +59,25 @@ pub fn context(headers: &HeaderMap) -> Option<TraceContext> {
     })
 }
 
+tokio::task_local! {
+    /// The trace id of the request being handled (set by the functions' HTTP handler), so a
+    /// run it starts can record it ([`current_trace_id`]).
+    static TRACE_ID: String;
+}
+
+/// Runs `f` with `trace_id` as the current request's trace id.
+pub async fn with_trace_id<F: std::future::Future>(trace_id: Option<String>, f: F) -> F::Output {
+    match trace_id {
+        Some(id) => TRACE_ID.scope(id, f).await,
+        None => f.await,
+    }
+}
+
+/// The trace id of the request being handled, when it carried one.
+pub fn current_trace_id() -> Option<String> {
+    TRACE_ID.try_with(Clone::clone).ok()
+}
+
 /// Opens the `request` span of each request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestSpan;

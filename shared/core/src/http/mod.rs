@@ -274,7 +274,10 @@ async fn handle(
                 events: Vec::new(),
             }));
         }
-        Ok(inbound) => steps::handle(app.step, &app.ctx, inbound).await,
+        Ok(inbound) => {
+            let trace_id = crate::trace::context(&headers).map(|c| c.trace_id);
+            crate::trace::with_trace_id(trace_id, steps::handle(app.step, &app.ctx, inbound)).await
+        }
         Err(e) => Err(StepError::Rejected(e.0)),
     };
     match result {

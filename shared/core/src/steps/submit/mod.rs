@@ -163,6 +163,9 @@ async fn start_jobs(
     // the same), else now.
     let at = base.started_at.unwrap_or_else(|| ctx.clock.now());
     super::run_timeout::start(&mut base, at);
+    if base.trace_id.is_none() {
+        base.trace_id = crate::trace::current_trace_id();
+    }
     let first = pipeline.first_jobs();
     if first.len() == 1 {
         return start_job(ctx, pipeline, run_id, first[0], base, outcome).await;
