@@ -415,10 +415,7 @@ async fn state_of(
     // by every row of the pipeline.
     let pause_run = conveyor_core::names::PipelineName::parse(name)
         .ok()
-        .map(|p| {
-            conveyor_core::names::RunId::derive(&p, &[conveyor_core::steps::pause::PAUSE_STEP])
-                .to_string()
-        });
+        .map(|p| conveyor_core::steps::pause::pause_run_id(&p).to_string());
     let pauses = c
         .rows(RunLogQuery {
             run_id: pause_run,

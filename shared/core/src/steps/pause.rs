@@ -28,6 +28,12 @@ pub const RESUMED: &str = "RESUMED";
 /// The step of pause and resume rows.
 pub const PAUSE_STEP: &str = "pause";
 
+/// The run id of a pipeline's pause and resume rows (one run per pipeline), so the pause is
+/// read by an indexed run id rather than from every row of the pipeline.
+pub fn pause_run_id(pipeline: &crate::names::PipelineName) -> RunId {
+    RunId::derive(pipeline, &[PAUSE_STEP])
+}
+
 /// Whether `pipeline` is paused: its newest pause or resume row is a pause.
 ///
 /// # Errors
@@ -45,6 +51,7 @@ pub async fn is_paused(ctx: &Context, pipeline: &Pipeline) -> Result<bool, StepE
         .rows(
             &table,
             &RunLogQuery {
+                run_id: Some(pause_run_id(&pipeline.name).to_string()),
                 pipeline: Some(pipeline.name.to_string()),
                 statuses: vec![PAUSED.to_owned(), RESUMED.to_owned()],
                 limit: 1,
@@ -79,7 +86,7 @@ pub async fn set_paused(
         environment: ctx.config.environment.clone(),
         status: status.to_owned(),
         event_id: short_hash(&[pipeline.name.as_str(), status, &now.to_rfc3339()]),
-        run_id: RunId::derive(&pipeline.name, &[PAUSE_STEP]).to_string(),
+        run_id: pause_run_id(&pipeline.name).to_string(),
         pipeline: Some(pipeline.name.to_string()),
         step: PAUSE_STEP.to_owned(),
         attempt: 1,
