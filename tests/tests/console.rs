@@ -236,7 +236,19 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
             .text()
             .await
             .expect("text");
-        if operated.contains("started by") && operated.contains("batch attempt 2") {
+        // Ended again: the pages below show it among the failures, not as running.
+        let again: serde_json::Value = http
+            .get(format!("{base}/api/runs?pipeline=broken_report"))
+            .send()
+            .await
+            .expect("api")
+            .json()
+            .await
+            .expect("json");
+        if operated.contains("started by")
+            && operated.contains("batch attempt 2")
+            && again[0]["status"] == "FAILED"
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
