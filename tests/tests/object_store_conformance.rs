@@ -176,6 +176,59 @@ async fn create_new_only_where_nothing_is(store: &dyn ObjectStore, bucket: &Buck
     assert_eq!(read(store, bucket, "create/lease").await, b"first");
 }
 
+/// `copy` copies the generation it names, and nothing when that generation is no longer
+/// live (a move done already, an overwrite since).
+async fn copy_copies_the_named_generation_only(store: &dyn ObjectStore, bucket: &BucketName) {
+    let from = name("copy/in/a.csv");
+    let first = store.put(bucket, &from, body(b"one")).await.expect("put");
+    let to = name("copy/done/a.csv");
+    let copied = store
+        .copy(bucket, &from, &first.object.generation, bucket, &to)
+        .await
+        .expect("copy")
+        .expect("the generation is live");
+    assert_eq!(copied.object.name, to);
+    assert_eq!(read(store, bucket, "copy/done/a.csv").await, b"one");
+    assert_eq!(
+        read(store, bucket, "copy/in/a.csv").await,
+        b"one",
+        "a copy, not a move"
+    );
+    store
+        .put(bucket, &from, body(b"two"))
+        .await
+        .expect("overwrite");
+    let stale = store
+        .copy(
+            bucket,
+            &from,
+            &first.object.generation,
+            bucket,
+            &name("copy/done/b.csv"),
+        )
+        .await
+        .expect("copy");
+    assert!(stale.is_none(), "an overwritten generation is not copied");
+    assert!(
+        store
+            .head(bucket, &name("copy/done/b.csv"))
+            .await
+            .expect("head")
+            .is_none()
+    );
+    let gone = store
+        .copy(
+            bucket,
+            &name("copy/in/missing.csv"),
+            "1",
+            bucket,
+            &name("copy/done/c.csv"),
+        )
+        .await
+        .expect("copy");
+    assert!(gone.is_none(), "a missing object is not copied");
+}
+
 /// What a backend does not do as the service it stands for does: the checks it cannot pass
 /// are left out for it, each named here.
 #[derive(Clone, Copy)]
@@ -193,6 +246,7 @@ async fn conforms(store: &dyn ObjectStore, bucket: &BucketName, backend: Backend
     list_by_prefix_in_name_order(store, bucket).await;
     delete_honours_the_generation(store, bucket, backend).await;
     create_new_only_where_nothing_is(store, bucket).await;
+    copy_copies_the_named_generation_only(store, bucket).await;
 }
 
 #[tokio::test]

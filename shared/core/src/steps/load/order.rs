@@ -424,3 +424,158 @@ async fn release(
         .map_err(port)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::event::ConveyorEvent;
+    use crate::inbound::Inbound;
+    use crate::names::{JobId, TableRef};
+    use crate::ports::{EventBus, LoadJob, LoadStatus, ObjectStore as _, Ports, Warehouse};
+    use crate::steps::{StepName, handle};
+    use crate::testing::MemoryStore;
+
+    /// Load jobs that run until the test says they are done.
+    #[derive(Default)]
+    struct Held {
+        /// Every `load` call: the job id and its first source's name.
+        calls: Mutex<Vec<(JobId, String)>>,
+        done: Mutex<Vec<JobId>>,
+    }
+
+    impl Held {
+        fn state(&self, id: &JobId) -> LoadState {
+            if self.done.lock().expect("lock").contains(id) {
+                LoadState::Done { rows: 1 }
+            } else {
+                LoadState::Running
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Warehouse for Held {
+        async fn load(
+            &self,
+            job: &LoadJob,
+            _: std::time::Duration,
+        ) -> Result<LoadStatus, PortError> {
+            let mut calls = self.calls.lock().expect("lock");
+            let adopted = calls.iter().any(|(id, _)| id == &job.job_id);
+            calls.push((job.job_id.clone(), job.sources[0].name.to_string()));
+            Ok(LoadStatus {
+                state: self.state(&job.job_id),
+                adopted,
+            })
+        }
+        async fn load_state(&self, id: &JobId) -> Result<LoadStatus, PortError> {
+            if !self
+                .calls
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|(j, _)| j == id)
+            {
+                return Err(PortError::not_found("no such job"));
+            }
+            Ok(LoadStatus {
+                state: self.state(id),
+                adopted: true,
+            })
+        }
+        async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
+            Ok(0)
+        }
+        async fn read_table(
+            &self,
+            _: &TableRef,
+            _: usize,
+        ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+            Ok(Vec::new())
+        }
+    }
+
+    struct Quiet;
+
+    #[async_trait]
+    impl EventBus for Quiet {
+        async fn publish(&self, _: &ConveyorEvent) -> Result<(), PortError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_name_waits_until_the_load_before_it_is_done_and_redeliveries_start_nothing() {
+        let config = crate::config::parse_str(
+            "pipelines:\n  - name: p\n    trigger: { object: { bucket: landing, pattern: \"in/{file}.csv\" } }\n    load: { table: ds.t, format: CSV, order: by_name }\n",
+            "t.yaml",
+        )
+        .expect("config");
+        let store = Arc::new(MemoryStore::default());
+        let warehouse = Arc::new(Held::default());
+        let ports = Ports {
+            store: store.clone(),
+            warehouse: warehouse.clone(),
+            bus: Arc::new(Quiet),
+            ..Ports::unwired()
+        };
+        let ctx = Context::new(Arc::new(config), ports);
+        let bucket = BucketName::parse("landing").expect("bucket");
+        let mut arrivals = BTreeMap::new();
+        for name in ["in/b.csv", "in/a.csv"] {
+            let meta = store
+                .put(
+                    &bucket,
+                    &ObjectName::parse(name).expect("name"),
+                    body(b"1\n".to_vec()),
+                )
+                .await
+                .expect("put");
+            arrivals.insert(name, meta.object.clone());
+            handle(StepName::Load, &ctx, Inbound::Object(meta.object))
+                .await
+                .expect("arrival");
+        }
+        let loaded = || -> Vec<String> {
+            warehouse
+                .calls
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|(_, n)| n.clone())
+                .collect()
+        };
+        assert_eq!(loaded(), ["in/b.csv"], "a waits while b loads");
+        // A tick while b still runs starts nothing.
+        let mut outcome = Outcome::default();
+        sweep_ordered(&ctx, &mut outcome).await.expect("sweep");
+        assert_eq!(loaded(), ["in/b.csv"]);
+        // b is DONE: the tick lets a go.
+        let b_job = warehouse.calls.lock().expect("lock")[0].0.clone();
+        warehouse.done.lock().expect("lock").push(b_job);
+        sweep_ordered(&ctx, &mut outcome).await.expect("sweep");
+        assert_eq!(loaded(), ["in/b.csv", "in/b.csv", "in/a.csv"]);
+        // A redelivered arrival of b joins the queue again and adopts its DONE job; a's
+        // still runs, so nothing new starts.
+        handle(
+            StepName::Load,
+            &ctx,
+            Inbound::Object(arrivals["in/b.csv"].clone()),
+        )
+        .await
+        .expect("redelivery");
+        let ids: std::collections::BTreeSet<JobId> = warehouse
+            .calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(ids.len(), 2, "one job per object: {:?}", loaded());
+    }
+}
