@@ -146,6 +146,28 @@ class Grants(unittest.TestCase):
         found = permissions_contract.uncovered_wire_kinds(ROOT.parent, planted)
         self.assertTrue(any("'bigquery.jobs.cancel' is covered by no [[method]]" in f for f in found), found)
 
+    def test_on_failure_notices_grant_the_log_function_their_topics_and_secrets(self):
+        import tempfile
+
+        import yaml
+
+        doc = yaml.safe_load((ROOT.parent / "examples/deploy.yaml").read_text())
+        doc["pipelines"][0]["on_failure"] = [
+            {"publish": "sales-failures"},
+            {"webhook": {"url_secret": "projects/acme-prod/secrets/chat-webhook"}},
+        ]
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump(doc, f)
+            f.flush()
+            mod = module(config_file=f.name)
+            topic = one(mod, "google_pubsub_topic_iam_member", "on_failure_publisher", "projects/acme-prod/topics/sales-failures")
+            secret = one(mod, "google_secret_manager_secret_iam_member", "on_failure_webhook", "projects/acme-prod/secrets/chat-webhook")
+        for grant, role in ((topic, "roles/pubsub.publisher"), (secret, "roles/secretmanager.secretAccessor")):
+            self.assertEqual(grant.args()["role"], role)
+            self.assertTrue(grant.args()["member"].startswith("serviceAccount:conveyor-log@"), grant.args())
+        # Without on_failure: no such grant.
+        self.assertEqual(list(module().instances("google_pubsub_topic_iam_member", "on_failure_publisher")), [])
+
     def test_a_removed_grant_is_an_under_grant(self):
         real = permissions_contract.bindings
 
