@@ -17,7 +17,6 @@
 pub mod actions;
 pub mod graph;
 pub mod lineage;
-pub mod links;
 mod pages;
 pub mod runs;
 mod svg;

@@ -214,7 +214,7 @@ pub struct Task {
     /// The tails of its standard output and error (local and SSH jobs), as last read.
     pub log: Option<conveyor_core::task_log::TaskLog>,
     /// Links to its Google job's console page and logs ([`with_links`]).
-    pub links: Vec<crate::links::Link>,
+    pub links: Vec<conveyor_core::links::Link>,
 }
 
 /// `tasks` of a run of `pipeline` in `config`, each with the links of its Google job.
@@ -224,7 +224,9 @@ pub fn with_links(mut tasks: Vec<Task>, config: &Config, pipeline: &str) -> Vec<
     };
     for t in &mut tasks {
         if let (Some((_, job)), Some(id)) = (p.job(&t.node), &t.job_id) {
-            t.links = crate::links::job_links(&job.spec, id);
+            // The deployment's BigQuery project and location are not in the pipeline file: a
+            // `sql` job has no link here (`status` has the same limit).
+            t.links = conveyor_core::links::job_links(&job.spec, id, None);
         }
     }
     tasks
