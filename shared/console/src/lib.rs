@@ -683,22 +683,34 @@ struct ActionForm {
     confirm: Option<String>,
 }
 
+/// The confirmation page of `action` on a run (GET of the action's route).
+async fn confirm(
+    c: &Console,
+    run_id: &str,
+    headers: &HeaderMap,
+    action: pages::Action,
+    job: Option<&str>,
+) -> Result<maud::Markup, PageError> {
+    let who = operator(c, headers).await?;
+    let (summary, jobs) = run_and_jobs(c, run_id).await?;
+    Ok(pages::confirm(
+        &c.inner.title,
+        &summary,
+        &jobs,
+        action,
+        job,
+        &who,
+    ))
+}
+
 async fn confirm_rerun(
     State(c): State<Console>,
     Path(run_id): Path<String>,
     headers: HeaderMap,
     Query(f): Query<ActionForm>,
 ) -> Result<maud::Markup, PageError> {
-    let who = operator(&c, &headers).await?;
-    let (summary, jobs) = run_and_jobs(&c, &run_id).await?;
-    Ok(pages::confirm(
-        &c.inner.title,
-        &summary,
-        &jobs,
-        pages::Action::Rerun,
-        f.from.as_deref().or(f.job.as_deref()),
-        &who,
-    ))
+    let from = f.from.as_deref().or(f.job.as_deref());
+    confirm(&c, &run_id, &headers, pages::Action::Rerun, from).await
 }
 
 async fn confirm_mark_success(
@@ -707,16 +719,8 @@ async fn confirm_mark_success(
     headers: HeaderMap,
     Query(f): Query<ActionForm>,
 ) -> Result<maud::Markup, PageError> {
-    let who = operator(&c, &headers).await?;
-    let (summary, jobs) = run_and_jobs(&c, &run_id).await?;
-    Ok(pages::confirm(
-        &c.inner.title,
-        &summary,
-        &jobs,
-        pages::Action::MarkSuccess,
-        f.job.as_deref(),
-        &who,
-    ))
+    let job = f.job.as_deref();
+    confirm(&c, &run_id, &headers, pages::Action::MarkSuccess, job).await
 }
 
 fn confirmed(f: &ActionForm) -> Result<(), PageError> {

@@ -275,9 +275,7 @@ impl MetadataToken {
     /// The metadata server at `GCE_METADATA_HOST` (`host:port`, as google-cloud-auth reads
     /// it), else `metadata.google.internal`.
     pub fn from_env() -> Self {
-        let host = std::env::var("GCE_METADATA_HOST")
-            .unwrap_or_else(|_| "metadata.google.internal".to_owned());
-        Self::at(&format!("http://{host}"))
+        Self::at(&metadata_root())
     }
 
     /// The metadata server at `root` (`http://host:port`).
@@ -352,6 +350,14 @@ impl MetadataToken {
         });
         Ok(f(c))
     }
+}
+
+/// The metadata server's root URL: `GCE_METADATA_HOST` (`host:port`, as google-cloud-auth
+/// reads it), else `metadata.google.internal`.
+pub(crate) fn metadata_root() -> String {
+    let host = std::env::var("GCE_METADATA_HOST")
+        .unwrap_or_else(|_| "metadata.google.internal".to_owned());
+    format!("http://{host}")
 }
 
 #[cfg(test)]

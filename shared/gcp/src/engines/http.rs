@@ -91,9 +91,7 @@ impl MetadataIdTokens {
     /// The metadata server at `GCE_METADATA_HOST` (`host:port`), else
     /// `metadata.google.internal`.
     pub fn from_env() -> Self {
-        let host = std::env::var("GCE_METADATA_HOST")
-            .unwrap_or_else(|_| "metadata.google.internal".to_owned());
-        Self::at(&format!("http://{host}"))
+        Self::at(&crate::auth::metadata_root())
     }
 
     /// The metadata server at `root` (`http://host:port`).
