@@ -337,13 +337,47 @@ async fn check_load(
             (EventType::StepFailed, Status::Failed)
         }
     };
-    let ev = ctx.event(
+    let ev = poll_event(ctx, pipeline, &open, kind, status, detail);
+    publish(ctx, outcome, ev).await
+}
+
+/// The poll step's event about `open`'s attempt of a job of `pipeline`.
+fn poll_event(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    open: &Open,
+    kind: EventType,
+    status: Status,
+    detail: Detail,
+) -> crate::event::ConveyorEvent {
+    ctx.event(
         kind,
         open.run_id.clone(),
         Some(pipeline.name.clone()),
         StepName::Poll,
         open.attempt,
         status,
+        detail,
+    )
+}
+
+/// Ends `job`'s attempt TIMED_OUT because its run passed the pipeline's whole-run timeout
+/// (`detail.error` says so).
+async fn timed_out_with_the_run(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    job: &Job,
+    open: &Open,
+    detail: Detail,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    outcome.summary = format!("job {} timed out with the run", job.name);
+    let ev = poll_event(
+        ctx,
+        pipeline,
+        open,
+        EventType::BatchFinished,
+        Status::TimedOut,
         detail,
     );
     publish(ctx, outcome, ev).await
@@ -363,17 +397,7 @@ async fn check_rows(
         // rule. The job ends now, for every row.
         let mut detail = open.detail.clone();
         detail.error = Some(why);
-        outcome.summary = format!("job {} timed out with the run", job.name);
-        let ev = ctx.event(
-            EventType::BatchFinished,
-            open.run_id.clone(),
-            Some(pipeline.name.clone()),
-            StepName::Poll,
-            open.attempt,
-            Status::TimedOut,
-            detail,
-        );
-        return publish(ctx, outcome, ev).await;
+        return timed_out_with_the_run(ctx, pipeline, job, &open, detail, outcome).await;
     }
     let children = &open.detail.children;
     let since = open
@@ -446,12 +470,11 @@ async fn check_rows(
     };
     info!(run_id = %open.run_id, job = %job.name, status = %status, "every row has ended");
     outcome.summary = format!("job {} {status}", job.name);
-    let ev = ctx.event(
+    let ev = poll_event(
+        ctx,
+        pipeline,
+        &open,
         EventType::BatchFinished,
-        open.run_id.clone(),
-        Some(pipeline.name.clone()),
-        StepName::Poll,
-        open.attempt,
         status,
         detail,
     );
@@ -481,17 +504,7 @@ async fn check_batch(
                 "{why}; no retry after: {}",
                 open.detail.error.as_deref().unwrap_or("no error given")
             ));
-            outcome.summary = format!("job {} timed out with the run", job.name);
-            let ev = ctx.event(
-                EventType::BatchFinished,
-                open.run_id.clone(),
-                Some(pipeline.name.clone()),
-                StepName::Poll,
-                open.attempt,
-                Status::TimedOut,
-                detail,
-            );
-            return publish(ctx, outcome, ev).await;
+            return timed_out_with_the_run(ctx, pipeline, job, &open, detail, outcome).await;
         }
         // A failed attempt waiting for its retry.
         match detail.retry_at {
@@ -520,12 +533,11 @@ async fn check_batch(
         )));
     };
     let finish = |status: Status, detail: Detail| {
-        ctx.event(
+        poll_event(
+            ctx,
+            pipeline,
+            &open,
             EventType::BatchFinished,
-            open.run_id.clone(),
-            Some(pipeline.name.clone()),
-            StepName::Poll,
-            open.attempt,
             status,
             detail,
         )
@@ -652,12 +664,11 @@ async fn check_batch(
             .iter()
             .any(|s| s.eq_ignore_ascii_case(&state.state))
     {
-        let ev = ctx.event(
+        let ev = poll_event(
+            ctx,
+            pipeline,
+            &open,
             EventType::BatchRunning,
-            open.run_id.clone(),
-            Some(pipeline.name.clone()),
-            StepName::Poll,
-            open.attempt,
             Status::Running,
             detail,
         );
