@@ -28,13 +28,28 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         .and_then(|p| ctx.config.pipeline(p.as_str()));
     let target = ctx.config.run_log_target(pipeline);
     let table = target.table.clone();
-    let row = row_for(&event, &ctx.config.environment);
+    let mut row = row_for(&event, &ctx.config.environment);
+    // The job's own `db` / `table` and `run_log` destinations, when the row is a job's.
+    let job = pipeline
+        .zip(event.detail.job.as_deref())
+        .and_then(|(p, j)| p.job(j))
+        .map(|(_, j)| j);
+    if let Some(job) = job {
+        name_what_the_job_is_about(job, &event, &mut row);
+    }
     ctx.ports
         .run_log
         .record(&table, &row)
         .await
         .map_err(StepError::from_port)?;
-    record_in_sinks(ctx, &target.sinks(), &row).await?;
+    let sinks: Vec<_> = target
+        .sinks()
+        .into_iter()
+        .filter(|s| match s {
+            crate::config::RunLogSink::Postgres(_) => job.is_none_or(|j| j.logs_to_postgres()),
+        })
+        .collect();
+    record_in_sinks(ctx, &sinks, &row).await?;
     emit_lineage(ctx, &event).await?;
     if ends_in_failure(&event) {
         warn!(run_id = %event.run_id, pipeline = event.pipeline.as_ref().map_or("", |p| p.as_str()), step = %event.step, status = %event.status, error = event.detail.error.as_deref().unwrap_or(""), "run ended in failure");
@@ -100,6 +115,31 @@ pub fn row_for(event: &ConveyorEvent, environment: &str) -> RunLogRow {
         detail: serde_json::to_string(d).unwrap_or_default(),
         job: d.job.clone(),
         run_date: crate::run_date::of_vars(&d.vars),
+    }
+}
+
+/// Fills `row`'s `db_name` and `table_name` from the job's `db` and `table` (rendered with the
+/// event's values; a template that cannot be rendered is left out, with a warning).
+fn name_what_the_job_is_about(
+    job: &crate::config::Job,
+    event: &ConveyorEvent,
+    row: &mut RunLogRow,
+) {
+    let render = |field: &str, template: &Option<String>| {
+        let template = template.as_ref()?;
+        match crate::config::render_parameter(template, &event.detail.vars) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(run_id = %event.run_id, job = %job.name, field, error = %e, "cannot fill the job's run-log field");
+                None
+            }
+        }
+    };
+    if let Some(db) = render("db", &job.db) {
+        row.db_name = Some(db);
+    }
+    if let Some(table) = render("table", &job.table) {
+        row.table_name = Some(table);
     }
 }
 
