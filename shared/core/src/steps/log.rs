@@ -51,8 +51,11 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         .collect();
     record_in_sinks(ctx, &sinks, &row).await?;
     emit_lineage(ctx, &event).await?;
-    if ends_in_failure(&event) {
-        warn!(run_id = %event.run_id, pipeline = event.pipeline.as_ref().map_or("", |p| p.as_str()), step = %event.step, status = %event.status, error = event.detail.error.as_deref().unwrap_or(""), "run ended in failure");
+    let warned = check_warned(&event);
+    if ends_in_failure(&event) || warned {
+        if !warned {
+            warn!(run_id = %event.run_id, pipeline = event.pipeline.as_ref().map_or("", |p| p.as_str()), step = %event.step, status = %event.status, error = event.detail.error.as_deref().unwrap_or(""), "run ended in failure");
+        }
         if let Some(alerts) = &ctx.ports.alerts {
             alerts.publish(&event).await.map_err(|e| {
                 StepError::Transient(format!("cannot publish to the alerts topic: {e}"))
@@ -176,6 +179,24 @@ async fn emit_lineage(ctx: &Context, event: &ConveyorEvent) -> Result<(), StepEr
     }
     Ok(())
 }
+
+/// Whether `event` is a job or run that SUCCEEDED with `warn` checks failing (its error starts
+/// with [`CHECK_WARN`]): published to the alerts topic as well, once per job or run end.
+pub fn check_warned(event: &ConveyorEvent) -> bool {
+    event.status == Status::Succeeded
+        && matches!(
+            event.kind,
+            crate::event::EventType::BatchFinished | crate::event::EventType::RunFinished
+        )
+        && event
+            .detail
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(CHECK_WARN))
+}
+
+/// The start of the error of a job or run that SUCCEEDED with `warn` checks failing.
+pub const CHECK_WARN: &str = "CHECK_WARN:";
 
 /// Whether `event` ends its run in failure, so that it is logged as `run ended in failure` and
 /// published to the alerts topic: once per failed run, at its end (see
