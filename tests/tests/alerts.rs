@@ -1,5 +1,6 @@
 //! The alerts topic: the log step publishes each event that ends a run in failure (the run's
-//! end FAILED or TIMED_OUT, a failed load, a REJECTED request) to it, and only those: one alert
+//! end FAILED or TIMED_OUT, a failed load, a REJECTED request) and each job or run end whose
+//! `warn` data-quality checks failed (SUCCEEDED, `CHECK_WARN: …`) to it, and only those: one alert
 //! per failed run, not one for the job and one for the run; a failed publish asks for
 //! redelivery.
 
@@ -47,6 +48,13 @@ fn event(run: &str, kind: EventType, status: Status, retry: bool) -> ConveyorEve
             ..Detail::default()
         },
     )
+}
+
+/// A SUCCEEDED event whose error is `error` (a `warn` check's `CHECK_WARN: …`).
+fn warned(run: &str, kind: EventType, error: &str) -> ConveyorEvent {
+    let mut e = event(run, kind, Status::Succeeded, false);
+    e.detail.error = Some(error.to_owned());
+    e
 }
 
 async fn post(ctx: &Context, e: &ConveyorEvent) -> StatusCode {
@@ -119,6 +127,27 @@ async fn only_events_that_end_a_run_in_failure_reach_the_alerts_topic() {
         ),
         (
             event("d", EventType::BatchFinished, Status::Succeeded, false),
+            false,
+        ),
+        // `warn` data-quality checks that failed: the job (or the run) SUCCEEDED, and alerts.
+        (
+            warned(
+                "w",
+                EventType::BatchFinished,
+                "CHECK_WARN: check rows: observed 0, expected at least 1",
+            ),
+            true,
+        ),
+        (
+            warned(
+                "w",
+                EventType::RunFinished,
+                "CHECK_WARN: check fresh: observed 30h old",
+            ),
+            true,
+        ),
+        (
+            warned("x", EventType::BatchSubmitted, "CHECK_WARN: not an end"),
             false,
         ),
     ];

@@ -43,6 +43,16 @@ pipelines:
         query: "SELECT 1 AS id"
         destination: "mart.one_{date}"
         checks: [{ row_count: { table: "mart.one_{date}", min: 2 } }]
+  - name: audited
+    trigger: { manual: true }
+    poll: { interval: 50ms, max_attempts: 1 }
+    checks: [{ name: rows, row_count: { table: "mart.audit_{date}", min: 1 } }]
+    jobs:
+      - name: build
+        engine: sql
+        query: "SELECT 1 AS id"
+        destination: "mart.audit_{date}"
+      - { name: cleanup, engine: local, command: "true", needs: [build], run_if: one_failed }
 "#;
 
 /// The python of the venv with openlineage-python, or `None` (the test is then skipped,
@@ -106,10 +116,14 @@ fn names(datasets: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// The events of job `name` (`pipeline.job`), as (eventType, event).
+/// The events of job `name` (`pipeline.job`), as (eventType, event), each (runId, eventType)
+/// once: the file is at-least-once (a redelivered or re-decided event appends its events
+/// again), and readers merge on those two, as Marquez and Dataplex do.
 fn of<'a>(all: &'a [Value], name: &str) -> Vec<(&'a str, &'a Value)> {
+    let mut seen = BTreeSet::new();
     all.iter()
         .filter(|e| e["job"]["name"] == name)
+        .filter(|e| seen.insert((e["run"]["runId"].to_string(), e["eventType"].to_string())))
         .map(|e| (e["eventType"].as_str().unwrap_or(""), e))
         .collect()
 }
@@ -319,6 +333,37 @@ pipelines:
     assert!(
         of(&all, "strict.batch").is_empty(),
         "no batch after a failed load"
+    );
+    chain.stop().await;
+}
+
+/// A job SKIPPED by its rule is an aborted run of it, and the pipeline's own checks are a run
+/// of `<pipeline>.checks` reading their tables, ended with the run.
+#[tokio::test]
+async fn a_skipped_job_aborts_and_the_pipelines_checks_are_a_run_of_their_own() {
+    let Some(python) = openlineage_python() else {
+        return;
+    };
+    let chain = Chain::start(PIPELINES).await;
+    chain
+        .accepted(
+            StepName::Submit,
+            r#"{"pipeline":"audited","key":"a1","time":"2026-11-20T06:00:00Z"}"#,
+        )
+        .await;
+    chain.settle(Duration::from_secs(30)).await;
+    let file = chain.dir.path().join("state/lineage.jsonl");
+    validate(&python, &file);
+    let all = events(&file);
+    let cleanup = of(&all, "audited.cleanup");
+    let kinds: Vec<&str> = cleanup.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["ABORT"], "{all:#?}");
+    let checks = of(&all, "audited.checks");
+    let kinds: Vec<&str> = checks.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["START", "COMPLETE"], "{all:#?}");
+    assert_eq!(
+        names(&checks[1].1["inputs"]),
+        set(&["sqlite:mart.audit_2026_11_20"])
     );
     chain.stop().await;
 }

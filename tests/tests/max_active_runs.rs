@@ -53,15 +53,30 @@ pipelines:
 "#
     .replace("SPANS", &spans_file.display().to_string());
     let chain = Chain::start(&yaml).await;
-    // Three starts at once, the latest date first: it takes the one slot.
-    for date in ["2026-11-03", "2026-11-01", "2026-11-02"] {
+    let start = async |date: &str| {
         chain
             .accepted(
                 StepName::Submit,
                 &format!(r#"{{"pipeline":"nightly","date":"{date}"}}"#),
             )
             .await;
+    };
+    // The latest date first: it takes the one slot. Admission reads the run log, so the next
+    // starts wait until its first row is written (starts decided before that may both pass:
+    // see the delivery guarantees); then two at once.
+    start("2026-11-03").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !chain
+        .run_log()
+        .await
+        .iter()
+        .any(|r| r.status == "SUBMITTED")
+    {
+        assert!(Instant::now() < deadline, "the first run did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    start("2026-11-02").await;
+    start("2026-11-01").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let log = chain.run_log().await;

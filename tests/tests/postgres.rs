@@ -373,3 +373,128 @@ async fn the_latest_status_view_says_failed_when_a_later_job_failed_after_an_ear
         );
     }
 }
+
+/// `jobs[].run_log` and `db` / `table` (the source documents' replicator): the cloud step's
+/// rows go to the run-log table only, the on-prem step's to the PostgreSQL table as well, and
+/// each names the replicated database and table.
+#[tokio::test]
+async fn each_jobs_rows_go_where_its_run_log_says_naming_its_database_and_table() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalStore::new(dir.path().join("buckets")).expect("store");
+    let sqlite =
+        Arc::new(SqliteWarehouse::open(dir.path().join("warehouse"), Arc::new(store)).expect("db"));
+    let yaml = format!(
+        r#"
+run_log:
+  table: conveyor.run_log
+  postgres: {{ url_secret: {URL_SECRET}, table: ops.run_log }}
+pipelines:
+  - name: replicator
+    trigger: {{ object: {{ bucket: landing, pattern: "cerebro/{{db}}/{{table_name}}/*.csv" }} }}
+    jobs:
+      - {{ name: cloud_copy, engine: local, command: "true", run_log: [bigquery], db: "{{db}}", table: "{{table_name}}" }}
+      - {{ name: onprem_copy, engine: local, command: "true", run_log: [postgres], db: "{{db}}", table: "{{table_name}}" }}
+"#
+    );
+    let config = conveyor_core::config::parse_str(&yaml, "test.yaml").expect("config");
+    let ctx = Context::new(
+        Arc::new(config),
+        Ports {
+            run_log: sqlite.clone(),
+            sinks: Arc::new(server.verified()),
+            bus: Arc::new(Bus::default()),
+            ..Ports::unwired()
+        },
+    );
+    let router = conveyor_core::http::router(StepName::Log, ctx.clone());
+    let pipeline = PipelineName::parse("replicator").expect("pipeline");
+    let run_id = RunId::derive(&pipeline, &["cerebro"]);
+    let mut n = 0;
+    for job in ["cloud_copy", "onprem_copy"] {
+        for status in [Status::Submitted, Status::Succeeded] {
+            let e = ConveyorEvent::new(
+                if status == Status::Submitted {
+                    EventType::BatchSubmitted
+                } else {
+                    EventType::BatchFinished
+                },
+                run_id.clone(),
+                Some(pipeline.clone()),
+                StepName::Poll,
+                1,
+                status,
+                Detail {
+                    job_id: Some(JobId::derive(job, &run_id, 1)),
+                    engine: Some("local".into()),
+                    job: Some(job.into()),
+                    vars: [
+                        ("db".to_owned(), "dev1_groupondw".to_owned()),
+                        ("table_name".to_owned(), "ref_attr_class_dev".to_owned()),
+                        ("date".to_owned(), "2026-11-20".to_owned()),
+                    ]
+                    .into(),
+                    ..Detail::default()
+                },
+            );
+            n += 1;
+            let req = Request::post("/")
+                .header("content-type", "application/json")
+                .body(Body::from(push(&e, n)))
+                .expect("request");
+            let status = router
+                .clone()
+                .oneshot(req)
+                .await
+                .expect("response")
+                .status();
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+
+    let pg: Vec<(String, String, Option<String>, Option<String>)> = server
+        .query(
+            "SELECT job, status, \"dbName\", \"tableName\" FROM ops.run_log ORDER BY td_timestamp",
+        )
+        .await
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let named = |job: &str, status: &str| {
+        (
+            job.to_owned(),
+            status.to_owned(),
+            Some("dev1_groupondw".to_owned()),
+            Some("ref_attr_class_dev".to_owned()),
+        )
+    };
+    assert_eq!(
+        pg,
+        vec![
+            named("onprem_copy", "SUBMITTED"),
+            named("onprem_copy", "SUCCEEDED")
+        ],
+        "only the on-prem step's rows reach PostgreSQL, naming the replicated table"
+    );
+    let table = TableRef::parse("conveyor.run_log").expect("table");
+    let mut local: Vec<(String, String, Option<String>, Option<String>)> =
+        conveyor_core::ports::RunLog::recent(sqlite.as_ref(), &table, 100)
+            .await
+            .expect("run log")
+            .into_iter()
+            .map(|r| (r.job.unwrap_or_default(), r.status, r.db_name, r.table_name))
+            .collect();
+    local.reverse();
+    assert_eq!(
+        local,
+        vec![
+            named("cloud_copy", "SUBMITTED"),
+            named("cloud_copy", "SUCCEEDED"),
+            named("onprem_copy", "SUBMITTED"),
+            named("onprem_copy", "SUCCEEDED"),
+        ],
+        "the run-log table keeps every row (the chain follows it), each naming the table"
+    );
+}

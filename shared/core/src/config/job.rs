@@ -57,6 +57,42 @@ pub struct Job {
     /// Data-quality checks run after the job SUCCEEDED: a failing `error` check fails it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<super::Check>,
+    /// Where the job's run-log rows go besides the run-log table (which keeps every row: it is
+    /// what the chain follows): `[bigquery]` the table only, `[postgres]` or `[both]` the
+    /// pipeline's `run_log.postgres` table too. Default: every destination configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub run_log: Vec<RunLogDestination>,
+    /// The database the job is about, written to its run-log rows' `db_name` (a template of
+    /// the run's values, e.g. the replicated Teradata database `{db}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<String>,
+    /// The table the job is about, written to its run-log rows' `table_name` (a template of
+    /// the run's values, e.g. `{table_name}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+}
+
+/// `jobs[].run_log`: a destination of a job's run-log rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunLogDestination {
+    /// The run-log table (BigQuery on Google Cloud, the embedded database embedded) only.
+    Bigquery,
+    /// The pipeline's `run_log.postgres` table (Cloud SQL) as well.
+    Postgres,
+    /// Both.
+    Both,
+}
+
+impl Job {
+    /// Whether the job's rows go to the PostgreSQL sink (when one is configured).
+    pub fn logs_to_postgres(&self) -> bool {
+        self.run_log.is_empty()
+            || self
+                .run_log
+                .iter()
+                .any(|d| matches!(d, RunLogDestination::Postgres | RunLogDestination::Both))
+    }
 }
 
 /// `jobs[].when`: `{ table_exists: "ds.t_{date_nodash}" }` or `{ query: "SELECT …" }` (the

@@ -70,8 +70,8 @@ pub use engines::{
 };
 pub(crate) use job::truthy as job_truthy;
 pub use job::{
-    BadFiles, Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, MarkerCovers, RunIf, When,
-    WindowBatch,
+    BadFiles, Ended, ForEach, ForEachRow, Job, LoadBatch, MarkerBatch, MarkerCovers, RunIf,
+    RunLogDestination, When, WindowBatch,
 };
 use job::{RUN_ACTIVE, RUN_KEY};
 pub use lineage::LineageConfig;
@@ -399,6 +399,9 @@ impl Pipeline {
                 run_if: RunIf::default(),
                 when: None,
                 checks: Vec::new(),
+                run_log: Vec::new(),
+                db: None,
+                table: None,
             });
         }
         for (i, job) in self.jobs.iter_mut().enumerate() {

@@ -209,6 +209,8 @@ impl JsonSchema for Job {
         let run_if = generator.subschema_for::<super::RunIf>();
         let when = generator.subschema_for::<super::When>();
         let checks = generator.subschema_for::<Vec<super::Check>>();
+        let run_log = generator.subschema_for::<Vec<super::RunLogDestination>>();
+        let text = generator.subschema_for::<String>();
         let mut engines = BatchSpec::json_schema(generator).to_value();
         let mut variants = match engines.get_mut("oneOf").map(Value::take) {
             Some(Value::Array(v)) => v,
@@ -248,6 +250,27 @@ impl JsonSchema for Job {
                     with_description(
                         needs.clone(),
                         "The jobs this one waits for. Without `needs` anywhere the jobs run in list order; with it they form a graph and a job without `needs` starts with the run.",
+                    ),
+                );
+                props.insert(
+                    "run_log".into(),
+                    with_description(
+                        run_log.clone(),
+                        "Where the job's run-log rows go besides the run-log table: [bigquery] the table only, [postgres] or [both] the pipeline's run_log.postgres table too (default: every destination configured).",
+                    ),
+                );
+                props.insert(
+                    "db".into(),
+                    with_description(
+                        text.clone(),
+                        "The database the job is about, written to its run-log rows' db_name (a template of the run's values).",
+                    ),
+                );
+                props.insert(
+                    "table".into(),
+                    with_description(
+                        text.clone(),
+                        "The table the job is about, written to its run-log rows' table_name (a template of the run's values).",
                     ),
                 );
                 props.insert(

@@ -14,7 +14,9 @@
 //! | a job FAILED (CHECK_FAILED included), TIMED_OUT | FAIL, with its error |
 //! | a load SUCCEEDED | START (at its start) and COMPLETE |
 //! | a load FAILED | START and FAIL |
-//! | anything else (RUNNING, SKIPPED, a run's end, a stage) | none |
+//! | a job SKIPPED (its `run_if` or `when`) | ABORT |
+//! | a run's end after the pipeline's `checks` ran (SUCCEEDED, or FAILED with CHECK_FAILED) | START and COMPLETE or FAIL of `<pipeline>.checks`, reading the checks' tables |
+//! | anything else (RUNNING, other run ends, a stage) | none |
 //!
 //! Inputs: a load's `gs://` object; a `sql` job's source tables (the names after `FROM` and
 //! `JOIN` in its query); the tables its checks read. Outputs: a load's table with the declared
@@ -27,7 +29,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::config::{BatchSpec, Config, Job, Pipeline, SchemaSpec};
-use crate::event::{ConveyorEvent, Status, StepName};
+use crate::event::{ConveyorEvent, EventType, Status, StepName};
 use crate::names::TableRef;
 use crate::ports::{RunEvent, TableNaming};
 
@@ -46,6 +48,9 @@ const JOB_TYPE_FACET: &str =
     "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet";
 const PARENT_FACET: &str =
     "https://openlineage.io/spec/facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet";
+
+/// The OpenLineage job (after the pipeline's name) of a pipeline's own `checks`.
+const PIPELINE_CHECKS: &str = "checks";
 
 /// The OpenLineage run events of `event` (none for most events: see the module's table).
 pub fn lineage_events(
@@ -73,6 +78,28 @@ pub fn lineage_events(
                 _ => return Vec::new(),
             }
         }
+        StepName::Submit if event.kind == EventType::RunFinished => {
+            // The pipeline's own checks ran just before a run's end whose jobs all
+            // SUCCEEDED: one `<pipeline>.checks` run, started and ended at the run's end.
+            let checked = !pipeline.checks.is_empty()
+                && match event.status {
+                    Status::Succeeded => true,
+                    Status::Failed => d
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("CHECK_FAILED")),
+                    _ => false,
+                };
+            if !checked {
+                return Vec::new();
+            }
+            let end = if event.status == Status::Succeeded {
+                "COMPLETE"
+            } else {
+                "FAIL"
+            };
+            (PIPELINE_CHECKS.to_owned(), vec![ended("START"), ended(end)])
+        }
         StepName::Submit | StepName::Poll => {
             let Some(job) = d.job.clone() else {
                 return Vec::new();
@@ -81,6 +108,8 @@ pub fn lineage_events(
                 Status::Submitted => (job, vec![ended("START")]),
                 Status::Succeeded => (job, vec![ended("COMPLETE")]),
                 Status::Failed | Status::TimedOut => (job, vec![ended("FAIL")]),
+                // A job that did not run (its `run_if` or `when`): an aborted run of it.
+                Status::Skipped => (job, vec![ended("ABORT")]),
                 _ => return Vec::new(),
             }
         }
@@ -259,7 +288,12 @@ fn job_datasets(
             written.insert(t.to_string());
         }
     }
-    for check in job.iter().flat_map(|j| j.checks.iter()) {
+    let checks: &[crate::config::Check] = match job {
+        Some(j) => &j.checks,
+        None if job_name == PIPELINE_CHECKS => &pipeline.checks,
+        None => &[],
+    };
+    for check in checks {
         for template in check.templates() {
             if let Ok(text) = crate::config::render_parameter(template, &vars) {
                 if check.sql.as_deref() == Some(template) {
@@ -326,6 +360,83 @@ mod tests {
         let groups: Vec<usize> = a.split('-').map(str::len).collect();
         assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
         assert_eq!(&a[14..15], "8", "version 8: {a}");
+    }
+
+    #[test]
+    fn a_skipped_job_aborts_and_a_run_end_after_the_pipelines_checks_is_their_run() {
+        let config = crate::config::parse_str(
+            r#"
+environment: test
+pipelines:
+  - name: p
+    trigger: { manual: true }
+    checks: [{ name: rows, row_count: { table: "ds.t", min: 1 } }]
+    jobs:
+      - { name: a, engine: local, command: "true" }
+      - { name: b, engine: local, command: "true", needs: [a], run_if: one_failed }
+"#,
+            "t.yaml",
+        )
+        .expect("config");
+        let p = crate::names::PipelineName::parse("p").expect("name");
+        let run = crate::names::RunId::derive(&p, &["k"]);
+        let event = |kind, status, job: Option<&str>, error: Option<&str>| {
+            ConveyorEvent::new(
+                kind,
+                run.clone(),
+                Some(p.clone()),
+                StepName::Submit,
+                1,
+                status,
+                crate::event::Detail {
+                    job: job.map(str::to_owned),
+                    error: error.map(str::to_owned),
+                    ..crate::event::Detail::default()
+                },
+            )
+        };
+        let tables = TableNaming {
+            namespace: "sqlite".to_owned(),
+            project: None,
+        };
+        let kinds = |e: &ConveyorEvent| -> Vec<(String, String)> {
+            lineage_events(e, &config, &tables)
+                .iter()
+                .map(|r| {
+                    let v = r.json();
+                    (
+                        v["eventType"].as_str().unwrap_or_default().to_owned(),
+                        v["job"]["name"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let skipped = event(EventType::BatchFinished, Status::Skipped, Some("b"), None);
+        assert_eq!(kinds(&skipped), [("ABORT".to_owned(), "p.b".to_owned())]);
+        let ok = event(EventType::RunFinished, Status::Succeeded, None, None);
+        assert_eq!(
+            kinds(&ok),
+            [
+                ("START".to_owned(), "p.checks".to_owned()),
+                ("COMPLETE".to_owned(), "p.checks".to_owned())
+            ]
+        );
+        let inputs = lineage_events(&ok, &config, &tables)[0].json()["inputs"].clone();
+        assert!(inputs.to_string().contains("ds.t"), "{inputs}");
+        let check_failed = event(
+            EventType::RunFinished,
+            Status::Failed,
+            None,
+            Some("CHECK_FAILED: check rows: observed 0"),
+        );
+        assert_eq!(kinds(&check_failed)[1].0, "FAIL");
+        let job_failed = event(
+            EventType::RunFinished,
+            Status::Failed,
+            None,
+            Some("job a failed"),
+        );
+        assert!(kinds(&job_failed).is_empty(), "the checks did not run");
     }
 
     #[test]

@@ -29,16 +29,34 @@ pub(super) async fn handle(ctx: &Context, inbound: Inbound) -> Result<Outcome, S
         .and_then(|p| ctx.config.pipeline(p.as_str()));
     let target = ctx.config.run_log_target(pipeline);
     let table = target.table.clone();
-    let row = row_for(&event, &ctx.config.environment);
+    let mut row = row_for(&event, &ctx.config.environment);
+    // The job's own `db` / `table` and `run_log` destinations, when the row is a job's.
+    let job = pipeline
+        .zip(event.detail.job.as_deref())
+        .and_then(|(p, j)| p.job(j))
+        .map(|(_, j)| j);
+    if let Some(job) = job {
+        name_what_the_job_is_about(job, &event, &mut row);
+    }
     ctx.ports
         .run_log
         .record(&table, &row)
         .await
         .map_err(StepError::from_port)?;
-    record_in_sinks(ctx, &target.sinks(), &row).await?;
+    let sinks: Vec<_> = target
+        .sinks()
+        .into_iter()
+        .filter(|s| match s {
+            crate::config::RunLogSink::Postgres(_) => job.is_none_or(|j| j.logs_to_postgres()),
+        })
+        .collect();
+    record_in_sinks(ctx, &sinks, &row).await?;
     emit_lineage(ctx, &event).await?;
-    if ends_in_failure(&event) {
-        warn!(run_id = %event.run_id, pipeline = event.pipeline.as_ref().map_or("", |p| p.as_str()), step = %event.step, status = %event.status, error = event.detail.error.as_deref().unwrap_or(""), "run ended in failure");
+    let warned = check_warned(&event);
+    if ends_in_failure(&event) || warned {
+        if !warned {
+            warn!(run_id = %event.run_id, pipeline = event.pipeline.as_ref().map_or("", |p| p.as_str()), step = %event.step, status = %event.status, error = event.detail.error.as_deref().unwrap_or(""), "run ended in failure");
+        }
         if let Some(alerts) = &ctx.ports.alerts {
             alerts.publish(&event).await.map_err(|e| {
                 StepError::Transient(format!("cannot publish to the alerts topic: {e}"))
@@ -168,6 +186,31 @@ pub fn row_for(event: &ConveyorEvent, environment: &str) -> RunLogRow {
     }
 }
 
+/// Fills `row`'s `db_name` and `table_name` from the job's `db` and `table` (rendered with the
+/// event's values; a template that cannot be rendered is left out, with a warning).
+fn name_what_the_job_is_about(
+    job: &crate::config::Job,
+    event: &ConveyorEvent,
+    row: &mut RunLogRow,
+) {
+    let render = |field: &str, template: &Option<String>| {
+        let template = template.as_ref()?;
+        match crate::config::render_parameter(template, &event.detail.vars) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(run_id = %event.run_id, job = %job.name, field, error = %e, "cannot fill the job's run-log field");
+                None
+            }
+        }
+    };
+    if let Some(db) = render("db", &job.db) {
+        row.db_name = Some(db);
+    }
+    if let Some(table) = render("table", &job.table) {
+        row.table_name = Some(table);
+    }
+}
+
 /// Writes `row` to each additional sink. Every failure asks for redelivery, even a permanent
 /// one (a refused login, a missing privilege): the run-log write is idempotent, so the event
 /// is retried until the sink is fixed or it reaches the dead-letter topic, where an alert
@@ -201,6 +244,24 @@ async fn emit_lineage(ctx: &Context, event: &ConveyorEvent) -> Result<(), StepEr
     }
     Ok(())
 }
+
+/// Whether `event` is a job or run that SUCCEEDED with `warn` checks failing (its error starts
+/// with [`CHECK_WARN`]): published to the alerts topic as well, once per job or run end.
+pub fn check_warned(event: &ConveyorEvent) -> bool {
+    event.status == Status::Succeeded
+        && matches!(
+            event.kind,
+            crate::event::EventType::BatchFinished | crate::event::EventType::RunFinished
+        )
+        && event
+            .detail
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(CHECK_WARN))
+}
+
+/// The start of the error of a job or run that SUCCEEDED with `warn` checks failing.
+pub const CHECK_WARN: &str = "CHECK_WARN:";
 
 /// Whether `event` ends its run in failure, so that it is logged as `run ended in failure` and
 /// published to the alerts topic: once per failed run, at its end (see

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use lineage::{lineage_events, run_uuid, source_tables};
-pub use log::{ends_in_failure, row_for};
+pub use log::{CHECK_WARN, check_warned, ends_in_failure, row_for};
 pub use rejections::{
     About, MAX_GENERATION, Rejections, bounded_generation, bounded_reason, record_rejection,
     record_rejection_about,

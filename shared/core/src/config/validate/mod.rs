@@ -281,12 +281,60 @@ impl Validator {
             },
         }
         self.after_graph(&root, &pipelines);
+        if let (Some(file_target), Some(seq)) = (
+            &run_log,
+            get(&root, "pipelines").and_then(Node::as_sequence),
+        ) {
+            self.job_run_logs(file_target, &pipelines, seq);
+        }
         Some(Config {
             environment: environment?,
             run_log: run_log?,
             lineage: lineage?,
             pipelines,
         })
+    }
+}
+
+impl Validator {
+    /// A job's `run_log` naming `postgres` needs a PostgreSQL table for the pipeline's rows
+    /// (its own `run_log.postgres`, else the file's).
+    fn job_run_logs(
+        &mut self,
+        file_target: &super::RunLogTarget,
+        pipelines: &[super::Pipeline],
+        nodes: &[Node],
+    ) {
+        for p in pipelines {
+            let target = p.run_log.as_ref().unwrap_or(file_target);
+            if target.postgres.is_some() {
+                continue;
+            }
+            let Some((i, node)) = nodes.iter().enumerate().find(|(_, n)| {
+                get(n, "name").and_then(Node::as_scalar).map(|s| s.as_str())
+                    == Some(p.name.as_str())
+            }) else {
+                continue;
+            };
+            for (j, job) in p.jobs.iter().enumerate() {
+                if job
+                    .run_log
+                    .iter()
+                    .any(|d| !matches!(d, super::RunLogDestination::Bigquery))
+                {
+                    let at = get(node, "jobs")
+                        .and_then(Node::as_sequence)
+                        .and_then(|jobs| jobs.get(j))
+                        .and_then(|n| get(n, "run_log"))
+                        .and_then(line_of);
+                    self.issue(
+                        format!("pipelines[{i}].jobs[{j}].run_log"),
+                        at,
+                        "names postgres, but neither the pipeline's nor the file's `run_log` has a `postgres` table",
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -525,6 +573,33 @@ pipelines:
                 .any(|s| s.contains("pipelines[0].max_active_runs: must be at least 1")),
             "{shown:#?}"
         );
+    }
+
+    #[test]
+    fn a_jobs_run_log_naming_postgres_needs_a_postgres_table() {
+        let file = |run_log: &str| {
+            format!(
+                "{run_log}pipelines:\n  - name: p\n    trigger: {{ manual: true }}\n    jobs:\n      - {{ name: a, engine: local, command: \"true\", run_log: [postgres], db: \"{{date}}\", table: t }}\n"
+            )
+        };
+        let shown: Vec<String> = issues(&file("")).iter().map(ToString::to_string).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.contains("pipelines[0].jobs[0].run_log: names postgres")),
+            "{shown:#?}"
+        );
+        let with_sink = "run_log:\n  table: ops.run_log\n  postgres: { url_secret: projects/p/secrets/pg, table: ops.run_log }\n";
+        let config = parse_str(&file(with_sink), "ok.yaml").expect("valid");
+        let job = &config.pipelines[0].jobs[0];
+        assert!(job.logs_to_postgres());
+        assert_eq!(job.db.as_deref(), Some("{date}"));
+        let bq = parse_str(
+            &file(with_sink).replace("[postgres]", "[bigquery]"),
+            "ok.yaml",
+        )
+        .expect("valid");
+        assert!(!bq.pipelines[0].jobs[0].logs_to_postgres());
     }
 
     #[test]
