@@ -288,7 +288,14 @@ impl Engine {
     fn assert_creates(&self, fake: &Fake, runs: &[Run], per_run: usize) {
         let creates = (self.creates)(fake);
         if self.creates_once {
-            assert_eq!(creates.len(), per_run * runs.len(), "{creates:?}");
+            // Delivery is at least once: under load the poll tick and the event-driven poll
+            // can both start a due retry before either's row is written. The second create
+            // goes under the same id (asserted below) and adopts; at most one extra each.
+            let expected = per_run * runs.len();
+            assert!(
+                (expected..=2 * expected).contains(&creates.len()),
+                "{creates:?}"
+            );
         }
         assert_eq!(
             sorted(distinct(creates)),
@@ -887,7 +894,12 @@ const CLUSTER: Engine = Engine {
         assert_ne!(created[0], created[1], "a new cluster per attempt");
     },
     keeps_failing_check: |fake, _| {
-        assert_eq!(cluster_creates(fake).len(), 3, "a cluster per attempt");
+        // A create sent again (at-least-once delivery under load) names the same cluster.
+        assert_eq!(
+            distinct(cluster_creates(fake)).len(),
+            3,
+            "a cluster per attempt"
+        );
     },
     timed_out_check: |fake, _| {
         assert_eq!(cluster_creates(fake).len(), 1, "one cluster, not retried");
