@@ -15,14 +15,18 @@ use tracing::{info, warn};
 
 use super::super::{Context, Outcome, StepError, publish};
 use super::{LOAD_JOB, table_for};
-use crate::config::{LoadSpec, Pipeline, WriteDisposition};
+use crate::config::{LoadSpec, Pipeline, SchemaSpec, SchemaUpdateOption, WriteDisposition};
 use crate::event::{Detail, EventType, ObjectRef, Status, StepName};
+use crate::format::Format;
 use crate::names::{JobId, ObjectName, RunId, TableRef};
 use crate::ports::{LoadJob, LoadState, MAX_LOAD_URIS, PortError};
 
 /// Where `load.batch.bad_files: quarantine` moves a bad file (its name kept below): a
 /// segment starting with `_`, so the default `load.ignore` never loads it again.
 pub(super) const QUARANTINE: &str = "_quarantine/";
+
+/// The run var naming the fields that later files of a batch added to its schema.
+pub(super) const SCHEMA_ADDED: &str = "schema_added";
 
 /// How many times one chunk sets files aside and tries again without them.
 const MAX_QUARANTINE_ROUNDS: usize = 5;
@@ -228,7 +232,7 @@ impl<'a> Loader<'a> {
     async fn start(&mut self, sources: Vec<ObjectRef>) -> Result<Option<String>, StepError> {
         self.jobs += 1;
         let spec = self.spec;
-        let job = LoadJob {
+        let mut job = LoadJob {
             job_id: load_job_id(self.run_id, self.jobs),
             sources,
             table: self.table.clone(),
@@ -253,6 +257,7 @@ impl<'a> Loader<'a> {
             max_record_bytes: spec.max_record_bytes,
             generations_checked: spec.check_generation,
         };
+        self.widen(&mut job).await?;
         super::on_success::keep_sources(
             self.ctx,
             self.pipeline,
@@ -301,6 +306,52 @@ impl<'a> Loader<'a> {
             Err(e) => return Ok(Some(e.to_string())),
         }
         Ok(None)
+    }
+
+    /// Schema addition across the job's files ([`super::fields`]): several NDJSON files with
+    /// `schema: autodetect`, a later one with a key the first lacks → the union as an explicit
+    /// schema, with `ALLOW_FIELD_ADDITION` where BigQuery takes it (WRITE_APPEND, or
+    /// WRITE_TRUNCATE of one partition; a truncated table takes the new schema anyway). The
+    /// added keys are recorded in the run's `schema_added`.
+    async fn widen(&mut self, job: &mut LoadJob) -> Result<(), StepError> {
+        if job.schema != SchemaSpec::Autodetect
+            || job.format != Format::Ndjson
+            || job.sources.len() < 2
+        {
+            return Ok(());
+        }
+        let Some(union) = super::fields::union(self.ctx.ports.store.as_ref(), &job.sources).await?
+        else {
+            return Ok(());
+        };
+        info!(table = %self.table, job_id = %job.job_id, added = ?union.added, "fields of later files added to the job's schema");
+        job.schema = SchemaSpec::Columns(union.columns);
+        let takes_options = match job.write {
+            WriteDisposition::WriteAppend => true,
+            WriteDisposition::WriteTruncate => job.partition_id.is_some(),
+            WriteDisposition::WriteEmpty => false,
+        };
+        if takes_options
+            && !job
+                .schema_update_options
+                .contains(&SchemaUpdateOption::AllowFieldAddition)
+        {
+            job.schema_update_options
+                .push(SchemaUpdateOption::AllowFieldAddition);
+        }
+        let mut added: Vec<String> = self
+            .detail
+            .vars
+            .get(SCHEMA_ADDED)
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        for name in union.added {
+            if !added.contains(&name) {
+                added.push(name);
+            }
+        }
+        self.set_var(SCHEMA_ADDED, added.join(","));
+        Ok(())
     }
 
     /// Sets a value of the run (recorded with its events).
