@@ -512,3 +512,135 @@ pub(in crate::steps) async fn load_state_event(
         LoadState::Done { rows }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::SchemaUpdateOption;
+    use crate::names::{BucketName, PipelineName};
+    use crate::ports::{LoadStatus, ObjectStore as _, Ports, Warehouse};
+    use crate::testing::MemoryStore;
+
+    /// Keeps every job it is given; each is DONE at once.
+    #[derive(Default)]
+    struct Jobs(Mutex<Vec<LoadJob>>);
+
+    #[async_trait]
+    impl Warehouse for Jobs {
+        async fn load(
+            &self,
+            job: &LoadJob,
+            _: std::time::Duration,
+        ) -> Result<LoadStatus, PortError> {
+            self.0.lock().expect("lock").push(job.clone());
+            Ok(LoadStatus {
+                state: LoadState::Done { rows: 1 },
+                adopted: false,
+            })
+        }
+        async fn load_state(&self, _: &JobId) -> Result<LoadStatus, PortError> {
+            Err(PortError::not_found("no such job"))
+        }
+        async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
+            Ok(0)
+        }
+        async fn read_table(
+            &self,
+            _: &TableRef,
+            _: usize,
+        ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// The job a load of `files` into a table with `write` hands the warehouse, and the run's
+    /// `schema_added`.
+    async fn job_for(write: &str, files: &[(&str, &str)]) -> (LoadJob, Option<String>) {
+        let config = crate::config::parse_str(
+            &format!(
+                "pipelines:\n  - name: p\n    trigger: {{ object: {{ bucket: landing, pattern: \"in/{{d}}/*.json\" }} }}\n    load: {{ table: ds.t, format: NDJSON, write_disposition: {write}, batch: {{ marker: _SUCCESS }} }}\n"
+            ),
+            "t.yaml",
+        )
+        .expect("config");
+        let store = Arc::new(MemoryStore::default());
+        let warehouse = Arc::new(Jobs::default());
+        let ctx = Context::new(
+            Arc::new(config),
+            Ports {
+                store: store.clone(),
+                warehouse: warehouse.clone(),
+                ..Ports::unwired()
+            },
+        );
+        let bucket = BucketName::parse("landing").expect("bucket");
+        let mut sources = Vec::new();
+        for (name, text) in files {
+            let meta = store
+                .put(
+                    &bucket,
+                    &ObjectName::parse(name).expect("name"),
+                    super::super::window::body(text.as_bytes().to_vec()),
+                )
+                .await
+                .expect("put");
+            sources.push(meta.object);
+        }
+        let pipeline = &ctx.config.pipelines[0];
+        let spec = pipeline.load.as_ref().expect("load");
+        let run_id = RunId::derive(&PipelineName::parse("p").expect("name"), &["x"]);
+        let mut loader = Loader::new(
+            &ctx,
+            pipeline,
+            spec,
+            &run_id,
+            &BTreeMap::new(),
+            Detail::default(),
+        )
+        .expect("loader");
+        loader.chunk(sources).await.expect("chunk");
+        let added = loader.detail.vars.get(SCHEMA_ADDED).cloned();
+        let job = warehouse.0.lock().expect("lock")[0].clone();
+        (job, added)
+    }
+
+    #[tokio::test]
+    async fn a_later_file_with_a_new_key_sends_the_union_with_field_addition_where_bigquery_takes_it()
+     {
+        let files = [
+            ("in/d1/a.json", "{\"id\":1}\n"),
+            ("in/d1/b.json", "{\"id\":2,\"country\":\"fr\"}\n"),
+        ];
+        let (job, added) = job_for("WRITE_APPEND", &files).await;
+        let SchemaSpec::Columns(columns) = &job.schema else {
+            panic!("an explicit schema: {:?}", job.schema)
+        };
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "country"]);
+        assert_eq!(
+            job.schema_update_options,
+            [SchemaUpdateOption::AllowFieldAddition]
+        );
+        assert_eq!(added.as_deref(), Some("country"));
+        // A truncated table takes the new schema; BigQuery refuses the option there.
+        let (job, _) = job_for("WRITE_TRUNCATE", &files).await;
+        assert!(matches!(job.schema, SchemaSpec::Columns(_)));
+        assert!(job.schema_update_options.is_empty());
+        // No new key: autodetect, as before.
+        let (job, added) = job_for(
+            "WRITE_APPEND",
+            &[
+                ("in/d1/a.json", "{\"id\":1}\n"),
+                ("in/d1/b.json", "{\"id\":2}\n"),
+            ],
+        )
+        .await;
+        assert_eq!(job.schema, SchemaSpec::Autodetect);
+        assert!(job.schema_update_options.is_empty());
+        assert_eq!(added, None);
+    }
+}
