@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use futures::StreamExt as _;
 use serde_json::Value as Json;
 use tokio::io::AsyncReadExt as _;
 use tracing::warn;
@@ -26,7 +27,10 @@ use crate::ports::{ObjectStore, PortError};
 pub(super) const SAMPLE_LINES: usize = 500;
 
 /// The most bytes read from each file for its sample.
-pub(super) const SAMPLE_BYTES: u64 = 1 << 20;
+pub(super) const SAMPLE_BYTES: u64 = 256 << 10;
+
+/// How many files are sampled at once (a window job names up to 10,000).
+const SAMPLE_READERS: usize = 16;
 
 /// How long reading one file's sample may take.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -151,19 +155,24 @@ fn is_timestamp(s: &str) -> bool {
             .any(|f| NaiveDateTime::parse_from_str(s, f).is_ok())
 }
 
-/// The union of `samples` (each file's first bytes, in the job's order): `None` when no later
-/// file adds a key, or when a value is nested (BigQuery detects RECORD/REPEATED columns that
-/// an explicit flat schema would contradict).
-pub(super) fn union_of(samples: &[Vec<u8>]) -> Option<Union> {
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut seen: Vec<Seen> = Vec::new();
-    let mut first_keys = 0;
-    for (file, sample) in samples.iter().enumerate() {
+/// The keys seen so far in a job's samples, file by file (a sample is dropped once added, so
+/// memory holds one sample per reader, not one per file).
+#[derive(Default)]
+struct Keys {
+    index: HashMap<String, usize>,
+    names: Vec<String>,
+    seen: Vec<Seen>,
+    /// How many keys the first file has.
+    first: Option<usize>,
+}
+
+impl Keys {
+    /// Adds the next file's sample (its first bytes).
+    fn add(&mut self, sample: &[u8]) {
         // A sample cut at SAMPLE_BYTES ends in a partial line: dropped.
         let complete = match sample.iter().rposition(|b| *b == b'\n') {
             Some(end) if sample.len() as u64 >= SAMPLE_BYTES => &sample[..end],
-            _ => sample.as_slice(),
+            _ => sample,
         };
         for line in complete
             .split(|b| *b == b'\n')
@@ -175,34 +184,49 @@ pub(super) fn union_of(samples: &[Vec<u8>]) -> Option<Union> {
                 continue;
             };
             for (key, value) in &members {
-                let i = *index.entry(key.clone()).or_insert_with(|| {
-                    names.push(key.clone());
-                    seen.push(Seen::default());
-                    names.len() - 1
+                let i = *self.index.entry(key.clone()).or_insert_with(|| {
+                    self.names.push(key.clone());
+                    self.seen.push(Seen::default());
+                    self.names.len() - 1
                 });
-                if let Some(s) = seen.get_mut(i) {
+                if let Some(s) = self.seen.get_mut(i) {
                     s.observe(value);
                 }
             }
         }
-        if file == 0 {
-            first_keys = names.len();
+        self.first.get_or_insert(self.names.len());
+    }
+
+    /// The union: `None` when no later file added a key, or when a value is nested (BigQuery
+    /// detects RECORD/REPEATED columns that an explicit flat schema would contradict).
+    fn finish(self) -> Option<Union> {
+        let first = self.first.unwrap_or(0);
+        if self.names.len() == first || first == 0 || self.seen.iter().any(|s| s.nested) {
+            return None;
         }
+        let added = self.names[first..].to_vec();
+        let columns = self
+            .names
+            .into_iter()
+            .zip(&self.seen)
+            .map(|(name, s)| Column {
+                name,
+                ty: s.column_type(),
+                nullable: true,
+            })
+            .collect();
+        Some(Union { columns, added })
     }
-    if names.len() == first_keys || first_keys == 0 || seen.iter().any(|s| s.nested) {
-        return None;
+}
+
+/// The union of `samples` (each file's first bytes, in the job's order).
+#[cfg(test)]
+fn union_of(samples: &[Vec<u8>]) -> Option<Union> {
+    let mut keys = Keys::default();
+    for sample in samples {
+        keys.add(sample);
     }
-    let added = names[first_keys..].to_vec();
-    let columns = names
-        .into_iter()
-        .zip(&seen)
-        .map(|(name, s)| Column {
-            name,
-            ty: s.column_type(),
-            nullable: true,
-        })
-        .collect();
-    Some(Union { columns, added })
+    keys.finish()
 }
 
 /// The first [`SAMPLE_BYTES`] of each of `sources`, then their [`union_of`]. `None` as well
@@ -214,39 +238,53 @@ pub(super) async fn union(
     store: &dyn ObjectStore,
     sources: &[ObjectRef],
 ) -> Result<Option<Union>, StepError> {
-    let mut samples = Vec::with_capacity(sources.len());
-    for source in sources {
-        let read = async {
-            let body = store.open(&source.bucket, &source.name).await?;
-            let mut sample = Vec::new();
-            body.take(SAMPLE_BYTES)
-                .read_to_end(&mut sample)
-                .await
-                .map_err(|e| PortError::transient(format!("reading {}: {e}", source.uri())))?;
-            Ok::<_, PortError>(sample)
-        };
-        let sample = match tokio::time::timeout(SAMPLE_TIMEOUT, read).await {
-            Err(_) => {
-                return Err(StepError::Transient(format!(
-                    "reading the first lines of {} timed out",
-                    source.uri()
-                )));
-            }
-            Ok(Err(e @ PortError::Transient(_))) => {
-                return Err(StepError::Transient(e.to_string()));
-            }
-            Ok(Err(e)) => {
+    type Read<'a> = std::pin::Pin<
+        Box<dyn Future<Output = (&'a ObjectRef, Result<Vec<u8>, PortError>)> + Send + 'a>,
+    >;
+    let reads: Vec<Read<'_>> = sources
+        .iter()
+        .map(|source| -> Read<'_> {
+            Box::pin(async move { (source, sample(store, source).await) })
+        })
+        .collect();
+    let mut samples = futures::stream::iter(reads).buffered(SAMPLE_READERS);
+    let mut keys = Keys::default();
+    while let Some((source, sample)) = samples.next().await {
+        let sample = match sample {
+            Err(e @ PortError::Transient(_)) => return Err(StepError::Transient(e.to_string())),
+            Err(e) => {
                 warn!(source = %source.uri(), error = %e, "cannot sample the file's fields; the job autodetects");
                 return Ok(None);
             }
-            Ok(Ok(sample)) => sample,
+            Ok(sample) => sample,
         };
         if sample.starts_with(&[0x1f, 0x8b]) {
             return Ok(None);
         }
-        samples.push(sample);
+        keys.add(&sample);
     }
-    Ok(union_of(&samples))
+    Ok(keys.finish())
+}
+
+/// The first [`SAMPLE_BYTES`] of `source`, within [`SAMPLE_TIMEOUT`].
+async fn sample(store: &dyn ObjectStore, source: &ObjectRef) -> Result<Vec<u8>, PortError> {
+    let read = async {
+        let body = store.open(&source.bucket, &source.name).await?;
+        let mut sample = Vec::new();
+        body.take(SAMPLE_BYTES)
+            .read_to_end(&mut sample)
+            .await
+            .map_err(|e| PortError::transient(format!("reading {}: {e}", source.uri())))?;
+        Ok(sample)
+    };
+    tokio::time::timeout(SAMPLE_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(PortError::transient(format!(
+                "reading the first lines of {} timed out",
+                source.uri()
+            )))
+        })
 }
 
 #[cfg(test)]
@@ -278,6 +316,15 @@ mod tests {
         );
         assert_eq!(u.added, ["country", "at", "n", "d"]);
         assert!(u.columns.iter().all(|c| c.nullable));
+    }
+
+    #[test]
+    fn a_sample_cut_at_its_byte_limit_drops_its_partial_last_line() {
+        let mut cut = b"{\"id\":2,\"b\":1}\n".to_vec();
+        cut.extend(b"{\"id\":3,\"c\":\"");
+        cut.resize(SAMPLE_BYTES as usize, b'x');
+        let u = union_of(&[b"{\"id\":1}\n".to_vec(), cut]).expect("a union");
+        assert_eq!(u.added, ["b"]);
     }
 
     #[test]
