@@ -1621,3 +1621,63 @@ pipelines:
     assert_eq!(chain.rows("ds.parts_d1").await, 3);
     chain.stop().await;
 }
+
+/// Issue 26 item 9: a later NDJSON file of a marker batch with a key the first lacks adds its
+/// column (the first file's rows NULL there), into a new table and into an existing one;
+/// the run records the added keys.
+#[tokio::test]
+async fn a_later_ndjson_file_of_a_batch_adds_its_new_fields_as_nullable_columns() {
+    let yaml = r#"
+pipelines:
+  - name: events
+    trigger: { object: { bucket: landing, pattern: "ev/{day}/*.json" } }
+    load:
+      table: "ds.events"
+      format: NDJSON
+      batch: { marker: _SUCCESS }
+"#;
+    let chain = Chain::start(yaml).await;
+    chain.write_file("landing", "ev/d1/a.json", "{\"id\":1}\n{\"id\":2}\n");
+    chain.write_file("landing", "ev/d1/b.json", "{\"id\":3,\"country\":\"fr\"}\n");
+    chain.settle(Duration::from_secs(30)).await;
+    chain.write_file("landing", "ev/d1/_SUCCESS", "");
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    assert_eq!(chain.rows("ds.events").await, 3, "{log:#?}");
+    let row = log
+        .iter()
+        .find(|r| r.step == "load" && r.status == "SUCCEEDED")
+        .expect("the load succeeded");
+    let detail: Detail = serde_json::from_str(&row.detail).expect("detail");
+    assert_eq!(detail.vars["schema_added"], "country");
+    // The next folder's second file adds another field to the existing table.
+    chain.write_file("landing", "ev/d2/a.json", "{\"id\":4,\"country\":\"de\"}\n");
+    chain.write_file("landing", "ev/d2/b.json", "{\"id\":5,\"score\":2.5}\n");
+    chain.settle(Duration::from_secs(30)).await;
+    chain.write_file("landing", "ev/d2/_SUCCESS", "");
+    chain.settle(Duration::from_secs(30)).await;
+    let log = chain.run_log().await;
+    assert_eq!(chain.rows("ds.events").await, 5, "{log:#?}");
+    let rows = chain
+        .ctx
+        .ports
+        .warehouse
+        .read_table(&TableRef::parse("ds.events").expect("table"), 10)
+        .await
+        .expect("read");
+    let by_id = |id: &str| {
+        rows.iter()
+            .find(|r| r.get("id").map(String::as_str) == Some(id))
+            .unwrap_or_else(|| panic!("row {id} in {rows:?}"))
+    };
+    for id in ["1", "2"] {
+        assert!(by_id(id).get("country").is_none(), "{rows:?}");
+    }
+    assert_eq!(by_id("3")["country"], "fr", "{rows:?}");
+    assert_eq!(by_id("4")["country"], "de", "{rows:?}");
+    assert_eq!(by_id("5")["score"], "2.5", "{rows:?}");
+    for id in ["1", "2", "3", "4"] {
+        assert!(by_id(id).get("score").is_none(), "{rows:?}");
+    }
+    chain.stop().await;
+}

@@ -901,3 +901,61 @@ async fn a_failed_loads_error_names_the_file_each_detail_is_about() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Issue 26 item 9: the schema a batch's NDJSON files add up to (the core's union of their
+/// keys) goes out as an explicit schema, every field NULLABLE, without `autodetect`, and with
+/// `ALLOW_FIELD_ADDITION` when appending so BigQuery adds the new columns to the table.
+#[tokio::test]
+async fn a_batchs_union_schema_is_sent_with_allow_field_addition() {
+    let (url, recording) = serve_as(
+        Router::new().fallback(|| async { axum::Json(done(3)) }),
+        "bigquery",
+    )
+    .await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{url}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let column = |name: &str, ty| conveyor_core::format::Column {
+        name: name.to_owned(),
+        ty,
+        nullable: true,
+    };
+    let source = |name: &str| ObjectRef {
+        bucket: "landing".parse().expect("bucket"),
+        name: name.parse().expect("name"),
+        generation: "1".into(),
+        size: None,
+    };
+    let job = LoadJob {
+        format: Format::Ndjson,
+        sources: vec![source("ev/d1/a.json"), source("ev/d1/b.json")],
+        schema: SchemaSpec::Columns(vec![
+            column("id", conveyor_core::format::ColumnType::Int64),
+            column("country", conveyor_core::format::ColumnType::String),
+        ]),
+        schema_update_options: vec![conveyor_core::config::SchemaUpdateOption::AllowFieldAddition],
+        csv: conveyor_core::config::CsvOptions::default(),
+        ..load_job()
+    };
+    bq.load(&job, Duration::from_secs(5)).await.expect("load");
+    let sent = recording.requests()[0].body.clone().expect("a JSON body");
+    let load = &sent["configuration"]["load"];
+    assert_eq!(load["sourceFormat"], "NEWLINE_DELIMITED_JSON");
+    assert_eq!(
+        load["sourceUris"],
+        json!(["gs://landing/ev/d1/a.json", "gs://landing/ev/d1/b.json"])
+    );
+    assert!(load.get("autodetect").is_none(), "{load}");
+    assert_eq!(
+        load["schema"]["fields"],
+        json!([
+            {"name": "id", "type": "INT64", "mode": "NULLABLE"},
+            {"name": "country", "type": "STRING", "mode": "NULLABLE"},
+        ])
+    );
+    assert_eq!(load["writeDisposition"], "WRITE_APPEND");
+    assert_eq!(load["schemaUpdateOptions"], json!(["ALLOW_FIELD_ADDITION"]));
+}

@@ -15,14 +15,18 @@ use tracing::{info, warn};
 
 use super::super::{Context, Outcome, StepError, publish};
 use super::{LOAD_JOB, table_for};
-use crate::config::{LoadSpec, Pipeline, WriteDisposition};
+use crate::config::{LoadSpec, Pipeline, SchemaSpec, SchemaUpdateOption, WriteDisposition};
 use crate::event::{Detail, EventType, ObjectRef, Status, StepName};
+use crate::format::Format;
 use crate::names::{JobId, ObjectName, RunId, TableRef};
 use crate::ports::{LoadJob, LoadState, MAX_LOAD_URIS, PortError};
 
 /// Where `load.batch.bad_files: quarantine` moves a bad file (its name kept below): a
 /// segment starting with `_`, so the default `load.ignore` never loads it again.
 pub(super) const QUARANTINE: &str = "_quarantine/";
+
+/// The run var naming the fields that later files of a batch added to its schema.
+pub(super) const SCHEMA_ADDED: &str = "schema_added";
 
 /// How many times one chunk sets files aside and tries again without them.
 const MAX_QUARANTINE_ROUNDS: usize = 5;
@@ -228,7 +232,7 @@ impl<'a> Loader<'a> {
     async fn start(&mut self, sources: Vec<ObjectRef>) -> Result<Option<String>, StepError> {
         self.jobs += 1;
         let spec = self.spec;
-        let job = LoadJob {
+        let mut job = LoadJob {
             job_id: load_job_id(self.run_id, self.jobs),
             sources,
             table: self.table.clone(),
@@ -253,6 +257,7 @@ impl<'a> Loader<'a> {
             max_record_bytes: spec.max_record_bytes,
             generations_checked: spec.check_generation,
         };
+        self.widen(&mut job).await?;
         super::on_success::keep_sources(
             self.ctx,
             self.pipeline,
@@ -301,6 +306,52 @@ impl<'a> Loader<'a> {
             Err(e) => return Ok(Some(e.to_string())),
         }
         Ok(None)
+    }
+
+    /// Schema addition across the job's files ([`super::fields`]): several NDJSON files with
+    /// `schema: autodetect`, a later one with a key the first lacks → the union as an explicit
+    /// schema, with `ALLOW_FIELD_ADDITION` where BigQuery takes it (WRITE_APPEND, or
+    /// WRITE_TRUNCATE of one partition; a truncated table takes the new schema anyway). The
+    /// added keys are recorded in the run's `schema_added`.
+    async fn widen(&mut self, job: &mut LoadJob) -> Result<(), StepError> {
+        if job.schema != SchemaSpec::Autodetect
+            || job.format != Format::Ndjson
+            || job.sources.len() < 2
+        {
+            return Ok(());
+        }
+        let Some(union) = super::fields::union(self.ctx.ports.store.as_ref(), &job.sources).await?
+        else {
+            return Ok(());
+        };
+        info!(table = %self.table, job_id = %job.job_id, added = ?union.added, "fields of later files added to the job's schema");
+        job.schema = SchemaSpec::Columns(union.columns);
+        let takes_options = match job.write {
+            WriteDisposition::WriteAppend => true,
+            WriteDisposition::WriteTruncate => job.partition_id.is_some(),
+            WriteDisposition::WriteEmpty => false,
+        };
+        if takes_options
+            && !job
+                .schema_update_options
+                .contains(&SchemaUpdateOption::AllowFieldAddition)
+        {
+            job.schema_update_options
+                .push(SchemaUpdateOption::AllowFieldAddition);
+        }
+        let mut added: Vec<String> = self
+            .detail
+            .vars
+            .get(SCHEMA_ADDED)
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        for name in union.added {
+            if !added.contains(&name) {
+                added.push(name);
+            }
+        }
+        self.set_var(SCHEMA_ADDED, added.join(","));
+        Ok(())
     }
 
     /// Sets a value of the run (recorded with its events).
@@ -460,4 +511,136 @@ pub(in crate::steps) async fn load_state_event(
     } else {
         LoadState::Done { rows }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::SchemaUpdateOption;
+    use crate::names::{BucketName, PipelineName};
+    use crate::ports::{LoadStatus, ObjectStore as _, Ports, Warehouse};
+    use crate::testing::MemoryStore;
+
+    /// Keeps every job it is given; each is DONE at once.
+    #[derive(Default)]
+    struct Jobs(Mutex<Vec<LoadJob>>);
+
+    #[async_trait]
+    impl Warehouse for Jobs {
+        async fn load(
+            &self,
+            job: &LoadJob,
+            _: std::time::Duration,
+        ) -> Result<LoadStatus, PortError> {
+            self.0.lock().expect("lock").push(job.clone());
+            Ok(LoadStatus {
+                state: LoadState::Done { rows: 1 },
+                adopted: false,
+            })
+        }
+        async fn load_state(&self, _: &JobId) -> Result<LoadStatus, PortError> {
+            Err(PortError::not_found("no such job"))
+        }
+        async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
+            Ok(0)
+        }
+        async fn read_table(
+            &self,
+            _: &TableRef,
+            _: usize,
+        ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// The job a load of `files` into a table with `write` hands the warehouse, and the run's
+    /// `schema_added`.
+    async fn job_for(write: &str, files: &[(&str, &str)]) -> (LoadJob, Option<String>) {
+        let config = crate::config::parse_str(
+            &format!(
+                "pipelines:\n  - name: p\n    trigger: {{ object: {{ bucket: landing, pattern: \"in/{{d}}/*.json\" }} }}\n    load: {{ table: ds.t, format: NDJSON, write_disposition: {write}, batch: {{ marker: _SUCCESS }} }}\n"
+            ),
+            "t.yaml",
+        )
+        .expect("config");
+        let store = Arc::new(MemoryStore::default());
+        let warehouse = Arc::new(Jobs::default());
+        let ctx = Context::new(
+            Arc::new(config),
+            Ports {
+                store: store.clone(),
+                warehouse: warehouse.clone(),
+                ..Ports::unwired()
+            },
+        );
+        let bucket = BucketName::parse("landing").expect("bucket");
+        let mut sources = Vec::new();
+        for (name, text) in files {
+            let meta = store
+                .put(
+                    &bucket,
+                    &ObjectName::parse(name).expect("name"),
+                    super::super::window::body(text.as_bytes().to_vec()),
+                )
+                .await
+                .expect("put");
+            sources.push(meta.object);
+        }
+        let pipeline = &ctx.config.pipelines[0];
+        let spec = pipeline.load.as_ref().expect("load");
+        let run_id = RunId::derive(&PipelineName::parse("p").expect("name"), &["x"]);
+        let mut loader = Loader::new(
+            &ctx,
+            pipeline,
+            spec,
+            &run_id,
+            &BTreeMap::new(),
+            Detail::default(),
+        )
+        .expect("loader");
+        loader.chunk(sources).await.expect("chunk");
+        let added = loader.detail.vars.get(SCHEMA_ADDED).cloned();
+        let job = warehouse.0.lock().expect("lock")[0].clone();
+        (job, added)
+    }
+
+    #[tokio::test]
+    async fn a_later_file_with_a_new_key_sends_the_union_with_field_addition_where_bigquery_takes_it()
+     {
+        let files = [
+            ("in/d1/a.json", "{\"id\":1}\n"),
+            ("in/d1/b.json", "{\"id\":2,\"country\":\"fr\"}\n"),
+        ];
+        let (job, added) = job_for("WRITE_APPEND", &files).await;
+        let SchemaSpec::Columns(columns) = &job.schema else {
+            panic!("an explicit schema: {:?}", job.schema)
+        };
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "country"]);
+        assert_eq!(
+            job.schema_update_options,
+            [SchemaUpdateOption::AllowFieldAddition]
+        );
+        assert_eq!(added.as_deref(), Some("country"));
+        // A truncated table takes the new schema; BigQuery refuses the option there.
+        let (job, _) = job_for("WRITE_TRUNCATE", &files).await;
+        assert!(matches!(job.schema, SchemaSpec::Columns(_)));
+        assert!(job.schema_update_options.is_empty());
+        // No new key: autodetect, as before.
+        let (job, added) = job_for(
+            "WRITE_APPEND",
+            &[
+                ("in/d1/a.json", "{\"id\":1}\n"),
+                ("in/d1/b.json", "{\"id\":2}\n"),
+            ],
+        )
+        .await;
+        assert_eq!(job.schema, SchemaSpec::Autodetect);
+        assert!(job.schema_update_options.is_empty());
+        assert_eq!(added, None);
+    }
 }

@@ -14,6 +14,7 @@
 //! - `marker.rs`: `load.batch.marker`: a folder in one job.
 //! - `window.rs`: `load.batch.window`: a time window's arrivals in one job.
 
+mod fields;
 mod job;
 mod marker;
 mod on_success;

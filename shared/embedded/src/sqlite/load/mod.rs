@@ -13,7 +13,9 @@
 //! - Autodetect with several files: the schema is detected from one file (here the first
 //!   that has columns) and every other file is read with it, as BigQuery samples one file
 //!   (<https://cloud.google.com/bigquery/docs/schema-detect>): a CSV file lacking a detected
-//!   column fails the job, an NDJSON key outside it makes its row bad.
+//!   column fails the job, an NDJSON key outside it makes its row bad. (The load step sends
+//!   NDJSON batches whose later files add keys with the union of their keys as a declared
+//!   schema and `ALLOW_FIELD_ADDITION`; see `conveyor_core`'s `steps::load::fields`.)
 //! - Table names are case-sensitive, as in a BigQuery dataset by default
 //!   (`isCaseInsensitive` false,
 //!   <https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets#Dataset>). SQLite's
