@@ -172,11 +172,23 @@ launch_bq() { # dir
   echo $! >"$dir/bq.pid"
 }
 
+# Waits for bqemulator; when it exits at start-up (a port free_port chose was taken meanwhile
+# by another test's server), it starts again on other ports, at most twice.
 wait_bq() { # dir
-  local dir=$1
-  # shellcheck disable=SC1091
-  . "$dir/env"
-  wait_http "http://127.0.0.1:$BQ_PORT/readyz" "$(cat "$dir/bq.pid")" bqemulator "$dir/bq.log"
+  local dir=$1 try
+  for try in 1 2 3; do
+    # shellcheck disable=SC1091
+    . "$dir/env"
+    if wait_http "http://127.0.0.1:$BQ_PORT/readyz" "$(cat "$dir/bq.pid")" bqemulator "$dir/bq.log"; then
+      return 0
+    fi
+    kill -0 "$(cat "$dir/bq.pid")" 2>/dev/null && return 1 # alive but not ready: no retry
+    [ "$try" = 3 ] && return 1
+    log "bqemulator exited at start-up: starting it again on other ports"
+    set_env "$dir" BQ_PORT "$(free_port)"
+    set_env "$dir" BQ_GRPC_PORT "$(free_port)"
+    launch_bq "$dir"
+  done
 }
 
 start() { # dir
