@@ -15,12 +15,13 @@ pub const KINDS: &[&str] = &[
     "bigquery.tables.get",
     "bigquery.tables.patch",
     "bigquery.tabledata.insertAll",
-    // gcs.rs: resumable uploads, reads, metadata, listings, deletes.
+    // gcs.rs: resumable uploads, reads, metadata, listings, deletes, copies (rewrite).
     "storage.objects.insert",
     crate::check::UPLOAD_CHUNK,
     "storage.objects.get",
     "storage.objects.list",
     "storage.objects.delete",
+    "storage.objects.rewrite",
     // pubsub.rs and dead_letter.rs: the event bus, and `conveyor replay`.
     "pubsub.projects.topics.publish",
     "pubsub.projects.subscriptions.pull",
