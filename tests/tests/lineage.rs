@@ -121,11 +121,17 @@ fn names(datasets: &Value) -> BTreeSet<String> {
 /// again), and readers merge on those two, as Marquez and Dataplex do.
 fn of<'a>(all: &'a [Value], name: &str) -> Vec<(&'a str, &'a Value)> {
     let mut seen = BTreeSet::new();
-    all.iter()
+    let mut out: Vec<(&str, &Value)> = all
+        .iter()
         .filter(|e| e["job"]["name"] == name)
         .filter(|e| seen.insert((e["run"]["runId"].to_string(), e["eventType"].to_string())))
         .map(|e| (e["eventType"].as_str().unwrap_or(""), e))
-        .collect()
+        .collect();
+    // The log step handles events as they are delivered, concurrently and at least once: a
+    // job's end can be written before its start (OpenLineage readers order a run's events
+    // by type and time). A run's START first, then the rest as written.
+    out.sort_by_key(|(kind, _)| *kind != "START");
+    out
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
