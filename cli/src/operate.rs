@@ -434,11 +434,7 @@ async fn rerun_remote(args: &RerunArgs, url: &str) -> anyhow::Result<ExitCode> {
     if ok {
         println!("  follow it with `conveyor status --run {}`", args.run);
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(ok))
 }
 
 /// `conveyor mark-success`.
@@ -498,11 +494,7 @@ pub(crate) async fn rerun(
     session.stop().await?;
     started?;
     let ok = report_runs(&ctx, &pipeline, &scope).await;
-    Ok(if ok && done {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(ok && done))
 }
 
 pub(crate) async fn mark_success(
@@ -531,11 +523,7 @@ pub(crate) async fn mark_success(
     session.stop().await?;
     marked?;
     let ok = report_runs(&ctx, &pipeline, &scope).await;
-    Ok(if ok && done {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(ok && done))
 }
 
 /// `conveyor pause` and `conveyor resume`.
@@ -722,11 +710,7 @@ pub(crate) async fn pause(
         for h in &held {
             ok &= h.start_remote(args, &pipeline).await?;
         }
-        return Ok(if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        return Ok(exit_code(ok));
     }
     drop(ctx);
     drop(log);
@@ -752,11 +736,7 @@ pub(crate) async fn pause(
     }
     let done = session.wait(args.timeout, loads).await.done;
     session.stop().await?;
-    Ok(if ok && done {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(ok && done))
 }
 
 /// Refuses a start on this machine when `CONVEYOR_PROJECT` names a production project and
@@ -800,11 +780,7 @@ pub(crate) async fn trigger(
             args.key.as_deref(),
         )
         .await?;
-        return Ok(if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        return Ok(exit_code(ok));
     }
     let (config, pipeline) = config_for(config_path, &args.pipeline)?;
     let began = Utc::now() - chrono::Duration::seconds(1);
@@ -843,11 +819,7 @@ pub(crate) async fn trigger(
     session.stop().await?;
     result?;
     let ok = report_runs(&ctx, &pipeline, &scope).await;
-    Ok(if ok && done {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(ok && done))
 }
 
 pub(crate) async fn backfill(
@@ -891,11 +863,7 @@ pub(crate) async fn backfill(
             print!("{d}:");
             ok &= start_remote(&args.remote, url, &args.pipeline, Some(*d), None).await?;
         }
-        return Ok(if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        return Ok(exit_code(ok));
     }
     let (config, pipeline) = config_for(config_path, &args.pipeline)?;
     plan(&pipeline)?;
@@ -941,11 +909,16 @@ pub(crate) async fn backfill(
     if !failures.is_empty() {
         println!("{} date(s) could not be started", failures.len());
     }
-    Ok(if ok && done && failures.is_empty() {
+    Ok(exit_code(ok && done && failures.is_empty()))
+}
+
+/// The process's exit code: success when `ok`.
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 #[cfg(test)]
