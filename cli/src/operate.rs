@@ -125,15 +125,6 @@ fn midnight(d: NaiveDate) -> DateTime<Utc> {
     d.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
-/// The literal folder a pattern's matches start with (`sales/` for `sales/{date}/*.csv`).
-fn literal_prefix(pattern: &str) -> &str {
-    let end = pattern.find(['{', '*']).unwrap_or(pattern.len());
-    match pattern[..end].rfind('/') {
-        Some(i) => &pattern[..=i],
-        None => "",
-    }
-}
-
 /// Starts `pipeline` once for `at`: returns what happened, for people, and how many objects
 /// were staged or announced (the loads to wait for).
 async fn start_one(
@@ -196,7 +187,7 @@ async fn start_one(
             let listed = ctx
                 .ports
                 .store
-                .list(&trigger.bucket, literal_prefix(trigger.pattern.as_str()))
+                .list(&trigger.bucket, trigger.pattern.literal_prefix())
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", trigger.bucket))?;
             let mut n = 0;
@@ -918,18 +909,5 @@ fn exit_code(ok: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_literal_prefix_stops_at_the_first_placeholder_folder() {
-        assert_eq!(literal_prefix("sales/{date}/*.csv"), "sales/");
-        assert_eq!(literal_prefix("a/b/c{x}.csv"), "a/b/");
-        assert_eq!(literal_prefix("{date}/x"), "");
-        assert_eq!(literal_prefix("plain/file.csv"), "plain/");
     }
 }

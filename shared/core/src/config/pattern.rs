@@ -176,6 +176,16 @@ impl PathPattern {
         &self.names
     }
 
+    /// The literal folder the pattern's matches start with (`sales/` for
+    /// `sales/{date}/*.csv`, nothing for `{date}/x`): where a listing for its matches starts.
+    pub fn literal_prefix(&self) -> &str {
+        let end = self.source.find(['{', '*']).unwrap_or(self.source.len());
+        match self.source[..end].rfind('/') {
+            Some(i) => &self.source[..=i],
+            None => "",
+        }
+    }
+
     /// The pattern text.
     pub fn as_str(&self) -> &str {
         &self.source
@@ -304,6 +314,15 @@ pub(crate) fn table_safe(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_literal_prefix_stops_at_the_first_placeholder_folder() {
+        let prefix = |p: &str| PathPattern::parse(p).unwrap().literal_prefix().to_owned();
+        assert_eq!(prefix("sales/{date}/*.csv"), "sales/");
+        assert_eq!(prefix("a/b/c{x}.csv"), "a/b/");
+        assert_eq!(prefix("{date}/x"), "");
+        assert_eq!(prefix("plain/file.csv"), "plain/");
+    }
 
     #[test]
     fn single_star_does_not_cross_segments_but_double_star_does() {
