@@ -60,7 +60,7 @@ venv() { # venv NAME STAMP PACKAGES...
     echo "==> installing $* into $dir"
     rm -rf "$dir"
     python3 -m venv "$dir"
-    "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
+    "$dir/bin/pip" install --quiet --no-compile --disable-pip-version-check "$@"
     echo "$stamp" >"$dir/.stamp"
   fi
 }

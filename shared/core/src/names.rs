@@ -71,7 +71,9 @@ macro_rules! string_newtype {
 }
 
 /// A JSON Schema for a name that is written as a string in the pipeline file: `pattern` is
-/// the name's rule (ECMA-262), `description` says it in words for editors.
+/// the name's rule (ECMA-262, without look-around, which not every validator's regex engine
+/// has), `description` says it in words for editors, and `reserved` (optional) is a name the
+/// rule otherwise allows but that is taken.
 macro_rules! string_schema {
     ($name:ident, $pattern:expr, $description:expr) => {
         impl schemars::JsonSchema for $name {
@@ -83,6 +85,22 @@ macro_rules! string_schema {
                 schemars::json_schema!({
                     "type": "string",
                     "pattern": $pattern,
+                    "description": $description,
+                })
+            }
+        }
+    };
+    ($name:ident, $pattern:expr, $description:expr, reserved: $reserved:expr) => {
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": $pattern,
+                    "not": { "const": $reserved },
                     "description": $description,
                 })
             }
@@ -102,8 +120,9 @@ string_schema!(
 );
 string_schema!(
     JobName,
-    "^(?!load$)[a-z][a-z0-9_-]{0,29}$",
-    "1-30 characters of a-z, 0-9, '-' and '_', starting with a letter; `load` is reserved for the load step."
+    "^[a-z][a-z0-9_-]{0,29}$",
+    "1-30 characters of a-z, 0-9, '-' and '_', starting with a letter; `load` is reserved for the load step.",
+    reserved: "load"
 );
 string_schema!(
     TableRef,
