@@ -46,6 +46,10 @@ pub(crate) struct ReplayArgs {
     /// Pull at most this many messages.
     #[arg(long, default_value_t = 100)]
     pub(crate) max: usize,
+    /// How long a pull waits for messages: a pull that brings none in this time ends the
+    /// listing.
+    #[arg(long, default_value = "5s", value_parser = crate::humantime_duration)]
+    pub(crate) pull_wait: std::time::Duration,
     /// Pub/Sub API root (the emulator's `http://127.0.0.1:PORT`).
     #[arg(long, env = "CONVEYOR_PUBSUB_ENDPOINT", hide = true)]
     pub(crate) pubsub_endpoint: Option<String>,
@@ -171,7 +175,8 @@ pub(crate) async fn replay(config_path: &Path, args: &ReplayArgs) -> anyhow::Res
     } else {
         GcpAuth::application_default().map_err(|e| anyhow::anyhow!("{e}"))?
     };
-    let pubsub = PubSubRest::new(&project, args.pubsub_endpoint.as_deref(), auth);
+    let pubsub = PubSubRest::new(&project, args.pubsub_endpoint.as_deref(), auth)
+        .with_pull_wait(args.pull_wait);
     let subscription = pubsub.full_name("subscriptions", &args.subscription);
 
     let mut pulled = Vec::new();

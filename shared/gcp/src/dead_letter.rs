@@ -13,7 +13,8 @@ use serde_json::json;
 use crate::{GcpAuth, http_client};
 use conveyor_core::ports::PortError;
 
-/// How long a pull waits for messages before it counts as "nothing more now".
+/// How long a pull waits for messages before it counts as "nothing more now", unless
+/// [`PubSubRest::with_pull_wait`] says otherwise.
 const PULL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One message pulled from a subscription.
@@ -89,6 +90,7 @@ pub struct PubSubRest {
     endpoint: String,
     project: String,
     auth: GcpAuth,
+    pull_wait: std::time::Duration,
 }
 
 impl PubSubRest {
@@ -102,7 +104,15 @@ impl PubSubRest {
                 .to_owned(),
             project: project.to_owned(),
             auth,
+            pull_wait: PULL_WAIT,
         }
+    }
+
+    /// How long [`PubSubRest::pull`] waits for messages (five seconds by default).
+    #[must_use]
+    pub fn with_pull_wait(mut self, wait: std::time::Duration) -> Self {
+        self.pull_wait = wait;
+        self
     }
 
     /// `projects/P/KIND/NAME` for a short name, or the name as it is.
@@ -133,7 +143,7 @@ impl PubSubRest {
     ///
     /// Pub/Sub may hold a pull open until a message arrives, and the deprecated
     /// `returnImmediately: true` may answer empty while messages wait; so the pull waits, for
-    /// at most five seconds, and an answer that does not come in that time is "nothing more
+    /// at most five seconds (or [`PubSubRest::with_pull_wait`]), and an answer that does not come in that time is "nothing more
     /// now". Callers pull again until a pull brings nothing.
     ///
     /// # Errors
@@ -148,7 +158,7 @@ impl PubSubRest {
         let req = http_client()
             .post(self.url(&path))
             .json(&json!({"maxMessages": max.clamp(1, 1000)}))
-            .timeout(PULL_WAIT);
+            .timeout(self.pull_wait);
         let resp = match self.auth.authorize(req).await?.send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Ok(Vec::new()),
