@@ -1340,8 +1340,11 @@ async fn an_adopted_serverless_batch_that_had_failed_is_retried_under_a_new_batc
         .iter()
         .map(|r| r.path.clone())
         .collect();
+    // At least once: under load the tick and the event-driven poll can both start the due
+    // retry; the second create goes under the same id and adopts (at most one extra).
+    assert!(creates.len() <= 3, "{creates:?}");
     assert_eq!(
-        creates,
+        distinct(creates),
         vec![
             format!("{BATCHES}?batchId={}", ids[0]),
             format!("{BATCHES}?batchId={}", ids[1]),
@@ -1615,8 +1618,10 @@ async fn a_streaming_dataflow_job_succeeds_once_it_has_run_for_settle_and_is_lef
         h(&[(1, "SUBMITTED"), (1, "RUNNING"), (1, "SUCCEEDED")]),
         "{rows:#?}"
     );
-    let running = rows[1].last_modified_at;
-    let succeeded = rows[2].last_modified_at;
+    // When the poll saw each state (the event's time), not when the log step wrote its row:
+    // rows are written asynchronously, later under load.
+    let running = rows[1].td_timestamp;
+    let succeeded = rows[2].td_timestamp;
     assert!(
         succeeded - running >= chrono::Duration::milliseconds(300),
         "succeeded {} ms after RUNNING was first seen: before it settled",
