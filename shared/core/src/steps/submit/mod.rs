@@ -16,7 +16,7 @@
 //!   and each row's batch; the request of an attempt, rebuilt the same way by the poll step.
 //! - `chain.rs`: what follows a job's end, run ends, fan-in.
 //! - `queue.rs`: `max_active_runs`: runs recorded QUEUED, started in date order when a slot
-//!   frees.
+//!   frees; `slots.rs`: the slots, taken atomically in the state bucket.
 //! - `graph.rs`: the same when the jobs form a graph (`needs`, `run_if`): jobs decided once
 //!   their needs ended, SKIPPED, and the poll tick's sweep of stalled graph runs.
 
@@ -24,6 +24,7 @@ mod chain;
 mod graph;
 mod job;
 mod queue;
+mod slots;
 
 use std::collections::BTreeMap;
 
