@@ -61,9 +61,8 @@ pipelines:
             )
             .await;
     };
-    // The latest date first: it takes the one slot. Admission reads the run log, so the next
-    // starts wait until its first row is written (starts decided before that may both pass:
-    // see the delivery guarantees); then two at once.
+    // The latest date first: it takes the one slot (waiting for its first row makes the order
+    // of the runs below certain); then two at once, which queue.
     start("2026-11-03").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !chain

@@ -40,6 +40,7 @@ locals {
     log = merge(var.alerts_topic_enabled ? { CONVEYOR_ALERTS_TOPIC = google_pubsub_topic.alerts[0].id } : {}, local.lineage_env)
     # The max_active_runs slots and the submit claims (_conveyor/slots/, _conveyor/claims/).
     submit = { CONVEYOR_STATE_BUCKET = local.landing_bucket }
+    stage  = local.lineage_env
     poll   = { CONVEYOR_TICK_BUDGET = "${var.poll_tick_budget_seconds}s", CONVEYOR_STATE_BUCKET = local.landing_bucket }
   }
   # The functions that reach private networks, when `vpc_egress` is set.
