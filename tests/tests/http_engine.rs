@@ -357,18 +357,16 @@ async fn two_simultaneous_submits_of_one_http_job_call_the_endpoint_once() {
     let endpoint = Endpoint::start(&[(202, "")], &["RUNNING", "DONE"]).await;
     // The call takes a while: both submits are decided while it is in flight.
     endpoint.delay(Duration::from_millis(300));
-    let yaml = format!(
-        r#"
+    let yaml = r#"
 pipelines:
   - name: partner_export
-    trigger: {{ manual: true }}
+    trigger: { manual: true }
     batch:
       engine: http
       url: "$URL/export"
-      status: {{ url: "$URL/jobs/{{job_id}}", field: status.state, succeeded: [DONE], failed: [ERROR] }}
-    poll: {{ interval: 50ms, timeout: 1m, max_attempts: 1 }}
+      status: { url: "$URL/jobs/{job_id}", field: status.state, succeeded: [DONE], failed: [ERROR] }
+    poll: { interval: 50ms, timeout: 1m, max_attempts: 1 }
 "#
-    )
     .replace("$URL", &endpoint.url);
     let engines = Engines::new().with(
         "http",
