@@ -136,6 +136,8 @@ struct Inner {
     /// Lists answer at most this many items per page, with a `nextPageToken` (0: no paging).
     page_size: usize,
     faults: Vec<Fault>,
+    /// Calls answered late: `(method, path_contains, milliseconds, times)`.
+    delays: Vec<(String, String, u64, u32)>,
     adopt: bool,
     adopted_kinds: Vec<&'static str>,
     counter: u32,
@@ -276,6 +278,16 @@ impl Fake {
         self
     }
 
+    /// The next `times` calls of `method` on a path containing `path_contains` are answered
+    /// `ms` milliseconds late (answered as they would be when they arrive), so concurrent
+    /// callers interleave as they would against a slow API.
+    pub fn delay(&self, method: &str, path_contains: &str, ms: u64, times: u32) -> &Self {
+        self.lock()
+            .delays
+            .push((method.to_owned(), path_contains.to_owned(), ms, times));
+        self
+    }
+
     /// The first create of each kind of resource finds it existing already: 409, and from
     /// then on the resource is there, with the next script.
     pub fn adopt(&self) -> &Self {
@@ -367,6 +379,23 @@ async fn handle(
     body: Bytes,
 ) -> Answer {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let late = {
+        let full = uri.to_string();
+        let mut inner = inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner
+            .delays
+            .iter_mut()
+            .find(|d| d.3 > 0 && d.0 == method.as_str() && full.contains(&d.1))
+            .map(|d| {
+                d.3 -= 1;
+                d.2
+            })
+    };
+    if let Some(ms) = late {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let mut inner = inner
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

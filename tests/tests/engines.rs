@@ -1680,3 +1680,54 @@ async fn a_streaming_dataflow_job_succeeds_once_it_has_run_for_settle_and_is_lef
     assert_eq!(fake.calls("PUT", &format!("{DATAFLOW}/jobs/")).len(), 1);
     chain.stop().await;
 }
+
+/// Two deliveries of one Cloud Run job's submit at once (two starts of the same run here; a
+/// redelivery racing its original is the same): both would list the job's executions, find
+/// none and `:run` it. The submit claim lets one run it; the other finds its execution.
+#[tokio::test]
+async fn two_simultaneous_submits_of_one_cloud_run_job_run_it_once() {
+    let fake = Fake::start().await;
+    fake.script(&[&["RUNNING", "SUCCEEDED"]]);
+    // The executions list answers late, so both submits have listed before either runs.
+    fake.delay("GET", &format!("{RUN_JOB}/executions?"), 300, 2);
+    let yaml = format!(
+        r#"
+pipelines:
+  - name: nightly_export
+    trigger: {{ manual: true }}
+    batch:
+      engine: cloud_run_job
+      project: my-project
+      region: us-central1
+      job: exporter
+      args: ["--date={{date}}"]
+    {}
+"#,
+        poll("1m", 1)
+    );
+    let chain = Chain::start(&yaml, fake.clone()).await;
+    let (a, b) = tokio::join!(
+        chain.start_by_hand("nightly_export", "k1"),
+        chain.start_by_hand("nightly_export", "k1")
+    );
+    assert!(a.0.is_success() && b.0.is_success(), "{a:?} {b:?}");
+    chain.settle().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !chain.history().await.iter().any(|(_, s)| s == "SUCCEEDED") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job did not succeed: {:?}",
+            chain.history().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let runs = fake.calls("POST", &format!("{RUN_JOB}:run"));
+    assert_eq!(
+        runs.len(),
+        1,
+        "one execution for one job id: {:?}",
+        fake.executions_created()
+    );
+    assert_eq!(fake.executions_created().len(), 1);
+    chain.stop().await;
+}

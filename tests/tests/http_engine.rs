@@ -349,3 +349,55 @@ async fn a_call_that_outlasts_its_timeout_is_cut_off_and_a_post_is_not_sent_agai
     assert_eq!(slow.calls("POST", "/export").len(), 1);
     chain.stop().await;
 }
+
+/// Two deliveries of one http job's submit at once (two starts of the same run): the submit
+/// claim lets one call the endpoint; the other reports the job as submitted and follows it.
+#[tokio::test]
+async fn two_simultaneous_submits_of_one_http_job_call_the_endpoint_once() {
+    let endpoint = Endpoint::start(&[(202, "")], &["RUNNING", "DONE"]).await;
+    // The call takes a while: both submits are decided while it is in flight.
+    endpoint.delay(Duration::from_millis(300));
+    let yaml = r#"
+pipelines:
+  - name: partner_export
+    trigger: { manual: true }
+    batch:
+      engine: http
+      url: "$URL/export"
+      status: { url: "$URL/jobs/{job_id}", field: status.state, succeeded: [DONE], failed: [ERROR] }
+    poll: { interval: 50ms, timeout: 1m, max_attempts: 1 }
+"#
+    .replace("$URL", &endpoint.url);
+    let engines = Engines::new().with(
+        "http",
+        Arc::new(HttpEngine::new(Arc::new(FixedIdToken::new(None)))),
+    );
+    let chain = conveyor_e2e::Chain::start_with(&yaml, Some(engines)).await;
+    let body = r#"{"pipeline":"partner_export","key":"k1"}"#;
+    tokio::join!(
+        chain.accepted(conveyor_core::event::StepName::Submit, body),
+        chain.accepted(conveyor_core::event::StepName::Submit, body)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !statuses(&chain).await.iter().any(|s| s == "SUCCEEDED") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no success: {:?}",
+            statuses(&chain).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    chain.settle(Duration::from_secs(30)).await;
+    let posts = endpoint.calls("POST", "/export");
+    assert_eq!(posts.len(), 1, "called once: {posts:#?}");
+    assert!(
+        !endpoint
+            .calls(
+                "GET",
+                &format!("/jobs/{}", posts[0].headers["x-conveyor-job-id"])
+            )
+            .is_empty(),
+        "the job is followed"
+    );
+    chain.stop().await;
+}

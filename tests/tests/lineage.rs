@@ -373,3 +373,90 @@ async fn a_skipped_job_aborts_and_the_pipelines_checks_are_a_run_of_their_own() 
     );
     chain.stop().await;
 }
+
+/// A stage run is an OpenLineage run of `<pipeline>.stage`: START once its source is listed,
+/// COMPLETE with each source URL read and each landing object written, or FAIL with the
+/// reason when an object could not be copied.
+#[tokio::test]
+async fn a_stage_run_emits_start_and_complete_from_its_source_urls_to_its_landing_objects() {
+    let Some(python) = openlineage_python() else {
+        return;
+    };
+    let app = axum::Router::new().route(
+        "/exports/a.csv",
+        axum::routing::get(|| async { ([("etag", "\"a-v1\"")], "id\n1\n") }),
+    );
+    let url = conveyor_e2e::serve(app).await;
+    let yaml = format!(
+        r#"
+environment: staging
+lineage: {{}}
+pipelines:
+  - name: web
+    trigger: {{ manual: true }}
+    stage:
+      source: {{ https: {{ urls: ["{url}/exports/a.csv"] }} }}
+      bucket: landing
+      prefix: "web/"
+  - name: web_broken
+    trigger: {{ manual: true }}
+    stage:
+      source: {{ https: {{ urls: ["{url}/exports/missing.csv"] }} }}
+      bucket: landing
+      prefix: "broken/"
+"#
+    );
+    let chain = Chain::start(&yaml).await;
+    chain
+        .accepted(StepName::Stage, r#"{"pipeline": "web"}"#)
+        .await;
+    let _ = chain
+        .post(
+            StepName::Stage,
+            r#"{"pipeline": "web_broken"}"#,
+            "application/json",
+        )
+        .await;
+    chain.settle(Duration::from_secs(30)).await;
+    let file = chain.dir.path().join("state/lineage.jsonl");
+    validate(&python, &file);
+    let all = events(&file);
+
+    let stage = of(&all, "web.stage");
+    let kinds: Vec<&str> = stage.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["START", "COMPLETE"], "{all:#?}");
+    let (start, complete) = (stage[0].1, stage[1].1);
+    assert_eq!(start["job"]["namespace"], "staging");
+    assert_eq!(start["run"]["runId"], complete["run"]["runId"]);
+    assert_eq!(
+        complete["job"]["facets"]["jobType"]["jobType"], "STAGE",
+        "{complete:#}"
+    );
+    assert_eq!(
+        names(&complete["inputs"]),
+        set(&[&format!("{url}:/exports/a.csv")]),
+        "the URL read, by its server and path: {complete:#}"
+    );
+    assert_eq!(
+        names(&complete["outputs"]),
+        set(&["gs://landing:web/a.csv"]),
+        "{complete:#}"
+    );
+    assert!(
+        chain.bucket("landing").join("web/a.csv").exists(),
+        "the object the output names was written"
+    );
+
+    let broken = of(&all, "web_broken.stage");
+    let kinds: Vec<&str> = broken.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["START", "FAIL"], "{all:#?}");
+    let fail = broken[1].1;
+    assert!(
+        fail["run"]["facets"]["errorMessage"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("missing.csv")),
+        "{fail:#}"
+    );
+    assert!(names(&fail["outputs"]).is_empty(), "{fail:#}");
+    chain.stop().await;
+}

@@ -61,9 +61,8 @@ pipelines:
             )
             .await;
     };
-    // The latest date first: it takes the one slot. Admission reads the run log, so the next
-    // starts wait until its first row is written (starts decided before that may both pass:
-    // see the delivery guarantees); then two at once.
+    // The latest date first: it takes the one slot (waiting for its first row makes the order
+    // of the runs below certain); then two at once, which queue.
     start("2026-11-03").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !chain
@@ -151,5 +150,99 @@ pipelines:
             pair[1].0
         );
     }
+    chain.stop().await;
+}
+
+/// The most spans open at once.
+fn overlap(spans: &[(u128, u128, String)]) -> usize {
+    let mut edges: Vec<(u128, i32)> = spans
+        .iter()
+        .flat_map(|(s, e, _)| [(*s, 1), (*e, -1)])
+        .collect();
+    // An end before a start at the same instant.
+    edges.sort();
+    let (mut open, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        open += d;
+        most = most.max(open);
+    }
+    most as usize
+}
+
+#[tokio::test]
+async fn a_burst_of_six_starts_never_runs_more_than_two_at_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spans_file = tmp.path().join("spans");
+    let yaml = r#"
+pipelines:
+  - name: nightly
+    max_active_runs: 2
+    trigger: { manual: true }
+    poll: { interval: 50ms }
+    jobs:
+      - { name: work, engine: local, command: "s=$(date +%s%N); sleep 0.3; echo {date} $s $(date +%s%N) >> SPANS" }
+"#
+    .replace("SPANS", &spans_file.display().to_string());
+    let chain = Chain::start(&yaml).await;
+    let dates = [
+        "2026-11-01",
+        "2026-11-02",
+        "2026-11-03",
+        "2026-11-04",
+        "2026-11-05",
+        "2026-11-06",
+    ];
+    // Six starts at once, as a backfill posts them: none of them is in the run log when the
+    // others are decided.
+    let bodies: Vec<String> = dates
+        .iter()
+        .map(|date| format!(r#"{{"pipeline":"nightly","date":"{date}"}}"#))
+        .collect();
+    futures::future::join_all(
+        bodies
+            .iter()
+            .map(|body| chain.accepted(StepName::Submit, body)),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = chain.run_log().await;
+        if run_ends(&log).len() == dates.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every run ended: {:?}\nspans: {:?}",
+            run_ends(&log),
+            std::fs::read_to_string(&spans_file),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    chain.settle(Duration::from_secs(10)).await;
+    let log = chain.run_log().await;
+    assert!(
+        run_ends(&log).iter().all(|(_, s)| s == "SUCCEEDED"),
+        "{:?}",
+        run_ends(&log)
+    );
+    let spans = spans(&spans_file);
+    let mut ran: Vec<&str> = spans.iter().map(|s| s.2.as_str()).collect();
+    ran.sort_unstable();
+    ran.dedup();
+    assert_eq!(ran, dates, "every run's job ran");
+    assert!(
+        overlap(&spans) <= 2,
+        "more than max_active_runs ran at once: {spans:?}"
+    );
+    let queued: std::collections::BTreeSet<String> = log
+        .iter()
+        .filter(|r| r.status == "QUEUED")
+        .map(|r| r.run_date.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        queued.len(),
+        4,
+        "the four starts beyond the two slots queued: {queued:?}"
+    );
     chain.stop().await;
 }

@@ -12,7 +12,7 @@ use axum::Router;
 use conveyor_core::event::StepName;
 use conveyor_core::ports::{ObjectStore, PortError, Ports};
 use conveyor_core::steps::Context;
-use conveyor_gcp::Gcp;
+use conveyor_gcp::{DataLineage, Gcp};
 use conveyor_sources::Connector;
 
 /// The step this function runs.
@@ -24,7 +24,10 @@ pub fn router(ctx: Context) -> Router {
 }
 
 /// The ports the stage step uses, on Google Cloud: Cloud Storage (the landing bucket and bucket sources), the stage sources with Secret
-/// Manager for their credentials, BigQuery's run log (a paused pipeline's ticks are held) and Pub/Sub.
+/// Manager for their credentials, BigQuery's run log (a paused pipeline's ticks are held), Pub/Sub, and
+/// Dataplex's Data Lineage API (a stage run's OpenLineage events, when the pipeline file has
+/// `lineage:`; `CONVEYOR_LINEAGE_LOCATION`, default `us`, and `CONVEYOR_LINEAGE_ENDPOINT`, as
+/// the log function reads them).
 ///
 /// # Errors
 /// When a client cannot be built.
@@ -36,6 +39,23 @@ pub async fn ports(gcp: &Gcp) -> Result<Ports, PortError> {
         sources: Arc::new(sources),
         run_log: Arc::new(gcp.bigquery()),
         bus: Arc::new(gcp.bus().await?),
+        lineage: Some(Arc::new(DataLineage::new(
+            &setting(
+                "CONVEYOR_LINEAGE_ENDPOINT",
+                "https://datalineage.googleapis.com",
+            ),
+            &gcp.settings().project,
+            &setting("CONVEYOR_LINEAGE_LOCATION", "us"),
+            gcp.auth().clone(),
+        ))),
         ..Ports::unwired()
     })
+}
+
+/// The variable `name`, or `default` when it is unset or empty.
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }

@@ -44,10 +44,13 @@ locals {
       # (BigQuery reads its content as this account), lists a marker's folder, and keeps load
       # windows under _conveyor/windows/ (create, list, read, delete); poll closes windows and
       # re-runs their loads. The custom role holds exactly those four permissions: objectUser
-      # would add update, restore, move, folders and multipart uploads.
-      "stage-landing" = { function = "stage", bucket = local.landing_bucket, role = google_project_iam_custom_role.landing_writer.id }
-      "load-landing"  = { function = "load", bucket = local.landing_bucket, role = google_project_iam_custom_role.landing_writer.id }
-      "poll-landing"  = { function = "poll", bucket = local.landing_bucket, role = google_project_iam_custom_role.landing_writer.id }
+      # would add update, restore, move, folders and multipart uploads. Submit and poll take
+      # the max_active_runs slots and submit claims under _conveyor/slots/ and
+      # _conveyor/claims/ (CONVEYOR_STATE_BUCKET): create, read, list, delete.
+      "stage-landing"  = { function = "stage", bucket = local.landing_bucket, role = google_project_iam_custom_role.landing_writer.id }
+      "load-landing"   = { function = "load", bucket = local.landing_bucket, role = google_project_iam_custom_role.landing_writer.id }
+      "poll-landing"   = { function = "poll", bucket = local.landing_bucket, role = google_project_iam_custom_role.landing_writer.id }
+      "submit-landing" = { function = "submit", bucket = local.landing_bucket, role = google_project_iam_custom_role.landing_writer.id }
     },
     { for b in var.source_buckets : "stage-source-${b}" => { function = "stage", bucket = b, role = "roles/storage.objectViewer" } },
     # Launching a job reads its code or template (a flex template's spec) as the caller.

@@ -39,3 +39,12 @@ resource "google_project_iam_member" "log_lineage" {
   role    = google_project_iam_custom_role.lineage_producer[0].id
   member  = google_service_account.function["log"].member
 }
+
+# The stage function sends each stage run's events itself (START, then COMPLETE or FAIL).
+resource "google_project_iam_member" "stage_lineage" {
+  count = var.lineage_enabled ? 1 : 0
+
+  project = var.project_id
+  role    = google_project_iam_custom_role.lineage_producer[0].id
+  member  = google_service_account.function["stage"].member
+}

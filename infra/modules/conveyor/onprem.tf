@@ -37,8 +37,11 @@ variable "vpc_egress" {
 locals {
   # Environment variables of single functions, over `local.env`.
   function_env = {
-    log  = merge(var.alerts_topic_enabled ? { CONVEYOR_ALERTS_TOPIC = google_pubsub_topic.alerts[0].id } : {}, local.lineage_env)
-    poll = { CONVEYOR_TICK_BUDGET = "${var.poll_tick_budget_seconds}s" }
+    log = merge(var.alerts_topic_enabled ? { CONVEYOR_ALERTS_TOPIC = google_pubsub_topic.alerts[0].id } : {}, local.lineage_env)
+    # The max_active_runs slots and the submit claims (_conveyor/slots/, _conveyor/claims/).
+    submit = { CONVEYOR_STATE_BUCKET = local.landing_bucket }
+    stage  = local.lineage_env
+    poll   = { CONVEYOR_TICK_BUDGET = "${var.poll_tick_budget_seconds}s", CONVEYOR_STATE_BUCKET = local.landing_bucket }
   }
   # The functions that reach private networks, when `vpc_egress` is set.
   private_egress = var.vpc_egress == null ? toset([]) : toset(["submit", "poll", "log"])

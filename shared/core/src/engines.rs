@@ -93,6 +93,10 @@ impl BatchEngine for Engines {
         self.pick(&req.spec)?.submit(req).await
     }
 
+    async fn adopt(&self, req: &BatchRequest) -> Result<Option<Submitted>, PortError> {
+        self.pick(&req.spec)?.adopt(req).await
+    }
+
     async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError> {
         self.pick(spec)?.state(spec, job_id).await
     }

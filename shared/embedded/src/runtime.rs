@@ -142,6 +142,11 @@ fn lineage_port(
     })
 }
 
+/// The local bucket where the steps keep the objects they take atomically (the
+/// `max_active_runs` slots, engines' submit claims: see
+/// [`conveyor_core::steps::StepOptions::state_bucket`]).
+pub const STATE_BUCKET: &str = "conveyor-state";
+
 impl Embedded {
     /// Opens (creating when missing) the embedded state under `state_dir`. Batches run as
     /// local processes (`engine: local`); a Google Cloud engine is refused with a message
@@ -196,8 +201,13 @@ impl Embedded {
                 state_dir.join("topics"),
             ))),
         };
+        let mut ctx = Context::new(config, ports);
+        ctx.options.state_bucket = Some(
+            BucketName::parse(STATE_BUCKET)
+                .map_err(|e| PortError::permanent(format!("{STATE_BUCKET}: {e}")))?,
+        );
         Ok(Self {
-            ctx: Context::new(config, ports),
+            ctx,
             store,
             warehouse,
             state_dir: state_dir.to_path_buf(),

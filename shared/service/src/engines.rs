@@ -33,6 +33,9 @@ pub async fn batch_ports(gcp: &Gcp) -> Result<Ports, PortError> {
         batch: Arc::new(engines(gcp)?),
         warehouse: bigquery.clone(),
         run_log: bigquery,
+        // The claims in the state bucket (`CONVEYOR_STATE_BUCKET`): `max_active_runs` slots,
+        // submit claims.
+        store: Arc::new(gcp.store()),
         bus: Arc::new(gcp.bus().await?),
         // `{secret:…}` placeholders, read when a job is submitted (by submit, or by poll
         // starting the next job of a graph).

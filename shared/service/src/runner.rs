@@ -70,6 +70,13 @@ pub struct ServiceConfig {
     /// closes the longest-open idle one (default: from the open-file limit, 768 for 1,024).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// `CONVEYOR_STATE_BUCKET`: the bucket where submit and poll take the objects that must be
+    /// created once (`_conveyor/slots/…` for `max_active_runs`, `_conveyor/claims/…` for the
+    /// submits of `engine: cloud_run_job` and `engine: http`); Terraform sets the landing
+    /// bucket. Unset: `max_active_runs` counts the runs in the run log (a burst of starts can
+    /// pass it) and those submits are not claimed.
+    #[serde(default)]
+    pub state_bucket: Option<String>,
 }
 
 fn default_header_read_timeout() -> std::time::Duration {
@@ -333,6 +340,12 @@ pub async fn prepare(
     let mut ctx = Context::new(pipelines, ports);
     ctx.options.load_wait = settings.load_wait;
     ctx.options.tick_budget = settings.tick_budget;
+    if let Some(bucket) = &settings.state_bucket {
+        ctx.options.state_bucket = Some(
+            conveyor_core::names::BucketName::parse(bucket)
+                .map_err(|e| anyhow::anyhow!("CONVEYOR_STATE_BUCKET={bucket}: {e}"))?,
+        );
+    }
     info!(step = %step, project = %gcp.settings().project, topic = %gcp.settings().topic(), "starting on Google Cloud adapters");
     let mut router = conveyor_core::http::router(step, ctx);
     if !settings.auth_audiences.is_empty() {

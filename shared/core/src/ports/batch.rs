@@ -109,6 +109,14 @@ pub trait BatchEngine: Send + Sync {
 
     /// Starts the batch. Idempotent on `req.job_id`: an existing job is adopted.
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError>;
+    /// Finds the job `req` would start, without starting anything: `None` when it is not
+    /// (yet) there, or when the engine cannot tell (the default). What a delivery that lost
+    /// the submit claim of an engine whose submit is not idempotent asks (see
+    /// [`BatchSpec::claims_submit`]): a Cloud Run job's execution carrying the job id.
+    async fn adopt(&self, req: &BatchRequest) -> Result<Option<Submitted>, PortError> {
+        let _ = req;
+        Ok(None)
+    }
     /// The job's current state.
     async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError>;
     /// Cancels the job (and releases what it holds). Cancelling a finished job is not an error.

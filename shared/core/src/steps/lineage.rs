@@ -16,7 +16,13 @@
 //! | a load FAILED | START and FAIL |
 //! | a job SKIPPED (its `run_if` or `when`) | ABORT |
 //! | a run's end after the pipeline's `checks` ran (SUCCEEDED, or FAILED with CHECK_FAILED) | START and COMPLETE or FAIL of `<pipeline>.checks`, reading the checks' tables |
-//! | anything else (RUNNING, other run ends, a stage) | none |
+//! | anything else (RUNNING, other run ends) | none |
+//!
+//! A stage run (`<pipeline>.stage`, job type `STAGE`) is sent by the stage step itself
+//! ([`stage_event`]): START once its source is listed, then COMPLETE, or FAIL when an object
+//! failed to copy or the run stopped. Inputs: the source (`s3://bucket/folder/`, `gs://…`,
+//! `https://…`, a local path as `file`) and, at the end, each source object copied; outputs:
+//! each landing `gs://` object written.
 //!
 //! Inputs: a load's `gs://` object; a `sql` job's source tables (the names after `FROM` and
 //! `JOIN` in its query); the tables its checks read. Outputs: a load's table with the declared
@@ -190,6 +196,94 @@ pub fn lineage_events(
             }))
         })
         .collect()
+}
+
+/// The OpenLineage dataset of a source address (OpenLineage's naming: the scheme and
+/// authority are the namespace, the path the name): `s3://bucket/key` → `s3://bucket`, `key`;
+/// `https://host/path` → `https://host`, `/path`; a local path → `file`, the path.
+pub(super) fn uri_dataset(uri: &str) -> Value {
+    let (namespace, name) = match uri.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let name = if scheme.starts_with("http") {
+                format!("/{path}")
+            } else if path.is_empty() {
+                "/".to_owned()
+            } else {
+                path.to_owned()
+            };
+            (format!("{scheme}://{authority}"), name)
+        }
+        None => ("file".to_owned(), uri.to_owned()),
+    };
+    json!({ "namespace": namespace, "name": name })
+}
+
+/// What a stage run read and wrote, for its lineage.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StageLineage {
+    /// The source, then the address of each object copied.
+    pub(super) inputs: Vec<String>,
+    /// The landing objects written.
+    pub(super) outputs: Vec<crate::event::ObjectRef>,
+}
+
+/// The OpenLineage run event `kind` (START, COMPLETE, FAIL) of stage run `stage_run` of
+/// `pipeline`, at `time`; `error` goes in a FAIL's `errorMessage` facet.
+pub(super) fn stage_event(
+    config: &Config,
+    pipeline: &Pipeline,
+    stage_run: &crate::names::RunId,
+    kind: &str,
+    time: DateTime<Utc>,
+    seen: &StageLineage,
+    error: Option<&str>,
+) -> RunEvent {
+    let namespace = config.environment.as_str();
+    let mut run_facets = serde_json::Map::new();
+    if kind == "FAIL" {
+        run_facets.insert(
+            "errorMessage".to_owned(),
+            json!({
+                "_producer": PRODUCER,
+                "_schemaURL": ERROR_FACET,
+                "message": error.unwrap_or("FAILED"),
+                "programmingLanguage": "conveyor",
+            }),
+        );
+    }
+    let mut inputs: Vec<Value> = Vec::new();
+    for uri in &seen.inputs {
+        let d = uri_dataset(uri);
+        if !inputs.contains(&d) {
+            inputs.push(d);
+        }
+    }
+    let outputs: Vec<Value> = seen
+        .outputs
+        .iter()
+        .map(|o| json!({ "namespace": format!("gs://{}", o.bucket), "name": o.name.as_str() }))
+        .collect();
+    RunEvent::new(json!({
+        "eventType": kind,
+        "eventTime": time.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "producer": PRODUCER,
+        "schemaURL": RUN_EVENT_SCHEMA,
+        "run": { "runId": run_uuid(&[stage_run.as_str(), "stage"]), "facets": run_facets },
+        "job": {
+            "namespace": namespace,
+            "name": format!("{}.stage", pipeline.name),
+            "facets": { "jobType": {
+                "_producer": PRODUCER,
+                "_schemaURL": JOB_TYPE_FACET,
+                "processingType": "BATCH",
+                "integration": "CONVEYOR",
+                "jobType": "STAGE",
+            } },
+        },
+        "inputs": inputs,
+        "outputs": outputs,
+    }))
 }
 
 /// A UUID (version 8, RFC 9562's custom layout) from the SHA-256 of `parts`: the same parts

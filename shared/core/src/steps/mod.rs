@@ -106,6 +106,11 @@ pub struct StepOptions {
     /// rest to the next tick, so ticks (Cloud Scheduler, every minute) never overlap. Default
     /// 45 s.
     pub tick_budget: std::time::Duration,
+    /// The bucket where steps keep small claim objects under `_conveyor/` that must be taken
+    /// atomically (`create_new`): the `max_active_runs` slots of a pipeline, the submit claims
+    /// of engines whose submit is not idempotent. `None`: no such bucket (admission falls
+    /// back to reading the run log, which is not atomic; see the delivery guarantees).
+    pub state_bucket: Option<crate::names::BucketName>,
 }
 
 impl Default for StepOptions {
@@ -113,6 +118,7 @@ impl Default for StepOptions {
         Self {
             load_wait: std::time::Duration::from_secs(10),
             tick_budget: std::time::Duration::from_secs(45),
+            state_bucket: None,
         }
     }
 }

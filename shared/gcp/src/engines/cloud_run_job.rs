@@ -250,6 +250,17 @@ impl BatchEngine for CloudRunJobEngine {
         })
     }
 
+    /// The execution carrying the job id, if one was started (by another delivery that
+    /// holds the submit claim): never runs the job.
+    async fn adopt(&self, req: &BatchRequest) -> Result<Option<Submitted>, PortError> {
+        let rendered = req.spec.rendered(&req.vars).map_err(PortError::permanent)?;
+        let spec = spec_of(&rendered)?;
+        Ok(self.find(spec, &req.job_id).await?.map(|_| Submitted {
+            job_id: req.job_id.clone(),
+            adopted: true,
+        }))
+    }
+
     async fn state(&self, spec: &BatchSpec, job_id: &JobId) -> Result<JobState, PortError> {
         let s = spec_of(spec)?;
         let Some(name) = self.find(s, job_id).await? else {

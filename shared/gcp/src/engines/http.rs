@@ -267,6 +267,20 @@ fn shown(url: &str) -> &str {
 
 #[async_trait]
 impl BatchEngine for HttpEngine {
+    /// A call this process made: adopted. Another process's call is known by the submit
+    /// claim's `.done` mark only (an endpoint cannot be asked whether it was called).
+    async fn adopt(&self, req: &BatchRequest) -> Result<Option<Submitted>, PortError> {
+        let called = self
+            .called
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(req.job_id.as_str());
+        Ok(called.then(|| Submitted {
+            job_id: req.job_id.clone(),
+            adopted: true,
+        }))
+    }
+
     async fn submit(&self, req: &BatchRequest) -> Result<Submitted, PortError> {
         let rendered = req.spec.rendered(&req.vars).map_err(PortError::permanent)?;
         let spec = spec_of(&rendered)?;

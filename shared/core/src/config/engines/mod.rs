@@ -132,6 +132,21 @@ impl BatchSpec {
         }
     }
 
+    /// How long a submit claim of this engine is held before another delivery may take it
+    /// over, or `None` when its submit is idempotent on the job id (the engine refuses a
+    /// second job under the same id, or finds it) and needs no claim. A Cloud Run job's `:run`
+    /// and an http call start new work each time, so two deliveries of one submit at once
+    /// would each start it: the submit step takes a create-only claim keyed by the job id
+    /// first, and the delivery that loses it adopts (see `steps/submit/claim.rs`). The hold
+    /// outlasts the call the winner makes.
+    pub fn claims_submit(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::CloudRunJob(_) => Some(std::time::Duration::from_secs(120)),
+            Self::Http(h) => Some(h.call_timeout() + std::time::Duration::from_secs(60)),
+            _ => None,
+        }
+    }
+
     /// The engine's name as written in the file.
     pub fn engine(&self) -> &'static str {
         self.spec().kind().name

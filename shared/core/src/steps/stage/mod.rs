@@ -364,6 +364,7 @@ pub async fn stage_pipeline(
         Err(lease::Refused::Busy(why)) => return Err(StepError::Transient(why)),
         Err(lease::Refused::Store(e)) => return Err(StepError::from_port(e)),
     };
+    let mut seen = Seen::default();
     let result = stage_leased(
         ctx,
         pipeline,
@@ -375,10 +376,70 @@ pub async fn stage_pipeline(
         outcome,
         &mut report_line,
         began,
+        &mut seen,
     )
     .await;
     lease.release(store).await;
+    let end = match &result {
+        Ok(report) if report.failed.is_empty() => None,
+        Ok(report) => Some(format!(
+            "{} object(s) failed to copy; first: {}",
+            report.failed.len(),
+            report
+                .failed
+                .first()
+                .map(|(k, e)| format!("{k}: {e}"))
+                .unwrap_or_default()
+        )),
+        Err(e) => Some(e.to_string()),
+    };
+    if !seen.started {
+        // Stopped before its source was listed: the run's START still comes first.
+        let source = spec.source.describe();
+        if source.contains("://") || source.starts_with('/') {
+            seen.lineage.inputs.push(source);
+        }
+        lineage(ctx, pipeline, &stage_run, "START", &seen, None).await;
+    }
+    match end {
+        None => lineage(ctx, pipeline, &stage_run, "COMPLETE", &seen, None).await,
+        Some(error) => lineage(ctx, pipeline, &stage_run, "FAIL", &seen, Some(&error)).await,
+    }
     result
+}
+
+/// What a stage run has read and written so far, for its lineage.
+#[derive(Default)]
+struct Seen {
+    started: bool,
+    lineage: super::lineage::StageLineage,
+}
+
+/// Sends the stage run's OpenLineage event `kind`, when the file has `lineage:` and the
+/// lineage port is wired. A failure is logged: the copies are done and stay done.
+async fn lineage(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    stage_run: &RunId,
+    kind: &str,
+    seen: &Seen,
+    error: Option<&str>,
+) {
+    let (Some(_), Some(port)) = (&ctx.config.lineage, &ctx.ports.lineage) else {
+        return;
+    };
+    let event = super::lineage::stage_event(
+        &ctx.config,
+        pipeline,
+        stage_run,
+        kind,
+        Utc::now(),
+        &seen.lineage,
+        error,
+    );
+    if let Err(e) = port.emit(&event).await {
+        warn!(run_id = %stage_run, event_type = kind, error = %e, "cannot send the stage run's OpenLineage event");
+    }
 }
 
 /// The stage run itself, with the pipeline's lease held (and renewed).
@@ -394,6 +455,7 @@ async fn stage_leased(
     outcome: &mut Outcome,
     report_line: &mut (dyn FnMut(ProgressKind, usize, usize, u64, String) + Send),
     began: Instant,
+    seen: &mut Seen,
 ) -> Result<StageReport, StepError> {
     let store = ctx.ports.store.as_ref();
     let source = ctx
@@ -404,6 +466,13 @@ async fn stage_leased(
         .map_err(StepError::from_port)?;
     let uri = source.uri();
     let listed = source.list().await.map_err(StepError::from_port)?;
+    // The source as one dataset when it is one place (a folder, a file); a list of URLs is
+    // named by each URL copied.
+    if uri.contains("://") || uri.starts_with('/') {
+        seen.lineage.inputs.push(uri.clone());
+    }
+    seen.started = true;
+    lineage(ctx, pipeline, stage_run, "START", seen, None).await;
     let keys: BTreeSet<String> = listed.iter().map(|o| o.key.clone()).collect();
     let stored = Watermark::read(store, &spec.bucket, &pipeline.name).await;
     let stored = match stored {
@@ -549,6 +618,8 @@ async fn stage_leased(
                 );
                 info!(object = %meta.object.uri(), source = %object.key, bytes = read.size, reason, "staged");
                 report.bytes += read.size;
+                seen.lineage.inputs.push(source_address(&uri, &object));
+                seen.lineage.outputs.push(meta.object.clone());
                 touched.insert(object.key.clone());
                 mark.objects.insert(
                     object.key.clone(),

@@ -397,7 +397,7 @@ pub(in crate::steps) async fn submit_attempt(
     detail.error = None;
     detail.started_at = Some(Utc::now());
     let submitted = match secrets {
-        Ok(()) => ctx.ports.batch.submit(&req).await,
+        Ok(()) => super::claim::submit(ctx, &req).await,
         Err(e) => Err(e),
     };
     match submitted {

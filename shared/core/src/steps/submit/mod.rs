@@ -15,15 +15,19 @@
 //! - `job.rs`: starting a job: one batch, or one `dev.conveyor.row.queued` per `for_each` row
 //!   and each row's batch; the request of an attempt, rebuilt the same way by the poll step.
 //! - `chain.rs`: what follows a job's end, run ends, fan-in.
+//! - `claim.rs`: the create-only claim a submit of `cloud_run_job` or `http` takes before
+//!   calling the engine, so two deliveries at once start one job.
 //! - `queue.rs`: `max_active_runs`: runs recorded QUEUED, started in date order when a slot
-//!   frees.
+//!   frees; `slots.rs`: the slots, taken atomically in the state bucket.
 //! - `graph.rs`: the same when the jobs form a graph (`needs`, `run_if`): jobs decided once
 //!   their needs ended, SKIPPED, and the poll tick's sweep of stalled graph runs.
 
 mod chain;
+mod claim;
 mod graph;
 mod job;
 mod queue;
+mod slots;
 
 use std::collections::BTreeMap;
 

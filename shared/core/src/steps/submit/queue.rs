@@ -3,11 +3,13 @@
 //! oldest run date first, when a slot frees: when a run of the pipeline ends, and on every poll
 //! tick (a queued row written after the end that freed its slot).
 //!
-//! The run log is the state: a run is *going* when it has a job row other than QUEUED and no
-//! run end; *queued* when its only job rows are QUEUED. Admission reads the run log, so it is
-//! not atomic: two starts decided at the same instant may both see a free slot (and a run just
-//! released is not seen going until its first job's row is written). Starting a run twice is
-//! harmless (deterministic job ids adopt); the limit may be passed briefly.
+//! The run log says which runs are *queued* (their only job rows are QUEUED) and which are
+//! *going* (a job row other than QUEUED and no run end). Admission is a slot taken atomically
+//! in the state bucket (`slots.rs`): the run log is written asynchronously by the log step, so
+//! starts decided at the same instant (a burst, a backfill posting dates back to back) would
+//! each see the last slot free in it. Without a state bucket, admission falls back to counting
+//! the going runs in the run log, which such a burst can pass. Starting a run twice is harmless
+//! (deterministic job ids adopt).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,7 +37,25 @@ struct Queued {
 /// The pipeline's going runs (by id) and its queued runs, oldest run date first.
 struct Runs {
     going: BTreeSet<String>,
+    ended: BTreeSet<String>,
     queued: Vec<Queued>,
+}
+
+impl super::slots::Seen for Runs {
+    fn going(&self, run: &str) -> bool {
+        self.going.contains(run)
+    }
+    fn ended(&self, run: &str) -> bool {
+        self.ended.contains(run)
+    }
+}
+
+/// The slots of `pipeline`, when the steps have a state bucket.
+fn slots<'a>(ctx: &'a Context, pipeline: &Pipeline) -> Option<super::slots::Slots<'a>> {
+    ctx.options
+        .state_bucket
+        .as_ref()
+        .map(|bucket| super::slots::Slots::new(ctx.ports.store.as_ref(), bucket, pipeline))
 }
 
 /// Whether `row` is a job's row (not the load's, not the run's end).
@@ -61,10 +81,11 @@ async fn runs_of(ctx: &Context, pipeline: &Pipeline) -> Result<Runs, StepError> 
         by_run.entry(r.run_id.as_str()).or_default().push(r);
     }
     let mut going = BTreeSet::new();
+    let mut ended = BTreeSet::new();
     let mut queued = Vec::new();
     for (run, rows) in by_run {
-        let ended = rows.iter().any(|r| is_run_end(r) && is_terminal(&r.status));
-        if ended {
+        if rows.iter().any(|r| is_run_end(r) && is_terminal(&r.status)) {
+            ended.insert(run.to_owned());
             continue;
         }
         let started = rows
@@ -97,11 +118,15 @@ async fn runs_of(ctx: &Context, pipeline: &Pipeline) -> Result<Runs, StepError> 
     queued.sort_by(|a, b| {
         (a.date.as_str(), a.at, a.run_id.as_str()).cmp(&(b.date.as_str(), b.at, b.run_id.as_str()))
     });
-    Ok(Runs { going, queued })
+    Ok(Runs {
+        going,
+        ended,
+        queued,
+    })
 }
 
-/// Whether `run_id` may start now under `limit`: it is going already (a redelivery), or
-/// fewer than `limit` other runs are.
+/// Whether `run_id` may start now under `limit`: it holds or takes a slot. Without a state
+/// bucket: it is going already (a redelivery), or fewer than `limit` other runs are.
 pub(super) async fn admits(
     ctx: &Context,
     pipeline: &Pipeline,
@@ -109,6 +134,9 @@ pub(super) async fn admits(
     limit: u32,
 ) -> Result<bool, StepError> {
     let runs = runs_of(ctx, pipeline).await?;
+    if let Some(slots) = slots(ctx, pipeline) {
+        return slots.claim(run_id, limit, &runs, Utc::now()).await;
+    }
     if runs.going.contains(run_id.as_str()) {
         return Ok(true);
     }
@@ -157,6 +185,21 @@ pub(in crate::steps) async fn release(
     let Some(limit) = pipeline.max_active_runs else {
         return Ok(0);
     };
+    if let Some(slots) = slots(ctx, pipeline) {
+        if let Some(ending) = ending {
+            slots.free(ending).await?;
+        }
+        let runs = runs_of(ctx, pipeline).await?;
+        let mut started = 0;
+        for q in &runs.queued {
+            if !slots.claim(&q.run_id, limit, &runs, Utc::now()).await? {
+                break;
+            }
+            start_queued(ctx, pipeline, q, outcome).await?;
+            started += 1;
+        }
+        return Ok(started);
+    }
     let runs = runs_of(ctx, pipeline).await?;
     let going = runs
         .going
@@ -165,16 +208,26 @@ pub(in crate::steps) async fn release(
         .count();
     let free = (limit as usize).saturating_sub(going);
     let mut started = 0;
-    for q in runs.queued.into_iter().take(free) {
-        let mut base = q.base;
-        base.job = None;
-        info!(pipeline = %pipeline.name, run_id = %q.run_id, date = %q.date, "queued run started: a slot is free");
-        let mut one = Outcome::default();
-        super::start_jobs(ctx, pipeline, &q.run_id, base, &mut one).await?;
-        outcome.events.append(&mut one.events);
+    for q in runs.queued.iter().take(free) {
+        start_queued(ctx, pipeline, q, outcome).await?;
         started += 1;
     }
     Ok(started)
+}
+
+async fn start_queued(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    q: &Queued,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let mut base = q.base.clone();
+    base.job = None;
+    info!(pipeline = %pipeline.name, run_id = %q.run_id, date = %q.date, "queued run started: a slot is free");
+    let mut one = Outcome::default();
+    super::start_jobs(ctx, pipeline, &q.run_id, base, &mut one).await?;
+    outcome.events.append(&mut one.events);
+    Ok(())
 }
 
 /// The poll tick's sweep: starts the queued runs of every pipeline with `max_active_runs`

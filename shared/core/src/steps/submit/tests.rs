@@ -304,3 +304,237 @@ pipelines:
     );
     assert_eq!(super::run_date(hourly, &t2), "2026-11-20");
 }
+
+/// `max_active_runs`: a run log in memory that the test fills from the bus, as the log step
+/// does (asynchronously: nothing of a burst is in it when the burst is decided).
+mod max_active_runs {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+
+    use super::Counter;
+    use super::Recorder;
+    use crate::event::{Detail, EventType, Status, StepName};
+    use crate::inbound::{Inbound, Origin, StartRequest};
+    use crate::names::{BucketName, PipelineName, TableRef};
+    use crate::ports::{PortError, Ports, RunLog, RunLogQuery, RunLogRow};
+    use crate::steps::{Context, Outcome, handle};
+    use crate::testing::MemoryStore;
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<RunLogRow>>);
+
+    #[async_trait]
+    impl RunLog for Log {
+        async fn record(&self, _: &TableRef, row: &RunLogRow) -> Result<(), PortError> {
+            self.0.lock().expect("lock").push(row.clone());
+            Ok(())
+        }
+        async fn rows(&self, _: &TableRef, q: &RunLogQuery) -> Result<Vec<RunLogRow>, PortError> {
+            Ok(self
+                .0
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|r| q.pipeline.is_none() || r.pipeline == q.pipeline)
+                .cloned()
+                .collect())
+        }
+        async fn open_batches(
+            &self,
+            _: &TableRef,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<RunLogRow>, PortError> {
+            Ok(Vec::new())
+        }
+    }
+
+    struct Fixture {
+        ctx: Context,
+        bus: Arc<Recorder>,
+        batch: Arc<Counter>,
+        log: Arc<Log>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let yaml = "pipelines:\n  - name: nightly\n    max_active_runs: 2\n    trigger: { manual: true }\n    jobs:\n      - { name: work, engine: local, command: \"true\" }\n";
+            let config = crate::config::parse_str(yaml, "t.yaml").expect("config");
+            let bus = Arc::new(Recorder::default());
+            let batch = Arc::new(Counter::default());
+            let log = Arc::new(Log::default());
+            let ports = Ports {
+                bus: bus.clone(),
+                batch: batch.clone(),
+                run_log: log.clone(),
+                store: Arc::new(MemoryStore::default()),
+                ..Ports::unwired()
+            };
+            let mut ctx = Context::new(Arc::new(config), ports);
+            ctx.options.state_bucket = Some(BucketName::parse("state").expect("bucket"));
+            Self {
+                ctx,
+                bus,
+                batch,
+                log,
+            }
+        }
+
+        /// What the log step would have written by now: a row per event published.
+        fn log_everything(&self) {
+            let rows: Vec<RunLogRow> = self
+                .bus
+                .0
+                .lock()
+                .expect("lock")
+                .drain(..)
+                .map(|e| crate::steps::log::row_for(&e, "test"))
+                .collect();
+            self.log.0.lock().expect("lock").extend(rows);
+        }
+
+        /// The dates of the runs whose batch was submitted, in submit order.
+        fn submitted(&self) -> Vec<String> {
+            self.batch
+                .0
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|r| r.vars.get("date").cloned().unwrap_or_default())
+                .collect()
+        }
+
+        fn run_of(&self, date: &str) -> crate::names::RunId {
+            let pipeline = &self.ctx.config.pipelines[0];
+            let Inbound::Start(s) = start(date) else {
+                unreachable!("a start")
+            };
+            super::super::start_run_id(pipeline, &s)
+        }
+
+        async fn end(&self, date: &str) -> Outcome {
+            let mut outcome = Outcome::default();
+            let base = Detail {
+                vars: [("date".to_owned(), date.to_owned())].into(),
+                ..Detail::default()
+            };
+            super::super::end_run(
+                &self.ctx,
+                &self.ctx.config.pipelines[0],
+                &self.run_of(date),
+                Status::Succeeded,
+                base,
+                &mut outcome,
+            )
+            .await
+            .expect("end");
+            outcome
+        }
+    }
+
+    fn start(date: &str) -> Inbound {
+        Inbound::Start(StartRequest {
+            pipeline: Some(PipelineName::parse("nightly").expect("name")),
+            origin: Origin::Manual,
+            at: Utc::now(),
+            key: None,
+            date: Some(date.parse().expect("date")),
+        })
+    }
+
+    const DATES: [&str; 6] = [
+        "2026-11-01",
+        "2026-11-02",
+        "2026-11-03",
+        "2026-11-04",
+        "2026-11-05",
+        "2026-11-06",
+    ];
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_burst_of_starts_takes_at_most_max_active_runs_slots_and_the_rest_start_in_date_order()
+     {
+        let f = Fixture::new();
+        let starts = DATES.map(|d| {
+            let ctx = f.ctx.clone();
+            tokio::spawn(async move { handle(StepName::Submit, &ctx, start(d)).await })
+        });
+        for s in starts {
+            s.await.expect("join").expect("start");
+        }
+        let running = f.submitted();
+        assert_eq!(
+            running.len(),
+            2,
+            "six starts at once, max_active_runs 2: {running:?} submitted"
+        );
+        let queued: BTreeSet<String> = f
+            .bus
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|e| e.kind == EventType::RunQueued)
+            .map(|e| e.detail.vars.get("date").cloned().unwrap_or_default())
+            .collect();
+        assert_eq!(queued.len(), 4, "the other four are queued: {queued:?}");
+
+        // A redelivered start of a running run keeps its slot: nothing else starts.
+        f.log_everything();
+        handle(StepName::Submit, &f.ctx, start(&running[0]))
+            .await
+            .expect("redelivery");
+        assert_eq!(
+            f.submitted().len(),
+            3,
+            "the redelivery submits its own batch again"
+        );
+        assert_eq!(f.submitted()[2], running[0]);
+
+        // One run ends: its slot goes to the oldest queued run, and only to it.
+        f.log_everything();
+        f.end(&running[0]).await;
+        let oldest: Vec<&String> = queued.iter().collect();
+        assert_eq!(f.submitted()[3..], [oldest[0].clone()]);
+
+        // The other run ends without giving its slot back (ended by a timeout, say): its
+        // slot is stale once the run log shows the end, and the poll tick's sweep takes it
+        // over for the next queued run.
+        f.log_everything();
+        let ctx = &f.ctx;
+        let ev = ctx.event(
+            EventType::RunFinished,
+            f.run_of(&running[1]),
+            Some(ctx.config.pipelines[0].name.clone()),
+            StepName::Submit,
+            1,
+            Status::TimedOut,
+            Detail {
+                vars: [("date".to_owned(), running[1].clone())].into(),
+                ..Detail::default()
+            },
+        );
+        f.log
+            .0
+            .lock()
+            .expect("lock")
+            .push(crate::steps::log::row_for(&ev, "test"));
+        let mut outcome = Outcome::default();
+        let started = super::super::sweep_queued(ctx, &mut outcome)
+            .await
+            .expect("sweep");
+        assert_eq!(started, 1);
+        assert_eq!(f.submitted()[4..], [oldest[1].clone()]);
+        f.log_everything();
+        let mut outcome = Outcome::default();
+        assert_eq!(
+            super::super::sweep_queued(ctx, &mut outcome)
+                .await
+                .expect("sweep"),
+            0,
+            "two runs going: no slot is free"
+        );
+    }
+}
