@@ -27,6 +27,18 @@ resource "google_storage_bucket" "landing" {
     }
   }
 
+  # The submit step's claims (one per Cloud Run job or http call, against a second start by a
+  # redelivered submit) matter only while Pub/Sub may still redeliver: at most 31 days.
+  lifecycle_rule {
+    condition {
+      age            = 32
+      matches_prefix = ["_conveyor/claims/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   dynamic "logging" {
     for_each = var.landing_access_log_bucket == null ? [] : [var.landing_access_log_bucket]
     content {
