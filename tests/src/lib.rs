@@ -284,6 +284,15 @@ impl Chain {
         Self::start_configured(yaml, engines, true).await
     }
 
+    /// Starts the chain on `yaml` (local batches) with `clock` as the steps' clock: load
+    /// windows close when the test moves it on.
+    pub async fn start_with_clock(yaml: &str, clock: Arc<dyn conveyor_core::clock::Clock>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config =
+            Arc::new(config::parse_str(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}")));
+        Self::open(dir, config, None, true, Some(clock))
+    }
+
     /// Starts the chain on `yaml` with no bucket watcher (as `conveyor backfill` runs it): only
     /// the objects announced by events load.
     pub async fn start_unwatched(yaml: &str) -> Self {
@@ -294,7 +303,7 @@ impl Chain {
         let dir = tempfile::tempdir().expect("tempdir");
         let config =
             Arc::new(config::parse_str(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}")));
-        Self::open(dir, config, engines, watch)
+        Self::open(dir, config, engines, watch, None)
     }
 
     fn open(
@@ -302,6 +311,7 @@ impl Chain {
         config: Arc<config::Config>,
         engines: Option<Engines>,
         watch: bool,
+        clock: Option<Arc<dyn conveyor_core::clock::Clock>>,
     ) -> Self {
         let state = dir.path().join("state");
         let mut embedded = match engines {
@@ -309,6 +319,9 @@ impl Chain {
             None => Embedded::open(config.clone(), &state),
         }
         .expect("open");
+        if let Some(clock) = clock {
+            embedded = embedded.with_clock(clock);
+        }
         let ctx = embedded.context();
         let probe = embedded.quiet_probe();
         let events = std::sync::Mutex::new(embedded.events());
@@ -351,7 +364,7 @@ impl Chain {
         let Self {
             dir, config, watch, ..
         } = self;
-        Self::open(dir, config, None, watch)
+        Self::open(dir, config, None, watch, None)
     }
 
     /// The events the runtime dispatched since the last call (since the start, the first

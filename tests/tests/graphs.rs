@@ -4,9 +4,11 @@
 //! chain), and fan-in (`trigger.after`) once per date however the upstream events arrive.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use conveyor_core::clock::ManualClock;
 use conveyor_core::event::StepName;
 use conveyor_core::ports::RunLogRow;
 use conveyor_e2e::Chain;
@@ -285,6 +287,109 @@ async fn an_arrival_redelivered_after_its_window_loaded_is_a_duplicate_even_afte
         .await;
     chain.settle(Duration::from_secs(20)).await;
     assert_eq!(chain.rows("raw.events_click").await, 7);
+    chain.stop().await;
+}
+
+/// The `joined/` records of `pipeline`'s windows in `landing`: one per arrival that found
+/// its window.
+fn joined(chain: &Chain, pipeline: &str) -> usize {
+    let dir = chain
+        .bucket("landing")
+        .join("_conveyor/windows")
+        .join(pipeline);
+    std::fs::read_dir(&dir)
+        .map(|tables| {
+            tables
+                .filter_map(Result::ok)
+                .filter_map(|t| std::fs::read_dir(t.path().join("joined")).ok())
+                .map(Iterator::count)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn auto_batching_loads_a_burst_in_two_jobs_with_every_file_once_and_says_so() {
+    // The steps' clock stands still at the start of a 62 s window until the test moves it.
+    let now = chrono::Utc::now().timestamp();
+    let start = now - now.rem_euclid(62) + 1;
+    let clock = Arc::new(ManualClock::new(
+        chrono::DateTime::from_timestamp(start, 0).expect("time"),
+    ));
+    let chain = Chain::start_with_clock(
+        r#"
+pipelines:
+  - name: feed
+    trigger: { object: { bucket: landing, pattern: "events/{kind}/*.ndjson" } }
+    load:
+      table: "raw.events_{kind}"
+      format: NDJSON
+      batch: { auto: true }
+"#,
+        clock.clone(),
+    )
+    .await;
+    for i in 0..40 {
+        chain.write_file(
+            "landing",
+            &format!("events/click/e{i:02}.ndjson"),
+            &format!("{{\"n\": {i}}}\n{{\"n\": {}}}\n", i + 100),
+        );
+    }
+    // Every file found its window; the quiet table's first arrival loaded at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while joined(&chain, "feed") < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 40 joined",
+            joined(&chain, "feed")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for(&chain, Duration::from_secs(30), "the first load", |log| {
+        count(log, "feed", "load", "SUCCEEDED") == 1
+    })
+    .await;
+    let first = chain.rows("raw.events_click").await;
+    assert!(
+        (2..80).contains(&first),
+        "the first arrival (and any racing it) loaded at once, the rest wait: {first} rows"
+    );
+    // The window ends: the poll tick closes it.
+    clock.advance(chrono::Duration::seconds(62));
+    chain
+        .wait_rows("raw.events_click", 80, Duration::from_secs(30))
+        .await;
+    chain.settle(Duration::from_secs(20)).await;
+    assert_eq!(
+        chain.rows("raw.events_click").await,
+        80,
+        "each file loaded once"
+    );
+    let log = chain.run_log().await;
+    let loads: Vec<serde_json::Value> = log
+        .iter()
+        .filter(|r| r.pipeline.as_deref() == Some("feed") && r.step == "load")
+        .filter(|r| r.status == "SUCCEEDED")
+        .filter_map(|r| serde_json::from_str(&r.detail).ok())
+        .collect();
+    assert_eq!(loads.len(), 2, "40 arrivals in two load jobs: {loads:#?}");
+    let files: usize = loads
+        .iter()
+        .filter_map(|d| d["vars"]["files"].as_str()?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(files, 40, "every arrival in exactly one job: {loads:#?}");
+    let notes: Vec<&str> = loads
+        .iter()
+        .filter_map(|d| d["vars"]["batch"].as_str())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with("auto: at once"))
+            && notes
+                .iter()
+                .any(|n| n.starts_with("auto window=62s (rate ")),
+        "the run log says what auto batching did: {notes:?}"
+    );
     chain.stop().await;
 }
 

@@ -221,6 +221,15 @@ impl Embedded {
         })
     }
 
+    /// Replaces the steps' clock (the system's by default): a test's
+    /// [`conveyor_core::clock::ManualClock`], so load windows close when the test moves it on
+    /// rather than after real time.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn conveyor_core::clock::Clock>) -> Self {
+        self.ctx.clock = clock;
+        self
+    }
+
     /// Replaces the additional run-log sinks (none by default: a pipeline file naming one is
     /// refused by the log step until the runtime wires it; the CLI wires PostgreSQL).
     #[must_use]

@@ -959,3 +959,76 @@ async fn a_batchs_union_schema_is_sent_with_allow_field_addition() {
     assert_eq!(load["writeDisposition"], "WRITE_APPEND");
     assert_eq!(load["schemaUpdateOptions"], json!(["ALLOW_FIELD_ADDITION"]));
 }
+
+/// Issue 26: the existing table's columns are read with `tables.get` (a batch's union schema
+/// names them too); a table that does not exist is `None`, and so is one with a nested or
+/// repeated column, which a flat schema cannot name.
+#[tokio::test]
+async fn a_tables_columns_are_read_with_tables_get_and_none_when_missing_or_nested() {
+    let (url, recording) = serve_as(
+        Router::new().fallback(|uri: Uri| async move {
+            let path = uri.path().to_owned();
+            if path.ends_with("/tables/missing") {
+                return (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(json!({"error": {"code": 404, "message": "Not found: Table p:ds.missing", "errors": [{"reason": "notFound"}]}})),
+                );
+            }
+            let fields = if path.ends_with("/tables/nested") {
+                json!([{"name": "id", "type": "INTEGER"}, {"name": "tags", "type": "STRING", "mode": "REPEATED"}])
+            } else {
+                json!([{"name": "id", "type": "INTEGER", "mode": "REQUIRED"}, {"name": "legacy", "type": "STRING"}])
+            };
+            (
+                StatusCode::OK,
+                axum::Json(json!({"kind": "bigquery#table", "schema": {"fields": fields}})),
+            )
+        }),
+        "bigquery",
+    )
+    .await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{url}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    let table = |t: &str| TableRef::parse(t).expect("table");
+    let columns = bq
+        .table_columns(&table("ds.t"))
+        .await
+        .expect("read")
+        .expect("a table");
+    assert_eq!(
+        columns,
+        [
+            conveyor_core::format::Column {
+                name: "id".into(),
+                ty: conveyor_core::format::ColumnType::Int64,
+                nullable: false,
+            },
+            conveyor_core::format::Column {
+                name: "legacy".into(),
+                ty: conveyor_core::format::ColumnType::String,
+                nullable: true,
+            },
+        ]
+    );
+    assert_eq!(
+        bq.table_columns(&table("ds.missing")).await.expect("read"),
+        None
+    );
+    assert_eq!(
+        bq.table_columns(&table("ds.nested")).await.expect("read"),
+        None
+    );
+    let paths: Vec<String> = recording
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path()))
+        .collect();
+    assert_eq!(
+        paths[0], "GET /bigquery/v2/projects/p/datasets/ds/tables/t",
+        "{paths:?}"
+    );
+}

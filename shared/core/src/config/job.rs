@@ -276,15 +276,16 @@ pub(crate) fn truthy(v: &str) -> bool {
     )
 }
 
-/// How arriving objects are grouped into one load job: `{ marker: _SUCCESS }` or
-/// `{ window: 5m, max_files: 1000 }`.
+/// How arriving objects are grouped into one load job: `{ marker: _SUCCESS }`,
+/// `{ window: 5m, max_files: 1000 }` or `{ auto: true }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "RawLoadBatch", into = "RawLoadBatch")]
 pub enum LoadBatch {
     /// A folder per marker: when an object whose file name is `marker` arrives, every object
     /// of its folder that matches the pattern is loaded in one job (GEBI's `_SUCCESS`).
     Marker(MarkerBatch),
-    /// A time window: arrivals for one table within `window` are loaded by one job (bqtail).
+    /// A time window: arrivals for one table within `window` are loaded by one job (bqtail);
+    /// `auto: true` is a window too, sized to BigQuery's daily quota of load jobs per table.
     Window(WindowBatch),
 }
 
@@ -339,11 +340,16 @@ enum RawMarker {
     },
 }
 
-/// `load.batch: { window: 5m, max_files: 1000 }`.
+/// `load.batch: { window: 5m, max_files: 1000 }` or `{ auto: true, max_delay: 62s }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowBatch {
-    /// How long a window lasts (windows are aligned to multiples of it).
+    /// How long a window lasts (windows are aligned to multiples of it). With `auto`, the
+    /// `max_delay` (default [`super::AUTO_WINDOW`]).
     pub window: Duration,
+    /// `auto: true`: an arrival to a table that had no window in the previous period is
+    /// loaded at once (alone); the others wait for their window's end. So a table gets at
+    /// most one load job per window length (plus full windows), whatever its rate.
+    pub auto: bool,
     /// A window with this many files closes at once. Default 10,000 (BigQuery's limit of
     /// source URIs per load job).
     pub max_files: usize,
@@ -370,6 +376,19 @@ struct RawLoadBatch {
     /// A window with this many files closes at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_files: Option<usize>,
+    /// `true`: windows sized to stay under BigQuery's 1,500 load jobs per table per day
+    /// (62 s by default); an arrival to a quiet table loads at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auto: Option<bool>,
+    /// With `auto`: the longest an arrival waits for its window to close (`62s`; at least
+    /// `58s`, 86,400 s / 1,500).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "crate::config::schema::duration")]
+    max_delay: Option<Duration>,
     /// `quarantine`: the files a failed job names are moved under `_quarantine/` and the
     /// others load; `fail` (the default): the batch fails whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -381,6 +400,23 @@ impl TryFrom<RawLoadBatch> for LoadBatch {
 
     fn try_from(raw: RawLoadBatch) -> Result<Self, String> {
         let bad_files = raw.bad_files.unwrap_or_default();
+        if raw.auto == Some(true) {
+            if raw.marker.is_some() || raw.window.is_some() {
+                return Err(
+                    "`auto: true` sizes the window itself: set `max_delay`, not `window` or `marker`"
+                        .to_owned(),
+                );
+            }
+            return Ok(Self::Window(WindowBatch {
+                window: raw.max_delay.unwrap_or(super::AUTO_WINDOW),
+                auto: true,
+                max_files: raw.max_files.unwrap_or(super::MAX_LOAD_URIS),
+                bad_files,
+            }));
+        }
+        if raw.max_delay.is_some() {
+            return Err("`max_delay` goes with `auto: true`".to_owned());
+        }
         match (raw.marker, raw.window) {
             (Some(marker), None) if raw.max_files.is_none() => Ok(Self::Marker(match marker {
                 RawMarker::Name(marker) => MarkerBatch {
@@ -397,6 +433,7 @@ impl TryFrom<RawLoadBatch> for LoadBatch {
             (Some(_), None) => Err("`max_files` goes with `window`, not `marker`".to_owned()),
             (None, Some(window)) => Ok(Self::Window(WindowBatch {
                 window,
+                auto: false,
                 max_files: raw.max_files.unwrap_or(super::MAX_LOAD_URIS),
                 bad_files,
             })),
@@ -404,7 +441,8 @@ impl TryFrom<RawLoadBatch> for LoadBatch {
                 Err("set either `marker` (a folder per marker) or `window`, not both".to_owned())
             }
             (None, None) => Err(
-                "set `marker: _SUCCESS` (a folder per marker) or `window: 5m` (a time window)"
+                "set `marker: _SUCCESS` (a folder per marker), `window: 5m` (a time window) or \
+                 `auto: true` (windows sized to BigQuery's quota)"
                     .to_owned(),
             ),
         }
@@ -424,12 +462,24 @@ impl From<LoadBatch> for RawLoadBatch {
                 }),
                 window: None,
                 max_files: None,
+                auto: None,
+                max_delay: None,
                 bad_files: (m.bad_files != BadFiles::Fail).then_some(m.bad_files),
+            },
+            LoadBatch::Window(w) if w.auto => Self {
+                marker: None,
+                window: None,
+                max_files: Some(w.max_files),
+                auto: Some(true),
+                max_delay: Some(w.window),
+                bad_files: (w.bad_files != BadFiles::Fail).then_some(w.bad_files),
             },
             LoadBatch::Window(w) => Self {
                 marker: None,
                 window: Some(w.window),
                 max_files: Some(w.max_files),
+                auto: None,
+                max_delay: None,
                 bad_files: (w.bad_files != BadFiles::Fail).then_some(w.bad_files),
             },
         }

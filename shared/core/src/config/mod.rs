@@ -603,6 +603,18 @@ pub const MAX_RECORD_BYTES: u64 = 100_000_000;
 /// as `ports::MAX_LOAD_URIS`.
 pub const MAX_LOAD_URIS: usize = 10_000;
 
+/// BigQuery's quota of load jobs per table per day (`load.batch.auto` stays under it).
+pub const LOAD_JOBS_PER_TABLE_PER_DAY: u64 = 1_500;
+
+/// `load.batch.auto`'s window when `max_delay` is not set: 62 s, at most 1,394 windows a
+/// day (86,400 s / 62 s), which leaves about 100 of the 1,500 daily load jobs for retries,
+/// quarantine reloads and loads by hand.
+pub const AUTO_WINDOW: std::time::Duration = std::time::Duration::from_secs(62);
+
+/// The shortest `load.batch.auto.max_delay`: 58 s is the shortest whole number of seconds
+/// whose windows fit a day in 1,500 jobs (86,400 s / 1,500 = 57.6 s).
+pub const AUTO_MIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(58);
+
 fn max_record_bytes() -> u64 {
     MAX_RECORD_BYTES
 }

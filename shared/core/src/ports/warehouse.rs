@@ -119,6 +119,22 @@ pub trait Warehouse: Send + Sync {
     /// pass is started again by the adapter (the same configuration under the next id of
     /// its series) and reported [`LoadState::Running`].
     async fn load_state(&self, job_id: &JobId) -> Result<LoadStatus, PortError>;
+    /// The columns of the existing `table`, in order: `None` when it does not exist, or when
+    /// this warehouse does not say or has columns a flat schema cannot name (RECORD,
+    /// REPEATED). A batch's union schema ([`LoadJob::schema`] from several NDJSON files)
+    /// names them too, since BigQuery refuses an explicit schema that lacks a column of the
+    /// table ("missing in new schema"). The default: `None` (the embedded warehouse loads by
+    /// column name and keeps the columns a job does not name).
+    ///
+    /// # Errors
+    /// The table cannot be read (transient, or permission denied).
+    async fn table_columns(
+        &self,
+        table: &TableRef,
+    ) -> Result<Option<Vec<crate::format::Column>>, PortError> {
+        let _ = table;
+        Ok(None)
+    }
     /// Number of rows in `table`.
     async fn row_count(&self, table: &TableRef) -> Result<u64, PortError>;
     /// At most `limit` rows of `table`, each column as text (NULL as no entry): a job's

@@ -12,11 +12,44 @@ use tracing::warn;
 use conveyor_core::config::{
     CreateDisposition, PartitionKind, SchemaSpec, SchemaUpdateOption, WriteDisposition,
 };
-use conveyor_core::format::{ColumnType, Format};
+use conveyor_core::format::{Column, ColumnType, Format};
 use conveyor_core::names::{JobId, TableRef};
 use conveyor_core::ports::{LoadJob, LoadState, LoadStatus, PortError, Warehouse};
 
 use super::{BigQuery, Inserted, JobInfo, quoted, text, transient_reason};
+
+/// A table's `schema.fields` as flat columns, `None` when one is nested or repeated (a
+/// RECORD, a REPEATED mode) or of a type a flat schema does not name: the caller then
+/// leaves the job's schema as it was.
+fn flat_columns(fields: &Value) -> Option<Vec<Column>> {
+    fields
+        .as_array()?
+        .iter()
+        .map(|f| {
+            let ty = match f["type"].as_str()? {
+                "STRING" => ColumnType::String,
+                "INTEGER" | "INT64" => ColumnType::Int64,
+                "FLOAT" | "FLOAT64" => ColumnType::Float64,
+                "BOOLEAN" | "BOOL" => ColumnType::Bool,
+                "BYTES" => ColumnType::Bytes,
+                "TIMESTAMP" => ColumnType::Timestamp,
+                "DATE" => ColumnType::Date,
+                "JSON" => ColumnType::Json,
+                _ => return None,
+            };
+            let nullable = match f["mode"].as_str().unwrap_or("NULLABLE") {
+                "NULLABLE" => true,
+                "REQUIRED" => false,
+                _ => return None,
+            };
+            Some(Column {
+                name: f["name"].as_str()?.to_owned(),
+                ty,
+                nullable,
+            })
+        })
+        .collect()
+}
 
 /// Jobs in a load's series: a job id can be used once, so after a transient failure the load
 /// runs again as `ID-r2`, … `ID-r5`; a redelivery walks the same series and finds what ran.
@@ -302,6 +335,30 @@ impl Warehouse for BigQuery {
                 adopted: true,
             }),
         }
+    }
+
+    async fn table_columns(&self, table: &TableRef) -> Result<Option<Vec<Column>>, PortError> {
+        let path = format!(
+            "projects/{}/datasets/{}/tables/{}",
+            self.project_of(table),
+            table.dataset,
+            table.table
+        );
+        let found = match self
+            .call(
+                http::Method::GET,
+                &path,
+                &[],
+                None,
+                "read the table's schema",
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(PortError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(flat_columns(&found["schema"]["fields"]))
     }
 
     async fn row_count(&self, table: &TableRef) -> Result<u64, PortError> {

@@ -239,6 +239,25 @@ impl Validator {
         }
         self.load_actions(path, lines, p, load);
         if let Some(LoadBatch::Window(w)) = &load.batch {
+            if w.auto && w.window < crate::config::AUTO_MIN_WINDOW {
+                self.issue(
+                    format!("{path}.load.batch.max_delay"),
+                    lines.at(&["load", "batch", "max_delay"]),
+                    format!(
+                        "must be at least {}s: BigQuery allows {} load jobs per table per day, \
+                         one window every 57.6 s",
+                        crate::config::AUTO_MIN_WINDOW.as_secs(),
+                        crate::config::LOAD_JOBS_PER_TABLE_PER_DAY
+                    ),
+                );
+            }
+            if w.auto && p.trigger.object.is_none() {
+                self.issue(
+                    format!("{path}.load.batch.auto"),
+                    lines.at(&["load", "batch", "auto"]),
+                    "batches object arrivals: it needs `trigger.object`",
+                );
+            }
             if w.window.is_zero() {
                 self.issue(
                     format!("{path}.load.batch.window"),
@@ -550,6 +569,47 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn auto_batching_stays_under_the_daily_load_job_quota() {
+        let with =
+            |keys: &str| GOOD.replace("      format: CSV\n", &format!("      format: CSV\n{keys}"));
+        let paths = |keys: &str| -> Vec<String> {
+            issues(&with(keys)).into_iter().map(|i| i.path).collect()
+        };
+        assert!(paths("      batch: { auto: true }\n").is_empty());
+        assert!(paths("      batch: { auto: true, max_delay: 15m, max_files: 500 }\n").is_empty());
+        assert_eq!(
+            paths("      batch: { auto: true, max_delay: 30s }\n"),
+            ["pipelines[0].load.batch.max_delay"],
+            "30 s windows are 2,880 jobs a day"
+        );
+        assert_eq!(
+            paths("      order: by_name\n      batch: { auto: true }\n"),
+            ["pipelines[0].load.order"]
+        );
+        // Keys that do not go together are refused when the file is read.
+        for bad in [
+            "      batch: { auto: true, window: 5m }\n",
+            "      batch: { auto: true, marker: _SUCCESS }\n",
+            "      batch: { window: 5m, max_delay: 2m }\n",
+            "      batch: { auto: false }\n",
+        ] {
+            let found = issues(&with(bad));
+            assert!(
+                found.iter().any(|i| i.path.contains("load")),
+                "{bad}: {found:?}"
+            );
+        }
+        let config = crate::config::parse_str(&with("      batch: { auto: true }\n"), "t.yaml")
+            .expect("config");
+        let load = config.pipelines[0].load.as_ref().expect("load");
+        let Some(crate::config::LoadBatch::Window(w)) = &load.batch else {
+            panic!("{:?}", load.batch)
+        };
+        assert!(w.auto);
+        assert_eq!(w.window, crate::config::AUTO_WINDOW);
     }
 
     #[test]

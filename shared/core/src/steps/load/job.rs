@@ -325,12 +325,31 @@ impl<'a> Loader<'a> {
             return Ok(());
         };
         info!(table = %self.table, job_id = %job.job_id, added = ?union.added, "fields of later files added to the job's schema");
-        job.schema = SchemaSpec::Columns(union.columns);
         let takes_options = match job.write {
             WriteDisposition::WriteAppend => true,
             WriteDisposition::WriteTruncate => job.partition_id.is_some(),
             WriteDisposition::WriteEmpty => false,
         };
+        // Rows added to an existing table: the explicit schema names its columns first (as
+        // the table has them), then the keys it lacks; BigQuery refuses a schema that drops
+        // one of its columns.
+        let mut columns = union.columns;
+        let mut new_keys = union.added;
+        if takes_options
+            && let Some(existing) = self
+                .ctx
+                .ports
+                .warehouse
+                .table_columns(&job.table)
+                .await
+                .map_err(StepError::from_port)?
+        {
+            let have = |name: &str| existing.iter().any(|c| c.name.eq_ignore_ascii_case(name));
+            columns.retain(|c| !have(&c.name));
+            new_keys.retain(|k| !have(k));
+            columns.splice(0..0, existing);
+        }
+        job.schema = SchemaSpec::Columns(columns);
         if takes_options
             && !job
                 .schema_update_options
@@ -345,12 +364,14 @@ impl<'a> Loader<'a> {
             .get(SCHEMA_ADDED)
             .map(|v| v.split(',').map(str::to_owned).collect())
             .unwrap_or_default();
-        for name in union.added {
+        for name in new_keys {
             if !added.contains(&name) {
                 added.push(name);
             }
         }
-        self.set_var(SCHEMA_ADDED, added.join(","));
+        if !added.is_empty() {
+            self.set_var(SCHEMA_ADDED, added.join(","));
+        }
         Ok(())
     }
 
@@ -525,9 +546,10 @@ mod tests {
     use crate::ports::{LoadStatus, ObjectStore as _, Ports, Warehouse};
     use crate::testing::MemoryStore;
 
-    /// Keeps every job it is given; each is DONE at once.
+    /// Keeps every job it is given; each is DONE at once. The table has the columns of its
+    /// second field (`None`: no such table).
     #[derive(Default)]
-    struct Jobs(Mutex<Vec<LoadJob>>);
+    struct Jobs(Mutex<Vec<LoadJob>>, Option<Vec<crate::format::Column>>);
 
     #[async_trait]
     impl Warehouse for Jobs {
@@ -545,6 +567,12 @@ mod tests {
         async fn load_state(&self, _: &JobId) -> Result<LoadStatus, PortError> {
             Err(PortError::not_found("no such job"))
         }
+        async fn table_columns(
+            &self,
+            _: &TableRef,
+        ) -> Result<Option<Vec<crate::format::Column>>, PortError> {
+            Ok(self.1.clone())
+        }
         async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
             Ok(0)
         }
@@ -560,6 +588,15 @@ mod tests {
     /// The job a load of `files` into a table with `write` hands the warehouse, and the run's
     /// `schema_added`.
     async fn job_for(write: &str, files: &[(&str, &str)]) -> (LoadJob, Option<String>) {
+        job_into(write, files, None).await
+    }
+
+    /// [`job_for`] into a table that has `columns` (`None`: no table yet).
+    async fn job_into(
+        write: &str,
+        files: &[(&str, &str)],
+        columns: Option<Vec<crate::format::Column>>,
+    ) -> (LoadJob, Option<String>) {
         let config = crate::config::parse_str(
             &format!(
                 "pipelines:\n  - name: p\n    trigger: {{ object: {{ bucket: landing, pattern: \"in/{{d}}/*.json\" }} }}\n    load: {{ table: ds.t, format: NDJSON, write_disposition: {write}, batch: {{ marker: _SUCCESS }} }}\n"
@@ -568,7 +605,7 @@ mod tests {
         )
         .expect("config");
         let store = Arc::new(MemoryStore::default());
-        let warehouse = Arc::new(Jobs::default());
+        let warehouse = Arc::new(Jobs(Mutex::default(), columns));
         let ctx = Context::new(
             Arc::new(config),
             Ports {
@@ -642,5 +679,54 @@ mod tests {
         assert_eq!(job.schema, SchemaSpec::Autodetect);
         assert!(job.schema_update_options.is_empty());
         assert_eq!(added, None);
+    }
+
+    /// Issue 26: a batch appending to a table whose column its files lack sends that column
+    /// too (BigQuery refuses an explicit schema that drops one: "missing in new schema").
+    #[tokio::test]
+    async fn a_union_schema_keeps_the_existing_tables_columns_first() {
+        use crate::format::{Column, ColumnType};
+        let column = |name: &str, ty| Column {
+            name: name.to_owned(),
+            ty,
+            nullable: true,
+        };
+        let table = vec![
+            column("id", ColumnType::Int64),
+            column("legacy", ColumnType::String),
+        ];
+        let files = [
+            ("in/d1/a.json", "{\"id\":1}\n"),
+            (
+                "in/d1/b.json",
+                "{\"id\":2,\"COUNTRY\":\"fr\",\"Legacy\":\"x\"}\n",
+            ),
+        ];
+        let (job, added) = job_into("WRITE_APPEND", &files, Some(table.clone())).await;
+        let SchemaSpec::Columns(columns) = &job.schema else {
+            panic!("an explicit schema: {:?}", job.schema)
+        };
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["id", "legacy", "COUNTRY"],
+            "the table's columns as it has them, then the new keys (names match without case)"
+        );
+        assert_eq!(
+            job.schema_update_options,
+            [SchemaUpdateOption::AllowFieldAddition]
+        );
+        assert_eq!(
+            added.as_deref(),
+            Some("COUNTRY"),
+            "a key the table has is not added"
+        );
+        // A truncated table takes the batch's schema: the table's columns are not read.
+        let (job, _) = job_into("WRITE_TRUNCATE", &files, Some(table)).await;
+        let SchemaSpec::Columns(columns) = &job.schema else {
+            panic!("an explicit schema: {:?}", job.schema)
+        };
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "COUNTRY", "Legacy"]);
     }
 }

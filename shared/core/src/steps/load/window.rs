@@ -50,6 +50,10 @@ struct Opened {
     captures: BTreeMap<String, String>,
     /// When the window ends.
     ends: DateTime<Utc>,
+    /// `load.batch.auto`: the window of an arrival to a table that had no window in the
+    /// previous period; it ends as it opens, so its one arrival loads at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    at_once: bool,
 }
 
 /// Where one window's state lives.
@@ -84,6 +88,16 @@ impl Window {
             self.id
         ))
         .map_err(|e| StepError::Rejected(e.to_string()))
+    }
+
+    /// A window of the same table (its `id` to be set).
+    fn same_table(&self) -> Self {
+        Self {
+            bucket: self.bucket.clone(),
+            pipeline: self.pipeline.clone(),
+            table_key: self.table_key.clone(),
+            id: String::new(),
+        }
     }
 
     fn run_id(&self, pipeline: &Pipeline) -> RunId {
@@ -175,7 +189,7 @@ pub(super) async fn arrive(
         }
     };
     let secs = w.window.as_secs().max(1);
-    let now = Utc::now();
+    let now = ctx.clock.now();
     let table_key = short_hash(&[&table.to_string()]);
     let member_key = short_hash(&[&object.uri(), &object.generation]);
     let start = joined_period(
@@ -214,10 +228,27 @@ pub(super) async fn arrive(
             Some(false) => continue,
             None => {}
         }
+        // `auto`: the first window of a period after a period with none (a quiet table)
+        // ends now: its arrival loads at once. A table then gets at most one job per
+        // period: a period with two (this one, and the window of the arrivals after it)
+        // follows one with none.
+        let at_once = w.auto
+            && seq == 0
+            && !exists(
+                ctx,
+                &window.bucket,
+                &Window {
+                    id: format!("{}-0", start - secs as i64),
+                    ..window.same_table()
+                }
+                .name("open")?,
+            )
+            .await?;
         let opened = Opened {
             table: table.to_string(),
             captures: captures.clone(),
-            ends,
+            ends: if at_once { now } else { ends },
+            at_once,
         };
         let claim = serde_json::to_vec(&opened).map_err(|e| StepError::Rejected(e.to_string()))?;
         store
@@ -386,12 +417,19 @@ async fn close(
     };
     let run_id = window.run_id(pipeline);
     let mut detail = Detail {
-        started_at: Some(Utc::now()),
+        started_at: Some(ctx.clock.now()),
         vars: run_vars(&opened.captures),
         job: Some(LOAD_JOB.to_owned()),
         ..Detail::default()
     };
     detail.vars.insert("window".to_owned(), window.id.clone());
+    if let Some(LoadBatch::Window(w)) = &spec.batch
+        && w.auto
+    {
+        detail
+            .vars
+            .insert("batch".to_owned(), auto_note(w, &opened, manifest.len()));
+    }
     let mut loader = match Loader::new(ctx, pipeline, spec, &run_id, &opened.captures, detail) {
         Ok(l) => l,
         Err(detail) => return failed(ctx, pipeline, &run_id, *detail, outcome).await,
@@ -410,6 +448,19 @@ async fn close(
         .await
         .map_err(port)?;
     Ok(())
+}
+
+/// What `load.batch.auto` did with a window of `files` arrivals, for the run log's `batch`:
+/// loaded at once (the table was quiet), or waited for the window's end (with the rate the
+/// window saw).
+fn auto_note(w: &WindowBatch, opened: &Opened, files: usize) -> String {
+    let secs = w.window.as_secs().max(1);
+    if opened.at_once {
+        format!("auto: at once (no window of this table in the previous {secs}s)")
+    } else {
+        let rate = (files as u64).saturating_mul(3600) / secs;
+        format!("auto window={secs}s (rate {rate}/h)")
+    }
 }
 
 /// The active pipelines that load through windows, with their trigger's bucket.
@@ -480,7 +531,7 @@ async fn sweep_pipeline(
     bucket: &BucketName,
     outcome: &mut Outcome,
 ) -> Result<usize, StepError> {
-    let now = Utc::now();
+    let now = ctx.clock.now();
     let mut closed = 0;
     for (window, opened) in listed_windows(ctx, pipeline, bucket).await? {
         if opened.ends <= now {
@@ -517,4 +568,243 @@ pub(in crate::steps) async fn open_windows(ctx: &Context) -> Result<Vec<String>,
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use chrono::TimeZone as _;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::event::ConveyorEvent;
+    use crate::inbound::Inbound;
+    use crate::names::{JobId, TableRef};
+    use crate::ports::{
+        EventBus, LoadJob, LoadState, LoadStatus, ObjectStore as _, Ports, Warehouse,
+    };
+    use crate::steps::{StepName, handle};
+    use crate::testing::MemoryStore;
+
+    /// Keeps every job (by id) with its sources' names; each is DONE at once.
+    #[derive(Default)]
+    struct Jobs(Mutex<BTreeMap<JobId, Vec<String>>>);
+
+    #[async_trait]
+    impl Warehouse for Jobs {
+        async fn load(
+            &self,
+            job: &LoadJob,
+            _: std::time::Duration,
+        ) -> Result<LoadStatus, PortError> {
+            let names = job.sources.iter().map(|s| s.name.to_string()).collect();
+            let adopted = self
+                .0
+                .lock()
+                .expect("lock")
+                .insert(job.job_id.clone(), names)
+                .is_some();
+            Ok(LoadStatus {
+                state: LoadState::Done { rows: 1 },
+                adopted,
+            })
+        }
+        async fn load_state(&self, _: &JobId) -> Result<LoadStatus, PortError> {
+            Err(PortError::not_found("no such job"))
+        }
+        async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
+            Ok(0)
+        }
+        async fn read_table(
+            &self,
+            _: &TableRef,
+            _: usize,
+        ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Keeps the `batch` var of every event published.
+    #[derive(Default)]
+    struct Notes(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl EventBus for Notes {
+        async fn publish(&self, e: &ConveyorEvent) -> Result<(), PortError> {
+            if let Some(note) = e.detail.vars.get("batch") {
+                self.0.lock().expect("lock").push(note.clone());
+            }
+            Ok(())
+        }
+    }
+
+    struct Sim {
+        ctx: Context,
+        clock: Arc<ManualClock>,
+        store: Arc<MemoryStore>,
+        jobs: Arc<Jobs>,
+        notes: Arc<Notes>,
+    }
+
+    impl Sim {
+        fn new(batch: &str) -> Self {
+            let config = crate::config::parse_str(
+                &format!(
+                    "pipelines:\n  - name: p\n    trigger: {{ object: {{ bucket: landing, pattern: \"in/*.csv\" }} }}\n    load: {{ table: ds.t, format: CSV, batch: {batch} }}\n"
+                ),
+                "t.yaml",
+            )
+            .expect("config");
+            let store = Arc::new(MemoryStore::default());
+            let jobs = Arc::new(Jobs::default());
+            let notes = Arc::new(Notes::default());
+            let ports = Ports {
+                store: store.clone(),
+                warehouse: jobs.clone(),
+                bus: notes.clone(),
+                ..Ports::unwired()
+            };
+            // A whole number of 62 s periods since the epoch.
+            let t0 = Utc
+                .timestamp_opt(62 * 28_500_000, 0)
+                .single()
+                .expect("time");
+            let clock = Arc::new(ManualClock::new(t0));
+            let mut ctx = Context::new(Arc::new(config), ports);
+            ctx.clock = clock.clone();
+            Self {
+                ctx,
+                clock,
+                store,
+                jobs,
+                notes,
+            }
+        }
+
+        fn at(&self, secs: i64) {
+            self.clock.set(
+                Utc.timestamp_opt(62 * 28_500_000 + secs, 0)
+                    .single()
+                    .expect("time"),
+            );
+        }
+
+        async fn arrive(&self, secs: i64, name: &str) {
+            self.at(secs);
+            let meta = self
+                .store
+                .put(
+                    &BucketName::parse("landing").expect("bucket"),
+                    &ObjectName::parse(name).expect("name"),
+                    body(b"1\n".to_vec()),
+                )
+                .await
+                .expect("put");
+            handle(StepName::Load, &self.ctx, Inbound::Object(meta.object))
+                .await
+                .expect("arrival");
+        }
+
+        async fn tick(&self, secs: i64) {
+            self.at(secs);
+            let mut outcome = Outcome::default();
+            sweep_windows(&self.ctx, &mut outcome).await.expect("sweep");
+        }
+
+        /// The sizes of the jobs, in the order of their first source's name.
+        fn sizes(&self) -> Vec<usize> {
+            let jobs = self.jobs.0.lock().expect("lock");
+            let mut v: Vec<(String, usize)> = jobs
+                .values()
+                .map(|s| (s.iter().min().cloned().unwrap_or_default(), s.len()))
+                .collect();
+            v.sort();
+            v.into_iter().map(|(_, n)| n).collect()
+        }
+
+        /// Every loaded name, and whether any was loaded twice.
+        fn loaded_once(&self) -> (BTreeSet<String>, bool) {
+            let jobs = self.jobs.0.lock().expect("lock");
+            let all: Vec<&String> = jobs.values().flatten().collect();
+            let set: BTreeSet<String> = all.iter().map(|s| (*s).clone()).collect();
+            let twice = set.len() != all.len();
+            (set, twice)
+        }
+    }
+
+    #[tokio::test]
+    async fn auto_loads_a_quiet_tables_arrival_at_once_and_a_burst_in_one_window_job() {
+        let sim = Sim::new("{ auto: true }");
+        // A quiet table: the first arrival loads at once.
+        sim.arrive(1, "in/a00.csv").await;
+        assert_eq!(sim.sizes(), [1], "a quiet table's arrival loads at once");
+        // A burst in the same period waits for the window's end (62 s).
+        for i in 1..10 {
+            sim.arrive(1 + i, &format!("in/a{i:02}.csv")).await;
+        }
+        sim.tick(61).await;
+        assert_eq!(sim.sizes(), [1], "the burst waits for its window's end");
+        sim.tick(62).await;
+        assert_eq!(sim.sizes(), [1, 9]);
+        // The next period follows a busy one: its arrival waits too.
+        sim.arrive(70, "in/b00.csv").await;
+        assert_eq!(sim.sizes(), [1, 9]);
+        sim.tick(124).await;
+        assert_eq!(sim.sizes(), [1, 9, 1]);
+        // After a quiet period, at once again.
+        sim.arrive(62 * 5 + 3, "in/c00.csv").await;
+        assert_eq!(sim.sizes(), [1, 9, 1, 1]);
+        let (loaded, twice) = sim.loaded_once();
+        assert_eq!(loaded.len(), 12);
+        assert!(!twice);
+        assert_eq!(
+            *sim.notes.0.lock().expect("lock"),
+            [
+                "auto: at once (no window of this table in the previous 62s)",
+                "auto window=62s (rate 522/h)",
+                "auto window=62s (rate 58/h)",
+                "auto: at once (no window of this table in the previous 62s)",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn auto_keeps_a_busy_table_to_one_job_per_window_and_loads_every_arrival_once() {
+        let sim = Sim::new("{ auto: true }");
+        // 600 arrivals in one simulated hour at uneven gaps (bursts and lulls, some longer
+        // than a window), each tick a minute apart as Cloud Scheduler's.
+        let mut t = 0i64;
+        let mut next_tick = 60;
+        let mut x: u64 = 7;
+        for i in 0..600 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            t += match (x >> 33) % 10 {
+                0 => 90,
+                1..=3 => 0,
+                _ => 3,
+            };
+            while next_tick <= t {
+                sim.tick(next_tick).await;
+                next_tick += 60;
+            }
+            sim.arrive(t, &format!("in/f{i:04}.csv")).await;
+        }
+        sim.tick(t + 62).await;
+        let (loaded, twice) = sim.loaded_once();
+        assert_eq!(loaded.len(), 600, "every arrival is loaded");
+        assert!(!twice, "no arrival is loaded twice");
+        let periods = (t + 62) / 62 + 1;
+        let jobs = sim.sizes().len() as i64;
+        assert!(
+            jobs <= periods,
+            "{jobs} jobs in {periods} windows of 62 s: at most one per window"
+        );
+        assert!(
+            jobs > 1 && jobs < 600,
+            "arrivals are grouped, not loaded one by one: {jobs}"
+        );
+    }
 }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Simulates `load.batch: { auto: true }` on a table fed ARRIVALS files over a simulated day
+# (shared/core/examples/load_auto_sim.rs): every arrival through the real load step, the poll
+# tick every simulated minute, a manual clock and in-memory ports (a warehouse whose jobs are
+# DONE when inserted). Reports load jobs (BigQuery allows 1,500 a day per table), whether
+# every object was loaded exactly once (set equality: the script fails otherwise), the delay
+# from arrival to DONE in simulated seconds (p50, p99, max), and the CPU per arrival
+# (getrusage user+sys of the simulation process, from bash's `time`). Not run in CI.
+#
+#   scripts/bench-load-auto.sh                 # 1,000,000 arrivals over a day
+#   ARRIVALS=10000 SECONDS_SIMULATED=3600 scripts/bench-load-auto.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARRIVALS=${ARRIVALS:-1000000}
+SIM=${SECONDS_SIMULATED:-86400}
+BIN=${CARGO_TARGET_DIR:-target}/release/examples/load_auto_sim
+cargo build --release --quiet -p conveyor-core --example load_auto_sim
+OUT=$(mktemp)
+trap 'rm -f "$OUT"' EXIT
+TIMEFORMAT='%R %U %S'
+# bash's `time` reports the child's getrusage (RUSAGE_CHILDREN): user and system seconds.
+{ time "$BIN" "$ARRIVALS" "$SIM" >"$OUT"; } 2>"$OUT.time" || {
+  cat "$OUT" "$OUT.time"
+  echo "bench-load-auto: FAILED" >&2
+  rm -f "$OUT.time"
+  exit 1
+}
+read -r WALL USER SYS < <(tail -n 1 "$OUT.time")
+rm -f "$OUT.time"
+cat "$OUT"
+awk -v n="$ARRIVALS" -v w="$WALL" -v u="$USER" -v s="$SYS" 'BEGIN {
+  printf "wall_s=%s user_s=%s sys_s=%s cpu_per_arrival_us=%.1f\n", w, u, s, (u + s) * 1e6 / n
+}'
