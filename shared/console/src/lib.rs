@@ -642,6 +642,7 @@ async fn operator(c: &Console, headers: &HeaderMap) -> Result<String, PageError>
     operators(c)?.operator(headers).await.map_err(|r| match r {
         actions::Refusal::Unauthenticated(w) => PageError::Unauthenticated(w),
         actions::Refusal::Forbidden(w) => PageError::Forbidden(w),
+        actions::Refusal::Unavailable(w) => PageError::Unavailable(w),
     })
 }
 
@@ -958,12 +959,12 @@ mod tests {
 
     #[async_trait::async_trait]
     impl actions::Identify for ByHeader {
-        async fn caller(&self, headers: &HeaderMap) -> Result<String, String> {
+        async fn caller(&self, headers: &HeaderMap) -> Result<String, actions::Unidentified> {
             headers
                 .get("x-test-user")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
-                .ok_or_else(|| "no identity".to_owned())
+                .ok_or_else(|| actions::Unidentified::Nobody("no identity".to_owned()))
         }
     }
 
@@ -1139,6 +1140,64 @@ pipelines:
         let (status, _, _) =
             send(&read_only, "POST", "/runs/r1/rerun", &alice, "confirm=yes").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    /// Groups with fixed members; `broken@example.com` cannot be checked.
+    struct Directory;
+
+    #[async_trait::async_trait]
+    impl actions::Groups for Directory {
+        async fn is_member(&self, group: &str, email: &str) -> Result<bool, String> {
+            match group {
+                "ops@example.com" => Ok(email == "dave@example.com"),
+                "broken@example.com" => Err("the directory is down".to_owned()),
+                _ => Ok(false),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_member_of_an_operator_group_may_act_and_an_unanswered_group_check_is_503() {
+        let recorded = Arc::new(Recorded::default());
+        let operators = |allowed: &[&str]| {
+            actions::Operators::new(
+                Arc::new(ByHeader),
+                allowed.iter().map(|a| (*a).to_owned()).collect(),
+                recorded.clone(),
+            )
+        };
+        let console = |ops: actions::Operators| {
+            Console::new(Arc::new(Rows(vec![failed_run()])), None).with_operators(ops)
+        };
+        let dave = [("x-test-user", "Dave@example.com")];
+        let erin = [("x-test-user", "erin@example.com")];
+        let grouped =
+            console(operators(&["group:Ops@example.com"]).with_groups(Arc::new(Directory)));
+        let (status, _, _) = send(&grouped, "POST", "/runs/r1/rerun", &dave, "confirm=yes").await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "a member of the group");
+        let (status, _, _) = send(&grouped, "POST", "/runs/r1/rerun", &erin, "confirm=yes").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "not a member");
+        // A group that cannot be checked now: 503, not a silent 403; an e-mail entry still
+        // admits without asking.
+        let broken = console(
+            operators(&["group:broken@example.com", "erin@example.com"])
+                .with_groups(Arc::new(Directory)),
+        );
+        let (status, _, _) = send(&broken, "POST", "/runs/r1/rerun", &dave, "confirm=yes").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, _, _) = send(&broken, "POST", "/runs/r1/rerun", &erin, "confirm=yes").await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        // A group entry with no group check configured admits nobody and says why.
+        let unchecked = console(operators(&["group:ops@example.com"]));
+        let (status, _, _) = send(&unchecked, "POST", "/runs/r1/rerun", &dave, "confirm=yes").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            *recorded.0.lock().unwrap(),
+            [
+                "rerun r1 None Dave@example.com",
+                "rerun r1 None erin@example.com"
+            ]
+        );
     }
 
     /// 120 runs of two pipelines over 4 run dates, every third failed.
