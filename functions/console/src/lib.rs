@@ -207,8 +207,16 @@ pub async fn run() -> anyhow::Result<()> {
     conveyor_service::cloud_logging::set_project(&project);
     let gcp = Gcp::connect(gcp_settings).context("Google Cloud credentials")?;
     let run_log = Arc::new(gcp.bigquery());
+    let mut console = Console::new(run_log, config).with_title(format!("project {project}"));
+    if let Some(location) = &gcp.settings().bigquery_location {
+        // `sql` jobs run in the deployment's project and location: their pages can be linked.
+        console = console.with_bigquery(conveyor_core::links::BigQueryPlace {
+            project: project.clone(),
+            location: location.clone(),
+        });
+    }
     let console = with_actions(
-        Console::new(run_log, config).with_title(format!("project {project}")),
+        console,
         &settings,
         Arc::new(MetadataIdTokens::from_env()),
         gcp.auth().clone(),

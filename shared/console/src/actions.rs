@@ -128,14 +128,16 @@ pub struct Operators {
 pub const GROUP: &str = "group:";
 
 impl Operators {
-    /// `allowed`: e-mails (any case), `@example.com` for a whole domain, or
-    /// `group:ops@example.com` for the members of a Google group (see [`Self::with_groups`]).
+    /// `allowed`: e-mails (any case; `user:alice@example.com` as IAM writes them too),
+    /// `@example.com` for a whole domain, or `group:ops@example.com` for the members of a
+    /// Google group (see [`Self::with_groups`]).
     pub fn new(identify: Arc<dyn Identify>, allowed: Vec<String>, act: Arc<dyn Act>) -> Self {
         Self {
             identify,
             allowed: allowed
                 .into_iter()
                 .map(|a| a.trim().to_ascii_lowercase())
+                .map(|a| a.strip_prefix("user:").map(str::to_owned).unwrap_or(a))
                 .filter(|a| !a.is_empty())
                 .collect(),
             groups: None,

@@ -71,6 +71,7 @@ struct Inner {
     title: String,
     operators: Option<actions::Operators>,
     lineage_file: Option<std::path::PathBuf>,
+    bigquery: Option<conveyor_core::links::BigQueryPlace>,
 }
 
 impl Console {
@@ -89,6 +90,7 @@ impl Console {
                 title: "Conveyor".to_owned(),
                 operators: None,
                 lineage_file: None,
+                bigquery: None,
             }),
         }
     }
@@ -107,6 +109,12 @@ impl Console {
     /// Offers re-run and mark-success to `operators` (without: the console is read-only).
     pub fn with_operators(self, operators: actions::Operators) -> Self {
         self.map(|i| i.operators = Some(operators))
+    }
+
+    /// Links `sql` jobs to their BigQuery job page and audit-log lines: the deployment's
+    /// BigQuery jobs run in `place` (the pipeline file does not say where).
+    pub fn with_bigquery(self, place: conveyor_core::links::BigQueryPlace) -> Self {
+        self.map(|i| i.bigquery = Some(place))
     }
 
     /// Reads OpenLineage events from this JSON-lines file too (the embedded `lineage.jsonl`)
@@ -610,7 +618,9 @@ async fn run(
         _ => None,
     };
     let tasks = match (&c.inner.config, &summary.pipeline) {
-        (Some(cfg), Some(p)) => runs::with_links(runs::tasks(&rows), cfg, p),
+        (Some(cfg), Some(p)) => {
+            runs::with_links(runs::tasks(&rows), cfg, p, c.inner.bigquery.as_ref())
+        }
         _ => runs::tasks(&rows),
     };
     let jobs: Vec<String> = match (&c.inner.config, &summary.pipeline) {
@@ -1140,6 +1150,40 @@ pipelines:
         let (status, _, _) =
             send(&read_only, "POST", "/runs/r1/rerun", &alice, "confirm=yes").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_sql_job_links_to_its_bigquery_job_when_the_console_knows_where_jobs_run() {
+        let config = Arc::new(
+            conveyor_core::config::parse_str(
+                r#"
+pipelines:
+  - name: sales
+    trigger: { manual: true }
+    jobs:
+      - { name: report, engine: sql, query: "SELECT 1" }
+"#,
+                "t.yaml",
+            )
+            .unwrap(),
+        );
+        let row = RunLogRow {
+            job: Some("report".into()),
+            job_id: Some("cv-sql-sales-1-a1".into()),
+            ..failed_run()
+        };
+        let plain = Console::new(Arc::new(Rows(vec![row.clone()])), Some(config.clone()));
+        let (_, _, page) = send(&plain, "GET", "/runs/r1", &[], "").await;
+        assert!(!page.contains("BigQuery job"), "no place, no link");
+        let placed = plain.with_bigquery(conveyor_core::links::BigQueryPlace {
+            project: "acme-prod".into(),
+            location: "EU".into(),
+        });
+        let (_, _, page) = send(&placed, "GET", "/runs/r1", &[], "").await;
+        assert!(
+            page.contains("https://console.cloud.google.com/bigquery?project=acme-prod&amp;j=bq:EU:cv-sql-sales-1-a1&amp;page=queryresults"),
+            "{page}"
+        );
     }
 
     /// Groups with fixed members; `broken@example.com` cannot be checked.
