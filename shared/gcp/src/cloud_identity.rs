@@ -32,6 +32,9 @@ pub const MEMBERSHIP_TTL: Duration = Duration::from_secs(5 * 60);
 /// How long one call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Kept answers: `(group, member)` → the answer and when it was had.
+type Answers = HashMap<(String, String), (bool, Instant)>;
+
 /// The Groups API client with its cache. Cheap to clone: clones share the cache.
 #[derive(Clone)]
 pub struct CloudIdentity {
@@ -40,8 +43,7 @@ pub struct CloudIdentity {
     auth: GcpAuth,
     ttl: Duration,
     timeout: Duration,
-    /// `(group, member)` → the answer and when it was had.
-    answers: Arc<Mutex<HashMap<(String, String), (bool, Instant)>>>,
+    answers: Arc<Mutex<Answers>>,
     /// Group e-mail → resource name (`groups/ID`) and when it was had.
     names: Arc<Mutex<HashMap<String, (String, Instant)>>>,
     /// Whether `checkTransitiveMembership` may be used (false after a 403).
