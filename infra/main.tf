@@ -98,6 +98,7 @@ module "conveyor" {
 
   console_domain              = var.console_domain
   console_users               = var.console_users
+  console_operators           = var.console_operators
   console_oauth_client_id     = var.console_oauth_client_id
   console_oauth_client_secret = var.console_oauth_client_secret
 

@@ -236,6 +236,12 @@ variable "console_users" {
   default     = []
 }
 
+variable "console_operators" {
+  description = "Who may re-run and mark success in the console: e-mails, `@example.com`, or `group:ops@example.com` (Cloud Identity; see the module's variable). Empty: a read-only console."
+  type        = list(string)
+  default     = []
+}
+
 variable "console_oauth_client_id" {
   description = "The OAuth client IAP uses for the console; null: a Google-managed one."
   type        = string

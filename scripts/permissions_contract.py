@@ -51,6 +51,7 @@ EVERYTHING: dict[str, Any] = {
     "datafusion_instance": {"name": "cdf", "region": "europe-west1", "rbac": True},
     "console_domain": "conveyor.example.com",
     "console_users": ["group:data-eng@example.com"],
+    "console_operators": ["group:data-ops@example.com"],
     "alerts_topic_enabled": True,
     "lineage_enabled": True,
     "ssh_key_secret_ids": ["edge-key"],
@@ -64,6 +65,7 @@ EVERY_FEATURE = {
     "dataproc", "dataflow", "datafusion", "datafusion_rbac", "console", "alerts_topic", "postgres",
     "cloudsql", "ssh", "stage_secrets", "source_buckets", "code_buckets", "dataflow_staging",
     "batch_images", "operators", "manual_invokers", "batch_account", "lineage", "cloud_run_jobs",
+    "console_actions",
 }
 DEFAULTS: dict[str, Any] = {
     "project_id": PROJECT,
@@ -182,6 +184,7 @@ def scopes(inputs: dict[str, Any], ev: tf_eval.Evaluation) -> dict[str, list[tup
         "run:functions": [("run", f"{prefix}-{f}") for f in ("stage", "load", "submit", "poll", "log")],
         "run:manual": [("run", f"{prefix}-{f}") for f in ("stage", "submit")],
         "run:console": [("run", f"{prefix}-console")],
+        "run:submit": [("run", f"{prefix}-submit")],
         "repository:batch_images": [("repository", r["name"]) for r in v.get("batch_image_repositories", [])],
         # Cloud SQL's IAM resource name: projects/P/instances/I (from PROJECT:REGION:INSTANCE).
         "cloudsql:instances": [

@@ -442,9 +442,39 @@ pub(crate) struct MarkSuccessArgs {
     /// Who decides (recorded in the run log; default: $USER).
     #[arg(long, env = "USER", default_value = "operator")]
     pub(crate) by: String,
+    /// In production: ask the deployed submit function at this URL (`POST
+    /// URL/mark-success`), authenticated as `trigger --remote` is, instead of this machine.
+    #[arg(long)]
+    pub(crate) remote: Option<String>,
+    /// The identity token for --remote (default: `gcloud auth print-identity-token`).
+    #[arg(long, env = "CONVEYOR_ID_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
     /// Give up waiting for the run after this long.
     #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
     pub(crate) timeout: Duration,
+}
+
+/// `conveyor mark-success RUN --remote URL`: `POST URL/mark-success` to the deployed submit
+/// function.
+async fn mark_success_remote(args: &MarkSuccessArgs, url: &str) -> anyhow::Result<ExitCode> {
+    let endpoint = format!("{}/mark-success", url.trim_end_matches('/'));
+    let body = json!({"run": args.run, "job": args.job, "reason": args.reason, "by": args.by});
+    let remote = RemoteArgs {
+        remote: Some(url.to_owned()),
+        token: args.token.clone(),
+        local: false,
+        project: None,
+        timeout: args.timeout,
+    };
+    println!(
+        "mark {} of {} succeeded through {endpoint}:",
+        args.job, args.run
+    );
+    let ok = post_remote(&remote, &endpoint, &body).await?;
+    if ok {
+        println!("  follow it with `conveyor status --run {}`", args.run);
+    }
+    Ok(exit_code(ok))
 }
 
 /// The pipeline of `run` in the file, and the scope of that one run.
@@ -494,6 +524,9 @@ pub(crate) async fn mark_success(
     args: &MarkSuccessArgs,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!args.reason.trim().is_empty(), "--reason must say why");
+    if let Some(url) = &args.remote {
+        return mark_success_remote(args, url).await;
+    }
     let config = load_config(config_path)?;
     let (pipeline, scope) = run_scope(&config, &args.run)?;
     let run_id = conveyor_core::names::RunId::parse(&args.run)

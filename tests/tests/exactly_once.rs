@@ -593,7 +593,7 @@ async fn devs_404_and_405_name_the_paths_it_serves() {
             "GET",
             "/submit",
             StatusCode::METHOD_NOT_ALLOWED,
-            "POST /submit, POST /submit/rerun or GET /submit/healthz",
+            "POST /submit, POST /submit/rerun, POST /submit/mark-success or GET /submit/healthz",
         ),
         (
             "POST",

@@ -8,6 +8,7 @@ mod branches;
 mod bus_conformance;
 mod checks;
 mod console;
+mod console_actions;
 mod embedded_chain;
 mod engines;
 mod exactly_once;

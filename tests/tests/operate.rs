@@ -685,6 +685,34 @@ async fn rerun_remote_asks_the_submit_function_with_an_identity_token_and_the_ru
             "publish 2026-11-20"
         ]
     );
+    // mark-success --remote: the same function records who and why.
+    let out = conveyor(
+        cwd,
+        &[
+            "mark-success",
+            &run,
+            "--job",
+            "publish",
+            "--reason",
+            "checked",
+            "--by",
+            "ana",
+            "--remote",
+            &url,
+            "--token",
+            "tok",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    chain.settle(Duration::from_secs(30)).await;
+    assert!(
+        chain.run_log().await.iter().any(|r| r.run_id == run
+            && r.detail.contains(r#""marked_by":"ana""#)
+            && r.detail.contains(r#""reason":"checked""#)),
+        "marked by ana"
+    );
     // A run of no pipeline of the function's file is refused with the reason.
     let out = conveyor(
         cwd,

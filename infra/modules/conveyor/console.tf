@@ -7,6 +7,15 @@
 
 locals {
   console = var.console_domain != null
+  # With `console_operators`, the console offers re-run and mark-success: it asks the submit
+  # function (`POST /rerun`, `/mark-success`) with its own ID token, as `conveyor rerun
+  # --remote` does, and knows the caller from IAP's signed header (for this backend service).
+  console_actions = local.console && length(var.console_operators) > 0
+  console_action_env = local.console_actions ? {
+    CONVEYOR_OPERATORS    = join(",", var.console_operators)
+    CONVEYOR_SUBMIT_URL   = local.function_audience["submit"]
+    CONVEYOR_IAP_AUDIENCE = "/projects/${data.google_project.this.number}/global/backendServices/${google_compute_backend_service.console[0].generated_id}"
+  } : {}
 }
 
 # Google's IAP service agent calls the service once IAP has let a user through. Enabling the
@@ -26,7 +35,19 @@ resource "google_service_account" "console" {
   project      = var.project_id
   account_id   = "${local.prefix}-console"
   display_name = "Conveyor console"
-  description  = "Runs the Conveyor console: reads the run log, writes nothing."
+  description  = "Runs the Conveyor console: reads the run log; with console_operators, asks the submit function to re-run and mark success."
+}
+
+# The operators' actions: the console calls the submit function (which also admits its
+# account in CONVEYOR_AUTH_ALLOWED, main.tf).
+resource "google_cloud_run_v2_service_iam_member" "console_submit_invoker" {
+  count = local.console_actions ? 1 : 0
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.function["submit"].name
+  role     = "roles/run.invoker"
+  member   = google_service_account.console[0].member
 }
 
 # Read-only: the run-log dataset's tables, and query jobs (which BigQuery runs in the project).
@@ -97,13 +118,13 @@ resource "google_cloud_run_v2_service" "console" {
       }
 
       dynamic "env" {
-        for_each = {
+        for_each = merge({
           CONVEYOR_CONFIG            = "${local.config_dir}/conveyor.yaml"
           CONVEYOR_LOG_FORMAT        = "json"
           CONVEYOR_LOG               = var.log_filter
           CONVEYOR_PROJECT           = var.project_id
           CONVEYOR_BIGQUERY_LOCATION = local.bigquery_location
-        }
+        }, local.console_action_env)
         content {
           name  = env.key
           value = env.value
@@ -172,8 +193,10 @@ resource "google_compute_region_network_endpoint_group" "console" {
   region                = var.region
   network_endpoint_type = "SERVERLESS"
 
+  # By name, not by reference: the service's settings name the backend service (IAP's
+  # audience), so the endpoint group must not wait for the service.
   cloud_run {
-    service = google_cloud_run_v2_service.console[0].name
+    service = "${local.prefix}-console"
   }
 }
 

@@ -68,15 +68,19 @@ locals {
     f => "https://${local.prefix}-${f}-${data.google_project.this.number}.${var.region}.run.app"
   }
   # The functions' own check of their callers (`CONVEYOR_AUTH_*`): Pub/Sub push and Cloud
-  # Scheduler call as the invoker account; `var.callers` adds operators. Every service requires
+  # Scheduler call as the invoker account; `var.callers` adds operators; submit also admits
+  # the console's account when it offers actions (`console_operators`). Every service requires
   # authentication (no allUsers invoker anywhere in this module), so Cloud Run has verified each
   # token's signature and forwards it with the signature removed: the functions check its
   # claims (CONVEYOR_AUTH_MODE=cloud-run), as a signature check would refuse every call.
   auth_env = {
     for f in keys(local.function_defaults) : f => var.verify_callers ? {
       CONVEYOR_AUTH_AUDIENCES = local.function_audience[f]
-      CONVEYOR_AUTH_ALLOWED   = join(",", concat([google_service_account.invoker.email], var.callers))
-      CONVEYOR_AUTH_MODE      = "cloud-run"
+      CONVEYOR_AUTH_ALLOWED = join(",", concat(
+        [google_service_account.invoker.email], var.callers,
+        f == "submit" && local.console_actions ? [google_service_account.console[0].email] : [],
+      ))
+      CONVEYOR_AUTH_MODE = "cloud-run"
     } : {}
   }
 

@@ -347,6 +347,12 @@ variable "console_users" {
   default     = []
 }
 
+variable "console_operators" {
+  description = "Who may re-run and mark success in the console (after a confirmation; recorded in the run log with who): e-mails, `@example.com` for a domain, `group:ops@example.com` for a Google group's members (checked with the Cloud Identity API: transitive membership with Cloud Identity Premium or Workspace Enterprise, direct membership otherwise; the console's service account must be allowed to view the group's members). Empty (default): the console is read-only. The console's account gets roles/run.invoker on the submit function. They must also be among `console_users` to open the console at all."
+  type        = list(string)
+  default     = []
+}
+
 variable "console_oauth_client_id" {
   description = "OAuth client id IAP uses for the console; null uses a Google-managed client."
   type        = string

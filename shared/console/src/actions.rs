@@ -4,9 +4,11 @@
 //! [`conveyor_core::steps::rerun_by`] and [`conveyor_core::steps::mark_success`]).
 //!
 //! Who calls is [`Identify`]'s answer: behind Identity-Aware Proxy, the e-mail of IAP's signed
-//! assertion (`conveyor-gcp`'s `IapIdentity`); under `conveyor dev`, the local user. A caller
-//! who is not on the list gets 403, one nobody identified 401; a form posted from another
-//! site (its `Origin` is not this host) is refused too.
+//! assertion (`conveyor-gcp`'s `iap::IapVerifier`, wired by the console service); under
+//! `conveyor dev`, the local user. A caller who is not on the list gets 403, one nobody
+//! identified 401; a form posted from another site (its `Origin` is not this host) is refused
+//! too. The list names e-mails, `@domain`s and Google groups (`group:ops@example.com`, asked
+//! of [`Groups`]).
 
 use std::sync::Arc;
 
@@ -15,11 +17,31 @@ use axum::http::HeaderMap;
 use conveyor_core::names::RunId;
 use conveyor_core::steps::{self, Context, StepError};
 
+/// Why a request names no caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unidentified {
+    /// No identity, or one that does not verify: 401.
+    Nobody(String),
+    /// The identity cannot be checked now (the key server is unreachable): 503.
+    Unavailable(String),
+}
+
 /// Who is calling.
 #[async_trait]
 pub trait Identify: Send + Sync {
     /// The caller's e-mail (or name), or why the request names nobody.
-    async fn caller(&self, headers: &HeaderMap) -> Result<String, String>;
+    async fn caller(&self, headers: &HeaderMap) -> Result<String, Unidentified>;
+}
+
+/// Membership of Google groups, for the `group:` entries of the operator list.
+#[async_trait]
+pub trait Groups: Send + Sync {
+    /// Whether `email` is a member of the group `group` (its e-mail).
+    ///
+    /// # Errors
+    /// When membership cannot be checked now (the directory is unreachable, refuses the
+    /// console's identity): the action answers 503.
+    async fn is_member(&self, group: &str, email: &str) -> Result<bool, String>;
 }
 
 /// Everyone is this one caller: `conveyor dev`, on the operator's own machine.
@@ -27,7 +49,7 @@ pub struct Fixed(pub String);
 
 #[async_trait]
 impl Identify for Fixed {
-    async fn caller(&self, _: &HeaderMap) -> Result<String, String> {
+    async fn caller(&self, _: &HeaderMap) -> Result<String, Unidentified> {
         Ok(self.0.clone())
     }
 }
@@ -98,29 +120,74 @@ impl Act for Steps {
 pub struct Operators {
     identify: Arc<dyn Identify>,
     allowed: Vec<String>,
+    groups: Option<Arc<dyn Groups>>,
     act: Arc<dyn Act>,
 }
 
+/// The prefix of a Google group on the operator list.
+pub const GROUP: &str = "group:";
+
 impl Operators {
-    /// `allowed`: e-mails (any case), or `@example.com` for a whole domain.
+    /// `allowed`: e-mails (any case; `user:alice@example.com` as IAM writes them too),
+    /// `@example.com` for a whole domain, or `group:ops@example.com` for the members of a
+    /// Google group (see [`Self::with_groups`]).
     pub fn new(identify: Arc<dyn Identify>, allowed: Vec<String>, act: Arc<dyn Act>) -> Self {
         Self {
             identify,
             allowed: allowed
                 .into_iter()
                 .map(|a| a.trim().to_ascii_lowercase())
+                .map(|a| a.strip_prefix("user:").map(str::to_owned).unwrap_or(a))
                 .filter(|a| !a.is_empty())
                 .collect(),
+            groups: None,
             act,
         }
     }
 
-    /// Whether `caller` is on the list.
-    pub fn allows(&self, caller: &str) -> bool {
+    /// These operators with the `group:` entries checked by `groups`; without it a group
+    /// entry admits nobody, and a caller matched by no other entry gets 503.
+    #[must_use]
+    pub fn with_groups(mut self, groups: Arc<dyn Groups>) -> Self {
+        self.groups = Some(groups);
+        self
+    }
+
+    /// The Google groups of the list (their e-mails).
+    pub fn group_entries(&self) -> impl Iterator<Item = &str> {
+        self.allowed.iter().filter_map(|a| a.strip_prefix(GROUP))
+    }
+
+    /// Whether `caller` is on the list: by e-mail or domain first, then by membership of
+    /// each group in turn.
+    ///
+    /// # Errors
+    /// When only a group could admit the caller and its membership cannot be checked now.
+    pub async fn allows(&self, caller: &str) -> Result<bool, String> {
         let caller = caller.to_ascii_lowercase();
-        self.allowed
+        if self
+            .allowed
             .iter()
+            .filter(|a| !a.starts_with(GROUP))
             .any(|a| *a == caller || (a.starts_with('@') && caller.ends_with(a.as_str())))
+        {
+            return Ok(true);
+        }
+        let mut unchecked = None;
+        for group in self.group_entries() {
+            let Some(groups) = &self.groups else {
+                unchecked = Some(format!(
+                    "the operator list names {GROUP}{group}, and this console checks no groups"
+                ));
+                continue;
+            };
+            match groups.is_member(group, &caller).await {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => unchecked = Some(format!("membership of {group}: {e}")),
+            }
+        }
+        unchecked.map_or(Ok(false), Err)
     }
 
     /// The caller of `headers`, once identified and allowed.
@@ -135,17 +202,19 @@ impl Operators {
                 )));
             }
         }
-        let caller = self
-            .identify
-            .caller(headers)
-            .await
-            .map_err(Refusal::Unauthenticated)?;
-        if !self.allows(&caller) {
-            return Err(Refusal::Forbidden(format!(
+        let caller = self.identify.caller(headers).await.map_err(|u| match u {
+            Unidentified::Nobody(w) => Refusal::Unauthenticated(w),
+            Unidentified::Unavailable(w) => Refusal::Unavailable(w),
+        })?;
+        match self.allows(&caller).await {
+            Ok(true) => Ok(caller),
+            Ok(false) => Err(Refusal::Forbidden(format!(
                 "{caller} is not an operator of this console"
-            )));
+            ))),
+            Err(e) => Err(Refusal::Unavailable(format!(
+                "cannot tell whether {caller} is an operator: {e}"
+            ))),
         }
-        Ok(caller)
     }
 
     pub(crate) fn act(&self) -> &dyn Act {
@@ -157,4 +226,5 @@ impl Operators {
 pub(crate) enum Refusal {
     Unauthenticated(String),
     Forbidden(String),
+    Unavailable(String),
 }

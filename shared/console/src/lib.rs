@@ -71,6 +71,7 @@ struct Inner {
     title: String,
     operators: Option<actions::Operators>,
     lineage_file: Option<std::path::PathBuf>,
+    bigquery: Option<conveyor_core::links::BigQueryPlace>,
 }
 
 impl Console {
@@ -89,6 +90,7 @@ impl Console {
                 title: "Conveyor".to_owned(),
                 operators: None,
                 lineage_file: None,
+                bigquery: None,
             }),
         }
     }
@@ -107,6 +109,12 @@ impl Console {
     /// Offers re-run and mark-success to `operators` (without: the console is read-only).
     pub fn with_operators(self, operators: actions::Operators) -> Self {
         self.map(|i| i.operators = Some(operators))
+    }
+
+    /// Links `sql` jobs to their BigQuery job page and audit-log lines: the deployment's
+    /// BigQuery jobs run in `place` (the pipeline file does not say where).
+    pub fn with_bigquery(self, place: conveyor_core::links::BigQueryPlace) -> Self {
+        self.map(|i| i.bigquery = Some(place))
     }
 
     /// Reads OpenLineage events from this JSON-lines file too (the embedded `lineage.jsonl`)
@@ -610,7 +618,9 @@ async fn run(
         _ => None,
     };
     let tasks = match (&c.inner.config, &summary.pipeline) {
-        (Some(cfg), Some(p)) => runs::with_links(runs::tasks(&rows), cfg, p),
+        (Some(cfg), Some(p)) => {
+            runs::with_links(runs::tasks(&rows), cfg, p, c.inner.bigquery.as_ref())
+        }
         _ => runs::tasks(&rows),
     };
     let jobs: Vec<String> = match (&c.inner.config, &summary.pipeline) {
@@ -642,6 +652,7 @@ async fn operator(c: &Console, headers: &HeaderMap) -> Result<String, PageError>
     operators(c)?.operator(headers).await.map_err(|r| match r {
         actions::Refusal::Unauthenticated(w) => PageError::Unauthenticated(w),
         actions::Refusal::Forbidden(w) => PageError::Forbidden(w),
+        actions::Refusal::Unavailable(w) => PageError::Unavailable(w),
     })
 }
 
@@ -958,12 +969,12 @@ mod tests {
 
     #[async_trait::async_trait]
     impl actions::Identify for ByHeader {
-        async fn caller(&self, headers: &HeaderMap) -> Result<String, String> {
+        async fn caller(&self, headers: &HeaderMap) -> Result<String, actions::Unidentified> {
             headers
                 .get("x-test-user")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
-                .ok_or_else(|| "no identity".to_owned())
+                .ok_or_else(|| actions::Unidentified::Nobody("no identity".to_owned()))
         }
     }
 
@@ -1139,6 +1150,98 @@ pipelines:
         let (status, _, _) =
             send(&read_only, "POST", "/runs/r1/rerun", &alice, "confirm=yes").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_sql_job_links_to_its_bigquery_job_when_the_console_knows_where_jobs_run() {
+        let config = Arc::new(
+            conveyor_core::config::parse_str(
+                r#"
+pipelines:
+  - name: sales
+    trigger: { manual: true }
+    jobs:
+      - { name: report, engine: sql, query: "SELECT 1" }
+"#,
+                "t.yaml",
+            )
+            .unwrap(),
+        );
+        let row = RunLogRow {
+            job: Some("report".into()),
+            job_id: Some("cv-sql-sales-1-a1".into()),
+            ..failed_run()
+        };
+        let plain = Console::new(Arc::new(Rows(vec![row.clone()])), Some(config.clone()));
+        let (_, _, page) = send(&plain, "GET", "/runs/r1", &[], "").await;
+        assert!(!page.contains("BigQuery job"), "no place, no link");
+        let placed = plain.with_bigquery(conveyor_core::links::BigQueryPlace {
+            project: "acme-prod".into(),
+            location: "EU".into(),
+        });
+        let (_, _, page) = send(&placed, "GET", "/runs/r1", &[], "").await;
+        assert!(
+            page.contains("https://console.cloud.google.com/bigquery?project=acme-prod&amp;j=bq:EU:cv-sql-sales-1-a1&amp;page=queryresults"),
+            "{page}"
+        );
+    }
+
+    /// Groups with fixed members; `broken@example.com` cannot be checked.
+    struct Directory;
+
+    #[async_trait::async_trait]
+    impl actions::Groups for Directory {
+        async fn is_member(&self, group: &str, email: &str) -> Result<bool, String> {
+            match group {
+                "ops@example.com" => Ok(email == "dave@example.com"),
+                "broken@example.com" => Err("the directory is down".to_owned()),
+                _ => Ok(false),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_member_of_an_operator_group_may_act_and_an_unanswered_group_check_is_503() {
+        let recorded = Arc::new(Recorded::default());
+        let operators = |allowed: &[&str]| {
+            actions::Operators::new(
+                Arc::new(ByHeader),
+                allowed.iter().map(|a| (*a).to_owned()).collect(),
+                recorded.clone(),
+            )
+        };
+        let console = |ops: actions::Operators| {
+            Console::new(Arc::new(Rows(vec![failed_run()])), None).with_operators(ops)
+        };
+        let dave = [("x-test-user", "Dave@example.com")];
+        let erin = [("x-test-user", "erin@example.com")];
+        let grouped =
+            console(operators(&["group:Ops@example.com"]).with_groups(Arc::new(Directory)));
+        let (status, _, _) = send(&grouped, "POST", "/runs/r1/rerun", &dave, "confirm=yes").await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "a member of the group");
+        let (status, _, _) = send(&grouped, "POST", "/runs/r1/rerun", &erin, "confirm=yes").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "not a member");
+        // A group that cannot be checked now: 503, not a silent 403; an e-mail entry still
+        // admits without asking.
+        let broken = console(
+            operators(&["group:broken@example.com", "erin@example.com"])
+                .with_groups(Arc::new(Directory)),
+        );
+        let (status, _, _) = send(&broken, "POST", "/runs/r1/rerun", &dave, "confirm=yes").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, _, _) = send(&broken, "POST", "/runs/r1/rerun", &erin, "confirm=yes").await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        // A group entry with no group check configured admits nobody and says why.
+        let unchecked = console(operators(&["group:ops@example.com"]));
+        let (status, _, _) = send(&unchecked, "POST", "/runs/r1/rerun", &dave, "confirm=yes").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            *recorded.0.lock().unwrap(),
+            [
+                "rerun r1 None Dave@example.com",
+                "rerun r1 None erin@example.com"
+            ]
+        );
     }
 
     /// 120 runs of two pipelines over 4 run dates, every third failed.

@@ -217,16 +217,22 @@ pub struct Task {
     pub links: Vec<conveyor_core::links::Link>,
 }
 
-/// `tasks` of a run of `pipeline` in `config`, each with the links of its Google job.
-pub fn with_links(mut tasks: Vec<Task>, config: &Config, pipeline: &str) -> Vec<Task> {
+/// `tasks` of a run of `pipeline` in `config`, each with the links of its Google job; a `sql`
+/// job's only when `bigquery` says where the deployment's BigQuery jobs run.
+pub fn with_links(
+    mut tasks: Vec<Task>,
+    config: &Config,
+    pipeline: &str,
+    bigquery: Option<&conveyor_core::links::BigQueryPlace>,
+) -> Vec<Task> {
     let Some(p) = config.pipeline(pipeline) else {
         return tasks;
     };
     for t in &mut tasks {
         if let (Some((_, job)), Some(id)) = (p.job(&t.node), &t.job_id) {
             // The deployment's BigQuery project and location are not in the pipeline file: a
-            // `sql` job has no link here (`status` has the same limit).
-            t.links = conveyor_core::links::job_links(&job.spec, id, None);
+            // `sql` job has a link only when the console was told them.
+            t.links = conveyor_core::links::job_links(&job.spec, id, bigquery);
         }
     }
     tasks

@@ -24,6 +24,7 @@ pub(crate) const APIS: &[(&str, &str)] = &[
     ("cloudscheduler", "cloudscheduler.v1"),
     ("datalineage", "datalineage.v1"),
     ("run", "run.v2"),
+    ("cloudidentity", "cloudidentity.v1"),
 ];
 
 /// One method, ready to match a request's path.

@@ -29,6 +29,10 @@ pub const KINDS: &[&str] = &[
     "pubsub.projects.subscriptions.modifyAckDeadline",
     // lineage.rs: OpenLineage run events to Dataplex's Data Lineage API.
     "datalineage.projects.locations.processOpenLineageRunEvent",
+    // cloud_identity.rs: the console's `group:` operators.
+    "cloudidentity.groups.lookup",
+    "cloudidentity.groups.memberships.checkTransitiveMembership",
+    "cloudidentity.groups.memberships.lookup",
     // secrets.rs.
     "secretmanager.projects.secrets.versions.access",
     // engines/dataproc_serverless.rs.

@@ -146,7 +146,12 @@ pub async fn page(
         .await?;
         let exhausted = ask == 0 || starts.len() < ask;
         let ids: Vec<String> = starts.iter().map(|s| s.run_id.clone()).collect();
-        let mut rows = rows_of_runs(log, tables, &ids).await?;
+        let since = starts
+            .iter()
+            .map(|s| s.first)
+            .min()
+            .map(|t| t - ROWS_MARGIN);
+        let mut rows = rows_of_runs(log, tables, &ids, since).await?;
         for start in starts {
             let run_rows = rows.remove(&start.run_id).unwrap_or_default();
             let keep = !filtered
@@ -208,10 +213,17 @@ async fn starts(
     Ok(out)
 }
 
+/// How much older than the oldest first row of a page's runs their rows are read from: a
+/// run's first row is its oldest, but [`RunLog::run_starts`] finds it among the rows its
+/// filters keep (a row without a run date, written before the column existed, is not among
+/// them). A week costs BigQuery seven more day partitions and keeps such a run whole.
+pub const ROWS_MARGIN: chrono::Duration = chrono::Duration::days(7);
+
 async fn rows_of_runs(
     log: &dyn RunLog,
     tables: &[TableRef],
     ids: &[String],
+    since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<HashMap<String, Vec<RunLogRow>>, PortError> {
     let mut by_run: HashMap<String, Vec<RunLogRow>> = HashMap::new();
     if ids.is_empty() {
@@ -219,7 +231,11 @@ async fn rows_of_runs(
     }
     let mut seen = BTreeSet::new();
     for t in tables {
-        match log.rows_of_runs(t, ids).await {
+        let rows = match since {
+            Some(since) => log.rows_of_runs_since(t, ids, since).await,
+            None => log.rows_of_runs(t, ids).await,
+        };
+        match rows {
             Ok(rows) => {
                 for r in rows {
                     if seen.insert(r.event_id.clone()) {
@@ -298,6 +314,60 @@ mod tests {
             },
             row("a4", "RUNNING", 30, "2026-11-04"),
         ])
+    }
+
+    /// [`Mem`], recording the `since` each read of rows was told.
+    struct Since(Mem, std::sync::Mutex<Vec<chrono::DateTime<Utc>>>);
+
+    #[async_trait::async_trait]
+    impl RunLog for Since {
+        async fn record(&self, t: &TableRef, r: &RunLogRow) -> Result<(), PortError> {
+            self.0.record(t, r).await
+        }
+        async fn rows(
+            &self,
+            t: &TableRef,
+            q: &crate::ports::RunLogQuery,
+        ) -> Result<Vec<RunLogRow>, PortError> {
+            self.0.rows(t, q).await
+        }
+        async fn open_batches(
+            &self,
+            t: &TableRef,
+            since: chrono::DateTime<Utc>,
+        ) -> Result<Vec<RunLogRow>, PortError> {
+            self.0.open_batches(t, since).await
+        }
+        async fn rows_of_runs_since(
+            &self,
+            t: &TableRef,
+            ids: &[String],
+            since: chrono::DateTime<Utc>,
+        ) -> Result<Vec<RunLogRow>, PortError> {
+            self.1.lock().unwrap().push(since);
+            let rows = self.0.rows_of_runs(t, ids).await?;
+            Ok(rows
+                .into_iter()
+                .filter(|r| r.td_timestamp >= since)
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pages_rows_are_read_from_its_oldest_runs_first_row_less_the_margin() {
+        let log = Since(log(), std::sync::Mutex::default());
+        let t = [TableRef::parse("conveyor.run_log").unwrap()];
+        let q = RunsQuery {
+            limit: 2,
+            ..RunsQuery::default()
+        };
+        let first = page(&log, &t, &q).await.unwrap();
+        assert_eq!(ids(&first), ["a4", "a3"]);
+        assert_eq!(first.runs[1].rows.len(), 2, "every row of the run");
+        // The page read a4, a3 and b2 (one more, to know there is a next page): b2's first
+        // row is the oldest.
+        let b2_first = Utc.timestamp_opt(1_700_000_010, 0).unwrap();
+        assert_eq!(*log.1.lock().unwrap(), [b2_first - ROWS_MARGIN]);
     }
 
     fn ids(p: &RunsPage) -> Vec<&str> {

@@ -19,12 +19,18 @@
 //!   [`Gcp`], which builds each adapter from them on one credentials source.
 //! - [`rest`]: the one HTTP client of every adapter (hyper-util's pool over rustls).
 //! - [`oidc`]: the optional check of a function's callers (Google-signed OIDC tokens).
+//! - [`cloud_identity`]: membership of Google groups (the console's `group:` operators).
+//! - [`iap`]: who calls the console behind Identity-Aware Proxy (IAP's signed header).
+//! - `jwks.rs`: the cached public keys both verify signatures with.
 
 mod auth;
 mod bigquery;
+pub mod cloud_identity;
 mod dead_letter;
 pub mod engines;
 mod gcs;
+pub mod iap;
+mod jwks;
 mod lineage;
 mod notify;
 pub mod oidc;

@@ -6,6 +6,8 @@
 //! (1 s), which the other tests must not inherit.
 
 mod bigquery_rest;
+mod cloud_identity;
+mod iap;
 mod lineage;
 mod oidc;
 mod storage_rest;

@@ -53,7 +53,9 @@ fn router_at(step: StepName, ctx: Context, prefix: &str) -> Router {
         r = r.route("/messages/{pipeline}", post(messages));
     }
     if step == StepName::Submit {
-        r = r.route("/rerun", post(rerun));
+        r = r
+            .route("/rerun", post(rerun))
+            .route("/mark-success", post(mark_success));
     }
     let routes: Arc<str> = function_routes(step, prefix).into();
     let fallback_routes = routes.clone();
@@ -80,7 +82,7 @@ fn function_routes(step: StepName, prefix: &str) -> String {
     let root = if prefix.is_empty() { "/" } else { prefix };
     let messages = match step {
         StepName::Load => format!(", POST {prefix}/messages/<pipeline>"),
-        StepName::Submit => format!(", POST {prefix}/rerun"),
+        StepName::Submit => format!(", POST {prefix}/rerun, POST {prefix}/mark-success"),
         _ => String::new(),
     };
     format!("POST {root}{messages} or GET {prefix}/healthz")
@@ -230,7 +232,7 @@ fn combined_routes() -> String {
     let steps: Vec<String> = StepName::ALL.iter().map(|s| format!("/{s}")).collect();
     format!(
         "POST {} (each also GET <path>/healthz), POST /load/messages/<pipeline>, POST \
-         /submit/rerun, or GET /healthz",
+         /submit/rerun, POST /submit/mark-success, or GET /healthz",
         steps.join(", ")
     )
 }
@@ -321,7 +323,8 @@ async fn messages(
     }
 }
 
-/// The body of `POST /rerun` (the submit function): `conveyor rerun RUN --remote`.
+/// The body of `POST /rerun` (the submit function): `conveyor rerun RUN --remote`, or the
+/// deployed console's re-run.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RerunBody {
@@ -330,32 +333,111 @@ struct RerunBody {
     /// The job to start again from (default: the run's first job that did not succeed).
     #[serde(default)]
     from: Option<String>,
+    /// The operator who confirmed it (the console's caller), recorded in the run log
+    /// (`vars.rerun_by`, started by `operator`). The function's caller check has admitted the
+    /// service that sends it; the name is that service's word.
+    #[serde(default)]
+    by: Option<String>,
 }
 
-/// `POST /rerun {"run": RUN, "from": JOB}`: re-runs an ended run from its failure (or from
-/// `from`), as `conveyor rerun` does on this machine.
+/// The body of `POST /mark-success` (the submit function): the deployed console's
+/// mark-success.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkSuccessBody {
+    /// The ended run.
+    run: String,
+    /// The job to record as succeeded.
+    job: String,
+    /// Why (required, not blank).
+    reason: String,
+    /// The operator who decided (`vars.marked_by`).
+    by: String,
+}
+
+/// Longest operator name or reason accepted: they go into every row of the run.
+const MAX_OPERATOR_TEXT: usize = 1_000;
+
+/// `text` when it is not blank and not longer than [`MAX_OPERATOR_TEXT`].
+fn operator_text(what: &str, text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if text.len() > MAX_OPERATOR_TEXT {
+        return Err(format!(
+            "{what} is longer than {MAX_OPERATOR_TEXT} bytes ({})",
+            text.len()
+        ));
+    }
+    Ok(())
+}
+
+fn parse_run(run: &str) -> Result<crate::names::RunId, String> {
+    crate::names::RunId::parse(run).map_err(|e| format!("{run:?} is not a run id: {e}"))
+}
+
+/// `POST /rerun {"run": RUN, "from": JOB, "by": OPERATOR}`: re-runs an ended run from its
+/// failure (or from `from`), as `conveyor rerun` does on this machine; `by`, when given, is
+/// recorded as who started it.
 async fn rerun(State(app): State<App>, body: Bytes) -> Result<Json<Outcome>, AppError> {
     let parsed = serde_json::from_slice::<RerunBody>(&body)
-        .map_err(|e| format!("a re-run is {{\"run\": RUN, \"from\": JOB}}: {e}"))
+        .map_err(|e| format!("a re-run is {{\"run\": RUN, \"from\": JOB, \"by\": OPERATOR}}: {e}"))
         .and_then(|b| {
-            crate::names::RunId::parse(&b.run)
-                .map(|run| (run, b.from))
-                .map_err(|e| format!("{:?} is not a run id: {e}", b.run))
+            if let Some(by) = &b.by {
+                operator_text("by", by)?;
+            }
+            Ok((parse_run(&b.run)?, b.from, b.by))
         });
-    let (run, from) = match parsed {
+    let (run, from, by) = match parsed {
         Ok(p) => p,
         Err(reason) => return reject(&app, &Delivery::default(), &body, reason).await,
     };
-    match steps::rerun(&app.ctx, &run, from.as_deref()).await {
+    let result = steps::rerun_by(&app.ctx, &run, from.as_deref(), by.as_deref()).await;
+    acted(&app, &body, &run, "re-run started", result).await
+}
+
+/// `POST /mark-success {"run", "job", "reason", "by"}`: records job `job` of an ended run as
+/// succeeded by the operator `by`, as `conveyor mark-success` does on this machine.
+async fn mark_success(State(app): State<App>, body: Bytes) -> Result<Json<Outcome>, AppError> {
+    let parsed = serde_json::from_slice::<MarkSuccessBody>(&body)
+        .map_err(|e| {
+            format!(
+                "a mark-success is {{\"run\": RUN, \"job\": JOB, \"reason\": WHY, \"by\": \
+                 OPERATOR}}: {e}"
+            )
+        })
+        .and_then(|b| {
+            operator_text("reason", &b.reason)?;
+            operator_text("by", &b.by)?;
+            Ok((parse_run(&b.run)?, b))
+        });
+    let (run, b) = match parsed {
+        Ok(p) => p,
+        Err(reason) => return reject(&app, &Delivery::default(), &body, reason).await,
+    };
+    let result = steps::mark_success(&app.ctx, &run, &b.job, &b.reason, &b.by).await;
+    acted(&app, &body, &run, "marked succeeded", result).await
+}
+
+/// The answer to an operator's action: the outcome, 503 when it failed for now, or the
+/// recorded rejection.
+async fn acted(
+    app: &App,
+    body: &[u8],
+    run: &crate::names::RunId,
+    done: &str,
+    result: Result<Outcome, StepError>,
+) -> Result<Json<Outcome>, AppError> {
+    match result {
         Ok(outcome) => {
-            info!(step = %app.step, run_id = %run, summary = %outcome.summary, "re-run started");
+            info!(step = %app.step, run_id = %run, summary = %outcome.summary, "{done}");
             Ok(Json(outcome))
         }
         Err(StepError::Transient(reason)) => {
-            error!(step = %app.step, run_id = %run, error = %reason, "re-run failed for now");
+            error!(step = %app.step, run_id = %run, error = %reason, "operator action failed for now");
             Err(AppError::Unavailable)
         }
-        Err(StepError::Rejected(reason)) => reject(&app, &Delivery::default(), &body, reason).await,
+        Err(StepError::Rejected(reason)) => reject(app, &Delivery::default(), body, reason).await,
     }
 }
 

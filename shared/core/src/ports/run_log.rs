@@ -196,6 +196,20 @@ pub trait RunLog: Send + Sync {
         }
         Ok(out)
     }
+
+    /// [`RunLog::rows_of_runs`], knowing that no row of these runs is older than `since`
+    /// (their first rows' time, less a margin): a run log partitioned by time (BigQuery's, by
+    /// day of `td_timestamp`) reads only the partitions from there instead of the whole
+    /// table. The default ignores `since`.
+    async fn rows_of_runs_since(
+        &self,
+        table: &TableRef,
+        run_ids: &[String],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RunLogRow>, PortError> {
+        let _ = since;
+        self.rows_of_runs(table, run_ids).await
+    }
 }
 
 /// Which runs a page of the console shows: every set filter must hold.

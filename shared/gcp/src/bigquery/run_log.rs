@@ -105,6 +105,18 @@ fn since_filter(since: &DateTime<Utc>) -> String {
     format!("td_timestamp >= TIMESTAMP({})", lit(&ts(since)))
 }
 
+/// Every row of the runs `run_ids`, newest first; from `since` on when given (the
+/// partition filter: only the day partitions from there are scanned).
+fn rows_of_runs_sql(table: &str, run_ids: &[String], since: Option<&DateTime<Utc>>) -> String {
+    let list: Vec<String> = run_ids.iter().map(|r| lit(r)).collect();
+    let mut filters = vec![format!("run_id IN ({})", list.join(", "))];
+    filters.extend(since.map(since_filter));
+    format!(
+        "SELECT {COLUMNS} FROM {} ORDER BY td_timestamp DESC",
+        deduped_sql(table, &filters)
+    )
+}
+
 /// The open-batch candidates of the poll tick: the rows since `since` of the runs with a row
 /// that may be open ([`candidate_condition`]), oldest first; core's [`open_jobs`] picks the
 /// open jobs from them.
@@ -350,13 +362,30 @@ impl RunLog for BigQuery {
         if let Err(e @ PortError::Transient(_)) = self.ensure_run_log(table).await {
             return Err(e);
         }
-        let list: Vec<String> = run_ids.iter().map(|r| lit(r)).collect();
-        self.read_rows(&format!(
-            "SELECT {COLUMNS} FROM {} ORDER BY td_timestamp DESC",
-            deduped_sql(
-                &quoted(self.project_of(table), table),
-                &[format!("run_id IN ({})", list.join(", "))]
-            ),
+        self.read_rows(&rows_of_runs_sql(
+            &quoted(self.project_of(table), table),
+            run_ids,
+            None,
+        ))
+        .await
+    }
+
+    async fn rows_of_runs_since(
+        &self,
+        table: &TableRef,
+        run_ids: &[String],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RunLogRow>, PortError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Err(e @ PortError::Transient(_)) = self.ensure_run_log(table).await {
+            return Err(e);
+        }
+        self.read_rows(&rows_of_runs_sql(
+            &quoted(self.project_of(table), table),
+            run_ids,
+            Some(&since),
         ))
         .await
     }
@@ -426,6 +455,23 @@ mod tests {
             sql.ends_with("ORDER BY first DESC, run_id DESC LIMIT 51"),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn the_rows_of_a_page_of_runs_are_read_from_the_partitions_since_their_first_rows() {
+        let since = DateTime::parse_from_rfc3339("2026-11-13T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let runs = ["r1".to_owned(), "r'2".to_owned()];
+        let sql = rows_of_runs_sql("`p.conveyor.run_log`", &runs, Some(&since));
+        assert!(
+            sql.contains(
+                "FROM `p.conveyor.run_log` WHERE run_id IN ('r1', 'r\\'2') AND td_timestamp >= TIMESTAMP('2026-11-13T00:00:00.000000Z'))"
+            ),
+            "{sql}"
+        );
+        let all = rows_of_runs_sql("`p.conveyor.run_log`", &runs, None);
+        assert!(!all.contains("td_timestamp >="), "{all}");
     }
 
     #[test]
