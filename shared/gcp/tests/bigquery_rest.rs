@@ -107,33 +107,18 @@ fn done(rows: u64) -> Value {
 
 fn load_job() -> LoadJob {
     let run = RunId::derive(&PipelineName::parse("sales").expect("name"), &["x"]);
-    LoadJob {
-        job_id: JobId::derive("load", &run, 1),
-        sources: vec![ObjectRef {
+    LoadJob::new(
+        JobId::derive("load", &run, 1),
+        vec![ObjectRef {
             bucket: "landing".parse().expect("bucket"),
             name: "a.csv".parse().expect("name"),
             generation: "1".into(),
             size: None,
         }],
-        table: TableRef::parse("ds.t").expect("table"),
-        format: Format::Csv,
-        write: WriteDisposition::WriteAppend,
-        create: CreateDisposition::CreateIfNeeded,
-        schema: SchemaSpec::Autodetect,
-        partition: None,
-        partition_id: None,
-        compression: conveyor_core::config::Compression::Auto,
-        clustering: Vec::new(),
-        csv: conveyor_core::config::CsvOptions {
-            skip_leading_rows: Some(1),
-            ..Default::default()
-        },
-        max_bad_records: 0,
-        allow_quoted_newlines: false,
-        schema_update_options: Vec::new(),
-        max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
-        generations_checked: true,
-    }
+        TableRef::parse("ds.t").expect("table"),
+        Format::Csv,
+    )
+    .with_header_row()
 }
 
 fn calls(f: &Fake) -> Vec<String> {
