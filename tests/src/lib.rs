@@ -480,6 +480,27 @@ impl Chain {
         }
     }
 
+    /// The GCS notification of `object` in `bucket` as the object is now, with its
+    /// generation: what a redelivery of its arrival sends to the load function.
+    ///
+    /// # Panics
+    /// When the object is not there.
+    pub async fn notification(&self, bucket: &str, object: &str) -> String {
+        let meta = self
+            .ctx
+            .ports
+            .store
+            .head(
+                &bucket.parse().expect("bucket"),
+                &object.parse().expect("name"),
+            )
+            .await
+            .expect("head")
+            .expect("object");
+        serde_json::json!({"bucket": bucket, "name": object, "generation": meta.object.generation})
+            .to_string()
+    }
+
     /// Local batch jobs started.
     pub fn batch_dirs(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("state/batches"))
