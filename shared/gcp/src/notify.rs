@@ -45,11 +45,9 @@ impl Notifier for GcpNotifier {
         if status.is_success() {
             return Ok(());
         }
-        let msg = format!("the webhook answered {status}");
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-            Err(PortError::transient(msg))
-        } else {
-            Err(PortError::permanent(msg))
-        }
+        Err(PortError::from_status(
+            status,
+            format!("the webhook answered {status}"),
+        ))
     }
 }

@@ -60,6 +60,19 @@ impl PortError {
         Self::Precondition(Cause::new(message))
     }
 
+    /// The class of an HTTP endpoint's failed answer `status` where the body says nothing
+    /// more (a webhook): 5xx, 429 and 408 may pass, any other status will not.
+    pub fn from_status(status: http::StatusCode, message: impl Into<String>) -> Self {
+        if status.is_server_error()
+            || status == http::StatusCode::TOO_MANY_REQUESTS
+            || status == http::StatusCode::REQUEST_TIMEOUT
+        {
+            Self::transient(message)
+        } else {
+            Self::permanent(message)
+        }
+    }
+
     /// Whether a retry may help.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient(_))
@@ -170,5 +183,25 @@ impl From<&str> for Cause {
 impl From<Cause> for String {
     fn from(c: Cause) -> Self {
         c.message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_answer_may_pass_when_the_server_failed_or_asked_to_wait() {
+        for code in [500, 502, 503, 429, 408] {
+            let status = http::StatusCode::from_u16(code).expect("status");
+            assert!(PortError::from_status(status, "x").is_transient(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 410] {
+            let status = http::StatusCode::from_u16(code).expect("status");
+            assert!(matches!(
+                PortError::from_status(status, "x"),
+                PortError::Permanent(_)
+            ));
+        }
     }
 }
