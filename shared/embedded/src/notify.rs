@@ -63,13 +63,6 @@ impl Notifier for LocalNotifier {
             .map_err(|e| {
                 PortError::transient(format!("cannot POST to the webhook: {}", e.without_url()))
             })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(PortError::from_status(
-            status,
-            format!("the webhook answered {status}"),
-        ))
+        PortError::check_status(resp.status(), "the webhook")
     }
 }

@@ -41,13 +41,6 @@ impl Notifier for GcpNotifier {
                     "cannot reach the webhook"
                 })
             })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(PortError::from_status(
-            status,
-            format!("the webhook answered {status}"),
-        ))
+        PortError::check_status(resp.status(), "the webhook")
     }
 }

@@ -60,16 +60,24 @@ impl PortError {
         Self::Precondition(Cause::new(message))
     }
 
-    /// The class of an HTTP endpoint's failed answer `status` where the body says nothing
-    /// more (a webhook): 5xx, 429 and 408 may pass, any other status will not.
-    pub fn from_status(status: http::StatusCode, message: impl Into<String>) -> Self {
+    /// `Ok` for a successful answer `status` of `what` (a webhook: an HTTP endpoint whose body
+    /// says nothing more), else its class: 5xx, 429 and 408 may pass, any other status will
+    /// not.
+    ///
+    /// # Errors
+    /// `what answered STATUS`, transient or permanent as above.
+    pub fn check_status(status: http::StatusCode, what: &str) -> Result<(), Self> {
+        if status.is_success() {
+            return Ok(());
+        }
+        let message = format!("{what} answered {status}");
         if status.is_server_error()
             || status == http::StatusCode::TOO_MANY_REQUESTS
             || status == http::StatusCode::REQUEST_TIMEOUT
         {
-            Self::transient(message)
+            Err(Self::transient(message))
         } else {
-            Self::permanent(message)
+            Err(Self::permanent(message))
         }
     }
 
@@ -192,16 +200,21 @@ mod tests {
 
     #[test]
     fn a_failed_answer_may_pass_when_the_server_failed_or_asked_to_wait() {
-        for code in [500, 502, 503, 429, 408] {
+        let check = |code| {
             let status = http::StatusCode::from_u16(code).expect("status");
-            assert!(PortError::from_status(status, "x").is_transient(), "{code}");
+            PortError::check_status(status, "the webhook")
+        };
+        assert!(check(204).is_ok());
+        for code in [500, 502, 503, 429, 408] {
+            let e = check(code).expect_err("failed");
+            assert!(e.is_transient(), "{code}");
+            assert!(e.to_string().contains("the webhook answered"), "{e}");
         }
         for code in [400, 401, 403, 404, 410] {
-            let status = http::StatusCode::from_u16(code).expect("status");
-            assert!(matches!(
-                PortError::from_status(status, "x"),
-                PortError::Permanent(_)
-            ));
+            assert!(
+                matches!(check(code), Err(PortError::Permanent(_))),
+                "{code}"
+            );
         }
     }
 }
