@@ -243,24 +243,18 @@ fn push(e: &ConveyorEvent, message_id: u32) -> String {
     .to_string()
 }
 
-#[tokio::test]
-async fn the_log_function_asks_for_redelivery_while_postgres_is_down_and_loses_nothing() {
-    let Some(server) = Server::start() else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = LocalStore::new(dir.path().join("buckets")).expect("store");
+/// A context whose run log is SQLite in `dir` and whose PostgreSQL sink is `server`'s
+/// `ops.run_log`, for `pipelines` (the file's `pipelines:` list); the SQLite warehouse too.
+fn context(
+    server: &Server,
+    dir: &std::path::Path,
+    pipelines: &str,
+) -> (Context, Arc<SqliteWarehouse>) {
+    let store = LocalStore::new(dir.join("buckets")).expect("store");
     let sqlite =
-        Arc::new(SqliteWarehouse::open(dir.path().join("warehouse"), Arc::new(store)).expect("db"));
+        Arc::new(SqliteWarehouse::open(dir.join("warehouse"), Arc::new(store)).expect("db"));
     let yaml = format!(
-        r#"
-run_log:
-  table: conveyor.run_log
-  postgres: {{ url_secret: {URL_SECRET}, table: ops.run_log }}
-pipelines:
-  - name: replicator
-    batch: {{ engine: local, command: "true" }}
-"#
+        "run_log:\n  table: conveyor.run_log\n  postgres: {{ url_secret: {URL_SECRET}, table: ops.run_log }}\npipelines:{pipelines}"
     );
     let config = conveyor_core::config::parse_str(&yaml, "test.yaml").expect("config");
     let ctx = Context::new(
@@ -271,6 +265,23 @@ pipelines:
             bus: Arc::new(Bus::default()),
             ..Ports::unwired()
         },
+    );
+    (ctx, sqlite)
+}
+
+#[tokio::test]
+async fn the_log_function_asks_for_redelivery_while_postgres_is_down_and_loses_nothing() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctx, sqlite) = context(
+        &server,
+        dir.path(),
+        r#"
+  - name: replicator
+    batch: { engine: local, command: "true" }
+"#,
     );
     let post = |body: String| {
         let router = conveyor_core::http::router(StepName::Log, ctx.clone());
@@ -383,31 +394,16 @@ async fn each_jobs_rows_go_where_its_run_log_says_naming_its_database_and_table(
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = LocalStore::new(dir.path().join("buckets")).expect("store");
-    let sqlite =
-        Arc::new(SqliteWarehouse::open(dir.path().join("warehouse"), Arc::new(store)).expect("db"));
-    let yaml = format!(
+    let (ctx, sqlite) = context(
+        &server,
+        dir.path(),
         r#"
-run_log:
-  table: conveyor.run_log
-  postgres: {{ url_secret: {URL_SECRET}, table: ops.run_log }}
-pipelines:
   - name: replicator
-    trigger: {{ object: {{ bucket: landing, pattern: "cerebro/{{db}}/{{table_name}}/*.csv" }} }}
+    trigger: { object: { bucket: landing, pattern: "cerebro/{db}/{table_name}/*.csv" } }
     jobs:
-      - {{ name: cloud_copy, engine: local, command: "true", run_log: [bigquery], db: "{{db}}", table: "{{table_name}}" }}
-      - {{ name: onprem_copy, engine: local, command: "true", run_log: [postgres], db: "{{db}}", table: "{{table_name}}" }}
-"#
-    );
-    let config = conveyor_core::config::parse_str(&yaml, "test.yaml").expect("config");
-    let ctx = Context::new(
-        Arc::new(config),
-        Ports {
-            run_log: sqlite.clone(),
-            sinks: Arc::new(server.verified()),
-            bus: Arc::new(Bus::default()),
-            ..Ports::unwired()
-        },
+      - { name: cloud_copy, engine: local, command: "true", run_log: [bigquery], db: "{db}", table: "{table_name}" }
+      - { name: onprem_copy, engine: local, command: "true", run_log: [postgres], db: "{db}", table: "{table_name}" }
+"#,
     );
     let router = conveyor_core::http::router(StepName::Log, ctx.clone());
     let pipeline = PipelineName::parse("replicator").expect("pipeline");
