@@ -32,6 +32,16 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The lines of the file at `path` (none when it cannot be read): what a local batch job
+/// appended to its output file.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Says loudly that the running test did not run here because `why`, and records its name in
 /// `$CONVEYOR_SKIPPED_FILE` (set by scripts/test.sh), so the summary counts it as skipped,
 /// not passed. The caller then returns early.
