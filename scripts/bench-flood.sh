@@ -22,14 +22,7 @@ pipelines:
 YAML
 mkdir -p "$WORK/state/buckets/landing/in"
 printf 'id\n1\n2\n' >"$WORK/state/buckets/landing/in/a.csv"
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$BIN" --config "$WORK/conveyor.yaml" --state-dir "$WORK/state" --log error \
-  dev --listen "127.0.0.1:$PORT" >"$WORK/dev.log" 2>&1 &
-PID=$!
-for _ in $(seq 100); do
-  curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
-  sleep 0.1
-done
+start_dev
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$PID/status"; }
 
 python3 - "$PORT" "$REQUESTS" "$WORK" "$PID" <<'PY'

@@ -21,14 +21,7 @@ pipelines:
     load: { table: "ds.sparse", format: CSV }
 YAML
 mkdir -p "$WORK/state/buckets/landing/wide" "$WORK/state/buckets/landing/sparse"
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$BIN" --config "$WORK/conveyor.yaml" --state-dir "$WORK/state" --log error \
-  dev --listen "127.0.0.1:$PORT" >"$WORK/dev.log" 2>&1 &
-PID=$!
-for _ in $(seq 100); do
-  curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
-  sleep 0.1
-done
+start_dev
 python3 - "$WORK" "$PID" <<'PY'
 import os, sqlite3, sys, time
 

@@ -189,6 +189,20 @@ impl RunScope {
                     .as_ref()
                     .is_some_and(|d| self.dates.contains(d)))
     }
+
+    /// The run-log query for the scope's pipeline and run-date range (what [`Self::holds`]
+    /// then narrows to the runs in scope).
+    pub(crate) fn query(&self) -> conveyor_core::ports::RunLogQuery {
+        let date = |d: Option<&String>| {
+            d.and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        };
+        conveyor_core::ports::RunLogQuery {
+            pipeline: Some(self.pipeline.clone()),
+            date_from: date(self.dates.first()),
+            date_to: date(self.dates.last()),
+            ..conveyor_core::ports::RunLogQuery::default()
+        }
+    }
 }
 
 /// How often the session checks whether the work is done.

@@ -13,7 +13,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use conveyor_core::config::{Config, Pipeline};
 use conveyor_core::event::StepName;
 use conveyor_core::inbound::{Inbound, Origin, StartRequest};
-use conveyor_core::ports::RunLogQuery;
 use conveyor_core::steps::{self, Context, Outcome, StageProgress};
 use serde_json::json;
 
@@ -58,6 +57,19 @@ pub(crate) struct RemoteArgs {
     /// Give up waiting for the embedded runs after this long.
     #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
     pub(crate) timeout: Duration,
+}
+
+impl RemoteArgs {
+    /// A call of the deployed function at `url` with `token` (or gcloud's).
+    fn to(url: &str, token: Option<String>, timeout: Duration) -> Self {
+        Self {
+            remote: Some(url.to_owned()),
+            token,
+            local: false,
+            project: None,
+            timeout,
+        }
+    }
 }
 
 /// `conveyor trigger`.
@@ -298,13 +310,7 @@ async fn post_remote(
 async fn report_runs(ctx: &Context, pipeline: &Pipeline, scope: &RunScope) -> bool {
     let config: &Config = &ctx.config;
     let table = config.run_log_table(pipeline);
-    let date = |d: Option<&String>| d.and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-    let query = RunLogQuery {
-        pipeline: Some(pipeline.name.to_string()),
-        date_from: date(scope.dates.first()),
-        date_to: date(scope.dates.last()),
-        ..RunLogQuery::default()
-    };
+    let query = scope.query();
     let rows = match ctx.ports.run_log.rows(&table, &query).await {
         Ok(r) => r,
         Err(e) => {
@@ -357,13 +363,7 @@ async fn report_runs(ctx: &Context, pipeline: &Pipeline, scope: &RunScope) -> bo
 /// The runs of `scope` that ended in failure.
 async fn failed_runs(ctx: &Context, pipeline: &Pipeline, scope: &RunScope) -> Vec<String> {
     let table = ctx.config.run_log_table(pipeline);
-    let date = |d: Option<&String>| d.and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-    let query = RunLogQuery {
-        pipeline: Some(pipeline.name.to_string()),
-        date_from: date(scope.dates.first()),
-        date_to: date(scope.dates.last()),
-        ..RunLogQuery::default()
-    };
+    let query = scope.query();
     let Ok(rows) = ctx.ports.run_log.rows(&table, &query).await else {
         return Vec::new();
     };
@@ -413,13 +413,7 @@ async fn rerun_remote(args: &RerunArgs, url: &str) -> anyhow::Result<ExitCode> {
     if let Some(from) = &args.from {
         body["from"] = json!(from);
     }
-    let remote = RemoteArgs {
-        remote: Some(url.to_owned()),
-        token: args.token.clone(),
-        local: false,
-        project: None,
-        timeout: args.timeout,
-    };
+    let remote = RemoteArgs::to(url, args.token.clone(), args.timeout);
     println!("re-run {} through {endpoint}:", args.run);
     let ok = post_remote(&remote, &endpoint, &body).await?;
     if ok {
@@ -660,13 +654,7 @@ impl Held {
             println!("  {}: held; pass {flag} URL to start it", self.describe());
             return Ok(false);
         };
-        let remote = RemoteArgs {
-            remote: Some(url.to_owned()),
-            token: args.token.clone(),
-            local: false,
-            project: None,
-            timeout: args.timeout,
-        };
+        let remote = RemoteArgs::to(url, args.token.clone(), args.timeout);
         print!("  {}:", self.describe());
         post_remote(&remote, url, &body).await
     }

@@ -36,16 +36,10 @@ fn proxy() -> (String, mpsc::Receiver<String>) {
 fn conveyor_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_conveyor"));
     cmd.args(args).env_remove("CONVEYOR_CONFIG");
-    for var in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
+    for var in conveyor_gcp::rest::PROXY_VARIABLES
+        .into_iter()
+        .chain(["NO_PROXY", "no_proxy"])
+    {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());

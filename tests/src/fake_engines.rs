@@ -185,6 +185,21 @@ impl Inner {
         false
     }
 
+    /// Creates the `kind` job `id` (named by its id, CANCELLED when cancelled), or answers
+    /// 409 with `exists`: when it exists, or when the fake adopts `kind` (then the job is
+    /// made first, as by an earlier delivery).
+    fn create_once(&mut self, kind: &'static str, id: &str, exists: &str) -> Result<(), Answer> {
+        if self.adopting(kind) {
+            self.new_job(kind, id, id, "CANCELLED");
+            return Err(error(409, "ALREADY_EXISTS", exists));
+        }
+        if self.job(kind, id).is_some() {
+            return Err(error(409, "ALREADY_EXISTS", exists));
+        }
+        self.new_job(kind, id, id, "CANCELLED");
+        Ok(())
+    }
+
     fn job(&mut self, kind: &str, id: &str) -> Option<&mut Job> {
         self.jobs.iter_mut().find(|j| j.kind == kind && j.id == id)
     }
@@ -523,14 +538,9 @@ async fn handle(
             if !running {
                 return error(400, "FAILED_PRECONDITION", "cluster is not running");
             }
-            if inner.adopting("job") {
-                inner.new_job("job", &id, &id, "CANCELLED");
-                return error(409, "ALREADY_EXISTS", "Already exists: Job");
+            if let Err(conflict) = inner.create_once("job", &id, "Already exists: Job") {
+                return conflict;
             }
-            if inner.job("job", &id).is_some() {
-                return error(409, "ALREADY_EXISTS", "Already exists: Job");
-            }
-            inner.new_job("job", &id, &id, "CANCELLED");
             ok(json!({"reference": {"jobId": id}, "status": {"state": "PENDING"}}))
         }
         ["v1", "projects", _, "regions", _, "jobs", id] => {
@@ -693,52 +703,37 @@ async fn handle(
             "workflows",
             "DataPipelineWorkflow",
             "runs",
-        ] => {
-            let records: Vec<Value> = inner
-                .jobs
-                .iter()
-                .rev()
-                .filter(|j| j.kind == "cdap")
-                .map(|j| cdap_record(j, &j.current()))
-                .collect();
-            ok(Value::Array(records))
-        }
-        [
-            "api",
-            "v3",
-            "namespaces",
-            _,
-            "apps",
-            _,
-            "workflows",
-            "DataPipelineWorkflow",
-            "runs",
-            run,
-        ] => match inner.job("cdap", run) {
-            Some(job) => {
-                let state = job.read();
-                ok(cdap_record(job, &state))
+            rest @ ..,
+        ] => match rest {
+            [] => {
+                let records: Vec<Value> = inner
+                    .jobs
+                    .iter()
+                    .rev()
+                    .filter(|j| j.kind == "cdap")
+                    .map(|j| cdap_record(j, &j.current()))
+                    .collect();
+                ok(Value::Array(records))
             }
-            None => error(404, "NOT_FOUND", "run not found"),
-        },
-        [
-            "api",
-            "v3",
-            "namespaces",
-            _,
-            "apps",
-            _,
-            "workflows",
-            "DataPipelineWorkflow",
-            "runs",
-            run,
-            "stop",
-        ] => match inner.job("cdap", run) {
-            Some(job) => {
-                job.cancel();
-                (StatusCode::OK, axum::Json(Value::Null))
-            }
-            None => error(404, "NOT_FOUND", "run not found"),
+            [run] => match inner.job("cdap", run) {
+                Some(job) => {
+                    let state = job.read();
+                    ok(cdap_record(job, &state))
+                }
+                None => error(404, "NOT_FOUND", "run not found"),
+            },
+            [run, "stop"] => match inner.job("cdap", run) {
+                Some(job) => {
+                    job.cancel();
+                    (StatusCode::OK, axum::Json(Value::Null))
+                }
+                None => error(404, "NOT_FOUND", "run not found"),
+            },
+            _ => error(
+                404,
+                "NOT_FOUND",
+                &format!("the fake has no {method} {path}"),
+            ),
         },
         [
             "v2",
@@ -894,14 +889,9 @@ fn serverless_create(inner: &mut Inner, uri: &Uri, body: &Value) -> Answer {
     if body["runtimeConfig"]["version"].as_str().is_none() {
         return error(400, "INVALID_ARGUMENT", "runtimeConfig.version is required");
     }
-    if inner.adopting("batch") {
-        inner.new_job("batch", &id, &id, "CANCELLED");
-        return error(409, "ALREADY_EXISTS", "Batch already exists");
+    if let Err(conflict) = inner.create_once("batch", &id, "Batch already exists") {
+        return conflict;
     }
-    if inner.job("batch", &id).is_some() {
-        return error(409, "ALREADY_EXISTS", "Batch already exists");
-    }
-    inner.new_job("batch", &id, &id, "CANCELLED");
     let op = inner
         .jobs
         .last()

@@ -32,6 +32,16 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The lines of the file at `path` (none when it cannot be read): what a local batch job
+/// appended to its output file.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Says loudly that the running test did not run here because `why`, and records its name in
 /// `$CONVEYOR_SKIPPED_FILE` (set by scripts/test.sh), so the summary counts it as skipped,
 /// not passed. The caller then returns early.
@@ -491,6 +501,27 @@ impl Chain {
             Err(PortError::NotFound(_)) => 0,
             Err(e) => panic!("cannot count the rows of {table}: {e}"),
         }
+    }
+
+    /// The GCS notification of `object` in `bucket` as the object is now, with its
+    /// generation: what a redelivery of its arrival sends to the load function.
+    ///
+    /// # Panics
+    /// When the object is not there.
+    pub async fn notification(&self, bucket: &str, object: &str) -> String {
+        let meta = self
+            .ctx
+            .ports
+            .store
+            .head(
+                &bucket.parse().expect("bucket"),
+                &object.parse().expect("name"),
+            )
+            .await
+            .expect("head")
+            .expect("object");
+        serde_json::json!({"bucket": bucket, "name": object, "generation": meta.object.generation})
+            .to_string()
     }
 
     /// Local batch jobs started.

@@ -96,6 +96,17 @@ impl Emulators {
         .await;
     }
 
+    /// The BigQuery adapter on bqemulator, through the recording proxy, in [`PROJECT`].
+    pub fn bigquery(&self) -> conveyor_gcp::BigQuery {
+        conveyor_gcp::BigQuery::new(
+            PROJECT,
+            None,
+            Some(&format!("{}/bigquery/v2", self.wire.bq)),
+            &conveyor_gcp::GcpAuth::Anonymous,
+        )
+        .emulator(true)
+    }
+
     /// Creates the dataset `name` on bqemulator.
     ///
     /// # Panics

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use conveyor_core::event::StepName;
 use conveyor_core::ports::RunLogRow;
-use conveyor_e2e::Chain;
+use conveyor_e2e::{Chain, lines};
 
 /// Waits until `done` holds for the run log, then until the chain is quiet.
 async fn wait_for(chain: &Chain, limit: Duration, what: &str, done: impl Fn(&[RunLogRow]) -> bool) {
@@ -57,14 +57,6 @@ fn jobs_with(log: &[RunLogRow], pipeline: &str, status: &str) -> Vec<String> {
     jobs.sort();
     jobs.dedup();
     jobs
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The (start, end) nanoseconds a branch wrote.

@@ -548,19 +548,8 @@ pipelines:
     let chain = Chain::start(&yaml).await;
     chain.write_file("landing", "in/d1/a.csv", "x,y\n1,a\n2,b\n3,c\n");
     chain.settle(Duration::from_secs(30)).await;
-    let object = chain
-        .ctx
-        .ports
-        .store
-        .head(
-            &"landing".parse().expect("bucket"),
-            &"in/d1/a.csv".parse().expect("name"),
-        )
-        .await
-        .expect("head")
-        .expect("object");
     // The same GCS notification again, twice, through the load function's HTTP endpoint.
-    let body = serde_json::json!({"bucket": "landing", "name": "in/d1/a.csv", "generation": object.object.generation}).to_string();
+    let body = chain.notification("landing", "in/d1/a.csv").await;
     for _ in 0..2 {
         chain.accepted(StepName::Load, &body).await;
     }
@@ -944,21 +933,7 @@ async fn serve_csv(body: Vec<u8>) -> String {
 #[tokio::test]
 async fn a_url_is_staged_into_the_local_bucket_once_and_the_chain_loads_it() {
     let url = serve_csv(std::fs::read(example("orders.csv")).expect("example")).await;
-    let yaml = format!(
-        r#"
-pipelines:
-  - name: web_sales
-    trigger:
-      object: {{ bucket: landing, pattern: "sales/{{date}}/*.csv" }}
-      manual: true
-    stage:
-      source: {{ https: {{ urls: ["{url}"] }} }}
-      bucket: landing
-      prefix: "sales/{{date}}/"
-    load: {{ table: "analytics.web_{{date}}", format: CSV, skip_leading_rows: 1 }}
-"#
-    );
-    let chain = Chain::start(&yaml).await;
+    let chain = Chain::start(&web_sales(&url)).await;
     let body = r#"{"pipeline": "web_sales"}"#;
     let reply = chain.accepted(StepName::Stage, body).await;
     assert!(
@@ -1076,6 +1051,11 @@ fn published(events: &[ConveyorEvent], pipeline: &str, kind: EventType) -> usize
         .iter()
         .filter(|e| e.kind == kind && e.pipeline.as_ref().is_some_and(|p| p.as_str() == pipeline))
         .count()
+}
+
+/// How many times the chain published `kind`, for any pipeline.
+fn published_anywhere(events: &[ConveyorEvent], kind: EventType) -> usize {
+    events.iter().filter(|e| e.kind == kind).count()
 }
 
 #[tokio::test]
@@ -1243,35 +1223,33 @@ pipelines:
         chain.drop_file("landing", object, &src);
         std::fs::remove_file(&src).expect("remove");
     };
-    drop_gz(
-        "parts/2026-11-20/a.csv.gz",
-        "id|day|note\n1|2026-11-20|\\N\n2|2026-11-20|7\n",
-    );
-    chain.settle(Duration::from_secs(30)).await;
-    assert_eq!(
-        chain.rows("ds.parts").await,
-        2,
-        "{:?}",
-        chain.run_log().await
-    );
-    drop_gz(
-        "parts/2026-11-21/a.csv.gz",
-        "id|day|note\n3|2026-11-21|\\N\n",
-    );
-    chain.settle(Duration::from_secs(30)).await;
-    assert_eq!(chain.rows("ds.parts").await, 3);
-    // The 20th again: its partition is replaced, the 21st's row stays.
-    drop_gz(
-        "parts/2026-11-20/b.csv.gz",
-        "id|day|note\n4|2026-11-20|\\N\n",
-    );
-    chain.settle(Duration::from_secs(30)).await;
-    assert_eq!(
-        chain.rows("ds.parts").await,
-        2,
-        "{:?}",
-        chain.run_log().await
-    );
+    for (object, csv, rows) in [
+        (
+            "parts/2026-11-20/a.csv.gz",
+            "id|day|note\n1|2026-11-20|\\N\n2|2026-11-20|7\n",
+            2,
+        ),
+        (
+            "parts/2026-11-21/a.csv.gz",
+            "id|day|note\n3|2026-11-21|\\N\n",
+            3,
+        ),
+        // The 20th again: its partition is replaced, the 21st's row stays.
+        (
+            "parts/2026-11-20/b.csv.gz",
+            "id|day|note\n4|2026-11-20|\\N\n",
+            2,
+        ),
+    ] {
+        drop_gz(object, csv);
+        chain.settle(Duration::from_secs(30)).await;
+        assert_eq!(
+            chain.rows("ds.parts").await,
+            rows,
+            "after {object}: {:?}",
+            chain.run_log().await
+        );
+    }
     chain.stop().await;
 }
 
@@ -1410,11 +1388,7 @@ pipelines:
     chain.write_file("landing", "ds/t/_HISTORYDONE", "");
     let loaded = std::cell::Cell::new(0);
     let all_loaded = || {
-        let now = chain
-            .dispatched()
-            .iter()
-            .filter(|e| e.kind == EventType::TableLoaded)
-            .count();
+        let now = published_anywhere(&chain.dispatched(), EventType::TableLoaded);
         loaded.set(loaded.get() + now);
         loaded.get() >= 3
     };
@@ -1428,43 +1402,25 @@ pipelines:
         "{log:#?}"
     );
     let table = TableRef::parse("ds.t").expect("table");
-    let read = |rows: Vec<std::collections::BTreeMap<String, String>>| {
+    let values = || async {
+        let rows = chain
+            .ctx
+            .ports
+            .warehouse
+            .read_table(&table, 10)
+            .await
+            .expect("read");
         rows.iter()
             .map(|r| r.get("v").cloned().unwrap_or_default())
             .collect::<Vec<_>>()
     };
-    let rows = chain
-        .ctx
-        .ports
-        .warehouse
-        .read_table(&table, 10)
-        .await
-        .expect("read");
-    assert_eq!(read(rows), ["c"], "the last name loaded last");
+    assert_eq!(values().await, ["c"], "the last name loaded last");
     // A redelivered arrival of the first file adopts its job: nothing loads again (a reload
     // would truncate the table back to "a").
-    let object = chain
-        .ctx
-        .ports
-        .store
-        .head(
-            &"landing".parse().expect("bucket"),
-            &"ds/t/incr/a.csv".parse().expect("name"),
-        )
-        .await
-        .expect("head")
-        .expect("object");
-    let body = serde_json::json!({"bucket": "landing", "name": "ds/t/incr/a.csv", "generation": object.object.generation}).to_string();
+    let body = chain.notification("landing", "ds/t/incr/a.csv").await;
     chain.accepted(StepName::Load, &body).await;
     chain.settle(Duration::from_secs(30)).await;
-    let rows = chain
-        .ctx
-        .ports
-        .warehouse
-        .read_table(&table, 10)
-        .await
-        .expect("read");
-    assert_eq!(read(rows), ["c"], "{:#?}", chain.run_log().await);
+    assert_eq!(values().await, ["c"], "{:#?}", chain.run_log().await);
     assert_eq!(
         loaded_in_order(&chain.run_log().await, "incr").len(),
         3,
@@ -1501,11 +1457,7 @@ pipelines:
     // `table.loaded` is published after the actions.
     let loaded = std::cell::Cell::new(0);
     let both_loaded = || {
-        let now = chain
-            .dispatched()
-            .iter()
-            .filter(|e| e.kind == EventType::TableLoaded)
-            .count();
+        let now = published_anywhere(&chain.dispatched(), EventType::TableLoaded);
         loaded.set(loaded.get() + now);
         loaded.get() >= 2
     };

@@ -283,6 +283,18 @@ impl Engine {
         fake
     }
 
+    /// [`Self::fake`], with every run of the start scripted through `ends` (see [`script`]).
+    async fn scripted(&self, ends: &[&[&str]]) -> Fake {
+        let fake = self.fake().await;
+        script(&fake, self.runs_per_start(), ends);
+        fake
+    }
+
+    /// The states of an attempt that succeeds: queued, running (read twice), succeeded.
+    fn succeeding(&self) -> [&'static str; 4] {
+        [self.queued, self.running, self.running, self.succeeded]
+    }
+
     /// The fake's creates are the runs' job ids; where the engine sends each create once,
     /// `per_run` of them for each run.
     fn assert_creates(&self, fake: &Fake, runs: &[Run], per_run: usize) {
@@ -389,13 +401,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 /// The job is created under its job id (derived from run and attempt), followed to its end,
 /// and succeeds.
 async fn succeeds(e: &Engine) {
-    let fake = e.fake().await;
-    let runs = e.runs_per_start();
-    script(
-        &fake,
-        runs,
-        &[&[e.queued, e.running, e.running, e.succeeded]],
-    );
+    let fake = e.scripted(&[&e.succeeding()]).await;
     let chain = e.run(&fake, "1m", 3).await;
 
     let runs = e.runs(&chain).await;
@@ -424,16 +430,12 @@ async fn succeeds(e: &Engine) {
 
 /// A failed job is created again as the run's next attempt under a new job id, and succeeds.
 async fn is_retried_after_a_failure(e: &Engine) {
-    let fake = e.fake().await;
-    let runs = e.runs_per_start();
-    script(
-        &fake,
-        runs,
-        &[
+    let fake = e
+        .scripted(&[
             &[e.queued, e.running, e.failed],
             &[e.running, e.running, e.succeeded],
-        ],
-    );
+        ])
+        .await;
     let chain = e.run(&fake, "1m", 3).await;
 
     let runs = e.runs(&chain).await;
@@ -450,13 +452,10 @@ async fn is_retried_after_a_failure(e: &Engine) {
             .iter()
             .find(|r| r.status == "FAILED")
             .expect("failed row");
+        let error = failed.error.as_deref().unwrap_or_default();
         assert!(
-            failed
-                .error
-                .as_deref()
-                .is_some_and(|err| err.contains(e.failure)),
-            "the job's error message is kept: {:?}",
-            failed.error
+            error.contains(e.failure),
+            "the job's error message is kept: {error}"
         );
         assert!(failed.detail.contains("retry_at"));
     }
@@ -556,13 +555,7 @@ async fn adopts_an_existing_job(e: &Engine) {
 /// Transient API errors (429, 5xx, a 404 read just after a create) are retried under the same
 /// job id and never count as a failure: with `max_attempts: 1`, one would end the run.
 async fn retries_transient_api_errors(e: &Engine) {
-    let fake = e.fake().await;
-    let runs = e.runs_per_start();
-    script(
-        &fake,
-        runs,
-        &[&[e.queued, e.running, e.running, e.succeeded]],
-    );
+    let fake = e.scripted(&[&e.succeeding()]).await;
     (e.transient)(&fake);
     let chain = e.run(&fake, "1m", 1).await;
 

@@ -655,14 +655,12 @@ async fn the_gcs_store_streams_reads_writes_lists_and_describes_objects_on_fake_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_loads_in_one_multi_uri_job_and_a_sql_job_writes_its_destination_on_bqemulator() {
-    use conveyor_core::config::{
-        BatchSpec, CreateDisposition, SchemaSpec, SqlJob, WriteDisposition,
-    };
+    use conveyor_core::config::{BatchSpec, CreateDisposition, SqlJob};
     use conveyor_core::event::ObjectRef;
     use conveyor_core::format::Format;
     use conveyor_core::names::{JobId, PipelineName, RunId, TableRef};
     use conveyor_core::ports::{BatchEngine, BatchRequest, LoadJob, LoadState, Warehouse};
-    use conveyor_gcp::{BigQuery, GcpAuth, SqlEngine};
+    use conveyor_gcp::SqlEngine;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(emu) = Emulators::start(
@@ -703,37 +701,16 @@ async fn a_folder_loads_in_one_multi_uri_job_and_a_sql_job_writes_its_destinatio
             size: None,
         });
     }
-    let bq = BigQuery::new(
-        PROJECT,
-        None,
-        Some(&format!("{}/bigquery/v2", emu.wire.bq)),
-        &GcpAuth::Anonymous,
-    )
-    .emulator(true);
+    let bq = emu.bigquery();
     let run = RunId::derive(&PipelineName::parse("gebi").expect("name"), &["folder"]);
     let staging = TableRef::parse("staging.orders_2026_11_20").expect("table");
-    let job = LoadJob {
-        job_id: JobId::derive("load", &run, 1),
+    let job = LoadJob::new(
+        JobId::derive("load", &run, 1),
         sources,
-        table: staging.clone(),
-        format: Format::Csv,
-        write: WriteDisposition::WriteAppend,
-        create: CreateDisposition::CreateIfNeeded,
-        schema: SchemaSpec::Autodetect,
-        partition: None,
-        partition_id: None,
-        compression: conveyor_core::config::Compression::Auto,
-        clustering: Vec::new(),
-        csv: conveyor_core::config::CsvOptions {
-            skip_leading_rows: Some(1),
-            ..Default::default()
-        },
-        max_bad_records: 0,
-        allow_quoted_newlines: false,
-        schema_update_options: Vec::new(),
-        max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
-        generations_checked: true,
-    };
+        staging.clone(),
+        Format::Csv,
+    )
+    .with_header_row();
     let first = bq.load(&job, Duration::from_secs(30)).await.expect("load");
     assert!(matches!(first.state, LoadState::Done { .. }), "{first:?}");
     assert!(!first.adopted);
@@ -797,7 +774,6 @@ async fn the_run_latest_status_view_sql_says_failed_when_a_later_job_failed_afte
  {
     use conveyor_core::names::TableRef;
     use conveyor_core::ports::RunLog;
-    use conveyor_gcp::{BigQuery, GcpAuth};
 
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(emu) = Emulators::start(
@@ -810,13 +786,7 @@ async fn the_run_latest_status_view_sql_says_failed_when_a_later_job_failed_afte
     emu.dataset("conveyor").await;
     let http = reqwest::Client::new();
     // The rows as the log function writes them (the adapter creates the table).
-    let bq = BigQuery::new(
-        PROJECT,
-        None,
-        Some(&format!("{}/bigquery/v2", emu.wire.bq)),
-        &GcpAuth::Anonymous,
-    )
-    .emulator(true);
+    let bq = emu.bigquery();
     let table = TableRef::parse("conveyor.run_log").expect("table");
     let cases = conveyor_e2e::runs::run_cases();
     for case in &cases {

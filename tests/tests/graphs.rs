@@ -3,7 +3,6 @@
 //! over a configuration table a previous job wrote, a failing middle job that stops the
 //! chain), and fan-in (`trigger.after`) once per date however the upstream events arrive.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use axum::http::StatusCode;
 use conveyor_core::clock::ManualClock;
 use conveyor_core::event::StepName;
 use conveyor_core::ports::RunLogRow;
-use conveyor_e2e::Chain;
+use conveyor_e2e::{Chain, lines};
 
 /// Waits until `done` holds for the run log, then until the chain is quiet.
 async fn wait_for(chain: &Chain, limit: Duration, what: &str, done: impl Fn(&[RunLogRow]) -> bool) {
@@ -55,14 +54,6 @@ fn run_ends(log: &[RunLogRow], pipeline: &str) -> Vec<String> {
             r.pipeline.as_deref() == Some(pipeline) && r.step == "submit" && r.job.is_none()
         })
         .map(|r| r.status.clone())
-        .collect()
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
         .collect()
 }
 

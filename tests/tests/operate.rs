@@ -13,7 +13,7 @@ use base64::Engine as _;
 use conveyor_core::names::TableRef;
 use conveyor_core::ports::{RunLog, RunLogRow};
 use conveyor_e2e::fake_engines::Fake;
-use conveyor_e2e::{Emulators, binary, free_port};
+use conveyor_e2e::{Emulators, binary, free_port, lines};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -225,14 +225,6 @@ pipelines:
       engine: local
       command: "echo {date} >> sales.out"
 "#;
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
 
 async fn runs(cwd: &Path, pipeline: &str) -> Vec<Value> {
     let out = conveyor(

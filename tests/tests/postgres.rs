@@ -243,24 +243,20 @@ fn push(e: &ConveyorEvent, message_id: u32) -> String {
     .to_string()
 }
 
-#[tokio::test]
-async fn the_log_function_asks_for_redelivery_while_postgres_is_down_and_loses_nothing() {
-    let Some(server) = Server::start() else {
-        return;
-    };
+/// A PostgreSQL server (`None` where none can start: the test skips) and a context whose run
+/// log is SQLite in a new folder and whose PostgreSQL sink is the server's `ops.run_log`, for
+/// `pipelines` (the file's `pipelines:` list); the SQLite warehouse and the folder too.
+fn with_postgres(
+    pipelines: &str,
+) -> Option<(Server, Context, Arc<SqliteWarehouse>, tempfile::TempDir)> {
+    let server = Server::start()?;
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = LocalStore::new(dir.path().join("buckets")).expect("store");
+    let dir_path = dir.path();
+    let store = LocalStore::new(dir_path.join("buckets")).expect("store");
     let sqlite =
-        Arc::new(SqliteWarehouse::open(dir.path().join("warehouse"), Arc::new(store)).expect("db"));
+        Arc::new(SqliteWarehouse::open(dir_path.join("warehouse"), Arc::new(store)).expect("db"));
     let yaml = format!(
-        r#"
-run_log:
-  table: conveyor.run_log
-  postgres: {{ url_secret: {URL_SECRET}, table: ops.run_log }}
-pipelines:
-  - name: replicator
-    batch: {{ engine: local, command: "true" }}
-"#
+        "run_log:\n  table: conveyor.run_log\n  postgres: {{ url_secret: {URL_SECRET}, table: ops.run_log }}\npipelines:{pipelines}"
     );
     let config = conveyor_core::config::parse_str(&yaml, "test.yaml").expect("config");
     let ctx = Context::new(
@@ -272,6 +268,19 @@ pipelines:
             ..Ports::unwired()
         },
     );
+    Some((server, ctx, sqlite, dir))
+}
+
+#[tokio::test]
+async fn the_log_function_asks_for_redelivery_while_postgres_is_down_and_loses_nothing() {
+    let Some((server, ctx, sqlite, _dir)) = with_postgres(
+        r#"
+  - name: replicator
+    batch: { engine: local, command: "true" }
+"#,
+    ) else {
+        return;
+    };
     let post = |body: String| {
         let router = conveyor_core::http::router(StepName::Log, ctx.clone());
         async move {
@@ -379,36 +388,17 @@ async fn the_latest_status_view_says_failed_when_a_later_job_failed_after_an_ear
 /// each names the replicated database and table.
 #[tokio::test]
 async fn each_jobs_rows_go_where_its_run_log_says_naming_its_database_and_table() {
-    let Some(server) = Server::start() else {
+    let Some((server, ctx, sqlite, _dir)) = with_postgres(
+        r#"
+  - name: replicator
+    trigger: { object: { bucket: landing, pattern: "cerebro/{db}/{table_name}/*.csv" } }
+    jobs:
+      - { name: cloud_copy, engine: local, command: "true", run_log: [bigquery], db: "{db}", table: "{table_name}" }
+      - { name: onprem_copy, engine: local, command: "true", run_log: [postgres], db: "{db}", table: "{table_name}" }
+"#,
+    ) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = LocalStore::new(dir.path().join("buckets")).expect("store");
-    let sqlite =
-        Arc::new(SqliteWarehouse::open(dir.path().join("warehouse"), Arc::new(store)).expect("db"));
-    let yaml = format!(
-        r#"
-run_log:
-  table: conveyor.run_log
-  postgres: {{ url_secret: {URL_SECRET}, table: ops.run_log }}
-pipelines:
-  - name: replicator
-    trigger: {{ object: {{ bucket: landing, pattern: "cerebro/{{db}}/{{table_name}}/*.csv" }} }}
-    jobs:
-      - {{ name: cloud_copy, engine: local, command: "true", run_log: [bigquery], db: "{{db}}", table: "{{table_name}}" }}
-      - {{ name: onprem_copy, engine: local, command: "true", run_log: [postgres], db: "{{db}}", table: "{{table_name}}" }}
-"#
-    );
-    let config = conveyor_core::config::parse_str(&yaml, "test.yaml").expect("config");
-    let ctx = Context::new(
-        Arc::new(config),
-        Ports {
-            run_log: sqlite.clone(),
-            sinks: Arc::new(server.verified()),
-            bus: Arc::new(Bus::default()),
-            ..Ports::unwired()
-        },
-    );
     let router = conveyor_core::http::router(StepName::Log, ctx.clone());
     let pipeline = PipelineName::parse("replicator").expect("pipeline");
     let run_id = RunId::derive(&pipeline, &["cerebro"]);

@@ -313,9 +313,6 @@ async fn assert_run_date_filters(adapter: &str, log: &dyn RunLog, table: &TableR
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bigquery_gives_the_open_jobs_on_bqemulator() {
-    use conveyor_gcp::{BigQuery, GcpAuth};
-    const PROJECT: &str = "test";
-
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(emu) = Emulators::start(
         &dir.path().join("emu"),
@@ -324,29 +321,8 @@ async fn bigquery_gives_the_open_jobs_on_bqemulator() {
     ) else {
         return;
     };
-    let resp = reqwest::Client::new()
-        .post(format!(
-            "{}/bigquery/v2/projects/{PROJECT}/datasets",
-            emu.bq
-        ))
-        .json(&serde_json::json!({
-            "datasetReference": {"projectId": PROJECT, "datasetId": "conveyor"}
-        }))
-        .send()
-        .await
-        .expect("create dataset");
-    assert!(
-        resp.status().is_success() || resp.status().as_u16() == 409,
-        "create dataset: {}",
-        resp.status()
-    );
-    let bq = BigQuery::new(
-        PROJECT,
-        None,
-        Some(&format!("{}/bigquery/v2", emu.wire.bq)),
-        &GcpAuth::Anonymous,
-    )
-    .emulator(true);
+    emu.dataset("conveyor").await;
+    let bq = emu.bigquery();
     let table = TableRef::parse("conveyor.run_log").expect("table");
     for r in &cases().0 {
         bq.record(&table, r).await.expect("record");

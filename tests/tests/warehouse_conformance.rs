@@ -10,13 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_core::config::{CreateDisposition, SchemaSpec, WriteDisposition};
 use conveyor_core::format::Format;
 use conveyor_core::names::{BucketName, JobId, ObjectName, PipelineName, RunId, TableRef};
 use conveyor_core::ports::{LoadJob, LoadState, ObjectStore, Warehouse};
-use conveyor_e2e::{Emulators, PROJECT};
+use conveyor_e2e::Emulators;
 use conveyor_embedded::{LocalStore, SqliteWarehouse};
-use conveyor_gcp::{BigQuery, GcpAuth, GcsStore};
+use conveyor_gcp::{GcpAuth, GcsStore};
 
 /// The parts of a folder, with a header line each.
 const PARTS: [(&str, &str); 3] = [
@@ -46,28 +45,13 @@ async fn load_job(
         sources.push(meta.object);
     }
     let run = RunId::derive(&PipelineName::parse("orders").expect("pipeline"), &[job]);
-    LoadJob {
-        job_id: JobId::derive("load", &run, 1),
+    LoadJob::new(
+        JobId::derive("load", &run, 1),
         sources,
-        table: table.clone(),
-        format: Format::Csv,
-        write: WriteDisposition::WriteAppend,
-        create: CreateDisposition::CreateIfNeeded,
-        schema: SchemaSpec::Autodetect,
-        partition: None,
-        partition_id: None,
-        compression: conveyor_core::config::Compression::Auto,
-        clustering: Vec::new(),
-        csv: conveyor_core::config::CsvOptions {
-            skip_leading_rows: Some(1),
-            ..Default::default()
-        },
-        max_bad_records: 0,
-        allow_quoted_newlines: false,
-        schema_update_options: Vec::new(),
-        max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
-        generations_checked: true,
-    }
+        table.clone(),
+        Format::Csv,
+    )
+    .with_header_row()
 }
 
 /// `id → v` of every row of `table`.
@@ -164,13 +148,7 @@ async fn bigquery_on_bqemulator_keeps_the_warehouse_contract() {
     emu.bucket("landing").await;
     emu.dataset("staging").await;
     let store = GcsStore::new(&emu.wire.gcs, GcpAuth::Anonymous);
-    let warehouse = BigQuery::new(
-        PROJECT,
-        None,
-        Some(&format!("{}/bigquery/v2", emu.wire.bq)),
-        &GcpAuth::Anonymous,
-    )
-    .emulator(true);
+    let warehouse = emu.bigquery();
     let backend = Backend {
         reports_the_jobs_rows: false,
     };

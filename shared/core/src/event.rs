@@ -380,32 +380,8 @@ pub enum EventError {
 
 impl ConveyorEvent {
     /// A new event at the system clock's time (the steps stamp their clock's:
-    /// [`crate::steps::Context::event`]).
+    /// [`crate::steps::Context::event`]; another time with [`Self::at`]).
     pub fn new(
-        kind: EventType,
-        run_id: RunId,
-        pipeline: Option<PipelineName>,
-        step: StepName,
-        attempt: u32,
-        status: Status,
-        detail: Detail,
-    ) -> Self {
-        Self::new_at(
-            Utc::now(),
-            kind,
-            run_id,
-            pipeline,
-            step,
-            attempt,
-            status,
-            detail,
-        )
-    }
-
-    /// A new event at `time`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new_at(
-        time: DateTime<Utc>,
         kind: EventType,
         run_id: RunId,
         pipeline: Option<PipelineName>,
@@ -421,9 +397,16 @@ impl ConveyorEvent {
             step,
             attempt,
             status,
-            time,
+            time: Utc::now(),
             detail,
         }
+    }
+
+    /// The same event at `time`.
+    #[must_use]
+    pub fn at(mut self, time: DateTime<Utc>) -> Self {
+        self.time = time;
+        self
     }
 
     /// The deterministic id: the same transition of the same run has the same id however

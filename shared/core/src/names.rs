@@ -230,16 +230,7 @@ fn identifier(
             "must start with a lowercase letter",
         ));
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err(NameError::new(
-            kind,
-            s,
-            "only a-z, 0-9, '-' and '_' are allowed",
-        ));
-    }
+    word_characters(kind, s)?;
     Ok(())
 }
 
@@ -445,20 +436,26 @@ impl JobId {
     }
 }
 
+/// Names and ids keep to `a-z 0-9 - _`.
+fn word_characters(kind: &'static str, s: &str) -> Result<(), NameError> {
+    if s.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        Ok(())
+    } else {
+        Err(NameError::new(
+            kind,
+            s,
+            "only a-z, 0-9, '-' and '_' are allowed",
+        ))
+    }
+}
+
 fn id_like(kind: &'static str, s: &str) -> Result<String, NameError> {
     if s.is_empty() || s.len() > 128 {
         return Err(NameError::new(kind, s, "must be 1 to 128 characters"));
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err(NameError::new(
-            kind,
-            s,
-            "only a-z, 0-9, '-' and '_' are allowed",
-        ));
-    }
+    word_characters(kind, s)?;
     Ok(s.to_owned())
 }
 

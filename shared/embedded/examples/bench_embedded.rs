@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use conveyor_core::config::{CreateDisposition, SchemaSpec, WriteDisposition, parse_str};
+use conveyor_core::config::parse_str;
 use conveyor_core::format::Format;
 use conveyor_core::names::{BucketName, JobId, ObjectName, TableRef};
 use conveyor_core::ports::{LoadJob, LoadState, ObjectStore, Warehouse};
@@ -43,28 +43,13 @@ async fn load(file: &Path, state: &Path) -> anyhow::Result<()> {
     std::fs::hard_link(file, &dest).or_else(|_| std::fs::copy(file, &dest).map(|_| ()))?;
     let meta = store.head(&bucket, &name).await?.context("the object")?;
     let warehouse = SqliteWarehouse::open_local(state.join("warehouse"), store)?;
-    let job = LoadJob {
-        job_id: JobId::parse("load-bench")?,
-        sources: vec![meta.object],
-        table: TableRef::parse("analytics.bench")?,
-        format: Format::Csv,
-        write: WriteDisposition::WriteAppend,
-        create: CreateDisposition::CreateIfNeeded,
-        schema: SchemaSpec::Autodetect,
-        partition: None,
-        partition_id: None,
-        compression: conveyor_core::config::Compression::Auto,
-        clustering: Vec::new(),
-        csv: conveyor_core::config::CsvOptions {
-            skip_leading_rows: Some(1),
-            ..Default::default()
-        },
-        max_bad_records: 0,
-        allow_quoted_newlines: false,
-        schema_update_options: Vec::new(),
-        max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
-        generations_checked: true,
-    };
+    let job = LoadJob::new(
+        JobId::parse("load-bench")?,
+        vec![meta.object],
+        TableRef::parse("analytics.bench")?,
+        Format::Csv,
+    )
+    .with_header_row();
     let started = Instant::now();
     let status = warehouse.load(&job, Duration::from_secs(3600)).await?;
     let secs = started.elapsed().as_secs_f64();

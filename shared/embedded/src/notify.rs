@@ -63,15 +63,6 @@ impl Notifier for LocalNotifier {
             .map_err(|e| {
                 PortError::transient(format!("cannot POST to the webhook: {}", e.without_url()))
             })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let msg = format!("the webhook answered {status}");
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-            Err(PortError::transient(msg))
-        } else {
-            Err(PortError::permanent(msg))
-        }
+        PortError::check_status(resp.status(), "the webhook")
     }
 }

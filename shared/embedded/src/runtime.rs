@@ -1001,31 +1001,23 @@ pipelines:
         let run = RunId::derive(&pipeline, &[b.as_str(), name.as_str(), &legacy]);
         let spec = e.ctx.config.pipelines[0].load.clone().unwrap();
         let job = LoadJob {
-            job_id: JobId::derive("load", &run, 1),
-            sources: vec![ObjectRef {
-                bucket: b.clone(),
-                name: name.clone(),
-                generation: legacy,
-                size: None,
-            }],
-            table: TableRef::parse("ds.sales").unwrap(),
-            format: spec.format,
             write: spec.write_disposition,
             create: spec.create_disposition,
             schema: spec.schema.clone(),
-            partition: None,
-            partition_id: None,
-            compression: conveyor_core::config::Compression::Auto,
-            clustering: Vec::new(),
-            csv: conveyor_core::config::CsvOptions {
-                skip_leading_rows: Some(1),
-                ..Default::default()
-            },
-            max_bad_records: 0,
-            allow_quoted_newlines: false,
-            schema_update_options: Vec::new(),
             max_record_bytes: spec.max_record_bytes,
             generations_checked: false,
+            ..LoadJob::new(
+                JobId::derive("load", &run, 1),
+                vec![ObjectRef {
+                    bucket: b.clone(),
+                    name: name.clone(),
+                    generation: legacy,
+                    size: None,
+                }],
+                TableRef::parse("ds.sales").unwrap(),
+                spec.format,
+            )
+            .with_header_row()
         };
         e.warehouse.load(&job, Duration::ZERO).await.unwrap();
         assert_eq!(rows(&e).await, 2);

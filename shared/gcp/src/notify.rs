@@ -41,15 +41,6 @@ impl Notifier for GcpNotifier {
                     "cannot reach the webhook"
                 })
             })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let msg = format!("the webhook answered {status}");
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-            Err(PortError::transient(msg))
-        } else {
-            Err(PortError::permanent(msg))
-        }
+        PortError::check_status(resp.status(), "the webhook")
     }
 }

@@ -153,6 +153,16 @@ pub struct Options {
     pub proxy: Proxy,
 }
 
+/// The variables that name a proxy for [`Proxy::FromEnv`], in the order they are read.
+pub const PROXY_VARIABLES: [&str; 6] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 /// Which proxy a client's calls go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proxy {

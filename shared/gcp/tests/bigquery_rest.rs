@@ -97,6 +97,37 @@ async fn serve_as(app: Router, api: &str) -> (String, Recording) {
     (url, recording)
 }
 
+/// The first attempt of the `sql` job `dedupe` of a run of `orders`, with `vars`.
+fn dedupe_request(sql: SqlJob, vars: &[(&str, &str)]) -> (BatchSpec, BatchRequest) {
+    let run = RunId::derive(&PipelineName::parse("orders").expect("name"), &["x"]);
+    let spec = BatchSpec::Sql(sql);
+    let req = BatchRequest {
+        job_id: JobId::derive("dedupe", &run, 1),
+        run_id: run,
+        attempt: 1,
+        spec: spec.clone(),
+        vars: vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        job: "dedupe".into(),
+        row: BTreeMap::new(),
+    };
+    (spec, req)
+}
+
+/// The BigQuery adapter on a fake of its API (`app`) behind the contract recorder.
+async fn recorded_bigquery(app: Router) -> (BigQuery, Recording) {
+    let (url, recording) = serve_as(app, "bigquery").await;
+    let bq = BigQuery::new(
+        "p",
+        None,
+        Some(&format!("{url}/bigquery/v2")),
+        &GcpAuth::Anonymous,
+    );
+    (bq, recording)
+}
+
 fn done(rows: u64) -> Value {
     json!({
         "jobReference": {"projectId": "p", "jobId": "x"},
@@ -107,33 +138,18 @@ fn done(rows: u64) -> Value {
 
 fn load_job() -> LoadJob {
     let run = RunId::derive(&PipelineName::parse("sales").expect("name"), &["x"]);
-    LoadJob {
-        job_id: JobId::derive("load", &run, 1),
-        sources: vec![ObjectRef {
+    LoadJob::new(
+        JobId::derive("load", &run, 1),
+        vec![ObjectRef {
             bucket: "landing".parse().expect("bucket"),
             name: "a.csv".parse().expect("name"),
             generation: "1".into(),
             size: None,
         }],
-        table: TableRef::parse("ds.t").expect("table"),
-        format: Format::Csv,
-        write: WriteDisposition::WriteAppend,
-        create: CreateDisposition::CreateIfNeeded,
-        schema: SchemaSpec::Autodetect,
-        partition: None,
-        partition_id: None,
-        compression: conveyor_core::config::Compression::Auto,
-        clustering: Vec::new(),
-        csv: conveyor_core::config::CsvOptions {
-            skip_leading_rows: Some(1),
-            ..Default::default()
-        },
-        max_bad_records: 0,
-        allow_quoted_newlines: false,
-        schema_update_options: Vec::new(),
-        max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
-        generations_checked: true,
-    }
+        TableRef::parse("ds.t").expect("table"),
+        Format::Csv,
+    )
+    .with_header_row()
 }
 
 fn calls(f: &Fake) -> Vec<String> {
@@ -202,22 +218,15 @@ async fn a_sql_job_is_inserted_under_its_id_and_a_409_adopts_it() {
     )
     .await;
     let engine = SqlEngine::new(bq);
-    let run = RunId::derive(&PipelineName::parse("orders").expect("name"), &["x"]);
-    let spec = BatchSpec::Sql(SqlJob {
-        query: "SELECT DISTINCT * FROM staging.orders_{date}".into(),
-        destination: Some("analytics.orders".into()),
-        write_disposition: Some(WriteDisposition::WriteTruncate),
-        create_disposition: CreateDisposition::CreateIfNeeded,
-    });
-    let req = BatchRequest {
-        job_id: JobId::derive("dedupe", &run, 1),
-        run_id: run,
-        attempt: 1,
-        spec: spec.clone(),
-        vars: BTreeMap::from([("date".into(), "2026_11_20".into())]),
-        job: "dedupe".into(),
-        row: BTreeMap::new(),
-    };
+    let (spec, req) = dedupe_request(
+        SqlJob {
+            query: "SELECT DISTINCT * FROM staging.orders_{date}".into(),
+            destination: Some("analytics.orders".into()),
+            write_disposition: Some(WriteDisposition::WriteTruncate),
+            create_disposition: CreateDisposition::CreateIfNeeded,
+        },
+        &[("date", "2026_11_20")],
+    );
     let submitted = engine.submit(&req).await.expect("submit");
     assert!(submitted.adopted);
     let state = engine.state(&spec, &req.job_id).await.expect("state");
@@ -385,22 +394,15 @@ async fn a_job_in_a_single_region_dataset_is_read_cancelled_and_paged_where_bigq
     // CONVEYOR_BIGQUERY_LOCATION): BigQuery's answers say where.
     let bq = BigQuery::new("p", None, Some(&url), &GcpAuth::Anonymous);
     let engine = SqlEngine::new(bq.clone());
-    let run = RunId::derive(&PipelineName::parse("orders").expect("name"), &["x"]);
-    let spec = BatchSpec::Sql(SqlJob {
-        query: "SELECT 1".into(),
-        destination: None,
-        write_disposition: None,
-        create_disposition: CreateDisposition::CreateIfNeeded,
-    });
-    let req = BatchRequest {
-        job_id: JobId::derive("dedupe", &run, 1),
-        run_id: run,
-        attempt: 1,
-        spec: spec.clone(),
-        vars: BTreeMap::new(),
-        job: "dedupe".into(),
-        row: BTreeMap::new(),
-    };
+    let (spec, req) = dedupe_request(
+        SqlJob {
+            query: "SELECT 1".into(),
+            destination: None,
+            write_disposition: None,
+            create_disposition: CreateDisposition::CreateIfNeeded,
+        },
+        &[],
+    );
     engine.submit(&req).await.expect("submit");
     let state = engine
         .state(&spec, &req.job_id)
@@ -548,13 +550,7 @@ async fn an_older_run_log_table_is_widened_by_a_patch_of_its_schema() {
             }
         }
     });
-    let (base, recording) = serve_as(app, "bigquery").await;
-    let bq = BigQuery::new(
-        "p",
-        None,
-        Some(&format!("{base}/bigquery/v2")),
-        &GcpAuth::Anonymous,
-    );
+    let (bq, recording) = recorded_bigquery(app).await;
     let row = conveyor_core::ports::RunLogRow {
         event_id: "e1".into(),
         run_id: "r1".into(),
@@ -600,17 +596,8 @@ async fn a_load_sends_only_the_settings_bigquery_accepts_and_honours() {
     // Schema update options on a truncated table are refused by BigQuery (400), and
     // maxBadRecords on Parquet is ignored: neither goes out (validate refuses both in a
     // pipeline file; a LoadJob made otherwise is sent as BigQuery would take it).
-    let (url, recording) = serve_as(
-        Router::new().fallback(|| async { axum::Json(done(4)) }),
-        "bigquery",
-    )
-    .await;
-    let bq = BigQuery::new(
-        "p",
-        None,
-        Some(&format!("{url}/bigquery/v2")),
-        &GcpAuth::Anonymous,
-    );
+    let (bq, recording) =
+        recorded_bigquery(Router::new().fallback(|| async { axum::Json(done(4)) })).await;
     let job = LoadJob {
         format: Format::Parquet,
         write: WriteDisposition::WriteTruncate,
@@ -746,17 +733,8 @@ async fn a_check_query_job_that_failed_is_a_permanent_error_with_its_message() {
 
 #[tokio::test]
 async fn a_csv_load_sends_its_delimiter_quote_null_marker_encoding_and_jagged_rows() {
-    let (url, recording) = serve_as(
-        Router::new().fallback(|| async { axum::Json(done(2)) }),
-        "bigquery",
-    )
-    .await;
-    let bq = BigQuery::new(
-        "p",
-        None,
-        Some(&format!("{url}/bigquery/v2")),
-        &GcpAuth::Anonymous,
-    );
+    let (bq, recording) =
+        recorded_bigquery(Router::new().fallback(|| async { axum::Json(done(2)) })).await;
     let job = LoadJob {
         csv: conveyor_core::config::CsvOptions {
             field_delimiter: Some("tab".to_owned()),
@@ -800,17 +778,8 @@ async fn a_csv_load_sends_its_delimiter_quote_null_marker_encoding_and_jagged_ro
 
 #[tokio::test]
 async fn a_load_into_one_partition_names_the_table_with_its_decorator() {
-    let (url, recording) = serve_as(
-        Router::new().fallback(|| async { axum::Json(done(1)) }),
-        "bigquery",
-    )
-    .await;
-    let bq = BigQuery::new(
-        "p",
-        None,
-        Some(&format!("{url}/bigquery/v2")),
-        &GcpAuth::Anonymous,
-    );
+    let (bq, recording) =
+        recorded_bigquery(Router::new().fallback(|| async { axum::Json(done(1)) })).await;
     let job = LoadJob {
         write: WriteDisposition::WriteTruncate,
         partition: Some(conveyor_core::config::Partition {
@@ -834,17 +803,8 @@ async fn a_load_into_one_partition_names_the_table_with_its_decorator() {
 
 #[tokio::test]
 async fn a_load_into_another_projects_dataset_names_that_project() {
-    let (url, recording) = serve_as(
-        Router::new().fallback(|| async { axum::Json(done(1)) }),
-        "bigquery",
-    )
-    .await;
-    let bq = BigQuery::new(
-        "p",
-        None,
-        Some(&format!("{url}/bigquery/v2")),
-        &GcpAuth::Anonymous,
-    );
+    let (bq, recording) =
+        recorded_bigquery(Router::new().fallback(|| async { axum::Json(done(1)) })).await;
     let job = LoadJob {
         table: TableRef::parse("other-proj-7.ds.t").expect("table"),
         ..load_job()
@@ -872,20 +832,11 @@ async fn a_failed_loads_error_names_the_file_each_detail_is_about() {
             ]
         }
     });
-    let (url, _recording) = serve_as(
-        Router::new().fallback(move || {
-            let failed = failed.clone();
-            async move { axum::Json(failed) }
-        }),
-        "bigquery",
-    )
+    let (bq, _recording) = recorded_bigquery(Router::new().fallback(move || {
+        let failed = failed.clone();
+        async move { axum::Json(failed) }
+    }))
     .await;
-    let bq = BigQuery::new(
-        "p",
-        None,
-        Some(&format!("{url}/bigquery/v2")),
-        &GcpAuth::Anonymous,
-    );
     let status = bq
         .load(&load_job(), Duration::from_secs(5))
         .await
@@ -907,17 +858,8 @@ async fn a_failed_loads_error_names_the_file_each_detail_is_about() {
 /// `ALLOW_FIELD_ADDITION` when appending so BigQuery adds the new columns to the table.
 #[tokio::test]
 async fn a_batchs_union_schema_is_sent_with_allow_field_addition() {
-    let (url, recording) = serve_as(
-        Router::new().fallback(|| async { axum::Json(done(3)) }),
-        "bigquery",
-    )
-    .await;
-    let bq = BigQuery::new(
-        "p",
-        None,
-        Some(&format!("{url}/bigquery/v2")),
-        &GcpAuth::Anonymous,
-    );
+    let (bq, recording) =
+        recorded_bigquery(Router::new().fallback(|| async { axum::Json(done(3)) })).await;
     let column = |name: &str, ty| conveyor_core::format::Column {
         name: name.to_owned(),
         ty,

@@ -116,6 +116,13 @@ impl PostgresSinks {
         Ok(())
     }
 
+    /// A client of `sink`'s server, its run-log table made ready.
+    async fn ready(&self, sink: &PostgresSink) -> Result<Arc<Client>, PortError> {
+        let (key, client) = self.client(sink).await?;
+        self.ensure_table(&key, &client, &sink.table).await?;
+        Ok(client)
+    }
+
     async fn record_postgres(&self, sink: &PostgresSink, row: &RunLogRow) -> Result<(), PortError> {
         let (key, client) = self.client(sink).await?;
         let result = async {
@@ -144,17 +151,12 @@ impl PostgresSinks {
                 "{sink} is not a PostgreSQL sink"
             )));
         };
-        let (key, client) = self.client(sink).await?;
-        self.ensure_table(&key, &client, &sink.table).await?;
-        let names: Vec<String> = RUN_LOG_COLUMNS
-            .iter()
-            .map(|c| format!("\"{}\"", c.name))
-            .collect();
+        let client = self.ready(sink).await?;
+        let names = column_names();
         let sql = format!(
             "SELECT {names} FROM {t} WHERE td_timestamp >= $1
                AND run_id IN (SELECT run_id FROM {t} WHERE td_timestamp >= $1 AND {open})
              ORDER BY td_timestamp, last_modified_at",
-            names = names.join(", "),
             t = quoted(&sink.table),
             open = candidate_condition(SqlDialect::Postgres),
         );
@@ -180,8 +182,7 @@ impl PostgresSinks {
         query: &RunsQuery,
     ) -> Result<Vec<RunStart>, PortError> {
         let sink = postgres(sink)?;
-        let (key, client) = self.client(sink).await?;
-        self.ensure_table(&key, &client, &sink.table).await?;
+        let client = self.ready(sink).await?;
         let (sql, args) = run_starts_sql(&sink.table, query);
         let params: Vec<&(dyn ToSql + Sync)> = args
             .iter()
@@ -209,15 +210,11 @@ impl PostgresSinks {
         run_ids: &[String],
     ) -> Result<Vec<RunLogRow>, PortError> {
         let sink = postgres(sink)?;
-        let (key, client) = self.client(sink).await?;
-        self.ensure_table(&key, &client, &sink.table).await?;
-        let names: Vec<String> = RUN_LOG_COLUMNS
-            .iter()
-            .map(|c| format!("\"{}\"", c.name))
-            .collect();
+        let client = self.ready(sink).await?;
+        let names = column_names();
         let sql = format!(
             "SELECT {} FROM {} WHERE run_id = ANY($1) ORDER BY td_timestamp DESC, last_modified_at DESC",
-            names.join(", "),
+            names,
             quoted(&sink.table)
         );
         let rows = timed(client.query(&sql, &[&run_ids])).await?;
@@ -296,6 +293,15 @@ fn run_starts_sql(table: &PgTable, query: &RunsQuery) -> (String, Vec<Arg>) {
 }
 
 /// A run-log row as [`insert`] wrote it.
+/// The run log's column names, quoted, in [`RUN_LOG_COLUMNS`] order, separated by commas.
+fn column_names() -> String {
+    let names: Vec<String> = RUN_LOG_COLUMNS
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect();
+    names.join(", ")
+}
+
 fn read_row(r: &tokio_postgres::Row) -> Result<RunLogRow, tokio_postgres::Error> {
     let text = |name: &str| -> Result<String, tokio_postgres::Error> {
         Ok(r.try_get::<_, Option<String>>(name)?.unwrap_or_default())
@@ -397,10 +403,7 @@ fn ddl(table: &PgTable) -> String {
     let view = format!("\"{}\".\"{}_latest_status\"", table.schema, table.table);
     let index = format!("\"{}_run_id\"", table.table);
     let retry_fn = format!("\"{}\".\"conveyor_retry_pending\"", table.schema);
-    let names: Vec<String> = RUN_LOG_COLUMNS
-        .iter()
-        .map(|c| format!("\"{}\"", c.name))
-        .collect();
+    let names = column_names();
     format!(
         "BEGIN;
 SELECT pg_advisory_xact_lock(7310420266);
@@ -449,7 +452,6 @@ COMMIT;",
         schema = table.schema,
         name = table.table,
         columns = columns.join(",\n  "),
-        names = names.join(", "),
     )
 }
 
@@ -459,17 +461,14 @@ fn text(s: &Option<String>) -> Option<String> {
 }
 
 async fn insert(client: &Client, table: &PgTable, row: &RunLogRow) -> Result<(), PortError> {
-    let names: Vec<String> = RUN_LOG_COLUMNS
-        .iter()
-        .map(|c| format!("\"{}\"", c.name))
-        .collect();
+    let names = column_names();
     let params: Vec<String> = (1..=RUN_LOG_COLUMNS.len())
         .map(|i| format!("${i}"))
         .collect();
     let sql = format!(
         "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (event_id) DO NOTHING",
         quoted(table),
-        names.join(", "),
+        names,
         params.join(", ")
     );
     let owned = |s: &str| Some(s.to_owned());

@@ -325,6 +325,14 @@ fn yes() -> bool {
 }
 
 impl Pipeline {
+    /// The names `trigger.object.pattern` captures, in order (none without an object trigger).
+    pub fn captures(&self) -> &[String] {
+        self.trigger
+            .object
+            .as_ref()
+            .map_or(&[], |o| o.pattern.names())
+    }
+
     /// The job called `name`, with its index.
     pub fn job(&self, name: &str) -> Option<(usize, &Job)> {
         self.jobs

@@ -60,6 +60,27 @@ impl PortError {
         Self::Precondition(Cause::new(message))
     }
 
+    /// `Ok` for a successful answer `status` of `what` (a webhook: an HTTP endpoint whose body
+    /// says nothing more), else its class: 5xx, 429 and 408 may pass, any other status will
+    /// not.
+    ///
+    /// # Errors
+    /// `what answered STATUS`, transient or permanent as above.
+    pub fn check_status(status: http::StatusCode, what: &str) -> Result<(), Self> {
+        if status.is_success() {
+            return Ok(());
+        }
+        let message = format!("{what} answered {status}");
+        if status.is_server_error()
+            || status == http::StatusCode::TOO_MANY_REQUESTS
+            || status == http::StatusCode::REQUEST_TIMEOUT
+        {
+            Err(Self::transient(message))
+        } else {
+            Err(Self::permanent(message))
+        }
+    }
+
     /// Whether a retry may help.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient(_))
@@ -170,5 +191,30 @@ impl From<&str> for Cause {
 impl From<Cause> for String {
     fn from(c: Cause) -> Self {
         c.message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_answer_may_pass_when_the_server_failed_or_asked_to_wait() {
+        let check = |code| {
+            let status = http::StatusCode::from_u16(code).expect("status");
+            PortError::check_status(status, "the webhook")
+        };
+        assert!(check(204).is_ok());
+        for code in [500, 502, 503, 429, 408] {
+            let e = check(code).expect_err("failed");
+            assert!(e.is_transient(), "{code}");
+            assert!(e.to_string().contains("the webhook answered"), "{e}");
+        }
+        for code in [400, 401, 403, 404, 410] {
+            assert!(
+                matches!(check(code), Err(PortError::Permanent(_))),
+                "{code}"
+            );
+        }
     }
 }

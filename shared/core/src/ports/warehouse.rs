@@ -65,6 +65,40 @@ pub struct LoadJob {
 }
 
 impl LoadJob {
+    /// A load of `sources` into `table` with BigQuery's defaults for everything else:
+    /// append, create the table if needed, detect the schema, no partition or clustering,
+    /// compression detected, no bad rows allowed, the generations checked. Set a field
+    /// afterwards (or with [`Self::with_header_row`]) where a load differs.
+    pub fn new(job_id: JobId, sources: Vec<ObjectRef>, table: TableRef, format: Format) -> Self {
+        Self {
+            job_id,
+            sources,
+            table,
+            format,
+            write: WriteDisposition::WriteAppend,
+            create: CreateDisposition::CreateIfNeeded,
+            schema: SchemaSpec::Autodetect,
+            partition: None,
+            partition_id: None,
+            clustering: Vec::new(),
+            compression: Compression::Auto,
+            csv: CsvOptions::default(),
+            max_bad_records: 0,
+            allow_quoted_newlines: false,
+            schema_update_options: Vec::new(),
+            max_record_bytes: crate::config::MAX_RECORD_BYTES,
+            generations_checked: true,
+        }
+    }
+
+    /// The same load with the CSV files' first line skipped as their header
+    /// (`skip_leading_rows: 1`).
+    #[must_use]
+    pub fn with_header_row(mut self) -> Self {
+        self.csv.skip_leading_rows = Some(1);
+        self
+    }
+
     /// The sources as `gs://` URIs, for messages.
     pub fn source_uris(&self) -> Vec<String> {
         self.sources.iter().map(ObjectRef::uri).collect()

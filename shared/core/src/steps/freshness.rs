@@ -56,25 +56,16 @@ async fn check_date(
     date: chrono::NaiveDate,
     deadline: DateTime<Utc>,
 ) -> Result<Option<String>, StepError> {
-    let table = ctx.config.run_log_table(p);
-    let rows = match ctx
-        .ports
-        .run_log
-        .rows(
-            &table,
-            &RunLogQuery {
-                pipeline: Some(p.name.to_string()),
+    let rows = ctx
+        .pipeline_rows(
+            p,
+            RunLogQuery {
                 date_from: Some(date),
                 date_to: Some(date),
                 ..RunLogQuery::default()
             },
         )
-        .await
-    {
-        Ok(rows) => rows,
-        Err(crate::ports::PortError::NotFound(_)) => Vec::new(),
-        Err(e) => return Err(StepError::from_port(e)),
-    };
+        .await?;
     let date_text = date.format("%Y-%m-%d").to_string();
     let event_id = short_hash(&[p.name.as_str(), MISSED, &date_text]);
     if rows.iter().any(|r| r.event_id == event_id) {
@@ -108,25 +99,16 @@ async fn check_within(
     within: std::time::Duration,
     now: DateTime<Utc>,
 ) -> Result<Option<String>, StepError> {
-    let table = ctx.config.run_log_table(p);
-    let rows = match ctx
-        .ports
-        .run_log
-        .rows(
-            &table,
-            &RunLogQuery {
-                pipeline: Some(p.name.to_string()),
+    let rows = ctx
+        .pipeline_rows(
+            p,
+            RunLogQuery {
                 statuses: vec!["SUCCEEDED".to_owned(), MISSED.to_owned()],
                 limit: 500,
                 ..RunLogQuery::default()
             },
         )
-        .await
-    {
-        Ok(rows) => rows,
-        Err(crate::ports::PortError::NotFound(_)) => Vec::new(),
-        Err(e) => return Err(StepError::from_port(e)),
-    };
+        .await?;
     // The newest run end that SUCCEEDED (a run's end names no job).
     let Some(last) = rows
         .iter()
@@ -193,8 +175,7 @@ async fn record_missed(
         .map_err(StepError::from_port)?;
     warn!(pipeline = %p.name, run_date = %date_text, "freshness deadline missed");
     if let Some(alerts) = &ctx.ports.alerts {
-        let event = ConveyorEvent::new_at(
-            now,
+        let event = ConveyorEvent::new(
             EventType::StepFailed,
             run_id,
             Some(p.name.clone()),
@@ -206,7 +187,8 @@ async fn record_missed(
                 vars: [("date".to_owned(), date_text)].into(),
                 ..Detail::default()
             },
-        );
+        )
+        .at(now);
         alerts.publish(&event).await.map_err(|e| {
             StepError::Transient(format!("cannot publish to the alerts topic: {e}"))
         })?;

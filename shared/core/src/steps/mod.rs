@@ -71,6 +71,28 @@ impl Context {
         }
     }
 
+    /// The rows of `pipeline`'s run log that `query` selects, for that pipeline (`query`'s own
+    /// `pipeline` is replaced); a run log not created yet reads as no rows.
+    ///
+    /// # Errors
+    /// Transient when the run log cannot be read.
+    pub(crate) async fn pipeline_rows(
+        &self,
+        pipeline: &crate::config::Pipeline,
+        query: crate::ports::RunLogQuery,
+    ) -> Result<Vec<crate::ports::RunLogRow>, StepError> {
+        let query = crate::ports::RunLogQuery {
+            pipeline: Some(pipeline.name.to_string()),
+            ..query
+        };
+        let table = self.config.run_log_table(pipeline);
+        match self.ports.run_log.rows(&table, &query).await {
+            Ok(rows) => Ok(rows),
+            Err(crate::ports::PortError::NotFound(_)) => Ok(Vec::new()),
+            Err(e) => Err(StepError::from_port(e)),
+        }
+    }
+
     /// A new event at the context's clock's time.
     #[allow(clippy::too_many_arguments)]
     pub fn event(
@@ -83,16 +105,8 @@ impl Context {
         status: crate::event::Status,
         detail: crate::event::Detail,
     ) -> ConveyorEvent {
-        ConveyorEvent::new_at(
-            self.clock.now(),
-            kind,
-            run_id,
-            pipeline,
-            step,
-            attempt,
-            status,
-            detail,
-        )
+        ConveyorEvent::new(kind, run_id, pipeline, step, attempt, status, detail)
+            .at(self.clock.now())
     }
 }
 

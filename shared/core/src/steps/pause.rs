@@ -219,24 +219,15 @@ pub async fn held(
     ctx: &Context,
     pipeline: &Pipeline,
 ) -> Result<Vec<(RunLogRow, Detail)>, StepError> {
-    let table = ctx.config.run_log_table(pipeline);
-    let rows = match ctx
-        .ports
-        .run_log
-        .rows(
-            &table,
-            &RunLogQuery {
-                pipeline: Some(pipeline.name.to_string()),
+    let rows = ctx
+        .pipeline_rows(
+            pipeline,
+            RunLogQuery {
                 statuses: vec![PAUSED.to_owned(), RESUMED.to_owned()],
                 ..RunLogQuery::default()
             },
         )
-        .await
-    {
-        Ok(rows) => rows,
-        Err(crate::ports::PortError::NotFound(_)) => Vec::new(),
-        Err(e) => return Err(StepError::from_port(e)),
-    };
+        .await?;
     let mut out = Vec::new();
     for row in rows {
         if row.status == RESUMED {

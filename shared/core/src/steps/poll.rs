@@ -279,7 +279,7 @@ async fn check(ctx: &Context, open: Open, outcome: &mut Outcome) -> Result<(), S
         return Ok(());
     };
     if open.detail.engine.as_deref() == Some(super::submit::FOR_EACH) {
-        return check_rows(ctx, pipeline, job, open, outcome).await;
+        return check_rows(ctx, pipeline, job, &open, outcome).await;
     }
     check_batch(ctx, pipeline, job, open, outcome).await
 }
@@ -389,7 +389,7 @@ async fn check_rows(
     ctx: &Context,
     pipeline: &Pipeline,
     job: &Job,
-    open: Open,
+    open: &Open,
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
     if let Some(why) = super::run_timeout::exceeded(pipeline, &open.detail, Utc::now()) {
@@ -397,7 +397,7 @@ async fn check_rows(
         // rule. The job ends now, for every row.
         let mut detail = open.detail.clone();
         detail.error = Some(why);
-        return timed_out_with_the_run(ctx, pipeline, job, &open, detail, outcome).await;
+        return timed_out_with_the_run(ctx, pipeline, job, open, detail, outcome).await;
     }
     let children = &open.detail.children;
     let since = open
@@ -473,7 +473,7 @@ async fn check_rows(
     let ev = poll_event(
         ctx,
         pipeline,
-        &open,
+        open,
         EventType::BatchFinished,
         status,
         detail,

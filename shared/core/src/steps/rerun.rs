@@ -102,6 +102,19 @@ struct Ended<'a> {
     rerun: u32,
 }
 
+/// `pipeline`'s job called `name`, with its index.
+///
+/// # Errors
+/// Rejected when the pipeline has no such job.
+fn job_of<'a>(
+    pipeline: &'a Pipeline,
+    name: &str,
+) -> Result<(usize, &'a crate::config::Job), StepError> {
+    pipeline.job(name).ok_or_else(|| {
+        StepError::Rejected(format!("pipeline {} has no job {name:?}", pipeline.name))
+    })
+}
+
 async fn ended_run<'a>(ctx: &'a Context, run_id: &RunId) -> Result<Ended<'a>, StepError> {
     let pipeline = pipeline_of(ctx, run_id)?;
     let rows = run_rows(ctx, pipeline, run_id).await?;
@@ -235,9 +248,7 @@ pub async fn rerun_by(
     }
     let statuses = last_statuses(&rows);
     let index = match from {
-        Some(name) => pipeline.job(name).map(|(i, _)| i).ok_or_else(|| {
-            StepError::Rejected(format!("pipeline {} has no job {name:?}", pipeline.name))
-        })?,
+        Some(name) => job_of(pipeline, name)?.0,
         None => pipeline
             .jobs
             .iter()
@@ -276,19 +287,11 @@ pub async fn mark_success(
     reason: &str,
     operator: &str,
 ) -> Result<Outcome, StepError> {
-    let Ended {
-        pipeline,
-        rows,
-        mut base,
-        rerun,
-    } = ended_run(ctx, run_id).await?;
-    let Some((_, spec)) = pipeline.job(job) else {
-        return Err(StepError::Rejected(format!(
-            "pipeline {} has no job {job:?}",
-            pipeline.name
-        )));
-    };
-    let attempt = 1 + last_statuses(&rows).get(job).map_or(0, |(a, _)| *a);
+    let ended = ended_run(ctx, run_id).await?;
+    let pipeline = ended.pipeline;
+    let (_, spec) = job_of(pipeline, job)?;
+    let attempt = 1 + last_statuses(&ended.rows).get(job).map_or(0, |(a, _)| *a);
+    let mut base = ended.base;
     base.job = Some(spec.name.to_string());
     base.engine = Some(spec.spec.engine().to_owned());
     base.engine_state = Some("MARKED_SUCCESS".to_owned());
@@ -316,7 +319,7 @@ pub async fn mark_success(
         ),
         events: Vec::new(),
     };
-    reopen(ctx, pipeline, run_id, rerun, &ev.detail, &mut outcome).await?;
+    reopen(ctx, pipeline, run_id, ended.rerun, &ev.detail, &mut outcome).await?;
     publish(ctx, &mut outcome, ev).await?;
     Ok(outcome)
 }

@@ -221,21 +221,28 @@ fn select(
         let Some(r) = rows.next().map_err(refused)? else {
             break;
         };
-        let mut row = std::collections::BTreeMap::new();
-        for (i, name) in columns.iter().enumerate() {
-            let v: rusqlite::types::Value = r.get(i).map_err(refused)?;
-            let text = match v {
-                rusqlite::types::Value::Null => continue,
-                rusqlite::types::Value::Integer(n) => n.to_string(),
-                rusqlite::types::Value::Real(f) => f.to_string(),
-                rusqlite::types::Value::Text(t) => t,
-                rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
-            };
-            row.insert(name.clone(), text);
-        }
-        out.push(row);
+        out.push(row_as_text(r, &columns).map_err(refused)?);
     }
     Ok(out)
+}
+
+/// A row's cells as text, by column name (`columns` in the row's order); NULL as no entry.
+fn row_as_text(
+    r: &rusqlite::Row<'_>,
+    columns: &[String],
+) -> rusqlite::Result<std::collections::BTreeMap<String, String>> {
+    let mut row = std::collections::BTreeMap::new();
+    for (i, name) in columns.iter().enumerate() {
+        let text = match r.get(i)? {
+            rusqlite::types::Value::Null => continue,
+            rusqlite::types::Value::Integer(n) => n.to_string(),
+            rusqlite::types::Value::Real(f) => f.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+        };
+        row.insert(name.clone(), text);
+    }
+    Ok(row)
 }
 
 fn read_table(
@@ -261,21 +268,7 @@ fn read_table(
     let sql = format!("SELECT * FROM {} LIMIT {limit}", quoted(table));
     let mut stmt = db.conn.prepare(&sql).map_err(transient)?;
     let rows = stmt
-        .query_map([], |r| {
-            let mut row = std::collections::BTreeMap::new();
-            for (i, name) in columns.iter().enumerate() {
-                let v: rusqlite::types::Value = r.get(i)?;
-                let text = match v {
-                    rusqlite::types::Value::Null => continue,
-                    rusqlite::types::Value::Integer(n) => n.to_string(),
-                    rusqlite::types::Value::Real(f) => f.to_string(),
-                    rusqlite::types::Value::Text(t) => t,
-                    rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
-                };
-                row.insert(name.clone(), text);
-            }
-            Ok(row)
-        })
+        .query_map([], |r| row_as_text(r, &columns))
         .map_err(transient)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(transient)
 }

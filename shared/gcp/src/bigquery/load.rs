@@ -440,31 +440,23 @@ mod tests {
     #[test]
     fn a_csv_load_job_names_its_format_dispositions_and_header() {
         let job = LoadJob {
-            job_id: JobId::parse("cv-load-x-a1").unwrap(),
-            sources: vec![ObjectRef {
-                bucket: "landing".parse().unwrap(),
-                name: "sales/a.csv".parse().unwrap(),
-                generation: "1".into(),
-                size: None,
-            }],
-            table: TableRef::parse("ds.t").unwrap(),
-            format: Format::Csv,
             write: WriteDisposition::WriteTruncate,
             create: CreateDisposition::CreateNever,
-            schema: SchemaSpec::Autodetect,
-            partition: None,
-            partition_id: None,
-            compression: conveyor_core::config::Compression::Auto,
             clustering: vec!["region".into()],
-            csv: conveyor_core::config::CsvOptions {
-                skip_leading_rows: Some(1),
-                ..Default::default()
-            },
             max_bad_records: 2,
-            allow_quoted_newlines: false,
             schema_update_options: vec![SchemaUpdateOption::AllowFieldAddition],
-            max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
-            generations_checked: true,
+            ..LoadJob::new(
+                JobId::parse("cv-load-x-a1").unwrap(),
+                vec![ObjectRef {
+                    bucket: "landing".parse().unwrap(),
+                    name: "sales/a.csv".parse().unwrap(),
+                    generation: "1".into(),
+                    size: None,
+                }],
+                TableRef::parse("ds.t").unwrap(),
+                Format::Csv,
+            )
+            .with_header_row()
         };
         let c = load_configuration(&job, "proj-123");
         assert_eq!(c["sourceUris"][0], "gs://landing/sales/a.csv");

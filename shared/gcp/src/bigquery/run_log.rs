@@ -132,21 +132,32 @@ fn open_batches_sql(table: &str, since: &DateTime<Utc>) -> String {
     )
 }
 
+/// The filters on a pipeline and a run-date range (both ends included), as GoogleSQL
+/// conditions on the run log's columns.
+fn pipeline_and_dates(
+    pipeline: Option<&str>,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+) -> Vec<String> {
+    let mut filters = Vec::new();
+    if let Some(p) = pipeline {
+        filters.push(format!("pipeline = {}", lit(p)));
+    }
+    if let Some(from) = from {
+        filters.push(format!("run_date >= {}", lit(&from.to_string())));
+    }
+    if let Some(to) = to {
+        filters.push(format!("run_date <= {}", lit(&to.to_string())));
+    }
+    filters
+}
+
 /// The runs `query` selects by their first row (GoogleSQL's definition of
 /// [`RunLog::run_starts`]): the run log's rows that pass the filters (pruned by the
 /// `pipeline` cluster), one group per run, its first row's time, newest first after the
 /// cursor.
 fn run_starts_sql(table: &str, query: &RunsQuery) -> String {
-    let mut filters = Vec::new();
-    if let Some(p) = &query.pipeline {
-        filters.push(format!("pipeline = {}", lit(p)));
-    }
-    if let Some(from) = &query.date_from {
-        filters.push(format!("run_date >= {}", lit(&from.to_string())));
-    }
-    if let Some(to) = &query.date_to {
-        filters.push(format!("run_date <= {}", lit(&to.to_string())));
-    }
+    let filters = pipeline_and_dates(query.pipeline.as_deref(), query.date_from, query.date_to);
     let statuses = conveyor_core::run_page::candidate_statuses(&query.statuses);
     let has = if statuses.is_empty() {
         "TRUE".to_owned()
@@ -287,15 +298,11 @@ impl RunLog for BigQuery {
         if let Some(run) = &query.run_id {
             filters.push(format!("run_id = {}", lit(run)));
         }
-        if let Some(p) = &query.pipeline {
-            filters.push(format!("pipeline = {}", lit(p)));
-        }
-        if let Some(from) = &query.date_from {
-            filters.push(format!("run_date >= {}", lit(&from.to_string())));
-        }
-        if let Some(to) = &query.date_to {
-            filters.push(format!("run_date <= {}", lit(&to.to_string())));
-        }
+        filters.extend(pipeline_and_dates(
+            query.pipeline.as_deref(),
+            query.date_from,
+            query.date_to,
+        ));
         if !query.statuses.is_empty() {
             let list: Vec<String> = query.statuses.iter().map(|s| lit(s)).collect();
             filters.push(format!("status IN ({})", list.join(", ")));

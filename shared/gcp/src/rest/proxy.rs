@@ -35,17 +35,9 @@ impl Proxies {
     /// The proxies `setting` names, or `None` when it names none (then no destination is
     /// matched at all).
     pub(super) fn new(setting: &super::Proxy) -> Option<Self> {
-        const VARS: [&str; 6] = [
-            "HTTPS_PROXY",
-            "https_proxy",
-            "HTTP_PROXY",
-            "http_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-        ];
         let named = match setting {
             super::Proxy::Off => false,
-            super::Proxy::FromEnv => VARS
+            super::Proxy::FromEnv => super::PROXY_VARIABLES
                 .iter()
                 .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty())),
             super::Proxy::Use { https, http, .. } => https.is_some() || http.is_some(),

@@ -92,30 +92,60 @@ impl DataflowFlex {
     }
 }
 
+/// The states neither kind of job ends in.
+const WAITING: [&str; 9] = [
+    "JOB_STATE_UNKNOWN",
+    "JOB_STATE_STOPPED",
+    "JOB_STATE_QUEUED",
+    "JOB_STATE_PENDING",
+    "JOB_STATE_DRAINING",
+    "JOB_STATE_CANCELLING",
+    "JOB_STATE_RESOURCE_CLEANING_UP",
+    // A paused streaming job resumes; it is not over.
+    "JOB_STATE_PAUSING",
+    "JOB_STATE_PAUSED",
+];
+
+/// The states every kind of job ends in.
+const ENDED: [&str; 5] = [
+    "JOB_STATE_DONE",
+    "JOB_STATE_FAILED",
+    "JOB_STATE_CANCELLED",
+    "JOB_STATE_UPDATED",
+    "JOB_STATE_DRAINED",
+];
+
+/// `a` and then `b`, as one list of `T` (`N` + `M`) states.
+const fn joined<const N: usize, const M: usize, const T: usize>(
+    a: [&'static str; N],
+    b: [&'static str; M],
+) -> [&'static str; T] {
+    assert!(N + M == T, "T must be N + M");
+    let mut out = [""; T];
+    let mut i = 0;
+    while i < N {
+        out[i] = a[i];
+        i += 1;
+    }
+    while i < T {
+        out[i] = b[i - N];
+        i += 1;
+    }
+    out
+}
+
+/// A batch job runs, then ends.
+const BATCH_NON_TERMINAL: [&str; 10] = joined(WAITING, ["JOB_STATE_RUNNING"]);
+
+/// A streaming job also "ends" in RUNNING.
+const STREAMING_TERMINAL: [&str; 6] = joined(["JOB_STATE_RUNNING"], ENDED);
+
 /// What this engine is called and what its states mean.
 const KIND: Kind = Kind {
     name: "dataflow_flex",
     success: "JOB_STATE_DONE",
-    non_terminal: &[
-        "JOB_STATE_UNKNOWN",
-        "JOB_STATE_STOPPED",
-        "JOB_STATE_QUEUED",
-        "JOB_STATE_PENDING",
-        "JOB_STATE_RUNNING",
-        "JOB_STATE_DRAINING",
-        "JOB_STATE_CANCELLING",
-        "JOB_STATE_RESOURCE_CLEANING_UP",
-        // A paused streaming job resumes; it is not over.
-        "JOB_STATE_PAUSING",
-        "JOB_STATE_PAUSED",
-    ],
-    terminal: &[
-        "JOB_STATE_DONE",
-        "JOB_STATE_FAILED",
-        "JOB_STATE_CANCELLED",
-        "JOB_STATE_UPDATED",
-        "JOB_STATE_DRAINED",
-    ],
+    non_terminal: &BATCH_NON_TERMINAL,
+    terminal: &ENDED,
     running: &["JOB_STATE_RUNNING"],
 };
 
@@ -124,25 +154,8 @@ const KIND: Kind = Kind {
 const STREAMING_KIND: Kind = Kind {
     name: "dataflow_flex",
     success: "JOB_STATE_RUNNING",
-    non_terminal: &[
-        "JOB_STATE_UNKNOWN",
-        "JOB_STATE_STOPPED",
-        "JOB_STATE_QUEUED",
-        "JOB_STATE_PENDING",
-        "JOB_STATE_DRAINING",
-        "JOB_STATE_CANCELLING",
-        "JOB_STATE_RESOURCE_CLEANING_UP",
-        "JOB_STATE_PAUSING",
-        "JOB_STATE_PAUSED",
-    ],
-    terminal: &[
-        "JOB_STATE_RUNNING",
-        "JOB_STATE_DONE",
-        "JOB_STATE_FAILED",
-        "JOB_STATE_CANCELLED",
-        "JOB_STATE_UPDATED",
-        "JOB_STATE_DRAINED",
-    ],
+    non_terminal: &WAITING,
+    terminal: &STREAMING_TERMINAL,
     running: &["JOB_STATE_RUNNING"],
 };
 

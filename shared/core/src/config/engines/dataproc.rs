@@ -87,15 +87,11 @@ impl PySparkJob {
             &format!("{path}.main_python_file_uri"),
             &mut self.main_python_file_uri,
         );
-        list(
-            f,
-            &format!("{path}.python_file_uris"),
-            &mut self.python_file_uris,
-        );
         files(
             f,
             path,
             [
+                ("python_file_uris", &mut self.python_file_uris),
                 ("jar_file_uris", &mut self.jar_file_uris),
                 ("file_uris", &mut self.file_uris),
                 ("archive_uris", &mut self.archive_uris),

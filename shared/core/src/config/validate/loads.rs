@@ -333,12 +333,7 @@ impl Validator {
                     "set either `delete_source` or `move_to`, not both",
                 ),
                 (Some(to), false) => {
-                    let captures: Vec<String> = p
-                        .trigger
-                        .object
-                        .as_ref()
-                        .map(|o| o.pattern.names().to_vec())
-                        .unwrap_or_default();
+                    let captures = p.captures();
                     let names = placeholders(to);
                     if let Some(unknown) = names
                         .iter()

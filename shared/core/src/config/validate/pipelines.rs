@@ -212,17 +212,12 @@ impl Validator {
         self.shape(path, lines, p);
         // `trigger.schedule`'s cron and time zone are checked as they are read (the messages
         // then point at the value itself).
-        let captures: Vec<String> = p
-            .trigger
-            .object
-            .as_ref()
-            .map(|o| o.pattern.names().to_vec())
-            .unwrap_or_default();
+        let captures = p.captures();
         self.stage_and_run_log(path, lines, p);
         if let Some(load) = &p.load {
-            self.load_target(path, lines, p, load, &captures);
+            self.load_target(path, lines, p, load, captures);
         }
-        self.job_semantics(path, lines, p, from_batch, &captures);
+        self.job_semantics(path, lines, p, from_batch, captures);
         if let Some(load) = &p.load {
             self.load_options(path, lines, p, load);
         }

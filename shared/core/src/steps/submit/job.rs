@@ -96,6 +96,40 @@ pub(in crate::steps) fn group_job_id(job: &Job, run_id: &RunId) -> JobId {
     JobId::derive(job.name.as_str(), run_id, 0)
 }
 
+/// The active rows of `fe` (its table read, or its inline rows), or why the job fails: the
+/// table cannot be read for good, it has more than [`MAX_ROWS`] rows, or two active rows share
+/// a key.
+///
+/// # Errors
+/// Transient when the warehouse cannot be reached.
+async fn active_rows(
+    ctx: &Context,
+    fe: &crate::config::ForEach,
+) -> Result<Result<Vec<crate::config::ForEachRow>, String>, StepError> {
+    let raw = match &fe.table {
+        None => fe.inline_rows(),
+        Some(table) => match ctx.ports.warehouse.read_table(table, MAX_ROWS + 1).await {
+            Ok(rows) => rows,
+            Err(e) if e.is_transient() => return Err(StepError::Transient(e.to_string())),
+            Err(e) => return Ok(Err(format!("cannot read the for_each table {table}: {e}"))),
+        },
+    };
+    if raw.len() > MAX_ROWS {
+        return Ok(Err(format!(
+            "for_each gives more than {MAX_ROWS} rows: split the job or filter the table"
+        )));
+    }
+    let rows: Vec<_> = fe.to_rows(&raw).into_iter().filter(|r| r.active).collect();
+    let mut keys = BTreeSet::new();
+    if let Some(dup) = rows.iter().find(|r| !keys.insert(r.key.clone())) {
+        return Ok(Err(format!(
+            "two active rows have the key {:?}: set `for_each.key_column` to a unique column",
+            dup.key
+        )));
+    }
+    Ok(Ok(rows))
+}
+
 /// Records the job as RUNNING with one run per active row of its `for_each`, then queues each
 /// row (`dev.conveyor.row.queued`), whose own delivery starts its batch: the poll tick ends the
 /// job when every row's run has ended.
@@ -110,56 +144,13 @@ async fn start_rows(
     let Some(fe) = &job.for_each else {
         return Ok(());
     };
-    let raw = match &fe.table {
-        None => fe.inline_rows(),
-        Some(table) => match ctx.ports.warehouse.read_table(table, MAX_ROWS + 1).await {
-            Ok(rows) => rows,
-            Err(e) if e.is_transient() => return Err(StepError::Transient(e.to_string())),
-            Err(e) => {
-                return finish_job(
-                    ctx,
-                    pipeline,
-                    run_id,
-                    base,
-                    Status::Failed,
-                    Some(format!("cannot read the for_each table {table}: {e}")),
-                    outcome,
-                )
-                .await;
-            }
-        },
+    let rows = match active_rows(ctx, fe).await? {
+        Ok(rows) => rows,
+        Err(why) => {
+            let why = Some(why);
+            return finish_job(ctx, pipeline, run_id, base, Status::Failed, why, outcome).await;
+        }
     };
-    if raw.len() > MAX_ROWS {
-        return finish_job(
-            ctx,
-            pipeline,
-            run_id,
-            base,
-            Status::Failed,
-            Some(format!(
-                "for_each gives more than {MAX_ROWS} rows: split the job or filter the table"
-            )),
-            outcome,
-        )
-        .await;
-    }
-    let rows: Vec<_> = fe.to_rows(&raw).into_iter().filter(|r| r.active).collect();
-    let mut keys = BTreeSet::new();
-    if let Some(dup) = rows.iter().find(|r| !keys.insert(r.key.clone())) {
-        return finish_job(
-            ctx,
-            pipeline,
-            run_id,
-            base,
-            Status::Failed,
-            Some(format!(
-                "two active rows have the key {:?}: set `for_each.key_column` to a unique column",
-                dup.key
-            )),
-            outcome,
-        )
-        .await;
-    }
     if rows.is_empty() {
         info!(pipeline = %pipeline.name, job = %job.name, "no active row; the job has nothing to run");
         return finish_job(
@@ -331,13 +322,8 @@ pub(in crate::steps) fn batch_request(
     if matches!(job.spec, BatchSpec::Sql(_)) {
         // SQL takes the run's captures (and its date) in their table-safe form, as
         // `load.table` does; every other value must be table-safe already.
-        let captures = pipeline
-            .trigger
-            .object
-            .as_ref()
-            .map(|o| o.pattern.names().to_vec())
-            .unwrap_or_default();
-        for name in captures
+        for name in pipeline
+            .captures()
             .iter()
             .map(String::as_str)
             .chain(["date"])
@@ -543,14 +529,7 @@ pub(in crate::steps) fn table_safe_vars(
             vars.insert(name, v);
         }
     }
-    let captures: BTreeSet<String> = pipeline
-        .trigger
-        .object
-        .as_ref()
-        .map(|o| o.pattern.names().to_vec())
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let captures = pipeline.captures();
     for (name, v) in &mut vars {
         if name == "date" || captures.contains(name) || crate::config::date_offset(name).is_some() {
             *v = table_safe(v);

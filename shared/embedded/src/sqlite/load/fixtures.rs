@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use conveyor_core::config::{CreateDisposition, SchemaSpec, WriteDisposition};
 use conveyor_core::event::ObjectRef;
 use conveyor_core::format::{Column, ColumnType, Format};
 use conveyor_core::names::{BucketName, JobId, ObjectName, TableRef};
@@ -47,27 +46,16 @@ pub(super) async fn put(store: &LocalStore, name: &str, bytes: &[u8]) -> ObjectR
 }
 
 pub(super) fn job(id: &str, table: &str, format: Format, sources: Vec<ObjectRef>) -> LoadJob {
-    LoadJob {
-        job_id: JobId::parse(id).unwrap(),
+    let job = LoadJob::new(
+        JobId::parse(id).unwrap(),
         sources,
-        table: TableRef::parse(table).unwrap(),
+        TableRef::parse(table).unwrap(),
         format,
-        write: WriteDisposition::WriteAppend,
-        create: CreateDisposition::CreateIfNeeded,
-        schema: SchemaSpec::Autodetect,
-        partition: None,
-        partition_id: None,
-        compression: conveyor_core::config::Compression::Auto,
-        clustering: Vec::new(),
-        csv: conveyor_core::config::CsvOptions {
-            skip_leading_rows: (format == Format::Csv).then_some(1),
-            ..Default::default()
-        },
-        max_bad_records: 0,
-        allow_quoted_newlines: false,
-        schema_update_options: Vec::new(),
-        max_record_bytes: conveyor_core::config::MAX_RECORD_BYTES,
-        generations_checked: true,
+    );
+    if format == Format::Csv {
+        job.with_header_row()
+    } else {
+        job
     }
 }
 
