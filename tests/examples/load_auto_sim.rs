@@ -39,17 +39,16 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use chrono::{DateTime, TimeZone as _, Utc};
+use conveyor_contract::Recording;
 use conveyor_core::clock::{Clock as _, ManualClock};
 use conveyor_core::config;
 use conveyor_core::event::{ConveyorEvent, ObjectRef, StepName};
 use conveyor_core::inbound::{Inbound, Origin, StartRequest};
 use conveyor_core::names::{BucketName, ObjectName, TableRef};
 use conveyor_core::ports::{
-    ByteStream, EventBus, ObjectMeta, ObjectStore, PortError, Ports, RunLog, RunLogQuery,
-    RunLogRow,
+    ByteStream, EventBus, ObjectMeta, ObjectStore, PortError, Ports, RunLog, RunLogQuery, RunLogRow,
 };
 use conveyor_core::steps::{self, Context};
-use conveyor_contract::Recording;
 use conveyor_gcp::{BigQuery, GcpAuth};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
@@ -204,13 +203,22 @@ async fn bigquery(
         f.gets.fetch_add(1, Ordering::Relaxed);
         match f.jobs.lock().unwrap().get(id) {
             Some((_, job)) => (StatusCode::OK, job.to_string()),
-            None => error(404, "NOT_FOUND", "notFound", format!("Not found: Job p:{id}")),
+            None => error(
+                404,
+                "NOT_FOUND",
+                "notFound",
+                format!("Not found: Job p:{id}"),
+            ),
         }
     } else {
         f.other.fetch_add(1, Ordering::Relaxed);
         error(404, "NOT_FOUND", "notFound", format!("Not found: {path}"))
     };
-    (status, [("content-type", "application/json; charset=UTF-8")], text)
+    (
+        status,
+        [("content-type", "application/json; charset=UTF-8")],
+        text,
+    )
 }
 
 fn insert(f: &Fake, body: &[u8]) -> (StatusCode, String) {
@@ -218,7 +226,12 @@ fn insert(f: &Fake, body: &[u8]) -> (StatusCode, String) {
         return error(400, "INVALID_ARGUMENT", "invalid", "Parse error".into());
     };
     let Some(id) = req.pointer("/jobReference/jobId").and_then(Value::as_str) else {
-        return error(400, "INVALID_ARGUMENT", "invalid", "Job ID is missing".into());
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            "invalid",
+            "Job ID is missing".into(),
+        );
     };
     let Some(uris) = req
         .pointer("/configuration/load/sourceUris")
@@ -285,7 +298,10 @@ async fn serve(fake: Arc<Fake>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = format!("http://{}/bigquery/v2", listener.local_addr().expect("addr"));
+    let url = format!(
+        "http://{}/bigquery/v2",
+        listener.local_addr().expect("addr")
+    );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
