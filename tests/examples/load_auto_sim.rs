@@ -18,7 +18,9 @@
 //! exits non-zero when the loaded objects are not exactly the arrivals, each once, or when
 //! the jobs exceed BigQuery's 1,500 a day.
 //!
-//! `cargo run --release -p conveyor-e2e --example load_auto_sim -- ARRIVALS [SECONDS]`
+//! `cargo run --release -p conveyor-e2e --example load_auto_sim -- ARRIVALS [SECONDS [N]]`:
+//! with N > 0, every Nth arrival's event and every Nth tick is delivered twice, as Pub/Sub
+//! may (a repeated job id then reaches the fake, which answers 409).
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -386,6 +388,10 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let seconds: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(86_400);
+    // Pub/Sub delivers at least once: with N > 0, every Nth arrival's event and every Nth
+    // tick is handled a second time right after the first (an ack that was lost).
+    let redeliver: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+    let again = |i: usize| redeliver > 0 && i.is_multiple_of(redeliver);
     // A day that starts on a whole number of 62 s windows, in 2026.
     let t0: i64 = 62 * 28_500_000;
     let at = |s: i64| Utc.timestamp_opt(t0 + s, 0).single().unwrap();
@@ -432,12 +438,21 @@ async fn main() {
     };
     let mut arrived: HashMap<String, i64> = HashMap::with_capacity(arrivals);
     let mut next_tick = 60;
+    let poll = |s: i64| {
+        let (clock, ctx, tick, again) = (&clock, &ctx, &tick, &again);
+        async move {
+            clock.set(at(s));
+            let times = if again(s as usize / 60) { 2 } else { 1 };
+            for _ in 0..times {
+                steps::handle(StepName::Poll, ctx, tick(s))
+                    .await
+                    .expect("tick");
+            }
+        }
+    };
     for (i, t) in times.iter().copied().enumerate() {
         while next_tick <= t {
-            clock.set(at(next_tick));
-            steps::handle(StepName::Poll, &ctx, tick(next_tick))
-                .await
-                .expect("tick");
+            poll(next_tick).await;
             next_tick += 60;
         }
         clock.set(at(t));
@@ -450,6 +465,11 @@ async fn main() {
             )
             .await
             .expect("put");
+        if again(i) {
+            steps::handle(StepName::Load, &ctx, Inbound::Object(object.object.clone()))
+                .await
+                .expect("arrival");
+        }
         steps::handle(StepName::Load, &ctx, Inbound::Object(object.object))
             .await
             .expect("arrival");
@@ -458,10 +478,7 @@ async fn main() {
     // The ticks after the last arrival, until every window has closed.
     let end = next_tick + 2 * 62;
     while next_tick <= end {
-        clock.set(at(next_tick));
-        steps::handle(StepName::Poll, &ctx, tick(next_tick))
-            .await
-            .expect("tick");
+        poll(next_tick).await;
         next_tick += 60;
     }
 
@@ -495,7 +512,7 @@ async fn main() {
         .count();
     let quota = (config::LOAD_JOBS_PER_TABLE_PER_DAY * seconds as u64).div_ceil(86_400) as usize;
     println!(
-        "arrivals={arrivals} seconds={seconds} load_jobs={} quota={quota} at_once_jobs={} loaded={} loaded_twice={twice} never_loaded={never} not_arrived={strangers} delay_p50_s={} delay_p99_s={} delay_max_s={} (arrived at {}s, last arrival {}s) files_per_job_median={} files_per_job_max={} rest_inserts={} rest_409={} rest_gets={} rest_other={} last_window_note=\"{}\"",
+        "arrivals={arrivals} seconds={seconds} redeliver_every={redeliver} load_jobs={} quota={quota} at_once_jobs={} loaded={} loaded_twice={twice} never_loaded={never} not_arrived={strangers} delay_p50_s={} delay_p99_s={} delay_max_s={} (arrived at {}s, last arrival {}s) files_per_job_median={} files_per_job_max={} rest_inserts={} rest_409={} rest_gets={} rest_other={} last_window_note=\"{}\"",
         jobs.len(),
         *notes.at_once.lock().unwrap(),
         loaded.len(),
