@@ -14,19 +14,22 @@
 #
 #   scripts/bench-load-auto.sh                 # 1,000,000 arrivals over a day
 #   ARRIVALS=10000 SECONDS_SIMULATED=3600 scripts/bench-load-auto.sh
+#   REDELIVER=100 scripts/bench-load-auto.sh   # every 100th arrival event and tick twice
 #   CONVEYOR_CONTRACT_DIR=/tmp/c scripts/bench-load-auto.sh && \
 #     cargo run -p conveyor-contract --bin contract-check /tmp/c
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARRIVALS=${ARRIVALS:-1000000}
 SIM=${SECONDS_SIMULATED:-86400}
+# Every REDELIVER-th arrival event and tick handled twice (Pub/Sub's at-least-once); 0: none.
+REDELIVER=${REDELIVER:-0}
 BIN=${CARGO_TARGET_DIR:-target}/release/examples/load_auto_sim
 cargo build --release --quiet -p conveyor-e2e --example load_auto_sim
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 TIMEFORMAT='%R %U %S'
 # bash's `time` reports the child's getrusage (RUSAGE_CHILDREN): user and system seconds.
-{ time "$BIN" "$ARRIVALS" "$SIM" >"$OUT"; } 2>"$OUT.time" || {
+{ time "$BIN" "$ARRIVALS" "$SIM" "$REDELIVER" >"$OUT"; } 2>"$OUT.time" || {
   cat "$OUT" "$OUT.time"
   echo "bench-load-auto: FAILED" >&2
   rm -f "$OUT.time"
