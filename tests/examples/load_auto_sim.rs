@@ -2,16 +2,25 @@
 //! arrivals spread over a simulated day into one table, each through the real load step
 //! (`steps::handle(Load, …)`), with the poll tick (`steps::handle(Poll, …)`) every simulated
 //! minute as Cloud Scheduler runs it. The clock is the context's [`ManualClock`], set to each
-//! arrival's and tick's time; the ports are in memory: an object store (a sorted map, so a
-//! listing reads only its prefix), a warehouse whose load jobs are DONE when inserted (it
-//! keeps each job's sources and the simulated time), a run log and a bus that keep nothing.
+//! arrival's and tick's time. The warehouse is the Google adapter (`conveyor_gcp::BigQuery`,
+//! anonymous auth, its endpoint on a loopback server) talking to an in-process fake of
+//! BigQuery's `jobs.insert` / `jobs.get` behind the contract recorder (`conveyor_contract`:
+//! with `CONVEYOR_CONTRACT_DIR` set, every exchange is written there for `contract-check`).
+//! The fake answers as BigQuery does: a new job DONE with `statistics.load.outputRows`, a
+//! repeated job id 409 `duplicate`, an unknown job 404; it keeps each job's
+//! `configuration.load.sourceUris` as the request carried them and the simulated time of its
+//! insert. The object store, run log and bus are in memory: a sorted map (a listing reads
+//! only its prefix), a run log and a bus that keep nothing.
 //!
-//! Prints one line of `key=value` figures: arrivals, load jobs, objects loaded, objects
-//! loaded more than once, objects never loaded, arrival → DONE delay (p50, p99, max, in
-//! simulated seconds). It exits non-zero when the loaded objects are not exactly the
-//! arrivals, each once, or when the jobs exceed BigQuery's 1,500 a day.
+//! Prints one line of `key=value` figures: arrivals, load jobs, objects loaded (read from
+//! the `sourceUris` that reached the fake), objects loaded more than once, objects never
+//! loaded, arrival → DONE delay (p50, p99, max, in simulated seconds), the REST calls. It
+//! exits non-zero when the loaded objects are not exactly the arrivals, each once, or when
+//! the jobs exceed BigQuery's 1,500 a day.
 //!
-//! `cargo run --release -p conveyor-core --example load_auto_sim -- ARRIVALS [SECONDS]`
+//! `cargo run --release -p conveyor-e2e --example load_auto_sim -- ARRIVALS [SECONDS [N]]`:
+//! with N > 0, every Nth arrival's event and every Nth tick is delivered twice, as Pub/Sub
+//! may (a repeated job id then reaches the fake, which answers 409).
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -22,21 +31,28 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::IntoResponse;
 use chrono::{DateTime, TimeZone as _, Utc};
+use conveyor_contract::Recording;
 use conveyor_core::clock::{Clock as _, ManualClock};
 use conveyor_core::config;
 use conveyor_core::event::{ConveyorEvent, ObjectRef, StepName};
 use conveyor_core::inbound::{Inbound, Origin, StartRequest};
-use conveyor_core::names::{BucketName, JobId, ObjectName, TableRef};
+use conveyor_core::names::{BucketName, ObjectName, TableRef};
 use conveyor_core::ports::{
-    ByteStream, EventBus, LoadJob, LoadState, LoadStatus, ObjectMeta, ObjectStore, PortError,
-    Ports, RunLog, RunLogQuery, RunLogRow, Warehouse,
+    ByteStream, EventBus, ObjectMeta, ObjectStore, PortError, Ports, RunLog, RunLogQuery, RunLogRow,
 };
 use conveyor_core::steps::{self, Context};
+use conveyor_gcp::{BigQuery, GcpAuth};
+use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
 
 /// An object: its name, body and generation.
@@ -144,52 +160,154 @@ impl ObjectStore for Store {
     }
 }
 
-/// When a job was inserted (simulated), and its sources' names.
+/// When a job was inserted (simulated time), and its `sourceUris`.
 type Inserted = (DateTime<Utc>, Vec<String>);
 
-/// Load jobs, DONE when inserted: each job's sources and the simulated time it was inserted.
-struct Jobs {
+/// The fake BigQuery: its jobs by id (the resource `jobs.get` answers, and what the
+/// simulation reads), and counts of the calls it answered.
+struct Fake {
     clock: Arc<ManualClock>,
-    jobs: Mutex<HashMap<JobId, Inserted>>,
+    jobs: Mutex<HashMap<String, (Inserted, Value)>>,
+    inserts: AtomicUsize,
+    conflicts: AtomicUsize,
+    gets: AtomicUsize,
+    other: AtomicUsize,
 }
 
-#[async_trait]
-impl Warehouse for Jobs {
-    async fn load(&self, job: &LoadJob, _: Duration) -> Result<LoadStatus, PortError> {
-        let mut jobs = self.jobs.lock().unwrap();
-        let adopted = jobs.contains_key(&job.job_id);
-        if !adopted {
-            let names = job.sources.iter().map(|s| s.name.to_string()).collect();
-            jobs.insert(job.job_id.clone(), (self.clock.now(), names));
+/// BigQuery's error body.
+fn error(code: u16, status: &str, reason: &str, message: String) -> (StatusCode, String) {
+    let body = json!({"error": {
+        "code": code,
+        "message": message,
+        "errors": [{"message": message, "domain": "global", "reason": reason}],
+        "status": status,
+    }});
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body.to_string(),
+    )
+}
+
+/// `jobs.insert` (`POST …/projects/{p}/jobs`) and `jobs.get` (`GET …/projects/{p}/jobs/{id}`).
+async fn bigquery(
+    State(f): State<Arc<Fake>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> impl IntoResponse {
+    let path = uri.path();
+    let (status, text) = if method == Method::POST && path == "/bigquery/v2/projects/p/jobs" {
+        insert(&f, &body)
+    } else if let (true, Some(id)) = (
+        method == Method::GET,
+        path.strip_prefix("/bigquery/v2/projects/p/jobs/"),
+    ) {
+        f.gets.fetch_add(1, Ordering::Relaxed);
+        match f.jobs.lock().unwrap().get(id) {
+            Some((_, job)) => (StatusCode::OK, job.to_string()),
+            None => error(
+                404,
+                "NOT_FOUND",
+                "notFound",
+                format!("Not found: Job p:{id}"),
+            ),
         }
-        Ok(LoadStatus {
-            state: LoadState::Done {
-                rows: job.sources.len() as u64,
+    } else {
+        f.other.fetch_add(1, Ordering::Relaxed);
+        error(404, "NOT_FOUND", "notFound", format!("Not found: {path}"))
+    };
+    (
+        status,
+        [("content-type", "application/json; charset=UTF-8")],
+        text,
+    )
+}
+
+fn insert(f: &Fake, body: &[u8]) -> (StatusCode, String) {
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return error(400, "INVALID_ARGUMENT", "invalid", "Parse error".into());
+    };
+    let Some(id) = req.pointer("/jobReference/jobId").and_then(Value::as_str) else {
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            "invalid",
+            "Job ID is missing".into(),
+        );
+    };
+    let Some(uris) = req
+        .pointer("/configuration/load/sourceUris")
+        .and_then(Value::as_array)
+    else {
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            "invalid",
+            "Load configuration must specify at least one source URI".into(),
+        );
+    };
+    let uris: Vec<String> = uris
+        .iter()
+        .filter_map(|u| u.as_str().map(str::to_owned))
+        .collect();
+    let mut jobs = f.jobs.lock().unwrap();
+    if jobs.contains_key(id) {
+        f.conflicts.fetch_add(1, Ordering::Relaxed);
+        return error(
+            409,
+            "ALREADY_EXISTS",
+            "duplicate",
+            format!("Already Exists: Job p:US.{id}"),
+        );
+    }
+    f.inserts.fetch_add(1, Ordering::Relaxed);
+    let now = f.clock.now();
+    let ms = now.timestamp_millis().to_string();
+    // Every file is one row of two bytes ("1\n").
+    let files = uris.len();
+    let job = json!({
+        "kind": "bigquery#job",
+        "id": format!("p:US.{id}"),
+        "selfLink": format!("https://bigquery.googleapis.com/bigquery/v2/projects/p/jobs/{id}?location=US"),
+        "jobReference": {"projectId": "p", "jobId": id, "location": "US"},
+        "configuration": req.get("configuration").cloned().unwrap_or(Value::Null),
+        "status": {"state": "DONE"},
+        "statistics": {
+            "creationTime": ms,
+            "startTime": ms,
+            "endTime": ms,
+            "load": {
+                "inputFiles": files.to_string(),
+                "inputFileBytes": (2 * files).to_string(),
+                "outputRows": files.to_string(),
+                "outputBytes": (8 * files).to_string(),
+                "badRecords": "0",
             },
-            adopted,
-        })
-    }
-    async fn load_state(&self, id: &JobId) -> Result<LoadStatus, PortError> {
-        match self.jobs.lock().unwrap().get(id) {
-            Some((_, s)) => Ok(LoadStatus {
-                state: LoadState::Done {
-                    rows: s.len() as u64,
-                },
-                adopted: true,
-            }),
-            None => Err(PortError::not_found("no such job")),
-        }
-    }
-    async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
-        Ok(0)
-    }
-    async fn read_table(
-        &self,
-        _: &TableRef,
-        _: usize,
-    ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
-        Ok(Vec::new())
-    }
+        },
+    });
+    let text = job.to_string();
+    jobs.insert(id.to_owned(), ((now, uris), job));
+    (StatusCode::OK, text)
+}
+
+/// Serves the fake on a loopback port behind the contract recorder; BigQuery's base URL on it.
+async fn serve(fake: Arc<Fake>) -> String {
+    let recording = Recording::new("bigquery fake (load_auto_sim)", &["bigquery"], true);
+    let app = conveyor_contract::record::layer(
+        Router::new().fallback(bigquery).with_state(fake),
+        &recording,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/bigquery/v2",
+        listener.local_addr().expect("addr")
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
 }
 
 /// A bus that keeps only the loads' `batch` notes: how many said "at once", and the last
@@ -270,19 +388,29 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let seconds: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(86_400);
+    // Pub/Sub delivers at least once: with N > 0, every Nth arrival's event and every Nth
+    // tick is handled a second time right after the first (an ack that was lost).
+    let redeliver: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+    let again = |i: usize| redeliver > 0 && i.is_multiple_of(redeliver);
     // A day that starts on a whole number of 62 s windows, in 2026.
     let t0: i64 = 62 * 28_500_000;
     let at = |s: i64| Utc.timestamp_opt(t0 + s, 0).single().unwrap();
     let clock = Arc::new(ManualClock::new(at(0)));
     let store = Arc::new(Store::default());
     let notes = Arc::new(Notes::default());
-    let jobs = Arc::new(Jobs {
+    let fake = Arc::new(Fake {
         clock: clock.clone(),
         jobs: Mutex::new(HashMap::new()),
+        inserts: AtomicUsize::new(0),
+        conflicts: AtomicUsize::new(0),
+        gets: AtomicUsize::new(0),
+        other: AtomicUsize::new(0),
     });
+    let url = serve(fake.clone()).await;
+    let warehouse = Arc::new(BigQuery::new("p", None, Some(&url), &GcpAuth::Anonymous));
     let ports = Ports {
         store: store.clone(),
-        warehouse: jobs.clone(),
+        warehouse,
         bus: notes.clone(),
         run_log: Arc::new(Nothing),
         ..Ports::unwired()
@@ -310,12 +438,21 @@ async fn main() {
     };
     let mut arrived: HashMap<String, i64> = HashMap::with_capacity(arrivals);
     let mut next_tick = 60;
+    let poll = |s: i64| {
+        let (clock, ctx, tick, again) = (&clock, &ctx, &tick, &again);
+        async move {
+            clock.set(at(s));
+            let times = if again(s as usize / 60) { 2 } else { 1 };
+            for _ in 0..times {
+                steps::handle(StepName::Poll, ctx, tick(s))
+                    .await
+                    .expect("tick");
+            }
+        }
+    };
     for (i, t) in times.iter().copied().enumerate() {
         while next_tick <= t {
-            clock.set(at(next_tick));
-            steps::handle(StepName::Poll, &ctx, tick(next_tick))
-                .await
-                .expect("tick");
+            poll(next_tick).await;
             next_tick += 60;
         }
         clock.set(at(t));
@@ -328,6 +465,11 @@ async fn main() {
             )
             .await
             .expect("put");
+        if again(i) {
+            steps::handle(StepName::Load, &ctx, Inbound::Object(object.object.clone()))
+                .await
+                .expect("arrival");
+        }
         steps::handle(StepName::Load, &ctx, Inbound::Object(object.object))
             .await
             .expect("arrival");
@@ -336,23 +478,21 @@ async fn main() {
     // The ticks after the last arrival, until every window has closed.
     let end = next_tick + 2 * 62;
     while next_tick <= end {
-        clock.set(at(next_tick));
-        steps::handle(StepName::Poll, &ctx, tick(next_tick))
-            .await
-            .expect("tick");
+        poll(next_tick).await;
         next_tick += 60;
     }
 
-    let jobs = jobs.jobs.lock().unwrap();
+    let jobs = fake.jobs.lock().unwrap();
     let mut loaded: HashMap<&str, usize> = HashMap::with_capacity(arrivals);
     let mut delays = Vec::with_capacity(arrivals);
     // The longest delay and its arrival's time.
     let mut longest = (0i64, 0i64);
     let mut files_per_job: Vec<usize> = Vec::with_capacity(jobs.len());
-    for (done, names) in jobs.values() {
-        files_per_job.push(names.len());
-        for n in names {
-            *loaded.entry(n.as_str()).or_default() += 1;
+    for ((done, uris), _) in jobs.values() {
+        files_per_job.push(uris.len());
+        for uri in uris {
+            let n = uri.strip_prefix("gs://landing/").unwrap_or(uri);
+            *loaded.entry(n).or_default() += 1;
             if let Some(t) = arrived.get(n) {
                 let delay = done.timestamp() - t0 - t;
                 if delay > longest.0 {
@@ -372,7 +512,7 @@ async fn main() {
         .count();
     let quota = (config::LOAD_JOBS_PER_TABLE_PER_DAY * seconds as u64).div_ceil(86_400) as usize;
     println!(
-        "arrivals={arrivals} seconds={seconds} load_jobs={} quota={quota} at_once_jobs={} loaded={} loaded_twice={twice} never_loaded={never} not_arrived={strangers} delay_p50_s={} delay_p99_s={} delay_max_s={} (arrived at {}s, last arrival {}s) files_per_job_median={} files_per_job_max={} last_window_note=\"{}\"",
+        "arrivals={arrivals} seconds={seconds} redeliver_every={redeliver} load_jobs={} quota={quota} at_once_jobs={} loaded={} loaded_twice={twice} never_loaded={never} not_arrived={strangers} delay_p50_s={} delay_p99_s={} delay_max_s={} (arrived at {}s, last arrival {}s) files_per_job_median={} files_per_job_max={} rest_inserts={} rest_409={} rest_gets={} rest_other={} last_window_note=\"{}\"",
         jobs.len(),
         *notes.at_once.lock().unwrap(),
         loaded.len(),
@@ -386,6 +526,10 @@ async fn main() {
             0.5
         ),
         files_per_job.last().copied().unwrap_or(0),
+        fake.inserts.load(Ordering::Relaxed),
+        fake.conflicts.load(Ordering::Relaxed),
+        fake.gets.load(Ordering::Relaxed),
+        fake.other.load(Ordering::Relaxed),
         notes.last_window.lock().unwrap(),
     );
     if twice > 0 || never > 0 || strangers > 0 || loaded.len() != arrivals {
