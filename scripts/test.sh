@@ -176,7 +176,15 @@ for line in sys.stdin:
     run_binary "$dir" "$exe"
   done <"$runs/list"
   n=$((n + 1))
-  (t=$SECONDS; cargo test --workspace --doc --quiet; echo $? >"$runs/$n.rc"; echo $((SECONDS - t)) >"$runs/$n.secs") >"$runs/$n.out" 2>&1 &
+  # Only the libraries whose doctests are on (see scripts/rustdoc-doctests.sh).
+  CONVEYOR_DOCTEST_CRATES=$(cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+print(" ".join(t["name"].replace("-", "_") for p in m["packages"] for t in p["targets"]
+               if "lib" in t["kind"] and t.get("doctest")))
+')
+  export CONVEYOR_DOCTEST_CRATES
+  (t=$SECONDS; RUSTDOC="$PWD/scripts/rustdoc-doctests.sh" cargo test --workspace --doc --quiet; echo $? >"$runs/$n.rc"; echo $((SECONDS - t)) >"$runs/$n.secs") >"$runs/$n.out" 2>&1 &
   echo "doctests (cargo test --workspace --doc)" >"$runs/$n.name"
   wait
   for i in $(seq 1 "$n"); do
