@@ -39,7 +39,7 @@ pub use bus::EventBus;
 pub use error::{Cause, PortError};
 pub use lineage::{Lineage, RunEvent, TableNaming};
 pub use notify::Notifier;
-pub use object_store::{ByteStream, Digests, ObjectMeta, ObjectPage, ObjectStore};
+pub use object_store::{ByteStream, Digests, ObjectMeta, ObjectPage, ObjectStore, read_small};
 pub use rows::{RowBatch, RowSink};
 pub use run_log::{
     RUN_LOG_COLUMNS, RunLog, RunLogColumn, RunLogQuery, RunLogRow, RunLogSinks, RunStart, RunsQuery,

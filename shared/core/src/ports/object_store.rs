@@ -109,6 +109,36 @@ pub trait ObjectStore: Send + Sync {
     }
 }
 
+/// The bytes of a small state object (at most `limit` of them) and the generation they are
+/// of, or `None` when it does not exist or went away before it was read: the claims, leases
+/// and slots the steps take with [`ObjectStore::create_new`] and give back by generation.
+///
+/// # Errors
+/// When the store cannot be reached, or the read breaks off (transient).
+pub async fn read_small(
+    store: &dyn ObjectStore,
+    bucket: &BucketName,
+    name: &ObjectName,
+    limit: u64,
+) -> Result<Option<(Vec<u8>, String)>, PortError> {
+    use tokio::io::AsyncReadExt as _;
+    let Some(meta) = store.head(bucket, name).await? else {
+        return Ok(None);
+    };
+    let mut body = match store.open(bucket, name).await {
+        Ok(b) => b,
+        Err(PortError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = Vec::new();
+    (&mut body)
+        .take(limit)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| PortError::transient(format!("read gs://{bucket}/{name}: {e}")))?;
+    Ok(Some((buf, meta.object.generation)))
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectPage {

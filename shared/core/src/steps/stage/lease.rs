@@ -6,7 +6,6 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt as _;
 use tracing::{info, warn};
 
 use crate::names::{BucketName, ObjectName, PipelineName};
@@ -62,26 +61,17 @@ async fn read(
     bucket: &BucketName,
     name: &ObjectName,
 ) -> Result<Option<(Content, String)>, PortError> {
-    let Some(meta) = store.head(bucket, name).await? else {
+    let Some((buf, generation)) = crate::ports::read_small(store, bucket, name, 64 * 1024).await?
+    else {
         return Ok(None);
     };
-    let mut reader = match store.open(bucket, name).await {
-        Ok(r) => r,
-        Err(PortError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut buf = Vec::new();
-    reader
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| PortError::transient(format!("read the stage lease: {e}")))?;
     // An unreadable lease is treated as expired: it holds nothing anyone can honour.
     let content = serde_json::from_slice(&buf).unwrap_or(Content {
         holder: "?".to_owned(),
         taken_at: DateTime::<Utc>::MIN_UTC,
         expires_at: DateTime::<Utc>::MIN_UTC,
     });
-    Ok(Some((content, meta.object.generation)))
+    Ok(Some((content, generation)))
 }
 
 impl Lease {

@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt as _;
 use tracing::{info, warn};
 
 use super::super::Context;
@@ -163,23 +162,14 @@ async fn read(
     bucket: &BucketName,
     name: &ObjectName,
 ) -> Result<Option<(DateTime<Utc>, String)>, PortError> {
-    let Some(meta) = store.head(bucket, name).await? else {
+    let Some((buf, generation)) = crate::ports::read_small(store, bucket, name, 64 * 1024).await?
+    else {
         return Ok(None);
     };
-    let mut reader = match store.open(bucket, name).await {
-        Ok(r) => r,
-        Err(PortError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut buf = Vec::new();
-    reader
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| PortError::transient(format!("read a submit claim: {e}")))?;
     // An unreadable claim holds nothing anyone can honour: as old as can be.
     let taken_at =
         serde_json::from_slice::<Claim>(&buf).map_or(DateTime::<Utc>::MIN_UTC, |c| c.taken_at);
-    Ok(Some((taken_at, meta.object.generation)))
+    Ok(Some((taken_at, generation)))
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt as _;
 use tracing::{info, warn};
 
 use crate::config::Pipeline;
@@ -78,25 +77,17 @@ impl<'a> Slots<'a> {
     }
 
     async fn read(&self, name: &ObjectName) -> Result<Option<(Claim, String)>, PortError> {
-        let Some(meta) = self.store.head(self.bucket, name).await? else {
+        let Some((buf, generation)) =
+            crate::ports::read_small(self.store, self.bucket, name, 64 * 1024).await?
+        else {
             return Ok(None);
         };
-        let mut reader = match self.store.open(self.bucket, name).await {
-            Ok(r) => r,
-            Err(PortError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut buf = Vec::new();
-        reader
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| PortError::transient(format!("read a max_active_runs slot: {e}")))?;
         // An unreadable slot holds nothing anyone can honour: stale at once.
         let claim = serde_json::from_slice(&buf).unwrap_or(Claim {
             run_id: String::new(),
             taken_at: DateTime::<Utc>::MIN_UTC,
         });
-        Ok(Some((claim, meta.object.generation)))
+        Ok(Some((claim, generation)))
     }
 
     /// Takes a slot of `limit` for `run_id` (or finds the one it holds). `false`: every slot
