@@ -385,17 +385,11 @@ async fn rerun_one(ctx: &Context, run: &str, from: Option<&str>) -> anyhow::Resu
     Ok(outcome.summary)
 }
 
-/// `conveyor rerun`.
+/// Where `rerun` and `mark-success` go: the deployed submit function instead of this machine.
 #[derive(Debug, Clone, clap::Args)]
-pub(crate) struct RerunArgs {
-    /// The run (`conveyor status` lists them).
-    pub(crate) run: String,
-    /// Start again from this job (default: the first job whose last attempt did not
-    /// succeed); the jobs after it run again too.
-    #[arg(long)]
-    pub(crate) from: Option<String>,
-    /// Re-run in production: ask the deployed submit function at this URL (`POST
-    /// URL/rerun`), authenticated as `trigger --remote` is, instead of this machine.
+pub(crate) struct SubmitRemoteArgs {
+    /// In production: ask the deployed submit function at this URL (`POST URL/rerun`, `POST
+    /// URL/mark-success`), authenticated as `trigger --remote` is, instead of this machine.
     #[arg(long)]
     pub(crate) remote: Option<String>,
     /// The identity token for --remote (default: `gcloud auth print-identity-token`).
@@ -406,20 +400,39 @@ pub(crate) struct RerunArgs {
     pub(crate) timeout: Duration,
 }
 
-/// `conveyor rerun RUN --remote URL`: `POST URL/rerun` to the deployed submit function.
-async fn rerun_remote(args: &RerunArgs, url: &str) -> anyhow::Result<ExitCode> {
-    let endpoint = format!("{}/rerun", url.trim_end_matches('/'));
-    let mut body = json!({"run": args.run});
-    if let Some(from) = &args.from {
-        body["from"] = json!(from);
+impl SubmitRemoteArgs {
+    /// `POST URL/<route>` to the deployed submit function at `url` with `body`, after saying
+    /// `what` it asks for; how to follow the run `run` when it is accepted.
+    async fn post(
+        &self,
+        url: &str,
+        route: &str,
+        body: &serde_json::Value,
+        what: &str,
+        run: &str,
+    ) -> anyhow::Result<ExitCode> {
+        let endpoint = format!("{}/{route}", url.trim_end_matches('/'));
+        let remote = RemoteArgs::to(url, self.token.clone(), self.timeout);
+        println!("{what} through {endpoint}:");
+        let ok = post_remote(&remote, &endpoint, body).await?;
+        if ok {
+            println!("  follow it with `conveyor status --run {run}`");
+        }
+        Ok(exit_code(ok))
     }
-    let remote = RemoteArgs::to(url, args.token.clone(), args.timeout);
-    println!("re-run {} through {endpoint}:", args.run);
-    let ok = post_remote(&remote, &endpoint, &body).await?;
-    if ok {
-        println!("  follow it with `conveyor status --run {}`", args.run);
-    }
-    Ok(exit_code(ok))
+}
+
+/// `conveyor rerun`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RerunArgs {
+    /// The run (`conveyor status` lists them).
+    pub(crate) run: String,
+    /// Start again from this job (default: the first job whose last attempt did not
+    /// succeed); the jobs after it run again too.
+    #[arg(long)]
+    pub(crate) from: Option<String>,
+    #[command(flatten)]
+    pub(crate) remote: SubmitRemoteArgs,
 }
 
 /// `conveyor mark-success`.
@@ -436,39 +449,8 @@ pub(crate) struct MarkSuccessArgs {
     /// Who decides (recorded in the run log; default: $USER).
     #[arg(long, env = "USER", default_value = "operator")]
     pub(crate) by: String,
-    /// In production: ask the deployed submit function at this URL (`POST
-    /// URL/mark-success`), authenticated as `trigger --remote` is, instead of this machine.
-    #[arg(long)]
-    pub(crate) remote: Option<String>,
-    /// The identity token for --remote (default: `gcloud auth print-identity-token`).
-    #[arg(long, env = "CONVEYOR_ID_TOKEN", hide_env_values = true)]
-    pub(crate) token: Option<String>,
-    /// Give up waiting for the run after this long.
-    #[arg(long, default_value = "5m", value_parser = crate::humantime_duration)]
-    pub(crate) timeout: Duration,
-}
-
-/// `conveyor mark-success RUN --remote URL`: `POST URL/mark-success` to the deployed submit
-/// function.
-async fn mark_success_remote(args: &MarkSuccessArgs, url: &str) -> anyhow::Result<ExitCode> {
-    let endpoint = format!("{}/mark-success", url.trim_end_matches('/'));
-    let body = json!({"run": args.run, "job": args.job, "reason": args.reason, "by": args.by});
-    let remote = RemoteArgs {
-        remote: Some(url.to_owned()),
-        token: args.token.clone(),
-        local: false,
-        project: None,
-        timeout: args.timeout,
-    };
-    println!(
-        "mark {} of {} succeeded through {endpoint}:",
-        args.job, args.run
-    );
-    let ok = post_remote(&remote, &endpoint, &body).await?;
-    if ok {
-        println!("  follow it with `conveyor status --run {}`", args.run);
-    }
-    Ok(exit_code(ok))
+    #[command(flatten)]
+    pub(crate) remote: SubmitRemoteArgs,
 }
 
 /// The pipeline of `run` in the file, and the scope of that one run.
@@ -485,31 +467,63 @@ fn run_scope(config: &Config, run: &str) -> anyhow::Result<(Pipeline, RunScope)>
     Ok((pipeline, scope))
 }
 
+/// On this machine: `act` on the run `run` (it returns what to print), then waits up to
+/// `timeout` for what it started and reports the run.
+async fn act_on_run<F, Fut>(
+    config_path: &Path,
+    state_dir: &Path,
+    run: &str,
+    timeout: Duration,
+    act: F,
+) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let config = load_config(config_path)?;
+    let (pipeline, scope) = run_scope(&config, run)?;
+    let mut session = Session::start(config, state_dir, false)?;
+    session.only(scope.clone());
+    let acted = act(session.ctx.clone()).await;
+    if let Ok(summary) = &acted {
+        println!("{summary}");
+    }
+    let done = match &acted {
+        Ok(_) => session.wait(timeout, 0).await.done,
+        Err(_) => true,
+    };
+    let ctx = session.ctx.clone();
+    session.stop().await?;
+    acted?;
+    let ok = report_runs(&ctx, &pipeline, &scope).await;
+    Ok(exit_code(ok && done))
+}
+
 pub(crate) async fn rerun(
     config_path: &Path,
     state_dir: &Path,
     args: &RerunArgs,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(url) = &args.remote {
-        return rerun_remote(args, url).await;
+    if let Some(url) = &args.remote.remote {
+        let mut body = json!({"run": args.run});
+        if let Some(from) = &args.from {
+            body["from"] = json!(from);
+        }
+        let what = format!("re-run {}", args.run);
+        return args
+            .remote
+            .post(url, "rerun", &body, &what, &args.run)
+            .await;
     }
-    let config = load_config(config_path)?;
-    let (pipeline, scope) = run_scope(&config, &args.run)?;
-    let mut session = Session::start(config, state_dir, false)?;
-    session.only(scope.clone());
-    let started = rerun_one(&session.ctx, &args.run, args.from.as_deref()).await;
-    if let Ok(summary) = &started {
-        println!("{summary}");
-    }
-    let done = match &started {
-        Ok(_) => session.wait(args.timeout, 0).await.done,
-        Err(_) => true,
-    };
-    let ctx = session.ctx.clone();
-    session.stop().await?;
-    started?;
-    let ok = report_runs(&ctx, &pipeline, &scope).await;
-    Ok(exit_code(ok && done))
+    let from = args.from.as_deref();
+    act_on_run(
+        config_path,
+        state_dir,
+        &args.run,
+        args.remote.timeout,
+        |ctx| async move { rerun_one(&ctx, &args.run, from).await },
+    )
+    .await
 }
 
 pub(crate) async fn mark_success(
@@ -518,30 +532,29 @@ pub(crate) async fn mark_success(
     args: &MarkSuccessArgs,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!args.reason.trim().is_empty(), "--reason must say why");
-    if let Some(url) = &args.remote {
-        return mark_success_remote(args, url).await;
+    if let Some(url) = &args.remote.remote {
+        let body = json!({"run": args.run, "job": args.job, "reason": args.reason, "by": args.by});
+        let what = format!("mark {} of {} succeeded", args.job, args.run);
+        return args
+            .remote
+            .post(url, "mark-success", &body, &what, &args.run)
+            .await;
     }
-    let config = load_config(config_path)?;
-    let (pipeline, scope) = run_scope(&config, &args.run)?;
     let run_id = conveyor_core::names::RunId::parse(&args.run)
         .map_err(|e| anyhow::anyhow!("{:?} is not a run id: {e}", args.run))?;
-    let mut session = Session::start(config, state_dir, false)?;
-    session.only(scope.clone());
-    let marked = steps::mark_success(&session.ctx, &run_id, &args.job, &args.reason, &args.by)
-        .await
-        .map_err(|e| step_failed(&format!("mark {} succeeded", args.job), e));
-    if let Ok(outcome) = &marked {
-        println!("{}", outcome.summary);
-    }
-    let done = match &marked {
-        Ok(_) => session.wait(args.timeout, 0).await.done,
-        Err(_) => true,
-    };
-    let ctx = session.ctx.clone();
-    session.stop().await?;
-    marked?;
-    let ok = report_runs(&ctx, &pipeline, &scope).await;
-    Ok(exit_code(ok && done))
+    act_on_run(
+        config_path,
+        state_dir,
+        &args.run,
+        args.remote.timeout,
+        |ctx| async move {
+            let outcome = steps::mark_success(&ctx, &run_id, &args.job, &args.reason, &args.by)
+                .await
+                .map_err(|e| step_failed(&format!("mark {} succeeded", args.job), e))?;
+            Ok(outcome.summary)
+        },
+    )
+    .await
 }
 
 /// `conveyor pause` and `conveyor resume`.

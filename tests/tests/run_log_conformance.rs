@@ -201,7 +201,7 @@ impl Pages for (&dyn RunLog, &TableRef) {
     }
     async fn rows_of(&self, ids: &[String]) -> Vec<RunLogRow> {
         self.0
-            .rows_of_runs(self.1, ids)
+            .rows_of_runs(self.1, ids, None)
             .await
             .expect("rows of runs")
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conveyor_console::actions::{Act, ActError};
+use conveyor_console::actions::{Act, ActError, Action};
 use conveyor_gcp::engines::IdTokens;
 use serde_json::{Value, json};
 
@@ -92,22 +92,16 @@ impl RemoteSubmit {
 
 #[async_trait]
 impl Act for RemoteSubmit {
-    async fn rerun(&self, run: &str, from: Option<&str>, by: &str) -> Result<String, ActError> {
-        self.post("/rerun", &json!({"run": run, "from": from, "by": by}))
-            .await
-    }
-
-    async fn mark_success(
-        &self,
-        run: &str,
-        job: &str,
-        reason: &str,
-        by: &str,
-    ) -> Result<String, ActError> {
-        self.post(
-            "/mark-success",
-            &json!({"run": run, "job": job, "reason": reason, "by": by}),
-        )
-        .await
+    async fn act(&self, action: &Action, by: &str) -> Result<String, ActError> {
+        match action {
+            Action::Rerun { run, from } => {
+                self.post("/rerun", &json!({"run": run, "from": from, "by": by}))
+                    .await
+            }
+            Action::MarkSuccess { run, job, reason } => {
+                let body = json!({"run": run, "job": job, "reason": reason, "by": by});
+                self.post("/mark-success", &body).await
+            }
+        }
     }
 }

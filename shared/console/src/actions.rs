@@ -63,19 +63,41 @@ pub enum ActError {
     Failed(String),
 }
 
+/// What an operator asks for, on one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Re-run `run` from job `from` (else from its failed job).
+    Rerun {
+        /// The run.
+        run: String,
+        /// The job to start again from.
+        from: Option<String>,
+    },
+    /// Record job `job` of `run` as succeeded, for `reason`.
+    MarkSuccess {
+        /// The run.
+        run: String,
+        /// The job.
+        job: String,
+        /// Why (recorded in the run log).
+        reason: String,
+    },
+}
+
+impl Action {
+    /// The run it is on.
+    pub fn run(&self) -> &str {
+        match self {
+            Self::Rerun { run, .. } | Self::MarkSuccess { run, .. } => run,
+        }
+    }
+}
+
 /// What the actions do.
 #[async_trait]
 pub trait Act: Send + Sync {
-    /// Re-runs `run` from `from` (else its failed job), started by `by`.
-    async fn rerun(&self, run: &str, from: Option<&str>, by: &str) -> Result<String, ActError>;
-    /// Records job `job` of `run` as succeeded, by `by`, for `reason`.
-    async fn mark_success(
-        &self,
-        run: &str,
-        job: &str,
-        reason: &str,
-        by: &str,
-    ) -> Result<String, ActError>;
+    /// Does `action`, asked for by `by`; the outcome's summary.
+    async fn act(&self, action: &Action, by: &str) -> Result<String, ActError>;
 }
 
 /// The actions on a runtime's context: the CLI's core functions.
@@ -88,30 +110,20 @@ fn act_error(e: StepError) -> ActError {
     }
 }
 
-fn run_id(run: &str) -> Result<RunId, ActError> {
-    RunId::parse(run).map_err(|e| ActError::Refused(format!("not a run id: {e}")))
-}
-
 #[async_trait]
 impl Act for Steps {
-    async fn rerun(&self, run: &str, from: Option<&str>, by: &str) -> Result<String, ActError> {
-        steps::rerun_by(&self.0, &run_id(run)?, from, Some(by))
-            .await
-            .map(|o| o.summary)
-            .map_err(act_error)
-    }
-
-    async fn mark_success(
-        &self,
-        run: &str,
-        job: &str,
-        reason: &str,
-        by: &str,
-    ) -> Result<String, ActError> {
-        steps::mark_success(&self.0, &run_id(run)?, job, reason, by)
-            .await
-            .map(|o| o.summary)
-            .map_err(act_error)
+    async fn act(&self, action: &Action, by: &str) -> Result<String, ActError> {
+        let run = RunId::parse(action.run())
+            .map_err(|e| ActError::Refused(format!("not a run id: {e}")))?;
+        let done = match action {
+            Action::Rerun { from, .. } => {
+                steps::rerun_by(&self.0, &run, from.as_deref(), Some(by)).await
+            }
+            Action::MarkSuccess { job, reason, .. } => {
+                steps::mark_success(&self.0, &run, job, reason, by).await
+            }
+        };
+        done.map(|o| o.summary).map_err(act_error)
     }
 }
 

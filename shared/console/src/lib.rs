@@ -752,43 +752,62 @@ fn acted(r: Result<String, actions::ActError>, run_id: &str) -> Result<Response,
     }
 }
 
+/// Does the action `f` asks for (`action` reads it), once the caller is known to be an
+/// operator and has confirmed; then back to the run's page.
+async fn act(
+    c: &Console,
+    headers: &HeaderMap,
+    f: &ActionForm,
+    action: impl FnOnce(&ActionForm) -> Result<actions::Action, PageError>,
+) -> Result<Response, PageError> {
+    let who = operator(c, headers).await?;
+    confirmed(f)?;
+    let action = action(f)?;
+    let r = operators(c)?.act().act(&action, &who).await;
+    acted(r, action.run())
+}
+
 async fn do_rerun(
     State(c): State<Console>,
-    Path(run_id): Path<String>,
+    Path(run): Path<String>,
     headers: HeaderMap,
     Form(f): Form<ActionForm>,
 ) -> Result<Response, PageError> {
-    let who = operator(&c, &headers).await?;
-    confirmed(&f)?;
-    let from = f.from.as_deref().filter(|s| !s.is_empty());
-    let r = operators(&c)?.act().rerun(&run_id, from, &who).await;
-    acted(r, &run_id)
+    act(&c, &headers, &f, |f| {
+        let from = f.from.as_deref().filter(|s| !s.is_empty());
+        Ok(actions::Action::Rerun {
+            run,
+            from: from.map(str::to_owned),
+        })
+    })
+    .await
 }
 
 async fn do_mark_success(
     State(c): State<Console>,
-    Path(run_id): Path<String>,
+    Path(run): Path<String>,
     headers: HeaderMap,
     Form(f): Form<ActionForm>,
 ) -> Result<Response, PageError> {
-    let who = operator(&c, &headers).await?;
-    confirmed(&f)?;
-    let job = f
-        .job
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| PageError::BadRequest("which job? (job=)".into()))?;
-    let reason = f
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| PageError::BadRequest("say why (reason=)".into()))?;
-    let r = operators(&c)?
-        .act()
-        .mark_success(&run_id, job, reason, &who)
-        .await;
-    acted(r, &run_id)
+    act(&c, &headers, &f, |f| {
+        let job = f
+            .job
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| PageError::BadRequest("which job? (job=)".into()))?;
+        let reason = f
+            .reason
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| PageError::BadRequest("say why (reason=)".into()))?;
+        Ok(actions::Action::MarkSuccess {
+            run,
+            job: job.to_owned(),
+            reason: reason.to_owned(),
+        })
+    })
+    .await
 }
 
 async fn table(
@@ -984,29 +1003,20 @@ mod tests {
 
     #[async_trait::async_trait]
     impl actions::Act for Recorded {
-        async fn rerun(
+        async fn act(
             &self,
-            run: &str,
-            from: Option<&str>,
+            action: &actions::Action,
             by: &str,
         ) -> Result<String, actions::ActError> {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("rerun {run} {from:?} {by}"));
-            Ok("ok".into())
-        }
-        async fn mark_success(
-            &self,
-            run: &str,
-            job: &str,
-            reason: &str,
-            by: &str,
-        ) -> Result<String, actions::ActError> {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("mark {run} {job} {reason} {by}"));
+            let done = match action {
+                actions::Action::Rerun { run, from } => {
+                    format!("rerun {run} {:?} {by}", from.as_deref())
+                }
+                actions::Action::MarkSuccess { run, job, reason } => {
+                    format!("mark {run} {job} {reason} {by}")
+                }
+            };
+            self.0.lock().unwrap().push(done);
             Ok("ok".into())
         }
     }

@@ -16,7 +16,9 @@
 //! From the ground up: a module uses the ones listed before it (and the leaves [`shell`] and
 //! [`trace`]), never one after; no two of these modules use each other.
 //! - [`names`]: parsed newtypes for every name that comes from outside (buckets, objects,
-//!   tables, pipelines, run and job ids); [`format`]: the load formats and column types.
+//!   tables, pipelines, run and job ids); [`format`]: the load formats and column types;
+//!   [`ndjson`]: an NDJSON sample's keys and their types (the load step's union schema and the
+//!   embedded warehouse's autodetect).
 //! - [`config`] (a folder): the pipeline configuration file, one file per section, with
 //!   `config/engines/` (one file per batch engine) and `config/validate/` (one per role).
 //! - [`event`]: Conveyor's CloudEvents and [`inbound`] (a folder): every wire shape a
@@ -45,6 +47,7 @@ pub mod http;
 pub mod inbound;
 pub mod links;
 pub mod names;
+pub mod ndjson;
 pub mod open_jobs;
 pub mod ports;
 pub mod run_date;

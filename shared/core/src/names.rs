@@ -68,6 +68,21 @@ macro_rules! string_newtype {
             }
         }
     };
+    ($(#[$meta:meta])* $name:ident, $kind:literal, $rule:expr) => {
+        string_newtype!($(#[$meta])* $name);
+
+        impl $name {
+            #[doc = concat!("Parses the ", $kind, " `s`.")]
+            ///
+            /// # Errors
+            /// A [`NameError`] saying what rule the text breaks.
+            pub fn parse(s: &str) -> Result<Self, NameError> {
+                let rule: fn(&'static str, &str) -> Result<(), NameError> = $rule;
+                rule($kind, s)?;
+                Ok(Self(s.to_owned()))
+            }
+        }
+    };
 }
 
 /// A JSON Schema for a name that is written as a string in the pipeline file: `pattern` is
@@ -134,77 +149,70 @@ string_newtype!(
     /// A Cloud Storage bucket name (3–63 characters of `a-z 0-9 - _ .`, starting and ending
     /// with a letter or digit). In the embedded mode it is a directory name, so the same rule
     /// keeps `..` and `/` out of paths.
-    BucketName
+    BucketName,
+    "bucket name",
+    bucket_name
 );
 
-impl BucketName {
-    /// Parses a bucket name.
-    ///
-    /// # Errors
-    /// A [`NameError`] saying what rule the text breaks.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        const KIND: &str = "bucket name";
-        if !(3..=63).contains(&s.len()) {
-            return Err(NameError::new(KIND, s, "must be 3 to 63 characters"));
-        }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-        {
-            return Err(NameError::new(
-                KIND,
-                s,
-                "only a-z, 0-9, '-', '_' and '.' are allowed",
-            ));
-        }
-        let ends_ok =
-            |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if !ends_ok(s.bytes().next()) || !ends_ok(s.bytes().last()) || s.contains("..") {
-            return Err(NameError::new(
-                KIND,
-                s,
-                "must start and end with a letter or digit",
-            ));
-        }
-        Ok(Self(s.to_owned()))
+/// The rule of [`BucketName`].
+fn bucket_name(kind: &'static str, s: &str) -> Result<(), NameError> {
+    if !(3..=63).contains(&s.len()) {
+        return Err(NameError::new(kind, s, "must be 3 to 63 characters"));
     }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+    {
+        return Err(NameError::new(
+            kind,
+            s,
+            "only a-z, 0-9, '-', '_' and '.' are allowed",
+        ));
+    }
+    let ends_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !ends_ok(s.bytes().next()) || !ends_ok(s.bytes().last()) || s.contains("..") {
+        return Err(NameError::new(
+            kind,
+            s,
+            "must start and end with a letter or digit",
+        ));
+    }
+    Ok(())
 }
 
 string_newtype!(
     /// An object name inside a bucket: relative, `/`-separated, no empty, `.` or `..`
     /// segments, no control characters, at most 1024 bytes (the GCS limit).
-    ObjectName
+    ObjectName,
+    "object name",
+    object_name
 );
 
-impl ObjectName {
-    /// Parses an object name.
-    ///
-    /// # Errors
-    /// A [`NameError`] saying what rule the text breaks.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        const KIND: &str = "object name";
-        if s.is_empty() || s.len() > 1024 {
-            return Err(NameError::new(KIND, s, "must be 1 to 1024 bytes"));
-        }
-        if s.chars().any(|c| c.is_control() || c == '\\') {
-            return Err(NameError::new(
-                KIND,
-                s,
-                "control characters and '\\' are not allowed",
-            ));
-        }
-        if s.split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-        {
-            return Err(NameError::new(
-                KIND,
-                s,
-                "segments must be non-empty and not '.' or '..' (no leading or trailing '/')",
-            ));
-        }
-        Ok(Self(s.to_owned()))
+/// The rule of [`ObjectName`].
+fn object_name(kind: &'static str, s: &str) -> Result<(), NameError> {
+    if s.is_empty() || s.len() > 1024 {
+        return Err(NameError::new(kind, s, "must be 1 to 1024 bytes"));
     }
+    if s.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(NameError::new(
+            kind,
+            s,
+            "control characters and '\\' are not allowed",
+        ));
+    }
+    if s.split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(NameError::new(
+            kind,
+            s,
+            "segments must be non-empty and not '.' or '..' (no leading or trailing '/')",
+        ));
+    }
+    Ok(())
+}
 
+impl ObjectName {
     /// The last path segment.
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or(&self.0)
@@ -237,44 +245,30 @@ fn identifier(
 string_newtype!(
     /// A pipeline name from the configuration: 1–63 characters of `a-z 0-9 - _`, starting
     /// with a letter. It appears in job ids, so it is kept to what every engine accepts.
-    PipelineName
+    PipelineName,
+    "pipeline name",
+    |kind, s| identifier(kind, s, 63, "must be 1 to 63 characters")
 );
-
-impl PipelineName {
-    /// Parses a pipeline name.
-    ///
-    /// # Errors
-    /// A [`NameError`] saying what rule the text breaks.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        identifier("pipeline name", s, 63, "must be 1 to 63 characters")?;
-        Ok(Self(s.to_owned()))
-    }
-}
 
 string_newtype!(
     /// The name of a job of a pipeline (`jobs[].name`): 1–30 characters of `a-z 0-9 - _`,
     /// starting with a letter. It is part of job ids. `load` is reserved for the load step.
-    JobName
-);
-
-impl JobName {
-    /// Parses a job name.
-    ///
-    /// # Errors
-    /// A [`NameError`] saying what rule the text breaks.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        const KIND: &str = "job name";
-        identifier(KIND, s, 30, "must be 1 to 30 characters")?;
+    JobName,
+    "job name",
+    |kind, s| {
+        identifier(kind, s, 30, "must be 1 to 30 characters")?;
         if s == "load" {
             return Err(NameError::new(
-                KIND,
+                kind,
                 s,
                 "`load` names the load step; choose another name",
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(())
     }
+);
 
+impl JobName {
     /// The name a pipeline's single `batch:` gets as a job.
     pub fn batch() -> Self {
         Self("batch".to_owned())
@@ -326,14 +320,14 @@ impl TableRef {
     /// assert!(conveyor_core::names::TableRef::parse("analytics.sales; DROP TABLE x").is_err());
     /// ```
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        const KIND: &str = "table reference";
+        let kind = "table reference";
         let parts: Vec<&str> = s.split('.').collect();
         let (project, dataset, table) = match parts.as_slice() {
             [d, t] => (None, *d, *t),
             [p, d, t] => (Some(*p), *d, *t),
             _ => {
                 return Err(NameError::new(
-                    KIND,
+                    kind,
                     s,
                     "must be dataset.table or project.dataset.table",
                 ));
@@ -346,7 +340,7 @@ impl TableRef {
         };
         if !ident(dataset) || !ident(table) {
             return Err(NameError::new(
-                KIND,
+                kind,
                 s,
                 "dataset and table allow only A-Z, a-z, 0-9 and '_'",
             ));
@@ -357,7 +351,7 @@ impl TableRef {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !ok {
                 return Err(NameError::new(
-                    KIND,
+                    kind,
                     s,
                     "project must be 6-30 characters of a-z, 0-9, '-'",
                 ));
@@ -390,18 +384,12 @@ impl<'de> Deserialize<'de> for TableRef {
 string_newtype!(
     /// A run id: deterministic from what started the run, so a redelivered trigger maps to
     /// the same run. 1–128 characters of `a-z 0-9 - _`.
-    RunId
+    RunId,
+    "run id",
+    id_like
 );
 
 impl RunId {
-    /// Parses a run id.
-    ///
-    /// # Errors
-    /// A [`NameError`] saying what rule the text breaks.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        id_like("run id", s).map(Self)
-    }
-
     /// The run id for `pipeline` started by the trigger identified by `parts` (for an object:
     /// bucket, name and generation; for a schedule: the scheduled time).
     pub fn derive(pipeline: &PipelineName, parts: &[&str]) -> Self {
@@ -413,18 +401,12 @@ string_newtype!(
     /// A load or batch job id: deterministic per run, step and attempt, so a retried request
     /// finds its job instead of starting a second one. 1–128 characters of `a-z 0-9 - _`
     /// (valid for BigQuery, Dataproc, Dataflow and Data Fusion alike).
-    JobId
+    JobId,
+    "job id",
+    id_like
 );
 
 impl JobId {
-    /// Parses a job id.
-    ///
-    /// # Errors
-    /// A [`NameError`] saying what rule the text breaks.
-    pub fn parse(s: &str) -> Result<Self, NameError> {
-        id_like("job id", s).map(Self)
-    }
-
     /// The job id of `step` for `run` at `attempt` (1-based). Dataproc batch ids allow at most
     /// 63 characters and must start with a letter: the id is kept to that.
     pub fn derive(step: &str, run: &RunId, attempt: u32) -> Self {
@@ -451,12 +433,11 @@ fn word_characters(kind: &'static str, s: &str) -> Result<(), NameError> {
     }
 }
 
-fn id_like(kind: &'static str, s: &str) -> Result<String, NameError> {
+fn id_like(kind: &'static str, s: &str) -> Result<(), NameError> {
     if s.is_empty() || s.len() > 128 {
         return Err(NameError::new(kind, s, "must be 1 to 128 characters"));
     }
-    word_characters(kind, s)?;
-    Ok(s.to_owned())
+    word_characters(kind, s)
 }
 
 /// The first 12 hex digits of the SHA-256 of `parts` joined by NUL: short, stable ids.

@@ -231,11 +231,7 @@ async fn rows_of_runs(
     }
     let mut seen = BTreeSet::new();
     for t in tables {
-        let rows = match since {
-            Some(since) => log.rows_of_runs_since(t, ids, since).await,
-            None => log.rows_of_runs(t, ids).await,
-        };
-        match rows {
+        match log.rows_of_runs(t, ids, since).await {
             Ok(rows) => {
                 for r in rows {
                     if seen.insert(r.event_id.clone()) {
@@ -338,14 +334,15 @@ mod tests {
         ) -> Result<Vec<RunLogRow>, PortError> {
             self.0.open_batches(t, since).await
         }
-        async fn rows_of_runs_since(
+        async fn rows_of_runs(
             &self,
             t: &TableRef,
             ids: &[String],
-            since: chrono::DateTime<Utc>,
+            since: Option<chrono::DateTime<Utc>>,
         ) -> Result<Vec<RunLogRow>, PortError> {
+            let since = since.expect("a page reads rows since its oldest run");
             self.1.lock().unwrap().push(since);
-            let rows = self.0.rows_of_runs(t, ids).await?;
+            let rows = self.0.rows_of_runs(t, ids, None).await?;
             Ok(rows
                 .into_iter()
                 .filter(|r| r.td_timestamp >= since)

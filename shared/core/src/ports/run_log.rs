@@ -173,14 +173,19 @@ pub trait RunLog: Send + Sync {
         Ok(crate::run_page::starts_in_memory(&rows, query))
     }
 
-    /// Every row of the runs `run_ids`, newest first, each event once.
+    /// Every row of the runs `run_ids`, newest first, each event once. With `since` (the
+    /// runs' first rows' time, less a margin), no row of these runs is older: a run log
+    /// partitioned by time (BigQuery's, by day of `td_timestamp`) then reads only the
+    /// partitions from there instead of the whole table.
     ///
-    /// The default reads them run by run ([`RunLog::rows`]).
+    /// The default reads them run by run ([`RunLog::rows`]) and needs no `since`.
     async fn rows_of_runs(
         &self,
         table: &TableRef,
         run_ids: &[String],
+        since: Option<DateTime<Utc>>,
     ) -> Result<Vec<RunLogRow>, PortError> {
+        let _ = since;
         let mut out = Vec::new();
         for id in run_ids {
             out.extend(
@@ -195,20 +200,6 @@ pub trait RunLog: Send + Sync {
             );
         }
         Ok(out)
-    }
-
-    /// [`RunLog::rows_of_runs`], knowing that no row of these runs is older than `since`
-    /// (their first rows' time, less a margin): a run log partitioned by time (BigQuery's, by
-    /// day of `td_timestamp`) reads only the partitions from there instead of the whole
-    /// table. The default ignores `since`.
-    async fn rows_of_runs_since(
-        &self,
-        table: &TableRef,
-        run_ids: &[String],
-        since: DateTime<Utc>,
-    ) -> Result<Vec<RunLogRow>, PortError> {
-        let _ = since;
-        self.rows_of_runs(table, run_ids).await
     }
 }
 

@@ -151,15 +151,8 @@ pub fn lineage_events(
                 }),
             );
             if kind == "FAIL" {
-                run_facets.insert(
-                    "errorMessage".to_owned(),
-                    json!({
-                        "_producer": PRODUCER,
-                        "_schemaURL": ERROR_FACET,
-                        "message": d.error.clone().unwrap_or_else(|| event.status.as_str().to_owned()),
-                        "programmingLanguage": "conveyor",
-                    }),
-                );
+                let message = d.error.as_deref().unwrap_or(event.status.as_str());
+                run_facets.insert("errorMessage".to_owned(), error_facet(message));
             }
             // A START names what is known before the work; the end adds what it produced.
             let outputs: Vec<Value> = outputs
@@ -174,26 +167,13 @@ pub fn lineage_events(
                     o
                 })
                 .collect();
-            RunEvent::new(json!({
-                "eventType": kind,
-                "eventTime": time.to_rfc3339_opts(SecondsFormat::Millis, true),
-                "producer": PRODUCER,
-                "schemaURL": RUN_EVENT_SCHEMA,
-                "run": { "runId": run_id, "facets": run_facets },
-                "job": {
-                    "namespace": namespace,
-                    "name": name,
-                    "facets": { "jobType": {
-                        "_producer": PRODUCER,
-                        "_schemaURL": JOB_TYPE_FACET,
-                        "processingType": "BATCH",
-                        "integration": "CONVEYOR",
-                        "jobType": job_type,
-                    } },
-                },
-                "inputs": inputs,
-                "outputs": outputs,
-            }))
+            run_event(
+                (kind, time),
+                json!({ "runId": run_id, "facets": run_facets }),
+                (namespace, &name, &job_type),
+                inputs.clone(),
+                outputs,
+            )
         })
         .collect()
 }
@@ -244,12 +224,7 @@ pub(super) fn stage_event(
     if kind == "FAIL" {
         run_facets.insert(
             "errorMessage".to_owned(),
-            json!({
-                "_producer": PRODUCER,
-                "_schemaURL": ERROR_FACET,
-                "message": error.unwrap_or("FAILED"),
-                "programmingLanguage": "conveyor",
-            }),
+            error_facet(error.unwrap_or("FAILED")),
         );
     }
     let mut inputs: Vec<Value> = Vec::new();
@@ -264,26 +239,55 @@ pub(super) fn stage_event(
         .iter()
         .map(|o| json!({ "namespace": format!("gs://{}", o.bucket), "name": o.name.as_str() }))
         .collect();
+    let run_id = run_uuid(&[stage_run.as_str(), "stage"]);
+    run_event(
+        (kind, time),
+        json!({ "runId": run_id, "facets": run_facets }),
+        (namespace, &format!("{}.stage", pipeline.name), "STAGE"),
+        inputs,
+        outputs,
+    )
+}
+
+/// An OpenLineage run event: `(kind, time)` of `run` (its `runId` and `facets`), of the job
+/// `(namespace, name, job type)`, with its input and output datasets.
+fn run_event(
+    (kind, time): (&str, DateTime<Utc>),
+    run: Value,
+    (namespace, name, job_type): (&str, &str, &str),
+    inputs: Vec<Value>,
+    outputs: Vec<Value>,
+) -> RunEvent {
     RunEvent::new(json!({
         "eventType": kind,
         "eventTime": time.to_rfc3339_opts(SecondsFormat::Millis, true),
         "producer": PRODUCER,
         "schemaURL": RUN_EVENT_SCHEMA,
-        "run": { "runId": run_uuid(&[stage_run.as_str(), "stage"]), "facets": run_facets },
+        "run": run,
         "job": {
             "namespace": namespace,
-            "name": format!("{}.stage", pipeline.name),
+            "name": name,
             "facets": { "jobType": {
                 "_producer": PRODUCER,
                 "_schemaURL": JOB_TYPE_FACET,
                 "processingType": "BATCH",
                 "integration": "CONVEYOR",
-                "jobType": "STAGE",
+                "jobType": job_type,
             } },
         },
         "inputs": inputs,
         "outputs": outputs,
     }))
+}
+
+/// OpenLineage's `errorMessage` run facet.
+fn error_facet(message: &str) -> Value {
+    json!({
+        "_producer": PRODUCER,
+        "_schemaURL": ERROR_FACET,
+        "message": message,
+        "programmingLanguage": "conveyor",
+    })
 }
 
 /// A UUID (version 8, RFC 9562's custom layout) from the SHA-256 of `parts`: the same parts

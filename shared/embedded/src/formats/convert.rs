@@ -602,6 +602,18 @@ impl TextInference {
     }
 }
 
+/// A JSON string column: TIMESTAMP or DATE when every value is one, else STRING (JSON infers
+/// numbers and booleans from its own types, not from strings).
+impl conveyor_core::ndjson::TextTypes for TextInference {
+    fn observe(&mut self, text: &str) {
+        TextInference::observe(self, text);
+    }
+
+    fn string_type(&self) -> ColumnType {
+        self.temporal_type().unwrap_or(ColumnType::String)
+    }
+}
+
 /// How one output column is read from a file whose fields have natural types (Avro, Parquet,
 /// a sampled NDJSON key): the field it comes from and that field's own type.
 #[derive(Debug, Clone)]

@@ -9,10 +9,9 @@
 //! object, an array; a missing or null array is `[]`, as a REPEATED column has no NULL).
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::io::{BufRead, Read as _};
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use conveyor_core::ndjson::{JsonKeys, Line};
 use serde_json::Value as Json;
 
 use super::convert::{
@@ -185,32 +184,20 @@ impl RowReader for NdjsonRows {
 /// Columns are the union of the sampled objects' keys in first-seen order, typed from their
 /// values; and which of them hold arrays.
 fn detect(sample: &VecDeque<ReadLine>) -> (Vec<Column>, Vec<bool>) {
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut inference: Vec<JsonInference> = Vec::new();
+    let mut keys = JsonKeys::<TextInference>::default();
     for members in sample.iter().filter_map(|(_, m)| m.as_ref().ok()) {
-        for (key, value) in members {
-            let i = *index.entry(key.clone()).or_insert_with(|| {
-                names.push(key.clone());
-                inference.push(JsonInference::default());
-                names.len() - 1
-            });
-            if let Some(column) = inference.get_mut(i) {
-                column.observe(value);
-            }
-        }
+        keys.observe(members);
     }
-    let repeated = inference.iter().map(|i| i.arrays && !i.objects).collect();
-    let columns = names
-        .into_iter()
-        .zip(&inference)
-        .map(|(name, inference)| Column {
-            name,
-            ty: inference.column_type(),
-            nullable: true,
+    keys.into_keys()
+        .map(|(name, types)| {
+            let column = Column {
+                name,
+                ty: types.column_type(ColumnType::Json),
+                nullable: true,
+            };
+            (column, types.arrays && !types.objects)
         })
-        .collect();
-    (columns, repeated)
+        .unzip()
 }
 
 /// Converts a JSON value to `ty`. Strings are read like CSV text; numbers convert to INT64 (when
@@ -243,125 +230,6 @@ fn describe_json(value: &Json) -> String {
                 text
             }
         }
-    }
-}
-
-/// The JSON types seen in one key's values.
-#[derive(Debug, Default)]
-struct JsonInference {
-    ints: bool,
-    floats: bool,
-    bools: bool,
-    strings: bool,
-    arrays: bool,
-    objects: bool,
-    text: TextInference,
-}
-
-impl JsonInference {
-    fn observe(&mut self, value: &Json) {
-        match value {
-            Json::Null => {}
-            Json::Bool(_) => self.bools = true,
-            Json::Number(n) if n.is_i64() => self.ints = true,
-            Json::Number(_) => self.floats = true,
-            Json::String(s) => {
-                self.strings = true;
-                self.text.observe(s);
-            }
-            Json::Array(_) => self.arrays = true,
-            Json::Object(_) => self.objects = true,
-        }
-    }
-
-    /// Objects (RECORD) or arrays (REPEATED) anywhere: JSON text. One scalar kind: its type (strings that are all timestamps
-    /// or dates: TIMESTAMP or DATE). Mixed scalars or only nulls: STRING.
-    fn column_type(&self) -> ColumnType {
-        let numbers = self.ints || self.floats;
-        let kinds = [numbers, self.bools, self.strings]
-            .iter()
-            .filter(|k| **k)
-            .count();
-        if self.arrays || self.objects {
-            ColumnType::Json
-        } else if kinds != 1 {
-            ColumnType::String
-        } else if self.floats {
-            ColumnType::Float64
-        } else if self.ints {
-            ColumnType::Int64
-        } else if self.bools {
-            ColumnType::Bool
-        } else {
-            self.text.temporal_type().unwrap_or(ColumnType::String)
-        }
-    }
-}
-
-/// One line of the file: an object with its members in order, or what else it is.
-enum Line {
-    Object(Vec<(String, Json)>),
-    Other(&'static str),
-}
-
-impl<'de> Deserialize<'de> for Line {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(LineVisitor)
-    }
-}
-
-struct LineVisitor;
-
-impl<'de> Visitor<'de> for LineVisitor {
-    type Value = Line;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Line, A::Error> {
-        let mut members: Vec<(String, Json)> = Vec::new();
-        let mut positions: HashMap<String, usize> = HashMap::new();
-        while let Some((key, value)) = map.next_entry::<String, Json>()? {
-            // A repeated key keeps its first position and its last value.
-            match positions.get(&key).and_then(|i| members.get_mut(*i)) {
-                Some(member) => member.1 = value,
-                None => {
-                    positions.insert(key.clone(), members.len());
-                    members.push((key, value));
-                }
-            }
-        }
-        Ok(Line::Object(members))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Line, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Line::Other("an array"))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Line, E> {
-        Ok(Line::Other("a boolean"))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Line, E> {
-        Ok(Line::Other("a number"))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Line, E> {
-        Ok(Line::Other("a number"))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Line, E> {
-        Ok(Line::Other("a number"))
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Line, E> {
-        Ok(Line::Other("a string"))
-    }
-
-    fn visit_unit<E>(self) -> Result<Line, E> {
-        Ok(Line::Other("null"))
     }
 }
 

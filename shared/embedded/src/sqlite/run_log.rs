@@ -467,6 +467,7 @@ impl RunLog for SqliteWarehouse {
         &self,
         table: &TableRef,
         run_ids: &[String],
+        _since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Vec<RunLogRow>, PortError> {
         if run_ids.is_empty() {
             return Ok(Vec::new());

@@ -362,6 +362,7 @@ impl RunLog for BigQuery {
         &self,
         table: &TableRef,
         run_ids: &[String],
+        since: Option<DateTime<Utc>>,
     ) -> Result<Vec<RunLogRow>, PortError> {
         if run_ids.is_empty() {
             return Ok(Vec::new());
@@ -369,32 +370,9 @@ impl RunLog for BigQuery {
         if let Err(e @ PortError::Transient(_)) = self.ensure_run_log(table).await {
             return Err(e);
         }
-        self.read_rows(&rows_of_runs_sql(
-            &quoted(self.project_of(table), table),
-            run_ids,
-            None,
-        ))
-        .await
-    }
-
-    async fn rows_of_runs_since(
-        &self,
-        table: &TableRef,
-        run_ids: &[String],
-        since: DateTime<Utc>,
-    ) -> Result<Vec<RunLogRow>, PortError> {
-        if run_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        if let Err(e @ PortError::Transient(_)) = self.ensure_run_log(table).await {
-            return Err(e);
-        }
-        self.read_rows(&rows_of_runs_sql(
-            &quoted(self.project_of(table), table),
-            run_ids,
-            Some(&since),
-        ))
-        .await
+        let table = quoted(self.project_of(table), table);
+        self.read_rows(&rows_of_runs_sql(&table, run_ids, since.as_ref()))
+            .await
     }
 }
 

@@ -9,18 +9,17 @@
 //! columns. Otherwise (one file, no new key, nested values, gzip, an unreadable sample) the
 //! job is sent as before, with autodetect.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use futures::StreamExt as _;
-use serde_json::Value as Json;
 use tokio::io::AsyncReadExt as _;
 use tracing::warn;
 
 use super::super::StepError;
 use crate::event::ObjectRef;
 use crate::format::{Column, ColumnType};
+use crate::ndjson::{JsonKeys, JsonTypes, Line, TextTypes};
 use crate::ports::{ObjectStore, PortError};
 
 /// The lines of each file sampled (BigQuery's autodetect scans up to the first 500 rows).
@@ -44,107 +43,28 @@ pub(super) struct Union {
     pub added: Vec<String>,
 }
 
-/// The types seen in one key's values.
+/// How the union types a key's strings: DATE when every one is `YYYY-MM-DD`, else TIMESTAMP
+/// when every one is a timestamp, else STRING.
 #[derive(Debug, Default)]
-struct Seen {
-    ints: bool,
-    floats: bool,
-    bools: bool,
-    strings: bool,
-    nested: bool,
+struct Temporal {
     not_timestamp: bool,
     not_date: bool,
 }
 
-impl Seen {
-    fn observe(&mut self, value: &Json) {
-        match value {
-            Json::Null => {}
-            Json::Bool(_) => self.bools = true,
-            Json::Number(n) if n.is_i64() || n.is_u64() => self.ints = true,
-            Json::Number(_) => self.floats = true,
-            Json::String(s) => {
-                self.strings = true;
-                self.not_timestamp |= !is_timestamp(s);
-                self.not_date |= NaiveDate::parse_from_str(s, "%Y-%m-%d").is_err();
-            }
-            Json::Array(_) | Json::Object(_) => self.nested = true,
-        }
+impl TextTypes for Temporal {
+    fn observe(&mut self, text: &str) {
+        self.not_timestamp |= !is_timestamp(text);
+        self.not_date |= NaiveDate::parse_from_str(text, "%Y-%m-%d").is_err();
     }
 
-    fn column_type(&self) -> ColumnType {
-        let numbers = self.ints || self.floats;
-        let kinds = [numbers, self.bools, self.strings]
-            .iter()
-            .filter(|k| **k)
-            .count();
-        if kinds != 1 {
-            ColumnType::String
-        } else if self.floats {
-            ColumnType::Float64
-        } else if self.ints {
-            ColumnType::Int64
-        } else if self.bools {
-            ColumnType::Bool
-        } else if !self.not_date {
+    fn string_type(&self) -> ColumnType {
+        if !self.not_date {
             ColumnType::Date
         } else if !self.not_timestamp {
             ColumnType::Timestamp
         } else {
             ColumnType::String
         }
-    }
-}
-
-/// One line's members in the order they are written (`serde_json::Map` sorts them); `None`
-/// for a line that is not an object.
-struct Members(Option<Vec<(String, Json)>>);
-
-impl<'de> serde::Deserialize<'de> for Members {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Members;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Members, A::Error> {
-                let mut members = Vec::new();
-                while let Some(entry) = map.next_entry::<String, Json>()? {
-                    members.push(entry);
-                }
-                Ok(Members(Some(members)))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Members, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Members(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Members, E> {
-                Ok(Members(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Members, E> {
-                Ok(Members(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Members, E> {
-                Ok(Members(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Members, E> {
-                Ok(Members(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Members, E> {
-                Ok(Members(None))
-            }
-            fn visit_unit<E>(self) -> Result<Members, E> {
-                Ok(Members(None))
-            }
-        }
-        d.deserialize_any(Visit)
     }
 }
 
@@ -159,9 +79,7 @@ fn is_timestamp(s: &str) -> bool {
 /// memory holds one sample per reader, not one per file).
 #[derive(Default)]
 struct Keys {
-    index: HashMap<String, usize>,
-    names: Vec<String>,
-    seen: Vec<Seen>,
+    keys: JsonKeys<Temporal>,
     /// How many keys the first file has.
     first: Option<usize>,
 }
@@ -180,41 +98,32 @@ impl Keys {
             .take(SAMPLE_LINES)
         {
             // A line that is not an object is a bad row the load itself reports.
-            let Ok(Members(Some(members))) = serde_json::from_slice::<Members>(line) else {
-                continue;
-            };
-            for (key, value) in &members {
-                let i = *self.index.entry(key.clone()).or_insert_with(|| {
-                    self.names.push(key.clone());
-                    self.seen.push(Seen::default());
-                    self.names.len() - 1
-                });
-                if let Some(s) = self.seen.get_mut(i) {
-                    s.observe(value);
-                }
+            if let Ok(Line::Object(members)) = serde_json::from_slice::<Line>(line) {
+                self.keys.observe(&members);
             }
         }
-        self.first.get_or_insert(self.names.len());
+        self.first.get_or_insert(self.keys.len());
     }
 
     /// The union: `None` when no later file added a key, or when a value is nested (BigQuery
     /// detects RECORD/REPEATED columns that an explicit flat schema would contradict).
     fn finish(self) -> Option<Union> {
         let first = self.first.unwrap_or(0);
-        if self.names.len() == first || first == 0 || self.seen.iter().any(|s| s.nested) {
+        let nested = self.keys.types().iter().any(JsonTypes::nested);
+        if self.keys.len() == first || first == 0 || nested {
             return None;
         }
-        let added = self.names[first..].to_vec();
-        let columns = self
-            .names
-            .into_iter()
-            .zip(&self.seen)
-            .map(|(name, s)| Column {
+        let (mut columns, mut added) = (Vec::new(), Vec::new());
+        for (i, (name, types)) in self.keys.into_keys().enumerate() {
+            if i >= first {
+                added.push(name.clone());
+            }
+            columns.push(Column {
                 name,
-                ty: s.column_type(),
+                ty: types.column_type(ColumnType::String),
                 nullable: true,
-            })
-            .collect();
+            });
+        }
         Some(Union { columns, added })
     }
 }
