@@ -210,7 +210,9 @@ class Delivery(unittest.TestCase):
         mod = module()
         window = mod.variables["delivery_outage_window_seconds"]
         self.assertGreaterEqual(window, 6 * 3600)
-        for sub in mod.instances("google_pubsub_subscription", "push") + mod.instances("google_pubsub_subscription", "objects"):
+        subscriptions = mod.instances("google_pubsub_subscription", "push")
+        self.assertIn("load-objects", {s.key for s in subscriptions})
+        for sub in subscriptions:
             args = sub.args()
             retry = sub.blocks("retry_policy")[0]
             attempts = sub.blocks("dead_letter_policy")[0]["max_delivery_attempts"]
@@ -232,13 +234,16 @@ class Delivery(unittest.TestCase):
         self.assertTrue(any("overlap" in m for m in refusals(poll_tick_budget_seconds=90)))
 
     def test_conveyor_state_writes_are_not_pushed_to_load(self):
-        sub = one(module(), "google_pubsub_subscription", "objects").args()
+        sub = one(module(), "google_pubsub_subscription", "push", "load-objects").args()
+        self.assertEqual(sub["topic"], "projects/acme-prod/topics/conveyor-gcs-notifications")
         self.assertEqual(sub.get("filter"), 'NOT hasPrefix(attributes.objectId, "_conveyor/")')
 
     def test_staged_objects_reach_load_by_their_arrival_only(self):
-        push = {i.key for i in module().instances("google_pubsub_subscription", "push")}
-        self.assertNotIn("load", push, "load also gets dev.conveyor.object.staged: each staged object twice")
-        self.assertEqual(push, {"submit", "poll", "log"})
+        push = module().instances("google_pubsub_subscription", "push")
+        on_events = {i.key for i in push if i.args()["topic"] == "projects/acme-prod/topics/conveyor-events"}
+        self.assertNotIn("load", on_events, "load also gets dev.conveyor.object.staged: each staged object twice")
+        self.assertEqual(on_events, {"submit", "poll", "log"})
+        self.assertEqual({i.key for i in push} - on_events, {"load-objects"})
 
 
 class Inputs(unittest.TestCase):

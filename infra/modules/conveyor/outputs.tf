@@ -29,8 +29,8 @@ output "dead_letter_topic" {
 }
 
 output "push_subscriptions" {
-  description = "Filter of each function's push subscription, keyed by subscription name."
-  value       = { for k, s in google_pubsub_subscription.push : s.name => s.filter }
+  description = "Filter of each function's push subscription on the events topic, keyed by subscription name."
+  value       = { for k, s in google_pubsub_subscription.push : s.name => s.filter if contains(keys(local.push_filters), k) }
 }
 
 output "landing_bucket" {
