@@ -44,11 +44,8 @@ locals {
   failure_metric = "${local.prefix}/run_failures"
   # The subscriptions whose backlog means lost work: events and messages that Pub/Sub gave
   # up on.
-  dead_letter_subscriptions = concat(
-    [google_pubsub_subscription.dead_letter.name],
-    [for s in google_pubsub_subscription.messages_dead_letter : s.name],
-  )
-  alerts_topic = var.alerts_topic_enabled ? google_pubsub_topic.alerts[0].id : null
+  dead_letter_subscriptions = [for s in google_pubsub_subscription.dead_letter : s.name]
+  alerts_topic              = var.alerts_topic_enabled ? google_pubsub_topic.alerts[0].id : null
 }
 
 # The log function writes "run ended in failure" once per failed run, at its end

@@ -19,11 +19,18 @@ resource "google_pubsub_topic" "dead_letter" {
   message_retention_duration = var.message_retention_duration
 }
 
-# Dead letters stay here to be read (`gcloud pubsub subscriptions pull`) and replayed.
+# What lands on a dead-letter topic stays in its subscription of the same name, to be read
+# (`gcloud pubsub subscriptions pull`) and replayed: the events', and with message pipelines or
+# native subscriptions the messages' (messages.tf).
 resource "google_pubsub_subscription" "dead_letter" {
+  for_each = merge(
+    { events = google_pubsub_topic.dead_letter },
+    local.messages_dead_letter ? { messages = google_pubsub_topic.messages_dead_letter[0] } : {},
+  )
+
   project                    = var.project_id
-  name                       = "${local.prefix}-events-dead-letter"
-  topic                      = google_pubsub_topic.dead_letter.id
+  name                       = each.value.name
+  topic                      = each.value.id
   labels                     = local.labels
   message_retention_duration = var.message_retention_duration
   retain_acked_messages      = true
@@ -131,6 +138,19 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
   member       = local.pubsub_agent
 
   depends_on = [time_sleep.service_agents]
+}
+
+# The two dead-letter subscriptions were `google_pubsub_subscription.dead_letter` and
+# `google_pubsub_subscription.messages_dead_letter[0]`: the same subscriptions, moved in the
+# state (names and settings unchanged), not recreated, so no dead letter is lost.
+moved {
+  from = google_pubsub_subscription.dead_letter
+  to   = google_pubsub_subscription.dead_letter["events"]
+}
+
+moved {
+  from = google_pubsub_subscription.messages_dead_letter[0]
+  to   = google_pubsub_subscription.dead_letter["messages"]
 }
 
 # Load's object-notification subscription was `google_pubsub_subscription.objects` until it
