@@ -216,7 +216,6 @@ resource "google_monitoring_alert_policy" "errors" {
 }
 
 resource "google_pubsub_topic" "alerts" {
-  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   count = var.alerts_topic_enabled ? 1 : 0
 
   project                    = var.project_id

@@ -82,7 +82,6 @@ locals {
 }
 
 resource "google_pubsub_topic" "message" {
-  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   for_each = local.created_message_topics
 
   project                    = var.project_id
@@ -92,7 +91,6 @@ resource "google_pubsub_topic" "message" {
 }
 
 resource "google_pubsub_topic" "messages_dead_letter" {
-  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   count = local.messages_dead_letter ? 1 : 0
 
   project                    = var.project_id

@@ -4,7 +4,6 @@
 # dead-letter topic instead of being retried forever.
 
 resource "google_pubsub_topic" "events" {
-  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   project                    = var.project_id
   name                       = "${local.prefix}-events"
   labels                     = local.labels
@@ -12,7 +11,6 @@ resource "google_pubsub_topic" "events" {
 }
 
 resource "google_pubsub_topic" "dead_letter" {
-  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   project                    = var.project_id
   name                       = "${local.prefix}-events-dead-letter"
   labels                     = local.labels

@@ -53,7 +53,6 @@ data "google_storage_project_service_account" "gcs" {
 }
 
 resource "google_pubsub_topic" "gcs_notifications" {
-  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   project                    = var.project_id
   name                       = "${local.prefix}-gcs-notifications"
   labels                     = local.labels
