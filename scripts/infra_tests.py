@@ -246,6 +246,29 @@ class Delivery(unittest.TestCase):
         self.assertEqual({i.key for i in push} - on_events, {"load-objects"})
 
 
+class Upgrades(unittest.TestCase):
+    """A subscription recreated loses its backlog: one that moved keeps its name and topic."""
+
+    def test_moved_subscriptions_keep_their_names_and_topics(self):
+        moved = {}
+        for tf in sorted((ROOT / "modules/conveyor").glob("*.tf")):
+            for b in tf_eval.parse_file(tf):
+                if b.type == "moved":
+                    moved[tf_eval.tree_text(b.attributes["to"]).replace(" ", "")] = tf_eval.tree_text(b.attributes["from"]).replace(" ", "")
+        # Where each subscription stood in the previous release, and its name and topic there.
+        before = {
+            'google_pubsub_subscription.push["load-objects"]': ("google_pubsub_subscription.objects", "conveyor-load-objects", "conveyor-gcs-notifications"),
+            'google_pubsub_subscription.dead_letter["events"]': ("google_pubsub_subscription.dead_letter", "conveyor-events-dead-letter", "conveyor-events-dead-letter"),
+            'google_pubsub_subscription.dead_letter["messages"]': ("google_pubsub_subscription.messages_dead_letter[0]", "conveyor-messages-dead-letter", "conveyor-messages-dead-letter"),
+        }
+        mod = module(message_pipelines=[{"pipeline": "issues", "topic": "mobile-app-issues", "table": "analytics.issues"}])
+        for to, (source, name, topic) in before.items():
+            self.assertEqual(moved.get(to), source, f"no moved block from {source} to {to}")
+            key = to.split('"')[1]
+            args = one(mod, "google_pubsub_subscription", to.split(".")[1].split("[")[0], key).args()
+            self.assertEqual((args["name"], args["topic"]), (name, f"projects/acme-prod/topics/{topic}"), to)
+
+
 class Inputs(unittest.TestCase):
     """Item 7: defaults that work, and inputs that cannot work refused at plan."""
 
