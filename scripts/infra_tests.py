@@ -97,9 +97,10 @@ class WaitsForGoogle(unittest.TestCase):
         mod = module(console_domain="c.example.com")
         sleep = one(mod, "time_sleep", "iam_propagation").args()
         self.assertGreaterEqual(tf_eval.parse_duration(sleep["create_duration"]), 60)
+        services = {i.key for i in mod.instances("google_cloud_run_v2_service", "function")}
+        self.assertEqual(services, {"stage", "load", "submit", "poll", "log", "console"})
         for rtype, name in [
             ("google_cloud_run_v2_service", "function"),
-            ("google_cloud_run_v2_service", "console"),
             ("google_storage_notification", "landing"),
         ]:
             inst = mod.instances(rtype, name)[0]
@@ -247,26 +248,37 @@ class Delivery(unittest.TestCase):
 
 
 class Upgrades(unittest.TestCase):
-    """A subscription recreated loses its backlog: one that moved keeps its name and topic."""
+    """A subscription or service recreated loses its backlog or its revisions: one that moved
+    (a `moved` block) keeps the name and the topic it had."""
 
-    def test_moved_subscriptions_keep_their_names_and_topics(self):
+    def test_moved_resources_keep_their_names_and_topics(self):
         moved = {}
         for tf in sorted((ROOT / "modules/conveyor").glob("*.tf")):
             for b in tf_eval.parse_file(tf):
                 if b.type == "moved":
                     moved[tf_eval.tree_text(b.attributes["to"]).replace(" ", "")] = tf_eval.tree_text(b.attributes["from"]).replace(" ", "")
-        # Where each subscription stood in the previous release, and its name and topic there.
+        topics = "projects/acme-prod/topics/"
+        # Where each one stood in the previous release, and its name and topic there.
         before = {
-            'google_pubsub_subscription.push["load-objects"]': ("google_pubsub_subscription.objects", "conveyor-load-objects", "conveyor-gcs-notifications"),
-            'google_pubsub_subscription.dead_letter["events"]': ("google_pubsub_subscription.dead_letter", "conveyor-events-dead-letter", "conveyor-events-dead-letter"),
-            'google_pubsub_subscription.dead_letter["messages"]': ("google_pubsub_subscription.messages_dead_letter[0]", "conveyor-messages-dead-letter", "conveyor-messages-dead-letter"),
+            'google_pubsub_subscription.push["load-objects"]': (
+                "google_pubsub_subscription.objects", {"name": "conveyor-load-objects", "topic": topics + "conveyor-gcs-notifications"}),
+            'google_pubsub_subscription.dead_letter["events"]': (
+                "google_pubsub_subscription.dead_letter", {"name": "conveyor-events-dead-letter", "topic": topics + "conveyor-events-dead-letter"}),
+            'google_pubsub_subscription.dead_letter["messages"]': (
+                "google_pubsub_subscription.messages_dead_letter[0]", {"name": "conveyor-messages-dead-letter", "topic": topics + "conveyor-messages-dead-letter"}),
+            'google_cloud_run_v2_service.function["console"]': (
+                "google_cloud_run_v2_service.console[0]", {"name": "conveyor-console"}),
         }
-        mod = module(message_pipelines=[{"pipeline": "issues", "topic": "mobile-app-issues", "table": "analytics.issues"}])
-        for to, (source, name, topic) in before.items():
-            self.assertEqual(moved.get(to), source, f"no moved block from {source} to {to}")
-            key = to.split('"')[1]
-            args = one(mod, "google_pubsub_subscription", to.split(".")[1].split("[")[0], key).args()
-            self.assertEqual((args["name"], args["topic"]), (name, f"projects/acme-prod/topics/{topic}"), to)
+        self.assertEqual(set(moved), set(before))
+        mod = module(
+            message_pipelines=[{"pipeline": "issues", "topic": "mobile-app-issues", "table": "analytics.issues"}],
+            console_domain="c.example.com",
+        )
+        for to, (source, kept) in before.items():
+            self.assertEqual(moved[to], source, to)
+            rtype, rest = to.split(".", 1)
+            args = one(mod, rtype, rest.split("[")[0], to.split('"')[1]).args()
+            self.assertEqual({k: args[k] for k in kept}, kept, to)
 
 
 class Inputs(unittest.TestCase):

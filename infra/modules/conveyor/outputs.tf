@@ -1,6 +1,6 @@
 output "service_urls" {
   description = "URL of each function's Cloud Run service, keyed by function (stage, load, submit, poll, log)."
-  value       = { for k, s in google_cloud_run_v2_service.function : k => s.uri }
+  value       = { for k, s in google_cloud_run_v2_service.function : k => s.uri if contains(keys(local.functions), k) }
 }
 
 output "service_accounts" {
