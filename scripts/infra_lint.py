@@ -73,6 +73,7 @@ class Module:
     data: dict[tuple[str, str], dict] = field(default_factory=dict)
     modules: dict[str, dict] = field(default_factory=dict)
     bodies: list = field(default_factory=list)
+    moves: list[tuple[str, str]] = field(default_factory=list)  # `moved` blocks: (from, to)
 
 
 def load_module(directory: Path, problems: list[str]) -> Module:
@@ -84,6 +85,9 @@ def load_module(directory: Path, problems: list[str]) -> Module:
         except Exception as e:  # the parser raises lark errors of several kinds
             problems.append(f"{tf}: does not parse: {e}")
             continue
+        # A `moved` block names an address that is gone (from): checked apart, below.
+        for block in doc.pop("moved", []):
+            module.moves.append((str(block.get("from", "")), str(block.get("to", ""))))
         module.bodies.append(doc)
         for block in doc.get("variable", []):
             for name, body in block.items():
@@ -145,6 +149,19 @@ def check_module(module: Module, problems: list[str]) -> list[tuple[str, str, st
                 problems.append(f"{where}: data.{rtype}.{name} is not declared")
             elif attr:
                 reads.append((rtype, attr, "data"))
+    # A move is from an address the configuration no longer declares to one it declares
+    # (Terraform refuses a `from` that still exists).
+    for source, target in module.moves:
+        froms, tos = RESOURCE_REF.findall(source), RESOURCE_REF.findall(target)
+        if len(froms) != 1 or len(tos) != 1:
+            problems.append(f"{where}: moved from {source} to {target}: each side must name one resource")
+            continue
+        if froms[0][:2] in module.resources and froms[0][:2] == tos[0][:2] and "[" not in source:
+            pass  # the same resource gaining count or for_each: `a.b` to `a.b["k"]`
+        elif froms[0][:2] in module.resources:
+            problems.append(f"{where}: moved from {froms[0][0]}.{froms[0][1]}, which is still declared")
+        if tos[0][:2] not in module.resources:
+            problems.append(f"{where}: moved to {tos[0][0]}.{tos[0][1]}, which is not declared")
     return reads
 
 

@@ -97,9 +97,10 @@ class WaitsForGoogle(unittest.TestCase):
         mod = module(console_domain="c.example.com")
         sleep = one(mod, "time_sleep", "iam_propagation").args()
         self.assertGreaterEqual(tf_eval.parse_duration(sleep["create_duration"]), 60)
+        services = {i.key for i in mod.instances("google_cloud_run_v2_service", "function")}
+        self.assertEqual(services, {"stage", "load", "submit", "poll", "log", "console"})
         for rtype, name in [
             ("google_cloud_run_v2_service", "function"),
-            ("google_cloud_run_v2_service", "console"),
             ("google_storage_notification", "landing"),
         ]:
             inst = mod.instances(rtype, name)[0]
@@ -210,7 +211,9 @@ class Delivery(unittest.TestCase):
         mod = module()
         window = mod.variables["delivery_outage_window_seconds"]
         self.assertGreaterEqual(window, 6 * 3600)
-        for sub in mod.instances("google_pubsub_subscription", "push") + mod.instances("google_pubsub_subscription", "objects"):
+        subscriptions = mod.instances("google_pubsub_subscription", "push")
+        self.assertIn("load-objects", {s.key for s in subscriptions})
+        for sub in subscriptions:
             args = sub.args()
             retry = sub.blocks("retry_policy")[0]
             attempts = sub.blocks("dead_letter_policy")[0]["max_delivery_attempts"]
@@ -232,13 +235,50 @@ class Delivery(unittest.TestCase):
         self.assertTrue(any("overlap" in m for m in refusals(poll_tick_budget_seconds=90)))
 
     def test_conveyor_state_writes_are_not_pushed_to_load(self):
-        sub = one(module(), "google_pubsub_subscription", "objects").args()
+        sub = one(module(), "google_pubsub_subscription", "push", "load-objects").args()
+        self.assertEqual(sub["topic"], "projects/acme-prod/topics/conveyor-gcs-notifications")
         self.assertEqual(sub.get("filter"), 'NOT hasPrefix(attributes.objectId, "_conveyor/")')
 
     def test_staged_objects_reach_load_by_their_arrival_only(self):
-        push = {i.key for i in module().instances("google_pubsub_subscription", "push")}
-        self.assertNotIn("load", push, "load also gets dev.conveyor.object.staged: each staged object twice")
-        self.assertEqual(push, {"submit", "poll", "log"})
+        push = module().instances("google_pubsub_subscription", "push")
+        on_events = {i.key for i in push if i.args()["topic"] == "projects/acme-prod/topics/conveyor-events"}
+        self.assertNotIn("load", on_events, "load also gets dev.conveyor.object.staged: each staged object twice")
+        self.assertEqual(on_events, {"submit", "poll", "log"})
+        self.assertEqual({i.key for i in push} - on_events, {"load-objects"})
+
+
+class Upgrades(unittest.TestCase):
+    """A subscription or service recreated loses its backlog or its revisions: one that moved
+    (a `moved` block) keeps the name and the topic it had."""
+
+    def test_moved_resources_keep_their_names_and_topics(self):
+        moved = {}
+        for tf in sorted((ROOT / "modules/conveyor").glob("*.tf")):
+            for b in tf_eval.parse_file(tf):
+                if b.type == "moved":
+                    moved[tf_eval.tree_text(b.attributes["to"]).replace(" ", "")] = tf_eval.tree_text(b.attributes["from"]).replace(" ", "")
+        topics = "projects/acme-prod/topics/"
+        # Where each one stood in the previous release, and its name and topic there.
+        before = {
+            'google_pubsub_subscription.push["load-objects"]': (
+                "google_pubsub_subscription.objects", {"name": "conveyor-load-objects", "topic": topics + "conveyor-gcs-notifications"}),
+            'google_pubsub_subscription.dead_letter["events"]': (
+                "google_pubsub_subscription.dead_letter", {"name": "conveyor-events-dead-letter", "topic": topics + "conveyor-events-dead-letter"}),
+            'google_pubsub_subscription.dead_letter["messages"]': (
+                "google_pubsub_subscription.messages_dead_letter[0]", {"name": "conveyor-messages-dead-letter", "topic": topics + "conveyor-messages-dead-letter"}),
+            'google_cloud_run_v2_service.function["console"]': (
+                "google_cloud_run_v2_service.console[0]", {"name": "conveyor-console"}),
+        }
+        self.assertEqual(set(moved), set(before))
+        mod = module(
+            message_pipelines=[{"pipeline": "issues", "topic": "mobile-app-issues", "table": "analytics.issues"}],
+            console_domain="c.example.com",
+        )
+        for to, (source, kept) in before.items():
+            self.assertEqual(moved[to], source, to)
+            rtype, rest = to.split(".", 1)
+            args = one(mod, rtype, rest.split("[")[0], to.split('"')[1]).args()
+            self.assertEqual({k: args[k] for k in kept}, kept, to)
 
 
 class Inputs(unittest.TestCase):

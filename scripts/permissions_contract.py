@@ -155,7 +155,6 @@ def scopes(inputs: dict[str, Any], ev: tf_eval.Evaluation) -> dict[str, list[tup
     mod = ev.child("conveyor")
     v = mod.variables
     push = [i.args()["name"] for i in mod.instances("google_pubsub_subscription", "push")]
-    push += [i.args()["name"] for i in mod.instances("google_pubsub_subscription", "objects")]
     messages = [i.args()["name"] for i in mod.instances("google_pubsub_subscription", "message")]
     df = v.get("datafusion_instance")
     return {

@@ -44,11 +44,8 @@ locals {
   failure_metric = "${local.prefix}/run_failures"
   # The subscriptions whose backlog means lost work: events and messages that Pub/Sub gave
   # up on.
-  dead_letter_subscriptions = concat(
-    [google_pubsub_subscription.dead_letter.name],
-    [for s in google_pubsub_subscription.messages_dead_letter : s.name],
-  )
-  alerts_topic = var.alerts_topic_enabled ? google_pubsub_topic.alerts[0].id : null
+  dead_letter_subscriptions = [for s in google_pubsub_subscription.dead_letter : s.name]
+  alerts_topic              = var.alerts_topic_enabled ? google_pubsub_topic.alerts[0].id : null
 }
 
 # The log function writes "run ended in failure" once per failed run, at its end
@@ -219,7 +216,6 @@ resource "google_monitoring_alert_policy" "errors" {
 }
 
 resource "google_pubsub_topic" "alerts" {
-  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   count = var.alerts_topic_enabled ? 1 : 0
 
   project                    = var.project_id

@@ -3,7 +3,6 @@
 # view of each run's latest status.
 
 resource "google_bigquery_dataset" "dataset" {
-  #checkov:skip=CKV_GCP_81:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   for_each = local.datasets
 
   project                    = var.project_id
@@ -19,7 +18,6 @@ resource "google_bigquery_dataset" "dataset" {
 }
 
 resource "google_bigquery_table" "run_log" {
-  #checkov:skip=CKV_GCP_80:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   project             = var.project_id
   dataset_id          = google_bigquery_dataset.dataset[var.run_log_dataset].dataset_id
   table_id            = var.run_log_table
@@ -40,7 +38,6 @@ resource "google_bigquery_table" "run_log" {
 # is pending). The query is its own file so a test runs it on bqemulator against the Rust
 # definition (shared/core/src/run_state.rs).
 resource "google_bigquery_table" "run_latest_status" {
-  #checkov:skip=CKV_GCP_80:A view stores no data: its rows are read from the run-log table, whose encryption applies
   project             = var.project_id
   dataset_id          = google_bigquery_table.run_log.dataset_id
   table_id            = "run_latest_status"

@@ -16,6 +16,28 @@ locals {
     CONVEYOR_SUBMIT_URL   = local.function_audience["submit"]
     CONVEYOR_IAP_AUDIENCE = "/projects/${data.google_project.this.number}/global/backendServices/${google_compute_backend_service.console[0].generated_id}"
   } : {}
+  # The console's service (run.tf): no custom audience, as only IAP's agent calls it.
+  console_service = local.console ? {
+    console = {
+      description     = "Conveyor web console (behind IAP)."
+      ingress         = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+      audiences       = null
+      service_account = google_service_account.console[0].email
+      concurrency     = 20
+      timeout_seconds = 60
+      min_instances   = 0
+      max_instances   = 2
+      cpu             = "1"
+      memory          = "256Mi"
+      env = merge({
+        CONVEYOR_CONFIG            = "${local.config_dir}/conveyor.yaml"
+        CONVEYOR_LOG_FORMAT        = "json"
+        CONVEYOR_LOG               = var.log_filter
+        CONVEYOR_PROJECT           = var.project_id
+        CONVEYOR_BIGQUERY_LOCATION = local.bigquery_location
+      }, local.console_action_env)
+    }
+  } : {}
 }
 
 # Google's IAP service agent calls the service once IAP has let a user through. Enabling the
@@ -77,98 +99,14 @@ resource "google_secret_manager_secret_iam_member" "console_config_reader" {
   member    = google_service_account.console[0].member
 }
 
-resource "google_cloud_run_v2_service" "console" {
-  count = local.console ? 1 : 0
-
-  project             = var.project_id
-  name                = "${local.prefix}-console"
-  location            = var.region
-  description         = "Conveyor web console (behind IAP)."
-  ingress             = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
-  deletion_protection = var.deletion_protection
-  labels              = merge(local.labels, { conveyor-function = "console" })
-
-  template {
-    service_account                  = google_service_account.console[0].email
-    max_instance_request_concurrency = 20
-    timeout                          = "60s"
-    labels                           = merge(local.labels, { conveyor-function = "console" })
-
-    scaling {
-      min_instance_count = 0
-      max_instance_count = 2
-    }
-
-    containers {
-      name    = "console"
-      image   = var.image
-      command = ["/usr/local/bin/conveyor-console"]
-
-      ports {
-        container_port = 8080
-      }
-
-      resources {
-        limits = {
-          cpu    = "1"
-          memory = "256Mi"
-        }
-        cpu_idle          = true
-        startup_cpu_boost = true
-      }
-
-      dynamic "env" {
-        for_each = merge({
-          CONVEYOR_CONFIG            = "${local.config_dir}/conveyor.yaml"
-          CONVEYOR_LOG_FORMAT        = "json"
-          CONVEYOR_LOG               = var.log_filter
-          CONVEYOR_PROJECT           = var.project_id
-          CONVEYOR_BIGQUERY_LOCATION = local.bigquery_location
-        }, local.console_action_env)
-        content {
-          name  = env.key
-          value = env.value
-        }
-      }
-
-      volume_mounts {
-        name       = "config"
-        mount_path = local.config_dir
-      }
-
-      startup_probe {
-        period_seconds    = 2
-        timeout_seconds   = 1
-        failure_threshold = 15
-        http_get {
-          path = "/healthz"
-        }
-      }
-
-      liveness_probe {
-        period_seconds    = 30
-        timeout_seconds   = 5
-        failure_threshold = 3
-        http_get {
-          path = "/healthz"
-        }
-      }
-    }
-
-    volumes {
-      name = "config"
-      secret {
-        secret = google_secret_manager_secret.config.secret_id
-        items {
-          version = google_secret_manager_secret_version.config.version
-          path    = "conveyor.yaml"
-        }
-      }
-    }
-  }
-
-  # A revision that cannot read its configuration would not start; IAM grants take a while.
-  depends_on = [time_sleep.iam_propagation]
+# The console's Cloud Run service is one of run.tf's services,
+# google_cloud_run_v2_service.function["console"]: the same image, configuration mount and
+# probes; its own account, sizes and environment, and traffic from the load balancer only.
+# It was google_cloud_run_v2_service.console[0]: the same service, moved in the state, not
+# recreated.
+moved {
+  from = google_cloud_run_v2_service.console[0]
+  to   = google_cloud_run_v2_service.function["console"]
 }
 
 # Only IAP's agent may invoke the service: every request has passed IAP first.
@@ -177,7 +115,7 @@ resource "google_cloud_run_v2_service_iam_member" "console_iap_invoker" {
 
   project  = var.project_id
   location = var.region
-  name     = google_cloud_run_v2_service.console[0].name
+  name     = google_cloud_run_v2_service.function["console"].name
   role     = "roles/run.invoker"
   member   = google_project_service_identity.iap[0].member
 

@@ -337,7 +337,7 @@ resource "google_pubsub_subscription_iam_member" "operator_dead_letters" {
   for_each = toset(var.operators)
 
   project      = var.project_id
-  subscription = google_pubsub_subscription.dead_letter.name
+  subscription = google_pubsub_subscription.dead_letter["events"].name
   role         = "roles/pubsub.subscriber"
   member       = each.key
 }

@@ -76,12 +76,12 @@ locals {
   ]) : toset([])
   native_subscriptions = length(var.bigquery_subscriptions) + length(var.cloud_storage_subscriptions)
   # Message subscriptions dead-letter to a topic of their own: what lands there is the
-  # publisher's data, not Conveyor events.
+  # publisher's data, not Conveyor events. Its subscription of the same name keeps it
+  # (google_pubsub_subscription.dead_letter["messages"], pubsub.tf).
   messages_dead_letter = length(local.message_pipelines) + local.native_subscriptions > 0
 }
 
 resource "google_pubsub_topic" "message" {
-  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   for_each = local.created_message_topics
 
   project                    = var.project_id
@@ -91,30 +91,12 @@ resource "google_pubsub_topic" "message" {
 }
 
 resource "google_pubsub_topic" "messages_dead_letter" {
-  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   count = local.messages_dead_letter ? 1 : 0
 
   project                    = var.project_id
   name                       = "${local.prefix}-messages-dead-letter"
   labels                     = local.labels
   message_retention_duration = var.message_retention_duration
-}
-
-# Messages that kept failing stay here to be read and replayed.
-resource "google_pubsub_subscription" "messages_dead_letter" {
-  count = local.messages_dead_letter ? 1 : 0
-
-  project                    = var.project_id
-  name                       = "${local.prefix}-messages-dead-letter"
-  topic                      = google_pubsub_topic.messages_dead_letter[0].id
-  labels                     = local.labels
-  message_retention_duration = var.message_retention_duration
-  retain_acked_messages      = true
-  ack_deadline_seconds       = 60
-
-  expiration_policy {
-    ttl = ""
-  }
 }
 
 resource "google_pubsub_subscription" "message" {

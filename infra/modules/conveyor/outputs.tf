@@ -1,6 +1,6 @@
 output "service_urls" {
   description = "URL of each function's Cloud Run service, keyed by function (stage, load, submit, poll, log)."
-  value       = { for k, s in google_cloud_run_v2_service.function : k => s.uri }
+  value       = { for k, s in google_cloud_run_v2_service.function : k => s.uri if contains(keys(local.functions), k) }
 }
 
 output "service_accounts" {
@@ -29,8 +29,8 @@ output "dead_letter_topic" {
 }
 
 output "push_subscriptions" {
-  description = "Filter of each function's push subscription, keyed by subscription name."
-  value       = { for k, s in google_pubsub_subscription.push : s.name => s.filter }
+  description = "Filter of each function's push subscription on the events topic, keyed by subscription name."
+  value       = { for k, s in google_pubsub_subscription.push : s.name => s.filter if contains(keys(local.push_filters), k) }
 }
 
 output "landing_bucket" {

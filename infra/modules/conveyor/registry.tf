@@ -2,7 +2,6 @@
 # push the image, then apply everything: the services need the image to exist.
 
 resource "google_artifact_registry_repository" "images" {
-  #checkov:skip=CKV_GCP_84:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   project       = var.project_id
   location      = var.region
   repository_id = local.prefix

@@ -1,5 +1,6 @@
-# The five functions: one image, one Cloud Run service each, the binary chosen by the
-# container command. The pipeline file comes from Secret Manager, mounted read-only.
+# The five functions and the console (console.tf): one image, one Cloud Run service each, the
+# binary chosen by the container command. The pipeline file comes from Secret Manager, mounted
+# read-only.
 
 resource "google_secret_manager_secret" "config" {
   project   = var.project_id
@@ -35,22 +36,33 @@ locals {
     CONVEYOR_REGION            = var.region
     CONVEYOR_BIGQUERY_LOCATION = local.bigquery_location
   })
+  # Each function's service: its sizes (`var.functions`), and who it runs as, who may call it
+  # (the custom audience its callers' tokens name) and its environment.
+  function_services = {
+    for f, settings in local.functions : f => merge(settings, {
+      description     = "Conveyor ${f} function."
+      ingress         = var.ingress
+      audiences       = [local.function_audience[f]]
+      service_account = google_service_account.function[f].email
+      env             = merge(local.env, local.auth_env[f], lookup(local.function_env, f, {}))
+    })
+  }
 }
 
 resource "google_cloud_run_v2_service" "function" {
-  for_each = local.functions
+  for_each = merge(local.function_services, local.console_service)
 
   project             = var.project_id
   name                = "${local.prefix}-${each.key}"
   location            = var.region
-  description         = "Conveyor ${each.key} function."
-  ingress             = var.ingress
+  description         = each.value.description
+  ingress             = each.value.ingress
   deletion_protection = var.deletion_protection
   labels              = merge(local.labels, { conveyor-function = each.key })
-  custom_audiences    = [local.function_audience[each.key]]
+  custom_audiences    = each.value.audiences
 
   template {
-    service_account                  = google_service_account.function[each.key].email
+    service_account                  = each.value.service_account
     max_instance_request_concurrency = each.value.concurrency
     timeout                          = "${each.value.timeout_seconds}s"
     labels                           = merge(local.labels, { conveyor-function = each.key })
@@ -80,7 +92,7 @@ resource "google_cloud_run_v2_service" "function" {
       }
 
       dynamic "env" {
-        for_each = merge(local.env, local.auth_env[each.key], lookup(local.function_env, each.key, {}))
+        for_each = each.value.env
         content {
           name  = env.key
           value = env.value

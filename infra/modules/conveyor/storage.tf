@@ -1,6 +1,7 @@
 # The landing bucket and its object-arrival trigger: Cloud Storage notifies
-# `<prefix>-gcs-notifications` of every finalized object, and a push subscription hands the
-# notification to `load`, which matches it against the pipelines' object patterns.
+# `<prefix>-gcs-notifications` of every finalized object, and a push subscription
+# (`<prefix>-load-objects`, pubsub.tf) hands the notification to `load`, which matches it
+# against the pipelines' object patterns.
 
 resource "google_storage_bucket" "landing" {
   count = var.create_landing_bucket ? 1 : 0
@@ -52,7 +53,6 @@ data "google_storage_project_service_account" "gcs" {
 }
 
 resource "google_pubsub_topic" "gcs_notifications" {
-  #checkov:skip=CKV_GCP_83:Encrypted at rest with Google-managed keys; customer-managed keys (a Cloud KMS key ring, rotation and service-agent grants) are an organization decision outside this module
   project                    = var.project_id
   name                       = "${local.prefix}-gcs-notifications"
   labels                     = local.labels
@@ -116,45 +116,4 @@ resource "google_storage_notification" "landing" {
       error_message = "BigQuery location ${local.bigquery_location} cannot load from a landing bucket in ${local.landing_location}: BigQuery loads from a bucket in the dataset's region or inside its multi-region (US loads from anywhere). Set bigquery_location or landing_bucket_location so they agree."
     }
   }
-}
-
-resource "google_pubsub_subscription" "objects" {
-  project = var.project_id
-  name    = "${local.prefix}-load-objects"
-  topic   = google_pubsub_topic.gcs_notifications.id
-  labels  = local.labels
-  # Conveyor's own state (_conveyor/: stage watermarks and leases, load windows) is never
-  # data: its writes are not pushed to load at all. Staged objects reach load by this path
-  # only (load consumes no dev.conveyor.object.staged event).
-  filter = "NOT hasPrefix(attributes.objectId, \"_conveyor/\")"
-
-  ack_deadline_seconds       = min(600, local.functions.load.timeout_seconds)
-  message_retention_duration = var.message_retention_duration
-
-  push_config {
-    push_endpoint = google_cloud_run_v2_service.function["load"].uri
-    oidc_token {
-      service_account_email = google_service_account.invoker.email
-      audience              = local.function_audience["load"]
-    }
-  }
-
-  retry_policy {
-    minimum_backoff = var.retry_minimum_backoff
-    maximum_backoff = var.retry_maximum_backoff
-  }
-
-  dead_letter_policy {
-    dead_letter_topic     = google_pubsub_topic.dead_letter.id
-    max_delivery_attempts = local.max_delivery_attempts
-  }
-
-  expiration_policy {
-    ttl = ""
-  }
-
-  depends_on = [
-    google_cloud_run_v2_service_iam_member.invoker,
-    google_pubsub_topic_iam_member.dead_letter_publisher,
-  ]
 }
