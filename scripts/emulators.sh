@@ -48,6 +48,12 @@ OPENLINEAGE_PIN=openlineage-python==1.54.0
 
 log() { echo "emulators: $*" >&2; }
 
+# The Pub/Sub emulator's JVM: the tests start it about ten times and each lives seconds, so
+# only the quick first-tier compiler (no C2 compiler threads) and the serial collector: about
+# a quarter less CPU for a start and a test's traffic (2.8 s against 2.1 s, measured
+# 2026-12-08 with 50 topics and publishes). The launcher reads CLOUD_PUBSUB_EMULATOR_OPTS.
+export CLOUD_PUBSUB_EMULATOR_OPTS="${CLOUD_PUBSUB_EMULATOR_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC}"
+
 PUBSUB_HINT="install the Google Cloud CLI and run \`gcloud components install pubsub-emulator\` (or apt-get install google-cloud-cli-pubsub-emulator from Google's apt repository), or set PUBSUB_BIN to its cloud-pubsub-emulator launcher"
 
 # The Pub/Sub emulator's launcher: $PUBSUB_BIN, or where the Google Cloud CLI on PATH keeps

@@ -30,8 +30,8 @@
 # Tools are cached in .venv-infra/ (gitignored); a second run takes seconds.
 #
 #   scripts/infra-check.sh          # install what is missing, then every check
-#   scripts/infra-check.sh tools    # only install the tools (scripts/test.sh runs this while
-#                                   # cargo builds, and the checks once the build is done)
+#   scripts/infra-check.sh tools    # only install the tools
+# (scripts/test.sh runs the whole script while cargo builds, at the lowest priority.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -274,14 +274,17 @@ async fn the_console_draws_the_example_pipelines_a_run_timeline_and_a_failed_run
     ];
     let mut doms = Vec::new();
     for (name, url) in &pages {
-        let dom = browse(&browser, &profile, url, &["--dump-dom".to_owned()]).await;
         let shot = artefacts.join(format!("{name}.png"));
         let _ = std::fs::remove_file(&shot);
-        browse(
+        // One browser start for both: the DOM after the page's script, and its picture.
+        let dom = browse(
             &browser,
             &profile,
             url,
-            &[format!("--screenshot={}", shot.display())],
+            &[
+                "--dump-dom".to_owned(),
+                format!("--screenshot={}", shot.display()),
+            ],
         )
         .await;
         let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
