@@ -92,9 +92,7 @@ install() {
   flock 9
   if ! installed; then
     log "installing ${PINS[*]} into $VENV"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
+    "$(dirname "$0")/pyvenv.sh" "$EMU_HOME/uv" "$VENV" "${PINS[@]}"
     echo "${PINS[*]}" >"$VENV/.pins"
   fi
   flock -u 9
@@ -110,9 +108,7 @@ discovery_docs() { # installs the pinned wheel once; prints the documents' folde
     flock 8
     if ! ready; then
       log "installing $DISCOVERY_PIN (discovery documents) into $venv"
-      rm -rf "$venv"
-      python3 -m venv "$venv"
-      "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$DISCOVERY_PIN"
+      "$(dirname "$0")/pyvenv.sh" "$EMU_HOME/uv" "$venv" --no-deps "$DISCOVERY_PIN"
       echo "$DISCOVERY_PIN" >"$venv/.pin"
     fi
     flock -u 8
@@ -129,9 +125,7 @@ openlineage_python() { # installs the pinned package once; prints the venv's pyt
     flock 7
     if ! ready; then
       log "installing $OPENLINEAGE_PIN into $venv"
-      rm -rf "$venv"
-      python3 -m venv "$venv"
-      "$venv/bin/pip" install --quiet --disable-pip-version-check "$OPENLINEAGE_PIN"
+      "$(dirname "$0")/pyvenv.sh" "$EMU_HOME/uv" "$venv" "$OPENLINEAGE_PIN"
       echo "$OPENLINEAGE_PIN" >"$venv/.pin"
     fi
     flock -u 7
