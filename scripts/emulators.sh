@@ -133,8 +133,13 @@ openlineage_python() { # installs the pinned package once; prints the venv's pyt
   echo "$venv/bin/python"
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+free_port() { # free_port [N]: N (default 1) ports nothing listens on, one a line, all different
+  # One python for all of them: a start takes four, and each python start costs CPU the tests
+  # (which start servers eight at a time) are short of.
+  python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "${1:-1}"
 }
 
 wait_http() { # url pid name logfile
@@ -146,7 +151,15 @@ wait_http() { # url pid name logfile
   log "$3 not ready after 60 s"; return 1
 }
 
-site_packages() { "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+# The venv's site-packages, without starting its python (a third of a second of CPU with this
+# venv's packages; the tests start servers dozens of times).
+site_packages() {
+  local sp
+  for sp in "$VENV"/lib/python3*/site-packages; do
+    [ -d "$sp" ] && { echo "$sp"; return 0; }
+  done
+  "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+}
 
 start_bq() { # dir
   launch_bq "$1"
@@ -172,6 +185,13 @@ launch_bq() { # dir
   echo $! >"$dir/bq.pid"
 }
 
+bq_ports() { # dir: new REST and gRPC ports for bqemulator in DIR/env
+  local ports
+  ports=$(free_port 2)
+  set_env "$1" BQ_PORT "${ports%%$'\n'*}"
+  set_env "$1" BQ_GRPC_PORT "${ports##*$'\n'}"
+}
+
 # Waits for bqemulator; when it exits at start-up (a port free_port chose was taken meanwhile
 # by another test's server), it starts again on other ports, at most twice.
 wait_bq() { # dir
@@ -185,8 +205,7 @@ wait_bq() { # dir
     kill -0 "$(cat "$dir/bq.pid")" 2>/dev/null && return 1 # alive but not ready: no retry
     [ "$try" = 3 ] && return 1
     log "bqemulator exited at start-up: starting it again on other ports"
-    set_env "$dir" BQ_PORT "$(free_port)"
-    set_env "$dir" BQ_GRPC_PORT "$(free_port)"
+    bq_ports "$dir"
     launch_bq "$dir"
   done
 }
@@ -197,7 +216,7 @@ start() { # dir
   need_pubsub "GCP emulator tests"
   install
   local pubsub_port gcs_port bq_port bq_grpc_port
-  pubsub_port=$(free_port); gcs_port=$(free_port); bq_port=$(free_port); bq_grpc_port=$(free_port)
+  { read -r pubsub_port; read -r gcs_port; read -r bq_port; read -r bq_grpc_port; } < <(free_port 4)
   cat >"$dir/env" <<ENV
 PROJECT=$PROJECT
 PUBSUB_PORT=$pubsub_port
@@ -275,8 +294,7 @@ start_bigquery() { # dir: bqemulator alone (no Pub/Sub emulator needed)
   mkdir -p "$dir/gcs"
   install_or_skip
   set_env "$dir" PROJECT "$PROJECT"
-  set_env "$dir" BQ_PORT "$(free_port)"
-  set_env "$dir" BQ_GRPC_PORT "$(free_port)"
+  bq_ports "$dir"
   start_bq "$dir"
   log "bqemulator ready on :$(grep '^BQ_PORT=' "$dir/env" | cut -d= -f2)"
 }

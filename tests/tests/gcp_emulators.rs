@@ -665,7 +665,9 @@ async fn a_folder_loads_in_one_multi_uri_job_and_a_sql_job_writes_its_destinatio
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(emu) = Emulators::start(
         &dir.path().join("emu"),
-        &["start"],
+        // fake-gcs-server and bqemulator on one folder (bqemulator reads `gs://` there); no
+        // Pub/Sub emulator: nothing here is notified.
+        &["start-gcs", "start-bigquery"],
         "the GCP emulator tests",
     ) else {
         return;

@@ -140,7 +140,9 @@ async fn bigquery_on_bqemulator_keeps_the_warehouse_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(emu) = Emulators::start(
         &dir.path().join("emu"),
-        &["start"],
+        // fake-gcs-server and bqemulator on one folder (bqemulator reads `gs://` there); no
+        // Pub/Sub emulator: nothing here is notified.
+        &["start-gcs", "start-bigquery"],
         "the warehouse conformance on bqemulator",
     ) else {
         return;
