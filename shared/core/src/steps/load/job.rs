@@ -538,52 +538,11 @@ pub(in crate::steps) async fn load_state_event(
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use async_trait::async_trait;
-
     use super::*;
     use crate::config::SchemaUpdateOption;
     use crate::names::{BucketName, PipelineName};
-    use crate::ports::{LoadStatus, ObjectStore as _, Ports, Warehouse};
-    use crate::testing::MemoryStore;
-
-    /// Keeps every job it is given; each is DONE at once. The table has the columns of its
-    /// second field (`None`: no such table).
-    #[derive(Default)]
-    struct Jobs(Mutex<Vec<LoadJob>>, Option<Vec<crate::format::Column>>);
-
-    #[async_trait]
-    impl Warehouse for Jobs {
-        async fn load(
-            &self,
-            job: &LoadJob,
-            _: std::time::Duration,
-        ) -> Result<LoadStatus, PortError> {
-            self.0.lock().expect("lock").push(job.clone());
-            Ok(LoadStatus {
-                state: LoadState::Done { rows: 1 },
-                adopted: false,
-            })
-        }
-        async fn load_state(&self, _: &JobId) -> Result<LoadStatus, PortError> {
-            Err(PortError::not_found("no such job"))
-        }
-        async fn table_columns(
-            &self,
-            _: &TableRef,
-        ) -> Result<Option<Vec<crate::format::Column>>, PortError> {
-            Ok(self.1.clone())
-        }
-        async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
-            Ok(0)
-        }
-        async fn read_table(
-            &self,
-            _: &TableRef,
-            _: usize,
-        ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
-            Ok(Vec::new())
-        }
-    }
+    use crate::ports::{ObjectStore as _, Ports};
+    use crate::testing::{DoneJobs, MemoryStore};
 
     /// The job a load of `files` into a table with `write` hands the warehouse, and the run's
     /// `schema_added`.
@@ -605,7 +564,10 @@ mod tests {
         )
         .expect("config");
         let store = Arc::new(MemoryStore::default());
-        let warehouse = Arc::new(Jobs(Mutex::default(), columns));
+        let warehouse = Arc::new(DoneJobs {
+            jobs: Mutex::default(),
+            columns,
+        });
         let ctx = Context::new(
             Arc::new(config),
             Ports {
@@ -641,7 +603,7 @@ mod tests {
         .expect("loader");
         loader.chunk(sources).await.expect("chunk");
         let added = loader.detail.vars.get(SCHEMA_ADDED).cloned();
-        let job = warehouse.0.lock().expect("lock")[0].clone();
+        let job = warehouse.jobs.lock().expect("lock")[0].clone();
         (job, added)
     }
 

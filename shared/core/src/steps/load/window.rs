@@ -582,50 +582,10 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::event::ConveyorEvent;
     use crate::inbound::Inbound;
-    use crate::names::{JobId, TableRef};
-    use crate::ports::{
-        EventBus, LoadJob, LoadState, LoadStatus, ObjectStore as _, Ports, Warehouse,
-    };
+    use crate::names::JobId;
+    use crate::ports::{EventBus, ObjectStore as _, Ports};
     use crate::steps::{StepName, handle};
-    use crate::testing::MemoryStore;
-
-    /// Keeps every job (by id) with its sources' names; each is DONE at once.
-    #[derive(Default)]
-    struct Jobs(Mutex<BTreeMap<JobId, Vec<String>>>);
-
-    #[async_trait]
-    impl Warehouse for Jobs {
-        async fn load(
-            &self,
-            job: &LoadJob,
-            _: std::time::Duration,
-        ) -> Result<LoadStatus, PortError> {
-            let names = job.sources.iter().map(|s| s.name.to_string()).collect();
-            let adopted = self
-                .0
-                .lock()
-                .expect("lock")
-                .insert(job.job_id.clone(), names)
-                .is_some();
-            Ok(LoadStatus {
-                state: LoadState::Done { rows: 1 },
-                adopted,
-            })
-        }
-        async fn load_state(&self, _: &JobId) -> Result<LoadStatus, PortError> {
-            Err(PortError::not_found("no such job"))
-        }
-        async fn row_count(&self, _: &TableRef) -> Result<u64, PortError> {
-            Ok(0)
-        }
-        async fn read_table(
-            &self,
-            _: &TableRef,
-            _: usize,
-        ) -> Result<Vec<BTreeMap<String, String>>, PortError> {
-            Ok(Vec::new())
-        }
-    }
+    use crate::testing::{DoneJobs, MemoryStore};
 
     /// Keeps the `batch` var of every event published.
     #[derive(Default)]
@@ -645,7 +605,7 @@ mod tests {
         ctx: Context,
         clock: Arc<ManualClock>,
         store: Arc<MemoryStore>,
-        jobs: Arc<Jobs>,
+        jobs: Arc<DoneJobs>,
         notes: Arc<Notes>,
     }
 
@@ -659,7 +619,7 @@ mod tests {
             )
             .expect("config");
             let store = Arc::new(MemoryStore::default());
-            let jobs = Arc::new(Jobs::default());
+            let jobs = Arc::new(DoneJobs::default());
             let notes = Arc::new(Notes::default());
             let ports = Ports {
                 store: store.clone(),
@@ -714,9 +674,20 @@ mod tests {
             sweep_windows(&self.ctx, &mut outcome).await.expect("sweep");
         }
 
+        /// Each job id with its sources' names (a job handed over again: its last sources).
+        fn by_id(&self) -> BTreeMap<JobId, Vec<String>> {
+            let jobs = self.jobs.jobs.lock().expect("lock");
+            jobs.iter()
+                .map(|j| {
+                    let names = j.sources.iter().map(|s| s.name.to_string()).collect();
+                    (j.job_id.clone(), names)
+                })
+                .collect()
+        }
+
         /// The sizes of the jobs, in the order of their first source's name.
         fn sizes(&self) -> Vec<usize> {
-            let jobs = self.jobs.0.lock().expect("lock");
+            let jobs = self.by_id();
             let mut v: Vec<(String, usize)> = jobs
                 .values()
                 .map(|s| (s.iter().min().cloned().unwrap_or_default(), s.len()))
@@ -727,7 +698,7 @@ mod tests {
 
         /// Every loaded name, and whether any was loaded twice.
         fn loaded_once(&self) -> (BTreeSet<String>, bool) {
-            let jobs = self.jobs.0.lock().expect("lock");
+            let jobs = self.by_id();
             let all: Vec<&String> = jobs.values().flatten().collect();
             let set: BTreeSet<String> = all.iter().map(|s| (*s).clone()).collect();
             let twice = set.len() != all.len();
